@@ -54,19 +54,22 @@ def test_regeneration_equals_diffusers_text_to_image_from_z_T(backbone, samples)
 
 
 def test_null_text_reconstructs_5x_better_than_ddim_at_w_7_5_on_every_bundled_image(backbone, samples):
-    # lr 0.1 instead of the reference's 1e-2, which is tuned for trained SD: on the untrained
-    # tiny UNet 10 Adam iterations at 1e-2 only close part of each step's gap (ratio ~1.6x at
-    # 10 steps, ~4.6x at 50); the property tested is that the optimisation tracks the pivot.
-    nti = NullTextParams(w=7.5, lr=0.1)
+    # The reference's lr (1e-2) is tuned for trained SD, whose DDIM round trip is nearly exact
+    # and needs small corrections. On the untrained tiny UNet, 10 Adam iterations at 1e-2 move
+    # each coordinate of the null embedding by at most ~0.1 per step, which closes only part of
+    # the gap (ratio 1.6-2.0x at 10 steps, 3.5-4.9x at 50). So the 5x claim is tested at lr 0.1
+    # (ratio ~11x), and the reference defaults must still beat DDIM clearly on every image.
+    settings = {"lr 0.1": (NullTextParams(w=7.5, lr=0.1), 5.0), "reference": (NullTextParams(w=7.5), 1.4)}
     for sample in samples:
         z0, inv = ddim(backbone, sample, STEPS)
         cond = backbone.encode_text(sample.source_prompt)
-        nulls, grad_evals = optimise_null_text(backbone, inv.latents, cond, nti)
-        assert 0 < grad_evals <= STEPS * nti.inner_steps
-        null_text = Inversion("null_text", inv.latents, nulls)
         plain = mse(regenerate(backbone, inv, sample.source_prompt, sample.source_prompt, 7.5), z0)
-        optimised = mse(regenerate(backbone, null_text, sample.source_prompt, sample.source_prompt, 7.5), z0)
-        assert optimised * 5 <= plain, (sample.id, optimised, plain)
+        for name, (nti, factor) in settings.items():
+            nulls, grad_evals = optimise_null_text(backbone, inv.latents, cond, nti)
+            assert 0 < grad_evals <= STEPS * nti.inner_steps
+            null_text = Inversion("null_text", inv.latents, nulls)
+            optimised = mse(regenerate(backbone, null_text, sample.source_prompt, sample.source_prompt, 7.5), z0)
+            assert optimised * factor <= plain, (sample.id, name, optimised, plain)
 
 
 def test_null_text_counts_its_work_keeps_no_graph_and_leaves_the_text_cache_alone(backbone, samples):
