@@ -236,6 +236,7 @@ def _cost(ok: pd.DataFrame) -> dict[str, float]:
         "peak_mem_mb": float(peak.max()) if len(peak) else math.nan,
         "prep_time_s": float(ok["prep_time_s"].fillna(0).sum()),
         "prep_nfe": float(ok["prep_nfe"].fillna(0).sum()),
+        "prep_grad_evals": float(ok["prep_grad_evals"].fillna(0).sum()),
         "prep_reused": float(cached.sum()) if len(cached) else math.nan,
     }
 

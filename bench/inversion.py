@@ -63,14 +63,11 @@ class Inversion:
     ``latents``: (steps + 1, C, h, w), ``latents[k]`` = ``z*`` after k inversion steps
     (``latents[0]`` is the source latent, ``latents[-1]`` is ``z*_T``). ``null_embeddings``:
     (steps, L, D) fp32, one per denoising step in schedule order (``null_text`` only).
-    ``grad_evals``: backward passes spent computing it in this process (0 when loaded from
-    the cache); the first edit that uses it reports them (see ``take_grad_evals``).
     """
 
     kind: str
     latents: torch.Tensor
     null_embeddings: torch.Tensor | None = None
-    grad_evals: int = 0
 
     @property
     def steps(self) -> int:
@@ -89,11 +86,6 @@ class Inversion:
         if self.kind == "null_text":
             return self.null_embeddings[index][None].to(backbone.device, backbone.dtype)
         return backbone.encode_text(source_prompt if self.kind == "negative_prompt" else "")
-
-    def take_grad_evals(self) -> int:
-        """The unreported backward passes of this preparation, once (like the runner's prep NFE)."""
-        spent, self.grad_evals = self.grad_evals, 0
-        return spent
 
 
 def inversion_step(scheduler, eps: torch.Tensor, s: int, t: int, latent: torch.Tensor) -> torch.Tensor:
@@ -177,8 +169,8 @@ def prepare_inversion(
 ) -> Preparation:
     """The ``kind`` inversion of ``sample``, from the disk cache when it holds one.
 
-    ``cache_hit`` is true when nothing had to be computed. A null-text miss still reuses a
-    cached DDIM pivot.
+    ``cache_hit`` is true when nothing had to be computed; ``grad_evals`` counts the null-text
+    optimisation's backward passes (0 on a hit). A null-text miss still reuses a cached DDIM pivot.
     """
     if kind not in KINDS:
         raise ConfigError(unknown("inversion kind", kind, KINDS))
@@ -201,7 +193,7 @@ def prepare_inversion(
         return Preparation(Inversion(kind, stored["latents"], stored["null_embeddings"]), cache_hit=True)
     nulls, grad_evals = optimise_null_text(backbone, latents, cond, nti)
     cache.save(nti_key, {"latents": latents, "null_embeddings": nulls})
-    return Preparation(Inversion(kind, latents, nulls, grad_evals), cache_hit=False)
+    return Preparation(Inversion(kind, latents, nulls), cache_hit=False, grad_evals=grad_evals)
 
 
 @torch.no_grad()

@@ -38,10 +38,16 @@ class EditResult:
 
 @dataclass
 class Preparation:
-    """Optional wrapper a ``prepare`` may return to say its result came from a disk cache."""
+    """Optional wrapper a ``prepare`` may return to report how its result was obtained.
+
+    ``cache_hit``: loaded from a disk cache rather than computed. ``grad_evals``: backward
+    passes spent computing it (e.g. null-text optimisation); the runner records them, like
+    the preparation's NFE, on the first cell that uses it.
+    """
 
     value: Any
     cache_hit: bool = False
+    grad_evals: int = 0
 
 
 class Method:
@@ -95,8 +101,8 @@ class Method:
     def prepare(self, backbone, sample, setting: dict[str, Any]) -> Any:
         """Expensive work shared by every edit of ``sample`` with the same ``prep_params``.
 
-        Return the value itself, or ``Preparation(value, cache_hit=True)`` when it was loaded
-        from a cache rather than computed (the runner records hits per cell)."""
+        Return the value itself, or a ``Preparation`` saying whether it was loaded from a cache
+        and how many gradient evaluations it spent (the runner records both per cell)."""
         return None
 
     def edit(self, backbone, sample, prep: Any, setting: dict[str, Any], generator: torch.Generator) -> EditResult:

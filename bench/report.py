@@ -18,9 +18,10 @@ from . import plots
 from .aggregate import RunData, Row, arrow, best_rows, fixed_params, format_stat, load_run, nan_notes, summarize
 
 CELL_COLUMNS = ["method", "sample_id", "seed", "edit_type", "status", "error", "output_path"]
-COST_COLUMNS = ["time_s", "nfe", "gpu_time_s", "peak_mem_mb", "grad_evals", "prep_time_s", "prep_nfe", "prep_cached"]
+COST_COLUMNS = ["time_s", "nfe", "gpu_time_s", "peak_mem_mb", "grad_evals", "prep_time_s", "prep_nfe",
+                "prep_grad_evals", "prep_cached"]  # fmt: skip
 COST_HEADER = ["s/image", "GPU s/image", "NFE/image", "grad evals/image", "peak GPU MB", "prep s (total)",
-               "prep NFE (total)", "prep reused/cached"]  # fmt: skip
+               "prep NFE (total)", "prep grad evals (total)", "prep reused/cached"]  # fmt: skip
 
 
 def cells_table(run_dir: Path) -> pd.DataFrame:
@@ -127,7 +128,7 @@ def cost_cells(rows: list[Row]) -> list[list[str]]:
         c = r.cost
         reused = "n/a" if math.isnan(c["prep_reused"]) else f"{int(c['prep_reused'])}/{r.ok}"
         body.append([r.method, r.label, str(r.ok)] + [_num(c[k]) for k in ("time_s", "gpu_time_s", "nfe", "grad_evals",
-                    "peak_mem_mb", "prep_time_s", "prep_nfe")] + [reused])  # fmt: skip
+                    "peak_mem_mb", "prep_time_s", "prep_nfe", "prep_grad_evals")] + [reused])  # fmt: skip
     return body
 
 

@@ -110,6 +110,7 @@ class _Prepared:
     nfe: int
     time_s: float
     cache_hit: bool
+    grad_evals: int
     used: bool = False
 
 
@@ -225,10 +226,10 @@ class Runner:
             try:
                 with CellTimer(self.backbone.device) as timer:
                     value = method.prepare(self.backbone, sample, setting)
-                hit = isinstance(value, Preparation) and value.cache_hit
-                if isinstance(value, Preparation):
-                    value = value.value
-                prepared[key] = _Prepared(value, self.backbone.nfe.count - nfe_before, timer.wall_s, hit)
+                if not isinstance(value, Preparation):
+                    value = Preparation(value)
+                nfe = self.backbone.nfe.count - nfe_before
+                prepared[key] = _Prepared(value.value, nfe, timer.wall_s, value.cache_hit, value.grad_evals)
             except Exception as exc:
                 prepared[key] = exc
         result = prepared[key]
@@ -246,7 +247,9 @@ class Runner:
         try:
             prep = self._prepare(sample, name, setting, prepared)
             cell.prep_cached = prep.used or prep.cache_hit
-            cell.prep_nfe, cell.prep_time_s = (0, 0.0) if prep.used else (prep.nfe, prep.time_s)
+            cell.prep_nfe, cell.prep_time_s, cell.prep_grad_evals = (
+                (0, 0.0, 0) if prep.used else (prep.nfe, prep.time_s, prep.grad_evals)
+            )
             prep.used = True
             generator = torch.Generator("cpu").manual_seed(cell_seed(sample.id, seed))
             nfe_before = self.backbone.nfe.count

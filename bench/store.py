@@ -7,7 +7,7 @@ is missing.
 
 import json
 import sqlite3
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 SCHEMA = """
@@ -30,6 +30,7 @@ CREATE TABLE IF NOT EXISTS cells (
     prep_time_s REAL,
     prep_nfe INTEGER,
     prep_cached INTEGER,
+    prep_grad_evals INTEGER,
     finished_at TEXT DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))
 );
 CREATE TABLE IF NOT EXISTS metrics (
@@ -70,6 +71,7 @@ class CellRecord:
     prep_time_s: float | None = None
     prep_nfe: int | None = None
     prep_cached: bool | None = None
+    prep_grad_evals: int | None = None
     metrics: dict[str, float] = field(default_factory=dict)
 
 
@@ -89,6 +91,13 @@ class Store:
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=FULL")
         self.db.executescript(SCHEMA)
+        self._add_missing_columns()
+
+    def _add_missing_columns(self) -> None:
+        """Columns added to ``cells`` since a store was created (so older runs can be resumed)."""
+        present = {row[1] for row in self.db.execute("PRAGMA table_info(cells)")}
+        if "prep_grad_evals" not in present:
+            self.db.execute("ALTER TABLE cells ADD COLUMN prep_grad_evals INTEGER")
 
     def close(self) -> None:
         self.db.close()
@@ -105,19 +114,15 @@ class Store:
 
     def commit_cell(self, cell: CellRecord) -> None:
         """Write one cell and its metrics in a single transaction."""
-        row = (
-            cell.key, cell.method, setting_json(cell.setting), cell.sample_id, cell.seed, cell.edit_type,
-            cell.status, cell.error, cell.output_path, cell.time_s, cell.gpu_time_s, cell.peak_mem_mb,
-            cell.nfe, cell.grad_evals, cell.prep_time_s, cell.prep_nfe,
-            None if cell.prep_cached is None else int(cell.prep_cached),
-        )  # fmt: skip
+        values = {f.name: getattr(cell, f.name) for f in fields(CellRecord) if f.name != "metrics"}
+        values["setting"] = setting_json(cell.setting)
+        if cell.prep_cached is not None:
+            values["prep_cached"] = int(cell.prep_cached)
         self.db.execute("BEGIN IMMEDIATE")
         try:
             self.db.execute(
-                "INSERT OR REPLACE INTO cells (key, method, setting, sample_id, seed, edit_type, status, error,"
-                " output_path, time_s, gpu_time_s, peak_mem_mb, nfe, grad_evals, prep_time_s, prep_nfe, prep_cached)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                row,
+                f"INSERT OR REPLACE INTO cells ({', '.join(values)}) VALUES ({', '.join('?' * len(values))})",
+                tuple(values.values()),
             )
             self.db.execute("DELETE FROM metrics WHERE key = ?", (cell.key,))
             self.db.executemany(

@@ -2,9 +2,9 @@
 from ``z*_T`` with the target prompt and the optimised null embedding of each step.
 
 With the source prompt as target and ``w = nti_w`` it reconstructs the source. The
-optimisation's backward passes are reported as gradient evaluations on the first cell that
-uses a freshly computed inversion (0 when it came from the disk cache); its forward passes
-are part of the preparation's NFE.
+optimisation's forward and backward passes are the preparation's NFE and gradient
+evaluations (``prep_nfe``, ``prep_grad_evals``), recorded on the first cell that uses a
+freshly computed inversion (0 when it came from the disk cache).
 """
 
 import torch
@@ -64,4 +64,4 @@ class NullTextInversion(Method):
     @torch.no_grad()
     def edit(self, backbone, sample, prep, setting, generator):
         latent = regenerate(backbone, prep, sample.source_prompt, sample.target_prompt, setting["w"])
-        return EditResult(backbone.decode(latent).float(), grad_evals=prep.take_grad_evals())
+        return EditResult(backbone.decode(latent).float())

@@ -160,8 +160,7 @@ class PromptToPrompt(Method):
         artifacts = {}
         if setting["attention_maps"]:
             artifacts["attention"] = attention_picture(controller, backbone.tokenizer, prompts)
-        grad_evals = prep.take_grad_evals() if prep is not None else 0
-        return EditResult(backbone.decode(latents[1:]).float(), grad_evals=grad_evals, artifacts=artifacts)
+        return EditResult(backbone.decode(latents[1:]).float(), artifacts=artifacts)
 
 
 def _positions(tokenizer, sample, prompt: str, word: str, parameter: str) -> list[int]:

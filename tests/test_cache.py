@@ -35,7 +35,7 @@ def test_a_hit_is_bit_identical_to_the_fresh_computation_and_costs_nothing(backb
     fresh, nfe = prepared(backbone, sample)
     hit, hit_nfe = prepared(backbone, sample)
     assert not fresh.cache_hit and nfe > 0
-    assert hit.cache_hit and hit_nfe == 0 and hit.value.grad_evals == 0
+    assert hit.cache_hit and hit_nfe == 0 and hit.grad_evals == 0
     assert torch.equal(hit.value.latents, fresh.value.latents)
     assert torch.equal(hit.value.null_embeddings, fresh.value.null_embeddings)
     # ddim, negative_prompt and direct share the DDIM trajectory, already computed as the pivot
@@ -103,9 +103,10 @@ def test_a_sweep_inverts_once_and_a_later_run_reuses_the_disk_cache(backbone, tm
         assert counts["ok"] == 2 * config.n_settings and counts["failed"] == 0, runs[-1].error.dropna().tolist()
     first, second = (cells[cells.method != "reconstruct"] for cells in runs)
     assert (second.prep_cached == 1).all() and (second.prep_nfe.fillna(0) == 0).all()
-    assert (second.grad_evals == 0).all()
+    assert (second.grad_evals == 0).all() and (second.prep_grad_evals.fillna(0) == 0).all()
     nti = first[first.method == "null_text_inversion"]
-    assert (nti.prep_cached == 0).all() and (nti.prep_nfe > 0).all() and (nti.grad_evals > 0).all()
+    assert (nti.prep_cached == 0).all() and (nti.prep_nfe > 0).all() and (nti.prep_grad_evals > 0).all()
+    assert (first.grad_evals == 0).all()  # the optimisation is preparation, not part of any edit
     p2p = first[first.method == "p2p"]
     per_inversion = p2p.groupby([p2p.sample_id, p2p.setting.str.extract(r'"inversion": "(\w+)"')[0]])
     assert (per_inversion.prep_nfe.apply(lambda s: (s > 0).sum()) <= 1).all()  # computed at most once, then reused

@@ -11,7 +11,7 @@ from bench.params import Param
 from bench.registry import register
 from bench.report import cells_table, summary_markdown
 from bench.runner import Runner, cell_key, resume_run, start_run
-from bench.store import Store
+from bench.store import CellRecord, Store
 from tests.helpers import write_dataset
 
 
@@ -25,7 +25,8 @@ class _NaNMethod(Method):
 
 @register
 class _PrepCounter(Method):
-    """Preparation depends on ``a`` only; every edit returns the source and raises when b = 3."""
+    """Preparation depends on ``a`` only and costs 1 NFE and 2 gradient evaluations; every
+    edit returns the source and raises when b = 3."""
 
     name = "test_prep"
     params = (Param("a", int, 0, low=0), Param("b", int, 0, low=0))
@@ -36,7 +37,7 @@ class _PrepCounter(Method):
         type(self).calls.append((sample.id, setting["a"]))
         with torch.no_grad():
             backbone.eps(backbone.encode_image(sample.image[None]), 10, backbone.encode_text(""))
-        return setting["a"]
+        return Preparation(setting["a"], grad_evals=2)
 
     def edit(self, backbone, sample, prep, setting, generator):
         assert prep == setting["a"]
@@ -122,9 +123,9 @@ def test_preparation_is_computed_once_per_sample_and_prep_params(tmp_path):
     failed = cells[cells.status == "failed"]
     assert failed.error.str.contains("b = 3 is cursed").all()
     first = cells.groupby(["sample_id", cells.setting.map(lambda s: json.loads(s)["a"])]).head(1)
-    assert (first.prep_cached == 0).all() and (first.prep_nfe == 1).all()
+    assert (first.prep_cached == 0).all() and (first.prep_nfe == 1).all() and (first.prep_grad_evals == 2).all()
     rest = cells.drop(first.index)
-    assert (rest.prep_cached == 1).all() and (rest.prep_nfe == 0).all()
+    assert (rest.prep_cached == 1).all() and (rest.prep_nfe == 0).all() and (rest.prep_grad_evals == 0).all()
 
 
 def test_resume_recomputes_only_missing_cells(tmp_path):
@@ -211,3 +212,19 @@ def test_cache_hits_artifacts_and_labels_are_recorded(tmp_path):
     assert store.info("labels") == ["untrained backbone", "untrained classifier"]
     store.close()
     assert "untrained classifier" in summary_markdown(run_dir).splitlines()[0]
+
+
+def test_a_store_from_before_prep_grad_evals_gains_the_column(tmp_path):
+    import sqlite3
+
+    db = sqlite3.connect(tmp_path / Store.FILENAME)
+    db.execute("CREATE TABLE cells (key TEXT PRIMARY KEY, method TEXT NOT NULL, setting TEXT NOT NULL,"
+               " sample_id TEXT NOT NULL, seed INTEGER NOT NULL, edit_type TEXT, status TEXT NOT NULL, error TEXT,"
+               " output_path TEXT, time_s REAL, gpu_time_s REAL, peak_mem_mb REAL, nfe INTEGER, grad_evals INTEGER,"
+               " prep_time_s REAL, prep_nfe INTEGER, prep_cached INTEGER, finished_at TEXT)")  # fmt: skip
+    db.close()
+    store = Store(tmp_path)
+    store.commit_cell(CellRecord("k", "m", {"a": 1}, "s", 0, "ok", prep_grad_evals=4, prep_cached=True))
+    cell = store.cells_frame().iloc[0]
+    store.close()
+    assert cell.prep_grad_evals == 4 and cell.prep_cached == 1 and json.loads(cell.setting) == {"a": 1}
