@@ -319,10 +319,10 @@ class Clip:
 
     def image(self, views: torch.Tensor) -> torch.Tensor:
         """Unit embeddings of (N, 3, s, s) views in [0, 1] at the model's input size (differentiable)."""
-        from .metrics.clip import _tensor
+        from .metrics.clip import projected_features
 
         out = self.model.get_image_features(pixel_values=_normalise(views, self.mean, self.std))
-        return F.normalize(_tensor(out).float(), dim=-1)
+        return F.normalize(projected_features(out).float(), dim=-1)
 
 
 @functools.lru_cache(maxsize=2)

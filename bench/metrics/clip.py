@@ -17,8 +17,9 @@ NAN = float("nan")
 ZERO_DIRECTION = 1e-5
 
 
-def _tensor(out) -> torch.Tensor:
-    """transformers 5 returns a model output whose ``pooler_output`` is the projected embedding."""
+def projected_features(out) -> torch.Tensor:
+    """The projected embedding of ``get_*_features``: a tensor, or (transformers 5) an output
+    whose ``pooler_output`` holds it."""
     return out if isinstance(out, torch.Tensor) else out.pooler_output
 
 
@@ -27,7 +28,8 @@ def image_embeddings(model, processor, images: torch.Tensor) -> torch.Tensor:
     pixels = [(im.clamp(0, 1) * 255).round().to(torch.uint8).cpu() for im in images]
     inputs = processor(images=pixels, return_tensors="pt")
     device = next(model.parameters()).device
-    return F.normalize(_tensor(model.get_image_features(pixel_values=inputs["pixel_values"].to(device))), dim=-1)
+    out = model.get_image_features(pixel_values=inputs["pixel_values"].to(device))
+    return F.normalize(projected_features(out), dim=-1)
 
 
 def text_embeddings(model, processor, prompts: list[str]) -> torch.Tensor:
@@ -38,7 +40,7 @@ def text_embeddings(model, processor, prompts: list[str]) -> torch.Tensor:
     out = model.get_text_features(
         input_ids=inputs["input_ids"].to(device), attention_mask=inputs["attention_mask"].to(device)
     )
-    return F.normalize(_tensor(out), dim=-1)
+    return F.normalize(projected_features(out), dim=-1)
 
 
 class _Clip(ImageMetric):
