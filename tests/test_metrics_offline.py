@@ -184,6 +184,15 @@ def test_run_fails_fast_without_weights_and_runs_offline_with_the_flag(tmp_path,
         (mse,) = db.execute("SELECT value FROM metrics WHERE key = ? AND name = 'mse'", (key,)).fetchone()
         assert mse == pytest.approx((edited - source).pow(2).mean().item(), rel=1e-6)
         assert db.execute("SELECT value FROM metrics WHERE key = ? AND name = 'ssim_bg_masked'", (key,)).fetchone()
+    # the manifest now lists them, so cells a resume computes get them too
+    (lost,) = db.execute("SELECT key FROM cells LIMIT 1").fetchone()
+    db.execute("DELETE FROM metrics WHERE key = ?", (lost,))
+    db.execute("DELETE FROM cells WHERE key = ?", (lost,))
+    db.commit()
+    resumed = invoke("run", "--resume", run_dir, "--quiet")
+    assert resumed.exit_code == 0, resumed.output
+    names = {n for (n,) in db.execute("SELECT name FROM metrics WHERE key = ?", (lost,))}
+    assert {"mse", "ssim_bg_masked", "lpips"} <= names, names
     bad = invoke("score", run_dir, "--metrics", "lpisp")
     assert bad.exit_code == 1 and "unknown metric 'lpisp' (did you mean 'lpips'?)" in bad.output
     without_flag = invoke("score", run_dir, "--metrics", "lpips")

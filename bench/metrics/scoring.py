@@ -128,6 +128,19 @@ def score_run(run_dir: str | Path, names: list[str], untrained: bool = False, pr
                     store.add_cell_metrics(c.key, {name: float(v[i]) for name, v in values.items()})
                 scored += len(batch)
         sets = score_sets(store, run_dir, metrics, list(refs.values()), resolution, options.batch_size)
+        _add_to_manifest(run_dir, store, manifest, names, untrained)
     finally:
         store.close()
     return {"cells scored": scored, "set values": len(sets), "NaN set values": sum(math.isnan(r[3]) for r in sets)}
+
+
+def _add_to_manifest(run_dir: Path, store, manifest: dict, names: list[str], untrained: bool) -> None:
+    """Record scored metrics in the run's config, so that ``--resume`` computes them for new cells."""
+    config = manifest["config"]
+    config["metrics"] = list(dict.fromkeys([*config["metrics"], *names]))
+    if untrained:
+        config["metric_options"]["untrained_extractors"] = True
+    tmp = run_dir / "manifest.json.tmp"
+    tmp.write_text(json.dumps(manifest, indent=2))
+    tmp.replace(run_dir / "manifest.json")
+    store.set_info("manifest", manifest)
