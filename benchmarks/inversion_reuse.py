@@ -52,7 +52,7 @@ def main(k, limit, dataset, inversion, steps, backbone):
     if len(ok) != len(cells):
         raise SystemExit(f"{len(cells) - len(ok)} cells failed: {cells.error.dropna().unique().tolist()}")
     per_image = ok.groupby("sample_id").agg(prep_nfe=("prep_nfe", "sum"), edit_nfe=("nfe", "sum"),
-                                            grad=("grad_evals", "sum"), cells=("key", "count"))  # fmt: skip
+                                            grad=("prep_grad_evals", "sum"), cells=("key", "count"))  # fmt: skip
     prep, edit = int(per_image.prep_nfe.sum()), int(per_image.edit_nfe.sum())
     prep_recompute = int((per_image.prep_nfe * per_image.cells).sum())
     grad, grad_recompute = int(per_image.grad.sum()), int((per_image.grad * per_image.cells).sum())
@@ -63,7 +63,7 @@ def main(k, limit, dataset, inversion, steps, backbone):
         ("preparation NFE", prep, prep_recompute),
         ("edit NFE", edit, edit),
         ("total NFE", spent, recompute),
-        ("gradient evaluations", grad, grad_recompute),
+        ("prep gradient evaluations", grad, grad_recompute),
     ):
         print(f"{label:28}{ours:>18}{theirs:>20}")
     print(f"saving: {recompute - spent} NFE ({100 * (recompute - spent) / recompute:.1f}% of recomputing), "
