@@ -43,10 +43,9 @@ def tiny_backbone_dir() -> Path:
 
 
 def _build(folder: Path) -> None:
-    from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionPipeline, UNet2DConditionModel
-    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel
 
-    tmp = folder.with_name(f"{folder.name}.building-{os.getpid()}")
     torch.manual_seed(TINY_SEED)
     unet = UNet2DConditionModel(
         sample_size=TINY_RESOLUTION // 8,
@@ -88,6 +87,16 @@ def _build(folder: Path) -> None:
             projection_dim=32,
         )
     )
+    write_pipeline(folder, unet, vae, text_encoder)
+
+
+def write_pipeline(folder: Path, unet, vae, text_encoder) -> None:
+    """Save an SD pipeline of these components, SD's CLIP tokenizer and DDIM scheduler to ``folder``
+    (safetensors), atomically: it is written beside ``folder`` and renamed into place."""
+    from diffusers import DDIMScheduler, StableDiffusionPipeline
+    from transformers import CLIPTokenizer
+
+    tmp = folder.with_name(f"{folder.name}.building-{os.getpid()}")
     tokenizer = CLIPTokenizer.from_pretrained(write_clip_tokenizer_files(tmp / "_tokenizer_src"))
     pipe = StableDiffusionPipeline(
         vae=vae,
