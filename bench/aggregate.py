@@ -21,9 +21,8 @@ import pandas as pd
 from .errors import ConfigError
 from .metrics import METRICS
 from .registry import get_method
-from .store import Store
+from .store import MANIFEST, Store
 
-MANIFEST = "manifest.json"
 CI_LEVEL = 0.95
 N_BOOT = 2000
 REFERENCE_METHOD = "reconstruct"

@@ -8,13 +8,11 @@ setting sees the same noise for the same sample and seed.
 
 import hashlib
 import json
-import os
 import platform
 import re
 import shutil
 import subprocess
 import sys
-import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from importlib import metadata
@@ -34,12 +32,11 @@ from .method import Preparation
 from .extractors import Extractors
 from .metrics import ImageMetric, get_metric, load_metrics
 from .metrics.scoring import score_sets
-from .paths import repo_root
+from .paths import repo_root, write_atomic
 from .registry import get_method
-from .store import CellRecord, Store, setting_json
+from .store import CellRecord, Store, read_manifest, setting_json
 from .timing import CellTimer
 
-MANIFEST = "manifest.json"
 PACKAGES = ("editbench", "torch", "diffusers", "transformers", "torchmetrics", "lpips", "clean-fid", "numpy", "pillow")
 
 
@@ -98,12 +95,6 @@ def _device_info(device: torch.device) -> dict:
     return info
 
 
-def _write_atomic(path: Path, write) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    write(tmp)
-    os.replace(tmp, path)
-
-
 @dataclass
 class _Prepared:
     value: object
@@ -147,8 +138,7 @@ class Runner:
             "device": _device_info(self.backbone.device),
             "labels": list(self.backbone.labels) + self.extractors.labels(),
         }
-        _write_atomic(self.run_dir / MANIFEST, lambda p: p.write_text(json.dumps(manifest, indent=2)))
-        self.store.set_info("manifest", manifest)
+        self.store.save_manifest(manifest)
         self.store.set_info("labels", manifest["labels"])
         return manifest
 
@@ -263,10 +253,10 @@ class Runner:
             pixels = to_uint8(result.image)
             path = self.run_dir / "images" / name / setting_slug(setting) / f"{re.sub(r'[^A-Za-z0-9._-]', '_', sample.id)}_seed{seed}.png"
             path.parent.mkdir(parents=True, exist_ok=True)
-            _write_atomic(path, lambda p: Image.fromarray(pixels).save(p, format="PNG"))
+            write_atomic(path, lambda p: Image.fromarray(pixels).save(p, format="PNG"))
             cell.output_path = str(path.relative_to(self.run_dir))
             for artifact, picture in result.artifacts.items():
-                _write_atomic(path.with_suffix(f".{artifact}.png"), lambda p: picture.save(p, format="PNG"))
+                write_atomic(path.with_suffix(f".{artifact}.png"), lambda p: picture.save(p, format="PNG"))
             self._add_labels(result.labels)
             edited = torch.from_numpy(pixels).permute(2, 0, 1)[None].float() / 255
             for metric in self.metrics:
@@ -307,10 +297,7 @@ def start_run(config: RunConfig, out: str | None = None, progress: bool = True) 
 def resume_run(run_dir: str | Path, progress: bool = True) -> tuple[Path, dict]:
     """Finish an interrupted run: same config and backbone, only the missing cells."""
     run_dir = Path(run_dir)
-    manifest_path = run_dir / MANIFEST
-    if not manifest_path.is_file():
-        raise ConfigError(f"{run_dir} is not a run folder (no {MANIFEST})")
-    manifest = json.loads(manifest_path.read_text())
+    manifest = read_manifest(run_dir)
     runner = Runner(config_from_resolved(manifest["config"]), run_dir, progress=progress)
     runner.check_fingerprint(manifest)
     return run_dir, runner.run()

@@ -10,6 +10,12 @@ import sqlite3
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
+from .errors import ConfigError
+from .paths import write_atomic
+
+#: The run's provenance and resolved config, beside the database (a copy is in ``run_info``).
+MANIFEST = "manifest.json"
+
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS run_info (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS cells (
@@ -75,6 +81,14 @@ class CellRecord:
     metrics: dict[str, float] = field(default_factory=dict)
 
 
+def read_manifest(run_dir: Path) -> dict:
+    """The manifest of a run folder; ``ConfigError`` when the folder has none."""
+    path = Path(run_dir) / MANIFEST
+    if not path.is_file():
+        raise ConfigError(f"{run_dir} is not a run folder (no {MANIFEST})")
+    return json.loads(path.read_text())
+
+
 def setting_json(setting: dict) -> str:
     """Canonical JSON of a parameter setting (sorted keys), used in keys and the store."""
     return json.dumps(setting, sort_keys=True)
@@ -108,6 +122,11 @@ class Store:
     def info(self, key: str, default=None):
         row = self.db.execute("SELECT value FROM run_info WHERE key = ?", (key,)).fetchone()
         return json.loads(row[0]) if row else default
+
+    def save_manifest(self, manifest: dict) -> None:
+        """Write the run's manifest file (atomically) and its copy in run info."""
+        write_atomic(self.path.with_name(MANIFEST), lambda p: p.write_text(json.dumps(manifest, indent=2)))
+        self.set_info("manifest", manifest)
 
     def finished_keys(self) -> set[str]:
         return {k for (k,) in self.db.execute("SELECT key FROM cells")}

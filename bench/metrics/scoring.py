@@ -2,7 +2,6 @@
 ``editbench score``, which adds metrics to a finished run from its saved images."""
 
 import hashlib
-import json
 import math
 from collections import defaultdict
 from dataclasses import replace
@@ -90,15 +89,11 @@ def score_run(run_dir: str | Path, names: list[str], untrained: bool = False, pr
     from ..backbone import resolve_device
     from ..config import config_from_resolved
     from ..data import load_dataset
-    from ..errors import ConfigError
     from ..extractors import Extractors
-    from ..store import Store
+    from ..store import Store, read_manifest
 
     run_dir = Path(run_dir)
-    manifest_path = run_dir / "manifest.json"
-    if not manifest_path.is_file():
-        raise ConfigError(f"{run_dir} is not a run folder (no manifest.json)")
-    manifest = json.loads(manifest_path.read_text())
+    manifest = read_manifest(run_dir)
     config = config_from_resolved(manifest["config"])
     options = replace(config.metric_options, untrained_extractors=untrained)  # this command's flag decides
     metrics = [get_metric(n)() for n in names]
@@ -128,19 +123,16 @@ def score_run(run_dir: str | Path, names: list[str], untrained: bool = False, pr
                     store.add_cell_metrics(c.key, {name: float(v[i]) for name, v in values.items()})
                 scored += len(batch)
         sets = score_sets(store, run_dir, metrics, list(refs.values()), resolution, options.batch_size)
-        _add_to_manifest(run_dir, store, manifest, names, untrained)
+        _add_to_manifest(store, manifest, names, untrained)
     finally:
         store.close()
     return {"cells scored": scored, "set values": len(sets), "NaN set values": sum(math.isnan(r[3]) for r in sets)}
 
 
-def _add_to_manifest(run_dir: Path, store, manifest: dict, names: list[str], untrained: bool) -> None:
+def _add_to_manifest(store, manifest: dict, names: list[str], untrained: bool) -> None:
     """Record scored metrics in the run's config, so that ``--resume`` computes them for new cells."""
     config = manifest["config"]
     config["metrics"] = list(dict.fromkeys([*config["metrics"], *names]))
     if untrained:
         config["metric_options"]["untrained_extractors"] = True
-    tmp = run_dir / "manifest.json.tmp"
-    tmp.write_text(json.dumps(manifest, indent=2))
-    tmp.replace(run_dir / "manifest.json")
-    store.set_info("manifest", manifest)
+    store.save_manifest(manifest)
