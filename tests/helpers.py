@@ -1,4 +1,4 @@
-"""Small datasets written on the fly for runner and CLI tests."""
+"""Helpers shared by tests: small datasets written on the fly, and diffusers reference pipelines."""
 
 import json
 
@@ -22,3 +22,15 @@ def write_dataset(folder, n: int = 2, extra: list[dict] = ()) -> str:
     path = folder / "manifest.jsonl"
     path.write_text("\n".join(json.dumps(e) for e in entries) + "\n")
     return str(path)
+
+
+def diffusers_pipeline(pipeline_class, backbone, steps: int):
+    """A diffusers ``pipeline_class`` over the backbone's own components and a fresh ``steps``-step
+    scheduler, without its progress bar: the reference an adapter is compared with."""
+    pipe = pipeline_class(
+        vae=backbone.vae, text_encoder=backbone.text_encoder, tokenizer=backbone.tokenizer, unet=backbone.unet,
+        scheduler=backbone.new_scheduler(steps), safety_checker=None, feature_extractor=None,
+        requires_safety_checker=False,
+    )  # fmt: skip
+    pipe.set_progress_bar_config(disable=True)
+    return pipe

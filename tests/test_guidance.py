@@ -13,6 +13,7 @@ from bench.backbone import Backbone
 from bench.data import Sample
 from bench.guidance import ClassifierGuide, Guide, GuidedEps, guided_sample
 from bench.registry import get_method
+from tests.helpers import diffusers_pipeline
 from tests.test_guidance_nets import FACTORY, tiny_classifier
 
 
@@ -29,12 +30,7 @@ def sample(image):
 @pytest.mark.parametrize("w", [7.5, 1.0, 0.0])
 def test_cfg_generation_equals_diffusers_text_to_image(backbone, sample, w):
     ours = run(backbone, "cfg", {"w": w, "steps": 6, "t0": 1.0}, sample).image
-    pipe = StableDiffusionPipeline(
-        vae=backbone.vae, text_encoder=backbone.text_encoder, tokenizer=backbone.tokenizer, unet=backbone.unet,
-        scheduler=backbone.new_scheduler(6), safety_checker=None, feature_extractor=None,
-        requires_safety_checker=False,
-    )  # fmt: skip
-    pipe.set_progress_bar_config(disable=True)
+    pipe = diffusers_pipeline(StableDiffusionPipeline, backbone, 6)
     # guidance_scale <= 1 runs the pipeline without CFG: w = 1 is the prompt alone, w = 0 the empty prompt
     prompt, scale = ("", 1.0) if w == 0 else (sample.target_prompt, w)
     ref = pipe(

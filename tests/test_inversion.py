@@ -10,6 +10,7 @@ from bench.backbone import Backbone, BackboneSpec
 from bench.data import DatasetSpec, load_dataset
 from bench.inversion import Inversion, NullTextParams, ddim_invert, optimise_null_text, prepare_inversion, regenerate
 from bench.registry import get_method
+from tests.helpers import diffusers_pipeline
 
 STEPS = 10
 
@@ -43,12 +44,7 @@ def test_regeneration_equals_diffusers_text_to_image_from_z_T(backbone, samples)
     sample = samples[0]
     _, inv = ddim(backbone, sample, STEPS)
     ours = backbone.decode(regenerate(backbone, inv, sample.source_prompt, sample.target_prompt, 7.5))
-    pipe = StableDiffusionPipeline(
-        vae=backbone.vae, text_encoder=backbone.text_encoder, tokenizer=backbone.tokenizer, unet=backbone.unet,
-        scheduler=backbone.new_scheduler(STEPS), safety_checker=None, feature_extractor=None,
-        requires_safety_checker=False,
-    )  # fmt: skip
-    pipe.set_progress_bar_config(disable=True)
+    pipe = diffusers_pipeline(StableDiffusionPipeline, backbone, STEPS)
     ref = pipe(sample.target_prompt, latents=inv.z_T, num_inference_steps=STEPS, guidance_scale=7.5, output_type="pt")
     assert (ours - ref.images).abs().max().item() <= 1e-4
 

@@ -5,6 +5,7 @@ from diffusers import StableDiffusionImg2ImgPipeline
 from bench.data import Sample
 from bench.errors import ConfigError
 from bench.registry import get_method
+from tests.helpers import diffusers_pipeline
 
 
 @pytest.mark.parametrize("t0,w,steps", [(0.5, 7.5, 10), (1.0, 1.0, 6), (0.3, 3.0, 20), (0.8, 0.0, 5)])
@@ -14,12 +15,7 @@ def test_sdedit_equals_diffusers_img2img(backbone, image, t0, w, steps):
     sample = Sample("x", image, "a photo of a cat", "a photo of a dog")
     ours = method.edit(backbone, sample, None, setting, torch.Generator().manual_seed(7)).image
 
-    pipe = StableDiffusionImg2ImgPipeline(
-        vae=backbone.vae, text_encoder=backbone.text_encoder, tokenizer=backbone.tokenizer, unet=backbone.unet,
-        scheduler=backbone.new_scheduler(steps), safety_checker=None, feature_extractor=None,
-        requires_safety_checker=False,
-    )  # fmt: skip
-    pipe.set_progress_bar_config(disable=True)
+    pipe = diffusers_pipeline(StableDiffusionImg2ImgPipeline, backbone, steps)
     # The pipeline samples the VAE posterior; editbench uses its mean. Feed the same source latent.
     source = backbone.encode_image(image[None])
     kwargs = dict(image=source, strength=t0, num_inference_steps=steps, output_type="pt")
