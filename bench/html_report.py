@@ -114,6 +114,8 @@ def render_html(report: Report) -> str:
         parts += ["<h2>Trade-offs</h2>"] + [_figure(p, labels) for p in report.tradeoffs]
     cost = _table(["method", "setting", "n"] + COST_HEADER, cost_cells(report.rows), 2)
     parts += ["<h2>Cost</h2>", _caveat(labels), cost]
+    if report.run.throughput:
+        parts.append(f"<p>{html.escape(report.run.throughput)}</p>")
     if report.cost:
         parts.append(_figure(report.cost, labels))
     if report.grids:
