@@ -8,6 +8,7 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 import yaml
 
 from bench.paths import repo_root
@@ -26,11 +27,13 @@ def committed(db: Path) -> int:
         return 0
 
 
-def test_kill_9_mid_run_then_resume(tmp_path):
+@pytest.mark.parametrize("batch_size", [1, 3])
+def test_kill_9_mid_run_then_resume(tmp_path, batch_size):
     config = {
         "dataset": {"path": write_dataset(tmp_path / "data", n=3), "name": None},
         "methods": {"reconstruct": {}, "sdedit": {"t0": [0.2, 0.4, 0.6, 0.8, 1.0], "steps": 25}},
         "seeds": [0],
+        "batch_size": batch_size,
     }
     (tmp_path / "run.yaml").write_text(yaml.safe_dump(config))
     out = tmp_path / "runs"
@@ -67,6 +70,6 @@ def test_kill_9_mid_run_then_resume(tmp_path):
     cells = store.cells_frame()
     store.close()
     assert len(cells) == total and cells["key"].is_unique
-    assert (cells.status == "ok").all()
+    assert (cells.status == "ok").all() and (cells.batch_size <= batch_size).all()
     assert all((run_dir / p).is_file() for p in cells.output_path)
     assert not any(p.endswith(".tmp") for p in cells.output_path)
