@@ -90,31 +90,41 @@ class HookedAttention:
     def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, temb=None, **kwargs):
         if not self.control.active(self.name):
             return self.original(attn, hidden_states, encoder_hidden_states, attention_mask, temb, **kwargs)
-        residual = hidden_states
-        if attn.spatial_norm is not None:
-            hidden_states = attn.spatial_norm(hidden_states, temb)
-        shape = hidden_states.shape
-        if hidden_states.ndim == 4:
-            hidden_states = hidden_states.flatten(2).transpose(1, 2)
-        context = hidden_states if encoder_hidden_states is None else encoder_hidden_states
-        batch, length = context.shape[:2]
-        attention_mask = attn.prepare_attention_mask(attention_mask, length, batch)
-        if attn.group_norm is not None:
-            hidden_states = attn.group_norm(hidden_states.transpose(1, 2)).transpose(1, 2)
-            if encoder_hidden_states is None:
-                context = hidden_states
-        if encoder_hidden_states is not None and attn.norm_cross:
-            context = attn.norm_encoder_hidden_states(context)
-        query = attn.head_to_batch_dim(attn.to_q(hidden_states))
-        key = attn.head_to_batch_dim(attn.to_k(context))
-        value = attn.head_to_batch_dim(attn.to_v(context))
-        out = self.control.attend(self.name, attn, query, key, value, attention_mask)
+        query, key, value, attention_mask, restore = project(attn, hidden_states, encoder_hidden_states, attention_mask, temb)
+        return restore(self.control.attend(self.name, attn, query, key, value, attention_mask))
+
+
+def project(attn, hidden_states, encoder_hidden_states=None, attention_mask=None, temb=None):
+    """What diffusers' ``AttnProcessor`` does before the attention itself: head-batched query,
+    key and value ``(batch*heads, tokens, dim)``, the prepared mask, and ``restore(out)``, which
+    does what it does after (output projection, shape, residual, rescaling)."""
+    residual = hidden_states
+    if attn.spatial_norm is not None:
+        hidden_states = attn.spatial_norm(hidden_states, temb)
+    shape = hidden_states.shape
+    if hidden_states.ndim == 4:
+        hidden_states = hidden_states.flatten(2).transpose(1, 2)
+    is_cross = encoder_hidden_states is not None
+    batch, length = (encoder_hidden_states if is_cross else hidden_states).shape[:2]
+    attention_mask = attn.prepare_attention_mask(attention_mask, length, batch)
+    if attn.group_norm is not None:
+        hidden_states = attn.group_norm(hidden_states.transpose(1, 2)).transpose(1, 2)
+    context = encoder_hidden_states if is_cross else hidden_states
+    if is_cross and attn.norm_cross:
+        context = attn.norm_encoder_hidden_states(context)
+    query = attn.head_to_batch_dim(attn.to_q(hidden_states))
+    key = attn.head_to_batch_dim(attn.to_k(context))
+    value = attn.head_to_batch_dim(attn.to_v(context))
+
+    def restore(out: torch.Tensor) -> torch.Tensor:
         out = attn.to_out[1](attn.to_out[0](attn.batch_to_head_dim(out)))
         if len(shape) == 4:
             out = out.transpose(1, 2).reshape(shape)
         if attn.residual_connection:
             out = out + residual
         return out / attn.rescale_output_factor
+
+    return query, key, value, attention_mask, restore
 
 
 def attend(attn, query, key, value, attention_mask=None) -> torch.Tensor:

@@ -14,7 +14,7 @@
    the latent: ``z <- z - xa_guidance * grad ||M(z, c_edit) - M_ref||^2``, where ``M`` are the
    conditional branch's maps (loss per layer: squared error summed over queries and tokens,
    averaged over heads; summed over layers, as the authors). Then the CFG step from the moved
-   latent.
+   latent. (At ``w = 0`` no conditional branch runs, so the unconditional maps are matched.)
 
 Costs: the reference pass is part of the cell (its NFE counted); each gradient step is one
 NFE and one gradient evaluation (``grad_evals``). ``xa_guidance = 0`` takes no gradient step.
