@@ -194,7 +194,9 @@ class P2PAttnProcessor:
         queries = hidden_states.shape[2] * hidden_states.shape[3] if hidden_states.ndim == 4 else hidden_states.shape[1]
         if not is_cross and not self.controller.edits_self(queries) and not self.controller.record:
             return self.original(attn, hidden_states, encoder_hidden_states, attention_mask, temb, **kwargs)
-        query, key, value, attention_mask, restore = project(attn, hidden_states, encoder_hidden_states, attention_mask, temb)
+        query, key, value, attention_mask, restore = project(
+            attn, hidden_states, encoder_hidden_states, attention_mask, temb
+        )
         probs = attn.get_attention_scores(query, key, attention_mask)
         probs = self.controller(probs, attn.heads, is_cross, self.name)
         return restore(torch.bmm(probs, value))

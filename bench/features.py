@@ -90,7 +90,9 @@ class HookedAttention:
     def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, temb=None, **kwargs):
         if not self.control.active(self.name):
             return self.original(attn, hidden_states, encoder_hidden_states, attention_mask, temb, **kwargs)
-        query, key, value, attention_mask, restore = project(attn, hidden_states, encoder_hidden_states, attention_mask, temb)
+        query, key, value, attention_mask, restore = project(
+            attn, hidden_states, encoder_hidden_states, attention_mask, temb
+        )
         return restore(self.control.attend(self.name, attn, query, key, value, attention_mask))
 
 

@@ -111,7 +111,7 @@ class MasaCtrl(OverInversion):
         *inversion_params("direct"),
         guidance_param(),
         Param("start_step", int, 4, "first denoising step with mutual self-attention", low=0),
-        Param("start_layer", int, 10, "first controlled self-attention layer, counted over the UNet in forward order", low=0),
+        Param("start_layer", int, 10, "first controlled self-attention layer (UNet-wide, forward order)", low=0),
         Param("mask_guided", bool, False, "restrict mutual attention to the edit words' foreground / background"),
     )
 
@@ -147,7 +147,8 @@ class MasaCtrl(OverInversion):
 def masactrl_latents(backbone, sample, inversion, setting, on_step=None) -> torch.Tensor:
     """Source and target latents (2, C, h, w) of one MasaCtrl cell."""
     unet = backbone.unet
-    control = MutualSelfAttention(frozenset(self_attention_layers(unet)[setting["start_layer"] :]), setting["start_step"])
+    layers = frozenset(self_attention_layers(unet)[setting["start_layer"] :])
+    control = MutualSelfAttention(layers, setting["start_step"])
     observer = CrossObserver()
     columns = _edit_word_columns(backbone.tokenizer, sample) if setting["mask_guided"] else None
 
@@ -178,7 +179,9 @@ def _edit_word_columns(tokenizer, sample) -> tuple[list[int], list[int]]:
     for prompt, words in zip((sample.source_prompt, sample.target_prompt), sample.edit_words):
         found = word_positions(tokenizer, prompt, words)
         if not found:
-            raise SampleError(sample.id, f"masactrl mask_guided: edit word {words!r} does not occur in the prompt {prompt!r}")
+            raise SampleError(
+                sample.id, f"masactrl mask_guided: edit word {words!r} does not occur in the prompt {prompt!r}"
+            )
         columns.append(found)
     return tuple(columns)
 

@@ -62,7 +62,8 @@ def edit_direction(backbone, sample) -> torch.Tensor:
     words = sample.edit_words or (None, None)
     sides = []
     for prompt, word in zip((sample.source_prompt, sample.target_prompt), words):
-        sides.append(torch.cat([backbone.encode_text(s) for s in direction_sentences(prompt, word)]).mean(0, keepdim=True))
+        embeddings = [backbone.encode_text(s) for s in direction_sentences(prompt, word)]
+        sides.append(torch.cat(embeddings).mean(0, keepdim=True))
     return sides[1] - sides[0]
 
 
@@ -91,7 +92,7 @@ def attention_loss(maps: dict[str, torch.Tensor], reference: dict[str, torch.Ten
 @register
 class Pix2PixZero(OverInversion):
     name = "pix2pix_zero"
-    description = "pix2pix-zero: a text-embedding edit direction, with cross-attention guidance towards the reconstruction's maps."
+    description = "pix2pix-zero: a text-embedding edit direction, guided to the reconstruction's cross-attention maps."
     params = (
         *inversion_params("ddim"),
         guidance_param(5.0),
@@ -113,7 +114,9 @@ def pix2pix_zero_latent(backbone, sample, inversion, setting, on_step=None) -> t
     unet, w, scale = backbone.unet, setting["w"], setting["xa_guidance"]
     scheduler = backbone.new_scheduler(setting["steps"])
     source = backbone.encode_text(sample.source_prompt)
-    edited = source + setting["direction_scale"] * edit_direction(backbone, sample) if setting["direction_scale"] else source
+    edited = source
+    if setting["direction_scale"]:
+        edited = source + setting["direction_scale"] * edit_direction(backbone, sample)
     uncond = OverInversion.uncond(backbone, sample, inversion)
     trajectory = OverInversion.trajectory(inversion, setting)
     recorder = CrossAttentionRecorder()

@@ -33,7 +33,15 @@ from dataclasses import dataclass
 import torch
 
 from bench.errors import ConfigError
-from bench.features import attend, from_source, hooked, hooked_layers, is_decoder, self_attention_layers, two_branch_latents
+from bench.features import (
+    attend,
+    from_source,
+    hooked,
+    hooked_layers,
+    is_decoder,
+    self_attention_layers,
+    two_branch_latents,
+)
 from bench.method import EditResult
 from bench.params import Param, guidance_param
 from bench.registry import register
@@ -81,19 +89,21 @@ class PlugAndPlay:
 @register
 class PlugAndPlayDiffusion(OverInversion):
     name = "pnp"
-    description = "Plug-and-Play: the target branch takes the source's decoder features and self-attention queries/keys."
+    description = "Plug-and-Play: the target takes the source's decoder features and self-attention queries and keys."
     params = (
         *inversion_params("direct"),
         guidance_param(),
         Param("feature_injection", float, 0.8, "fraction of steps with injected residual features", low=0, high=1),
-        Param("attention_injection", float, 0.5, "fraction of steps with injected self-attention queries and keys", low=0, high=1),
-        Param("negative_prompt", str, "", "the target branch's negative prompt (empty: the inversion's null embedding)"),
+        Param("attention_injection", float, 0.5, "fraction of steps with injected queries and keys", low=0, high=1),
+        Param("negative_prompt", str, "", "the target's negative prompt (empty: the inversion's null embedding)"),
     )
 
     @classmethod
     def check_backbone(cls, setting, backbone):
         if feature_block(backbone.unet) is None:
-            raise ConfigError("method 'pnp': this UNet has no up_blocks[1].resnets[1], the block whose features PnP injects")
+            raise ConfigError(
+                "method 'pnp': this UNet has no up_blocks[1].resnets[1], the block whose features PnP injects"
+            )
 
     @torch.no_grad()
     def edit(self, backbone, sample, prep, setting, generator):

@@ -8,12 +8,19 @@ import torch
 from bench.backbone import Backbone, BackboneSpec
 from bench.data import Sample
 from bench.errors import ConfigError
-from bench.features import cross_attention_layers, hook_state, hooked, self_attention_layers
+from bench.features import (
+    HookedAttention,
+    cross_attention_layers,
+    hook_state,
+    hooked,
+    hooked_layers,
+    self_attention_layers,
+)
 from bench.inversion import prepare_inversion, regenerate
 from bench.registry import get_method
 from methods.masactrl import MutualSelfAttention, masactrl_latents
-from methods.pix2pix_zero import attention_loss, edit_direction, pix2pix_zero_latent
-from methods.pnp import PlugAndPlay, injected_attention_layers, pnp_latents
+from methods.pix2pix_zero import CrossAttentionRecorder, _guide, attention_loss, edit_direction, pix2pix_zero_latent
+from methods.pnp import PlugAndPlay, feature_block, injected_attention_layers, pnp_latents
 
 STEPS = 3
 TOLERANCE = 1e-4
@@ -116,7 +123,8 @@ def test_masactrl_mask_guided_needs_edit_words_and_runs(backbone, sample):
 def test_pnp_without_injection_is_the_plain_target_regeneration(backbone, sample, kind):
     s = setting("pnp", inversion=kind, feature_injection=0.0, attention_injection=0.0)
     inv = inversion(backbone, sample, kind)
-    assert_close(pnp_latents(backbone, sample, inv, s)[1:], regeneration(backbone, inv, sample, sample.target_prompt, s["w"]))
+    plain = regeneration(backbone, inv, sample, sample.target_prompt, s["w"])
+    assert_close(pnp_latents(backbone, sample, inv, s)[1:], plain)
 
 
 def test_pnp_with_the_source_prompt_is_the_reconstruction(backbone, sample):
@@ -180,13 +188,9 @@ def test_pix2pix_zero_guidance_step_lowers_the_attention_loss(backbone, sample):
     s = setting("pix2pix_zero", inversion="ddim", xa_guidance=0.0, direction_scale=1.0)
     ref_maps = []
     pix2pix_zero_latent(backbone, sample, inv, s, on_step=lambda i, ref, maps: ref_maps.append(ref))
-    from methods.pix2pix_zero import CrossAttentionRecorder, _guide
-
     unet, t = backbone.unet, backbone.new_scheduler(STEPS).timesteps[0]
     edited = backbone.encode_text(sample.source_prompt) + edit_direction(backbone, sample)
     recorder = CrossAttentionRecorder(on=True)
-    from bench.features import hooked_layers
-
     def loss_at(latent):
         with torch.no_grad():
             backbone.eps(latent, t, edited)
@@ -202,11 +206,37 @@ def test_pix2pix_zero_guidance_step_lowers_the_attention_loss(backbone, sample):
 def test_edit_direction_is_the_difference_of_side_means(backbone, sample):
     same = replace(sample, target_prompt=sample.source_prompt, edit_words=("cat", "cat"))
     assert edit_direction(backbone, same).abs().max() == 0
-    swapped = replace(sample, source_prompt=sample.target_prompt, target_prompt=sample.source_prompt, edit_words=("dog", "cat"))
+    swapped = replace(
+        sample, source_prompt=sample.target_prompt, target_prompt=sample.source_prompt, edit_words=("dog", "cat")
+    )
     torch.testing.assert_close(edit_direction(backbone, swapped), -edit_direction(backbone, sample))
 
 
 # -- hooks --------------------------------------------------------------------------------------------
+def test_each_editor_hooks_exactly_its_layers_while_it_runs(backbone, sample):
+    unet, inv = backbone.unet, inversion(backbone, sample)
+    names = self_attention_layers(unet)
+
+    def hooked_names(run):
+        seen = []
+        run(lambda *_: seen.append({n for n, p in unet.attn_processors.items() if isinstance(p, HookedAttention)}))
+        return seen[0]
+
+    s = setting("masactrl", inversion="ddim", start_step=0, start_layer=2)
+    assert hooked_names(lambda f: masactrl_latents(backbone, sample, inv, s, on_step=f)) == set(names[2:])
+    s = {**s, "mask_guided": True}
+    assert hooked_names(lambda f: masactrl_latents(backbone, sample, inv, s, on_step=f)) == set(
+        names[2:] + cross_attention_layers(unet)
+    )
+    conv2 = feature_block(unet).conv2
+    seen_hooks = []
+    s = setting("pnp", inversion="ddim")
+    pnp_latents(backbone, sample, inv, s, on_step=lambda *_: seen_hooks.append(len(conv2._forward_hooks)))
+    assert seen_hooks[0] == 1 and len(conv2._forward_hooks) == 0
+    injected = hooked_names(lambda f: pnp_latents(backbone, sample, inv, s, on_step=f))
+    assert injected == set(injected_attention_layers(unet))
+
+
 def test_hooked_restores_processors_and_forward_hooks_after_an_error(backbone):
     unet = backbone.unet
     before = hook_state(unet)
@@ -223,7 +253,8 @@ def test_attention_layers_follow_the_backbone_resolution(sample):
     big = replace(sample, image=torch.nn.functional.interpolate(sample.image[None], size=192)[0])
     s = get_method("pix2pix_zero").resolve({"steps": 1, "inversion": "ddim"})
     seen = []
-    pix2pix_zero_latent(wide, big, prepare_inversion(wide, big, "ddim", 1).value, s, on_step=lambda i, r, m: seen.append(r))
+    inv = prepare_inversion(wide, big, "ddim", 1).value
+    pix2pix_zero_latent(wide, big, inv, s, on_step=lambda i, reference, maps: seen.append(reference))
     assert {m.shape[1] for m in seen[0].values()} == {24 * 24, 12 * 12}
 
 
