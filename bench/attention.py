@@ -23,6 +23,8 @@ import torch
 import torch.nn.functional as F
 from PIL import Image, ImageDraw
 
+from .features import project
+
 N_BRANCHES = 2  # source, target
 
 
@@ -232,31 +234,12 @@ class P2PAttnProcessor:
         queries = hidden_states.shape[2] * hidden_states.shape[3] if hidden_states.ndim == 4 else hidden_states.shape[1]
         if not is_cross and not self.controller.edits_self(queries) and not self.controller.record:
             return self.original(attn, hidden_states, encoder_hidden_states, attention_mask, temb, **kwargs)
-        residual = hidden_states
-        if attn.spatial_norm is not None:
-            hidden_states = attn.spatial_norm(hidden_states, temb)
-        shape = hidden_states.shape
-        if hidden_states.ndim == 4:
-            hidden_states = hidden_states.flatten(2).transpose(1, 2)
-        batch, length = (encoder_hidden_states if is_cross else hidden_states).shape[:2]
-        attention_mask = attn.prepare_attention_mask(attention_mask, length, batch)
-        if attn.group_norm is not None:
-            hidden_states = attn.group_norm(hidden_states.transpose(1, 2)).transpose(1, 2)
-        context = encoder_hidden_states if is_cross else hidden_states
-        if is_cross and attn.norm_cross:
-            context = attn.norm_encoder_hidden_states(context)
-        query = attn.head_to_batch_dim(attn.to_q(hidden_states))
-        key = attn.head_to_batch_dim(attn.to_k(context))
-        value = attn.head_to_batch_dim(attn.to_v(context))
+        query, key, value, attention_mask, restore = project(
+            attn, hidden_states, encoder_hidden_states, attention_mask, temb
+        )
         probs = attn.get_attention_scores(query, key, attention_mask)
         probs = self.controller(probs, attn.heads, is_cross, self.name)
-        out = attn.batch_to_head_dim(torch.bmm(probs, value))
-        out = attn.to_out[1](attn.to_out[0](out))
-        if len(shape) == 4:
-            out = out.transpose(1, 2).reshape(shape)
-        if attn.residual_connection:
-            out = out + residual
-        return out / attn.rescale_output_factor
+        return restore(torch.bmm(probs, value))
 
 
 @contextmanager

@@ -1,0 +1,55 @@
+"""The base of editors that run over a chosen inversion (``masactrl``, ``pnp``, ``pix2pix_zero``).
+
+The inversion is prepared exactly as ``p2p`` prepares it, through
+``bench.inversion.prepare_inversion`` and its disk cache, so one inversion per image (and
+steps, inversion kind and parameters) is shared by every editor of a run.
+"""
+
+from bench.inversion import KINDS, prepare_inversion
+from bench.method import Method
+from bench.params import Param
+
+from .ddim_inversion import INVERSION_W, STEPS
+from .null_text_inversion import NULL_TEXT_PARAMS, check_null_text, null_text_params
+
+
+def inversion_params(default: str) -> tuple[Param, ...]:
+    """``steps``, ``inversion`` (one of ``bench.inversion.KINDS``), ``inversion_w`` and null-text's settings."""
+    return (
+        STEPS,
+        Param("inversion", str, default, "inversion giving z_T and the null embeddings", choices=KINDS),
+        INVERSION_W,
+        *NULL_TEXT_PARAMS,
+    )
+
+
+class OverInversion(Method):
+    """A method whose preparation is the sample's ``inversion``; subclasses write ``edit``."""
+
+    needs = frozenset({"target_prompt"})
+
+    @classmethod
+    def check(cls, setting):
+        if setting["inversion"] == "null_text":
+            check_null_text(cls.name, setting)
+
+    def prep_key(self, setting):
+        """Only the parameters the chosen inversion depends on, so unused ones never split preparations."""
+        names = ("inversion", "steps", "inversion_w")
+        if setting["inversion"] == "null_text":
+            names += tuple(p.name for p in NULL_TEXT_PARAMS)
+        return tuple((k, setting[k]) for k in names)
+
+    def prepare(self, backbone, sample, setting):
+        nti = null_text_params(setting) if setting["inversion"] == "null_text" else None
+        return prepare_inversion(backbone, sample, setting["inversion"], setting["steps"], setting["inversion_w"], nti)
+
+    @staticmethod
+    def uncond(backbone, sample, inversion):
+        """The inversion's null embedding of each step, as a function of the step index."""
+        return lambda index: inversion.uncond(backbone, sample.source_prompt, index)
+
+    @staticmethod
+    def trajectory(inversion, setting):
+        """The path the source branch is put back on after every step (``direct`` only), or None."""
+        return inversion if setting["inversion"] == "direct" else None

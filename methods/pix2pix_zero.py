@@ -1,0 +1,156 @@
+"""``pix2pix_zero``: pix2pix-zero (Parmar et al., SIGGRAPH 2023), over a chosen inversion.
+
+1. **Edit direction**: the mean text embedding (the whole (77, D) sequence, as the authors) of
+   target-side sentences minus that of source-side sentences. The authors generate ~1000
+   sentences per word with a language model; here the sentences are fixed templates
+   (``TEMPLATES``) filled with the sample's edit words, plus the sample's own prompt on each
+   side. A sample without edit words uses its two prompts alone.
+2. **Reference pass**: from the inversion's ``z_T``, denoise with the source prompt under CFG
+   ``w`` (with ``inversion = direct``, put back on the inversion trajectory after every step),
+   recording at each step the conditional branch's cross-attention maps in every
+   cross-attention layer, at every resolution the UNet has.
+3. **Edit pass**: from the same ``z_T``, with the source prompt's embedding plus
+   ``direction_scale`` x the direction. At each step, before denoising, one gradient step on
+   the latent: ``z <- z - xa_guidance * grad ||M(z, c_edit) - M_ref||^2``, where ``M`` are the
+   conditional branch's maps (loss per layer: squared error summed over queries and tokens,
+   averaged over heads; summed over layers, as the authors). Then the CFG step from the moved
+   latent. (At ``w = 0`` no conditional branch runs, so the unconditional maps are matched.)
+
+Costs: the reference pass is part of the cell (its NFE counted); each gradient step is one
+NFE and one gradient evaluation (``grad_evals``). ``xa_guidance = 0`` takes no gradient step.
+
+Sources and choices: the paper and the authors' code take the gradient of the conditional
+branch's maps; diffusers' (deprecated) pipeline applies the loss to the whole CFG batch and
+steps from the unconditional half's moved latent: the authors' form is used. The authors'
+inversion regularises the noise maps (auto-correlation and KL terms); here any
+``bench.inversion`` kind is used instead. Defaults ``xa_guidance = 0.1`` and ``w = 5`` are the
+authors' (``--xa_guidance``, ``--negative_guidance_scale``).
+"""
+
+from dataclasses import dataclass, field
+
+import torch
+
+from bench.features import cross_attention_layers, hooked, hooked_layers
+from bench.method import EditResult
+from bench.params import Param, guidance_param
+from bench.registry import register
+from bench.sampling import guided_eps
+
+from ._over_inversion import OverInversion, inversion_params
+
+#: Sentences of the edit direction; ``{}`` is an edit word.
+TEMPLATES = (
+    "a photo of a {}",
+    "a picture of a {}",
+    "an image of a {}",
+    "a close-up photo of a {}",
+    "a photo of the {}",
+    "a painting of a {}",
+    "a {} in the scene",
+    "a good photo of a {}",
+)
+
+
+def direction_sentences(prompt: str, word: str | None) -> list[str]:
+    """One side's sentences: the sample's prompt, and the templates filled with its edit word."""
+    return [prompt] + ([t.format(word) for t in TEMPLATES] if word else [])
+
+
+def edit_direction(backbone, sample) -> torch.Tensor:
+    """Mean embedding of the target-side sentences minus that of the source side, (1, L, D)."""
+    words = sample.edit_words or (None, None)
+    sides = []
+    for prompt, word in zip((sample.source_prompt, sample.target_prompt), words):
+        embeddings = [backbone.encode_text(s) for s in direction_sentences(prompt, word)]
+        sides.append(torch.cat(embeddings).mean(0, keepdim=True))
+    return sides[1] - sides[0]
+
+
+@dataclass
+class CrossAttentionRecorder:
+    """Keeps the last row's (the conditional branch's) cross-attention probabilities of each
+    layer, (heads, queries, tokens), while ``on``; with gradients when the UNet runs under grad."""
+
+    on: bool = False
+    maps: dict[str, torch.Tensor] = field(default_factory=dict)
+
+    def active(self, name: str) -> bool:
+        return self.on
+
+    def attend(self, name, attn, query, key, value, attention_mask):
+        probs = attn.get_attention_scores(query, key, attention_mask)
+        self.maps[name] = probs[-attn.heads :]
+        return torch.bmm(probs, value)
+
+
+def attention_loss(maps: dict[str, torch.Tensor], reference: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Sum over layers of the squared map error summed over queries and tokens, averaged over heads."""
+    return sum(((maps[name].float() - ref.float()) ** 2).sum((1, 2)).mean(0) for name, ref in reference.items())
+
+
+@register
+class Pix2PixZero(OverInversion):
+    name = "pix2pix_zero"
+    description = "pix2pix-zero: a text-embedding edit direction, guided to the reconstruction's cross-attention maps."
+    params = (
+        *inversion_params("ddim"),
+        guidance_param(5.0),
+        Param("xa_guidance", float, 0.1, "step size of the cross-attention guidance on the latent", low=0),
+        Param("direction_scale", float, 1.0, "multiple of the edit direction added to the source embedding"),
+    )
+
+    def edit(self, backbone, sample, prep, setting, generator):
+        latent, grad_evals = pix2pix_zero_latent(backbone, sample, prep, setting)
+        with torch.no_grad():
+            return EditResult(backbone.decode(latent).float(), grad_evals=grad_evals)
+
+
+def pix2pix_zero_latent(backbone, sample, inversion, setting, on_step=None) -> tuple[torch.Tensor, int]:
+    """The edited latent (1, C, h, w) of one pix2pix-zero cell and its number of gradient steps.
+
+    ``on_step(index, reference_maps, edit_maps)`` sees each step's maps (the edit's are those of
+    the gradient step, empty without one)."""
+    unet, w, scale = backbone.unet, setting["w"], setting["xa_guidance"]
+    scheduler = backbone.new_scheduler(setting["steps"])
+    source = backbone.encode_text(sample.source_prompt)
+    edited = source
+    if setting["direction_scale"]:
+        edited = source + setting["direction_scale"] * edit_direction(backbone, sample)
+    uncond = OverInversion.uncond(backbone, sample, inversion)
+    trajectory = OverInversion.trajectory(inversion, setting)
+    recorder = CrossAttentionRecorder()
+    reference = latent = inversion.z_T
+    grad_evals = 0
+    with hooked(unet, hooked_layers(unet, cross_attention_layers(unet), recorder)):
+        for index, t in enumerate(scheduler.timesteps):
+            null = uncond(index)
+            with torch.no_grad():
+                recorder.on, recorder.maps = True, {}
+                reference_eps = guided_eps(backbone, reference, t, source, null, w)
+                reference_maps = {name: m.detach() for name, m in recorder.maps.items()}
+            recorder.maps = {}
+            if scale:
+                latent = _guide(backbone, latent, t, edited, reference_maps, scale, recorder)
+                grad_evals += 1
+            if on_step is not None:
+                on_step(index, reference_maps, recorder.maps)
+            recorder.on = False
+            with torch.no_grad():
+                eps = guided_eps(backbone, latent, t, edited, null, w)
+                reference = scheduler.step(reference_eps, t, reference, eta=0.0).prev_sample
+                latent = scheduler.step(eps, t, latent, eta=0.0).prev_sample
+            if trajectory is not None:
+                reference = trajectory.pivot(index).to(reference.dtype)
+    return latent, grad_evals
+
+
+def _guide(backbone, latent, t, edited, reference_maps, scale, recorder) -> torch.Tensor:
+    """One cross-attention guidance step on ``latent`` (the UNet's graph is freed by the backward)."""
+    moved = latent.detach().requires_grad_(True)
+    with torch.enable_grad():
+        backbone.eps(moved, t, edited)
+        loss = attention_loss(recorder.maps, reference_maps)
+        (grad,) = torch.autograd.grad(loss, moved)
+    recorder.maps = {name: m.detach() for name, m in recorder.maps.items()}
+    return (latent - scale * grad.to(latent.dtype)).detach()
