@@ -273,14 +273,14 @@ def test_after_every_cell_of_a_sweep_the_unet_is_as_before_even_when_a_cell_rais
     handle = backbone.unet.register_forward_pre_hook(sometimes_fail)
     try:
         before = hook_state(backbone.unet)
-        states, run_cell = [], Runner._run_cell
+        states, commit = [], Runner._commit
 
-        def checked(self, *args):
-            cell = run_cell(self, *args)
+        def checked(self, outcome):  # the driver commits each cell as soon as its edit has returned
+            commit(self, outcome)
+            cell = outcome.record
             states.append((cell.method, cell.status, hook_state(self.backbone.unet) == before))
-            return cell
 
-        monkeypatch.setattr(Runner, "_run_cell", checked)
+        monkeypatch.setattr(Runner, "_commit", checked)
         methods = {
             "masactrl": {"steps": 2, "start_step": 0, "start_layer": 0, "mask_guided": [False, True]},
             "pnp": {"steps": 2},
