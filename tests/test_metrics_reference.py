@@ -347,18 +347,20 @@ def tiny_vit(tmp_path_factory):
     return str(folder)
 
 
-def test_structure_distance_equals_pie_bench_formula(tiny_vit):
-    from torchvision import transforms as T
-    from transformers import ViTModel
+def pie_structure_distance(model, edited: torch.Tensor, source: torch.Tensor, antialias: bool) -> torch.Tensor:
+    """PIE-Bench's structure distance per image pair, written out: float pixel values 0..255, shorter
+    side resized to 224 (bilinear, ``antialias`` as given), ImageNet-normalised, cosine self-similarity
+    of the last layer's keys, MSE between source and edited."""
+    mean = torch.tensor((0.485, 0.456, 0.406))[:, None, None]
+    std = torch.tensor((0.229, 0.224, 0.225))[:, None, None]
 
-    ex = Extractors(MetricOptions(dino_model=tiny_vit))
-    source, edited = pair(7, n=2, size=96)
-    ours = metric("structure_distance", ex)(edited, source, samples(2))
-    model = ViTModel.from_pretrained(tiny_vit, add_pooling_layer=False).eval()
-    transform = T.Compose([T.Resize(224, max_size=480), T.Normalize((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))])
-
-    def self_similarity(image):  # PIE-Bench: float pixel values 0..255, resize, ImageNet-normalise
-        out = model(pixel_values=transform(image * 255)[None], output_hidden_states=True)
+    def self_similarity(image):
+        h, w = image.shape[-2:]
+        size = (224, round(224 * w / h)) if h <= w else (round(224 * h / w), 224)
+        resized = torch.nn.functional.interpolate(
+            image[None] * 255, size=size, mode="bilinear", align_corners=False, antialias=antialias
+        )
+        out = model(pixel_values=(resized - mean) / std, output_hidden_states=True, interpolate_pos_encoding=True)
         last = model.layers[-1] if hasattr(model, "layers") else model.encoder.layer[-1]
         attention = last.attention
         key = attention.k_proj if hasattr(attention, "k_proj") else attention.attention.key
@@ -367,9 +369,35 @@ def test_structure_distance_equals_pie_bench_formula(tiny_vit):
         return unit @ unit.T
 
     with torch.no_grad():
-        expected = torch.stack(
-            [(self_similarity(edited[i]) - self_similarity(source[i])).pow(2).mean() for i in range(2)]
+        return torch.stack(
+            [(self_similarity(e) - self_similarity(s)).pow(2).mean() for e, s in zip(edited, source)]
         )
+
+
+def test_structure_distance_equals_pie_bench_formula(tiny_vit):
+    from transformers import ViTModel
+
+    ex = Extractors(MetricOptions(dino_model=tiny_vit))
+    source, edited = pair(7, n=2, size=96)
+    ours = metric("structure_distance", ex)(edited, source, samples(2))
+    model = ViTModel.from_pretrained(tiny_vit, add_pooling_layer=False).eval()
+    expected = pie_structure_distance(model, edited, source, antialias=False)
     torch.testing.assert_close(ours.float(), expected, rtol=1e-4, atol=1e-8)
     assert (ours > 0).all()
     assert metric("structure_distance", ex)(source, source, samples(2)).abs().max() < 1e-10
+
+
+def test_structure_distance_resizes_512_to_224_without_antialiasing(tiny_vit):
+    """PIE-Bench's environment (torchvision < 0.17) resized tensors without antialiasing; when
+    downsampling 512 -> 224 that differs from the antialiased resize, and ours is the former."""
+    from transformers import ViTModel
+
+    ex = Extractors(MetricOptions(dino_model=tiny_vit))
+    source, edited = natural_pair(512)
+    source, edited = source[:2], edited[:2]
+    ours = metric("structure_distance", ex)(edited, source, samples(2)).float()
+    model = ViTModel.from_pretrained(tiny_vit, add_pooling_layer=False).eval()
+    plain = pie_structure_distance(model, edited, source, antialias=False)
+    antialiased = pie_structure_distance(model, edited, source, antialias=True)
+    torch.testing.assert_close(ours, plain, rtol=1e-4, atol=1e-8)
+    assert ((ours - antialiased).abs() > 0.05 * antialiased.abs()).all(), (ours, antialiased)
