@@ -93,6 +93,8 @@ def compare(base_run, new_run, thresholds, md_path):
     except ConfigError as exc:
         click.echo(f"Error: {exc}", err=True)
         sys.exit(INCOMPARABLE)
+    for warning in result.warnings:
+        click.echo(f"Warning: {warning}", err=True)
     text = comparison_markdown(result)
     if md_path:
         Path(md_path).write_text(text)

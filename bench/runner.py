@@ -37,7 +37,8 @@ from .registry import get_method
 from .store import CellRecord, Store, read_manifest, setting_json
 from .timing import CellTimer
 
-PACKAGES = ("editbench", "torch", "diffusers", "transformers", "torchmetrics", "lpips", "clean-fid", "numpy", "pillow")
+PACKAGES = ("editbench", "torch", "torchvision", "diffusers", "transformers", "torchmetrics", "lpips", "clean-fid",
+            "numpy", "pillow")  # fmt: skip
 
 
 def cell_key(method: str, setting: dict, sample_id: str, seed: int) -> str:
