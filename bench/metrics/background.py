@@ -122,7 +122,7 @@ class SSIMMasked(_Background):
     name = "ssim_bg_masked"
     higher_is_better = True
     value_range = (-1.0, 1.0)
-    description = "SSIM of edited vs source: the SSIM map (border excluded, as in ssim) averaged over the unmasked pixels"
+    description = "SSIM of edited vs source: the SSIM map (no border, as in ssim) averaged over the unmasked pixels"
 
     def score(self, edited, source, keep):
         inner = keep[..., SSIM_BORDER:-SSIM_BORDER, SSIM_BORDER:-SSIM_BORDER]  # where the SSIM map is defined

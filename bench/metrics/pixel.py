@@ -47,7 +47,8 @@ def ssim_map(edited, source, data_range: float = 1.0):
     (not sample) covariances: torchmetrics up to 1.4.1 and scikit-image's
     ``structural_similarity(gaussian_weights=True, sigma=1.5, use_sample_covariance=False)``."""
     if min(edited.shape[-2:]) < SSIM_WINDOW:
-        raise ValueError(f"SSIM needs images of at least {SSIM_WINDOW}x{SSIM_WINDOW} pixels, got {tuple(edited.shape[-2:])}")
+        size = tuple(edited.shape[-2:])
+        raise ValueError(f"SSIM needs images of at least {SSIM_WINDOW}x{SSIM_WINDOW} pixels, got {size}")
     c1, c2 = (SSIM_K1 * data_range) ** 2, (SSIM_K2 * data_range) ** 2
     stacked = torch.cat([edited, source, edited * edited, source * source, edited * source])
     mu_e, mu_s, e2, s2, es = _gaussian_blur_valid(stacked).chunk(5)
