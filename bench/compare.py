@@ -20,8 +20,6 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import yaml
-
 from .aggregate import (
     RunData,
     Stat,
@@ -37,6 +35,7 @@ from .aggregate import (
 from .errors import ConfigError
 from .plots import caveat
 from .report import md_table, md_text
+from .yaml_file import read_yaml
 
 OK, REGRESSED, INCOMPARABLE = 0, 1, 2
 # Packages whose version changes what a metric computes or the kernels a method runs on.
@@ -80,13 +79,7 @@ def load_thresholds(path: str | Path | None) -> dict[str, Threshold]:
     a number, ``"N%"`` or ``{abs, rel}``; without a file every metric's threshold is 0."""
     if path is None:
         return {"default": Threshold()}
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"thresholds file not found: {path}")
-    try:
-        raw = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"thresholds {path}: not valid YAML/JSON: {exc}") from exc
+    raw = read_yaml(path, "thresholds") or {}
     if not isinstance(raw, dict):
         raise ConfigError(f"thresholds {path}: expected a mapping of metric name to threshold")
     out = {str(k): _threshold(v, f"{path}: {k!r}") for k, v in raw.items()}

@@ -19,13 +19,12 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
-import yaml
-
 from . import plots
 from .aggregate import Row, RunData, Stat, arrow, load_run, nan_notes, row_name, summarize
 from .data import EDIT_TYPES
 from .errors import ConfigError
 from .report import md_table, md_text
+from .yaml_file import read_yaml
 
 
 @dataclass(frozen=True)
@@ -107,17 +106,11 @@ REFERENCE_KEYS = ("label", "source", "values", "method", "params", "notes")
 
 def load_references(path) -> list[Reference]:
     """Read a reference file: ``references:`` a list of entries (see ``references/piebench_table1.yaml``)."""
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"reference file not found: {path}")
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"reference file {path}: not valid YAML: {exc}") from exc
+    raw = read_yaml(path, "reference")
     entries = raw.get("references") if isinstance(raw, dict) else None
     if not isinstance(entries, list) or not entries:
-        raise ConfigError(f"reference file {path}: expected a mapping with 'references:', a non-empty list of entries")
-    return [_reference(entry, f"reference file {path}, entry {i + 1}") for i, entry in enumerate(entries)]
+        raise ConfigError(f"reference {path}: expected a mapping with 'references:', a non-empty list of entries")
+    return [_reference(entry, f"reference {path}, entry {i + 1}") for i, entry in enumerate(entries)]
 
 
 def _reference(entry, where: str) -> Reference:

@@ -53,7 +53,10 @@ class StructureDistance(ImageMetric):
     name = "structure_distance"
     higher_is_better = False
     needs = frozenset({"pretrained weights"})
-    description = "PIE-Bench structure distance: MSE of DINO ViT-B/8 last-layer key self-similarity (tables show x10^3)"
+    description = (
+        "PIE-Bench structure distance: MSE of DINO ViT-B/8 last-layer key self-similarity, input resized to 224 "
+        "without antialiasing as in PIE-Bench (tables show x10^3)"
+    )
 
     def load(self, extractors):
         super().load(extractors)
