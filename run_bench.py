@@ -71,6 +71,8 @@ def report(run_dir, html_path, md_path, planes, n_grid, table, reference_path, c
     """Print the run's tables as Markdown; with --html/--md also write full reports with plots and image grids."""
     from bench.report import build_report, report_markdown, write_markdown
 
+    if ci and not (table or reference_path):
+        raise ConfigError("--ci adds intervals to --table piebench; the ordinary report always shows them")
     if table or reference_path:
         from bench.piebench_table import write_piebench
 

@@ -14,7 +14,6 @@ values in the table's units. ``references/piebench_table1.yaml`` is the shipped 
 """
 
 import dataclasses
-import html
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +22,7 @@ from . import plots
 from .aggregate import Row, RunData, Stat, arrow, load_run, nan_notes, row_name, summarize
 from .data import EDIT_TYPES
 from .errors import ConfigError
+from .html_report import STYLE, _caveat, _table, esc
 from .report import md_table, md_text
 from .yaml_file import read_yaml
 
@@ -87,7 +87,7 @@ class Reference:
     label: str
     source: str
     values: dict[str, float]
-    method: str | None = None  # editbench method the entry stands for; None: every method
+    method: str | None = None  # editbench method the entry stands for; None: every method but the reference one
     params: dict = dataclasses.field(default_factory=dict)  # parameter values a row must have
     notes: str = ""
 
@@ -247,13 +247,11 @@ def piebench_markdown(view: PieBenchTable) -> str:
 
 def piebench_html(view: PieBenchTable) -> str:
     """The view as one self-contained HTML page (``--html``); every run string is escaped."""
-    from .html_report import STYLE, _caveat, _table
-
     run = view.run
-    title = f"PIE-Bench table: {html.escape(run.run_dir.name)}"
+    title = f"PIE-Bench table: {esc(run.run_dir.name)}"
     parts = [f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>{title}</title>',
              f"<style>{STYLE}</style></head><body><h1>{title}</h1>", _caveat(run.labels),
-             f"<p>{html.escape(EXPLANATION)}</p>", "<h2>All samples</h2>",
+             f"<p>{esc(EXPLANATION)}</p>", "<h2>All samples</h2>",
              _table(header(), body(view.rows, view.ci), 2, [r.is_reference for r in view.rows])]  # fmt: skip
     if _by_type_shown(view):
         parts += ["<h2>By edit type</h2>",
@@ -270,7 +268,7 @@ def piebench_html(view: PieBenchTable) -> str:
 
 
 def _html_list(items: list[str]) -> str:
-    return "<ul>" + "".join(f"<li>{html.escape(i)}</li>" for i in items) + "</ul>"
+    return "<ul>" + "".join(f"<li>{esc(i)}</li>" for i in items) + "</ul>"
 
 
 def write_piebench(run_dir, reference_path=None, ci: bool = False, html_path=None, md_path=None) -> list[str]:

@@ -241,6 +241,9 @@ def test_background_masked_form_averages_unmasked_pixels_only(untrained):
             torch.testing.assert_close(a, b, msg=name)
     pie = get_metric("mse_bg")()(edited, source, samples(2, [mask] * 2))
     assert (pie < ours["mse_bg_masked"](edited, source, samples(2, [mask] * 2))).all()
+    border_only = torch.ones(1, H, H)
+    border_only[:, 3:-3, 3:-3] = 0  # keeps pixels the SSIM map (no 5-pixel border) does not cover
+    assert torch.isnan(ours["ssim_bg_masked"](edited, source, samples(2, [1 - border_only] * 2))).all()
     # with nothing masked the SSIM map average is plain SSIM
     empty = samples(2, [torch.zeros(1, H, H)] * 2)
     torch.testing.assert_close(

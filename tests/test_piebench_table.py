@@ -192,3 +192,4 @@ def test_report_reference_prints_differences_from_the_example_file(tiny_run):
     assert "DDIM+P2P (published)" in piebench_html(view)
     bad = invoke("report", tiny_run, "--reference", tiny_run / "nope.yaml")
     assert bad.exit_code == 1 and "reference file not found" in bad.output
+    assert "--ci adds intervals to --table piebench" in invoke("report", tiny_run, "--ci").output
