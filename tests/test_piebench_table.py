@@ -132,8 +132,9 @@ def tiny_run(tmp_path_factory, tiny_clip, tiny_vit):  # noqa: F811
 
 
 def _run_all_columns(root: Path, clip_model: str, dino_model: str) -> Path:
-    whole = {"id": "whole", "image": "img0.png", "source_prompt": "a photo of a cat", "target_prompt": "a photo of a dog",
-             "edit_type": "change_color", "mask_shapes": [{"shape": "box", "box": [0, 0, 1, 1]}]}  # fmt: skip
+    whole = {"id": "whole", "image": "img0.png", "source_prompt": "a photo of a cat",
+             "target_prompt": "a photo of a dog", "edit_type": "change_color",
+             "mask_shapes": [{"shape": "box", "box": [0, 0, 1, 1]}]}  # fmt: skip
     config = root / "c.yaml"
     config.write_text(yaml.safe_dump({
         "dataset": {"path": write_dataset(root / "data", n=1, extra=[whole])},
@@ -187,7 +188,8 @@ def test_report_reference_prints_differences_from_the_example_file(tiny_run):
     for i, column in enumerate(COLUMNS):
         expected = means[column.metric] * column.scale - references["DDIM+P2P"].values[column.metric]
         assert float(difference[2 + i]) == pytest.approx(expected, abs=0.006), column.metric
-    assert published[1] == "DDIM+P2P (published)" and "DDIM+P2P: PIE-Bench paper" in result.output and "NTI+P2P: no row of this run has" in result.output
+    assert published[1] == "DDIM+P2P (published)" and "DDIM+P2P: PIE-Bench paper" in result.output
+    assert "NTI+P2P: no row of this run has" in result.output
     view = build_piebench(tiny_run, EXAMPLE)
     assert "DDIM+P2P (published)" in piebench_html(view)
     bad = invoke("report", tiny_run, "--reference", tiny_run / "nope.yaml")
