@@ -90,7 +90,7 @@ class DatasetSpec:
         if self.name is not None and self.path is not None:
             raise ConfigError(
                 f"dataset: give 'name' (a bundled dataset) or 'path', not both; got name {self.name!r} and path "
-                f"{self.path!r} (to swap a config's name for a path: --set dataset.name=,dataset.path=...)"
+                f"{self.path!r} (to swap a config's name for a path: --set dataset.name= --set dataset.path=...)"
             )
         if self.name is None and self.path is None:
             object.__setattr__(self, "name", DEFAULT_DATASET)

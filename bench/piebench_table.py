@@ -21,7 +21,8 @@ from pathlib import Path
 from . import plots
 from .aggregate import Row, RunData, Stat, arrow, load_run, nan_notes, row_name, summarize
 from .data import EDIT_TYPES
-from .errors import ConfigError
+from .registry import get_method
+from .errors import ConfigError, unknown
 from .html_report import STYLE, _caveat, _table, esc
 from .report import md_table, md_text
 from .yaml_file import read_yaml
@@ -98,7 +99,7 @@ class Reference:
 
     def describe(self) -> str:
         wanted = ", ".join(f"{k}={v}" for k, v in self.params.items())
-        return f"method {self.method}" + (f" with {wanted}" if wanted else "") if self.method else "every method"
+        return f"method {self.method}" + (f" with {wanted}" if wanted else "") if self.method else "a method to compare"
 
 
 REFERENCE_KEYS = ("label", "source", "values", "method", "params", "notes")
@@ -135,8 +136,17 @@ def _reference(entry, where: str) -> Reference:
         raise ConfigError(f"{where}: 'params' must map parameter names to values")
     if params and not entry.get("method"):
         raise ConfigError(f"{where}: 'params' needs 'method' (the editbench method they belong to)")
+    method = entry.get("method")
+    if method:
+        try:
+            declared = [p.name for p in get_method(method).params]
+        except ConfigError as exc:
+            raise ConfigError(f"{where}: {exc}") from exc
+        for name in params:
+            if name not in declared:
+                raise ConfigError(f"{where}: {unknown('parameter of ' + method, name, declared)}")
     return Reference(entry["label"].strip(), entry["source"].strip(), {k: float(v) for k, v in values.items()},
-                     entry.get("method"), params, str(entry.get("notes") or ""))  # fmt: skip
+                     method, params, str(entry.get("notes") or ""))  # fmt: skip
 
 
 # -- the view -------------------------------------------------------------------------------------------

@@ -212,3 +212,6 @@ def test_dataset_is_given_by_the_one_key_meant(tmp_path):
     assert DatasetSpec().name == "sample" and DatasetSpec(name="sample").path is None
     with pytest.raises(ConfigError, match="give 'name' .* or 'path', not both; got name 'sample' and path"):
         build_config({"dataset": {"name": "sample", "path": data}, "methods": {"reconstruct": {}}})
+    swapped = build_config({"dataset": {"name": "sample"}, "methods": {"reconstruct": {}}},
+                           ["dataset.name=", f"dataset.path={data}"])  # what the error suggests
+    assert swapped.dataset == DatasetSpec(path=data)

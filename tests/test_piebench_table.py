@@ -1,6 +1,7 @@
 """PIE-Bench's published table view (``report --table piebench``) and published references beside a run."""
 
 import math
+import re
 import sqlite3
 from pathlib import Path
 
@@ -101,11 +102,14 @@ def test_reference_rows_show_run_published_and_difference(synthetic_run):
     ("references: [{label: A, source: S, values: {psnr_bg: high}}]", "psnr_bg = 'high' is not a number"),
     ("references: [{label: A, source: S, params: {w: 1}, values: {psnr_bg: 1}}]", "'params' needs 'method'"),
     ("references: [{label: A, source: S, value: {psnr_bg: 1}}]", "unknown keys ['value']"),
+    ("references: [{label: A, source: S, method: p2q, values: {psnr_bg: 1}}]", "unknown method 'p2q' (did you mean"),
+    ("references: [{label: A, source: S, method: p2p, params: {inverson: ddim}, values: {psnr_bg: 1}}]",
+     "unknown parameter of p2p 'inverson' (did you mean 'inversion'?)"),
 ])  # fmt: skip
 def test_bad_reference_files_name_the_entry_and_what_is_allowed(tmp_path, content, message):
     path = tmp_path / "ref.yaml"
     path.write_text(content)
-    with pytest.raises(ConfigError, match=message.replace("[", r"\[").replace("(", r"\(")):
+    with pytest.raises(ConfigError, match=re.escape(message)):
         load_references(path)
     with pytest.raises(ConfigError, match="reference file not found"):
         load_references(tmp_path / "nope.yaml")
