@@ -67,11 +67,22 @@ def run(config, backbone, overrides, out, resume_dir, quiet, untrained_extractor
 @click.option("--md", "md_path", type=click.Path(dir_okay=False), help="Write a Markdown report here (figures in <name>_files/).")
 @click.option("--plane", "planes", multiple=True, metavar="X:Y", help="Trade-off plot axes, e.g. clip_score:lpips_bg (repeatable).")
 @click.option("--grid", "n_grid", type=click.IntRange(0), default=3, show_default=True, help="Samples shown as image grids.")
+@click.option("--table", type=click.Choice(["piebench"]), help="Show PIE-Bench's published table view instead (its columns, units, edit types).")
+@click.option("--reference", "reference_path", type=click.Path(dir_okay=False), help="YAML of published numbers shown beside the run, e.g. references/piebench_table1.yaml (implies --table piebench).")
+@click.option("--ci", is_flag=True, help="With --table piebench: also show 95% bootstrap intervals.")
 @_fail_cleanly
-def report(run_dir, html_path, md_path, planes, n_grid):
+def report(run_dir, html_path, md_path, planes, n_grid, table, reference_path, ci):
     """Print the run's tables as Markdown; with --html/--md also write full reports with plots and image grids."""
     from bench.report import build_report, report_markdown, write_markdown
 
+    if ci and not (table or reference_path):
+        raise ConfigError("--ci adds intervals to --table piebench; the ordinary report always shows them")
+    if table or reference_path:
+        from bench.piebench_table import write_piebench
+
+        for line in write_piebench(run_dir, reference_path, ci, html_path, md_path):
+            click.echo(line, err=bool(html_path or md_path))
+        return
     report = build_report(run_dir, list(planes) or None, n_grid, figures=bool(html_path or md_path))
     if html_path:
         from bench.html_report import write_html
@@ -97,6 +108,8 @@ def compare(base_run, new_run, thresholds, md_path):
     except ConfigError as exc:
         click.echo(f"Error: {exc}", err=True)
         sys.exit(INCOMPARABLE)
+    for warning in result.warnings:
+        click.echo(f"Warning: {warning}", err=True)
     text = comparison_markdown(result)
     if md_path:
         Path(md_path).write_text(text)

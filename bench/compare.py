@@ -10,15 +10,15 @@ Changes that no interval explains but that are within the threshold are reported
 Exit codes: 0 nothing regressed, 1 something did, 2 the runs cannot be compared (not run
 folders, or no method x setting x metric in common). A changed backbone fingerprint,
 dataset, sample set or package versions is stated at the top but does not stop the
-comparison: comparing across such a change is often the point.
+comparison: comparing across such a change is often the point. A changed version of a package
+that metrics or kernels come from (``METRIC_PACKAGES``) is a warning: the change may come from
+the environment, not the method (torchmetrics changed SSIM in 1.4.2, torchvision its resize in 0.17).
 """
 
 import json
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-
-import yaml
 
 from .aggregate import (
     RunData,
@@ -35,8 +35,11 @@ from .aggregate import (
 from .errors import ConfigError
 from .plots import caveat
 from .report import md_table, md_text
+from .yaml_file import read_yaml
 
 OK, REGRESSED, INCOMPARABLE = 0, 1, 2
+# Packages whose version changes what a metric computes or the kernels a method runs on.
+METRIC_PACKAGES = ("torch", "torchvision", "torchmetrics", "transformers", "diffusers", "lpips", "clean-fid")
 
 
 @dataclass(frozen=True)
@@ -76,13 +79,7 @@ def load_thresholds(path: str | Path | None) -> dict[str, Threshold]:
     a number, ``"N%"`` or ``{abs, rel}``; without a file every metric's threshold is 0."""
     if path is None:
         return {"default": Threshold()}
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"thresholds file not found: {path}")
-    try:
-        raw = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"thresholds {path}: not valid YAML/JSON: {exc}") from exc
+    raw = read_yaml(path, "thresholds") or {}
     if not isinstance(raw, dict):
         raise ConfigError(f"thresholds {path}: expected a mapping of metric name to threshold")
     out = {str(k): _threshold(v, f"{path}: {k!r}") for k, v in raw.items()}
@@ -143,6 +140,7 @@ class Comparison:
     only_base: list[str]
     only_new: list[str]
     thresholds: dict[str, Threshold]
+    warnings: list[str] = field(default_factory=list)  # stated first; never change the exit code
 
     @property
     def regressions(self) -> list[str]:
@@ -171,12 +169,29 @@ def _differences(base: RunData, new: RunData) -> list[str]:
         notes.append(f"sample set differs: {len(samples[0] - samples[1])} (sample, seed) pairs only in base, "
                      f"{len(samples[1] - samples[0])} only in new")  # fmt: skip
     pb, pn = (r.manifest.get("packages") or {} for r in (base, new))
-    changed = [f"{k} {pb.get(k)} → {pn.get(k)}" for k in sorted(set(pb) | set(pn)) if pb.get(k) != pn.get(k)]
+    warned = set(_drifted_metric_packages(pb, pn))  # stated as a warning by version_drift
+    changed = [f"{k} {pb.get(k)} → {pn.get(k)}" for k in sorted(set(pb) | set(pn))
+               if pb.get(k) != pn.get(k) and k not in warned]  # fmt: skip
     if changed:
         notes.append("package versions changed: " + ", ".join(changed))
     if base.labels != new.labels:
         notes.append(f"labels differ: {base.labels} → {new.labels}")
     return notes
+
+
+def _drifted_metric_packages(pb: dict, pn: dict) -> list[str]:
+    """``METRIC_PACKAGES`` whose recorded versions differ (recorded in both manifests)."""
+    return [k for k in METRIC_PACKAGES if k in pb and k in pn and pb[k] != pn[k]]
+
+
+def version_drift(base: RunData, new: RunData) -> list[str]:
+    """A warning when the runs' manifests record different versions of ``METRIC_PACKAGES``."""
+    pb, pn = (r.manifest.get("packages") or {} for r in (base, new))
+    changed = [f"{k} {pb[k]} → {pn[k]}" for k in _drifted_metric_packages(pb, pn)]
+    if not changed:
+        return []
+    return [f"package versions differ: {', '.join(changed)}. Metric definitions and kernels change between "
+            "versions, so a difference may come from the environment rather than the method."]  # fmt: skip
 
 
 def compare_runs(base_dir, new_dir, thresholds: dict[str, Threshold] | None = None) -> Comparison:
@@ -216,7 +231,7 @@ def compare_runs(base_dir, new_dir, thresholds: dict[str, Threshold] | None = No
     order = {m: i for i, m in enumerate(base.metric_names)}
     changes.sort(key=lambda c: (c.method, c.label, order.get(c.metric, len(order)), c.metric))
     notes = _differences(base, new) + nan_changes
-    return Comparison(base, new, changes, failures, notes, only_base, only_new, thresholds)
+    return Comparison(base, new, changes, failures, notes, only_base, only_new, thresholds, version_drift(base, new))
 
 
 def _run_line(run: RunData) -> str:
@@ -232,6 +247,7 @@ def comparison_markdown(c: Comparison) -> str:
     lines.append("")
     if labels:
         lines += [f"**{md_text(caveat(labels))}**", ""]
+    lines += [f"> **Warning:** {md_text(w)}" for w in c.warnings] + ([""] if c.warnings else [])
     lines += [f"> **Note:** {md_text(n)}" for n in c.notes] + ([""] if c.notes else [])
     if c.regressions:
         lines += [f"**{len(c.regressions)} regression(s):**", ""] + [f"- {md_text(r)}" for r in c.regressions]

@@ -26,6 +26,7 @@ from .extractors import MetricOptions
 from .metrics import get_metric
 from .registry import get_method, method_names
 from .store import setting_json
+from .yaml_file import read_yaml
 
 TOP_KEYS = ("backbone", "dataset", "methods", "seeds", "metrics", "metric_options", "output", "batch_size")
 #: ``batch_size`` 1 suits CPUs; on a CUDA GPU 8 fills an SD 1.5 UNet at 512 px (README, "Batched execution").
@@ -160,13 +161,7 @@ def build_config(raw: dict, overrides: list[str] = (), backbone: str | None = No
 
 
 def load_config(path: str | Path, overrides: list[str] = (), backbone: str | None = None) -> RunConfig:
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"config file not found: {path}")
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"config {path}: not valid YAML: {exc}") from exc
+    raw = read_yaml(path, "config")
     if raw is not None and not isinstance(raw, dict):
         raise ConfigError(f"config {path}: expected a mapping at the top level")
     return build_config(raw or {}, overrides, backbone)

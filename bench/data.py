@@ -36,6 +36,7 @@ EDIT_TYPES = (
     "change_style",
 )
 PIE_MASK_SIZE = 512
+DEFAULT_DATASET = "sample"
 
 
 @dataclass
@@ -77,16 +78,22 @@ class SampleRef:
 @dataclass(frozen=True)
 class DatasetSpec:
     """Which dataset: a bundled ``name`` (``datasets/<name>/card.yaml``) or a ``path``
-    (a PIE-Bench folder with ``mapping_file.json``, or a ``.jsonl`` manifest)."""
+    (a PIE-Bench folder with ``mapping_file.json``, or a ``.jsonl`` manifest). Giving neither
+    means the bundled ``sample`` set; giving both is an error."""
 
-    name: str | None = "sample"
+    name: str | None = None
     path: str | None = None
     limit: int | None = None
     edit_types: tuple[str, ...] | None = None
 
     def __post_init__(self):
-        if (self.name is None) == (self.path is None):
-            raise ConfigError("dataset: give exactly one of 'name' (a bundled dataset) or 'path'")
+        if self.name is not None and self.path is not None:
+            raise ConfigError(
+                f"dataset: give 'name' (a bundled dataset) or 'path', not both; got name {self.name!r} and path "
+                f"{self.path!r} (to swap a config's name for a path: --set dataset.name= --set dataset.path=...)"
+            )
+        if self.name is None and self.path is None:
+            object.__setattr__(self, "name", DEFAULT_DATASET)
         if self.limit is not None and (not isinstance(self.limit, int) or self.limit < 1):
             raise ConfigError(f"dataset.limit = {self.limit!r} is not allowed; expected a positive integer")
         for t in self.edit_types or ():
@@ -281,12 +288,18 @@ def load_pie_bench(folder: Path) -> list[SampleRef]:
     return refs
 
 
+def _without_brackets(prompt: str) -> str:
+    """PIE-Bench marks the words that differ between its prompts with ``[ ]``; its evaluation
+    removes them from both prompts before use, and so do we."""
+    return prompt.replace("[", "").replace("]", "")
+
+
 def _pie_loader(sample_id: str, entry: dict, images: Path, edit_type) -> Callable[[int], Sample]:
     def load(size: int) -> Sample:
         if edit_type is None:
             raise SampleError(sample_id, f"editing_type_id {entry.get('editing_type_id')!r} is not one of 0..9")
-        source_prompt = _require_prompt(sample_id, entry, "original_prompt")
-        target_prompt = _require_prompt(sample_id, entry, "editing_prompt").replace("[", "").replace("]", "")
+        source_prompt = _without_brackets(_require_prompt(sample_id, entry, "original_prompt"))
+        target_prompt = _without_brackets(_require_prompt(sample_id, entry, "editing_prompt"))
         img = _open_image(sample_id, _inside(sample_id, images, str(entry.get("image_path", "")), "image"))
         if img.size != (PIE_MASK_SIZE, PIE_MASK_SIZE):
             raise SampleError(sample_id, f"image is {img.size[0]}x{img.size[1]}; PIE-Bench masks need 512x512")

@@ -37,7 +37,8 @@ from .plan import plan_units
 from .store import CellRecord, Store, read_manifest, setting_json
 from .worker import CellOutcome, CellWorker
 
-PACKAGES = ("editbench", "torch", "diffusers", "transformers", "torchmetrics", "lpips", "clean-fid", "numpy", "pillow")
+PACKAGES = ("editbench", "torch", "torchvision", "diffusers", "transformers", "torchmetrics", "lpips", "clean-fid",
+            "numpy", "pillow")  # fmt: skip
 
 
 def setting_slug(setting: dict) -> str:

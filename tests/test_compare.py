@@ -1,5 +1,6 @@
 """Run-vs-run comparison: direction-aware verdicts, thresholds, CI overlap, exit codes."""
 
+import json
 import math
 
 import pytest
@@ -169,3 +170,24 @@ def test_a_degraded_method_in_a_real_run_is_caught(tmp_path, backbone, monkeypat
     assert regressions and all(r.startswith("sdedit: ") for r in regressions)
     assert f"- {regressions[0].split(' (')[0]}" in result.output
     assert CliRunner().invoke(main, ["compare", str(base), str(base)]).exit_code == OK
+
+
+def test_version_drift_of_metric_packages_warns_but_does_not_fail(tmp_path):
+    def run_with(name, packages):
+        run_dir = make_run(tmp_path, name, sweep_cells({0.3: 20.0}))
+        manifest = json.loads((run_dir / "manifest.json").read_text())
+        (run_dir / "manifest.json").write_text(json.dumps({**manifest, "packages": packages}))
+        return run_dir
+
+    base = run_with("base", {"torch": "2.3.0", "torchmetrics": "1.4.1", "lpips": "0.1.4", "numpy": "1.26"})
+    new = run_with("new", {"torch": "2.4.0", "torchmetrics": "1.4.2", "lpips": "0.1.4", "numpy": "2.0",
+                           "clean-fid": "0.1.35"})  # fmt: skip
+    result = compare_runs(base, new)
+    assert result.exit_code == OK
+    assert len(result.warnings) == 1 and "torch 2.3.0 → 2.4.0, torchmetrics 1.4.1 → 1.4.2." in result.warnings[0]
+    assert "lpips" not in result.warnings[0] and "clean-fid" not in result.warnings[0], "same or recorded once"
+    assert "package versions changed: clean-fid None → 0.1.35, numpy 1.26 → 2.0" in result.notes
+    assert "> **Warning:** package versions differ: torch" in comparison_markdown(result)
+    cli = CliRunner().invoke(main, ["compare", str(base), str(new)])
+    assert cli.exit_code == OK and "Warning: package versions differ: torch 2.3.0 → 2.4.0" in cli.stderr
+    assert compare_runs(base, base).warnings == []

@@ -16,6 +16,7 @@ from bench.data import (
     prepare_mask,
 )
 from bench.errors import ConfigError, SampleError
+from tests.helpers import write_dataset
 
 
 def rle_encode(mask: np.ndarray) -> list[int]:
@@ -75,7 +76,7 @@ def pie_folder(tmp_path):
         save_image(images / f"{i}.jpg", seed=i)
         mapping[f"00000000000{i}"] = {
             "image_path": f"0_random_140/{i}.jpg",
-            "original_prompt": "a cat sitting on a wall",
+            "original_prompt": "a [cat] sitting on a wall",
             "editing_prompt": "a [dog] sitting on a wall",
             "editing_instruction": "Make the cat a dog",
             "editing_type_id": str(i),
@@ -91,6 +92,7 @@ def test_pie_bench_loader(pie_folder):
     assert [r.edit_type for r in refs] == list(EDIT_TYPES[:3])
     sample = refs[1].load(128)
     assert sample.target_prompt == "a dog sitting on a wall"
+    assert sample.source_prompt == "a cat sitting on a wall", "PIE-Bench strips brackets from both prompts"
     assert sample.edit_words == ("cat", "dog")
     assert sample.image.shape == (3, 128, 128) and sample.mask.shape == (1, 128, 128)
     full = decode_pie_mask(rle_encode(random_blob_mask(1)))
@@ -197,3 +199,19 @@ def test_dataset_filters_and_errors():
         load_dataset(DatasetSpec(name="sampel"))
     with pytest.raises(ConfigError, match="expected a PIE-Bench folder"):
         load_dataset(DatasetSpec(name=None, path="/nonexistent"))
+
+
+def test_dataset_is_given_by_the_one_key_meant(tmp_path):
+    """``path`` alone (no ``name: null`` needed), ``name`` alone, or neither (the bundled set); both is an error."""
+    from bench.config import build_config
+
+    data = write_dataset(tmp_path / "data", n=2)
+    assert [r.id for r in load_dataset(DatasetSpec(path=data))] == ["img0", "img1"]
+    config = build_config({"dataset": {"path": data}, "methods": {"reconstruct": {}}})
+    assert config.dataset == DatasetSpec(name=None, path=data)
+    assert DatasetSpec().name == "sample" and DatasetSpec(name="sample").path is None
+    with pytest.raises(ConfigError, match="give 'name' .* or 'path', not both; got name 'sample' and path"):
+        build_config({"dataset": {"name": "sample", "path": data}, "methods": {"reconstruct": {}}})
+    swapped = build_config({"dataset": {"name": "sample"}, "methods": {"reconstruct": {}}},
+                           ["dataset.name=", f"dataset.path={data}"])  # what the error suggests
+    assert swapped.dataset == DatasetSpec(path=data)

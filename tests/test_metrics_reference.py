@@ -45,20 +45,93 @@ def untrained():
     return Extractors(MetricOptions(untrained_extractors=True, seed=3))
 
 
-# -- pixel metrics: torchmetrics -------------------------------------------------------------
-def test_psnr_ssim_mse_equal_torchmetrics(untrained):
+# -- pixel metrics: torchmetrics for PSNR and MSE, scikit-image for SSIM ---------------------------
+def test_psnr_mse_equal_torchmetrics(untrained):
     from torchmetrics import MeanSquaredError
-    from torchmetrics.image import PeakSignalNoiseRatio, StructuralSimilarityIndexMeasure
+    from torchmetrics.image import PeakSignalNoiseRatio
 
     source, edited = pair(0)
-    ours = {n: metric(n, untrained)(edited, source, samples(3)) for n in ("psnr", "ssim", "mse")}
+    ours = {n: metric(n, untrained)(edited, source, samples(3)) for n in ("psnr", "mse")}
     for i in range(3):
         e, s = edited[i : i + 1], source[i : i + 1]
         assert ours["psnr"][i].item() == pytest.approx(PeakSignalNoiseRatio(data_range=1.0)(e, s).item(), rel=1e-6)
-        assert ours["ssim"][i].item() == pytest.approx(
-            StructuralSimilarityIndexMeasure(data_range=1.0)(e, s).item(), rel=1e-6
-        )
         assert ours["mse"][i].item() == pytest.approx(MeanSquaredError()(e.flatten(), s.flatten()).item(), rel=1e-6)
+
+
+def skimage_ssim(edited: torch.Tensor, source: torch.Tensor) -> float:
+    """The PIE-era SSIM of two (3, H, W) images by an independent implementation: scikit-image's,
+    Gaussian window (sigma 1.5, truncated at 11 pixels), population covariances, border cropped."""
+    from skimage.metrics import structural_similarity
+
+    return structural_similarity(
+        edited.permute(1, 2, 0).double().numpy(), source.permute(1, 2, 0).double().numpy(), channel_axis=2,
+        gaussian_weights=True, sigma=1.5, use_sample_covariance=False, data_range=1.0,
+    )  # fmt: skip
+
+
+def natural_pair(size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Three photos shipped with scikit-image at ``size`` px and degraded copies (blurred, noised)."""
+    import skimage.data
+    from PIL import Image, ImageFilter
+
+    g = torch.Generator().manual_seed(size)
+    sources, edits = [], []
+    for name in ("astronaut", "coffee", "chelsea"):
+        photo = Image.fromarray(getattr(skimage.data, name)()).convert("RGB").resize((size, size), Image.BICUBIC)
+        source = torch.from_numpy(np.asarray(photo, dtype=np.float32) / 255).permute(2, 0, 1)
+        blurred = np.asarray(photo.filter(ImageFilter.GaussianBlur(1.2)), dtype=np.float32) / 255
+        edited = torch.from_numpy(blurred).permute(2, 0, 1) + 0.03 * torch.randn(source.shape, generator=g)
+        sources.append(source)
+        edits.append(((edited.clamp(0, 1) * 255).round() / 255).float())
+    return torch.stack(sources), torch.stack(edits)
+
+
+@pytest.mark.parametrize("size", [128, 512])
+@pytest.mark.parametrize("kind", ["natural", "random"])
+def test_ssim_and_ssim_bg_equal_the_pie_era_definition(size, kind):
+    """ssim and ssim_bg equal scikit-image's SSIM with the border cropped (torchmetrics <= 1.4.1,
+    PIE-Bench's environment) to 1e-4, whatever torchmetrics is installed: its SSIM is not called."""
+    if kind == "natural":
+        source, edited = natural_pair(size)
+    else:
+        g = torch.Generator().manual_seed(size)
+        source = (torch.rand(3, 3, size, size, generator=g) * 255).round() / 255
+        edited = (torch.rand(3, 3, size, size, generator=g) * 255).round() / 255
+    masks = [box_mask(size // 4, size // 2, size), box_mask(size // 8, 7 * size // 8, size), None]
+    batch = [Sample(f"s{i}", source[i], "a cat", "a dog", masks[i]) for i in range(3)]
+    ours = get_metric("ssim")()(edited, source, batch)
+    ours_bg = get_metric("ssim_bg")()(edited, source, batch)
+    for i in range(3):
+        assert ours[i].item() == pytest.approx(skimage_ssim(edited[i], source[i]), abs=1e-4)
+        if masks[i] is not None:
+            keep = 1 - masks[i]
+            assert ours_bg[i].item() == pytest.approx(skimage_ssim(edited[i] * keep, source[i] * keep), abs=1e-4)
+    assert math.isnan(ours_bg[2])
+
+
+def test_ssim_map_covers_only_positions_where_the_window_fits():
+    """Map entry (i, j) is SSIM from the 11x11 Gaussian-weighted window centred on pixel (i + 5, j + 5),
+    written out here; the map has no entries for the 5-pixel border."""
+    from bench.metrics.pixel import ssim_map
+
+    g = torch.Generator().manual_seed(0)
+    source, edited = torch.rand(2, 1, 3, 32, 32, generator=g).double()
+    full = ssim_map(edited, source)
+    assert full.shape == (1, 3, 22, 22)
+    x = torch.arange(11, dtype=torch.float64) - 5
+    w1 = torch.exp(-(x**2) / 4.5)
+    window = torch.outer(w1, w1) / w1.sum() ** 2
+    for i, j in [(0, 0), (21, 3), (10, 21)]:
+        e, s = edited[0, :, i : i + 11, j : j + 11], source[0, :, i : i + 11, j : j + 11]
+        mu_e, mu_s = (window * e).sum((1, 2)), (window * s).sum((1, 2))
+        var_e = (window * (e - mu_e[:, None, None]) ** 2).sum((1, 2))
+        var_s = (window * (s - mu_s[:, None, None]) ** 2).sum((1, 2))
+        cov = (window * (e - mu_e[:, None, None]) * (s - mu_s[:, None, None])).sum((1, 2))
+        c1, c2 = 0.01**2, 0.03**2
+        expected = (2 * mu_e * mu_s + c1) * (2 * cov + c2) / ((mu_e**2 + mu_s**2 + c1) * (var_e + var_s + c2))
+        torch.testing.assert_close(full[0, :, i, j], expected)
+    with pytest.raises(ValueError, match="at least 11x11"):
+        get_metric("ssim")()(source[..., :10, :10].float(), source[..., :10, :10].float(), samples(1))
 
 
 # -- LPIPS: the lpips package, backbone random but seeded identically ------------------------
@@ -108,9 +181,10 @@ def test_range_mistakes_are_caught_or_converted(untrained):
 # -- PIE-Bench background metrics vs the PIE-Bench formula written out here -----------------
 def pie_bench(name: str, edited: np.ndarray, source: np.ndarray, mask: np.ndarray, lpips_net=None) -> float:
     """PIE-Bench's evaluation, per image: uint8 HWC images / 255, both times the unedited-part
-    mask (HWC), then torchmetrics' metric over the whole image."""
+    mask (HWC), then torchmetrics' metric over the whole image (SSIM: the torchmetrics <= 1.4.1
+    definition PIE-Bench ran, by scikit-image)."""
     from torchmetrics import MeanSquaredError
-    from torchmetrics.image import PeakSignalNoiseRatio, StructuralSimilarityIndexMeasure
+    from torchmetrics.image import PeakSignalNoiseRatio
 
     if mask.sum() == 0:
         return float("nan")
@@ -119,7 +193,7 @@ def pie_bench(name: str, edited: np.ndarray, source: np.ndarray, mask: np.ndarra
     if name == "psnr_bg":
         return PeakSignalNoiseRatio(data_range=1.0)(e[None], s[None]).item()
     if name == "ssim_bg":
-        return StructuralSimilarityIndexMeasure(data_range=1.0)(e[None], s[None]).item()
+        return skimage_ssim(e, s)
     if name == "mse_bg":
         return MeanSquaredError()(e.contiguous(), s.contiguous()).item()
     with torch.no_grad():
@@ -167,6 +241,9 @@ def test_background_masked_form_averages_unmasked_pixels_only(untrained):
             torch.testing.assert_close(a, b, msg=name)
     pie = get_metric("mse_bg")()(edited, source, samples(2, [mask] * 2))
     assert (pie < ours["mse_bg_masked"](edited, source, samples(2, [mask] * 2))).all()
+    border_only = torch.ones(1, H, H)
+    border_only[:, 3:-3, 3:-3] = 0  # keeps pixels the SSIM map (no 5-pixel border) does not cover
+    assert torch.isnan(ours["ssim_bg_masked"](edited, source, samples(2, [1 - border_only] * 2))).all()
     # with nothing masked the SSIM map average is plain SSIM
     empty = samples(2, [torch.zeros(1, H, H)] * 2)
     torch.testing.assert_close(
@@ -273,18 +350,20 @@ def tiny_vit(tmp_path_factory):
     return str(folder)
 
 
-def test_structure_distance_equals_pie_bench_formula(tiny_vit):
-    from torchvision import transforms as T
-    from transformers import ViTModel
+def pie_structure_distance(model, edited: torch.Tensor, source: torch.Tensor, antialias: bool) -> torch.Tensor:
+    """PIE-Bench's structure distance per image pair, written out: float pixel values 0..255, shorter
+    side resized to 224 (bilinear, ``antialias`` as given), ImageNet-normalised, cosine self-similarity
+    of the last layer's keys, MSE between source and edited."""
+    mean = torch.tensor((0.485, 0.456, 0.406))[:, None, None]
+    std = torch.tensor((0.229, 0.224, 0.225))[:, None, None]
 
-    ex = Extractors(MetricOptions(dino_model=tiny_vit))
-    source, edited = pair(7, n=2, size=96)
-    ours = metric("structure_distance", ex)(edited, source, samples(2))
-    model = ViTModel.from_pretrained(tiny_vit, add_pooling_layer=False).eval()
-    transform = T.Compose([T.Resize(224, max_size=480), T.Normalize((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))])
-
-    def self_similarity(image):  # PIE-Bench: float pixel values 0..255, resize, ImageNet-normalise
-        out = model(pixel_values=transform(image * 255)[None], output_hidden_states=True)
+    def self_similarity(image):
+        h, w = image.shape[-2:]
+        size = (224, round(224 * w / h)) if h <= w else (round(224 * h / w), 224)
+        resized = torch.nn.functional.interpolate(
+            image[None] * 255, size=size, mode="bilinear", align_corners=False, antialias=antialias
+        )
+        out = model(pixel_values=(resized - mean) / std, output_hidden_states=True, interpolate_pos_encoding=True)
         last = model.layers[-1] if hasattr(model, "layers") else model.encoder.layer[-1]
         attention = last.attention
         key = attention.k_proj if hasattr(attention, "k_proj") else attention.attention.key
@@ -293,9 +372,35 @@ def test_structure_distance_equals_pie_bench_formula(tiny_vit):
         return unit @ unit.T
 
     with torch.no_grad():
-        expected = torch.stack(
-            [(self_similarity(edited[i]) - self_similarity(source[i])).pow(2).mean() for i in range(2)]
+        return torch.stack(
+            [(self_similarity(e) - self_similarity(s)).pow(2).mean() for e, s in zip(edited, source)]
         )
+
+
+def test_structure_distance_equals_pie_bench_formula(tiny_vit):
+    from transformers import ViTModel
+
+    ex = Extractors(MetricOptions(dino_model=tiny_vit))
+    source, edited = pair(7, n=2, size=96)
+    ours = metric("structure_distance", ex)(edited, source, samples(2))
+    model = ViTModel.from_pretrained(tiny_vit, add_pooling_layer=False).eval()
+    expected = pie_structure_distance(model, edited, source, antialias=False)
     torch.testing.assert_close(ours.float(), expected, rtol=1e-4, atol=1e-8)
     assert (ours > 0).all()
     assert metric("structure_distance", ex)(source, source, samples(2)).abs().max() < 1e-10
+
+
+def test_structure_distance_resizes_512_to_224_without_antialiasing(tiny_vit):
+    """PIE-Bench's environment (torchvision < 0.17) resized tensors without antialiasing; when
+    downsampling 512 -> 224 that differs from the antialiased resize, and ours is the former."""
+    from transformers import ViTModel
+
+    ex = Extractors(MetricOptions(dino_model=tiny_vit))
+    source, edited = natural_pair(512)
+    source, edited = source[:2], edited[:2]
+    ours = metric("structure_distance", ex)(edited, source, samples(2)).float()
+    model = ViTModel.from_pretrained(tiny_vit, add_pooling_layer=False).eval()
+    plain = pie_structure_distance(model, edited, source, antialias=False)
+    antialiased = pie_structure_distance(model, edited, source, antialias=True)
+    torch.testing.assert_close(ours, plain, rtol=1e-4, atol=1e-8)
+    assert ((ours - antialiased).abs() > 0.05 * antialiased.abs()).all(), (ours, antialiased)

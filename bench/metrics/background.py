@@ -7,17 +7,19 @@ Two forms, named apart so that nobody mixes them up:
   and inflates the score). Use it to compare with PIE-Bench's published tables; like
   PIE-Bench's evaluation code, ``lpips_bg`` uses SqueezeNet (``metric_options.lpips_bg_net``).
 - ``*_bg_masked`` averages over the unmasked pixels only: MSE and PSNR from the squared
-  error there, SSIM and LPIPS from their per-pixel maps (SSIM's full-image map; LPIPS with
-  ``spatial=True``, net ``metric_options.lpips_net``).
+  error there, SSIM and LPIPS from their per-pixel maps (SSIM's map where its window fits,
+  i.e. without the 5-pixel border, like ``ssim``; LPIPS with ``spatial=True``, net
+  ``metric_options.lpips_net``).
 
-Both give NaN when the sample has no mask or its mask covers the whole image.
+Both give NaN when the sample has no mask or its mask covers the whole image
+(``ssim_bg_masked`` also when it keeps only pixels of that border).
 """
 
 import torch
 
 from . import ImageMetric
 from .perceptual import lpips_distance
-from .pixel import mse, psnr, ssim
+from .pixel import SSIM_BORDER, mse, psnr, ssim, ssim_map
 
 NAN_REASON = "the sample has no edit mask, or its edit mask covers the whole image"
 
@@ -120,15 +122,12 @@ class SSIMMasked(_Background):
     name = "ssim_bg_masked"
     higher_is_better = True
     value_range = (-1.0, 1.0)
-    description = "SSIM of edited vs source: the full-image SSIM map averaged over the unmasked pixels only"
+    description = "SSIM of edited vs source: the SSIM map (no border, as in ssim) averaged over the unmasked pixels"
 
     def score(self, edited, source, keep):
-        from torchmetrics.functional.image import structural_similarity_index_measure
-
-        _, full = structural_similarity_index_measure(
-            edited, source, data_range=1.0, reduction="none", return_full_image=True
-        )
-        return masked_mean(full, keep)
+        inner = keep[..., SSIM_BORDER:-SSIM_BORDER, SSIM_BORDER:-SSIM_BORDER]  # where the SSIM map is defined
+        values = masked_mean(ssim_map(edited, source), inner)
+        return torch.where(inner.flatten(1).sum(1) > 0, values, torch.full_like(values, float("nan")))
 
 
 class LPIPSMasked(_Background):

@@ -1,0 +1,20 @@
+"""Reading the YAML (or JSON, which YAML reads too) files a user hands editbench: configs,
+compare thresholds, published references."""
+
+from pathlib import Path
+
+import yaml
+
+from .errors import ConfigError
+
+
+def read_yaml(path, what: str):
+    """The parsed content of ``path``; a ``ConfigError`` naming ``what`` and the file when it
+    is missing or not valid YAML."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{what} file not found: {path}")
+    try:
+        return yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{what} {path}: not valid YAML: {exc}") from exc
