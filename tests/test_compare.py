@@ -155,14 +155,15 @@ def test_a_degraded_method_in_a_real_run_is_caught(tmp_path, backbone, monkeypat
 
     base = run("base")
     sdedit = get_method("sdedit")
-    original = sdedit.edit
+    original = sdedit.edit_batch
 
     def white(self, *args, **kwargs):
-        result = original(self, *args, **kwargs)
-        result.image = torch.ones_like(result.image)
-        return result
+        results = original(self, *args, **kwargs)
+        for result in results:
+            result.image = torch.ones_like(result.image)
+        return results
 
-    monkeypatch.setattr(sdedit, "edit", white)
+    monkeypatch.setattr(sdedit, "edit_batch", white)
     broken = run("broken")
     result = CliRunner().invoke(main, ["compare", str(base), str(broken)])
     assert result.exit_code == REGRESSED, result.output
