@@ -53,11 +53,12 @@ def start_latent(backbone, scheduler, sample: Sample, timesteps: torch.Tensor, t
     return scheduler.add_noise(source, fresh_noise(source, generator), timesteps[:1])
 
 
-def unet_eps(backbone, sample: Sample, w: float):
-    """The UNet's prediction: the target prompt under CFG ``w``; ``w = 0`` needs no prompt."""
+def unet_eps(backbone, sample: Sample, w: float, unet_at=None):
+    """The UNet's prediction: the target prompt under CFG ``w``; ``w = 0`` needs no prompt.
+    ``unet_at``: per-step UNet calls (see ``sampling.text_guided_eps``)."""
     if w != 0 and not sample.target_prompt:
         raise SampleError(sample.id, f"CFG weight w = {w} needs a target prompt; use w = 0 for unconditional sampling")
-    return text_guided_eps(backbone, sample.target_prompt or "", w)
+    return text_guided_eps(backbone, sample.target_prompt or "", w, unet_at)
 
 
 class Guide:
@@ -110,12 +111,13 @@ class GuidedEps:
 
 
 @torch.no_grad()
-def guided_sample(backbone, sample: Sample, setting: dict, generator, guide: Guide | None = None) -> EditResult:
-    """One guidance cell: ``setting`` has ``w``, ``steps``, ``t0`` and, with a guide, ``scale``."""
+def guided_sample(backbone, sample: Sample, setting: dict, generator, guide: Guide | None = None, unet_at=None) -> EditResult:
+    """One guidance cell: ``setting`` has ``w``, ``steps``, ``t0`` and, with a guide, ``scale``.
+    ``unet_at(index)``: the UNet call of each step, when not the backbone's own (spatial control)."""
     scheduler = backbone.new_scheduler(setting["steps"])
     timesteps = partial_timesteps(scheduler, setting["steps"], setting["t0"])
     latent = start_latent(backbone, scheduler, sample, timesteps, setting["t0"], generator)
-    eps = unet_eps(backbone, sample, setting["w"])
+    eps = unet_eps(backbone, sample, setting["w"], unet_at)
     if guide is not None:
         guide.check(sample)  # at every scale, so a sweep fails or succeeds as a whole
     if guide is not None and setting["scale"] != 0:
