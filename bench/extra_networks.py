@@ -117,6 +117,18 @@ def load_network(backbone, kind: str, source: str, untrained: bool = False) -> E
     return network
 
 
+def changed_networks(recorded: dict[str, dict], backbone) -> list[str]:
+    """The networks of ``recorded`` (a manifest's ``backbone.extra_networks``) whose weights now
+    differ from those loaded beside ``backbone``, each as ``kind:source (old id -> new id)``."""
+    current = backbone.extra_fingerprints()
+    changed = []
+    for key, fingerprint in recorded.items():
+        now = current.get(key, {}).get("id", "not loaded")
+        if now != fingerprint["id"]:
+            changed.append(f"{key} ({fingerprint['id']} -> {now})")
+    return changed
+
+
 def check_compatible(backbone, network: ExtraNetwork) -> None:
     """Refuse a network built for another backbone architecture (e.g. an SD 1.5 ControlNet
     beside an SD 2 backbone), naming the first mismatching config field."""
@@ -170,15 +182,23 @@ def locate(spec: Kind, source: str) -> Path:
 # -- untrained networks -------------------------------------------------------------------------
 def untrained_folder(backbone, kind: str) -> Path:
     """Folder of the seeded random ``kind`` network for ``backbone``'s UNet, built on first use."""
-    unet_config = {k: v for k, v in dict(backbone.unet.config).items() if not k.startswith("_")}
-    arch = hashlib.sha256(json.dumps([unet_config, backbone.vae_factor], sort_keys=True, default=str).encode())
+    arch = hashlib.sha256(json.dumps([_unet_config(backbone), backbone.vae_factor], sort_keys=True, default=str).encode())
     folder = cache_dir() / "untrained" / f"{kind}-v{UNTRAINED_VERSION}-{arch.hexdigest()[:12]}"
     if not (folder / WEIGHTS).is_file():
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(UNTRAINED_SEED)
-            model = BUILDERS[kind](unet_config, backbone.vae_factor)
-        save_atomic(model, folder)
+        save_atomic(build_untrained(backbone, kind, UNTRAINED_SEED), folder)
     return folder
+
+
+def build_untrained(backbone, kind: str, seed: int) -> torch.nn.Module:
+    """A ``kind`` network of the architecture ``backbone`` needs, randomly initialised from ``seed``
+    (on the CPU, in fp32, without touching the caller's random state)."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return BUILDERS[kind](_unet_config(backbone), backbone.vae_factor)
+
+
+def _unet_config(backbone) -> dict:
+    return {k: v for k, v in dict(backbone.unet.config).items() if not k.startswith("_")}
 
 
 def save_atomic(model, folder: Path) -> None:

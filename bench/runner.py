@@ -28,6 +28,7 @@ from .backbone import Backbone, resolve_device
 from .config import RunConfig, config_from_resolved
 from .data import Sample, SampleRef, load_dataset
 from .errors import ConfigError
+from .extra_networks import changed_networks
 from .method import Preparation
 from .extractors import Extractors
 from .metrics import ImageMetric, get_metric, load_metrics
@@ -155,6 +156,12 @@ class Runner:
             raise ConfigError(
                 f"run {self.run_dir}: backbone fingerprint changed since it started ({before} -> "
                 f"{self.backbone.fingerprint_id}); results would mix. Start a new run instead of resuming."
+            )
+        changed = changed_networks(manifest["backbone"].get("extra_networks", {}), self.backbone)
+        if changed:
+            raise ConfigError(
+                f"run {self.run_dir}: extra network weights changed since it started: {'; '.join(changed)}; "
+                "results would mix. Start a new run instead of resuming."
             )
 
     # -- the loop ------------------------------------------------------------------------------
