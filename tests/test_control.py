@@ -112,3 +112,14 @@ def test_control_settings_are_validated():
         get_method("t2i_adapter").resolve({"canny_low": 0.5})
     with pytest.raises(ConfigError, match="'condition' = 'depth' is not allowed; expected one of 'canny', 'grey', 'blur'"):
         get_method("controlnet").resolve({"condition": "depth"})
+
+
+def test_the_control_config_sweeps_the_three_control_weights_with_untrained_networks():
+    from bench.config import load_config
+    from bench.paths import repo_root
+
+    config = load_config(repo_root() / "configs" / "control.yaml")
+    sweeps = {"controlnet": "conditioning_scale", "t2i_adapter": "adapter_scale", "instruct_pix2pix": "image_w"}
+    for method, param in sweeps.items():
+        settings = config.settings[method]
+        assert len({s[param] for s in settings}) >= 3 and all(s["untrained"] for s in settings)
