@@ -22,10 +22,11 @@ import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 
-from .backbone import _file_digest
+from .backbone import WEIGHT_FILES, Backbone, BackboneSpec, _file_digest
 from .errors import ConfigError
 from .params import Param
 from .paths import cache_dir
@@ -65,12 +66,17 @@ KINDS = {
 
 @dataclass
 class ExtraNetwork:
-    """A loaded network: the module, where its weights came from, and its fingerprint."""
+    """A loaded network: the module, where its weights came from, and its fingerprint.
+
+    ``components``: for InstructPix2Pix, a ``Backbone`` over the checkpoint's own pipeline
+    (VAE, text encoder, tokenizer, scheduler) when the backbone's do not fit its UNet; else ``None``.
+    """
 
     model: torch.nn.Module
     folder: Path
     fingerprint: dict
     labels: list[str]
+    components: Any = None
 
 
 def network_params(kind: str, default: str) -> tuple[Param, Param]:
@@ -101,8 +107,12 @@ def load_network(backbone, kind: str, source: str, untrained: bool = False) -> E
     loaded = backbone.extra_networks.get(memo_key)
     if loaded is not None and loaded[0] == stamp:
         return loaded[1]
-    model = spec.model_class().from_pretrained(folder, use_safetensors=True, torch_dtype=backbone.dtype)
-    model.to(backbone.device).eval().requires_grad_(False)
+    components = own_components(backbone, spec, folder)
+    if components is not None:
+        model = components.unet  # loaded with the rest of its pipeline
+    else:
+        model = spec.model_class().from_pretrained(folder, use_safetensors=True, torch_dtype=backbone.dtype)
+        model.to(backbone.device).eval().requires_grad_(False)
     if spec.denoiser:
         backbone.nfe.watch(model)
     fields = {
@@ -111,10 +121,30 @@ def load_network(backbone, kind: str, source: str, untrained: bool = False) -> E
         "dtype": backbone.spec.dtype,
         "weights_sha256": _file_digest(weights),
     }
+    if components is not None:
+        fields["own_components_sha256"] = components.fingerprint["weights_sha256"]
     fields["id"] = hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:16]
-    network = ExtraNetwork(model, folder, fields, [untrained_label(kind)] if untrained else [])
+    network = ExtraNetwork(model, folder, fields, [untrained_label(kind)] if untrained else [], components)
     backbone.extra_networks[memo_key] = (stamp, network)
     return network
+
+
+def own_components(backbone, spec: Kind, folder: Path):
+    """A ``Backbone`` over the pipeline holding a denoiser (InstructPix2Pix) when the backbone's
+    text encoder or VAE do not fit that UNet and the pipeline ships its own; else ``None``."""
+    if not spec.denoiser:
+        return None
+    config = json.loads((folder / "config.json").read_text())
+    fits = (config.get("cross_attention_dim") == backbone.unet.config.cross_attention_dim
+            and config.get("in_channels") == 2 * backbone.vae.config.latent_channels)  # fmt: skip
+    pipeline = folder.parent
+    has_own = (pipeline / "model_index.json").is_file() and all(
+        (pipeline / sub / weights).is_file() for sub, weights in WEIGHT_FILES.items()
+    )
+    if fits or not has_own:
+        return None
+    own = BackboneSpec(name=str(pipeline), device=str(backbone.device), dtype=backbone.spec.dtype, resolution=backbone.resolution)
+    return Backbone(own)
 
 
 def changed_networks(recorded: dict[str, dict], backbone) -> list[str]:
@@ -132,7 +162,9 @@ def changed_networks(recorded: dict[str, dict], backbone) -> list[str]:
 def check_compatible(backbone, network: ExtraNetwork) -> None:
     """Refuse a network built for another backbone architecture (e.g. an SD 1.5 ControlNet
     beside an SD 2 backbone), naming the first mismatching config field."""
-    kind, config, unet = network.fingerprint["kind"], network.model.config, backbone.unet.config
+    kind, config = network.fingerprint["kind"], network.model.config
+    backbone = network.components or backbone
+    unet = backbone.unet.config
     expected = {
         "controlnet": {"cross_attention_dim": unet.cross_attention_dim, "block_out_channels": unet.block_out_channels},
         "t2i_adapter": {"channels": unet.block_out_channels},

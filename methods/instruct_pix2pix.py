@@ -2,7 +2,8 @@
 
 Edits from the sample's instruction ("make it a watercolor") with its own UNet, whose 8 input
 channels take the noisy latent and the source latent, beside the backbone's VAE and text
-encoder (checked compatible before any cell). Starting from pure noise, each DDIM step
+encoder when they fit it, else with the checkpoint pipeline's own (``bench.extra_networks``;
+their weights join the fingerprint); checked before any cell. Starting from pure noise, each DDIM step
 combines three predictions in one UNet batch (the paper's eq. 3):
 ``eps = eps(z, 0, 0) + image_w (eps(z, I, 0) - eps(z, 0, 0)) + w (eps(z, I, c) - eps(z, I, 0))``,
 where ``I`` is the source latent (the VAE posterior's mode, unscaled, as the checkpoint was
@@ -41,10 +42,11 @@ class InstructPix2Pix(Method):
     def edit(self, backbone, sample, prep, setting, generator):
         network = load_network(backbone, "instruct_pix2pix", setting["model"], setting["untrained"])
         unet, w, image_w = network.model, setting["w"], setting["image_w"]
-        scheduler = backbone.new_scheduler(setting["steps"])
-        source = backbone.encode_image(sample.image[None]) / backbone.vae.config.scaling_factor
+        parts = network.components or backbone  # the VAE, text encoder and scheduler it works with
+        scheduler = parts.new_scheduler(setting["steps"])
+        source = parts.encode_image(sample.image[None]) / parts.vae.config.scaling_factor
         latent = fresh_noise(source, generator) * scheduler.init_noise_sigma
-        instruction, null = backbone.encode_text(sample.instruction), backbone.encode_text("")
+        instruction, null = parts.encode_text(sample.instruction), parts.encode_text("")
 
         def eps(latent, t, index):
             if w == 1 and image_w == 1:
@@ -56,4 +58,4 @@ class InstructPix2Pix(Method):
             return eps_uncond + w * (eps_text - eps_image) + image_w * (eps_image - eps_uncond)
 
         latent = denoise(scheduler, latent, scheduler.timesteps, eps, generator)
-        return EditResult(backbone.decode(latent).float(), labels=list(network.labels))
+        return EditResult(parts.decode(latent).float(), labels=list(network.labels))

@@ -56,16 +56,14 @@ def test_changed_weights_miss_the_loaded_network_and_change_its_fingerprint(back
     assert changed_networks(recorded, backbone) == [f"controlnet:{source} ({first.fingerprint['id']} -> {second.fingerprint['id']})"]
 
 
-def test_resume_refuses_changed_extra_network_weights(tmp_path):
-    from bench.backbone import Backbone
-
-    source = save_network(Backbone(), "t2i_adapter", tmp_path / "adapter", seed=1)
+def test_resume_refuses_changed_extra_network_weights(backbone, tmp_path):
+    source = save_network(backbone, "t2i_adapter", tmp_path / "adapter", seed=1)
     config = run_config(tmp_path, {"t2i_adapter": {"t2i_adapter": source, "steps": 1, "w": 1.0}})
     run_dir, counts = start_run(config, progress=False)
     assert counts["ok"] == 1
     manifest = json.loads((run_dir / "manifest.json").read_text())
     assert manifest["backbone"]["extra_networks"][f"t2i_adapter:{source}"]["weights_sha256"]
-    save_network(Backbone(), "t2i_adapter", tmp_path / "adapter", seed=2)
+    save_network(backbone, "t2i_adapter", tmp_path / "adapter", seed=2)
     with pytest.raises(ConfigError, match="extra network weights changed since it started: t2i_adapter:"):
         resume_run(run_dir, progress=False)
 
