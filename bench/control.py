@@ -15,14 +15,17 @@ A map is (C, H, W) in [0, 1], C = 1 for canny and grey, 3 for blur; ``with_chann
 it the channel count a network takes.
 """
 
+from typing import ClassVar
+
 import numpy as np
 import torch
 from PIL import Image
 
 from .errors import ConfigError
+from .extra_networks import ExtraNetwork, check_compatible, load_network
 from .guidance import guided_sample
-from .method import EditResult
-from .params import Param
+from .method import EditResult, Method
+from .params import Param, check_start_level
 
 CONDITIONS = ("canny", "grey", "blur")
 #: The parameters a map depends on (a method's ``prep_params``: maps are computed once per sample).
@@ -93,3 +96,29 @@ def controlled_sample(backbone, sample, setting: dict, generator, cond: torch.Te
     result.artifacts["condition"] = as_picture(cond)
     result.labels += network.labels
     return result
+
+
+class SpatialControlMethod(Method):
+    """What ``controlnet`` and ``t2i_adapter`` share: the network of ``kind`` named by the
+    parameter of that name (loaded and checked before any cell), and the condition map of the
+    sample computed once in ``prepare``. Subclasses set the parameters and ``edit``."""
+
+    kind: ClassVar[str]
+    needs = frozenset({"target_prompt"})
+    prep_params = MAP_PARAMS
+
+    @classmethod
+    def check(cls, setting):
+        check_start_level(cls.name, setting)
+        check_condition(cls.name, setting)
+
+    @classmethod
+    def network(cls, backbone, setting) -> ExtraNetwork:
+        return load_network(backbone, cls.kind, setting[cls.kind], setting["untrained"])
+
+    @classmethod
+    def check_backbone(cls, setting, backbone):
+        check_compatible(backbone, cls.network(backbone, setting))
+
+    def prepare(self, backbone, sample, setting):
+        return condition_map(sample.image, setting)

@@ -10,24 +10,20 @@ UNet's skip connections and middle block at every step whose position in the run
 ``conditioning_scale = 0`` is ``cfg`` at the same ``t0``, ``w`` and ``steps``.
 """
 
-import torch
-
-from bench.control import MAP_PARAMS, check_condition, condition_map, condition_params, controlled_sample, with_channels
+from bench.control import SpatialControlMethod, condition_params, controlled_sample, with_channels
 from bench.errors import ConfigError
-from bench.extra_networks import check_compatible, load_network, network_params
+from bench.extra_networks import network_params
 from bench.guidance import sampler_params
-from bench.method import Method
-from bench.params import Param, check_start_level
+from bench.params import Param
 from bench.registry import register
 from bench.sampling import steps_run
 
 
 @register
-class ControlNet(Method):
+class ControlNet(SpatialControlMethod):
     name = "controlnet"
+    kind = "controlnet"
     description = "A ControlNet fed a condition map of the source (canny, grey, blur) steers generation or an SDEdit-style edit."
-    needs = frozenset({"target_prompt"})
-    prep_params = MAP_PARAMS
     params = (
         *network_params("controlnet", "lllyasviel/sd-controlnet-canny"),
         *condition_params(),
@@ -39,24 +35,15 @@ class ControlNet(Method):
 
     @classmethod
     def check(cls, setting):
-        check_start_level(cls.name, setting)
-        check_condition(cls.name, setting)
+        super().check(setting)
         if setting["control_start"] > setting["control_end"]:
             raise ConfigError(
                 f"method {cls.name!r}: control_start = {setting['control_start']} is after control_end = {setting['control_end']}"
             )
 
-    @classmethod
-    def check_backbone(cls, setting, backbone):
-        check_compatible(backbone, load_network(backbone, "controlnet", setting["controlnet"], setting["untrained"]))
-
-    def prepare(self, backbone, sample, setting):
-        return condition_map(sample.image, setting)
-
     def edit(self, backbone, sample, prep, setting, generator):
-        network = load_network(backbone, "controlnet", setting["controlnet"], setting["untrained"])
-        channels = network.model.config.conditioning_channels
-        cond = with_channels(prep, channels)[None].to(backbone.device, backbone.dtype)
+        network = self.network(backbone, setting)
+        cond = with_channels(prep, network.model.config.conditioning_channels)[None].to(backbone.device, backbone.dtype)
         n, scale = steps_run(setting["steps"], setting["t0"]), setting["conditioning_scale"]
 
         def controlled_eps(latent, t, text):

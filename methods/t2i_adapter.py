@@ -9,20 +9,18 @@ from the source noised to ``t0 * T``. ``adapter_scale = 0`` is plain ``cfg``.
 
 import torch
 
-from bench.control import MAP_PARAMS, check_condition, condition_map, condition_params, controlled_sample, with_channels
-from bench.extra_networks import check_compatible, load_network, network_params
+from bench.control import SpatialControlMethod, condition_params, controlled_sample, with_channels
+from bench.extra_networks import network_params
 from bench.guidance import sampler_params
-from bench.method import Method
-from bench.params import Param, check_start_level
+from bench.params import Param
 from bench.registry import register
 
 
 @register
-class T2IAdapterMethod(Method):
+class T2IAdapterMethod(SpatialControlMethod):
     name = "t2i_adapter"
+    kind = "t2i_adapter"
     description = "A T2I-Adapter's features of a condition map of the source (canny, grey, blur) steer generation or an edit."
-    needs = frozenset({"target_prompt"})
-    prep_params = MAP_PARAMS
     params = (
         *network_params("t2i_adapter", "TencentARC/t2iadapter_canny_sd15v2"),
         *condition_params(),
@@ -30,21 +28,9 @@ class T2IAdapterMethod(Method):
         *sampler_params(w=7.5),
     )
 
-    @classmethod
-    def check(cls, setting):
-        check_start_level(cls.name, setting)
-        check_condition(cls.name, setting)
-
-    @classmethod
-    def check_backbone(cls, setting, backbone):
-        check_compatible(backbone, load_network(backbone, "t2i_adapter", setting["t2i_adapter"], setting["untrained"]))
-
-    def prepare(self, backbone, sample, setting):
-        return condition_map(sample.image, setting)
-
     @torch.no_grad()
     def edit(self, backbone, sample, prep, setting, generator):
-        network = load_network(backbone, "t2i_adapter", setting["t2i_adapter"], setting["untrained"])
+        network = self.network(backbone, setting)
         cond = with_channels(prep, network.model.config.in_channels)[None].to(backbone.device, backbone.dtype)
         scale = setting["adapter_scale"]
         features = [f * scale for f in network.model(cond)] if scale != 0 else []
