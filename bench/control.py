@@ -22,7 +22,7 @@ import torch
 from PIL import Image
 
 from .errors import ConfigError
-from .extra_networks import ExtraNetwork, check_compatible, load_network
+from .extra_networks import ExtraNetwork, check_compatible, network_of
 from .guidance import guided_sample
 from .method import EditResult, Method
 from .params import Param, check_start_level
@@ -99,9 +99,9 @@ def controlled_sample(backbone, sample, setting: dict, generator, cond: torch.Te
 
 
 class SpatialControlMethod(Method):
-    """What ``controlnet`` and ``t2i_adapter`` share: the network of ``kind`` named by the
-    parameter of that name (loaded and checked before any cell), and the condition map of the
-    sample computed once in ``prepare``. Subclasses set the parameters and ``edit``."""
+    """What ``controlnet`` and ``t2i_adapter`` share: the network of ``kind`` their setting names
+    (loaded and checked before any cell), and the condition map of the sample computed once in
+    ``prepare``. Subclasses set the parameters and ``edit``."""
 
     kind: ClassVar[str]
     needs = frozenset({"target_prompt"})
@@ -114,7 +114,7 @@ class SpatialControlMethod(Method):
 
     @classmethod
     def network(cls, backbone, setting) -> ExtraNetwork:
-        return load_network(backbone, cls.kind, setting[cls.kind], setting["untrained"])
+        return network_of(backbone, cls.kind, setting)
 
     @classmethod
     def check_backbone(cls, setting, backbone):

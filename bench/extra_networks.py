@@ -39,10 +39,12 @@ UNTRAINED_VERSION = 1
 
 @dataclass(frozen=True)
 class Kind:
-    """One kind of extra network: its diffusers class and, for pipeline repos, the subfolder.
-    ``denoiser``: it replaces the backbone's UNet, so its evaluations count as NFE."""
+    """One kind of extra network: the method parameter naming it, its diffusers class and, for
+    pipeline repos, the subfolder. ``denoiser``: it replaces the backbone's UNet, so its
+    evaluations count as NFE."""
 
     name: str
+    param: str
     label: str
     class_name: str
     subfolder: str = ""
@@ -57,9 +59,9 @@ class Kind:
 KINDS = {
     k.name: k
     for k in (
-        Kind("controlnet", "ControlNet", "ControlNetModel"),
-        Kind("t2i_adapter", "T2I-Adapter", "T2IAdapter"),
-        Kind("instruct_pix2pix", "InstructPix2Pix UNet", "UNet2DConditionModel", subfolder="unet", denoiser=True),
+        Kind("controlnet", "controlnet", "ControlNet", "ControlNetModel"),
+        Kind("t2i_adapter", "t2i_adapter", "T2I-Adapter", "T2IAdapter"),
+        Kind("instruct_pix2pix", "model", "InstructPix2Pix UNet", "UNet2DConditionModel", "unet", denoiser=True),
     )
 }
 
@@ -81,12 +83,17 @@ class ExtraNetwork:
 
 def network_params(kind: str, default: str) -> tuple[Param, Param]:
     """The two parameters naming a method's extra network: the source and ``untrained``."""
-    label = KINDS[kind].label
+    spec = KINDS[kind]
     return (
-        Param(kind if kind != "instruct_pix2pix" else "model", str, default,
-              f"{label}: local folder or hub id (read from the Hugging Face cache, safetensors only)"),
-        Param("untrained", bool, False, f"seeded random {label} of the backbone's architecture (smoke numbers)"),
-    )  # fmt: skip
+        Param(spec.param, str, default,
+              f"{spec.label}: local folder or hub id (read from the Hugging Face cache, safetensors only)"),
+        Param("untrained", bool, False, f"seeded random {spec.label} of the backbone's architecture (smoke numbers)"),
+    )
+
+
+def network_of(backbone, kind: str, setting: dict) -> ExtraNetwork:
+    """The ``kind`` network a method's ``setting`` names (see ``network_params``), loaded."""
+    return load_network(backbone, kind, setting[KINDS[kind].param], setting["untrained"])
 
 
 def untrained_label(kind: str) -> str:
@@ -143,8 +150,8 @@ def own_components(backbone, spec: Kind, folder: Path):
     )
     if fits or not has_own:
         return None
-    own = BackboneSpec(name=str(pipeline), device=str(backbone.device), dtype=backbone.spec.dtype, resolution=backbone.resolution)
-    return Backbone(own)
+    return Backbone(BackboneSpec(str(pipeline), device=str(backbone.device), dtype=backbone.spec.dtype,
+                                 resolution=backbone.resolution))  # fmt: skip
 
 
 def changed_networks(recorded: dict[str, dict], backbone) -> list[str]:
@@ -198,7 +205,8 @@ def locate(spec: Kind, source: str) -> Path:
 
         where = f"the Hugging Face cache {constants.HF_HUB_CACHE} (hub id {source!r}; nothing is downloaded)"
         try:
-            snapshot = snapshot_download(source, allow_patterns=[f"{sub}config.json", f"{sub}{WEIGHTS}"], local_files_only=True)
+            patterns = [f"{sub}config.json", f"{sub}{WEIGHTS}"]
+            snapshot = snapshot_download(source, allow_patterns=patterns, local_files_only=True)
         except Exception:  # not cached, not a valid repo id...
             snapshot = None
         folder = Path(snapshot) / spec.subfolder if snapshot else None
@@ -214,8 +222,8 @@ def locate(spec: Kind, source: str) -> Path:
 # -- untrained networks -------------------------------------------------------------------------
 def untrained_folder(backbone, kind: str) -> Path:
     """Folder of the seeded random ``kind`` network for ``backbone``'s UNet, built on first use."""
-    arch = hashlib.sha256(json.dumps([_unet_config(backbone), backbone.vae_factor], sort_keys=True, default=str).encode())
-    folder = cache_dir() / "untrained" / f"{kind}-v{UNTRAINED_VERSION}-{arch.hexdigest()[:12]}"
+    arch = json.dumps([_unet_config(backbone), backbone.vae_factor], sort_keys=True, default=str)
+    folder = cache_dir() / "untrained" / f"{kind}-v{UNTRAINED_VERSION}-{hashlib.sha256(arch.encode()).hexdigest()[:12]}"
     if not (folder / WEIGHTS).is_file():
         save_atomic(build_untrained(backbone, kind, UNTRAINED_SEED), folder)
     return folder
@@ -254,7 +262,8 @@ def _controlnet(unet_config: dict, vae_factor: int):
         conditioning_embedding_out_channels=(16,) * depth,
         load_weights_from_unet=False,
     )
-    zero_convs = [*controlnet.controlnet_down_blocks, controlnet.controlnet_mid_block, controlnet.controlnet_cond_embedding.conv_out]
+    zero_convs = [*controlnet.controlnet_down_blocks, controlnet.controlnet_mid_block,
+                  controlnet.controlnet_cond_embedding.conv_out]  # fmt: skip
     for conv in zero_convs:
         conv.reset_parameters()
     return controlnet

@@ -111,7 +111,9 @@ class GuidedEps:
 
 
 @torch.no_grad()
-def guided_sample(backbone, sample: Sample, setting: dict, generator, guide: Guide | None = None, unet_at=None) -> EditResult:
+def guided_sample(
+    backbone, sample: Sample, setting: dict, generator, guide: Guide | None = None, unet_at=None
+) -> EditResult:
     """One guidance cell: ``setting`` has ``w``, ``steps``, ``t0`` and, with a guide, ``scale``.
     ``unet_at(index)``: the UNet call of each step, when not the backbone's own (spatial control)."""
     scheduler = backbone.new_scheduler(setting["steps"])

@@ -23,7 +23,9 @@ class Step:
     prev_t: int
 
 
-def guided_eps(backbone, latent: torch.Tensor, t, cond: torch.Tensor, uncond: torch.Tensor, w: float, unet=None) -> torch.Tensor:
+def guided_eps(
+    backbone, latent: torch.Tensor, t, cond: torch.Tensor, uncond: torch.Tensor, w: float, unet=None
+) -> torch.Tensor:
     """CFG: ``eps(z, c0) + w (eps(z, c) - eps(z, c0))``; both predictions in one UNet batch.
 
     ``w = 1`` is conditional and ``w = 0`` unconditional: each costs a single NFE. ``unet``

@@ -23,13 +23,13 @@ from bench.sampling import steps_run
 class ControlNet(SpatialControlMethod):
     name = "controlnet"
     kind = "controlnet"
-    description = "A ControlNet fed a condition map of the source (canny, grey, blur) steers generation or an SDEdit-style edit."
+    description = "A ControlNet fed a condition map of the source (canny, grey, blur) steers generation or an edit."
     params = (
         *network_params("controlnet", "lllyasviel/sd-controlnet-canny"),
         *condition_params(),
         Param("conditioning_scale", float, 1.0, "weight of the ControlNet's residuals (0 = no control)", low=0, high=5),
-        Param("control_start", float, 0.0, "fraction of the steps run before which the ControlNet is off", low=0, high=1),
-        Param("control_end", float, 1.0, "fraction of the steps run after which the ControlNet is off", low=0, high=1),
+        Param("control_start", float, 0.0, "fraction of the steps run before which it is off", low=0, high=1),
+        Param("control_end", float, 1.0, "fraction of the steps run after which it is off", low=0, high=1),
         *sampler_params(w=7.5),
     )
 
@@ -37,9 +37,8 @@ class ControlNet(SpatialControlMethod):
     def check(cls, setting):
         super().check(setting)
         if setting["control_start"] > setting["control_end"]:
-            raise ConfigError(
-                f"method {cls.name!r}: control_start = {setting['control_start']} is after control_end = {setting['control_end']}"
-            )
+            start, end = setting["control_start"], setting["control_end"]
+            raise ConfigError(f"method {cls.name!r}: control_start = {start} is after control_end = {end}")
 
     def edit(self, backbone, sample, prep, setting, generator):
         network = self.network(backbone, setting)
@@ -47,10 +46,11 @@ class ControlNet(SpatialControlMethod):
         n, scale = steps_run(setting["steps"], setting["t0"]), setting["conditioning_scale"]
 
         def controlled_eps(latent, t, text):
-            n_latents = latent.shape[0]
-            down, mid = network.model(latent, t, encoder_hidden_states=text, controlnet_cond=cond.expand(n_latents, -1, -1, -1),
+            control = cond.expand(latent.shape[0], -1, -1, -1)
+            down, mid = network.model(latent, t, encoder_hidden_states=text, controlnet_cond=control,
                                       conditioning_scale=scale, return_dict=False)  # fmt: skip
-            return backbone.eps(latent, t, text, down_block_additional_residuals=down, mid_block_additional_residual=mid)
+            return backbone.eps(latent, t, text, down_block_additional_residuals=down,
+                                mid_block_additional_residual=mid)  # fmt: skip
 
         def unet_at(index):
             active = setting["control_start"] <= index / n and (index + 1) / n <= setting["control_end"]

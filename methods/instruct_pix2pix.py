@@ -15,7 +15,7 @@ altogether when ``w <= 1`` or ``image_w < 1``, while here the formula holds at e
 
 import torch
 
-from bench.extra_networks import check_compatible, load_network, network_params
+from bench.extra_networks import check_compatible, network_of, network_params
 from bench.method import EditResult, Method
 from bench.params import Param, guidance_param, steps_param
 from bench.registry import register
@@ -36,11 +36,11 @@ class InstructPix2Pix(Method):
 
     @classmethod
     def check_backbone(cls, setting, backbone):
-        check_compatible(backbone, load_network(backbone, "instruct_pix2pix", setting["model"], setting["untrained"]))
+        check_compatible(backbone, network_of(backbone, cls.name, setting))
 
     @torch.no_grad()
     def edit(self, backbone, sample, prep, setting, generator):
-        network = load_network(backbone, "instruct_pix2pix", setting["model"], setting["untrained"])
+        network = network_of(backbone, self.name, setting)
         unet, w, image_w = network.model, setting["w"], setting["image_w"]
         parts = network.components or backbone  # the VAE, text encoder and scheduler it works with
         scheduler = parts.new_scheduler(setting["steps"])

@@ -20,7 +20,7 @@ from bench.registry import register
 class T2IAdapterMethod(SpatialControlMethod):
     name = "t2i_adapter"
     kind = "t2i_adapter"
-    description = "A T2I-Adapter's features of a condition map of the source (canny, grey, blur) steer generation or an edit."
+    description = "A T2I-Adapter's features of a condition map of the source (canny, grey, blur) steer each step."
     params = (
         *network_params("t2i_adapter", "TencentARC/t2iadapter_canny_sd15v2"),
         *condition_params(),

@@ -30,7 +30,8 @@ def controlnet_output(backbone, image, source):
     method = get_method("controlnet")()
     setting = method.resolve({"controlnet": source, "steps": 2, "w": 1.0})
     sample = Sample("x", image, "a cat", "a dog")
-    return method.edit(backbone, sample, method.prepare(backbone, sample, setting), setting, torch.Generator().manual_seed(0)).image
+    prep = method.prepare(backbone, sample, setting)
+    return method.edit(backbone, sample, prep, setting, torch.Generator().manual_seed(0)).image
 
 
 def test_a_local_folder_loads_once_fingerprinted_on_the_backbones_device(backbone, tmp_path):
@@ -53,7 +54,8 @@ def test_changed_weights_miss_the_loaded_network_and_change_its_fingerprint(back
     second = load_network(backbone, "controlnet", source)
     assert second is not first and second.fingerprint["id"] != first.fingerprint["id"]
     assert (controlnet_output(backbone, image, source) - before).abs().max() > 1e-4
-    assert changed_networks(recorded, backbone) == [f"controlnet:{source} ({first.fingerprint['id']} -> {second.fingerprint['id']})"]
+    ids = f"{first.fingerprint['id']} -> {second.fingerprint['id']}"
+    assert changed_networks(recorded, backbone) == [f"controlnet:{source} ({ids})"]
 
 
 def test_resume_refuses_changed_extra_network_weights(backbone, tmp_path):
@@ -77,7 +79,7 @@ def test_missing_weights_fail_before_any_cell_naming_what_and_where(backbone, tm
     bin_only.mkdir()
     (bin_only / "config.json").write_text("{}")
     (bin_only / "diffusion_pytorch_model.bin").write_bytes(b"")
-    with pytest.raises(ConfigError, match=f"looked for config.json and diffusion_pytorch_model.safetensors in local folder {bin_only}"):
+    with pytest.raises(ConfigError, match=f"diffusion_pytorch_model.safetensors in local folder {bin_only}"):
         load_network(backbone, "controlnet", str(bin_only))
 
 
@@ -98,5 +100,5 @@ def test_a_network_for_another_architecture_is_refused(backbone, tmp_path):
 
     T2IAdapter(channels=[16, 32], num_res_blocks=1).save_pretrained(tmp_path / "sd2ish", safe_serialization=True)
     network = load_network(backbone, "t2i_adapter", str(tmp_path / "sd2ish"))
-    with pytest.raises(ConfigError, match=r"does not fit the backbone 'tiny': its channels is \[16, 32\], the backbone needs \[32, 64\]"):
+    with pytest.raises(ConfigError, match=r"does not fit the backbone 'tiny': its channels is \[16, 32\]"):
         check_compatible(backbone, network)

@@ -27,7 +27,8 @@ def test_instruct_pix2pix_equals_diffusers(backbone, image, w, image_w, steps):
     unet = load_network(backbone, "instruct_pix2pix", "", untrained=True).model
     pipe = diffusers_pipeline(StableDiffusionInstructPix2PixPipeline, backbone, steps, unet=unet, image_encoder=None)
     ref = pipe("turn the cat into a dog", image=image[None], num_inference_steps=steps, guidance_scale=w,
-               image_guidance_scale=image_w, generator=torch.Generator().manual_seed(7), output_type="pt").images  # fmt: skip
+               image_guidance_scale=image_w, generator=torch.Generator().manual_seed(7),
+               output_type="pt").images  # fmt: skip
     assert (ours.image - ref).abs().max().item() <= 1e-4
 
 
@@ -39,8 +40,9 @@ def test_instruct_pix2pix_without_guidance_is_one_conditional_pass(backbone, ima
     assert backbone.nfe.count - before == 3
     unet = load_network(backbone, "instruct_pix2pix", "", untrained=True).model
     pipe = diffusers_pipeline(StableDiffusionInstructPix2PixPipeline, backbone, 3, unet=unet, image_encoder=None)
-    ref = pipe("make it a watercolor", image=image[None], num_inference_steps=3, guidance_scale=1.0, image_guidance_scale=1.0,
-               generator=torch.Generator().manual_seed(7), output_type="pt").images  # fmt: skip
+    ref = pipe("make it a watercolor", image=image[None], num_inference_steps=3, guidance_scale=1.0,
+               image_guidance_scale=1.0, generator=torch.Generator().manual_seed(7),
+               output_type="pt").images  # fmt: skip
     assert (ours.image - ref).abs().max().item() <= 1e-4
 
 
@@ -62,15 +64,18 @@ def test_a_checkpoint_whose_text_encoder_differs_brings_its_own_and_equals_diffu
     config = {k: v for k, v in dict(backbone.unet.config).items() if not k.startswith("_")}
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(5)
-        text_encoder = CLIPTextModel(CLIPTextConfig(vocab_size=49408, hidden_size=48, intermediate_size=64, num_hidden_layers=1,
-                                                    num_attention_heads=4, max_position_embeddings=77, projection_dim=48))  # fmt: skip
+        text_config = CLIPTextConfig(vocab_size=49408, hidden_size=48, intermediate_size=64, num_hidden_layers=1,
+                                     num_attention_heads=4, max_position_embeddings=77, projection_dim=48)  # fmt: skip
+        text_encoder = CLIPTextModel(text_config)
         unet = UNet2DConditionModel.from_config({**config, "in_channels": 8, "cross_attention_dim": 48})
     write_pipeline(tmp_path / "ip2p", unet, backbone.vae, text_encoder)
-    ours = edit(backbone, Sample("x", image, "a cat", instruction="make it a dog"), model=str(tmp_path / "ip2p"), untrained=False,
-                steps=3)  # fmt: skip
+    sample = Sample("x", image, "a cat", instruction="make it a dog")
+    ours = edit(backbone, sample, model=str(tmp_path / "ip2p"), untrained=False, steps=3)
     network = load_network(backbone, "instruct_pix2pix", str(tmp_path / "ip2p"))
-    assert network.components is not None and set(network.fingerprint["own_components_sha256"]) == {"unet", "vae", "text_encoder"}
-    pipe = StableDiffusionInstructPix2PixPipeline.from_pretrained(tmp_path / "ip2p", safety_checker=None, requires_safety_checker=False)
+    assert network.components is not None
+    assert set(network.fingerprint["own_components_sha256"]) == {"unet", "vae", "text_encoder"}
+    pipe = StableDiffusionInstructPix2PixPipeline.from_pretrained(tmp_path / "ip2p", safety_checker=None,
+                                                                  requires_safety_checker=False)  # fmt: skip
     pipe.set_progress_bar_config(disable=True)
     ref = pipe("make it a dog", image=image[None], num_inference_steps=3, guidance_scale=7.5, image_guidance_scale=1.5,
                generator=torch.Generator().manual_seed(7), output_type="pt").images  # fmt: skip
