@@ -119,6 +119,10 @@ class NFECounter:
 
     def __init__(self, unet: torch.nn.Module):
         self.count = 0
+        self.watch(unet)
+
+    def watch(self, unet: torch.nn.Module) -> None:
+        """Count ``unet``'s evaluations too (a method's own UNet beside the backbone's)."""
         unet.register_forward_pre_hook(self._hook, with_kwargs=True)
 
     def _hook(self, module, args, kwargs):
@@ -161,6 +165,8 @@ class Backbone:
         self._text_cache: dict[str, torch.Tensor] = {}
         self.labels = [UNTRAINED_LABEL] if spec.is_tiny else []
         self.fingerprint = self._fingerprint()
+        # networks beside the backbone, loaded once by bench.extra_networks.load_network
+        self.extra_networks: dict[tuple, tuple] = {}
 
     # -- identity ---------------------------------------------------------------------------
     def _fingerprint(self) -> dict:
@@ -228,5 +234,11 @@ class Backbone:
             "device": str(self.device),
             "resolution": self.resolution,
             "fingerprint": self.fingerprint,
+            "extra_networks": self.extra_fingerprints(),
             "labels": self.labels,
         }
+
+    def extra_fingerprints(self) -> dict[str, dict]:
+        """Fingerprints of the extra networks loaded beside the backbone, by ``kind:source``."""
+        networks = [network.fingerprint for _, network in self.extra_networks.values()]
+        return {f"{fp['kind']}:{fp['source']}": fp for fp in networks}

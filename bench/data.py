@@ -55,6 +55,7 @@ class Sample:
     edit_words: tuple[str, str] | None = None
     edit_type: str | None = None
     class_label: int | str | None = None
+    instruction: str | None = None  # an edit instruction ("make it a watercolor"), for InstructPix2Pix
 
     @property
     def image_hash(self) -> str:
@@ -205,7 +206,7 @@ def _require_prompt(sample_id: str, entry: dict, key: str) -> str:
 def load_jsonl(path: Path) -> list[SampleRef]:
     """One JSON object per line: ``id``, ``image`` (path relative to the manifest, or a
     package image), ``source_prompt``, optional ``target_prompt``, ``mask`` (image path) or
-    ``mask_shapes``, ``edit_words``, ``edit_type``, ``class_label``."""
+    ``mask_shapes``, ``edit_words``, ``edit_type``, ``class_label``, ``instruction``."""
     root = path.parent
     refs = []
     for lineno, line in enumerate(path.read_text().splitlines(), 1):
@@ -251,6 +252,7 @@ def _jsonl_loader(sample_id: str, entry: dict, root: Path) -> Callable[[int], Sa
             edit_words=_edit_words(sample_id, entry.get("edit_words")),
             edit_type=_check_edit_type(sample_id, entry.get("edit_type")),
             class_label=entry.get("class_label"),
+            instruction=entry.get("instruction") or None,
         )
 
     return load
@@ -312,6 +314,7 @@ def _pie_loader(sample_id: str, entry: dict, images: Path, edit_type) -> Callabl
             mask=prepare_mask(mask, size),
             edit_words=_edit_words(sample_id, entry.get("blended_word")),
             edit_type=edit_type,
+            instruction=entry.get("editing_instruction") or None,
         )
 
     return load

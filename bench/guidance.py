@@ -64,12 +64,13 @@ def start_latents(backbone, scheduler, rows, timesteps: torch.Tensor, t0: float)
     return scheduler.add_noise(source, fresh_noise(source, generators(rows)), timesteps[:1])
 
 
-def unet_eps(backbone, samples: list[Sample], w: float):
-    """The UNet's prediction: each sample's target prompt under CFG ``w``; ``w = 0`` needs no prompt."""
+def unet_eps(backbone, samples: list[Sample], w: float, unet_at=None):
+    """The UNet's prediction: each sample's target prompt under CFG ``w``; ``w = 0`` needs no prompt.
+    ``unet_at``: per-step UNet calls (see ``sampling.text_guided_eps``)."""
     for sample in samples:
         if w != 0 and not sample.target_prompt:
             raise SampleError(sample.id, f"CFG weight w = {w} needs a target prompt; use w = 0 for unconditional sampling")
-    return text_guided_eps(backbone, [sample.target_prompt or "" for sample in samples], w)
+    return text_guided_eps(backbone, [sample.target_prompt or "" for sample in samples], w, unet_at)
 
 
 class Guide:
@@ -122,18 +123,21 @@ class GuidedEps:
 
 
 @torch.no_grad()
-def guided_batch(backbone, rows: list[EditRow], setting: dict, guide: Guide | None = None) -> list[EditResult]:
+def guided_batch(
+    backbone, rows: list[EditRow], setting: dict, guide: Guide | None = None, unet_at=None
+) -> list[EditResult]:
     """Guidance cells at one ``setting`` (``w``, ``steps``, ``t0`` and, with a guide, ``scale``).
 
     Without a guide (plain CFG) the rows run as one batch; gradient guidance follows one
-    sample's score, so it takes a single row.
+    sample's score, so it takes a single row. ``unet_at(index)``: the UNet call of each step,
+    when not the backbone's own (spatial control).
     """
     if guide is not None and len(rows) != 1:
         raise ValueError(f"gradient guidance runs one cell at a time, got {len(rows)}")
     scheduler = backbone.new_scheduler(setting["steps"])
     timesteps = partial_timesteps(scheduler, setting["steps"], setting["t0"])
     latent = start_latents(backbone, scheduler, rows, timesteps, setting["t0"])
-    eps = unet_eps(backbone, [row.sample for row in rows], setting["w"])
+    eps = unet_eps(backbone, [row.sample for row in rows], setting["w"], unet_at)
     if guide is not None:
         guide.check(rows[0].sample)  # at every scale, so a sweep fails or succeeds as a whole
     if guide is not None and setting["scale"] != 0:
@@ -145,9 +149,11 @@ def guided_batch(backbone, rows: list[EditRow], setting: dict, guide: Guide | No
     return results
 
 
-def guided_sample(backbone, sample: Sample, setting: dict, generator, guide: Guide | None = None) -> EditResult:
+def guided_sample(
+    backbone, sample: Sample, setting: dict, generator, guide: Guide | None = None, unet_at=None
+) -> EditResult:
     """One guidance cell (see ``guided_batch``)."""
-    return guided_batch(backbone, [EditRow(sample, None, generator)], setting, guide)[0]
+    return guided_batch(backbone, [EditRow(sample, None, generator)], setting, guide, unet_at)[0]
 
 
 def resize_crop(images: torch.Tensor, resize: int, crop: int) -> torch.Tensor:

@@ -22,7 +22,7 @@ from .errors import ConfigError, did_you_mean
 from .params import Param
 
 #: Fields a method may require of a sample (see ``bench.data.Sample``).
-SAMPLE_FIELDS = ("target_prompt", "mask", "edit_words", "class_label")
+SAMPLE_FIELDS = ("target_prompt", "mask", "edit_words", "class_label", "instruction")
 
 
 @dataclass

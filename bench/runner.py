@@ -31,6 +31,7 @@ from .config import RunConfig, config_from_resolved
 from .data import load_dataset
 from .errors import ConfigError
 from .executors import LocalExecutor
+from .extra_networks import changed_networks
 from .metrics.scoring import score_sets
 from .paths import repo_root, write_atomic
 from .plan import plan_units
@@ -133,6 +134,12 @@ class Runner:
             raise ConfigError(
                 f"run {self.run_dir}: backbone fingerprint changed since it started ({before} -> "
                 f"{self.backbone.fingerprint_id}); results would mix. Start a new run instead of resuming."
+            )
+        changed = changed_networks(manifest["backbone"].get("extra_networks", {}), self.backbone)
+        if changed:
+            raise ConfigError(
+                f"run {self.run_dir}: extra network weights changed since it started: {'; '.join(changed)}; "
+                "results would mix. Start a new run instead of resuming."
             )
 
     # -- the loop ------------------------------------------------------------------------------

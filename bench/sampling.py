@@ -29,18 +29,22 @@ class Step:
     prev_t: int
 
 
-def guided_eps(backbone, latent: torch.Tensor, t, cond: torch.Tensor, uncond: torch.Tensor, w: float) -> torch.Tensor:
+def guided_eps(
+    backbone, latent: torch.Tensor, t, cond: torch.Tensor, uncond: torch.Tensor, w: float, unet=None
+) -> torch.Tensor:
     """CFG: ``eps(z, c0) + w (eps(z, c) - eps(z, c0))``; both predictions in one UNet batch.
 
-    ``w = 1`` is conditional and ``w = 0`` unconditional: each costs a single NFE.
+    ``w = 1`` is conditional and ``w = 0`` unconditional: each costs a single NFE. ``unet``
+    replaces ``backbone.eps`` (same signature), e.g. to add a ControlNet's residuals.
     """
+    unet = unet or backbone.eps
     if w == 1:
-        return backbone.eps(latent, t, cond.expand(latent.shape[0], -1, -1))
+        return unet(latent, t, cond.expand(latent.shape[0], -1, -1))
     if w == 0:
-        return backbone.eps(latent, t, uncond.expand(latent.shape[0], -1, -1))
+        return unet(latent, t, uncond.expand(latent.shape[0], -1, -1))
     n = latent.shape[0]
     text = torch.cat([uncond.expand(n, -1, -1), cond.expand(n, -1, -1)])
-    eps_uncond, eps_cond = backbone.eps(torch.cat([latent, latent]), t, text).chunk(2)
+    eps_uncond, eps_cond = unet(torch.cat([latent, latent]), t, text).chunk(2)
     return eps_uncond + w * (eps_cond - eps_uncond)
 
 
@@ -49,10 +53,17 @@ def encode_prompts(backbone, prompts: str | list[str]) -> torch.Tensor:
     return torch.cat([backbone.encode_text(p) for p in ([prompts] if isinstance(prompts, str) else prompts)])
 
 
-def text_guided_eps(backbone, prompts: str | list[str], w: float) -> EpsFn:
-    """The usual noise prediction of an edit: each row's prompt under CFG at weight ``w``."""
+def text_guided_eps(
+    backbone, prompts: str | list[str], w: float, unet_at: Callable[[int], Callable | None] | None = None
+) -> EpsFn:
+    """The usual noise prediction of an edit: each row's prompt under CFG at weight ``w``.
+
+    ``unet_at(index)``, when given, returns the UNet call of step ``index`` (see ``guided_eps``;
+    ``None``: the backbone's own), e.g. with a ControlNet's residuals while it is active."""
     cond, uncond = encode_prompts(backbone, prompts), backbone.encode_text("")
-    return lambda latent, t, index: guided_eps(backbone, latent, t, cond, uncond, w)
+    if unet_at is None:
+        return lambda latent, t, index: guided_eps(backbone, latent, t, cond, uncond, w)
+    return lambda latent, t, index: guided_eps(backbone, latent, t, cond, uncond, w, unet_at(index))
 
 
 def fresh_noise(like: torch.Tensor, generator: torch.Generator | list[torch.Generator]) -> torch.Tensor:
@@ -84,10 +95,14 @@ def split_rows(images: torch.Tensor) -> list:
     return [EditResult(image[None]) for image in images]
 
 
+def steps_run(steps: int, t0: float) -> int:
+    """How many of ``steps`` a start at ``t0 * T`` runs: ``int(steps * t0)`` (diffusers' img2img)."""
+    return min(int(steps * t0), steps)
+
+
 def partial_timesteps(scheduler, steps: int, t0: float) -> torch.Tensor:
     """The last ``int(steps * t0)`` timesteps of the schedule (diffusers' img2img ``strength``)."""
-    n = min(int(steps * t0), steps)
-    return scheduler.timesteps[(steps - n) * scheduler.order :]
+    return scheduler.timesteps[(steps - steps_run(steps, t0)) * scheduler.order :]
 
 
 def prev_timestep(scheduler, t) -> int:

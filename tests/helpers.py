@@ -33,13 +33,14 @@ def run_config(tmp_path, methods, extra=(), n=2, **more):
     return build_config(raw)
 
 
-def diffusers_pipeline(pipeline_class, backbone, steps: int):
+def diffusers_pipeline(pipeline_class, backbone, steps: int, **components):
     """A diffusers ``pipeline_class`` over the backbone's own components and a fresh ``steps``-step
-    scheduler, without its progress bar: the reference an adapter is compared with."""
-    pipe = pipeline_class(
-        vae=backbone.vae, text_encoder=backbone.text_encoder, tokenizer=backbone.tokenizer, unet=backbone.unet,
-        scheduler=backbone.new_scheduler(steps), safety_checker=None, feature_extractor=None,
-        requires_safety_checker=False,
-    )  # fmt: skip
+    scheduler, without its progress bar: the reference an adapter is compared with.
+    ``components`` add or replace some (a ``controlnet``, an ``adapter``, another ``unet``)."""
+    pipe = pipeline_class(**{
+        "vae": backbone.vae, "text_encoder": backbone.text_encoder, "tokenizer": backbone.tokenizer,
+        "unet": backbone.unet, "scheduler": backbone.new_scheduler(steps), "safety_checker": None,
+        "feature_extractor": None, "requires_safety_checker": False, **components,
+    })  # fmt: skip
     pipe.set_progress_bar_config(disable=True)
     return pipe

@@ -51,3 +51,12 @@ def test_run_report_export(tmp_path):
     resumed = invoke("run", "--resume", run_dir, "--quiet")
     assert resumed.exit_code == 0 and "6 already done" in resumed.output
     assert "give no CONFIG" in invoke("run", config, "--resume", run_dir).output
+
+
+def test_methods_lists_the_extra_network_methods_with_their_ranges():
+    output = invoke("methods").output
+    assert "controlnet:" in output and "conditioning_scale = 1.0  [float in [0, 5]]" in output
+    assert "t2i_adapter:" in output and "adapter_scale = 1.0  [float in [0, 5]]" in output
+    assert "instruct_pix2pix:" in output and "image_w = 1.5  [float in [0, 50]]" in output
+    assert "(needs: instruction)" in output
+    assert "condition = 'canny'  [one of 'canny', 'grey', 'blur']" in output

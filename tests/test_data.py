@@ -93,7 +93,7 @@ def test_pie_bench_loader(pie_folder):
     sample = refs[1].load(128)
     assert sample.target_prompt == "a dog sitting on a wall"
     assert sample.source_prompt == "a cat sitting on a wall", "PIE-Bench strips brackets from both prompts"
-    assert sample.edit_words == ("cat", "dog")
+    assert sample.edit_words == ("cat", "dog") and sample.instruction == "Make the cat a dog"
     assert sample.image.shape == (3, 128, 128) and sample.mask.shape == (1, 128, 128)
     full = decode_pie_mask(rle_encode(random_blob_mask(1)))
     assert torch.equal(sample.mask, prepare_mask(full, 128))
@@ -129,14 +129,14 @@ def test_jsonl_loader(tmp_path):
         tmp_path,
         [
             {"id": "a", "image": "img/a.png", "mask": "img/a_mask.png", "source_prompt": "x", "target_prompt": "y",
-             "edit_words": ["x", "y"], "edit_type": "change_color", "class_label": 3},
+             "edit_words": ["x", "y"], "edit_type": "change_color", "class_label": 3, "instruction": "make it y"},
             {"id": "b", "image": "img/a.png", "source_prompt": "x",
              "mask_shapes": [{"shape": "box", "box": [0, 0, 0.5, 1]}]},
         ],
     )  # fmt: skip
     a, b = (r.load(64) for r in load_jsonl(path))
-    assert a.mask.min() == 1 and a.edit_words == ("x", "y") and a.class_label == 3
-    assert b.target_prompt is None and b.edit_type is None
+    assert a.mask.min() == 1 and a.edit_words == ("x", "y") and a.class_label == 3 and a.instruction == "make it y"
+    assert b.target_prompt is None and b.edit_type is None and b.instruction is None
     assert b.mask[0, :, :16].min() == 1 and b.mask[0, :, 48:].max() == 0
 
 
@@ -184,7 +184,7 @@ def test_bundled_sample_set_loads_offline():
     samples = [r.load(128) for r in refs]
     assert len({s.edit_type for s in samples}) >= 4
     for s in samples:
-        assert s.source_prompt and s.target_prompt and s.edit_type in EDIT_TYPES
+        assert s.source_prompt and s.target_prompt and s.instruction and s.edit_type in EDIT_TYPES
         assert s.image.shape == (3, 128, 128) and 0 <= s.image.min() and s.image.max() <= 1
         assert s.mask is not None and 0 < s.mask.mean() <= 1
         if s.edit_words:
