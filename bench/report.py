@@ -214,10 +214,17 @@ def provenance(run: RunData) -> list[tuple[str, str]]:
         ("device", ", ".join(f"{k}={v}" for k, v in device.items()) or "unknown"),
         ("packages", packages or "unknown"),
         ("commit", commit + (" (uncommitted changes)" if git.get("dirty") else "")),
-        ("dataset", json.dumps(config.get("dataset", {}))),
+        ("dataset", dataset_text(config.get("dataset") or {})),
         ("seeds", json.dumps(config.get("seeds", []))),
         ("command", " ".join(m.get("command", []))),
     ] + sets  # fmt: skip
+
+
+def dataset_text(spec: dict) -> str:
+    """A dataset spec as readable fields (``name: sample; limit: 2``), unset fields left out."""
+    fields = [f"{k.replace('_', ' ')}: {', '.join(map(str, v)) if isinstance(v, list) else v}"
+              for k, v in spec.items() if v not in (None, "", [])]  # fmt: skip
+    return "; ".join(fields) or "unknown"
 
 
 def _num(value: float) -> str:
