@@ -10,6 +10,7 @@ from PIL import Image
 
 from bench import plots
 from bench.aggregate import load_run, summarize
+from bench.attention_figure import attention_figure, figure_image
 from bench.report import build_report, grid_note, sweep_pictures
 from tests.test_aggregate import cell, make_run
 
@@ -115,3 +116,18 @@ def test_the_page_says_how_many_grids_it_shows_and_how_to_get_all(tmp_path):
     assert report.grid_total == 6 and len(report.grids) == 1
     assert grid_note(report) == (f"Grids for 1 of 6 (sample, seed) pairs; for all: editbench report {run_dir} "
                                  "--html PATH --grid 6")  # fmt: skip
+
+
+def test_attention_maps_have_full_token_labels_and_a_colour_bar_and_sit_beside_their_cell(tmp_path):
+    tokens = [["<|startoftext|>", "a", "photographically", "cat", "<|endoftext|>"],
+              ["<|startoftext|>", "a", "dog", "<|endoftext|>"]]  # fmt: skip
+    fig = attention_figure(np.random.default_rng(0).random((2, 5, 8, 8)), tokens)
+    titles = ["".join(ax.get_title().splitlines()) for ax in fig.axes if ax.get_title()]
+    assert titles == tokens[0] + tokens[1]  # every token in full, wrapped rather than cut
+    assert [ax.get_ylabel() for ax in fig.axes if ax.get_label() == "<colorbar>"] == ["attention / the token's peak"]
+    run_dir = make_run(tmp_path, "r", [cell("p2p", {"w": 7.5}, "img0", {"psnr": 1.0, "ssim": 0.5})])
+    (output,) = (run_dir / "images").rglob("*.png")
+    figure_image(fig).save(output.with_suffix(".attention.png"))
+    (picture,) = build_report(run_dir, n_grid=1).attention
+    assert picture.caption == "p2p, sample img0, seed 0: the output (left) and its cross-attention maps."
+    assert _width(picture.png) <= plots.MAX_WIDTH_PX
