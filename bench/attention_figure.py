@@ -15,7 +15,7 @@ from PIL import Image
 
 TOKENS_PER_ROW = 10
 TILE_IN = 1.0
-LABEL_CHARS = 12  # a token longer than this wraps onto further lines, never cut
+LABEL_CHARS = 16  # a token longer than this wraps onto further lines, never cut
 
 
 def attention_figure(maps: np.ndarray, tokens: list[list[str]], prompt_names=("source", "target")) -> Figure:
