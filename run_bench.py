@@ -35,16 +35,18 @@ def main():
 @click.option("--resume", "resume_dir", type=click.Path(file_okay=False), help="Finish an interrupted run folder instead.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @click.option("--untrained-extractors", is_flag=True, help="Metric extractors without local weights get seeded random weights (smoke numbers, labelled).")
+@click.option("--batch-size", type=click.IntRange(1), help="Cells per UNet batch (default: the config's batch_size, else 1).")
 @_fail_cleanly
-def run(config, backbone, overrides, out, resume_dir, quiet, untrained_extractors):
+def run(config, backbone, overrides, out, resume_dir, quiet, untrained_extractors, batch_size):
     """Run a sweep CONFIG (or --resume RUN_DIR); prints the run folder."""
     from bench.config import load_config
     from bench.runner import resume_run, start_run
 
     if resume_dir:
-        if config or backbone or overrides or out or untrained_extractors:
+        if config or backbone or overrides or out or untrained_extractors or batch_size:
             raise ConfigError(
-                "--resume takes the run folder's own config; give no CONFIG, --backbone, --set, --out or --untrained-extractors"
+                "--resume takes the run folder's own config; give no CONFIG, --backbone, --set, --out, "
+                "--untrained-extractors or --batch-size"
             )
         run_dir, counts = resume_run(resume_dir, progress=not quiet)
     else:
@@ -52,6 +54,8 @@ def run(config, backbone, overrides, out, resume_dir, quiet, untrained_extractor
             raise ConfigError("give a CONFIG file (e.g. configs/quickstart.yaml) or --resume RUN_DIR")
         if untrained_extractors:
             overrides += ("metric_options.untrained_extractors=true",)
+        if batch_size:
+            overrides += (f"batch_size={batch_size}",)
         run_dir, counts = start_run(load_config(config, list(overrides), backbone), out, progress=not quiet)
     click.echo(", ".join(f"{v} {k}" for k, v in counts.items() if v), err=True)
     click.echo(str(run_dir))

@@ -107,6 +107,20 @@ class RunData:
     present: set = field(repr=False)  # (cell key, metric name) pairs with a stored row
     set_metrics: pd.DataFrame
     set_n_source: int | None = None  # source images the set-level metrics compared against
+    sessions: list[dict] = field(default_factory=list)  # per run/resume: cells computed, wall seconds, batch size
+
+    @property
+    def throughput(self) -> str | None:
+        """Cells per second of wall time over the run's sessions, as a sentence (None before any)."""
+        cells = sum(s["cells"] for s in self.sessions)
+        wall = sum(s["wall_s"] for s in self.sessions)
+        if not cells or wall <= 0:
+            return None
+        sizes = ", ".join(str(b) for b in dict.fromkeys(s["batch_size"] for s in self.sessions))
+        return (
+            f"Throughput: {cells / wall:.3g} cells/s of wall time ({cells} cells computed in {wall:.1f} s "
+            f"over {len(self.sessions)} session(s); batch size {sizes})."
+        )
 
     @property
     def image_metrics(self) -> list[str]:
@@ -163,12 +177,13 @@ def load_run(run_dir) -> RunData:
         manifest = store.info("manifest") or {}
         labels = store.info("labels", [])
         n_source = store.info("set_metrics_n_source")
+        sessions = store.info("sessions", [])
     finally:
         store.close()
     if (run_dir / MANIFEST).is_file():
         manifest = json.loads((run_dir / MANIFEST).read_text())
     labels = list(dict.fromkeys(list(manifest.get("labels", [])) + list(labels)))
-    return RunData(run_dir, manifest, labels, cells, present, set_metrics, n_source)
+    return RunData(run_dir, manifest, labels, cells, present, set_metrics, n_source, sessions)
 
 
 # -- setting labels ---------------------------------------------------------------------------------

@@ -178,13 +178,53 @@ class AttentionController:
         return sorted(self.sums, reverse=True)
 
 
+class BatchController:
+    """The controllers of a batch of P2P cells, as one controller the processors can call.
+
+    A batch of ``n`` cells denoises ``2n`` latents, cell ``i`` as rows ``2i`` (source) and
+    ``2i + 1`` (target); under CFG the UNet batch is ``[unconditional 2n, conditional 2n]``.
+    The edited rows (the last ``2n``, as for one cell) are cut into pairs and each pair goes to
+    its own cell's controller, so edits, recorded maps and local blends stay per cell and a
+    cell's result does not depend on its batch. Every cell of a batch has the same setting,
+    hence the same steps and self-attention rule.
+    """
+
+    def __init__(self, controllers: list[AttentionController]):
+        self.controllers = controllers
+
+    @property
+    def record(self) -> bool:
+        return any(c.record for c in self.controllers)
+
+    def set_step(self, step: int) -> None:
+        for controller in self.controllers:
+            controller.step = step
+
+    def end_step(self) -> None:
+        for controller in self.controllers:
+            controller.end_step()
+
+    def edits_self(self, queries: int) -> bool:
+        return any(c.edits_self(queries) for c in self.controllers)
+
+    def __call__(self, probs: torch.Tensor, heads: int, is_cross: bool, name: str) -> torch.Tensor:
+        rows = probs.shape[0] // heads
+        probs = probs.view(rows, heads, *probs.shape[1:])
+        first = rows - N_BRANCHES * len(self.controllers)
+        parts = [probs[:first]]
+        for i, controller in enumerate(self.controllers):
+            pair = probs[first + N_BRANCHES * i : first + N_BRANCHES * (i + 1)].reshape(-1, *probs.shape[2:])
+            parts.append(controller(pair, heads, is_cross, name).view(N_BRANCHES, heads, *probs.shape[2:]))
+        return torch.cat(parts).reshape(rows * heads, *probs.shape[2:])
+
+
 # -- the processor ------------------------------------------------------------------------------
 class P2PAttnProcessor:
     """A diffusers attention processor that computes attention probabilities explicitly so the
     controller can edit them. Self-attention the controller leaves alone goes through the
     layer's original processor (memory-efficient attention where the original has it)."""
 
-    def __init__(self, controller: AttentionController, original, name: str):
+    def __init__(self, controller: AttentionController | BatchController, original, name: str):
         self.controller = controller
         self.original = original
         self.name = name
@@ -222,7 +262,7 @@ class P2PAttnProcessor:
 
 
 @contextmanager
-def controlled(unet, controller: AttentionController):
+def controlled(unet, controller: AttentionController | BatchController):
     """Hook every attention layer of ``unet`` to ``controller``; restore the originals on exit."""
     originals = unet.attn_processors
     hooked = {name: P2PAttnProcessor(controller, proc, name) for name, proc in originals.items()}

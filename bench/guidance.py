@@ -24,9 +24,19 @@ import torch.nn.functional as F
 
 from .data import Sample, prepare_image
 from .errors import ConfigError, SampleError, did_you_mean, unknown
-from .method import EditResult
+from .method import EditResult, EditRow
 from .params import Param, guidance_param, start_level_param, steps_param
-from .sampling import alpha_bar, denoise, fresh_noise, partial_timesteps, text_guided_eps
+from .sampling import (
+    alpha_bar,
+    decode_rows,
+    denoise,
+    fresh_noise,
+    generators,
+    partial_timesteps,
+    source_latents,
+    split_rows,
+    text_guided_eps,
+)
 
 UNTRAINED_CLASSIFIER = "untrained classifier (smoke numbers)"
 UNTRAINED_CLIP = "untrained CLIP guide (smoke numbers)"
@@ -43,21 +53,23 @@ def scale_param(default: float) -> Param:
 
 
 # -- the loop ----------------------------------------------------------------------------------
-def start_latent(backbone, scheduler, sample: Sample, timesteps: torch.Tensor, t0: float, generator) -> torch.Tensor:
-    """Pure noise for ``t0 = 1`` (as ``StableDiffusionPipeline``), else the source noised to the first timestep."""
+def start_latents(backbone, scheduler, rows, timesteps: torch.Tensor, t0: float) -> torch.Tensor:
+    """Pure noise for ``t0 = 1`` (as ``StableDiffusionPipeline``), else each row's source noised
+    to the first timestep; each row's noise from its own generator."""
     if t0 == 1:
-        shape = (1, backbone.unet.config.in_channels, backbone.latent_size, backbone.latent_size)
+        shape = (len(rows), backbone.unet.config.in_channels, backbone.latent_size, backbone.latent_size)
         like = torch.empty(shape, device=backbone.device, dtype=backbone.dtype)
-        return fresh_noise(like, generator) * scheduler.init_noise_sigma
-    source = backbone.encode_image(sample.image[None])
-    return scheduler.add_noise(source, fresh_noise(source, generator), timesteps[:1])
+        return fresh_noise(like, generators(rows)) * scheduler.init_noise_sigma
+    source = source_latents(backbone, rows)
+    return scheduler.add_noise(source, fresh_noise(source, generators(rows)), timesteps[:1])
 
 
-def unet_eps(backbone, sample: Sample, w: float):
-    """The UNet's prediction: the target prompt under CFG ``w``; ``w = 0`` needs no prompt."""
-    if w != 0 and not sample.target_prompt:
-        raise SampleError(sample.id, f"CFG weight w = {w} needs a target prompt; use w = 0 for unconditional sampling")
-    return text_guided_eps(backbone, sample.target_prompt or "", w)
+def unet_eps(backbone, samples: list[Sample], w: float):
+    """The UNet's prediction: each sample's target prompt under CFG ``w``; ``w = 0`` needs no prompt."""
+    for sample in samples:
+        if w != 0 and not sample.target_prompt:
+            raise SampleError(sample.id, f"CFG weight w = {w} needs a target prompt; use w = 0 for unconditional sampling")
+    return text_guided_eps(backbone, [sample.target_prompt or "" for sample in samples], w)
 
 
 class Guide:
@@ -110,22 +122,32 @@ class GuidedEps:
 
 
 @torch.no_grad()
-def guided_sample(backbone, sample: Sample, setting: dict, generator, guide: Guide | None = None) -> EditResult:
-    """One guidance cell: ``setting`` has ``w``, ``steps``, ``t0`` and, with a guide, ``scale``."""
+def guided_batch(backbone, rows: list[EditRow], setting: dict, guide: Guide | None = None) -> list[EditResult]:
+    """Guidance cells at one ``setting`` (``w``, ``steps``, ``t0`` and, with a guide, ``scale``).
+
+    Without a guide (plain CFG) the rows run as one batch; gradient guidance follows one
+    sample's score, so it takes a single row.
+    """
+    if guide is not None and len(rows) != 1:
+        raise ValueError(f"gradient guidance runs one cell at a time, got {len(rows)}")
     scheduler = backbone.new_scheduler(setting["steps"])
     timesteps = partial_timesteps(scheduler, setting["steps"], setting["t0"])
-    latent = start_latent(backbone, scheduler, sample, timesteps, setting["t0"], generator)
-    eps = unet_eps(backbone, sample, setting["w"])
+    latent = start_latents(backbone, scheduler, rows, timesteps, setting["t0"])
+    eps = unet_eps(backbone, [row.sample for row in rows], setting["w"])
     if guide is not None:
-        guide.check(sample)  # at every scale, so a sweep fails or succeeds as a whole
+        guide.check(rows[0].sample)  # at every scale, so a sweep fails or succeeds as a whole
     if guide is not None and setting["scale"] != 0:
-        eps = GuidedEps(backbone, scheduler, eps, guide, sample, setting["scale"], generator)
-    latent = denoise(scheduler, latent, timesteps, eps, generator)
-    return EditResult(
-        backbone.decode(latent).float(),
-        grad_evals=getattr(eps, "grad_evals", 0),
-        labels=list(guide.labels) if guide is not None else [],
-    )
+        eps = GuidedEps(backbone, scheduler, eps, guide, rows[0].sample, setting["scale"], rows[0].generator)
+    latent = denoise(scheduler, latent, timesteps, eps, generators(rows))
+    results = split_rows(decode_rows(backbone, latent))
+    if guide is not None:
+        results[0].grad_evals, results[0].labels = getattr(eps, "grad_evals", 0), list(guide.labels)
+    return results
+
+
+def guided_sample(backbone, sample: Sample, setting: dict, generator, guide: Guide | None = None) -> EditResult:
+    """One guidance cell (see ``guided_batch``)."""
+    return guided_batch(backbone, [EditRow(sample, None, generator)], setting, guide)[0]
 
 
 def resize_crop(images: torch.Tensor, resize: int, crop: int) -> torch.Tensor:

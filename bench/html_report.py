@@ -134,6 +134,8 @@ def render_html(report: Report) -> str:
         parts += ["<h2>Metrics along each sweep</h2>"] + [_figure(p, labels) for p in report.sweeps]
     cost = _table(["method", "setting", "n"] + COST_HEADER, cost_cells(report.rows), 2)
     parts += ["<h2>Cost</h2>", _smoke(labels), cost]
+    if report.run.throughput:
+        parts.append(f"<p>{html.escape(report.run.throughput)}</p>")
     if report.cost:
         parts.append(_figure(report.cost, labels))
     if report.grids:

@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from . import cache
 from .errors import ConfigError, unknown
 from .method import Preparation
-from .sampling import alpha_bar, denoise, guided_eps, prev_timestep
+from .sampling import alpha_bar, decode_rows, denoise, encode_prompts, guided_eps, prev_timestep, split_rows
 
 #: Bump whenever a change here changes what an inversion computes: it is part of every cache key.
 INVERSION_VERSION = 1
@@ -197,12 +197,29 @@ def prepare_inversion(
 
 
 @torch.no_grad()
-def regenerate(backbone, inversion: Inversion, source_prompt: str, prompt: str, w: float) -> torch.Tensor:
-    """Denoise ``z*_T`` with ``prompt`` under CFG ``w`` and the inversion's null embeddings (final latent)."""
-    scheduler = backbone.new_scheduler(inversion.steps)
-    cond = backbone.encode_text(prompt)
+def regenerate_batch(backbone, inversions: list[Inversion], source_prompts: list[str], prompts: list[str], w: float) -> torch.Tensor:
+    """Denoise each inversion's ``z*_T`` with its row's ``prompt`` under CFG ``w`` and the
+    inversion's null embeddings, as one batch (final latents, one row per inversion)."""
+    scheduler = backbone.new_scheduler(inversions[0].steps)
+    cond = encode_prompts(backbone, prompts)
 
     def eps(latent, t, index):
-        return guided_eps(backbone, latent, t, cond, inversion.uncond(backbone, source_prompt, index), w)
+        uncond = torch.cat([inv.uncond(backbone, src, index) for inv, src in zip(inversions, source_prompts)])
+        return guided_eps(backbone, latent, t, cond, uncond, w)
 
-    return denoise(scheduler, inversion.z_T, scheduler.timesteps, eps)
+    return denoise(scheduler, torch.cat([inv.z_T for inv in inversions]), scheduler.timesteps, eps)
+
+
+def regenerate(backbone, inversion: Inversion, source_prompt: str, prompt: str, w: float) -> torch.Tensor:
+    """``regenerate_batch`` of one inversion (its final latent)."""
+    return regenerate_batch(backbone, [inversion], [source_prompt], [prompt], w)
+
+
+def regenerate_rows(backbone, rows, w: float) -> list:
+    """One ``EditResult`` per row (``EditRow`` whose prep is an ``Inversion``): regenerated with
+    its sample's target prompt and decoded."""
+    latents = regenerate_batch(
+        backbone, [row.prep for row in rows], [row.sample.source_prompt for row in rows],
+        [row.sample.target_prompt for row in rows], w,
+    )  # fmt: skip
+    return split_rows(decode_rows(backbone, latents))

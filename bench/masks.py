@@ -16,3 +16,8 @@ def latent_mask(mask: torch.Tensor, vae_factor: int, dilation: int = 0) -> torch
     if dilation:
         m = F.max_pool2d(m, kernel_size=2 * dilation + 1, stride=1, padding=dilation)
     return m
+
+
+def latent_masks(backbone, rows, dilation: int = 0) -> torch.Tensor:
+    """(B, 1, h, w) latent edit masks of a batch's rows (``EditRow``s whose samples have masks)."""
+    return torch.cat([latent_mask(row.sample.mask, backbone.vae_factor, dilation) for row in rows])

@@ -6,6 +6,11 @@ A method splits its work in two so that the runner can share expensive work acro
   parameters named in ``prep_params`` (an inversion, say). The runner calls it once per
   sample and distinct values of those parameters, and hands the result to every ``edit``.
 - ``edit(backbone, sample, prep, params, generator)``: one parameter setting, one seed.
+
+A method may also edit a **batch** of cells of one setting at once (``edit_batch``: rows of
+different samples, seeds, preparations and generators through one UNet call per step). The
+default ``edit_batch`` loops over ``edit``; a batched method implements ``edit_batch`` and
+gets ``edit`` as a batch of one, so the single-cell and batched paths are one code path.
 """
 
 from dataclasses import dataclass, field
@@ -25,6 +30,8 @@ class EditResult:
     """What one edit produced.
 
     ``image``: (1, 3, H, W) in [0, 1]. ``grad_evals``: gradient evaluations beside NFE.
+    ``nfe``: the UNet evaluations of this cell when the method counted them itself (the default
+    ``edit_batch`` does); None for a true batch, whose NFE the runner splits evenly.
     ``artifacts``: extra pictures (e.g. attention maps) saved beside the output as
     ``<output>.<name>.png``. ``labels``: caveats every number of the run must carry
     (e.g. "untrained classifier"), added to the run's labels.
@@ -34,6 +41,16 @@ class EditResult:
     grad_evals: int = 0
     artifacts: dict[str, Any] = field(default_factory=dict)
     labels: list[str] = field(default_factory=list)
+    nfe: int | None = None
+
+
+@dataclass
+class EditRow:
+    """One cell of a batch: its sample, its preparation and its own generator."""
+
+    sample: Any
+    prep: Any
+    generator: torch.Generator
 
 
 @dataclass
@@ -105,5 +122,28 @@ class Method:
         and how many gradient evaluations it spent (the runner records both per cell)."""
         return None
 
+    @property
+    def batched(self) -> bool:
+        """True when the method edits a batch in one pass (it implements ``edit_batch``)."""
+        return type(self).edit_batch is not Method.edit_batch
+
     def edit(self, backbone, sample, prep: Any, setting: dict[str, Any], generator: torch.Generator) -> EditResult:
-        raise NotImplementedError
+        """One cell. Batched methods get it as a batch of one."""
+        if not self.batched:
+            raise NotImplementedError(f"method {self.name!r} implements neither edit nor edit_batch")
+        return self.edit_batch(backbone, [EditRow(sample, prep, generator)], setting)[0]
+
+    def edit_batch(self, backbone, rows: list[EditRow], setting: dict[str, Any]) -> list[EditResult]:
+        """Every row at one ``setting``; one result per row, in order.
+
+        A batched implementation must draw each row's noise from that row's generator only, so
+        a cell's result does not depend on the batch it ran in. This default runs ``edit`` per
+        row and counts each row's NFE itself.
+        """
+        results = []
+        for row in rows:
+            before = backbone.nfe.count
+            result = self.edit(backbone, row.sample, row.prep, setting, row.generator)
+            result.nfe = backbone.nfe.count - before
+            results.append(result)
+        return results

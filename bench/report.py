@@ -20,7 +20,7 @@ from .aggregate import REFERENCE_METHOD, row_name, setting_label, varying_params
 
 CELL_COLUMNS = ["method", "sample_id", "seed", "edit_type", "status", "error", "output_path"]
 COST_COLUMNS = ["time_s", "nfe", "gpu_time_s", "peak_mem_mb", "grad_evals", "prep_time_s", "prep_nfe",
-                "prep_grad_evals", "prep_cached"]  # fmt: skip
+                "prep_grad_evals", "prep_cached", "batch_size", "batch_id"]  # fmt: skip
 COST_HEADER = ["s/image", "GPU s/image", "NFE/image", "grad evals/image", "peak GPU MB", "prep s (total)",
                "prep NFE (total)", "prep grad evals (total)", "prep reused/cached"]  # fmt: skip
 
@@ -291,6 +291,8 @@ def report_markdown(report: Report, assets: str | None = None) -> str:
         lines += [""] + [f"- {md_text(n)}" for n in notes] if notes else []
     lines += ["", "## Cost", ""] + _caveat_md(run.labels)
     lines += md_table(["method", "setting", "n"] + COST_HEADER, cost_cells(report.rows))
+    if run.throughput:
+        lines += ["", md_text(run.throughput)]
     if assets is not None:
         figures = [("Trade-offs", report.tradeoffs), ("Metrics along each sweep", report.sweeps),
                    ("Cost plot", [report.cost] if report.cost else []), ("Samples", report.grids),

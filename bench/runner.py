@@ -1,9 +1,13 @@
-"""The runner: every cell (method, setting, sample, seed) of a config, committed as it finishes.
+"""The runner (the driver): plans a run's cells, hands the work units to an executor, and
+commits every finished cell to the run's store as it comes back.
 
-Order is sample-major: for each sample, each method's preparation is computed once per
-distinct value of its ``prep_params`` and reused by all of that method's settings and seeds.
-Each cell has its own generator, seeded from (sample id, seed) alone, so every method and
-setting sees the same noise for the same sample and seed.
+The plan (``bench.plan``) groups the pending cells into work units (cells of a block of samples
+that share a method and a preparation key) cut into batches of up to ``batch_size`` cells; an
+executor (``bench.executors``) runs them on a worker (``bench.worker``). Only the driver
+writes the run folder: for each finished cell it writes the PNG (and artifact pictures) first
+and then commits the row, so a kill at any moment leaves whole cells and ``--resume`` redoes
+only what is missing. Each cell has its own generator, seeded from (sample id, seed) alone, so
+every method, setting, batch and executor sees the same noise for the same sample and seed.
 """
 
 import hashlib
@@ -13,41 +17,27 @@ import re
 import shutil
 import subprocess
 import sys
-from dataclasses import dataclass
+import time
 from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
 
-import numpy as np
 import torch
-from PIL import Image
 from tqdm.auto import tqdm
 
 from . import __version__
-from .backbone import Backbone, resolve_device
+from .backbone import Backbone
 from .config import RunConfig, config_from_resolved
-from .data import Sample, SampleRef, load_dataset
+from .data import load_dataset
 from .errors import ConfigError
-from .method import Preparation
-from .extractors import Extractors
-from .metrics import ImageMetric, get_metric, load_metrics
+from .executors import LocalExecutor
 from .metrics.scoring import score_sets
 from .paths import repo_root, write_atomic
-from .registry import get_method
+from .plan import plan_units
 from .store import CellRecord, Store, read_manifest, setting_json
-from .timing import CellTimer
+from .worker import CellOutcome, CellWorker
 
 PACKAGES = ("editbench", "torch", "diffusers", "transformers", "torchmetrics", "lpips", "clean-fid", "numpy", "pillow")
-
-
-def cell_key(method: str, setting: dict, sample_id: str, seed: int) -> str:
-    text = json.dumps([method, setting_json(setting), sample_id, seed])
-    return hashlib.sha256(text.encode()).hexdigest()[:24]
-
-
-def cell_seed(sample_id: str, seed: int) -> int:
-    """The generator seed of every cell of (sample, seed), whatever the method."""
-    return int(hashlib.sha256(f"{sample_id}\0{seed}".encode()).hexdigest()[:15], 16)
 
 
 def setting_slug(setting: dict) -> str:
@@ -59,9 +49,10 @@ def setting_slug(setting: dict) -> str:
     return f"{text}_{hashlib.sha256(setting_json(setting).encode()).hexdigest()[:6]}"
 
 
-def to_uint8(image: torch.Tensor) -> np.ndarray:
-    """(1, 3, H, W) in [0, 1] -> (H, W, 3) uint8, rounding as image writers do."""
-    return (image[0].clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0).cpu().numpy()
+def output_relpath(record: CellRecord) -> Path:
+    """Where a cell's image goes, relative to the run folder."""
+    name = f"{re.sub(r'[^A-Za-z0-9._-]', '_', record.sample_id)}_seed{record.seed}.png"
+    return Path("images") / record.method / setting_slug(record.setting) / name
 
 
 def _package_versions() -> dict:
@@ -95,34 +86,19 @@ def _device_info(device: torch.device) -> dict:
     return info
 
 
-@dataclass
-class _Prepared:
-    value: object
-    nfe: int
-    time_s: float
-    cache_hit: bool
-    grad_evals: int
-    used: bool = False
-
-
 class Runner:
-    """Runs (or resumes) one run folder."""
+    """Runs (or resumes) one run folder: the driver of its plan, executor and store."""
 
     def __init__(self, config: RunConfig, run_dir: Path, backbone: Backbone | None = None, progress: bool = True):
         self.config = config
         self.run_dir = Path(run_dir)
         self.progress = progress
-        self.methods = {name: get_method(name)() for name in config.settings}
-        self.metrics = [get_metric(name)() for name in config.metrics]
-        self.extractors = Extractors(config.metric_options, resolve_device(config.backbone.device))
-        load_metrics(self.metrics, self.extractors)  # before the backbone and any method: missing weights fail fast
         self.refs = load_dataset(config.dataset)
         if not self.refs:
             raise ConfigError(f"dataset {config.resolved['dataset']} selects no samples")
-        self.backbone = backbone or Backbone(config.backbone)
-        for name, settings in config.settings.items():
-            for setting in settings:
-                self.methods[name].check_backbone(setting, self.backbone)
+        self.worker = CellWorker(config, backbone)
+        self.backbone, self.metrics = self.worker.backbone, self.worker.metrics
+        self.executor = LocalExecutor(self.worker)
         self.store = Store(self.run_dir)
 
     # -- manifest ------------------------------------------------------------------------------
@@ -136,7 +112,8 @@ class Runner:
             "packages": _package_versions(),
             "git": _git_state(),
             "device": _device_info(self.backbone.device),
-            "labels": list(self.backbone.labels) + self.extractors.labels(),
+            "executor": self.executor.name,
+            "labels": self.worker.labels(),
         }
         self.store.save_manifest(manifest)
         self.store.set_info("labels", manifest["labels"])
@@ -161,112 +138,53 @@ class Runner:
     def total_cells(self) -> int:
         return len(self.refs) * self.config.n_settings * len(self.config.seeds)
 
+    def plan(self, done: set[str]):
+        """Work units of every cell not in ``done``."""
+
+        def prep_key(method: str, setting: dict) -> tuple:
+            return self.worker.methods[method].prep_key(setting)
+
+        return plan_units(self.config.settings, self.refs, self.config.seeds, done, self.config.batch_size, prep_key)
+
     def run(self) -> dict:
         """Run every cell not yet in the store; returns counts of ok/failed/skipped cells."""
-        self._add_labels(self.extractors.labels())
+        self._add_labels(self.worker.labels())
         done = self.store.finished_keys()
-        counts = {"ok": 0, "failed": 0, "skipped": 0, "already done": 0}
-        bar = tqdm(total=self.total_cells(), unit="cell", disable=not self.progress, dynamic_ncols=True)
+        counts = {"ok": 0, "failed": 0, "skipped": 0, "already done": len(done)}
+        bar = tqdm(total=self.total_cells(), initial=len(done), unit="cell", disable=not self.progress, dynamic_ncols=True)
+        started, computed = time.perf_counter(), 0
         try:
-            for ref in self.refs:
-                self._run_sample(ref, done, counts, bar)
+            for outcome in self.executor.run(self.plan(done)):
+                self._commit(outcome)
+                counts[outcome.record.status] += 1
+                computed += 1
+                bar.update(1)
+                bar.set_postfix(failed=counts["failed"], skipped=counts["skipped"], refresh=False)
         finally:
             bar.close()
+            self._record_session(computed, time.perf_counter() - started)
         score_sets(self.store, self.run_dir, self.metrics, self.refs, self.backbone.resolution, self.config.metric_options.batch_size)
         return counts
 
-    def _pending(self, ref: SampleRef, done: set[str]):
-        for name, settings in self.config.settings.items():
-            for setting in settings:
-                for seed in self.config.seeds:
-                    key = cell_key(name, setting, ref.id, seed)
-                    if key not in done:
-                        yield name, setting, seed, key
+    def _record_session(self, cells: int, wall_s: float) -> None:
+        """Add this session's cells and wall time to the run's totals (the report's throughput)."""
+        if cells:
+            sessions = self.store.info("sessions", [])
+            sessions.append({"cells": cells, "wall_s": wall_s, "batch_size": self.config.batch_size, "executor": self.executor.name})
+            self.store.set_info("sessions", sessions)
 
-    def _finish(self, cell: CellRecord, counts: dict, bar) -> None:
-        self.store.commit_cell(cell)
-        counts[cell.status] += 1
-        bar.update(1)
-        bar.set_postfix(failed=counts["failed"], skipped=counts["skipped"], refresh=False)
-
-    def _run_sample(self, ref: SampleRef, done: set[str], counts: dict, bar) -> None:
-        pending = list(self._pending(ref, done))
-        already = self.config.n_settings * len(self.config.seeds) - len(pending)
-        counts["already done"] += already
-        bar.update(already)
-        if not pending:
-            return
-        bar.set_description(ref.id[:24])
-        try:
-            sample = ref.load(self.backbone.resolution)
-        except Exception as exc:  # a bad sample fails its own cells, never the run
-            error = f"{type(exc).__name__}: {exc}"
-            for name, setting, seed, key in pending:
-                self._finish(CellRecord(key, name, setting, ref.id, seed, "failed", ref.edit_type, error), counts, bar)
-            return
-        prepared: dict[tuple, _Prepared | Exception] = {}
-        for name, setting, seed, key in pending:
-            self._finish(self._run_cell(sample, name, setting, seed, key, prepared), counts, bar)
-
-    def _prepare(self, sample: Sample, name: str, setting: dict, prepared: dict) -> _Prepared:
-        method = self.methods[name]
-        key = (name, method.prep_key(setting))
-        if key not in prepared:
-            nfe_before = self.backbone.nfe.count
-            try:
-                with CellTimer(self.backbone.device) as timer:
-                    value = method.prepare(self.backbone, sample, setting)
-                if not isinstance(value, Preparation):
-                    value = Preparation(value)
-                nfe = self.backbone.nfe.count - nfe_before
-                prepared[key] = _Prepared(value.value, nfe, timer.wall_s, value.cache_hit, value.grad_evals)
-            except Exception as exc:
-                prepared[key] = exc
-        result = prepared[key]
-        if isinstance(result, Exception):
-            raise RuntimeError(f"preparation failed: {type(result).__name__}: {result}") from result
-        return result
-
-    def _run_cell(self, sample: Sample, name: str, setting: dict, seed: int, key: str, prepared: dict) -> CellRecord:
-        method = self.methods[name]
-        cell = CellRecord(key, name, setting, sample.id, seed, "ok", sample.edit_type)
-        missing = method.missing(sample, setting)
-        if missing:
-            cell.status, cell.error = "skipped", f"sample lacks {', '.join(missing)}, which {name!r} needs"
-            return cell
-        try:
-            prep = self._prepare(sample, name, setting, prepared)
-            cell.prep_cached = prep.used or prep.cache_hit
-            cell.prep_nfe, cell.prep_time_s, cell.prep_grad_evals = (
-                (0, 0.0, 0) if prep.used else (prep.nfe, prep.time_s, prep.grad_evals)
-            )
-            prep.used = True
-            generator = torch.Generator("cpu").manual_seed(cell_seed(sample.id, seed))
-            nfe_before = self.backbone.nfe.count
-            with CellTimer(self.backbone.device) as timer:
-                result = method.edit(self.backbone, sample, prep.value, setting, generator)
-            cell.nfe = self.backbone.nfe.count - nfe_before
-            cell.time_s, cell.gpu_time_s, cell.peak_mem_mb = timer.wall_s, timer.gpu_s, timer.peak_mem_mb
-            cell.grad_evals = result.grad_evals
-            if not torch.isfinite(result.image).all():
-                raise FloatingPointError("the edited image contains NaN or Inf")
-            pixels = to_uint8(result.image)
-            path = self.run_dir / "images" / name / setting_slug(setting) / f"{re.sub(r'[^A-Za-z0-9._-]', '_', sample.id)}_seed{seed}.png"
+    def _commit(self, outcome: CellOutcome) -> None:
+        """Write the cell's pictures, then commit its row: a PNG exists before its row does."""
+        record = outcome.record
+        if outcome.image_png is not None:
+            path = self.run_dir / output_relpath(record)
             path.parent.mkdir(parents=True, exist_ok=True)
-            write_atomic(path, lambda p: Image.fromarray(pixels).save(p, format="PNG"))
-            cell.output_path = str(path.relative_to(self.run_dir))
-            for artifact, picture in result.artifacts.items():
-                write_atomic(path.with_suffix(f".{artifact}.png"), lambda p: picture.save(p, format="PNG"))
-            self._add_labels(result.labels)
-            edited = torch.from_numpy(pixels).permute(2, 0, 1)[None].float() / 255
-            for metric in self.metrics:
-                if isinstance(metric, ImageMetric):
-                    cell.metrics[metric.name] = float(metric(edited, sample.image[None], [sample])[0])
-        except Exception as exc:  # NaN output, out of memory, a bug in one method: the run goes on
-            cell.status, cell.error = "failed", f"{type(exc).__name__}: {exc}"
-            if isinstance(exc, torch.OutOfMemoryError):
-                torch.cuda.empty_cache()
-        return cell
+            write_atomic(path, lambda p: p.write_bytes(outcome.image_png))
+            for artifact, data in outcome.artifacts.items():
+                write_atomic(path.with_suffix(f".{artifact}.png"), lambda p, data=data: p.write_bytes(data))
+            record.output_path = str(path.relative_to(self.run_dir))
+        self._add_labels(outcome.labels)
+        self.store.commit_cell(record)
 
 
 def new_run_dir(config: RunConfig, out: str | None) -> Path:

@@ -3,6 +3,10 @@
 ``denoise`` is the one stepping loop: it steps the scheduler with a method's noise
 prediction and then lets the method correct the new latent (blend with the noised source,
 inject a low-pass reference...) through ``after_step``, like diffusers' per-step callbacks.
+
+Every piece works on a batch of cells (``EditRow``s of one setting): text embeddings, source
+latents and masks are stacked per row, and noise is drawn per row from the row's own
+generator (``fresh_noise`` with a list of generators), so a batch of one is the single-cell case.
 """
 
 from collections.abc import Callable
@@ -10,6 +14,8 @@ from dataclasses import dataclass
 
 import torch
 from diffusers.utils.torch_utils import randn_tensor
+
+from .method import EditResult
 
 EpsFn = Callable[[torch.Tensor, torch.Tensor, int], torch.Tensor]
 
@@ -38,15 +44,44 @@ def guided_eps(backbone, latent: torch.Tensor, t, cond: torch.Tensor, uncond: to
     return eps_uncond + w * (eps_cond - eps_uncond)
 
 
-def text_guided_eps(backbone, prompt: str, w: float) -> EpsFn:
-    """The usual noise prediction of an edit: ``prompt`` under CFG at weight ``w``."""
-    cond, uncond = backbone.encode_text(prompt), backbone.encode_text("")
+def encode_prompts(backbone, prompts: str | list[str]) -> torch.Tensor:
+    """(B, L, D) text embeddings, one row per prompt (a single prompt gives one row)."""
+    return torch.cat([backbone.encode_text(p) for p in ([prompts] if isinstance(prompts, str) else prompts)])
+
+
+def text_guided_eps(backbone, prompts: str | list[str], w: float) -> EpsFn:
+    """The usual noise prediction of an edit: each row's prompt under CFG at weight ``w``."""
+    cond, uncond = encode_prompts(backbone, prompts), backbone.encode_text("")
     return lambda latent, t, index: guided_eps(backbone, latent, t, cond, uncond, w)
 
 
-def fresh_noise(like: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-    """Standard normal noise shaped like ``like``, drawn from the cell's (CPU) generator."""
+def fresh_noise(like: torch.Tensor, generator: torch.Generator | list[torch.Generator]) -> torch.Tensor:
+    """Standard normal noise shaped like ``like``, drawn from the cell's (CPU) generator; with a
+    list of generators (one per row), each row is drawn from its own, exactly as a batch of one."""
     return randn_tensor(like.shape, generator=generator, device=like.device, dtype=like.dtype)
+
+
+def generators(rows) -> list[torch.Generator]:
+    """The generators of a batch's rows."""
+    return [row.generator for row in rows]
+
+
+# The VAE runs one row at a time: its batched convolutions differ from single-image ones by
+# ~1e-5 on [0, 1] (kernels chosen by batch size), which would make a cell's image depend on its
+# batch; it is one pass per cell, against two UNet passes per step that do run batched.
+def source_latents(backbone, rows) -> torch.Tensor:
+    """(B, C, h, w) latents of the rows' source images."""
+    return torch.cat([backbone.encode_image(row.sample.image[None]) for row in rows])
+
+
+def decode_rows(backbone, latents: torch.Tensor) -> torch.Tensor:
+    """(B, 3, H, W) fp32 images in [0, 1] of a batch of latents, decoded row by row."""
+    return torch.cat([backbone.decode(latent[None]).float() for latent in latents])
+
+
+def split_rows(images: torch.Tensor) -> list:
+    """One ``EditResult`` per row of a (B, 3, H, W) batch of images."""
+    return [EditResult(image[None]) for image in images]
 
 
 def partial_timesteps(scheduler, steps: int, t0: float) -> torch.Tensor:

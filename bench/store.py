@@ -37,6 +37,8 @@ CREATE TABLE IF NOT EXISTS cells (
     prep_nfe INTEGER,
     prep_cached INTEGER,
     prep_grad_evals INTEGER,
+    batch_size INTEGER,
+    batch_id TEXT,
     finished_at TEXT DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))
 );
 CREATE TABLE IF NOT EXISTS metrics (
@@ -78,6 +80,8 @@ class CellRecord:
     prep_nfe: int | None = None
     prep_cached: bool | None = None
     prep_grad_evals: int | None = None
+    batch_size: int | None = None
+    batch_id: str | None = None
     metrics: dict[str, float] = field(default_factory=dict)
 
 
@@ -107,11 +111,15 @@ class Store:
         self.db.executescript(SCHEMA)
         self._add_missing_columns()
 
+    #: Columns added to ``cells`` after the first release, with their SQL types.
+    ADDED_COLUMNS = {"prep_grad_evals": "INTEGER", "batch_size": "INTEGER", "batch_id": "TEXT"}
+
     def _add_missing_columns(self) -> None:
         """Columns added to ``cells`` since a store was created (so older runs can be resumed)."""
         present = {row[1] for row in self.db.execute("PRAGMA table_info(cells)")}
-        if "prep_grad_evals" not in present:
-            self.db.execute("ALTER TABLE cells ADD COLUMN prep_grad_evals INTEGER")
+        for name, kind in self.ADDED_COLUMNS.items():
+            if name not in present:
+                self.db.execute(f"ALTER TABLE cells ADD COLUMN {name} {kind}")
 
     def close(self) -> None:
         self.db.close()

@@ -8,11 +8,21 @@ Optionally paste the source pixels outside the pixel mask after decoding.
 
 import torch
 
-from bench.masks import latent_mask
-from bench.method import EditResult, Method
+from bench.masks import latent_masks
+from bench.method import Method
 from bench.params import Param, check_start_level, guidance_param, start_level_param, steps_param
 from bench.registry import register
-from bench.sampling import denoise, fresh_noise, keep_noised_source, partial_timesteps, text_guided_eps
+from bench.sampling import (
+    decode_rows,
+    denoise,
+    fresh_noise,
+    generators,
+    keep_noised_source,
+    partial_timesteps,
+    source_latents,
+    split_rows,
+    text_guided_eps,
+)
 
 
 @register
@@ -33,21 +43,23 @@ class BlendedLatent(Method):
         check_start_level(cls.name, setting)
 
     @torch.no_grad()
-    def latents(self, backbone, sample, setting, generator, on_step=None) -> torch.Tensor:
-        """The final latent; ``on_step(step, latent, background)`` sees every blended step."""
+    def latents(self, backbone, rows, setting, on_step=None) -> torch.Tensor:
+        """The final latents of a batch of rows; ``on_step(step, latent, background)`` sees every blended step."""
         scheduler = backbone.new_scheduler(setting["steps"])
         timesteps = partial_timesteps(scheduler, setting["steps"], setting["t0"])
-        source = backbone.encode_image(sample.image[None])
-        edit = latent_mask(sample.mask, backbone.vae_factor, setting["dilation"]).to(source)
+        source = source_latents(backbone, rows)
+        edit = latent_masks(backbone, rows, setting["dilation"]).to(source)
+        generator = generators(rows)
         blend = keep_noised_source(scheduler, source, edit, generator, on_step)
         start = scheduler.add_noise(source, fresh_noise(source, generator), timesteps[:1])
-        eps = text_guided_eps(backbone, sample.target_prompt, setting["w"])
+        eps = text_guided_eps(backbone, [row.sample.target_prompt for row in rows], setting["w"])
         return denoise(scheduler, start, timesteps, eps, generator, after_step=blend)
 
     @torch.no_grad()
-    def edit(self, backbone, sample, prep, setting, generator):
-        image = backbone.decode(self.latents(backbone, sample, setting, generator)).float()
+    def edit_batch(self, backbone, rows, setting):
+        images = decode_rows(backbone, self.latents(backbone, rows, setting))
         if setting["paste_source"]:
-            mask = sample.mask[None].to(image)
-            image = mask * image + (1 - mask) * sample.image[None].to(image)
-        return EditResult(image)
+            masks = torch.stack([row.sample.mask for row in rows]).to(images)
+            sources = torch.stack([row.sample.image for row in rows]).to(images)
+            images = masks * images + (1 - masks) * sources
+        return split_rows(images)

@@ -6,7 +6,7 @@ both predictions in one UNet batch. ``t0 = 1`` generates from pure noise (equal 
 Sweeping ``w`` traces the fidelity/diversity trade-off.
 """
 
-from bench.guidance import guided_sample, sampler_params
+from bench.guidance import guided_batch, sampler_params
 from bench.method import Method
 from bench.params import check_start_level
 from bench.registry import register
@@ -23,5 +23,5 @@ class CFG(Method):
     def check(cls, setting):
         check_start_level(cls.name, setting)
 
-    def edit(self, backbone, sample, prep, setting, generator):
-        return guided_sample(backbone, sample, setting, generator)
+    def edit_batch(self, backbone, rows, setting):
+        return guided_batch(backbone, rows, setting)

@@ -5,10 +5,9 @@ with ``w > 1`` the trajectory drifts and reconstruction degrades as ``w`` grows.
 inversion is prepared once per sample and (steps, inversion_w), and cached on disk.
 """
 
-import torch
 
-from bench.inversion import prepare_inversion, regenerate
-from bench.method import EditResult, Method
+from bench.inversion import prepare_inversion, regenerate_rows
+from bench.method import Method
 from bench.params import Param, guidance_param, steps_param
 from bench.registry import register
 
@@ -28,7 +27,5 @@ class DDIMInversion(Method):
     def prepare(self, backbone, sample, setting):
         return prepare_inversion(backbone, sample, "ddim", setting["steps"], setting["inversion_w"])
 
-    @torch.no_grad()
-    def edit(self, backbone, sample, prep, setting, generator):
-        latent = regenerate(backbone, prep, sample.source_prompt, sample.target_prompt, setting["w"])
-        return EditResult(backbone.decode(latent).float())
+    def edit_batch(self, backbone, rows, setting):
+        return regenerate_rows(backbone, rows, setting["w"])

@@ -15,10 +15,19 @@ import torch
 import torch.nn.functional as F
 
 from bench.errors import ConfigError
-from bench.method import EditResult, Method
+from bench.method import Method
 from bench.params import Param, guidance_param, steps_param
 from bench.registry import register
-from bench.sampling import denoise, fresh_noise, noise_to, text_guided_eps
+from bench.sampling import (
+    decode_rows,
+    denoise,
+    fresh_noise,
+    generators,
+    noise_to,
+    source_latents,
+    split_rows,
+    text_guided_eps,
+)
 
 
 def _resize_matrix(n_in: int, n_out: int) -> torch.Tensor:
@@ -70,27 +79,27 @@ class ILVR(Method):
             )
 
     @torch.no_grad()
-    def latents(self, backbone, sample, setting, generator, on_step=None) -> torch.Tensor:
-        """The final latent; ``on_step(step, latent, y)`` sees each step's result and reference
-        (``y`` is None on unconditioned steps)."""
+    def latents(self, backbone, rows, setting, on_step=None) -> torch.Tensor:
+        """The final latents of a batch of rows; ``on_step(step, latent, y)`` sees each step's
+        result and reference (``y`` is None on unconditioned steps)."""
         scheduler = backbone.new_scheduler(setting["steps"])
-        reference = backbone.encode_image(sample.image[None])
+        reference = source_latents(backbone, rows)
         phi = LowPass(*reference.shape[-2:], setting["N"], reference.device, reference.dtype)
         conditioned = int(setting["steps"] * setting["cond_stop"])
 
         def condition(step, latent):
             y = None
             if step.index < conditioned:
-                y = noise_to(scheduler, reference, fresh_noise(reference, generator), step.prev_t)
+                y = noise_to(scheduler, reference, fresh_noise(reference, generators(rows)), step.prev_t)
                 latent = latent - phi(latent) + phi(y)
             if on_step is not None:
                 on_step(step, latent, y)
             return latent
 
-        eps = text_guided_eps(backbone, sample.target_prompt, setting["w"])
-        start = fresh_noise(reference, generator) * scheduler.init_noise_sigma
-        return denoise(scheduler, start, scheduler.timesteps, eps, generator, after_step=condition)
+        eps = text_guided_eps(backbone, [row.sample.target_prompt for row in rows], setting["w"])
+        start = fresh_noise(reference, generators(rows)) * scheduler.init_noise_sigma
+        return denoise(scheduler, start, scheduler.timesteps, eps, generators(rows), after_step=condition)
 
     @torch.no_grad()
-    def edit(self, backbone, sample, prep, setting, generator):
-        return EditResult(backbone.decode(self.latents(backbone, sample, setting, generator)).float())
+    def edit_batch(self, backbone, rows, setting):
+        return split_rows(decode_rows(backbone, self.latents(backbone, rows, setting)))

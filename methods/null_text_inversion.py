@@ -7,11 +7,10 @@ evaluations (``prep_nfe``, ``prep_grad_evals``), recorded on the first cell that
 freshly computed inversion (0 when it came from the disk cache).
 """
 
-import torch
 
 from bench.errors import ConfigError
-from bench.inversion import NullTextParams, prepare_inversion, regenerate
-from bench.method import EditResult, Method
+from bench.inversion import NullTextParams, prepare_inversion, regenerate_rows
+from bench.method import Method
 from bench.params import Param
 from bench.registry import register
 
@@ -61,7 +60,5 @@ class NullTextInversion(Method):
             backbone, sample, "null_text", setting["steps"], setting["inversion_w"], null_text_params(setting)
         )
 
-    @torch.no_grad()
-    def edit(self, backbone, sample, prep, setting, generator):
-        latent = regenerate(backbone, prep, sample.source_prompt, sample.target_prompt, setting["w"])
-        return EditResult(backbone.decode(latent).float())
+    def edit_batch(self, backbone, rows, setting):
+        return regenerate_rows(backbone, rows, setting["w"])

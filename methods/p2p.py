@@ -8,13 +8,21 @@ scaled by a factor, on top of replace or refine). ``auto`` picks replace when th
 equal token counts, refine otherwise. Local blend uses ``blend_words``, by default the
 sample's edit words. With ``inversion = direct`` the source branch is put back on the
 inversion trajectory after every step (direct inversion's per-step offset).
+
+A batch of ``n`` cells runs as ``2n`` latents, each cell's (source, target) pair with its
+own prompts, null embeddings, controller and local blend (``bench.attention.BatchController``).
 """
+
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 from diffusers.utils.torch_utils import randn_tensor
 
 from bench.attention import (
+    N_BRANCHES,
     AttentionController,
+    BatchController,
     CrossEdit,
     LocalBlend,
     align_tokens,
@@ -25,10 +33,10 @@ from bench.attention import (
 )
 from bench.errors import ConfigError, SampleError
 from bench.inversion import KINDS, Inversion, prepare_inversion
-from bench.method import EditResult, Method
+from bench.method import Method
 from bench.params import Param
 from bench.registry import register
-from bench.sampling import denoise, guided_eps
+from bench.sampling import decode_rows, denoise, encode_prompts, guided_eps, split_rows
 
 from .ddim_inversion import INVERSION_W, STEPS, W
 from .null_text_inversion import NULL_TEXT_PARAMS, check_null_text, null_text_params
@@ -51,34 +59,61 @@ def parse_word_fractions(text: str) -> dict[str, float]:
     return out
 
 
-def p2p_latents(backbone, z_T, prompts, w, controller, steps, uncond, trajectory=None, blend=None, on_step=None):
-    """Denoise source and target together (batch rows 0 and 1) under ``controller``; (2, C, h, w).
+@dataclass
+class P2PCell:
+    """What one cell's P2P run needs: its start latent ``z_T`` (1, C, h, w), its (source, target)
+    prompts, ``uncond(index)`` (the null embedding of step ``index``, (1, L, D)), its attention
+    controller, and optionally the ``Inversion`` whose path its source row is put back on after
+    every step (direct inversion) and its ``LocalBlend``."""
 
-    ``uncond(index)``: the null embedding of step ``index``. ``trajectory``: an ``Inversion``
-    whose path the source row is put back on after every step (direct inversion). ``blend``: a
-    ``LocalBlend``. ``on_step(step, latents)`` sees the latents after each step's corrections.
+    z_T: torch.Tensor
+    prompts: tuple[str, str]
+    uncond: Callable[[int], torch.Tensor]
+    controller: AttentionController
+    trajectory: Inversion | None = None
+    blend: LocalBlend | None = None
+
+
+def p2p_batch_latents(backbone, cells: list[P2PCell], w: float, steps: int, on_step=None) -> torch.Tensor:
+    """Denoise every cell's source and target together (rows ``2i``, ``2i + 1``); (2n, C, h, w).
+
+    ``on_step(step, latents)`` sees the latents after each step's corrections.
     """
     scheduler = backbone.new_scheduler(steps)
-    cond = torch.cat([backbone.encode_text(p) for p in prompts])
+    cond = torch.cat([encode_prompts(backbone, list(cell.prompts)) for cell in cells])
+    controller = BatchController([cell.controller for cell in cells])
 
     def eps(latent, t, index):
-        controller.step = index
-        return guided_eps(backbone, latent, t, cond, uncond(index), w)
+        controller.set_step(index)
+        uncond = torch.cat([cell.uncond(index).expand(N_BRANCHES, -1, -1) for cell in cells])
+        return guided_eps(backbone, latent, t, cond, uncond, w)
 
     def after(step, latent):
         controller.end_step()
-        if trajectory is not None:
-            # z_src + (z*_s - z_src): the offset direct inversion adds is the gap between z*_s and
-            # the source branch's own CFG step from z*_t, which is where the source row stands.
-            latent = torch.cat([trajectory.pivot(step.index).to(latent.dtype), latent[1:]])
-        if blend is not None:
-            latent = blend(latent, controller, step.index)
+        pairs = []
+        for i, cell in enumerate(cells):
+            pair = latent[N_BRANCHES * i : N_BRANCHES * (i + 1)]
+            if cell.trajectory is not None:
+                # z_src + (z*_s - z_src): the offset direct inversion adds is the gap between z*_s and
+                # the source branch's own CFG step from z*_t, which is where the source row stands.
+                pair = torch.cat([cell.trajectory.pivot(step.index).to(pair.dtype), pair[1:]])
+            if cell.blend is not None:
+                pair = cell.blend(pair, cell.controller, step.index)
+            pairs.append(pair)
+        latent = torch.cat(pairs)
         if on_step is not None:
             on_step(step, latent)
         return latent
 
+    start = torch.cat([cell.z_T.expand(N_BRANCHES, -1, -1, -1) for cell in cells]).clone()
     with controlled(backbone.unet, controller):
-        return denoise(scheduler, z_T.expand(2, -1, -1, -1).clone(), scheduler.timesteps, eps, after_step=after)
+        return denoise(scheduler, start, scheduler.timesteps, eps, after_step=after)
+
+
+def p2p_latents(backbone, z_T, prompts, w, controller, steps, uncond, trajectory=None, blend=None, on_step=None):
+    """``p2p_batch_latents`` of one cell: source and target rows (2, C, h, w)."""
+    cell = P2PCell(z_T, tuple(prompts), uncond, controller, trajectory, blend)
+    return p2p_batch_latents(backbone, [cell], w, steps, on_step)
 
 
 @register
@@ -135,12 +170,12 @@ class PromptToPrompt(Method):
         nti = null_text_params(setting) if setting["inversion"] == "null_text" else None
         return prepare_inversion(backbone, sample, setting["inversion"], setting["steps"], setting["inversion_w"], nti)
 
-    @torch.no_grad()
-    def edit(self, backbone, sample, prep: Inversion | None, setting, generator):
-        prompts = (sample.source_prompt, sample.target_prompt)
+    def cell(self, backbone, row, setting) -> P2PCell:
+        """The P2P run of one row: start latent, prompts, null embeddings, controller and blend."""
+        sample, prep = row.sample, row.prep
         if prep is None:
             shape = (1, backbone.unet.config.in_channels, backbone.latent_size, backbone.latent_size)
-            z_T = randn_tensor(shape, generator=generator, device=backbone.device, dtype=backbone.dtype)
+            z_T = randn_tensor(shape, generator=row.generator, device=backbone.device, dtype=backbone.dtype)
             null = backbone.encode_text("")
 
             def uncond(index):
@@ -151,16 +186,21 @@ class PromptToPrompt(Method):
             def uncond(index):
                 return prep.uncond(backbone, sample.source_prompt, index)
 
-        controller = build_controller(backbone, sample, setting)
-        latents = p2p_latents(
-            backbone, z_T, prompts, setting["w"], controller, setting["steps"], uncond,
+        return P2PCell(
+            z_T, (sample.source_prompt, sample.target_prompt), uncond, build_controller(backbone, sample, setting),
             trajectory=prep if setting["inversion"] == "direct" else None,
             blend=build_blend(backbone.tokenizer, sample, setting),
         )  # fmt: skip
-        artifacts = {}
+
+    @torch.no_grad()
+    def edit_batch(self, backbone, rows, setting):
+        cells = [self.cell(backbone, row, setting) for row in rows]
+        latents = p2p_batch_latents(backbone, cells, setting["w"], setting["steps"])
+        results = split_rows(decode_rows(backbone, latents[1::N_BRANCHES]))
         if setting["attention_maps"]:
-            artifacts["attention"] = attention_picture(controller, backbone.tokenizer, prompts)
-        return EditResult(backbone.decode(latents[1:]).float(), artifacts=artifacts)
+            for result, cell in zip(results, cells):
+                result.artifacts["attention"] = attention_picture(cell.controller, backbone.tokenizer, cell.prompts)
+        return results
 
 
 def _positions(tokenizer, sample, prompt: str, word: str, parameter: str) -> list[int]:

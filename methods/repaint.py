@@ -10,11 +10,22 @@ regenerated region harmonises with the kept one; the cost is ``r`` times the NFE
 import torch
 
 from bench.errors import ConfigError
-from bench.masks import latent_mask
-from bench.method import EditResult, Method
+from bench.masks import latent_masks
+from bench.method import Method
 from bench.params import Param, guidance_param, steps_param
 from bench.registry import register
-from bench.sampling import denoise, fresh_noise, keep_noised_source, prev_timestep, renoise, text_guided_eps
+from bench.sampling import (
+    decode_rows,
+    denoise,
+    fresh_noise,
+    generators,
+    keep_noised_source,
+    prev_timestep,
+    renoise,
+    source_latents,
+    split_rows,
+    text_guided_eps,
+)
 
 
 @register
@@ -35,14 +46,15 @@ class RePaint(Method):
             raise ConfigError(f"method 'repaint': parameter 'j' = {setting['j']} exceeds steps = {setting['steps']}")
 
     @torch.no_grad()
-    def latents(self, backbone, sample, setting, generator, on_step=None) -> torch.Tensor:
-        """The final latent; ``on_step(step, latent, known)`` sees every step's blended result
-        and the noised source it kept outside the mask."""
+    def latents(self, backbone, rows, setting, on_step=None) -> torch.Tensor:
+        """The final latents of a batch of rows; ``on_step(step, latent, known)`` sees every
+        step's blended result and the noised source it kept outside the mask."""
         scheduler = backbone.new_scheduler(setting["steps"])
-        source = backbone.encode_image(sample.image[None])
-        edit = latent_mask(sample.mask, backbone.vae_factor).to(source)
+        source = source_latents(backbone, rows)
+        edit = latent_masks(backbone, rows).to(source)
+        generator = generators(rows)
         blend = keep_noised_source(scheduler, source, edit, generator, on_step)
-        eps = text_guided_eps(backbone, sample.target_prompt, setting["w"])
+        eps = text_guided_eps(backbone, [row.sample.target_prompt for row in rows], setting["w"])
         latent = fresh_noise(source, generator) * scheduler.init_noise_sigma
         timesteps = scheduler.timesteps
         for start in range(0, len(timesteps), setting["j"]):
@@ -55,5 +67,5 @@ class RePaint(Method):
         return latent
 
     @torch.no_grad()
-    def edit(self, backbone, sample, prep, setting, generator):
-        return EditResult(backbone.decode(self.latents(backbone, sample, setting, generator)).float())
+    def edit_batch(self, backbone, rows, setting):
+        return split_rows(decode_rows(backbone, self.latents(backbone, rows, setting)))

@@ -7,10 +7,19 @@ prompt under CFG. Equal to diffusers' ``StableDiffusionImg2ImgPipeline`` with
 
 import torch
 
-from bench.method import EditResult, Method
+from bench.method import Method
 from bench.params import check_start_level, guidance_param, start_level_param, steps_param
 from bench.registry import register
-from bench.sampling import denoise, fresh_noise, partial_timesteps, text_guided_eps
+from bench.sampling import (
+    decode_rows,
+    denoise,
+    fresh_noise,
+    generators,
+    partial_timesteps,
+    source_latents,
+    split_rows,
+    text_guided_eps,
+)
 
 
 @register
@@ -25,11 +34,11 @@ class SDEdit(Method):
         check_start_level(cls.name, setting)
 
     @torch.no_grad()
-    def edit(self, backbone, sample, prep, setting, generator):
+    def edit_batch(self, backbone, rows, setting):
         scheduler = backbone.new_scheduler(setting["steps"])
         timesteps = partial_timesteps(scheduler, setting["steps"], setting["t0"])
-        source = backbone.encode_image(sample.image[None])
-        latent = scheduler.add_noise(source, fresh_noise(source, generator), timesteps[:1])
-        eps = text_guided_eps(backbone, sample.target_prompt, setting["w"])
-        latent = denoise(scheduler, latent, timesteps, eps, generator)
-        return EditResult(backbone.decode(latent).float())
+        source = source_latents(backbone, rows)
+        latent = scheduler.add_noise(source, fresh_noise(source, generators(rows)), timesteps[:1])
+        eps = text_guided_eps(backbone, [row.sample.target_prompt for row in rows], setting["w"])
+        latent = denoise(scheduler, latent, timesteps, eps, generators(rows))
+        return split_rows(decode_rows(backbone, latent))

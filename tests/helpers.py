@@ -24,6 +24,15 @@ def write_dataset(folder, n: int = 2, extra: list[dict] = ()) -> str:
     return str(path)
 
 
+def run_config(tmp_path, methods, extra=(), n=2, **more):
+    """A validated config running ``methods`` on ``n`` written samples (plus ``extra`` entries)."""
+    from bench.config import build_config
+
+    data = write_dataset(tmp_path / "data", n=n, extra=extra)
+    raw = {"dataset": {"name": None, "path": data}, "methods": methods, "output": str(tmp_path / "runs"), **more}
+    return build_config(raw)
+
+
 def diffusers_pipeline(pipeline_class, backbone, steps: int):
     """A diffusers ``pipeline_class`` over the backbone's own components and a fresh ``steps``-step
     scheduler, without its progress bar: the reference an adapter is compared with."""

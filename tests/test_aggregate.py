@@ -22,7 +22,8 @@ from bench.aggregate import (
 )
 from bench.metrics import METRICS, ImageMetric
 from bench.report import provenance
-from bench.runner import cell_key, setting_slug
+from bench.plan import cell_key
+from bench.runner import setting_slug
 from bench.store import CellRecord, Store, setting_json
 from tests.helpers import write_dataset
 

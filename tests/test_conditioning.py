@@ -8,6 +8,7 @@ from bench.config import build_config
 from bench.data import Sample
 from bench.errors import ConfigError
 from bench.masks import latent_mask
+from bench.method import EditRow
 from bench.registry import get_method
 from bench.runner import start_run
 from bench.sampling import denoise, text_guided_eps
@@ -30,7 +31,8 @@ def run(method_name, backbone, sample, seed=0, **given):
     method = get_method(method_name)()
     setting = method.resolve({"steps": STEPS, **given})
     trace = []
-    final = method.latents(backbone, sample, setting, torch.Generator().manual_seed(seed), lambda *a: trace.append(a))
+    rows = [EditRow(sample, None, torch.Generator().manual_seed(seed))]
+    final = method.latents(backbone, rows, setting, lambda *a: trace.append(a))
     return final, trace, setting
 
 

@@ -5,14 +5,14 @@ import pandas as pd
 import pytest
 import torch
 
-from bench.config import build_config
 from bench.method import EditResult, Method, Preparation
 from bench.params import Param
 from bench.registry import register
 from bench.report import cells_table, summary_markdown
-from bench.runner import Runner, cell_key, resume_run, start_run
+from bench.plan import cell_key
+from bench.runner import Runner, resume_run, start_run
 from bench.store import CellRecord, Store
-from tests.helpers import write_dataset
+from tests.helpers import run_config
 
 
 @register
@@ -61,12 +61,6 @@ class _CachedPrep(Method):
         assert prep == "from disk"
         return EditResult(sample.image[None].clone(), grad_evals=3, artifacts={"attn": Image.new("RGB", (4, 4))},
                           labels=["untrained classifier"])  # fmt: skip
-
-
-def run_config(tmp_path, methods, extra=(), n=2, **more):
-    data = write_dataset(tmp_path / "data", n=n, extra=extra)
-    raw = {"dataset": {"name": None, "path": data}, "methods": methods, "output": str(tmp_path / "runs"), **more}
-    return build_config(raw)
 
 
 def read_cells(run_dir: Path) -> pd.DataFrame:
