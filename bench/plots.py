@@ -211,8 +211,8 @@ def place_labels(ax, texts: list[tuple[tuple[float, float], str, str]]) -> None:
 
 
 def _around(center, half: float) -> Bbox:
-    cx, cy = center
-    return Bbox([[cx - half, cy - half], [cx + half, cy + half]])
+    """A square of ``half`` pixels each side of a display point."""
+    return Bbox.from_bounds(center[0] - half, center[1] - half, 2 * half, 2 * half)
 
 
 # -- metric against parameter ------------------------------------------------------------------------
@@ -315,9 +315,9 @@ def grid_samples(run: RunData) -> list[tuple[str, int]]:
     return list(dict.fromkeys(zip(run.cells["sample_id"], run.cells["seed"].astype(int))))
 
 
-def _wrap(text: str, tile_in: float = TILE_IN) -> str:
+def _wrap(text: str) -> str:
     """``text`` wrapped to the width of a tile (at ``TILE_FONT``), long words broken."""
-    chars = max(8, int(tile_in * 72 / (0.62 * TILE_FONT)))
+    chars = max(8, int(TILE_IN * 72 / (0.62 * TILE_FONT)))
     return "\n".join(textwrap.wrap(text, chars)) or text
 
 
