@@ -322,18 +322,41 @@ def best_rows(rows: list[Row], metric: str) -> set[int]:
     return {i for i, v in candidates if v == best}
 
 
+MAX_GROUPS_LISTED = 8  # groups named in a NaN note; the rest are counted
+
+
 def nan_notes(rows: list[Row]) -> list[str]:
-    """One sentence per group and metric with NaN or missing values, with the declared reason."""
-    notes = []
+    """One sentence per reason values are missing (a metric's declared NaN reason, or "not
+    computed"), however many groups and metrics share it: the metrics, how many values of
+    how many, and the count per group."""
+    found: dict[tuple[str, str], dict] = {}
+    totals: dict[str, int] = {}
     for r in rows:
-        where = f"{r.method} {r.label}" + (f" [{r.edit_type}]" if r.edit_type else "")
+        where = row_name(r.method, r.label) + (f" [{r.edit_type}]" if r.edit_type else "")
         for name, s in r.metrics.items():
+            totals[name] = totals.get(name, 0) + s.n_nan + s.n + s.n_missing
             if s.n_nan:
-                reason = nan_reason(name) or "no reason declared by the metric"
-                notes.append(f"{where}: {name} was NaN for {s.n_nan} of {s.n_nan + s.n + s.n_missing} — {reason}")
+                _count(found, ("nan", nan_reason(name) or "no reason declared by the metric"), name, where, s.n_nan)
             if s.n_missing:
-                notes.append(f"{where}: {name} has no value for {s.n_missing} ok cell(s) (not computed)")
+                _count(found, ("missing", "not computed"), name, where, s.n_missing)
+    notes = []
+    for (kind, reason), f in found.items():
+        names = ", ".join(f["metrics"])
+        groups = [f"{w}: {n}" for w, n in f["where"].items()]
+        listed = ", ".join(groups[:MAX_GROUPS_LISTED])
+        if len(groups) > MAX_GROUPS_LISTED:
+            listed += f", and {len(groups) - MAX_GROUPS_LISTED} more"
+        what = "was NaN for" if kind == "nan" else "has no value for"
+        total = sum(totals[m] for m in f["metrics"])
+        notes.append(f"{names} {what} {f['n']} of {total} values ({listed}) — {reason}")
     return notes
+
+
+def _count(found: dict, key: tuple[str, str], metric: str, where: str, n: int) -> None:
+    f = found.setdefault(key, {"metrics": {}, "where": {}, "n": 0})
+    f["metrics"][metric] = True
+    f["where"][where] = f["where"].get(where, 0) + n
+    f["n"] += n
 
 
 def format_stat(s: Stat | None, digits: int = 4) -> str:

@@ -21,7 +21,9 @@ from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
-from PIL import Image, ImageDraw
+from PIL import Image
+
+from .attention_figure import attention_figure, figure_image
 
 from .features import project
 
@@ -290,11 +292,10 @@ class LocalBlend:
 
 
 # -- pictures -------------------------------------------------------------------------------------
-def attention_picture(
-    controller: AttentionController, tokenizer, prompts: tuple[str, str], tile: int = 64
-) -> Image.Image:
-    """A grid, one row per prompt, of each token's cross-attention map averaged over steps and
-    over every layer (maps of all resolutions resized to the largest), normalised to its maximum."""
+def attention_picture(controller: AttentionController, tokenizer, prompts: tuple[str, str]) -> Image.Image:
+    """Each token's cross-attention map averaged over steps and over every layer (maps of all
+    resolutions resized to the largest), drawn by ``bench.attention_figure``: one block of
+    rows per prompt, full token labels, a colour bar."""
     sizes = controller.resolutions()
     top = int(round(sizes[0] ** 0.5))
     total, count = 0, 0
@@ -306,16 +307,6 @@ def attention_picture(
         total = total + resized * controller.layers[q]
         count += controller.layers[q]
     maps = total / count  # (2, L, top, top)
-    rows = [prompt_tokens(tokenizer, p) for p in prompts]
-    label = 14
-    canvas = Image.new("RGB", (tile * max(len(r) for r in rows), (tile + label) * len(rows)), "white")
-    draw = ImageDraw.Draw(canvas)
-    for b, ids in enumerate(rows):
-        for j, token in enumerate(ids):
-            m = maps[b, j]
-            m = (m / m.max().clamp_min(1e-12) * 255).round().to(torch.uint8).cpu().numpy()
-            x, y = j * tile, b * (tile + label)
-            canvas.paste(Image.fromarray(m).resize((tile, tile), Image.BILINEAR).convert("RGB"), (x, y))
-            text = tokenizer.convert_ids_to_tokens(token).replace("</w>", "")
-            draw.text((x + 2, y + tile + 1), text[:10], fill="black")
-    return canvas
+    tokens = [[t.replace("</w>", "") for t in tokenizer.convert_ids_to_tokens(prompt_tokens(tokenizer, p))]
+              for p in prompts]  # fmt: skip
+    return figure_image(attention_figure(maps.float().cpu().numpy(), tokens))

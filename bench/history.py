@@ -10,7 +10,7 @@ from pathlib import Path
 
 from .aggregate import RunData, Stat, format_stat, load_run, row_name, setting_label, summarize, varying_params
 from .errors import ConfigError
-from .plots import caveat, history_figure
+from .plots import caveat, history_figure, png
 from .report import md_table, md_text
 from .store import Store
 
@@ -97,5 +97,5 @@ def history_markdown(h: History) -> str:
 
 
 def history_png(h: History) -> bytes:
-    return history_figure(h.series, h.names, h.metric, h.labels)
+    return png(history_figure(h.series, h.names, h.metric, h.labels))
 

@@ -15,6 +15,7 @@ from .report import (
     Picture,
     Report,
     cost_cells,
+    grid_note,
     main_cells,
     main_header,
     provenance,
@@ -25,7 +26,8 @@ body { font-family: system-ui, sans-serif; margin: 1.5em auto; max-width: 1400px
 .caveat { background: #fff3cd; border: 1px solid #e0c060; padding: .6em 1em; font-weight: 600; }
 table { border-collapse: collapse; margin: .6em 0; font-size: 13px; }
 th, td { border: 1px solid #ccc; padding: 3px 7px; text-align: right; white-space: nowrap; }
-th { background: #f0f0f0; } td.text { text-align: left; }
+th { background: #f0f0f0; } td.text, th.text { text-align: left; }
+.scroll { overflow-x: auto; max-width: 100%; }
 td.best { font-weight: 700; background: #e6f4ea; }
 tr.reference td { color: #555; font-style: italic; }
 dl.prov { display: grid; grid-template-columns: max-content auto; gap: 2px 1em; font-size: 13px; }
@@ -34,6 +36,7 @@ figure { margin: 1em 0; } figure img { max-width: 100%; border: 1px solid #ddd; 
 figcaption { font-size: 13px; color: #444; max-width: 1000px; }
 pre { background: #f7f7f7; padding: .6em; font-size: 12px; overflow-x: auto; }
 """
+SMOKE_NOTE = "Smoke numbers: see the labels at the top of the page."
 
 
 def esc(value) -> str:
@@ -41,11 +44,20 @@ def esc(value) -> str:
 
 
 def _caveat(labels: list[str]) -> str:
+    """The full label list: said once, at the top of the page."""
     return f'<p class="caveat">{esc(plots.caveat(labels))}</p>' if labels else ""
 
 
+def _smoke(labels: list[str]) -> str:
+    """The short reminder a table carries: the labels themselves are at the top."""
+    return f'<p class="caveat">{esc(SMOKE_NOTE)}</p>' if labels else ""
+
+
 def _table(header: list[str], body: list[list], text_cols: int, reference: list[bool] | None = None) -> str:
-    out = ["<table><thead><tr>", *(f"<th>{esc(h)}</th>" for h in header), "</tr></thead><tbody>"]
+    """A table in its own horizontally scrolling box; the first ``text_cols`` columns are
+    text (left-aligned), the rest numbers."""
+    head = [f'<th class="text">{esc(h)}</th>' if j < text_cols else f"<th>{esc(h)}</th>" for j, h in enumerate(header)]
+    out = ['<div class="scroll"><table><thead><tr>', *head, "</tr></thead><tbody>"]
     for i, row in enumerate(body):
         out.append('<tr class="reference">' if reference and reference[i] else "<tr>")
         for j, cell in enumerate(row):
@@ -53,7 +65,7 @@ def _table(header: list[str], body: list[list], text_cols: int, reference: list[
             classes = " ".join(c for c, on in (("text", j < text_cols), ("best", best)) if on)
             out.append(f'<td class="{classes}">{esc(text)}</td>' if classes else f"<td>{esc(text)}</td>")
         out.append("</tr>")
-    return "".join(out + ["</tbody></table>"])
+    return "".join(out + ["</tbody></table></div>"])
 
 
 def _figure(p: Picture, labels: list[str]) -> str:
@@ -63,9 +75,16 @@ def _figure(p: Picture, labels: list[str]) -> str:
         caption += (f"<br>Source prompt: <q>{esc(p.source_prompt or '—')}</q>; target prompt: "
                     f"<q>{esc(p.target_prompt or '—')}</q>; edit type: {esc(p.edit_type or '—')}.")  # fmt: skip
     if labels:
-        caption += f"<br><em>{esc(plots.caveat(labels))}</em>"
+        caption += f"<br><em>{esc(SMOKE_NOTE)}</em>"
     image = f'<img alt="{esc(p.caption)}" src="data:image/png;base64,{data}">'
     return f"<figure>{image}<figcaption>{caption}</figcaption></figure>"
+
+
+def _value(value) -> str:
+    """A parameter value as text: an empty string or None shown as such, not as nothing."""
+    if value is None or value == "":
+        return "(none)" if value is None else "(empty)"
+    return value if isinstance(value, str) else json.dumps(value)
 
 
 def _notes(notes: list[str]) -> str:
@@ -89,15 +108,14 @@ def render_html(report: Report) -> str:
         "<dt>labels</dt><dd>" + esc(", ".join(labels) or "none") + "</dd></dl>",
         "<details><summary>resolved config</summary><pre>"
         + esc(json.dumps(run.manifest.get("config", {}), indent=2)) + "</pre></details>",
-        "<h2>Results</h2>", _caveat(labels),
+        "<h2>Results</h2>", _smoke(labels),
         _table(main_header(metrics), main_cells(report.rows, metrics), 2, [r.is_reference for r in report.rows]),
         "<p>Metrics: mean [95% bootstrap CI] over ok cells; n = ok cells; highlighted = best per column "
         "(the reference row excluded).</p>",
     ]  # fmt: skip
-    fixed = fixed_params(run)
+    fixed = [[m, k, _value(v)] for m, p in fixed_params(run).items() for k, v in p.items()]
     if fixed:
-        described = [f"{esc(m)}: " + ", ".join(f"{esc(k)}={esc(v)}" for k, v in p.items()) for m, p in fixed.items()]
-        parts.append("<p>Fixed parameters: " + "; ".join(described) + ".</p>")
+        parts += ["<h3>Fixed parameters</h3>", _table(["method", "parameter", "value"], fixed, 3)]
     parts.append(_notes(nan_notes(report.rows)))
     failures = run.cells[run.cells["status"] == "failed"]
     if len(failures):
@@ -106,20 +124,24 @@ def render_html(report: Report) -> str:
         parts.append(f"<p>{len(failures)} failed cell(s); errors (first 20):</p><ul>" + "".join(items) + "</ul>")
     if any(r.edit_type != "(none)" for r in report.by_type):
         image_metrics = run.image_metrics
-        parts += ["<h2>By edit type</h2>", _caveat(labels),
+        parts += ["<h2>By edit type</h2>", _smoke(labels),
                   _table(main_header(image_metrics, True), main_cells(report.by_type, image_metrics, True), 3,
                          [r.is_reference for r in report.by_type]),
                   _notes(nan_notes(report.by_type))]  # fmt: skip
     if report.tradeoffs:
         parts += ["<h2>Trade-offs</h2>"] + [_figure(p, labels) for p in report.tradeoffs]
+    if report.sweeps:
+        parts += ["<h2>Metrics along each sweep</h2>"] + [_figure(p, labels) for p in report.sweeps]
     cost = _table(["method", "setting", "n"] + COST_HEADER, cost_cells(report.rows), 2)
-    parts += ["<h2>Cost</h2>", _caveat(labels), cost]
+    parts += ["<h2>Cost</h2>", _smoke(labels), cost]
     if report.run.throughput:
         parts.append(f"<p>{html.escape(report.run.throughput)}</p>")
     if report.cost:
         parts.append(_figure(report.cost, labels))
     if report.grids:
-        parts += ["<h2>Samples</h2>"] + [_figure(p, labels) for p in report.grids]
+        parts += ["<h2>Samples</h2>", f"<p>{esc(grid_note(report))}</p>"] + [_figure(p, labels) for p in report.grids]
+    if report.attention:
+        parts += ["<h2>Attention maps</h2>"] + [_figure(p, labels) for p in report.attention]
     parts.append("</body></html>")
     return "\n".join(p for p in parts if p)
 

@@ -16,6 +16,7 @@ import pandas as pd
 
 from . import plots
 from .aggregate import RunData, Row, arrow, best_rows, fixed_params, format_stat, load_run, nan_notes, summarize
+from .aggregate import REFERENCE_METHOD, row_name, setting_label, varying_params
 
 CELL_COLUMNS = ["method", "sample_id", "seed", "edit_type", "status", "error", "output_path"]
 COST_COLUMNS = ["time_s", "nfe", "gpu_time_s", "peak_mem_mb", "grad_evals", "prep_time_s", "prep_nfe",
@@ -61,8 +62,11 @@ class Report:
     rows: list[Row]
     by_type: list[Row]
     tradeoffs: list[Picture] = field(default_factory=list)
+    sweeps: list[Picture] = field(default_factory=list)
     cost: Picture | None = None
     grids: list[GridPicture] = field(default_factory=list)
+    grid_total: int = 0  # (sample, seed) pairs the run has; ``grids`` shows the first ones
+    attention: list[Picture] = field(default_factory=list)
 
     @property
     def labels(self) -> list[str]:
@@ -77,14 +81,18 @@ def build_report(run_dir, planes: list[str] | None = None, n_grid: int = 3, figu
     """Aggregate a run and, when ``figures``, draw its trade-off, cost and grid figures."""
     run = load_run(run_dir)
     report = Report(run, summarize(run), summarize(run, by_edit_type=True))
-    chosen = plots.tradeoff_planes(run.metric_names, planes)  # validates requested planes even without figures
+    constant = plots.constant_metrics(report.rows, run.metric_names)
+    chosen = plots.tradeoff_planes(run.metric_names, planes, constant)  # validates requested planes even without figures
     if not figures or not len(run.cells):
         return report
     for x, y in chosen:
         report.tradeoffs.append(Picture(f"tradeoff_{x}_{y}.png", f"Trade-off: {x} vs {y}, each method along its sweep.",
-                                        plots.tradeoff_figure(report.rows, x, y, run.labels)))  # fmt: skip
-    report.cost = Picture("cost.png", "Cost per image.", plots.cost_figure(report.rows, run.labels))
-    pairs = plots.grid_samples(run, n_grid)
+                                        plots.png(plots.tradeoff_figure(report.rows, x, y, run.labels))))  # fmt: skip
+    report.sweeps = sweep_pictures(report.rows, run)
+    report.cost = Picture("cost.png", "Cost per image.", plots.png(plots.cost_figure(report.rows, run.labels)))
+    every_pair = plots.grid_samples(run)
+    report.grid_total = len(every_pair)
+    pairs = every_pair[:n_grid]
     sources = plots.load_sources(run, [s for s, _ in pairs])
     for i, (sample_id, seed) in enumerate(pairs):
         source = sources[sample_id]
@@ -92,10 +100,62 @@ def build_report(run_dir, planes: list[str] | None = None, n_grid: int = 3, figu
         edit_type = run.cells.loc[run.cells["sample_id"] == sample_id, "edit_type"].iloc[0]
         report.grids.append(GridPicture(
             f"grid_{i}.png", f"Sample {sample_id}, seed {seed}: source with mask outlined, then each method's outputs.",
-            plots.image_grid(run, sample_id, seed, source), sample_id,
+            plots.png(plots.image_grid(run, sample_id, seed, source)), sample_id,
             sample.source_prompt if sample else None, sample.target_prompt if sample else None, edit_type,
         ))  # fmt: skip
+    report.attention = attention_pictures(run, pairs)
     return report
+
+
+def sweep_pictures(rows: list[Row], run: RunData) -> list[Picture]:
+    """One metric-vs-parameter figure per method and swept parameter, over the metrics that
+    vary along that method's sweep (cost metrics have their own plot)."""
+    reference = next((r for r in rows if r.is_reference), None)
+    metrics = plots.quality_metrics(run.metric_names)
+    pictures = []
+    for method in run.methods:
+        own = [r for r in rows if r.method == method]
+        varying, _ = varying_params(method, [r.setting for r in own])
+        constant = plots.constant_metrics(own, metrics)
+        shown = [m for m in metrics if m not in constant]
+        if not shown:
+            continue
+        note = f" Constant along this sweep, not plotted: {', '.join(sorted(constant))}." if constant else ""
+        for param in varying:
+            fig = plots.sweep_figure(method, own, param, shown, run.labels, reference)
+            caption = (f"{method}: each metric against {param} (mean, 95% CI bars; lines: its other swept "
+                       f"parameters; dashed: {REFERENCE_METHOD}).{note}")  # fmt: skip
+            pictures.append(Picture(f"sweep_{method}_{param}.png", caption, plots.png(fig)))
+    return pictures
+
+
+def attention_pictures(run: RunData, pairs: list[tuple[str, int]]) -> list[Picture]:
+    """For the shown (sample, seed) pairs, each cell that saved attention maps (p2p's
+    ``attention_maps``): its output beside the maps."""
+    pictures = []
+    for sample_id, seed in pairs:
+        ok = run.cells[(run.cells["sample_id"] == sample_id) & (run.cells["seed"] == seed) & (run.cells["status"] == "ok")]
+        for cell in ok.itertuples():
+            output = run.run_dir / cell.output_path
+            maps = output.with_suffix(".attention.png")
+            if output.is_file() and maps.is_file():
+                label = row_name(cell.method, setting_label(json.loads(cell.setting), _varying(run, cell.method)))
+                caption = f"{label}, sample {sample_id}, seed {seed}: the output (left) and its cross-attention maps."
+                pictures.append(Picture(f"attention_{len(pictures)}.png", caption, plots.beside(output, maps)))
+    return pictures
+
+
+def grid_note(report: Report) -> str:
+    """How many (sample, seed) pairs have a grid, and how to get all of them."""
+    shown, total = len(report.grids), report.grid_total
+    if shown == total:
+        return f"Every sample and seed has a grid ({total})."
+    return (f"Grids for {shown} of {total} (sample, seed) pairs; for all: "
+            f"editbench report {report.run.run_dir} --html PATH --grid {total}")  # fmt: skip
+
+
+def _varying(run: RunData, method: str) -> list[str]:
+    return varying_params(method, [json.loads(t) for t in run.settings(method)])[0]
 
 
 # -- table contents, shared by Markdown and HTML -----------------------------------------------------------
@@ -154,10 +214,17 @@ def provenance(run: RunData) -> list[tuple[str, str]]:
         ("device", ", ".join(f"{k}={v}" for k, v in device.items()) or "unknown"),
         ("packages", packages or "unknown"),
         ("commit", commit + (" (uncommitted changes)" if git.get("dirty") else "")),
-        ("dataset", json.dumps(config.get("dataset", {}))),
+        ("dataset", dataset_text(config.get("dataset") or {})),
         ("seeds", json.dumps(config.get("seeds", []))),
         ("command", " ".join(m.get("command", []))),
     ] + sets  # fmt: skip
+
+
+def dataset_text(spec: dict) -> str:
+    """A dataset spec as readable fields (``name: sample; limit: 2``), unset fields left out."""
+    fields = [f"{k.replace('_', ' ')}: {', '.join(map(str, v)) if isinstance(v, list) else v}"
+              for k, v in spec.items() if v not in (None, "", [])]  # fmt: skip
+    return "; ".join(fields) or "unknown"
 
 
 def _num(value: float) -> str:
@@ -227,11 +294,12 @@ def report_markdown(report: Report, assets: str | None = None) -> str:
     if run.throughput:
         lines += ["", md_text(run.throughput)]
     if assets is not None:
-        figures = [("Trade-offs", report.tradeoffs), ("Cost plot", [report.cost] if report.cost else []),
-                   ("Samples", report.grids)]  # fmt: skip
+        figures = [("Trade-offs", report.tradeoffs), ("Metrics along each sweep", report.sweeps),
+                   ("Cost plot", [report.cost] if report.cost else []), ("Samples", report.grids),
+                   ("Attention maps", report.attention)]  # fmt: skip
         for title, pictures in figures:
             if pictures:
-                lines += ["", f"## {title}", ""]
+                lines += ["", f"## {title}", ""] + [md_text(grid_note(report)), ""] * (title == "Samples")
             for p in pictures:
                 caption = md_text(_caption(p, run.labels))
                 lines += [f"![{md_text(p.caption)}]({assets}/{p.name})", "", f"*{caption}*", ""]
@@ -250,7 +318,7 @@ def write_markdown(report: Report, path: Path) -> Path:
     """Write ``path`` and its figures in ``<path stem>_files/`` beside it."""
     path = Path(path)
     assets = path.with_name(path.stem + "_files")
-    pictures = report.tradeoffs + ([report.cost] if report.cost else []) + report.grids
+    pictures = report.tradeoffs + report.sweeps + ([report.cost] if report.cost else []) + report.grids + report.attention
     if pictures:
         assets.mkdir(parents=True, exist_ok=True)
         for p in pictures:

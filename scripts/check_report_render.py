@@ -3,10 +3,12 @@ assert on the rendered page.
 
     python scripts/check_report_render.py REPORT.html [--screenshot shot.png] [--expect-text TEXT ...]
 
-Checks: the page has tables and images, every image decoded, the page holds no script of
-its own (so nothing from a prompt ran), and each ``--expect-text`` (e.g. a prompt holding
-``<script>``) is shown as visible text. Needs Debian's ``chromium`` (``apt-get install
-chromium``); exits 0 when every check passes, 1 otherwise, 2 when no browser is found.
+Checks, in a window ``WINDOW`` wide: the page has tables and images, every image decoded,
+no figure is wider than the page (shown shrunk, or running off it), no table is cut (wider
+than the page and not in a box that scrolls), the page holds no script of its own (so nothing
+from a prompt ran), and each ``--expect-text`` (e.g. a prompt holding ``<script>``) is shown
+as visible text. Needs Debian's ``chromium`` (``apt-get install chromium``); exits 0 when
+every check passes, 1 otherwise, 2 when no browser is found.
 """
 
 import argparse
@@ -20,6 +22,7 @@ import tempfile
 from pathlib import Path
 
 BROWSERS = ("chromium", "chromium-browser", "google-chrome")
+WINDOW = (1400, 4000)  # a laptop-sized browser window, and the screenshot's size
 # Appended to a copy of the report, never to the report itself: after load it records what
 # rendered into a <pre> that --dump-dom prints.
 PROBE = """<script>
@@ -34,6 +37,23 @@ window.addEventListener("load", () => {
     scripts: document.scripts.length,
     expected_text_found: EXPECTED.map(t => text.includes(t)),
     caveat: document.querySelectorAll(".caveat").length,
+    page_width: document.documentElement.clientWidth,
+    // a figure is too wide when the page shrinks it to fit, or when it runs off the page
+    wide_images: imgs.map((img, i) => {
+      const box = img.getBoundingClientRect();
+      return {index: i, natural: img.naturalWidth, shown: Math.round(box.width), right: Math.round(box.right)};
+    }).filter(f => f.natural > f.shown + 1 || f.right > document.documentElement.clientWidth + 1),
+    // a table is cut when it reaches past the page (or a clipping box) and no box around it scrolls
+    cut_tables: [...document.querySelectorAll("table")].map((table, i) => {
+      const box = table.getBoundingClientRect();
+      let limit = document.documentElement.clientWidth;
+      for (let el = table.parentElement; el && el !== document.documentElement; el = el.parentElement) {
+        const overflow = getComputedStyle(el).overflowX;
+        if (overflow === "auto" || overflow === "scroll") return null;
+        if (overflow === "hidden" || overflow === "clip") limit = Math.min(limit, el.getBoundingClientRect().right);
+      }
+      return box.right > limit + 1 ? {index: i, width: Math.round(box.width), visible: Math.round(limit - box.left)} : null;
+    }).filter(t => t),
   };
   const pre = document.createElement("pre");
   pre.id = "render-probe";
@@ -48,8 +68,8 @@ def find_browser() -> str | None:
 
 
 def _chromium(browser: str, profile: str, *args: str) -> subprocess.CompletedProcess:
-    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-             f"--user-data-dir={profile}", "--virtual-time-budget=10000"]  # fmt: skip
+    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--hide-scrollbars",
+             f"--user-data-dir={profile}", "--virtual-time-budget=10000", "--window-size={},{}".format(*WINDOW)]  # fmt: skip
     return subprocess.run([browser, *flags, *args], capture_output=True, text=True, timeout=120)
 
 
@@ -68,7 +88,7 @@ def render(html_path: Path, expect_text: list[str] = (), screenshot: Path | None
         if screenshot is not None:
             shot = _chromium(
                 browser, str(Path(tmp) / "profile-shot"), f"--screenshot={Path(screenshot).resolve()}",
-                "--window-size=1400,4000", "--hide-scrollbars", Path(html_path).resolve().as_uri(),
+                Path(html_path).resolve().as_uri(),
             )  # fmt: skip
             if not Path(screenshot).is_file():
                 raise RuntimeError(f"chromium wrote no screenshot: {shot.stderr[-2000:]}")
@@ -80,7 +100,7 @@ def render(html_path: Path, expect_text: list[str] = (), screenshot: Path | None
     return seen
 
 
-def problems(seen: dict, expect_text: list[str]) -> list[str]:
+def problems(seen: dict, expect_text: list[str] = ()) -> list[str]:
     """What is wrong with a rendered report (empty when it looks right)."""
     out = []
     if seen["tables"] < 1 or seen["table_rows"] < 1:
@@ -89,6 +109,12 @@ def problems(seen: dict, expect_text: list[str]) -> list[str]:
         out.append("no images on the page")
     if seen["images_decoded"] != seen["images"]:
         out.append(f"only {seen['images_decoded']} of {seen['images']} images decoded")
+    for f in seen["wide_images"]:
+        out.append(f"figure {f['index'] + 1} is {f['natural']} px wide, wider than the page: shown {f['shown']} px "
+                   f"wide, its right edge at {f['right']} px of {seen['page_width']}")  # fmt: skip
+    for t in seen["cut_tables"]:
+        out.append(f"table {t['index'] + 1} is cut: {t['width']} px wide, {t['visible']} px visible, "
+                   "and no box around it scrolls")  # fmt: skip
     if seen["scripts"]:
         out.append(f"the report holds {seen['scripts']} script element(s); it must hold none")
     out += [f"text not shown: {t!r}" for t, ok in zip(expect_text, seen["expected_text_found"]) if not ok]

@@ -167,15 +167,27 @@ def test_summarize_groups_counts_and_never_drops_nans(tmp_path, fake_metrics):
     bg = row.metrics["bgfake"]
     assert (bg.mean, bg.n, bg.n_nan, bg.n_missing) == (2.0, 1, 1, 1)
     notes = nan_notes([row])
-    assert any("bgfake was NaN for 1 of 3" in n and "mask covers the whole image" in n for n in notes)
-    assert any("no value for 1 ok cell" in n for n in notes)
+    assert notes == ["bgfake was NaN for 1 of 3 values (sdedit: 1) — NaN when the mask covers the whole image",
+                     "bgfake has no value for 1 of 3 values (sdedit: 1) — not computed"]
     assert row.first_error == "RuntimeError: boom"
 
 
 def test_undeclared_nan_reason_is_said_so(tmp_path):
     run = load_run(make_run(tmp_path, "r", [cell("sdedit", {"t0": 0.5}, "img0", {"psnr": float("nan")})]))
     (note,) = nan_notes(summarize(run))
-    assert "psnr was NaN for 1 of 1" in note and "no reason declared" in note
+    assert "psnr was NaN for 1 of 1 values" in note and "no reason declared" in note
+
+
+def test_nan_notes_collapse_to_one_line_per_reason_with_counts(tmp_path, fake_metrics):
+    cells = [cell("sdedit", {"t0": t0}, s, {"psnr": float("nan"), "bgfake": float("nan")})
+             for t0 in (0.3, 0.5) for s in ("img0", "img1")]  # fmt: skip
+    cells += [cell("sdedit", {"t0": 0.7}, "img0", {"psnr": 1.0, "bgfake": float("nan")})]
+    notes = nan_notes(summarize(load_run(make_run(tmp_path, "r", cells, metrics=("psnr", "bgfake")))))
+    assert notes == [
+        "psnr was NaN for 4 of 5 values (sdedit t0=0.3: 2, sdedit t0=0.5: 2) — no reason declared by the metric",
+        "bgfake was NaN for 5 of 5 values (sdedit t0=0.3: 2, sdedit t0=0.5: 2, sdedit t0=0.7: 1) — "
+        "NaN when the mask covers the whole image",
+    ]
 
 
 def test_breakdown_by_edit_type(tmp_path):

@@ -187,8 +187,7 @@ def test_p2p_costs_four_nfe_per_step_and_draws_attention_maps_on_request(backbon
     result = method.edit(backbone, sample, inv, s, torch.Generator())
     assert backbone.nfe.count - before == 4 * STEPS
     picture = result.artifacts["attention"]
-    tokens = len(backbone.tokenizer(sample.source_prompt).input_ids)
-    assert picture.size[0] == 64 * tokens and picture.size[1] > 2 * 64
+    assert picture.mode == "RGB" and min(picture.size) > 2 * 64  # its contents: tests/test_report_figures.py
     assert method.edit(backbone, sample, inv, setting(method), torch.Generator()).artifacts == {}
 
 

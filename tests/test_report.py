@@ -13,7 +13,7 @@ from PIL import Image
 from bench import plots
 from bench.errors import ConfigError
 from bench.history import history, history_markdown
-from bench.html_report import render_html
+from bench.html_report import SMOKE_NOTE, render_html
 from bench.report import build_report, report_markdown, summary_markdown
 from run_bench import main
 from tests.helpers import write_dataset
@@ -33,9 +33,10 @@ def evil_run(tmp_path):
     data = write_dataset(tmp_path / "data", n=2, extra=[{
         "id": EVIL_ID, "image": "img0.png", "source_prompt": EVIL_PROMPT, "target_prompt": "a <i>dog</i> | pipe",
         "edit_type": "change_object", "mask_shapes": [{"shape": "box", "box": [0.0, 0.0, 0.5, 1.0]}]}])  # fmt: skip
-    levels = [("reconstruct", {}, 30.0), ("sdedit", {"t0": 0.3}, 20.0), ("sdedit", {"t0": 0.7}, 15.0)]
-    cells = [cell(m, s, sid, {"psnr": p, "ssim": 0.5}) for sid in (EVIL_ID, "img0") for m, s, p in levels]
-    cells.append(cell("sdedit", {"t0": 0.7}, "img1", status="failed"))
+    levels = [("reconstruct", {}, 30.0, 0.9), ("sdedit", {"t0": 0.3, "w": 7.5}, 20.0, 0.6),
+              ("sdedit", {"t0": 0.7, "w": 7.5}, 15.0, 0.4)]
+    cells = [cell(m, s, sid, {"psnr": p, "ssim": q}) for sid in (EVIL_ID, "img0") for m, s, p, q in levels]
+    cells.append(cell("sdedit", {"t0": 0.7, "w": 7.5}, "img1", status="failed"))
     return make_run(tmp_path, "evil", cells, dataset=data)
 
 
@@ -49,20 +50,22 @@ def test_summary_markdown_heads_with_labels_and_marks_best(tmp_path, fake_metric
     assert "| sdedit | t0=0.3 | 3 | 0 | 0 | **20 [19.9, 20.1]** |" in text
     assert "| sdedit | t0=0.7 | 3 | 0 | 0 | 15 [14.9, 15.1] |" in text
     assert "Fixed parameters: sdedit: w=7.5." in text
-    assert "sdedit t0=0.3: bgfake was NaN for 1 of 3 — NaN when the mask covers the whole image" in text
+    assert "bgfake was NaN for 1 of 9 values (sdedit t0=0.3: 1) — NaN when the mask covers the whole image" in text
     assert "(1 NaN, 2 missing)" in text
 
 
 def test_full_markdown_has_every_section_with_labels(evil_run):
     report = build_report(evil_run, figures=True, n_grid=2)
     text = report_markdown(report, assets="files")
-    for heading in ("Provenance", "Results", "By edit type", "Cost", "Trade-offs", "Cost plot", "Samples"):
+    for heading in ("Provenance", "Results", "By edit type", "Cost", "Trade-offs", "Metrics along each sweep",
+                    "Cost plot", "Samples"):
         assert f"\n## {heading}\n" in text, heading
     lines = text.splitlines()
     tables = [i for i, line in enumerate(lines) if line.startswith(("| method", "| edit type"))]
     assert all(CAVEAT in lines[i - 2] for i in tables)  # the caveat heads every table
     figure_captions = [line for line in lines if line.startswith("*") and not line.startswith("**")]
-    assert len(figure_captions) == 1 + 1 + 2 and all(CAVEAT in c for c in figure_captions)
+    assert len(figure_captions) == 1 + 1 + 1 + 2 and all(CAVEAT in c for c in figure_captions)
+    assert "Grids for 2 of 3 (sample, seed) pairs; for all: editbench report" in text and "--grid 3" in text
     assert "<script>" not in text and "&lt;script&gt;" in text and "a &lt;i&gt;dog&lt;/i&gt; \\| pipe" in text
     assert "backbone fingerprint: fp-a" in text and "1 failed cell(s)" in text
 
@@ -78,13 +81,15 @@ def test_html_escapes_every_dataset_string(evil_run):
 def test_html_has_provenance_tables_and_decodable_figures(evil_run):
     report = build_report(evil_run, n_grid=2)
     page = render_html(report)
+    assert page.count(CAVEAT) == 1  # the full label list once, at the top; short notes elsewhere
     assert page.count('<p class="caveat">') == 4  # header, results, by edit type, cost
-    assert page.count("<table>") == 3
+    assert page.count('<div class="scroll"><table>') == page.count("<table>") == 4  # + fixed parameters
+    assert "<td>sdedit</td>" not in page and '<td class="text">w</td><td class="text">7.5</td>' in page
     images = re.findall(r'src="data:image/png;base64,([^"]+)"', page)
-    assert len(images) == len(report.tradeoffs) + 1 + len(report.grids) == 1 + 1 + 2
+    assert len(images) == len(report.tradeoffs) + len(report.sweeps) + 1 + len(report.grids) == 1 + 1 + 1 + 2
     for data in images:
         assert Image.open(io.BytesIO(base64.b64decode(data))).format == "PNG"
-    assert page.count(f"<em>{CAVEAT}") == len(images)
+    assert page.count(f"<em>{SMOKE_NOTE}") == len(images)
     for field in ("backbone fingerprint", "packages", "commit", "device", "abc1234", "torch 2.0"):
         assert field in page, field
     assert 'class="best"' in page and 'class="reference"' in page
@@ -95,7 +100,7 @@ def test_grid_survives_a_missing_source_and_failed_cells(evil_run, tmp_path):
     run.manifest["config"]["dataset"]["path"] = str(tmp_path / "gone.jsonl")
     sources = plots.load_sources(run, ["img0"])
     assert "dataset unavailable" in sources["img0"]
-    png = plots.image_grid(run, "img1", 0, sources["img0"])
+    png = plots.png(plots.image_grid(run, "img1", 0, sources["img0"]))
     assert Image.open(io.BytesIO(png)).size[0] > 100
 
 
@@ -117,7 +122,7 @@ def test_cli_report_writes_html_and_markdown(evil_run, tmp_path):
     assert (tmp_path / "r.html").read_text().startswith("<!DOCTYPE html>")
     md = (tmp_path / "out/r.md").read_text()
     linked = re.findall(r"\]\((r_files/[^)]+)\)", md)
-    assert len(linked) == 3 and all((tmp_path / "out" / p).is_file() for p in linked)
+    assert len(linked) == 4 and all((tmp_path / "out" / p).is_file() for p in linked)
     plain = invoke("report", evil_run)
     assert plain.exit_code == 0 and "## Results" in plain.output and "![" not in plain.output
     assert "no metric 'lpips'" in invoke("report", evil_run, "--md", tmp_path / "x.md", "--plane", "lpips:psnr").output

@@ -1,10 +1,13 @@
 """The HTML report as a person sees it, in headless Chromium. Slow and needs Debian's
 ``chromium``: ``python -m pytest -m slow tests/test_report_render.py``."""
 
+import base64
 import importlib.util
+import io
 from pathlib import Path
 
 import pytest
+from PIL import Image
 
 from bench.html_report import write_html
 from bench.report import build_report
@@ -26,7 +29,8 @@ def test_report_renders_with_tables_images_and_prompts_as_text(evil_run, tmp_pat
     expected = [EVIL_PROMPT, "Smoke numbers — untrained backbone"]
     seen = checker.render(page, expected, screenshot=tmp_path / "shot.png")
     assert checker.problems(seen, expected) == []
-    assert seen["tables"] == 3 and seen["images"] == seen["images_decoded"] == 4 and seen["scripts"] == 0
+    assert seen["tables"] == 4 and seen["images"] == seen["images_decoded"] == 5 and seen["scripts"] == 0
+    assert seen["wide_images"] == [] and seen["cut_tables"] == []
     assert (tmp_path / "shot.png").stat().st_size > 10_000
 
 
@@ -40,3 +44,24 @@ def test_the_checker_catches_a_script_and_a_broken_image(tmp_path):
     wrong = checker.problems(seen, ["not on the page"])
     assert any("1 of 1 images" in w or "0 of 1 images" in w for w in wrong)
     assert any("script element" in w for w in wrong) and any("text not shown" in w for w in wrong)
+
+
+def _png_data(width: int) -> str:
+    buf = io.BytesIO()
+    Image.new("RGB", (width, 40), "gray").save(buf, format="PNG")
+    return base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+def test_the_checker_catches_a_figure_wider_than_the_page_and_a_cut_table(tmp_path):
+    row = "<tr>" + "".join(f"<td>column {i} value</td>" for i in range(60)) + "</tr>"
+    table = f"<table><tbody>{row}</tbody></table>"
+    page = tmp_path / "wide.html"
+    page.write_text(
+        "<!DOCTYPE html><html><head><style>img { max-width: 100%; }</style></head><body>"
+        f'{table}<img src="data:image/png;base64,{_png_data(3000)}">'
+        f'<div style="overflow-x: auto">{table}</div><img src="data:image/png;base64,{_png_data(600)}"></body></html>'
+    )
+    seen = checker.render(page)
+    wrong = checker.problems(seen)
+    assert [w.split(" is ")[0] for w in wrong] == ["figure 1", "table 1"], wrong  # not table 2 (it scrolls), not figure 2
+    assert "3000 px wide" in wrong[0] and "no box around it scrolls" in wrong[1]
