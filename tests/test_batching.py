@@ -103,9 +103,9 @@ def test_a_batch_equals_its_cells_run_alone(backbone, samples, name, given):
         assert (together.image - alone.image).abs().max().item() <= IMAGE_TOLERANCE
         assert nfe * 4 == batch_nfe and together.grad_evals == alone.grad_evals
         assert together.artifacts.keys() == alone.artifacts.keys()
-        for key in alone.artifacts:  # 8-bit pictures of float maps: the same noise may round one level apart
+        for key in alone.artifacts:  # colour-mapped float maps: the same noise may land one colour step apart
             a, b = (np.asarray(r.artifacts[key]).astype(int) for r in (together, alone))
-            assert a.shape == b.shape and np.abs(a - b).max() <= 1, key
+            assert a.shape == b.shape and np.abs(a - b).max() <= 8 and (a != b).mean() < 0.01, key
     # the rows really differ: two samples and two seeds are not collapsed into one result
     assert (batch[0].image - batch[2].image).abs().max() > 1e-3
     if name in ("sdedit", "cfg", "ilvr", "repaint", "blended_latent") or given.get("inversion") == "none":
