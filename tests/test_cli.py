@@ -38,7 +38,7 @@ def test_run_report_export(tmp_path):
     config = tmp_path / "c.yaml"
     data = write_dataset(tmp_path / "data", n=2)
     config.write_text(yaml.safe_dump({"dataset": {"name": None, "path": data}, "methods": {"reconstruct": {}}}))
-    result = invoke("run", config, "--set", "sdedit.t0=0.5,1.0", "--set", "sdedit.steps=2", "--out", tmp_path / "runs", "--quiet")
+    result = invoke("run", config, "--set", "sdedit={}", "--set", "sdedit.t0=0.5,1.0", "--set", "sdedit.steps=2", "--out", tmp_path / "runs", "--quiet")
     assert result.exit_code == 0, result.output
     run_dir = result.stdout.strip().splitlines()[-1]
     assert run_dir.startswith(str(tmp_path / "runs"))
