@@ -5,6 +5,7 @@ from pathlib import Path
 
 import click
 
+from bench import __version__
 from bench.errors import ConfigError
 
 
@@ -23,6 +24,7 @@ def _fail_cleanly(fn):
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="editbench", message="%(prog)s %(version)s")
 def main():
     """editbench: benchmark diffusion image-editing methods on one Stable Diffusion backbone."""
 

@@ -51,3 +51,36 @@ def test_run_report_export(tmp_path):
     resumed = invoke("run", "--resume", run_dir, "--quiet")
     assert resumed.exit_code == 0 and "6 already done" in resumed.output
     assert "give no CONFIG" in invoke("run", config, "--resume", run_dir).output
+
+
+def test_version():
+    from bench import __version__
+
+    result = invoke("--version")
+    assert result.exit_code == 0 and result.output.strip() == f"editbench {__version__}"
+
+
+def test_a_missing_gpu_is_one_line_naming_the_available_devices(tmp_path, monkeypatch):
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    config = tmp_path / "c.yaml"
+    config.write_text(yaml.safe_dump({"methods": {"reconstruct": {}}}))
+    result = invoke("run", config, "--set", "backbone.device=cuda", "--out", tmp_path / "runs", "--quiet")
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert result.output.strip().splitlines() == [
+        "Error: backbone device 'cuda' is not available on this machine; available: "
+        + ", ".join(["mps"] * torch.backends.mps.is_available() + ["cpu"]) + " (or auto)"
+    ]
+
+
+def test_a_mistyped_backbone_folder_names_the_folders_there(tmp_path):
+    (tmp_path / "sd15" / "unet").mkdir(parents=True)
+    (tmp_path / "sd15" / "unet" / "config.json").write_text("{}")
+    config = tmp_path / "c.yaml"
+    config.write_text(yaml.safe_dump({"methods": {"reconstruct": {}}}))
+    result = invoke("run", config, "--backbone", tmp_path / "sd-15", "--out", tmp_path / "runs", "--quiet")
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert f"backbone folder '{tmp_path / 'sd-15'}' does not exist (did you mean 'sd15'?)" in result.output
+    result = invoke("run", config, "--backbone", tmp_path, "--out", tmp_path / "runs", "--quiet")
+    assert "is not a diffusers pipeline folder (no unet/config.json)" in result.output
