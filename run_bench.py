@@ -37,26 +37,58 @@ def main():
 @click.option("--resume", "resume_dir", type=click.Path(file_okay=False), help="Finish an interrupted run folder instead.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @click.option("--untrained-extractors", is_flag=True, help="Metric extractors without local weights get seeded random weights (smoke numbers, labelled).")
+@click.option("--dry-run", is_flag=True, help="List cells per method and setting, preparations and an NFE estimate; load and run nothing.")
 @_fail_cleanly
-def run(config, backbone, overrides, out, resume_dir, quiet, untrained_extractors):
-    """Run a sweep CONFIG (or --resume RUN_DIR); prints the run folder."""
+def run(config, backbone, overrides, out, resume_dir, quiet, untrained_extractors, dry_run):
+    """Run a sweep CONFIG (or --resume RUN_DIR); prints the run folder (also on stderr as it starts)."""
+    from bench.cellplan import collapsed_settings, dry_run_text
     from bench.config import load_config
     from bench.runner import resume_run, start_run
 
-    if resume_dir:
-        if config or backbone or overrides or out or untrained_extractors:
-            raise ConfigError(
-                "--resume takes the run folder's own config; give no CONFIG, --backbone, --set, --out or --untrained-extractors"
-            )
-        run_dir, counts = resume_run(resume_dir, progress=not quiet)
-    else:
-        if not config:
-            raise ConfigError("give a CONFIG file (e.g. configs/quickstart.yaml) or --resume RUN_DIR")
-        if untrained_extractors:
-            overrides += ("metric_options.untrained_extractors=true",)
-        run_dir, counts = start_run(load_config(config, list(overrides), backbone), out, progress=not quiet)
+    started = [Path(resume_dir)] if resume_dir else []
+
+    def announce(run_dir):
+        started.append(run_dir)
+        click.echo(f"run folder: {run_dir}", err=True)
+
+    try:
+        if resume_dir:
+            if config or backbone or overrides or out or untrained_extractors or dry_run:
+                raise ConfigError(
+                    "--resume takes the run folder's own config; give no CONFIG, --backbone, --set, --out, "
+                    "--untrained-extractors or --dry-run"
+                )
+            run_dir, counts = resume_run(resume_dir, progress=not quiet)
+        else:
+            if not config:
+                raise ConfigError("give a CONFIG file (e.g. configs/quickstart.yaml) or --resume RUN_DIR")
+            if untrained_extractors:
+                overrides += ("metric_options.untrained_extractors=true",)
+            loaded = load_config(config, list(overrides), backbone)
+            if dry_run:
+                click.echo(dry_run_text(loaded), nl=False)
+                return
+            for warning in collapsed_settings(loaded):
+                click.echo(f"warning: {warning}", err=True)
+            run_dir, counts = start_run(loaded, out, progress=not quiet, announce=announce)
+    except KeyboardInterrupt:
+        _interrupted(started[0] if started else None)
     click.echo(", ".join(f"{v} {k}" for k, v in counts.items() if v), err=True)
     click.echo(str(run_dir))
+
+
+def _interrupted(run_dir: Path | None):
+    """Ctrl-C during a run: say where the finished cells are and how to finish the run; exit 130."""
+    import shlex
+
+    from bench.store import MANIFEST
+
+    if run_dir is not None and (Path(run_dir) / MANIFEST).is_file():
+        click.echo(f"\nInterrupted. Finished cells are saved in {run_dir}; finish the run with:\n"
+                   f"  editbench run --resume {shlex.quote(str(run_dir))}", err=True)  # fmt: skip
+    else:
+        click.echo("\nInterrupted before any cell ran; nothing was saved.", err=True)
+    sys.exit(130)
 
 
 @main.command()

@@ -24,7 +24,7 @@ import torch.nn.functional as F
 
 from . import cache
 from .errors import ConfigError, unknown
-from .method import Preparation
+from .method import Preparation, cfg_evaluations
 from .sampling import alpha_bar, denoise, guided_eps, prev_timestep
 
 #: Bump whenever a change here changes what an inversion computes: it is part of every cache key.
@@ -162,6 +162,17 @@ def cache_fields(backbone, sample, steps: int, kind: str, params: dict) -> dict:
         "kind": kind,
         "params": params,
     }
+
+
+def inversion_nfe(kind: str, steps: int, inversion_w: float, nti: NullTextParams | None = None) -> int:
+    """UNet evaluations of computing a ``kind`` inversion (null-text: at most, it may stop early)."""
+    if kind == "none":
+        return 0
+    nfe = steps * cfg_evaluations(inversion_w)
+    if kind == "null_text":
+        nti = nti or NullTextParams()
+        nfe += steps * (1 + nti.inner_steps + cfg_evaluations(nti.w))
+    return nfe
 
 
 def prepare_inversion(

@@ -18,6 +18,7 @@ from . import plots
 from .aggregate import RunData, Row, arrow, best_rows, fixed_params, format_stat, load_run, nan_notes, summarize
 
 CELL_COLUMNS = ["method", "sample_id", "seed", "edit_type", "status", "error", "output_path"]
+SCHEDULE_COLUMNS = ["start_step", "steps_run"]  # the effective schedule: settings that coincide show it
 COST_COLUMNS = ["time_s", "nfe", "gpu_time_s", "peak_mem_mb", "grad_evals", "prep_time_s", "prep_nfe",
                 "prep_grad_evals", "prep_cached"]  # fmt: skip
 COST_HEADER = ["s/image", "GPU s/image", "NFE/image", "grad evals/image", "peak GPU MB", "prep s (total)",
@@ -30,7 +31,7 @@ def cells_table(run_dir: Path) -> pd.DataFrame:
     cells = run.cells
     params = pd.DataFrame([json.loads(s) for s in cells["setting"]], index=cells.index).add_prefix("param.")
     metric_cols = [f"metric.{m}" for m in run.image_metrics]
-    table = pd.concat([cells[CELL_COLUMNS], params, cells[metric_cols], cells[COST_COLUMNS]], axis=1)
+    table = pd.concat([cells[CELL_COLUMNS], params, cells[SCHEDULE_COLUMNS], cells[metric_cols], cells[COST_COLUMNS]], axis=1)
     table["labels"] = "; ".join(run.labels)
     return table
 

@@ -230,6 +230,7 @@ class Runner:
     def _run_cell(self, sample: Sample, name: str, setting: dict, seed: int, key: str, prepared: dict) -> CellRecord:
         method = self.methods[name]
         cell = CellRecord(key, name, setting, sample.id, seed, "ok", sample.edit_type)
+        cell.start_step, cell.steps_run = method.schedule(setting) or (None, None)
         missing = method.missing(sample, setting)
         if missing:
             cell.status, cell.error = "skipped", f"sample lacks {', '.join(missing)}, which {name!r} needs"
@@ -282,9 +283,12 @@ def new_run_dir(config: RunConfig, out: str | None) -> Path:
     return run_dir
 
 
-def start_run(config: RunConfig, out: str | None = None, progress: bool = True) -> tuple[Path, dict]:
-    """Create a run folder for ``config``, run it, and return the folder and the cell counts."""
+def start_run(config: RunConfig, out: str | None = None, progress: bool = True, announce=None) -> tuple[Path, dict]:
+    """Create a run folder for ``config``, run it, and return the folder and the cell counts.
+    ``announce(run_dir)`` is called as soon as the folder exists."""
     run_dir = new_run_dir(config, out)
+    if announce is not None:
+        announce(run_dir)
     try:
         runner = Runner(config, run_dir, progress=progress)
     except BaseException:
@@ -298,6 +302,12 @@ def resume_run(run_dir: str | Path, progress: bool = True) -> tuple[Path, dict]:
     """Finish an interrupted run: same config and backbone, only the missing cells."""
     run_dir = Path(run_dir)
     manifest = read_manifest(run_dir)
-    runner = Runner(config_from_resolved(manifest["config"]), run_dir, progress=progress)
+    config = config_from_resolved(manifest["config"])
+    from .cellplan import missing_work  # imports this module
+
+    total, missing = missing_work(run_dir, config)
+    if not missing:  # a finished run: say so before loading the backbone and extractors
+        return run_dir, {"already done": total}
+    runner = Runner(config, run_dir, progress=progress)
     runner.check_fingerprint(manifest)
     return run_dir, runner.run()

@@ -11,6 +11,8 @@ from dataclasses import dataclass
 import torch
 from diffusers.utils.torch_utils import randn_tensor
 
+from .params import whole_steps
+
 EpsFn = Callable[[torch.Tensor, torch.Tensor, int], torch.Tensor]
 
 
@@ -51,8 +53,7 @@ def fresh_noise(like: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
 
 def partial_timesteps(scheduler, steps: int, t0: float) -> torch.Tensor:
     """The last ``int(steps * t0)`` timesteps of the schedule (diffusers' img2img ``strength``)."""
-    n = min(int(steps * t0), steps)
-    return scheduler.timesteps[(steps - n) * scheduler.order :]
+    return scheduler.timesteps[(steps - whole_steps(steps, t0)) * scheduler.order :]
 
 
 def prev_timestep(scheduler, t) -> int:

@@ -37,6 +37,8 @@ CREATE TABLE IF NOT EXISTS cells (
     prep_nfe INTEGER,
     prep_cached INTEGER,
     prep_grad_evals INTEGER,
+    start_step INTEGER,
+    steps_run INTEGER,
     finished_at TEXT DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))
 );
 CREATE TABLE IF NOT EXISTS metrics (
@@ -78,6 +80,8 @@ class CellRecord:
     prep_nfe: int | None = None
     prep_cached: bool | None = None
     prep_grad_evals: int | None = None
+    start_step: int | None = None  # the setting's effective schedule (Method.schedule): where denoising starts
+    steps_run: int | None = None  # and how many timesteps it runs
     metrics: dict[str, float] = field(default_factory=dict)
 
 
@@ -110,8 +114,9 @@ class Store:
     def _add_missing_columns(self) -> None:
         """Columns added to ``cells`` since a store was created (so older runs can be resumed)."""
         present = {row[1] for row in self.db.execute("PRAGMA table_info(cells)")}
-        if "prep_grad_evals" not in present:
-            self.db.execute("ALTER TABLE cells ADD COLUMN prep_grad_evals INTEGER")
+        for column in ("prep_grad_evals", "start_step", "steps_run"):
+            if column not in present:
+                self.db.execute(f"ALTER TABLE cells ADD COLUMN {column} INTEGER")
 
     def close(self) -> None:
         self.db.close()

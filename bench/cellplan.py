@@ -1,0 +1,142 @@
+"""What a config will run, worked out from the config and the dataset alone (no backbone):
+the cells of each method and setting, settings that collapse onto the same steps, the
+preparations and the NFE to expect (``editbench run --dry-run``), and whether a run folder
+already holds every cell (so ``--resume`` of a finished run returns at once).
+"""
+
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+
+from .aggregate import RunData, setting_label, varying_params
+from .config import RunConfig
+from .data import DatasetSpec, SampleRef, load_dataset
+from .errors import ConfigError
+from .metrics import SetMetric, get_metric
+from .registry import get_method
+from .runner import cell_key
+from .store import Store, setting_json
+
+
+def dataset_refs(config: RunConfig) -> list[SampleRef]:
+    refs = load_dataset(config.dataset)
+    if not refs:
+        raise ConfigError(f"dataset {config.resolved['dataset']} selects no samples")
+    return refs
+
+
+def collapsed_settings(config: RunConfig) -> list[str]:
+    """One warning per group of a method's settings that run exactly the same steps: fractions
+    of ``steps`` (``t0``, ``cond_stop``...) are rounded down to whole steps, so at few steps
+    different values coincide (4 steps: ``int(4*0.5) == int(4*0.7)``) and give identical outputs."""
+    warnings = []
+    for method, settings in config.settings.items():
+        cls = get_method(method)
+        groups = defaultdict(list)
+        for setting in settings:
+            if "steps" in setting:
+                groups[setting_json(cls.effective_setting(setting))].append(setting)
+        varying, _ = varying_params(method, settings)
+        for effective, same in groups.items():
+            if len(same) > 1:
+                labels = " and ".join(setting_label(s, varying) for s in same)
+                start, run = cls.schedule(same[0])
+                warnings.append(
+                    f"{method}: settings {labels} run the same steps (start step {start}, {run} timesteps run "
+                    f"of {same[0]['steps']}); their outputs will be identical. Use more steps or other values."
+                )
+    return warnings
+
+
+@dataclass
+class SettingPlan:
+    """One method x setting of a config: its cells, preparations and estimated NFE."""
+
+    method: str
+    label: str
+    cells: int
+    start_step: int | None
+    steps_run: int | None
+    edit_nfe: int
+    prep_nfe: int
+
+
+def plan_settings(config: RunConfig, n_samples: int) -> tuple[list[SettingPlan], dict[str, int]]:
+    """Per setting, what it runs; and per method, the preparations it computes (at most: the
+    disk cache may already hold some, which a run reports per cell as ``prep_cached``)."""
+    plans, preparations = [], {}
+    n_seeds = len(config.seeds)
+    for method, settings in config.settings.items():
+        cls = get_method(method)
+        instance = cls()
+        varying, _ = varying_params(method, settings)
+        prep_nfe = {}
+        for setting in settings:
+            edit, prep = cls.estimate_nfe(setting)
+            if cls.prep_params:
+                prep_nfe[instance.prep_key(setting)] = prep
+            start, run = cls.schedule(setting) or (None, None)
+            plans.append(SettingPlan(method, setting_label(setting, varying), n_samples * n_seeds, start, run, edit, 0))
+        if prep_nfe:
+            preparations[method] = len(prep_nfe) * n_samples
+            plans[-1].prep_nfe = sum(prep_nfe.values()) * n_samples  # one total per method, on its last row
+    return plans, preparations
+
+
+def dry_run_text(config: RunConfig) -> str:
+    """The ``--dry-run`` listing: cells per method and setting, preparations, NFE estimate, warnings."""
+    refs = dataset_refs(config)
+    plans, preparations = plan_settings(config, len(refs))
+    lines = [f"dry run: {len(refs)} sample(s) x {len(config.seeds)} seed(s); nothing is loaded or run", ""]
+    lines.append("method | setting | cells | start step | timesteps run | NFE/cell (est.)")
+    for p in plans:
+        schedule = ("—", "—") if p.start_step is None else (str(p.start_step), str(p.steps_run))
+        lines.append(f"{p.method} | {p.label} | {p.cells} | {schedule[0]} | {schedule[1]} | {p.edit_nfe}")
+    total_cells = sum(p.cells for p in plans)
+    edit_nfe = sum(p.cells * p.edit_nfe for p in plans)
+    prep_nfe = sum(p.prep_nfe for p in plans)
+    lines += ["", f"{total_cells} cells; estimated NFE: {edit_nfe} for the edits"]
+    if preparations:
+        each = ", ".join(f"{m}: {n}" for m, n in preparations.items())
+        lines.append(f"preparations (inversions) to compute: {sum(preparations.values())} ({each}), up to {prep_nfe} NFE; "
+                     "those already in the disk cache are loaded instead (reported per cell as prep_cached)")  # fmt: skip
+    lines += [f"warning: {w}" for w in collapsed_settings(config)]
+    return "\n".join(lines) + "\n"
+
+
+def missing_work(run_dir: Path, config: RunConfig) -> tuple[int, int]:
+    """(cells of the config, how many of them plus set-metric rows the run folder's store lacks)."""
+    refs = dataset_refs(config)
+    store = Store(Path(run_dir))
+    try:
+        done = store.finished_keys()
+        set_rows = set(store.db.execute("SELECT method, setting, name FROM set_metrics"))
+        cells = store.cells_frame()
+    finally:
+        store.close()
+    keys = [cell_key(m, s, ref.id, seed) for m, ss in config.settings.items() for s in ss for ref in refs for seed in config.seeds]
+    set_names = [m for m in config.metrics if issubclass(get_metric(m), SetMetric)]
+    scored = cells[cells["status"] == "ok"][["method", "setting"]].drop_duplicates().itertuples(index=False)
+    missing_sets = sum((method, setting, name) not in set_rows for method, setting in scored for name in set_names)
+    return len(keys), sum(k not in done for k in keys) + missing_sets
+
+
+def expected_cells(run: RunData) -> int | None:
+    """How many cells the run's config asks for (samples x settings x seeds), or None when its
+    dataset can no longer be read."""
+    config = run.manifest.get("config") or {}
+    try:
+        n_samples = len(load_dataset(DatasetSpec(**{k: tuple(v) if isinstance(v, list) else v
+                                                   for k, v in (config.get("dataset") or {}).items()})))  # fmt: skip
+    except (ConfigError, TypeError, OSError):
+        return None
+    n_settings = sum(len(settings) or 1 for settings in (config.get("methods") or {}).values())
+    return n_samples * n_settings * len(config.get("seeds") or [0])
+
+
+def completeness_note(run: RunData) -> str | None:
+    """``incomplete: 14 of 30 cells`` for a run whose store lacks cells its config asks for."""
+    total = expected_cells(run)
+    if total is None or len(run.cells) >= total:
+        return None
+    return f"incomplete: {len(run.cells)} of {total} cells ({run.run_dir.name}); finish it with editbench run --resume {run.run_dir}"

@@ -1,0 +1,109 @@
+"""Planning without a backbone: collapsed settings, effective schedules, NFE estimates, --dry-run."""
+
+import filecmp
+
+import pytest
+from click.testing import CliRunner
+
+from bench.cellplan import collapsed_settings, dry_run_text
+from bench.config import build_config
+from bench.registry import get_method
+from bench.report import cells_table
+from bench.runner import Runner
+from run_bench import main
+from tests.helpers import write_dataset
+from tests.test_runner import read_cells
+
+
+def config_of(tmp_path, methods, n=1):
+    data = write_dataset(tmp_path / "data", n=n)
+    return build_config({"dataset": {"name": None, "path": data}, "methods": methods, "output": str(tmp_path / "runs")})
+
+
+def test_settings_that_run_the_same_steps_are_named_at_plan_time(tmp_path):
+    config = config_of(tmp_path, {"sdedit": {"t0": [0.5, 0.7, 0.3], "steps": 4}, "ilvr": {"cond_stop": [0.5, 0.6], "steps": 4}})
+    warnings = collapsed_settings(config)
+    assert len(warnings) == 2
+    assert warnings[0].startswith("sdedit: settings t0=0.5 and t0=0.7 run the same steps (start step 2, 2 timesteps run of 4)")
+    assert warnings[1].startswith("ilvr: settings cond_stop=0.5 and cond_stop=0.6 run the same steps")
+    assert collapsed_settings(config_of(tmp_path / "b", {"sdedit": {"t0": [0.5, 0.7], "steps": 10}})) == []
+
+
+@pytest.mark.parametrize("t0, steps, start, run", [(0.5, 4, 2, 2), (0.7, 4, 2, 2), (1.0, 4, 0, 4), (0.3, 50, 35, 15)])
+def test_schedule_matches_the_timesteps_the_sampler_runs(backbone, t0, steps, start, run):
+    from bench.sampling import partial_timesteps
+
+    scheduler = backbone.new_scheduler(steps)
+    timesteps = partial_timesteps(scheduler, steps, t0)
+    assert get_method("sdedit").schedule({"t0": t0, "w": 7.5, "steps": steps}) == (start, run)
+    assert len(timesteps) == run and int(timesteps[0]) == int(scheduler.timesteps[start])
+
+
+def test_collapsed_settings_are_identical_and_the_store_and_export_say_why(tmp_path, backbone):
+    config = config_of(tmp_path, {"sdedit": {"t0": [0.5, 0.7, 1.0], "steps": 4}})
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    Runner(config, run_dir, backbone=backbone, progress=False).run()
+    cells = read_cells(run_dir).set_index(cells_table(run_dir)["param.t0"].to_numpy())
+    assert cells.loc[[0.5, 0.7, 1.0], ["start_step", "steps_run"]].values.tolist() == [[2, 2], [2, 2], [0, 4]]
+    assert filecmp.cmp(run_dir / cells.loc[0.5, "output_path"], run_dir / cells.loc[0.7, "output_path"], shallow=False)
+    assert not filecmp.cmp(run_dir / cells.loc[0.5, "output_path"], run_dir / cells.loc[1.0, "output_path"], shallow=False)
+    exported = cells_table(run_dir)
+    assert {"start_step", "steps_run"} <= set(exported.columns)
+
+
+def test_nfe_estimates_match_what_every_method_spends(tmp_path, backbone):
+    """The estimate --dry-run adds up equals the recorded NFE of each edit and of each computed
+    preparation (null-text's optimisation may stop early: there it is an upper bound)."""
+    methods = {
+        "reconstruct": {}, "sdedit": {"t0": 0.5, "steps": 2}, "ilvr": {"steps": 2, "w": 1}, "repaint": {"r": 2, "steps": 2},
+        "blended_latent": {"steps": 2, "t0": 1.0}, "ddim_inversion": {"steps": 2, "inversion_w": [1, 3]},
+        "null_text_inversion": {"steps": 2, "inner_steps": 2}, "cfg": {"steps": 2, "w": [0, 7.5]},
+        "p2p": {"steps": 2, "inversion": ["ddim", "none"], "cross_replace_steps": 0.5},
+    }  # fmt: skip
+    config = config_of(tmp_path, methods)
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    Runner(config, run_dir, backbone=backbone, progress=False).run()
+    cells = read_cells(run_dir)
+    assert (cells["status"] == "ok").all(), cells["error"].dropna().tolist()
+    checked = 0
+    for method, settings in config.settings.items():
+        for setting in settings:
+            edit, prep = get_method(method).estimate_nfe(setting)
+            (row,) = [r for r in cells[cells["method"] == method].itertuples() if r.setting == _json(setting)]
+            assert row.nfe == edit, (method, setting)
+            if row.prep_nfe and not row.prep_cached:
+                assert row.prep_nfe <= prep if method == "null_text_inversion" else row.prep_nfe == prep, (method, setting)
+                checked += 1
+    assert checked >= 3
+
+
+def _json(setting):
+    from bench.store import setting_json
+
+    return setting_json(setting)
+
+
+def test_dry_run_lists_the_plan_and_loads_no_backbone(tmp_path, monkeypatch):
+    import bench.backbone
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("--dry-run loaded the backbone")
+
+    monkeypatch.setattr(bench.backbone.Backbone, "__init__", refuse)
+    config = tmp_path / "c.yaml"
+    config.write_text(f"dataset: {{name: null, path: {write_dataset(tmp_path / 'data', n=3)}}}\n"
+                      "methods: {reconstruct: {}, sdedit: {t0: [0.5, 0.7], steps: 4}, ddim_inversion: {steps: 3}}\n"
+                      "seeds: [0, 1]\n")  # fmt: skip
+    result = CliRunner().invoke(main, ["run", str(config), "--dry-run", "--out", str(tmp_path / "runs")])
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    assert lines[0] == "dry run: 3 sample(s) x 2 seed(s); nothing is loaded or run"
+    assert "sdedit | t0=0.5 | 6 | 2 | 2 | 4" in lines and "sdedit | t0=0.7 | 6 | 2 | 2 | 4" in lines
+    assert "reconstruct | — | 6 | — | — | 0" in lines
+    assert "24 cells; estimated NFE: 84 for the edits" in lines  # 2 x 6 x 4 + 6 x 3 x 2
+    assert any(line.startswith("preparations (inversions) to compute: 3 (ddim_inversion: 3), up to 9 NFE") for line in lines)
+    assert any(line.startswith("warning: sdedit: settings t0=0.5 and t0=0.7") for line in lines)
+    assert not (tmp_path / "runs").exists()
+    assert dry_run_text(build_config({"methods": {"reconstruct": {}}})).startswith("dry run: 6 sample(s) x 1 seed(s)")
