@@ -285,16 +285,16 @@ def new_run_dir(config: RunConfig, out: str | None) -> Path:
 
 def start_run(config: RunConfig, out: str | None = None, progress: bool = True, announce=None) -> tuple[Path, dict]:
     """Create a run folder for ``config``, run it, and return the folder and the cell counts.
-    ``announce(run_dir)`` is called as soon as the folder exists."""
+    ``announce(run_dir)`` is called once the folder is set up, before the first cell."""
     run_dir = new_run_dir(config, out)
-    if announce is not None:
-        announce(run_dir)
     try:
         runner = Runner(config, run_dir, progress=progress)
     except BaseException:
         shutil.rmtree(run_dir)  # nothing ran: leave no empty run folder behind
         raise
     runner.write_manifest()
+    if announce is not None:
+        announce(run_dir)
     return run_dir, runner.run()
 
 

@@ -10,6 +10,7 @@ from bench.config import build_config
 from bench.registry import get_method
 from bench.report import cells_table
 from bench.runner import Runner
+from bench.store import setting_json
 from run_bench import main
 from tests.helpers import write_dataset
 from tests.test_runner import read_cells
@@ -39,50 +40,48 @@ def test_schedule_matches_the_timesteps_the_sampler_runs(backbone, t0, steps, st
     assert len(timesteps) == run and int(timesteps[0]) == int(scheduler.timesteps[start])
 
 
-def test_collapsed_settings_are_identical_and_the_store_and_export_say_why(tmp_path, backbone):
-    config = config_of(tmp_path, {"sdedit": {"t0": [0.5, 0.7, 1.0], "steps": 4}})
-    run_dir = tmp_path / "run"
-    run_dir.mkdir()
-    Runner(config, run_dir, backbone=backbone, progress=False).run()
-    cells = read_cells(run_dir).set_index(cells_table(run_dir)["param.t0"].to_numpy())
-    assert cells.loc[[0.5, 0.7, 1.0], ["start_step", "steps_run"]].values.tolist() == [[2, 2], [2, 2], [0, 4]]
-    assert filecmp.cmp(run_dir / cells.loc[0.5, "output_path"], run_dir / cells.loc[0.7, "output_path"], shallow=False)
-    assert not filecmp.cmp(run_dir / cells.loc[0.5, "output_path"], run_dir / cells.loc[1.0, "output_path"], shallow=False)
-    exported = cells_table(run_dir)
-    assert {"start_step", "steps_run"} <= set(exported.columns)
-
-
-def test_nfe_estimates_match_what_every_method_spends(tmp_path, backbone):
-    """The estimate --dry-run adds up equals the recorded NFE of each edit and of each computed
-    preparation (null-text's optimisation may stop early: there it is an upper bound)."""
+@pytest.fixture(scope="module")
+def every_method_run(tmp_path_factory, backbone):
+    """One small run of every method (one sample, 1-2 steps), shared by the tests below."""
+    tmp_path = tmp_path_factory.mktemp("every-method")
     methods = {
-        "reconstruct": {}, "sdedit": {"t0": 0.5, "steps": 2}, "ilvr": {"steps": 2, "w": 1}, "repaint": {"r": 2, "steps": 2},
-        "blended_latent": {"steps": 2, "t0": 1.0}, "ddim_inversion": {"steps": 2, "inversion_w": [1, 3]},
-        "null_text_inversion": {"steps": 2, "inner_steps": 2}, "cfg": {"steps": 2, "w": [0, 7.5]},
-        "p2p": {"steps": 2, "inversion": ["ddim", "none"], "cross_replace_steps": 0.5},
+        "reconstruct": {}, "sdedit": {"t0": [0.5, 0.7, 1.0], "steps": 2}, "ilvr": {"steps": 2, "w": 1},
+        "repaint": {"r": 2, "steps": 2}, "blended_latent": {"steps": 1, "t0": 1.0},
+        "ddim_inversion": {"steps": 2, "inversion_w": 3}, "null_text_inversion": {"steps": 2, "inner_steps": 2},
+        "cfg": {"steps": 2, "w": 0}, "p2p": {"steps": 2, "inversion": "ddim", "cross_replace_steps": 0.5},
     }  # fmt: skip
     config = config_of(tmp_path, methods)
     run_dir = tmp_path / "run"
     run_dir.mkdir()
     Runner(config, run_dir, backbone=backbone, progress=False).run()
-    cells = read_cells(run_dir)
+    return config, run_dir, read_cells(run_dir)
+
+
+def test_collapsed_settings_are_identical_and_the_store_and_export_say_why(every_method_run):
+    _, run_dir, cells = every_method_run
+    exported = cells_table(run_dir)
+    sdedit = exported[exported["method"] == "sdedit"].set_index("param.t0")
+    assert sdedit.loc[[0.5, 0.7, 1.0], ["start_step", "steps_run"]].values.tolist() == [[1, 1], [1, 1], [0, 2]]
+    assert filecmp.cmp(run_dir / sdedit.loc[0.5, "output_path"], run_dir / sdedit.loc[0.7, "output_path"], shallow=False)
+    assert not filecmp.cmp(run_dir / sdedit.loc[0.5, "output_path"], run_dir / sdedit.loc[1.0, "output_path"], shallow=False)
+    assert cells.loc[cells["method"] == "reconstruct", "start_step"].isna().all()
+
+
+def test_nfe_estimates_match_what_every_method_spends(every_method_run):
+    """The estimate --dry-run adds up equals the recorded NFE of each edit and of each computed
+    preparation (null-text's optimisation may stop early: there it is an upper bound)."""
+    config, _, cells = every_method_run
     assert (cells["status"] == "ok").all(), cells["error"].dropna().tolist()
     checked = 0
     for method, settings in config.settings.items():
         for setting in settings:
             edit, prep = get_method(method).estimate_nfe(setting)
-            (row,) = [r for r in cells[cells["method"] == method].itertuples() if r.setting == _json(setting)]
+            (row,) = [r for r in cells[cells["method"] == method].itertuples() if r.setting == setting_json(setting)]
             assert row.nfe == edit, (method, setting)
             if row.prep_nfe and not row.prep_cached:
                 assert row.prep_nfe <= prep if method == "null_text_inversion" else row.prep_nfe == prep, (method, setting)
                 checked += 1
     assert checked >= 3
-
-
-def _json(setting):
-    from bench.store import setting_json
-
-    return setting_json(setting)
 
 
 def test_dry_run_lists_the_plan_and_loads_no_backbone(tmp_path, monkeypatch):

@@ -34,7 +34,7 @@ def test_config_errors_are_one_clean_line(tmp_path):
     assert "unknown parameter 'stpes' (did you mean 'steps'?)" in result.output
 
 
-def test_run_report_export(tmp_path):
+def test_run_report_export(tmp_path, monkeypatch):
     config = tmp_path / "c.yaml"
     data = write_dataset(tmp_path / "data", n=2)
     config.write_text(yaml.safe_dump({"dataset": {"name": None, "path": data}, "methods": {"reconstruct": {}}}))
@@ -48,6 +48,12 @@ def test_run_report_export(tmp_path):
     assert exported.exit_code == 0
     rows = list(csv.DictReader(open(tmp_path / "cells.csv")))
     assert len(rows) == 2 * 3 and {r["method"] for r in rows} == {"reconstruct", "sdedit"}
+    import bench.backbone
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("--resume of a finished run loaded the backbone")
+
+    monkeypatch.setattr(bench.backbone.Backbone, "__init__", refuse)  # a finished run is seen from its store alone
     resumed = invoke("run", "--resume", run_dir, "--quiet")
     assert resumed.exit_code == 0 and "6 already done" in resumed.output
     assert "give no CONFIG" in invoke("run", config, "--resume", run_dir).output
