@@ -214,6 +214,7 @@ class Row:
     metrics: dict[str, Stat]
     cost: dict[str, float]
     first_error: str | None = None
+    values: dict[str, pd.Series] = field(default_factory=dict, repr=False)  # per-image metric by (sample_id, seed)
 
     @property
     def is_reference(self) -> bool:
@@ -242,11 +243,13 @@ def _cost(ok: pd.DataFrame) -> dict[str, float]:
 
 def _row(run: RunData, method: str, setting_text: str, label: str, group: pd.DataFrame, edit_type, seed: int) -> Row:
     ok = group[group["status"] == "ok"]
-    metrics = {}
+    metrics, per_cell = {}, {}
+    cell_index = pd.MultiIndex.from_arrays([ok["sample_id"], ok["seed"]])
     for name in run.image_metrics:
         stored = np.array([(key, name) in run.present for key in ok["key"]], dtype=bool)
         values = ok[f"metric.{name}"].to_numpy(dtype=np.float64)[stored]
         metrics[name] = describe(values, n_missing=int((~stored).sum()), seed=seed)
+        per_cell[name] = pd.Series(values, index=cell_index[stored])
     if edit_type is None:
         sets = run.set_metrics[(run.set_metrics["method"] == method) & (run.set_metrics["setting"] == setting_text)]
         for rec in sets.itertuples():
@@ -256,7 +259,7 @@ def _row(run: RunData, method: str, setting_text: str, label: str, group: pd.Dat
     return Row(
         method, json.loads(setting_text), setting_text, label, edit_type, len(group), len(ok), len(failed),
         int((group["status"] == "skipped").sum()), metrics, _cost(ok),
-        failed.iloc[0]["error"] if len(failed) else None,
+        failed.iloc[0]["error"] if len(failed) else None, per_cell,
     )  # fmt: skip
 
 
@@ -291,20 +294,46 @@ def fixed_params(run: RunData) -> dict[str, dict]:
     return out
 
 
-def best_rows(rows: list[Row], metric: str) -> set[int]:
-    """Indices of the rows with the best mean of ``metric`` by its direction (ties all count).
+#: What a marked (bold) value in a table means; captions say it.
+BEST_RULE = (
+    "best mean in its column and better than every other row by a paired comparison: the 95% paired "
+    "bootstrap interval of the mean difference over the cells both rows share (same sample and seed) excludes 0; "
+    "no bold when no row is distinguishable; set-level metrics (FID, KID) and the reference row are never bold"
+)
 
-    The reference row is a ceiling, not a contender, and is left out; so is a metric
-    without a known direction."""
+
+def paired_better(best: pd.Series, other: pd.Series, higher: bool, seed: int = 0) -> bool:
+    """Whether ``best`` beats ``other`` on their shared cells: the 95% paired bootstrap interval of
+    the mean difference (in the metric's direction) lies above 0. Needs two shared finite pairs."""
+    best, other = best.align(other, join="inner")
+    diff = (best - other).to_numpy(dtype=np.float64) * (1 if higher else -1)
+    diff = diff[np.isfinite(diff)]
+    if len(diff) < 2:
+        return False
+    low, _ = bootstrap_ci(diff, seed=seed)
+    return low > 0
+
+
+def best_rows(rows: list[Row], metric: str) -> set[int]:
+    """The index of the row with the best mean of ``metric``, when it is distinguishable from every
+    other contender (``BEST_RULE``); otherwise the empty set.
+
+    The reference row is a ceiling, not a contender. Nothing is marked for a metric without a
+    known direction, a set-level metric (one value per row, no per-cell pairs; biased by n),
+    a tie, or a single contender."""
     direction = higher_is_better(metric)
     candidates = [
-        (i, r.metrics[metric].mean) for i, r in enumerate(rows)
+        (i, r) for i, r in enumerate(rows)
         if not r.is_reference and metric in r.metrics and not math.isnan(r.metrics[metric].mean)
     ]  # fmt: skip
-    if direction is None or not candidates:
+    if direction is None or len(candidates) < 2 or any(metric not in r.values for _, r in candidates):
         return set()
-    best = (max if direction else min)(v for _, v in candidates)
-    return {i for i, v in candidates if v == best}
+    pick = max if direction else min
+    best_index, best = pick(candidates, key=lambda c: c[1].metrics[metric].mean)
+    others = [r for i, r in candidates if i != best_index]
+    if all(paired_better(best.values[metric], r.values[metric], direction) for r in others):
+        return {best_index}
+    return set()
 
 
 def nan_notes(rows: list[Row]) -> list[str]:

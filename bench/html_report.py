@@ -8,7 +8,7 @@ import json
 from pathlib import Path
 
 from . import plots
-from .aggregate import fixed_params, nan_notes
+from .aggregate import BEST_RULE, fixed_params, nan_notes
 from .report import (
     COST_HEADER,
     GridPicture,
@@ -91,8 +91,8 @@ def render_html(report: Report) -> str:
         + esc(json.dumps(run.manifest.get("config", {}), indent=2)) + "</pre></details>",
         "<h2>Results</h2>", _caveat(labels),
         _table(main_header(metrics), main_cells(report.rows, metrics), 2, [r.is_reference for r in report.rows]),
-        "<p>Metrics: mean [95% bootstrap CI] over ok cells; n = ok cells; highlighted = best per column "
-        "(the reference row excluded).</p>",
+        f"<p>Metrics: mean [95% bootstrap CI] over ok cells; n = ok cells; highlighted = "
+        f"{esc(BEST_RULE)}.</p>",
     ]  # fmt: skip
     fixed = fixed_params(run)
     if fixed:

@@ -15,7 +15,7 @@ from pathlib import Path
 import pandas as pd
 
 from . import plots
-from .aggregate import RunData, Row, arrow, best_rows, fixed_params, format_stat, load_run, nan_notes, summarize
+from .aggregate import BEST_RULE, RunData, Row, arrow, best_rows, fixed_params, format_stat, load_run, nan_notes, summarize
 
 CELL_COLUMNS = ["method", "sample_id", "seed", "edit_type", "status", "error", "output_path"]
 SCHEDULE_COLUMNS = ["start_step", "steps_run"]  # the effective schedule: settings that coincide show it
@@ -192,7 +192,7 @@ def _main_md(report: Report) -> list[str]:
     if fixed:
         described = [f"{md_text(m)}: " + ", ".join(f"{k}={md_text(v)}" for k, v in p.items()) for m, p in fixed.items()]
         lines.append("\nFixed parameters: " + "; ".join(described) + ".")
-    lines.append("\nMetrics: mean [95% bootstrap CI] over ok cells; **bold** = best per column (reference excluded).")
+    lines.append(f"\nMetrics: mean [95% bootstrap CI] over ok cells; n = ok cells; **bold** = {BEST_RULE}.")
     notes = nan_notes(report.rows)
     if notes:
         lines.append("\nNaN values (left out of the means, never dropped silently):\n")
