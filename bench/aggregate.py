@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from .data import DatasetSpec, load_dataset
 from .errors import ConfigError
 from .metrics import METRICS
 from .registry import get_method
@@ -138,6 +139,29 @@ class RunData:
     @property
     def dataset(self) -> dict:
         return (self.manifest.get("config") or {}).get("dataset") or {}
+
+
+def expected_cells(run: RunData) -> int | None:
+    """How many cells the run's config asks for (samples x settings x seeds), or None when its
+    dataset can no longer be read."""
+    config = run.manifest.get("config") or {}
+    dataset = {k: tuple(v) if isinstance(v, list) else v for k, v in (config.get("dataset") or {}).items()}
+    try:
+        n_samples = len(load_dataset(DatasetSpec(**dataset)))
+    except (ConfigError, TypeError, OSError):
+        return None
+    n_settings = sum(len(settings) or 1 for settings in (config.get("methods") or {}).values())
+    return n_samples * n_settings * len(config.get("seeds") or [0])
+
+
+def incomplete_note(run: RunData) -> str | None:
+    """``incomplete: 14 of 30 cells`` (with the command that finishes it) for a run whose store
+    lacks cells its config asks for; None for a complete run."""
+    total = expected_cells(run)
+    if total is None or len(run.cells) >= total:
+        return None
+    return (f"incomplete: {len(run.cells)} of {total} cells in {run.run_dir.name}; "
+            f"finish it with editbench run --resume {run.run_dir}")  # fmt: skip
 
 
 def _config_order(names: list[str], manifest: dict) -> list[str]:

@@ -8,9 +8,9 @@ from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
-from .aggregate import RunData, setting_label, varying_params
+from .aggregate import setting_label, varying_params
 from .config import RunConfig
-from .data import DatasetSpec, SampleRef, load_dataset
+from .data import SampleRef, load_dataset
 from .errors import ConfigError
 from .metrics import SetMetric, get_metric
 from .registry import get_method
@@ -119,24 +119,3 @@ def missing_work(run_dir: Path, config: RunConfig) -> tuple[int, int]:
     scored = cells[cells["status"] == "ok"][["method", "setting"]].drop_duplicates().itertuples(index=False)
     missing_sets = sum((method, setting, name) not in set_rows for method, setting in scored for name in set_names)
     return len(keys), sum(k not in done for k in keys) + missing_sets
-
-
-def expected_cells(run: RunData) -> int | None:
-    """How many cells the run's config asks for (samples x settings x seeds), or None when its
-    dataset can no longer be read."""
-    config = run.manifest.get("config") or {}
-    try:
-        n_samples = len(load_dataset(DatasetSpec(**{k: tuple(v) if isinstance(v, list) else v
-                                                   for k, v in (config.get("dataset") or {}).items()})))  # fmt: skip
-    except (ConfigError, TypeError, OSError):
-        return None
-    n_settings = sum(len(settings) or 1 for settings in (config.get("methods") or {}).values())
-    return n_samples * n_settings * len(config.get("seeds") or [0])
-
-
-def completeness_note(run: RunData) -> str | None:
-    """``incomplete: 14 of 30 cells`` for a run whose store lacks cells its config asks for."""
-    total = expected_cells(run)
-    if total is None or len(run.cells) >= total:
-        return None
-    return f"incomplete: {len(run.cells)} of {total} cells ({run.run_dir.name}); finish it with editbench run --resume {run.run_dir}"

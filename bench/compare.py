@@ -26,6 +26,7 @@ from .aggregate import (
     arrow,
     format_stat,
     higher_is_better,
+    incomplete_note,
     load_run,
     row_name,
     setting_label,
@@ -161,7 +162,7 @@ def _fmt_delta(c: Change) -> str:
 
 
 def _differences(base: RunData, new: RunData) -> list[str]:
-    notes = []
+    notes = [f"{side} run {note}" for side, run in (("base", base), ("new", new)) if (note := incomplete_note(run))]
     if base.fingerprint != new.fingerprint:
         notes.append(f"backbone fingerprint changed: {base.fingerprint} → {new.fingerprint}")
     if base.dataset != new.dataset:

@@ -8,7 +8,7 @@ import json
 from pathlib import Path
 
 from . import plots
-from .aggregate import BEST_RULE, fixed_params, nan_notes
+from .aggregate import BEST_RULE, fixed_params, incomplete_note, nan_notes
 from .report import (
     COST_HEADER,
     GridPicture,
@@ -79,10 +79,12 @@ def render_html(report: Report) -> str:
     """The report as one HTML document (a string)."""
     run, labels = report.run, report.labels
     metrics = report.metrics
+    incomplete = incomplete_note(run)
     parts = [
         "<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\">",
         f"<title>editbench report: {esc(run.run_dir.name)}</title><style>{STYLE}</style></head><body>",
         f"<h1>editbench report: {esc(run.run_dir.name)}</h1>",
+        f"<p class=\"caveat\">{esc(incomplete)}</p>" if incomplete else "",
         _caveat(labels),
         "<h2>Provenance</h2><dl class=\"prov\">",
         *(f"<dt>{esc(k)}</dt><dd>{esc(v)}</dd>" for k, v in provenance(run)),

@@ -15,7 +15,19 @@ from pathlib import Path
 import pandas as pd
 
 from . import plots
-from .aggregate import BEST_RULE, RunData, Row, arrow, best_rows, fixed_params, format_stat, load_run, nan_notes, summarize
+from .aggregate import (
+    BEST_RULE,
+    RunData,
+    Row,
+    arrow,
+    best_rows,
+    fixed_params,
+    format_stat,
+    incomplete_note,
+    load_run,
+    nan_notes,
+    summarize,
+)
 
 CELL_COLUMNS = ["method", "sample_id", "seed", "edit_type", "status", "error", "output_path"]
 SCHEDULE_COLUMNS = ["start_step", "steps_run"]  # the effective schedule: settings that coincide show it
@@ -180,6 +192,11 @@ def md_table(header: list[str], body: list[list]) -> list[str]:
     return lines + ["| " + " | ".join(cell(c) for c in row) + " |" for row in body]
 
 
+def _incomplete_md(run: RunData) -> list[str]:
+    note = incomplete_note(run)
+    return [f"**{md_text(note)}**", ""] if note else []
+
+
 def _caveat_md(labels: list[str]) -> list[str]:
     return [f"**{md_text(plots.caveat(labels))}**", ""] if labels else []
 
@@ -208,13 +225,13 @@ def _main_md(report: Report) -> list[str]:
 def summary_markdown(run_dir: Path) -> str:
     """The main table of a run as Markdown (no figures)."""
     report = build_report(run_dir, figures=False)
-    return "\n".join(_main_md(report)) + "\n"
+    return "\n".join(_incomplete_md(report.run) + _main_md(report)) + "\n"
 
 
 def report_markdown(report: Report, assets: str | None = None) -> str:
     """The whole report as Markdown; figures are linked as ``<assets>/<name>`` when given."""
     run = report.run
-    lines = [f"# editbench report: {md_text(run.run_dir.name)}", ""] + _caveat_md(run.labels)
+    lines = [f"# editbench report: {md_text(run.run_dir.name)}", ""] + _incomplete_md(run) + _caveat_md(run.labels)
     lines += ["## Provenance", ""] + [f"- {k}: {md_text(v)}" for k, v in provenance(run)]
     lines += ["", "## Results", ""] + _main_md(report)
     if report.by_type and any(r.edit_type != "(none)" for r in report.by_type):
