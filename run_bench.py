@@ -118,12 +118,18 @@ def report(run_dir, html_path, md_path, planes, n_grid):
 @click.argument("new_run", type=click.Path(file_okay=False))
 @click.option("--thresholds", type=click.Path(dir_okay=False), help="YAML/JSON: metric (or 'default') -> allowed worsening, e.g. psnr: 0.5, lpips: 5%.")
 @click.option("--md", "md_path", type=click.Path(dir_okay=False), help="Also write the comparison as Markdown here.")
-def compare(base_run, new_run, thresholds, md_path):
+@click.option("--allow-different-samples", is_flag=True, help="Compare runs of different datasets or seeds on the cells they share (else exit 2).")
+@click.option("--allow-missing", is_flag=True, help="A setting or method of BASE_RUN missing in NEW_RUN is reported, not a failure.")
+@click.option("--time-tolerance", type=click.FloatRange(0), default=0.25, show_default=True, help="Relative slow-down of the median time per cell that is not reported.")
+@click.option("--gate-nfe", is_flag=True, help="A changed NFE per cell fails (default: a warning).")
+@click.option("--gate-time", is_flag=True, help="A slow-down beyond --time-tolerance fails (default: a warning).")
+def compare(base_run, new_run, thresholds, md_path, allow_different_samples, allow_missing, time_tolerance, gate_nfe, gate_time):
     """Compare NEW_RUN with BASE_RUN: exit 0 if nothing regressed, 1 if something did, 2 if they cannot be compared."""
-    from bench.compare import INCOMPARABLE, compare_runs, comparison_markdown, load_thresholds
+    from bench.compare import INCOMPARABLE, CompareOptions, compare_runs, comparison_markdown, load_thresholds
 
+    options = CompareOptions(allow_different_samples, allow_missing, time_tolerance, gate_nfe, gate_time)
     try:
-        result = compare_runs(base_run, new_run, load_thresholds(thresholds))
+        result = compare_runs(base_run, new_run, load_thresholds(thresholds), options)
     except ConfigError as exc:
         click.echo(f"Error: {exc}", err=True)
         sys.exit(INCOMPARABLE)

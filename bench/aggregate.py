@@ -246,21 +246,33 @@ class Row:
 
 
 def _cost(ok: pd.DataFrame) -> dict[str, float]:
-    def mean(col):
-        values = ok[col].dropna()
+    """Cost of a group's ok cells: means per cell, the spread of time per cell (median and
+    quartiles), and the preparation's cost per preparation this run computed (the cells that
+    reused one, in memory or from the disk cache, are counted in ``prep_reused``), so the
+    numbers do not depend on what other runs left in the cache."""
+
+    def mean(frame, col):
+        values = frame[col].dropna()
         return float(values.mean()) if len(values) else math.nan
 
+    time = ok["time_s"].dropna()
+    q1, median, q3 = (float(q) for q in time.quantile([0.25, 0.5, 0.75])) if len(time) else (math.nan,) * 3
     cached = ok["prep_cached"].dropna()
+    computed = ok[(ok["prep_cached"] == 0) & ((ok["prep_nfe"].fillna(0) > 0) | (ok["prep_grad_evals"].fillna(0) > 0))]
     peak = ok["peak_mem_mb"].dropna()
     return {
-        "time_s": mean("time_s"),
-        "gpu_time_s": mean("gpu_time_s"),
-        "nfe": mean("nfe"),
-        "grad_evals": mean("grad_evals"),
+        "time_s": mean(ok, "time_s"),
+        "time_median": median,
+        "time_q1": q1,
+        "time_q3": q3,
+        "gpu_time_s": mean(ok, "gpu_time_s"),
+        "nfe": mean(ok, "nfe"),
+        "grad_evals": mean(ok, "grad_evals"),
         "peak_mem_mb": float(peak.max()) if len(peak) else math.nan,
-        "prep_time_s": float(ok["prep_time_s"].fillna(0).sum()),
-        "prep_nfe": float(ok["prep_nfe"].fillna(0).sum()),
-        "prep_grad_evals": float(ok["prep_grad_evals"].fillna(0).sum()),
+        "prep_computed": float(len(computed)),
+        "prep_time_s": mean(computed, "prep_time_s"),
+        "prep_nfe": mean(computed, "prep_nfe"),
+        "prep_grad_evals": mean(computed, "prep_grad_evals"),
         "prep_reused": float(cached.sum()) if len(cached) else math.nan,
     }
 

@@ -11,6 +11,7 @@ from . import plots
 from .aggregate import BEST_RULE, fixed_params, incomplete_note, nan_notes
 from .report import (
     COST_HEADER,
+    COST_NOTE,
     GridPicture,
     Picture,
     Report,
@@ -84,7 +85,7 @@ def render_html(report: Report) -> str:
         "<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\">",
         f"<title>editbench report: {esc(run.run_dir.name)}</title><style>{STYLE}</style></head><body>",
         f"<h1>editbench report: {esc(run.run_dir.name)}</h1>",
-        f"<p class=\"caveat\">{esc(incomplete)}</p>" if incomplete else "",
+        f"<p class=\"caveat incomplete\">{esc(incomplete)}</p>" if incomplete else "",
         _caveat(labels),
         "<h2>Provenance</h2><dl class=\"prov\">",
         *(f"<dt>{esc(k)}</dt><dd>{esc(v)}</dd>" for k, v in provenance(run)),
@@ -115,7 +116,7 @@ def render_html(report: Report) -> str:
     if report.tradeoffs:
         parts += ["<h2>Trade-offs</h2>"] + [_figure(p, labels) for p in report.tradeoffs]
     cost = _table(["method", "setting", "n"] + COST_HEADER, cost_cells(report.rows), 2)
-    parts += ["<h2>Cost</h2>", _caveat(labels), cost]
+    parts += ["<h2>Cost</h2>", _caveat(labels), cost, f"<p>{esc(COST_NOTE)}</p>"]
     if report.cost:
         parts.append(_figure(report.cost, labels))
     if report.grids:

@@ -33,8 +33,12 @@ CELL_COLUMNS = ["method", "sample_id", "seed", "edit_type", "status", "error", "
 SCHEDULE_COLUMNS = ["start_step", "steps_run"]  # the effective schedule: settings that coincide show it
 COST_COLUMNS = ["time_s", "nfe", "gpu_time_s", "peak_mem_mb", "grad_evals", "prep_time_s", "prep_nfe",
                 "prep_grad_evals", "prep_cached"]  # fmt: skip
-COST_HEADER = ["s/image", "GPU s/image", "NFE/image", "grad evals/image", "peak GPU MB", "prep s (total)",
-               "prep NFE (total)", "prep grad evals (total)", "prep reused/cached"]  # fmt: skip
+COST_HEADER = ["s/image (mean)", "s/image median [IQR]", "GPU s/image", "NFE/image", "grad evals/image", "peak GPU MB",
+               "preparations computed", "prep s each", "prep NFE each", "prep grad evals each",
+               "prep reused/cached"]  # fmt: skip
+COST_NOTE = ("Time per ok cell: mean, and median [interquartile range]. Preparation (inversion) cost is per "
+             "preparation this run computed; the cells that reused one, in this run or from the disk cache, are "
+             "counted in reused/cached.")  # fmt: skip
 
 
 def cells_table(run_dir: Path) -> pd.DataFrame:
@@ -140,8 +144,11 @@ def cost_cells(rows: list[Row]) -> list[list[str]]:
     for r in rows:
         c = r.cost
         reused = "n/a" if math.isnan(c["prep_reused"]) else f"{int(c['prep_reused'])}/{r.ok}"
-        body.append([r.method, r.label, str(r.ok)] + [_num(c[k]) for k in ("time_s", "gpu_time_s", "nfe", "grad_evals",
-                    "peak_mem_mb", "prep_time_s", "prep_nfe", "prep_grad_evals")] + [reused])  # fmt: skip
+        spread = "—" if math.isnan(c["time_median"]) else f"{_num(c['time_median'])} [{_num(c['time_q1'])}, {_num(c['time_q3'])}]"
+        body.append([r.method, r.label, str(r.ok), _num(c["time_s"]), spread]
+                    + [_num(c[k]) for k in ("gpu_time_s", "nfe", "grad_evals", "peak_mem_mb")]
+                    + [str(int(c["prep_computed"]))] + [_num(c[k]) for k in ("prep_time_s", "prep_nfe", "prep_grad_evals")]
+                    + [reused])  # fmt: skip
     return body
 
 
@@ -241,7 +248,7 @@ def report_markdown(report: Report, assets: str | None = None) -> str:
         notes = nan_notes(report.by_type)
         lines += [""] + [f"- {md_text(n)}" for n in notes] if notes else []
     lines += ["", "## Cost", ""] + _caveat_md(run.labels)
-    lines += md_table(["method", "setting", "n"] + COST_HEADER, cost_cells(report.rows))
+    lines += md_table(["method", "setting", "n"] + COST_HEADER, cost_cells(report.rows)) + ["", COST_NOTE]
     if assets is not None:
         figures = [("Trade-offs", report.tradeoffs), ("Cost plot", [report.cost] if report.cost else []),
                    ("Samples", report.grids)]  # fmt: skip

@@ -54,7 +54,7 @@ def make_run(root, name, cells, *, labels=("untrained backbone",), fingerprint="
     """A run folder with the given cells (metrics as given, tiny random output images)."""
     run_dir = root / name
     run_dir.mkdir(parents=True)
-    dataset = dataset or write_dataset(root / f"data-{name}", n=3)
+    dataset = dataset or write_dataset(root / "data", n=3)  # one dataset per folder: runs in it are comparable
     rng = np.random.default_rng(0)
     store = Store(run_dir)
     for c in cells:
