@@ -184,3 +184,19 @@ def test_incomplete_runs_say_so_at_the_top_of_report_compare_and_history(tmp_pat
     text = history_markdown(history([full, partial], "psnr"))
     assert text.splitlines()[2] == "**incomplete: 1 of 2 runs (partial)**"
     assert "| 9 | " in text and "| 7 of 9 (incomplete) | " in text and " n=3 |" in text and " n=1 |" in text
+
+
+def test_cost_shows_the_spread_of_time_and_prep_cost_per_computed_preparation(tmp_path):
+    from bench.aggregate import load_run, summarize
+    from bench.report import COST_HEADER, cost_cells
+
+    costs = [dict(time_s=1.0, prep_cached=False, prep_nfe=10, prep_time_s=2.0),
+             dict(time_s=2.0, prep_cached=True, prep_nfe=0, prep_time_s=0.0),  # reused: not a preparation's cost
+             dict(time_s=10.0, prep_cached=False, prep_nfe=20, prep_time_s=4.0)]  # fmt: skip
+    cells = [cell("ddim_inversion", {"w": 7.5}, f"img{i}", {"psnr": 20.0}, **c) for i, c in enumerate(costs)]
+    (row,) = cost_cells(summarize(load_run(make_run(tmp_path, "r", cells))))
+    by_header = dict(zip(["method", "setting", "n"] + COST_HEADER, row))
+    assert by_header["s/image (mean)"] == "4.333" and by_header["s/image median [IQR]"] == "2 [1.5, 6]"
+    assert by_header["preparations computed"] == "2" and by_header["prep NFE each"] == "15"
+    assert by_header["prep s each"] == "3" and by_header["prep reused/cached"] == "1/3"
+
