@@ -37,7 +37,7 @@ def collapsed_settings(config: RunConfig) -> list[str]:
             if "steps" in setting:
                 groups[setting_json(cls.effective_setting(setting))].append(setting)
         varying, _ = varying_params(method, settings)
-        for effective, same in groups.items():
+        for same in groups.values():
             if len(same) > 1:
                 labels = " and ".join(setting_label(s, varying) for s in same)
                 start, run = cls.schedule(same[0])
@@ -50,7 +50,7 @@ def collapsed_settings(config: RunConfig) -> list[str]:
 
 @dataclass
 class SettingPlan:
-    """One method x setting of a config: its cells, preparations and estimated NFE."""
+    """One method x setting of a config: its cells, schedule and estimated NFE per cell."""
 
     method: str
     label: str
@@ -58,12 +58,11 @@ class SettingPlan:
     start_step: int | None
     steps_run: int | None
     edit_nfe: int
-    prep_nfe: int
 
 
-def plan_settings(config: RunConfig, n_samples: int) -> tuple[list[SettingPlan], dict[str, int]]:
-    """Per setting, what it runs; and per method, the preparations it computes (at most: the
-    disk cache may already hold some, which a run reports per cell as ``prep_cached``)."""
+def plan_settings(config: RunConfig, n_samples: int) -> tuple[list[SettingPlan], dict[str, tuple[int, int]]]:
+    """Per setting, what it runs; and per method with preparations, (how many it computes, their
+    NFE): at most, since the disk cache may already hold some (a run reports ``prep_cached``)."""
     plans, preparations = [], {}
     n_seeds = len(config.seeds)
     for method, settings in config.settings.items():
@@ -76,10 +75,9 @@ def plan_settings(config: RunConfig, n_samples: int) -> tuple[list[SettingPlan],
             if cls.prep_params:
                 prep_nfe[instance.prep_key(setting)] = prep
             start, run = cls.schedule(setting) or (None, None)
-            plans.append(SettingPlan(method, setting_label(setting, varying), n_samples * n_seeds, start, run, edit, 0))
+            plans.append(SettingPlan(method, setting_label(setting, varying), n_samples * n_seeds, start, run, edit))
         if prep_nfe:
-            preparations[method] = len(prep_nfe) * n_samples
-            plans[-1].prep_nfe = sum(prep_nfe.values()) * n_samples  # one total per method, on its last row
+            preparations[method] = (len(prep_nfe) * n_samples, sum(prep_nfe.values()) * n_samples)
     return plans, preparations
 
 
@@ -94,11 +92,11 @@ def dry_run_text(config: RunConfig) -> str:
         lines.append(f"{p.method} | {p.label} | {p.cells} | {schedule[0]} | {schedule[1]} | {p.edit_nfe}")
     total_cells = sum(p.cells for p in plans)
     edit_nfe = sum(p.cells * p.edit_nfe for p in plans)
-    prep_nfe = sum(p.prep_nfe for p in plans)
     lines += ["", f"{total_cells} cells; estimated NFE: {edit_nfe} for the edits"]
     if preparations:
-        each = ", ".join(f"{m}: {n}" for m, n in preparations.items())
-        lines.append(f"preparations (inversions) to compute: {sum(preparations.values())} ({each}), up to {prep_nfe} NFE; "
+        each = ", ".join(f"{m}: {n}" for m, (n, _) in preparations.items())
+        count, prep_nfe = (sum(v) for v in zip(*preparations.values()))
+        lines.append(f"preparations (inversions) to compute: {count} ({each}), up to {prep_nfe} NFE; "
                      "those already in the disk cache are loaded instead (reported per cell as prep_cached)")  # fmt: skip
     lines += [f"warning: {w}" for w in collapsed_settings(config)]
     return "\n".join(lines) + "\n"
