@@ -205,6 +205,14 @@ def param_order(method: str, keys: list[str]) -> list[str]:
     return sorted(keys, key=lambda k: declared.index(k) if k in declared else len(declared))
 
 
+def has_preparation(method: str) -> bool:
+    """Whether the method prepares work shared across settings (an inversion); True when unknown."""
+    try:
+        return bool(get_method(method).prep_params)
+    except ConfigError:
+        return True
+
+
 def varying_params(method: str, settings: list[dict]) -> tuple[list[str], dict]:
     """(parameters that differ between ``settings``, values of the ones that do not)."""
     keys = param_order(method, list(settings[0])) if settings else []

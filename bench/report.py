@@ -23,6 +23,7 @@ from .aggregate import (
     best_rows,
     fixed_params,
     format_stat,
+    has_preparation,
     incomplete_note,
     load_run,
     nan_notes,
@@ -143,11 +144,12 @@ def cost_cells(rows: list[Row]) -> list[list[str]]:
     body = []
     for r in rows:
         c = r.cost
-        reused = "n/a" if math.isnan(c["prep_reused"]) else f"{int(c['prep_reused'])}/{r.ok}"
+        prepares = has_preparation(r.method)
+        reused = "n/a" if math.isnan(c["prep_reused"]) or not prepares else f"{int(c['prep_reused'])}/{r.ok}"
         spread = "—" if math.isnan(c["time_median"]) else f"{_num(c['time_median'])} [{_num(c['time_q1'])}, {_num(c['time_q3'])}]"
         body.append([r.method, r.label, str(r.ok), _num(c["time_s"]), spread]
                     + [_num(c[k]) for k in ("gpu_time_s", "nfe", "grad_evals", "peak_mem_mb")]
-                    + [str(int(c["prep_computed"]))] + [_num(c[k]) for k in ("prep_time_s", "prep_nfe", "prep_grad_evals")]
+                    + [str(int(c["prep_computed"])) if prepares else "—"] + [_num(c[k]) for k in ("prep_time_s", "prep_nfe", "prep_grad_evals")]
                     + [reused])  # fmt: skip
     return body
 
