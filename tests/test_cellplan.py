@@ -12,8 +12,7 @@ from bench.report import cells_table
 from bench.runner import Runner
 from bench.store import setting_json
 from run_bench import main
-from tests.helpers import write_dataset
-from tests.test_runner import read_cells
+from tests.helpers import read_cells, write_dataset
 
 
 def config_of(tmp_path, methods, n=1):
