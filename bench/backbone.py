@@ -150,6 +150,48 @@ def _file_digest(path: Path) -> str:
     return memo[memo_key]
 
 
+def pipeline_fingerprint(spec: BackboneSpec, folder: Path, scheduler_config: dict) -> dict:
+    """The backbone's identity (every cache key includes its ``id``): source, dtype, scheduler
+    and the weights' sha256; computed from the pipeline folder's files, no weights loaded."""
+    weights = {sub: _file_digest(folder / sub / f) for sub, f in WEIGHT_FILES.items()}
+    scheduler = {k: v for k, v in dict(scheduler_config).items() if not k.startswith("_")}
+    fields = {
+        "source": spec.name,
+        "revision": spec.revision,
+        "dtype": spec.dtype,
+        "scheduler": spec.scheduler,
+        "scheduler_config": scheduler,
+        "weights_sha256": weights,
+    }
+    fields["id"] = hashlib.sha256(json.dumps(fields, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    return fields
+
+
+@dataclass(frozen=True)
+class BackboneIdentity:
+    """What disk-cache keys need of a backbone, known without loading it."""
+
+    fingerprint_id: str
+    resolution: int
+
+
+def identity_on_disk(spec: BackboneSpec) -> BackboneIdentity | None:
+    """The fingerprint and resolution of a tiny or local-folder backbone from its files alone;
+    None when its folder is not on disk yet (or it is a hub id, which is not looked up)."""
+    if spec.is_tiny:
+        from .tiny import tiny_folder
+
+        folder = tiny_folder()
+    else:
+        folder = Path(spec.name).expanduser()
+    if not (folder / "model_index.json").is_file():
+        return None
+    scheduler_config = scheduler_classes()[spec.scheduler].load_config(folder, subfolder="scheduler")
+    unet, vae = (json.loads((folder / sub / "config.json").read_text()) for sub in ("unet", "vae"))
+    resolution = spec.resolution or unet["sample_size"] * 2 ** (len(vae["block_out_channels"]) - 1)
+    return BackboneIdentity(pipeline_fingerprint(spec, folder, scheduler_config)["id"], resolution)
+
+
 class NFECounter:
     """Counts UNet evaluations, one per latent in the batch (a CFG step of batch 1 is 2 NFE)."""
 
@@ -196,23 +238,9 @@ class Backbone:
         self.nfe = NFECounter(self.unet)
         self._text_cache: dict[str, torch.Tensor] = {}
         self.labels = [UNTRAINED_LABEL] if spec.is_tiny else []
-        self.fingerprint = self._fingerprint()
+        self.fingerprint = pipeline_fingerprint(spec, self.folder, self.scheduler_config)
 
     # -- identity ---------------------------------------------------------------------------
-    def _fingerprint(self) -> dict:
-        weights = {sub: _file_digest(self.folder / sub / f) for sub, f in WEIGHT_FILES.items()}
-        scheduler = {k: v for k, v in dict(self.scheduler_config).items() if not k.startswith("_")}
-        fields = {
-            "source": self.spec.name,
-            "revision": self.spec.revision,
-            "dtype": self.spec.dtype,
-            "scheduler": self.spec.scheduler,
-            "scheduler_config": scheduler,
-            "weights_sha256": weights,
-        }
-        fields["id"] = hashlib.sha256(json.dumps(fields, sort_keys=True, default=str).encode()).hexdigest()[:16]
-        return fields
-
     @property
     def fingerprint_id(self) -> str:
         return self.fingerprint["id"]

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .aggregate import setting_label, varying_params
+from .backbone import identity_on_disk
 from .config import RunConfig
 from .data import SampleRef, load_dataset
 from .errors import ConfigError
@@ -60,25 +61,37 @@ class SettingPlan:
     edit_nfe: int
 
 
-def plan_settings(config: RunConfig, n_samples: int) -> tuple[list[SettingPlan], dict[str, tuple[int, int]]]:
-    """Per setting, what it runs; and per method with preparations, (how many it computes, their
-    NFE): at most, since the disk cache may already hold some (a run reports ``prep_cached``)."""
+def plan_settings(config: RunConfig, n_samples: int) -> tuple[list[SettingPlan], dict[str, list]]:
+    """Per setting, what it runs; and per method, the distinct cacheable preparations
+    (``InversionSpec``) each sample needs."""
     plans, preparations = [], {}
-    n_seeds = len(config.seeds)
     for method, settings in config.settings.items():
         cls = get_method(method)
-        instance = cls()
         varying, _ = varying_params(method, settings)
-        prep_nfe = {}
         for setting in settings:
-            edit, prep = cls.estimate_nfe(setting)
-            if cls.prep_params:
-                prep_nfe[instance.prep_key(setting)] = prep
             start, run = cls.schedule(setting) or (None, None)
-            plans.append(SettingPlan(method, setting_label(setting, varying), n_samples * n_seeds, start, run, edit))
-        if prep_nfe:
-            preparations[method] = (len(prep_nfe) * n_samples, sum(prep_nfe.values()) * n_samples)
-    return plans, preparations
+            cells = n_samples * len(config.seeds)
+            plans.append(SettingPlan(method, setting_label(setting, varying), cells, start, run, cls.estimate_nfe(setting)[0]))
+            spec = cls.cached_preparation(setting)
+            if spec is not None and spec not in preparations.setdefault(method, []):
+                preparations[method].append(spec)
+    return plans, {m: specs for m, specs in preparations.items() if specs}
+
+
+def cached_preparations(config: RunConfig, refs: list[SampleRef], preparations: dict[str, list]) -> int | None:
+    """How many of the (sample, preparation) pairs the disk cache already holds; None when the
+    backbone's files are not on disk (nothing of it can be cached yet, or it is a hub id)."""
+    identity = identity_on_disk(config.backbone)
+    if identity is None:
+        return None
+    found = 0
+    for ref in refs:
+        try:
+            sample = ref.load(identity.resolution)
+        except Exception:  # a bad sample fails its cells in the run; here it is simply not cached
+            continue
+        found += sum(spec.is_cached(identity, sample) for specs in preparations.values() for spec in specs)
+    return found
 
 
 def dry_run_text(config: RunConfig) -> str:
@@ -94,10 +107,13 @@ def dry_run_text(config: RunConfig) -> str:
     edit_nfe = sum(p.cells * p.edit_nfe for p in plans)
     lines += ["", f"{total_cells} cells; estimated NFE: {edit_nfe} for the edits"]
     if preparations:
-        each = ", ".join(f"{m}: {n}" for m, (n, _) in preparations.items())
-        count, prep_nfe = (sum(v) for v in zip(*preparations.values()))
-        lines.append(f"preparations (inversions) to compute: {count} ({each}), up to {prep_nfe} NFE; "
-                     "those already in the disk cache are loaded instead (reported per cell as prep_cached)")  # fmt: skip
+        each = ", ".join(f"{m}: {len(specs) * len(refs)}" for m, specs in preparations.items())
+        total = sum(len(specs) for specs in preparations.values()) * len(refs)
+        nfe = sum(spec.nfe() for specs in preparations.values() for spec in specs) * len(refs)
+        cached = cached_preparations(config, refs, preparations)
+        found = "disk cache not checked (the backbone's files are not on disk)" if cached is None else \
+            f"{cached} found in the disk cache, {total - cached} to compute"
+        lines.append(f"preparations (inversions): {total} ({each}); {found}; up to {nfe} NFE if all are computed")
     lines += [f"warning: {w}" for w in collapsed_settings(config)]
     return "\n".join(lines) + "\n"
 

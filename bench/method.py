@@ -124,10 +124,16 @@ class Method:
 
         The default fits a CFG sampler over ``schedule``: 2 UNet evaluations per step, 1 at
         ``w`` 0 or 1. Methods whose cost differs override it; the runner records the real count."""
-        plan = cls.schedule(setting)
-        if plan is None:
-            return 0, 0
-        return plan[1] * cfg_evaluations(setting.get("w", 1.0)), 0
+        plan, prep = cls.schedule(setting), cls.cached_preparation(setting)
+        edit = 0 if plan is None else plan[1] * cfg_evaluations(setting.get("w", 1.0))
+        return edit, 0 if prep is None else prep.nfe()
+
+    @classmethod
+    def cached_preparation(cls, setting: dict[str, Any]):
+        """What ``prepare`` computes for this setting when it is kept in the disk cache (an
+        ``bench.inversion.InversionSpec``), so that ``--dry-run`` can estimate it and look it up;
+        None when the method prepares nothing cacheable."""
+        return None
 
     def prep_key(self, setting: dict[str, Any]) -> tuple:
         return tuple((k, setting[k]) for k in self.prep_params)

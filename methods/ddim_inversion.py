@@ -7,7 +7,7 @@ inversion is prepared once per sample and (steps, inversion_w), and cached on di
 
 import torch
 
-from bench.inversion import inversion_nfe, prepare_inversion, regenerate
+from bench.inversion import InversionSpec, prepare_inversion, regenerate
 from bench.method import EditResult, Method
 from bench.params import Param, guidance_param, steps_param
 from bench.registry import register
@@ -26,8 +26,8 @@ class DDIMInversion(Method):
     prep_params = ("steps", "inversion_w")
 
     @classmethod
-    def estimate_nfe(cls, setting):
-        return super().estimate_nfe(setting)[0], inversion_nfe("ddim", setting["steps"], setting["inversion_w"])
+    def cached_preparation(cls, setting):
+        return InversionSpec("ddim", setting["steps"], setting["inversion_w"])
 
     def prepare(self, backbone, sample, setting):
         return prepare_inversion(backbone, sample, "ddim", setting["steps"], setting["inversion_w"])

@@ -10,7 +10,7 @@ freshly computed inversion (0 when it came from the disk cache).
 import torch
 
 from bench.errors import ConfigError
-from bench.inversion import NullTextParams, inversion_nfe, prepare_inversion, regenerate
+from bench.inversion import InversionSpec, NullTextParams, prepare_inversion, regenerate
 from bench.method import EditResult, Method
 from bench.params import Param
 from bench.registry import register
@@ -57,9 +57,8 @@ class NullTextInversion(Method):
         check_null_text(cls.name, setting)
 
     @classmethod
-    def estimate_nfe(cls, setting):
-        prep = inversion_nfe("null_text", setting["steps"], setting["inversion_w"], null_text_params(setting))
-        return super().estimate_nfe(setting)[0], prep
+    def cached_preparation(cls, setting):
+        return InversionSpec("null_text", setting["steps"], setting["inversion_w"], null_text_params(setting))
 
     def prepare(self, backbone, sample, setting):
         return prepare_inversion(

@@ -24,7 +24,7 @@ from bench.attention import (
     word_positions,
 )
 from bench.errors import ConfigError, SampleError
-from bench.inversion import KINDS, Inversion, inversion_nfe, prepare_inversion
+from bench.inversion import KINDS, Inversion, InversionSpec, prepare_inversion
 from bench.method import EditResult, Method
 from bench.params import Param
 from bench.registry import register
@@ -127,9 +127,15 @@ class PromptToPrompt(Method):
     @classmethod
     def estimate_nfe(cls, setting):
         """Source and target rows denoise together: twice a single edit's evaluations."""
+        edit, prep = super().estimate_nfe(setting)
+        return 2 * edit, prep
+
+    @classmethod
+    def cached_preparation(cls, setting):
+        if setting["inversion"] == "none":
+            return None
         nti = null_text_params(setting) if setting["inversion"] == "null_text" else None
-        prep = inversion_nfe(setting["inversion"], setting["steps"], setting["inversion_w"], nti)
-        return 2 * super().estimate_nfe(setting)[0], prep
+        return InversionSpec(setting["inversion"], setting["steps"], setting["inversion_w"], nti)
 
     def prep_key(self, setting):
         """Only the parameters the chosen inversion depends on, so unused ones never split preparations."""

@@ -41,13 +41,15 @@ def test_schedule_matches_the_timesteps_the_sampler_runs(backbone, t0, steps, st
 
 @pytest.fixture(scope="module")
 def every_method_run(tmp_path_factory, backbone):
-    """One small run of every method (one sample, 1-2 steps), shared by the tests below."""
+    """One small run of every method (one sample, 1-2 steps), shared by the tests below. Inversion
+    weights no other test uses keep its inversions out of the session's disk cache until it runs."""
     tmp_path = tmp_path_factory.mktemp("every-method")
     methods = {
         "reconstruct": {}, "sdedit": {"t0": [0.5, 0.7, 1.0], "steps": 2}, "ilvr": {"steps": 2, "w": 1},
         "repaint": {"r": 2, "steps": 2}, "blended_latent": {"steps": 1, "t0": 1.0},
-        "ddim_inversion": {"steps": 2, "inversion_w": 3}, "null_text_inversion": {"steps": 2, "inner_steps": 2},
-        "cfg": {"steps": 2, "w": 0}, "p2p": {"steps": 2, "inversion": "ddim", "cross_replace_steps": 0.5},
+        "ddim_inversion": {"steps": 2, "inversion_w": 3.25}, "cfg": {"steps": 2, "w": 0},
+        "null_text_inversion": {"steps": 2, "inner_steps": 2, "inversion_w": 1.75},
+        "p2p": {"steps": 2, "inversion": "ddim", "inversion_w": 2.5, "cross_replace_steps": 0.5},
     }  # fmt: skip
     config = config_of(tmp_path, methods)
     run_dir = tmp_path / "run"
@@ -83,6 +85,14 @@ def test_nfe_estimates_match_what_every_method_spends(every_method_run):
     assert checked >= 3
 
 
+def test_dry_run_finds_the_inversions_a_run_left_in_the_disk_cache(every_method_run, tmp_path):
+    """The shared run inverted its one sample (steps 2, inversion_w 3.25); the same image in another
+    dataset folder is found, the inversion at another inversion_w is not."""
+    config = config_of(tmp_path, {"ddim_inversion": {"steps": 2, "inversion_w": [3.25, 5.5]}})
+    text = dry_run_text(config)
+    assert "preparations (inversions): 2 (ddim_inversion: 2); 1 found in the disk cache, 1 to compute;" in text
+
+
 def test_dry_run_lists_the_plan_and_loads_no_backbone(tmp_path, monkeypatch):
     import bench.backbone
 
@@ -101,7 +111,8 @@ def test_dry_run_lists_the_plan_and_loads_no_backbone(tmp_path, monkeypatch):
     assert "sdedit | t0=0.5 | 6 | 2 | 2 | 4" in lines and "sdedit | t0=0.7 | 6 | 2 | 2 | 4" in lines
     assert "reconstruct | — | 6 | — | — | 0" in lines
     assert "24 cells; estimated NFE: 84 for the edits" in lines  # 2 x 6 x 4 + 6 x 3 x 2
-    assert any(line.startswith("preparations (inversions) to compute: 3 (ddim_inversion: 3), up to 9 NFE") for line in lines)
+    (prep,) = [line for line in lines if line.startswith("preparations (inversions): 3 (ddim_inversion: 3); ")]
+    assert prep.endswith("; up to 9 NFE if all are computed")  # found in the cache or not: other tests decide
     assert any(line.startswith("warning: sdedit: settings t0=0.5 and t0=0.7") for line in lines)
     assert not (tmp_path / "runs").exists()
     assert dry_run_text(build_config({"methods": {"reconstruct": {}}})).startswith("dry run: 6 sample(s) x 1 seed(s)")
