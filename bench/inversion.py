@@ -175,7 +175,8 @@ def _null_text_fields(backbone, sample, steps: int, inversion_w: float, nti: Nul
 @dataclass(frozen=True)
 class InversionSpec:
     """The inversion a method's setting prepares (``Method.cached_preparation``): what
-    ``--dry-run`` counts, estimates and looks up in the disk cache without a backbone."""
+    ``--dry-run`` counts, estimates and looks up in the disk cache without a backbone. ``kind``:
+    ``ddim`` or ``null_text``, the cache entry (the other inversion kinds use the DDIM one)."""
 
     kind: str
     steps: int

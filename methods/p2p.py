@@ -134,8 +134,9 @@ class PromptToPrompt(Method):
     def cached_preparation(cls, setting):
         if setting["inversion"] == "none":
             return None
-        nti = null_text_params(setting) if setting["inversion"] == "null_text" else None
-        return InversionSpec(setting["inversion"], setting["steps"], setting["inversion_w"], nti)
+        if setting["inversion"] == "null_text":
+            return InversionSpec("null_text", setting["steps"], setting["inversion_w"], null_text_params(setting))
+        return InversionSpec("ddim", setting["steps"], setting["inversion_w"])  # ddim, negative_prompt, direct share it
 
     def prep_key(self, setting):
         """Only the parameters the chosen inversion depends on, so unused ones never split preparations."""
