@@ -80,7 +80,7 @@ def _threshold(value, where: str) -> Threshold:
     return t
 
 
-def THRESHOLD_KEYS() -> list[str]:  # noqa: N802  (a constant that depends on the registered metrics)
+def threshold_keys() -> list[str]:
     """Keys a thresholds file may use: every metric name and ``default``."""
     return ["default", *METRICS]
 
@@ -112,8 +112,8 @@ def load_thresholds(path: str | Path | None) -> dict[str, Threshold]:
     if not isinstance(raw, dict):
         raise ConfigError(f"thresholds {path}: expected a mapping of metric name to threshold")
     for key in raw:
-        if str(key) not in THRESHOLD_KEYS():
-            raise ConfigError(f"thresholds {path}: {unknown('key', key, THRESHOLD_KEYS())}")
+        if str(key) not in threshold_keys():
+            raise ConfigError(f"thresholds {path}: {unknown('key', key, threshold_keys())}")
     out = {str(k): _threshold(v, f"{path}: {k!r}") for k, v in raw.items()}
     out.setdefault("default", Threshold())
     return out
