@@ -5,6 +5,7 @@ from pathlib import Path
 
 import click
 
+from bench import __version__
 from bench.errors import ConfigError
 
 
@@ -23,6 +24,7 @@ def _fail_cleanly(fn):
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="editbench", message="%(prog)s %(version)s")
 def main():
     """editbench: benchmark diffusion image-editing methods on one Stable Diffusion backbone."""
 
@@ -36,29 +38,60 @@ def main():
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @click.option("--untrained-extractors", is_flag=True, help="Metric extractors without local weights get seeded random weights (smoke numbers, labelled).")
 @click.option("--batch-size", type=click.IntRange(1), help="Cells per UNet batch (default: the config's batch_size, else 1).")
+@click.option("--dry-run", is_flag=True, help="List cells per method and setting, preparations and an NFE estimate; load and run nothing.")
 @_fail_cleanly
-def run(config, backbone, overrides, out, resume_dir, quiet, untrained_extractors, batch_size):
-    """Run a sweep CONFIG (or --resume RUN_DIR); prints the run folder."""
+def run(config, backbone, overrides, out, resume_dir, quiet, untrained_extractors, batch_size, dry_run):
+    """Run a sweep CONFIG (or --resume RUN_DIR); prints the run folder (also on stderr as it starts)."""
+    from bench.cellplan import collapsed_settings, dry_run_text
     from bench.config import load_config
     from bench.runner import resume_run, start_run
 
-    if resume_dir:
-        if config or backbone or overrides or out or untrained_extractors or batch_size:
-            raise ConfigError(
-                "--resume takes the run folder's own config; give no CONFIG, --backbone, --set, --out, "
-                "--untrained-extractors or --batch-size"
-            )
-        run_dir, counts = resume_run(resume_dir, progress=not quiet)
-    else:
-        if not config:
-            raise ConfigError("give a CONFIG file (e.g. configs/quickstart.yaml) or --resume RUN_DIR")
-        if untrained_extractors:
-            overrides += ("metric_options.untrained_extractors=true",)
-        if batch_size:
-            overrides += (f"batch_size={batch_size}",)
-        run_dir, counts = start_run(load_config(config, list(overrides), backbone), out, progress=not quiet)
+    started = [Path(resume_dir)] if resume_dir else []
+
+    def announce(run_dir):
+        started.append(run_dir)
+        click.echo(f"run folder: {run_dir}", err=True)
+
+    try:
+        if resume_dir:
+            if config or backbone or overrides or out or untrained_extractors or batch_size or dry_run:
+                raise ConfigError(
+                    "--resume takes the run folder's own config; give no CONFIG, --backbone, --set, --out, "
+                    "--untrained-extractors, --batch-size or --dry-run"
+                )
+            run_dir, counts = resume_run(resume_dir, progress=not quiet)
+        else:
+            if not config:
+                raise ConfigError("give a CONFIG file (e.g. configs/quickstart.yaml) or --resume RUN_DIR")
+            if untrained_extractors:
+                overrides += ("metric_options.untrained_extractors=true",)
+            if batch_size:
+                overrides += (f"batch_size={batch_size}",)
+            loaded = load_config(config, list(overrides), backbone)
+            if dry_run:
+                click.echo(dry_run_text(loaded), nl=False)
+                return
+            for warning in collapsed_settings(loaded):
+                click.echo(f"warning: {warning}", err=True)
+            run_dir, counts = start_run(loaded, out, progress=not quiet, announce=announce)
+    except KeyboardInterrupt:
+        _interrupted(started[0] if started else None)
     click.echo(", ".join(f"{v} {k}" for k, v in counts.items() if v), err=True)
     click.echo(str(run_dir))
+
+
+def _interrupted(run_dir: Path | None):
+    """Ctrl-C during a run: say where the finished cells are and how to finish the run; exit 130."""
+    import shlex
+
+    from bench.store import MANIFEST
+
+    if run_dir is not None and (Path(run_dir) / MANIFEST).is_file():
+        click.echo(f"\nInterrupted. Finished cells are saved in {run_dir}; finish the run with:\n"
+                   f"  editbench run --resume {shlex.quote(str(run_dir))}", err=True)  # fmt: skip
+    else:
+        click.echo("\nInterrupted before any cell ran; nothing was saved.", err=True)
+    sys.exit(130)
 
 
 @main.command()
@@ -99,12 +132,18 @@ def report(run_dir, html_path, md_path, planes, n_grid, table, reference_path, c
 @click.argument("new_run", type=click.Path(file_okay=False))
 @click.option("--thresholds", type=click.Path(dir_okay=False), help="YAML/JSON: metric (or 'default') -> allowed worsening, e.g. psnr: 0.5, lpips: 5%.")
 @click.option("--md", "md_path", type=click.Path(dir_okay=False), help="Also write the comparison as Markdown here.")
-def compare(base_run, new_run, thresholds, md_path):
+@click.option("--allow-different-samples", is_flag=True, help="Compare runs of different datasets or seeds on the cells they share (else exit 2).")
+@click.option("--allow-missing", is_flag=True, help="A setting or method of BASE_RUN missing in NEW_RUN is reported, not a failure.")
+@click.option("--time-tolerance", type=click.FloatRange(0), default=0.25, show_default=True, help="Relative slow-down of the median time per cell that is not reported.")
+@click.option("--gate-nfe", is_flag=True, help="A changed NFE per cell fails (default: a warning).")
+@click.option("--gate-time", is_flag=True, help="A slow-down beyond --time-tolerance fails (default: a warning).")
+def compare(base_run, new_run, thresholds, md_path, allow_different_samples, allow_missing, time_tolerance, gate_nfe, gate_time):
     """Compare NEW_RUN with BASE_RUN: exit 0 if nothing regressed, 1 if something did, 2 if they cannot be compared."""
-    from bench.compare import INCOMPARABLE, compare_runs, comparison_markdown, load_thresholds
+    from bench.compare import INCOMPARABLE, CompareOptions, compare_runs, comparison_markdown, load_thresholds
 
+    options = CompareOptions(allow_different_samples, allow_missing, time_tolerance, gate_nfe, gate_time)
     try:
-        result = compare_runs(base_run, new_run, load_thresholds(thresholds))
+        result = compare_runs(base_run, new_run, load_thresholds(thresholds), options)
     except ConfigError as exc:
         click.echo(f"Error: {exc}", err=True)
         sys.exit(INCOMPARABLE)

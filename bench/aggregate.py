@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from .data import DatasetSpec, load_dataset
 from .errors import ConfigError
 from .metrics import METRICS
 from .registry import get_method
@@ -154,6 +155,29 @@ class RunData:
         return (self.manifest.get("config") or {}).get("dataset") or {}
 
 
+def expected_cells(run: RunData) -> int | None:
+    """How many cells the run's config asks for (samples x settings x seeds), or None when its
+    dataset can no longer be read."""
+    config = run.manifest.get("config") or {}
+    dataset = {k: tuple(v) if isinstance(v, list) else v for k, v in (config.get("dataset") or {}).items()}
+    try:
+        n_samples = len(load_dataset(DatasetSpec(**dataset)))
+    except (ConfigError, TypeError, OSError):
+        return None
+    n_settings = sum(len(settings) or 1 for settings in (config.get("methods") or {}).values())
+    return n_samples * n_settings * len(config.get("seeds") or [0])
+
+
+def incomplete_note(run: RunData) -> str | None:
+    """``incomplete: 14 of 30 cells`` (with the command that finishes it) for a run whose store
+    lacks cells its config asks for; None for a complete run."""
+    total = expected_cells(run)
+    if total is None or len(run.cells) >= total:
+        return None
+    return (f"incomplete: {len(run.cells)} of {total} cells in {run.run_dir.name}; "
+            f"finish it with editbench run --resume {run.run_dir}")  # fmt: skip
+
+
 def _config_order(names: list[str], manifest: dict) -> list[str]:
     configured = (manifest.get("config") or {}).get("metrics") or []
     return sorted(names, key=lambda m: (configured.index(m) if m in configured else len(configured), m))
@@ -196,6 +220,14 @@ def param_order(method: str, keys: list[str]) -> list[str]:
     return sorted(keys, key=lambda k: declared.index(k) if k in declared else len(declared))
 
 
+def has_preparation(method: str) -> bool:
+    """Whether the method prepares work shared across settings (an inversion); True when unknown."""
+    try:
+        return bool(get_method(method).prep_params)
+    except ConfigError:
+        return True
+
+
 def varying_params(method: str, settings: list[dict]) -> tuple[list[str], dict]:
     """(parameters that differ between ``settings``, values of the ones that do not)."""
     keys = param_order(method, list(settings[0])) if settings else []
@@ -229,6 +261,7 @@ class Row:
     metrics: dict[str, Stat]
     cost: dict[str, float]
     first_error: str | None = None
+    values: dict[str, pd.Series] = field(default_factory=dict, repr=False)  # per-image metric by (sample_id, seed)
 
     @property
     def is_reference(self) -> bool:
@@ -236,32 +269,46 @@ class Row:
 
 
 def _cost(ok: pd.DataFrame) -> dict[str, float]:
-    def mean(col):
-        values = ok[col].dropna()
+    """Cost of a group's ok cells: means per cell, the spread of time per cell (median and
+    quartiles), and the preparation's cost per preparation this run computed (the cells that
+    reused one, in memory or from the disk cache, are counted in ``prep_reused``), so the
+    numbers do not depend on what other runs left in the cache."""
+
+    def mean(frame, col):
+        values = frame[col].dropna()
         return float(values.mean()) if len(values) else math.nan
 
+    time = ok["time_s"].dropna()
+    q1, median, q3 = (float(q) for q in time.quantile([0.25, 0.5, 0.75])) if len(time) else (math.nan,) * 3
     cached = ok["prep_cached"].dropna()
+    computed = ok[(ok["prep_cached"] == 0) & ((ok["prep_nfe"].fillna(0) > 0) | (ok["prep_grad_evals"].fillna(0) > 0))]
     peak = ok["peak_mem_mb"].dropna()
     return {
-        "time_s": mean("time_s"),
-        "gpu_time_s": mean("gpu_time_s"),
-        "nfe": mean("nfe"),
-        "grad_evals": mean("grad_evals"),
+        "time_s": mean(ok, "time_s"),
+        "time_median": median,
+        "time_q1": q1,
+        "time_q3": q3,
+        "gpu_time_s": mean(ok, "gpu_time_s"),
+        "nfe": mean(ok, "nfe"),
+        "grad_evals": mean(ok, "grad_evals"),
         "peak_mem_mb": float(peak.max()) if len(peak) else math.nan,
-        "prep_time_s": float(ok["prep_time_s"].fillna(0).sum()),
-        "prep_nfe": float(ok["prep_nfe"].fillna(0).sum()),
-        "prep_grad_evals": float(ok["prep_grad_evals"].fillna(0).sum()),
+        "prep_computed": float(len(computed)),
+        "prep_time_s": mean(computed, "prep_time_s"),
+        "prep_nfe": mean(computed, "prep_nfe"),
+        "prep_grad_evals": mean(computed, "prep_grad_evals"),
         "prep_reused": float(cached.sum()) if len(cached) else math.nan,
     }
 
 
 def _row(run: RunData, method: str, setting_text: str, label: str, group: pd.DataFrame, edit_type, seed: int) -> Row:
     ok = group[group["status"] == "ok"]
-    metrics = {}
+    metrics, per_cell = {}, {}
+    cell_index = pd.MultiIndex.from_arrays([ok["sample_id"], ok["seed"]])
     for name in run.image_metrics:
         stored = np.array([(key, name) in run.present for key in ok["key"]], dtype=bool)
         values = ok[f"metric.{name}"].to_numpy(dtype=np.float64)[stored]
         metrics[name] = describe(values, n_missing=int((~stored).sum()), seed=seed)
+        per_cell[name] = pd.Series(values, index=cell_index[stored])
     if edit_type is None:
         sets = run.set_metrics[(run.set_metrics["method"] == method) & (run.set_metrics["setting"] == setting_text)]
         for rec in sets.itertuples():
@@ -271,7 +318,7 @@ def _row(run: RunData, method: str, setting_text: str, label: str, group: pd.Dat
     return Row(
         method, json.loads(setting_text), setting_text, label, edit_type, len(group), len(ok), len(failed),
         int((group["status"] == "skipped").sum()), metrics, _cost(ok),
-        failed.iloc[0]["error"] if len(failed) else None,
+        failed.iloc[0]["error"] if len(failed) else None, per_cell,
     )  # fmt: skip
 
 
@@ -306,20 +353,46 @@ def fixed_params(run: RunData) -> dict[str, dict]:
     return out
 
 
-def best_rows(rows: list[Row], metric: str) -> set[int]:
-    """Indices of the rows with the best mean of ``metric`` by its direction (ties all count).
+#: What a marked (bold) value in a table means; captions say it.
+BEST_RULE = (
+    "best mean in its column and better than every other row by a paired comparison: the 95% paired "
+    "bootstrap interval of the mean difference over the cells both rows share (same sample and seed) excludes 0; "
+    "no bold when no row is distinguishable; set-level metrics (FID, KID) and the reference row are never bold"
+)
 
-    The reference row is a ceiling, not a contender, and is left out; so is a metric
-    without a known direction."""
+
+def paired_better(best: pd.Series, other: pd.Series, higher: bool, seed: int = 0) -> bool:
+    """Whether ``best`` beats ``other`` on their shared cells: the 95% paired bootstrap interval of
+    the mean difference (in the metric's direction) lies above 0. Needs two shared finite pairs."""
+    best, other = best.align(other, join="inner")
+    diff = (best - other).to_numpy(dtype=np.float64) * (1 if higher else -1)
+    diff = diff[np.isfinite(diff)]
+    if len(diff) < 2:
+        return False
+    low, _ = bootstrap_ci(diff, seed=seed)
+    return low > 0
+
+
+def best_rows(rows: list[Row], metric: str) -> set[int]:
+    """The index of the row with the best mean of ``metric``, when it is distinguishable from every
+    other contender (``BEST_RULE``); otherwise the empty set.
+
+    The reference row is a ceiling, not a contender. Nothing is marked for a metric without a
+    known direction, a set-level metric (one value per row, no per-cell pairs; biased by n),
+    a tie, or a single contender."""
     direction = higher_is_better(metric)
     candidates = [
-        (i, r.metrics[metric].mean) for i, r in enumerate(rows)
+        (i, r) for i, r in enumerate(rows)
         if not r.is_reference and metric in r.metrics and not math.isnan(r.metrics[metric].mean)
     ]  # fmt: skip
-    if direction is None or not candidates:
+    if direction is None or len(candidates) < 2 or any(metric not in r.values for _, r in candidates):
         return set()
-    best = (max if direction else min)(v for _, v in candidates)
-    return {i for i, v in candidates if v == best}
+    pick = max if direction else min
+    best_index, best = pick(candidates, key=lambda c: c[1].metrics[metric].mean)
+    others = [r for i, r in candidates if i != best_index]
+    if all(paired_better(best.values[metric], r.values[metric], direction) for r in others):
+        return {best_index}
+    return set()
 
 
 MAX_GROUPS_LISTED = 8  # groups named in a NaN note; the rest are counted

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from .errors import ConfigError, unknown
+from .errors import ConfigError, did_you_mean, unknown
 from .paths import cache_dir
 
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
@@ -62,14 +62,32 @@ class BackboneSpec:
         return self.name == "tiny"
 
 
+def _mps_available() -> bool:
+    return getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()
+
+
+def available_devices() -> list[str]:
+    """Devices this machine's torch can use, e.g. ``['cuda:0', 'cpu']``."""
+    cuda = [f"cuda:{i}" for i in range(torch.cuda.device_count())] if torch.cuda.is_available() else []
+    return cuda + ["mps"] * _mps_available() + ["cpu"]
+
+
 def resolve_device(device: str) -> torch.device:
-    if device != "auto":
-        return torch.device(device)
-    if torch.cuda.is_available():
-        return torch.device("cuda")
-    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-        return torch.device("mps")
-    return torch.device("cpu")
+    """The torch device for a ``backbone.device`` value; ``ConfigError`` naming the available
+    devices when the machine has no such device."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "mps" if _mps_available() else "cpu")
+    resolved = torch.device(device)
+    usable = {
+        "cuda": torch.cuda.is_available() and (resolved.index or 0) < torch.cuda.device_count(),
+        "mps": _mps_available(),
+    }.get(resolved.type, True)
+    if not usable:
+        raise ConfigError(
+            f"backbone device {device!r} is not available on this machine; available: "
+            f"{', '.join(available_devices())} (or auto)"
+        )
+    return resolved
 
 
 def _pipeline_folder(spec: BackboneSpec) -> Path:
@@ -80,7 +98,11 @@ def _pipeline_folder(spec: BackboneSpec) -> Path:
         return tiny_backbone_dir()
     local = Path(spec.name).expanduser()
     if local.is_dir():
+        if not (local / "unet" / "config.json").is_file():
+            raise ConfigError(f"backbone folder {spec.name!r} is not a diffusers pipeline folder (no unet/config.json)")
         return local
+    if _looks_like_path(spec.name):
+        raise ConfigError(_missing_folder_message(spec.name))
     from huggingface_hub import snapshot_download
 
     patterns = ["model_index.json", "scheduler/*", "tokenizer/*"]
@@ -93,6 +115,20 @@ def _pipeline_folder(spec: BackboneSpec) -> Path:
             f"backbone {spec.name!r}: not a local folder, and the hub snapshot could not be loaded "
             f"({type(exc).__name__}: {exc}). Use a local pipeline folder, or 'tiny' for the embedded untrained backbone."
         ) from exc
+
+
+def _looks_like_path(name: str) -> bool:
+    """A name a hub id can never be (hub ids are ``repo`` or ``namespace/repo``)."""
+    return name.startswith((".", "/", "~")) or name.count("/") > 1 or "\\" in name
+
+
+def _missing_folder_message(name: str) -> str:
+    """What is wrong with a backbone folder that does not exist, and which pipeline folders are nearby."""
+    parent = Path(name).expanduser().parent
+    nearby = sorted(p.name for p in parent.iterdir() if (p / "unet" / "config.json").is_file()) if parent.is_dir() else []
+    hint = did_you_mean(Path(name).name, nearby)
+    where = f"pipeline folders in {parent}: {', '.join(nearby)}" if nearby else f"no pipeline folder in {parent}"
+    return f"backbone folder {name!r} does not exist{hint}; {where}; or use 'tiny' or a hub id"
 
 
 def _file_digest(path: Path) -> str:
@@ -112,6 +148,48 @@ def _file_digest(path: Path) -> str:
         memo[memo_key] = h.hexdigest()
         memo_path.write_text(json.dumps(memo, indent=1))
     return memo[memo_key]
+
+
+def pipeline_fingerprint(spec: BackboneSpec, folder: Path, scheduler_config: dict) -> dict:
+    """The backbone's identity (every cache key includes its ``id``): source, dtype, scheduler
+    and the weights' sha256; computed from the pipeline folder's files, no weights loaded."""
+    weights = {sub: _file_digest(folder / sub / f) for sub, f in WEIGHT_FILES.items()}
+    scheduler = {k: v for k, v in dict(scheduler_config).items() if not k.startswith("_")}
+    fields = {
+        "source": spec.name,
+        "revision": spec.revision,
+        "dtype": spec.dtype,
+        "scheduler": spec.scheduler,
+        "scheduler_config": scheduler,
+        "weights_sha256": weights,
+    }
+    fields["id"] = hashlib.sha256(json.dumps(fields, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    return fields
+
+
+@dataclass(frozen=True)
+class BackboneIdentity:
+    """What disk-cache keys need of a backbone, known without loading it."""
+
+    fingerprint_id: str
+    resolution: int
+
+
+def identity_on_disk(spec: BackboneSpec) -> BackboneIdentity | None:
+    """The fingerprint and resolution of a tiny or local-folder backbone from its files alone;
+    None when its folder is not on disk yet (or it is a hub id, which is not looked up)."""
+    if spec.is_tiny:
+        from .tiny import tiny_folder
+
+        folder = tiny_folder()
+    else:
+        folder = Path(spec.name).expanduser()
+    if not (folder / "model_index.json").is_file():
+        return None
+    scheduler_config = scheduler_classes()[spec.scheduler].load_config(folder, subfolder="scheduler")
+    unet, vae = (json.loads((folder / sub / "config.json").read_text()) for sub in ("unet", "vae"))
+    resolution = spec.resolution or unet["sample_size"] * 2 ** (len(vae["block_out_channels"]) - 1)
+    return BackboneIdentity(pipeline_fingerprint(spec, folder, scheduler_config)["id"], resolution)
 
 
 class NFECounter:
@@ -164,25 +242,11 @@ class Backbone:
         self.nfe = NFECounter(self.unet)
         self._text_cache: dict[str, torch.Tensor] = {}
         self.labels = [UNTRAINED_LABEL] if spec.is_tiny else []
-        self.fingerprint = self._fingerprint()
+        self.fingerprint = pipeline_fingerprint(spec, self.folder, self.scheduler_config)
         # networks beside the backbone, loaded once by bench.extra_networks.load_network
         self.extra_networks: dict[tuple, tuple] = {}
 
     # -- identity ---------------------------------------------------------------------------
-    def _fingerprint(self) -> dict:
-        weights = {sub: _file_digest(self.folder / sub / f) for sub, f in WEIGHT_FILES.items()}
-        scheduler = {k: v for k, v in dict(self.scheduler_config).items() if not k.startswith("_")}
-        fields = {
-            "source": self.spec.name,
-            "revision": self.spec.revision,
-            "dtype": self.spec.dtype,
-            "scheduler": self.spec.scheduler,
-            "scheduler_config": scheduler,
-            "weights_sha256": weights,
-        }
-        fields["id"] = hashlib.sha256(json.dumps(fields, sort_keys=True, default=str).encode()).hexdigest()[:16]
-        return fields
-
     @property
     def fingerprint_id(self) -> str:
         return self.fingerprint["id"]

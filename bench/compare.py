@@ -1,38 +1,47 @@
 """Comparing two runs for regressions, usable as a CI gate.
 
-For every method x setting x metric present in both runs, the change is judged in the
-metric's direction. It is a regression only when the new mean is worse by more than the
-allowed threshold AND the two 95% confidence intervals do not overlap (when either side has
-no interval, e.g. a set-level metric or a single image, the threshold alone decides). A
-setting whose failed cells grew, or that lost every value of a metric, also regressed.
-Changes that no interval explains but that are within the threshold are reported, not flagged.
+Runs on different datasets or sample sets (dataset spec or seeds) are not comparable unless
+``allow_different_samples``. Otherwise the comparison is paired: both runs are restricted to
+the cells they share (method, setting, sample, seed), so an interrupted run is compared on
+what it finished. For every method x setting x metric, the change is judged in the metric's
+direction: a regression is worse by more than the allowed threshold AND distinguishable by
+the paired test (the 95% paired bootstrap interval of the per-cell difference excludes 0;
+``bench.aggregate.paired_better``). With fewer than two shared values, or a set-level metric
+(one value per setting), the threshold alone decides. A setting whose failed cells grew, or
+that lost every value of a metric, also regressed; so does a setting or method of the base
+that the new run lacks, unless ``allow_missing``. NFE per cell is compared exactly and time
+per cell (median) with a relative tolerance: warnings, or failures when gated.
 
 Exit codes: 0 nothing regressed, 1 something did, 2 the runs cannot be compared (not run
-folders, or no method x setting x metric in common). A changed backbone fingerprint,
-dataset, sample set or package versions is stated at the top but does not stop the
-comparison: comparing across such a change is often the point. A changed version of a package
-that metrics or kernels come from (``METRIC_PACKAGES``) is a warning: the change may come from
-the environment, not the method (torchmetrics changed SSIM in 1.4.2, torchvision its resize in 0.17).
+folders, different samples, no method x setting x metric in common, a bad thresholds file).
+A changed backbone fingerprint or package versions is stated at the top but does not stop
+the comparison: comparing across such a change is often the point. A changed version of a
+package that metrics or kernels come from (``METRIC_PACKAGES``) is a warning: the change may come
+from the environment, not the method (torchmetrics changed SSIM in 1.4.2, torchvision its resize in 0.17).
 """
 
 import json
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from .aggregate import (
+    Row,
     RunData,
     Stat,
     arrow,
     format_stat,
     higher_is_better,
+    incomplete_note,
     load_run,
+    paired_better,
     row_name,
     setting_label,
     summarize,
     varying_params,
 )
-from .errors import ConfigError
+from .errors import ConfigError, unknown
+from .metrics import METRICS
 from .plots import caveat
 from .report import md_table, md_text
 from .yaml_file import read_yaml
@@ -74,6 +83,23 @@ def _threshold(value, where: str) -> Threshold:
     return t
 
 
+def threshold_keys() -> list[str]:
+    """Keys a thresholds file may use: every metric name and ``default``."""
+    return ["default", *METRICS]
+
+
+@dataclass(frozen=True)
+class CompareOptions:
+    """How strict ``compare_runs`` is. ``time_tolerance``: relative slow-down of the median time
+    per cell that is tolerated; ``gate_nfe``/``gate_time``: cost changes fail instead of warn."""
+
+    allow_different_samples: bool = False
+    allow_missing: bool = False
+    time_tolerance: float = 0.25
+    gate_nfe: bool = False
+    gate_time: bool = False
+
+
 def load_thresholds(path: str | Path | None) -> dict[str, Threshold]:
     """Per-metric thresholds from a YAML/JSON file mapping metric names (and ``default``) to
     a number, ``"N%"`` or ``{abs, rel}``; without a file every metric's threshold is 0."""
@@ -82,6 +108,9 @@ def load_thresholds(path: str | Path | None) -> dict[str, Threshold]:
     raw = read_yaml(path, "thresholds") or {}
     if not isinstance(raw, dict):
         raise ConfigError(f"thresholds {path}: expected a mapping of metric name to threshold")
+    for key in raw:
+        if str(key) not in threshold_keys():
+            raise ConfigError(f"thresholds {path}: {unknown('key', key, threshold_keys())}")
     out = {str(k): _threshold(v, f"{path}: {k!r}") for k, v in raw.items()}
     out.setdefault("default", Threshold())
     return out
@@ -110,8 +139,9 @@ def _overlap(a: Stat, b: Stat) -> bool | None:
     return a.low <= b.high and b.low <= a.high
 
 
-def judge(base: Stat, new: Stat, higher: bool | None, allowed: float) -> str:
-    """The verdict on one metric's change (see the module docstring)."""
+def judge(base: Stat, new: Stat, higher: bool | None, allowed: float, distinguishable: bool | None = None) -> str:
+    """The verdict on one metric's change (see the module docstring). ``distinguishable``: the
+    paired test's answer; None when there are no pairs, then the two CIs' overlap decides."""
     if math.isnan(base.mean) and math.isnan(new.mean):
         return "no value"
     if math.isnan(new.mean):
@@ -125,7 +155,7 @@ def judge(base: Stat, new: Stat, higher: bool | None, allowed: float) -> str:
     worse_by = (base.mean - new.mean) if higher else (new.mean - base.mean)
     if abs(worse_by) <= allowed:
         return "within threshold"
-    if _overlap(base, new):
+    if (not distinguishable) if distinguishable is not None else _overlap(base, new):
         return "within CI"
     return "regressed" if worse_by > 0 else "improved"
 
@@ -135,12 +165,12 @@ class Comparison:
     base: RunData
     new: RunData
     changes: list[Change]
-    failures: list[str]  # settings whose failed cells grew (regressions)
+    failures: list[str]  # settings whose failed cells grew, missing settings, gated cost changes (regressions)
     notes: list[str]  # stated up front: what differs between the runs
     only_base: list[str]
     only_new: list[str]
     thresholds: dict[str, Threshold]
-    warnings: list[str] = field(default_factory=list)  # stated first; never change the exit code
+    warnings: list[str] = field(default_factory=list)  # version drift and ungated cost changes; never the exit code
 
     @property
     def regressions(self) -> list[str]:
@@ -158,16 +188,24 @@ def _fmt_delta(c: Change) -> str:
     return f"{format_stat(c.base)} → {format_stat(c.new)} ({c.delta:+.4g}{direction})"
 
 
+def sample_set_difference(base: RunData, new: RunData) -> str | None:
+    """How the runs' planned samples differ (dataset spec or seeds), or None when they match."""
+    seeds = [(r.manifest.get("config") or {}).get("seeds") for r in (base, new)]
+    if base.dataset != new.dataset:
+        return f"dataset differs: {json.dumps(base.dataset)} (base) vs {json.dumps(new.dataset)} (new)"
+    if seeds[0] != seeds[1]:
+        return f"seeds differ: {seeds[0]} (base) vs {seeds[1]} (new)"
+    return None
+
+
 def _differences(base: RunData, new: RunData) -> list[str]:
-    notes = []
+    notes = [f"{side} run {note}" for side, run in (("base", base), ("new", new)) if (note := incomplete_note(run))]
     if base.fingerprint != new.fingerprint:
         notes.append(f"backbone fingerprint changed: {base.fingerprint} → {new.fingerprint}")
-    if base.dataset != new.dataset:
-        notes.append(f"dataset changed: {json.dumps(base.dataset)} → {json.dumps(new.dataset)}")
     samples = [set(zip(r.cells["sample_id"], r.cells["seed"])) for r in (base, new)]
     if samples[0] != samples[1]:
-        notes.append(f"sample set differs: {len(samples[0] - samples[1])} (sample, seed) pairs only in base, "
-                     f"{len(samples[1] - samples[0])} only in new")  # fmt: skip
+        notes.append(f"cells differ: {len(samples[0] - samples[1])} (sample, seed) pairs only in base, "
+                     f"{len(samples[1] - samples[0])} only in new; compared on the cells both have")  # fmt: skip
     pb, pn = (r.manifest.get("packages") or {} for r in (base, new))
     warned = set(_drifted_metric_packages(pb, pn))  # stated as a warning by version_drift
     changed = [f"{k} {pb.get(k)} → {pn.get(k)}" for k in sorted(set(pb) | set(pn))
@@ -194,19 +232,56 @@ def version_drift(base: RunData, new: RunData) -> list[str]:
             "versions, so a difference may come from the environment rather than the method."]  # fmt: skip
 
 
-def compare_runs(base_dir, new_dir, thresholds: dict[str, Threshold] | None = None) -> Comparison:
+def _shared_cells(base: RunData, new: RunData) -> tuple[RunData, RunData]:
+    """Both runs restricted to the cells (method, setting, sample, seed) they both hold."""
+    common = set(base.cells["key"]) & set(new.cells["key"])
+    return tuple(replace(r, cells=r.cells[r.cells["key"].isin(common)]) for r in (base, new))
+
+
+def _distinguishable(before: Row, after: Row, metric: str, higher: bool | None) -> bool | None:
+    """The paired test on the shared cells: is the worse side's deficit more than noise?
+    None when a side has no per-cell values (set-level metric) or there are under two pairs."""
+    if higher is None or metric not in before.values or metric not in after.values:
+        return None
+    b, n = before.values[metric].align(after.values[metric], join="inner")
+    if int((b.notna() & n.notna()).sum()) < 2:
+        return None
+    better, worse = (b, n) if (b.mean() >= n.mean()) == higher else (n, b)
+    return paired_better(better, worse, higher)
+
+
+def _cost_changes(name: str, before: Row, after: Row, options: CompareOptions) -> list[tuple[bool, str]]:
+    """(gated, message) for NFE per cell that changed and median time per cell beyond the tolerance."""
+    found = []
+    if before.cost["nfe"] != after.cost["nfe"] and not (math.isnan(before.cost["nfe"]) and math.isnan(after.cost["nfe"])):
+        found.append((options.gate_nfe, f"{name}: NFE per cell {before.cost['nfe']:g} → {after.cost['nfe']:g}"))
+    t0, t1 = before.cost["time_median"], after.cost["time_median"]
+    if math.isfinite(t0) and math.isfinite(t1) and t1 > t0 * (1 + options.time_tolerance):
+        found.append((options.gate_time, f"{name}: median time per cell {t0:.3g} s → {t1:.3g} s "
+                                         f"(more than {options.time_tolerance:.0%} slower)"))  # fmt: skip
+    return found
+
+
+def compare_runs(
+    base_dir, new_dir, thresholds: dict[str, Threshold] | None = None, options: CompareOptions = CompareOptions()
+) -> Comparison:
     """Compare two run folders; raise ``ConfigError`` when they cannot be compared."""
     thresholds = thresholds or {"default": Threshold()}
     base, new = load_run(base_dir), load_run(new_dir)
-    rows = [{(r.method, r.setting_json): r for r in summarize(run)} for run in (base, new)]
+    difference = sample_set_difference(base, new)
+    if difference and not options.allow_different_samples:
+        raise ConfigError(f"not comparable: {difference}; pass --allow-different-samples to compare the shared cells anyway")
+    planned = [{(r.method, r.setting_json) for r in summarize(run)} for run in (base, new)]
+    rows = [{(r.method, r.setting_json): r for r in summarize(run)} for run in _shared_cells(base, new)]
 
     def label(key) -> str:  # varying parameters over both runs
-        settings = [json.loads(k[1]) for k in set(rows[0]) | set(rows[1]) if k[0] == key[0]]
+        settings = [json.loads(k[1]) for k in planned[0] | planned[1] if k[0] == key[0]]
         return setting_label(json.loads(key[1]), varying_params(key[0], settings)[0])
 
-    only_base = [row_name(k[0], label(k)) for k in rows[0] if k not in rows[1]]
-    only_new = [row_name(k[0], label(k)) for k in rows[1] if k not in rows[0]]
-    changes, failures, nan_changes = [], [], []
+    only_base = [row_name(k[0], label(k)) for k in planned[0] if k not in planned[1]]
+    only_new = [row_name(k[0], label(k)) for k in planned[1] if k not in planned[0]]
+    failures = [] if options.allow_missing else [f"{item}: in base, missing in new" for item in only_base]
+    changes, warnings, nan_changes = [], [], []
     for key, b in rows[0].items():
         n = rows[1].get(key)
         if n is None:
@@ -214,13 +289,16 @@ def compare_runs(base_dir, new_dir, thresholds: dict[str, Threshold] | None = No
         name = row_name(key[0], label(key))
         if n.failed > b.failed:
             failures.append(f"{name}: failed cells {b.failed} → {n.failed} (first error: {n.first_error})")
+        for gated, message in _cost_changes(name, b, n, options):
+            (failures if gated else warnings).append(message)
         for metric in b.metrics.keys() | n.metrics.keys():
             if metric not in b.metrics or metric not in n.metrics:
                 (only_base if metric in b.metrics else only_new).append(f"{name}: metric {metric}")
                 continue
             before, after = b.metrics[metric], n.metrics[metric]
             allowed = thresholds.get(metric, thresholds["default"]).allowed(before.mean)
-            verdict = judge(before, after, higher_is_better(metric), allowed)
+            higher = higher_is_better(metric)
+            verdict = judge(before, after, higher, allowed, _distinguishable(b, n, metric, higher))
             if after.n_nan != before.n_nan:
                 nan_changes.append(f"{name}: {metric} NaN count {before.n_nan} → {after.n_nan}")
             changes.append(Change(key[0], label(key), metric, before, after, allowed, verdict))
@@ -230,8 +308,9 @@ def compare_runs(base_dir, new_dir, thresholds: dict[str, Threshold] | None = No
         )
     order = {m: i for i, m in enumerate(base.metric_names)}
     changes.sort(key=lambda c: (c.method, c.label, order.get(c.metric, len(order)), c.metric))
-    notes = _differences(base, new) + nan_changes
-    return Comparison(base, new, changes, failures, notes, only_base, only_new, thresholds, version_drift(base, new))
+    notes = ([f"{difference} (allowed by --allow-different-samples)"] if difference else []) + _differences(base, new)
+    warnings = version_drift(base, new) + warnings
+    return Comparison(base, new, changes, failures, notes + nan_changes, only_base, only_new, thresholds, warnings)
 
 
 def _run_line(run: RunData) -> str:
@@ -257,8 +336,12 @@ def comparison_markdown(c: Comparison) -> str:
     if improved:
         names = [md_text(f"{row_name(ch.method, ch.label)} {ch.metric}") for ch in improved]
         lines += ["", f"{len(improved)} improvement(s): " + "; ".join(names)]
-    lines += ["", "A change is a regression when it is worse, in the metric's direction, by more than the threshold",
-              "and the 95% CIs do not overlap (threshold alone where a side has no CI).", ""]  # fmt: skip
+    if c.warnings:
+        lines += ["", f"{len(c.warnings)} cost warning(s) (not gated):", ""] + [f"- {md_text(w)}" for w in c.warnings]
+    lines += ["", "Compared on the cells both runs hold (same method, setting, sample, seed). A change is a regression",
+              "when it is worse, in the metric's direction, by more than the threshold and the 95% paired bootstrap",
+              "interval of the per-cell difference excludes 0 (threshold alone for set-level metrics or under two",
+              "pairs). A setting of the base missing in the new run fails unless --allow-missing.", ""]  # fmt: skip
     body = [
         [ch.method, ch.label, f"{ch.metric} {arrow(ch.metric)}".strip(), format_stat(ch.base), format_stat(ch.new),
          f"{ch.delta:+.4g}" if math.isfinite(ch.delta) else "—", f"{ch.allowed:g}", ch.verdict]

@@ -77,6 +77,9 @@ def expand_grid(method: str, block: dict | None) -> list[dict[str, Any]]:
     zipped = block.pop("zip", None) or {}
     if not isinstance(zipped, dict):
         raise ConfigError(f"method {method!r}: 'zip' must map parameter names to lists of equal length")
+    empty = [k for k, v in [*block.items(), *zipped.items()] if isinstance(v, (list, tuple)) and not v]
+    if empty:
+        raise ConfigError(f"method {method!r}: parameter {empty[0]!r} has an empty list; give at least one value")
     lengths = {k: len(_as_list(v)) for k, v in zipped.items()}
     if len(set(lengths.values())) > 1:
         raise ConfigError(f"method {method!r}: lists under 'zip' differ in length: {lengths}")
@@ -107,12 +110,26 @@ def apply_override(raw: dict, assignment: str) -> None:
         if path[0] not in method_names():
             raise ConfigError(f"--set {key}: {unknown('key', path[0], list(TOP_KEYS) + method_names())}")
         path = ["methods"] + path
+    _check_method_present(raw, path, key)
     node = raw
     for part in path[:-1]:
         node = node.setdefault(part, {})
         if node is None or not isinstance(node, dict):
             raise ConfigError(f"--set {key}: {part!r} is not a mapping")
     node[path[-1]] = value
+
+
+def _check_method_present(raw: dict, path: list[str], key: str) -> None:
+    """``--set M.P=V`` changes a method the config runs; it never adds one silently (with its
+    defaults, a whole sweep). Adding a method is explicit: ``--set M={}`` (then ``--set M.P=V``)."""
+    if path[0] != "methods" or len(path) < 3:
+        return
+    present = list(raw.get("methods") or {})
+    if path[1] not in present:
+        raise ConfigError(
+            f"--set {key}: method {path[1]!r} is not in the config (its methods: {', '.join(present) or 'none'}); "
+            f"to add it, put --set {path[1]}={{}} before this override"
+        )
 
 
 def build_config(raw: dict, overrides: list[str] = (), backbone: str | None = None) -> RunConfig:

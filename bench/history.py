@@ -8,7 +8,7 @@ of them.
 from dataclasses import dataclass
 from pathlib import Path
 
-from .aggregate import RunData, Stat, format_stat, load_run, row_name, setting_label, summarize, varying_params
+from .aggregate import RunData, Stat, expected_cells, format_stat, load_run, row_name, setting_label, summarize, varying_params
 from .errors import ConfigError
 from .plots import caveat, history_figure, png
 from .report import md_table, md_text
@@ -83,17 +83,29 @@ def history(paths, metric: str | None = None, methods: list[str] | None = None) 
 def history_markdown(h: History) -> str:
     """One row per run, one column per method and setting."""
     lines = [f"# History of {md_text(h.metric)}", ""]
+    cells = [cells_text(run) for run in h.runs]
+    incomplete = [run.run_dir.name for run, text in zip(h.runs, cells) if "incomplete" in text]
+    if incomplete:
+        lines += [f"**incomplete: {len(incomplete)} of {len(h.runs)} runs ({md_text(', '.join(incomplete))})**", ""]
     if h.labels:
         lines += [f"**{md_text(caveat(h.labels))}**", ""]
-    header = ["run", "backbone", "folder"] + list(h.series)
+    header = ["run", "backbone", "folder", "cells"] + list(h.series)
     body = []
     for i, run in enumerate(h.runs):
         values = {name: dict(points).get(i) for name, points in h.series.items()}
-        stats = [format_stat(values[n]) for n in h.series]
-        body.append([run_name(run), str(run.fingerprint), run.run_dir.name] + stats)
+        stats = [format_stat(values[n]) + (f" n={values[n].n}" if values[n] else "") for n in h.series]
+        body.append([run_name(run), str(run.fingerprint), run.run_dir.name, cells[i]] + stats)
     lines += md_table(header, body)
-    lines.append("\nValues: mean [95% bootstrap CI] over ok cells.")
+    lines.append("\nValues: mean [95% bootstrap CI] over ok cells, n = values averaged.")
     return "\n".join(lines) + "\n"
+
+
+def cells_text(run: RunData) -> str:
+    """``30``, or ``14 of 30 (incomplete)`` for a run that lacks cells its config asks for."""
+    total = expected_cells(run)
+    if total is None or len(run.cells) >= total:
+        return str(len(run.cells))
+    return f"{len(run.cells)} of {total} (incomplete)"
 
 
 def history_png(h: History) -> bytes:

@@ -8,9 +8,10 @@ import json
 from pathlib import Path
 
 from . import plots
-from .aggregate import fixed_params, nan_notes
+from .aggregate import BEST_RULE, fixed_params, incomplete_note, nan_notes
 from .report import (
     COST_HEADER,
+    COST_NOTE,
     GridPicture,
     Picture,
     Report,
@@ -98,10 +99,12 @@ def render_html(report: Report) -> str:
     """The report as one HTML document (a string)."""
     run, labels = report.run, report.labels
     metrics = report.metrics
+    incomplete = incomplete_note(run)
     parts = [
         "<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\">",
         f"<title>editbench report: {esc(run.run_dir.name)}</title><style>{STYLE}</style></head><body>",
         f"<h1>editbench report: {esc(run.run_dir.name)}</h1>",
+        f"<p class=\"caveat incomplete\">{esc(incomplete)}</p>" if incomplete else "",
         _caveat(labels),
         "<h2>Provenance</h2><dl class=\"prov\">",
         *(f"<dt>{esc(k)}</dt><dd>{esc(v)}</dd>" for k, v in provenance(run)),
@@ -110,8 +113,8 @@ def render_html(report: Report) -> str:
         + esc(json.dumps(run.manifest.get("config", {}), indent=2)) + "</pre></details>",
         "<h2>Results</h2>", _smoke(labels),
         _table(main_header(metrics), main_cells(report.rows, metrics), 2, [r.is_reference for r in report.rows]),
-        "<p>Metrics: mean [95% bootstrap CI] over ok cells; n = ok cells; highlighted = best per column "
-        "(the reference row excluded).</p>",
+        f"<p>Metrics: mean [95% bootstrap CI] over ok cells; n = ok cells; highlighted = "
+        f"{esc(BEST_RULE)}.</p>",
     ]  # fmt: skip
     fixed = [[m, k, _value(v)] for m, p in fixed_params(run).items() for k, v in p.items()]
     if fixed:
@@ -133,9 +136,9 @@ def render_html(report: Report) -> str:
     if report.sweeps:
         parts += ["<h2>Metrics along each sweep</h2>"] + [_figure(p, labels) for p in report.sweeps]
     cost = _table(["method", "setting", "n"] + COST_HEADER, cost_cells(report.rows), 2)
-    parts += ["<h2>Cost</h2>", _smoke(labels), cost]
+    parts += ["<h2>Cost</h2>", _smoke(labels), cost, f"<p>{esc(COST_NOTE)}</p>"]
     if report.run.throughput:
-        parts.append(f"<p>{html.escape(report.run.throughput)}</p>")
+        parts.append(f"<p>{esc(report.run.throughput)}</p>")
     if report.cost:
         parts.append(_figure(report.cost, labels))
     if report.grids:

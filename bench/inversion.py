@@ -24,7 +24,7 @@ import torch.nn.functional as F
 
 from . import cache
 from .errors import ConfigError, unknown
-from .method import Preparation
+from .method import Preparation, cfg_evaluations
 from .sampling import alpha_bar, decode_rows, denoise, encode_prompts, guided_eps, prev_timestep, split_rows
 
 #: Bump whenever a change here changes what an inversion computes: it is part of every cache key.
@@ -164,6 +164,43 @@ def cache_fields(backbone, sample, steps: int, kind: str, params: dict) -> dict:
     }
 
 
+def _ddim_fields(backbone, sample, steps: int, inversion_w: float) -> dict:
+    return cache_fields(backbone, sample, steps, "ddim", {"inversion_w": inversion_w})
+
+
+def _null_text_fields(backbone, sample, steps: int, inversion_w: float, nti: NullTextParams) -> dict:
+    return cache_fields(backbone, sample, steps, "null_text", {"inversion_w": inversion_w, **asdict(nti)})
+
+
+@dataclass(frozen=True)
+class InversionSpec:
+    """The inversion a method's setting prepares (``Method.cached_preparation``): what
+    ``--dry-run`` counts, estimates and looks up in the disk cache without a backbone. ``kind``:
+    ``ddim`` or ``null_text``, the cache entry (the other inversion kinds use the DDIM one)."""
+
+    kind: str
+    steps: int
+    inversion_w: float = 1.0
+    nti: NullTextParams | None = None
+
+    def nfe(self) -> int:
+        """UNet evaluations of computing it (null-text: at most, its optimisation may stop early)."""
+        nfe = self.steps * cfg_evaluations(self.inversion_w)
+        if self.kind == "null_text":
+            nti = self.nti or NullTextParams()
+            nfe += self.steps * (1 + nti.inner_steps + cfg_evaluations(nti.w))
+        return nfe
+
+    def is_cached(self, backbone, sample) -> bool:
+        """Whether ``prepare_inversion`` would load it whole from the disk cache. ``backbone``
+        needs only ``fingerprint_id`` (a ``BackboneIdentity`` will do)."""
+        if self.kind == "null_text":
+            fields = _null_text_fields(backbone, sample, self.steps, self.inversion_w, self.nti or NullTextParams())
+        else:
+            fields = _ddim_fields(backbone, sample, self.steps, self.inversion_w)
+        return cache.entry_path(fields).is_file()
+
+
 def prepare_inversion(
     backbone, sample, kind: str, steps: int, inversion_w: float = 1.0, nti: NullTextParams | None = None
 ) -> Preparation:
@@ -175,7 +212,7 @@ def prepare_inversion(
     if kind not in KINDS:
         raise ConfigError(unknown("inversion kind", kind, KINDS))
     cond = backbone.encode_text(sample.source_prompt)
-    ddim_key = cache_fields(backbone, sample, steps, "ddim", {"inversion_w": inversion_w})
+    ddim_key = _ddim_fields(backbone, sample, steps, inversion_w)
     stored = cache.load(ddim_key, backbone.device)
     hit = stored is not None
     if hit:
@@ -187,7 +224,7 @@ def prepare_inversion(
     if kind != "null_text":
         return Preparation(Inversion(kind, latents), cache_hit=hit)
     nti = nti or NullTextParams()
-    nti_key = cache_fields(backbone, sample, steps, kind, {"inversion_w": inversion_w, **asdict(nti)})
+    nti_key = _null_text_fields(backbone, sample, steps, inversion_w, nti)
     stored = cache.load(nti_key, backbone.device)
     if stored is not None:
         return Preparation(Inversion(kind, stored["latents"], stored["null_embeddings"]), cache_hit=True)

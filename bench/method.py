@@ -19,7 +19,7 @@ from typing import Any, ClassVar
 import torch
 
 from .errors import ConfigError, did_you_mean
-from .params import Param
+from .params import Param, whole_steps
 
 #: Fields a method may require of a sample (see ``bench.data.Sample``).
 SAMPLE_FIELDS = ("target_prompt", "mask", "edit_words", "class_label", "instruction")
@@ -67,6 +67,11 @@ class Preparation:
     grad_evals: int = 0
 
 
+def cfg_evaluations(w: float) -> int:
+    """UNet evaluations of one classifier-free guided step of one latent (``bench.sampling.guided_eps``)."""
+    return 1 if w in (0, 1) else 2
+
+
 class Method:
     """Base class of method adapters. Subclasses set the class attributes and ``edit``."""
 
@@ -111,6 +116,41 @@ class Method:
         """What this method, with this setting, needs that ``sample`` lacks (empty when it can run).
         Override when a need depends on the setting."""
         return [f for f in sorted(cls.needs) if getattr(sample, f, None) is None]
+
+    @classmethod
+    def schedule(cls, setting: dict[str, Any]) -> tuple[int, int] | None:
+        """(effective start step, timesteps run) of a setting's denoising schedule: index 0 is
+        the noisiest of ``steps`` timesteps, and a ``t0`` start skips the first
+        ``steps - int(steps * t0)``. None for a method without a schedule."""
+        if "steps" not in setting:
+            return None
+        steps = setting["steps"]
+        run = whole_steps(steps, setting["t0"]) if "t0" in setting else steps
+        return steps - run, run
+
+    @classmethod
+    def effective_setting(cls, setting: dict[str, Any]) -> dict[str, Any]:
+        """The setting with every step-fraction parameter replaced by the whole steps it amounts
+        to: two settings with the same effective setting run the same steps, byte for byte."""
+        fractions = {p.name for p in cls.params if p.step_fraction}
+        return {k: whole_steps(setting["steps"], v) if k in fractions else v for k, v in setting.items()}
+
+    @classmethod
+    def estimate_nfe(cls, setting: dict[str, Any]) -> tuple[int, int]:
+        """(NFE of one edit, NFE of its preparation when computed), without a backbone.
+
+        The default fits a CFG sampler over ``schedule``: 2 UNet evaluations per step, 1 at
+        ``w`` 0 or 1. Methods whose cost differs override it; the runner records the real count."""
+        plan, prep = cls.schedule(setting), cls.cached_preparation(setting)
+        edit = 0 if plan is None else plan[1] * cfg_evaluations(setting.get("w", 1.0))
+        return edit, 0 if prep is None else prep.nfe()
+
+    @classmethod
+    def cached_preparation(cls, setting: dict[str, Any]):
+        """What ``prepare`` computes for this setting when it is kept in the disk cache (an
+        ``bench.inversion.InversionSpec``), so that ``--dry-run`` can estimate it and look it up;
+        None when the method prepares nothing cacheable."""
+        return None
 
     def prep_key(self, setting: dict[str, Any]) -> tuple:
         return tuple((k, setting[k]) for k in self.prep_params)

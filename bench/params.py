@@ -12,7 +12,9 @@ class Param:
     """One method parameter.
 
     ``low``/``high`` bound numbers (``low_open``/``high_open`` exclude the bound itself);
-    ``choices`` restricts any type to a fixed set of values.
+    ``choices`` restricts any type to a fixed set of values. ``step_fraction``: a fraction of
+    ``steps`` that the method rounds down to whole steps (``int(steps * value)``), so that two
+    values can run exactly the same steps (see ``Method.effective_setting``).
     """
 
     name: str
@@ -24,6 +26,7 @@ class Param:
     low_open: bool = False
     high_open: bool = False
     choices: tuple | None = None
+    step_fraction: bool = False
 
     def allowed(self) -> str:
         """Human-readable allowed values, e.g. ``float in (0, 1]``."""
@@ -75,12 +78,18 @@ def guidance_param(default: float = 7.5) -> Param:
 
 def start_level_param(default: float = 0.5) -> Param:
     """SDEdit-style start level ``t0``: noise the source to ``t0 * T`` (1 = from pure noise)."""
-    return Param("t0", float, default, "noise level to start from, fraction of T (1 = pure noise)", low=0, high=1, low_open=True)
+    return Param("t0", float, default, "noise level to start from, fraction of T (1 = pure noise)", low=0, high=1,
+                 low_open=True, step_fraction=True)  # fmt: skip
+
+
+def whole_steps(steps: int, fraction: float) -> int:
+    """The steps a fraction of ``steps`` amounts to: ``int(steps * fraction)``, at most ``steps``."""
+    return min(int(steps * fraction), steps)
 
 
 def check_start_level(method: str, setting: dict) -> None:
     """A ``t0``/``steps`` setting must run at least one step: ``int(steps * t0) >= 1``."""
-    if int(setting["steps"] * setting["t0"]) < 1:
+    if whole_steps(setting["steps"], setting["t0"]) < 1:
         raise ConfigError(
             f"method {method!r}: t0 = {setting['t0']} with steps = {setting['steps']} runs no step; "
             "need int(steps * t0) >= 1"

@@ -15,14 +15,35 @@ from pathlib import Path
 import pandas as pd
 
 from . import plots
-from .aggregate import RunData, Row, arrow, best_rows, fixed_params, format_stat, load_run, nan_notes, summarize
-from .aggregate import REFERENCE_METHOD, row_name, setting_label, varying_params
+from .aggregate import (
+    BEST_RULE,
+    REFERENCE_METHOD,
+    RunData,
+    Row,
+    arrow,
+    best_rows,
+    fixed_params,
+    format_stat,
+    has_preparation,
+    incomplete_note,
+    load_run,
+    nan_notes,
+    row_name,
+    setting_label,
+    summarize,
+    varying_params,
+)
 
 CELL_COLUMNS = ["method", "sample_id", "seed", "edit_type", "status", "error", "output_path"]
+SCHEDULE_COLUMNS = ["start_step", "steps_run"]  # the effective schedule: settings that coincide show it
 COST_COLUMNS = ["time_s", "nfe", "gpu_time_s", "peak_mem_mb", "grad_evals", "prep_time_s", "prep_nfe",
                 "prep_grad_evals", "prep_cached", "batch_size", "batch_id"]  # fmt: skip
-COST_HEADER = ["s/image", "GPU s/image", "NFE/image", "grad evals/image", "peak GPU MB", "prep s (total)",
-               "prep NFE (total)", "prep grad evals (total)", "prep reused/cached"]  # fmt: skip
+COST_HEADER = ["s/image (mean)", "s/image median [IQR]", "GPU s/image", "NFE/image", "grad evals/image", "peak GPU MB",
+               "preparations computed", "prep s each", "prep NFE each", "prep grad evals each",
+               "prep reused/cached"]  # fmt: skip
+COST_NOTE = ("Time per ok cell: mean, and median [interquartile range]. Preparation (inversion) cost is per "
+             "preparation this run computed; the cells that reused one, in this run or from the disk cache, are "
+             "counted in reused/cached.")  # fmt: skip
 
 
 def cells_table(run_dir: Path) -> pd.DataFrame:
@@ -31,7 +52,7 @@ def cells_table(run_dir: Path) -> pd.DataFrame:
     cells = run.cells
     params = pd.DataFrame([json.loads(s) for s in cells["setting"]], index=cells.index).add_prefix("param.")
     metric_cols = [f"metric.{m}" for m in run.image_metrics]
-    table = pd.concat([cells[CELL_COLUMNS], params, cells[metric_cols], cells[COST_COLUMNS]], axis=1)
+    table = pd.concat([cells[CELL_COLUMNS], params, cells[SCHEDULE_COLUMNS], cells[metric_cols], cells[COST_COLUMNS]], axis=1)
     table["labels"] = "; ".join(run.labels)
     return table
 
@@ -186,9 +207,13 @@ def cost_cells(rows: list[Row]) -> list[list[str]]:
     body = []
     for r in rows:
         c = r.cost
-        reused = "n/a" if math.isnan(c["prep_reused"]) else f"{int(c['prep_reused'])}/{r.ok}"
-        body.append([r.method, r.label, str(r.ok)] + [_num(c[k]) for k in ("time_s", "gpu_time_s", "nfe", "grad_evals",
-                    "peak_mem_mb", "prep_time_s", "prep_nfe", "prep_grad_evals")] + [reused])  # fmt: skip
+        prepares = has_preparation(r.method)
+        reused = "n/a" if math.isnan(c["prep_reused"]) or not prepares else f"{int(c['prep_reused'])}/{r.ok}"
+        spread = "—" if math.isnan(c["time_median"]) else f"{_num(c['time_median'])} [{_num(c['time_q1'])}, {_num(c['time_q3'])}]"
+        body.append([r.method, r.label, str(r.ok), _num(c["time_s"]), spread]
+                    + [_num(c[k]) for k in ("gpu_time_s", "nfe", "grad_evals", "peak_mem_mb")]
+                    + [str(int(c["prep_computed"])) if prepares else "—"] + [_num(c[k]) for k in ("prep_time_s", "prep_nfe", "prep_grad_evals")]
+                    + [reused])  # fmt: skip
     return body
 
 
@@ -246,6 +271,11 @@ def md_table(header: list[str], body: list[list]) -> list[str]:
     return lines + ["| " + " | ".join(cell(c) for c in row) + " |" for row in body]
 
 
+def _incomplete_md(run: RunData) -> list[str]:
+    note = incomplete_note(run)
+    return [f"**{md_text(note)}**", ""] if note else []
+
+
 def _caveat_md(labels: list[str]) -> list[str]:
     return [f"**{md_text(plots.caveat(labels))}**", ""] if labels else []
 
@@ -258,7 +288,7 @@ def _main_md(report: Report) -> list[str]:
     if fixed:
         described = [f"{md_text(m)}: " + ", ".join(f"{k}={md_text(v)}" for k, v in p.items()) for m, p in fixed.items()]
         lines.append("\nFixed parameters: " + "; ".join(described) + ".")
-    lines.append("\nMetrics: mean [95% bootstrap CI] over ok cells; **bold** = best per column (reference excluded).")
+    lines.append(f"\nMetrics: mean [95% bootstrap CI] over ok cells; n = ok cells; **bold** = {BEST_RULE}.")
     notes = nan_notes(report.rows)
     if notes:
         lines.append("\nNaN values (left out of the means, never dropped silently):\n")
@@ -274,13 +304,13 @@ def _main_md(report: Report) -> list[str]:
 def summary_markdown(run_dir: Path) -> str:
     """The main table of a run as Markdown (no figures)."""
     report = build_report(run_dir, figures=False)
-    return "\n".join(_main_md(report)) + "\n"
+    return "\n".join(_incomplete_md(report.run) + _main_md(report)) + "\n"
 
 
 def report_markdown(report: Report, assets: str | None = None) -> str:
     """The whole report as Markdown; figures are linked as ``<assets>/<name>`` when given."""
     run = report.run
-    lines = [f"# editbench report: {md_text(run.run_dir.name)}", ""] + _caveat_md(run.labels)
+    lines = [f"# editbench report: {md_text(run.run_dir.name)}", ""] + _incomplete_md(run) + _caveat_md(run.labels)
     lines += ["## Provenance", ""] + [f"- {k}: {md_text(v)}" for k, v in provenance(run)]
     lines += ["", "## Results", ""] + _main_md(report)
     if report.by_type and any(r.edit_type != "(none)" for r in report.by_type):
@@ -290,7 +320,7 @@ def report_markdown(report: Report, assets: str | None = None) -> str:
         notes = nan_notes(report.by_type)
         lines += [""] + [f"- {md_text(n)}" for n in notes] if notes else []
     lines += ["", "## Cost", ""] + _caveat_md(run.labels)
-    lines += md_table(["method", "setting", "n"] + COST_HEADER, cost_cells(report.rows))
+    lines += md_table(["method", "setting", "n"] + COST_HEADER, cost_cells(report.rows)) + ["", COST_NOTE]
     if run.throughput:
         lines += ["", md_text(run.throughput)]
     if assets is not None:

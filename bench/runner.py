@@ -208,8 +208,9 @@ def new_run_dir(config: RunConfig, out: str | None) -> Path:
     return run_dir
 
 
-def start_run(config: RunConfig, out: str | None = None, progress: bool = True) -> tuple[Path, dict]:
-    """Create a run folder for ``config``, run it, and return the folder and the cell counts."""
+def start_run(config: RunConfig, out: str | None = None, progress: bool = True, announce=None) -> tuple[Path, dict]:
+    """Create a run folder for ``config``, run it, and return the folder and the cell counts.
+    ``announce(run_dir)`` is called once the folder is set up, before the first cell."""
     run_dir = new_run_dir(config, out)
     try:
         runner = Runner(config, run_dir, progress=progress)
@@ -217,6 +218,8 @@ def start_run(config: RunConfig, out: str | None = None, progress: bool = True) 
         shutil.rmtree(run_dir)  # nothing ran: leave no empty run folder behind
         raise
     runner.write_manifest()
+    if announce is not None:
+        announce(run_dir)
     return run_dir, runner.run()
 
 
@@ -224,6 +227,12 @@ def resume_run(run_dir: str | Path, progress: bool = True) -> tuple[Path, dict]:
     """Finish an interrupted run: same config and backbone, only the missing cells."""
     run_dir = Path(run_dir)
     manifest = read_manifest(run_dir)
-    runner = Runner(config_from_resolved(manifest["config"]), run_dir, progress=progress)
+    config = config_from_resolved(manifest["config"])
+    from .cellplan import missing_work  # imports this module
+
+    total, missing = missing_work(run_dir, config)
+    if not missing:  # a finished run: say so before loading the backbone and extractors
+        return run_dir, {"already done": total}
+    runner = Runner(config, run_dir, progress=progress)
     runner.check_fingerprint(manifest)
     return run_dir, runner.run()

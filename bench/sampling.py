@@ -16,6 +16,7 @@ import torch
 from diffusers.utils.torch_utils import randn_tensor
 
 from .method import EditResult
+from .params import whole_steps
 
 EpsFn = Callable[[torch.Tensor, torch.Tensor, int], torch.Tensor]
 
@@ -95,14 +96,9 @@ def split_rows(images: torch.Tensor) -> list:
     return [EditResult(image[None]) for image in images]
 
 
-def steps_run(steps: int, t0: float) -> int:
-    """How many of ``steps`` a start at ``t0 * T`` runs: ``int(steps * t0)`` (diffusers' img2img)."""
-    return min(int(steps * t0), steps)
-
-
 def partial_timesteps(scheduler, steps: int, t0: float) -> torch.Tensor:
     """The last ``int(steps * t0)`` timesteps of the schedule (diffusers' img2img ``strength``)."""
-    return scheduler.timesteps[(steps - steps_run(steps, t0)) * scheduler.order :]
+    return scheduler.timesteps[(steps - whole_steps(steps, t0)) * scheduler.order :]
 
 
 def prev_timestep(scheduler, t) -> int:

@@ -39,6 +39,8 @@ CREATE TABLE IF NOT EXISTS cells (
     prep_grad_evals INTEGER,
     batch_size INTEGER,
     batch_id TEXT,
+    start_step INTEGER,
+    steps_run INTEGER,
     finished_at TEXT DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))
 );
 CREATE TABLE IF NOT EXISTS metrics (
@@ -82,6 +84,8 @@ class CellRecord:
     prep_grad_evals: int | None = None
     batch_size: int | None = None
     batch_id: str | None = None
+    start_step: int | None = None  # the setting's effective schedule (Method.schedule): where denoising starts
+    steps_run: int | None = None  # and how many timesteps it runs
     metrics: dict[str, float] = field(default_factory=dict)
 
 
@@ -112,7 +116,10 @@ class Store:
         self._add_missing_columns()
 
     #: Columns added to ``cells`` after the first release, with their SQL types.
-    ADDED_COLUMNS = {"prep_grad_evals": "INTEGER", "batch_size": "INTEGER", "batch_id": "TEXT"}
+    ADDED_COLUMNS = {
+        "prep_grad_evals": "INTEGER", "start_step": "INTEGER", "steps_run": "INTEGER", "batch_size": "INTEGER",
+        "batch_id": "TEXT",
+    }  # fmt: skip
 
     def _add_missing_columns(self) -> None:
         """Columns added to ``cells`` since a store was created (so older runs can be resumed)."""

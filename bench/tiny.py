@@ -34,9 +34,14 @@ SD_SCHEDULER_CONFIG = dict(
 )
 
 
+def tiny_folder() -> Path:
+    """Where the tiny pipeline lives (it may not be built yet)."""
+    return cache_dir() / f"tiny-sd-v{TINY_VERSION}"
+
+
 def tiny_backbone_dir() -> Path:
     """Folder of the tiny pipeline, built on first use."""
-    folder = cache_dir() / f"tiny-sd-v{TINY_VERSION}"
+    folder = tiny_folder()
     if not (folder / "model_index.json").is_file():
         _build(folder)
     return folder

@@ -135,6 +135,7 @@ class CellWorker:
         """The cell's row, or its outcome when it cannot run (bad sample, missing field, failed preparation)."""
         method = self.methods[cell.method]
         record = CellRecord(cell.key, cell.method, cell.setting, cell.sample_id, cell.seed, "ok", cell.ref.edit_type)
+        record.start_step, record.steps_run = method.schedule(cell.setting) or (None, None)
         sample = self._sample(cell.ref)
         if isinstance(sample, Exception):
             record.status, record.error = "failed", _error(sample)

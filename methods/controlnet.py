@@ -14,9 +14,8 @@ from bench.control import SpatialControlMethod, condition_params, controlled_sam
 from bench.errors import ConfigError
 from bench.extra_networks import network_params
 from bench.guidance import sampler_params
-from bench.params import Param
+from bench.params import Param, whole_steps
 from bench.registry import register
-from bench.sampling import steps_run
 
 
 @register
@@ -43,7 +42,7 @@ class ControlNet(SpatialControlMethod):
     def edit(self, backbone, sample, prep, setting, generator):
         network = self.network(backbone, setting)
         cond = with_channels(prep, network.model.config.conditioning_channels)[None].to(backbone.device, backbone.dtype)
-        n, scale = steps_run(setting["steps"], setting["t0"]), setting["conditioning_scale"]
+        n, scale = whole_steps(setting["steps"], setting["t0"]), setting["conditioning_scale"]
 
         def controlled_eps(latent, t, text):
             control = cond.expand(latent.shape[0], -1, -1, -1)

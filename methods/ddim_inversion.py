@@ -6,7 +6,7 @@ inversion is prepared once per sample and (steps, inversion_w), and cached on di
 """
 
 
-from bench.inversion import prepare_inversion, regenerate_rows
+from bench.inversion import InversionSpec, prepare_inversion, regenerate_rows
 from bench.method import Method
 from bench.params import Param, guidance_param, steps_param
 from bench.registry import register
@@ -23,6 +23,10 @@ class DDIMInversion(Method):
     needs = frozenset({"target_prompt"})
     params = (STEPS, W, INVERSION_W)
     prep_params = ("steps", "inversion_w")
+
+    @classmethod
+    def cached_preparation(cls, setting):
+        return InversionSpec("ddim", setting["steps"], setting["inversion_w"])
 
     def prepare(self, backbone, sample, setting):
         return prepare_inversion(backbone, sample, "ddim", setting["steps"], setting["inversion_w"])

@@ -16,7 +16,7 @@ import torch.nn.functional as F
 
 from bench.errors import ConfigError
 from bench.method import Method
-from bench.params import Param, guidance_param, steps_param
+from bench.params import Param, guidance_param, steps_param, whole_steps
 from bench.registry import register
 from bench.sampling import (
     decode_rows,
@@ -59,7 +59,8 @@ class ILVR(Method):
     needs = frozenset({"target_prompt"})
     params = (
         Param("N", int, 4, "downsample factor of the low-pass reference (a power of two dividing the latent size)", low=1),
-        Param("cond_stop", float, 1.0, "fraction of the steps that are conditioned (the paper's range)", low=0, high=1),
+        Param("cond_stop", float, 1.0, "fraction of the steps that are conditioned (the paper's range)", low=0, high=1,
+              step_fraction=True),
         guidance_param(),
         steps_param(),
     )
@@ -85,7 +86,7 @@ class ILVR(Method):
         scheduler = backbone.new_scheduler(setting["steps"])
         reference = source_latents(backbone, rows)
         phi = LowPass(*reference.shape[-2:], setting["N"], reference.device, reference.dtype)
-        conditioned = int(setting["steps"] * setting["cond_stop"])
+        conditioned = whole_steps(setting["steps"], setting["cond_stop"])
 
         def condition(step, latent):
             y = None

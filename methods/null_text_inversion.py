@@ -9,7 +9,7 @@ freshly computed inversion (0 when it came from the disk cache).
 
 
 from bench.errors import ConfigError
-from bench.inversion import NullTextParams, prepare_inversion, regenerate_rows
+from bench.inversion import InversionSpec, NullTextParams, prepare_inversion, regenerate_rows
 from bench.method import Method
 from bench.params import Param
 from bench.registry import register
@@ -54,6 +54,10 @@ class NullTextInversion(Method):
     @classmethod
     def check(cls, setting):
         check_null_text(cls.name, setting)
+
+    @classmethod
+    def cached_preparation(cls, setting):
+        return InversionSpec("null_text", setting["steps"], setting["inversion_w"], null_text_params(setting))
 
     def prepare(self, backbone, sample, setting):
         return prepare_inversion(

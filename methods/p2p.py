@@ -32,7 +32,7 @@ from bench.attention import (
     word_positions,
 )
 from bench.errors import ConfigError, SampleError
-from bench.inversion import KINDS, Inversion, prepare_inversion
+from bench.inversion import KINDS, Inversion, InversionSpec, prepare_inversion
 from bench.method import Method
 from bench.params import Param
 from bench.registry import register
@@ -128,14 +128,17 @@ class PromptToPrompt(Method):
         INVERSION_W,
         *NULL_TEXT_PARAMS,
         Param("edit", str, "auto", "attention edit (auto: replace if equal token counts, else refine)", choices=EDITS),
-        Param("cross_replace_steps", float, 0.4, "fraction of steps with injected cross-attention", low=0, high=1),
+        Param("cross_replace_steps", float, 0.4, "fraction of steps with injected cross-attention", low=0, high=1,
+              step_fraction=True),
         Param("cross_replace_words", str, "", "per-word fractions overriding it, e.g. 'dog:0.2,hat:1'"),
-        Param("self_replace_steps", float, 0.6, "fraction of steps with injected self-attention", low=0, high=1),
+        Param("self_replace_steps", float, 0.6, "fraction of steps with injected self-attention", low=0, high=1,
+              step_fraction=True),
         Param("reweight_word", str, "", "word of the target prompt whose attention edit=reweight scales"),
         Param("reweight_factor", float, 2.0, "factor of reweight_word's attention", low=0),
         Param("blend_words", str, "auto", "local blend words 'SRC:TGT', 'auto' (the sample's edit words) or 'none'"),
         Param("blend_threshold", float, 0.3, "local blend mask threshold", low=0, high=1),
-        Param("blend_start", float, 0.2, "fraction of steps before local blend starts", low=0, high=1),
+        Param("blend_start", float, 0.2, "fraction of steps before local blend starts", low=0, high=1,
+              step_fraction=True),
         Param("attention_maps", bool, False, "save a picture of each token's cross-attention map"),
     )
     prep_params = ("inversion", "steps", "inversion_w", *(p.name for p in NULL_TEXT_PARAMS))
@@ -155,6 +158,20 @@ class PromptToPrompt(Method):
             raise ConfigError(
                 f"method 'p2p': parameter 'blend_words' = {words!r} is not allowed; expected 'SRC:TGT', 'auto' or 'none'"
             )
+
+    @classmethod
+    def estimate_nfe(cls, setting):
+        """Source and target rows denoise together: twice a single edit's evaluations."""
+        edit, prep = super().estimate_nfe(setting)
+        return 2 * edit, prep
+
+    @classmethod
+    def cached_preparation(cls, setting):
+        if setting["inversion"] == "none":
+            return None
+        if setting["inversion"] == "null_text":
+            return InversionSpec("null_text", setting["steps"], setting["inversion_w"], null_text_params(setting))
+        return InversionSpec("ddim", setting["steps"], setting["inversion_w"])  # ddim, negative_prompt, direct share it
 
     def prep_key(self, setting):
         """Only the parameters the chosen inversion depends on, so unused ones never split preparations."""

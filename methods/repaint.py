@@ -45,6 +45,11 @@ class RePaint(Method):
         if setting["j"] > setting["steps"]:
             raise ConfigError(f"method 'repaint': parameter 'j' = {setting['j']} exceeds steps = {setting['steps']}")
 
+    @classmethod
+    def estimate_nfe(cls, setting):
+        """Every block of steps is denoised ``r`` times."""
+        return setting["r"] * super().estimate_nfe(setting)[0], 0
+
     @torch.no_grad()
     def latents(self, backbone, rows, setting, on_step=None) -> torch.Tensor:
         """The final latents of a batch of rows; ``on_step(step, latent, known)`` sees every

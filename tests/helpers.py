@@ -33,6 +33,17 @@ def run_config(tmp_path, methods, extra=(), n=2, **more):
     return build_config(raw)
 
 
+def read_cells(run_dir):
+    """A run folder's cells as a DataFrame (``Store.cells_frame``)."""
+    from bench.store import Store
+
+    store = Store(run_dir)
+    try:
+        return store.cells_frame()
+    finally:
+        store.close()
+
+
 def diffusers_pipeline(pipeline_class, backbone, steps: int, **components):
     """A diffusers ``pipeline_class`` over the backbone's own components and a fresh ``steps``-step
     scheduler, without its progress bar: the reference an adapter is compared with.

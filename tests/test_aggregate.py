@@ -55,7 +55,7 @@ def make_run(root, name, cells, *, labels=("untrained backbone",), fingerprint="
     """A run folder with the given cells (metrics as given, tiny random output images)."""
     run_dir = root / name
     run_dir.mkdir(parents=True)
-    dataset = dataset or write_dataset(root / f"data-{name}", n=3)
+    dataset = dataset or write_dataset(root / "data", n=3)  # one dataset per folder: runs in it are comparable
     rng = np.random.default_rng(0)
     store = Store(run_dir)
     for c in cells:
@@ -220,13 +220,56 @@ def test_set_metrics_are_read_when_present(tmp_path):
     assert ("set-level metrics", "against 3 source images") in provenance(run)
 
 
+def _rows(tmp_path, name, levels: dict, metric="psnr", samples=("img0", "img1", "img2"), spread=(0.0, 0.1, -0.1), **kw):
+    """reconstruct (99) + one sdedit row per t0, ``metric`` = level + the per-sample spread."""
+    cells = [cell("reconstruct", {}, s, {metric: 99.0}) for s in samples]
+    cells += [cell("sdedit", {"t0": t0}, s, {metric: level + d}) for t0, level in levels.items()
+              for s, d in zip(samples, spread)]  # fmt: skip
+    return summarize(load_run(make_run(tmp_path, name, cells, metrics=(metric,), **kw)))
+
+
 def test_best_follows_each_metrics_direction_and_skips_the_reference(tmp_path, fake_metrics):
-    cells = [cell("reconstruct", {}, "img0", {"psnr": 99.0, "lowfake": 0.0})]
-    cells += [cell("sdedit", {"t0": t}, "img0", {"psnr": p, "lowfake": lo}) for t, p, lo in
-              [(0.3, 20.0, 0.5), (0.5, 25.0, 0.2), (0.7, 25.0, 0.9)]]  # fmt: skip
-    rows = summarize(load_run(make_run(tmp_path, "r", cells, metrics=("psnr", "lowfake"))))
-    assert best_rows(rows, "psnr") == {2, 3}  # ties both count; reconstruct's 99 is not a contender
-    assert best_rows(rows, "lowfake") == {2}
+    assert best_rows(_rows(tmp_path, "a", {0.3: 20.0, 0.5: 25.0, 0.7: 24.0}), "psnr") == {2}  # not reconstruct's 99
+    assert best_rows(_rows(tmp_path, "b", {0.3: 0.5, 0.5: 0.2, 0.7: 0.9}, "lowfake"), "lowfake") == {2}
+
+
+def test_overlapping_rows_are_not_bold(tmp_path):
+    """psnr 9.95 vs 9.94 with per-sample noise far larger than the gap: the paired interval holds 0."""
+    noise = (0.0, 1.3, -1.1, 0.7, -0.9)
+    samples = tuple(f"img{i}" for i in range(5))
+    cells = [cell("sdedit", {"t0": 0.3}, s, {"psnr": 9.95 + d}) for s, d in zip(samples, noise)]
+    cells += [cell("sdedit", {"t0": 0.5}, s, {"psnr": 9.94 + d2}) for s, d2 in zip(samples, (1.0, -0.8, 0.3, -1.2, 0.7))]
+    rows = summarize(load_run(make_run(tmp_path, "r", cells)))
+    assert rows[0].metrics["psnr"].mean > rows[1].metrics["psnr"].mean
+    assert best_rows(rows, "psnr") == set()
+
+
+def test_a_small_but_consistent_paired_gain_is_bold(tmp_path):
+    """Unpaired intervals overlap (the samples differ a lot), but on every shared cell one row is
+    ahead: the paired comparison tells them apart."""
+    spread = (0.0, 5.0, -5.0)
+    rows = _rows(tmp_path, "r", {0.3: 20.0, 0.5: 20.2}, spread=spread)
+    assert rows[1].metrics["psnr"].low < rows[2].metrics["psnr"].high  # the unpaired CIs overlap
+    assert best_rows(rows, "psnr") == {2}
+
+
+def test_constant_columns_ties_and_single_rows_are_not_bold(tmp_path):
+    assert best_rows(_rows(tmp_path, "a", {0.3: 0.0, 0.5: 0.0, 0.7: 0.0}, spread=(0.0, 0.0, 0.0)), "psnr") == set()
+    assert best_rows(_rows(tmp_path, "b", {0.3: 25.0, 0.5: 25.0, 0.7: 20.0}), "psnr") == set()
+    assert best_rows(_rows(tmp_path, "c", {0.3: 25.0}), "psnr") == set()
+
+
+def test_rows_that_share_no_cells_are_not_bold(tmp_path):
+    cells = [cell("sdedit", {"t0": 0.3}, s, {"psnr": 30.0 + i}) for i, s in enumerate(("img0", "img1"))]
+    cells += [cell("sdedit", {"t0": 0.5}, "img2", {"psnr": 10.0}, seed=s) for s in (0, 1)]
+    assert best_rows(summarize(load_run(make_run(tmp_path, "r", cells))), "psnr") == set()
+
+
+def test_set_metrics_are_never_bold(tmp_path):
+    cells = [cell("sdedit", {"t0": t}, s, {"psnr": 1.0}) for t in (0.3, 0.5) for s in ("img0", "img1", "img2")]
+    sets = [("sdedit", {"t0": 0.3}, "fid", 40.0, 3), ("sdedit", {"t0": 0.5}, "fid", 90.0, 6)]
+    rows = summarize(load_run(make_run(tmp_path, "r", cells, set_metrics=sets, metrics=("psnr", "fid"))))
+    assert best_rows(rows, "fid") == set()
 
 
 def test_not_a_run_folder_is_a_clear_error(tmp_path):

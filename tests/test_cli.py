@@ -34,11 +34,11 @@ def test_config_errors_are_one_clean_line(tmp_path):
     assert "unknown parameter 'stpes' (did you mean 'steps'?)" in result.output
 
 
-def test_run_report_export(tmp_path):
+def test_run_report_export(tmp_path, monkeypatch):
     config = tmp_path / "c.yaml"
     data = write_dataset(tmp_path / "data", n=2)
     config.write_text(yaml.safe_dump({"dataset": {"path": data}, "methods": {"reconstruct": {}}}))  # path alone
-    result = invoke("run", config, "--set", "sdedit.t0=0.5,1.0", "--set", "sdedit.steps=2", "--out", tmp_path / "runs", "--quiet")
+    result = invoke("run", config, "--set", "sdedit={}", "--set", "sdedit.t0=0.5,1.0", "--set", "sdedit.steps=2", "--out", tmp_path / "runs", "--quiet")
     assert result.exit_code == 0, result.output
     run_dir = result.stdout.strip().splitlines()[-1]
     assert run_dir.startswith(str(tmp_path / "runs"))
@@ -48,6 +48,12 @@ def test_run_report_export(tmp_path):
     assert exported.exit_code == 0
     rows = list(csv.DictReader(open(tmp_path / "cells.csv")))
     assert len(rows) == 2 * 3 and {r["method"] for r in rows} == {"reconstruct", "sdedit"}
+    import bench.backbone
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("--resume of a finished run loaded the backbone")
+
+    monkeypatch.setattr(bench.backbone.Backbone, "__init__", refuse)  # a finished run is seen from its store alone
     resumed = invoke("run", "--resume", run_dir, "--quiet")
     assert resumed.exit_code == 0 and "6 already done" in resumed.output
     assert "give no CONFIG" in invoke("run", config, "--resume", run_dir).output
@@ -60,3 +66,36 @@ def test_methods_lists_the_extra_network_methods_with_their_ranges():
     assert "instruct_pix2pix:" in output and "image_w = 1.5  [float in [0, 50]]" in output
     assert "(needs: instruction)" in output
     assert "condition = 'canny'  [one of 'canny', 'grey', 'blur']" in output
+
+
+def test_version():
+    from bench import __version__
+
+    result = invoke("--version")
+    assert result.exit_code == 0 and result.output.strip() == f"editbench {__version__}"
+
+
+def test_a_missing_gpu_is_one_line_naming_the_available_devices(tmp_path, monkeypatch):
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    config = tmp_path / "c.yaml"
+    config.write_text(yaml.safe_dump({"methods": {"reconstruct": {}}}))
+    result = invoke("run", config, "--set", "backbone.device=cuda", "--out", tmp_path / "runs", "--quiet")
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert result.output.strip().splitlines() == [
+        "Error: backbone device 'cuda' is not available on this machine; available: "
+        + ", ".join(["mps"] * torch.backends.mps.is_available() + ["cpu"]) + " (or auto)"
+    ]
+
+
+def test_a_mistyped_backbone_folder_names_the_folders_there(tmp_path):
+    (tmp_path / "sd15" / "unet").mkdir(parents=True)
+    (tmp_path / "sd15" / "unet" / "config.json").write_text("{}")
+    config = tmp_path / "c.yaml"
+    config.write_text(yaml.safe_dump({"methods": {"reconstruct": {}}}))
+    result = invoke("run", config, "--backbone", tmp_path / "sd-15", "--out", tmp_path / "runs", "--quiet")
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert f"backbone folder '{tmp_path / 'sd-15'}' does not exist (did you mean 'sd15'?)" in result.output
+    result = invoke("run", config, "--backbone", tmp_path, "--out", tmp_path / "runs", "--quiet")
+    assert "is not a diffusers pipeline folder (no unet/config.json)" in result.output

@@ -11,6 +11,7 @@ from bench.aggregate import Stat
 from bench.compare import (
     INCOMPARABLE,
     OK,
+    CompareOptions,
     REGRESSED,
     Threshold,
     compare_runs,
@@ -20,6 +21,7 @@ from bench.compare import (
 )
 from bench.errors import ConfigError
 from run_bench import main
+from tests.helpers import write_dataset
 from tests.test_aggregate import cell, fake_metrics, make_run, sweep_cells  # noqa: F401  (fixture)
 
 
@@ -63,6 +65,9 @@ def test_thresholds_file(tmp_path):
     path.write_text("psnr: -1\n")
     with pytest.raises(ConfigError, match="must not be negative"):
         load_thresholds(path)
+    path.write_text("psnrr: 0.5\n")
+    with pytest.raises(ConfigError, match=r"unknown key 'psnrr' \(did you mean 'psnr'\?\); allowed: "):
+        load_thresholds(path)
 
 
 # -- runs ---------------------------------------------------------------------------------------------
@@ -98,14 +103,62 @@ def test_more_failures_is_a_regression(tmp_path):
 
 def test_differences_are_stated_up_front_and_one_sided_items_listed(tmp_path):
     base = make_run(tmp_path, "a", sweep_cells({0.3: 20.0, 0.5: 18.0}), fingerprint="fp-a")
-    new = make_run(tmp_path, "b", sweep_cells({0.3: 20.0, 0.7: 15.0}), fingerprint="fp-b")  # another dataset path
-    result = compare_runs(base, new)
+    new = make_run(tmp_path, "b", sweep_cells({0.3: 20.0, 0.7: 15.0}), fingerprint="fp-b")
+    result = compare_runs(base, new, options=CompareOptions(allow_missing=True))
     assert result.exit_code == OK
     assert any("backbone fingerprint changed: fp-a → fp-b" in n for n in result.notes)
     assert result.only_base == ["sdedit t0=0.5"] and result.only_new == ["sdedit t0=0.7"]
     text = comparison_markdown(result)
     assert text.index("fingerprint changed") < text.index("No regressions")
-    assert any("dataset changed" in n for n in result.notes)
+
+
+def test_a_setting_missing_in_the_new_run_fails_unless_allowed(tmp_path):
+    base = make_run(tmp_path, "a", sweep_cells({0.3: 20.0, 0.5: 18.0}))
+    new = make_run(tmp_path, "b", sweep_cells({0.3: 20.0}))
+    result = compare_runs(base, new)
+    assert result.exit_code == REGRESSED and result.regressions == ["sdedit t0=0.5: in base, missing in new"]
+    assert compare_runs(base, new, options=CompareOptions(allow_missing=True)).exit_code == OK
+    assert compare_runs(new, base).exit_code == OK  # a setting only the new run has is reported, not a failure
+
+
+def test_different_sample_sets_are_not_comparable_unless_allowed(tmp_path):
+    base = make_run(tmp_path, "a", sweep_cells({0.3: 20.0}))
+    other = make_run(tmp_path, "b", sweep_cells({0.3: 20.0}), dataset=write_dataset(tmp_path / "other", n=3))
+    with pytest.raises(ConfigError, match=r"not comparable: dataset differs: .*other.*--allow-different-samples"):
+        compare_runs(base, other)
+    result = CliRunner().invoke(main, ["compare", str(base), str(other)])
+    assert result.exit_code == INCOMPARABLE and "dataset differs" in result.output
+    allowed = CliRunner().invoke(main, ["compare", str(base), str(other), "--allow-different-samples"])
+    assert allowed.exit_code == OK and "allowed by --allow-different-samples" in allowed.output
+
+
+def test_an_interrupted_run_is_compared_paired_on_the_cells_it_has(tmp_path):
+    """The new run lacks img2, whose psnr was far below the rest: on all cells its mean would
+    look 'better'; on the shared cells it is worse on every one, which the paired test sees."""
+    base_cells = [cell("sdedit", {"t0": 0.3}, f"img{i}", {"psnr": p}) for i, p in enumerate((20.0, 30.0, 0.0))]
+    new_cells = [cell("sdedit", {"t0": 0.3}, f"img{i}", {"psnr": p}) for i, p in enumerate((19.5, 29.4))]
+    result = compare_runs(make_run(tmp_path, "a", base_cells), make_run(tmp_path, "b", new_cells))
+    (change,) = [c for c in result.changes if c.metric == "psnr"]
+    assert change.base.n == change.new.n == 2 and change.verdict == "regressed"
+    assert any("new run incomplete: 2 of 3 cells" in n for n in result.notes)
+
+
+def test_nfe_and_time_per_cell_warn_or_gate(tmp_path):
+    def cells(nfe, time_s):
+        return [cell("sdedit", {"t0": 0.3}, f"img{i}", {"psnr": 20.0}, nfe=nfe, time_s=time_s) for i in range(3)]
+
+    base = make_run(tmp_path, "a", cells(4, 1.0))
+    new = make_run(tmp_path, "b", cells(8, 2.0))
+    result = compare_runs(base, new)
+    assert result.exit_code == OK
+    assert result.warnings == ["sdedit: NFE per cell 4 → 8",
+                               "sdedit: median time per cell 1 s → 2 s (more than 25% slower)"]  # fmt: skip
+    assert "2 cost warning(s)" in comparison_markdown(result)
+    assert compare_runs(base, new, options=CompareOptions(time_tolerance=1.5)).warnings == ["sdedit: NFE per cell 4 → 8"]
+    gated = compare_runs(base, new, options=CompareOptions(gate_nfe=True, gate_time=True))
+    assert gated.exit_code == REGRESSED and len(gated.regressions) == 2
+    cli = CliRunner().invoke(main, ["compare", str(base), str(new), "--gate-nfe"])
+    assert cli.exit_code == REGRESSED and "NFE per cell 4 → 8" in cli.output
 
 
 def test_runs_with_nothing_in_common_cannot_be_compared(tmp_path):

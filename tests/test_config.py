@@ -74,6 +74,21 @@ def test_overrides():
         build_config(BASE, ["sdedit.t0"])
 
 
+def test_set_never_adds_a_method_silently():
+    with pytest.raises(ConfigError, match=r"--set ilvr.N: method 'ilvr' is not in the config \(its methods: sdedit\)"):
+        build_config({"methods": {"sdedit": {}}}, ["ilvr.N=4"])
+    with pytest.raises(ConfigError, match="method 'ilvr' is not in the config"):
+        build_config({"methods": {"sdedit": {}}}, ["methods.ilvr.N=4"])
+    config = build_config({"methods": {"sdedit": {}}}, ["ilvr={}", "ilvr.N=4"])  # the documented way to add one
+    assert [s["N"] for s in config.settings["ilvr"]] == [4]
+
+
+@pytest.mark.parametrize("block", [{"t0": []}, {"zip": {"t0": [], "w": []}}])
+def test_an_empty_sweep_list_is_an_error(block):
+    with pytest.raises(ConfigError, match="method 'sdedit': parameter 't0' has an empty list"):
+        build_config({"methods": {"sdedit": block}})
+
+
 def test_backbone_option_overrides_config():
     assert build_config(BASE, backbone="/models/sd15").backbone.name == "/models/sd15"
 

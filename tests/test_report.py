@@ -145,7 +145,7 @@ def test_history_orders_runs_by_time_and_tracks_each_setting(tmp_path):
     assert [r.run_dir.name for r in h.runs] == ["a", "b"]
     assert [s.mean for _, s in h.series["sdedit"]] == [20.0, 18.0]
     text = history_markdown(h)
-    assert CAVEAT in text and "| 2026-01-01T00:00 aaaaaaa | fp-a | a | 31 [30, 32] | 20 [19.9, 20.1] |" in text
+    assert CAVEAT in text and "| 2026-01-01T00:00 aaaaaaa | fp-a | a | 6 | 31 [30, 32] n=3 | 20 [19.9, 20.1] n=3 |" in text
     result = invoke("history", runs / "a", runs / "b", "--metric", "psnr", "--method", "sdedit",
                     "--plot", tmp_path / "h.png")
     assert result.exit_code == 0, result.output
@@ -172,3 +172,36 @@ def test_report_of_the_real_quickstart_shape(tmp_path, backbone):
     page = render_html(report)
     assert "untrained backbone" in page and len(report.grids) == 2 and report.tradeoffs
     assert json.loads(json.dumps(report.run.manifest))["backbone"]["fingerprint"]["id"] in page
+
+
+def test_incomplete_runs_say_so_at_the_top_of_report_compare_and_history(tmp_path):
+    from bench.compare import compare_runs, comparison_markdown
+
+    full = make_run(tmp_path, "full", sweep_cells({0.3: 20.0, 0.7: 15.0}))
+    partial = make_run(tmp_path, "partial", sweep_cells({0.3: 20.0, 0.7: 15.0})[:-2], created="2026-01-02T00:00:00+00:00")
+    note = f"incomplete: 7 of 9 cells in partial; finish it with editbench run --resume {partial}"
+    assert summary_markdown(partial).startswith(f"**{note}**")
+    assert "incomplete" not in summary_markdown(full)
+    assert report_markdown(build_report(partial, figures=False)).splitlines()[2] == f"**{note}**"
+    assert note in render_html(build_report(partial, figures=False))
+    compared = comparison_markdown(compare_runs(full, partial))
+    assert compared.index("new run " + note) < compared.index("regression")
+    text = history_markdown(history([full, partial], "psnr"))
+    assert text.splitlines()[2] == "**incomplete: 1 of 2 runs (partial)**"
+    assert "| 9 | " in text and "| 7 of 9 (incomplete) | " in text and " n=3 |" in text and " n=1 |" in text
+
+
+def test_cost_shows_the_spread_of_time_and_prep_cost_per_computed_preparation(tmp_path):
+    from bench.aggregate import load_run, summarize
+    from bench.report import COST_HEADER, cost_cells
+
+    costs = [dict(time_s=1.0, prep_cached=False, prep_nfe=10, prep_time_s=2.0),
+             dict(time_s=2.0, prep_cached=True, prep_nfe=0, prep_time_s=0.0),  # reused: not a preparation's cost
+             dict(time_s=10.0, prep_cached=False, prep_nfe=20, prep_time_s=4.0)]  # fmt: skip
+    cells = [cell("ddim_inversion", {"w": 7.5}, f"img{i}", {"psnr": 20.0}, **c) for i, c in enumerate(costs)]
+    (row,) = cost_cells(summarize(load_run(make_run(tmp_path, "r", cells))))
+    by_header = dict(zip(["method", "setting", "n"] + COST_HEADER, row))
+    assert by_header["s/image (mean)"] == "4.333" and by_header["s/image median [IQR]"] == "2 [1.5, 6]"
+    assert by_header["preparations computed"] == "2" and by_header["prep NFE each"] == "15"
+    assert by_header["prep s each"] == "3" and by_header["prep reused/cached"] == "1/3"
+

@@ -1,7 +1,6 @@
 import json
 from pathlib import Path
 
-import pandas as pd
 import pytest
 import torch
 
@@ -12,7 +11,7 @@ from bench.report import cells_table, summary_markdown
 from bench.plan import cell_key
 from bench.runner import Runner, resume_run, start_run
 from bench.store import CellRecord, Store
-from tests.helpers import run_config
+from tests.helpers import read_cells, run_config
 
 
 @register
@@ -63,12 +62,6 @@ class _CachedPrep(Method):
                           labels=["untrained classifier"])  # fmt: skip
 
 
-def read_cells(run_dir: Path) -> pd.DataFrame:
-    store = Store(run_dir)
-    try:
-        return store.cells_frame()
-    finally:
-        store.close()
 
 
 def test_run_commits_every_cell_and_survives_bad_samples(tmp_path, backbone):
