@@ -13,6 +13,7 @@ from bench.extra_networks import WEIGHTS, build_untrained, changed_networks, che
 from bench.registry import get_method
 from bench.config import build_config
 from bench.runner import Runner, resume_run, start_run
+from bench.store import Store
 from tests.helpers import write_dataset
 
 
@@ -66,6 +67,9 @@ def test_resume_refuses_changed_extra_network_weights(backbone, tmp_path):
     manifest = json.loads((run_dir / "manifest.json").read_text())
     assert manifest["backbone"]["extra_networks"][f"t2i_adapter:{source}"]["weights_sha256"]
     save_network(backbone, "t2i_adapter", tmp_path / "adapter", seed=2)
+    store = Store(run_dir)  # an unfinished run: a finished one returns before loading any network
+    store.db.execute("DELETE FROM cells")
+    store.close()
     with pytest.raises(ConfigError, match="extra network weights changed since it started: t2i_adapter:"):
         resume_run(run_dir, progress=False)
 
