@@ -144,8 +144,8 @@ def sweep_pictures(rows: list[Row], run: RunData) -> list[Picture]:
         note = f" Constant along this sweep, not plotted: {', '.join(sorted(constant))}." if constant else ""
         for param in varying:
             fig = plots.sweep_figure(method, own, param, shown, run.labels, reference)
-            caption = (f"{method}: each metric against {param} (mean, 95% CI bars; lines: its other swept "
-                       f"parameters; dashed: {REFERENCE_METHOD}).{note}")  # fmt: skip
+            dashed = f"; dashed: {REFERENCE_METHOD}" if reference else ""
+            caption = f"{method}: each metric against {param} (mean, 95% CI bars; lines: its other swept parameters{dashed}).{note}"
             pictures.append(Picture(f"sweep_{method}_{param}.png", caption, plots.png(fig)))
     return pictures
 
