@@ -36,19 +36,23 @@ def main():
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @click.option("--untrained-extractors", is_flag=True, help="Metric extractors without local weights get seeded random weights (smoke numbers, labelled).")
 @click.option("--batch-size", type=click.IntRange(1), help="Cells per UNet batch (default: the config's batch_size, else 1).")
+@click.option("--executor", type=click.Choice(["local", "ray"]), help="Where cells run: this process, or Ray workers (default: the config's).")
+@click.option("--workers", type=click.IntRange(1), help="Ray workers (default: one per GPU, else 1).")
+@click.option("--ray-address", help="Join this Ray cluster ('auto' or ray://host:port) instead of starting a local Ray.")
 @_fail_cleanly
-def run(config, backbone, overrides, out, resume_dir, quiet, untrained_extractors, batch_size):
+def run(config, backbone, overrides, out, resume_dir, quiet, untrained_extractors, batch_size, executor, workers, ray_address):
     """Run a sweep CONFIG (or --resume RUN_DIR); prints the run folder."""
     from bench.config import load_config
     from bench.runner import resume_run, start_run
 
+    executor_overrides = executor_settings(executor, workers, ray_address)
     if resume_dir:
         if config or backbone or overrides or out or untrained_extractors or batch_size:
             raise ConfigError(
                 "--resume takes the run folder's own config; give no CONFIG, --backbone, --set, --out, "
                 "--untrained-extractors or --batch-size"
             )
-        run_dir, counts = resume_run(resume_dir, progress=not quiet)
+        run_dir, counts = resume_run(resume_dir, progress=not quiet, executor=resumed_executor(resume_dir, executor_overrides))
     else:
         if not config:
             raise ConfigError("give a CONFIG file (e.g. configs/quickstart.yaml) or --resume RUN_DIR")
@@ -56,9 +60,27 @@ def run(config, backbone, overrides, out, resume_dir, quiet, untrained_extractor
             overrides += ("metric_options.untrained_extractors=true",)
         if batch_size:
             overrides += (f"batch_size={batch_size}",)
+        overrides += tuple(f"executor.{key}={value}" for key, value in executor_overrides.items())
         run_dir, counts = start_run(load_config(config, list(overrides), backbone), out, progress=not quiet)
     click.echo(", ".join(f"{v} {k}" for k, v in counts.items() if v), err=True)
     click.echo(str(run_dir))
+
+
+def executor_settings(name, workers, address) -> dict:
+    """The executor keys given on the command line."""
+    given = {"name": name, "workers": workers, "address": address}
+    return {key: value for key, value in given.items() if value is not None}
+
+
+def resumed_executor(run_dir, overrides: dict):
+    """The executor a resumed run uses: the run's own, with the command line's keys over it."""
+    from dataclasses import asdict
+
+    from bench.config import ExecutorSpec
+    from bench.store import read_manifest
+
+    spec = ExecutorSpec(**read_manifest(run_dir)["config"].get("executor", {}))
+    return ExecutorSpec(**{**asdict(spec), **overrides})
 
 
 @main.command()

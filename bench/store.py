@@ -82,6 +82,7 @@ class CellRecord:
     prep_grad_evals: int | None = None
     batch_size: int | None = None
     batch_id: str | None = None
+    worker: str | None = None
     metrics: dict[str, float] = field(default_factory=dict)
 
 
@@ -112,7 +113,7 @@ class Store:
         self._add_missing_columns()
 
     #: Columns added to ``cells`` after the first release, with their SQL types.
-    ADDED_COLUMNS = {"prep_grad_evals": "INTEGER", "batch_size": "INTEGER", "batch_id": "TEXT"}
+    ADDED_COLUMNS = {"prep_grad_evals": "INTEGER", "batch_size": "INTEGER", "batch_id": "TEXT", "worker": "TEXT"}
 
     def _add_missing_columns(self) -> None:
         """Columns added to ``cells`` since a store was created (so older runs can be resumed)."""
