@@ -102,6 +102,7 @@ class RayExecutor:
     def __init__(self, resolved: dict, fingerprint_id: str, workers: int | None = None, address: str | None = None):
         ray = self.ray = import_ray()
         self.started_ray, self._busy_pids = not ray.is_initialized(), {}
+        self.rerun_units = 0  # units run again because their worker died
         if self.started_ray:
             ray.init(address=address, include_dashboard=False, logging_level="WARNING")
         try:
@@ -161,31 +162,44 @@ class RayExecutor:
     def run(self, units: Iterable[WorkUnit]) -> Iterator[CellOutcome]:
         """Yield every cell's outcome, unit by unit in completion order."""
         ray = self.ray
-        queue, free, in_flight, attempts = deque(units), list(range(len(self.actors))), {}, Counter()
+        queue, free, attempts = deque(units), list(range(len(self.actors))), Counter()
+        in_flight = {}  # ObjectRef -> (unit, slot); unit None: waiting for the slot's restarted actor
         try:
-            while queue or in_flight:
+            while queue or any(unit for unit, _ in in_flight.values()):
+                if not free and not in_flight:
+                    raise RuntimeError("every Ray worker is gone; resume the run when the cluster is back")
                 while queue and free:
                     slot, unit = free.pop(0), queue.popleft()
                     in_flight[self.actors[slot].run_unit.remote(unit)] = (unit, slot)
                     self._busy_pids[slot] = self.workers[slot]["pid"]
                 (ref,), _ = ray.wait(list(in_flight), num_returns=1)
                 unit, slot = in_flight.pop(ref)
-                free.append(slot)
                 self._busy_pids.pop(slot, None)
                 try:
-                    outcomes, seconds = ray.get(ref)
-                except ray.exceptions.RayActorError as exc:  # the worker process died: run the unit again
-                    attempts[unit.unit_id] += 1
-                    if attempts[unit.unit_id] >= MAX_UNIT_ATTEMPTS:
-                        raise RuntimeError(f"unit {unit.unit_id} ({unit.method}) lost its worker {MAX_UNIT_ATTEMPTS} times") from exc
-                    queue.appendleft(unit)
-                    self.workers[slot]["pid"] = ray.get(self.actors[slot].describe.remote())["pid"]
+                    result = ray.get(ref)
+                except ray.exceptions.RayActorError as exc:  # the worker process died
+                    if unit is not None:
+                        attempts[unit.unit_id] += 1
+                        if attempts[unit.unit_id] >= MAX_UNIT_ATTEMPTS:
+                            raise RuntimeError(f"unit {unit.unit_id} ({unit.method}) lost its worker {MAX_UNIT_ATTEMPTS} times") from exc
+                        queue.appendleft(unit)
+                        self.rerun_units += 1
+                        in_flight[self._when_restarted(slot)] = (None, slot)
+                    continue  # a probe that failed: the actor is gone for good, its slot stays out
+                free.append(slot)
+                if unit is None:
+                    self.workers[slot]["pid"] = result["pid"]
                     continue
+                outcomes, seconds = result
                 self.stats[slot]["cells"] += len(outcomes)
                 self.stats[slot]["seconds"] += seconds
                 yield from outcomes
         finally:
             self.close()
+
+    def _when_restarted(self, slot: int):
+        """A reference that resolves (to ``describe()``) once the slot's actor is back."""
+        return self.actors[slot].describe.options(max_task_retries=-1).remote()
 
     def close(self) -> None:
         """Kill the actors (no restart) and shut down a Ray this executor started."""

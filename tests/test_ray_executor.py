@@ -1,0 +1,182 @@
+"""The ray executor: the same cells, PNG bytes and metrics as local; a worker or the driver killed
+mid-run still ends with every cell exactly once; concurrent cache writers leave one valid entry.
+
+All tests share one local Ray instance (2 CPUs, module-scoped) and one local reference run.
+"""
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from bench.config import ExecutorSpec, build_config
+from bench.paths import repo_root
+from bench.runner import Runner, new_run_dir, resume_run
+from bench.store import Store
+from tests.helpers import write_dataset
+
+ray = pytest.importorskip("ray")
+
+#: sdedit first, so the first units dispatched are the slow ones (a kill lands mid-unit).
+METHODS = {"sdedit": {"t0": [0.4, 0.8], "steps": 12}, "reconstruct": {}}
+BAD_SAMPLE = {"id": "broken", "image": "missing.png", "source_prompt": "a cat", "target_prompt": "a dog"}
+RAY = ExecutorSpec("ray", workers=2)
+
+
+@pytest.fixture(scope="module")
+def ray_instance():
+    ray.init(num_cpus=2, include_dashboard=False, logging_level="WARNING",
+             runtime_env={"env_vars": {"PYTHONPATH": str(repo_root())}})  # fmt: skip
+    yield ray
+    ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def raw_config(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("ray")
+    data = write_dataset(folder / "data", n=3, extra=[BAD_SAMPLE])
+    return {"dataset": {"name": None, "path": data}, "methods": METHODS, "seeds": [0], "output": str(folder / "runs")}
+
+
+def run(raw, executor=None) -> Path:
+    config = build_config(raw)
+    run_dir = new_run_dir(config, None)
+    runner = Runner(config, run_dir, progress=False, executor=executor)
+    runner.write_manifest()
+    runner.run()
+    runner.store.close()
+    return run_dir
+
+
+def cells(run_dir: Path):
+    store = Store(run_dir)
+    frame = store.cells_frame().set_index("key").sort_index()
+    store.close()
+    return frame
+
+
+@pytest.fixture(scope="module")
+def local_run(raw_config):
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as each Ray worker runs: the same float reductions
+    try:
+        return run(raw_config)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def assert_same_cells(run_dir: Path, reference: Path):
+    got, want = cells(run_dir), cells(reference)
+    assert got.index.is_unique and list(got.index) == list(want.index)
+    columns = ["status", "error", "output_path", "nfe", "prep_nfe"] + [c for c in want if c.startswith("metric.")]
+    assert got[columns].equals(want[columns])
+    for path in want.output_path.dropna():
+        assert (run_dir / path).read_bytes() == (reference / path).read_bytes(), path
+    assert set(want.status) == {"ok", "failed"}  # the broken sample failed its own cells only
+
+
+def test_ray_gives_the_same_cells_pngs_and_metrics_as_local(ray_instance, raw_config, local_run):
+    run_dir = run(raw_config, RAY)
+    assert_same_cells(run_dir, local_run)
+    frame = cells(run_dir)
+    assert frame.worker.str.contains("/cpu worker").all() and frame.worker.nunique() == 2
+    manifest = Store(run_dir).info("manifest")
+    assert manifest["executor"]["ray"] == ray.__version__ and len(manifest["executor"]["workers"]) == 2
+
+
+def test_a_worker_killed_mid_unit_loses_no_cell_and_repeats_none(ray_instance, raw_config, local_run):
+    config = build_config(raw_config)
+    run_dir = new_run_dir(config, None)
+    runner = Runner(config, run_dir, progress=False, executor=RAY)
+    killed = []
+
+    def kill_first_busy_worker():
+        deadline = time.monotonic() + 120
+        while not killed and time.monotonic() < deadline:
+            busy = runner.executor.pids()
+            if busy:
+                pid = next(iter(busy.values()))
+                os.kill(pid, signal.SIGKILL)
+                killed.append(pid)
+            time.sleep(0.01)
+
+    killer = threading.Thread(target=kill_first_busy_worker)
+    killer.start()
+    runner.write_manifest()
+    runner.run()
+    killer.join()
+    runner.store.close()
+    assert killed and runner.executor.rerun_units >= 1
+    assert_same_cells(run_dir, local_run)
+
+
+def test_kill_9_of_the_driver_then_resume_on_ray(ray_instance, raw_config, local_run, tmp_path):
+    """The driver joins the test's Ray (``--ray-address``); its actors die with it."""
+    (tmp_path / "run.yaml").write_text(yaml.safe_dump({**raw_config, "output": str(tmp_path / "runs")}))
+    address = ray.get_runtime_context().gcs_address
+    proc = subprocess.Popen(
+        [sys.executable, "run_bench.py", "run", str(tmp_path / "run.yaml"), "--quiet",
+         "--executor", "ray", "--workers", "2", "--ray-address", address],
+        cwd=repo_root(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 240
+        while time.monotonic() < deadline and proc.poll() is None and count_committed(tmp_path / "runs") < 2:
+            time.sleep(0.05)
+        assert proc.poll() is None, f"run ended before it could be killed: {proc.stderr.read().decode()[-2000:]}"
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    (run_dir,) = (tmp_path / "runs").iterdir()
+    done_before = count_committed(tmp_path / "runs")
+    _, counts = resume_run(run_dir, progress=False, executor=RAY)
+    assert counts["already done"] == done_before and sum(counts.values()) == len(cells(local_run))
+    assert_same_cells(run_dir, local_run)
+
+
+def count_committed(runs: Path) -> int:
+    dbs = list(runs.glob("*/results.sqlite")) if runs.exists() else []
+    if not dbs:
+        return 0
+    import sqlite3
+
+    try:
+        with sqlite3.connect(f"file:{dbs[0]}?mode=ro", uri=True, timeout=5) as conn:
+            return conn.execute("SELECT count(*) FROM cells").fetchone()[0]
+    except sqlite3.OperationalError:  # schema not created yet
+        return 0
+
+
+def test_two_workers_writing_one_inversion_entry_leave_one_valid_entry(ray_instance):
+    from safetensors.torch import load_file
+
+    from bench import cache
+
+    fields, kind = {"kind": "ddim", "image": "same-for-both", "steps": 50}, "inversions-race-test"
+
+    def write_many(value: float, n: int) -> int:
+        from bench import cache
+
+        for _ in range(n):
+            cache.save(fields, {"latents": torch.full((4, 64, 64), value)}, kind=kind)
+        return n
+
+    writer = ray.remote(write_many)
+    pending = [writer.remote(1.0, 40), writer.remote(2.0, 40)]
+    path, reads = cache.entry_path(fields, kind), 0
+    while ray.wait(pending, num_returns=2, timeout=0)[1]:
+        if path.is_file():  # never half-written: always one writer's whole tensor (load_file raises otherwise)
+            assert load_file(str(path))["latents"].unique().tolist() in ([1.0], [2.0])
+            reads += 1
+    assert ray.get(pending) == [40, 40] and reads > 0
+    assert [p.name for p in path.parent.iterdir()] == [path.name]  # no temp file left behind
+    assert cache.load(fields, kind=kind)["latents"].unique().tolist() in ([1.0], [2.0])
