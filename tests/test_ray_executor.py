@@ -25,7 +25,7 @@ from tests.helpers import write_dataset
 ray = pytest.importorskip("ray")
 
 #: sdedit first, so the first units dispatched are the slow ones (a kill lands mid-unit).
-METHODS = {"sdedit": {"t0": [0.4, 0.8], "steps": 12}, "reconstruct": {}}
+METHODS = {"sdedit": {"t0": [0.4, 0.8], "steps": 8}, "reconstruct": {}}
 BAD_SAMPLE = {"id": "broken", "image": "missing.png", "source_prompt": "a cat", "target_prompt": "a dog"}
 RAY = ExecutorSpec("ray", workers=2)
 
@@ -41,7 +41,7 @@ def ray_instance():
 @pytest.fixture(scope="module")
 def raw_config(tmp_path_factory):
     folder = tmp_path_factory.mktemp("ray")
-    data = write_dataset(folder / "data", n=3, extra=[BAD_SAMPLE])
+    data = write_dataset(folder / "data", n=2, extra=[BAD_SAMPLE])
     return {"dataset": {"name": None, "path": data}, "methods": METHODS, "seeds": [0], "output": str(folder / "runs")}
 
 
@@ -91,6 +91,7 @@ def test_ray_gives_the_same_cells_pngs_and_metrics_as_local(ray_instance, raw_co
     assert manifest["executor"]["ray"] == ray.__version__ and len(manifest["executor"]["workers"]) == 2
 
 
+@pytest.mark.slow  # ~45 s on 2 loaded cores: the killed actor restarts and reloads its backbone
 def test_a_worker_killed_mid_unit_loses_no_cell_and_repeats_none(ray_instance, raw_config, local_run):
     config = build_config(raw_config)
     run_dir = new_run_dir(config, None)
@@ -117,6 +118,7 @@ def test_a_worker_killed_mid_unit_loses_no_cell_and_repeats_none(ray_instance, r
     assert_same_cells(run_dir, local_run)
 
 
+@pytest.mark.slow  # ~2 min on 2 loaded cores: a second driver process starts its own workers
 def test_kill_9_of_the_driver_then_resume_on_ray(ray_instance, raw_config, local_run, tmp_path):
     """The driver joins the test's Ray (``--ray-address``); its actors die with it."""
     (tmp_path / "run.yaml").write_text(yaml.safe_dump({**raw_config, "output": str(tmp_path / "runs")}))
@@ -171,12 +173,12 @@ def test_two_workers_writing_one_inversion_entry_leave_one_valid_entry(ray_insta
         return n
 
     writer = ray.remote(write_many)
-    pending = [writer.remote(1.0, 40), writer.remote(2.0, 40)]
+    pending = [writer.remote(1.0, 20), writer.remote(2.0, 20)]
     path, reads = cache.entry_path(fields, kind), 0
     while ray.wait(pending, num_returns=2, timeout=0)[1]:
         if path.is_file():  # never half-written: always one writer's whole tensor (load_file raises otherwise)
             assert load_file(str(path))["latents"].unique().tolist() in ([1.0], [2.0])
             reads += 1
-    assert ray.get(pending) == [40, 40] and reads > 0
+    assert ray.get(pending) == [20, 20] and reads > 0
     assert [p.name for p in path.parent.iterdir()] == [path.name]  # no temp file left behind
     assert cache.load(fields, kind=kind)["latents"].unique().tolist() in ([1.0], [2.0])
