@@ -6,8 +6,6 @@ All tests share one local Ray instance (2 CPUs, module-scoped) and one local ref
 
 import os
 import signal
-import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -20,7 +18,7 @@ from bench.config import ExecutorSpec, build_config
 from bench.paths import repo_root
 from bench.runner import Runner, new_run_dir, resume_run
 from bench.store import Store
-from tests.helpers import write_dataset
+from tests.helpers import committed, kill_9_after, write_dataset
 
 ray = pytest.importorskip("ray")
 
@@ -121,41 +119,14 @@ def test_a_worker_killed_mid_unit_loses_no_cell_and_repeats_none(ray_instance, r
 @pytest.mark.slow  # ~2 min on 2 loaded cores: a second driver process starts its own workers
 def test_kill_9_of_the_driver_then_resume_on_ray(ray_instance, raw_config, local_run, tmp_path):
     """The driver joins the test's Ray (``--ray-address``); its actors die with it."""
-    (tmp_path / "run.yaml").write_text(yaml.safe_dump({**raw_config, "output": str(tmp_path / "runs")}))
+    (tmp_path / "run.yaml").write_text(yaml.safe_dump(raw_config))
     address = ray.get_runtime_context().gcs_address
-    proc = subprocess.Popen(
-        [sys.executable, "run_bench.py", "run", str(tmp_path / "run.yaml"), "--quiet",
-         "--executor", "ray", "--workers", "2", "--ray-address", address],
-        cwd=repo_root(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-    )  # fmt: skip
-    try:
-        deadline = time.monotonic() + 240
-        while time.monotonic() < deadline and proc.poll() is None and count_committed(tmp_path / "runs") < 2:
-            time.sleep(0.05)
-        assert proc.poll() is None, f"run ended before it could be killed: {proc.stderr.read().decode()[-2000:]}"
-        proc.send_signal(signal.SIGKILL)
-        proc.wait(timeout=30)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    (run_dir,) = (tmp_path / "runs").iterdir()
-    done_before = count_committed(tmp_path / "runs")
+    args = [str(tmp_path / "run.yaml"), "--executor", "ray", "--workers", "2", "--ray-address", address]
+    run_dir = kill_9_after(args, tmp_path / "runs", cells=2)
+    done_before = committed(run_dir / Store.FILENAME)
     _, counts = resume_run(run_dir, progress=False, executor=RAY)
     assert counts["already done"] == done_before and sum(counts.values()) == len(cells(local_run))
     assert_same_cells(run_dir, local_run)
-
-
-def count_committed(runs: Path) -> int:
-    dbs = list(runs.glob("*/results.sqlite")) if runs.exists() else []
-    if not dbs:
-        return 0
-    import sqlite3
-
-    try:
-        with sqlite3.connect(f"file:{dbs[0]}?mode=ro", uri=True, timeout=5) as conn:
-            return conn.execute("SELECT count(*) FROM cells").fetchone()[0]
-    except sqlite3.OperationalError:  # schema not created yet
-        return 0
 
 
 def test_two_workers_writing_one_inversion_entry_leave_one_valid_entry(ray_instance):

@@ -1,29 +1,10 @@
 """A run killed with SIGKILL at an arbitrary moment resumes to every cell exactly once."""
 
-import os
-import signal
-import sqlite3
-import subprocess
-import sys
-import time
-from pathlib import Path
-
 import yaml
 
-from bench.paths import repo_root
 from bench.runner import resume_run
 from bench.store import Store
-from tests.helpers import write_dataset
-
-
-def committed(db: Path) -> int:
-    if not db.is_file():
-        return 0
-    try:
-        with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5) as conn:
-            return conn.execute("SELECT count(*) FROM cells").fetchone()[0]
-    except sqlite3.OperationalError:  # schema not created yet
-        return 0
+from tests.helpers import committed, kill_9_after, write_dataset
 
 
 def test_kill_9_mid_run_then_resume(tmp_path):
@@ -33,28 +14,7 @@ def test_kill_9_mid_run_then_resume(tmp_path):
         "seeds": [0],
     }
     (tmp_path / "run.yaml").write_text(yaml.safe_dump(config))
-    out = tmp_path / "runs"
-    proc = subprocess.Popen(
-        [sys.executable, "run_bench.py", "run", str(tmp_path / "run.yaml"), "--out", str(out), "--quiet"],
-        cwd=repo_root(),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
-    )
-    try:
-        deadline = time.monotonic() + 240
-        while time.monotonic() < deadline and proc.poll() is None:
-            runs = list(out.glob("*/results.sqlite")) if out.exists() else []
-            if runs and committed(runs[0]) >= 5:
-                break
-            time.sleep(0.05)
-        assert proc.poll() is None, f"run ended before it could be killed: {proc.stderr.read().decode()[-2000:]}"
-        proc.send_signal(signal.SIGKILL)
-        proc.wait(timeout=30)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    (run_dir,) = out.iterdir()
+    run_dir = kill_9_after([str(tmp_path / "run.yaml")], tmp_path / "runs", cells=5)
     done_before = committed(run_dir / Store.FILENAME)
     total = 3 * 6
     assert 5 <= done_before < total
