@@ -48,19 +48,20 @@ def main(config_path, overrides, cpus, workers):
 
     config = load_config(config_path, list(overrides))
     ray.init(num_cpus=cpus, include_dashboard=False, logging_level="WARNING")
-    rows = []
-    with tempfile.TemporaryDirectory() as out:
-        rows.append(("local", torch.get_num_threads(), *timed_run(config, ExecutorSpec("local"), Path(out))))
-        for n in (int(w) for w in workers.split(",")):
-            rows.append((f"ray x{n}", n, *timed_run(config, ExecutorSpec("ray", workers=n), Path(out))))
-    ray.shutdown()
-    base = next((cells / run_s for name, _, _, run_s, cells in rows if name == "ray x1"), None)
     print(f"{config_path} {' '.join(overrides)}: backbone {config.backbone.name}, {cpus} CPUs for Ray (smoke numbers)")
     print(f"{'executor':<10}{'threads/workers':>16}{'start-up s':>12}{'run s':>9}{'cells':>7}{'cells/s':>9}{'efficiency':>12}")
-    for name, n, start_s, run_s, cells in rows:
-        rate = cells / run_s
-        efficiency = f"{rate / (n * base):.0%}" if base and name.startswith("ray") else "-"
-        print(f"{name:<10}{n:>16}{start_s:>12.1f}{run_s:>9.1f}{cells:>7}{rate:>9.2f}{efficiency:>12}")
+    runs = [("local", torch.get_num_threads(), ExecutorSpec("local"))]
+    runs += [(f"ray x{n}", n, ExecutorSpec("ray", workers=n)) for n in (int(w) for w in workers.split(","))]
+    one_worker_rate = None
+    with tempfile.TemporaryDirectory() as out:
+        for name, n, executor in runs:
+            start_s, run_s, cells = timed_run(config, executor, Path(out))
+            rate = cells / run_s
+            if name == "ray x1":
+                one_worker_rate = rate
+            efficiency = f"{rate / (n * one_worker_rate):.0%}" if one_worker_rate and name.startswith("ray") else "-"
+            print(f"{name:<10}{n:>16}{start_s:>12.1f}{run_s:>9.1f}{cells:>7}{rate:>9.2f}{efficiency:>12}", flush=True)
+    ray.shutdown()
 
 
 if __name__ == "__main__":
