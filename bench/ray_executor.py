@@ -1,7 +1,8 @@
 """The ``ray`` executor: one run's work units on Ray Core actors, on one machine or a cluster.
 
 One actor per worker slot: on a cluster with GPUs one per GPU (``num_gpus=1``), on CPUs
-``num_cpus`` = the cluster's CPUs / workers, so that N workers fit. Each actor builds its
+``num_cpus`` = the cluster's CPUs / workers, so that N workers fit, each with as many torch
+threads (at most the driver's). Each actor builds its
 ``CellWorker`` once from the run's resolved config (``config_from_resolved``) and reports its
 backbone fingerprint; a worker whose fingerprint differs from the driver's stops the run before
 any cell (results would mix).
@@ -128,7 +129,9 @@ class RayExecutor:
         else:
             n = workers or 1
             cpus = resources.get("CPU", 1)
-            options, threads = {"num_cpus": cpus / n}, max(1, int(cpus // n))
+            # never more threads than the driver's torch uses (OMP_NUM_THREADS): on an oversubscribed
+            # machine two OpenMP threads per worker ran 20x slower than one (benchmarks/ray_scaling.py)
+            options, threads = {"num_cpus": cpus / n}, max(1, min(int(cpus // n), torch.get_num_threads()))
         env = {name: os.environ[name] for name in FORWARDED_ENV if name in os.environ}
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(repo_root()), os.environ.get("PYTHONPATH")]))
         if threads:
