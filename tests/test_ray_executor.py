@@ -89,7 +89,6 @@ def test_ray_gives_the_same_cells_pngs_and_metrics_as_local(ray_instance, raw_co
     assert manifest["executor"]["ray"] == ray.__version__ and len(manifest["executor"]["workers"]) == 2
 
 
-@pytest.mark.slow  # ~45 s on 2 loaded cores: the killed actor restarts and reloads its backbone
 def test_a_worker_killed_mid_unit_loses_no_cell_and_repeats_none(ray_instance, raw_config, local_run):
     config = build_config(raw_config)
     run_dir = new_run_dir(config, None)
