@@ -39,13 +39,18 @@ def main():
 @click.option("--untrained-extractors", is_flag=True, help="Metric extractors without local weights get seeded random weights (smoke numbers, labelled).")
 @click.option("--batch-size", type=click.IntRange(1), help="Cells per UNet batch (default: the config's batch_size, else 1).")
 @click.option("--dry-run", is_flag=True, help="List cells per method and setting, preparations and an NFE estimate; load and run nothing.")
+@click.option("--executor", type=click.Choice(["local", "ray"]), help="Where cells run: this process, or Ray workers (default: the config's).")
+@click.option("--workers", type=click.IntRange(1), help="Ray workers (default: one per GPU, else 1).")
+@click.option("--ray-address", help="Join this Ray cluster ('auto' or ray://host:port) instead of starting a local Ray.")
 @_fail_cleanly
-def run(config, backbone, overrides, out, resume_dir, quiet, untrained_extractors, batch_size, dry_run):
+def run(config, backbone, overrides, out, resume_dir, quiet, untrained_extractors, batch_size, dry_run, executor, workers,
+        ray_address):  # fmt: skip
     """Run a sweep CONFIG (or --resume RUN_DIR); prints the run folder (also on stderr as it starts)."""
     from bench.cellplan import collapsed_settings, dry_run_text
     from bench.config import load_config
     from bench.runner import resume_run, start_run
 
+    executor_overrides = executor_settings(executor, workers, ray_address)
     started = [Path(resume_dir)] if resume_dir else []
 
     def announce(run_dir):
@@ -59,7 +64,8 @@ def run(config, backbone, overrides, out, resume_dir, quiet, untrained_extractor
                     "--resume takes the run folder's own config; give no CONFIG, --backbone, --set, --out, "
                     "--untrained-extractors, --batch-size or --dry-run"
                 )
-            run_dir, counts = resume_run(resume_dir, progress=not quiet)
+            executor_spec = resumed_executor(resume_dir, executor_overrides)
+            run_dir, counts = resume_run(resume_dir, progress=not quiet, executor=executor_spec)
         else:
             if not config:
                 raise ConfigError("give a CONFIG file (e.g. configs/quickstart.yaml) or --resume RUN_DIR")
@@ -67,6 +73,7 @@ def run(config, backbone, overrides, out, resume_dir, quiet, untrained_extractor
                 overrides += ("metric_options.untrained_extractors=true",)
             if batch_size:
                 overrides += (f"batch_size={batch_size}",)
+            overrides += tuple(f"executor.{key}={value}" for key, value in executor_overrides.items())
             loaded = load_config(config, list(overrides), backbone)
             if dry_run:
                 click.echo(dry_run_text(loaded), nl=False)
@@ -92,6 +99,23 @@ def _interrupted(run_dir: Path | None):
     else:
         click.echo("\nInterrupted before any cell ran; nothing was saved.", err=True)
     sys.exit(130)
+
+
+def executor_settings(name, workers, address) -> dict:
+    """The executor keys given on the command line."""
+    given = {"name": name, "workers": workers, "address": address}
+    return {key: value for key, value in given.items() if value is not None}
+
+
+def resumed_executor(run_dir, overrides: dict):
+    """The executor a resumed run uses: the run's own, with the command line's keys over it."""
+    from dataclasses import asdict
+
+    from bench.config import ExecutorSpec
+    from bench.store import read_manifest
+
+    spec = ExecutorSpec(**read_manifest(run_dir)["config"].get("executor", {}))
+    return ExecutorSpec(**{**asdict(spec), **overrides})
 
 
 @main.command()

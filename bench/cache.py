@@ -8,14 +8,13 @@ interrupted run never leaves a half-written entry that a later run would trust.
 
 import hashlib
 import json
-import os
 from pathlib import Path
 
 import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
-from .paths import cache_dir
+from .paths import cache_dir, write_atomic
 
 KEY_METADATA = "editbench_key"
 
@@ -50,8 +49,6 @@ def save(fields: dict, tensors: dict[str, torch.Tensor], kind: str = "inversions
     """Store ``tensors`` for ``fields`` atomically; returns the entry's path."""
     path = entry_path(fields, kind)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
     cpu = {name: t.detach().to("cpu").contiguous() for name, t in tensors.items()}
-    save_file(cpu, str(tmp), metadata={KEY_METADATA: cache_key(fields)})
-    os.replace(tmp, path)
+    write_atomic(path, lambda tmp: save_file(cpu, str(tmp), metadata={KEY_METADATA: cache_key(fields)}))
     return path

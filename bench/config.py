@@ -28,9 +28,29 @@ from .registry import get_method, method_names
 from .store import setting_json
 from .yaml_file import read_yaml
 
-TOP_KEYS = ("backbone", "dataset", "methods", "seeds", "metrics", "metric_options", "output", "batch_size")
+TOP_KEYS = ("backbone", "dataset", "methods", "seeds", "metrics", "metric_options", "output", "batch_size", "executor")
 #: ``batch_size`` 1 suits CPUs; on a CUDA GPU 8 fills an SD 1.5 UNet at 512 px (README, "Batched execution").
 DEFAULTS = {"seeds": [0], "metrics": ["psnr", "ssim"], "output": "reports/runs", "batch_size": 1}
+
+
+EXECUTORS = ("local", "ray")
+
+
+@dataclass
+class ExecutorSpec:
+    """Where the run's work units run: ``local`` (this process) or ``ray`` (``workers`` actors,
+    default one per GPU or 1 on CPU; ``address``: none starts a local Ray, ``auto`` or
+    ``ray://host:port`` joins a cluster)."""
+
+    name: str = "local"
+    workers: int | None = None
+    address: str | None = None
+
+    def __post_init__(self):
+        if self.name not in EXECUTORS:
+            raise ConfigError(f"executor: {unknown('executor', self.name, EXECUTORS)}")
+        if self.workers is not None and (not isinstance(self.workers, int) or isinstance(self.workers, bool) or self.workers < 1):
+            raise ConfigError(f"executor: workers = {self.workers!r}; expected a positive integer")
 
 
 @dataclass
@@ -46,6 +66,7 @@ class RunConfig:
     resolved: dict
     metric_options: MetricOptions = field(default_factory=MetricOptions)
     batch_size: int = 1
+    executor: ExecutorSpec = field(default_factory=ExecutorSpec)
 
     @property
     def n_settings(self) -> int:
@@ -161,6 +182,7 @@ def build_config(raw: dict, overrides: list[str] = (), backbone: str | None = No
     backbone_spec = _spec(BackboneSpec, raw.get("backbone"), "backbone")
     dataset_spec = _spec(DatasetSpec, raw.get("dataset"), "dataset")
     metric_options = _spec(MetricOptions, raw.get("metric_options"), "metric_options")
+    executor = _spec(ExecutorSpec, raw.get("executor"), "executor")
     resolved = {
         "backbone": asdict(backbone_spec),
         "dataset": {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(dataset_spec).items()},
@@ -170,10 +192,11 @@ def build_config(raw: dict, overrides: list[str] = (), backbone: str | None = No
         "metric_options": asdict(metric_options),
         "output": str(raw["output"]),
         "batch_size": batch_size,
+        "executor": asdict(executor),
     }
     return RunConfig(
         backbone_spec, dataset_spec, settings, seeds, metrics, str(raw["output"]), copy.deepcopy(resolved),
-        metric_options, batch_size,
+        metric_options, batch_size, executor,
     )  # fmt: skip
 
 

@@ -27,10 +27,10 @@ from tqdm.auto import tqdm
 
 from . import __version__
 from .backbone import Backbone
-from .config import RunConfig, config_from_resolved
+from .config import ExecutorSpec, RunConfig, config_from_resolved
 from .data import load_dataset
 from .errors import ConfigError
-from .executors import LocalExecutor
+from .executors import check_executor, make_executor
 from .extra_networks import changed_networks
 from .metrics.scoring import score_sets
 from .paths import repo_root, write_atomic
@@ -91,7 +91,12 @@ def _device_info(device: torch.device) -> dict:
 class Runner:
     """Runs (or resumes) one run folder: the driver of its plan, executor and store."""
 
-    def __init__(self, config: RunConfig, run_dir: Path, backbone: Backbone | None = None, progress: bool = True):
+    def __init__(
+        self, config: RunConfig, run_dir: Path, backbone: Backbone | None = None, progress: bool = True,
+        executor: ExecutorSpec | None = None,
+    ):  # fmt: skip
+        executor = executor or config.executor
+        check_executor(executor)
         self.config = config
         self.run_dir = Path(run_dir)
         self.progress = progress
@@ -100,7 +105,7 @@ class Runner:
             raise ConfigError(f"dataset {config.resolved['dataset']} selects no samples")
         self.worker = CellWorker(config, backbone)
         self.backbone, self.metrics = self.worker.backbone, self.worker.metrics
-        self.executor = LocalExecutor(self.worker)
+        self.executor = make_executor(executor, config, self.worker)
         self.store = Store(self.run_dir)
 
     # -- manifest ------------------------------------------------------------------------------
@@ -114,8 +119,8 @@ class Runner:
             "packages": _package_versions(),
             "git": _git_state(),
             "device": _device_info(self.backbone.device),
-            "executor": self.executor.name,
-            "labels": self.worker.labels(),
+            "executor": self.executor.describe(),
+            "labels": self.executor.labels(),
         }
         self.store.save_manifest(manifest)
         self.store.set_info("labels", manifest["labels"])
@@ -156,21 +161,28 @@ class Runner:
 
     def run(self) -> dict:
         """Run every cell not yet in the store; returns counts of ok/failed/skipped cells."""
-        self._add_labels(self.worker.labels())
+        self._add_labels(self.executor.labels())
         done = self.store.finished_keys()
         counts = {"ok": 0, "failed": 0, "skipped": 0, "already done": len(done)}
         bar = tqdm(total=self.total_cells(), initial=len(done), unit="cell", disable=not self.progress, dynamic_ncols=True)
         started, computed = time.perf_counter(), 0
+        outcomes = self.executor.run(self.plan(done))
         try:
-            for outcome in self.executor.run(self.plan(done)):
+            for outcome in outcomes:
+                if outcome.record.key in done:  # a unit re-run after its worker died: commit each cell once
+                    continue
                 self._commit(outcome)
+                done.add(outcome.record.key)
                 counts[outcome.record.status] += 1
                 computed += 1
                 bar.update(1)
                 bar.set_postfix(failed=counts["failed"], skipped=counts["skipped"], refresh=False)
         finally:
+            outcomes.close()  # on Ctrl-C too: stops the executor's workers
             bar.close()
             self._record_session(computed, time.perf_counter() - started)
+            if self.progress and computed:
+                print(per_worker_summary(self.executor.stats), file=sys.stderr)
         score_sets(self.store, self.run_dir, self.metrics, self.refs, self.backbone.resolution, self.config.metric_options.batch_size)
         return counts
 
@@ -178,7 +190,10 @@ class Runner:
         """Add this session's cells and wall time to the run's totals (the report's throughput)."""
         if cells:
             sessions = self.store.info("sessions", [])
-            sessions.append({"cells": cells, "wall_s": wall_s, "batch_size": self.config.batch_size, "executor": self.executor.name})
+            sessions.append({
+                "cells": cells, "wall_s": wall_s, "batch_size": self.config.batch_size, "executor": self.executor.name,
+                "workers": self.executor.stats,
+            })  # fmt: skip
             self.store.set_info("sessions", sessions)
 
     def _commit(self, outcome: CellOutcome) -> None:
@@ -193,6 +208,11 @@ class Runner:
             record.output_path = str(path.relative_to(self.run_dir))
         self._add_labels(outcome.labels)
         self.store.commit_cell(record)
+
+
+def per_worker_summary(stats: list[dict]) -> str:
+    """One line per worker: its cells and the seconds it spent on them."""
+    return "\n".join(f"{s['worker']}: {s['cells']} cells in {s['seconds']:.1f} s" for s in stats)
 
 
 def new_run_dir(config: RunConfig, out: str | None) -> Path:
@@ -223,8 +243,9 @@ def start_run(config: RunConfig, out: str | None = None, progress: bool = True, 
     return run_dir, runner.run()
 
 
-def resume_run(run_dir: str | Path, progress: bool = True) -> tuple[Path, dict]:
-    """Finish an interrupted run: same config and backbone, only the missing cells."""
+def resume_run(run_dir: str | Path, progress: bool = True, executor: ExecutorSpec | None = None) -> tuple[Path, dict]:
+    """Finish an interrupted run: same config and backbone, only the missing cells (on
+    ``executor``, by default the run's own)."""
     run_dir = Path(run_dir)
     manifest = read_manifest(run_dir)
     config = config_from_resolved(manifest["config"])
@@ -233,6 +254,6 @@ def resume_run(run_dir: str | Path, progress: bool = True) -> tuple[Path, dict]:
     total, missing = missing_work(run_dir, config)
     if not missing:  # a finished run: say so before loading the backbone and extractors
         return run_dir, {"already done": total}
-    runner = Runner(config, run_dir, progress=progress)
+    runner = Runner(config, run_dir, progress=progress, executor=executor)
     runner.check_fingerprint(manifest)
     return run_dir, runner.run()

@@ -41,6 +41,7 @@ CREATE TABLE IF NOT EXISTS cells (
     batch_id TEXT,
     start_step INTEGER,
     steps_run INTEGER,
+    worker TEXT,
     finished_at TEXT DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))
 );
 CREATE TABLE IF NOT EXISTS metrics (
@@ -86,6 +87,7 @@ class CellRecord:
     batch_id: str | None = None
     start_step: int | None = None  # the setting's effective schedule (Method.schedule): where denoising starts
     steps_run: int | None = None  # and how many timesteps it runs
+    worker: str | None = None
     metrics: dict[str, float] = field(default_factory=dict)
 
 
@@ -118,7 +120,7 @@ class Store:
     #: Columns added to ``cells`` after the first release, with their SQL types.
     ADDED_COLUMNS = {
         "prep_grad_evals": "INTEGER", "start_step": "INTEGER", "steps_run": "INTEGER", "batch_size": "INTEGER",
-        "batch_id": "TEXT",
+        "batch_id": "TEXT", "worker": "TEXT",
     }  # fmt: skip
 
     def _add_missing_columns(self) -> None:

@@ -18,6 +18,7 @@ Per batch:
 """
 
 import io
+import socket
 import uuid
 from collections import OrderedDict
 from dataclasses import dataclass, field
@@ -82,6 +83,14 @@ def png_bytes(picture: Image.Image) -> bytes:
     return buffer.getvalue()
 
 
+def device_name(device: torch.device) -> str:
+    """``host/device`` of a worker, e.g. ``node3/cuda:1 NVIDIA H100``: the store's ``worker`` column."""
+    name = str(device)
+    if device.type == "cuda":
+        name += f" {torch.cuda.get_device_name(device)}"
+    return f"{socket.gethostname()}/{name}"
+
+
 def _error(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"
 
@@ -99,6 +108,7 @@ class CellWorker:
         for name, settings in config.settings.items():
             for setting in settings:
                 self.methods[name].check_backbone(setting, self.backbone)
+        self.name = device_name(self.backbone.device)
         self._samples: OrderedDict[str, Sample | Exception] = OrderedDict()
         self._token, self._batches = uuid.uuid4().hex[:8], 0
 
@@ -136,6 +146,7 @@ class CellWorker:
         method = self.methods[cell.method]
         record = CellRecord(cell.key, cell.method, cell.setting, cell.sample_id, cell.seed, "ok", cell.ref.edit_type)
         record.start_step, record.steps_run = method.schedule(cell.setting) or (None, None)
+        record.worker = self.name
         sample = self._sample(cell.ref)
         if isinstance(sample, Exception):
             record.status, record.error = "failed", _error(sample)

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Create .venv (if missing) and install editbench with its test extra. Idempotent: a second
+# Create .venv (if missing) and install editbench with its test and Ray extras. Idempotent: a second
 # run only checks what is installed. Override the torch pair with TORCH_SPEC, e.g.
 # TORCH_SPEC="torch==2.9.1 torchvision==0.24.1" on aarch64.
 set -euo pipefail
@@ -8,4 +8,4 @@ python=${PYTHON:-python3}
 [ -x .venv/bin/python ] || "$python" -m venv .venv
 # torch and torchvision must come as a matching pair: install them first, then the rest.
 .venv/bin/python -m pip install -q --disable-pip-version-check ${TORCH_SPEC:-torch==2.14.1 torchvision==0.29.1}
-.venv/bin/python -m pip install -q --disable-pip-version-check -e ".[dev]"
+.venv/bin/python -m pip install -q --disable-pip-version-check -e ".[dev,ray]"

@@ -1,6 +1,13 @@
 """Helpers shared by tests: small datasets written on the fly, and diffusers reference pipelines."""
 
 import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import numpy as np
 from PIL import Image
@@ -55,3 +62,46 @@ def diffusers_pipeline(pipeline_class, backbone, steps: int, **components):
     })  # fmt: skip
     pipe.set_progress_bar_config(disable=True)
     return pipe
+
+
+def committed(db: Path) -> int:
+    """Cells committed so far to the store ``db`` (0 before it exists), read-only: safe while a run writes it."""
+    if not db.is_file():
+        return 0
+    try:
+        with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5) as conn:
+            return conn.execute("SELECT count(*) FROM cells").fetchone()[0]
+    except sqlite3.OperationalError:  # schema not created yet
+        return 0
+
+
+def interrupt_after(args: list[str], out: Path, cells: int, sig: int) -> tuple[int, str]:
+    """Start ``run_bench.py run ARGS`` (new run folder under ``out``), send ``sig`` once ``cells``
+    cells are committed; returns its exit status and stderr."""
+    from bench.paths import repo_root
+
+    proc = subprocess.Popen(
+        [sys.executable, "run_bench.py", "run", *args, "--out", str(out), "--quiet"],
+        cwd=repo_root(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 240
+        while time.monotonic() < deadline and proc.poll() is None:
+            runs = list(out.glob("*/results.sqlite")) if out.exists() else []
+            if runs and committed(runs[0]) >= cells:
+                break
+            time.sleep(0.05)
+        assert proc.poll() is None, f"run ended before it could be interrupted: {proc.stderr.read().decode()[-2000:]}"
+        proc.send_signal(sig)
+        _, stderr = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    return proc.returncode, stderr.decode()
+
+
+def kill_9_after(args: list[str], out: Path, cells: int) -> Path:
+    """``interrupt_after`` with SIGKILL; returns the run folder."""
+    interrupt_after(args, out, cells, signal.SIGKILL)
+    (run_dir,) = out.iterdir()
+    return run_dir

@@ -1,5 +1,6 @@
 """The disk cache of inversions: bit-identical hits, misses on any key change, runner records."""
 
+import threading
 from dataclasses import replace
 from pathlib import Path
 
@@ -114,3 +115,34 @@ def test_a_sweep_inverts_once_and_a_later_run_reuses_the_disk_cache(backbone, tm
     for a, b in zip(merged.output_path_x, merged.output_path_y):
         assert (tmp_path / "first" / a).read_bytes() == (tmp_path / "second" / b).read_bytes()
     assert all((tmp_path / "first" / p).with_suffix(".attention.png").is_file() for p in p2p.output_path)
+
+
+def test_two_writers_of_one_entry_at_once_leave_one_valid_entry():
+    """Two workers (threads here: one pid, so per-process temp names would collide) save the same
+    entry again and again while a reader polls it: the reader only ever sees one writer's whole file."""
+    from safetensors.torch import load_file
+
+    fields, kind = {"kind": "ddim", "image": "same-for-both", "steps": 50}, "inversions-race-test"
+    path = cache.entry_path(fields, kind)
+    errors = []
+
+    def write_many(value: float):
+        try:
+            for _ in range(30):
+                cache.save(fields, {"latents": torch.full((4, 64, 64), value)}, kind=kind)
+        except Exception as exc:
+            errors.append(exc)
+
+    writers = [threading.Thread(target=write_many, args=(value,)) for value in (1.0, 2.0)]
+    for writer in writers:
+        writer.start()
+    reads = 0
+    while any(writer.is_alive() for writer in writers):
+        if path.is_file():  # load_file raises on a half-written file
+            assert load_file(str(path))["latents"].unique().tolist() in ([1.0], [2.0])
+            reads += 1
+    for writer in writers:
+        writer.join()
+    assert not errors and reads > 0
+    assert [p.name for p in path.parent.iterdir()] == [path.name]  # no temp file left behind
+    assert cache.load(fields, kind=kind)["latents"].unique().tolist() in ([1.0], [2.0])

@@ -1,30 +1,14 @@
 """A run killed with SIGKILL at an arbitrary moment resumes to every cell exactly once."""
 
-import os
 import signal
-import sqlite3
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
 import yaml
 
-from bench.paths import repo_root
 from bench.runner import resume_run
 from bench.store import Store
-from tests.helpers import write_dataset
-
-
-def committed(db: Path) -> int:
-    if not db.is_file():
-        return 0
-    try:
-        with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5) as conn:
-            return conn.execute("SELECT count(*) FROM cells").fetchone()[0]
-    except sqlite3.OperationalError:  # schema not created yet
-        return 0
+from tests.helpers import committed, interrupt_after, write_dataset
 
 
 def interrupt_mid_run(
@@ -36,24 +20,8 @@ def interrupt_mid_run(
               "batch_size": batch_size}  # fmt: skip
     (tmp_path / "run.yaml").write_text(yaml.safe_dump(config))
     out = tmp_path / "runs"
-    proc = subprocess.Popen(
-        [sys.executable, "run_bench.py", "run", str(tmp_path / "run.yaml"), "--out", str(out), "--quiet"],
-        cwd=repo_root(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, env={**os.environ, "PYTHONUNBUFFERED": "1"},
-    )  # fmt: skip
-    try:
-        deadline = time.monotonic() + 240
-        while time.monotonic() < deadline and proc.poll() is None:
-            runs = list(out.glob("*/results.sqlite")) if out.exists() else []
-            if runs and committed(runs[0]) >= after_cells:
-                break
-            time.sleep(0.05)
-        assert proc.poll() is None, f"run ended before it could be interrupted: {proc.stderr.read().decode()[-2000:]}"
-        proc.send_signal(sig)
-        _, stderr = proc.communicate(timeout=60)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    return out, proc.returncode, stderr.decode()
+    status, stderr = interrupt_after([str(tmp_path / "run.yaml")], out, after_cells, sig)
+    return out, status, stderr
 
 
 @pytest.mark.parametrize("batch_size", [1, 3])

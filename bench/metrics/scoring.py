@@ -12,7 +12,7 @@ import torch
 from PIL import Image
 
 from ..errors import SampleError
-from ..paths import cache_dir
+from ..paths import cache_dir, write_atomic
 from . import ImageMetric, SetMetric, get_metric, load_metrics
 
 
@@ -48,9 +48,7 @@ def source_features(extractor, extractor_id: str, refs: list, resolution: int, b
         return torch.load(path, weights_only=True)
     feats = _features(extractor, images, batch_size) if images else torch.zeros(0, extractor.num_features)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    torch.save(feats, tmp)
-    tmp.replace(path)
+    write_atomic(path, lambda tmp: torch.save(feats, tmp))
     return feats
 
 

@@ -1,0 +1,128 @@
+"""The ray executor: the same cells, PNG bytes and metrics as local; a worker or the driver killed
+mid-run still ends with every cell exactly once. (Concurrent cache writers: tests/test_cache.py.)
+
+All tests share one local Ray instance (2 CPUs, module-scoped) and one local reference run.
+"""
+
+import os
+import signal
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from bench.config import ExecutorSpec, build_config
+from bench.paths import repo_root
+from bench.runner import Runner, new_run_dir, resume_run
+from bench.store import Store
+from tests.helpers import committed, kill_9_after, write_dataset
+
+ray = pytest.importorskip("ray")
+
+#: sdedit first, so the first units dispatched are the slow ones (a kill lands mid-unit).
+METHODS = {"sdedit": {"t0": [0.4, 0.8], "steps": 8}, "reconstruct": {}}
+BAD_SAMPLE = {"id": "broken", "image": "missing.png", "source_prompt": "a cat", "target_prompt": "a dog"}
+RAY = ExecutorSpec("ray", workers=2)
+
+
+@pytest.fixture(scope="module")
+def ray_instance():
+    ray.init(num_cpus=2, include_dashboard=False, logging_level="WARNING",
+             runtime_env={"env_vars": {"PYTHONPATH": str(repo_root())}})  # fmt: skip
+    yield ray
+    ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def raw_config(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("ray")
+    data = write_dataset(folder / "data", n=2, extra=[BAD_SAMPLE])
+    return {"dataset": {"name": None, "path": data}, "methods": METHODS, "seeds": [0], "output": str(folder / "runs")}
+
+
+def run(raw, executor=None) -> Path:
+    config = build_config(raw)
+    run_dir = new_run_dir(config, None)
+    runner = Runner(config, run_dir, progress=False, executor=executor)
+    runner.write_manifest()
+    runner.run()
+    runner.store.close()
+    return run_dir
+
+
+def cells(run_dir: Path):
+    store = Store(run_dir)
+    frame = store.cells_frame().set_index("key").sort_index()
+    store.close()
+    return frame
+
+
+@pytest.fixture(scope="module")
+def local_run(raw_config):
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as each Ray worker runs: the same float reductions
+    try:
+        return run(raw_config)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def assert_same_cells(run_dir: Path, reference: Path):
+    got, want = cells(run_dir), cells(reference)
+    assert got.index.is_unique and list(got.index) == list(want.index)
+    columns = ["status", "error", "output_path", "nfe", "prep_nfe"] + [c for c in want if c.startswith("metric.")]
+    assert got[columns].equals(want[columns])
+    for path in want.output_path.dropna():
+        assert (run_dir / path).read_bytes() == (reference / path).read_bytes(), path
+    assert set(want.status) == {"ok", "failed"}  # the broken sample failed its own cells only
+
+
+def test_ray_gives_the_same_cells_pngs_and_metrics_as_local(ray_instance, raw_config, local_run):
+    run_dir = run(raw_config, RAY)
+    assert_same_cells(run_dir, local_run)
+    frame = cells(run_dir)
+    assert frame.worker.str.contains("/cpu worker").all() and frame.worker.nunique() == 2
+    manifest = Store(run_dir).info("manifest")
+    assert manifest["executor"]["ray"] == ray.__version__ and len(manifest["executor"]["workers"]) == 2
+
+
+def test_a_worker_killed_mid_unit_loses_no_cell_and_repeats_none(ray_instance, raw_config, local_run):
+    config = build_config(raw_config)
+    run_dir = new_run_dir(config, None)
+    runner = Runner(config, run_dir, progress=False, executor=RAY)
+    killed = []
+
+    def kill_first_busy_worker():
+        deadline = time.monotonic() + 120
+        while not killed and time.monotonic() < deadline:
+            busy = runner.executor.pids()
+            if busy:
+                pid = next(iter(busy.values()))
+                os.kill(pid, signal.SIGKILL)
+                killed.append(pid)
+            time.sleep(0.01)
+
+    killer = threading.Thread(target=kill_first_busy_worker)
+    killer.start()
+    runner.write_manifest()
+    runner.run()
+    killer.join()
+    runner.store.close()
+    assert killed and runner.executor.rerun_units >= 1
+    assert_same_cells(run_dir, local_run)
+
+
+@pytest.mark.slow  # ~2 min on 2 loaded cores: a second driver process starts its own workers
+def test_kill_9_of_the_driver_then_resume_on_ray(ray_instance, raw_config, local_run, tmp_path):
+    """The driver joins the test's Ray (``--ray-address``); its actors die with it."""
+    (tmp_path / "run.yaml").write_text(yaml.safe_dump(raw_config))
+    address = ray.get_runtime_context().gcs_address
+    args = [str(tmp_path / "run.yaml"), "--executor", "ray", "--workers", "2", "--ray-address", address]
+    run_dir = kill_9_after(args, tmp_path / "runs", cells=2)
+    done_before = committed(run_dir / Store.FILENAME)
+    _, counts = resume_run(run_dir, progress=False, executor=RAY)
+    assert counts["already done"] == done_before and sum(counts.values()) == len(cells(local_run))
+    assert_same_cells(run_dir, local_run)
