@@ -137,6 +137,9 @@ def test_resume_refuses_a_changed_backbone(tmp_path):
     manifest = json.loads((run_dir / "manifest.json").read_text())
     manifest["backbone"]["fingerprint"]["id"] = "0" * 16
     (run_dir / "manifest.json").write_text(json.dumps(manifest))
+    store = Store(run_dir)  # an unfinished run: a finished one returns before loading the backbone
+    store.db.execute("DELETE FROM cells")
+    store.close()
     from bench.errors import ConfigError
 
     with pytest.raises(ConfigError, match="backbone fingerprint changed"):
