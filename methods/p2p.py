@@ -7,7 +7,11 @@ attention into the target branch. Edit kinds: ``replace`` (word swap, equal toke
 scaled by a factor, on top of replace or refine). ``auto`` picks replace when the prompts have
 equal token counts, refine otherwise. Local blend uses ``blend_words``, by default the
 sample's edit words. With ``inversion = direct`` the source branch is put back on the
-inversion trajectory after every step (direct inversion's per-step offset).
+inversion trajectory after every step (direct inversion's per-step offset). With
+``inversion = ddpm`` (PnPInversion's "edit-friendly inversion + P2P") both rows start from the
+edit-friendly ``x_T`` and take DDPM steps with its stored noise maps; unlike PnPInversion, which
+runs the source row at guidance 1 and starts 12 of 50 steps late, both rows run at ``w`` from
+``x_T`` (set ``inversion_w = w`` for a source row that retraces the source exactly).
 """
 
 import torch
@@ -23,6 +27,7 @@ from bench.attention import (
     prompt_tokens,
     word_positions,
 )
+from bench.ddpm_inversion import prepare_ddpm_inversion
 from bench.errors import ConfigError, SampleError
 from bench.inversion import KINDS, Inversion, prepare_inversion
 from bench.method import EditResult, Method
@@ -31,6 +36,7 @@ from bench.registry import register
 from bench.sampling import denoise, guided_eps
 
 from .ddim_inversion import INVERSION_W, STEPS, W
+from .ddpm_inversion import NOISE_SEED
 from .null_text_inversion import NULL_TEXT_PARAMS, check_null_text, null_text_params
 
 EDITS = ("auto", "replace", "refine", "reweight")
@@ -51,12 +57,15 @@ def parse_word_fractions(text: str) -> dict[str, float]:
     return out
 
 
-def p2p_latents(backbone, z_T, prompts, w, controller, steps, uncond, trajectory=None, blend=None, on_step=None):
+def p2p_latents(
+    backbone, z_T, prompts, w, controller, steps, uncond, trajectory=None, blend=None, on_step=None, noise_maps=None
+):
     """Denoise source and target together (batch rows 0 and 1) under ``controller``; (2, C, h, w).
 
     ``uncond(index)``: the null embedding of step ``index``. ``trajectory``: an ``Inversion``
     whose path the source row is put back on after every step (direct inversion). ``blend``: a
     ``LocalBlend``. ``on_step(step, latents)`` sees the latents after each step's corrections.
+    ``noise_maps``: DDPM steps with these noise maps instead of DDIM steps (``ddpm`` inversion).
     """
     scheduler = backbone.new_scheduler(steps)
     cond = torch.cat([backbone.encode_text(p) for p in prompts])
@@ -78,7 +87,7 @@ def p2p_latents(backbone, z_T, prompts, w, controller, steps, uncond, trajectory
         return latent
 
     with controlled(backbone.unet, controller):
-        return denoise(scheduler, z_T.expand(2, -1, -1, -1).clone(), scheduler.timesteps, eps, after_step=after)
+        return denoise(scheduler, z_T.expand(2, -1, -1, -1).clone(), scheduler.timesteps, eps, after_step=after, noise_maps=noise_maps)
 
 
 @register
@@ -89,8 +98,9 @@ class PromptToPrompt(Method):
     params = (
         STEPS,
         W,
-        Param("inversion", str, "direct", "inversion giving z_T (none: from noise)", choices=("none", *KINDS)),
+        Param("inversion", str, "direct", "inversion giving z_T (none: from noise)", choices=("none", *KINDS, "ddpm")),
         INVERSION_W,
+        NOISE_SEED,
         *NULL_TEXT_PARAMS,
         Param("edit", str, "auto", "attention edit (auto: replace if equal token counts, else refine)", choices=EDITS),
         Param("cross_replace_steps", float, 0.4, "fraction of steps with injected cross-attention", low=0, high=1),
@@ -126,12 +136,16 @@ class PromptToPrompt(Method):
         inversion = setting["inversion"]
         if inversion == "none":
             return (("inversion", "none"),)
-        names = self.prep_params if inversion == "null_text" else ("inversion", "steps", "inversion_w")
+        names = {"null_text": self.prep_params, "ddpm": ("inversion", "steps", "inversion_w", "noise_seed")}.get(
+            inversion, ("inversion", "steps", "inversion_w")
+        )
         return tuple((k, setting[k]) for k in names)
 
     def prepare(self, backbone, sample, setting):
         if setting["inversion"] == "none":
             return None
+        if setting["inversion"] == "ddpm":
+            return prepare_ddpm_inversion(backbone, sample, setting["steps"], setting["inversion_w"], setting["noise_seed"])
         nti = null_text_params(setting) if setting["inversion"] == "null_text" else None
         return prepare_inversion(backbone, sample, setting["inversion"], setting["steps"], setting["inversion_w"], nti)
 
@@ -156,6 +170,7 @@ class PromptToPrompt(Method):
             backbone, z_T, prompts, setting["w"], controller, setting["steps"], uncond,
             trajectory=prep if setting["inversion"] == "direct" else None,
             blend=build_blend(backbone.tokenizer, sample, setting),
+            noise_maps=prep.noise_maps if setting["inversion"] == "ddpm" else None,
         )  # fmt: skip
         artifacts = {}
         if setting["attention_maps"]:
