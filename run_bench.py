@@ -35,16 +35,18 @@ def main():
 @click.option("--resume", "resume_dir", type=click.Path(file_okay=False), help="Finish an interrupted run folder instead.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @click.option("--untrained-extractors", is_flag=True, help="Metric extractors without local weights get seeded random weights (smoke numbers, labelled).")
+@click.option("--include", "includes", multiple=True, metavar="MODULE|FILE.py", help="Import methods from outside editbench (repeatable).")
 @_fail_cleanly
-def run(config, backbone, overrides, out, resume_dir, quiet, untrained_extractors):
+def run(config, backbone, overrides, out, resume_dir, quiet, untrained_extractors, includes):
     """Run a sweep CONFIG (or --resume RUN_DIR); prints the run folder."""
     from bench.config import load_config
     from bench.runner import resume_run, start_run
 
     if resume_dir:
-        if config or backbone or overrides or out or untrained_extractors:
+        if config or backbone or overrides or out or untrained_extractors or includes:
             raise ConfigError(
-                "--resume takes the run folder's own config; give no CONFIG, --backbone, --set, --out or --untrained-extractors"
+                "--resume takes the run folder's own config; give no CONFIG, --backbone, --set, --out, "
+                "--untrained-extractors or --include"
             )
         run_dir, counts = resume_run(resume_dir, progress=not quiet)
     else:
@@ -52,7 +54,7 @@ def run(config, backbone, overrides, out, resume_dir, quiet, untrained_extractor
             raise ConfigError("give a CONFIG file (e.g. configs/quickstart.yaml) or --resume RUN_DIR")
         if untrained_extractors:
             overrides += ("metric_options.untrained_extractors=true",)
-        run_dir, counts = start_run(load_config(config, list(overrides), backbone), out, progress=not quiet)
+        run_dir, counts = start_run(load_config(config, list(overrides), backbone, list(includes)), out, progress=not quiet)
     click.echo(", ".join(f"{v} {k}" for k, v in counts.items() if v), err=True)
     click.echo(str(run_dir))
 
@@ -167,10 +169,14 @@ def metrics():
 
 
 @main.command()
-def methods():
-    """List methods with their parameters, defaults and allowed ranges."""
+@click.option("--include", "includes", multiple=True, metavar="MODULE|FILE.py", help="Also list methods from these (repeatable).")
+@_fail_cleanly
+def methods(includes):
+    """List methods (built-in, entry points, --include) with their parameters, defaults and allowed ranges."""
+    from bench.config import load_includes
     from bench.registry import all_methods
 
+    load_includes({}, list(includes), Path.cwd())
     for cls in all_methods():
         needs = f"  (needs: {', '.join(sorted(cls.needs))})" if cls.needs else ""
         click.echo(f"{cls.name}: {cls.description}{needs}")

@@ -9,6 +9,8 @@ a ``zip`` block holds lists of equal length that are paired instead of crossed::
         zip: {w: [3, 7.5], steps: [20, 50]}   # ... times 2 paired = 6
 Command-line overrides ``--set KEY=VALUE[,VALUE...]``: ``sdedit.t0=0.3,0.5``,
 ``dataset.limit=2``, ``seeds=0,1``. Everything is validated before any work starts.
+``include:`` lists modules or ``.py`` files defining methods from outside the repository
+(``bench.plugins``); they are imported first, and stored resolved so ``--resume`` finds them.
 """
 
 import copy
@@ -24,10 +26,11 @@ from .data import DatasetSpec
 from .errors import ConfigError, unknown
 from .extractors import MetricOptions
 from .metrics import get_metric
+from .plugins import include, resolve_include
 from .registry import get_method, method_names
 from .store import setting_json
 
-TOP_KEYS = ("backbone", "dataset", "methods", "seeds", "metrics", "metric_options", "output")
+TOP_KEYS = ("backbone", "dataset", "methods", "seeds", "metrics", "metric_options", "output", "include")
 DEFAULTS = {"seeds": [0], "metrics": ["psnr", "ssim"], "output": "reports/runs"}
 
 
@@ -112,9 +115,23 @@ def apply_override(raw: dict, assignment: str) -> None:
     node[path[-1]] = value
 
 
-def build_config(raw: dict, overrides: list[str] = (), backbone: str | None = None) -> RunConfig:
-    """Validate a raw config dict (after overrides); raise ``ConfigError`` on the first problem."""
+def load_includes(raw: dict, includes: list[str], base: Path) -> list[str]:
+    """Import the config's ``include:`` items (relative paths against ``base``) and ``includes``
+    (relative to the working folder); the resolved list, for the run's manifest."""
+    items = [resolve_include(item, base) for item in _as_list(raw.get("include") or [])]
+    items += [resolve_include(item, Path.cwd()) for item in includes]
+    for item in items:
+        include(item)
+    return list(dict.fromkeys(items))
+
+
+def build_config(
+    raw: dict, overrides: list[str] = (), backbone: str | None = None, includes: list[str] = (), base: Path = Path(".")
+) -> RunConfig:
+    """Validate a raw config dict (after includes and overrides); raise ``ConfigError`` on the first problem.
+    ``includes``: extra include items (``--include``); ``base``: the folder relative ``include:`` paths start from."""
     raw = copy.deepcopy(raw or {})
+    raw["include"] = load_includes(raw, list(includes), base)  # before overrides: --set may name an included method
     for assignment in overrides:
         apply_override(raw, assignment)
     if backbone is not None:
@@ -146,13 +163,16 @@ def build_config(raw: dict, overrides: list[str] = (), backbone: str | None = No
         "metrics": metrics,
         "metric_options": asdict(metric_options),
         "output": str(raw["output"]),
+        "include": raw["include"],
     }
     return RunConfig(
         backbone_spec, dataset_spec, settings, seeds, metrics, str(raw["output"]), copy.deepcopy(resolved), metric_options
     )
 
 
-def load_config(path: str | Path, overrides: list[str] = (), backbone: str | None = None) -> RunConfig:
+def load_config(
+    path: str | Path, overrides: list[str] = (), backbone: str | None = None, includes: list[str] = ()
+) -> RunConfig:
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"config file not found: {path}")
@@ -162,7 +182,7 @@ def load_config(path: str | Path, overrides: list[str] = (), backbone: str | Non
         raise ConfigError(f"config {path}: not valid YAML: {exc}") from exc
     if raw is not None and not isinstance(raw, dict):
         raise ConfigError(f"config {path}: expected a mapping at the top level")
-    return build_config(raw or {}, overrides, backbone)
+    return build_config(raw or {}, overrides, backbone, includes, path.parent)
 
 
 def config_from_resolved(resolved: dict) -> RunConfig:
