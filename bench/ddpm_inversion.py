@@ -32,7 +32,7 @@ def ddpm_sigma(scheduler, t) -> torch.Tensor:
     """``sigma_t`` of the step t -> s at eta = 1, computed as diffusers' DDIM step computes it."""
     abar_t, abar_s = alpha_bar(scheduler, int(t)), alpha_bar(scheduler, prev_timestep(scheduler, t))
     variance = ((1 - abar_s) / (1 - abar_t)) * (1 - abar_t / abar_s)
-    return 1.0 * variance**0.5
+    return variance**0.5
 
 
 @torch.no_grad()
