@@ -42,9 +42,10 @@ def main():
 @click.option("--executor", type=click.Choice(["local", "ray"]), help="Where cells run: this process, or Ray workers (default: the config's).")
 @click.option("--workers", type=click.IntRange(1), help="Ray workers (default: one per GPU, else 1).")
 @click.option("--ray-address", help="Join this Ray cluster ('auto' or ray://host:port) instead of starting a local Ray.")
+@click.option("--include", "includes", multiple=True, metavar="MODULE|FILE.py", help="Import methods from outside editbench (repeatable).")
 @_fail_cleanly
 def run(config, backbone, overrides, out, resume_dir, quiet, untrained_extractors, batch_size, dry_run, executor, workers,
-        ray_address):  # fmt: skip
+        ray_address, includes):  # fmt: skip
     """Run a sweep CONFIG (or --resume RUN_DIR); prints the run folder (also on stderr as it starts)."""
     from bench.cellplan import collapsed_settings, dry_run_text
     from bench.config import load_config
@@ -59,10 +60,10 @@ def run(config, backbone, overrides, out, resume_dir, quiet, untrained_extractor
 
     try:
         if resume_dir:
-            if config or backbone or overrides or out or untrained_extractors or batch_size or dry_run:
+            if config or backbone or overrides or out or untrained_extractors or batch_size or dry_run or includes:
                 raise ConfigError(
                     "--resume takes the run folder's own config; give no CONFIG, --backbone, --set, --out, "
-                    "--untrained-extractors, --batch-size or --dry-run"
+                    "--untrained-extractors, --batch-size, --dry-run or --include"
                 )
             executor_spec = resumed_executor(resume_dir, executor_overrides)
             run_dir, counts = resume_run(resume_dir, progress=not quiet, executor=executor_spec)
@@ -74,7 +75,7 @@ def run(config, backbone, overrides, out, resume_dir, quiet, untrained_extractor
             if batch_size:
                 overrides += (f"batch_size={batch_size}",)
             overrides += tuple(f"executor.{key}={value}" for key, value in executor_overrides.items())
-            loaded = load_config(config, list(overrides), backbone)
+            loaded = load_config(config, list(overrides), backbone, list(includes))
             if dry_run:
                 click.echo(dry_run_text(loaded), nl=False)
                 return
@@ -247,10 +248,14 @@ def metrics():
 
 
 @main.command()
-def methods():
-    """List methods with their parameters, defaults and allowed ranges."""
+@click.option("--include", "includes", multiple=True, metavar="MODULE|FILE.py", help="Also list methods from these (repeatable).")
+@_fail_cleanly
+def methods(includes):
+    """List methods (built-in, entry points, --include) with their parameters, defaults and allowed ranges."""
+    from bench.config import load_includes
     from bench.registry import all_methods
 
+    load_includes({}, list(includes), Path.cwd())
     for cls in all_methods():
         needs = f"  (needs: {', '.join(sorted(cls.needs))})" if cls.needs else ""
         click.echo(f"{cls.name}: {cls.description}{needs}")

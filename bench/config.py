@@ -9,6 +9,8 @@ a ``zip`` block holds lists of equal length that are paired instead of crossed::
         zip: {w: [3, 7.5], steps: [20, 50]}   # ... times 2 paired = 6
 Command-line overrides ``--set KEY=VALUE[,VALUE...]``: ``sdedit.t0=0.3,0.5``,
 ``dataset.limit=2``, ``seeds=0,1``. Everything is validated before any work starts.
+``include:`` lists modules or ``.py`` files defining methods from outside the repository
+(``bench.plugins``); they are imported first, and stored resolved so ``--resume`` finds them.
 """
 
 import copy
@@ -24,11 +26,13 @@ from .data import DatasetSpec
 from .errors import ConfigError, unknown
 from .extractors import MetricOptions
 from .metrics import get_metric
+from .plugins import include, resolve_include
 from .registry import get_method, method_names
 from .store import setting_json
 from .yaml_file import read_yaml
 
-TOP_KEYS = ("backbone", "dataset", "methods", "seeds", "metrics", "metric_options", "output", "batch_size", "executor")
+TOP_KEYS = ("backbone", "dataset", "methods", "seeds", "metrics", "metric_options", "output", "batch_size", "executor",
+            "include")
 #: ``batch_size`` 1 suits CPUs; on a CUDA GPU 8 fills an SD 1.5 UNet at 512 px (README, "Batched execution").
 DEFAULTS = {"seeds": [0], "metrics": ["psnr", "ssim"], "output": "reports/runs", "batch_size": 1}
 
@@ -153,9 +157,23 @@ def _check_method_present(raw: dict, path: list[str], key: str) -> None:
         )
 
 
-def build_config(raw: dict, overrides: list[str] = (), backbone: str | None = None) -> RunConfig:
-    """Validate a raw config dict (after overrides); raise ``ConfigError`` on the first problem."""
+def load_includes(raw: dict, includes: list[str], base: Path) -> list[str]:
+    """Import the config's ``include:`` items (relative paths against ``base``) and ``includes``
+    (relative to the working folder); the resolved list, for the run's manifest."""
+    items = [resolve_include(item, base) for item in _as_list(raw.get("include") or [])]
+    items += [resolve_include(item, Path.cwd()) for item in includes]
+    for item in items:
+        include(item)
+    return list(dict.fromkeys(items))
+
+
+def build_config(
+    raw: dict, overrides: list[str] = (), backbone: str | None = None, includes: list[str] = (), base: Path = Path(".")
+) -> RunConfig:
+    """Validate a raw config dict (after includes and overrides); raise ``ConfigError`` on the first problem.
+    ``includes``: extra include items (``--include``); ``base``: the folder relative ``include:`` paths start from."""
     raw = copy.deepcopy(raw or {})
+    raw["include"] = load_includes(raw, list(includes), base)  # before overrides: --set may name an included method
     for assignment in overrides:
         apply_override(raw, assignment)
     if backbone is not None:
@@ -193,6 +211,7 @@ def build_config(raw: dict, overrides: list[str] = (), backbone: str | None = No
         "output": str(raw["output"]),
         "batch_size": batch_size,
         "executor": asdict(executor),
+        "include": raw["include"],
     }
     return RunConfig(
         backbone_spec, dataset_spec, settings, seeds, metrics, str(raw["output"]), copy.deepcopy(resolved),
@@ -200,11 +219,14 @@ def build_config(raw: dict, overrides: list[str] = (), backbone: str | None = No
     )  # fmt: skip
 
 
-def load_config(path: str | Path, overrides: list[str] = (), backbone: str | None = None) -> RunConfig:
+def load_config(
+    path: str | Path, overrides: list[str] = (), backbone: str | None = None, includes: list[str] = ()
+) -> RunConfig:
+    path = Path(path)
     raw = read_yaml(path, "config")
     if raw is not None and not isinstance(raw, dict):
         raise ConfigError(f"config {path}: expected a mapping at the top level")
-    return build_config(raw or {}, overrides, backbone)
+    return build_config(raw or {}, overrides, backbone, includes, path.parent)
 
 
 def config_from_resolved(resolved: dict) -> RunConfig:

@@ -63,11 +63,14 @@ class Inversion:
     ``latents``: (steps + 1, C, h, w), ``latents[k]`` = ``z*`` after k inversion steps
     (``latents[0]`` is the source latent, ``latents[-1]`` is ``z*_T``). ``null_embeddings``:
     (steps, L, D) fp32, one per denoising step in schedule order (``null_text`` only).
+    ``noise_maps``: (steps, C, h, w), the DDPM noise of each denoising step in schedule order
+    (``ddpm`` only, see ``bench.ddpm_inversion``).
     """
 
     kind: str
     latents: torch.Tensor
     null_embeddings: torch.Tensor | None = None
+    noise_maps: torch.Tensor | None = None
 
     @property
     def steps(self) -> int:

@@ -133,11 +133,20 @@ def denoise(
     eps_fn: EpsFn,
     generator: torch.Generator | None = None,
     after_step: Callable[[Step, torch.Tensor], torch.Tensor] | None = None,
+    noise_maps: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Run DDIM (eta = 0) over ``timesteps``; ``after_step`` may replace each new latent."""
+    """Run DDIM (eta = 0) over ``timesteps``; ``after_step`` may replace each new latent.
+
+    With ``noise_maps`` (per timestep one (C, h, w) map, or one (B, C, h, w) map per row) each step is instead the DDPM step
+    (eta = 1) that adds ``sigma_t * noise_maps[index]`` (edit-friendly DDPM inversion)."""
     for index, t in enumerate(timesteps):
         eps = eps_fn(latent, t, index)
-        latent = scheduler.step(eps, t, latent, eta=0.0, generator=generator).prev_sample
+        if noise_maps is None:
+            latent = scheduler.step(eps, t, latent, eta=0.0, generator=generator).prev_sample
+        else:
+            noise = noise_maps[index].to(latent.dtype)  # (C, h, w) for every row, or (B, C, h, w) one per row
+            noise = noise if noise.ndim == latent.ndim else noise[None]
+            latent = scheduler.step(eps, t, latent, eta=1.0, variance_noise=noise).prev_sample
         if after_step is not None:
             latent = after_step(Step(index, t, prev_timestep(scheduler, t)), latent)
     return latent

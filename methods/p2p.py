@@ -7,7 +7,11 @@ attention into the target branch. Edit kinds: ``replace`` (word swap, equal toke
 scaled by a factor, on top of replace or refine). ``auto`` picks replace when the prompts have
 equal token counts, refine otherwise. Local blend uses ``blend_words``, by default the
 sample's edit words. With ``inversion = direct`` the source branch is put back on the
-inversion trajectory after every step (direct inversion's per-step offset).
+inversion trajectory after every step (direct inversion's per-step offset). With
+``inversion = ddpm`` (PnPInversion's "edit-friendly inversion + P2P") both rows start from the
+edit-friendly ``x_T`` and take DDPM steps with its stored noise maps; unlike PnPInversion, which
+runs the source row at guidance 1 and starts 12 of 50 steps late, both rows run at ``w`` from
+``x_T`` (set ``inversion_w = w`` for a source row that retraces the source exactly).
 
 A batch of ``n`` cells runs as ``2n`` latents, each cell's (source, target) pair with its
 own prompts, null embeddings, controller and local blend (``bench.attention.BatchController``).
@@ -31,6 +35,7 @@ from bench.attention import (
     prompt_tokens,
     word_positions,
 )
+from bench.ddpm_inversion import prepare_ddpm_inversion
 from bench.errors import ConfigError, SampleError
 from bench.inversion import KINDS, Inversion, InversionSpec, prepare_inversion
 from bench.method import Method
@@ -39,6 +44,7 @@ from bench.registry import register
 from bench.sampling import decode_rows, denoise, encode_prompts, guided_eps, split_rows
 
 from .ddim_inversion import INVERSION_W, STEPS, W
+from .ddpm_inversion import NOISE_SEED
 from .null_text_inversion import NULL_TEXT_PARAMS, check_null_text, null_text_params
 
 EDITS = ("auto", "replace", "refine", "reweight")
@@ -64,7 +70,8 @@ class P2PCell:
     """What one cell's P2P run needs: its start latent ``z_T`` (1, C, h, w), its (source, target)
     prompts, ``uncond(index)`` (the null embedding of step ``index``, (1, L, D)), its attention
     controller, and optionally the ``Inversion`` whose path its source row is put back on after
-    every step (direct inversion) and its ``LocalBlend``."""
+    every step (direct inversion), its ``LocalBlend``, and the noise maps (steps, C, h, w) of a
+    ``ddpm`` inversion, whose DDPM steps replace the DDIM ones."""
 
     z_T: torch.Tensor
     prompts: tuple[str, str]
@@ -72,6 +79,7 @@ class P2PCell:
     controller: AttentionController
     trajectory: Inversion | None = None
     blend: LocalBlend | None = None
+    noise_maps: torch.Tensor | None = None
 
 
 def p2p_batch_latents(backbone, cells: list[P2PCell], w: float, steps: int, on_step=None) -> torch.Tensor:
@@ -107,12 +115,21 @@ def p2p_batch_latents(backbone, cells: list[P2PCell], w: float, steps: int, on_s
 
     start = torch.cat([cell.z_T.expand(N_BRANCHES, -1, -1, -1) for cell in cells]).clone()
     with controlled(backbone.unet, controller):
-        return denoise(scheduler, start, scheduler.timesteps, eps, after_step=after)
+        return denoise(scheduler, start, scheduler.timesteps, eps, after_step=after, noise_maps=_row_noise_maps(cells))
 
 
-def p2p_latents(backbone, z_T, prompts, w, controller, steps, uncond, trajectory=None, blend=None, on_step=None):
+def _row_noise_maps(cells: list[P2PCell]) -> torch.Tensor | None:
+    """(steps, 2n, C, h, w): each cell's noise maps for both of its rows (None without ``ddpm``)."""
+    if cells[0].noise_maps is None:
+        return None
+    return torch.stack([cell.noise_maps for cell in cells for _ in range(N_BRANCHES)], dim=1)
+
+
+def p2p_latents(
+    backbone, z_T, prompts, w, controller, steps, uncond, trajectory=None, blend=None, on_step=None, noise_maps=None
+):
     """``p2p_batch_latents`` of one cell: source and target rows (2, C, h, w)."""
-    cell = P2PCell(z_T, tuple(prompts), uncond, controller, trajectory, blend)
+    cell = P2PCell(z_T, tuple(prompts), uncond, controller, trajectory, blend, noise_maps)
     return p2p_batch_latents(backbone, [cell], w, steps, on_step)
 
 
@@ -124,8 +141,9 @@ class PromptToPrompt(Method):
     params = (
         STEPS,
         W,
-        Param("inversion", str, "direct", "inversion giving z_T (none: from noise)", choices=("none", *KINDS)),
+        Param("inversion", str, "direct", "inversion giving z_T (none: from noise)", choices=("none", *KINDS, "ddpm")),
         INVERSION_W,
+        NOISE_SEED,
         *NULL_TEXT_PARAMS,
         Param("edit", str, "auto", "attention edit (auto: replace if equal token counts, else refine)", choices=EDITS),
         Param("cross_replace_steps", float, 0.4, "fraction of steps with injected cross-attention", low=0, high=1,
@@ -178,12 +196,16 @@ class PromptToPrompt(Method):
         inversion = setting["inversion"]
         if inversion == "none":
             return (("inversion", "none"),)
-        names = self.prep_params if inversion == "null_text" else ("inversion", "steps", "inversion_w")
+        names = {"null_text": self.prep_params, "ddpm": ("inversion", "steps", "inversion_w", "noise_seed")}.get(
+            inversion, ("inversion", "steps", "inversion_w")
+        )
         return tuple((k, setting[k]) for k in names)
 
     def prepare(self, backbone, sample, setting):
         if setting["inversion"] == "none":
             return None
+        if setting["inversion"] == "ddpm":
+            return prepare_ddpm_inversion(backbone, sample, setting["steps"], setting["inversion_w"], setting["noise_seed"])
         nti = null_text_params(setting) if setting["inversion"] == "null_text" else None
         return prepare_inversion(backbone, sample, setting["inversion"], setting["steps"], setting["inversion_w"], nti)
 
@@ -207,6 +229,7 @@ class PromptToPrompt(Method):
             z_T, (sample.source_prompt, sample.target_prompt), uncond, build_controller(backbone, sample, setting),
             trajectory=prep if setting["inversion"] == "direct" else None,
             blend=build_blend(backbone.tokenizer, sample, setting),
+            noise_maps=prep.noise_maps if setting["inversion"] == "ddpm" else None,
         )  # fmt: skip
 
     @torch.no_grad()
