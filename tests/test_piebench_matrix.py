@@ -10,7 +10,8 @@ CONFIG = "configs/piebench_matrix.yaml"
 #: Fresh inversions per image: the DDIM trajectory (ddim, negative_prompt, direct, and null_text's
 #: pivot), null-text's embeddings, the edit-friendly DDPM inversion (p2p ddpm and ddpm_inversion), EDICT.
 INVERSIONS_PER_IMAGE = 4
-FEW_STEPS = [f"{m}.steps=2" for m in ("p2p", "edict", "ddpm_inversion", "blended_latent")] + ["ddpm_inversion.skip=1", "p2p.inner_steps=2"]
+METHODS = {"p2p", "masactrl", "pnp", "pix2pix_zero", "edict", "ddpm_inversion", "blended_latent"}
+FEW_STEPS = [f"{m}.steps=2" for m in METHODS] + ["ddpm_inversion.skip=1", "p2p.inner_steps=2"]
 
 
 def run_matrix(tmp_path, backbone, overrides):
@@ -25,7 +26,7 @@ def run_matrix(tmp_path, backbone, overrides):
 def check_matrix(config, counts, cells):
     assert counts["failed"] == counts["skipped"] == 0, cells.loc[cells["status"] != "ok", ["method", "error"]]
     assert counts["ok"] == len(cells) == config.n_settings * cells["sample_id"].nunique()
-    assert set(cells["method"]) == {"p2p", "edict", "ddpm_inversion", "blended_latent"}
+    assert set(cells["method"]) == METHODS
     with_inversion = cells[cells["method"] != "blended_latent"]
     for sample_id, group in with_inversion.groupby("sample_id"):
         fresh = group[~group["prep_cached"].astype(bool)]
@@ -36,7 +37,7 @@ def check_matrix(config, counts, cells):
 
 def test_the_matrix_config_runs_every_cell_and_inverts_each_image_once(tmp_path, backbone):
     config, counts, cells = run_matrix(tmp_path, backbone, ["dataset.limit=1", *FEW_STEPS])
-    assert config.n_settings == 8
+    assert config.n_settings == 14
     check_matrix(config, counts, cells)
 
 
