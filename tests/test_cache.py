@@ -114,3 +114,18 @@ def test_a_sweep_inverts_once_and_a_later_run_reuses_the_disk_cache(backbone, tm
     for a, b in zip(merged.output_path_x, merged.output_path_y):
         assert (tmp_path / "first" / a).read_bytes() == (tmp_path / "second" / b).read_bytes()
     assert all((tmp_path / "first" / p).with_suffix(".attention.png").is_file() for p in p2p.output_path)
+
+
+def test_a_damaged_entry_is_a_miss_recomputed_and_overwritten_with_one_warning(backbone, sample):
+    prep, _ = prepared(backbone, sample, "ddim")
+    path = cache.entry_path(cache_fields(backbone, sample, STEPS, "ddim", {"inversion_w": 1.0}))
+    data = bytearray(path.read_bytes())
+    header = 8 + int.from_bytes(data[:8], "little")
+    data[header + 5] ^= 0xFF  # same size, one byte of the tensor changed
+    path.write_bytes(bytes(data))
+    with pytest.warns(UserWarning, match="does not match its checksum") as warned:
+        again, nfe = prepared(backbone, sample, "ddim")
+    assert len(warned) == 1
+    assert not again.cache_hit and nfe > 0 and torch.equal(again.value.latents, prep.value.latents)
+    hit, hit_nfe = prepared(backbone, sample, "ddim")  # overwritten: a hit again
+    assert hit.cache_hit and hit_nfe == 0 and torch.equal(hit.value.latents, prep.value.latents)
