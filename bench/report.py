@@ -15,7 +15,7 @@ from pathlib import Path
 import pandas as pd
 
 from . import plots
-from .aggregate import RunData, Row, arrow, best_rows, fixed_params, format_stat, load_run, nan_notes, summarize
+from .aggregate import RunData, Row, arrow, best_rows, fixed_params, format_stat, load_run, nan_notes, nan_reason, summarize
 
 CELL_COLUMNS = ["method", "sample_id", "seed", "edit_type", "status", "error", "output_path"]
 COST_COLUMNS = ["time_s", "nfe", "gpu_time_s", "peak_mem_mb", "grad_evals", "prep_time_s", "prep_nfe",
@@ -25,14 +25,26 @@ COST_HEADER = ["s/image", "GPU s/image", "NFE/image", "grad evals/image", "peak 
 
 
 def cells_table(run_dir: Path) -> pd.DataFrame:
-    """One row per cell: identity, status, ``param.<name>``, ``metric.<name>``, cost, labels."""
+    """One row per cell: identity, status, ``param.<name>``, ``metric.<name>``, ``nan_reason.<name>``
+    (the metric's declared reason where an ok cell's value is NaN), cost, labels."""
     run = load_run(run_dir)
     cells = run.cells
     params = pd.DataFrame([json.loads(s) for s in cells["setting"]], index=cells.index).add_prefix("param.")
     metric_cols = [f"metric.{m}" for m in run.image_metrics]
-    table = pd.concat([cells[CELL_COLUMNS], params, cells[metric_cols], cells[COST_COLUMNS]], axis=1)
+    reasons = _nan_reasons(cells, run.image_metrics)
+    table = pd.concat([cells[CELL_COLUMNS], params, cells[metric_cols], reasons, cells[COST_COLUMNS]], axis=1)
     table["labels"] = "; ".join(run.labels)
     return table
+
+
+def _nan_reasons(cells: pd.DataFrame, metrics: list[str]) -> pd.DataFrame:
+    """``nan_reason.<metric>``: the metric's declared reason where an ok cell's value is NaN, else empty."""
+    ok = cells["status"] == "ok"
+    columns = {}
+    for m in metrics:
+        reason = nan_reason(m) or "no reason declared by the metric"
+        columns[f"nan_reason.{m}"] = pd.Series("", index=cells.index).mask(ok & cells[f"metric.{m}"].isna(), reason)
+    return pd.DataFrame(columns, index=cells.index)
 
 
 # -- the report object ------------------------------------------------------------------------------

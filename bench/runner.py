@@ -31,10 +31,11 @@ from .errors import ConfigError
 from .method import Preparation
 from .extractors import Extractors
 from .metrics import ImageMetric, get_metric, load_metrics
-from .metrics.scoring import score_sets
-from .paths import repo_root, write_atomic
+from .metrics.scoring import score_missing, score_sets
+from .paths import output_stem, repo_root, write_atomic
 from .registry import get_method
-from .store import CellRecord, Store, read_manifest, setting_json
+from .runlock import locked_run, run_lock
+from .store import CellRecord, Store, setting_json, write_manifest_file
 from .timing import CellTimer
 
 PACKAGES = ("editbench", "torch", "diffusers", "transformers", "torchmetrics", "lpips", "clean-fid", "numpy", "pillow")
@@ -126,12 +127,11 @@ class Runner:
         self.store = Store(self.run_dir)
 
     # -- manifest ------------------------------------------------------------------------------
-    def write_manifest(self) -> dict:
+    def write_manifest(self, started: dict | None = None) -> dict:
+        """The full manifest; ``started``: the one written when the run folder was created
+        (``starting_manifest``), whose creation time and command it keeps."""
         manifest = {
-            "editbench": __version__,
-            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            "command": sys.argv,
-            "config": self.config.resolved,
+            **(started or starting_manifest(self.config)),
             "backbone": self.backbone.describe(),
             "packages": _package_versions(),
             "git": _git_state(),
@@ -144,10 +144,14 @@ class Runner:
 
     def _add_labels(self, labels: list[str]) -> None:
         """Record caveats (e.g. an untrained network) that every number of the run carries."""
-        current = self.store.info("labels", [])
-        new = [label for label in labels if label not in current]
+        self._add_info_items("labels", labels)
+
+    def _add_info_items(self, key: str, items) -> None:
+        """Append the ``items`` not yet in the run info list ``key`` (labels, dataset warnings)."""
+        current = self.store.info(key, [])
+        new = [item for item in items if item not in current]
         if new:
-            self.store.set_info("labels", current + new)
+            self.store.set_info(key, current + new)
 
     def check_fingerprint(self, manifest: dict) -> None:
         before = manifest["backbone"]["fingerprint"]["id"]
@@ -172,7 +176,9 @@ class Runner:
                 self._run_sample(ref, done, counts, bar)
         finally:
             bar.close()
-        score_sets(self.store, self.run_dir, self.metrics, self.refs, self.backbone.resolution, self.config.metric_options.batch_size)
+        batch_size = self.config.metric_options.batch_size
+        score_missing(self.store, self.run_dir, self.metrics, self.refs, self.backbone.resolution, batch_size, progress=False)
+        score_sets(self.store, self.run_dir, self.metrics, self.refs, self.backbone.resolution, batch_size)
         return counts
 
     def _pending(self, ref: SampleRef, done: set[str]):
@@ -204,6 +210,7 @@ class Runner:
             for name, setting, seed, key in pending:
                 self._finish(CellRecord(key, name, setting, ref.id, seed, "failed", ref.edit_type, error), counts, bar)
             return
+        self._add_info_items("warnings", sample.warnings)
         prepared: dict[tuple, _Prepared | Exception] = {}
         for name, setting, seed, key in pending:
             self._finish(self._run_cell(sample, name, setting, seed, key, prepared), counts, bar)
@@ -251,7 +258,7 @@ class Runner:
             if not torch.isfinite(result.image).all():
                 raise FloatingPointError("the edited image contains NaN or Inf")
             pixels = to_uint8(result.image)
-            path = self.run_dir / "images" / name / setting_slug(setting) / f"{re.sub(r'[^A-Za-z0-9._-]', '_', sample.id)}_seed{seed}.png"
+            path = self.run_dir / "images" / name / setting_slug(setting) / f"{output_stem(sample.id)}_seed{seed}.png"
             path.parent.mkdir(parents=True, exist_ok=True)
             write_atomic(path, lambda p: Image.fromarray(pixels).save(p, format="PNG"))
             cell.output_path = str(path.relative_to(self.run_dir))
@@ -269,8 +276,20 @@ class Runner:
         return cell
 
 
+def starting_manifest(config: RunConfig) -> dict:
+    """What a run's manifest holds before its backbone is loaded: enough to resume it."""
+    return {
+        "editbench": __version__,
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "command": sys.argv,
+        "config": config.resolved,
+    }
+
+
 def new_run_dir(config: RunConfig, out: str | None) -> Path:
     root = Path(out or config.output)
+    if root.exists() and not root.is_dir():
+        raise ConfigError(f"output folder {str(root)!r} is a file; give a folder (--out or the config's 'output')")
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
     digest = hashlib.sha256(json.dumps(config.resolved, sort_keys=True).encode()).hexdigest()[:6]
     run_dir = root / f"{stamp}-{digest}"
@@ -278,26 +297,37 @@ def new_run_dir(config: RunConfig, out: str | None) -> Path:
     while run_dir.exists():
         suffix += 1
         run_dir = root / f"{stamp}-{digest}-{suffix}"
-    run_dir.mkdir(parents=True)
+    try:
+        run_dir.mkdir(parents=True)
+    except (FileExistsError, NotADirectoryError) as exc:  # a parent of the output folder is a file
+        raise ConfigError(f"output folder {str(root)!r} cannot be created: {exc.strerror} ({exc.filename})") from exc
     return run_dir
 
 
 def start_run(config: RunConfig, out: str | None = None, progress: bool = True) -> tuple[Path, dict]:
-    """Create a run folder for ``config``, run it, and return the folder and the cell counts."""
+    """Create a run folder for ``config``, run it, and return the folder and the cell counts.
+
+    The folder's manifest is written first, so a run killed at any later moment can be resumed."""
     run_dir = new_run_dir(config, out)
-    try:
-        runner = Runner(config, run_dir, progress=progress)
-    except BaseException:
-        shutil.rmtree(run_dir)  # nothing ran: leave no empty run folder behind
-        raise
-    runner.write_manifest()
-    return run_dir, runner.run()
+    started = starting_manifest(config)
+    write_manifest_file(run_dir, started)
+    with run_lock(run_dir):
+        try:
+            runner = Runner(config, run_dir, progress=progress)
+        except BaseException:
+            shutil.rmtree(run_dir)  # nothing ran: leave no empty run folder behind
+            raise
+        runner.write_manifest(started)
+        return run_dir, runner.run()
 
 
 def resume_run(run_dir: str | Path, progress: bool = True) -> tuple[Path, dict]:
     """Finish an interrupted run: same config and backbone, only the missing cells."""
     run_dir = Path(run_dir)
-    manifest = read_manifest(run_dir)
-    runner = Runner(config_from_resolved(manifest["config"]), run_dir, progress=progress)
-    runner.check_fingerprint(manifest)
-    return run_dir, runner.run()
+    with locked_run(run_dir) as manifest:
+        runner = Runner(config_from_resolved(manifest["config"]), run_dir, progress=progress)
+        if "backbone" in manifest:
+            runner.check_fingerprint(manifest)
+        else:  # killed while its backbone was loading: the first resume records it
+            runner.write_manifest(manifest)
+        return run_dir, runner.run()
