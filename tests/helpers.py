@@ -24,6 +24,17 @@ def write_dataset(folder, n: int = 2, extra: list[dict] = ()) -> str:
     return str(path)
 
 
+def read_cells(run_dir):
+    """A run's cells as a DataFrame (``Store.cells_frame``), the store closed again."""
+    from bench.store import Store
+
+    store = Store(run_dir)
+    try:
+        return store.cells_frame()
+    finally:
+        store.close()
+
+
 def diffusers_pipeline(pipeline_class, backbone, steps: int):
     """A diffusers ``pipeline_class`` over the backbone's own components and a fresh ``steps``-step
     scheduler, without its progress bar: the reference an adapter is compared with."""

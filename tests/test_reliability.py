@@ -27,7 +27,7 @@ from bench import runner as runner_module
 from bench.runner import Runner, resume_run
 from bench.store import Store, read_manifest
 from run_bench import main
-from tests.helpers import write_dataset
+from tests.helpers import read_cells, write_dataset
 
 
 def cli(*args):
@@ -54,21 +54,13 @@ def resume_on_session_backbone(backbone, monkeypatch):
     monkeypatch.setattr(runner_module, "Backbone", lambda spec: backbone)
 
 
-def cells_of(run_dir: Path):
-    store = Store(run_dir)
-    try:
-        return store.cells_frame()
-    finally:
-        store.close()
-
-
 # -- item 2: output names --------------------------------------------------------------------
 def test_output_names_are_injective_and_short(tmp_path, backbone):
     long_id = "x" * 300
     assert output_stem("a/b") != output_stem("a_b") and output_stem("a/b").startswith("a_b-")
     assert len(output_stem(long_id)) <= 80 and not output_stem("..").startswith(".")
     extra = [{"id": i, "image": "img0.png", "source_prompt": "a cat"} for i in ("a/b", "a_b", long_id)]
-    cells = cells_of(small_run(tmp_path, backbone, extra))
+    cells = read_cells(small_run(tmp_path, backbone, extra))
     assert (cells.status == "ok").all(), cells.error.tolist()
     assert cells.output_path.is_unique and all(len(Path(p).name) < 100 for p in cells.output_path)
 
@@ -196,7 +188,7 @@ def test_a_killed_score_is_finished_by_resume_or_a_rerun_computing_only_missing_
     writes.clear()
     _, counts = resume_run(run_dir, progress=False)
     assert counts["already done"] == 3 and len(writes) == 2 and first[0] not in {k for k, _ in writes}
-    cells = cells_of(run_dir)
+    cells = read_cells(run_dir)
     assert cells["metric.mse"].notna().all()
     assert cells.set_index("key").loc[first[0], "metric.mse"] == first[1]["mse"]
 

@@ -1,7 +1,6 @@
 import json
 from pathlib import Path
 
-import pandas as pd
 import pytest
 import torch
 
@@ -12,7 +11,7 @@ from bench.registry import register
 from bench.report import cells_table, summary_markdown
 from bench.runner import Runner, cell_key, resume_run, start_run
 from bench.store import CellRecord, Store
-from tests.helpers import write_dataset
+from tests.helpers import read_cells, write_dataset
 
 
 @register
@@ -67,14 +66,6 @@ def run_config(tmp_path, methods, extra=(), n=2, **more):
     data = write_dataset(tmp_path / "data", n=n, extra=extra)
     raw = {"dataset": {"name": None, "path": data}, "methods": methods, "output": str(tmp_path / "runs"), **more}
     return build_config(raw)
-
-
-def read_cells(run_dir: Path) -> pd.DataFrame:
-    store = Store(run_dir)
-    try:
-        return store.cells_frame()
-    finally:
-        store.close()
 
 
 def test_run_commits_every_cell_and_survives_bad_samples(tmp_path, backbone):
