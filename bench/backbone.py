@@ -9,13 +9,14 @@ NFE counter on the UNet, and a fingerprint that every cache key includes.
 
 import hashlib
 import json
+import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
 
 from .errors import ConfigError, did_you_mean, unknown
-from .paths import cache_dir
+from .paths import cache_dir, write_atomic
 
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 WEIGHT_FILES = {
@@ -138,7 +139,7 @@ def _file_digest(path: Path) -> str:
         return real.name
     stat = real.stat()
     memo_path = cache_dir() / "weight_digests.json"
-    memo = json.loads(memo_path.read_text()) if memo_path.is_file() else {}
+    memo = _read_digest_memo(memo_path)
     memo_key = f"{real}:{stat.st_size}:{stat.st_mtime_ns}"
     if memo_key not in memo:
         h = hashlib.sha256()
@@ -146,7 +147,7 @@ def _file_digest(path: Path) -> str:
             for block in iter(lambda: f.read(1 << 24), b""):
                 h.update(block)
         memo[memo_key] = h.hexdigest()
-        memo_path.write_text(json.dumps(memo, indent=1))
+        write_atomic(memo_path, lambda p: p.write_text(json.dumps(memo, indent=1)))
     return memo[memo_key]
 
 
@@ -192,6 +193,31 @@ def identity_on_disk(spec: BackboneSpec) -> BackboneIdentity | None:
     return BackboneIdentity(pipeline_fingerprint(spec, folder, scheduler_config)["id"], resolution)
 
 
+def _read_digest_memo(path: Path) -> dict:
+    """The memo of weight digests; an unreadable one counts as empty (recomputed and rewritten)."""
+    if not path.is_file():
+        return {}
+    try:
+        memo = json.loads(path.read_text())
+        if isinstance(memo, dict):
+            return memo
+    except (OSError, UnicodeDecodeError, ValueError):
+        pass
+    warnings.warn(f"{path} is unreadable; recomputing the weight digests it held")
+    return {}
+
+
+def only_bin_weights(folder: Path) -> str | None:
+    """Why ``folder`` cannot be loaded when it holds ``.bin`` weights but no safetensors; else ``None``."""
+    bins = sorted(p.name for p in folder.glob("*.bin"))
+    if bins and not any(folder.glob("*.safetensors")):
+        return (
+            f"{folder} holds only .bin weights ({', '.join(bins)}), no .safetensors; "
+            ".bin files are never loaded (they are pickles): convert them to safetensors"
+        )
+    return None
+
+
 class NFECounter:
     """Counts UNet evaluations, one per latent in the batch (a CFG step of batch 1 is 2 NFE)."""
 
@@ -224,6 +250,10 @@ class Backbone:
         self.device = resolve_device(spec.device)
         self.dtype = DTYPES[spec.dtype]
         self.folder = _pipeline_folder(spec)
+        for sub in WEIGHT_FILES:
+            problem = only_bin_weights(self.folder / sub)
+            if problem:
+                raise ConfigError(f"backbone {spec.name!r}: sub-folder {sub!r} cannot be loaded: {problem}")
         common = dict(use_safetensors=True, torch_dtype=self.dtype)
         self.unet = UNet2DConditionModel.from_pretrained(self.folder, subfolder="unet", **common)
         self.vae = AutoencoderKL.from_pretrained(self.folder, subfolder="vae", **common)

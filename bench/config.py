@@ -128,7 +128,11 @@ def apply_override(raw: dict, assignment: str) -> None:
     key, sep, text = assignment.partition("=")
     if not sep or not key:
         raise ConfigError(f"--set {assignment!r}: expected KEY=VALUE, e.g. sdedit.t0=0.3,0.5")
-    values = [yaml.safe_load(v) for v in text.split(",")] if text else [None]
+    try:
+        values = [yaml.safe_load(v) for v in text.split(",")] if text else [None]
+    except yaml.YAMLError as exc:
+        problem = str(exc).splitlines()[0]
+        raise ConfigError(f"--set {assignment!r}: the value is not valid YAML ({problem}); e.g. sdedit.t0=0.3,0.5") from exc
     value = values[0] if len(values) == 1 else values
     path = key.split(".")
     if path[0] not in TOP_KEYS:

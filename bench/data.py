@@ -21,6 +21,7 @@ import yaml
 from PIL import Image, ImageDraw
 
 from .errors import ConfigError, SampleError, unknown
+from .fields import JSONL_FIELDS, PIE_FIELDS, field_error
 from .paths import repo_root
 
 EDIT_TYPES = (
@@ -37,6 +38,13 @@ EDIT_TYPES = (
 )
 PIE_MASK_SIZE = 512
 DEFAULT_DATASET = "sample"
+#: The only package images a dataset may use, and only a bundled one (``datasets/<name>/card.yaml``):
+#: ``skimage:<function of skimage.data>`` or ``matplotlib:<file in its sample data>``.
+PACKAGE_IMAGES = frozenset({
+    "skimage:astronaut", "skimage:chelsea", "skimage:coffee", "skimage:rocket", "skimage:stereo_motorcycle",
+    "matplotlib:grace_hopper.jpg",
+})  # fmt: skip
+PACKAGE_PREFIXES = ("skimage:", "matplotlib:")
 
 
 @dataclass
@@ -44,7 +52,8 @@ class Sample:
     """One editing sample at backbone resolution.
 
     ``image`` is (3, H, W) float in [0, 1]; ``mask`` is (1, H, W) in {0, 1} with 1 = region
-    to edit; ``edit_words`` is (source word, target word) for attention blending.
+    to edit; ``edit_words`` is (source word, target word) for attention blending;
+    ``warnings`` are problems that loading worked around (the runner records them in the run).
     """
 
     id: str
@@ -56,6 +65,7 @@ class Sample:
     edit_type: str | None = None
     class_label: int | str | None = None
     instruction: str | None = None  # an edit instruction ("make it a watercolor"), for InstructPix2Pix
+    warnings: tuple[str, ...] = ()
 
     @property
     def image_hash(self) -> str:
@@ -125,6 +135,33 @@ def prepare_mask(mask: np.ndarray, size: int) -> torch.Tensor:
     return torch.from_numpy((np.asarray(img) > 127).astype(np.float32))[None]
 
 
+#: PIL modes of 8 bits per channel, which ``convert("RGB")`` turns into RGB faithfully.
+EIGHT_BIT_MODES = ("1", "L", "LA", "P", "PA", "RGB", "RGBA", "RGBX", "CMYK", "YCbCr")
+SIXTEEN_BIT_MAX = 65535
+
+
+def to_eight_bit(sample_id: str, img: Image.Image, where: str) -> Image.Image:
+    """``img`` with 8 bits per channel, converted by its real range, never clipped.
+
+    16-bit greyscale (PIL's ``I;16*``, and ``I`` holding values in 0..65535, as some 16-bit
+    files open) is scaled by 255/65535 and rounded. Modes whose range cannot be known (32-bit
+    float ``F``, ``I`` outside 0..65535, ...) fail the sample instead of being guessed at.
+    """
+    if img.mode in EIGHT_BIT_MODES:
+        return img
+    if img.mode.startswith("I;16") or img.mode == "I":
+        values = np.asarray(img)
+        if values.min() < 0 or values.max() > SIXTEEN_BIT_MAX:
+            raise SampleError(sample_id, f"{where}: 32-bit integer values {values.min()}..{values.max()} exceed 16 bits; "
+                              "save it as 8- or 16-bit")  # fmt: skip
+        return Image.fromarray((values.astype(np.float64) * (255 / SIXTEEN_BIT_MAX)).round().astype(np.uint8), "L")
+    raise SampleError(
+        sample_id,
+        f"{where}: image mode {img.mode!r} cannot be converted to 8-bit faithfully; accepted: 8-bit "
+        f"({', '.join(EIGHT_BIT_MODES)}) and 16-bit greyscale",
+    )
+
+
 def _open_image(sample_id: str, path: Path) -> Image.Image:
     if not path.is_file():
         raise SampleError(sample_id, f"image file not found: {path}")
@@ -137,7 +174,9 @@ def _open_image(sample_id: str, path: Path) -> Image.Image:
 
 
 def _package_image(sample_id: str, ref: str) -> Image.Image:
-    """Images that installed packages ship: ``skimage:<name>`` or ``matplotlib:<file>``."""
+    """An allow-listed image that an installed package ships (``PACKAGE_IMAGES``)."""
+    if ref not in PACKAGE_IMAGES:
+        raise SampleError(sample_id, f"package image {ref!r} is not allowed; allowed: {', '.join(sorted(PACKAGE_IMAGES))}")
     package, _, name = ref.partition(":")
     try:
         if package == "skimage":
@@ -156,7 +195,6 @@ def _package_image(sample_id: str, ref: str) -> Image.Image:
             return img
     except Exception as exc:
         raise SampleError(sample_id, f"cannot load package image {ref!r}: {exc}") from exc
-    raise SampleError(sample_id, f"unknown package image {ref!r}; expected skimage:<name> or matplotlib:<file>")
 
 
 def _inside(sample_id: str, root: Path, relative: str, what: str) -> Path:
@@ -171,22 +209,20 @@ def _rasterise_shapes(sample_id: str, shapes: list, size: tuple[int, int]) -> np
     w, h = size
     canvas = Image.new("L", (w, h), 0)
     draw = ImageDraw.Draw(canvas)
-    for shape in shapes:
-        kind, box = shape.get("shape"), shape.get("box")
-        if kind not in ("box", "ellipse") or not (isinstance(box, list) and len(box) == 4):
-            raise SampleError(sample_id, f"bad mask shape {shape!r}; expected {{shape: box|ellipse, box: [x0, y0, x1, y1]}}")
+    for shape in shapes:  # types checked when the manifest was read (bench.fields)
+        box = shape["box"]
         xy = [box[0] * w, box[1] * h, box[2] * w, box[3] * h]
-        (draw.rectangle if kind == "box" else draw.ellipse)(xy, fill=1)
+        try:
+            (draw.rectangle if shape["shape"] == "box" else draw.ellipse)(xy, fill=1)
+        except ValueError as exc:  # e.g. x1 < x0
+            raise SampleError(sample_id, f"mask shape {shape!r}: {exc}") from exc
     return np.asarray(canvas)
 
 
-def _edit_words(sample_id: str, value) -> tuple[str, str] | None:
-    if value in (None, "", []):
-        return None
-    words = value.split() if isinstance(value, str) else list(value)
-    if len(words) != 2:
-        raise SampleError(sample_id, f"edit words {value!r}: expected a source word and a target word")
-    return (str(words[0]), str(words[1]))
+def _edit_words(value) -> tuple[str, str] | None:
+    """(source word, target word) from a checked field: a list of two words or ``"source target"``."""
+    words = value.split() if isinstance(value, str) else list(value or ())
+    return (words[0], words[1]) if words else None
 
 
 def _check_edit_type(sample_id: str, edit_type):
@@ -195,18 +231,12 @@ def _check_edit_type(sample_id: str, edit_type):
     return edit_type
 
 
-def _require_prompt(sample_id: str, entry: dict, key: str) -> str:
-    value = entry.get(key)
-    if not isinstance(value, str) or not value.strip():
-        raise SampleError(sample_id, f"missing required prompt {key!r}")
-    return value
-
-
 # -- JSONL manifests (and the bundled set) ----------------------------------------------
-def load_jsonl(path: Path) -> list[SampleRef]:
-    """One JSON object per line: ``id``, ``image`` (path relative to the manifest, or a
-    package image), ``source_prompt``, optional ``target_prompt``, ``mask`` (image path) or
-    ``mask_shapes``, ``edit_words``, ``edit_type``, ``class_label``, ``instruction``."""
+def load_jsonl(path: Path, package_images: bool = False) -> list[SampleRef]:
+    """One JSON object per line: ``id``, ``image`` (path relative to the manifest),
+    ``source_prompt``, optional ``target_prompt``, ``mask`` (image path) or ``mask_shapes``,
+    ``edit_words``, ``edit_type``, ``class_label``, ``instruction``. Every field's type is checked here; a bad
+    line fails its own sample. ``package_images``: bundled cards only, allow ``PACKAGE_IMAGES``."""
     root = path.parent
     refs = []
     for lineno, line in enumerate(path.read_text().splitlines(), 1):
@@ -219,24 +249,31 @@ def load_jsonl(path: Path) -> list[SampleRef]:
         except ValueError as exc:
             refs.append(_broken_ref(f"{path.name}:{lineno}", f"line {lineno} of {path} is not a JSON object: {exc}"))
             continue
-        sample_id = str(entry.get("id", f"{path.name}:{lineno}"))
-        refs.append(SampleRef(sample_id, entry.get("edit_type"), _jsonl_loader(sample_id, entry, root)))
+        error = field_error(entry, JSONL_FIELDS)
+        sample_id = str(entry["id"]) if JSONL_FIELDS["id"].check(entry.get("id")) else f"{path.name}:{lineno}"
+        edit_type = entry.get("edit_type") if isinstance(entry.get("edit_type"), str) else None
+        if error:
+            refs.append(_broken_ref(sample_id, f"{error} ({path.name} line {lineno})", edit_type))
+        else:
+            refs.append(SampleRef(sample_id, edit_type, _jsonl_loader(sample_id, entry, root, package_images)))
     return _unique(refs, path)
 
 
-def _jsonl_loader(sample_id: str, entry: dict, root: Path) -> Callable[[int], Sample]:
+def _jsonl_loader(sample_id: str, entry: dict, root: Path, package_images: bool) -> Callable[[int], Sample]:
     def load(size: int) -> Sample:
-        source_prompt = _require_prompt(sample_id, entry, "source_prompt")
-        if "image" not in entry:
-            raise SampleError(sample_id, "missing required field 'image'")
-        ref = str(entry["image"])
-        if ref.startswith(("skimage:", "matplotlib:")):
+        ref = entry["image"]
+        if ref.startswith(PACKAGE_PREFIXES) and not package_images:
+            raise SampleError(
+                sample_id, f"image {ref!r}: package images are allowed only in bundled datasets; give a path inside {root}"
+            )
+        if ref.startswith(PACKAGE_PREFIXES):
             img = _package_image(sample_id, ref)
         else:
             img = _open_image(sample_id, _inside(sample_id, root, ref, "image"))
+        img = to_eight_bit(sample_id, img, f"image {ref!r}")
         mask = None
         if "mask" in entry:
-            mask_img = _open_image(sample_id, _inside(sample_id, root, str(entry["mask"]), "mask"))
+            mask_img = _open_image(sample_id, _inside(sample_id, root, entry["mask"], "mask"))
             if mask_img.size != img.size:
                 raise SampleError(sample_id, f"mask size {mask_img.size} differs from image size {img.size}")
             mask = np.asarray(mask_img.convert("L"))
@@ -246,10 +283,10 @@ def _jsonl_loader(sample_id: str, entry: dict, root: Path) -> Callable[[int], Sa
         return Sample(
             id=sample_id,
             image=prepare_image(img, size),
-            source_prompt=source_prompt,
+            source_prompt=entry["source_prompt"],
             target_prompt=target if target else None,
             mask=None if mask is None else prepare_mask(mask, size),
-            edit_words=_edit_words(sample_id, entry.get("edit_words")),
+            edit_words=_edit_words(entry.get("edit_words")),
             edit_type=_check_edit_type(sample_id, entry.get("edit_type")),
             class_label=entry.get("class_label"),
             instruction=entry.get("instruction") or None,
@@ -269,18 +306,28 @@ def decode_pie_mask(encoded: list[int], sample_id: str = "?", size: int = PIE_MA
     for start, length in zip(encoded[0::2], encoded[1::2]):
         if start < 0 or length < 0 or start >= size * size:
             raise SampleError(sample_id, f"run-length mask run ({start}, {length}) lies outside a {size}x{size} image")
-        flat[start : start + length] = 1
+        flat[start : start + length] = 1  # a run past the end is clipped, as PIE-Bench's decoder does
     mask = flat.reshape(size, size)
     mask[0, :] = mask[-1, :] = mask[:, 0] = mask[:, -1] = 1
     return mask
 
 
+def pie_mask_overflow(encoded: list[int], size: int = PIE_MASK_SIZE) -> int:
+    """How many pixels the runs of a PIE-Bench mask reach past the end of the ``size x size`` image."""
+    return sum(max(0, start + length - size * size) for start, length in zip(encoded[0::2], encoded[1::2]))
+
+
 def load_pie_bench(folder: Path) -> list[SampleRef]:
-    """PIE-Bench layout: ``mapping_file.json`` + ``annotation_images/`` (see REFERENCE.md)."""
+    """PIE-Bench layout: ``mapping_file.json`` + ``annotation_images/`` (see REFERENCE.md).
+    Every entry's field types are checked here; a bad entry fails its own sample."""
     mapping = json.loads((folder / "mapping_file.json").read_text())
     images = folder / "annotation_images"
     refs = []
     for sample_id, entry in mapping.items():
+        error = field_error(entry, PIE_FIELDS) if isinstance(entry, dict) else f"entry is not a JSON object: {entry!r:.60}"
+        if error:
+            refs.append(_broken_ref(sample_id, f"{error} (mapping_file.json)"))
+            continue
         type_id = entry.get("editing_type_id")
         try:
             edit_type = EDIT_TYPES[int(type_id)]
@@ -300,32 +347,37 @@ def _pie_loader(sample_id: str, entry: dict, images: Path, edit_type) -> Callabl
     def load(size: int) -> Sample:
         if edit_type is None:
             raise SampleError(sample_id, f"editing_type_id {entry.get('editing_type_id')!r} is not one of 0..9")
-        source_prompt = _without_brackets(_require_prompt(sample_id, entry, "original_prompt"))
-        target_prompt = _without_brackets(_require_prompt(sample_id, entry, "editing_prompt"))
-        img = _open_image(sample_id, _inside(sample_id, images, str(entry.get("image_path", "")), "image"))
+        img = _open_image(sample_id, _inside(sample_id, images, entry["image_path"], "image"))
         if img.size != (PIE_MASK_SIZE, PIE_MASK_SIZE):
             raise SampleError(sample_id, f"image is {img.size[0]}x{img.size[1]}; PIE-Bench masks need 512x512")
-        mask = decode_pie_mask(entry.get("mask") or [], sample_id)
+        img = to_eight_bit(sample_id, img, f"image {entry['image_path']!r}")
+        encoded = entry.get("mask") or []
+        mask = decode_pie_mask(encoded, sample_id)
+        overflow = pie_mask_overflow(encoded)
         return Sample(
             id=sample_id,
             image=prepare_image(img, size),
-            source_prompt=source_prompt,
-            target_prompt=target_prompt,
+            source_prompt=_without_brackets(entry["original_prompt"]),
+            target_prompt=_without_brackets(entry["editing_prompt"]),
             mask=prepare_mask(mask, size),
-            edit_words=_edit_words(sample_id, entry.get("blended_word")),
+            edit_words=_edit_words(entry.get("blended_word")),
             edit_type=edit_type,
             instruction=entry.get("editing_instruction") or None,
+            warnings=(
+                f"sample {sample_id!r}: its run-length mask reaches {overflow} pixels past the end of the "
+                f"{PIE_MASK_SIZE}x{PIE_MASK_SIZE} image; clipped, as PIE-Bench's decoder does",
+            ) if overflow else (),
         )
 
     return load
 
 
 # -- dispatch ----------------------------------------------------------------------------------
-def _broken_ref(sample_id: str, message: str) -> SampleRef:
+def _broken_ref(sample_id: str, message: str, edit_type: str | None = None) -> SampleRef:
     def fail(size: int) -> Sample:
         raise SampleError(sample_id, message)
 
-    return SampleRef(sample_id, None, fail)
+    return SampleRef(sample_id, edit_type, fail)
 
 
 def _unique(refs: list[SampleRef], where: Path) -> list[SampleRef]:
@@ -354,7 +406,7 @@ def load_dataset(spec: DatasetSpec) -> list[SampleRef]:
         if spec.name not in cards:
             raise ConfigError(unknown("dataset", spec.name, cards))
         card = cards[spec.name]
-        refs = load_jsonl(Path(card["folder"]) / card["manifest"])
+        refs = load_jsonl(Path(card["folder"]) / card["manifest"], package_images=True)
     else:
         path = Path(spec.path).expanduser()
         if path.is_dir() and (path / "mapping_file.json").is_file():

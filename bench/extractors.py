@@ -15,6 +15,7 @@ from pathlib import Path
 
 import torch
 
+from .backbone import only_bin_weights
 from .errors import ConfigError, unknown
 from .paths import cache_dir
 
@@ -169,6 +170,9 @@ def _local_or_cached(name: str, load, what: str, weights: str):
     transformers.utils.logging.disable_progress_bar()  # editbench shows its own progress
     folder = Path(name).expanduser()
     source = str(folder) if folder.is_dir() else name
+    problem = only_bin_weights(folder) if folder.is_dir() else None
+    if problem:
+        raise ExtractorMissing(what, weights, [str(folder)], problem)
     try:
         return load(source, local_files_only=True)
     except (OSError, ValueError) as exc:

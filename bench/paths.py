@@ -1,23 +1,74 @@
-"""Where editbench keeps its caches (tiny backbone, inversions, reference statistics)."""
+"""Where editbench keeps its caches (tiny backbone, inversions, reference statistics), and the
+file-naming and atomic-write rules every writer shares."""
 
+import hashlib
 import os
-import uuid
+import re
+import secrets
 from pathlib import Path
+
+#: Longest readable part of an output name; the hash beside it keeps names unique.
+STEM_READABLE_CHARS = 60
+
+
+def output_stem(sample_id: str) -> str:
+    """A short, file-system-safe name for a sample's outputs, different for every distinct id.
+
+    The readable part is the id with characters outside ``[A-Za-z0-9._-]`` replaced by ``_``,
+    cut to 60 characters; the first 10 hex digits of the sha256 of the exact id follow it, so
+    ``a/b`` and ``a_b`` (same readable part) still get different names, and a 300-character
+    id still gives a name far below the file-system limit.
+    """
+    readable = re.sub(r"[^A-Za-z0-9._-]", "_", sample_id)[:STEM_READABLE_CHARS].lstrip(".") or "sample"
+    return f"{readable}-{hashlib.sha256(sample_id.encode()).hexdigest()[:10]}"
+
+
+def _temporary_name(path: Path) -> Path:
+    """``<name>.tmp-<pid>-<random>`` beside ``path``: unique per writer, and naming its process."""
+    return path.with_name(f"{path.name}.tmp-{os.getpid()}-{secrets.token_hex(4)}")
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, owned by someone else
+        return True
+    return True
+
+
+def remove_stale_temporaries(path: Path) -> None:
+    """Delete temporaries of ``path`` whose writer is gone: ``<name>.tmp`` (the old fixed name)
+    and ``<name>.tmp-<pid>[-<random>]`` of a process that no longer exists. Temporaries of
+    live processes are left alone: they may be about to be renamed into place."""
+    pattern = re.compile(rf"{re.escape(path.name)}\.tmp(?:-(\d+)(?:-[0-9a-f]+)?)?")
+    try:
+        candidates = list(path.parent.iterdir())
+    except FileNotFoundError:
+        return
+    for candidate in candidates:
+        match = pattern.fullmatch(candidate.name)
+        if match and (match[1] is None or not _process_alive(int(match[1]))):
+            candidate.unlink(missing_ok=True)
 
 
 def write_atomic(path: Path, write) -> None:
-    """``write(tmp)`` beside ``path``, then rename over it: readers see the old file or the new, never half.
+    """``write(tmp)`` to a temporary file beside ``path``, then rename it over ``path``.
 
-    The temporary name is unique (not just per process: Ray workers on several machines may
-    share one cache folder), so concurrent writers of one entry never write into each other's
-    file; the last rename wins and every rename installs a whole file.
+    Readers see the old file or the new, never half of one; concurrent writers of one path each
+    use their own temporary (the last rename wins), and temporaries left by killed writers of
+    this path are removed.
     """
-    tmp = path.with_name(f"{path.name}.{uuid.uuid4().hex[:12]}.tmp")
+    path = Path(path)
+    remove_stale_temporaries(path)
+    tmp = _temporary_name(path)
     try:
         write(tmp)
         os.replace(tmp, path)
-    finally:
+    except BaseException:
         tmp.unlink(missing_ok=True)
+        raise
 
 
 def cache_dir() -> Path:

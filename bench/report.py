@@ -28,6 +28,7 @@ from .aggregate import (
     incomplete_note,
     load_run,
     nan_notes,
+    nan_reason,
     row_name,
     setting_label,
     summarize,
@@ -47,14 +48,28 @@ COST_NOTE = ("Time per ok cell: mean, and median [interquartile range]. Preparat
 
 
 def cells_table(run_dir: Path) -> pd.DataFrame:
-    """One row per cell: identity, status, ``param.<name>``, ``metric.<name>``, cost, labels."""
+    """One row per cell: identity, status, ``param.<name>``, ``metric.<name>``, ``nan_reason.<name>``
+    (the metric's declared reason where an ok cell's value is NaN), cost, labels."""
     run = load_run(run_dir)
     cells = run.cells
     params = pd.DataFrame([json.loads(s) for s in cells["setting"]], index=cells.index).add_prefix("param.")
     metric_cols = [f"metric.{m}" for m in run.image_metrics]
-    table = pd.concat([cells[CELL_COLUMNS], params, cells[SCHEDULE_COLUMNS], cells[metric_cols], cells[COST_COLUMNS]], axis=1)
+    reasons = _nan_reasons(cells, run.image_metrics)
+    table = pd.concat(
+        [cells[CELL_COLUMNS], params, cells[SCHEDULE_COLUMNS], cells[metric_cols], reasons, cells[COST_COLUMNS]], axis=1
+    )
     table["labels"] = "; ".join(run.labels)
     return table
+
+
+def _nan_reasons(cells: pd.DataFrame, metrics: list[str]) -> pd.DataFrame:
+    """``nan_reason.<metric>``: the metric's declared reason where an ok cell's value is NaN, else empty."""
+    ok = cells["status"] == "ok"
+    columns = {}
+    for m in metrics:
+        reason = nan_reason(m) or "no reason declared by the metric"
+        columns[f"nan_reason.{m}"] = pd.Series("", index=cells.index).mask(ok & cells[f"metric.{m}"].isna(), reason)
+    return pd.DataFrame(columns, index=cells.index)
 
 
 # -- the report object ------------------------------------------------------------------------------

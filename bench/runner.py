@@ -32,10 +32,11 @@ from .data import load_dataset
 from .errors import ConfigError
 from .executors import check_executor, make_executor
 from .extra_networks import changed_networks
-from .metrics.scoring import score_sets
-from .paths import repo_root, write_atomic
+from .metrics.scoring import score_missing, score_sets
+from .paths import output_stem, repo_root, write_atomic
 from .plan import plan_units
-from .store import CellRecord, Store, read_manifest, setting_json
+from .runlock import locked_run, run_lock
+from .store import CellRecord, Store, setting_json, write_manifest_file
 from .worker import CellOutcome, CellWorker
 
 PACKAGES = ("editbench", "torch", "torchvision", "diffusers", "transformers", "torchmetrics", "lpips", "clean-fid",
@@ -53,7 +54,7 @@ def setting_slug(setting: dict) -> str:
 
 def output_relpath(record: CellRecord) -> Path:
     """Where a cell's image goes, relative to the run folder."""
-    name = f"{re.sub(r'[^A-Za-z0-9._-]', '_', record.sample_id)}_seed{record.seed}.png"
+    name = f"{output_stem(record.sample_id)}_seed{record.seed}.png"
     return Path("images") / record.method / setting_slug(record.setting) / name
 
 
@@ -109,12 +110,11 @@ class Runner:
         self.store = Store(self.run_dir)
 
     # -- manifest ------------------------------------------------------------------------------
-    def write_manifest(self) -> dict:
+    def write_manifest(self, started: dict | None = None) -> dict:
+        """The full manifest; ``started``: the one written when the run folder was created
+        (``starting_manifest``), whose creation time and command it keeps."""
         manifest = {
-            "editbench": __version__,
-            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            "command": sys.argv,
-            "config": self.config.resolved,
+            **(started or starting_manifest(self.config)),
             "backbone": self.backbone.describe(),
             "packages": _package_versions(),
             "git": _git_state(),
@@ -128,10 +128,14 @@ class Runner:
 
     def _add_labels(self, labels: list[str]) -> None:
         """Record caveats (e.g. an untrained network) that every number of the run carries."""
-        current = self.store.info("labels", [])
-        new = [label for label in labels if label not in current]
+        self._add_info_items("labels", labels)
+
+    def _add_info_items(self, key: str, items) -> None:
+        """Append the ``items`` not yet in the run info list ``key`` (labels, dataset warnings)."""
+        current = self.store.info(key, [])
+        new = [item for item in items if item not in current]
         if new:
-            self.store.set_info("labels", current + new)
+            self.store.set_info(key, current + new)
 
     def check_fingerprint(self, manifest: dict) -> None:
         before = manifest["backbone"]["fingerprint"]["id"]
@@ -183,7 +187,9 @@ class Runner:
             self._record_session(computed, time.perf_counter() - started)
             if self.progress and computed:
                 print(per_worker_summary(self.executor.stats), file=sys.stderr)
-        score_sets(self.store, self.run_dir, self.metrics, self.refs, self.backbone.resolution, self.config.metric_options.batch_size)
+        batch_size = self.config.metric_options.batch_size
+        score_missing(self.store, self.run_dir, self.metrics, self.refs, self.backbone.resolution, batch_size, progress=False)
+        score_sets(self.store, self.run_dir, self.metrics, self.refs, self.backbone.resolution, batch_size)
         return counts
 
     def _record_session(self, cells: int, wall_s: float) -> None:
@@ -207,6 +213,7 @@ class Runner:
                 write_atomic(path.with_suffix(f".{artifact}.png"), lambda p, data=data: p.write_bytes(data))
             record.output_path = str(path.relative_to(self.run_dir))
         self._add_labels(outcome.labels)
+        self._add_info_items("warnings", outcome.warnings)
         self.store.commit_cell(record)
 
 
@@ -215,8 +222,20 @@ def per_worker_summary(stats: list[dict]) -> str:
     return "\n".join(f"{s['worker']}: {s['cells']} cells in {s['seconds']:.1f} s" for s in stats)
 
 
+def starting_manifest(config: RunConfig) -> dict:
+    """What a run's manifest holds before its backbone is loaded: enough to resume it."""
+    return {
+        "editbench": __version__,
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "command": sys.argv,
+        "config": config.resolved,
+    }
+
+
 def new_run_dir(config: RunConfig, out: str | None) -> Path:
     root = Path(out or config.output)
+    if root.exists() and not root.is_dir():
+        raise ConfigError(f"output folder {str(root)!r} is a file; give a folder (--out or the config's 'output')")
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
     digest = hashlib.sha256(json.dumps(config.resolved, sort_keys=True).encode()).hexdigest()[:6]
     run_dir = root / f"{stamp}-{digest}"
@@ -224,36 +243,47 @@ def new_run_dir(config: RunConfig, out: str | None) -> Path:
     while run_dir.exists():
         suffix += 1
         run_dir = root / f"{stamp}-{digest}-{suffix}"
-    run_dir.mkdir(parents=True)
+    try:
+        run_dir.mkdir(parents=True)
+    except (FileExistsError, NotADirectoryError) as exc:  # a parent of the output folder is a file
+        raise ConfigError(f"output folder {str(root)!r} cannot be created: {exc.strerror} ({exc.filename})") from exc
     return run_dir
 
 
 def start_run(config: RunConfig, out: str | None = None, progress: bool = True, announce=None) -> tuple[Path, dict]:
     """Create a run folder for ``config``, run it, and return the folder and the cell counts.
+
+    The folder's manifest is written first, so a run killed at any later moment can be resumed;
     ``announce(run_dir)`` is called once the folder is set up, before the first cell."""
     run_dir = new_run_dir(config, out)
-    try:
-        runner = Runner(config, run_dir, progress=progress)
-    except BaseException:
-        shutil.rmtree(run_dir)  # nothing ran: leave no empty run folder behind
-        raise
-    runner.write_manifest()
-    if announce is not None:
-        announce(run_dir)
-    return run_dir, runner.run()
+    started = starting_manifest(config)
+    write_manifest_file(run_dir, started)
+    with run_lock(run_dir):
+        try:
+            runner = Runner(config, run_dir, progress=progress)
+        except BaseException:
+            shutil.rmtree(run_dir)  # nothing ran: leave no empty run folder behind
+            raise
+        runner.write_manifest(started)
+        if announce is not None:
+            announce(run_dir)
+        return run_dir, runner.run()
 
 
 def resume_run(run_dir: str | Path, progress: bool = True, executor: ExecutorSpec | None = None) -> tuple[Path, dict]:
     """Finish an interrupted run: same config and backbone, only the missing cells (on
     ``executor``, by default the run's own)."""
     run_dir = Path(run_dir)
-    manifest = read_manifest(run_dir)
-    config = config_from_resolved(manifest["config"])
-    from .cellplan import missing_work  # imports this module
+    with locked_run(run_dir) as manifest:
+        config = config_from_resolved(manifest["config"])
+        from .cellplan import missing_work  # imports this module
 
-    total, missing = missing_work(run_dir, config)
-    if not missing:  # a finished run: say so before loading the backbone and extractors
-        return run_dir, {"already done": total}
-    runner = Runner(config, run_dir, progress=progress, executor=executor)
-    runner.check_fingerprint(manifest)
-    return run_dir, runner.run()
+        total, missing = missing_work(run_dir, config)
+        if not missing:  # a finished run: say so before loading the backbone and extractors
+            return run_dir, {"already done": total}
+        runner = Runner(config, run_dir, progress=progress, executor=executor)
+        if "backbone" in manifest:
+            runner.check_fingerprint(manifest)
+        else:  # killed while its backbone was loading: the first resume records it
+            runner.write_manifest(manifest)
+        return run_dir, runner.run()

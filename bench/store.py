@@ -92,11 +92,25 @@ class CellRecord:
 
 
 def read_manifest(run_dir: Path) -> dict:
-    """The manifest of a run folder; ``ConfigError`` when the folder has none."""
+    """The manifest of a run folder; ``ConfigError`` when the folder has none or it is not editbench's."""
     path = Path(run_dir) / MANIFEST
     if not path.is_file():
-        raise ConfigError(f"{run_dir} is not a run folder (no {MANIFEST})")
-    return json.loads(path.read_text())
+        raise ConfigError(
+            f"{run_dir} is not a run folder (no {MANIFEST}). If a run was killed the moment it created this folder, "
+            "nothing ran in it: delete it and start the run again"
+        )
+    try:
+        manifest = json.loads(path.read_text())
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise ConfigError(f"{path} is not an editbench run manifest (not valid JSON: {exc})") from exc
+    if not (isinstance(manifest, dict) and "editbench" in manifest and isinstance(manifest.get("config"), dict)):
+        raise ConfigError(f"{path} is not an editbench run manifest (it lacks the 'editbench' and 'config' entries)")
+    return manifest
+
+
+def write_manifest_file(run_dir: Path, manifest: dict) -> None:
+    """Write ``<run_dir>/manifest.json`` atomically."""
+    write_atomic(Path(run_dir) / MANIFEST, lambda p: p.write_text(json.dumps(manifest, indent=2)))
 
 
 def setting_json(setting: dict) -> str:
@@ -142,11 +156,15 @@ class Store:
 
     def save_manifest(self, manifest: dict) -> None:
         """Write the run's manifest file (atomically) and its copy in run info."""
-        write_atomic(self.path.with_name(MANIFEST), lambda p: p.write_text(json.dumps(manifest, indent=2)))
+        write_manifest_file(self.path.parent, manifest)
         self.set_info("manifest", manifest)
 
     def finished_keys(self) -> set[str]:
         return {k for (k,) in self.db.execute("SELECT key FROM cells")}
+
+    def stored_metrics(self) -> set[tuple[str, str]]:
+        """(cell key, metric name) of every stored per-cell value, NaN included."""
+        return set(self.db.execute("SELECT key, name FROM metrics"))
 
     def commit_cell(self, cell: CellRecord) -> None:
         """Write one cell and its metrics in a single transaction."""

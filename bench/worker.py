@@ -44,12 +44,14 @@ SAMPLE_CACHE_SIZE = 64
 @dataclass
 class CellOutcome:
     """A finished cell as a worker returns it: the record (status, cost, metrics), the edited
-    image and artifact pictures as PNG bytes, and caveat labels the run must carry."""
+    image and artifact pictures as PNG bytes, caveat labels the run must carry, and warnings
+    its sample raised while loading (e.g. a clipped mask)."""
 
     record: CellRecord
     image_png: bytes | None = None
     artifacts: dict[str, bytes] = field(default_factory=dict)
     labels: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -119,6 +121,13 @@ class CellWorker:
     # -- units ---------------------------------------------------------------------------------
     def run_unit(self, unit: WorkUnit):
         """Yield a ``CellOutcome`` for every cell of ``unit`` as it finishes."""
+        for outcome in self._unit_outcomes(unit):
+            sample = self._samples.get(outcome.record.sample_id)
+            if isinstance(sample, Sample):
+                outcome.warnings = list(sample.warnings)
+            yield outcome
+
+    def _unit_outcomes(self, unit: WorkUnit):
         prepared: dict[str, _Prepared | Exception] = {}
         for batch in unit.batches:
             rows = []

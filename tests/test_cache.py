@@ -146,3 +146,18 @@ def test_two_writers_of_one_entry_at_once_leave_one_valid_entry():
     assert not errors and reads > 0
     assert [p.name for p in path.parent.iterdir()] == [path.name]  # no temp file left behind
     assert cache.load(fields, kind=kind)["latents"].unique().tolist() in ([1.0], [2.0])
+
+
+def test_a_damaged_entry_is_a_miss_recomputed_and_overwritten_with_one_warning(backbone, sample):
+    prep, _ = prepared(backbone, sample, "ddim")
+    path = cache.entry_path(cache_fields(backbone, sample, STEPS, "ddim", {"inversion_w": 1.0}))
+    data = bytearray(path.read_bytes())
+    header = 8 + int.from_bytes(data[:8], "little")
+    data[header + 5] ^= 0xFF  # same size, one byte of the tensor changed
+    path.write_bytes(bytes(data))
+    with pytest.warns(UserWarning, match="does not match its checksum") as warned:
+        again, nfe = prepared(backbone, sample, "ddim")
+    assert len(warned) == 1
+    assert not again.cache_hit and nfe > 0 and torch.equal(again.value.latents, prep.value.latents)
+    hit, hit_nfe = prepared(backbone, sample, "ddim")  # overwritten: a hit again
+    assert hit.cache_hit and hit_nfe == 0 and torch.equal(hit.value.latents, prep.value.latents)

@@ -215,3 +215,87 @@ def test_dataset_is_given_by_the_one_key_meant(tmp_path):
     swapped = build_config({"dataset": {"name": "sample"}, "methods": {"reconstruct": {}}},
                            ["dataset.name=", f"dataset.path={data}"])  # what the error suggests
     assert swapped.dataset == DatasetSpec(path=data)
+
+
+# -- hostile input (issue 17) ---------------------------------------------------------------
+def test_16_bit_images_are_scaled_by_their_range_and_unconvertible_ones_fail(tmp_path):
+    grey = np.linspace(17000, 44000, 64 * 64).reshape(64, 64).astype(np.uint16)
+    Image.fromarray(grey).save(tmp_path / "g16.png")
+    Image.fromarray(grey.astype(np.float32)).save(tmp_path / "float.tif")
+    Image.fromarray(grey.astype(np.int32) * 4).save(tmp_path / "i32.tif")
+    entries = [{"id": n, "image": f, "source_prompt": "x"} for n, f in
+               [("g16", "g16.png"), ("float", "float.tif"), ("i32", "i32.tif")]]  # fmt: skip
+    g16, bad_float, bad_int = load_jsonl(write_manifest(tmp_path, entries))
+    image = g16.load(64).image
+    expected = torch.from_numpy(np.round(grey / 65535 * 255).astype(np.float32) / 255)
+    assert image.max() < 0.7 and torch.equal(image, expected.expand(3, -1, -1))
+    with pytest.raises(SampleError, match=r"sample 'float': image 'float.tif': image mode 'F' cannot be converted"):
+        bad_float.load(64)
+    with pytest.raises(SampleError, match="sample 'i32': .* exceed 16 bits"):
+        bad_int.load(64)
+
+
+def test_package_images_only_in_bundled_datasets_and_only_allow_listed(tmp_path, monkeypatch):
+    import skimage.data
+
+    called = []
+    monkeypatch.setattr(skimage.data, "download_all", lambda *a, **k: called.append(a), raising=False)
+    save_image(tmp_path / "a.png", size=(64, 64))
+    path = write_manifest(tmp_path, [
+        {"id": "sk", "image": "skimage:astronaut", "source_prompt": "x"},
+        {"id": "mpl", "image": f"matplotlib:{tmp_path / 'a.png'}", "source_prompt": "x"},
+        {"id": "dl", "image": "skimage:download_all", "source_prompt": "x"},
+    ])  # fmt: skip
+    for ref in load_jsonl(path):
+        with pytest.raises(SampleError, match=rf"sample '{ref.id}': image .* allowed only in bundled datasets"):
+            ref.load(64)
+    for ref in load_jsonl(path, package_images=True)[1:]:  # as if a bundled card listed them
+        with pytest.raises(SampleError, match=rf"sample '{ref.id}': package image .* is not allowed; allowed: "):
+            ref.load(64)
+    assert not called
+    assert load_jsonl(path, package_images=True)[0].load(64).image.shape == (3, 64, 64)
+
+
+def test_manifest_field_types_are_checked_when_read(tmp_path):
+    save_image(tmp_path / "a.png", size=(64, 64))
+    ok = {"image": "a.png", "source_prompt": "x"}
+    bad = {
+        "num_prompt": ({"source_prompt": 5}, r"field 'source_prompt' is 5 \(number\); expected a non-empty string"),
+        "num_target": ({"target_prompt": 5}, r"field 'target_prompt' is 5 \(number\); expected a string or null"),
+        "list_prompt": ({"source_prompt": ["a", "b"]}, r"field 'source_prompt' is \[\"a\", \"b\"\] \(list\)"),
+        "num_words": ({"edit_words": 3}, r"field 'edit_words' is 3 \(number\); expected two words"),
+        "num_shapes": ({"mask_shapes": 7}, r"field 'mask_shapes' is 7 \(number\); expected a list of \{shape"),
+        "str_box": ({"mask_shapes": [{"shape": "box", "box": ["0", 0, 1, 1]}]}, r"field 'mask_shapes' is .* \(list\)"),
+        "bool_label": ({"class_label": True}, r"field 'class_label' is true \(boolean\)"),
+        "num_image": ({"image": 3}, r"field 'image' is 3 \(number\); expected a path"),
+    }
+    entries = [{"id": name, **ok, **fields} for name, (fields, _) in bad.items()] + [{"id": ["x"], **ok}]
+    refs = load_jsonl(write_manifest(tmp_path, entries))
+    for lineno, ref in enumerate(refs[:-1], 1):
+        with pytest.raises(SampleError, match=rf"sample '{ref.id}': {bad[ref.id][1]}.*\(manifest.jsonl line {lineno}\)"):
+            ref.load(64)
+    with pytest.raises(SampleError, match=r"sample 'manifest.jsonl:9': field 'id' is \[\"x\"\] \(list\)"):
+        refs[-1].load(64)
+
+
+def test_pie_bench_field_types_are_checked(pie_folder):
+    mapping = json.loads((pie_folder / "mapping_file.json").read_text())
+    mapping["000000000000"]["editing_prompt"] = 5
+    mapping["000000000001"]["mask"] = "1 2 3"
+    (pie_folder / "mapping_file.json").write_text(json.dumps(mapping))
+    refs = load_pie_bench(pie_folder)
+    with pytest.raises(SampleError, match=r"'000000000000': field 'editing_prompt' is 5 \(number\).*mapping_file.json"):
+        refs[0].load(128)
+    with pytest.raises(SampleError, match=r"'000000000001': field 'mask' is \"1 2 3\" \(string\); expected a run-length"):
+        refs[1].load(128)
+
+
+def test_a_pie_mask_run_past_the_image_is_clipped_with_a_warning(pie_folder):
+    mapping = json.loads((pie_folder / "mapping_file.json").read_text())
+    mapping["000000000000"]["mask"] = [512 * 512 - 10, 25]
+    (pie_folder / "mapping_file.json").write_text(json.dumps(mapping))
+    clipped, fine = (r.load(128) for r in load_pie_bench(pie_folder)[:2])
+    assert fine.warnings == ()
+    (warning,) = clipped.warnings
+    assert "sample '000000000000'" in warning and "15 pixels past the end" in warning and "clipped" in warning
+    assert decode_pie_mask([512 * 512 - 10, 25])[-1].all()

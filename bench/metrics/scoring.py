@@ -3,6 +3,7 @@
 
 import hashlib
 import math
+import warnings
 from collections import defaultdict
 from dataclasses import replace
 from pathlib import Path
@@ -11,7 +12,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from ..errors import SampleError
+from ..errors import ConfigError, SampleError
 from ..paths import cache_dir, write_atomic
 from . import ImageMetric, SetMetric, get_metric, load_metrics
 
@@ -45,10 +46,13 @@ def source_features(extractor, extractor_id: str, refs: list, resolution: int, b
         digest.update((image * 255).round().to(torch.uint8).numpy().tobytes())
     path = cache_dir() / "source_features" / f"{digest.hexdigest()[:24]}.pt"
     if path.is_file():
-        return torch.load(path, weights_only=True)
+        try:
+            return torch.load(path, weights_only=True)
+        except Exception as exc:  # unreadable: recomputed and overwritten
+            warnings.warn(f"source feature cache {path} is unreadable ({type(exc).__name__}); recomputing it")
     feats = _features(extractor, images, batch_size) if images else torch.zeros(0, extractor.num_features)
     path.parent.mkdir(parents=True, exist_ok=True)
-    write_atomic(path, lambda tmp: torch.save(feats, tmp))
+    write_atomic(path, lambda p: torch.save(feats, p))
     return feats
 
 
@@ -80,48 +84,72 @@ def score_sets(store, run_dir: Path, metrics: list, refs: list, resolution: int,
     return rows
 
 
-def score_run(run_dir: str | Path, names: list[str], untrained: bool = False, progress: bool = True) -> dict:
-    """Add metrics ``names`` to a finished run without re-running methods; returns counts."""
+def score_missing(store, run_dir: Path, metrics: list, refs: list, resolution: int, batch_size: int,
+                  progress: bool = True) -> int:  # fmt: skip
+    """Compute, from the saved images, every per-image value of ``metrics`` that an ok cell lacks
+    (metrics added to the run after the cell finished, or a ``score`` that was killed); values
+    already stored are left as they are. Returns how many cells gained values."""
     from tqdm.auto import tqdm
 
+    image_metrics = [m for m in metrics if isinstance(m, ImageMetric)]
+    if not image_metrics:
+        return 0
+    stored = store.stored_metrics()
+    cells = store.cells_frame()
+    ok = cells[(cells["status"] == "ok") & cells["output_path"].notna()]
+    lacking = defaultdict(list)  # sample id -> [(cell, metrics it lacks)]
+    for cell in ok.itertuples():
+        missing = [m for m in image_metrics if (cell.key, m.name) not in stored]
+        if missing:
+            lacking[cell.sample_id].append((cell, missing))
+    refs_by_id = {r.id: r for r in refs}
+    for sample_id, todo in tqdm(lacking.items(), unit="sample", disable=not progress):
+        sample = refs_by_id[sample_id].load(resolution)
+        for metric in image_metrics:
+            for batch in _batched([cell for cell, missing in todo if metric in missing], batch_size):
+                edited = torch.stack([read_png(Path(run_dir) / c.output_path) for c in batch])
+                values = metric(edited, sample.image[None].expand_as(edited), [sample] * len(batch))
+                for cell, value in zip(batch, values):
+                    store.add_cell_metrics(cell.key, {metric.name: float(value)})
+    return sum(len(todo) for todo in lacking.values())
+
+
+def score_run(run_dir: str | Path, names: list[str], untrained: bool = False, progress: bool = True) -> dict:
+    """Add metrics ``names`` to a finished run without re-running methods; returns counts.
+
+    The metrics are recorded in the run's manifest before any is computed, so a ``score`` that
+    is killed is finished by running it again or by ``run --resume``: either computes exactly
+    the values still missing."""
+    from ..runlock import locked_run
+
+    run_dir = Path(run_dir)
+    with locked_run(run_dir) as manifest:
+        return _score_locked(run_dir, manifest, names, untrained, progress)
+
+
+def _score_locked(run_dir: Path, manifest: dict, names: list[str], untrained: bool, progress: bool) -> dict:
     from ..backbone import resolve_device
     from ..config import config_from_resolved
     from ..data import load_dataset
     from ..extractors import Extractors
-    from ..store import Store, read_manifest
+    from ..store import Store
 
-    run_dir = Path(run_dir)
-    manifest = read_manifest(run_dir)
     config = config_from_resolved(manifest["config"])
     options = replace(config.metric_options, untrained_extractors=untrained)  # this command's flag decides
     metrics = [get_metric(n)() for n in names]
     extractors = Extractors(options, resolve_device(config.backbone.device))
     load_metrics(metrics, extractors)
+    if "backbone" not in manifest:
+        raise ConfigError(f"run {run_dir} was stopped before its backbone loaded; finish it with run --resume first")
     resolution = manifest["backbone"]["resolution"]
-    refs = {r.id: r for r in load_dataset(config.dataset)}
+    refs = load_dataset(config.dataset)
     store = Store(run_dir)
     try:
         labels = store.info("labels", [])
         store.set_info("labels", labels + [label for label in extractors.labels() if label not in labels])
-        cells = store.cells_frame()
-        ok = cells[(cells["status"] == "ok") & cells["output_path"].notna()]
-        image_metrics = [m for m in metrics if isinstance(m, ImageMetric)]
-        scored = 0
-        for sample_id, of in tqdm(
-            list(ok.groupby("sample_id", sort=False)), unit="sample", disable=not progress or not image_metrics
-        ):
-            if not image_metrics:
-                break
-            sample = refs[sample_id].load(resolution)
-            for batch in _batched(list(of.itertuples()), options.batch_size):
-                edited = torch.stack([read_png(run_dir / c.output_path) for c in batch])
-                source = sample.image[None].expand_as(edited)
-                values = {m.name: m(edited, source, [sample] * len(batch)) for m in image_metrics}
-                for i, c in enumerate(batch):
-                    store.add_cell_metrics(c.key, {name: float(v[i]) for name, v in values.items()})
-                scored += len(batch)
-        sets = score_sets(store, run_dir, metrics, list(refs.values()), resolution, options.batch_size)
         _add_to_manifest(store, manifest, names, untrained)
+        scored = score_missing(store, run_dir, metrics, refs, resolution, options.batch_size, progress)
+        sets = score_sets(store, run_dir, metrics, refs, resolution, options.batch_size)
     finally:
         store.close()
     return {"cells scored": scored, "set values": len(sets), "NaN set values": sum(math.isnan(r[3]) for r in sets)}
