@@ -119,17 +119,22 @@ def dry_run_text(config: RunConfig) -> str:
 
 
 def missing_work(run_dir: Path, config: RunConfig) -> tuple[int, int]:
-    """(cells of the config, how many of them plus set-metric rows the run folder's store lacks)."""
+    """(cells of the config, how many of them, per-image metric values of ok cells and set-metric
+    rows the run folder's store lacks)."""
     refs = dataset_refs(config)
     store = Store(Path(run_dir))
     try:
         done = store.finished_keys()
         set_rows = set(store.db.execute("SELECT method, setting, name FROM set_metrics"))
+        stored = store.stored_metrics()
         cells = store.cells_frame()
     finally:
         store.close()
     keys = [cell_key(m, s, ref.id, seed) for m, ss in config.settings.items() for s in ss for ref in refs for seed in config.seeds]
     set_names = [m for m in config.metrics if issubclass(get_metric(m), SetMetric)]
-    scored = cells[cells["status"] == "ok"][["method", "setting"]].drop_duplicates().itertuples(index=False)
+    image_names = [m for m in config.metrics if m not in set_names]
+    ok = cells[cells["status"] == "ok"]
+    missing_values = sum((key, name) not in stored for key in ok["key"] for name in image_names)
+    scored = ok[["method", "setting"]].drop_duplicates().itertuples(index=False)
     missing_sets = sum((method, setting, name) not in set_rows for method, setting in scored for name in set_names)
-    return len(keys), sum(k not in done for k in keys) + missing_sets
+    return len(keys), sum(k not in done for k in keys) + missing_values + missing_sets

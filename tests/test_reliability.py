@@ -210,8 +210,9 @@ def test_user_mistakes_are_one_line_errors(tmp_path):
     a_file = tmp_path / "a_file"
     a_file.write_text("x")
     bin_only = tmp_path / "pipeline"
-    for sub in ("unet", "vae", "text_encoder"):
+    for sub in ("unet", "vae", "text_encoder"):  # a real pipeline folder, with .bin weights only
         (bin_only / sub).mkdir(parents=True)
+        (bin_only / sub / "config.json").write_text("{}")
         (bin_only / sub / "pytorch_model.bin").write_bytes(b"pickle")
     clip_bin = tmp_path / "clip"
     clip_bin.mkdir()
