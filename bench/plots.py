@@ -416,8 +416,9 @@ def beside(left: Path, right: Path) -> bytes:
 
 # -- history ---------------------------------------------------------------------------------------------
 def history_figure(series: dict[str, list], run_names: list[str], metric: str, labels: list[str]) -> Figure:
-    """A metric across runs: one line per method and setting, x = run in time order. The
-    labels, needed on a PNG that stands alone, go under the plot wrapped to its width."""
+    """A metric across runs: one line per method and setting, x = run in time order, each point
+    marked with its n. The labels, needed on a PNG that stands alone, go under the plot wrapped
+    to its width."""
     width = min(MAX_WIDTH_PX / DPI - 0.5, max(6.4, 0.9 * len(run_names) + 2))
     fig = new_figure(figsize=(width, 4.4))
     ax = fig.add_subplot()
@@ -425,6 +426,8 @@ def history_figure(series: dict[str, list], run_names: list[str], metric: str, l
         xs = [i for i, _ in points]
         stats = [s for _, s in points]
         ax.errorbar(xs, [s.mean for s in stats], yerr=_err(stats), marker="o", capsize=2, label=name)
+        for x, s in zip(xs, stats):  # n per point: partial runs average fewer values
+            ax.annotate(f"n={s.n}", (x, s.mean), textcoords="offset points", xytext=(4, 4), fontsize=6)
     ax.set_xticks(range(len(run_names)), run_names, rotation=30, ha="right", fontsize=7)
     ax.set_ylabel(f"{metric} {arrow(metric)}".strip())
     ax.grid(alpha=0.3)

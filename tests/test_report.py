@@ -150,6 +150,10 @@ def test_history_orders_runs_by_time_and_tracks_each_setting(tmp_path):
                     "--plot", tmp_path / "h.png")
     assert result.exit_code == 0, result.output
     assert Image.open(tmp_path / "h.png").format == "PNG" and "reconstruct" not in result.output
+    from bench.plots import history_figure
+
+    figure = history_figure(h.series, [r.run_dir.name for r in h.runs], h.metric, h.labels)
+    assert [t.get_text() for t in figure.axes[0].texts] == ["n=3"] * sum(len(p) for p in h.series.values())
     assert "no run has metric 'lpips'" in invoke("history", runs, "--metric", "lpips").output
     assert "neither a run folder" in invoke("history", tmp_path / "runs/a/images").output
 
