@@ -156,13 +156,16 @@ def own_components(backbone, spec: Kind, folder: Path):
 
 def changed_networks(recorded: dict[str, dict], backbone) -> list[str]:
     """The networks of ``recorded`` (a manifest's ``backbone.extra_networks``) whose weights now
-    differ from those loaded beside ``backbone``, each as ``kind:source (old id -> new id)``."""
+    differ from those loaded beside ``backbone``, each as ``kind:source (old id -> new id)``.
+
+    A run's methods load their networks before any cell (``check_backbone``), so a recorded
+    network that is not loaded now is not one this run uses: a backbone object reused within one
+    process (tests, library use) records every network it ever loaded."""
     current = backbone.extra_fingerprints()
     changed = []
     for key, fingerprint in recorded.items():
-        now = current.get(key, {}).get("id", "not loaded")
-        if now != fingerprint["id"]:
-            changed.append(f"{key} ({fingerprint['id']} -> {now})")
+        if key in current and current[key]["id"] != fingerprint["id"]:
+            changed.append(f"{key} ({fingerprint['id']} -> {current[key]['id']})")
     return changed
 
 
