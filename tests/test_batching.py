@@ -26,8 +26,7 @@ from bench.registry import get_method, register
 from bench.report import cells_table
 from bench.runner import start_run
 from bench.sampling import source_latents
-from bench.store import Store
-from tests.helpers import run_config
+from tests.helpers import read_cells, run_config
 
 STEPS = 3
 IMAGE_TOLERANCE = 1e-4
@@ -140,19 +139,11 @@ class _NeedsSmallBatches(Method):
         return [EditResult(row.sample.image[None].clone()) for row in rows]
 
 
-def _cells(run_dir):
-    store = Store(run_dir)
-    try:
-        return store.cells_frame()
-    finally:
-        store.close()
-
-
 def test_a_nan_row_fails_only_its_own_cell(tmp_path):
     _PoisonedRow.batch_sizes.clear()
     config = run_config(tmp_path, {"test_poisoned_row": {}}, n=4, batch_size=4)
     run_dir, counts = start_run(config, progress=False)
-    cells = _cells(run_dir).set_index("sample_id")
+    cells = read_cells(run_dir).set_index("sample_id")
     assert counts["ok"] == 3 and counts["failed"] == 1
     assert cells.loc["img1", "status"] == "failed" and "NaN" in cells.loc["img1", "error"]
     assert (cells.drop("img1").status == "ok").all() and (cells.drop("img1").nfe == 1).all()
@@ -163,7 +154,7 @@ def test_a_nan_row_fails_only_its_own_cell(tmp_path):
 def test_out_of_memory_halves_the_batch(tmp_path):
     config = run_config(tmp_path, {"test_small_batches": {}}, n=4, batch_size=4)
     run_dir, counts = start_run(config, progress=False)
-    cells = _cells(run_dir)
+    cells = read_cells(run_dir)
     assert counts["ok"] == 4 and (cells.batch_size == 2).all() and cells.batch_id.nunique() == 2
     assert (cells.nfe == 1).all()
     assert run_dir.joinpath("manifest.json").read_text().count('"batch_size": 4') == 1
@@ -172,7 +163,7 @@ def test_out_of_memory_halves_the_batch(tmp_path):
 def test_cost_is_split_over_the_batch_and_exported(tmp_path):
     config = run_config(tmp_path, {"sdedit": {"t0": 0.5, "steps": 4}}, n=2, seeds=[0, 1], batch_size=4)
     run_dir, _ = start_run(config, progress=False)
-    cells = _cells(run_dir)
+    cells = read_cells(run_dir)
     assert (cells.batch_size == 4).all() and cells.batch_id.nunique() == 1
     assert (cells.nfe == 4).all()  # 2 of 4 steps, CFG: 2 NFE per step per cell, as unbatched
     assert cells.time_s.nunique() == 1 and (cells.time_s > 0).all()
@@ -187,7 +178,7 @@ def test_batch_size_1_and_4_give_the_same_cells(tmp_path):
         config = run_config(tmp_path / str(size), methods, n=3, seeds=[0, 1], batch_size=size)
         run_dir, counts = start_run(config, progress=False)
         assert counts["ok"] == 3 * 4 * 2
-        runs[size] = _cells(run_dir).set_index("key").sort_index()
+        runs[size] = read_cells(run_dir).set_index("key").sort_index()
     one, four = runs[1], runs[4]
     assert list(one.index) == list(four.index)
     assert (one.nfe == four.nfe).all() and (four.batch_size > 1).any()
