@@ -3,13 +3,14 @@ compatibility, and what a change of weights invalidates."""
 
 import hashlib
 import json
+import shutil
 
 import pytest
 import torch
 
 from bench.data import Sample
 from bench.errors import ConfigError
-from bench.extra_networks import WEIGHTS, build_untrained, changed_networks, check_compatible, load_network
+from bench.extra_networks import WEIGHTS, changed_networks, check_compatible, load_network, save_untrained
 from bench.registry import get_method
 from bench.config import build_config
 from bench.runner import Runner, resume_run, start_run
@@ -18,7 +19,9 @@ from tests.helpers import write_dataset
 
 
 def save_network(backbone, kind, folder, seed):
-    build_untrained(backbone, kind, seed).save_pretrained(folder, safe_serialization=True)
+    if folder.exists():
+        shutil.rmtree(folder)
+    save_untrained(backbone, kind, seed, folder)
     return str(folder)
 
 
