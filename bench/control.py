@@ -10,9 +10,11 @@ Condition maps, computed from a sample's source image:
 - ``grey``: the greyscale image (scikit-image's ``rgb2gray``, Rec. 709 luma).
 - ``blur``: the colour image under a Gaussian blur of ``blur_sigma`` pixels (a colour/tile
   style low-frequency map).
+- ``depth``, ``segmentation``, ``pose``: made by a model given by id or folder
+  (``bench.annotators``).
 
-A map is (C, H, W) in [0, 1], C = 1 for canny and grey, 3 for blur; ``with_channels`` gives
-it the channel count a network takes.
+A map is (C, H, W) in [0, 1], C = 1 for canny, grey and depth, 3 for the others;
+``with_channels`` gives it the channel count a network takes.
 """
 
 from typing import ClassVar
@@ -21,15 +23,19 @@ import numpy as np
 import torch
 from PIL import Image
 
+from .annotators import MODEL_CONDITIONS, annotated_map, annotator_of, annotator_params
 from .errors import ConfigError
 from .extra_networks import ExtraNetwork, check_compatible, network_of
 from .guidance import guided_sample
 from .method import EditResult, Method
 from .params import Param, check_start_level
 
-CONDITIONS = ("canny", "grey", "blur")
+CONDITIONS = ("canny", "grey", "blur", *MODEL_CONDITIONS)
+#: What ``untrained: true`` makes random besides a spatial control method's network.
+CONDITION_MODELS_TOO = ", and the depth, segmentation or pose model its condition uses"
 #: The parameters a map depends on (a method's ``prep_params``: maps are computed once per sample).
-MAP_PARAMS = ("condition", "canny_low", "canny_high", "canny_sigma", "blur_sigma")
+MAP_PARAMS = ("condition", "canny_low", "canny_high", "canny_sigma", "blur_sigma", "depth_model",
+              "segmentation_model", "pose_model", "pose_threshold", "untrained")  # fmt: skip
 
 
 def condition_params(default: str = "canny") -> tuple[Param, ...]:
@@ -39,6 +45,7 @@ def condition_params(default: str = "canny") -> tuple[Param, ...]:
         Param("canny_high", float, 0.2, "Canny high hysteresis threshold", low=0),
         Param("canny_sigma", float, 1.0, "Canny Gaussian smoothing, pixels", low=0),
         Param("blur_sigma", float, 4.0, "blur map Gaussian sigma, pixels", low=0),
+        *annotator_params(),
     )
 
 
@@ -49,14 +56,17 @@ def check_condition(method: str, setting: dict) -> None:
         )
 
 
-def condition_map(image: torch.Tensor, setting: dict) -> torch.Tensor:
-    """The ``setting``'s condition map of a (3, H, W) image in [0, 1], as (C, H, W) float32 in [0, 1]."""
+def condition_map(image: torch.Tensor, setting: dict, backbone=None) -> torch.Tensor:
+    """The ``setting``'s condition map of a (3, H, W) image in [0, 1], as (C, H, W) float32 in
+    [0, 1]; the model-made conditions run their model beside ``backbone``."""
     from skimage.color import rgb2gray
     from skimage.feature import canny
     from skimage.filters import gaussian
 
-    rgb = image.permute(1, 2, 0).double().numpy()
     kind = setting["condition"]
+    if kind in MODEL_CONDITIONS:
+        return annotated_map(backbone, image, setting)
+    rgb = image.permute(1, 2, 0).double().numpy()
     if kind == "canny":
         edges = canny(rgb2gray(rgb), sigma=setting["canny_sigma"], low_threshold=setting["canny_low"],
                       high_threshold=setting["canny_high"])  # fmt: skip
@@ -91,17 +101,20 @@ def controlled_sample(backbone, sample, setting: dict, generator, cond: torch.Te
     """One spatially controlled cell: CFG sampling from noise (``t0 = 1``) or from the source
     noised to ``t0 * T`` (``bench.guidance.guided_sample``), with ``unet_at(index)`` giving each
     step's UNet call (``None``: the plain backbone). The condition map ``cond`` is saved beside
-    the output, and the network's labels (untrained) join the result's."""
+    the output, and the labels (untrained) of the network and of the model that made the map
+    join the result's."""
     result = guided_sample(backbone, sample, setting, generator, unet_at=unet_at)
     result.artifacts["condition"] = as_picture(cond)
-    result.labels += network.labels
+    annotator = annotator_of(backbone, setting)
+    result.labels += network.labels + (annotator.labels if annotator else [])
     return result
 
 
 class SpatialControlMethod(Method):
     """What ``controlnet`` and ``t2i_adapter`` share: the network of ``kind`` their setting names
-    (loaded and checked before any cell), and the condition map of the sample computed once in
-    ``prepare``. Subclasses set the parameters and ``edit``."""
+    and the model making a depth, segmentation or pose map (both loaded and checked before any
+    cell), and the condition map of the sample computed once in ``prepare``. Subclasses set the
+    parameters and ``edit``."""
 
     kind: ClassVar[str]
     needs = frozenset({"target_prompt"})
@@ -119,6 +132,7 @@ class SpatialControlMethod(Method):
     @classmethod
     def check_backbone(cls, setting, backbone):
         check_compatible(backbone, cls.network(backbone, setting))
+        annotator_of(backbone, setting)
 
     def prepare(self, backbone, sample, setting):
-        return condition_map(sample.image, setting)
+        return condition_map(sample.image, setting, backbone)

@@ -1,7 +1,8 @@
 """``controlnet``: ControlNet (Zhang, Rao & Agrawala, ICCV 2023) beside the shared backbone.
 
 A trainable copy of the UNet encoder, fed a condition map of the source image (``canny``,
-``grey`` or ``blur``; ``bench.control``), adds ``conditioning_scale`` times its residuals to the
+``grey``, ``blur``, or ``depth``, ``segmentation``, ``pose`` made by a model;
+``bench.control``), adds ``conditioning_scale`` times its residuals to the
 UNet's skip connections and middle block at every step whose position in the run lies in
 [``control_start``, ``control_end``] (fractions of the steps run, as diffusers'
 ``control_guidance_start/end``). ``t0 = 1`` generates from noise (equal to diffusers'
@@ -10,7 +11,7 @@ UNet's skip connections and middle block at every step whose position in the run
 ``conditioning_scale = 0`` is ``cfg`` at the same ``t0``, ``w`` and ``steps``.
 """
 
-from bench.control import SpatialControlMethod, condition_params, controlled_sample, with_channels
+from bench.control import CONDITION_MODELS_TOO, SpatialControlMethod, condition_params, controlled_sample, with_channels
 from bench.errors import ConfigError
 from bench.extra_networks import network_params
 from bench.guidance import sampler_params
@@ -22,9 +23,10 @@ from bench.registry import register
 class ControlNet(SpatialControlMethod):
     name = "controlnet"
     kind = "controlnet"
-    description = "A ControlNet fed a condition map of the source (canny, grey, blur) steers generation or an edit."
+    description = ("A ControlNet fed a condition map of the source (canny, grey, blur; depth, segmentation or pose "
+                   "from a model) steers generation or an edit.")
     params = (
-        *network_params("controlnet", "lllyasviel/sd-controlnet-canny"),
+        *network_params("controlnet", "lllyasviel/sd-controlnet-canny", CONDITION_MODELS_TOO),
         *condition_params(),
         Param("conditioning_scale", float, 1.0, "weight of the ControlNet's residuals (0 = no control)", low=0, high=5),
         Param("control_start", float, 0.0, "fraction of the steps run before which it is off", low=0, high=1),

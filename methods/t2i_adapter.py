@@ -1,15 +1,16 @@
 """``t2i_adapter``: T2I-Adapter (Mou et al., AAAI 2024) beside the shared backbone.
 
-A small adapter turns a condition map of the source image (``canny``, ``grey`` or ``blur``;
-``bench.control``) into one feature map per UNet down block, computed once per cell and
-added, times ``adapter_scale``, inside the UNet's encoder at every step. ``t0 = 1`` generates
+A small adapter turns a condition map of the source image (``canny``, ``grey``, ``blur``, or
+``depth``, ``segmentation``, ``pose`` made by a model; ``bench.control``) into one feature
+map per UNet down block, computed once per cell and added, times ``adapter_scale``, inside
+the UNet's encoder at every step. ``t0 = 1`` generates
 from noise (equal to diffusers' ``StableDiffusionAdapterPipeline``, tested); ``t0 < 1`` starts
 from the source noised to ``t0 * T``. ``adapter_scale = 0`` is plain ``cfg``.
 """
 
 import torch
 
-from bench.control import SpatialControlMethod, condition_params, controlled_sample, with_channels
+from bench.control import CONDITION_MODELS_TOO, SpatialControlMethod, condition_params, controlled_sample, with_channels
 from bench.extra_networks import network_params
 from bench.guidance import sampler_params
 from bench.params import Param
@@ -20,9 +21,10 @@ from bench.registry import register
 class T2IAdapterMethod(SpatialControlMethod):
     name = "t2i_adapter"
     kind = "t2i_adapter"
-    description = "A T2I-Adapter's features of a condition map of the source (canny, grey, blur) steer each step."
+    description = ("A T2I-Adapter's features of a condition map of the source (canny, grey, blur; depth, "
+                   "segmentation or pose from a model) steer each step.")
     params = (
-        *network_params("t2i_adapter", "TencentARC/t2iadapter_canny_sd15v2"),
+        *network_params("t2i_adapter", "TencentARC/t2iadapter_canny_sd15v2", CONDITION_MODELS_TOO),
         *condition_params(),
         Param("adapter_scale", float, 1.0, "weight of the adapter's features (0 = no control)", low=0, high=5),
         *sampler_params(w=7.5),

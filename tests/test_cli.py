@@ -65,7 +65,8 @@ def test_methods_lists_the_extra_network_methods_with_their_ranges():
     assert "t2i_adapter:" in output and "adapter_scale = 1.0  [float in [0, 5]]" in output
     assert "instruct_pix2pix:" in output and "image_w = 1.5  [float in [0, 50]]" in output
     assert "(needs: instruction)" in output
-    assert "condition = 'canny'  [one of 'canny', 'grey', 'blur']" in output
+    assert "condition = 'canny'  [one of 'canny', 'grey', 'blur', 'depth', 'segmentation', 'pose']" in output
+    assert "depth_model = 'Intel/dpt-hybrid-midas'  [str]" in output
 
 
 def test_version():

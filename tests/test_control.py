@@ -37,13 +37,13 @@ def cfg(backbone, sample, seed, **settings):
     return method.edit(backbone, sample, None, method.resolve(settings), torch.Generator().manual_seed(seed)).image
 
 
-def control_image(sample, condition="canny"):
-    setting = get_method("controlnet").resolve({"condition": condition})
-    return with_channels(condition_map(sample.image, setting), 3)[None]
+def control_image(backbone, sample, condition="canny"):
+    setting = get_method("controlnet").resolve({"condition": condition, "untrained": True})
+    return with_channels(condition_map(sample.image, setting, backbone), 3)[None]
 
 
 @pytest.mark.parametrize("condition,scale,start,end,w,steps", [
-    ("canny", 1.0, 0.0, 1.0, 7.5, 3), ("grey", 0.5, 0.25, 0.75, 1.0, 4),
+    ("canny", 1.0, 0.0, 1.0, 7.5, 3), ("grey", 0.5, 0.25, 0.75, 1.0, 4), ("pose", 2.0, 0.0, 1.0, 7.5, 2),
 ])  # fmt: skip
 def test_controlnet_from_noise_equals_diffusers(backbone, sample, condition, scale, start, end, w, steps):
     ours = run("controlnet", backbone, sample, condition=condition, conditioning_scale=scale, control_start=start,
@@ -51,9 +51,10 @@ def test_controlnet_from_noise_equals_diffusers(backbone, sample, condition, sca
     controlnet = load_network(backbone, "controlnet", "", untrained=True).model
     pipe = diffusers_pipeline(StableDiffusionControlNetPipeline, backbone, steps, controlnet=controlnet,
                               image_encoder=None)  # fmt: skip
-    ref = pipe("a photo of a dog", image=control_image(sample, condition), num_inference_steps=steps, guidance_scale=w,
-               controlnet_conditioning_scale=scale, control_guidance_start=start, control_guidance_end=end,
-               generator=torch.Generator().manual_seed(7), output_type="pt").images  # fmt: skip
+    ref = pipe("a photo of a dog", image=control_image(backbone, sample, condition), num_inference_steps=steps,
+               guidance_scale=w, controlnet_conditioning_scale=scale, control_guidance_start=start,
+               control_guidance_end=end, generator=torch.Generator().manual_seed(7),
+               output_type="pt").images  # fmt: skip
     assert (ours.image - ref).abs().max().item() <= 1e-4
 
 
@@ -66,7 +67,7 @@ def test_controlnet_from_the_source_equals_diffusers_img2img(backbone, sample):
                               image_encoder=None)  # fmt: skip
     # As in the SDEdit test: the pipeline samples the VAE posterior, editbench uses its mean.
     source = backbone.encode_image(sample.image[None])
-    ref = pipe("a photo of a dog", image=source, control_image=control_image(sample, "blur"), strength=t0,
+    ref = pipe("a photo of a dog", image=source, control_image=control_image(backbone, sample, "blur"), strength=t0,
                num_inference_steps=8, guidance_scale=7.5, controlnet_conditioning_scale=scale, control_guidance_end=end,
                generator=torch.Generator().manual_seed(7), output_type="pt").images  # fmt: skip
     assert (ours.image - ref).abs().max().item() <= 1e-4
@@ -80,13 +81,14 @@ def test_controlnet_at_scale_zero_is_cfg_and_control_changes_the_output(backbone
     assert (run("controlnet", backbone, sample, conditioning_scale=1.0, **settings).image - plain).abs().max() > 1e-3
 
 
-@pytest.mark.parametrize("condition,scale,w", [("canny", 1.0, 7.5), ("blur", 0.7, 1.0)])
+@pytest.mark.parametrize("condition,scale,w", [("canny", 1.0, 7.5), ("blur", 0.7, 1.0), ("depth", 1.0, 7.5),
+                                               ("segmentation", 1.0, 7.5)])
 def test_t2i_adapter_equals_diffusers(backbone, sample, condition, scale, w):
     ours = run("t2i_adapter", backbone, sample, condition=condition, adapter_scale=scale, w=w, steps=3, t0=1.0)
     adapter = load_network(backbone, "t2i_adapter", "", untrained=True).model
     pipe = diffusers_pipeline(StableDiffusionAdapterPipeline, backbone, 3, adapter=adapter)
-    ref = pipe("a photo of a dog", image=control_image(sample, condition), num_inference_steps=3, guidance_scale=w,
-               adapter_conditioning_scale=scale, generator=torch.Generator().manual_seed(7),
+    ref = pipe("a photo of a dog", image=control_image(backbone, sample, condition), num_inference_steps=3,
+               guidance_scale=w, adapter_conditioning_scale=scale, generator=torch.Generator().manual_seed(7),
                output_type="np").images  # fmt: skip
     ref = torch.from_numpy(ref).permute(0, 3, 1, 2)  # this pipeline returns arrays whatever output_type says
     assert (ours.image - ref).abs().max().item() <= 1e-4
@@ -126,8 +128,8 @@ def test_control_settings_are_validated():
         get_method("controlnet").resolve({"control_start": 0.8, "control_end": 0.2})
     with pytest.raises(ConfigError, match="canny_low = 0.5 exceeds canny_high = 0.2"):
         get_method("t2i_adapter").resolve({"canny_low": 0.5})
-    with pytest.raises(ConfigError, match="'condition' = 'depth' is not allowed; expected one of 'canny', 'grey'"):
-        get_method("controlnet").resolve({"condition": "depth"})
+    with pytest.raises(ConfigError, match="'condition' = 'normal' is not allowed; expected one of 'canny', 'grey'"):
+        get_method("controlnet").resolve({"condition": "normal"})
 
 
 def test_the_control_config_sweeps_the_three_control_weights_with_untrained_networks():
