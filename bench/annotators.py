@@ -17,12 +17,14 @@ of that condition was trained on:
 - ``segmentation``: the per-pixel argmax class at the image's size, each class painted in its
   ADE20K colour (``ade20k_palette.txt``); the model must predict ADE20K's 150 classes, as the
   segmentation ControlNet knows only their colours.
-- ``pose``: ViTPose's 17 COCO keypoints of one person whose box is the whole image (a top-down
-  model needs a box; there is no person detector here), converted to OpenPose's 18-point body
-  (the neck is the mid-shoulder point) and drawn as ControlNet 1.1's OpenPose annotator draws a
-  body: on black, each limb a filled ellipse 4 px thick in 60 % of its colour, then each joint a
-  4 px radius disc in its full colour. Keypoints scoring below ``pose_threshold`` are left out,
-  with their limbs.
+- ``pose``: ViTPose's 17 COCO keypoints of each person, converted to OpenPose's 18-point body
+  (the neck is the mid-shoulder point) and drawn as ControlNet 1.1's OpenPose annotator draws
+  bodies: on black, body after body, each limb a filled ellipse 4 px thick in 60 % of its
+  colour, then each joint a 4 px radius disc in its full colour. Keypoints scoring below
+  ``pose_threshold`` are left out, with their limbs. ViTPose is top-down: it needs each
+  person's box. With a ``pose_detector`` (an object detection model, e.g. RT-DETR) the boxes
+  are its "person" detections scoring at least ``person_threshold`` (none found: a black map);
+  without one, the whole image is one person's box.
 """
 
 from functools import cache
@@ -37,6 +39,7 @@ from .extra_networks import KINDS, ExtraNetwork, network_of
 from .params import Param
 
 MODEL_CONDITIONS = ("depth", "segmentation", "pose")
+PERSON = "person"
 DEFAULT_MODELS = {
     "depth": "Intel/dpt-hybrid-midas",
     "segmentation": "openmmlab/upernet-convnext-small",
@@ -67,15 +70,20 @@ def annotator_params() -> tuple[Param, ...]:
               f"segmentation condition: ADE20K semantic segmentation model, {source}"),
         Param("pose_model", str, DEFAULT_MODELS["pose"], f"pose condition: ViTPose keypoint model, {source}"),
         Param("pose_threshold", float, 0.3, "pose condition: keypoints scoring below it are not drawn", low=0, high=1),
+        Param("pose_detector", str, "", "pose condition: object detection model finding the people, e.g. "
+              f"PekingU/rtdetr_r50vd_coco_o365, {source} ('': the whole image is one person; with untrained, "
+              "any other value: a random tiny detector)"),
+        Param("person_threshold", float, 0.5, "pose condition: the detector's least score for a person", low=0, high=1),
     )  # fmt: skip
 
 
-def annotator_of(backbone, setting: dict) -> ExtraNetwork | None:
-    """The model the setting's condition needs, loaded (``None`` for the low-level maps).
-    Refuses a segmentation model that does not predict ADE20K's classes."""
+def annotators_of(backbone, setting: dict) -> list[ExtraNetwork]:
+    """The models the setting's condition needs, loaded: none for the low-level maps, the
+    condition's model, and for ``pose`` the person detector when one is named. Refuses a
+    segmentation model that does not predict ADE20K's classes and a detector without a person class."""
     condition = setting["condition"]
     if condition not in MODEL_CONDITIONS:
-        return None
+        return []
     network = network_of(backbone, condition, setting)
     labels = getattr(network.model.config, "num_labels", None)
     if condition == "segmentation" and labels != ADE20K_CLASSES:
@@ -83,30 +91,63 @@ def annotator_of(backbone, setting: dict) -> ExtraNetwork | None:
             f"{KINDS[condition].label} {setting[KINDS[condition].param]!r} predicts {labels} classes; segmentation "
             f"condition maps paint ADE20K's {ADE20K_CLASSES} classes in their colours, so it needs an ADE20K model"
         )
-    return network
+    if condition == "pose" and setting["pose_detector"]:
+        detector = network_of(backbone, "person_detector", setting)
+        person_class(detector)
+        return [detector, network]
+    return [network]
+
+
+def person_class(detector: ExtraNetwork) -> int:
+    """The detector's class id named "person" (COCO's name), or a ``ConfigError``."""
+    names = {str(name).lower(): int(i) for i, name in detector.model.config.id2label.items()}
+    if PERSON not in names:
+        raise ConfigError(
+            f"person detector {detector.fingerprint['source']!r} has no {PERSON!r} class among its "
+            f"{len(names)} labels; give a detector trained on COCO-style labels, or no pose_detector"
+        )
+    return names[PERSON]
 
 
 @torch.no_grad()
 def annotated_map(backbone, image: torch.Tensor, setting: dict) -> torch.Tensor:
     """The setting's model-made condition map of a (3, H, W) image in [0, 1], as (C, H, W) in
     [0, 1] on the CPU: 1 channel for depth, 3 for segmentation and pose."""
-    network = annotator_of(backbone, setting)
+    *detector, network = annotators_of(backbone, setting)
     height, width = image.shape[-2:]
     picture = Image.fromarray((image.clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0).cpu().numpy())
     condition, processor, model = setting["condition"], network.processor, network.model
-    device = next(model.parameters()).device
     if condition == "pose":
-        boxes = [[[0.0, 0.0, float(width), float(height)]]]  # COCO (x, y, w, h): the whole image
-        inputs = processor(images=picture, boxes=boxes, return_tensors="pt").to(device)
-        person = processor.post_process_pose_estimation(model(**inputs), boxes=boxes)[0][0]
-        keypoints, scores = person["keypoints"].float().cpu(), person["scores"].float().cpu()
-        return draw_openpose(keypoints, scores, height, width, setting["pose_threshold"])
-    outputs = model(**processor(images=picture, return_tensors="pt").to(device))
+        boxes = person_boxes(detector[0], picture, setting["person_threshold"]) if detector else [[0, 0, width, height]]
+        return draw_openpose(body_keypoints(network, picture, boxes), height, width, setting["pose_threshold"])
+    outputs = model(**processor(images=picture, return_tensors="pt").to(network.device))
     if condition == "depth":
         depth = processor.post_process_depth_estimation(outputs, target_sizes=[(height, width)])[0]["predicted_depth"]
         return normalised(depth.float().cpu())[None]
     classes = processor.post_process_semantic_segmentation(outputs, target_sizes=[(height, width)])[0]
     return ade20k_palette()[classes.cpu()].permute(2, 0, 1)
+
+
+@torch.no_grad()
+def person_boxes(detector: ExtraNetwork, picture: Image.Image, threshold: float) -> list[list[float]]:
+    """COCO ``[x, y, width, height]`` boxes of the detector's "person" detections scoring at
+    least ``threshold`` in ``picture``, by its processor's own post-processing."""
+    inputs = detector.processor(images=picture, return_tensors="pt").to(detector.device)
+    found = detector.processor.post_process_object_detection(
+        detector.model(**inputs), threshold=threshold, target_sizes=[(picture.height, picture.width)]
+    )[0]
+    people = found["boxes"][found["labels"] == person_class(detector)].float().cpu()
+    return [[x0, y0, x1 - x0, y1 - y0] for x0, y0, x1, y1 in people.tolist()]
+
+
+@torch.no_grad()
+def body_keypoints(pose: ExtraNetwork, picture: Image.Image, boxes: list) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """The pose model's COCO keypoints (17, 2) and their scores (17,) for each person's box."""
+    if not boxes:
+        return []
+    inputs = pose.processor(images=picture, boxes=[boxes], return_tensors="pt").to(pose.device)
+    people = pose.processor.post_process_pose_estimation(pose.model(**inputs), boxes=[boxes])[0]
+    return [(person["keypoints"].float().cpu(), person["scores"].float().cpu()) for person in people]
 
 
 def normalised(values: torch.Tensor) -> torch.Tensor:
@@ -137,19 +178,21 @@ def openpose_points(keypoints: torch.Tensor, scores: torch.Tensor, threshold: fl
     return points
 
 
-def draw_openpose(keypoints: torch.Tensor, scores: torch.Tensor, height: int, width: int, threshold: float):
-    """A (3, H, W) picture in [0, 1] of one body's skeleton (see the module doc)."""
+def draw_openpose(bodies: list[tuple[torch.Tensor, torch.Tensor]], height: int, width: int, threshold: float):
+    """A (3, H, W) picture in [0, 1] of the skeletons of ``bodies``, each its COCO keypoints
+    (17, 2) and their scores (17,) (see the module doc)."""
     canvas = Image.new("RGB", (width, height))
     draw = ImageDraw.Draw(canvas)
-    points = openpose_points(keypoints, scores, threshold)
-    for (a, b), colour in zip(OPENPOSE_LIMBS, OPENPOSE_COLOURS):
-        if points[a] is not None and points[b] is not None:
-            dim = tuple(int(c * LIMB_INTENSITY) for c in colour)
-            draw.polygon(limb_outline(points[a], points[b]), fill=dim)
-    for point, colour in zip(points, OPENPOSE_COLOURS):
-        if point is not None:
-            x, y = point
-            draw.ellipse((x - JOINT_RADIUS, y - JOINT_RADIUS, x + JOINT_RADIUS, y + JOINT_RADIUS), fill=colour)
+    for keypoints, scores in bodies:
+        points = openpose_points(keypoints, scores, threshold)
+        for (a, b), colour in zip(OPENPOSE_LIMBS, OPENPOSE_COLOURS):
+            if points[a] is not None and points[b] is not None:
+                dim = tuple(int(c * LIMB_INTENSITY) for c in colour)
+                draw.polygon(limb_outline(points[a], points[b]), fill=dim)
+        for point, colour in zip(points, OPENPOSE_COLOURS):
+            if point is not None:
+                x, y = point
+                draw.ellipse((x - JOINT_RADIUS, y - JOINT_RADIUS, x + JOINT_RADIUS, y + JOINT_RADIUS), fill=colour)
     return torch.from_numpy(np.asarray(canvas, dtype=np.float32) / 255).permute(2, 0, 1).contiguous()
 
 

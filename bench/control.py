@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .annotators import MODEL_CONDITIONS, annotated_map, annotator_of, annotator_params
+from .annotators import MODEL_CONDITIONS, annotated_map, annotator_params, annotators_of
 from .errors import ConfigError
 from .extra_networks import ExtraNetwork, check_compatible, network_of
 from .guidance import guided_sample
@@ -32,10 +32,11 @@ from .params import Param, check_start_level
 
 CONDITIONS = ("canny", "grey", "blur", *MODEL_CONDITIONS)
 #: What ``untrained: true`` makes random besides a spatial control method's network.
-CONDITION_MODELS_TOO = ", and the depth, segmentation or pose model its condition uses"
+CONDITION_MODELS_TOO = ", and the depth, segmentation, pose or person detection model its condition uses"
 #: The parameters a map depends on (a method's ``prep_params``: maps are computed once per sample).
 MAP_PARAMS = ("condition", "canny_low", "canny_high", "canny_sigma", "blur_sigma", "depth_model",
-              "segmentation_model", "pose_model", "pose_threshold", "untrained")  # fmt: skip
+              "segmentation_model", "pose_model", "pose_threshold", "pose_detector", "person_threshold",
+              "untrained")  # fmt: skip
 
 
 def condition_params(default: str = "canny") -> tuple[Param, ...]:
@@ -105,8 +106,7 @@ def controlled_sample(backbone, sample, setting: dict, generator, cond: torch.Te
     join the result's."""
     result = guided_sample(backbone, sample, setting, generator, unet_at=unet_at)
     result.artifacts["condition"] = as_picture(cond)
-    annotator = annotator_of(backbone, setting)
-    result.labels += network.labels + (annotator.labels if annotator else [])
+    result.labels += network.labels + [label for model in annotators_of(backbone, setting) for label in model.labels]
     return result
 
 
@@ -132,7 +132,7 @@ class SpatialControlMethod(Method):
     @classmethod
     def check_backbone(cls, setting, backbone):
         check_compatible(backbone, cls.network(backbone, setting))
-        annotator_of(backbone, setting)
+        annotators_of(backbone, setting)
 
     def prepare(self, backbone, sample, setting):
         return condition_map(sample.image, setting, backbone)

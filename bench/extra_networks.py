@@ -84,6 +84,8 @@ KINDS = {
         Kind("segmentation", "segmentation_model", "segmentation model", "AutoModelForSemanticSegmentation",
              library="transformers"),
         Kind("pose", "pose_model", "pose model", "VitPoseForPoseEstimation", library="transformers"),
+        Kind("person_detector", "pose_detector", "person detector", "AutoModelForObjectDetection",
+             library="transformers"),
     )
 }
 
@@ -103,6 +105,10 @@ class ExtraNetwork:
     labels: list[str]
     components: Any = None
     processor: Any = None
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
 
 
 def network_params(kind: str, default: str, untrained_too: str = "") -> tuple[Param, Param]:
@@ -332,7 +338,8 @@ def _instruct_pix2pix_unet(unet_config: dict, vae_factor: int) -> list:
 
 
 # Condition models at one tiny size (64 px inputs, 2-4 layers): architectures of the checkpoints
-# named by default (DPT, UperNet over ConvNeXt, ViTPose), each with the image processor it uses.
+# named by default (DPT, UperNet over ConvNeXt, ViTPose) and a person detector (YOLOS), each
+# with the image processor it uses.
 def _depth_model() -> list:
     from transformers import DPTConfig, DPTForDepthEstimation, DPTImageProcessor
 
@@ -362,6 +369,19 @@ def _pose_model() -> list:
     return [VitPoseForPoseEstimation(config), VitPoseImageProcessor(size={"height": 64, "width": 48})]
 
 
+def _person_detector() -> list:
+    """A YOLOS detector of one class, "person". Its detection tokens get random values
+    (they start equal, which would make every detection the same box)."""
+    from transformers import YolosConfig, YolosForObjectDetection, YolosImageProcessor
+
+    config = YolosConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=37,
+                         image_size=[64, 64], patch_size=8, num_detection_tokens=5,
+                         id2label={0: "person"})  # fmt: skip
+    detector = YolosForObjectDetection(config)
+    torch.nn.init.normal_(detector.vit.embeddings.detection_tokens)
+    return [detector, YolosImageProcessor(size={"shortest_edge": 64, "longest_edge": 64})]
+
+
 BUILDERS = {
     "controlnet": _controlnet,
     "t2i_adapter": _t2i_adapter,
@@ -369,4 +389,5 @@ BUILDERS = {
     "depth": _depth_model,
     "segmentation": _segmentation_model,
     "pose": _pose_model,
+    "person_detector": _person_detector,
 }

@@ -15,9 +15,11 @@ from bench.annotators import (
     OPENPOSE_LIMBS,
     ade20k_palette,
     annotated_map,
-    annotator_of,
+    annotators_of,
     draw_openpose,
     openpose_points,
+    person_boxes,
+    person_class,
 )
 from bench.control import as_picture
 from bench.data import Sample
@@ -87,8 +89,40 @@ def test_pose_map_draws_the_pose_models_keypoints_of_the_whole_image(backbone, p
     inputs = network.processor(images=pil(photo), boxes=boxes, return_tensors="pt")
     with torch.no_grad():
         person = network.processor.post_process_pose_estimation(network.model(**inputs), boxes=boxes)[0][0]
-    reference = draw_openpose(person["keypoints"], person["scores"], 96, 128, 0.0)
+    reference = draw_openpose([(person["keypoints"], person["scores"])], 96, 128, 0.0)
     assert ours.shape == (3, 96, 128) and torch.equal(ours, reference) and ours.sum() > 0
+
+
+def test_pose_with_a_detector_draws_every_detected_person(backbone, photo):
+    cell = setting("pose", pose_detector="any (untrained)", person_threshold=0.0, pose_threshold=0.0)
+    ours = annotated_map(backbone, photo, cell)
+    detector, network = annotators_of(backbone, cell)
+    found = detector.processor.post_process_object_detection(
+        detector.model(**detector.processor(images=pil(photo), return_tensors="pt")), threshold=0.0,
+        target_sizes=[(96, 128)])[0]  # fmt: skip
+    boxes = [[x0, y0, x1 - x0, y1 - y0] for (x0, y0, x1, y1), label in zip(found["boxes"].tolist(), found["labels"])
+             if detector.model.config.id2label[int(label)] == "person"]  # fmt: skip
+    assert len(boxes) >= 2
+    assert torch.allclose(torch.tensor(person_boxes(detector, pil(photo), 0.0)), torch.tensor(boxes))
+    inputs = network.processor(images=pil(photo), boxes=[boxes], return_tensors="pt")
+    with torch.no_grad():
+        people = network.processor.post_process_pose_estimation(network.model(**inputs), boxes=[boxes])[0]
+    reference = draw_openpose([(p["keypoints"], p["scores"]) for p in people], 96, 128, 0.0)
+    assert torch.equal(ours, reference)
+    nobody = annotated_map(backbone, photo, {**cell, "person_threshold": 1.0})
+    assert nobody.abs().sum() == 0  # no person found: a black map, as OpenPose gives
+
+
+def test_a_detector_without_a_person_class_is_refused(backbone, tmp_path):
+    from transformers import YolosConfig, YolosForObjectDetection, YolosImageProcessor
+
+    folder = tmp_path / "cars"
+    config = YolosConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=37,
+                         image_size=[64, 64], patch_size=8, num_detection_tokens=2, id2label={0: "car", 1: "truck"})
+    YolosForObjectDetection(config).save_pretrained(folder)
+    YolosImageProcessor(size={"shortest_edge": 64, "longest_edge": 64}).save_pretrained(folder)
+    with pytest.raises(ConfigError, match=r"person detector .*cars' has no 'person' class among its 2 labels"):
+        person_class(load_network(backbone, "person_detector", str(folder)))
 
 
 def body():
@@ -107,7 +141,7 @@ def colour_at(picture, x, y):
 
 def test_openpose_drawing_places_joints_and_limbs_in_openposes_colours():
     keypoints, scores = body()
-    picture = draw_openpose(keypoints, scores, 200, 200, threshold=0.3)
+    picture = draw_openpose([(keypoints, scores)], 200, 200, threshold=0.3)
     points = openpose_points(keypoints, scores, 0.3)
     assert points[1] == (100.0, 50.0)  # the neck: between the shoulders
     assert points[2] == (124.0, 50.0) and points[5] == (76.0, 50.0)  # OpenPose's right shoulder is COCO's index 6
@@ -122,7 +156,7 @@ def test_openpose_drawing_places_joints_and_limbs_in_openposes_colours():
 def test_openpose_drawing_leaves_out_unsure_keypoints_and_their_limbs():
     keypoints, scores = body()
     scores[10] = 0.1  # the right wrist (OpenPose point 4)
-    picture = draw_openpose(keypoints, scores, 200, 200, threshold=0.3)
+    picture = draw_openpose([(keypoints, scores)], 200, 200, threshold=0.3)
     assert colour_at(picture, 136, 110) == (0, 0, 0)  # the wrist
     assert colour_at(picture, 134, 95) == (0, 0, 0)  # the forearm leading to it
     assert colour_at(picture, 128, 65) != (0, 0, 0)  # the upper arm is still there
@@ -170,18 +204,18 @@ def test_a_segmentation_model_of_other_classes_is_refused(backbone, tmp_path):
     SegformerImageProcessor(size={"height": 64, "width": 64}).save_pretrained(folder)
     cell = get_method("controlnet").resolve({"condition": "segmentation", "segmentation_model": str(folder)})
     with pytest.raises(ConfigError, match="predicts 19 classes; .* needs an ADE20K model"):
-        annotator_of(backbone, cell)
+        annotators_of(backbone, cell)
 
 
 def test_changed_condition_model_weights_change_the_map_fingerprint_and_stop_a_resume(backbone, photo, tmp_path):
     depth = tmp_path / "depth"
     save_untrained(backbone, "depth", 1, depth)
     cell = get_method("controlnet").resolve({"condition": "depth", "depth_model": str(depth)})
-    before, first = annotated_map(backbone, photo, cell), annotator_of(backbone, cell)
+    before, [first] = annotated_map(backbone, photo, cell), annotators_of(backbone, cell)
     recorded = backbone.extra_fingerprints()
     shutil.rmtree(depth)
     save_untrained(backbone, "depth", 2, depth)
-    after, second = annotated_map(backbone, photo, cell), annotator_of(backbone, cell)
+    after, [second] = annotated_map(backbone, photo, cell), annotators_of(backbone, cell)
     assert second.fingerprint["id"] != first.fingerprint["id"] and (after - before).abs().max() > 1e-3
     assert changed_networks(recorded, backbone) == [f"depth:{depth} ({first.fingerprint['id']} -> "
                                                     f"{second.fingerprint['id']})"]  # fmt: skip
