@@ -85,10 +85,9 @@ def annotators_of(backbone, setting: dict) -> list[ExtraNetwork]:
     if condition not in MODEL_CONDITIONS:
         return []
     network = network_of(backbone, condition, setting)
-    labels = getattr(network.model.config, "num_labels", None)
-    if condition == "segmentation" and labels != ADE20K_CLASSES:
+    if condition == "segmentation" and (classes := network.model.config.num_labels) != ADE20K_CLASSES:
         raise ConfigError(
-            f"{KINDS[condition].label} {setting[KINDS[condition].param]!r} predicts {labels} classes; segmentation "
+            f"{KINDS[condition].label} {setting[KINDS[condition].param]!r} predicts {classes} classes; segmentation "
             f"condition maps paint ADE20K's {ADE20K_CLASSES} classes in their colours, so it needs an ADE20K model"
         )
     if condition == "pose" and setting["pose_detector"]:

@@ -25,23 +25,25 @@ from PIL import Image
 
 from .annotators import MODEL_CONDITIONS, annotated_map, annotator_params, annotators_of
 from .errors import ConfigError
-from .extra_networks import ExtraNetwork, check_compatible, network_of
+from .extra_networks import ExtraNetwork, check_compatible, network_of, network_params
 from .guidance import guided_sample
 from .method import EditResult, Method
 from .params import Param, check_start_level
 
 CONDITIONS = ("canny", "grey", "blur", *MODEL_CONDITIONS)
-#: What ``untrained: true`` makes random besides a spatial control method's network.
-CONDITION_MODELS_TOO = ", and the depth, segmentation, pose or person detection model its condition uses"
 #: The parameters a map depends on (a method's ``prep_params``: maps are computed once per sample).
 MAP_PARAMS = ("condition", "canny_low", "canny_high", "canny_sigma", "blur_sigma", "depth_model",
               "segmentation_model", "pose_model", "pose_threshold", "pose_detector", "person_threshold",
               "untrained")  # fmt: skip
 
 
-def condition_params(default: str = "canny") -> tuple[Param, ...]:
+def control_params(kind: str, network_default: str) -> tuple[Param, ...]:
+    """The parameters a spatial control method starts with: its ``kind`` network (whose
+    ``untrained`` also makes the condition's models random) and the condition map's."""
+    models_too = ", and the depth, segmentation, pose or person detection model its condition uses"
     return (
-        Param("condition", str, default, "condition map computed from the source image", choices=CONDITIONS),
+        *network_params(kind, network_default, models_too),
+        Param("condition", str, "canny", "condition map computed from the source image", choices=CONDITIONS),
         Param("canny_low", float, 0.1, "Canny low hysteresis threshold (gradient magnitude, image in [0, 1])", low=0),
         Param("canny_high", float, 0.2, "Canny high hysteresis threshold", low=0),
         Param("canny_sigma", float, 1.0, "Canny Gaussian smoothing, pixels", low=0),

@@ -11,9 +11,8 @@ UNet's skip connections and middle block at every step whose position in the run
 ``conditioning_scale = 0`` is ``cfg`` at the same ``t0``, ``w`` and ``steps``.
 """
 
-from bench.control import CONDITION_MODELS_TOO, SpatialControlMethod, condition_params, controlled_sample, with_channels
+from bench.control import SpatialControlMethod, control_params, controlled_sample, with_channels
 from bench.errors import ConfigError
-from bench.extra_networks import network_params
 from bench.guidance import sampler_params
 from bench.params import Param, whole_steps
 from bench.registry import register
@@ -26,8 +25,7 @@ class ControlNet(SpatialControlMethod):
     description = ("A ControlNet fed a condition map of the source (canny, grey, blur; depth, segmentation or pose "
                    "from a model) steers generation or an edit.")
     params = (
-        *network_params("controlnet", "lllyasviel/sd-controlnet-canny", CONDITION_MODELS_TOO),
-        *condition_params(),
+        *control_params("controlnet", "lllyasviel/sd-controlnet-canny"),
         Param("conditioning_scale", float, 1.0, "weight of the ControlNet's residuals (0 = no control)", low=0, high=5),
         Param("control_start", float, 0.0, "fraction of the steps run before which it is off", low=0, high=1),
         Param("control_end", float, 1.0, "fraction of the steps run after which it is off", low=0, high=1),

@@ -10,8 +10,7 @@ from the source noised to ``t0 * T``. ``adapter_scale = 0`` is plain ``cfg``.
 
 import torch
 
-from bench.control import CONDITION_MODELS_TOO, SpatialControlMethod, condition_params, controlled_sample, with_channels
-from bench.extra_networks import network_params
+from bench.control import SpatialControlMethod, control_params, controlled_sample, with_channels
 from bench.guidance import sampler_params
 from bench.params import Param
 from bench.registry import register
@@ -24,8 +23,7 @@ class T2IAdapterMethod(SpatialControlMethod):
     description = ("A T2I-Adapter's features of a condition map of the source (canny, grey, blur; depth, "
                    "segmentation or pose from a model) steer each step.")
     params = (
-        *network_params("t2i_adapter", "TencentARC/t2iadapter_canny_sd15v2", CONDITION_MODELS_TOO),
-        *condition_params(),
+        *control_params("t2i_adapter", "TencentARC/t2iadapter_canny_sd15v2"),
         Param("adapter_scale", float, 1.0, "weight of the adapter's features (0 = no control)", low=0, high=5),
         *sampler_params(w=7.5),
     )
