@@ -47,9 +47,9 @@ def main():
 def run(config, backbone, overrides, out, resume_dir, quiet, untrained_extractors, batch_size, dry_run, executor, workers,
         ray_address, includes):  # fmt: skip
     """Run a sweep CONFIG (or --resume RUN_DIR); prints the run folder (also on stderr as it starts)."""
-    from bench.cellplan import collapsed_settings, dry_run_text
-    from bench.config import load_config
-    from bench.runner import resume_run, start_run
+    from bench.execution.config import load_config
+    from bench.execution.plan import collapsed_settings, dry_run_text
+    from bench.execution.runner import resume_run, start_run
 
     executor_overrides = executor_settings(executor, workers, ray_address)
     started = [Path(resume_dir)] if resume_dir else []
@@ -112,7 +112,7 @@ def resumed_executor(run_dir, overrides: dict):
     """The executor a resumed run uses: the run's own, with the command line's keys over it."""
     from dataclasses import asdict
 
-    from bench.config import ExecutorSpec
+    from bench.execution.config import ExecutorSpec
     from bench.store import read_manifest
 
     spec = ExecutorSpec(**read_manifest(run_dir)["config"].get("executor", {}))
@@ -131,19 +131,19 @@ def resumed_executor(run_dir, overrides: dict):
 @_fail_cleanly
 def report(run_dir, html_path, md_path, planes, n_grid, table, reference_path, ci):
     """Print the run's tables as Markdown; with --html/--md also write full reports with plots and image grids."""
-    from bench.report import build_report, report_markdown, write_markdown
+    from bench.reporting.report import build_report, report_markdown, write_markdown
 
     if ci and not (table or reference_path):
         raise ConfigError("--ci adds intervals to --table piebench; the ordinary report always shows them")
     if table or reference_path:
-        from bench.piebench_table import write_piebench
+        from bench.reporting.piebench_table import write_piebench
 
         for line in write_piebench(run_dir, reference_path, ci, html_path, md_path):
             click.echo(line, err=bool(html_path or md_path))
         return
     report = build_report(run_dir, list(planes) or None, n_grid, figures=bool(html_path or md_path))
     if html_path:
-        from bench.html_report import write_html
+        from bench.reporting.html_report import write_html
 
         click.echo(f"HTML report -> {write_html(report, html_path)}", err=True)
     if md_path:
@@ -164,7 +164,7 @@ def report(run_dir, html_path, md_path, planes, n_grid, table, reference_path, c
 @click.option("--gate-time", is_flag=True, help="A slow-down beyond --time-tolerance fails (default: a warning).")
 def compare(base_run, new_run, thresholds, md_path, allow_different_samples, allow_missing, time_tolerance, gate_nfe, gate_time):
     """Compare NEW_RUN with BASE_RUN: exit 0 if nothing regressed, 1 if something did, 2 if they cannot be compared."""
-    from bench.compare import INCOMPARABLE, CompareOptions, compare_runs, comparison_markdown, load_thresholds
+    from bench.reporting.compare import INCOMPARABLE, CompareOptions, compare_runs, comparison_markdown, load_thresholds
 
     options = CompareOptions(allow_different_samples, allow_missing, time_tolerance, gate_nfe, gate_time)
     try:
@@ -190,7 +190,8 @@ def compare(base_run, new_run, thresholds, md_path, allow_different_samples, all
 @_fail_cleanly
 def history(run_dirs, metric, methods_, plot_path, md_path):
     """A metric across runs (run folders, or folders of run folders) in time order, as a table and a plot."""
-    from bench.history import history as build_history, history_markdown, history_png
+    from bench.reporting.history import history as build_history
+    from bench.reporting.history import history_markdown, history_png
 
     result = build_history(run_dirs, metric, list(methods_) or None)
     text = history_markdown(result)
@@ -209,7 +210,7 @@ def history(run_dirs, metric, methods_, plot_path, md_path):
 @_fail_cleanly
 def export(run_dir, csv_path, parquet_path):
     """Write one row per cell (parameters, metrics, cost) as CSV and/or Parquet."""
-    from bench.report import cells_table
+    from bench.reporting.report import cells_table
 
     if not (csv_path or parquet_path):
         raise ConfigError("export: give --csv PATH and/or --parquet PATH")
@@ -229,7 +230,7 @@ def export(run_dir, csv_path, parquet_path):
 @_fail_cleanly
 def score(run_dir, names, untrained_extractors, quiet):
     """Add metrics to a finished run from its saved images, without re-running methods."""
-    from bench.metrics.scoring import score_run
+    from bench.execution.scoring import score_run
 
     counts = score_run(run_dir, [n.strip() for n in names.split(",") if n.strip()], untrained_extractors, not quiet)
     click.echo(", ".join(f"{v} {k}" for k, v in counts.items()), err=True)
@@ -252,7 +253,7 @@ def metrics():
 @_fail_cleanly
 def methods(includes):
     """List methods (built-in, entry points, --include) with their parameters, defaults and allowed ranges."""
-    from bench.config import load_includes
+    from bench.execution.config import load_includes
     from bench.registry import all_methods
 
     load_includes({}, list(includes), Path.cwd())
@@ -266,7 +267,7 @@ def methods(includes):
 @main.command()
 def datasets():
     """List bundled datasets and the formats ``dataset.path`` accepts."""
-    from bench.data import dataset_cards, load_dataset, DatasetSpec
+    from bench.data import DatasetSpec, dataset_cards, load_dataset
 
     for name, card in dataset_cards().items():
         n = len(load_dataset(DatasetSpec(name=name)))

@@ -17,7 +17,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
-from .paths import cache_dir, write_atomic
+from bench.paths import cache_dir, write_atomic
 
 KEY_METADATA = "editbench_key"
 CHECKSUM_METADATA = "editbench_sha256"

@@ -20,9 +20,9 @@ import torch
 import yaml
 from PIL import Image, ImageDraw
 
-from .errors import ConfigError, SampleError, unknown
-from .fields import JSONL_FIELDS, PIE_FIELDS, field_error
-from .paths import repo_root
+from bench.errors import ConfigError, SampleError, unknown
+from bench.fields import JSONL_FIELDS, PIE_FIELDS, field_error
+from bench.paths import repo_root
 
 EDIT_TYPES = (
     "random",

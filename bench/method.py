@@ -18,8 +18,8 @@ from typing import Any, ClassVar
 
 import torch
 
-from .errors import ConfigError, did_you_mean
-from .params import Param, whole_steps
+from bench.errors import ConfigError, did_you_mean
+from bench.params import Param, whole_steps
 
 #: Fields a method may require of a sample (see ``bench.data.Sample``).
 SAMPLE_FIELDS = ("target_prompt", "mask", "edit_words", "class_label", "instruction")
@@ -68,7 +68,7 @@ class Preparation:
 
 
 def cfg_evaluations(w: float) -> int:
-    """UNet evaluations of one classifier-free guided step of one latent (``bench.sampling.guided_eps``)."""
+    """UNet evaluations of one classifier-free guided step of one latent (``bench.diffusion.sampling.guided_eps``)."""
     return 1 if w in (0, 1) else 2
 
 
@@ -148,7 +148,7 @@ class Method:
     @classmethod
     def cached_preparation(cls, setting: dict[str, Any]):
         """What ``prepare`` computes for this setting when it is kept in the disk cache (an
-        ``bench.inversion.InversionSpec``), so that ``--dry-run`` can estimate it and look it up;
+        ``bench.diffusion.inversion.ddim.InversionSpec``), so that ``--dry-run`` can estimate it and look it up;
         None when the method prepares nothing cacheable."""
         return None
 

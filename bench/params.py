@@ -4,7 +4,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from .errors import ConfigError
+from bench.errors import ConfigError
 
 
 @dataclass(frozen=True)

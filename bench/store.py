@@ -10,8 +10,8 @@ import sqlite3
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
-from .errors import ConfigError
-from .paths import write_atomic
+from bench.errors import ConfigError
+from bench.paths import write_atomic
 
 #: The run's provenance and resolved config, beside the database (a copy is in ``run_info``).
 MANIFEST = "manifest.json"

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import yaml
 
-from .errors import ConfigError
+from bench.errors import ConfigError
 
 
 def read_yaml(path, what: str):

@@ -32,8 +32,8 @@ METHODS = {
 def measure(config, worker, batch_size: int) -> tuple[float, int]:
     """Seconds and cells of one pass over every cell of ``config`` at ``batch_size``."""
     from bench.data import load_dataset
-    from bench.executors import LocalExecutor
-    from bench.plan import plan_units
+    from bench.execution.executors import LocalExecutor
+    from bench.execution.plan import plan_units
 
     def prep_key(method, setting):
         return worker.methods[method].prep_key(setting)
@@ -78,9 +78,9 @@ def main(sizes, steps, seeds, limit, repeats, names, sd15, backbone, device, dty
         backbone = str(folder)
     with tempfile.TemporaryDirectory(prefix="editbench-batching-") as tmp:
         os.environ["EDITBENCH_CACHE"] = str(Path(tmp) / "cache")
-        from bench.backbone import Backbone, BackboneSpec
-        from bench.config import build_config
-        from bench.worker import CellWorker
+        from bench.diffusion.backbone import Backbone, BackboneSpec
+        from bench.execution.config import build_config
+        from bench.execution.worker import CellWorker
 
         loaded = Backbone(BackboneSpec(name=backbone or "tiny", device=device, dtype=dtype))
         print(f"backbone {backbone or 'tiny'} on {loaded.device} ({dtype}), {loaded.resolution} px, {steps} steps, "

@@ -29,8 +29,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 def main(k, limit, dataset, inversion, steps, backbone):
     with tempfile.TemporaryDirectory(prefix="editbench-reuse-") as tmp:
         os.environ["EDITBENCH_CACHE"] = str(Path(tmp) / "cache")  # empty: the first cell of each image computes
-        from bench.config import build_config
-        from bench.runner import Runner
+        from bench.execution.config import build_config
+        from bench.execution.runner import Runner
         from bench.store import Store
 
         fractions = [round(i / max(k - 1, 1), 4) for i in range(k)]

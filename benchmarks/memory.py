@@ -2,7 +2,7 @@
 
 Two parts, each in its own process so that each peak is its own:
 
-- ``null_text``: ``bench.inversion.prepare_inversion`` of one sample, first the DDIM pivot
+- ``null_text``: ``bench.diffusion.inversion.ddim.prepare_inversion`` of one sample, first the DDIM pivot
   (VAE encode + inversion), then the null-text optimisation (``inner_steps`` forward and
   backward passes per step; early stopping off, so every inner step runs).
 - ``p2p``: ``methods/p2p.py`` (through the registry) over that null-text inversion, read
@@ -13,7 +13,7 @@ Two parts, each in its own process so that each peak is its own:
 
 The backbone is SD 1.5's architecture (UNet, AutoencoderKL, CLIP ViT-L/14 text encoder,
 DDIM) with **random weights**, written once with ``save_pretrained`` (safetensors, about
-4.3 GB in fp32) into ``--model-dir`` and loaded through ``bench.backbone.Backbone``, the
+4.3 GB in fp32) into ``--model-dir`` and loaded through ``bench.diffusion.backbone.Backbone``, the
 ``from_pretrained`` path real checkpoints take. Memory does not depend on the weights'
 values, so these are memory numbers only; images from it mean nothing. ``--backbone FOLDER``
 measures a real SD pipeline folder instead.
@@ -63,7 +63,7 @@ def build_random_sd15(folder: Path) -> None:
     from diffusers import AutoencoderKL, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel
 
-    from bench.tiny import write_pipeline
+    from bench.diffusion.tiny import write_pipeline
     from bench.tokenizer import CLIP_VOCAB_SIZE
 
     torch.manual_seed(0)
@@ -208,9 +208,9 @@ def p2p_setting(steps: int, inner_steps: int) -> dict:
 
 def run_part(part: str, folder: str, device: str, dtype: str, size: int, steps: int, inner_steps: int, sample_id: str):
     """Load the backbone, run ``part`` under a ``MemoryTrace``; the result as a JSON-able dict."""
-    from bench.backbone import Backbone, BackboneSpec
     from bench.data import DatasetSpec, load_dataset
-    from bench.inversion import prepare_inversion
+    from bench.diffusion.backbone import Backbone, BackboneSpec
+    from bench.diffusion.inversion.ddim import prepare_inversion
     from bench.registry import get_method
     from methods.null_text_inversion import null_text_params
 

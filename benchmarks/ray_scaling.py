@@ -24,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 def timed_run(config, executor, out: Path) -> tuple[float, float, int]:
     """Start-up seconds, run seconds and computed cells of one fresh run of ``config``."""
-    from bench.runner import Runner, new_run_dir
+    from bench.execution.runner import Runner, new_run_dir
 
     started = time.perf_counter()
     runner = Runner(config, new_run_dir(config, str(out)), progress=False, executor=executor)
@@ -44,7 +44,7 @@ def main(config_path, overrides, cpus, workers):
     import ray
     import torch
 
-    from bench.config import ExecutorSpec, load_config
+    from bench.execution.config import ExecutorSpec, load_config
 
     config = load_config(config_path, list(overrides))
     ray.init(num_cpus=cpus, include_dashboard=False, logging_level="WARNING")

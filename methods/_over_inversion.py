@@ -1,20 +1,19 @@
 """The base of editors that run over a chosen inversion (``masactrl``, ``pnp``, ``pix2pix_zero``).
 
 The inversion is prepared exactly as ``p2p`` prepares it, through
-``bench.inversion.prepare_inversion`` and its disk cache, so one inversion per image (and
+``bench.diffusion.inversion.ddim.prepare_inversion`` and its disk cache, so one inversion per image (and
 steps, inversion kind and parameters) is shared by every editor of a run.
 """
 
-from bench.inversion import KINDS, prepare_inversion
+from bench.diffusion.inversion.ddim import KINDS, prepare_inversion
 from bench.method import Method
 from bench.params import Param
-
-from .ddim_inversion import INVERSION_W, STEPS
-from .null_text_inversion import NULL_TEXT_PARAMS, check_null_text, null_text_params
+from methods.ddim_inversion import INVERSION_W, STEPS
+from methods.null_text_inversion import NULL_TEXT_PARAMS, check_null_text, null_text_params
 
 
 def inversion_params(default: str) -> tuple[Param, ...]:
-    """``steps``, ``inversion`` (one of ``bench.inversion.KINDS``), ``inversion_w`` and null-text's settings."""
+    """``steps``, ``inversion`` (one of ``bench.diffusion.inversion.ddim.KINDS``), ``inversion_w`` and null-text's settings."""
     return (
         STEPS,
         Param("inversion", str, default, "inversion giving z_T and the null embeddings", choices=KINDS),

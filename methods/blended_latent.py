@@ -8,11 +8,8 @@ Optionally paste the source pixels outside the pixel mask after decoding.
 
 import torch
 
-from bench.masks import latent_masks
-from bench.method import Method
-from bench.params import Param, check_start_level, guidance_param, start_level_param, steps_param
-from bench.registry import register
-from bench.sampling import (
+from bench.diffusion.masks import latent_masks
+from bench.diffusion.sampling import (
     decode_rows,
     denoise,
     fresh_noise,
@@ -23,6 +20,9 @@ from bench.sampling import (
     split_rows,
     text_guided_eps,
 )
+from bench.method import Method
+from bench.params import Param, check_start_level, guidance_param, start_level_param, steps_param
+from bench.registry import register
 
 
 @register

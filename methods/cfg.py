@@ -6,7 +6,7 @@ both predictions in one UNet batch. ``t0 = 1`` generates from pure noise (equal 
 Sweeping ``w`` traces the fidelity/diversity trade-off.
 """
 
-from bench.guidance import guided_batch, sampler_params
+from bench.diffusion.guidance import guided_batch, sampler_params
 from bench.method import Method
 from bench.params import check_start_level
 from bench.registry import register

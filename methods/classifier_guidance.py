@@ -9,7 +9,7 @@ labels the run's numbers as smoke numbers. The label is an ImageNet index or cla
 or empty for each sample's ``class_label``.
 """
 
-from bench.guidance import (
+from bench.diffusion.guidance import (
     ClassifierGuide,
     LabelParam,
     check_classifier,

@@ -10,8 +10,8 @@ with seeded random weights and labels the run's numbers as smoke numbers.
 
 from pathlib import Path
 
+from bench.diffusion.guidance import ClipGuide, guided_sample, load_clip, load_reference, sampler_params, scale_param
 from bench.errors import ConfigError
-from bench.guidance import ClipGuide, guided_sample, load_clip, load_reference, sampler_params, scale_param
 from bench.method import Method
 from bench.params import Param, check_start_level
 from bench.registry import register

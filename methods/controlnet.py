@@ -2,7 +2,7 @@
 
 A trainable copy of the UNet encoder, fed a condition map of the source image (``canny``,
 ``grey``, ``blur``, or ``depth``, ``segmentation``, ``pose`` made by a model;
-``bench.control``), adds ``conditioning_scale`` times its residuals to the
+``bench.diffusion.control``), adds ``conditioning_scale`` times its residuals to the
 UNet's skip connections and middle block at every step whose position in the run lies in
 [``control_start``, ``control_end``] (fractions of the steps run, as diffusers'
 ``control_guidance_start/end``). ``t0 = 1`` generates from noise (equal to diffusers'
@@ -11,9 +11,9 @@ UNet's skip connections and middle block at every step whose position in the run
 ``conditioning_scale = 0`` is ``cfg`` at the same ``t0``, ``w`` and ``steps``.
 """
 
-from bench.control import SpatialControlMethod, control_params, controlled_sample, with_channels
+from bench.diffusion.control import SpatialControlMethod, control_params, controlled_sample, with_channels
+from bench.diffusion.guidance import sampler_params
 from bench.errors import ConfigError
-from bench.guidance import sampler_params
 from bench.params import Param, whole_steps
 from bench.registry import register
 

@@ -6,7 +6,7 @@ inversion is prepared once per sample and (steps, inversion_w), and cached on di
 """
 
 
-from bench.inversion import InversionSpec, prepare_inversion, regenerate_rows
+from bench.diffusion.inversion.ddim import InversionSpec, prepare_inversion, regenerate_rows
 from bench.method import Method
 from bench.params import Param, guidance_param, steps_param
 from bench.registry import register

@@ -1,7 +1,7 @@
 """``ddpm_inversion``: edit-friendly DDPM inversion (Huberman-Spiegelglas et al., CVPR 2024),
 then DDPM regeneration with the target prompt from step ``skip`` with the stored noise maps.
 
-See ``bench/ddpm_inversion.py`` for the formulas. Defaults follow PnPInversion's use of it
+See ``bench/diffusion/inversion/ddpm.py`` for the formulas. Defaults follow PnPInversion's use of it
 (source guidance 1, target guidance 7.5, 12 of 50 steps skipped); the authors' own defaults
 are 100 steps, source guidance 3.5, target guidance 15 and 36 steps skipped. With the target
 prompt equal to the source, ``w = inversion_w`` and ``skip = 0`` it reproduces the source latent.
@@ -9,12 +9,12 @@ prompt equal to the source, ``w = inversion_w`` and ``skip = 0`` it reproduces t
 
 import torch
 
-from bench.ddpm_inversion import prepare_ddpm_inversion
+from bench.diffusion.inversion.ddpm import prepare_ddpm_inversion
+from bench.diffusion.sampling import denoise, text_guided_eps
 from bench.errors import ConfigError
 from bench.method import EditResult, Method
 from bench.params import Param, guidance_param, steps_param
 from bench.registry import register
-from bench.sampling import denoise, text_guided_eps
 
 INVERSION_W = Param("inversion_w", float, 1.0, "guidance weight of the inversion (source prompt)", low=0, high=50)
 NOISE_SEED = Param("noise_seed", int, 0, "seed of the independent noisy latents the inversion draws", low=0)

@@ -1,5 +1,5 @@
 """``edict``: EDICT exact inversion with the source prompt, then coupled regeneration with the
-target prompt (PnPInversion's "edict + direct forward"). See ``bench/edict.py`` for the
+target prompt (PnPInversion's "edict + direct forward"). See ``bench/diffusion/inversion/edict.py`` for the
 formulas, the float64 arithmetic and where the authors' code differs.
 
 With the target prompt equal to the source and ``w = inversion_w`` it returns the source latent
@@ -9,7 +9,7 @@ doubled by CFG.
 
 import torch
 
-from bench.edict import edict_denoise, prepare_edict
+from bench.diffusion.inversion.edict import edict_denoise, prepare_edict
 from bench.method import EditResult, Method
 from bench.params import Param, guidance_param, steps_param
 from bench.registry import register

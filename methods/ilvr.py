@@ -14,11 +14,7 @@ same pass band and makes it hold exactly.
 import torch
 import torch.nn.functional as F
 
-from bench.errors import ConfigError
-from bench.method import Method
-from bench.params import Param, guidance_param, steps_param, whole_steps
-from bench.registry import register
-from bench.sampling import (
+from bench.diffusion.sampling import (
     decode_rows,
     denoise,
     fresh_noise,
@@ -28,6 +24,10 @@ from bench.sampling import (
     split_rows,
     text_guided_eps,
 )
+from bench.errors import ConfigError
+from bench.method import Method
+from bench.params import Param, guidance_param, steps_param, whole_steps
+from bench.registry import register
 
 
 def _resize_matrix(n_in: int, n_out: int) -> torch.Tensor:

@@ -2,7 +2,7 @@
 
 Edits from the sample's instruction ("make it a watercolor") with its own UNet, whose 8 input
 channels take the noisy latent and the source latent, beside the backbone's VAE and text
-encoder when they fit it, else with the checkpoint pipeline's own (``bench.extra_networks``;
+encoder when they fit it, else with the checkpoint pipeline's own (``bench.diffusion.extra_networks``;
 their weights join the fingerprint); checked before any cell. Starting from pure noise, each DDIM step
 combines three predictions in one UNet batch (the paper's eq. 3):
 ``eps = eps(z, 0, 0) + image_w (eps(z, I, 0) - eps(z, 0, 0)) + w (eps(z, I, c) - eps(z, I, 0))``,
@@ -15,11 +15,11 @@ altogether when ``w <= 1`` or ``image_w < 1``, while here the formula holds at e
 
 import torch
 
-from bench.extra_networks import check_compatible, network_of, network_params
+from bench.diffusion.extra_networks import check_compatible, network_of, network_params
+from bench.diffusion.sampling import denoise, fresh_noise
 from bench.method import EditResult, Method
 from bench.params import Param, guidance_param, steps_param
 from bench.registry import register
-from bench.sampling import denoise, fresh_noise
 
 
 @register

@@ -30,9 +30,8 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
-from bench.attention import AttentionController, word_positions
-from bench.errors import ConfigError, SampleError
-from bench.features import (
+from bench.diffusion.attention.control import AttentionController, word_positions
+from bench.diffusion.attention.hooks import (
     attend,
     by_row,
     cross_attention_layers,
@@ -43,11 +42,11 @@ from bench.features import (
     two_branch_latents,
     word_mask,
 )
+from bench.errors import ConfigError, SampleError
 from bench.method import EditResult
 from bench.params import Param, guidance_param
 from bench.registry import register
-
-from ._over_inversion import OverInversion, inversion_params
+from methods._over_inversion import OverInversion, inversion_params
 
 MASK_THRESHOLD = 0.1
 

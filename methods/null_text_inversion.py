@@ -8,13 +8,12 @@ freshly computed inversion (0 when it came from the disk cache).
 """
 
 
+from bench.diffusion.inversion.ddim import InversionSpec, NullTextParams, prepare_inversion, regenerate_rows
 from bench.errors import ConfigError
-from bench.inversion import InversionSpec, NullTextParams, prepare_inversion, regenerate_rows
 from bench.method import Method
 from bench.params import Param
 from bench.registry import register
-
-from .ddim_inversion import INVERSION_W, STEPS, W
+from methods.ddim_inversion import INVERSION_W, STEPS, W
 
 NULL_TEXT_PARAMS = (
     Param("nti_w", float, 7.5, "guidance weight the null embeddings are optimised for", low=0, high=50),

@@ -1,7 +1,7 @@
 """``p2p``: Prompt-to-Prompt (Hertz et al., ICLR 2023) on top of a chosen inversion.
 
 Source and target prompts are denoised as one batch from the same ``z_T`` (the inversion's,
-or fresh noise with ``inversion = none``); ``bench.attention`` injects the source branch's
+or fresh noise with ``inversion = none``); ``bench.diffusion.attention.control`` injects the source branch's
 attention into the target branch. Edit kinds: ``replace`` (word swap, equal token counts),
 ``refine`` (words added; edit-distance token alignment), ``reweight`` (a word's attention
 scaled by a factor, on top of replace or refine). ``auto`` picks replace when the prompts have
@@ -14,7 +14,7 @@ runs the source row at guidance 1 and starts 12 of 50 steps late, both rows run 
 ``x_T`` (set ``inversion_w = w`` for a source row that retraces the source exactly).
 
 A batch of ``n`` cells runs as ``2n`` latents, each cell's (source, target) pair with its
-own prompts, null embeddings, controller and local blend (``bench.attention.BatchController``).
+own prompts, null embeddings, controller and local blend (``bench.diffusion.attention.control.BatchController``).
 """
 
 from collections.abc import Callable
@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import torch
 from diffusers.utils.torch_utils import randn_tensor
 
-from bench.attention import (
+from bench.diffusion.attention.control import (
     N_BRANCHES,
     AttentionController,
     BatchController,
@@ -35,17 +35,16 @@ from bench.attention import (
     prompt_tokens,
     word_positions,
 )
-from bench.ddpm_inversion import prepare_ddpm_inversion
+from bench.diffusion.inversion.ddim import KINDS, Inversion, InversionSpec, prepare_inversion
+from bench.diffusion.inversion.ddpm import prepare_ddpm_inversion
+from bench.diffusion.sampling import decode_rows, denoise, encode_prompts, guided_eps, split_rows
 from bench.errors import ConfigError, SampleError
-from bench.inversion import KINDS, Inversion, InversionSpec, prepare_inversion
 from bench.method import Method
 from bench.params import Param
 from bench.registry import register
-from bench.sampling import decode_rows, denoise, encode_prompts, guided_eps, split_rows
-
-from .ddim_inversion import INVERSION_W, STEPS, W
-from .ddpm_inversion import NOISE_SEED
-from .null_text_inversion import NULL_TEXT_PARAMS, check_null_text, null_text_params
+from methods.ddim_inversion import INVERSION_W, STEPS, W
+from methods.ddpm_inversion import NOISE_SEED
+from methods.null_text_inversion import NULL_TEXT_PARAMS, check_null_text, null_text_params
 
 EDITS = ("auto", "replace", "refine", "reweight")
 

@@ -23,7 +23,7 @@ Sources and choices: the paper and the authors' code take the gradient of the co
 branch's maps; diffusers' (deprecated) pipeline applies the loss to the whole CFG batch and
 steps from the unconditional half's moved latent: the authors' form is used. The authors'
 inversion regularises the noise maps (auto-correlation and KL terms); here any
-``bench.inversion`` kind is used instead. Defaults ``xa_guidance = 0.1`` and ``w = 5`` are the
+``bench.diffusion.inversion.ddim`` kind is used instead. Defaults ``xa_guidance = 0.1`` and ``w = 5`` are the
 authors' (``--xa_guidance``, ``--negative_guidance_scale``).
 """
 
@@ -31,13 +31,12 @@ from dataclasses import dataclass, field
 
 import torch
 
-from bench.features import cross_attention_layers, hooked, hooked_layers
+from bench.diffusion.attention.hooks import cross_attention_layers, hooked, hooked_layers
+from bench.diffusion.sampling import guided_eps
 from bench.method import EditResult
 from bench.params import Param, guidance_param
 from bench.registry import register
-from bench.sampling import guided_eps
-
-from ._over_inversion import OverInversion, inversion_params
+from methods._over_inversion import OverInversion, inversion_params
 
 #: Sentences of the edit direction; ``{}`` is an edit word.
 TEMPLATES = (

@@ -32,8 +32,7 @@ from dataclasses import dataclass
 
 import torch
 
-from bench.errors import ConfigError
-from bench.features import (
+from bench.diffusion.attention.hooks import (
     attend,
     from_source,
     hooked,
@@ -42,11 +41,11 @@ from bench.features import (
     self_attention_layers,
     two_branch_latents,
 )
+from bench.errors import ConfigError
 from bench.method import EditResult
 from bench.params import Param, guidance_param
 from bench.registry import register
-
-from ._over_inversion import OverInversion, inversion_params
+from methods._over_inversion import OverInversion, inversion_params
 
 FEATURE_BLOCK = (1, 1)  # up_blocks[1].resnets[1]
 

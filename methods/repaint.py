@@ -9,12 +9,8 @@ regenerated region harmonises with the kept one; the cost is ``r`` times the NFE
 
 import torch
 
-from bench.errors import ConfigError
-from bench.masks import latent_masks
-from bench.method import Method
-from bench.params import Param, guidance_param, steps_param
-from bench.registry import register
-from bench.sampling import (
+from bench.diffusion.masks import latent_masks
+from bench.diffusion.sampling import (
     decode_rows,
     denoise,
     fresh_noise,
@@ -26,6 +22,10 @@ from bench.sampling import (
     split_rows,
     text_guided_eps,
 )
+from bench.errors import ConfigError
+from bench.method import Method
+from bench.params import Param, guidance_param, steps_param
+from bench.registry import register
 
 
 @register

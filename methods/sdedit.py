@@ -7,10 +7,7 @@ prompt under CFG. Equal to diffusers' ``StableDiffusionImg2ImgPipeline`` with
 
 import torch
 
-from bench.method import Method
-from bench.params import check_start_level, guidance_param, start_level_param, steps_param
-from bench.registry import register
-from bench.sampling import (
+from bench.diffusion.sampling import (
     decode_rows,
     denoise,
     fresh_noise,
@@ -20,6 +17,9 @@ from bench.sampling import (
     split_rows,
     text_guided_eps,
 )
+from bench.method import Method
+from bench.params import check_start_level, guidance_param, start_level_param, steps_param
+from bench.registry import register
 
 
 @register

@@ -1,7 +1,7 @@
 """``t2i_adapter``: T2I-Adapter (Mou et al., AAAI 2024) beside the shared backbone.
 
 A small adapter turns a condition map of the source image (``canny``, ``grey``, ``blur``, or
-``depth``, ``segmentation``, ``pose`` made by a model; ``bench.control``) into one feature
+``depth``, ``segmentation``, ``pose`` made by a model; ``bench.diffusion.control``) into one feature
 map per UNet down block, computed once per cell and added, times ``adapter_scale``, inside
 the UNet's encoder at every step. ``t0 = 1`` generates
 from noise (equal to diffusers' ``StableDiffusionAdapterPipeline``, tested); ``t0 < 1`` starts
@@ -10,8 +10,8 @@ from the source noised to ``t0 * T``. ``adapter_scale = 0`` is plain ``cfg``.
 
 import torch
 
-from bench.control import SpatialControlMethod, control_params, controlled_sample, with_channels
-from bench.guidance import sampler_params
+from bench.diffusion.control import SpatialControlMethod, control_params, controlled_sample, with_channels
+from bench.diffusion.guidance import sampler_params
 from bench.params import Param
 from bench.registry import register
 

@@ -13,7 +13,7 @@ import torch  # noqa: E402
 
 @pytest.fixture(scope="session")
 def backbone():
-    from bench.backbone import Backbone
+    from bench.diffusion.backbone import Backbone
 
     return Backbone()
 

@@ -33,7 +33,7 @@ def write_dataset(folder, n: int = 2, extra: list[dict] = ()) -> str:
 
 def run_config(tmp_path, methods, extra=(), n=2, **more):
     """A validated config running ``methods`` on ``n`` written samples (plus ``extra`` entries)."""
-    from bench.config import build_config
+    from bench.execution.config import build_config
 
     data = write_dataset(tmp_path / "data", n=n, extra=extra)
     raw = {"dataset": {"name": None, "path": data}, "methods": methods, "output": str(tmp_path / "runs"), **more}

@@ -10,7 +10,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from bench.aggregate import (
+from bench.execution.plan import cell_key
+from bench.execution.runner import setting_slug
+from bench.metrics import METRICS, ImageMetric
+from bench.reporting.aggregate import (
     Stat,
     best_rows,
     bootstrap_ci,
@@ -20,10 +23,7 @@ from bench.aggregate import (
     nan_notes,
     summarize,
 )
-from bench.metrics import METRICS, ImageMetric
-from bench.report import provenance
-from bench.plan import cell_key
-from bench.runner import setting_slug
+from bench.reporting.report import provenance
 from bench.store import CellRecord, Store, setting_json
 from tests.helpers import write_dataset
 

@@ -10,7 +10,8 @@ import pytest
 import torch
 from PIL import Image
 
-from bench.annotators import (
+from bench.data import Sample
+from bench.diffusion.annotators import (
     OPENPOSE_COLOURS,
     OPENPOSE_LIMBS,
     ade20k_palette,
@@ -21,12 +22,11 @@ from bench.annotators import (
     person_boxes,
     person_class,
 )
-from bench.control import as_picture
-from bench.data import Sample
+from bench.diffusion.control import as_picture
+from bench.diffusion.extra_networks import changed_networks, load_network, save_untrained
 from bench.errors import ConfigError
-from bench.extra_networks import changed_networks, load_network, save_untrained
+from bench.execution.runner import Runner, resume_run, start_run
 from bench.registry import get_method
-from bench.runner import Runner, resume_run, start_run
 from bench.store import Store
 from tests.helpers import run_config
 

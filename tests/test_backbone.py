@@ -2,7 +2,7 @@ import json
 
 import torch
 
-from bench.backbone import Backbone, BackboneSpec, UNTRAINED_LABEL
+from bench.diffusion.backbone import UNTRAINED_LABEL, Backbone, BackboneSpec
 
 
 def test_tiny_is_saved_as_safetensors_and_loaded_like_a_checkpoint(backbone):

@@ -11,7 +11,7 @@ every step and the untrained tiny VAE decoder amplifies it again: the largest im
 measured is 8e-5 (p2p over negative-prompt inversion), 1e-5 at w = 1. Images are compared at
 ``IMAGE_TOLERANCE`` (a quarter of one 8-bit level is 1e-3); a row given another row's prompt,
 mask or noise differs by more than 1e-3, which the last asserts check. The VAE itself runs row
-by row (``bench.sampling``), adding no noise of its own.
+by row (``bench.diffusion.sampling``), adding no noise of its own.
 """
 
 import numpy as np
@@ -19,13 +19,13 @@ import pytest
 import torch
 
 from bench.data import Sample
+from bench.diffusion.sampling import source_latents
 from bench.errors import ConfigError
+from bench.execution.plan import cell_seed
+from bench.execution.runner import start_run
 from bench.method import EditResult, EditRow, Method
-from bench.plan import cell_seed
 from bench.registry import get_method, register
-from bench.report import cells_table
-from bench.runner import start_run
-from bench.sampling import source_latents
+from bench.reporting.report import cells_table
 from tests.helpers import read_cells, run_config
 
 STEPS = 3

@@ -7,13 +7,13 @@ from pathlib import Path
 import pytest
 import torch
 
-import bench.inversion
+import bench.diffusion.inversion.ddim
 from bench import cache
-from bench.config import load_config
 from bench.data import Sample
-from bench.inversion import NullTextParams, cache_fields, prepare_inversion
+from bench.diffusion.inversion.ddim import NullTextParams, cache_fields, prepare_inversion
+from bench.execution.config import load_config
+from bench.execution.runner import Runner
 from bench.paths import repo_root
-from bench.runner import Runner
 from bench.store import Store
 
 STEPS = 3
@@ -63,7 +63,7 @@ def test_changing_any_key_field_recomputes(backbone, sample, monkeypatch):
         args = {"sample": sample, **change}
         prep, nfe = prepared(backbone, **args)
         assert not prep.cache_hit and nfe > 0, what
-    monkeypatch.setattr(bench.inversion, "INVERSION_VERSION", bench.inversion.INVERSION_VERSION + 1)
+    monkeypatch.setattr(bench.diffusion.inversion.ddim, "INVERSION_VERSION", bench.diffusion.inversion.ddim.INVERSION_VERSION + 1)
     prep, nfe = prepared(backbone, sample)
     assert not prep.cache_hit and nfe > 0, "version"
     monkeypatch.undo()

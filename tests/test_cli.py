@@ -48,12 +48,12 @@ def test_run_report_export(tmp_path, monkeypatch):
     assert exported.exit_code == 0
     rows = list(csv.DictReader(open(tmp_path / "cells.csv")))
     assert len(rows) == 2 * 3 and {r["method"] for r in rows} == {"reconstruct", "sdedit"}
-    import bench.backbone
+    import bench.diffusion.backbone
 
     def refuse(*args, **kwargs):
         raise AssertionError("--resume of a finished run loaded the backbone")
 
-    monkeypatch.setattr(bench.backbone.Backbone, "__init__", refuse)  # a finished run is seen from its store alone
+    monkeypatch.setattr(bench.diffusion.backbone.Backbone, "__init__", refuse)  # a finished run is seen from its store alone
     resumed = invoke("run", "--resume", run_dir, "--quiet")
     assert resumed.exit_code == 0 and "6 already done" in resumed.output
     assert "give no CONFIG" in invoke("run", config, "--resume", run_dir).output

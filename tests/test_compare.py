@@ -7,19 +7,19 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from bench.aggregate import Stat
-from bench.compare import (
+from bench.errors import ConfigError
+from bench.reporting.aggregate import Stat
+from bench.reporting.compare import (
     INCOMPARABLE,
     OK,
-    CompareOptions,
     REGRESSED,
+    CompareOptions,
     Threshold,
     compare_runs,
     comparison_markdown,
     judge,
     load_thresholds,
 )
-from bench.errors import ConfigError
 from run_bench import main
 from tests.helpers import write_dataset
 from tests.test_aggregate import cell, fake_metrics, make_run, sweep_cells  # noqa: F401  (fixture)
@@ -190,9 +190,9 @@ def test_cli_exit_codes(tmp_path):
 def test_a_degraded_method_in_a_real_run_is_caught(tmp_path, backbone, monkeypatch):
     """Two runs of one config on the tiny backbone; in the second, sdedit is broken to
     return a white image. compare exits 1 naming sdedit only; the same run twice exits 0."""
-    from bench.config import build_config
+    from bench.execution.config import build_config
+    from bench.execution.runner import Runner
     from bench.registry import get_method
-    from bench.runner import Runner
     from tests.helpers import write_dataset
 
     raw = {"dataset": {"name": None, "path": write_dataset(tmp_path / "data", n=3)},

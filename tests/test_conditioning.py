@@ -4,14 +4,14 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from bench.config import build_config
 from bench.data import Sample
+from bench.diffusion.masks import latent_mask
+from bench.diffusion.sampling import denoise, text_guided_eps
 from bench.errors import ConfigError
-from bench.masks import latent_mask
+from bench.execution.config import build_config
+from bench.execution.runner import start_run
 from bench.method import EditRow
 from bench.registry import get_method
-from bench.runner import start_run
-from bench.sampling import denoise, text_guided_eps
 from bench.store import Store
 from methods.ilvr import LowPass
 from tests.helpers import write_dataset

@@ -1,7 +1,7 @@
 import pytest
 
-from bench.config import build_config, config_from_resolved, expand_grid, load_config
 from bench.errors import ConfigError
+from bench.execution.config import build_config, config_from_resolved, expand_grid, load_config
 from bench.registry import get_method, method_names
 
 BASE = {"methods": {"sdedit": {"t0": 0.5, "steps": 10}}}

@@ -10,10 +10,10 @@ from diffusers import (
     StableDiffusionControlNetPipeline,
 )
 
-from bench.control import as_picture, condition_map, with_channels
 from bench.data import Sample
+from bench.diffusion.control import as_picture, condition_map, with_channels
+from bench.diffusion.extra_networks import load_network
 from bench.errors import ConfigError
-from bench.extra_networks import load_network
 from bench.registry import get_method
 from tests.helpers import diffusers_pipeline
 
@@ -133,7 +133,7 @@ def test_control_settings_are_validated():
 
 
 def test_the_control_config_sweeps_the_three_control_weights_with_untrained_networks():
-    from bench.config import load_config
+    from bench.execution.config import load_config
     from bench.paths import repo_root
 
     config = load_config(repo_root() / "configs" / "control.yaml")

@@ -203,7 +203,7 @@ def test_dataset_filters_and_errors():
 
 def test_dataset_is_given_by_the_one_key_meant(tmp_path):
     """``path`` alone (no ``name: null`` needed), ``name`` alone, or neither (the bundled set); both is an error."""
-    from bench.config import build_config
+    from bench.execution.config import build_config
 
     data = write_dataset(tmp_path / "data", n=2)
     assert [r.id for r in load_dataset(DatasetSpec(path=data))] == ["img0", "img1"]

@@ -7,10 +7,10 @@ import torch
 
 from bench import cache
 from bench.data import DatasetSpec, load_dataset
-from bench.ddpm_inversion import ddpm_invert, noise_generator, prepare_ddpm_inversion
-from bench.edict import edict_denoise, edict_invert, prepare_edict
+from bench.diffusion.inversion.ddim import Inversion, cache_fields
+from bench.diffusion.inversion.ddpm import ddpm_invert, noise_generator, prepare_ddpm_inversion
+from bench.diffusion.inversion.edict import edict_denoise, edict_invert, prepare_edict
 from bench.errors import ConfigError
-from bench.inversion import Inversion, cache_fields
 from bench.registry import get_method
 from methods.ddpm_inversion import regenerate_ddpm
 from methods.p2p import build_controller, p2p_latents

@@ -5,8 +5,8 @@ import sys
 import pytest
 from click.testing import CliRunner
 
-from bench.config import ExecutorSpec, build_config
 from bench.errors import ConfigError
+from bench.execution.config import ExecutorSpec, build_config
 from run_bench import main
 
 

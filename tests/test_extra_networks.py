@@ -9,11 +9,11 @@ import pytest
 import torch
 
 from bench.data import Sample
+from bench.diffusion.extra_networks import WEIGHTS, changed_networks, check_compatible, load_network, save_untrained
 from bench.errors import ConfigError
-from bench.extra_networks import WEIGHTS, changed_networks, check_compatible, load_network, save_untrained
+from bench.execution.config import build_config
+from bench.execution.runner import Runner, resume_run, start_run
 from bench.registry import get_method
-from bench.config import build_config
-from bench.runner import Runner, resume_run, start_run
 from bench.store import Store
 from tests.helpers import write_dataset
 

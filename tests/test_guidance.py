@@ -9,9 +9,9 @@ import torch
 from diffusers import StableDiffusionPipeline
 from torch.profiler import ProfilerActivity, profile
 
-from bench.backbone import Backbone
 from bench.data import Sample
-from bench.guidance import ClassifierGuide, Guide, GuidedEps, guided_sample
+from bench.diffusion.backbone import Backbone
+from bench.diffusion.guidance import ClassifierGuide, Guide, GuidedEps, guided_sample
 from bench.registry import get_method
 from tests.helpers import diffusers_pipeline
 from tests.test_guidance_nets import FACTORY, tiny_classifier

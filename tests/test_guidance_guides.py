@@ -7,13 +7,13 @@ import pytest
 import torch
 from PIL import Image
 
-from bench.config import load_config
 from bench.data import Sample
+from bench.diffusion.guidance import ClassifierGuide, ClipGuide, guided_sample, load_classifier, load_clip
 from bench.errors import ConfigError, SampleError
-from bench.guidance import ClassifierGuide, ClipGuide, guided_sample, load_classifier, load_clip
+from bench.execution.config import load_config
+from bench.execution.runner import Runner
 from bench.paths import repo_root
 from bench.registry import get_method
-from bench.runner import Runner
 from bench.store import Store
 from tests.test_guidance_nets import FACTORY, tiny_classifier, tiny_clip_folder
 

@@ -5,7 +5,7 @@ import torch
 from diffusers import StableDiffusionInstructPix2PixPipeline
 
 from bench.data import Sample
-from bench.extra_networks import load_network
+from bench.diffusion.extra_networks import load_network
 from bench.registry import get_method
 from tests.helpers import diffusers_pipeline
 
@@ -59,7 +59,7 @@ def test_a_checkpoint_whose_text_encoder_differs_brings_its_own_and_equals_diffu
     from diffusers import UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel
 
-    from bench.tiny import write_pipeline
+    from bench.diffusion.tiny import write_pipeline
 
     config = {k: v for k, v in dict(backbone.unet.config).items() if not k.startswith("_")}
     with torch.random.fork_rng(devices=[]):

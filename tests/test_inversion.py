@@ -6,9 +6,16 @@ import pytest
 import torch
 from diffusers import StableDiffusionPipeline
 
-from bench.backbone import Backbone, BackboneSpec
 from bench.data import DatasetSpec, load_dataset
-from bench.inversion import Inversion, NullTextParams, ddim_invert, optimise_null_text, prepare_inversion, regenerate
+from bench.diffusion.backbone import Backbone, BackboneSpec
+from bench.diffusion.inversion.ddim import (
+    Inversion,
+    NullTextParams,
+    ddim_invert,
+    optimise_null_text,
+    prepare_inversion,
+    regenerate,
+)
 from bench.registry import get_method
 from tests.helpers import diffusers_pipeline
 

@@ -16,7 +16,7 @@ from PIL import Image
 
 from bench.data import DatasetSpec, load_dataset
 from bench.errors import ConfigError
-from bench.extractors import UNTRAINED_FLAG, ExtractorMissing, Extractors, MetricOptions
+from bench.metrics.extractors import UNTRAINED_FLAG, ExtractorMissing, Extractors, MetricOptions
 from run_bench import main
 from tests.helpers import write_dataset
 
@@ -63,7 +63,7 @@ def test_cached_weights_are_used_without_network(empty_torch_home):
 
 def test_cached_inception_weights_are_found_and_loaded_strictly(empty_torch_home):
     """clean-fid's TorchScript file and pytorch-fid's state dict, from the torch hub cache."""
-    from bench.extractors import INCEPTION_FID_WEIGHTS, INCEPTION_TORCHSCRIPT, fid_inception, load_inception
+    from bench.metrics.extractors import INCEPTION_FID_WEIGHTS, INCEPTION_TORCHSCRIPT, fid_inception, load_inception
 
     empty_torch_home.mkdir(parents=True)
     images = torch.rand(2, 3, 40, 40, generator=torch.Generator().manual_seed(0))
@@ -74,7 +74,7 @@ def test_cached_inception_weights_are_found_and_loaded_strictly(empty_torch_home
     features, identity = load_inception(None, untrained=False, seed=0)
     assert identity.startswith(INCEPTION_FID_WEIGHTS)
     with torch.no_grad():
-        from bench.extractors import clean_resize
+        from bench.metrics.extractors import clean_resize
 
         torch.testing.assert_close(features.eval()(images), net.eval()(clean_resize(images) / 255 * 2 - 1))
     del state["Mixed_7c.branch_pool.conv.weight"]
@@ -108,7 +108,7 @@ def test_untrained_extractors_are_seeded_and_labelled():
 
 
 def test_metric_options_are_validated():
-    from bench.config import build_config
+    from bench.execution.config import build_config
 
     with pytest.raises(ConfigError, match="unknown key 'clip_modle' \\(did you mean 'clip_model'\\?\\)"):
         build_config({"methods": {"reconstruct": {}}, "metric_options": {"clip_modle": "x"}})
@@ -132,7 +132,7 @@ def test_metrics_command_lists_direction_range_and_needs():
 
 
 def test_source_features_are_computed_once_and_cached(tmp_path):
-    from bench.metrics.scoring import source_features
+    from bench.execution.scoring import source_features
 
     refs = load_dataset(DatasetSpec(name=None, path=write_dataset(tmp_path / "data", n=3)))
     calls = []

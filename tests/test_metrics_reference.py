@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from bench.data import Sample
-from bench.extractors import Extractors, MetricOptions
 from bench.metrics import get_metric
+from bench.metrics.extractors import Extractors, MetricOptions
 
 H = 64
 

@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 import torch
 
-from bench.extractors import Extractors, MetricOptions, clean_resize
 from bench.metrics import get_metric
+from bench.metrics.extractors import Extractors, MetricOptions, clean_resize
 
 
 class SmallFeatures(torch.nn.Module):

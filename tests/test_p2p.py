@@ -5,11 +5,11 @@ from dataclasses import replace
 import pytest
 import torch
 
-from bench.attention import AttentionController, align_tokens, controlled, word_positions
-from bench.backbone import Backbone, BackboneSpec
 from bench.data import Sample
+from bench.diffusion.attention.control import AttentionController, align_tokens, controlled, word_positions
+from bench.diffusion.backbone import Backbone, BackboneSpec
+from bench.diffusion.inversion.ddim import prepare_inversion, regenerate
 from bench.errors import ConfigError, SampleError
-from bench.inversion import prepare_inversion, regenerate
 from bench.registry import get_method
 from methods.p2p import build_blend, build_controller, p2p_latents
 

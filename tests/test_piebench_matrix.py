@@ -2,9 +2,9 @@
 
 import pytest
 
-from bench.config import load_config
-from bench.report import cells_table
-from bench.runner import Runner
+from bench.execution.config import load_config
+from bench.execution.runner import Runner
+from bench.reporting.report import cells_table
 
 CONFIG = "configs/piebench_matrix.yaml"
 #: Fresh inversions per image: the DDIM trajectory (ddim, negative_prompt, direct, and null_text's

@@ -13,7 +13,7 @@ from click.testing import CliRunner
 
 from bench.errors import ConfigError
 from bench.paths import repo_root
-from bench.piebench_table import COLUMNS, build_piebench, load_references, piebench_html, piebench_markdown
+from bench.reporting.piebench_table import COLUMNS, build_piebench, load_references, piebench_html, piebench_markdown
 from run_bench import main
 from tests.helpers import write_dataset
 from tests.test_aggregate import cell, make_run
@@ -123,7 +123,7 @@ def tiny_run(tmp_path_factory, tiny_clip, tiny_vit):  # noqa: F811
     cache for LPIPS); one sample's mask covers the whole image, so its background metrics are NaN."""
     import torchvision
 
-    from bench.extractors import lpips_weights_file
+    from bench.metrics.extractors import lpips_weights_file
 
     root = tmp_path_factory.mktemp("pie")
     with pytest.MonkeyPatch.context() as patch:

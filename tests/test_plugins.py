@@ -1,15 +1,17 @@
 """Methods from outside the repository: --include files and modules, entry points, clashes."""
 
 import importlib.metadata
+import re
 import textwrap
+from pathlib import Path
 
 import pytest
 import yaml
 from click.testing import CliRunner
 
-from bench import plugins
-from bench.config import build_config
+from bench import registry
 from bench.errors import ConfigError
+from bench.execution.config import build_config
 from bench.registry import get_method, method_names
 from run_bench import main
 from tests.helpers import write_dataset
@@ -18,9 +20,7 @@ METHOD_FILE = '''
 """A user's own method: the source image with its brightness scaled."""
 import torch
 
-from bench.method import EditResult, Method
-from bench.params import Param
-from bench.registry import register
+from bench import EditResult, Method, Param, register
 
 
 @register
@@ -69,7 +69,7 @@ def test_include_from_a_config_resolves_relative_paths_against_the_config(tmp_pa
     config = tmp_path / "mine" / "c.yaml"
     config.write_text(yaml.safe_dump({"include": ["brighten_rel.py"], "methods": {"brighten_rel": {}}}))
     monkeypatch.chdir(tmp_path)
-    from bench.config import load_config
+    from bench.execution.config import load_config
 
     loaded = load_config(config)
     assert loaded.resolved["include"] == [str((tmp_path / "mine" / "brighten_rel.py").resolve())]
@@ -96,8 +96,8 @@ def test_a_name_clash_with_a_built_in_is_an_error(tmp_path):
 
 def fake_entry_points(tmp_path, monkeypatch, name, value):
     monkeypatch.syspath_prepend(str(tmp_path))
-    entry = importlib.metadata.EntryPoint(name=name, value=value, group=plugins.ENTRY_POINT_GROUP)
-    monkeypatch.setattr(plugins, "entry_points", lambda group: [entry] if group == plugins.ENTRY_POINT_GROUP else [])
+    entry = importlib.metadata.EntryPoint(name=name, value=value, group=registry.ENTRY_POINT_GROUP)
+    monkeypatch.setattr(registry, "entry_points", lambda group: [entry] if group == registry.ENTRY_POINT_GROUP else [])
 
 
 def test_an_entry_point_method_is_found_listed_and_validated(tmp_path, monkeypatch):
@@ -113,3 +113,20 @@ def test_an_entry_point_named_like_a_built_in_is_an_error(tmp_path, monkeypatch)
     fake_entry_points(tmp_path, monkeypatch, "reconstruct", "somewhere:Reconstruct")
     with pytest.raises(ConfigError, match="entry point 'reconstruct' .* clashes with the built-in method"):
         method_names()
+
+
+def test_the_readme_example_plug_in_imports_through_the_face_and_runs(tmp_path):
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    section = readme[readme.index("## Benchmark your own method"):]
+    example = re.search(r"```python\n(.*?)```", section, re.S).group(1)
+    imports = [line for line in example.splitlines() if line.startswith(("from bench", "import bench"))]
+    assert imports and all(line.startswith("from bench import") for line in imports), imports
+    method_file = tmp_path / "my_method.py"
+    method_file.write_text(example)
+    data = write_dataset(tmp_path / "data", n=1)
+    config = tmp_path / "c.yaml"
+    config.write_text(yaml.safe_dump({"dataset": {"name": None, "path": data},
+                                      "methods": {"prompt_mix": {"steps": 2, "mix": [0.0, 1.0]}}}))
+    result = invoke("run", config, "--include", method_file, "--out", tmp_path / "runs", "--quiet")
+    assert result.exit_code == 0, result.output
+    assert "2 ok" in result.output

@@ -14,9 +14,9 @@ import pytest
 import torch
 import yaml
 
-from bench.config import ExecutorSpec, build_config
+from bench.execution.config import ExecutorSpec, build_config
+from bench.execution.runner import Runner, new_run_dir, resume_run
 from bench.paths import repo_root
-from bench.runner import Runner, new_run_dir, resume_run
 from bench.store import Store
 from tests.helpers import committed, kill_9_after, write_dataset
 

@@ -18,14 +18,14 @@ import yaml
 from click.testing import CliRunner
 from PIL import Image
 
-from bench.backbone import _file_digest
-from bench.config import build_config
+from bench.execution import runner as runner_module
+from bench.execution.config import build_config
+from bench.execution.runlock import RunLocked, run_lock
+from bench.execution.runner import Runner, resume_run
 from bench.paths import output_stem, repo_root, write_atomic
-from bench.report import cells_table
-from bench.runlock import RunLocked, run_lock
-from bench import runner as runner_module
-from bench.runner import Runner, resume_run
+from bench.reporting.report import cells_table
 from bench.store import Store, read_manifest
+from bench.weights import file_digest
 from run_bench import main
 from tests.helpers import read_cells, write_dataset
 
@@ -102,7 +102,7 @@ def test_stale_temporaries_of_a_path_are_removed_when_it_is_rewritten(tmp_path):
 def test_a_second_writer_of_a_run_fails_at_once_naming_the_holder(tmp_path, backbone):
     run_dir = small_run(tmp_path, backbone)
     holder = subprocess.Popen(
-        [sys.executable, "-c", "import sys, time; from bench.runlock import run_lock\n"
+        [sys.executable, "-c", "import sys, time; from bench.execution.runlock import run_lock\n"
          "with run_lock(sys.argv[1]):\n    print('locked', flush=True); time.sleep(60)", str(run_dir)],
         cwd=repo_root(), stdout=subprocess.PIPE, text=True,
     )  # fmt: skip
@@ -128,11 +128,11 @@ def test_a_truncated_weight_digest_memo_is_recomputed_not_fatal(tmp_path, monkey
     monkeypatch.setenv("EDITBENCH_CACHE", str(tmp_path / "cache"))
     weights = tmp_path / "w.safetensors"
     weights.write_bytes(b"weights")
-    digest = _file_digest(weights)
+    digest = file_digest(weights)
     memo = tmp_path / "cache" / "weight_digests.json"
     memo.write_text(memo.read_text()[:5])
     with pytest.warns(UserWarning, match="weight_digests.json is unreadable"):
-        assert _file_digest(weights) == digest
+        assert file_digest(weights) == digest
     assert json.loads(memo.read_text()) and not list(memo.parent.glob("*.tmp*"))
 
 
@@ -167,7 +167,7 @@ def test_a_run_killed_before_its_backbone_loaded_can_be_resumed(tmp_path, monkey
 def test_a_killed_score_is_finished_by_resume_or_a_rerun_computing_only_missing_values(
     tmp_path, backbone, monkeypatch, resume_on_session_backbone
 ):
-    from bench.metrics.scoring import score_run
+    from bench.execution.scoring import score_run
 
     run_dir = small_run(tmp_path, backbone, n=3, metric_options={"batch_size": 1})
     writes = []

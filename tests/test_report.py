@@ -10,11 +10,11 @@ import pytest
 from click.testing import CliRunner
 from PIL import Image
 
-from bench import plots
 from bench.errors import ConfigError
-from bench.history import history, history_markdown
-from bench.html_report import SMOKE_NOTE, render_html
-from bench.report import build_report, report_markdown, summary_markdown
+from bench.reporting import plots
+from bench.reporting.history import history, history_markdown
+from bench.reporting.html_report import SMOKE_NOTE, render_html
+from bench.reporting.report import build_report, report_markdown, summary_markdown
 from run_bench import main
 from tests.helpers import write_dataset
 from tests.test_aggregate import cell, fake_metrics, make_run, sweep_cells  # noqa: F401  (fixture)
@@ -150,7 +150,7 @@ def test_history_orders_runs_by_time_and_tracks_each_setting(tmp_path):
                     "--plot", tmp_path / "h.png")
     assert result.exit_code == 0, result.output
     assert Image.open(tmp_path / "h.png").format == "PNG" and "reconstruct" not in result.output
-    from bench.plots import history_figure
+    from bench.reporting.plots import history_figure
 
     figure = history_figure(h.series, [r.run_dir.name for r in h.runs], h.metric, h.labels)
     assert [t.get_text() for t in figure.axes[0].texts] == ["n=3"] * sum(len(p) for p in h.series.values())
@@ -160,8 +160,8 @@ def test_history_orders_runs_by_time_and_tracks_each_setting(tmp_path):
 
 def test_report_of_the_real_quickstart_shape(tmp_path, backbone):
     """A run the runner wrote (tiny backbone) goes through the whole report path."""
-    from bench.config import build_config
-    from bench.runner import Runner
+    from bench.execution.config import build_config
+    from bench.execution.runner import Runner
 
     raw = {"dataset": {"name": None, "path": write_dataset(tmp_path / "data", n=2)},
            "methods": {"reconstruct": {}, "sdedit": {"t0": [0.5, 1.0], "steps": 2}}}  # fmt: skip
@@ -179,7 +179,7 @@ def test_report_of_the_real_quickstart_shape(tmp_path, backbone):
 
 
 def test_incomplete_runs_say_so_at_the_top_of_report_compare_and_history(tmp_path):
-    from bench.compare import compare_runs, comparison_markdown
+    from bench.reporting.compare import compare_runs, comparison_markdown
 
     full = make_run(tmp_path, "full", sweep_cells({0.3: 20.0, 0.7: 15.0}))
     partial = make_run(tmp_path, "partial", sweep_cells({0.3: 20.0, 0.7: 15.0})[:-2], created="2026-01-02T00:00:00+00:00")
@@ -196,8 +196,8 @@ def test_incomplete_runs_say_so_at_the_top_of_report_compare_and_history(tmp_pat
 
 
 def test_cost_shows_the_spread_of_time_and_prep_cost_per_computed_preparation(tmp_path):
-    from bench.aggregate import load_run, summarize
-    from bench.report import COST_HEADER, cost_cells
+    from bench.reporting.aggregate import load_run, summarize
+    from bench.reporting.report import COST_HEADER, cost_cells
 
     costs = [dict(time_s=1.0, prep_cached=False, prep_nfe=10, prep_time_s=2.0),
              dict(time_s=2.0, prep_cached=True, prep_nfe=0, prep_time_s=0.0),  # reused: not a preparation's cost

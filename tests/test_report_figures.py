@@ -8,10 +8,10 @@ from itertools import combinations
 import numpy as np
 from PIL import Image
 
-from bench import plots
-from bench.aggregate import load_run, summarize
-from bench.attention_figure import attention_figure, figure_image
-from bench.report import build_report, grid_note, sweep_pictures
+from bench.diffusion.attention.figure import attention_figure, figure_image
+from bench.reporting import plots
+from bench.reporting.aggregate import load_run, summarize
+from bench.reporting.report import build_report, grid_note, sweep_pictures
 from tests.test_aggregate import cell, make_run
 
 LABELS = ["untrained backbone", "untrained extractors: clip, dino, lpips, inception",

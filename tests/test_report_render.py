@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from bench.html_report import write_html
-from bench.report import build_report
+from bench.reporting.html_report import write_html
+from bench.reporting.report import build_report
 from tests.test_report import EVIL_PROMPT, evil_run  # noqa: F401  (fixture)
 
 SCRIPT = Path(__file__).resolve().parent.parent / "scripts" / "check_report_render.py"

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from bench.runner import resume_run
+from bench.execution.runner import resume_run
 from bench.store import Store
 from tests.helpers import committed, interrupt_after, write_dataset
 

@@ -4,12 +4,12 @@ from pathlib import Path
 import pytest
 import torch
 
+from bench.execution.plan import cell_key
+from bench.execution.runner import Runner, resume_run, start_run
 from bench.method import EditResult, Method, Preparation
 from bench.params import Param
 from bench.registry import register
-from bench.report import cells_table, summary_markdown
-from bench.plan import cell_key
-from bench.runner import Runner, resume_run, start_run
+from bench.reporting.report import cells_table, summary_markdown
 from bench.store import CellRecord, Store
 from tests.helpers import read_cells, run_config
 

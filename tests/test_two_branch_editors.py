@@ -5,10 +5,8 @@ from dataclasses import replace
 import pytest
 import torch
 
-from bench.backbone import Backbone, BackboneSpec
 from bench.data import Sample
-from bench.errors import ConfigError
-from bench.features import (
+from bench.diffusion.attention.hooks import (
     HookedAttention,
     cross_attention_layers,
     hook_state,
@@ -16,7 +14,9 @@ from bench.features import (
     hooked_layers,
     self_attention_layers,
 )
-from bench.inversion import prepare_inversion, regenerate
+from bench.diffusion.backbone import Backbone, BackboneSpec
+from bench.diffusion.inversion.ddim import prepare_inversion, regenerate
+from bench.errors import ConfigError
 from bench.registry import get_method
 from methods.masactrl import MutualSelfAttention, masactrl_latents
 from methods.pix2pix_zero import CrossAttentionRecorder, _guide, attention_loss, edit_direction, pix2pix_zero_latent
@@ -259,8 +259,8 @@ def test_attention_layers_follow_the_backbone_resolution(sample):
 
 
 def test_after_every_cell_of_a_sweep_the_unet_is_as_before_even_when_a_cell_raised(tmp_path, backbone, monkeypatch):
-    from bench.config import build_config
-    from bench.runner import Runner
+    from bench.execution.config import build_config
+    from bench.execution.runner import Runner
     from tests.helpers import write_dataset
 
     calls = []

@@ -10,7 +10,7 @@ from typing import ClassVar
 
 import torch
 
-from ..errors import ConfigError, unknown
+from bench.errors import ConfigError, unknown
 
 
 def check_range(images: torch.Tensor, low: float, high: float, what: str) -> None:
@@ -48,7 +48,7 @@ class Metric:
         return "↑" if self.higher_is_better else "↓"
 
     def load(self, extractors) -> None:
-        """Take what the metric needs from ``bench.extractors.Extractors`` (once per run)."""
+        """Take what the metric needs from ``bench.metrics.extractors.Extractors`` (once per run)."""
         self.device = extractors.device
 
 
@@ -109,7 +109,7 @@ class CostMetric(Metric):
 
 def load_metrics(metrics: list[Metric], extractors) -> None:
     """Load every metric's extractors; if weights are missing, one error names all of them."""
-    from ..extractors import ExtractorMissing
+    from bench.metrics.extractors import ExtractorMissing
 
     missing = []
     for metric in metrics:
@@ -126,7 +126,7 @@ def needs_text(cls: type[Metric]) -> str:
 
 
 def _all_metrics() -> dict[str, type[Metric]]:
-    from . import background, clip, cost, distribution, perceptual, pixel, structure
+    from bench.metrics import background, clip, cost, distribution, perceptual, pixel, structure
 
     modules = (pixel, perceptual, background, clip, structure, distribution, cost)
     return {m.name: m for module in modules for m in module.METRICS}

@@ -17,9 +17,9 @@ Both give NaN when the sample has no mask or its mask covers the whole image
 
 import torch
 
-from . import ImageMetric
-from .perceptual import lpips_distance
-from .pixel import SSIM_BORDER, mse, psnr, ssim, ssim_map
+from bench.metrics import ImageMetric
+from bench.metrics.perceptual import lpips_distance
+from bench.metrics.pixel import SSIM_BORDER, mse, psnr, ssim, ssim_map
 
 NAN_REASON = "the sample has no edit mask, or its edit mask covers the whole image"
 

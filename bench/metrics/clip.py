@@ -11,7 +11,7 @@ Prompts longer than CLIP's context are truncated by the tokenizer (keeping the e
 import torch
 import torch.nn.functional as F
 
-from . import ImageMetric
+from bench.metrics import ImageMetric
 
 NAN = float("nan")
 ZERO_DIRECTION = 1e-5

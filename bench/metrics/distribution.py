@@ -1,6 +1,6 @@
 """Set-level distances between edited images and the dataset's source images: FID (Heusel
 et al. 2017) and KID (Binkowski et al. 2018), torchmetrics' implementations over Inception-V3
-pool features of images resized the way clean-fid does (``bench.extractors.clean_resize``).
+pool features of images resized the way clean-fid does (``bench.metrics.extractors.clean_resize``).
 
 The feature extractor runs once per image (shared by FID and KID); the metrics get the
 features. FID's state is three running sums (streaming, constant memory); KID keeps the
@@ -12,7 +12,7 @@ import warnings
 
 import torch
 
-from . import SetMetric
+from bench.metrics import SetMetric
 
 NAN_REASON = "fewer than 2 edited or fewer than 2 source images"
 

@@ -1,7 +1,7 @@
 """LPIPS (Zhang et al. 2018) with the ``lpips`` package: AlexNet by default, VGG or SqueezeNet
 selectable (``metric_options.lpips_net``)."""
 
-from . import ImageMetric
+from bench.metrics import ImageMetric
 
 
 def lpips_distance(net, edited, source):

@@ -15,7 +15,7 @@ before 0.17, whose tensor resize did not antialias; torchvision's default became
 
 import torch
 
-from . import ImageMetric
+from bench.metrics import ImageMetric
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)

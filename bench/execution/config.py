@@ -1,0 +1,243 @@
+"""Sweep configs: YAML (backbone, dataset, methods with parameter grids, seeds, metrics, output).
+
+In a method block, a list gives the values to sweep (the cartesian product over parameters);
+a ``zip`` block holds lists of equal length that are paired instead of crossed::
+
+    methods:
+      sdedit:
+        t0: [0.3, 0.5, 0.7]     # 3 settings ...
+        zip: {w: [3, 7.5], steps: [20, 50]}   # ... times 2 paired = 6
+Command-line overrides ``--set KEY=VALUE[,VALUE...]``: ``sdedit.t0=0.3,0.5``,
+``dataset.limit=2``, ``seeds=0,1``. Everything is validated before any work starts.
+``include:`` lists modules or ``.py`` files defining methods from outside the repository
+(``bench.registry``); they are imported first, and stored resolved so ``--resume`` finds them.
+"""
+
+import copy
+import itertools
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from bench.data import DatasetSpec
+from bench.diffusion.backbone import BackboneSpec
+from bench.errors import ConfigError, unknown
+from bench.metrics import get_metric
+from bench.metrics.extractors import MetricOptions
+from bench.registry import get_method, include, method_names, resolve_include
+from bench.store import setting_json
+from bench.yaml_file import read_yaml
+
+TOP_KEYS = ("backbone", "dataset", "methods", "seeds", "metrics", "metric_options", "output", "batch_size", "executor",
+            "include")
+#: ``batch_size`` 1 suits CPUs; on a CUDA GPU 8 fills an SD 1.5 UNet at 512 px (README, "Batched execution").
+DEFAULTS = {"seeds": [0], "metrics": ["psnr", "ssim"], "output": "reports/runs", "batch_size": 1}
+
+
+EXECUTORS = ("local", "ray")
+
+
+@dataclass
+class ExecutorSpec:
+    """Where the run's work units run: ``local`` (this process) or ``ray`` (``workers`` actors,
+    default one per GPU or 1 on CPU; ``address``: none starts a local Ray, ``auto`` or
+    ``ray://host:port`` joins a cluster)."""
+
+    name: str = "local"
+    workers: int | None = None
+    address: str | None = None
+
+    def __post_init__(self):
+        if self.name not in EXECUTORS:
+            raise ConfigError(f"executor: {unknown('executor', self.name, EXECUTORS)}")
+        if self.workers is not None and (not isinstance(self.workers, int) or isinstance(self.workers, bool) or self.workers < 1):
+            raise ConfigError(f"executor: workers = {self.workers!r}; expected a positive integer")
+
+
+@dataclass
+class RunConfig:
+    """A validated config: the specs, each method's expanded settings, and the resolved dict."""
+
+    backbone: BackboneSpec
+    dataset: DatasetSpec
+    settings: dict[str, list[dict[str, Any]]]
+    seeds: list[int]
+    metrics: list[str]
+    output: str
+    resolved: dict
+    metric_options: MetricOptions = field(default_factory=MetricOptions)
+    batch_size: int = 1
+    executor: ExecutorSpec = field(default_factory=ExecutorSpec)
+
+    @property
+    def n_settings(self) -> int:
+        return sum(len(v) for v in self.settings.values())
+
+
+def _spec(cls, block, where: str):
+    if block is None:
+        block = {}
+    if not isinstance(block, dict):
+        raise ConfigError(f"{where}: expected a mapping, got {block!r}")
+    names = [f.name for f in fields(cls)]
+    for key in block:
+        if key not in names:
+            raise ConfigError(f"{where}: {unknown('key', key, names)}")
+    if "edit_types" in block and block["edit_types"] is not None:
+        block = {**block, "edit_types": tuple(_as_list(block["edit_types"]))}
+    return cls(**block)
+
+
+def _as_list(value) -> list:
+    return list(value) if isinstance(value, (list, tuple)) else [value]
+
+
+def expand_grid(method: str, block: dict | None) -> list[dict[str, Any]]:
+    """Validated parameter settings of one method block (cartesian product x zip)."""
+    cls = get_method(method)
+    block = dict(block or {})
+    zipped = block.pop("zip", None) or {}
+    if not isinstance(zipped, dict):
+        raise ConfigError(f"method {method!r}: 'zip' must map parameter names to lists of equal length")
+    empty = [k for k, v in [*block.items(), *zipped.items()] if isinstance(v, (list, tuple)) and not v]
+    if empty:
+        raise ConfigError(f"method {method!r}: parameter {empty[0]!r} has an empty list; give at least one value")
+    lengths = {k: len(_as_list(v)) for k, v in zipped.items()}
+    if len(set(lengths.values())) > 1:
+        raise ConfigError(f"method {method!r}: lists under 'zip' differ in length: {lengths}")
+    overlap = set(zipped) & set(block)
+    if overlap:
+        raise ConfigError(f"method {method!r}: {sorted(overlap)} appear both under 'zip' and outside it")
+    zip_rows = [dict(zip(zipped, row)) for row in zip(*(_as_list(v) for v in zipped.values()))] or [{}]
+    crossed = [dict(zip(block, row)) for row in itertools.product(*(_as_list(v) for v in block.values()))]
+    settings, seen = [], set()
+    for a in crossed:
+        for b in zip_rows:
+            setting = cls.resolve({**a, **b})
+            if setting_json(setting) not in seen:
+                seen.add(setting_json(setting))
+                settings.append(setting)
+    return settings
+
+
+def apply_override(raw: dict, assignment: str) -> None:
+    """Apply one ``--set KEY=VALUE[,VALUE...]`` to the raw config dict."""
+    key, sep, text = assignment.partition("=")
+    if not sep or not key:
+        raise ConfigError(f"--set {assignment!r}: expected KEY=VALUE, e.g. sdedit.t0=0.3,0.5")
+    try:
+        values = [yaml.safe_load(v) for v in text.split(",")] if text else [None]
+    except yaml.YAMLError as exc:
+        problem = str(exc).splitlines()[0]
+        raise ConfigError(f"--set {assignment!r}: the value is not valid YAML ({problem}); e.g. sdedit.t0=0.3,0.5") from exc
+    value = values[0] if len(values) == 1 else values
+    path = key.split(".")
+    if path[0] not in TOP_KEYS:
+        if path[0] not in method_names():
+            raise ConfigError(f"--set {key}: {unknown('key', path[0], list(TOP_KEYS) + method_names())}")
+        path = ["methods"] + path
+    _check_method_present(raw, path, key)
+    node = raw
+    for part in path[:-1]:
+        node = node.setdefault(part, {})
+        if node is None or not isinstance(node, dict):
+            raise ConfigError(f"--set {key}: {part!r} is not a mapping")
+    node[path[-1]] = value
+
+
+def _check_method_present(raw: dict, path: list[str], key: str) -> None:
+    """``--set M.P=V`` changes a method the config runs; it never adds one silently (with its
+    defaults, a whole sweep). Adding a method is explicit: ``--set M={}`` (then ``--set M.P=V``)."""
+    if path[0] != "methods" or len(path) < 3:
+        return
+    present = list(raw.get("methods") or {})
+    if path[1] not in present:
+        raise ConfigError(
+            f"--set {key}: method {path[1]!r} is not in the config (its methods: {', '.join(present) or 'none'}); "
+            f"to add it, put --set {path[1]}={{}} before this override"
+        )
+
+
+def load_includes(raw: dict, includes: list[str], base: Path) -> list[str]:
+    """Import the config's ``include:`` items (relative paths against ``base``) and ``includes``
+    (relative to the working folder); the resolved list, for the run's manifest."""
+    items = [resolve_include(item, base) for item in _as_list(raw.get("include") or [])]
+    items += [resolve_include(item, Path.cwd()) for item in includes]
+    for item in items:
+        include(item)
+    return list(dict.fromkeys(items))
+
+
+def build_config(
+    raw: dict, overrides: list[str] = (), backbone: str | None = None, includes: list[str] = (), base: Path = Path(".")
+) -> RunConfig:
+    """Validate a raw config dict (after includes and overrides); raise ``ConfigError`` on the first problem.
+    ``includes``: extra include items (``--include``); ``base``: the folder relative ``include:`` paths start from."""
+    raw = copy.deepcopy(raw or {})
+    raw["include"] = load_includes(raw, list(includes), base)  # before overrides: --set may name an included method
+    for assignment in overrides:
+        apply_override(raw, assignment)
+    if backbone is not None:
+        raw.setdefault("backbone", {})
+        raw["backbone"] = {**(raw["backbone"] or {}), "name": backbone}
+    for key in raw:
+        if key not in TOP_KEYS:
+            raise ConfigError(f"config: {unknown('key', key, TOP_KEYS)}")
+    for key, value in DEFAULTS.items():
+        raw.setdefault(key, copy.deepcopy(value))
+    methods = raw.get("methods") or {}
+    if not isinstance(methods, dict) or not methods:
+        raise ConfigError("config: 'methods' must name at least one method, e.g. methods: {sdedit: {t0: 0.5}}")
+    settings = {name: expand_grid(name, block) for name, block in methods.items()}
+    seeds = _as_list(raw["seeds"])
+    if not seeds or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in seeds):
+        raise ConfigError(f"config: seeds = {raw['seeds']!r}; expected non-negative integers")
+    metrics = _as_list(raw["metrics"])
+    for m in metrics:
+        get_metric(m)
+    batch_size = raw["batch_size"]
+    if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
+        raise ConfigError(f"config: batch_size = {batch_size!r}; expected a positive integer (cells per UNet batch)")
+    backbone_spec = _spec(BackboneSpec, raw.get("backbone"), "backbone")
+    dataset_spec = _spec(DatasetSpec, raw.get("dataset"), "dataset")
+    metric_options = _spec(MetricOptions, raw.get("metric_options"), "metric_options")
+    executor = _spec(ExecutorSpec, raw.get("executor"), "executor")
+    resolved = {
+        "backbone": asdict(backbone_spec),
+        "dataset": {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(dataset_spec).items()},
+        "methods": settings,
+        "seeds": seeds,
+        "metrics": metrics,
+        "metric_options": asdict(metric_options),
+        "output": str(raw["output"]),
+        "batch_size": batch_size,
+        "executor": asdict(executor),
+        "include": raw["include"],
+    }
+    return RunConfig(
+        backbone_spec, dataset_spec, settings, seeds, metrics, str(raw["output"]), copy.deepcopy(resolved),
+        metric_options, batch_size, executor,
+    )  # fmt: skip
+
+
+def load_config(
+    path: str | Path, overrides: list[str] = (), backbone: str | None = None, includes: list[str] = ()
+) -> RunConfig:
+    path = Path(path)
+    raw = read_yaml(path, "config")
+    if raw is not None and not isinstance(raw, dict):
+        raise ConfigError(f"config {path}: expected a mapping at the top level")
+    return build_config(raw or {}, overrides, backbone, includes, path.parent)
+
+
+def config_from_resolved(resolved: dict) -> RunConfig:
+    """Rebuild a RunConfig from a run manifest's resolved config (used by ``--resume``)."""
+    raw = copy.deepcopy(resolved)
+    raw["methods"] = {name: {"zip": _columns(ss)} if ss else {} for name, ss in resolved["methods"].items()}
+    return build_config(raw)
+
+
+def _columns(settings: list[dict]) -> dict:
+    return {k: [s[k] for s in settings] for k in settings[0]}

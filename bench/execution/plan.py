@@ -1,0 +1,229 @@
+"""The plan of a run, worked out from the config and the dataset alone (no backbone).
+
+**Execution plan.** A **cell** is (method, setting, sample, seed). A **work unit** holds every
+pending cell of a block of samples that shares one method and one preparation key, so a
+preparation (an inversion, say) is computed once per sample and reused by all of the unit's
+cells. Inside a unit, cells are cut into **batches** of up to ``batch_size`` cells of one
+setting (rows whose timesteps differ are never batched together); a batch may mix samples and
+seeds. Samples are blocked ``max(1, batch_size // seeds)`` at a time, so a batch fills up with
+the seeds of one sample and then with further samples; at ``batch_size = 1`` the order is the
+sample-major order of one cell at a time. Units are independent: an executor may run them in
+any order and on any worker.
+
+**Estimate** (``editbench run --dry-run``): the cells of each method and setting, settings that
+collapse onto the same steps, the preparations and the NFE to expect, and whether a run folder
+already holds every cell (so ``--resume`` of a finished run returns at once).
+"""
+
+import hashlib
+import json
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from bench.data import SampleRef, load_dataset
+from bench.diffusion.backbone import identity_on_disk
+from bench.errors import ConfigError
+from bench.execution.config import RunConfig
+from bench.metrics import SetMetric, get_metric
+from bench.registry import get_method
+from bench.settings import setting_label, varying_params
+from bench.store import Store, setting_json
+
+
+def cell_key(method: str, setting: dict, sample_id: str, seed: int) -> str:
+    """The cell's primary key in the store: stable across runs, resumes and batchings."""
+    text = json.dumps([method, setting_json(setting), sample_id, seed])
+    return hashlib.sha256(text.encode()).hexdigest()[:24]
+
+
+def cell_seed(sample_id: str, seed: int) -> int:
+    """The generator seed of every cell of (sample, seed), whatever the method or batch."""
+    return int(hashlib.sha256(f"{sample_id}\0{seed}".encode()).hexdigest()[:15], 16)
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One pending cell; ``ref`` is its sample (loaded by whoever runs it)."""
+
+    key: str
+    method: str
+    setting: dict = field(hash=False, compare=False)
+    ref: SampleRef = field(hash=False, compare=False)
+    seed: int = 0
+
+    @property
+    def sample_id(self) -> str:
+        return self.ref.id
+
+
+@dataclass
+class WorkUnit:
+    """Cells that share ``method`` and one preparation key, in ``batches`` (each of one
+    setting, at most the run's batch size)."""
+
+    unit_id: int
+    method: str
+    batches: list[list[Cell]]
+
+    @property
+    def cells(self) -> list[Cell]:
+        return [cell for batch in self.batches for cell in batch]
+
+
+def sample_blocks(refs: list[SampleRef], batch_size: int, n_seeds: int) -> list[list[SampleRef]]:
+    """Consecutive blocks of samples whose seeds together fill about one batch."""
+    size = max(1, batch_size // max(1, n_seeds))
+    return [refs[i : i + size] for i in range(0, len(refs), size)]
+
+
+def plan_units(
+    settings: dict, refs: list[SampleRef], seeds: list[int], done: set[str], batch_size: int, prep_key
+) -> list[WorkUnit]:
+    """Work units of every cell not in ``done``.
+
+    ``settings``: method name -> its settings (a config's). ``prep_key(method, setting)``: the
+    key under which that method shares preparations between settings.
+    """
+    units = []
+    for block in sample_blocks(refs, batch_size, len(seeds)):
+        for method, method_settings in settings.items():
+            groups: dict[tuple, list[dict]] = {}
+            for setting in method_settings:
+                groups.setdefault(prep_key(method, setting), []).append(setting)
+            for group in groups.values():
+                batches = []
+                for setting in group:
+                    cells = [
+                        Cell(key, method, setting, ref, seed)
+                        for ref in block
+                        for seed in seeds
+                        if (key := cell_key(method, setting, ref.id, seed)) not in done
+                    ]
+                    batches += [cells[i : i + batch_size] for i in range(0, len(cells), batch_size)]
+                if batches:
+                    units.append(WorkUnit(len(units), method, batches))
+    return units
+
+
+
+# -- the estimate (--dry-run), and what a run folder still lacks ------------------------------------
+def dataset_refs(config: RunConfig) -> list[SampleRef]:
+    refs = load_dataset(config.dataset)
+    if not refs:
+        raise ConfigError(f"dataset {config.resolved['dataset']} selects no samples")
+    return refs
+
+
+def collapsed_settings(config: RunConfig) -> list[str]:
+    """One warning per group of a method's settings that run exactly the same steps: fractions
+    of ``steps`` (``t0``, ``cond_stop``...) are rounded down to whole steps, so at few steps
+    different values coincide (4 steps: ``int(4*0.5) == int(4*0.7)``) and give identical outputs."""
+    warnings = []
+    for method, settings in config.settings.items():
+        cls = get_method(method)
+        groups = defaultdict(list)
+        for setting in settings:
+            if "steps" in setting:
+                groups[setting_json(cls.effective_setting(setting))].append(setting)
+        varying, _ = varying_params(method, settings)
+        for same in groups.values():
+            if len(same) > 1:
+                labels = " and ".join(setting_label(s, varying) for s in same)
+                start, run = cls.schedule(same[0])
+                warnings.append(
+                    f"{method}: settings {labels} run the same steps (start step {start}, {run} timesteps run "
+                    f"of {same[0]['steps']}); their outputs will be identical. Use more steps or other values."
+                )
+    return warnings
+
+
+@dataclass
+class SettingPlan:
+    """One method x setting of a config: its cells, schedule and estimated NFE per cell."""
+
+    method: str
+    label: str
+    cells: int
+    start_step: int | None
+    steps_run: int | None
+    edit_nfe: int
+
+
+def plan_settings(config: RunConfig, n_samples: int) -> tuple[list[SettingPlan], dict[str, list]]:
+    """Per setting, what it runs; and per method, the distinct cacheable preparations
+    (``InversionSpec``) each sample needs."""
+    plans, preparations = [], {}
+    for method, settings in config.settings.items():
+        cls = get_method(method)
+        varying, _ = varying_params(method, settings)
+        for setting in settings:
+            start, run = cls.schedule(setting) or (None, None)
+            cells = n_samples * len(config.seeds)
+            plans.append(SettingPlan(method, setting_label(setting, varying), cells, start, run, cls.estimate_nfe(setting)[0]))
+            spec = cls.cached_preparation(setting)
+            if spec is not None and spec not in preparations.setdefault(method, []):
+                preparations[method].append(spec)
+    return plans, {m: specs for m, specs in preparations.items() if specs}
+
+
+def cached_preparations(config: RunConfig, refs: list[SampleRef], preparations: dict[str, list]) -> int | None:
+    """How many of the (sample, preparation) pairs the disk cache already holds; None when the
+    backbone's files are not on disk (nothing of it can be cached yet, or it is a hub id)."""
+    identity = identity_on_disk(config.backbone)
+    if identity is None:
+        return None
+    found = 0
+    for ref in refs:
+        try:
+            sample = ref.load(identity.resolution)
+        except Exception:  # a bad sample fails its cells in the run; here it is simply not cached
+            continue
+        found += sum(spec.is_cached(identity, sample) for specs in preparations.values() for spec in specs)
+    return found
+
+
+def dry_run_text(config: RunConfig) -> str:
+    """The ``--dry-run`` listing: cells per method and setting, preparations, NFE estimate, warnings."""
+    refs = dataset_refs(config)
+    plans, preparations = plan_settings(config, len(refs))
+    lines = [f"dry run: {len(refs)} sample(s) x {len(config.seeds)} seed(s); nothing is loaded or run", ""]
+    lines.append("method | setting | cells | start step | timesteps run | NFE/cell (est.)")
+    for p in plans:
+        schedule = ("—", "—") if p.start_step is None else (str(p.start_step), str(p.steps_run))
+        lines.append(f"{p.method} | {p.label} | {p.cells} | {schedule[0]} | {schedule[1]} | {p.edit_nfe}")
+    total_cells = sum(p.cells for p in plans)
+    edit_nfe = sum(p.cells * p.edit_nfe for p in plans)
+    lines += ["", f"{total_cells} cells; estimated NFE: {edit_nfe} for the edits"]
+    if preparations:
+        each = ", ".join(f"{m}: {len(specs) * len(refs)}" for m, specs in preparations.items())
+        total = sum(len(specs) for specs in preparations.values()) * len(refs)
+        nfe = sum(spec.nfe() for specs in preparations.values() for spec in specs) * len(refs)
+        cached = cached_preparations(config, refs, preparations)
+        found = "disk cache not checked (the backbone's files are not on disk)" if cached is None else \
+            f"{cached} found in the disk cache, {total - cached} to compute"
+        lines.append(f"preparations (inversions): {total} ({each}); {found}; up to {nfe} NFE if all are computed")
+    lines += [f"warning: {w}" for w in collapsed_settings(config)]
+    return "\n".join(lines) + "\n"
+
+
+def missing_work(run_dir: Path, config: RunConfig) -> tuple[int, int]:
+    """(cells of the config, how many of them, per-image metric values of ok cells and set-metric
+    rows the run folder's store lacks)."""
+    refs = dataset_refs(config)
+    store = Store(Path(run_dir))
+    try:
+        done = store.finished_keys()
+        set_rows = set(store.db.execute("SELECT method, setting, name FROM set_metrics"))
+        stored = store.stored_metrics()
+        cells = store.cells_frame()
+    finally:
+        store.close()
+    keys = [cell_key(m, s, ref.id, seed) for m, ss in config.settings.items() for s in ss for ref in refs for seed in config.seeds]
+    set_names = [m for m in config.metrics if issubclass(get_metric(m), SetMetric)]
+    image_names = [m for m in config.metrics if m not in set_names]
+    ok = cells[cells["status"] == "ok"]
+    missing_values = sum((key, name) not in stored for key in ok["key"] for name in image_names)
+    scored = ok[["method", "setting"]].drop_duplicates().itertuples(index=False)
+    missing_sets = sum((method, setting, name) not in set_rows for method, setting in scored for name in set_names)
+    return len(keys), sum(k not in done for k in keys) + missing_values + missing_sets

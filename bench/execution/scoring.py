@@ -1,0 +1,164 @@
+"""Scoring outside the per-cell loop: set-level metrics at the end of a run, and
+``editbench score``, which adds metrics to a finished run from its saved images."""
+
+import hashlib
+import math
+import warnings
+from collections import defaultdict
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from bench.errors import ConfigError, SampleError
+from bench.metrics import ImageMetric, SetMetric, get_metric, load_metrics
+from bench.paths import cache_dir, write_atomic
+
+
+def read_png(path: Path) -> torch.Tensor:
+    """(3, H, W) float in [0, 1] from a saved cell image."""
+    return torch.from_numpy(np.asarray(Image.open(path).convert("RGB"), dtype=np.float32) / 255).permute(2, 0, 1)
+
+
+def _batched(items: list, size: int):
+    for i in range(0, len(items), size):
+        yield items[i : i + size]
+
+
+def _features(extractor, images: list[torch.Tensor], batch_size: int) -> torch.Tensor:
+    with torch.no_grad():
+        return torch.cat([extractor(torch.stack(b)).float().cpu() for b in _batched(images, batch_size)])
+
+
+def source_features(extractor, extractor_id: str, refs: list, resolution: int, batch_size: int) -> torch.Tensor:
+    """Features of the dataset's source images (the samples that load), cached on disk per
+    dataset content, resolution and extractor."""
+    images = []
+    for ref in refs:
+        try:
+            images.append(ref.load(resolution).image)
+        except SampleError:  # a broken sample has failed cells of its own; it is no source image either
+            continue
+    digest = hashlib.sha256(f"{extractor_id}\0{resolution}".encode())
+    for image in images:
+        digest.update((image * 255).round().to(torch.uint8).numpy().tobytes())
+    path = cache_dir() / "source_features" / f"{digest.hexdigest()[:24]}.pt"
+    if path.is_file():
+        try:
+            return torch.load(path, weights_only=True)
+        except Exception as exc:  # unreadable: recomputed and overwritten
+            warnings.warn(f"source feature cache {path} is unreadable ({type(exc).__name__}); recomputing it")
+    feats = _features(extractor, images, batch_size) if images else torch.zeros(0, extractor.num_features)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_atomic(path, lambda p: torch.save(feats, p))
+    return feats
+
+
+def score_sets(store, run_dir: Path, metrics: list, refs: list, resolution: int, batch_size: int) -> list[tuple]:
+    """Every set metric for every (method, setting) over its ok cells' saved images; the rows
+    ``(method, setting, name, value, n)`` are written to the store and returned."""
+    set_metrics = [m for m in metrics if isinstance(m, SetMetric)]
+    if not set_metrics:
+        return []
+    cells = store.cells_frame()
+    ok = cells[(cells["status"] == "ok") & cells["output_path"].notna()]
+    by_extractor = defaultdict(list)
+    for m in set_metrics:
+        by_extractor[id(m.features)].append(m)
+    rows = []
+    for group in by_extractor.values():
+        extractor = group[0].features
+        real = source_features(extractor, group[0].extractor_id, refs, resolution, batch_size)
+        for (method, setting), of in ok.groupby(["method", "setting"], sort=False):
+            for m in group:
+                m.start(real)
+            for paths in _batched(list(of["output_path"]), batch_size):
+                with torch.no_grad():
+                    fake = extractor(torch.stack([read_png(Path(run_dir) / p) for p in paths])).float()
+                for m in group:
+                    m.update(fake)
+            rows += [(method, setting, m.name, m.compute(), len(of)) for m in group]
+    store.commit_set_metrics(rows, n_source=len(real))
+    return rows
+
+
+def score_missing(store, run_dir: Path, metrics: list, refs: list, resolution: int, batch_size: int,
+                  progress: bool = True) -> int:  # fmt: skip
+    """Compute, from the saved images, every per-image value of ``metrics`` that an ok cell lacks
+    (metrics added to the run after the cell finished, or a ``score`` that was killed); values
+    already stored are left as they are. Returns how many cells gained values."""
+    from tqdm.auto import tqdm
+
+    image_metrics = [m for m in metrics if isinstance(m, ImageMetric)]
+    if not image_metrics:
+        return 0
+    stored = store.stored_metrics()
+    cells = store.cells_frame()
+    ok = cells[(cells["status"] == "ok") & cells["output_path"].notna()]
+    lacking = defaultdict(list)  # sample id -> [(cell, metrics it lacks)]
+    for cell in ok.itertuples():
+        missing = [m for m in image_metrics if (cell.key, m.name) not in stored]
+        if missing:
+            lacking[cell.sample_id].append((cell, missing))
+    refs_by_id = {r.id: r for r in refs}
+    for sample_id, todo in tqdm(lacking.items(), unit="sample", disable=not progress):
+        sample = refs_by_id[sample_id].load(resolution)
+        for metric in image_metrics:
+            for batch in _batched([cell for cell, missing in todo if metric in missing], batch_size):
+                edited = torch.stack([read_png(Path(run_dir) / c.output_path) for c in batch])
+                values = metric(edited, sample.image[None].expand_as(edited), [sample] * len(batch))
+                for cell, value in zip(batch, values):
+                    store.add_cell_metrics(cell.key, {metric.name: float(value)})
+    return sum(len(todo) for todo in lacking.values())
+
+
+def score_run(run_dir: str | Path, names: list[str], untrained: bool = False, progress: bool = True) -> dict:
+    """Add metrics ``names`` to a finished run without re-running methods; returns counts.
+
+    The metrics are recorded in the run's manifest before any is computed, so a ``score`` that
+    is killed is finished by running it again or by ``run --resume``: either computes exactly
+    the values still missing."""
+    from bench.execution.runlock import locked_run
+
+    run_dir = Path(run_dir)
+    with locked_run(run_dir) as manifest:
+        return _score_locked(run_dir, manifest, names, untrained, progress)
+
+
+def _score_locked(run_dir: Path, manifest: dict, names: list[str], untrained: bool, progress: bool) -> dict:
+    from bench.data import load_dataset
+    from bench.devices import resolve_device
+    from bench.execution.config import config_from_resolved
+    from bench.metrics.extractors import Extractors
+    from bench.store import Store
+
+    config = config_from_resolved(manifest["config"])
+    options = replace(config.metric_options, untrained_extractors=untrained)  # this command's flag decides
+    metrics = [get_metric(n)() for n in names]
+    extractors = Extractors(options, resolve_device(config.backbone.device))
+    load_metrics(metrics, extractors)
+    if "backbone" not in manifest:
+        raise ConfigError(f"run {run_dir} was stopped before its backbone loaded; finish it with run --resume first")
+    resolution = manifest["backbone"]["resolution"]
+    refs = load_dataset(config.dataset)
+    store = Store(run_dir)
+    try:
+        labels = store.info("labels", [])
+        store.set_info("labels", labels + [label for label in extractors.labels() if label not in labels])
+        _add_to_manifest(store, manifest, names, untrained)
+        scored = score_missing(store, run_dir, metrics, refs, resolution, options.batch_size, progress)
+        sets = score_sets(store, run_dir, metrics, refs, resolution, options.batch_size)
+    finally:
+        store.close()
+    return {"cells scored": scored, "set values": len(sets), "NaN set values": sum(math.isnan(r[3]) for r in sets)}
+
+
+def _add_to_manifest(store, manifest: dict, names: list[str], untrained: bool) -> None:
+    """Record scored metrics in the run's config, so that ``--resume`` computes them for new cells."""
+    config = manifest["config"]
+    config["metrics"] = list(dict.fromkeys([*config["metrics"], *names]))
+    if untrained:
+        config["metric_options"]["untrained_extractors"] = True
+    store.save_manifest(manifest)

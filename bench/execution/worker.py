@@ -1,0 +1,263 @@
+"""The worker: runs work units (``bench.execution.plan``) on one loaded backbone and returns finished cells.
+
+A worker holds what is expensive to load (the backbone, the method adapters, the metric
+extractors) and runs any unit handed to it. It never touches the run's store: each finished
+cell comes back as a ``CellOutcome`` (record, PNG bytes, artifact PNGs, labels) for the driver
+to write and commit. The same worker runs in-process (``local`` executor) or inside a Ray actor.
+
+Per batch:
+
+- each row gets a fresh generator seeded from (sample id, seed), so its noise does not depend
+  on the batch it runs in or its position;
+- cost is measured for the whole batch: ``time_s``/``gpu_time_s`` per cell are the batch's
+  divided by its size, ``peak_mem_mb`` is the batch's, NFE per cell is what the method counted
+  for the row or else the batch's NFE divided evenly (every row of one setting costs the same);
+- an exception or a non-finite image re-runs the batch one cell at a time, so only the
+  offending cell fails, with its own error; out of memory halves the batch and retries, down
+  to one cell, before failing it.
+"""
+
+import io
+import socket
+import uuid
+from collections import OrderedDict
+from dataclasses import dataclass, field
+
+import torch
+from PIL import Image
+
+from bench.data import Sample, SampleRef
+from bench.devices import resolve_device
+from bench.diffusion.backbone import Backbone
+from bench.execution.config import RunConfig
+from bench.execution.plan import Cell, WorkUnit, cell_seed
+from bench.method import EditResult, EditRow, Method, Preparation
+from bench.metrics import ImageMetric, get_metric, load_metrics
+from bench.metrics.extractors import Extractors
+from bench.registry import get_method
+from bench.store import CellRecord
+from bench.timing import CellTimer
+
+#: Loaded samples a worker keeps, so the units of one block of samples load each image once.
+SAMPLE_CACHE_SIZE = 64
+
+
+@dataclass
+class CellOutcome:
+    """A finished cell as a worker returns it: the record (status, cost, metrics), the edited
+    image and artifact pictures as PNG bytes, caveat labels the run must carry, and warnings
+    its sample raised while loading (e.g. a clipped mask)."""
+
+    record: CellRecord
+    image_png: bytes | None = None
+    artifacts: dict[str, bytes] = field(default_factory=dict)
+    labels: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+
+@dataclass
+class _Prepared:
+    value: object
+    nfe: int
+    time_s: float
+    cache_hit: bool
+    grad_evals: int
+    used: bool = False
+
+
+@dataclass
+class _Row:
+    """A cell ready to edit: its record (preparation cost filled in) and what its edit needs."""
+
+    cell: Cell
+    sample: Sample
+    prep: object
+    record: CellRecord
+
+
+def to_uint8(image: torch.Tensor) -> torch.Tensor:
+    """(3, H, W) in [0, 1] -> (H, W, 3) uint8 on the CPU, rounding as image writers do."""
+    return (image.clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0).cpu()
+
+
+def png_bytes(picture: Image.Image) -> bytes:
+    buffer = io.BytesIO()
+    picture.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def device_name(device: torch.device) -> str:
+    """``host/device`` of a worker, e.g. ``node3/cuda:1 NVIDIA H100``: the store's ``worker`` column."""
+    name = str(device)
+    if device.type == "cuda":
+        name += f" {torch.cuda.get_device_name(device)}"
+    return f"{socket.gethostname()}/{name}"
+
+
+def _error(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}"
+
+
+class CellWorker:
+    """Loads the metrics (first, so missing weights fail fast), the backbone and the methods of
+    ``config`` once, then runs work units with ``run_unit``."""
+
+    def __init__(self, config: RunConfig, backbone: Backbone | None = None):
+        self.metrics = [get_metric(name)() for name in config.metrics]
+        self.extractors = Extractors(config.metric_options, resolve_device(config.backbone.device))
+        load_metrics(self.metrics, self.extractors)
+        self.backbone = backbone or Backbone(config.backbone)
+        self.methods: dict[str, Method] = {name: get_method(name)() for name in config.settings}
+        for name, settings in config.settings.items():
+            for setting in settings:
+                self.methods[name].check_backbone(setting, self.backbone)
+        self.name = device_name(self.backbone.device)
+        self._samples: OrderedDict[str, Sample | Exception] = OrderedDict()
+        self._token, self._batches = uuid.uuid4().hex[:8], 0
+
+    def labels(self) -> list[str]:
+        """Caveats every number of a run on this worker carries (untrained networks)."""
+        return list(self.backbone.labels) + self.extractors.labels()
+
+    # -- units ---------------------------------------------------------------------------------
+    def run_unit(self, unit: WorkUnit):
+        """Yield a ``CellOutcome`` for every cell of ``unit`` as it finishes."""
+        for outcome in self._unit_outcomes(unit):
+            sample = self._samples.get(outcome.record.sample_id)
+            if isinstance(sample, Sample):
+                outcome.warnings = list(sample.warnings)
+            yield outcome
+
+    def _unit_outcomes(self, unit: WorkUnit):
+        prepared: dict[str, _Prepared | Exception] = {}
+        for batch in unit.batches:
+            rows = []
+            for cell in batch:
+                row = self._ready(cell, prepared)
+                if isinstance(row, CellOutcome):
+                    yield row
+                else:
+                    rows.append(row)
+            if rows:
+                yield from self._execute(rows)
+
+    def _sample(self, ref: SampleRef) -> Sample | Exception:
+        if ref.id not in self._samples:
+            try:
+                self._samples[ref.id] = ref.load(self.backbone.resolution)
+            except Exception as exc:  # a bad sample fails its own cells, never the run
+                self._samples[ref.id] = exc
+            while len(self._samples) > SAMPLE_CACHE_SIZE:
+                self._samples.popitem(last=False)
+        return self._samples[ref.id]
+
+    def _ready(self, cell: Cell, prepared: dict) -> _Row | CellOutcome:
+        """The cell's row, or its outcome when it cannot run (bad sample, missing field, failed preparation)."""
+        method = self.methods[cell.method]
+        record = CellRecord(cell.key, cell.method, cell.setting, cell.sample_id, cell.seed, "ok", cell.ref.edit_type)
+        record.start_step, record.steps_run = method.schedule(cell.setting) or (None, None)
+        record.worker = self.name
+        sample = self._sample(cell.ref)
+        if isinstance(sample, Exception):
+            record.status, record.error = "failed", _error(sample)
+            return CellOutcome(record)
+        missing = method.missing(sample, cell.setting)
+        if missing:
+            record.status, record.error = "skipped", f"sample lacks {', '.join(missing)}, which {cell.method!r} needs"
+            return CellOutcome(record)
+        prep = self._prepare(method, sample, cell.setting, prepared)
+        if isinstance(prep, Exception):
+            record.status, record.error = "failed", f"preparation failed: {_error(prep)}"
+            return CellOutcome(record)
+        record.prep_cached = prep.used or prep.cache_hit
+        record.prep_nfe, record.prep_time_s, record.prep_grad_evals = (
+            (0, 0.0, 0) if prep.used else (prep.nfe, prep.time_s, prep.grad_evals)
+        )
+        prep.used = True
+        return _Row(cell, sample, prep.value, record)
+
+    def _prepare(self, method: Method, sample: Sample, setting: dict, prepared: dict) -> _Prepared | Exception:
+        """The sample's preparation, computed on first use (a unit shares one preparation key)."""
+        if sample.id not in prepared:
+            nfe_before = self.backbone.nfe.count
+            try:
+                with CellTimer(self.backbone.device) as timer:
+                    value = method.prepare(self.backbone, sample, setting)
+                if not isinstance(value, Preparation):
+                    value = Preparation(value)
+                nfe = self.backbone.nfe.count - nfe_before
+                prepared[sample.id] = _Prepared(value.value, nfe, timer.wall_s, value.cache_hit, value.grad_evals)
+            except Exception as exc:
+                prepared[sample.id] = exc
+        return prepared[sample.id]
+
+    # -- batches -------------------------------------------------------------------------------
+    def _execute(self, rows: list[_Row]) -> list[CellOutcome]:
+        """Edit ``rows`` as one batch; on failure isolate the offending cell (see the module doc)."""
+        try:
+            return self._edit_batch(rows)
+        except torch.OutOfMemoryError as exc:
+            if self.backbone.device.type == "cuda":
+                torch.cuda.empty_cache()
+            if len(rows) == 1:
+                return [self._failed(rows[0], exc)]
+            half = (len(rows) + 1) // 2
+            return self._execute(rows[:half]) + self._execute(rows[half:])
+        except Exception as exc:  # NaN output, a bug in one method: the run goes on
+            if len(rows) == 1:
+                return [self._failed(rows[0], exc)]
+            return [outcome for row in rows for outcome in self._execute([row])]
+
+    def _failed(self, row: _Row, exc: BaseException) -> CellOutcome:
+        row.record.status, row.record.error = "failed", _error(exc)
+        row.record.batch_size, row.record.batch_id = 1, self._new_batch_id()
+        return CellOutcome(row.record)
+
+    def _new_batch_id(self) -> str:
+        self._batches += 1
+        return f"{self._token}-{self._batches}"
+
+    def _edit_batch(self, rows: list[_Row]) -> list[CellOutcome]:
+        method, setting = self.methods[rows[0].cell.method], rows[0].cell.setting
+        edit_rows = [
+            EditRow(row.sample, row.prep, torch.Generator("cpu").manual_seed(cell_seed(row.sample.id, row.cell.seed)))
+            for row in rows
+        ]
+        nfe_before = self.backbone.nfe.count
+        with CellTimer(self.backbone.device) as timer:
+            results = method.edit_batch(self.backbone, edit_rows, setting)
+        batch_nfe = self.backbone.nfe.count - nfe_before
+        if len(results) != len(rows):
+            raise RuntimeError(f"method {method.name!r} returned {len(results)} results for {len(rows)} cells")
+        for result in results:
+            if not torch.isfinite(result.image).all():
+                raise FloatingPointError("the edited image contains NaN or Inf")
+        if any(r.nfe is None for r in results) and batch_nfe % len(rows):
+            raise RuntimeError(f"method {method.name!r}: batch NFE {batch_nfe} does not split evenly over {len(rows)} cells")
+        batch_id, n = self._new_batch_id(), len(rows)
+        outcomes = []
+        for row, result in zip(rows, results):
+            record = row.record
+            record.batch_size, record.batch_id = n, batch_id
+            record.nfe = result.nfe if result.nfe is not None else batch_nfe // n
+            record.grad_evals = result.grad_evals
+            record.time_s = timer.wall_s / n
+            record.gpu_time_s = None if timer.gpu_s is None else timer.gpu_s / n
+            record.peak_mem_mb = timer.peak_mem_mb
+            outcomes.append(self._finish(row, result))
+        return outcomes
+
+    def _finish(self, row: _Row, result: EditResult) -> CellOutcome:
+        """Quantise the edit to 8 bits and score it (metrics see exactly the saved PNG's pixels)."""
+        record = row.record
+        try:
+            pixels = to_uint8(result.image[0])
+            edited = pixels.permute(2, 0, 1)[None].float() / 255
+            for metric in self.metrics:
+                if isinstance(metric, ImageMetric):
+                    record.metrics[metric.name] = float(metric(edited, row.sample.image[None], [row.sample])[0])
+            artifacts = {name: png_bytes(picture) for name, picture in result.artifacts.items()}
+        except Exception as exc:
+            record.status, record.error = "failed", _error(exc)
+            return CellOutcome(record)
+        return CellOutcome(record, png_bytes(Image.fromarray(pixels.numpy())), artifacts, list(result.labels))

@@ -1,0 +1,426 @@
+"""Aggregating a run: NaN-aware means with bootstrap confidence intervals, per method and
+setting and per edit type, plus the cost of each setting.
+
+NaNs are never dropped silently. A per-image metric's ``Stat`` says how many ok cells gave
+NaN (and the metric's declared ``nan_reason``) and how many have no value at all; the mean
+and its interval are over the finite values only. Failed and skipped cells are counted
+beside the metrics, never folded into them.
+
+Confidence intervals are percentile bootstraps of the mean (resampling images with
+replacement) from a fixed seed, so the same values always give the same interval.
+"""
+
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from bench.data import DatasetSpec, load_dataset
+from bench.errors import ConfigError
+from bench.metrics import METRICS
+from bench.registry import get_method
+from bench.settings import setting_label, varying_params
+from bench.store import MANIFEST, Store
+
+CI_LEVEL = 0.95
+N_BOOT = 2000
+REFERENCE_METHOD = "reconstruct"
+
+
+@dataclass(frozen=True)
+class Stat:
+    """A metric of one group of cells: mean and 95% CI over the finite values.
+
+    ``n``: finite values used; ``n_nan``: values that were NaN; ``n_missing``: ok cells with
+    no value stored. ``low``/``high`` are NaN when there is no interval (fewer than two
+    values, or a set-level metric computed once over the whole set)."""
+
+    mean: float
+    low: float = math.nan
+    high: float = math.nan
+    n: int = 0
+    n_nan: int = 0
+    n_missing: int = 0
+    per_image: bool = True
+
+    @property
+    def has_ci(self) -> bool:
+        return not (math.isnan(self.low) or math.isnan(self.high))
+
+
+def bootstrap_ci(values, level: float = CI_LEVEL, n_boot: int = N_BOOT, seed: int = 0) -> tuple[float, float]:
+    """Percentile bootstrap interval of the mean of ``values`` (finite values only).
+
+    Seeded: the same values give the same interval. ``(nan, nan)`` for fewer than two values."""
+    values = np.asarray(values, dtype=np.float64)
+    if len(values) < 2:
+        return math.nan, math.nan
+    if not np.isfinite(values).all():
+        raise ValueError("bootstrap_ci takes finite values only; count and drop NaNs first")
+    rng = np.random.default_rng(seed)
+    means = values[rng.integers(0, len(values), size=(n_boot, len(values)))].mean(axis=1)
+    tail = (1 - level) / 2
+    low, high = np.quantile(means, [tail, 1 - tail])
+    return float(low), float(high)
+
+
+def describe(values, n_missing: int = 0, seed: int = 0) -> Stat:
+    """``Stat`` of per-image values: NaNs counted and excluded, the rest averaged with a CI.
+
+    Infinite values (e.g. PSNR of an identical image) are kept: they are values, not gaps."""
+    values = np.asarray(values, dtype=np.float64)
+    nan = np.isnan(values)
+    kept = values[~nan]
+    if not len(kept):
+        return Stat(math.nan, n=0, n_nan=int(nan.sum()), n_missing=n_missing)
+    mean = float(kept.mean())
+    low, high = bootstrap_ci(kept, seed=seed) if np.isfinite(kept).all() else (math.nan, math.nan)
+    return Stat(mean, low, high, len(kept), int(nan.sum()), n_missing)
+
+
+def nan_reason(metric: str) -> str | None:
+    """Why a metric can be NaN, as the metric class declares it (None when undeclared)."""
+    return getattr(METRICS.get(metric), "nan_reason", None)
+
+
+def higher_is_better(metric: str) -> bool | None:
+    """The metric's direction, or None for a metric this editbench does not know."""
+    cls = METRICS.get(metric)
+    return None if cls is None else cls.higher_is_better
+
+
+def arrow(metric: str) -> str:
+    direction = higher_is_better(metric)
+    return "" if direction is None else ("↑" if direction else "↓")
+
+
+# -- reading a run -------------------------------------------------------------------------------
+@dataclass
+class RunData:
+    """Everything a report reads from one run folder."""
+
+    run_dir: Path
+    manifest: dict
+    labels: list[str]
+    cells: pd.DataFrame
+    present: set = field(repr=False)  # (cell key, metric name) pairs with a stored row
+    set_metrics: pd.DataFrame
+    set_n_source: int | None = None  # source images the set-level metrics compared against
+    sessions: list[dict] = field(default_factory=list)  # per run/resume: cells computed, wall seconds, batch size
+
+    @property
+    def throughput(self) -> str | None:
+        """Cells per second of wall time over the run's sessions, as a sentence (None before any)."""
+        cells = sum(s["cells"] for s in self.sessions)
+        wall = sum(s["wall_s"] for s in self.sessions)
+        if not cells or wall <= 0:
+            return None
+        sizes = ", ".join(str(b) for b in dict.fromkeys(s["batch_size"] for s in self.sessions))
+        return (
+            f"Throughput: {cells / wall:.3g} cells/s of wall time ({cells} cells computed in {wall:.1f} s "
+            f"over {len(self.sessions)} session(s); batch size {sizes})."
+        )
+
+    @property
+    def image_metrics(self) -> list[str]:
+        found = [c.removeprefix("metric.") for c in self.cells.columns if c.startswith("metric.")]
+        return _config_order(found, self.manifest)
+
+    @property
+    def set_metric_names(self) -> list[str]:
+        return _config_order(list(dict.fromkeys(self.set_metrics["name"])), self.manifest)
+
+    @property
+    def metric_names(self) -> list[str]:
+        return self.image_metrics + [m for m in self.set_metric_names if m not in self.image_metrics]
+
+    @property
+    def methods(self) -> list[str]:
+        """Methods in run order, the reference method first."""
+        names = list(dict.fromkeys(self.cells["method"]))
+        return sorted(names, key=lambda m: m != REFERENCE_METHOD)
+
+    def settings(self, method: str) -> list[str]:
+        """Setting JSON strings of a method, in run order."""
+        return list(dict.fromkeys(self.cells.loc[self.cells["method"] == method, "setting"]))
+
+    @property
+    def fingerprint(self) -> str | None:
+        return ((self.manifest.get("backbone") or {}).get("fingerprint") or {}).get("id")
+
+    @property
+    def dataset(self) -> dict:
+        return (self.manifest.get("config") or {}).get("dataset") or {}
+
+
+def expected_cells(run: RunData) -> int | None:
+    """How many cells the run's config asks for (samples x settings x seeds), or None when its
+    dataset can no longer be read."""
+    config = run.manifest.get("config") or {}
+    dataset = {k: tuple(v) if isinstance(v, list) else v for k, v in (config.get("dataset") or {}).items()}
+    try:
+        n_samples = len(load_dataset(DatasetSpec(**dataset)))
+    except (ConfigError, TypeError, OSError):
+        return None
+    n_settings = sum(len(settings) or 1 for settings in (config.get("methods") or {}).values())
+    return n_samples * n_settings * len(config.get("seeds") or [0])
+
+
+def incomplete_note(run: RunData) -> str | None:
+    """``incomplete: 14 of 30 cells`` (with the command that finishes it) for a run whose store
+    lacks cells its config asks for; None for a complete run."""
+    total = expected_cells(run)
+    if total is None or len(run.cells) >= total:
+        return None
+    return (f"incomplete: {len(run.cells)} of {total} cells in {run.run_dir.name}; "
+            f"finish it with editbench run --resume {run.run_dir}")  # fmt: skip
+
+
+def _config_order(names: list[str], manifest: dict) -> list[str]:
+    configured = (manifest.get("config") or {}).get("metrics") or []
+    return sorted(names, key=lambda m: (configured.index(m) if m in configured else len(configured), m))
+
+
+def load_run(run_dir) -> RunData:
+    """Read a run folder (manifest, cells, per-image and set-level metrics)."""
+    run_dir = Path(run_dir)
+    if not (run_dir / Store.FILENAME).is_file():
+        raise ConfigError(f"{run_dir} is not a run folder (no {Store.FILENAME})")
+    store = Store(run_dir)
+    try:
+        cells = store.cells_frame()
+        present = set(store.db.execute("SELECT key, name FROM metrics"))
+        has_set = store.db.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name='set_metrics'").fetchone()
+        set_metrics = (
+            pd.read_sql_query("SELECT method, setting, name, value, n FROM set_metrics", store.db)
+            if has_set
+            else pd.DataFrame(columns=["method", "setting", "name", "value", "n"])
+        )
+        manifest = store.info("manifest") or {}
+        labels = store.info("labels", [])
+        n_source = store.info("set_metrics_n_source")
+        sessions = store.info("sessions", [])
+    finally:
+        store.close()
+    if (run_dir / MANIFEST).is_file():
+        manifest = json.loads((run_dir / MANIFEST).read_text())
+    labels = list(dict.fromkeys(list(manifest.get("labels", [])) + list(labels)))
+    return RunData(run_dir, manifest, labels, cells, present, set_metrics, n_source, sessions)
+
+
+# -- setting labels ---------------------------------------------------------------------------------
+def has_preparation(method: str) -> bool:
+    """Whether the method prepares work shared across settings (an inversion); True when unknown."""
+    try:
+        return bool(get_method(method).prep_params)
+    except ConfigError:
+        return True
+
+
+def row_name(method: str, label: str) -> str:
+    """``method label``, or the method alone when it has a single setting."""
+    return method if label == "—" else f"{method} {label}"
+
+
+# -- grouping ---------------------------------------------------------------------------------------
+@dataclass
+class Row:
+    """One method x setting (x edit type) of a run: counts, metric stats and cost."""
+
+    method: str
+    setting: dict
+    setting_json: str
+    label: str
+    edit_type: str | None
+    cells: int
+    ok: int
+    failed: int
+    skipped: int
+    metrics: dict[str, Stat]
+    cost: dict[str, float]
+    first_error: str | None = None
+    values: dict[str, pd.Series] = field(default_factory=dict, repr=False)  # per-image metric by (sample_id, seed)
+
+    @property
+    def is_reference(self) -> bool:
+        return self.method == REFERENCE_METHOD
+
+
+def _cost(ok: pd.DataFrame) -> dict[str, float]:
+    """Cost of a group's ok cells: means per cell, the spread of time per cell (median and
+    quartiles), and the preparation's cost per preparation this run computed (the cells that
+    reused one, in memory or from the disk cache, are counted in ``prep_reused``), so the
+    numbers do not depend on what other runs left in the cache."""
+
+    def mean(frame, col):
+        values = frame[col].dropna()
+        return float(values.mean()) if len(values) else math.nan
+
+    time = ok["time_s"].dropna()
+    q1, median, q3 = (float(q) for q in time.quantile([0.25, 0.5, 0.75])) if len(time) else (math.nan,) * 3
+    cached = ok["prep_cached"].dropna()
+    computed = ok[(ok["prep_cached"] == 0) & ((ok["prep_nfe"].fillna(0) > 0) | (ok["prep_grad_evals"].fillna(0) > 0))]
+    peak = ok["peak_mem_mb"].dropna()
+    return {
+        "time_s": mean(ok, "time_s"),
+        "time_median": median,
+        "time_q1": q1,
+        "time_q3": q3,
+        "gpu_time_s": mean(ok, "gpu_time_s"),
+        "nfe": mean(ok, "nfe"),
+        "grad_evals": mean(ok, "grad_evals"),
+        "peak_mem_mb": float(peak.max()) if len(peak) else math.nan,
+        "prep_computed": float(len(computed)),
+        "prep_time_s": mean(computed, "prep_time_s"),
+        "prep_nfe": mean(computed, "prep_nfe"),
+        "prep_grad_evals": mean(computed, "prep_grad_evals"),
+        "prep_reused": float(cached.sum()) if len(cached) else math.nan,
+    }
+
+
+def _row(run: RunData, method: str, setting_text: str, label: str, group: pd.DataFrame, edit_type, seed: int) -> Row:
+    ok = group[group["status"] == "ok"]
+    metrics, per_cell = {}, {}
+    cell_index = pd.MultiIndex.from_arrays([ok["sample_id"], ok["seed"]])
+    for name in run.image_metrics:
+        stored = np.array([(key, name) in run.present for key in ok["key"]], dtype=bool)
+        values = ok[f"metric.{name}"].to_numpy(dtype=np.float64)[stored]
+        metrics[name] = describe(values, n_missing=int((~stored).sum()), seed=seed)
+        per_cell[name] = pd.Series(values, index=cell_index[stored])
+    if edit_type is None:
+        sets = run.set_metrics[(run.set_metrics["method"] == method) & (run.set_metrics["setting"] == setting_text)]
+        for rec in sets.itertuples():
+            value = math.nan if rec.value is None else float(rec.value)
+            metrics[rec.name] = Stat(value, n=int(rec.n or 0), n_nan=int(math.isnan(value)), per_image=False)
+    failed = group[group["status"] == "failed"]
+    return Row(
+        method, json.loads(setting_text), setting_text, label, edit_type, len(group), len(ok), len(failed),
+        int((group["status"] == "skipped").sum()), metrics, _cost(ok),
+        failed.iloc[0]["error"] if len(failed) else None, per_cell,
+    )  # fmt: skip
+
+
+def summarize(run: RunData, by_edit_type: bool = False, seed: int = 0) -> list[Row]:
+    """One ``Row`` per method and setting (and edit type when ``by_edit_type``), in run
+    order with the reference method first. Set-level metrics appear in the overall rows only."""
+    rows = []
+    keys = ["edit_type"] if by_edit_type else []
+    for method in run.methods:
+        texts = run.settings(method)
+        varying, _ = varying_params(method, [json.loads(t) for t in texts])
+        for text in texts:
+            group = run.cells[(run.cells["method"] == method) & (run.cells["setting"] == text)]
+            label = setting_label(json.loads(text), varying)
+            if not keys:
+                rows.append(_row(run, method, text, label, group, None, seed))
+                continue
+            for edit_type, part in group.groupby(group["edit_type"].fillna("(none)"), sort=True):
+                rows.append(_row(run, method, text, label, part, edit_type, seed))
+    if by_edit_type:
+        rows.sort(key=lambda r: r.edit_type)
+    return rows
+
+
+def fixed_params(run: RunData) -> dict[str, dict]:
+    """Per method, the parameters every setting of the run shares (shown once, not per row)."""
+    out = {}
+    for method in run.methods:
+        _, fixed = varying_params(method, [json.loads(t) for t in run.settings(method)])
+        if fixed:
+            out[method] = fixed
+    return out
+
+
+#: What a marked (bold) value in a table means; captions say it.
+BEST_RULE = (
+    "best mean in its column and better than every other row by a paired comparison: the 95% paired "
+    "bootstrap interval of the mean difference over the cells both rows share (same sample and seed) excludes 0; "
+    "no bold when no row is distinguishable; set-level metrics (FID, KID) and the reference row are never bold"
+)
+
+
+def paired_better(best: pd.Series, other: pd.Series, higher: bool, seed: int = 0) -> bool:
+    """Whether ``best`` beats ``other`` on their shared cells: the 95% paired bootstrap interval of
+    the mean difference (in the metric's direction) lies above 0. Needs two shared finite pairs."""
+    best, other = best.align(other, join="inner")
+    diff = (best - other).to_numpy(dtype=np.float64) * (1 if higher else -1)
+    diff = diff[np.isfinite(diff)]
+    if len(diff) < 2:
+        return False
+    low, _ = bootstrap_ci(diff, seed=seed)
+    return low > 0
+
+
+def best_rows(rows: list[Row], metric: str) -> set[int]:
+    """The index of the row with the best mean of ``metric``, when it is distinguishable from every
+    other contender (``BEST_RULE``); otherwise the empty set.
+
+    The reference row is a ceiling, not a contender. Nothing is marked for a metric without a
+    known direction, a set-level metric (one value per row, no per-cell pairs; biased by n),
+    a tie, or a single contender."""
+    direction = higher_is_better(metric)
+    candidates = [
+        (i, r) for i, r in enumerate(rows)
+        if not r.is_reference and metric in r.metrics and not math.isnan(r.metrics[metric].mean)
+    ]  # fmt: skip
+    if direction is None or len(candidates) < 2 or any(metric not in r.values for _, r in candidates):
+        return set()
+    pick = max if direction else min
+    best_index, best = pick(candidates, key=lambda c: c[1].metrics[metric].mean)
+    others = [r for i, r in candidates if i != best_index]
+    if all(paired_better(best.values[metric], r.values[metric], direction) for r in others):
+        return {best_index}
+    return set()
+
+
+MAX_GROUPS_LISTED = 8  # groups named in a NaN note; the rest are counted
+
+
+def nan_notes(rows: list[Row]) -> list[str]:
+    """One sentence per reason values are missing (a metric's declared NaN reason, or "not
+    computed"), however many groups and metrics share it: the metrics, how many values of
+    how many, and the count per group."""
+    found: dict[tuple[str, str], dict] = {}
+    totals: dict[str, int] = {}
+    for r in rows:
+        where = row_name(r.method, r.label) + (f" [{r.edit_type}]" if r.edit_type else "")
+        for name, s in r.metrics.items():
+            totals[name] = totals.get(name, 0) + s.n_nan + s.n + s.n_missing
+            if s.n_nan:
+                _count(found, ("nan", nan_reason(name) or "no reason declared by the metric"), name, where, s.n_nan)
+            if s.n_missing:
+                _count(found, ("missing", "not computed"), name, where, s.n_missing)
+    notes = []
+    for (kind, reason), f in found.items():
+        names = ", ".join(f["metrics"])
+        groups = [f"{w}: {n}" for w, n in f["where"].items()]
+        listed = ", ".join(groups[:MAX_GROUPS_LISTED])
+        if len(groups) > MAX_GROUPS_LISTED:
+            listed += f", and {len(groups) - MAX_GROUPS_LISTED} more"
+        what = "was NaN for" if kind == "nan" else "has no value for"
+        total = sum(totals[m] for m in f["metrics"])
+        notes.append(f"{names} {what} {f['n']} of {total} values ({listed}) — {reason}")
+    return notes
+
+
+def _count(found: dict, key: tuple[str, str], metric: str, where: str, n: int) -> None:
+    f = found.setdefault(key, {"metrics": {}, "where": {}, "n": 0})
+    f["metrics"][metric] = True
+    f["where"][where] = f["where"].get(where, 0) + n
+    f["n"] += n
+
+
+def format_stat(s: Stat | None, digits: int = 4) -> str:
+    """``mean [low, high]`` plus NaN counts; ``—`` when there is no value."""
+    if s is None:
+        return "—"
+    text = "—" if math.isnan(s.mean) else f"{s.mean:.{digits}g}"
+    if s.has_ci:
+        text += f" [{s.low:.{digits}g}, {s.high:.{digits}g}]"
+    if not s.per_image and not math.isnan(s.mean):
+        text += f" (set, n={s.n})"
+    gaps = [f"{s.n_nan} NaN"] * bool(s.n_nan) + [f"{s.n_missing} missing"] * bool(s.n_missing)
+    return text + (f" ({', '.join(gaps)})" if gaps else "")

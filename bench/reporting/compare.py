@@ -1,0 +1,353 @@
+"""Comparing two runs for regressions, usable as a CI gate.
+
+Runs on different datasets or sample sets (dataset spec or seeds) are not comparable unless
+``allow_different_samples``. Otherwise the comparison is paired: both runs are restricted to
+the cells they share (method, setting, sample, seed), so an interrupted run is compared on
+what it finished. For every method x setting x metric, the change is judged in the metric's
+direction: a regression is worse by more than the allowed threshold AND distinguishable by
+the paired test (the 95% paired bootstrap interval of the per-cell difference excludes 0;
+``bench.reporting.aggregate.paired_better``). With fewer than two shared values, or a set-level metric
+(one value per setting), the threshold alone decides. A setting whose failed cells grew, or
+that lost every value of a metric, also regressed; so does a setting or method of the base
+that the new run lacks, unless ``allow_missing``. NFE per cell is compared exactly and time
+per cell (median) with a relative tolerance: warnings, or failures when gated.
+
+Exit codes: 0 nothing regressed, 1 something did, 2 the runs cannot be compared (not run
+folders, different samples, no method x setting x metric in common, a bad thresholds file).
+A changed backbone fingerprint or package versions is stated at the top but does not stop
+the comparison: comparing across such a change is often the point. A changed version of a
+package that metrics or kernels come from (``METRIC_PACKAGES``) is a warning: the change may come
+from the environment, not the method (torchmetrics changed SSIM in 1.4.2, torchvision its resize in 0.17).
+"""
+
+import json
+import math
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+from bench.errors import ConfigError, unknown
+from bench.metrics import METRICS
+from bench.reporting.aggregate import (
+    Row,
+    RunData,
+    Stat,
+    arrow,
+    format_stat,
+    higher_is_better,
+    incomplete_note,
+    load_run,
+    paired_better,
+    row_name,
+    summarize,
+)
+from bench.reporting.plots import caveat
+from bench.reporting.report import md_table, md_text
+from bench.settings import setting_label, varying_params
+from bench.yaml_file import read_yaml
+
+OK, REGRESSED, INCOMPARABLE = 0, 1, 2
+# Packages whose version changes what a metric computes or the kernels a method runs on.
+METRIC_PACKAGES = ("torch", "torchvision", "torchmetrics", "transformers", "diffusers", "lpips", "clean-fid")
+
+
+@dataclass(frozen=True)
+class Threshold:
+    """How much worse a metric may get before it counts: ``max(abs, rel * |base mean|)``."""
+
+    abs: float = 0.0
+    rel: float = 0.0
+
+    def allowed(self, base: float) -> float:
+        return max(self.abs, self.rel * abs(base)) if math.isfinite(base) else self.abs
+
+
+def _threshold(value, where: str) -> Threshold:
+    try:
+        if isinstance(value, str) and value.strip().endswith("%"):
+            t = Threshold(rel=float(value.strip()[:-1]) / 100)
+        elif isinstance(value, dict):
+            unknown_keys = set(value) - {"abs", "rel"}
+            if unknown_keys:
+                raise ValueError(f"unknown keys {sorted(unknown_keys)}")
+            t = Threshold(float(value.get("abs", 0.0)), float(value.get("rel", 0.0)))
+        else:
+            t = Threshold(abs=float(value))
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(
+            f"thresholds {where} = {value!r}: expected a number (absolute), a percentage like '5%' "
+            f"(relative to the base mean) or {{abs: X, rel: Y}} ({exc})"
+        ) from exc
+    if t.abs < 0 or t.rel < 0:
+        raise ConfigError(f"thresholds {where} = {value!r}: must not be negative")
+    return t
+
+
+def threshold_keys() -> list[str]:
+    """Keys a thresholds file may use: every metric name and ``default``."""
+    return ["default", *METRICS]
+
+
+@dataclass(frozen=True)
+class CompareOptions:
+    """How strict ``compare_runs`` is. ``time_tolerance``: relative slow-down of the median time
+    per cell that is tolerated; ``gate_nfe``/``gate_time``: cost changes fail instead of warn."""
+
+    allow_different_samples: bool = False
+    allow_missing: bool = False
+    time_tolerance: float = 0.25
+    gate_nfe: bool = False
+    gate_time: bool = False
+
+
+def load_thresholds(path: str | Path | None) -> dict[str, Threshold]:
+    """Per-metric thresholds from a YAML/JSON file mapping metric names (and ``default``) to
+    a number, ``"N%"`` or ``{abs, rel}``; without a file every metric's threshold is 0."""
+    if path is None:
+        return {"default": Threshold()}
+    raw = read_yaml(path, "thresholds") or {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"thresholds {path}: expected a mapping of metric name to threshold")
+    for key in raw:
+        if str(key) not in threshold_keys():
+            raise ConfigError(f"thresholds {path}: {unknown('key', key, threshold_keys())}")
+    out = {str(k): _threshold(v, f"{path}: {k!r}") for k, v in raw.items()}
+    out.setdefault("default", Threshold())
+    return out
+
+
+@dataclass
+class Change:
+    """One method x setting x metric in both runs, and the verdict on it."""
+
+    method: str
+    label: str
+    metric: str
+    base: Stat
+    new: Stat
+    allowed: float
+    verdict: str  # regressed, improved, unchanged, within threshold, within CI, no direction, no value
+
+    @property
+    def delta(self) -> float:
+        return 0.0 if self.base.mean == self.new.mean else self.new.mean - self.base.mean
+
+
+def _overlap(a: Stat, b: Stat) -> bool | None:
+    if not (a.has_ci and b.has_ci):
+        return None
+    return a.low <= b.high and b.low <= a.high
+
+
+def judge(base: Stat, new: Stat, higher: bool | None, allowed: float, distinguishable: bool | None = None) -> str:
+    """The verdict on one metric's change (see the module docstring). ``distinguishable``: the
+    paired test's answer; None when there are no pairs, then the two CIs' overlap decides."""
+    if math.isnan(base.mean) and math.isnan(new.mean):
+        return "no value"
+    if math.isnan(new.mean):
+        return "regressed"  # it had values and lost them all
+    if math.isnan(base.mean):
+        return "improved"
+    if base.mean == new.mean:
+        return "unchanged"
+    if higher is None:
+        return "no direction"
+    worse_by = (base.mean - new.mean) if higher else (new.mean - base.mean)
+    if abs(worse_by) <= allowed:
+        return "within threshold"
+    if (not distinguishable) if distinguishable is not None else _overlap(base, new):
+        return "within CI"
+    return "regressed" if worse_by > 0 else "improved"
+
+
+@dataclass
+class Comparison:
+    base: RunData
+    new: RunData
+    changes: list[Change]
+    failures: list[str]  # settings whose failed cells grew, missing settings, gated cost changes (regressions)
+    notes: list[str]  # stated up front: what differs between the runs
+    only_base: list[str]
+    only_new: list[str]
+    thresholds: dict[str, Threshold]
+    warnings: list[str] = field(default_factory=list)  # version drift and ungated cost changes; never the exit code
+
+    @property
+    def regressions(self) -> list[str]:
+        bad = [c for c in self.changes if c.verdict == "regressed"]
+        found = [f"{row_name(c.method, c.label)}: {c.metric} {_fmt_delta(c)}" for c in bad]
+        return found + self.failures
+
+    @property
+    def exit_code(self) -> int:
+        return REGRESSED if self.regressions else OK
+
+
+def _fmt_delta(c: Change) -> str:
+    direction = f" {arrow(c.metric)}" if arrow(c.metric) else ""
+    return f"{format_stat(c.base)} → {format_stat(c.new)} ({c.delta:+.4g}{direction})"
+
+
+def sample_set_difference(base: RunData, new: RunData) -> str | None:
+    """How the runs' planned samples differ (dataset spec or seeds), or None when they match."""
+    seeds = [(r.manifest.get("config") or {}).get("seeds") for r in (base, new)]
+    if base.dataset != new.dataset:
+        return f"dataset differs: {json.dumps(base.dataset)} (base) vs {json.dumps(new.dataset)} (new)"
+    if seeds[0] != seeds[1]:
+        return f"seeds differ: {seeds[0]} (base) vs {seeds[1]} (new)"
+    return None
+
+
+def _differences(base: RunData, new: RunData) -> list[str]:
+    notes = [f"{side} run {note}" for side, run in (("base", base), ("new", new)) if (note := incomplete_note(run))]
+    if base.fingerprint != new.fingerprint:
+        notes.append(f"backbone fingerprint changed: {base.fingerprint} → {new.fingerprint}")
+    samples = [set(zip(r.cells["sample_id"], r.cells["seed"])) for r in (base, new)]
+    if samples[0] != samples[1]:
+        notes.append(f"cells differ: {len(samples[0] - samples[1])} (sample, seed) pairs only in base, "
+                     f"{len(samples[1] - samples[0])} only in new; compared on the cells both have")  # fmt: skip
+    pb, pn = (r.manifest.get("packages") or {} for r in (base, new))
+    warned = set(_drifted_metric_packages(pb, pn))  # stated as a warning by version_drift
+    changed = [f"{k} {pb.get(k)} → {pn.get(k)}" for k in sorted(set(pb) | set(pn))
+               if pb.get(k) != pn.get(k) and k not in warned]  # fmt: skip
+    if changed:
+        notes.append("package versions changed: " + ", ".join(changed))
+    if base.labels != new.labels:
+        notes.append(f"labels differ: {base.labels} → {new.labels}")
+    return notes
+
+
+def _drifted_metric_packages(pb: dict, pn: dict) -> list[str]:
+    """``METRIC_PACKAGES`` whose recorded versions differ (recorded in both manifests)."""
+    return [k for k in METRIC_PACKAGES if k in pb and k in pn and pb[k] != pn[k]]
+
+
+def version_drift(base: RunData, new: RunData) -> list[str]:
+    """A warning when the runs' manifests record different versions of ``METRIC_PACKAGES``."""
+    pb, pn = (r.manifest.get("packages") or {} for r in (base, new))
+    changed = [f"{k} {pb[k]} → {pn[k]}" for k in _drifted_metric_packages(pb, pn)]
+    if not changed:
+        return []
+    return [f"package versions differ: {', '.join(changed)}. Metric definitions and kernels change between "
+            "versions, so a difference may come from the environment rather than the method."]  # fmt: skip
+
+
+def _shared_cells(base: RunData, new: RunData) -> tuple[RunData, RunData]:
+    """Both runs restricted to the cells (method, setting, sample, seed) they both hold."""
+    common = set(base.cells["key"]) & set(new.cells["key"])
+    return tuple(replace(r, cells=r.cells[r.cells["key"].isin(common)]) for r in (base, new))
+
+
+def _distinguishable(before: Row, after: Row, metric: str, higher: bool | None) -> bool | None:
+    """The paired test on the shared cells: is the worse side's deficit more than noise?
+    None when a side has no per-cell values (set-level metric) or there are under two pairs."""
+    if higher is None or metric not in before.values or metric not in after.values:
+        return None
+    b, n = before.values[metric].align(after.values[metric], join="inner")
+    if int((b.notna() & n.notna()).sum()) < 2:
+        return None
+    better, worse = (b, n) if (b.mean() >= n.mean()) == higher else (n, b)
+    return paired_better(better, worse, higher)
+
+
+def _cost_changes(name: str, before: Row, after: Row, options: CompareOptions) -> list[tuple[bool, str]]:
+    """(gated, message) for NFE per cell that changed and median time per cell beyond the tolerance."""
+    found = []
+    if before.cost["nfe"] != after.cost["nfe"] and not (math.isnan(before.cost["nfe"]) and math.isnan(after.cost["nfe"])):
+        found.append((options.gate_nfe, f"{name}: NFE per cell {before.cost['nfe']:g} → {after.cost['nfe']:g}"))
+    t0, t1 = before.cost["time_median"], after.cost["time_median"]
+    if math.isfinite(t0) and math.isfinite(t1) and t1 > t0 * (1 + options.time_tolerance):
+        found.append((options.gate_time, f"{name}: median time per cell {t0:.3g} s → {t1:.3g} s "
+                                         f"(more than {options.time_tolerance:.0%} slower)"))  # fmt: skip
+    return found
+
+
+def compare_runs(
+    base_dir, new_dir, thresholds: dict[str, Threshold] | None = None, options: CompareOptions = CompareOptions()
+) -> Comparison:
+    """Compare two run folders; raise ``ConfigError`` when they cannot be compared."""
+    thresholds = thresholds or {"default": Threshold()}
+    base, new = load_run(base_dir), load_run(new_dir)
+    difference = sample_set_difference(base, new)
+    if difference and not options.allow_different_samples:
+        raise ConfigError(f"not comparable: {difference}; pass --allow-different-samples to compare the shared cells anyway")
+    planned = [{(r.method, r.setting_json) for r in summarize(run)} for run in (base, new)]
+    rows = [{(r.method, r.setting_json): r for r in summarize(run)} for run in _shared_cells(base, new)]
+
+    def label(key) -> str:  # varying parameters over both runs
+        settings = [json.loads(k[1]) for k in planned[0] | planned[1] if k[0] == key[0]]
+        return setting_label(json.loads(key[1]), varying_params(key[0], settings)[0])
+
+    only_base = [row_name(k[0], label(k)) for k in planned[0] if k not in planned[1]]
+    only_new = [row_name(k[0], label(k)) for k in planned[1] if k not in planned[0]]
+    failures = [] if options.allow_missing else [f"{item}: in base, missing in new" for item in only_base]
+    changes, warnings, nan_changes = [], [], []
+    for key, b in rows[0].items():
+        n = rows[1].get(key)
+        if n is None:
+            continue
+        name = row_name(key[0], label(key))
+        if n.failed > b.failed:
+            failures.append(f"{name}: failed cells {b.failed} → {n.failed} (first error: {n.first_error})")
+        for gated, message in _cost_changes(name, b, n, options):
+            (failures if gated else warnings).append(message)
+        for metric in b.metrics.keys() | n.metrics.keys():
+            if metric not in b.metrics or metric not in n.metrics:
+                (only_base if metric in b.metrics else only_new).append(f"{name}: metric {metric}")
+                continue
+            before, after = b.metrics[metric], n.metrics[metric]
+            allowed = thresholds.get(metric, thresholds["default"]).allowed(before.mean)
+            higher = higher_is_better(metric)
+            verdict = judge(before, after, higher, allowed, _distinguishable(b, n, metric, higher))
+            if after.n_nan != before.n_nan:
+                nan_changes.append(f"{name}: {metric} NaN count {before.n_nan} → {after.n_nan}")
+            changes.append(Change(key[0], label(key), metric, before, after, allowed, verdict))
+    if not changes:
+        raise ConfigError(
+            f"runs {base_dir} and {new_dir} have no method x setting x metric in common; nothing to compare"
+        )
+    order = {m: i for i, m in enumerate(base.metric_names)}
+    changes.sort(key=lambda c: (c.method, c.label, order.get(c.metric, len(order)), c.metric))
+    notes = ([f"{difference} (allowed by --allow-different-samples)"] if difference else []) + _differences(base, new)
+    warnings = version_drift(base, new) + warnings
+    return Comparison(base, new, changes, failures, notes + nan_changes, only_base, only_new, thresholds, warnings)
+
+
+def _run_line(run: RunData) -> str:
+    git = run.manifest.get("git") or {}
+    commit = (git.get("commit") or "unknown")[:10] + (" (dirty)" if git.get("dirty") else "")
+    return f"{run.run_dir} (created {run.manifest.get('created', '?')}, commit {commit}, backbone {run.fingerprint})"
+
+
+def comparison_markdown(c: Comparison) -> str:
+    """The comparison as Markdown: differences and verdict first, then every change."""
+    labels = list(dict.fromkeys(c.base.labels + c.new.labels))
+    lines = ["# editbench compare", "", f"- base: {md_text(_run_line(c.base))}", f"- new: {md_text(_run_line(c.new))}"]
+    lines.append("")
+    if labels:
+        lines += [f"**{md_text(caveat(labels))}**", ""]
+    lines += [f"> **Warning:** {md_text(w)}" for w in c.warnings] + ([""] if c.warnings else [])
+    lines += [f"> **Note:** {md_text(n)}" for n in c.notes] + ([""] if c.notes else [])
+    if c.regressions:
+        lines += [f"**{len(c.regressions)} regression(s):**", ""] + [f"- {md_text(r)}" for r in c.regressions]
+    else:
+        lines.append("**No regressions.**")
+    improved = [ch for ch in c.changes if ch.verdict == "improved"]
+    if improved:
+        names = [md_text(f"{row_name(ch.method, ch.label)} {ch.metric}") for ch in improved]
+        lines += ["", f"{len(improved)} improvement(s): " + "; ".join(names)]
+    if c.warnings:
+        lines += ["", f"{len(c.warnings)} cost warning(s) (not gated):", ""] + [f"- {md_text(w)}" for w in c.warnings]
+    lines += ["", "Compared on the cells both runs hold (same method, setting, sample, seed). A change is a regression",
+              "when it is worse, in the metric's direction, by more than the threshold and the 95% paired bootstrap",
+              "interval of the per-cell difference excludes 0 (threshold alone for set-level metrics or under two",
+              "pairs). A setting of the base missing in the new run fails unless --allow-missing.", ""]  # fmt: skip
+    body = [
+        [ch.method, ch.label, f"{ch.metric} {arrow(ch.metric)}".strip(), format_stat(ch.base), format_stat(ch.new),
+         f"{ch.delta:+.4g}" if math.isfinite(ch.delta) else "—", f"{ch.allowed:g}", ch.verdict]
+        for ch in c.changes
+    ]  # fmt: skip
+    lines += md_table(["method", "setting", "metric", "base", "new", "Δ", "allowed", "verdict"], body)
+    for title, items in (("Only in base", c.only_base), ("Only in new", c.only_new)):
+        if items:
+            lines += ["", f"{title}:", ""] + [f"- {md_text(i)}" for i in items]
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,114 @@
+"""A metric across runs over time: tracking methods across commits.
+
+Runs are ordered by their manifest's creation time; each is named by its date and commit.
+A folder that is not itself a run but holds run folders (``reports/runs``) stands for all
+of them.
+"""
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from bench.errors import ConfigError
+from bench.reporting.aggregate import RunData, Stat, expected_cells, format_stat, load_run, row_name, summarize
+from bench.reporting.plots import caveat, history_figure, png
+from bench.reporting.report import md_table, md_text
+from bench.settings import setting_label, varying_params
+from bench.store import Store
+
+
+def expand_runs(paths) -> list[Path]:
+    """Run folders from ``paths``: each a run folder, or a folder whose children are runs."""
+    runs = []
+    for path in map(Path, paths):
+        if (path / Store.FILENAME).is_file():
+            runs.append(path)
+            continue
+        children = sorted(p for p in path.iterdir() if (p / Store.FILENAME).is_file()) if path.is_dir() else []
+        if not children:
+            raise ConfigError(f"{path} is neither a run folder nor a folder of run folders (no {Store.FILENAME})")
+        runs += children
+    return list(dict.fromkeys(runs))
+
+
+def run_name(run: RunData) -> str:
+    commit = ((run.manifest.get("git") or {}).get("commit") or "nocommit")[:7]
+    dirty = "+" if (run.manifest.get("git") or {}).get("dirty") else ""
+    return f"{str(run.manifest.get('created', '?'))[:16]} {commit}{dirty}"
+
+
+@dataclass
+class History:
+    metric: str
+    runs: list[RunData]
+    series: dict[str, list[tuple[int, Stat]]]  # "method setting" -> (run index, stat)
+
+    @property
+    def labels(self) -> list[str]:
+        return list(dict.fromkeys(label for run in self.runs for label in run.labels))
+
+    @property
+    def names(self) -> list[str]:
+        return [run_name(r) for r in self.runs]
+
+
+def history(paths, metric: str | None = None, methods: list[str] | None = None) -> History:
+    """``metric`` (default: the first run's first metric) per method and setting in each run."""
+    runs = [load_run(p) for p in expand_runs(paths)]
+    runs.sort(key=lambda r: (str(r.manifest.get("created", "")), str(r.run_dir)))
+    if not runs:
+        raise ConfigError("history: give at least one run folder")
+    available = list(dict.fromkeys(m for r in runs for m in r.metric_names))
+    metric = metric or (runs[0].metric_names or [None])[0]
+    if metric not in available:
+        have = ", ".join(available) or "no metrics"
+        raise ConfigError(f"history: no run has metric {metric!r}; the runs have {have}")
+    per_run = [summarize(r) for r in runs]
+    settings: dict[str, list[dict]] = {}
+    for rows in per_run:
+        for row in rows:
+            settings.setdefault(row.method, []).append(row.setting)
+    unknown_methods = set(methods or []) - set(settings)
+    if unknown_methods:
+        raise ConfigError(f"history: no run has method(s) {sorted(unknown_methods)}; they have {', '.join(settings)}")
+    varying = {m: varying_params(m, ss)[0] for m, ss in settings.items()}
+    series: dict[str, list[tuple[int, Stat]]] = {}
+    for i, rows in enumerate(per_run):
+        for row in rows:
+            if (methods and row.method not in methods) or metric not in row.metrics:
+                continue
+            label = setting_label(row.setting, varying[row.method])
+            series.setdefault(row_name(row.method, label), []).append((i, row.metrics[metric]))
+    return History(metric, runs, series)
+
+
+def history_markdown(h: History) -> str:
+    """One row per run, one column per method and setting."""
+    lines = [f"# History of {md_text(h.metric)}", ""]
+    cells = [cells_text(run) for run in h.runs]
+    incomplete = [run.run_dir.name for run, text in zip(h.runs, cells) if "incomplete" in text]
+    if incomplete:
+        lines += [f"**incomplete: {len(incomplete)} of {len(h.runs)} runs ({md_text(', '.join(incomplete))})**", ""]
+    if h.labels:
+        lines += [f"**{md_text(caveat(h.labels))}**", ""]
+    header = ["run", "backbone", "folder", "cells"] + list(h.series)
+    body = []
+    for i, run in enumerate(h.runs):
+        values = {name: dict(points).get(i) for name, points in h.series.items()}
+        stats = [format_stat(values[n]) + (f" n={values[n].n}" if values[n] else "") for n in h.series]
+        body.append([run_name(run), str(run.fingerprint), run.run_dir.name, cells[i]] + stats)
+    lines += md_table(header, body)
+    lines.append("\nValues: mean [95% bootstrap CI] over ok cells, n = values averaged.")
+    return "\n".join(lines) + "\n"
+
+
+def cells_text(run: RunData) -> str:
+    """``30``, or ``14 of 30 (incomplete)`` for a run that lacks cells its config asks for."""
+    total = expected_cells(run)
+    if total is None or len(run.cells) >= total:
+        return str(len(run.cells))
+    return f"{len(run.cells)} of {total} (incomplete)"
+
+
+def history_png(h: History) -> bytes:
+    return png(history_figure(h.series, h.names, h.metric, h.labels))
+

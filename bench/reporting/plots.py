@@ -1,0 +1,440 @@
+"""The report's figures (matplotlib, Agg, no pyplot state): trade-off curves, one
+metric-vs-parameter plot per swept parameter, the cost plot, image grids, and the history plot.
+
+Builders return a ``Figure``; ``png`` turns it into bytes no wider than the HTML page. A run
+with caveat labels gets a short marker in each title ("smoke numbers: see labels"); the full
+label list is said once, on the page or table around the figure, so titles stay one line and
+never widen a figure.
+"""
+
+import io
+import json
+import math
+import textwrap
+from pathlib import Path
+
+import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from matplotlib.transforms import Bbox
+from PIL import Image
+
+from bench.data import DatasetSpec, Sample, load_dataset
+from bench.errors import ConfigError
+from bench.metrics import METRICS, CostMetric
+from bench.reporting.aggregate import REFERENCE_METHOD, Row, RunData, arrow, row_name
+from bench.settings import setting_label, varying_params
+
+#: Default trade-off axes, most wanted first: how strongly the edit follows the target
+#: prompt (x), against how much of the source survives (y).
+EDIT_STRENGTH = ("clip_score", "clip_score_edited", "clip_direction")
+FIDELITY = ("lpips_bg", "psnr_bg", "ssim_bg", "mse_bg", "lpips_bg_masked", "psnr_bg_masked", "ssim_bg_masked",
+            "mse_bg_masked", "structure_distance", "lpips", "psnr", "ssim", "mse")  # fmt: skip
+DPI = 110
+#: Widest PNG a figure is saved as: the HTML page is 1400 px with padding, so nothing is shrunk.
+MAX_WIDTH_PX = 1300
+SMOKE_MARK = "smoke numbers: see labels"
+
+
+def caveat(labels: list[str]) -> str:
+    """The line every table and page carries when the run has labels."""
+    return f"Smoke numbers — {', '.join(labels)}: not comparable with published results." if labels else ""
+
+
+def new_figure(**kwargs) -> Figure:
+    """A constrained-layout figure on its own Agg canvas (text extents can be measured)."""
+    fig = Figure(layout="constrained", **kwargs)
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def png(fig: Figure) -> bytes:
+    """The figure as PNG bytes, cropped to its content, at most ``MAX_WIDTH_PX`` wide."""
+    dpi = DPI
+    while True:
+        buf = io.BytesIO()
+        fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight")
+        width = Image.open(buf).size[0]
+        if width <= MAX_WIDTH_PX:
+            return buf.getvalue()
+        dpi = dpi * MAX_WIDTH_PX / width * 0.99  # text wider than the figure: save once more, smaller
+
+
+def _title(fig: Figure, text: str, labels: list[str]) -> None:
+    fig.suptitle(f"{text} — {SMOKE_MARK}" if labels else text, fontsize=9)
+
+
+def constant_metrics(rows: list[Row], metrics: list[str]) -> set[str]:
+    """Metrics whose finite means are all equal (or absent) over the non-reference rows:
+    they separate nothing, so no plot spends an axis on them."""
+    out = set()
+    for m in metrics:
+        means = [r.metrics[m].mean for r in rows if not r.is_reference and m in r.metrics]
+        finite = np.array([v for v in means if np.isfinite(v)])
+        if len(finite) < 2 or np.allclose(finite, finite[0], rtol=1e-9, atol=1e-12):
+            out.add(m)
+    return out
+
+
+# -- trade-off curves -----------------------------------------------------------------------------
+def tradeoff_planes(
+    metrics: list[str], requested: list[str] | None = None, constant: set[str] = frozenset()
+) -> list[tuple[str, str]]:
+    """(x, y) metric pairs to plot: ``requested`` as ``"x:y"`` strings, else defaults.
+
+    Defaults, from the metrics not in ``constant``: the first edit-strength metric the run
+    has against the first fidelity metric, plus FID against CLIP score when both exist; a run
+    with only one kind plots its first metric of that kind against another; a run with one
+    informative metric gets no plane."""
+    if requested:
+        planes = []
+        for text in requested:
+            x, sep, y = text.partition(":")
+            if not sep or x == y:
+                raise ConfigError(
+                    f"trade-off plane {text!r}: expected two different metrics as X:Y, e.g. clip_score:lpips_bg"
+                )
+            for name in (x, y):
+                if name not in metrics:
+                    raise ConfigError(
+                        f"trade-off plane {text!r}: the run has no metric {name!r}; it has {', '.join(metrics)}"
+                    )
+            planes.append((x, y))
+        return planes
+    metrics = [m for m in quality_metrics(metrics) if m not in constant]
+    strength = [m for m in EDIT_STRENGTH if m in metrics]
+    fidelity = [m for m in FIDELITY if m in metrics]
+    if strength and fidelity:
+        planes = [(strength[0], fidelity[0])]
+        if "fid" in metrics and "clip_score" in metrics:
+            planes.append(("clip_score", "fid"))
+        return planes
+    if strength or fidelity:
+        first = (strength or fidelity)[0]
+        rest = [m for m in metrics if m != first]
+        return [(first, rest[0])] if rest else []
+    return [(metrics[0], metrics[1])] if len(metrics) >= 2 else []
+
+
+def quality_metrics(metrics: list[str]) -> list[str]:
+    """The quality metrics among ``metrics``: cost metrics have their own plot."""
+    return [m for m in metrics if not (m in METRICS and issubclass(METRICS[m], CostMetric))]
+
+
+def _sortable(value):
+    return (0, value, "") if isinstance(value, (int, float)) and not isinstance(value, bool) else (1, 0, str(value))
+
+
+def _curves(method: str, rows: list[Row]) -> list[tuple[str, str | None, list[Row]]]:
+    """A method's rows as curves: (legend label, swept parameter, rows in parameter order).
+
+    The first varying parameter is swept along a curve; each combination of the others is
+    its own curve."""
+    varying, _ = varying_params(method, [r.setting for r in rows])
+    if not varying:
+        return [(method, None, rows)]
+    swept, others = varying[0], varying[1:]
+    curves: dict[str, list[Row]] = {}
+    for r in rows:
+        curves.setdefault(setting_label(r.setting, others), []).append(r)
+    return [
+        (row_name(method, key), swept, sorted(rs, key=lambda r: _sortable(r.setting[swept])))
+        for key, rs in curves.items()
+    ]
+
+
+def _err(stats) -> np.ndarray | None:
+    if not any(s.has_ci for s in stats):
+        return None
+    return np.array([[s.mean - s.low, s.high - s.mean] if s.has_ci else [0, 0] for s in stats]).T
+
+
+def tradeoff_figure(rows: list[Row], x: str, y: str, labels: list[str]) -> Figure:
+    """Each method's curve over its swept parameter in the (x, y) plane, with 95% CI bars;
+    each point is labelled with its parameter value (labels placed so none overlap), the
+    reference method is a star."""
+    fig = new_figure(figsize=(6.4, 4.8))
+    ax = fig.add_subplot()
+    texts: list[tuple[tuple[float, float], str, str]] = []
+    for method in list(dict.fromkeys(r.method for r in rows)):
+        for name, swept, curve in _curves(method, [r for r in rows if r.method == method]):
+            pts = [r for r in curve if x in r.metrics and y in r.metrics]
+            pts = [r for r in pts if np.isfinite(r.metrics[x].mean) and np.isfinite(r.metrics[y].mean)]
+            if not pts:
+                continue
+            xs, ys = [r.metrics[x] for r in pts], [r.metrics[y] for r in pts]
+            reference = method == REFERENCE_METHOD
+            style = dict(marker="*", markersize=12, linestyle="none") if reference else dict(marker="o")
+            line = ax.errorbar([s.mean for s in xs], [s.mean for s in ys], xerr=_err(xs), yerr=_err(ys),
+                               capsize=2, label=name, **style)  # fmt: skip
+            if swept:
+                at: dict[tuple, list] = {}  # settings that land on the same point share one label
+                for r, sx, sy in zip(pts, xs, ys):
+                    at.setdefault((sx.mean, sy.mean), []).append(str(r.setting[swept]))
+                color = line.lines[0].get_color()
+                texts += [(xy, f"{swept}={', '.join(values)}", color) for xy, values in at.items()]
+    ax.set_xlabel(f"{x} {arrow(x)}".strip())
+    ax.set_ylabel(f"{y} {arrow(y)}".strip())
+    ax.grid(alpha=0.3)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=8)
+    _title(fig, f"Trade-off: {x} vs {y} (mean, 95% CI)", labels)
+    place_labels(ax, texts)
+    return fig
+
+
+#: Where a point's label may go, in points from the point: nearest first, then further out.
+_OFFSETS = [(dx * r, dy * r) for r in (1, 2, 3, 5) for dx, dy in
+            ((5, 4), (5, -10), (-5, 4), (-5, -10), (0, 8), (0, -14), (9, -3), (-9, -3))]  # fmt: skip
+
+
+def place_labels(ax, texts: list[tuple[tuple[float, float], str, str]]) -> None:
+    """Annotate each (data point, text, colour) at the first candidate offset where the label
+    overlaps no label placed before it nor any point, inside the axes; labels stay out of the
+    layout so placing them moves nothing."""
+    fig = ax.figure
+    fig.draw_without_rendering()  # settle the layout: display coordinates are final from here
+    renderer = fig.canvas.get_renderer()
+    taken = [_around(ax.transData.transform(xy), 3) for xy, _, _ in texts]
+    inside = ax.get_window_extent(renderer)
+    for xy, text, color in texts:
+        for dx, dy in _OFFSETS:
+            label = ax.annotate(text, xy, textcoords="offset points", xytext=(dx, dy), fontsize=7, color=color,
+                                ha="left" if dx >= 0 else "right", annotation_clip=False)  # fmt: skip
+            label.set_in_layout(False)
+            box = label.get_window_extent(renderer)
+            fits = inside.x0 <= box.x0 and box.x1 <= inside.x1 and inside.y0 <= box.y0 and box.y1 <= inside.y1
+            if fits and not any(box.overlaps(t) for t in taken):
+                break
+            if (dx, dy) != _OFFSETS[-1]:
+                label.remove()
+        taken.append(box)
+
+
+def _around(center, half: float) -> Bbox:
+    """A square of ``half`` pixels each side of a display point."""
+    return Bbox.from_bounds(center[0] - half, center[1] - half, 2 * half, 2 * half)
+
+
+# -- metric against parameter ------------------------------------------------------------------------
+def sweep_figure(method: str, rows: list[Row], param: str, metrics: list[str], labels: list[str],
+                 reference: Row | None = None) -> Figure:  # fmt: skip
+    """One panel per metric: the metric's mean (95% CI bars) against ``param`` for one method,
+    one line per combination of its other swept parameters; the reference method's value, when
+    given, as a dashed line. Non-numeric parameter values are spaced evenly in run order."""
+    varying, _ = varying_params(method, [r.setting for r in rows])
+    others = [k for k in varying if k != param]
+    values = list(dict.fromkeys(r.setting[param] for r in rows))
+    numeric = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values)
+    position = {json.dumps(v): (v if numeric else i) for i, v in enumerate(values)}
+    n_cols = min(3, len(metrics))
+    n_rows = math.ceil(len(metrics) / n_cols)
+    fig = new_figure(figsize=(3.7 * n_cols, 2.7 * n_rows + 0.5))
+    axes = list(fig.subplots(n_rows, n_cols, squeeze=False).flat)
+    lines: dict[str, list[Row]] = {}
+    for r in rows:
+        lines.setdefault(setting_label(r.setting, others), []).append(r)
+    for ax, metric in zip(axes, metrics):
+        for key, line in lines.items():
+            pts = sorted((r for r in line if metric in r.metrics and np.isfinite(r.metrics[metric].mean)),
+                         key=lambda r: position[json.dumps(r.setting[param])])  # fmt: skip
+            stats = [r.metrics[metric] for r in pts]
+            ax.errorbar([position[json.dumps(r.setting[param])] for r in pts], [s.mean for s in stats],
+                        yerr=_err(stats), marker="o", capsize=2, label=None if key == "—" else key)  # fmt: skip
+        if reference is not None and metric in reference.metrics and np.isfinite(reference.metrics[metric].mean):
+            ax.axhline(reference.metrics[metric].mean, color="gray", linestyle="--", linewidth=1, label=REFERENCE_METHOD)
+        ax.set_title(f"{metric} {arrow(metric)}".strip(), fontsize=9)
+        ax.set_xlabel(param, fontsize=8)
+        if not numeric:
+            ax.set_xticks(range(len(values)), [textwrap.shorten(str(v), 14) for v in values], fontsize=7)
+        ax.tick_params(labelsize=7)
+        ax.grid(alpha=0.3)
+    for ax in axes[len(metrics) :]:
+        ax.axis("off")
+    handles, names = fig.axes[0].get_legend_handles_labels()
+    if handles:
+        fig.legend(handles, names, loc="outside lower center", ncols=min(4, len(names)), fontsize=7)
+    _title(fig, f"{method}: metrics vs {param} (mean, 95% CI)", labels)
+    return fig
+
+
+# -- cost -----------------------------------------------------------------------------------------------
+def cost_figure(rows: list[Row], labels: list[str]) -> Figure:
+    """Seconds per image and NFE per image for every method and setting (and peak GPU
+    memory when the run measured it)."""
+    names = [row_name(r.method, r.label) for r in rows]
+    panels = [("time_s", "seconds / image"), ("nfe", "NFE / image")]
+    if any(np.isfinite(r.cost["peak_mem_mb"]) for r in rows):
+        panels.append(("peak_mem_mb", "peak GPU memory (MB)"))
+    fig = new_figure(figsize=(3.2 * len(panels), 0.35 * len(rows) + 1.6))
+    axes = fig.subplots(1, len(panels), sharey=True, squeeze=False)[0]
+    ypos = np.arange(len(rows))
+    for ax, (key, title) in zip(axes, panels):
+        values = [r.cost[key] for r in rows]
+        ax.barh(ypos, [0 if math.isnan(v) else v for v in values], color="tab:blue")
+        for yy, v in zip(ypos, values):
+            ax.text(0, yy, " n/a" if math.isnan(v) else f" {v:.3g}", va="center", fontsize=7)
+        ax.set_title(title, fontsize=9)
+        ax.grid(axis="x", alpha=0.3)
+    axes[0].set_yticks(ypos, names, fontsize=8)
+    axes[0].invert_yaxis()
+    _title(fig, "Cost per image (ok cells)", labels)
+    return fig
+
+
+# -- image grids ------------------------------------------------------------------------------------------
+#: Output tiles per grid row; a longer sweep wraps onto further rows so a grid fits the page.
+GRID_COLUMNS = 6
+TILE_IN = 1.75
+TILE_FONT = 7
+
+
+def load_sources(run: RunData, sample_ids: list[str]) -> dict[str, Sample | str]:
+    """The source samples of ``sample_ids`` through the run's dataset spec, at the run's
+    resolution; a sample that cannot be loaded maps to the error message instead."""
+    spec = {k: tuple(v) if isinstance(v, list) else v for k, v in run.dataset.items()}
+    resolution = (run.manifest.get("backbone") or {}).get("resolution")
+    out: dict[str, Sample | str] = {}
+    try:
+        refs = {r.id: r for r in load_dataset(DatasetSpec(**spec))} if spec and resolution else {}
+    except Exception as exc:
+        return {i: f"dataset unavailable: {exc}" for i in sample_ids}
+    for sample_id in sample_ids:
+        if sample_id not in refs:
+            out[sample_id] = "source not found in the run's dataset"
+            continue
+        try:
+            out[sample_id] = refs[sample_id].load(resolution)
+        except Exception as exc:
+            out[sample_id] = str(exc)
+    return out
+
+
+def grid_samples(run: RunData) -> list[tuple[str, int]]:
+    """Every (sample id, seed) pair of the run, in run order: each gets a grid, whatever its
+    cells' status."""
+    return list(dict.fromkeys(zip(run.cells["sample_id"], run.cells["seed"].astype(int))))
+
+
+def _wrap(text: str) -> str:
+    """``text`` wrapped to the width of a tile (at ``TILE_FONT``), long words broken."""
+    chars = max(8, int(TILE_IN * 72 / (0.62 * TILE_FONT)))
+    return "\n".join(textwrap.wrap(text, chars)) or text
+
+
+def _placeholder(ax, shape: tuple[int, int], text: str) -> None:
+    """A grey tile of the outputs' size holding a short note, so rows keep their alignment."""
+    ax.imshow(np.full((*shape, 3), 0.92))
+    ax.text(0.5, 0.5, _wrap(textwrap.shorten(text, 90, placeholder="…")), ha="center", va="center",
+            fontsize=TILE_FONT, transform=ax.transAxes)  # fmt: skip
+
+
+def _outline(ax, mask: np.ndarray) -> None:
+    """Draw the mask's boundary in red; zero padding closes regions that touch the border."""
+    h, w = mask.shape
+    ax.contour(np.arange(-1, w + 1), np.arange(-1, h + 1), np.pad(mask, 1), levels=[0.5], colors="red", linewidths=1.2)
+    ax.set_xlim(-0.5, w - 0.5)
+    ax.set_ylim(h - 0.5, -0.5)
+
+
+def _tile_shape(run: RunData, source: Sample | str) -> tuple[int, int]:
+    if isinstance(source, Sample):
+        return tuple(source.image.shape[1:])
+    for path in run.cells.loc[run.cells["status"] == "ok", "output_path"]:
+        if (run.run_dir / path).is_file():
+            width, height = Image.open(run.run_dir / path).size
+            return height, width
+    size = int((run.manifest.get("backbone") or {}).get("resolution") or 64)
+    return size, size
+
+
+def image_grid(run: RunData, sample_id: str, seed: int, source: Sample | str) -> Figure:
+    """One sample: the source with its mask outlined, then each method's outputs along its
+    sweep (wrapping after ``GRID_COLUMNS`` tiles), each titled with its parameter values.
+    Cells that did not give an image are same-size grey tiles saying why."""
+    methods = run.methods
+    settings = {m: run.settings(m) for m in methods}
+    n_cols = 1 + min(GRID_COLUMNS, max(len(s) for s in settings.values()))
+    first_row = {}
+    for m in methods:
+        first_row[m] = sum(math.ceil(len(settings[k]) / (n_cols - 1)) for k in methods[: methods.index(m)])
+    n_rows = sum(math.ceil(len(s) / (n_cols - 1)) for s in settings.values())
+    fig = new_figure(figsize=(TILE_IN * n_cols, (TILE_IN + 0.25) * n_rows + 0.4))
+    axes = fig.subplots(n_rows, n_cols, squeeze=False)
+    for ax in axes.flat:
+        ax.set_xticks([])
+        ax.set_yticks([])
+        ax.axis("off")
+    shape = _tile_shape(run, source)
+    cells = run.cells[(run.cells["sample_id"] == sample_id) & (run.cells["seed"] == seed)]
+    src = axes[0, 0]
+    src.axis("on")
+    if isinstance(source, Sample):
+        src.imshow(source.image.permute(1, 2, 0).numpy())
+        if source.mask is not None and source.mask.sum() > 0:
+            _outline(src, source.mask[0].numpy())
+    else:
+        _placeholder(src, shape, f"source unavailable: {source}")
+    has_mask = isinstance(source, Sample) and source.mask is not None
+    src.set_title("source" + " + mask" * has_mask, fontsize=TILE_FONT)
+    for method in methods:
+        texts = settings[method]
+        varying, _ = varying_params(method, [json.loads(t) for t in texts])
+        for k, text in enumerate(texts):
+            ax = axes[first_row[method] + k // (n_cols - 1), 1 + k % (n_cols - 1)]
+            ax.axis("on")
+            cell = cells[(cells["method"] == method) & (cells["setting"] == text)]
+            label = setting_label(json.loads(text), varying)
+            ax.set_title(method if label == "—" else f"{method}\n{_wrap(label)}", fontsize=TILE_FONT)
+            if not len(cell):
+                _placeholder(ax, shape, "not run")
+            elif cell.iloc[0]["status"] != "ok":
+                _placeholder(ax, shape, f"{cell.iloc[0]['status']}: {cell.iloc[0]['error']}")
+            elif (run.run_dir / cell.iloc[0]["output_path"]).is_file():
+                ax.imshow(np.asarray(Image.open(run.run_dir / cell.iloc[0]["output_path"]).convert("RGB")))
+            else:
+                _placeholder(ax, shape, "output file missing")
+    _title(fig, f"sample {sample_id}, seed {seed}", run.labels)
+    return fig
+
+
+def beside(left: Path, right: Path) -> bytes:
+    """Two pictures side by side at the height of the taller (a cell's output and its
+    attention maps), as PNG bytes no wider than ``MAX_WIDTH_PX``."""
+    a, b = Image.open(left).convert("RGB"), Image.open(right).convert("RGB")
+    height = max(a.height, b.height)
+    a, b = (im.resize((round(im.width * height / im.height), height), Image.LANCZOS) for im in (a, b))
+    gap = 16
+    canvas = Image.new("RGB", (a.width + gap + b.width, height), "white")
+    canvas.paste(a, (0, 0))
+    canvas.paste(b, (a.width + gap, 0))
+    if canvas.width > MAX_WIDTH_PX:
+        canvas = canvas.resize((MAX_WIDTH_PX, round(height * MAX_WIDTH_PX / canvas.width)), Image.LANCZOS)
+    buf = io.BytesIO()
+    canvas.save(buf, format="PNG")
+    return buf.getvalue()
+
+
+# -- history ---------------------------------------------------------------------------------------------
+def history_figure(series: dict[str, list], run_names: list[str], metric: str, labels: list[str]) -> Figure:
+    """A metric across runs: one line per method and setting, x = run in time order, each point
+    marked with its n. The labels, needed on a PNG that stands alone, go under the plot wrapped
+    to its width."""
+    width = min(MAX_WIDTH_PX / DPI - 0.5, max(6.4, 0.9 * len(run_names) + 2))
+    fig = new_figure(figsize=(width, 4.4))
+    ax = fig.add_subplot()
+    for name, points in series.items():
+        xs = [i for i, _ in points]
+        stats = [s for _, s in points]
+        ax.errorbar(xs, [s.mean for s in stats], yerr=_err(stats), marker="o", capsize=2, label=name)
+        for x, s in zip(xs, stats):  # n per point: partial runs average fewer values
+            ax.annotate(f"n={s.n}", (x, s.mean), textcoords="offset points", xytext=(4, 4), fontsize=6)
+    ax.set_xticks(range(len(run_names)), run_names, rotation=30, ha="right", fontsize=7)
+    ax.set_ylabel(f"{metric} {arrow(metric)}".strip())
+    ax.grid(alpha=0.3)
+    if series:
+        ax.legend(fontsize=7)
+    if labels:
+        fig.supxlabel("\n".join(textwrap.wrap(caveat(labels), int(width * 72 / (0.6 * 8)))), fontsize=8)
+    _title(fig, f"History of {metric} (mean, 95% CI)", labels)
+    return fig

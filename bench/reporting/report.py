@@ -1,0 +1,371 @@
+"""Turning a run into reports: the per-cell export, the Markdown tables, and the ``Report``
+that both the Markdown and the HTML page (``bench.reporting.html_report``) are written from.
+
+Tables give every metric as mean [95% bootstrap CI] over the ok cells, with n, failures,
+skips and NaN counts; the reference method (``reconstruct``) comes first and is never
+marked best. The run's caveat labels ("untrained backbone", ...) head every table.
+"""
+
+import html
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+from bench.reporting import plots
+from bench.reporting.aggregate import (
+    BEST_RULE,
+    REFERENCE_METHOD,
+    Row,
+    RunData,
+    arrow,
+    best_rows,
+    fixed_params,
+    format_stat,
+    has_preparation,
+    incomplete_note,
+    load_run,
+    nan_notes,
+    nan_reason,
+    row_name,
+    summarize,
+)
+from bench.settings import setting_label, varying_params
+
+CELL_COLUMNS = ["method", "sample_id", "seed", "edit_type", "status", "error", "output_path"]
+SCHEDULE_COLUMNS = ["start_step", "steps_run"]  # the effective schedule: settings that coincide show it
+COST_COLUMNS = ["time_s", "nfe", "gpu_time_s", "peak_mem_mb", "grad_evals", "prep_time_s", "prep_nfe",
+                "prep_grad_evals", "prep_cached", "batch_size", "batch_id"]  # fmt: skip
+COST_HEADER = ["s/image (mean)", "s/image median [IQR]", "GPU s/image", "NFE/image", "grad evals/image", "peak GPU MB",
+               "preparations computed", "prep s each", "prep NFE each", "prep grad evals each",
+               "prep reused/cached"]  # fmt: skip
+COST_NOTE = ("Time per ok cell: mean, and median [interquartile range]. Preparation (inversion) cost is per "
+             "preparation this run computed; the cells that reused one, in this run or from the disk cache, are "
+             "counted in reused/cached.")  # fmt: skip
+
+
+def cells_table(run_dir: Path) -> pd.DataFrame:
+    """One row per cell: identity, status, ``param.<name>``, ``metric.<name>``, ``nan_reason.<name>``
+    (the metric's declared reason where an ok cell's value is NaN), cost, labels."""
+    run = load_run(run_dir)
+    cells = run.cells
+    params = pd.DataFrame([json.loads(s) for s in cells["setting"]], index=cells.index).add_prefix("param.")
+    metric_cols = [f"metric.{m}" for m in run.image_metrics]
+    reasons = _nan_reasons(cells, run.image_metrics)
+    table = pd.concat(
+        [cells[CELL_COLUMNS], params, cells[SCHEDULE_COLUMNS], cells[metric_cols], reasons, cells[COST_COLUMNS]], axis=1
+    )
+    table["labels"] = "; ".join(run.labels)
+    return table
+
+
+def _nan_reasons(cells: pd.DataFrame, metrics: list[str]) -> pd.DataFrame:
+    """``nan_reason.<metric>``: the metric's declared reason where an ok cell's value is NaN, else empty."""
+    ok = cells["status"] == "ok"
+    columns = {}
+    for m in metrics:
+        reason = nan_reason(m) or "no reason declared by the metric"
+        columns[f"nan_reason.{m}"] = pd.Series("", index=cells.index).mask(ok & cells[f"metric.{m}"].isna(), reason)
+    return pd.DataFrame(columns, index=cells.index)
+
+
+# -- the report object ------------------------------------------------------------------------------
+@dataclass
+class Picture:
+    """A figure of the report: a file name, a caption (plain text) and the PNG bytes."""
+
+    name: str
+    caption: str
+    png: bytes
+
+
+@dataclass
+class GridPicture(Picture):
+    """An image grid, with the sample's prompts for its caption (dataset text: escape it)."""
+
+    sample_id: str = ""
+    source_prompt: str | None = None
+    target_prompt: str | None = None
+    edit_type: str | None = None
+
+
+@dataclass
+class Report:
+    run: RunData
+    rows: list[Row]
+    by_type: list[Row]
+    tradeoffs: list[Picture] = field(default_factory=list)
+    sweeps: list[Picture] = field(default_factory=list)
+    cost: Picture | None = None
+    grids: list[GridPicture] = field(default_factory=list)
+    grid_total: int = 0  # (sample, seed) pairs the run has; ``grids`` shows the first ones
+    attention: list[Picture] = field(default_factory=list)
+
+    @property
+    def labels(self) -> list[str]:
+        return self.run.labels
+
+    @property
+    def metrics(self) -> list[str]:
+        return self.run.metric_names
+
+
+def build_report(run_dir, planes: list[str] | None = None, n_grid: int = 3, figures: bool = True) -> Report:
+    """Aggregate a run and, when ``figures``, draw its trade-off, cost and grid figures."""
+    run = load_run(run_dir)
+    report = Report(run, summarize(run), summarize(run, by_edit_type=True))
+    constant = plots.constant_metrics(report.rows, run.metric_names)
+    chosen = plots.tradeoff_planes(run.metric_names, planes, constant)  # validates requested planes even without figures
+    if not figures or not len(run.cells):
+        return report
+    for x, y in chosen:
+        report.tradeoffs.append(Picture(f"tradeoff_{x}_{y}.png", f"Trade-off: {x} vs {y}, each method along its sweep.",
+                                        plots.png(plots.tradeoff_figure(report.rows, x, y, run.labels))))  # fmt: skip
+    report.sweeps = sweep_pictures(report.rows, run)
+    report.cost = Picture("cost.png", "Cost per image.", plots.png(plots.cost_figure(report.rows, run.labels)))
+    every_pair = plots.grid_samples(run)
+    report.grid_total = len(every_pair)
+    pairs = every_pair[:n_grid]
+    sources = plots.load_sources(run, [s for s, _ in pairs])
+    for i, (sample_id, seed) in enumerate(pairs):
+        source = sources[sample_id]
+        sample = source if isinstance(source, plots.Sample) else None
+        edit_type = run.cells.loc[run.cells["sample_id"] == sample_id, "edit_type"].iloc[0]
+        report.grids.append(GridPicture(
+            f"grid_{i}.png", f"Sample {sample_id}, seed {seed}: source with mask outlined, then each method's outputs.",
+            plots.png(plots.image_grid(run, sample_id, seed, source)), sample_id,
+            sample.source_prompt if sample else None, sample.target_prompt if sample else None, edit_type,
+        ))  # fmt: skip
+    report.attention = attention_pictures(run, pairs)
+    return report
+
+
+def sweep_pictures(rows: list[Row], run: RunData) -> list[Picture]:
+    """One metric-vs-parameter figure per method and swept parameter, over the metrics that
+    vary along that method's sweep (cost metrics have their own plot)."""
+    reference = next((r for r in rows if r.is_reference), None)
+    metrics = plots.quality_metrics(run.metric_names)
+    pictures = []
+    for method in run.methods:
+        own = [r for r in rows if r.method == method]
+        varying, _ = varying_params(method, [r.setting for r in own])
+        constant = plots.constant_metrics(own, metrics)
+        shown = [m for m in metrics if m not in constant]
+        if not shown:
+            continue
+        note = f" Constant along this sweep, not plotted: {', '.join(sorted(constant))}." if constant else ""
+        for param in varying:
+            fig = plots.sweep_figure(method, own, param, shown, run.labels, reference)
+            dashed = f"; dashed: {REFERENCE_METHOD}" if reference else ""
+            caption = f"{method}: each metric against {param} (mean, 95% CI bars; lines: its other swept parameters{dashed}).{note}"
+            pictures.append(Picture(f"sweep_{method}_{param}.png", caption, plots.png(fig)))
+    return pictures
+
+
+def attention_pictures(run: RunData, pairs: list[tuple[str, int]]) -> list[Picture]:
+    """For the shown (sample, seed) pairs, each cell that saved attention maps (p2p's
+    ``attention_maps``): its output beside the maps."""
+    pictures = []
+    for sample_id, seed in pairs:
+        ok = run.cells[(run.cells["sample_id"] == sample_id) & (run.cells["seed"] == seed) & (run.cells["status"] == "ok")]
+        for cell in ok.itertuples():
+            output = run.run_dir / cell.output_path
+            maps = output.with_suffix(".attention.png")
+            if output.is_file() and maps.is_file():
+                label = row_name(cell.method, setting_label(json.loads(cell.setting), _varying(run, cell.method)))
+                caption = f"{label}, sample {sample_id}, seed {seed}: the output (left) and its cross-attention maps."
+                pictures.append(Picture(f"attention_{len(pictures)}.png", caption, plots.beside(output, maps)))
+    return pictures
+
+
+def grid_note(report: Report) -> str:
+    """How many (sample, seed) pairs have a grid, and how to get all of them."""
+    shown, total = len(report.grids), report.grid_total
+    if shown == total:
+        return f"Every sample and seed has a grid ({total})."
+    return (f"Grids for {shown} of {total} (sample, seed) pairs; for all: "
+            f"editbench report {report.run.run_dir} --html PATH --grid {total}")  # fmt: skip
+
+
+def _varying(run: RunData, method: str) -> list[str]:
+    return varying_params(method, [json.loads(t) for t in run.settings(method)])[0]
+
+
+# -- table contents, shared by Markdown and HTML -----------------------------------------------------------
+def main_header(metrics: list[str], edit_type: bool = False) -> list[str]:
+    head = ["edit type"] * edit_type + ["method", "setting", "n", "failed", "skipped"]
+    return head + [f"{m} {arrow(m)}".strip() for m in metrics] + ["s/image", "NFE"]
+
+
+def main_cells(rows: list[Row], metrics: list[str], edit_type: bool = False) -> list[list[tuple[str, bool]]]:
+    """Table body as (text, is_best) pairs; best is per column (per edit type when split)."""
+    best = {}
+    for key in dict.fromkeys(r.edit_type for r in rows):
+        idx = [i for i, r in enumerate(rows) if r.edit_type == key]
+        for m in metrics:
+            best.setdefault(m, set()).update(idx[j] for j in best_rows([rows[i] for i in idx], m))
+    body = []
+    for i, r in enumerate(rows):
+        name = f"{r.method} (reference)" if r.is_reference else r.method
+        line = [(r.edit_type, False)] * edit_type + [(name, False), (r.label, False), (str(r.ok), False),
+                                                     (str(r.failed), False), (str(r.skipped), False)]  # fmt: skip
+        line += [(format_stat(r.metrics.get(m)), i in best[m]) for m in metrics]
+        line += [(_num(r.cost["time_s"]), False), (_num(r.cost["nfe"]), False)]
+        body.append(line)
+    return body
+
+
+def cost_cells(rows: list[Row]) -> list[list[str]]:
+    body = []
+    for r in rows:
+        c = r.cost
+        prepares = has_preparation(r.method)
+        reused = "n/a" if math.isnan(c["prep_reused"]) or not prepares else f"{int(c['prep_reused'])}/{r.ok}"
+        spread = "—" if math.isnan(c["time_median"]) else f"{_num(c['time_median'])} [{_num(c['time_q1'])}, {_num(c['time_q3'])}]"
+        body.append([r.method, r.label, str(r.ok), _num(c["time_s"]), spread]
+                    + [_num(c[k]) for k in ("gpu_time_s", "nfe", "grad_evals", "peak_mem_mb")]
+                    + [str(int(c["prep_computed"])) if prepares else "—"] + [_num(c[k]) for k in ("prep_time_s", "prep_nfe", "prep_grad_evals")]
+                    + [reused])  # fmt: skip
+    return body
+
+
+def provenance(run: RunData) -> list[tuple[str, str]]:
+    """(field, value) pairs of the run's provenance, as plain text."""
+    m = run.manifest
+    bb = m.get("backbone") or {}
+    spec = bb.get("spec") or {}
+    fp = bb.get("fingerprint") or {}
+    git = m.get("git") or {}
+    config = m.get("config") or {}
+    packages = ", ".join(f"{k} {v}" for k, v in (m.get("packages") or {}).items() if v)
+    device = m.get("device") or {}
+    commit = git.get("commit") or "unknown"
+    weights = ", ".join(f"{k} {v[:12]}" for k, v in (fp.get("weights_sha256") or {}).items())
+    sets = [("set-level metrics", f"against {run.set_n_source} source images")] if run.set_n_source else []
+    return [
+        ("run", str(run.run_dir)),
+        ("created", str(m.get("created", "unknown"))),
+        ("backbone", f"{spec.get('name', '?')} ({bb.get('folder', '')}), {spec.get('dtype', '?')}, "
+                     f"{spec.get('scheduler', '?')} scheduler, {bb.get('resolution', '?')} px"),
+        ("backbone fingerprint", f"{fp.get('id', 'unknown')}" + (f" (weights sha256: {weights})" if weights else "")),
+        ("device", ", ".join(f"{k}={v}" for k, v in device.items()) or "unknown"),
+        ("packages", packages or "unknown"),
+        ("commit", commit + (" (uncommitted changes)" if git.get("dirty") else "")),
+        ("dataset", dataset_text(config.get("dataset") or {})),
+        ("seeds", json.dumps(config.get("seeds", []))),
+        ("command", " ".join(m.get("command", []))),
+    ] + sets  # fmt: skip
+
+
+def dataset_text(spec: dict) -> str:
+    """A dataset spec as readable fields (``name: sample; limit: 2``), unset fields left out."""
+    fields = [f"{k.replace('_', ' ')}: {', '.join(map(str, v)) if isinstance(v, list) else v}"
+              for k, v in spec.items() if v not in (None, "", [])]  # fmt: skip
+    return "; ".join(fields) or "unknown"
+
+
+def _num(value: float) -> str:
+    return "—" if value is None or math.isnan(value) else f"{value:.4g}"
+
+
+# -- Markdown ------------------------------------------------------------------------------------------------
+def md_text(text) -> str:
+    """Dataset text safe inside a Markdown table: HTML escaped, pipes and newlines neutralised."""
+    return html.escape(str(text), quote=False).replace("|", "\\|").replace("\n", " ")
+
+
+def md_table(header: list[str], body: list[list]) -> list[str]:
+    def cell(c):
+        text, best = c if isinstance(c, tuple) else (c, False)
+        return f"**{md_text(text)}**" if best else md_text(text)
+
+    lines = ["| " + " | ".join(md_text(h) for h in header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    return lines + ["| " + " | ".join(cell(c) for c in row) + " |" for row in body]
+
+
+def _incomplete_md(run: RunData) -> list[str]:
+    note = incomplete_note(run)
+    return [f"**{md_text(note)}**", ""] if note else []
+
+
+def _caveat_md(labels: list[str]) -> list[str]:
+    return [f"**{md_text(plots.caveat(labels))}**", ""] if labels else []
+
+
+def _main_md(report: Report) -> list[str]:
+    run = report.run
+    lines = _caveat_md(run.labels)
+    lines += md_table(main_header(report.metrics), main_cells(report.rows, report.metrics))
+    fixed = fixed_params(run)
+    if fixed:
+        described = [f"{md_text(m)}: " + ", ".join(f"{k}={md_text(v)}" for k, v in p.items()) for m, p in fixed.items()]
+        lines.append("\nFixed parameters: " + "; ".join(described) + ".")
+    lines.append(f"\nMetrics: mean [95% bootstrap CI] over ok cells; n = ok cells; **bold** = {BEST_RULE}.")
+    notes = nan_notes(report.rows)
+    if notes:
+        lines.append("\nNaN values (left out of the means, never dropped silently):\n")
+        lines += [f"- {md_text(n)}" for n in notes]
+    failures = run.cells[run.cells["status"] == "failed"]
+    if len(failures):
+        first = failures.iloc[0]
+        first_error = f"{md_text(first['sample_id'])}: {md_text(first['error'])}"
+        lines.append(f"\n{len(failures)} failed cell(s); first error: {first_error}")
+    return lines
+
+
+def summary_markdown(run_dir: Path) -> str:
+    """The main table of a run as Markdown (no figures)."""
+    report = build_report(run_dir, figures=False)
+    return "\n".join(_incomplete_md(report.run) + _main_md(report)) + "\n"
+
+
+def report_markdown(report: Report, assets: str | None = None) -> str:
+    """The whole report as Markdown; figures are linked as ``<assets>/<name>`` when given."""
+    run = report.run
+    lines = [f"# editbench report: {md_text(run.run_dir.name)}", ""] + _incomplete_md(run) + _caveat_md(run.labels)
+    lines += ["## Provenance", ""] + [f"- {k}: {md_text(v)}" for k, v in provenance(run)]
+    lines += ["", "## Results", ""] + _main_md(report)
+    if report.by_type and any(r.edit_type != "(none)" for r in report.by_type):
+        metrics = run.image_metrics
+        lines += ["", "## By edit type", ""] + _caveat_md(run.labels)
+        lines += md_table(main_header(metrics, True), main_cells(report.by_type, metrics, True))
+        notes = nan_notes(report.by_type)
+        lines += [""] + [f"- {md_text(n)}" for n in notes] if notes else []
+    lines += ["", "## Cost", ""] + _caveat_md(run.labels)
+    lines += md_table(["method", "setting", "n"] + COST_HEADER, cost_cells(report.rows)) + ["", COST_NOTE]
+    if run.throughput:
+        lines += ["", md_text(run.throughput)]
+    if assets is not None:
+        figures = [("Trade-offs", report.tradeoffs), ("Metrics along each sweep", report.sweeps),
+                   ("Cost plot", [report.cost] if report.cost else []), ("Samples", report.grids),
+                   ("Attention maps", report.attention)]  # fmt: skip
+        for title, pictures in figures:
+            if pictures:
+                lines += ["", f"## {title}", ""] + [md_text(grid_note(report)), ""] * (title == "Samples")
+            for p in pictures:
+                caption = md_text(_caption(p, run.labels))
+                lines += [f"![{md_text(p.caption)}]({assets}/{p.name})", "", f"*{caption}*", ""]
+    return "\n".join(lines) + "\n"
+
+
+def _caption(p: Picture, labels: list[str]) -> str:
+    text = p.caption
+    if isinstance(p, GridPicture) and p.source_prompt:
+        text += (f" Source prompt: {p.source_prompt}; target prompt: {p.target_prompt or '—'};"
+                 f" edit type: {p.edit_type or '—'}.")
+    return f"{text} {plots.caveat(labels)}".strip()
+
+
+def write_markdown(report: Report, path: Path) -> Path:
+    """Write ``path`` and its figures in ``<path stem>_files/`` beside it."""
+    path = Path(path)
+    assets = path.with_name(path.stem + "_files")
+    pictures = report.tradeoffs + report.sweeps + ([report.cost] if report.cost else []) + report.grids + report.attention
+    if pictures:
+        assets.mkdir(parents=True, exist_ok=True)
+        for p in pictures:
+            (assets / p.name).write_bytes(p.png)
+    path.write_text(report_markdown(report, assets.name if pictures else None))
+    return path

@@ -1,0 +1,28 @@
+"""A method's settings as people read them: parameters in the method's declared order, the ones
+that vary between settings, and the short label (``t0=0.3, w=7.5``) that names a setting in
+plans, tables, figures and comparisons."""
+
+import json
+
+from bench.errors import ConfigError
+from bench.registry import get_method
+
+
+def param_order(method: str, keys: list[str]) -> list[str]:
+    """Parameter names in the method's declared order (stored settings have sorted keys)."""
+    try:
+        declared = [p.name for p in get_method(method).params]
+    except ConfigError:  # a method that no longer exists: keep the stored order
+        return list(keys)
+    return sorted(keys, key=lambda k: declared.index(k) if k in declared else len(declared))
+
+
+def varying_params(method: str, settings: list[dict]) -> tuple[list[str], dict]:
+    """(parameters that differ between ``settings``, values of the ones that do not)."""
+    keys = param_order(method, list(settings[0])) if settings else []
+    varying = [k for k in keys if len({json.dumps(s.get(k)) for s in settings}) > 1]
+    return varying, {k: settings[0][k] for k in keys if k not in varying}
+
+
+def setting_label(setting: dict, varying: list[str]) -> str:
+    return ", ".join(f"{k}={setting[k]}" for k in varying) or "—"
