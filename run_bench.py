@@ -85,7 +85,34 @@ def run(config, backbone, overrides, out, resume_dir, quiet, untrained_extractor
     except KeyboardInterrupt:
         _interrupted(started[0] if started else None)
     click.echo(", ".join(f"{v} {k}" for k, v in counts.items() if v), err=True)
+    nothing_succeeded = _report_failures(run_dir)
     click.echo(str(run_dir))
+    if nothing_succeeded:
+        sys.exit(ALL_FAILED)
+
+
+#: Exit status of ``run`` when cells failed and none succeeded (the run folder is still printed).
+ALL_FAILED = 3
+
+
+def _report_failures(run_dir: Path) -> bool:
+    """Print the run's most common error with its count on stderr; True when every cell that
+    ran failed (no ok cell)."""
+    from bench.store import Store, error_counts
+
+    store = Store(run_dir)
+    try:
+        cells = store.cells_frame()
+    finally:
+        store.close()
+    errors = error_counts(cells)
+    if not errors:
+        return False
+    error, n = errors[0]
+    total = sum(count for _, count in errors)
+    others = f"; {len(errors) - 1} other distinct errors (editbench report RUN_DIR lists them)" if len(errors) > 1 else ""
+    click.echo(f"most common error ({n} of {total} failed cells): {error}{others}", err=True)
+    return not (cells["status"] == "ok").any()
 
 
 def _interrupted(run_dir: Path | None):

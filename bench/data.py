@@ -409,6 +409,8 @@ def load_dataset(spec: DatasetSpec) -> list[SampleRef]:
         refs = load_jsonl(Path(card["folder"]) / card["manifest"], package_images=True)
     else:
         path = Path(spec.path).expanduser()
+        if not path.exists():
+            raise ConfigError(f"dataset path {str(path)!r}: not found")
         if path.is_dir() and (path / "mapping_file.json").is_file():
             refs = load_pie_bench(path)
         elif path.is_file() and path.suffix == ".jsonl":

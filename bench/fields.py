@@ -79,7 +79,7 @@ PROMPT = "a non-empty string"
 WORD_PAIR = "two words: a list [source word, target word] or a string 'source target' (or empty)"
 
 JSONL_FIELDS = {
-    "id": Field(_id, "a non-empty string or an integer"),
+    "id": Field(_id, "a non-empty string or an integer", required=True),
     "image": Field(_text, "a path relative to the manifest (a non-empty string)", required=True),
     "source_prompt": Field(_text, PROMPT, required=True, kind="prompt"),
     "target_prompt": Field(_optional_text, "a string or null"),

@@ -125,6 +125,8 @@ def include(item: str) -> None:
             raise ConfigError(f"include: module {item!r} cannot be imported: {exc}") from exc
         return
     path = Path(item)
+    if not path.exists():
+        raise ConfigError(f"include: file not found: {item}")
     if not path.is_file() or path.suffix != ".py":
         raise ConfigError(f"include: {item} is not a .py file")
     name = f"editbench_include_{path.stem}_{hashlib.sha256(str(path).encode()).hexdigest()[:8]}"

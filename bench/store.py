@@ -223,3 +223,11 @@ class Store:
             wide = metrics.pivot(index="key", columns="name", values="value").add_prefix("metric.")
             cells = cells.merge(wide, left_on="key", right_index=True, how="left")
         return cells
+
+
+def error_counts(cells) -> list[tuple[str, int]]:
+    """The distinct errors of a cells frame's failed cells with how many cells each, most common
+    first (equal counts in the errors' order)."""
+    failed = cells[cells["status"] == "failed"]["error"].fillna("(no message)").astype(str)
+    counts = failed.value_counts(sort=False)
+    return sorted(counts.items(), key=lambda item: (-item[1], item[0]))

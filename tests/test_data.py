@@ -16,6 +16,7 @@ from bench.data import (
     prepare_mask,
 )
 from bench.errors import ConfigError, SampleError
+from bench.paths import repo_root
 from tests.helpers import write_dataset
 
 
@@ -197,8 +198,10 @@ def test_dataset_filters_and_errors():
     assert {r.edit_type for r in load_dataset(DatasetSpec(name="sample", edit_types=(some_type,)))} == {some_type}
     with pytest.raises(ConfigError, match=r"unknown dataset 'sampel' \(did you mean 'sample'\?\)"):
         load_dataset(DatasetSpec(name="sampel"))
-    with pytest.raises(ConfigError, match="expected a PIE-Bench folder"):
+    with pytest.raises(ConfigError, match="'/nonexistent': not found"):
         load_dataset(DatasetSpec(name=None, path="/nonexistent"))
+    with pytest.raises(ConfigError, match="expected a PIE-Bench folder"):  # exists, but is neither
+        load_dataset(DatasetSpec(name=None, path=str(repo_root())))
 
 
 def test_dataset_is_given_by_the_one_key_meant(tmp_path):

@@ -83,8 +83,10 @@ def test_include_by_module_name_and_clear_errors(tmp_path, monkeypatch):
     assert "brighten_module" in method_names()
     with pytest.raises(ConfigError, match="include: module 'no_such_module_xyz' cannot be imported"):
         build_config({"include": ["no_such_module_xyz"], "methods": {"reconstruct": {}}})
-    with pytest.raises(ConfigError, match=r"include: .*missing\.py is not a \.py file"):
+    with pytest.raises(ConfigError, match=r"include: file not found: .*missing\.py"):
         build_config({"methods": {"reconstruct": {}}}, includes=[str(tmp_path / "missing.py")])
+    with pytest.raises(ConfigError, match=r"include: .* is not a \.py file"):  # a folder
+        build_config({"methods": {"reconstruct": {}}}, includes=[str(tmp_path)])
 
 
 def test_a_name_clash_with_a_built_in_is_an_error(tmp_path):

@@ -11,6 +11,8 @@ Command-line overrides ``--set KEY=VALUE[,VALUE...]``: ``sdedit.t0=0.3,0.5``,
 ``dataset.limit=2``, ``seeds=0,1``. Everything is validated before any work starts.
 ``include:`` lists modules or ``.py`` files defining methods from outside the repository
 (``bench.registry``); they are imported first, and stored resolved so ``--resume`` finds them.
+A relative ``dataset.path`` starts from the config file's folder too (from the working folder
+when ``--set`` gives it) and is stored absolute, so a run resumes and reports from any folder.
 """
 
 import copy
@@ -70,6 +72,8 @@ class RunConfig:
     metric_options: MetricOptions = field(default_factory=MetricOptions)
     batch_size: int = 1
     executor: ExecutorSpec = field(default_factory=ExecutorSpec)
+    #: ``dataset.path`` as the config or ``--set`` gave it (``dataset.path`` itself is absolute).
+    dataset_path_given: str | None = None
 
     @property
     def n_settings(self) -> int:
@@ -97,6 +101,8 @@ def _as_list(value) -> list:
 def expand_grid(method: str, block: dict | None) -> list[dict[str, Any]]:
     """Validated parameter settings of one method block (cartesian product x zip)."""
     cls = get_method(method)
+    if block is not None and not isinstance(block, dict):
+        raise ConfigError(f"method {method!r}: expected a mapping of parameters, got {block!r}, e.g. {method}: {{}}")
     block = dict(block or {})
     zipped = block.pop("zip", None) or {}
     if not isinstance(zipped, dict):
@@ -177,8 +183,10 @@ def build_config(
     ``includes``: extra include items (``--include``); ``base``: the folder relative ``include:`` paths start from."""
     raw = copy.deepcopy(raw or {})
     raw["include"] = load_includes(raw, list(includes), base)  # before overrides: --set may name an included method
+    file_dataset_path = _dataset_path(raw)
     for assignment in overrides:
         apply_override(raw, assignment)
+    dataset_path_given = _resolve_dataset_path(raw, base if _dataset_path(raw) == file_dataset_path else Path.cwd())
     if backbone is not None:
         raw.setdefault("backbone", {})
         raw["backbone"] = {**(raw["backbone"] or {}), "name": backbone}
@@ -188,7 +196,12 @@ def build_config(
     for key, value in DEFAULTS.items():
         raw.setdefault(key, copy.deepcopy(value))
     methods = raw.get("methods") or {}
-    if not isinstance(methods, dict) or not methods:
+    if not isinstance(methods, dict):
+        raise ConfigError(
+            f"config: 'methods' must be a mapping of method names to their parameters, got {methods!r}, "
+            "e.g. methods: {sdedit: {t0: 0.5}}"
+        )
+    if not methods:
         raise ConfigError("config: 'methods' must name at least one method, e.g. methods: {sdedit: {t0: 0.5}}")
     settings = {name: expand_grid(name, block) for name, block in methods.items()}
     seeds = _as_list(raw["seeds"])
@@ -218,8 +231,24 @@ def build_config(
     }
     return RunConfig(
         backbone_spec, dataset_spec, settings, seeds, metrics, str(raw["output"]), copy.deepcopy(resolved),
-        metric_options, batch_size, executor,
+        metric_options, batch_size, executor, dataset_path_given,
     )  # fmt: skip
+
+
+def _dataset_path(raw: dict):
+    dataset = raw.get("dataset")
+    return dataset.get("path") if isinstance(dataset, dict) else None
+
+
+def _resolve_dataset_path(raw: dict, base: Path) -> str | None:
+    """Make a relative ``dataset.path`` absolute against ``base`` (the config file's folder, or the
+    working folder for a ``--set``), so the run resumes and reports from any folder; the path as given."""
+    given = _dataset_path(raw)
+    if not isinstance(given, str) or not given:
+        return None
+    path = Path(given).expanduser()
+    raw["dataset"]["path"] = str(path if path.is_absolute() else (base / path).resolve())
+    return given
 
 
 def load_config(

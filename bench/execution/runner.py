@@ -224,12 +224,15 @@ def per_worker_summary(stats: list[dict]) -> str:
 
 def starting_manifest(config: RunConfig) -> dict:
     """What a run's manifest holds before its backbone is loaded: enough to resume it."""
-    return {
+    manifest = {
         "editbench": __version__,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "command": sys.argv,
         "config": config.resolved,
     }
+    if config.dataset_path_given is not None:  # the config's dataset.path holds the absolute one
+        manifest["dataset_path_given"] = config.dataset_path_given
+    return manifest
 
 
 def new_run_dir(config: RunConfig, out: str | None) -> Path:

@@ -12,6 +12,7 @@ from bench.reporting.aggregate import BEST_RULE, fixed_params, incomplete_note, 
 from bench.reporting.report import (
     COST_HEADER,
     COST_NOTE,
+    MAX_ERRORS_SHOWN,
     GridPicture,
     Picture,
     Report,
@@ -21,6 +22,7 @@ from bench.reporting.report import (
     main_header,
     provenance,
 )
+from bench.store import error_counts
 
 STYLE = """
 body { font-family: system-ui, sans-serif; margin: 1.5em auto; max-width: 1400px; padding: 0 1em; color: #222; }
@@ -120,11 +122,13 @@ def render_html(report: Report) -> str:
     if fixed:
         parts += ["<h3>Fixed parameters</h3>", _table(["method", "parameter", "value"], fixed, 3)]
     parts.append(_notes(nan_notes(report.rows)))
-    failures = run.cells[run.cells["status"] == "failed"]
-    if len(failures):
-        first = failures.head(20).itertuples()
-        items = [f"<li>{esc(f.method)} / {esc(f.sample_id)}: {esc(f.error)}</li>" for f in first]
-        parts.append(f"<p>{len(failures)} failed cell(s); errors (first 20):</p><ul>" + "".join(items) + "</ul>")
+    errors = error_counts(run.cells)
+    if errors:
+        items = [f"<li>{n} x {esc(error)}</li>" for error, n in errors[:MAX_ERRORS_SHOWN]]
+        more = len(errors) - MAX_ERRORS_SHOWN
+        items += [f"<li>... and {more} more distinct errors (editbench export lists every cell)</li>"] if more > 0 else []
+        parts.append(f"<p>{sum(n for _, n in errors)} failed cell(s); errors (cells each, most common first):</p><ul>"
+                     + "".join(items) + "</ul>")  # fmt: skip
     if any(r.edit_type != "(none)" for r in report.by_type):
         image_metrics = run.image_metrics
         parts += ["<h2>By edit type</h2>", _smoke(labels),

@@ -33,7 +33,10 @@ from bench.reporting.aggregate import (
     summarize,
 )
 from bench.settings import setting_label, varying_params
+from bench.store import error_counts
 
+#: Distinct errors a report lists (the export has every cell's).
+MAX_ERRORS_SHOWN = 20
 CELL_COLUMNS = ["method", "sample_id", "seed", "edit_type", "status", "error", "output_path"]
 SCHEDULE_COLUMNS = ["start_step", "steps_run"]  # the effective schedule: settings that coincide show it
 COST_COLUMNS = ["time_s", "nfe", "gpu_time_s", "peak_mem_mb", "grad_evals", "prep_time_s", "prep_nfe",
@@ -307,11 +310,12 @@ def _main_md(report: Report) -> list[str]:
     if notes:
         lines.append("\nNaN values (left out of the means, never dropped silently):\n")
         lines += [f"- {md_text(n)}" for n in notes]
-    failures = run.cells[run.cells["status"] == "failed"]
-    if len(failures):
-        first = failures.iloc[0]
-        first_error = f"{md_text(first['sample_id'])}: {md_text(first['error'])}"
-        lines.append(f"\n{len(failures)} failed cell(s); first error: {first_error}")
+    errors = error_counts(run.cells)
+    if errors:
+        lines.append(f"\n{sum(n for _, n in errors)} failed cell(s); errors (cells each, most common first):\n")
+        lines += [f"- {n} x {md_text(error)}" for error, n in errors[:MAX_ERRORS_SHOWN]]
+        if len(errors) > MAX_ERRORS_SHOWN:
+            lines.append(f"- ... and {len(errors) - MAX_ERRORS_SHOWN} more distinct errors (`editbench export` lists every cell)")
     return lines
 
 
