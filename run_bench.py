@@ -7,6 +7,7 @@ import click
 
 from bench import __version__
 from bench.errors import ConfigError
+from bench.paths import output_file
 
 
 def _fail_cleanly(fn):
@@ -203,7 +204,7 @@ def compare(base_run, new_run, thresholds, md_path, allow_different_samples, all
         click.echo(f"Warning: {warning}", err=True)
     text = comparison_markdown(result)
     if md_path:
-        Path(md_path).write_text(text)
+        output_file(md_path).write_text(text)
     click.echo(text)
     sys.exit(result.exit_code)
 
@@ -223,9 +224,9 @@ def history(run_dirs, metric, methods_, plot_path, md_path):
     result = build_history(run_dirs, metric, list(methods_) or None)
     text = history_markdown(result)
     if md_path:
-        Path(md_path).write_text(text)
+        output_file(md_path).write_text(text)
     if plot_path:
-        Path(plot_path).write_bytes(history_png(result))
+        output_file(plot_path).write_bytes(history_png(result))
         click.echo(f"plot -> {plot_path}", err=True)
     click.echo(text)
 
@@ -243,9 +244,9 @@ def export(run_dir, csv_path, parquet_path):
         raise ConfigError("export: give --csv PATH and/or --parquet PATH")
     table = cells_table(Path(run_dir))
     if csv_path:
-        table.to_csv(csv_path, index=False)
+        table.to_csv(output_file(csv_path), index=False)
     if parquet_path:
-        table.to_parquet(parquet_path, index=False)
+        table.to_parquet(output_file(parquet_path), index=False)
     click.echo(f"{len(table)} cells -> {', '.join(p for p in (csv_path, parquet_path) if p)}", err=True)
 
 

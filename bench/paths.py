@@ -1,11 +1,13 @@
 """Where editbench keeps its caches (tiny backbone, inversions, reference statistics), and the
-file-naming and atomic-write rules every writer shares."""
+file-naming and atomic-write rules every writer shares, and the folders of requested output files."""
 
 import hashlib
 import os
 import re
 import secrets
 from pathlib import Path
+
+from bench.errors import ConfigError
 
 #: Longest readable part of an output name; the hash beside it keeps names unique.
 STEM_READABLE_CHARS = 60
@@ -69,6 +71,19 @@ def write_atomic(path: Path, write) -> None:
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def output_file(path) -> Path:
+    """``path``, a file a command was asked to write (``--csv``, ``--html``, ``--plot``, ...), with
+    its missing folders created, as every such option does; a ``ConfigError`` when it cannot be."""
+    path = Path(path)
+    if path.is_dir():
+        raise ConfigError(f"cannot write {path}: it is a folder; give a file path")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:  # a folder on the way is a file, or not writable
+        raise ConfigError(f"cannot write {path}: folder {path.parent} cannot be created ({exc.strerror})") from exc
+    return path
 
 
 def cache_dir() -> Path:

@@ -158,3 +158,26 @@ def test_a_run_with_some_ok_cells_exits_0_and_still_names_its_errors(tmp_path):
     result = invoke("run", config, "--out", tmp_path / "runs", "--quiet")
     assert result.exit_code == 0, result.output
     assert "most common error (1 of 1 failed cells): " in result.stderr
+
+
+def test_every_output_option_creates_its_missing_folders(tmp_path):
+    from tests.test_aggregate import cell, make_run
+
+    cells = [cell("reconstruct", {}, s, {"psnr": 30.0, "ssim": 0.9}) for s in ("img0", "img1")]
+    run_dir = make_run(tmp_path, "run", cells)
+    out = tmp_path / "missing" / "dir"
+    commands = {
+        "export --csv": (["export", run_dir, "--csv", out / "a" / "x.csv"], out / "a" / "x.csv"),
+        "export --parquet": (["export", run_dir, "--parquet", out / "b" / "x.parquet"], out / "b" / "x.parquet"),
+        "report --md": (["report", run_dir, "--md", out / "c" / "r.md", "--grid", 0], out / "c" / "r.md"),
+        "report --html": (["report", run_dir, "--html", out / "d" / "r.html", "--grid", 0], out / "d" / "r.html"),
+        "history --plot": (["history", run_dir, "--plot", out / "e" / "h.png"], out / "e" / "h.png"),
+        "history --md": (["history", run_dir, "--md", out / "f" / "h.md"], out / "f" / "h.md"),
+        "compare --md": (["compare", run_dir, run_dir, "--md", out / "g" / "c.md"], out / "g" / "c.md"),
+    }
+    for name, (args, written) in commands.items():
+        result = invoke(*args)
+        assert result.exit_code == 0 and written.is_file(), f"{name}: {result.output}"
+    (tmp_path / "a_file").write_text("")
+    line = one_line_error(invoke("export", run_dir, "--csv", tmp_path / "a_file" / "x.csv"))
+    assert "cannot be created" in line and "a_file" in line

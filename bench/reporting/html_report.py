@@ -22,6 +22,7 @@ from bench.reporting.report import (
     main_header,
     provenance,
 )
+from bench.paths import output_file
 from bench.store import error_counts
 
 STYLE = """
@@ -154,7 +155,6 @@ def render_html(report: Report) -> str:
 
 
 def write_html(report: Report, path) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    path = output_file(path)
     path.write_text(render_html(report), encoding="utf-8")
     return path

@@ -16,10 +16,10 @@ values in the table's units. ``references/piebench_table1.yaml`` is the shipped 
 import dataclasses
 import math
 from dataclasses import dataclass
-from pathlib import Path
 
 from bench.data import EDIT_TYPES
 from bench.errors import ConfigError, unknown
+from bench.paths import output_file
 from bench.registry import get_method
 from bench.reporting import plots
 from bench.reporting.aggregate import Row, RunData, Stat, arrow, load_run, nan_notes, row_name, summarize
@@ -290,7 +290,6 @@ def write_piebench(run_dir, reference_path=None, ci: bool = False, html_path=Non
     written = []
     for path, render in ((html_path, piebench_html), (md_path, piebench_markdown)):
         if path:
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
-            Path(path).write_text(render(view), encoding="utf-8")
+            output_file(path).write_text(render(view), encoding="utf-8")
             written.append(f"PIE-Bench table -> {path}")
     return written

@@ -32,6 +32,7 @@ from bench.reporting.aggregate import (
     row_name,
     summarize,
 )
+from bench.paths import output_file
 from bench.settings import setting_label, varying_params
 from bench.store import error_counts
 
@@ -364,11 +365,11 @@ def _caption(p: Picture, labels: list[str]) -> str:
 
 def write_markdown(report: Report, path: Path) -> Path:
     """Write ``path`` and its figures in ``<path stem>_files/`` beside it."""
-    path = Path(path)
+    path = output_file(path)
     assets = path.with_name(path.stem + "_files")
     pictures = report.tradeoffs + report.sweeps + ([report.cost] if report.cost else []) + report.grids + report.attention
     if pictures:
-        assets.mkdir(parents=True, exist_ok=True)
+        assets.mkdir(exist_ok=True)
         for p in pictures:
             (assets / p.name).write_bytes(p.png)
     path.write_text(report_markdown(report, assets.name if pictures else None))
