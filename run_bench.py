@@ -8,6 +8,7 @@ import click
 from bench import __version__
 from bench.errors import ConfigError
 from bench.paths import output_file
+from bench.reporting.tolerances import MIN_TIMING_PAIRS, thresholds_text
 
 
 def _fail_cleanly(fn):
@@ -183,28 +184,58 @@ def report(run_dir, html_path, md_path, planes, n_grid, table, reference_path, c
 @main.command()
 @click.argument("base_run", type=click.Path(file_okay=False))
 @click.argument("new_run", type=click.Path(file_okay=False))
-@click.option("--thresholds", type=click.Path(dir_okay=False), help="YAML/JSON: metric (or 'default') -> allowed worsening, e.g. psnr: 0.5, lpips: 5%.")
+@click.option("--thresholds", type=click.Path(dir_okay=False),
+              help="YAML/JSON: metric (or 'default') -> allowed worsening, e.g. psnr: 0.5, lpips: 5%; over the "
+                   f"built-in ones ({thresholds_text()}); a file giving 'default' replaces those it does not name.")
 @click.option("--md", "md_path", type=click.Path(dir_okay=False), help="Also write the comparison as Markdown here.")
+@click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Also write the comparison as JSON here (for CI).")
+@click.option("--junit", "junit_path", type=click.Path(dir_okay=False), help="Also write JUnit XML here: one test case per metric x setting.")
 @click.option("--allow-different-samples", is_flag=True, help="Compare runs of different datasets or seeds on the cells they share (else exit 2).")
 @click.option("--allow-missing", is_flag=True, help="A setting or method of BASE_RUN missing in NEW_RUN is reported, not a failure.")
-@click.option("--time-tolerance", type=click.FloatRange(0), default=0.25, show_default=True, help="Relative slow-down of the median time per cell that is not reported.")
+@click.option("--time-tolerance", type=click.FloatRange(0), default=0.25, show_default=True,
+              help="Relative slow-down of the median time per cell that is not reported; time is judged only on settings "
+                   f"with {MIN_TIMING_PAIRS} or more shared ok cells and by a paired test on per-cell times.")
 @click.option("--gate-nfe", is_flag=True, help="A changed NFE per cell fails (default: a warning).")
 @click.option("--gate-time", is_flag=True, help="A slow-down beyond --time-tolerance fails (default: a warning).")
-def compare(base_run, new_run, thresholds, md_path, allow_different_samples, allow_missing, time_tolerance, gate_nfe, gate_time):
+def compare(base_run, new_run, thresholds, md_path, json_path, junit_path, allow_different_samples, allow_missing,
+            time_tolerance, gate_nfe, gate_time):  # fmt: skip
     """Compare NEW_RUN with BASE_RUN: exit 0 if nothing regressed, 1 if something did, 2 if they cannot be compared."""
-    from bench.reporting.compare import INCOMPARABLE, CompareOptions, compare_runs, comparison_markdown, load_thresholds
+    import json
+
+    from bench.reporting.compare import (
+        INCOMPARABLE,
+        CompareOptions,
+        compare_runs,
+        comparison_json,
+        comparison_junit,
+        comparison_markdown,
+        incomparable_junit,
+        load_thresholds,
+    )
 
     options = CompareOptions(allow_different_samples, allow_missing, time_tolerance, gate_nfe, gate_time)
+    paths = {"md": md_path, "json": json_path, "junit": junit_path}
+    try:
+        outputs = {kind: output_file(path) for kind, path in paths.items() if path}
+    except ConfigError as exc:
+        click.echo(f"Error: {exc}", err=True)
+        sys.exit(INCOMPARABLE)
     try:
         result = compare_runs(base_run, new_run, load_thresholds(thresholds), options)
     except ConfigError as exc:
         click.echo(f"Error: {exc}", err=True)
+        if "json" in outputs:  # CI reads why, too
+            outputs["json"].write_text(json.dumps({"exit_code": INCOMPARABLE, "error": str(exc)}, indent=2) + "\n")
+        if "junit" in outputs:
+            outputs["junit"].write_text(incomparable_junit(str(exc)))
         sys.exit(INCOMPARABLE)
     for warning in result.warnings:
         click.echo(f"Warning: {warning}", err=True)
     text = comparison_markdown(result)
-    if md_path:
-        output_file(md_path).write_text(text)
+    written = {"md": lambda: text, "json": lambda: json.dumps(comparison_json(result), indent=2) + "\n",
+               "junit": lambda: comparison_junit(result)}  # fmt: skip
+    for kind, path in outputs.items():
+        path.write_text(written[kind]())
     click.echo(text)
     sys.exit(result.exit_code)
 

@@ -144,15 +144,15 @@ def test_an_interrupted_run_is_compared_paired_on_the_cells_it_has(tmp_path):
 
 
 def test_nfe_and_time_per_cell_warn_or_gate(tmp_path):
-    def cells(nfe, time_s):
-        return [cell("sdedit", {"t0": 0.3}, f"img{i}", {"psnr": 20.0}, nfe=nfe, time_s=time_s) for i in range(3)]
+    def cells(nfe, time_s, n=12):
+        return [cell("sdedit", {"t0": 0.3}, f"img{i}", {"psnr": 20.0}, nfe=nfe, time_s=time_s) for i in range(n)]
 
     base = make_run(tmp_path, "a", cells(4, 1.0))
     new = make_run(tmp_path, "b", cells(8, 2.0))
     result = compare_runs(base, new)
     assert result.exit_code == OK
-    assert result.warnings == ["sdedit: NFE per cell 4 → 8",
-                               "sdedit: median time per cell 1 s → 2 s (more than 25% slower)"]  # fmt: skip
+    assert result.warnings == ["sdedit: NFE per cell 4 → 8", "sdedit: median time per cell 1 s → 2 s "
+                               "(more than 25% slower; paired test over 12 cells)"]  # fmt: skip
     assert "2 cost warning(s)" in comparison_markdown(result)
     assert compare_runs(base, new, options=CompareOptions(time_tolerance=1.5)).warnings == ["sdedit: NFE per cell 4 → 8"]
     gated = compare_runs(base, new, options=CompareOptions(gate_nfe=True, gate_time=True))

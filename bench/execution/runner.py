@@ -23,7 +23,6 @@ from importlib import metadata
 from pathlib import Path
 
 import torch
-from tqdm.auto import tqdm
 
 from bench import __version__
 from bench.data import load_dataset
@@ -33,6 +32,7 @@ from bench.errors import ConfigError
 from bench.execution.config import ExecutorSpec, RunConfig, config_from_resolved
 from bench.execution.executors import check_executor, make_executor
 from bench.execution.plan import plan_units
+from bench.execution.progress import progress_bar
 from bench.execution.runlock import locked_run, run_lock
 from bench.execution.scoring import score_missing, score_sets
 from bench.execution.worker import CellOutcome, CellWorker
@@ -168,7 +168,7 @@ class Runner:
         self._add_labels(self.executor.labels())
         done = self.store.finished_keys()
         counts = {"ok": 0, "failed": 0, "skipped": 0, "already done": len(done)}
-        bar = tqdm(total=self.total_cells(), initial=len(done), unit="cell", disable=not self.progress, dynamic_ncols=True)
+        bar = progress_bar(self.total_cells(), initial=len(done), unit="cell", enabled=self.progress)
         started, computed = time.perf_counter(), 0
         outcomes = self.executor.run(self.plan(done))
         try:

@@ -89,7 +89,7 @@ def score_missing(store, run_dir: Path, metrics: list, refs: list, resolution: i
     """Compute, from the saved images, every per-image value of ``metrics`` that an ok cell lacks
     (metrics added to the run after the cell finished, or a ``score`` that was killed); values
     already stored are left as they are. Returns how many cells gained values."""
-    from tqdm.auto import tqdm
+    from bench.execution.progress import progress_bar
 
     image_metrics = [m for m in metrics if isinstance(m, ImageMetric)]
     if not image_metrics:
@@ -103,7 +103,8 @@ def score_missing(store, run_dir: Path, metrics: list, refs: list, resolution: i
         if missing:
             lacking[cell.sample_id].append((cell, missing))
     refs_by_id = {r.id: r for r in refs}
-    for sample_id, todo in tqdm(lacking.items(), unit="sample", disable=not progress):
+    bar = progress_bar(len(lacking), unit="sample", enabled=progress)
+    for sample_id, todo in lacking.items():
         sample = refs_by_id[sample_id].load(resolution)
         for metric in image_metrics:
             for batch in _batched([cell for cell, missing in todo if metric in missing], batch_size):
@@ -111,6 +112,8 @@ def score_missing(store, run_dir: Path, metrics: list, refs: list, resolution: i
                 values = metric(edited, sample.image[None].expand_as(edited), [sample] * len(batch))
                 for cell, value in zip(batch, values):
                     store.add_cell_metrics(cell.key, {metric.name: float(value)})
+        bar.update(1)
+    bar.close()
     return sum(len(todo) for todo in lacking.values())
 
 

@@ -9,8 +9,11 @@ the paired test (the 95% paired bootstrap interval of the per-cell difference ex
 ``bench.reporting.aggregate.paired_better``). With fewer than two shared values, or a set-level metric
 (one value per setting), the threshold alone decides. A setting whose failed cells grew, or
 that lost every value of a metric, also regressed; so does a setting or method of the base
-that the new run lacks, unless ``allow_missing``. NFE per cell is compared exactly and time
-per cell (median) with a relative tolerance: warnings, or failures when gated.
+that the new run lacks, unless ``allow_missing``. The thresholds default to per-metric
+tolerances just above environment noise (``bench.reporting.tolerances``). NFE per cell is
+compared exactly; time per cell only on settings with ``MIN_TIMING_PAIRS`` shared ok cells, where a
+median slower by more than the tolerance must also pass the paired test on per-cell times:
+warnings, or failures when gated.
 
 Exit codes: 0 nothing regressed, 1 something did, 2 the runs cannot be compared (not run
 folders, different samples, no method x setting x metric in common, a bad thresholds file).
@@ -22,8 +25,11 @@ from the environment, not the method (torchmetrics changed SSIM in 1.4.2, torchv
 
 import json
 import math
+import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+
+import pandas as pd
 
 from bench.errors import ConfigError, unknown
 from bench.metrics import METRICS
@@ -42,23 +48,13 @@ from bench.reporting.aggregate import (
 )
 from bench.reporting.plots import caveat
 from bench.reporting.report import md_table, md_text
+from bench.reporting.tolerances import DEFAULT_THRESHOLDS, MIN_TIMING_PAIRS, Threshold
 from bench.settings import setting_label, varying_params
 from bench.yaml_file import read_yaml
 
 OK, REGRESSED, INCOMPARABLE = 0, 1, 2
 # Packages whose version changes what a metric computes or the kernels a method runs on.
 METRIC_PACKAGES = ("torch", "torchvision", "torchmetrics", "transformers", "diffusers", "lpips", "clean-fid")
-
-
-@dataclass(frozen=True)
-class Threshold:
-    """How much worse a metric may get before it counts: ``max(abs, rel * |base mean|)``."""
-
-    abs: float = 0.0
-    rel: float = 0.0
-
-    def allowed(self, base: float) -> float:
-        return max(self.abs, self.rel * abs(base)) if math.isfinite(base) else self.abs
 
 
 def _threshold(value, where: str) -> Threshold:
@@ -101,18 +97,18 @@ class CompareOptions:
 
 def load_thresholds(path: str | Path | None) -> dict[str, Threshold]:
     """Per-metric thresholds from a YAML/JSON file mapping metric names (and ``default``) to
-    a number, ``"N%"`` or ``{abs, rel}``; without a file every metric's threshold is 0."""
+    a number, ``"N%"`` or ``{abs, rel}``, over the built-in ``DEFAULT_THRESHOLDS``; a file that
+    gives ``default`` replaces every built-in value it does not name (``default: 0``: exact)."""
     if path is None:
-        return {"default": Threshold()}
+        return dict(DEFAULT_THRESHOLDS)
     raw = read_yaml(path, "thresholds") or {}
     if not isinstance(raw, dict):
         raise ConfigError(f"thresholds {path}: expected a mapping of metric name to threshold")
     for key in raw:
         if str(key) not in threshold_keys():
             raise ConfigError(f"thresholds {path}: {unknown('key', key, threshold_keys())}")
-    out = {str(k): _threshold(v, f"{path}: {k!r}") for k, v in raw.items()}
-    out.setdefault("default", Threshold())
-    return out
+    given = {str(k): _threshold(v, f"{path}: {k!r}") for k, v in raw.items()}
+    return given if "default" in given else {**DEFAULT_THRESHOLDS, **given}
 
 
 @dataclass
@@ -181,6 +177,9 @@ class Comparison:
     def exit_code(self) -> int:
         return REGRESSED if self.regressions else OK
 
+    def threshold_of(self, metric: str) -> Threshold:
+        return self.thresholds.get(metric, self.thresholds["default"])
+
 
 def _fmt_delta(c: Change) -> str:
     direction = f" {arrow(c.metric)}" if arrow(c.metric) else ""
@@ -200,7 +199,11 @@ def sample_set_difference(base: RunData, new: RunData) -> str | None:
 def _differences(base: RunData, new: RunData) -> list[str]:
     notes = [f"{side} run {note}" for side, run in (("base", base), ("new", new)) if (note := incomplete_note(run))]
     if base.fingerprint != new.fingerprint:
-        notes.append(f"backbone fingerprint changed: {base.fingerprint} → {new.fingerprint}")
+        why = _fingerprint_changes(base, new)
+        notes.append(f"backbone fingerprint changed: {base.fingerprint} → {new.fingerprint}" + (f" ({why})" if why else ""))
+    devices = [(r.manifest.get("backbone") or {}).get("device") for r in (base, new)]
+    if devices[0] != devices[1] and None not in devices:
+        notes.append(f"backbone device changed: {devices[0]} → {devices[1]} (kernels differ: expect noise-level changes)")
     samples = [set(zip(r.cells["sample_id"], r.cells["seed"])) for r in (base, new)]
     if samples[0] != samples[1]:
         notes.append(f"cells differ: {len(samples[0] - samples[1])} (sample, seed) pairs only in base, "
@@ -214,6 +217,14 @@ def _differences(base: RunData, new: RunData) -> list[str]:
     if base.labels != new.labels:
         notes.append(f"labels differ: {base.labels} → {new.labels}")
     return notes
+
+
+def _fingerprint_changes(base: RunData, new: RunData) -> str:
+    """Which parts of the backbone's fingerprint changed (dtype, source, ...), in words."""
+    before, after = ((r.manifest.get("backbone") or {}).get("fingerprint") or {} for r in (base, new))
+    keys = [k for k in dict.fromkeys([*before, *after]) if k != "id" and before.get(k) != after.get(k)]
+    named = [k for k in keys if not isinstance(before.get(k, after.get(k)), dict)]
+    return ", ".join([f"{k} {before.get(k)} → {after.get(k)}" for k in named] + [f"{k} changed" for k in keys if k not in named])
 
 
 def _drifted_metric_packages(pb: dict, pn: dict) -> list[str]:
@@ -249,15 +260,28 @@ def _distinguishable(before: Row, after: Row, metric: str, higher: bool | None) 
     return paired_better(better, worse, higher)
 
 
-def _cost_changes(name: str, before: Row, after: Row, options: CompareOptions) -> list[tuple[bool, str]]:
-    """(gated, message) for NFE per cell that changed and median time per cell beyond the tolerance."""
+def cell_times(run: RunData, method: str, setting_text: str) -> pd.Series:
+    """Time per ok cell of one method and setting, by (sample_id, seed)."""
+    cells = run.cells
+    ok = cells[(cells["method"] == method) & (cells["setting"] == setting_text) & (cells["status"] == "ok")]
+    index = pd.MultiIndex.from_arrays([ok["sample_id"], ok["seed"]])
+    return pd.Series(ok["time_s"].to_numpy(dtype=float), index=index).dropna()
+
+
+def _cost_changes(
+    name: str, before: Row, after: Row, times: tuple[pd.Series, pd.Series], options: CompareOptions
+) -> list[tuple[bool, str]]:
+    """(gated, message) for NFE per cell that changed and for a median time per cell slower than the
+    tolerance on at least ``MIN_TIMING_PAIRS`` shared cells and by the paired test."""
     found = []
     if before.cost["nfe"] != after.cost["nfe"] and not (math.isnan(before.cost["nfe"]) and math.isnan(after.cost["nfe"])):
         found.append((options.gate_nfe, f"{name}: NFE per cell {before.cost['nfe']:g} → {after.cost['nfe']:g}"))
     t0, t1 = before.cost["time_median"], after.cost["time_median"]
-    if math.isfinite(t0) and math.isfinite(t1) and t1 > t0 * (1 + options.time_tolerance):
-        found.append((options.gate_time, f"{name}: median time per cell {t0:.3g} s → {t1:.3g} s "
-                                         f"(more than {options.time_tolerance:.0%} slower)"))  # fmt: skip
+    pairs = len(times[0].index.intersection(times[1].index))
+    slower = math.isfinite(t0) and math.isfinite(t1) and t1 > t0 * (1 + options.time_tolerance)
+    if slower and pairs >= MIN_TIMING_PAIRS and paired_better(times[0], times[1], higher=False):
+        found.append((options.gate_time, f"{name}: median time per cell {t0:.3g} s → {t1:.3g} s (more than "
+                                         f"{options.time_tolerance:.0%} slower; paired test over {pairs} cells)"))  # fmt: skip
     return found
 
 
@@ -265,13 +289,14 @@ def compare_runs(
     base_dir, new_dir, thresholds: dict[str, Threshold] | None = None, options: CompareOptions = CompareOptions()
 ) -> Comparison:
     """Compare two run folders; raise ``ConfigError`` when they cannot be compared."""
-    thresholds = thresholds or {"default": Threshold()}
+    thresholds = thresholds or dict(DEFAULT_THRESHOLDS)
     base, new = load_run(base_dir), load_run(new_dir)
     difference = sample_set_difference(base, new)
     if difference and not options.allow_different_samples:
         raise ConfigError(f"not comparable: {difference}; pass --allow-different-samples to compare the shared cells anyway")
-    planned = [{(r.method, r.setting_json) for r in summarize(run)} for run in (base, new)]
-    rows = [{(r.method, r.setting_json): r for r in summarize(run)} for run in _shared_cells(base, new)]
+    planned = [set(zip(run.cells["method"], run.cells["setting"])) for run in (base, new)]
+    shared = _shared_cells(base, new)
+    rows = [{(r.method, r.setting_json): r for r in summarize(run) if r.cells} for run in shared]
 
     def label(key) -> str:  # varying parameters over both runs
         settings = [json.loads(k[1]) for k in planned[0] | planned[1] if k[0] == key[0]]
@@ -280,7 +305,7 @@ def compare_runs(
     only_base = [row_name(k[0], label(k)) for k in planned[0] if k not in planned[1]]
     only_new = [row_name(k[0], label(k)) for k in planned[1] if k not in planned[0]]
     failures = [] if options.allow_missing else [f"{item}: in base, missing in new" for item in only_base]
-    changes, warnings, nan_changes = [], [], []
+    changes, warnings, nan_changes, untimed = [], [], [], 0
     for key, b in rows[0].items():
         n = rows[1].get(key)
         if n is None:
@@ -288,7 +313,9 @@ def compare_runs(
         name = row_name(key[0], label(key))
         if n.failed > b.failed:
             failures.append(f"{name}: failed cells {b.failed} → {n.failed} (first error: {n.first_error})")
-        for gated, message in _cost_changes(name, b, n, options):
+        times = tuple(cell_times(run, *key) for run in shared)
+        untimed += len(times[0].index.intersection(times[1].index)) < MIN_TIMING_PAIRS
+        for gated, message in _cost_changes(name, b, n, times, options):
             (failures if gated else warnings).append(message)
         for metric in b.metrics.keys() | n.metrics.keys():
             if metric not in b.metrics or metric not in n.metrics:
@@ -308,8 +335,14 @@ def compare_runs(
     order = {m: i for i, m in enumerate(base.metric_names)}
     changes.sort(key=lambda c: (c.method, c.label, order.get(c.metric, len(order)), c.metric))
     notes = ([f"{difference} (allowed by --allow-different-samples)"] if difference else []) + _differences(base, new)
+    if Path(base_dir).resolve() == Path(new_dir).resolve():
+        notes.insert(0, "base and new are the same run folder: every change is 0 by construction, so this checks nothing")
+    if untimed:
+        notes.append(f"time per cell not judged for {untimed} setting(s) with under {MIN_TIMING_PAIRS} shared ok cells "
+                     "(too few to tell a slow-down from timing noise)")  # fmt: skip
     warnings = version_drift(base, new) + warnings
-    return Comparison(base, new, changes, failures, notes + nan_changes, only_base, only_new, thresholds, warnings)
+    return Comparison(base, new, changes, failures, notes + nan_changes, sorted(only_base), sorted(only_new), thresholds,
+                      warnings)  # fmt: skip
 
 
 def _run_line(run: RunData) -> str:
@@ -340,7 +373,9 @@ def comparison_markdown(c: Comparison) -> str:
     lines += ["", "Compared on the cells both runs hold (same method, setting, sample, seed). A change is a regression",
               "when it is worse, in the metric's direction, by more than the threshold and the 95% paired bootstrap",
               "interval of the per-cell difference excludes 0 (threshold alone for set-level metrics or under two",
-              "pairs). A setting of the base missing in the new run fails unless --allow-missing.", ""]  # fmt: skip
+              "pairs). A setting of the base missing in the new run fails unless --allow-missing. Time per cell is",
+              f"judged only with at least {MIN_TIMING_PAIRS} shared ok cells, by the tolerance and a paired test.",
+              "", "Thresholds (a worsening this small is noise): " + _thresholds_used(c) + ".", ""]  # fmt: skip
     body = [
         [ch.method, ch.label, f"{ch.metric} {arrow(ch.metric)}".strip(), format_stat(ch.base), format_stat(ch.new),
          f"{ch.delta:+.4g}" if math.isfinite(ch.delta) else "—", f"{ch.allowed:g}", ch.verdict]
@@ -351,3 +386,62 @@ def comparison_markdown(c: Comparison) -> str:
         if items:
             lines += ["", f"{title}:", ""] + [f"- {md_text(i)}" for i in items]
     return "\n".join(lines) + "\n"
+
+
+def _thresholds_used(c: Comparison) -> str:
+    metrics = list(dict.fromkeys(ch.metric for ch in c.changes))
+    return ", ".join(f"{m} {c.threshold_of(m)}" for m in metrics)
+
+
+def _stat_json(stat: Stat) -> dict:
+    def number(x):
+        return x if isinstance(x, (int, float)) and math.isfinite(x) else None
+
+    return {"mean": number(stat.mean), "low": number(stat.low), "high": number(stat.high), "n": stat.n}
+
+
+def comparison_json(c: Comparison) -> dict:
+    """The comparison as plain data for CI (``compare --json``): verdict, every change, the rest."""
+    changes = [
+        {"method": ch.method, "setting": ch.label, "metric": ch.metric, "base": _stat_json(ch.base),
+         "new": _stat_json(ch.new), "delta": ch.delta if math.isfinite(ch.delta) else None, "allowed": ch.allowed,
+         "verdict": ch.verdict}
+        for ch in c.changes
+    ]  # fmt: skip
+    return {
+        "exit_code": c.exit_code, "base": str(c.base.run_dir), "new": str(c.new.run_dir), "regressions": c.regressions,
+        "warnings": c.warnings, "notes": c.notes, "only_in_base": c.only_base, "only_in_new": c.only_new,
+        "changes": changes,
+    }  # fmt: skip
+
+
+def comparison_junit(c: Comparison) -> str:
+    """The comparison as JUnit XML (``compare --junit``): one test case per metric x setting (failed
+    when it regressed), and one per other regression (failed cells, missing settings, gated cost)."""
+    suite = ET.Element("testsuite", name="editbench compare")
+    for ch in c.changes:
+        case = ET.SubElement(suite, "testcase", classname=row_name(ch.method, ch.label), name=ch.metric)
+        message = f"{format_stat(ch.base)} -> {format_stat(ch.new)} (allowed {ch.allowed:g}): {ch.verdict}"
+        if ch.verdict == "regressed":
+            ET.SubElement(case, "failure", message=message)
+        else:
+            ET.SubElement(case, "system-out").text = message
+    for failure in c.failures:
+        case = ET.SubElement(suite, "testcase", classname="run", name=failure.split(":")[0])
+        ET.SubElement(case, "failure", message=failure)
+    return _junit_text(suite)
+
+
+def incomparable_junit(message: str) -> str:
+    """JUnit XML for runs that cannot be compared: one errored test case saying why."""
+    suite = ET.Element("testsuite", name="editbench compare")
+    ET.SubElement(ET.SubElement(suite, "testcase", classname="run", name="comparable"), "error", message=message)
+    return _junit_text(suite)
+
+
+def _junit_text(suite: ET.Element) -> str:
+    cases = suite.findall("testcase")
+    suite.set("tests", str(len(cases)))
+    suite.set("failures", str(sum(case.find("failure") is not None for case in cases)))
+    suite.set("errors", str(sum(case.find("error") is not None for case in cases)))
+    return ET.tostring(suite, encoding="unicode", xml_declaration=True) + "\n"
