@@ -9,6 +9,7 @@ prompt equal to the source, ``w = inversion_w`` and ``skip = 0`` it reproduces t
 
 import torch
 
+from bench.diffusion.inversion.ddim import InversionSpec
 from bench.diffusion.inversion.ddpm import prepare_ddpm_inversion
 from bench.diffusion.sampling import denoise, text_guided_eps
 from bench.errors import ConfigError
@@ -41,6 +42,10 @@ class DDPMInversion(Method):
                 f"method {cls.name!r}: skip = {setting['skip']} with steps = {setting['steps']} runs no step; "
                 "need skip < steps"
             )
+
+    @classmethod
+    def cached_preparation(cls, setting):
+        return InversionSpec("ddpm", setting["steps"], setting["inversion_w"], noise_seed=setting["noise_seed"])
 
     def prepare(self, backbone, sample, setting):
         return prepare_ddpm_inversion(

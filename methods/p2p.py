@@ -188,6 +188,8 @@ class PromptToPrompt(Method):
             return None
         if setting["inversion"] == "null_text":
             return InversionSpec("null_text", setting["steps"], setting["inversion_w"], null_text_params(setting))
+        if setting["inversion"] == "ddpm":
+            return InversionSpec("ddpm", setting["steps"], setting["inversion_w"], noise_seed=setting["noise_seed"])
         return InversionSpec("ddim", setting["steps"], setting["inversion_w"])  # ddim, negative_prompt, direct share it
 
     def prep_key(self, setting):

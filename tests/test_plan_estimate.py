@@ -116,3 +116,24 @@ def test_dry_run_lists_the_plan_and_loads_no_backbone(tmp_path, monkeypatch):
     assert any(line.startswith("warning: sdedit: settings t0=0.5 and t0=0.7") for line in lines)
     assert not (tmp_path / "runs").exists()
     assert dry_run_text(build_config({"methods": {"reconstruct": {}}})).startswith("dry run: 6 sample(s) x 1 seed(s)")
+
+
+def test_the_estimate_looks_up_the_cache_key_the_run_writes(tmp_path, backbone):
+    """After each setting's real ``prepare``, ``--dry-run`` finds its preparation in the disk cache:
+    both use ``InversionSpec.cache_key``. (P2P's ddpm inversion was looked up under a DDIM key the
+    run never writes, so the estimate said "to compute" for what the run loaded from the cache.)"""
+    from bench.execution.plan import dataset_refs
+
+    methods = {
+        "p2p": {"steps": 2, "zip": {"inversion": ["ddim", "null_text", "direct", "ddpm"], "inversion_w": [1.0, 1.0, 1.0, 7.5]}},
+        "ddpm_inversion": {"steps": 2, "skip": 1, "inversion_w": 7.5},
+    }
+    config = config_of(tmp_path, methods)
+    sample = dataset_refs(config)[0].load(backbone.resolution)
+    for method, settings in config.settings.items():
+        adapter = get_method(method)()
+        for setting in settings:
+            spec = type(adapter).cached_preparation(setting)
+            adapter.prepare(backbone, sample, setting)
+            assert spec is not None and spec.is_cached(backbone, sample), (method, setting)
+    assert "found in the disk cache, 0 to compute" in dry_run_text(config)

@@ -175,24 +175,27 @@ def cache_fields(backbone, sample, steps: int, kind: str, params: dict) -> dict:
     }
 
 
-def _ddim_fields(backbone, sample, steps: int, inversion_w: float) -> dict:
-    return cache_fields(backbone, sample, steps, "ddim", {"inversion_w": inversion_w})
-
-
-def _null_text_fields(backbone, sample, steps: int, inversion_w: float, nti: NullTextParams) -> dict:
-    return cache_fields(backbone, sample, steps, "null_text", {"inversion_w": inversion_w, **asdict(nti)})
-
-
 @dataclass(frozen=True)
 class InversionSpec:
     """The inversion a method's setting prepares (``Method.cached_preparation``): what
     ``--dry-run`` counts, estimates and looks up in the disk cache without a backbone. ``kind``:
-    ``ddim`` or ``null_text``, the cache entry (the other inversion kinds use the DDIM one)."""
+    ``ddim``, ``null_text`` or ``ddpm``, the cache entry (negative-prompt and direct inversion use
+    the DDIM one). ``cache_key`` is the one key both the run and the estimate use."""
 
     kind: str
     steps: int
     inversion_w: float = 1.0
     nti: NullTextParams | None = None
+    noise_seed: int | None = None  # ddpm only
+
+    def cache_key(self, backbone, sample) -> dict:
+        """The disk-cache key of this inversion of ``sample`` (``backbone`` needs only ``fingerprint_id``)."""
+        params = {"inversion_w": self.inversion_w}
+        if self.kind == "null_text":
+            params.update(asdict(self.nti or NullTextParams()))
+        if self.kind == "ddpm":
+            params["noise_seed"] = self.noise_seed
+        return cache_fields(backbone, sample, self.steps, self.kind, params)
 
     def nfe(self) -> int:
         """UNet evaluations of computing it (null-text: at most, its optimisation may stop early)."""
@@ -203,13 +206,9 @@ class InversionSpec:
         return nfe
 
     def is_cached(self, backbone, sample) -> bool:
-        """Whether ``prepare_inversion`` would load it whole from the disk cache. ``backbone``
+        """Whether the run's preparation would load it whole from the disk cache. ``backbone``
         needs only ``fingerprint_id`` (a ``BackboneIdentity`` will do)."""
-        if self.kind == "null_text":
-            fields = _null_text_fields(backbone, sample, self.steps, self.inversion_w, self.nti or NullTextParams())
-        else:
-            fields = _ddim_fields(backbone, sample, self.steps, self.inversion_w)
-        return cache.entry_path(fields).is_file()
+        return cache.entry_path(self.cache_key(backbone, sample)).is_file()
 
 
 def prepare_inversion(
@@ -223,7 +222,7 @@ def prepare_inversion(
     if kind not in KINDS:
         raise ConfigError(unknown("inversion kind", kind, KINDS))
     cond = backbone.encode_text(sample.source_prompt)
-    ddim_key = _ddim_fields(backbone, sample, steps, inversion_w)
+    ddim_key = InversionSpec("ddim", steps, inversion_w).cache_key(backbone, sample)
     stored = cache.load(ddim_key, backbone.device)
     hit = stored is not None
     if hit:
@@ -235,7 +234,7 @@ def prepare_inversion(
     if kind != "null_text":
         return Preparation(Inversion(kind, latents), cache_hit=hit)
     nti = nti or NullTextParams()
-    nti_key = _null_text_fields(backbone, sample, steps, inversion_w, nti)
+    nti_key = InversionSpec("null_text", steps, inversion_w, nti).cache_key(backbone, sample)
     stored = cache.load(nti_key, backbone.device)
     if stored is not None:
         return Preparation(Inversion(kind, stored["latents"], stored["null_embeddings"]), cache_hit=True)

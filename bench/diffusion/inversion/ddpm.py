@@ -23,7 +23,7 @@ import torch
 from diffusers.utils.torch_utils import randn_tensor
 
 from bench import cache
-from bench.diffusion.inversion.ddim import Inversion, cache_fields
+from bench.diffusion.inversion.ddim import Inversion, InversionSpec
 from bench.diffusion.sampling import alpha_bar, guided_eps, noise_to, prev_timestep
 from bench.method import Preparation
 
@@ -67,7 +67,7 @@ def noise_generator(sample, noise_seed: int) -> torch.Generator:
 def prepare_ddpm_inversion(backbone, sample, steps: int, inversion_w: float, noise_seed: int) -> Preparation:
     """The edit-friendly inversion of ``sample`` as an ``Inversion`` of kind ``ddpm`` (with
     ``noise_maps``), from the disk cache when it holds one."""
-    key = cache_fields(backbone, sample, steps, "ddpm", {"inversion_w": inversion_w, "noise_seed": noise_seed})
+    key = InversionSpec("ddpm", steps, inversion_w, noise_seed=noise_seed).cache_key(backbone, sample)
     stored = cache.load(key, backbone.device)
     if stored is not None:
         return Preparation(Inversion("ddpm", stored["latents"], noise_maps=stored["noise_maps"]), cache_hit=True)
