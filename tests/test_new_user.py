@@ -181,3 +181,37 @@ def test_every_output_option_creates_its_missing_folders(tmp_path):
     (tmp_path / "a_file").write_text("")
     line = one_line_error(invoke("export", run_dir, "--csv", tmp_path / "a_file" / "x.csv"))
     assert "cannot be created" in line and "a_file" in line
+
+
+def test_an_unfinished_run_shows_settings_without_a_finished_cell_with_0(tmp_path):
+    from bench.reporting.compare import compare_runs
+    from bench.reporting.html_report import render_html
+    from bench.reporting.report import build_report, summary_markdown
+    from tests.test_aggregate import make_run, sweep_cells
+
+    run_dir = make_run(tmp_path, "partial", sweep_cells({0.3: 20.0}))
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    manifest["config"]["methods"]["sdedit"].append({"t0": 0.7, "w": 7.5})  # planned, never reached
+    (run_dir / "manifest.json").write_text(json.dumps(manifest))
+    text = summary_markdown(run_dir)
+    assert "| sdedit | t0=0.7 | 0 | 0 | 0 |" in text and "| sdedit | t0=0.3 | 3 | 0 | 0 |" in text
+    assert "t0=0.7" in render_html(build_report(run_dir, figures=True))
+    # compare still reports the unreached setting as missing, not as compared
+    full = make_run(tmp_path, "full", sweep_cells({0.3: 20.0, 0.7: 15.0}))
+    assert compare_runs(full, run_dir).regressions == ["sdedit t0=0.7: in base, missing in new"]
+
+
+def test_history_says_when_runs_cover_different_datasets(tmp_path):
+    from bench.reporting.history import history, history_markdown
+    from tests.test_aggregate import make_run, sweep_cells
+
+    a = make_run(tmp_path, "a", sweep_cells({0.3: 20.0}))
+    b = make_run(tmp_path, "b", sweep_cells({0.3: 21.0}), created="2026-01-02T00:00:00+00:00")
+    other = write_dataset(tmp_path / "other", n=3)
+    c = make_run(tmp_path, "c", sweep_cells({0.3: 25.0}), dataset=other, created="2026-01-03T00:00:00+00:00")
+    same = history_markdown(history([a, b], "psnr"))
+    assert "different datasets" not in same and "| samples |" not in same
+    mixed = history_markdown(history([a, b, c], "psnr"))
+    assert "**The runs cover 2 different datasets or sample sets (column 'samples')" in mixed
+    rows = [line for line in mixed.splitlines() if line.startswith("| 2026")]
+    assert len(rows) == 3 and other in rows[2] and other not in rows[0]

@@ -23,7 +23,7 @@ from bench.errors import ConfigError
 from bench.metrics import METRICS
 from bench.registry import get_method
 from bench.settings import setting_label, varying_params
-from bench.store import MANIFEST, Store
+from bench.store import MANIFEST, Store, setting_json
 
 CI_LEVEL = 0.95
 N_BOOT = 2000
@@ -138,14 +138,22 @@ class RunData:
         return self.image_metrics + [m for m in self.set_metric_names if m not in self.image_metrics]
 
     @property
+    def configured(self) -> dict[str, list[str]]:
+        """Per method, the setting JSON strings the run's config asks for (finished or not)."""
+        methods = (self.manifest.get("config") or {}).get("methods") or {}
+        return {m: [setting_json(s) for s in ss] for m, ss in methods.items() if isinstance(ss, list)}
+
+    @property
     def methods(self) -> list[str]:
-        """Methods in run order, the reference method first."""
-        names = list(dict.fromkeys(self.cells["method"]))
+        """Methods in config order (then any others the store holds), the reference method first."""
+        names = list(dict.fromkeys([*self.configured, *self.cells["method"]]))
         return sorted(names, key=lambda m: m != REFERENCE_METHOD)
 
     def settings(self, method: str) -> list[str]:
-        """Setting JSON strings of a method, in run order."""
-        return list(dict.fromkeys(self.cells.loc[self.cells["method"] == method, "setting"]))
+        """Setting JSON strings of a method in config order, those without a finished cell
+        included (an unfinished run shows them with 0 cells), then any others the store holds."""
+        stored = self.cells.loc[self.cells["method"] == method, "setting"]
+        return list(dict.fromkeys([*self.configured.get(method, []), *stored]))
 
     @property
     def fingerprint(self) -> str | None:

@@ -2,7 +2,8 @@
 
 Runs are ordered by their manifest's creation time; each is named by its date and commit.
 A folder that is not itself a run but holds run folders (``reports/runs``) stands for all
-of them.
+of them. Runs over different datasets or sample sets (dataset spec or seeds) are said to be so,
+with a column naming each run's.
 """
 
 from dataclasses import dataclass
@@ -11,7 +12,7 @@ from pathlib import Path
 from bench.errors import ConfigError
 from bench.reporting.aggregate import RunData, Stat, expected_cells, format_stat, load_run, row_name, summarize
 from bench.reporting.plots import caveat, history_figure, png
-from bench.reporting.report import md_table, md_text
+from bench.reporting.report import dataset_text, md_table, md_text
 from bench.settings import setting_label, varying_params
 from bench.store import Store
 
@@ -90,15 +91,26 @@ def history_markdown(h: History) -> str:
         lines += [f"**incomplete: {len(incomplete)} of {len(h.runs)} runs ({md_text(', '.join(incomplete))})**", ""]
     if h.labels:
         lines += [f"**{md_text(caveat(h.labels))}**", ""]
-    header = ["run", "backbone", "folder", "cells"] + list(h.series)
+    samples = [sample_set_text(run) for run in h.runs]
+    mixed = len(set(samples)) > 1
+    if mixed:
+        lines += [f"**The runs cover {len(set(samples))} different datasets or sample sets (column 'samples'): "
+                  "values from different ones are not comparable.**", ""]  # fmt: skip
+    header = ["run", "backbone", "folder", "cells"] + (["samples"] if mixed else []) + list(h.series)
     body = []
     for i, run in enumerate(h.runs):
         values = {name: dict(points).get(i) for name, points in h.series.items()}
         stats = [format_stat(values[n]) + (f" n={values[n].n}" if values[n] else "") for n in h.series]
-        body.append([run_name(run), str(run.fingerprint), run.run_dir.name, cells[i]] + stats)
+        body.append([run_name(run), str(run.fingerprint), run.run_dir.name, cells[i]] + ([samples[i]] if mixed else []) + stats)
     lines += md_table(header, body)
     lines.append("\nValues: mean [95% bootstrap CI] over ok cells, n = values averaged.")
     return "\n".join(lines) + "\n"
+
+
+def sample_set_text(run: RunData) -> str:
+    """The run's dataset spec and seeds in words: runs with different ones measured different samples."""
+    seeds = (run.manifest.get("config") or {}).get("seeds")
+    return f"{dataset_text(run.dataset)}; seeds: {', '.join(map(str, seeds or ['?']))}"
 
 
 def cells_text(run: RunData) -> str:
