@@ -29,9 +29,11 @@ from bench.reporting.aggregate import (
     load_run,
     nan_notes,
     nan_reason,
+    rank_settings,
     row_name,
     summarize,
 )
+from bench.errors import ConfigError
 from bench.settings import setting_label, varying_params
 
 CELL_COLUMNS = ["method", "sample_id", "seed", "edit_type", "status", "error", "output_path"]
@@ -365,6 +367,40 @@ def _caption(p: Picture, labels: list[str]) -> str:
         text += (f" Source prompt: {p.source_prompt}; target prompt: {p.target_prompt or '—'};"
                  f" edit type: {p.edit_type or '—'}.")
     return f"{text} {plots.caveat(labels)}".strip()
+
+
+RANK_NOTE = ("Settings best first by mean; CI: 95% bootstrap interval; n: values averaged. \"vs next\": "
+             "better than the setting ranked after it, and \"best vs this\": the top setting better than this "
+             "one, by the paired test (the 95% paired bootstrap interval of the mean difference over shared cells "
+             "excludes 0): yes, or no (indistinguishable); n/a: not testable (set-level metric, no values).")  # fmt: skip
+
+
+def _verdict(value: bool | None) -> str:
+    return "n/a" if value is None else "yes" if value else "no"
+
+
+def rank_markdown(report: Report, metric: str) -> str:
+    """The "best setting" view: each method's settings ordered by ``metric`` (mean [CI], n),
+    with which neighbouring differences the paired test can tell apart."""
+    run = report.run
+    if metric not in run.metric_names:
+        raise ConfigError(f"--rank {metric!r}: the run has no such metric; it has {', '.join(run.metric_names)}")
+    lines = [f"# Settings ranked by {md_text(metric)} {arrow(metric)}".rstrip(), ""]
+    lines += _incomplete_md(run) + _caveat_md(run.labels)
+    reference = next((r for r in report.rows if r.is_reference and metric in r.metrics), None)
+    if reference is not None:
+        lines += [f"Reference ({REFERENCE_METHOD}): {md_text(format_stat(reference.metrics[metric]))}.", ""]
+    for method, ranked in rank_settings(report.rows, metric).items():
+        rows = [r.row for r in ranked]
+        best = best_rows(rows, metric)
+        verdict = (f"best: {md_text(rows[0].label)}, distinguishable from every other setting" if best
+                   else "no setting is distinguishable from all the others" if len(rows) > 1 else "one setting")  # fmt: skip
+        lines += [f"## {md_text(method)}", "", f"{verdict}.", ""]
+        body = [[str(i + 1), r.row.label, format_stat(r.row.metrics[metric]), str(r.row.metrics[metric].n),
+                 _verdict(r.above_next), _verdict(r.below_best)] for i, r in enumerate(ranked)]  # fmt: skip
+        lines += md_table(["rank", "setting", metric, "n", "vs next", "best vs this"], body) + [""]
+    lines.append(RANK_NOTE)
+    return "\n".join(lines) + "\n"
 
 
 def write_markdown(report: Report, path: Path) -> Path:
