@@ -157,8 +157,9 @@ def resumed_executor(run_dir, overrides: dict):
 @click.option("--table", type=click.Choice(["piebench"]), help="Show PIE-Bench's published table view instead (its columns, units, edit types).")
 @click.option("--reference", "reference_path", type=click.Path(dir_okay=False), help="YAML of published numbers shown beside the run, e.g. references/piebench_table1.yaml (implies --table piebench).")
 @click.option("--ci", is_flag=True, help="With --table piebench: also show 95% bootstrap intervals.")
+@click.option("--rank", "rank_metric", metavar="METRIC", help="Print each method's settings ordered by METRIC, with CI, n and which differences the paired test tells apart.")
 @_fail_cleanly
-def report(run_dir, html_path, md_path, planes, n_grid, table, reference_path, ci):
+def report(run_dir, html_path, md_path, planes, n_grid, table, reference_path, ci, rank_metric):
     """Print the run's tables as Markdown; with --html/--md also write full reports with plots and image grids."""
     from bench.reporting.report import build_report, report_markdown, write_markdown
 
@@ -171,13 +172,17 @@ def report(run_dir, html_path, md_path, planes, n_grid, table, reference_path, c
             click.echo(line, err=bool(html_path or md_path))
         return
     report = build_report(run_dir, list(planes) or None, n_grid, figures=bool(html_path or md_path))
+    if rank_metric:
+        from bench.reporting.report import rank_markdown
+
+        click.echo(rank_markdown(report, rank_metric))
     if html_path:
         from bench.reporting.html_report import write_html
 
         click.echo(f"HTML report -> {write_html(report, html_path)}", err=True)
     if md_path:
         click.echo(f"Markdown report -> {write_markdown(report, md_path)}", err=True)
-    if not (html_path or md_path):
+    if not (html_path or md_path or rank_metric):
         click.echo(report_markdown(report))
 
 

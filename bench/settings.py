@@ -26,3 +26,25 @@ def varying_params(method: str, settings: list[dict]) -> tuple[list[str], dict]:
 
 def setting_label(setting: dict, varying: list[str]) -> str:
     return ", ".join(f"{k}={setting[k]}" for k in varying) or "—"
+
+
+def followers(settings: list[dict], varying: list[str]) -> dict[str, str]:
+    """Swept parameters whose value another swept parameter determines (a ``zip``, e.g.
+    ``inversion_w`` paired with ``inversion``), each mapped to the parameter it follows.
+
+    ``b`` follows ``a`` when every value of ``a`` comes with one value of ``b``; when each
+    determines the other (two zipped lists of distinct values), the later one follows. A
+    follower adds no information to plots: it gets no panel and splits no legend."""
+
+    def determines(a: str, b: str) -> bool:
+        seen: dict[str, str] = {}
+        return all(seen.setdefault(json.dumps(s.get(a)), json.dumps(s.get(b))) == json.dumps(s.get(b)) for s in settings)
+
+    out = {}
+    for b in varying:
+        for a in varying:
+            if a != b and a not in out and determines(a, b):
+                if not determines(b, a) or varying.index(a) < varying.index(b):
+                    out[b] = a
+                    break
+    return out

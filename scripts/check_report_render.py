@@ -1,13 +1,17 @@
 """Check an editbench HTML report as a person sees it: render it in headless Chromium and
 assert on the rendered page.
 
-    python scripts/check_report_render.py REPORT.html [--screenshot shot.png] [--expect-text TEXT ...]
+    python scripts/check_report_render.py REPORT.html [--screenshot shot.png] [--expect-text TEXT ...] [--run RUN_DIR]
 
 Checks, in a window ``WINDOW`` wide: the page has tables and images, every image decoded,
 no figure is wider than the page (shown shrunk, or running off it), no table is cut (wider
 than the page and not in a box that scrolls), the page holds no script of its own (so nothing
 from a prompt ran), and each ``--expect-text`` (e.g. a prompt holding ``<script>``) is shown
-as visible text. Needs Debian's ``chromium`` (``apt-get install chromium``); exits 0 when
+as visible text. A page states how many figures it embeds (``<meta name="editbench-figures">``;
+a table-only page such as PIE-Bench's says 0) and must show that many. With ``--run``, the
+figures the report of RUN_DIR draws are checked too, on their matplotlib Figures: no two texts
+(titles, tick labels, point names, legend entries) overlap and no legend covers data or text;
+this part needs no browser. Needs Debian's ``chromium`` (``apt-get install chromium``); exits 0 when
 every check passes, 1 otherwise, 2 when no browser is found.
 """
 
@@ -33,6 +37,7 @@ window.addEventListener("load", () => {
     tables: document.querySelectorAll("table").length,
     table_rows: document.querySelectorAll("tbody tr").length,
     images: imgs.length,
+    declared_figures: (document.querySelector('meta[name="editbench-figures"]') || {}).content ?? null,
     images_decoded: imgs.filter(i => i.complete && i.naturalWidth > 0).length,
     scripts: document.scripts.length,
     expected_text_found: EXPECTED.map(t => text.includes(t)),
@@ -105,8 +110,11 @@ def problems(seen: dict, expect_text: list[str] = ()) -> list[str]:
     out = []
     if seen["tables"] < 1 or seen["table_rows"] < 1:
         out.append(f"no table rows rendered ({seen['tables']} tables)")
-    if seen["images"] < 1:
+    declared = seen.get("declared_figures")
+    if declared is None and seen["images"] < 1:
         out.append("no images on the page")
+    elif declared is not None and seen["images"] != int(declared):
+        out.append(f"{seen['images']} images on the page, which declares {declared} figures")
     if seen["images_decoded"] != seen["images"]:
         out.append(f"only {seen['images_decoded']} of {seen['images']} images decoded")
     for f in seen["wide_images"]:
@@ -121,12 +129,25 @@ def problems(seen: dict, expect_text: list[str] = ()) -> list[str]:
     return out
 
 
+def figure_problems(run_dir, n_grid: int = 3) -> list[str]:
+    """Overlapping texts and covering legends on every figure the report of ``run_dir`` draws."""
+    from bench.reporting.plots import figure_overlaps
+    from bench.reporting.report import build_report
+
+    report = build_report(run_dir, n_grid=n_grid, keep_figures=True)
+    return [f"figure {fig.get_suptitle()!r}: {o}" for fig in report.figures for o in figure_overlaps(fig)]
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("html", type=Path)
     parser.add_argument("--screenshot", type=Path, help="also save a PNG screenshot of the page here")
     parser.add_argument("--expect-text", action="append", default=[], help="text the page must show (repeatable)")
+    parser.add_argument("--run", type=Path, help="also check the figures of this run's report for overlapping text")
     args = parser.parse_args(argv)
+    overlaps = figure_problems(args.run) if args.run else []
+    for o in overlaps:
+        print(f"FAIL: {o}", file=sys.stderr)
     if find_browser() is None:
         print("no Chromium found; install it with: apt-get install chromium", file=sys.stderr)
         return 2
@@ -135,7 +156,7 @@ def main(argv=None) -> int:
     wrong = problems(seen, args.expect_text)
     for w in wrong:
         print(f"FAIL: {w}", file=sys.stderr)
-    return 1 if wrong else 0
+    return 1 if wrong or overlaps else 0
 
 
 if __name__ == "__main__":

@@ -65,3 +65,16 @@ def test_the_checker_catches_a_figure_wider_than_the_page_and_a_cut_table(tmp_pa
     wrong = checker.problems(seen)
     assert [w.split(" is ")[0] for w in wrong] == ["figure 1", "table 1"], wrong  # not table 2 (it scrolls), not figure 2
     assert "3000 px wide" in wrong[0] and "no box around it scrolls" in wrong[1]
+
+
+def test_a_table_only_page_passes_and_a_page_missing_a_declared_figure_fails(evil_run, tmp_path):
+    from bench.reporting.piebench_table import write_piebench
+
+    write_piebench(evil_run, html_path=tmp_path / "pie.html")
+    assert checker.problems(checker.render(tmp_path / "pie.html")) == []  # no images, by design: it says 0
+    page = write_html(build_report(evil_run, n_grid=1), tmp_path / "report.html")
+    text = page.read_text()
+    first = text.index("<figure>")
+    page.write_text(text[:first] + text[text.index("</figure>", first) + len("</figure>"):])
+    wrong = checker.problems(checker.render(page))
+    assert any("which declares" in w for w in wrong), wrong

@@ -432,3 +432,44 @@ def format_stat(s: Stat | None, digits: int = 4) -> str:
         text += f" (set, n={s.n})"
     gaps = [f"{s.n_nan} NaN"] * bool(s.n_nan) + [f"{s.n_missing} missing"] * bool(s.n_missing)
     return text + (f" ({', '.join(gaps)})" if gaps else "")
+
+
+@dataclass
+class Ranked:
+    """One setting in a method's ranking by a metric: its row, and whether the paired test
+    (``paired_better``) tells it from its neighbours. ``None``: not testable (no per-cell
+    values, e.g. a set-level metric, or no next setting)."""
+
+    row: Row
+    above_next: bool | None  # distinguishably better than the setting ranked after it
+    below_best: bool | None  # the top setting is distinguishably better than this one
+
+
+def rank_settings(rows: list[Row], metric: str) -> dict[str, list[Ranked]]:
+    """Per method (reference excluded), its settings ordered best first by ``metric``'s mean in
+    the metric's direction; settings without a finite mean come last. The top setting is
+    "the best" only where ``best_rows`` says so."""
+    higher = higher_is_better(metric)
+    if higher is None:
+        raise ConfigError(f"--rank {metric}: the metric has no direction (higher or lower is better), so no order")
+    out: dict[str, list[Ranked]] = {}
+    for method in dict.fromkeys(r.method for r in rows if not r.is_reference):
+        own = [r for r in rows if r.method == method and metric in r.metrics]
+
+        def key(r: Row) -> tuple[bool, float]:
+            mean = r.metrics[metric].mean
+            return (math.isnan(mean), -mean if higher else mean)
+
+        ordered = sorted(own, key=key)
+        testable = [metric in r.values for r in ordered]
+
+        def better(a: int, b: int) -> bool | None:
+            if not (testable[a] and testable[b]) or math.isnan(ordered[b].metrics[metric].mean):
+                return None
+            return paired_better(ordered[a].values[metric], ordered[b].values[metric], higher)
+
+        out[method] = [
+            Ranked(r, better(i, i + 1) if i + 1 < len(ordered) else None, better(0, i) if i else None)
+            for i, r in enumerate(ordered)
+        ]
+    return out

@@ -32,9 +32,17 @@ def expand_runs(paths) -> list[Path]:
 
 
 def run_name(run: RunData) -> str:
+    """``2026-12-02 12:13:18 ff1c336`` (``+``: uncommitted changes): creation time to the second
+    and commit."""
     commit = ((run.manifest.get("git") or {}).get("commit") or "nocommit")[:7]
     dirty = "+" if (run.manifest.get("git") or {}).get("dirty") else ""
-    return f"{str(run.manifest.get('created', '?'))[:16]} {commit}{dirty}"
+    return f"{str(run.manifest.get('created', '?'))[:19].replace('T', ' ')} {commit}{dirty}"
+
+
+def run_names(runs: list[RunData]) -> list[str]:
+    """Each run's ``run_name``, with its folder added where two runs would share a name."""
+    names = [run_name(r) for r in runs]
+    return [f"{n} {r.run_dir.name}" if names.count(n) > 1 else n for n, r in zip(names, runs)]
 
 
 @dataclass
@@ -49,7 +57,7 @@ class History:
 
     @property
     def names(self) -> list[str]:
-        return [run_name(r) for r in self.runs]
+        return run_names(self.runs)
 
 
 def history(paths, metric: str | None = None, methods: list[str] | None = None) -> History:

@@ -43,6 +43,12 @@ pre { background: #f7f7f7; padding: .6em; font-size: 12px; overflow-x: auto; }
 SMOKE_NOTE = "Smoke numbers: see the labels at the top of the page."
 
 
+def figures_meta(count: int) -> str:
+    """The page's statement of how many figures it embeds, which the render check holds it to
+    (a table-only page says 0)."""
+    return f'<meta name="editbench-figures" content="{count}">'
+
+
 def esc(value) -> str:
     return html.escape(str(value), quote=True)
 
@@ -103,8 +109,9 @@ def render_html(report: Report) -> str:
     run, labels = report.run, report.labels
     metrics = report.metrics
     incomplete = incomplete_note(run)
+    n_figures = len(report.tradeoffs + report.sweeps + report.grids + report.attention) + bool(report.cost)
     parts = [
-        "<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\">",
+        "<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\">" + figures_meta(n_figures),
         f"<title>editbench report: {esc(run.run_dir.name)}</title><style>{STYLE}</style></head><body>",
         f"<h1>editbench report: {esc(run.run_dir.name)}</h1>",
         f"<p class=\"caveat incomplete\">{esc(incomplete)}</p>" if incomplete else "",

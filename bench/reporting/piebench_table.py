@@ -23,7 +23,7 @@ from bench.paths import output_file
 from bench.registry import get_method
 from bench.reporting import plots
 from bench.reporting.aggregate import Row, RunData, Stat, arrow, load_run, nan_notes, row_name, summarize
-from bench.reporting.html_report import STYLE, _caveat, _table, esc
+from bench.reporting.html_report import STYLE, _caveat, _table, esc, figures_meta
 from bench.reporting.report import md_table, md_text
 from bench.yaml_file import read_yaml
 
@@ -259,7 +259,7 @@ def piebench_html(view: PieBenchTable) -> str:
     """The view as one self-contained HTML page (``--html``); every run string is escaped."""
     run = view.run
     title = f"PIE-Bench table: {esc(run.run_dir.name)}"
-    parts = [f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>{title}</title>',
+    parts = [f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">{figures_meta(0)}<title>{title}</title>',
              f"<style>{STYLE}</style></head><body><h1>{title}</h1>", _caveat(run.labels),
              f"<p>{esc(EXPLANATION)}</p>", "<h2>All samples</h2>",
              _table(header(), body(view.rows, view.ci), 2, [r.is_reference for r in view.rows])]  # fmt: skip

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.text import Text
 from matplotlib.transforms import Bbox
 from PIL import Image
 
@@ -23,7 +24,7 @@ from bench.data import DatasetSpec, Sample, load_dataset
 from bench.errors import ConfigError
 from bench.metrics import METRICS, CostMetric
 from bench.reporting.aggregate import REFERENCE_METHOD, Row, RunData, arrow, row_name
-from bench.settings import setting_label, varying_params
+from bench.settings import followers, setting_label, varying_params
 
 #: Default trade-off axes, most wanted first: how strongly the edit follows the target
 #: prompt (x), against how much of the source survives (y).
@@ -125,12 +126,20 @@ def _sortable(value):
     return (0, value, "") if isinstance(value, (int, float)) and not isinstance(value, bool) else (1, 0, str(value))
 
 
+def plotted_params(method: str, settings: list[dict]) -> list[str]:
+    """The swept parameters a figure spends an axis, a panel or a legend entry on: the varying
+    ones except those that follow another (zipped, ``bench.settings.followers``)."""
+    varying, _ = varying_params(method, settings)
+    follow = followers(settings, varying)
+    return [k for k in varying if k not in follow]
+
+
 def _curves(method: str, rows: list[Row]) -> list[tuple[str, str | None, list[Row]]]:
     """A method's rows as curves: (legend label, swept parameter, rows in parameter order).
 
-    The first varying parameter is swept along a curve; each combination of the others is
+    The first plotted parameter is swept along a curve; each combination of the others is
     its own curve."""
-    varying, _ = varying_params(method, [r.setting for r in rows])
+    varying = plotted_params(method, [r.setting for r in rows])
     if not varying:
         return [(method, None, rows)]
     swept, others = varying[0], varying[1:]
@@ -150,83 +159,164 @@ def _err(stats) -> np.ndarray | None:
 
 
 def tradeoff_figure(rows: list[Row], x: str, y: str, labels: list[str]) -> Figure:
-    """Each method's curve over its swept parameter in the (x, y) plane, with 95% CI bars;
-    each point is labelled with its parameter value (labels placed so none overlap), the
-    reference method is a star."""
-    fig = new_figure(figsize=(6.4, 4.8))
-    ax = fig.add_subplot()
+    """Each method's curve over its swept parameter in the (x, y) plane, with 95% CI bars; the
+    reference method is a star. Points are named in a key beside the plane (its parameter
+    value, joined to its point by a thin line), so no name sits on another, on a point or on
+    an error bar however close the points are; the legend goes under the plane."""
     texts: list[tuple[tuple[float, float], str, str]] = []
+    series = []
     for method in list(dict.fromkeys(r.method for r in rows)):
-        for name, swept, curve in _curves(method, [r for r in rows if r.method == method]):
+        curves = _curves(method, [r for r in rows if r.method == method])
+        for name, swept, curve in curves:
             pts = [r for r in curve if x in r.metrics and y in r.metrics]
             pts = [r for r in pts if np.isfinite(r.metrics[x].mean) and np.isfinite(r.metrics[y].mean)]
-            if not pts:
-                continue
-            xs, ys = [r.metrics[x] for r in pts], [r.metrics[y] for r in pts]
-            reference = method == REFERENCE_METHOD
-            style = dict(marker="*", markersize=12, linestyle="none") if reference else dict(marker="o")
-            line = ax.errorbar([s.mean for s in xs], [s.mean for s in ys], xerr=_err(xs), yerr=_err(ys),
-                               capsize=2, label=name, **style)  # fmt: skip
-            if swept:
-                at: dict[tuple, list] = {}  # settings that land on the same point share one label
-                for r, sx, sy in zip(pts, xs, ys):
-                    at.setdefault((sx.mean, sy.mean), []).append(str(r.setting[swept]))
-                color = line.lines[0].get_color()
-                texts += [(xy, f"{swept}={', '.join(values)}", color) for xy, values in at.items()]
+            if pts:
+                series.append((method, name, swept, pts, len(curves) > 1))
+    key_in = _key_width([f"{name}: {swept}=" + ", ".join(str(r.setting[swept]) for r in pts)
+                         for _, name, swept, pts, _ in series if swept])  # fmt: skip
+    fig = new_figure(figsize=(6.4 + key_in, 4.8))
+    ax, key = fig.subplots(1, 2, width_ratios=[6.4, key_in]) if key_in else (fig.add_subplot(), None)
+    if key is not None:
+        key.axis("off")
+    for method, name, swept, pts, several in series:
+        xs, ys = [r.metrics[x] for r in pts], [r.metrics[y] for r in pts]
+        reference = method == REFERENCE_METHOD
+        style = dict(marker="*", markersize=12, linestyle="none") if reference else dict(marker="o")
+        line = ax.errorbar([s.mean for s in xs], [s.mean for s in ys], xerr=_err(xs), yerr=_err(ys),
+                           capsize=2, label=name, **style)  # fmt: skip
+        if swept:
+            at: dict[tuple, list] = {}  # settings that land on the same point share one name
+            for r, sx, sy in zip(pts, xs, ys):
+                at.setdefault((sx.mean, sy.mean), []).append(str(r.setting[swept]))
+            prefix = f"{name}: " if several else ""
+            color = line.lines[0].get_color()
+            texts += [(xy, f"{prefix}{swept}={', '.join(values)}", color) for xy, values in at.items()]
     ax.set_xlabel(f"{x} {arrow(x)}".strip())
     ax.set_ylabel(f"{y} {arrow(y)}".strip())
     ax.grid(alpha=0.3)
-    if ax.get_legend_handles_labels()[0]:
-        ax.legend(fontsize=8)
+    for axis in (ax.xaxis, ax.yaxis):
+        min_span(ax, axis)
+    handles, names = ax.get_legend_handles_labels()
+    if handles:
+        fig.legend(handles, names, loc="outside lower center", ncols=min(4, len(names)), fontsize=8)
     _title(fig, f"Trade-off: {x} vs {y} (mean, 95% CI)", labels)
-    place_labels(ax, texts)
+    if texts:
+        key_labels(ax, key, texts)
     return fig
 
 
-#: Where a point's label may go, in points from the point: nearest first, then further out.
-_OFFSETS = [(dx * r, dy * r) for r in (1, 2, 3, 5) for dx, dy in
-            ((5, 4), (5, -10), (-5, 4), (-5, -10), (0, 8), (0, -14), (9, -3), (-9, -3))]  # fmt: skip
+KEY_FONT = 7
 
 
-def place_labels(ax, texts: list[tuple[tuple[float, float], str, str]]) -> None:
-    """Annotate each (data point, text, colour) at the first candidate offset where the label
-    overlaps no label placed before it nor any point, inside the axes; labels stay out of the
-    layout so placing them moves nothing."""
+def _key_width(texts: list[str]) -> float:
+    """Inches the point key needs for its longest name (0 without names)."""
+    return 0.3 + max(len(t) for t in texts) * 0.52 * KEY_FONT / 72 if texts else 0.0
+
+
+def key_labels(ax, key, texts: list[tuple[tuple[float, float], str, str]]) -> None:
+    """Name each (data point, text, colour) in a column on the ``key`` axes beside ``ax``, at
+    the point's height where it can be, moved just enough to keep one line of space between
+    names, and joined to its point by a thin line of its colour."""
     fig = ax.figure
     fig.draw_without_rendering()  # settle the layout: display coordinates are final from here
+    box = key.get_window_extent()
+    gap = KEY_FONT * 1.35 * fig.dpi / 72
+    order = sorted(texts, key=lambda t: ax.transData.transform(t[0])[1])
+    wanted = [ax.transData.transform(xy)[1] for xy, _, _ in order]
+    placed = []
+    for y in wanted:  # bottom to top, each at least one line above the last
+        placed.append(max(y, placed[-1] + gap) if placed else y)
+    overflow = placed[-1] - (box.y1 - gap / 2) if placed else 0
+    if overflow > 0:  # the column ran over the top: shift down, never below the axes' foot
+        placed = [max(p - overflow, box.y0 + gap / 2 + i * gap) for i, p in enumerate(placed)]
+    to_key = key.transAxes.inverted()
+    for (xy, text, color), y in zip(order, placed):
+        label = key.annotate(text, xy, xycoords=ax.transData, xytext=(0.02, to_key.transform((box.x0, y))[1]),
+                             textcoords=key.transAxes, fontsize=KEY_FONT, color=color, ha="left", va="center",
+                             annotation_clip=False, arrowprops=dict(arrowstyle="-", color=color, lw=0.5, alpha=0.5,
+                                                                    shrinkA=0, shrinkB=3))  # fmt: skip
+        label.set_in_layout(False)
+
+
+def min_span(ax, axis, fraction: float = 0.05, floor: float = 1e-3) -> None:
+    """Widen ``axis`` around its centre to at least ``fraction`` of the centre's magnitude (and
+    ``floor``): one value, or values without intervals, no longer zoom to rounding noise."""
+    get, set_ = (ax.get_ylim, ax.set_ylim) if axis is ax.yaxis else (ax.get_xlim, ax.set_xlim)
+    low, high = get()
+    centre = (low + high) / 2
+    span = max(fraction * abs(centre), floor)
+    if high - low < span:
+        set_(centre - span / 2, centre + span / 2)
+
+
+def _visible_texts(fig: Figure) -> list[Text]:
+    """Every text a reader sees: titles, axis labels, tick labels inside the view, annotations,
+    legend entries, the figure's own texts."""
+    out = [fig._suptitle, fig._supxlabel, fig._supylabel, *fig.texts]
+    for legend in fig.legends:
+        out += legend.get_texts()
+    for ax in fig.axes:
+        if not ax.get_visible():
+            continue
+        out += [*ax.texts, *[c for c in ax.get_children() if isinstance(c, Text) and c is not ax.title]]
+        out.append(ax.title)
+        if ax.get_legend() is not None:
+            out += ax.get_legend().get_texts()
+        if not ax.axison:
+            continue
+        out += [ax.xaxis.label, ax.yaxis.label]
+        for axis in (ax.xaxis, ax.yaxis):
+            low, high = sorted(axis.get_view_interval())
+            for tick in axis.get_major_ticks():
+                if low - 1e-9 * (abs(low) + 1) <= tick.get_loc() <= high + 1e-9 * (abs(high) + 1):
+                    out += [t for t in (tick.label1, tick.label2) if t.get_visible()]
+    seen, unique = set(), []
+    for t in out:
+        if t is not None and id(t) not in seen and t.get_visible() and t.get_text().strip():
+            seen.add(id(t))
+            unique.append(t)
+    return unique
+
+
+def figure_overlaps(fig: Figure) -> list[str]:
+    """What a reader cannot read on ``fig``: texts whose rendered boxes intersect, and legends
+    that cover a data point or a text (empty when nothing overlaps). Measured on the figure's
+    renderer, so it holds for the PNG the figure is saved as."""
+    fig.draw_without_rendering()
     renderer = fig.canvas.get_renderer()
-    taken = [_around(ax.transData.transform(xy), 3) for xy, _, _ in texts]
-    inside = ax.get_window_extent(renderer)
-    for xy, text, color in texts:
-        for dx, dy in _OFFSETS:
-            label = ax.annotate(text, xy, textcoords="offset points", xytext=(dx, dy), fontsize=7, color=color,
-                                ha="left" if dx >= 0 else "right", annotation_clip=False)  # fmt: skip
-            label.set_in_layout(False)
-            box = label.get_window_extent(renderer)
-            fits = inside.x0 <= box.x0 and box.x1 <= inside.x1 and inside.y0 <= box.y0 and box.y1 <= inside.y1
-            if fits and not any(box.overlaps(t) for t in taken):
-                break
-            if (dx, dy) != _OFFSETS[-1]:
-                label.remove()
-        taken.append(box)
-
-
-def _around(center, half: float) -> Bbox:
-    """A square of ``half`` pixels each side of a display point."""
-    return Bbox.from_bounds(center[0] - half, center[1] - half, 2 * half, 2 * half)
+    texts = _visible_texts(fig)
+    # Text's own extent: an annotation's would include its leader line
+    boxes = [Text.get_window_extent(t, renderer).padded(-0.5) for t in texts]
+    out = [f"text {texts[i].get_text()!r} overlaps text {texts[j].get_text()!r}"
+           for i in range(len(texts)) for j in range(i + 1, len(texts)) if boxes[i].overlaps(boxes[j])]  # fmt: skip
+    legends = [*fig.legends, *(ax.get_legend() for ax in fig.axes if ax.get_legend() is not None)]
+    for legend in legends:
+        frame = legend.get_window_extent(renderer)
+        own = {id(t) for t in legend.get_texts()}
+        out += [f"a legend covers text {t.get_text()!r}" for t, b in zip(texts, boxes)
+                if id(t) not in own and frame.overlaps(b)]  # fmt: skip
+        for ax in fig.axes:
+            points = [xy for line in ax.get_lines() for xy in ax.transData.transform(line.get_xydata())]
+            if any(frame.contains(px, py) for px, py in points if np.isfinite(px) and np.isfinite(py)):
+                out.append(f"a legend covers data points of {ax.get_title() or 'a plot'!r}")
+    return out
 
 
 # -- metric against parameter ------------------------------------------------------------------------
 def sweep_figure(method: str, rows: list[Row], param: str, metrics: list[str], labels: list[str],
                  reference: Row | None = None) -> Figure:  # fmt: skip
     """One panel per metric: the metric's mean (95% CI bars) against ``param`` for one method,
-    one line per combination of its other swept parameters; the reference method's value, when
-    given, as a dashed line. Non-numeric parameter values are spaced evenly in run order."""
-    varying, _ = varying_params(method, [r.setting for r in rows])
-    others = [k for k in varying if k != param]
-    values = list(dict.fromkeys(r.setting[param] for r in rows))
-    numeric = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values)
-    position = {json.dumps(v): (v if numeric else i) for i, v in enumerate(values)}
+    one line per combination of its other plotted parameters (those zipped with ``param``
+    ride along in its tick labels); the reference method's value, when given, as a dashed
+    line. Non-numeric parameter values are spaced evenly in run order."""
+    settings = [r.setting for r in rows]
+    varying, _ = varying_params(method, settings)
+    follow = followers(settings, varying)
+    others = [k for k in plotted_params(method, settings) if k != param]
+    riders = [k for k, leader in follow.items() if leader == param]
+    values = list(dict.fromkeys(json.dumps(r.setting[param]) for r in rows))
+    numeric = all(isinstance(json.loads(v), (int, float)) and not isinstance(json.loads(v), bool) for v in values)
+    position = {v: (json.loads(v) if numeric else i) for i, v in enumerate(values)}
     n_cols = min(3, len(metrics))
     n_rows = math.ceil(len(metrics) / n_cols)
     fig = new_figure(figsize=(3.7 * n_cols, 2.7 * n_rows + 0.5))
@@ -234,6 +324,7 @@ def sweep_figure(method: str, rows: list[Row], param: str, metrics: list[str], l
     lines: dict[str, list[Row]] = {}
     for r in rows:
         lines.setdefault(setting_label(r.setting, others), []).append(r)
+    ride = {json.dumps(r.setting[param]): setting_label(r.setting, riders) for r in rows}
     for ax, metric in zip(axes, metrics):
         for key, line in lines.items():
             pts = sorted((r for r in line if metric in r.metrics and np.isfinite(r.metrics[metric].mean)),
@@ -243,10 +334,13 @@ def sweep_figure(method: str, rows: list[Row], param: str, metrics: list[str], l
                         yerr=_err(stats), marker="o", capsize=2, label=None if key == "—" else key)  # fmt: skip
         if reference is not None and metric in reference.metrics and np.isfinite(reference.metrics[metric].mean):
             ax.axhline(reference.metrics[metric].mean, color="gray", linestyle="--", linewidth=1, label=REFERENCE_METHOD)
+        min_span(ax, ax.yaxis)
         ax.set_title(f"{metric} {arrow(metric)}".strip(), fontsize=9)
-        ax.set_xlabel(param, fontsize=8)
-        if not numeric:
-            ax.set_xticks(range(len(values)), [textwrap.shorten(str(v), 14) for v in values], fontsize=7)
+        ax.set_xlabel(param + (f" (zipped: {', '.join(riders)})" if riders else ""), fontsize=8)
+        if not numeric or riders:
+            chars = max(6, int(3.7 * 72 / len(values) / (0.6 * 7)) - 1)
+            ticks = [tick_text(json.loads(v), ride[v] if riders else "", chars) for v in values]
+            ax.set_xticks([position[v] for v in values], ticks, fontsize=7)
         ax.tick_params(labelsize=7)
         ax.grid(alpha=0.3)
     for ax in axes[len(metrics) :]:
@@ -258,7 +352,20 @@ def sweep_figure(method: str, rows: list[Row], param: str, metrics: list[str], l
     return fig
 
 
+def tick_text(value, rider: str, chars: int) -> str:
+    """A parameter value as a tick label: wrapped (long words broken) to ``chars`` per line,
+    at most three lines, the last cut with "…"; a zipped parameter's value below it."""
+    lines = textwrap.wrap(str(value), chars, break_long_words=True) or [str(value)]
+    if len(lines) > 3:
+        lines = lines[:2] + [lines[2][: chars - 1] + "…"]
+    return "\n".join(lines + textwrap.wrap(rider, chars, break_long_words=True))
+
+
 # -- cost -----------------------------------------------------------------------------------------------
+#: A light blue: the black value labels drawn on the bars stay readable (contrast about 11:1).
+BAR_COLOR = "#9ecae1"
+
+
 def cost_figure(rows: list[Row], labels: list[str]) -> Figure:
     """Seconds per image and NFE per image for every method and setting (and peak GPU
     memory when the run measured it)."""
@@ -271,7 +378,7 @@ def cost_figure(rows: list[Row], labels: list[str]) -> Figure:
     ypos = np.arange(len(rows))
     for ax, (key, title) in zip(axes, panels):
         values = [r.cost[key] for r in rows]
-        ax.barh(ypos, [0 if math.isnan(v) else v for v in values], color="tab:blue")
+        ax.barh(ypos, [0 if math.isnan(v) else v for v in values], color=BAR_COLOR)
         for yy, v in zip(ypos, values):
             ax.text(0, yy, " n/a" if math.isnan(v) else f" {v:.3g}", va="center", fontsize=7)
         ax.set_title(title, fontsize=9)
@@ -417,24 +524,45 @@ def beside(left: Path, right: Path) -> bytes:
 
 # -- history ---------------------------------------------------------------------------------------------
 def history_figure(series: dict[str, list], run_names: list[str], metric: str, labels: list[str]) -> Figure:
-    """A metric across runs: one line per method and setting, x = run in time order, each point
-    marked with its n. The labels, needed on a PNG that stands alone, go under the plot wrapped
-    to its width."""
-    width = min(MAX_WIDTH_PX / DPI - 0.5, max(6.4, 0.9 * len(run_names) + 2))
+    """A metric across runs: one line per method and setting, x = run in time order, each tick
+    naming its run and the n (values averaged) of its points. The legend goes beside the plot,
+    and the labels, needed on a PNG that stands alone, under it, wrapped to its width."""
+    width = min(MAX_WIDTH_PX / DPI - 0.5, max(6.4, 1.2 * len(run_names) + 3))
     fig = new_figure(figsize=(width, 4.4))
     ax = fig.add_subplot()
+    n_at: dict[int, set[int]] = {}
     for name, points in series.items():
         xs = [i for i, _ in points]
         stats = [s for _, s in points]
         ax.errorbar(xs, [s.mean for s in stats], yerr=_err(stats), marker="o", capsize=2, label=name)
-        for x, s in zip(xs, stats):  # n per point: partial runs average fewer values
-            ax.annotate(f"n={s.n}", (x, s.mean), textcoords="offset points", xytext=(4, 4), fontsize=6)
-    ax.set_xticks(range(len(run_names)), run_names, rotation=30, ha="right", fontsize=7)
+        for x, s in zip(xs, stats):  # n per run: partial runs average fewer values
+            n_at.setdefault(x, set()).add(s.n)
+    ticks = ["\n".join(textwrap.wrap(name, 16) + [_n_range(n_at.get(i, set()))]) for i, name in enumerate(run_names)]
+    ax.set_xticks(range(len(run_names)), ticks, fontsize=7)
+    ax.set_xlim(-0.5, len(run_names) - 0.5)
     ax.set_ylabel(f"{metric} {arrow(metric)}".strip())
     ax.grid(alpha=0.3)
+    min_span(ax, ax.yaxis)
     if series:
-        ax.legend(fontsize=7)
+        fig.legend(loc="outside right upper", fontsize=7)
     if labels:
         fig.supxlabel("\n".join(textwrap.wrap(caveat(labels), int(width * 72 / (0.6 * 8)))), fontsize=8)
     _title(fig, f"History of {metric} (mean, 95% CI)", labels)
+    _thin_ticks(ax)
     return fig
+
+
+def _n_range(ns: set[int]) -> str:
+    return "n=" + ("—" if not ns else str(min(ns)) if len(ns) == 1 else f"{min(ns)}–{max(ns)}")
+
+
+def _thin_ticks(ax) -> None:
+    """Keep every k-th x tick label, the smallest k at which neighbouring labels do not touch."""
+    fig = ax.figure
+    fig.draw_without_rendering()
+    labels = ax.get_xticklabels()
+    widest = max((t.get_window_extent().width for t in labels), default=0)
+    spacing = ax.get_window_extent().width / max(1, len(labels))
+    step = max(1, math.ceil((widest + 4) / spacing))
+    for i, label in enumerate(labels):
+        label.set_visible(i % step == 0)

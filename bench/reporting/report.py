@@ -29,9 +29,11 @@ from bench.reporting.aggregate import (
     load_run,
     nan_notes,
     nan_reason,
+    rank_settings,
     row_name,
     summarize,
 )
+from bench.errors import ConfigError
 from bench.paths import output_file
 from bench.settings import setting_label, varying_params
 from bench.store import error_counts
@@ -106,6 +108,7 @@ class Report:
     grids: list[GridPicture] = field(default_factory=list)
     grid_total: int = 0  # (sample, seed) pairs the run has; ``grids`` shows the first ones
     attention: list[Picture] = field(default_factory=list)
+    figures: list = field(default_factory=list, repr=False)  # the drawn Figures, when asked to keep them
 
     @property
     def labels(self) -> list[str]:
@@ -116,19 +119,27 @@ class Report:
         return self.run.metric_names
 
 
-def build_report(run_dir, planes: list[str] | None = None, n_grid: int = 3, figures: bool = True) -> Report:
-    """Aggregate a run and, when ``figures``, draw its trade-off, cost and grid figures."""
+def build_report(run_dir, planes: list[str] | None = None, n_grid: int = 3, figures: bool = True,
+                 keep_figures: bool = False) -> Report:  # fmt: skip
+    """Aggregate a run and, when ``figures``, draw its trade-off, cost and grid figures;
+    ``keep_figures`` also keeps the matplotlib Figures in ``report.figures`` (for checks)."""
     run = load_run(run_dir)
     report = Report(run, summarize(run), summarize(run, by_edit_type=True))
+
+    def to_png(fig) -> bytes:
+        if keep_figures:
+            report.figures.append(fig)
+        return plots.png(fig)
+
     constant = plots.constant_metrics(report.rows, run.metric_names)
     chosen = plots.tradeoff_planes(run.metric_names, planes, constant)  # validates requested planes even without figures
     if not figures or not len(run.cells):
         return report
     for x, y in chosen:
         report.tradeoffs.append(Picture(f"tradeoff_{x}_{y}.png", f"Trade-off: {x} vs {y}, each method along its sweep.",
-                                        plots.png(plots.tradeoff_figure(report.rows, x, y, run.labels))))  # fmt: skip
-    report.sweeps = sweep_pictures(report.rows, run)
-    report.cost = Picture("cost.png", "Cost per image.", plots.png(plots.cost_figure(report.rows, run.labels)))
+                                        to_png(plots.tradeoff_figure(report.rows, x, y, run.labels))))  # fmt: skip
+    report.sweeps = sweep_pictures(report.rows, run, to_png)
+    report.cost = Picture("cost.png", "Cost per image.", to_png(plots.cost_figure(report.rows, run.labels)))
     every_pair = plots.grid_samples(run)
     report.grid_total = len(every_pair)
     pairs = every_pair[:n_grid]
@@ -139,14 +150,14 @@ def build_report(run_dir, planes: list[str] | None = None, n_grid: int = 3, figu
         edit_type = run.cells.loc[run.cells["sample_id"] == sample_id, "edit_type"].iloc[0]
         report.grids.append(GridPicture(
             f"grid_{i}.png", f"Sample {sample_id}, seed {seed}: source with mask outlined, then each method's outputs.",
-            plots.png(plots.image_grid(run, sample_id, seed, source)), sample_id,
+            to_png(plots.image_grid(run, sample_id, seed, source)), sample_id,
             sample.source_prompt if sample else None, sample.target_prompt if sample else None, edit_type,
         ))  # fmt: skip
     report.attention = attention_pictures(run, pairs)
     return report
 
 
-def sweep_pictures(rows: list[Row], run: RunData) -> list[Picture]:
+def sweep_pictures(rows: list[Row], run: RunData, to_png=plots.png) -> list[Picture]:
     """One metric-vs-parameter figure per method and swept parameter, over the metrics that
     vary along that method's sweep (cost metrics have their own plot)."""
     reference = next((r for r in rows if r.is_reference), None)
@@ -154,17 +165,17 @@ def sweep_pictures(rows: list[Row], run: RunData) -> list[Picture]:
     pictures = []
     for method in run.methods:
         own = [r for r in rows if r.method == method]
-        varying, _ = varying_params(method, [r.setting for r in own])
+        plotted = plots.plotted_params(method, [r.setting for r in own])  # a zipped follower rides along
         constant = plots.constant_metrics(own, metrics)
         shown = [m for m in metrics if m not in constant]
         if not shown:
             continue
         note = f" Constant along this sweep, not plotted: {', '.join(sorted(constant))}." if constant else ""
-        for param in varying:
+        for param in plotted:
             fig = plots.sweep_figure(method, own, param, shown, run.labels, reference)
             dashed = f"; dashed: {REFERENCE_METHOD}" if reference else ""
             caption = f"{method}: each metric against {param} (mean, 95% CI bars; lines: its other swept parameters{dashed}).{note}"
-            pictures.append(Picture(f"sweep_{method}_{param}.png", caption, plots.png(fig)))
+            pictures.append(Picture(f"sweep_{method}_{param}.png", caption, to_png(fig)))
     return pictures
 
 
@@ -361,6 +372,40 @@ def _caption(p: Picture, labels: list[str]) -> str:
         text += (f" Source prompt: {p.source_prompt}; target prompt: {p.target_prompt or '—'};"
                  f" edit type: {p.edit_type or '—'}.")
     return f"{text} {plots.caveat(labels)}".strip()
+
+
+RANK_NOTE = ("Settings best first by mean; CI: 95% bootstrap interval; n: values averaged. \"vs next\": "
+             "better than the setting ranked after it, and \"best vs this\": the top setting better than this "
+             "one, by the paired test (the 95% paired bootstrap interval of the mean difference over shared cells "
+             "excludes 0): yes, or no (indistinguishable); n/a: not testable (set-level metric, no values).")  # fmt: skip
+
+
+def _verdict(value: bool | None) -> str:
+    return "n/a" if value is None else "yes" if value else "no"
+
+
+def rank_markdown(report: Report, metric: str) -> str:
+    """The "best setting" view: each method's settings ordered by ``metric`` (mean [CI], n),
+    with which neighbouring differences the paired test can tell apart."""
+    run = report.run
+    if metric not in run.metric_names:
+        raise ConfigError(f"--rank {metric!r}: the run has no such metric; it has {', '.join(run.metric_names)}")
+    lines = [f"# Settings ranked by {md_text(metric)} {arrow(metric)}".rstrip(), ""]
+    lines += _incomplete_md(run) + _caveat_md(run.labels)
+    reference = next((r for r in report.rows if r.is_reference and metric in r.metrics), None)
+    if reference is not None:
+        lines += [f"Reference ({REFERENCE_METHOD}): {md_text(format_stat(reference.metrics[metric]))}.", ""]
+    for method, ranked in rank_settings(report.rows, metric).items():
+        rows = [r.row for r in ranked]
+        best = best_rows(rows, metric)
+        verdict = (f"best: {md_text(rows[0].label)}, distinguishable from every other setting" if best
+                   else "no setting is distinguishable from all the others" if len(rows) > 1 else "one setting")  # fmt: skip
+        lines += [f"## {md_text(method)}", "", f"{verdict}.", ""]
+        body = [[str(i + 1), r.row.label, format_stat(r.row.metrics[metric]), str(r.row.metrics[metric].n),
+                 _verdict(r.above_next), _verdict(r.below_best)] for i, r in enumerate(ranked)]  # fmt: skip
+        lines += md_table(["rank", "setting", metric, "n", "vs next", "best vs this"], body) + [""]
+    lines.append(RANK_NOTE)
+    return "\n".join(lines) + "\n"
 
 
 def write_markdown(report: Report, path: Path) -> Path:
