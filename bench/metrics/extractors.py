@@ -16,6 +16,7 @@ from pathlib import Path
 import torch
 
 from bench.errors import ConfigError, unknown
+from bench.metrics.judge_backends import JudgeOptions
 from bench.paths import cache_dir
 from bench.weights import file_digest, only_bin_weights
 
@@ -62,7 +63,8 @@ class MetricOptions:
     ``clip_model`` and ``dino_model`` are hub ids (looked up in the Hugging Face cache) or
     local folders; ``inception_weights`` a local file (clean-fid's TorchScript Inception or
     pytorch-fid's ``pt_inception`` state dict). ``lpips_bg_net`` is the LPIPS network of the
-    PIE-Bench background metric (PIE-Bench's evaluation code uses SqueezeNet).
+    PIE-Bench background metric (PIE-Bench's evaluation code uses SqueezeNet). ``judge``: the
+    VLM judge of the VIEScore metrics (``JudgeOptions``; a mapping in the config).
     """
 
     clip_model: str = "openai/clip-vit-large-patch14"
@@ -75,8 +77,17 @@ class MetricOptions:
     batch_size: int = 16
     kid_subsets: int = 100
     kid_subset_size: int = 1000
+    judge: JudgeOptions = JudgeOptions()
 
     def __post_init__(self):
+        if isinstance(self.judge, dict):
+            names = list(JudgeOptions.__dataclass_fields__)
+            for key in self.judge:
+                if key not in names:
+                    raise ConfigError(f"metric_options.judge: {unknown('key', key, names)}")
+            object.__setattr__(self, "judge", JudgeOptions(**self.judge))
+        elif not isinstance(self.judge, JudgeOptions):
+            raise ConfigError(f"metric_options.judge = {self.judge!r}; expected a mapping, e.g. {{backend: local}}")
         for key in ("lpips_net", "lpips_bg_net"):
             if getattr(self, key) not in LPIPS_NETS:
                 raise ConfigError(f"metric_options.{key}: {unknown('LPIPS network', getattr(self, key), LPIPS_NETS)}")
@@ -363,6 +374,24 @@ class Extractors:
             return _ready(features, self.device), identity
 
         return self._get(("inception",), metric, "Inception-V3", load)
+
+    def judge(self, metric: str):
+        """The VLM judge (``bench.metrics.judge.Judge``); untrained only for a local backend."""
+        from bench.metrics.judge import load_judge
+
+        o = self.options
+        untrained = o.untrained_extractors and o.judge.backend == "local"
+        if untrained:
+            return self._get(("judge",), metric, "judge Qwen2.5-VL (tiny)",
+                             lambda: load_judge(o.judge, self.device, True, o.seed))  # fmt: skip
+        if ("judge",) not in self._loaded:
+            self._loaded[("judge",)] = load_judge(o.judge, self.device, False, o.seed)
+        return self._loaded[("judge",)]
+
+    def judge_identity(self) -> dict | None:
+        """What answered the judge metrics (model, revision, template, decoding), or None."""
+        judge = self._loaded.get(("judge",))
+        return None if judge is None else {**judge.identity, "line": judge.describe()}
 
     def labels(self) -> list[str]:
         """One run label per untrained extractor, naming the metrics whose numbers it made."""

@@ -148,6 +148,15 @@ class RunData:
         return list(dict.fromkeys(self.cells.loc[self.cells["method"] == method, "setting"]))
 
     @property
+    def judge_line(self) -> str | None:
+        """The judge behind the run's judge metrics (model@revision, template, decoding), or None."""
+        return (self.manifest.get("judge") or {}).get("line")
+
+    def groups(self, key: str) -> pd.Series:
+        """Each cell's value of group ``key`` (e.g. ``language``), None where its sample has none."""
+        return self.cells["groups"].map(lambda g: g.get(key))
+
+    @property
     def fingerprint(self) -> str | None:
         return ((self.manifest.get("backbone") or {}).get("fingerprint") or {}).get("id")
 
