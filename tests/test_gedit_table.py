@@ -109,3 +109,25 @@ def test_rescoring_asks_the_judge_nothing_new(judged_run, tmp_path):
     score_run(run_dir, ["vie_pq"], progress=False)
     assert len(server.requests) == before  # every answer came from the judgment cache
     assert read_cells(run_dir)["metric.vie_pq"].tolist() == [6.0] * 6
+
+
+def test_compare_and_history_warn_when_the_judge_differs(judged_run, tmp_path):
+    import shutil
+
+    from bench.reporting.compare import compare_runs
+    from bench.reporting.history import history, history_markdown
+    from bench.store import Store
+
+    run_dir, _ = judged_run
+    other = tmp_path / "other_run"
+    shutil.copytree(run_dir, other)
+    manifest = json.loads((other / "manifest.json").read_text())
+    manifest["judge"]["revision"] = "2025-06-01"
+    store = Store(other)
+    store.save_manifest(manifest)
+    store.close()
+    same = compare_runs(run_dir, run_dir)
+    assert not any("judge" in w for w in same.warnings)
+    changed = compare_runs(run_dir, other)
+    assert any("judge revision differ" in w and "2025-06-01" in w for w in changed.warnings)
+    assert "judge revision differ" in history_markdown(history([run_dir, other], metric="vie_sc"))

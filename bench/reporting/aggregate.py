@@ -165,6 +165,21 @@ class RunData:
         return (self.manifest.get("config") or {}).get("dataset") or {}
 
 
+JUDGE_FIELDS = ("model", "revision", "template")
+
+
+def judge_drift(runs: list[RunData]) -> list[str]:
+    """A warning when runs were judged by different judges: model, revision or template version
+    (judge scores move with each); runs without judge metrics are left out."""
+    judged = [(r.run_dir.name, r.manifest["judge"]) for r in runs if r.manifest.get("judge")]
+    changed = [f for f in JUDGE_FIELDS if len({str(j.get(f)) for _, j in judged}) > 1]
+    if not changed:
+        return []
+    each = "; ".join(f"{name}: {', '.join(f'{f} {j.get(f)}' for f in JUDGE_FIELDS)}" for name, j in judged)
+    return [f"judge {', '.join(changed)} differ between runs ({each}): judge scores are comparable only from "
+            "the same judge model, revision and template."]  # fmt: skip
+
+
 def expected_cells(run: RunData) -> int | None:
     """How many cells the run's config asks for (samples x settings x seeds), or None when its
     dataset can no longer be read."""

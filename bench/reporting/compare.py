@@ -34,6 +34,7 @@ from bench.reporting.aggregate import (
     arrow,
     format_stat,
     higher_is_better,
+    judge_drift,
     incomplete_note,
     load_run,
     paired_better,
@@ -308,7 +309,7 @@ def compare_runs(
     order = {m: i for i, m in enumerate(base.metric_names)}
     changes.sort(key=lambda c: (c.method, c.label, order.get(c.metric, len(order)), c.metric))
     notes = ([f"{difference} (allowed by --allow-different-samples)"] if difference else []) + _differences(base, new)
-    warnings = version_drift(base, new) + warnings
+    warnings = version_drift(base, new) + judge_drift([base, new]) + warnings
     return Comparison(base, new, changes, failures, notes + nan_changes, only_base, only_new, thresholds, warnings)
 
 

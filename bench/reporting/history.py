@@ -9,7 +9,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bench.errors import ConfigError
-from bench.reporting.aggregate import RunData, Stat, expected_cells, format_stat, load_run, row_name, summarize
+from bench.reporting.aggregate import (RunData, Stat, expected_cells, format_stat, judge_drift, load_run, row_name,
+                                      summarize)  # fmt: skip
 from bench.reporting.plots import caveat, history_figure, png
 from bench.reporting.report import md_table, md_text
 from bench.settings import setting_label, varying_params
@@ -90,6 +91,8 @@ def history_markdown(h: History) -> str:
         lines += [f"**incomplete: {len(incomplete)} of {len(h.runs)} runs ({md_text(', '.join(incomplete))})**", ""]
     if h.labels:
         lines += [f"**{md_text(caveat(h.labels))}**", ""]
+    drift = judge_drift(h.runs)
+    lines += [f"> **Warning:** {md_text(w)}" for w in drift] + [""] * bool(drift)
     header = ["run", "backbone", "folder", "cells"] + list(h.series)
     body = []
     for i, run in enumerate(h.runs):
