@@ -47,6 +47,14 @@ CLIP_ARCHITECTURES = {
         "patch": 16,
         "proj": 512,
     },
+    # PickScore: LAION's OpenCLIP ViT-H/14 fine-tuned on Pick-a-Pic (GELU, not OpenAI's quick GELU)
+    "yuvalkirstain/PickScore_v1": {
+        "text": (1024, 24, 16, 4096),
+        "vision": (1280, 32, 16, 5120),
+        "patch": 14,
+        "proj": 1024,
+        "act": "gelu",
+    },
 }
 # DINO ViT-B/8 (Caron et al. 2021) as transformers' ViTModel.
 DINO_ARCHITECTURES = {
@@ -60,8 +68,9 @@ DINO_ARCHITECTURES = {
 class MetricOptions:
     """The ``metric_options`` block of a config.
 
-    ``clip_model`` and ``dino_model`` are hub ids (looked up in the Hugging Face cache) or
-    local folders; ``inception_weights`` a local file (clean-fid's TorchScript Inception or
+    ``clip_model``, ``dino_model``, ``pickscore_model`` and ``pickscore_processor`` (PickScore's
+    authors load the processor of the CLIP-H it was fine-tuned from) are hub ids (looked up in
+    the Hugging Face cache) or local folders; ``inception_weights`` a local file (clean-fid's TorchScript Inception or
     pytorch-fid's ``pt_inception`` state dict). ``lpips_bg_net`` is the LPIPS network of the
     PIE-Bench background metric (PIE-Bench's evaluation code uses SqueezeNet). ``judge``: the
     VLM judge of the VIEScore metrics (``JudgeOptions``; a mapping in the config).
@@ -71,6 +80,8 @@ class MetricOptions:
     dino_model: str = "facebook/dino-vitb8"
     lpips_net: str = "alex"
     lpips_bg_net: str = "squeeze"
+    pickscore_model: str = "yuvalkirstain/PickScore_v1"
+    pickscore_processor: str = "laion/CLIP-ViT-H-14-laion2B-s32B-b79K"
     inception_weights: str | None = None
     untrained_extractors: bool = False
     seed: int = 0
@@ -195,13 +206,16 @@ def _local_or_cached(name: str, load, what: str, weights: str):
         ) from exc
 
 
-def load_clip(name: str, untrained: bool, seed: int):
-    """(CLIPModel, CLIPProcessor) for ``name``; untrained: the same architecture, seeded."""
+def load_clip(name: str, untrained: bool, seed: int, processor_name: str | None = None):
+    """(CLIPModel, CLIPProcessor) for ``name`` (the processor of ``processor_name`` when given);
+    untrained: the same architecture, seeded, with CLIP's processor."""
     from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPProcessor, CLIPTokenizer
 
     if not untrained:
         model = _local_or_cached(name, CLIPModel.from_pretrained, f"CLIP {name}", f"CLIP model {name!r}")
-        return model, _local_or_cached(name, CLIPProcessor.from_pretrained, f"CLIP {name}", f"CLIP processor {name!r}")
+        processor_name = processor_name or name
+        return model, _local_or_cached(processor_name, CLIPProcessor.from_pretrained, f"CLIP {name}",
+                                       f"CLIP processor {processor_name!r}")  # fmt: skip
     if name not in CLIP_ARCHITECTURES:
         raise ConfigError(
             f"metric_options.clip_model {name!r}: {UNTRAINED_FLAG} can rebuild only "
@@ -212,7 +226,7 @@ def load_clip(name: str, untrained: bool, seed: int):
     def tower(dims):
         hidden, layers, heads, inner = dims
         return {"hidden_size": hidden, "num_hidden_layers": layers, "num_attention_heads": heads,
-                "intermediate_size": inner, "projection_dim": arch["proj"]}  # fmt: skip
+                "intermediate_size": inner, "projection_dim": arch["proj"], "hidden_act": arch.get("act", "quick_gelu")}  # fmt: skip
 
     vision = {**tower(arch["vision"]), "patch_size": arch["patch"], "image_size": 224}
     config = CLIPConfig(text_config=tower(arch["text"]), vision_config=vision, projection_dim=arch["proj"])
@@ -360,6 +374,16 @@ class Extractors:
             return _ready(model, self.device), processor
 
         return self._get(("clip", o.clip_model), metric, f"CLIP {o.clip_model}", load)
+
+    def pickscore(self, metric: str):
+        """PickScore's CLIP-H (model, processor)."""
+        o = self.options
+
+        def load():
+            model, processor = load_clip(o.pickscore_model, o.untrained_extractors, o.seed, o.pickscore_processor)
+            return _ready(model, self.device), processor
+
+        return self._get(("pickscore", o.pickscore_model), metric, f"PickScore {o.pickscore_model}", load)
 
     def dino(self, metric: str):
         o = self.options
