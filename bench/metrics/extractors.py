@@ -70,7 +70,9 @@ class MetricOptions:
 
     ``clip_model``, ``dino_model``, ``pickscore_model`` and ``pickscore_processor`` (PickScore's
     authors load the processor of the CLIP-H it was fine-tuned from) are hub ids (looked up in
-    the Hugging Face cache) or local folders; ``inception_weights`` a local file (clean-fid's TorchScript Inception or
+    the Hugging Face cache) or local folders; ``hps_checkpoint`` is a local file or
+    ``<hub repo>/<file>`` in the Hugging Face cache, the weights of the OpenCLIP architecture
+    ``hps_architecture``; ``inception_weights`` a local file (clean-fid's TorchScript Inception or
     pytorch-fid's ``pt_inception`` state dict). ``lpips_bg_net`` is the LPIPS network of the
     PIE-Bench background metric (PIE-Bench's evaluation code uses SqueezeNet). ``judge``: the
     VLM judge of the VIEScore metrics (``JudgeOptions``; a mapping in the config).
@@ -82,6 +84,8 @@ class MetricOptions:
     lpips_bg_net: str = "squeeze"
     pickscore_model: str = "yuvalkirstain/PickScore_v1"
     pickscore_processor: str = "laion/CLIP-ViT-H-14-laion2B-s32B-b79K"
+    hps_architecture: str = "ViT-H-14"
+    hps_checkpoint: str = "xswu/HPSv2/HPS_v2.1_compressed.pt"
     inception_weights: str | None = None
     untrained_extractors: bool = False
     seed: int = 0
@@ -244,6 +248,33 @@ def load_clip(name: str, untrained: bool, seed: int, processor_name: str | None 
     return model, processor
 
 
+def load_hps(architecture: str, checkpoint: str, untrained: bool, seed: int):
+    """(OpenCLIP model, tokenizer) of HPS v2.x: the architecture built by open_clip, its weights
+    from the authors' checkpoint (``{"state_dict": ...}``, read with ``weights_only``: tensors
+    only, no code; the authors publish no safetensors); untrained: the architecture, seeded."""
+    import open_clip
+
+    tokenizer = open_clip.get_tokenizer(architecture)
+    model = _seeded(seed, lambda: open_clip.create_model(architecture, pretrained=None))
+    if untrained:
+        return model, tokenizer
+    path = Path(checkpoint).expanduser()
+    looked = [str(path)]
+    if not path.is_file() and checkpoint.count("/") >= 2:
+        from huggingface_hub import try_to_load_from_cache
+
+        repo, filename = checkpoint.rsplit("/", 1)
+        cached = try_to_load_from_cache(repo, filename)
+        looked = [f"a local file {checkpoint!r}", f"Hugging Face cache {hf_cache()} ({repo}, {filename})"]
+        path = Path(cached) if isinstance(cached, str) else path
+    if not path.is_file():
+        raise ExtractorMissing(f"HPS {architecture}", f"checkpoint {checkpoint!r}", looked,
+                               "metric_options.hps_checkpoint may name the file. ")  # fmt: skip
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    model.load_state_dict(state.get("state_dict", state))  # strict: all weights or an error
+    return model, tokenizer
+
+
 def load_dino(name: str, untrained: bool, seed: int):
     """A transformers ``ViTModel`` (DINO); untrained: the same architecture, seeded."""
     from transformers import ViTConfig, ViTModel
@@ -384,6 +415,16 @@ class Extractors:
             return _ready(model, self.device), processor
 
         return self._get(("pickscore", o.pickscore_model), metric, f"PickScore {o.pickscore_model}", load)
+
+    def hps(self, metric: str):
+        """HPS v2.1's OpenCLIP (model, tokenizer)."""
+        o = self.options
+
+        def load():
+            model, tokenizer = load_hps(o.hps_architecture, o.hps_checkpoint, o.untrained_extractors, o.seed)
+            return _ready(model, self.device), tokenizer
+
+        return self._get(("hps", o.hps_architecture, o.hps_checkpoint), metric, f"HPS {o.hps_architecture}", load)
 
     def dino(self, metric: str):
         o = self.options
