@@ -256,3 +256,49 @@ def test_endpoint_serving_the_tiny_model_answers_like_the_local_backend(tiny_vlm
 
         request = ([to_pil(edited[0])], "Rate the image.")
         assert endpoint.answer_many([request], 16) == local.answer_many([request], 16)
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_transformers_serve_of_the_tiny_folder_answers_like_the_local_backend(tiny_vlm, tmp_path):
+    """The endpoint backend against ``transformers serve`` (transformers[serving]) serving the
+    tiny Qwen2.5-VL folder offline on a loopback port: the same greedy answer as the local backend."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+
+    port = free_port()
+    serve = [os.path.join(os.path.dirname(sys.executable), "transformers"), "serve", str(tiny_vlm),
+             "--host", "127.0.0.1", "--port", str(port), "--device", "cpu"]  # fmt: skip
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    log = open(tmp_path / "serve.log", "w")
+    process = subprocess.Popen(serve, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        url = f"http://127.0.0.1:{port}/v1"
+        for _ in range(120):  # at most ~60 s to start
+            try:
+                urllib.request.urlopen(f"{url}/models", timeout=1).close()
+                break
+            except OSError:
+                assert process.poll() is None, (tmp_path / "serve.log").read_text()[-2000:]
+                time.sleep(0.5)
+        from bench.metrics.judge import to_pil
+
+        edited, _ = images(1)
+        request = ([to_pil(edited[0])], "Rate the image.")
+        endpoint = ChatEndpoint(JudgeOptions(backend="endpoint", url=url, model=str(tiny_vlm), timeout_s=60, retries=0))
+        local = LocalVLM(JudgeOptions(model=str(tiny_vlm)), "cpu")
+        assert endpoint.answer_many([request], 16) == local.answer_many([request], 16)
+    finally:
+        os.killpg(process.pid, signal.SIGTERM)
+        process.wait(timeout=30)
+        log.close()

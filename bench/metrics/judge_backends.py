@@ -110,8 +110,13 @@ class LocalVLM(JudgeBackend):
 
         from bench.metrics.extractors import _local_or_cached
 
+        from bench.devices import resolve_device
+
         source = str(untrained_folder) if untrained_folder else options.model
-        device = torch.device(options.device) if options.device else torch.device(device)
+        try:
+            device = resolve_device(options.device) if options.device else torch.device(device)
+        except ConfigError as exc:
+            raise ConfigError(f"metric_options.judge.device: {exc}") from None
         dtype = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}.get(options.dtype)
         dtype = dtype or (torch.bfloat16 if device.type == "cuda" else torch.float32)
         revision = {"revision": options.revision} if options.revision and not untrained_folder else {}
