@@ -131,3 +131,50 @@ def test_compare_and_history_warn_when_the_judge_differs(judged_run, tmp_path):
     changed = compare_runs(run_dir, other)
     assert any("judge revision differ" in w and "2025-06-01" in w for w in changed.warnings)
     assert "judge revision differ" in history_markdown(history([run_dir, other], metric="vie_sc"))
+
+
+def test_cli_table_gedit_and_its_html(judged_run, tmp_path):
+    from click.testing import CliRunner
+
+    from run_bench import main
+
+    run_dir, _ = judged_run
+    shown = CliRunner().invoke(main, ["report", str(run_dir), "--table", "gedit"])
+    assert shown.exit_code == 0 and "## English, full set" in shown.output and "| Average |" in shown.output
+    page = tmp_path / "gedit.html"
+    written = CliRunner().invoke(main, ["report", str(run_dir), "--table", "gedit", "--html", str(page), "--ci"])
+    assert written.exit_code == 0 and "<h2>Chinese, intersection subset</h2>" in page.read_text()
+    wrong = CliRunner().invoke(main, ["report", str(run_dir), "--table", "gedit", "--reference", str(page)])
+    assert wrong.exit_code != 0 and "--table piebench" in wrong.output and "Traceback" not in wrong.output
+
+
+def test_resume_refuses_a_different_judge(judged_run):
+    from bench.errors import ConfigError
+    from bench.execution.runner import resume_run
+    from bench.store import Store
+
+    run_dir, _ = judged_run
+    store = Store(run_dir)
+    store.db.execute("DELETE FROM metrics WHERE key IN (SELECT key FROM cells WHERE sample_id = 'g2')")
+    store.db.execute("DELETE FROM cells WHERE sample_id = 'g2'")
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    manifest["judge"]["line"] = "another-judge@v0 via endpoint, template viescore-tie-0shot/1, greedy decoding"
+    store.save_manifest(manifest)
+    store.close()
+    with pytest.raises(ConfigError, match="the judge changed"):
+        resume_run(run_dir, progress=False)
+
+
+def test_resume_reruns_the_missing_cell_and_asks_the_judge_nothing_new(judged_run):
+    from bench.execution.runner import resume_run
+    from bench.store import Store
+
+    run_dir, server = judged_run
+    store = Store(run_dir)
+    store.db.execute("DELETE FROM metrics WHERE key IN (SELECT key FROM cells WHERE sample_id = 'g2')")
+    store.db.execute("DELETE FROM cells WHERE sample_id = 'g2'")
+    store.close()
+    before = len(server.requests)
+    _, counts = resume_run(run_dir, progress=False)
+    assert counts.get("ok") == 1 and len(server.requests) == before  # the same pixels: cached answers
+    assert read_cells(run_dir).set_index("sample_id").loc["g2", "metric.vie_sc"] == sc_of("make it blue")
