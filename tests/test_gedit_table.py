@@ -45,7 +45,7 @@ def judged_run(tmp_path, monkeypatch):
 
     monkeypatch.setenv("EDITBENCH_CACHE", str(tmp_path / "cache"))
     with ChatServer(judge_rule) as server:
-        run_dir, counts = start_run(gedit_config(tmp_path, server.url), progress=False)
+        run_dir, _ = start_run(gedit_config(tmp_path, server.url), progress=False)
         yield run_dir, server
 
 

@@ -198,7 +198,7 @@ def test_unreachable_endpoint_stops_at_load():
 def test_api_key_comes_from_the_named_variable_and_is_sent(monkeypatch):
     monkeypatch.setenv("MY_JUDGE_KEY", "sk-test-123")
     with ChatServer(rule_answers) as server:
-        values, extractors = scored(endpoint_options(server, api_key_env="MY_JUDGE_KEY"), names=("vie_pq",))
+        _, extractors = scored(endpoint_options(server, api_key_env="MY_JUDGE_KEY"), names=("vie_pq",))
         assert server.headers[0]["Authorization"] == "Bearer sk-test-123"
         assert "sk-test-123" not in json.dumps(extractors.judge_identity())
     monkeypatch.delenv("MY_JUDGE_KEY")
@@ -251,7 +251,7 @@ def test_endpoint_serving_the_tiny_model_answers_like_the_local_backend(tiny_vlm
     local = LocalVLM(JudgeOptions(model=str(tiny_vlm)), "cpu")
     with ChatServer(lambda images, text, body: local._answer(images, text, body["max_tokens"])) as server:
         endpoint = ChatEndpoint(JudgeOptions(backend="endpoint", url=server.url, model="tiny"))
-        edited, source = images(1)
+        edited, _ = images(1)
         from bench.metrics.judge import to_pil
 
         request = ([to_pil(edited[0])], "Rate the image.")
@@ -280,8 +280,8 @@ def test_transformers_serve_of_the_tiny_folder_answers_like_the_local_backend(ti
     serve = [os.path.join(os.path.dirname(sys.executable), "transformers"), "serve", str(tiny_vlm),
              "--host", "127.0.0.1", "--port", str(port), "--device", "cpu"]  # fmt: skip
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
-    log = open(tmp_path / "serve.log", "w")
-    process = subprocess.Popen(serve, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    with open(tmp_path / "serve.log", "w") as log:
+        process = subprocess.Popen(serve, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     try:
         url = f"http://127.0.0.1:{port}/v1"
         for _ in range(120):  # at most ~60 s to start
@@ -301,4 +301,3 @@ def test_transformers_serve_of_the_tiny_folder_answers_like_the_local_backend(ti
     finally:
         os.killpg(process.pid, signal.SIGTERM)
         process.wait(timeout=30)
-        log.close()

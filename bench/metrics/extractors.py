@@ -10,7 +10,7 @@ records which, so every number computed with it can be labelled.
 
 import tempfile
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -92,7 +92,7 @@ class MetricOptions:
     batch_size: int = 16
     kid_subsets: int = 100
     kid_subset_size: int = 1000
-    judge: JudgeOptions = JudgeOptions()
+    judge: JudgeOptions = field(default_factory=JudgeOptions)
 
     def __post_init__(self):
         if isinstance(self.judge, dict):
@@ -230,7 +230,8 @@ def load_clip(name: str, untrained: bool, seed: int, processor_name: str | None 
     def tower(dims):
         hidden, layers, heads, inner = dims
         return {"hidden_size": hidden, "num_hidden_layers": layers, "num_attention_heads": heads,
-                "intermediate_size": inner, "projection_dim": arch["proj"], "hidden_act": arch.get("act", "quick_gelu")}  # fmt: skip
+                "intermediate_size": inner, "projection_dim": arch["proj"],
+                "hidden_act": arch.get("act", "quick_gelu")}  # fmt: skip
 
     vision = {**tower(arch["vision"]), "patch_size": arch["patch"], "image_size": 224}
     config = CLIPConfig(text_config=tower(arch["text"]), vision_config=vision, projection_dim=arch["proj"])
@@ -446,11 +447,14 @@ class Extractors:
 
         o = self.options
         untrained = o.untrained_extractors and o.judge.backend == "local"
-        if untrained:
-            return self._get(("judge",), metric, "judge Qwen2.5-VL (tiny)",
-                             lambda: load_judge(o.judge, self.device, True, o.seed))  # fmt: skip
-        if ("judge",) not in self._loaded:
-            self._loaded[("judge",)] = load_judge(o.judge, self.device, False, o.seed)
+
+        def load():
+            return load_judge(o.judge, self.device, untrained, o.seed)
+
+        if untrained:  # labelled like every untrained extractor
+            return self._get(("judge",), metric, "judge Qwen2.5-VL (tiny)", load)
+        if ("judge",) not in self._loaded:  # a trained or served judge: no label
+            self._loaded[("judge",)] = load()
         return self._loaded[("judge",)]
 
     def judge_identity(self) -> dict | None:

@@ -153,8 +153,8 @@ class Judge:
                 rows[i] = Answer(None, NAN, f"the judge request failed: {type(reply).__name__}: {reply}")
                 continue
             path.parent.mkdir(parents=True, exist_ok=True)
-            record = {"answer": reply, "identity": self.identity, "part": part}
-            write_atomic(path, lambda p: p.write_text(json.dumps(record, ensure_ascii=False), encoding="utf-8"))
+            text = json.dumps({"answer": reply, "identity": self.identity, "part": part}, ensure_ascii=False)
+            write_atomic(path, lambda p, text=text: p.write_text(text, encoding="utf-8"))
             rows[i] = self._read(reply, spec)
         return rows
 

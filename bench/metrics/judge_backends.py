@@ -108,9 +108,8 @@ class LocalVLM(JudgeBackend):
         import torch
         from transformers import AutoModelForImageTextToText, AutoProcessor
 
-        from bench.metrics.extractors import _local_or_cached
-
         from bench.devices import resolve_device
+        from bench.metrics.extractors import _local_or_cached
 
         source = str(untrained_folder) if untrained_folder else options.model
         try:

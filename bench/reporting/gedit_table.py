@@ -143,7 +143,7 @@ def gedit_markdown(view: GEditTable) -> str:
 def gedit_html(view: GEditTable) -> str:
     run = view.run
     title = f"GEdit-Bench table: {esc(run.run_dir.name)}"
-    caveat, judge = _heads(run)
+    _, judge = _heads(run)
     parts = [f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>{title}</title>',
              f"<style>{STYLE}</style></head><body><h1>{title}</h1>", f"<p>{esc(EXPLANATION)}</p>"]  # fmt: skip
     for section in view.sections:
