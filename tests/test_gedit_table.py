@@ -131,6 +131,7 @@ def test_compare_and_history_warn_when_the_judge_differs(judged_run, tmp_path):
     changed = compare_runs(run_dir, other)
     assert any("judge revision differ" in w and "2025-06-01" in w for w in changed.warnings)
     assert "judge revision differ" in history_markdown(history([run_dir, other], metric="vie_sc"))
+    assert "Judge: rule-judge@unknown (endpoint)" in history_markdown(history([run_dir], metric="vie_sc"))
 
 
 def test_cli_table_gedit_and_its_html(judged_run, tmp_path):

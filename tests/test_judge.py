@@ -301,3 +301,12 @@ def test_transformers_serve_of_the_tiny_folder_answers_like_the_local_backend(ti
     finally:
         os.killpg(process.pid, signal.SIGTERM)
         process.wait(timeout=30)
+
+
+def test_a_malformed_template_file_is_a_one_line_error(monkeypatch, tmp_path):
+    import bench.metrics.judge as judge
+
+    (tmp_path / "broken_v1.yaml").write_text("version: broken/1\nsc: {prompt: x}\n")
+    monkeypatch.setattr(judge, "TEMPLATES", tmp_path)
+    with pytest.raises(ConfigError, match="broken_v1.yaml lacks or mistypes"):
+        load_template("broken_v1")

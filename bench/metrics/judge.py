@@ -73,9 +73,12 @@ def load_template(name: str) -> Template:
     if not path.is_file():
         raise ConfigError(f"metric_options.judge.template: {unknown('judge template', name, template_names())}")
     data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    parts = {key: TemplatePart(tuple(data[key]["images"]), data[key]["prompt"], data[key]["placeholder"],
-                               tuple(data[key]["criteria"])) for key in ("sc", "pq")}  # fmt: skip
-    return Template(data["version"], tuple(data["score_range"]), int(data["max_new_tokens"]), parts)
+    try:
+        parts = {key: TemplatePart(tuple(data[key]["images"]), data[key]["prompt"], data[key]["placeholder"],
+                                   tuple(data[key]["criteria"])) for key in ("sc", "pq")}  # fmt: skip
+        return Template(data["version"], tuple(data["score_range"]), int(data["max_new_tokens"]), parts)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ConfigError(f"judge template {path} lacks or mistypes {exc}; see the fields its header lists") from None
 
 
 def instruction_of(sample, mode: str) -> str | None:

@@ -92,7 +92,9 @@ def history_markdown(h: History) -> str:
     if h.labels:
         lines += [f"**{md_text(caveat(h.labels))}**", ""]
     drift = judge_drift(h.runs)
+    judges = list(dict.fromkeys(r.judge_line for r in h.runs if r.judge_line))
     lines += [f"> **Warning:** {md_text(w)}" for w in drift] + [""] * bool(drift)
+    lines += [f"Judge: {md_text(judges[0])}", ""] if len(judges) == 1 else []
     header = ["run", "backbone", "folder", "cells"] + list(h.series)
     body = []
     for i, run in enumerate(h.runs):
