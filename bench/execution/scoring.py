@@ -111,7 +111,8 @@ def score_missing(store, run_dir: Path, metrics: list, refs: list, resolution: i
                 values = metric(edited, sample.image[None].expand_as(edited), [sample] * len(batch))
                 notes = metric.notes or [None] * len(batch)
                 for cell, value, note in zip(batch, values, notes):
-                    store.add_cell_metrics(cell.key, {metric.name: float(value)}, {metric.name: note} if note else None)
+                    kept = {"notes": {metric.name: note}} if note else {}
+                    store.add_cell_metrics(cell.key, {metric.name: float(value)}, **kept)
     return sum(len(todo) for todo in lacking.values())
 
 
