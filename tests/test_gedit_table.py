@@ -4,6 +4,7 @@ samples' groups travel through the store and the export; resume asks the judge n
 
 import json
 import math
+from pathlib import Path
 
 import pytest
 
@@ -179,3 +180,16 @@ def test_resume_reruns_the_missing_cell_and_asks_the_judge_nothing_new(judged_ru
     _, counts = resume_run(run_dir, progress=False)
     assert counts.get("ok") == 1 and len(server.requests) == before  # the same pixels: cached answers
     assert read_cells(run_dir).set_index("sample_id").loc["g2", "metric.vie_sc"] == sc_of("make it blue")
+
+
+def test_bad_groups_fail_their_sample_naming_the_field(tmp_path):
+    from bench.data import load_jsonl
+    from bench.errors import SampleError
+    from tests.helpers import write_dataset
+
+    path = write_dataset(tmp_path, n=1, extra=[{"id": "bad", "image": "img0.png", "source_prompt": "a cat",
+                                               "groups": {"language": 1}}])  # fmt: skip
+    refs = {r.id: r for r in load_jsonl(Path(path))}
+    with pytest.raises(SampleError, match="groups"):
+        refs["bad"].load(64)
+    assert refs["img0"].groups == {}
