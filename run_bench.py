@@ -154,9 +154,9 @@ def resumed_executor(run_dir, overrides: dict):
 @click.option("--md", "md_path", type=click.Path(dir_okay=False), help="Write a Markdown report here (figures in <name>_files/).")
 @click.option("--plane", "planes", multiple=True, metavar="X:Y", help="Trade-off plot axes, e.g. clip_score:lpips_bg (repeatable).")
 @click.option("--grid", "n_grid", type=click.IntRange(0), default=3, show_default=True, help="Samples shown as image grids.")
-@click.option("--table", type=click.Choice(["piebench"]), help="Show PIE-Bench's published table view instead (its columns, units, edit types).")
+@click.option("--table", type=click.Choice(["piebench", "gedit"]), help="Show a benchmark's published table view instead: piebench (its columns, units, edit types) or gedit (VIEScore SC/PQ/O per task type, language and subset).")
 @click.option("--reference", "reference_path", type=click.Path(dir_okay=False), help="YAML of published numbers shown beside the run, e.g. references/piebench_table1.yaml (implies --table piebench).")
-@click.option("--ci", is_flag=True, help="With --table piebench: also show 95% bootstrap intervals.")
+@click.option("--ci", is_flag=True, help="With --table: also show 95% bootstrap intervals.")
 @click.option("--rank", "rank_metric", metavar="METRIC", help="Print each method's settings ordered by METRIC, with CI, n and which differences the paired test tells apart.")
 @_fail_cleanly
 def report(run_dir, html_path, md_path, planes, n_grid, table, reference_path, ci, rank_metric):
@@ -164,7 +164,15 @@ def report(run_dir, html_path, md_path, planes, n_grid, table, reference_path, c
     from bench.reporting.report import build_report, report_markdown, write_markdown
 
     if ci and not (table or reference_path):
-        raise ConfigError("--ci adds intervals to --table piebench; the ordinary report always shows them")
+        raise ConfigError("--ci adds intervals to --table piebench|gedit; the ordinary report always shows them")
+    if reference_path and table == "gedit":
+        raise ConfigError("--reference holds PIE-Bench's published numbers; it goes with --table piebench, not gedit")
+    if table == "gedit":
+        from bench.reporting.gedit_table import write_gedit
+
+        for line in write_gedit(run_dir, ci, html_path, md_path):
+            click.echo(line, err=bool(html_path or md_path))
+        return
     if table or reference_path:
         from bench.reporting.piebench_table import write_piebench
 

@@ -12,7 +12,7 @@ is loaded, so the runner records its cells as failed and goes on with the others
 import hashlib
 import json
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -36,6 +36,12 @@ EDIT_TYPES = (
     "change_background",
     "change_style",
 )
+#: GEdit-Bench's task types (its ``task_type`` field), accepted as edit types beside PIE-Bench's.
+GEDIT_TASK_TYPES = (
+    "background_change", "color_alter", "material_alter", "motion_change", "ps_human", "style_change",
+    "subject-add", "subject-remove", "subject-replace", "text_change", "tone_transfer",
+)  # fmt: skip
+KNOWN_EDIT_TYPES = EDIT_TYPES + GEDIT_TASK_TYPES
 PIE_MASK_SIZE = 512
 DEFAULT_DATASET = "sample"
 #: The only package images a dataset may use, and only a bundled one (``datasets/<name>/card.yaml``):
@@ -53,7 +59,9 @@ class Sample:
 
     ``image`` is (3, H, W) float in [0, 1]; ``mask`` is (1, H, W) in {0, 1} with 1 = region
     to edit; ``edit_words`` is (source word, target word) for attention blending;
-    ``warnings`` are problems that loading worked around (the runner records them in the run).
+    ``warnings`` are problems that loading worked around (the runner records them in the run);
+    ``groups`` names the subsets the sample belongs to (GEdit-Bench: ``language`` en/cn,
+    ``intersection`` true/false), kept per cell in the store for group-wise tables.
     """
 
     id: str
@@ -66,6 +74,7 @@ class Sample:
     class_label: int | str | None = None
     instruction: str | None = None  # an edit instruction ("make it a watercolor"), for InstructPix2Pix
     warnings: tuple[str, ...] = ()
+    groups: dict[str, str] = field(default_factory=dict)
 
     @property
     def image_hash(self) -> str:
@@ -76,11 +85,12 @@ class Sample:
 
 @dataclass
 class SampleRef:
-    """A sample not yet loaded: its id and edit type (for filtering) and how to load it."""
+    """A sample not yet loaded: its id, edit type (for filtering) and groups, and how to load it."""
 
     id: str
     edit_type: str | None
     _load: Callable[[int], Sample]
+    groups: dict[str, str] = field(default_factory=dict)
 
     def load(self, resolution: int) -> Sample:
         return self._load(resolution)
@@ -108,8 +118,8 @@ class DatasetSpec:
         if self.limit is not None and (not isinstance(self.limit, int) or self.limit < 1):
             raise ConfigError(f"dataset.limit = {self.limit!r} is not allowed; expected a positive integer")
         for t in self.edit_types or ():
-            if t not in EDIT_TYPES:
-                raise ConfigError(unknown("dataset edit type", t, EDIT_TYPES))
+            if t not in KNOWN_EDIT_TYPES:
+                raise ConfigError(unknown("dataset edit type", t, KNOWN_EDIT_TYPES))
 
 
 # -- image preparation --------------------------------------------------------------------
@@ -226,8 +236,8 @@ def _edit_words(value) -> tuple[str, str] | None:
 
 
 def _check_edit_type(sample_id: str, edit_type):
-    if edit_type is not None and edit_type not in EDIT_TYPES:
-        raise SampleError(sample_id, unknown("edit type", edit_type, EDIT_TYPES))
+    if edit_type is not None and edit_type not in KNOWN_EDIT_TYPES:
+        raise SampleError(sample_id, unknown("edit type", edit_type, KNOWN_EDIT_TYPES))
     return edit_type
 
 
@@ -235,7 +245,7 @@ def _check_edit_type(sample_id: str, edit_type):
 def load_jsonl(path: Path, package_images: bool = False) -> list[SampleRef]:
     """One JSON object per line: ``id``, ``image`` (path relative to the manifest),
     ``source_prompt``, optional ``target_prompt``, ``mask`` (image path) or ``mask_shapes``,
-    ``edit_words``, ``edit_type``, ``class_label``, ``instruction``. Every field's type is checked here; a bad
+    ``edit_words``, ``edit_type``, ``class_label``, ``instruction``, ``groups``. Every field's type is checked here; a bad
     line fails its own sample. ``package_images``: bundled cards only, allow ``PACKAGE_IMAGES``."""
     root = path.parent
     refs = []
@@ -255,7 +265,8 @@ def load_jsonl(path: Path, package_images: bool = False) -> list[SampleRef]:
         if error:
             refs.append(_broken_ref(sample_id, f"{error} ({path.name} line {lineno})", edit_type))
         else:
-            refs.append(SampleRef(sample_id, edit_type, _jsonl_loader(sample_id, entry, root, package_images)))
+            groups = entry.get("groups") or {}
+            refs.append(SampleRef(sample_id, edit_type, _jsonl_loader(sample_id, entry, root, package_images), groups))
     return _unique(refs, path)
 
 
@@ -290,6 +301,7 @@ def _jsonl_loader(sample_id: str, entry: dict, root: Path, package_images: bool)
             edit_type=_check_edit_type(sample_id, entry.get("edit_type")),
             class_label=entry.get("class_label"),
             instruction=entry.get("instruction") or None,
+            groups=entry.get("groups") or {},
         )
 
     return load

@@ -37,6 +37,10 @@ def _optional_text(value) -> bool:
     return value is None or isinstance(value, str)
 
 
+def _groups(value) -> bool:
+    return isinstance(value, dict) and all(isinstance(k, str) and isinstance(v, str) for k, v in value.items())
+
+
 def _id(value) -> bool:
     return _text(value) or _integer(value)
 
@@ -89,6 +93,7 @@ JSONL_FIELDS = {
     "edit_type": Field(_optional_text, "an edit type name (a string) or null"),
     "class_label": Field(_label, "an ImageNet class index (integer) or name (string), or null"),
     "instruction": Field(_optional_text, "an edit instruction (a string) or null"),
+    "groups": Field(_groups, 'an object of string values naming its subsets, e.g. {"language": "en"}'),
 }
 
 PIE_FIELDS = {

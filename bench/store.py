@@ -42,12 +42,19 @@ CREATE TABLE IF NOT EXISTS cells (
     start_step INTEGER,
     steps_run INTEGER,
     worker TEXT,
+    groups TEXT,
     finished_at TEXT DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))
 );
 CREATE TABLE IF NOT EXISTS metrics (
     key TEXT NOT NULL REFERENCES cells(key),
     name TEXT NOT NULL,
     value REAL,
+    PRIMARY KEY (key, name)
+);
+CREATE TABLE IF NOT EXISTS metric_notes (
+    key TEXT NOT NULL REFERENCES cells(key),
+    name TEXT NOT NULL,
+    note TEXT NOT NULL,
     PRIMARY KEY (key, name)
 );
 CREATE TABLE IF NOT EXISTS set_metrics (
@@ -88,7 +95,9 @@ class CellRecord:
     start_step: int | None = None  # the setting's effective schedule (Method.schedule): where denoising starts
     steps_run: int | None = None  # and how many timesteps it runs
     worker: str | None = None
+    groups: dict[str, str] = field(default_factory=dict)  # the sample's subsets, e.g. {"language": "en"}
     metrics: dict[str, float] = field(default_factory=dict)
+    notes: dict[str, str] = field(default_factory=dict)  # per metric: what the value came from (a judge's answer)
 
 
 def read_manifest(run_dir: Path) -> dict:
@@ -134,7 +143,7 @@ class Store:
     #: Columns added to ``cells`` after the first release, with their SQL types.
     ADDED_COLUMNS = {
         "prep_grad_evals": "INTEGER", "start_step": "INTEGER", "steps_run": "INTEGER", "batch_size": "INTEGER",
-        "batch_id": "TEXT", "worker": "TEXT",
+        "batch_id": "TEXT", "worker": "TEXT", "groups": "TEXT",
     }  # fmt: skip
 
     def _add_missing_columns(self) -> None:
@@ -168,8 +177,9 @@ class Store:
 
     def commit_cell(self, cell: CellRecord) -> None:
         """Write one cell and its metrics in a single transaction."""
-        values = {f.name: getattr(cell, f.name) for f in fields(CellRecord) if f.name != "metrics"}
+        values = {f.name: getattr(cell, f.name) for f in fields(CellRecord) if f.name not in ("metrics", "notes")}
         values["setting"] = setting_json(cell.setting)
+        values["groups"] = json.dumps(cell.groups, sort_keys=True) if cell.groups else None
         if cell.prep_cached is not None:
             values["prep_cached"] = int(cell.prep_cached)
         self.db.execute("BEGIN IMMEDIATE")
@@ -181,6 +191,10 @@ class Store:
             self.db.execute("DELETE FROM metrics WHERE key = ?", (cell.key,))
             self.db.executemany(
                 "INSERT INTO metrics VALUES (?, ?, ?)", [(cell.key, n, v) for n, v in cell.metrics.items()]
+            )
+            self.db.execute("DELETE FROM metric_notes WHERE key = ?", (cell.key,))
+            self.db.executemany(
+                "INSERT INTO metric_notes VALUES (?, ?, ?)", [(cell.key, n, t) for n, t in cell.notes.items()]
             )
             self.db.execute("COMMIT")
         except BaseException:
@@ -196,9 +210,17 @@ class Store:
             self.db.execute("ROLLBACK")
             raise
 
-    def add_cell_metrics(self, key: str, values: dict[str, float]) -> None:
-        """Add or replace metrics of a finished cell (``editbench score``)."""
-        self._transaction("INSERT OR REPLACE INTO metrics VALUES (?, ?, ?)", [(key, n, v) for n, v in values.items()])
+    def add_cell_metrics(self, key: str, values: dict[str, float], notes: dict[str, str] | None = None) -> None:
+        """Add or replace metrics of a finished cell, and their notes (``editbench score``)."""
+        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            self.db.executemany("INSERT OR REPLACE INTO metrics VALUES (?, ?, ?)", [(key, n, v) for n, v in values.items()])
+            self.db.executemany("INSERT OR REPLACE INTO metric_notes VALUES (?, ?, ?)",
+                                [(key, n, t) for n, t in (notes or {}).items()])  # fmt: skip
+            self.db.execute("COMMIT")
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
 
     def commit_set_metrics(self, rows: list[tuple], n_source: int | None = None) -> None:
         """Replace set-level values: rows of (method, setting JSON, name, value, n edited images);
@@ -214,14 +236,17 @@ class Store:
         return pd.read_sql_query("SELECT method, setting, name, value, n FROM set_metrics ORDER BY rowid", self.db)
 
     def cells_frame(self):
-        """All cells as a pandas DataFrame: one row per cell, metrics as ``metric.<name>`` columns."""
+        """All cells as a pandas DataFrame: one row per cell, metrics as ``metric.<name>`` columns,
+        their notes as ``note.<name>``, and ``groups`` as a dict (empty when the sample has none)."""
         import pandas as pd
 
         cells = pd.read_sql_query("SELECT * FROM cells ORDER BY rowid", self.db)
-        metrics = pd.read_sql_query("SELECT * FROM metrics", self.db)
-        if len(metrics):
-            wide = metrics.pivot(index="key", columns="name", values="value").add_prefix("metric.")
-            cells = cells.merge(wide, left_on="key", right_index=True, how="left")
+        cells["groups"] = [json.loads(g) if isinstance(g, str) else {} for g in cells["groups"]]
+        for table, column, prefix in (("metrics", "value", "metric."), ("metric_notes", "note", "note.")):
+            frame = pd.read_sql_query(f"SELECT * FROM {table}", self.db)
+            if len(frame):
+                wide = frame.pivot(index="key", columns="name", values=column).add_prefix(prefix)
+                cells = cells.merge(wide, left_on="key", right_index=True, how="left")
         return cells
 
 

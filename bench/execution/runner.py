@@ -122,6 +122,9 @@ class Runner:
             "executor": self.executor.describe(),
             "labels": self.executor.labels(),
         }
+        judge = self.worker.extractors.judge_identity()
+        if judge:
+            manifest["judge"] = judge
         self.store.save_manifest(manifest)
         self.store.set_info("labels", manifest["labels"])
         return manifest
@@ -148,6 +151,12 @@ class Runner:
         if changed:
             raise ConfigError(
                 f"run {self.run_dir}: extra network weights changed since it started: {'; '.join(changed)}; "
+                "results would mix. Start a new run instead of resuming."
+            )
+        judge, before = self.worker.extractors.judge_identity(), manifest.get("judge")
+        if judge and before and judge["line"] != before.get("line"):
+            raise ConfigError(
+                f"run {self.run_dir}: the judge changed since it started ({before.get('line')} -> {judge['line']}); "
                 "results would mix. Start a new run instead of resuming."
             )
 

@@ -110,8 +110,10 @@ def score_missing(store, run_dir: Path, metrics: list, refs: list, resolution: i
             for batch in _batched([cell for cell, missing in todo if metric in missing], batch_size):
                 edited = torch.stack([read_png(Path(run_dir) / c.output_path) for c in batch])
                 values = metric(edited, sample.image[None].expand_as(edited), [sample] * len(batch))
-                for cell, value in zip(batch, values):
-                    store.add_cell_metrics(cell.key, {metric.name: float(value)})
+                notes = metric.notes or [None] * len(batch)
+                for cell, value, note in zip(batch, values, notes):
+                    kept = {"notes": {metric.name: note}} if note else {}
+                    store.add_cell_metrics(cell.key, {metric.name: float(value)}, **kept)
         bar.update(1)
     bar.close()
     return sum(len(todo) for todo in lacking.values())
@@ -150,6 +152,9 @@ def _score_locked(run_dir: Path, manifest: dict, names: list[str], untrained: bo
     try:
         labels = store.info("labels", [])
         store.set_info("labels", labels + [label for label in extractors.labels() if label not in labels])
+        judge = extractors.judge_identity()
+        if judge:
+            manifest["judge"] = judge
         _add_to_manifest(store, manifest, names, untrained)
         scored = score_missing(store, run_dir, metrics, refs, resolution, options.batch_size, progress)
         sets = score_sets(store, run_dir, metrics, refs, resolution, options.batch_size)

@@ -157,6 +157,7 @@ class CellWorker:
         record = CellRecord(cell.key, cell.method, cell.setting, cell.sample_id, cell.seed, "ok", cell.ref.edit_type)
         record.start_step, record.steps_run = method.schedule(cell.setting) or (None, None)
         record.worker = self.name
+        record.groups = dict(cell.ref.groups)
         sample = self._sample(cell.ref)
         if isinstance(sample, Exception):
             record.status, record.error = "failed", _error(sample)
@@ -256,6 +257,8 @@ class CellWorker:
             for metric in self.metrics:
                 if isinstance(metric, ImageMetric):
                     record.metrics[metric.name] = float(metric(edited, row.sample.image[None], [row.sample])[0])
+                    if metric.notes:
+                        record.notes[metric.name] = metric.notes[0]
             artifacts = {name: png_bytes(picture) for name, picture in result.artifacts.items()}
         except Exception as exc:
             record.status, record.error = "failed", _error(exc)

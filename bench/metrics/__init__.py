@@ -22,7 +22,7 @@ def check_range(images: torch.Tensor, low: float, high: float, what: str) -> Non
         raise ValueError(f"{what}: images must lie in [{low:g}, {high:g}], got values in [{lo:.3g}, {hi:.3g}]")
 
 
-NEEDS = ("mask", "source_prompt", "target_prompt", "pretrained weights")
+NEEDS = ("mask", "source_prompt", "target_prompt", "instruction", "pretrained weights")
 
 
 class Metric:
@@ -54,7 +54,12 @@ class Metric:
 
 class ImageMetric(Metric):
     """Scores a batch of edited images against their sources: one value per image (NaN
-    where undefined), on the extractors' device, without autograd."""
+    where undefined), on the extractors' device, without autograd.
+
+    ``notes``: after a call, None, or one text per image that the store keeps beside the value
+    (a judge's raw answer and why it gave NaN), for audit."""
+
+    notes: list[str] | None = None
 
     def __call__(self, edited: torch.Tensor, source: torch.Tensor, samples: list) -> torch.Tensor:
         if edited.shape != source.shape or edited.ndim != 4 or len(samples) != edited.shape[0]:
@@ -68,6 +73,7 @@ class ImageMetric(Metric):
                     f"metric {self.name!r}, {what} images: expected floats in [0, 1], got dtype {images.dtype}"
                 )
             check_range(images, *self.input_range, f"metric {self.name!r}, {what} images")
+        self.notes = None
         with torch.no_grad():
             values = self.compute(edited.float().to(self.device), source.float().to(self.device), samples)
         return values.detach().double().cpu()
@@ -126,9 +132,9 @@ def needs_text(cls: type[Metric]) -> str:
 
 
 def _all_metrics() -> dict[str, type[Metric]]:
-    from bench.metrics import background, clip, cost, distribution, perceptual, pixel, structure
+    from bench.metrics import background, clip, cost, distribution, judge, perceptual, pixel, preference, structure
 
-    modules = (pixel, perceptual, background, clip, structure, distribution, cost)
+    modules = (pixel, perceptual, background, clip, preference, structure, distribution, judge, cost)
     return {m.name: m for module in modules for m in module.METRICS}
 
 

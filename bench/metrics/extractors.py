@@ -10,12 +10,13 @@ records which, so every number computed with it can be labelled.
 
 import tempfile
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
 from bench.errors import ConfigError, unknown
+from bench.metrics.judge_backends import JudgeOptions
 from bench.paths import cache_dir
 from bench.weights import file_digest, only_bin_weights
 
@@ -46,6 +47,14 @@ CLIP_ARCHITECTURES = {
         "patch": 16,
         "proj": 512,
     },
+    # PickScore: LAION's OpenCLIP ViT-H/14 fine-tuned on Pick-a-Pic (GELU, not OpenAI's quick GELU)
+    "yuvalkirstain/PickScore_v1": {
+        "text": (1024, 24, 16, 4096),
+        "vision": (1280, 32, 16, 5120),
+        "patch": 14,
+        "proj": 1024,
+        "act": "gelu",
+    },
 }
 # DINO ViT-B/8 (Caron et al. 2021) as transformers' ViTModel.
 DINO_ARCHITECTURES = {
@@ -59,24 +68,41 @@ DINO_ARCHITECTURES = {
 class MetricOptions:
     """The ``metric_options`` block of a config.
 
-    ``clip_model`` and ``dino_model`` are hub ids (looked up in the Hugging Face cache) or
-    local folders; ``inception_weights`` a local file (clean-fid's TorchScript Inception or
+    ``clip_model``, ``dino_model``, ``pickscore_model`` and ``pickscore_processor`` (PickScore's
+    authors load the processor of the CLIP-H it was fine-tuned from) are hub ids (looked up in
+    the Hugging Face cache) or local folders; ``hps_checkpoint`` is a local file or
+    ``<hub repo>/<file>`` in the Hugging Face cache, the weights of the OpenCLIP architecture
+    ``hps_architecture``; ``inception_weights`` a local file (clean-fid's TorchScript Inception or
     pytorch-fid's ``pt_inception`` state dict). ``lpips_bg_net`` is the LPIPS network of the
-    PIE-Bench background metric (PIE-Bench's evaluation code uses SqueezeNet).
+    PIE-Bench background metric (PIE-Bench's evaluation code uses SqueezeNet). ``judge``: the
+    VLM judge of the VIEScore metrics (``JudgeOptions``; a mapping in the config).
     """
 
     clip_model: str = "openai/clip-vit-large-patch14"
     dino_model: str = "facebook/dino-vitb8"
     lpips_net: str = "alex"
     lpips_bg_net: str = "squeeze"
+    pickscore_model: str = "yuvalkirstain/PickScore_v1"
+    pickscore_processor: str = "laion/CLIP-ViT-H-14-laion2B-s32B-b79K"
+    hps_architecture: str = "ViT-H-14"
+    hps_checkpoint: str = "xswu/HPSv2/HPS_v2.1_compressed.pt"
     inception_weights: str | None = None
     untrained_extractors: bool = False
     seed: int = 0
     batch_size: int = 16
     kid_subsets: int = 100
     kid_subset_size: int = 1000
+    judge: JudgeOptions = field(default_factory=JudgeOptions)
 
     def __post_init__(self):
+        if isinstance(self.judge, dict):
+            names = list(JudgeOptions.__dataclass_fields__)
+            for key in self.judge:
+                if key not in names:
+                    raise ConfigError(f"metric_options.judge: {unknown('key', key, names)}")
+            object.__setattr__(self, "judge", JudgeOptions(**self.judge))
+        elif not isinstance(self.judge, JudgeOptions):
+            raise ConfigError(f"metric_options.judge = {self.judge!r}; expected a mapping, e.g. {{backend: local}}")
         for key in ("lpips_net", "lpips_bg_net"):
             if getattr(self, key) not in LPIPS_NETS:
                 raise ConfigError(f"metric_options.{key}: {unknown('LPIPS network', getattr(self, key), LPIPS_NETS)}")
@@ -184,13 +210,16 @@ def _local_or_cached(name: str, load, what: str, weights: str):
         ) from exc
 
 
-def load_clip(name: str, untrained: bool, seed: int):
-    """(CLIPModel, CLIPProcessor) for ``name``; untrained: the same architecture, seeded."""
+def load_clip(name: str, untrained: bool, seed: int, processor_name: str | None = None):
+    """(CLIPModel, CLIPProcessor) for ``name`` (the processor of ``processor_name`` when given);
+    untrained: the same architecture, seeded, with CLIP's processor."""
     from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPProcessor, CLIPTokenizer
 
     if not untrained:
         model = _local_or_cached(name, CLIPModel.from_pretrained, f"CLIP {name}", f"CLIP model {name!r}")
-        return model, _local_or_cached(name, CLIPProcessor.from_pretrained, f"CLIP {name}", f"CLIP processor {name!r}")
+        processor_name = processor_name or name
+        return model, _local_or_cached(processor_name, CLIPProcessor.from_pretrained, f"CLIP {name}",
+                                       f"CLIP processor {processor_name!r}")  # fmt: skip
     if name not in CLIP_ARCHITECTURES:
         raise ConfigError(
             f"metric_options.clip_model {name!r}: {UNTRAINED_FLAG} can rebuild only "
@@ -201,7 +230,8 @@ def load_clip(name: str, untrained: bool, seed: int):
     def tower(dims):
         hidden, layers, heads, inner = dims
         return {"hidden_size": hidden, "num_hidden_layers": layers, "num_attention_heads": heads,
-                "intermediate_size": inner, "projection_dim": arch["proj"]}  # fmt: skip
+                "intermediate_size": inner, "projection_dim": arch["proj"],
+                "hidden_act": arch.get("act", "quick_gelu")}  # fmt: skip
 
     vision = {**tower(arch["vision"]), "patch_size": arch["patch"], "image_size": 224}
     config = CLIPConfig(text_config=tower(arch["text"]), vision_config=vision, projection_dim=arch["proj"])
@@ -217,6 +247,33 @@ def load_clip(name: str, untrained: bool, seed: int):
                 raise
     processor = CLIPProcessor(image_processor=CLIPImageProcessor(), tokenizer=CLIPTokenizer.from_pretrained(folder))
     return model, processor
+
+
+def load_hps(architecture: str, checkpoint: str, untrained: bool, seed: int):
+    """(OpenCLIP model, tokenizer) of HPS v2.x: the architecture built by open_clip, its weights
+    from the authors' checkpoint (``{"state_dict": ...}``, read with ``weights_only``: tensors
+    only, no code; the authors publish no safetensors); untrained: the architecture, seeded."""
+    import open_clip
+
+    tokenizer = open_clip.get_tokenizer(architecture)
+    model = _seeded(seed, lambda: open_clip.create_model(architecture, pretrained=None))
+    if untrained:
+        return model, tokenizer
+    path = Path(checkpoint).expanduser()
+    looked = [str(path)]
+    if not path.is_file() and checkpoint.count("/") >= 2:
+        from huggingface_hub import try_to_load_from_cache
+
+        repo, filename = checkpoint.rsplit("/", 1)
+        cached = try_to_load_from_cache(repo, filename)
+        looked = [f"a local file {checkpoint!r}", f"Hugging Face cache {hf_cache()} ({repo}, {filename})"]
+        path = Path(cached) if isinstance(cached, str) else path
+    if not path.is_file():
+        raise ExtractorMissing(f"HPS {architecture}", f"checkpoint {checkpoint!r}", looked,
+                               "metric_options.hps_checkpoint may name the file. ")  # fmt: skip
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    model.load_state_dict(state.get("state_dict", state))  # strict: all weights or an error
+    return model, tokenizer
 
 
 def load_dino(name: str, untrained: bool, seed: int):
@@ -350,6 +407,26 @@ class Extractors:
 
         return self._get(("clip", o.clip_model), metric, f"CLIP {o.clip_model}", load)
 
+    def pickscore(self, metric: str):
+        """PickScore's CLIP-H (model, processor)."""
+        o = self.options
+
+        def load():
+            model, processor = load_clip(o.pickscore_model, o.untrained_extractors, o.seed, o.pickscore_processor)
+            return _ready(model, self.device), processor
+
+        return self._get(("pickscore", o.pickscore_model), metric, f"PickScore {o.pickscore_model}", load)
+
+    def hps(self, metric: str):
+        """HPS v2.1's OpenCLIP (model, tokenizer)."""
+        o = self.options
+
+        def load():
+            model, tokenizer = load_hps(o.hps_architecture, o.hps_checkpoint, o.untrained_extractors, o.seed)
+            return _ready(model, self.device), tokenizer
+
+        return self._get(("hps", o.hps_architecture, o.hps_checkpoint), metric, f"HPS {o.hps_architecture}", load)
+
     def dino(self, metric: str):
         o = self.options
         return self._get(("dino", o.dino_model), metric, f"DINO {o.dino_model}",
@@ -363,6 +440,27 @@ class Extractors:
             return _ready(features, self.device), identity
 
         return self._get(("inception",), metric, "Inception-V3", load)
+
+    def judge(self, metric: str):
+        """The VLM judge (``bench.metrics.judge.Judge``); untrained only for a local backend."""
+        from bench.metrics.judge import load_judge
+
+        o = self.options
+        untrained = o.untrained_extractors and o.judge.backend == "local"
+
+        def load():
+            return load_judge(o.judge, self.device, untrained, o.seed)
+
+        if untrained:  # labelled like every untrained extractor
+            return self._get(("judge",), metric, "judge Qwen2.5-VL (tiny)", load)
+        if ("judge",) not in self._loaded:  # a trained or served judge: no label
+            self._loaded[("judge",)] = load()
+        return self._loaded[("judge",)]
+
+    def judge_identity(self) -> dict | None:
+        """What answered the judge metrics (model, revision, template, decoding), or None."""
+        judge = self._loaded.get(("judge",))
+        return None if judge is None else {**judge.identity, "line": judge.describe()}
 
     def labels(self) -> list[str]:
         """One run label per untrained extractor, naming the metrics whose numbers it made."""

@@ -156,12 +156,36 @@ class RunData:
         return list(dict.fromkeys([*self.configured.get(method, []), *stored]))
 
     @property
+    def judge_line(self) -> str | None:
+        """The judge behind the run's judge metrics (model@revision, template, decoding), or None."""
+        return (self.manifest.get("judge") or {}).get("line")
+
+    def groups(self, key: str) -> pd.Series:
+        """Each cell's value of group ``key`` (e.g. ``language``), None where its sample has none."""
+        return self.cells["groups"].map(lambda g: g.get(key))
+
+    @property
     def fingerprint(self) -> str | None:
         return ((self.manifest.get("backbone") or {}).get("fingerprint") or {}).get("id")
 
     @property
     def dataset(self) -> dict:
         return (self.manifest.get("config") or {}).get("dataset") or {}
+
+
+JUDGE_FIELDS = ("model", "revision", "template")
+
+
+def judge_drift(runs: list[RunData]) -> list[str]:
+    """A warning when runs were judged by different judges: model, revision or template version
+    (judge scores move with each); runs without judge metrics are left out."""
+    judged = [(r.run_dir.name, r.manifest["judge"]) for r in runs if r.manifest.get("judge")]
+    changed = [f for f in JUDGE_FIELDS if len({str(j.get(f)) for _, j in judged}) > 1]
+    if not changed:
+        return []
+    each = "; ".join(f"{name}: {', '.join(f'{f} {j.get(f)}' for f in JUDGE_FIELDS)}" for name, j in judged)
+    return [f"judge {', '.join(changed)} differ between runs ({each}): judge scores are comparable only from "
+            "the same judge model, revision and template."]  # fmt: skip
 
 
 def expected_cells(run: RunData) -> int | None:

@@ -40,6 +40,7 @@ from bench.reporting.aggregate import (
     arrow,
     format_stat,
     higher_is_better,
+    judge_drift,
     incomplete_note,
     load_run,
     paired_better,
@@ -340,7 +341,7 @@ def compare_runs(
     if untimed:
         notes.append(f"time per cell not judged for {untimed} setting(s) with under {MIN_TIMING_PAIRS} shared ok cells "
                      "(too few to tell a slow-down from timing noise)")  # fmt: skip
-    warnings = version_drift(base, new) + warnings
+    warnings = version_drift(base, new) + judge_drift([base, new]) + warnings
     return Comparison(base, new, changes, failures, notes + nan_changes, sorted(only_base), sorted(only_new), thresholds,
                       warnings)  # fmt: skip
 

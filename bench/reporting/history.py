@@ -10,7 +10,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bench.errors import ConfigError
-from bench.reporting.aggregate import RunData, Stat, expected_cells, format_stat, load_run, row_name, summarize
+from bench.reporting.aggregate import (RunData, Stat, expected_cells, format_stat, judge_drift, load_run, row_name,
+                                      summarize)  # fmt: skip
 from bench.reporting.plots import caveat, history_figure, png
 from bench.reporting.report import dataset_text, md_table, md_text
 from bench.settings import setting_label, varying_params
@@ -104,6 +105,10 @@ def history_markdown(h: History) -> str:
     if mixed:
         lines += [f"**The runs cover {len(set(samples))} different datasets or sample sets (column 'samples'): "
                   "values from different ones are not comparable.**", ""]  # fmt: skip
+    drift = judge_drift(h.runs)
+    judges = list(dict.fromkeys(r.judge_line for r in h.runs if r.judge_line))
+    lines += [f"> **Warning:** {md_text(w)}" for w in drift] + [""] * bool(drift)
+    lines += [f"Judge: {md_text(judges[0])}", ""] if len(judges) == 1 else []
     header = ["run", "backbone", "folder", "cells"] + (["samples"] if mixed else []) + list(h.series)
     body = []
     for i, run in enumerate(h.runs):

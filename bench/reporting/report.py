@@ -53,17 +53,23 @@ COST_NOTE = ("Time per ok cell: mean, and median [interquartile range]. Preparat
 
 
 def cells_table(run_dir: Path) -> pd.DataFrame:
-    """One row per cell: identity, status, ``param.<name>``, ``metric.<name>``, ``nan_reason.<name>``
-    (the metric's declared reason where an ok cell's value is NaN), cost, labels."""
+    """One row per cell: identity, ``group.<key>`` (the sample's subsets), status, ``param.<name>``,
+    ``metric.<name>``, ``nan_reason.<name>`` (the metric's declared reason where an ok cell's value
+    is NaN), ``note.<name>`` (what a value came from: a judge's raw answers and reasons), cost, labels."""
     run = load_run(run_dir)
     cells = run.cells
     params = pd.DataFrame([json.loads(s) for s in cells["setting"]], index=cells.index).add_prefix("param.")
+    groups = pd.DataFrame(list(cells["groups"]), index=cells.index).add_prefix("group.")
     metric_cols = [f"metric.{m}" for m in run.image_metrics]
+    note_cols = [f"note.{m}" for m in run.image_metrics if f"note.{m}" in cells.columns]
     reasons = _nan_reasons(cells, run.image_metrics)
     table = pd.concat(
-        [cells[CELL_COLUMNS], params, cells[SCHEDULE_COLUMNS], cells[metric_cols], reasons, cells[COST_COLUMNS]], axis=1
-    )
+        [cells[CELL_COLUMNS], groups, params, cells[SCHEDULE_COLUMNS], cells[metric_cols], reasons, cells[note_cols],
+         cells[COST_COLUMNS]], axis=1,
+    )  # fmt: skip
     table["labels"] = "; ".join(run.labels)
+    if run.judge_line:
+        table["judge"] = run.judge_line
     return table
 
 
@@ -259,6 +265,7 @@ def provenance(run: RunData) -> list[tuple[str, str]]:
     commit = git.get("commit") or "unknown"
     weights = ", ".join(f"{k} {v[:12]}" for k, v in (fp.get("weights_sha256") or {}).items())
     sets = [("set-level metrics", f"against {run.set_n_source} source images")] if run.set_n_source else []
+    sets += [("judge", run.judge_line)] if run.judge_line else []
     return [
         ("run", str(run.run_dir)),
         ("created", str(m.get("created", "unknown"))),
@@ -309,9 +316,14 @@ def _caveat_md(labels: list[str]) -> list[str]:
     return [f"**{md_text(plots.caveat(labels))}**", ""] if labels else []
 
 
+def judge_md(run: RunData) -> list[str]:
+    """The judge line a table with judge metrics carries (model@revision, template, decoding)."""
+    return [f"Judge: {md_text(run.judge_line)}", ""] if run.judge_line else []
+
+
 def _main_md(report: Report) -> list[str]:
     run = report.run
-    lines = _caveat_md(run.labels)
+    lines = _caveat_md(run.labels) + judge_md(run)
     lines += md_table(main_header(report.metrics), main_cells(report.rows, report.metrics))
     fixed = fixed_params(run)
     if fixed:
@@ -345,7 +357,7 @@ def report_markdown(report: Report, assets: str | None = None) -> str:
     lines += ["", "## Results", ""] + _main_md(report)
     if report.by_type and any(r.edit_type != "(none)" for r in report.by_type):
         metrics = run.image_metrics
-        lines += ["", "## By edit type", ""] + _caveat_md(run.labels)
+        lines += ["", "## By edit type", ""] + _caveat_md(run.labels) + judge_md(run)
         lines += md_table(main_header(metrics, True), main_cells(report.by_type, metrics, True))
         notes = nan_notes(report.by_type)
         lines += [""] + [f"- {md_text(n)}" for n in notes] if notes else []

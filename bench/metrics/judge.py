@@ -1,0 +1,241 @@
+"""VIEScore judge metrics (Ku et al., ACL 2024) as GEdit-Bench reports them: ``vie_sc``, ``vie_pq``, ``vie_o``.
+
+A vision-language model (``bench.metrics.judge_backends``) answers two fixed templates
+(``bench/metrics/templates/<name>.yaml``, versioned data, the published wording):
+
+- semantic consistency, ``vie_sc``: the source image, the edited image and the instruction;
+  the answer rates editing success and over-editing, 0-10; SC is their minimum;
+- perceptual quality, ``vie_pq``: the edited image alone; naturalness and artifacts, 0-10;
+  PQ is their minimum;
+- overall, ``vie_o`` = sqrt(SC * PQ) of the same two answers.
+
+Images are the source at backbone resolution and the edited PNG's pixels (the same size, so
+GEdit-Bench's resize of the edit to the source's size changes nothing). A cell whose sample
+has no instruction is NaN with that reason, unless ``metric_options.judge.instruction`` is
+``from_prompts``: then a sample with both prompts gets the instruction
+``Change "<source prompt>" to "<target prompt>".`` (the wording is editbench's own). An answer
+that cannot be read (``bench.metrics.judge_answers``) and a request that failed after its
+retries are NaN with their reason; each cell keeps the raw answers and the reason as its note
+(``editbench export``: ``note.<metric>``).
+
+Every answer is cached on disk (``$EDITBENCH_CACHE/judgments``), keyed by the template part,
+the two images' pixel hashes, the instruction, the judge's identity (backend, model, revision,
+dtype, decoding) and the template version with its token limit, so nothing is asked twice:
+``vie_sc``, ``vie_pq`` and ``vie_o`` of one cell share two answers, and a resumed or re-scored
+run asks only what no earlier run asked. Failed requests are not cached.
+"""
+
+import hashlib
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import yaml
+from PIL import Image
+
+from bench.errors import ConfigError, unknown
+from bench.metrics import ImageMetric
+from bench.metrics.judge_answers import read_answer
+from bench.paths import cache_dir, write_atomic
+
+TEMPLATES = Path(__file__).parent / "templates"
+NAN = float("nan")
+
+
+@dataclass(frozen=True)
+class TemplatePart:
+    """One prompt of a template: the images it shows (``source``/``edited``, in order), its text,
+    the placeholder the instruction replaces (None: no instruction) and the criteria it rates."""
+
+    images: tuple[str, ...]
+    prompt: str
+    placeholder: str | None
+    criteria: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Template:
+    version: str
+    score_range: tuple[float, float]
+    max_new_tokens: int
+    parts: dict[str, TemplatePart]
+
+
+def template_names() -> list[str]:
+    return sorted(p.stem for p in TEMPLATES.glob("*.yaml"))
+
+
+def load_template(name: str) -> Template:
+    """The template file ``bench/metrics/templates/<name>.yaml``."""
+    path = TEMPLATES / f"{name}.yaml"
+    if not path.is_file():
+        raise ConfigError(f"metric_options.judge.template: {unknown('judge template', name, template_names())}")
+    data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    try:
+        parts = {key: TemplatePart(tuple(data[key]["images"]), data[key]["prompt"], data[key]["placeholder"],
+                                   tuple(data[key]["criteria"])) for key in ("sc", "pq")}  # fmt: skip
+        return Template(data["version"], tuple(data["score_range"]), int(data["max_new_tokens"]), parts)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ConfigError(f"judge template {path} lacks or mistypes {exc}; see the fields its header lists") from None
+
+
+def instruction_of(sample, mode: str) -> str | None:
+    """The instruction the judge reads (see the module doc); None when there is none."""
+    if sample.instruction:
+        return sample.instruction
+    if mode == "from_prompts" and sample.source_prompt and sample.target_prompt:
+        return f'Change "{sample.source_prompt}" to "{sample.target_prompt}".'
+    return None
+
+
+def to_pil(image: torch.Tensor) -> Image.Image:
+    """(3, H, W) in [0, 1] -> an 8-bit RGB picture, rounding as the saved PNGs do."""
+    pixels = (image.clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0).cpu().numpy()
+    return Image.fromarray(pixels)
+
+
+def pixel_hash(picture: Image.Image) -> str:
+    return hashlib.sha256(picture.tobytes() + repr(picture.size).encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class Answer:
+    """One template part's answer for one cell: the text (None when the request failed), the
+    score by the template's rule (minimum of the criteria) or NaN, and why NaN."""
+
+    text: str | None
+    score: float
+    reason: str = ""
+
+
+class Judge:
+    """A backend, a template and the judgment cache; ``answers`` asks only what is not cached."""
+
+    def __init__(self, backend, template: Template, instruction_mode: str):
+        self.backend, self.template, self.instruction_mode = backend, template, instruction_mode
+        self.identity = {**backend.identity, "template": template.version, "max_new_tokens": template.max_new_tokens}
+
+    def describe(self) -> str:
+        """``model@revision, template <version>, <decoding>``: the line tables carry."""
+        i = self.identity
+        return f"{i['model']}@{i['revision']} via {i['backend']}, template {i['template']}, {i['decoding']} decoding"
+
+    def _key(self, part: str, pictures: list[Image.Image], instruction: str | None) -> str:
+        identity = {k: v for k, v in self.identity.items() if k != "url"}  # the same server on another port answers alike
+        payload = json.dumps([part, [pixel_hash(p) for p in pictures], instruction, identity], sort_keys=True)
+        return hashlib.sha256(payload.encode()).hexdigest()
+
+    @staticmethod
+    def _path(key: str) -> Path:
+        return cache_dir() / "judgments" / key[:2] / f"{key}.json"
+
+    def answers(self, part: str, edited: torch.Tensor, source: torch.Tensor, samples: list) -> list[Answer]:
+        """The answer to template ``part`` for every row of the batch."""
+        spec = self.template.parts[part]
+        rows: list[Answer | None] = [None] * len(samples)
+        asks, where = [], []
+        for i, sample in enumerate(samples):
+            instruction = instruction_of(sample, self.instruction_mode) if spec.placeholder else None
+            if spec.placeholder and instruction is None:
+                rows[i] = Answer(None, NAN, "the sample has no instruction (judge.instruction: from_prompts derives one)")
+                continue
+            images = {"source": to_pil(source[i]), "edited": to_pil(edited[i])}
+            pictures = [images[name] for name in spec.images]
+            key = self._key(part, pictures, instruction)
+            path = self._path(key)
+            if path.is_file():
+                rows[i] = self._read(json.loads(path.read_text(encoding="utf-8"))["answer"], spec)
+                continue
+            text = spec.prompt.replace(spec.placeholder, instruction) if spec.placeholder else spec.prompt
+            asks.append((pictures, text))
+            where.append((i, path))
+        for (i, path), reply in zip(where, self.backend.answer_many(asks, self.template.max_new_tokens)):
+            if isinstance(reply, Exception):
+                rows[i] = Answer(None, NAN, f"the judge request failed: {type(reply).__name__}: {reply}")
+                continue
+            path.parent.mkdir(parents=True, exist_ok=True)
+            text = json.dumps({"answer": reply, "identity": self.identity, "part": part}, ensure_ascii=False)
+            write_atomic(path, lambda p, text=text: p.write_text(text, encoding="utf-8"))
+            rows[i] = self._read(reply, spec)
+        return rows
+
+    def _read(self, text: str, spec: TemplatePart) -> Answer:
+        reading = read_answer(text, len(spec.criteria), self.template.score_range)
+        if not reading.ok:
+            return Answer(text, NAN, f"unreadable answer: {reading.reason}")
+        return Answer(text, min(reading.scores))
+
+
+def load_judge(options, device, untrained: bool, seed: int) -> Judge:
+    """The judge ``options`` (``JudgeOptions``) describe; with ``untrained`` a local judge is the
+    tiny seeded Qwen2.5-VL of ``bench.metrics.tiny_vlm`` (an endpoint stays what it is)."""
+    from bench.metrics.judge_backends import ChatEndpoint, LocalVLM
+
+    template = load_template(options.template)
+    if options.backend == "endpoint":
+        return Judge(ChatEndpoint(options), template, options.instruction)
+    folder = None
+    if untrained:
+        from bench.metrics.tiny_vlm import write_tiny_qwen25_vl
+
+        folder = cache_dir() / f"tiny_qwen25_vl_seed{seed}"
+        if not (folder / "model.safetensors").is_file():
+            write_tiny_qwen25_vl(folder, seed)
+    return Judge(LocalVLM(options, device, folder), template, options.instruction)
+
+
+class _VieScore(ImageMetric):
+    """A VIEScore metric: the minimum-combined score of ``parts``; several parts: their geometric mean."""
+
+    parts: tuple[str, ...]
+    higher_is_better = True
+    value_range = (0.0, 10.0)
+    needs = frozenset({"instruction", "pretrained weights"})
+
+    def load(self, extractors):
+        super().load(extractors)
+        self.judge = extractors.judge(self.name)
+
+    def compute(self, edited, source, samples):
+        per_part = [self.judge.answers(part, edited, source, samples) for part in self.parts]
+        values, notes = [], []
+        for answers in zip(*per_part):
+            scores = [a.score for a in answers]
+            values.append(math.prod(scores) ** (1 / len(scores)) if not any(map(math.isnan, scores)) else NAN)
+            notes.append(json.dumps({part: {"answer": a.text, "reason": a.reason or None}
+                                     for part, a in zip(self.parts, answers)}, ensure_ascii=False))  # fmt: skip
+        self.notes = notes
+        return torch.tensor(values, dtype=torch.float64)
+
+
+_NAN_REASON = ("the sample has no instruction, the judge's answer could not be read, or the request failed "
+               "(each cell's reason and raw answer: export's note column)")  # fmt: skip
+
+
+class VieSC(_VieScore):
+    name = "vie_sc"
+    parts = ("sc",)
+    nan_reason = _NAN_REASON
+    description = ("VIEScore semantic consistency (GEdit-Bench SC): a VLM judge rates editing success and "
+                   "over-editing 0-10 from source, edit and instruction; the minimum of the two")  # fmt: skip
+
+
+class ViePQ(_VieScore):
+    name = "vie_pq"
+    parts = ("pq",)
+    needs = frozenset({"pretrained weights"})
+    nan_reason = "the judge's answer could not be read, or the request failed (export's note column says which)"
+    description = ("VIEScore perceptual quality (GEdit-Bench PQ): a VLM judge rates naturalness and artifacts "
+                   "0-10 from the edited image; the minimum of the two")  # fmt: skip
+
+
+class VieO(_VieScore):
+    name = "vie_o"
+    parts = ("sc", "pq")
+    nan_reason = _NAN_REASON
+    description = "VIEScore overall (GEdit-Bench O): sqrt(SC * PQ) of the same two judge answers"
+
+
+METRICS = (VieSC, ViePQ, VieO)

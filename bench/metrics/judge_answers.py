@@ -1,0 +1,91 @@
+"""Reading a judge's answer: the score list VIEScore's templates ask for, or why there is none.
+
+VIEScore's templates ask for ``{"score": [...], "reasoning": "..."}``. The reading follows the
+rules of VIEScore's own parser (``mllm_output_to_dict``), in order:
+
+1. the text between the two ``||V^=^V||`` delimiters of the delimited templates, when the
+   answer has exactly two of them;
+2. else the text from the first ``{`` to the last ``}``;
+3. else a bare list of two integers (``[6, 0]``) or a bare integer 0-10 as the whole answer.
+
+The JSON is read with its newlines removed; JSON whose keys lack quotes (``{score: [3, 4]}``)
+is read after quoting them. A non-list ``score`` is a list of one.
+
+Stricter than VIEScore, on purpose (an answer is never silently turned into a number):
+VIEScore's evaluation asks again once and then *guesses a random score* when an answer cannot
+be read; here it is NaN with the reason. Each score must be a number in the template's range,
+and there must be exactly one per criterion the template rates (VIEScore takes the minimum of
+whatever list it finds).
+"""
+
+import json
+import math
+import re
+from dataclasses import dataclass
+
+DELIMITER = "||V^=^V||"
+_BARE_PAIR = re.compile(r"^\[\d+, ?\d+\]$")
+_UNQUOTED_KEY = re.compile(r'(?<!")\b([A-Za-z_]\w*)\b\s*:')
+
+
+@dataclass(frozen=True)
+class Reading:
+    """What an answer says: its scores, or ``reason`` why it gives none."""
+
+    scores: tuple[float, ...] | None
+    reason: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return self.scores is not None
+
+
+def _json_part(answer: str) -> tuple[str | None, list | None]:
+    """(JSON text to read, or a score list read directly) per rules 1-3 of the module doc."""
+    if answer.count(DELIMITER) == 2:
+        start = answer.find(DELIMITER) + len(DELIMITER)
+        return answer[start : answer.rfind(DELIMITER)], None
+    start, end = answer.find("{"), answer.rfind("}") + 1
+    if start != -1 and end > start:
+        return answer[start:end], None
+    bracket = answer[answer.find("[") : answer.rfind("]") + 1] if "[" in answer else ""
+    if _BARE_PAIR.match(bracket):
+        return None, json.loads(bracket)
+    stripped = answer.strip()
+    if stripped.isdigit() and 0 <= int(stripped) <= 10:
+        return None, [int(stripped)]
+    return None, None
+
+
+def _load(text: str):
+    text = text.strip().replace("\n", "")
+    try:
+        return json.loads(text)
+    except ValueError:
+        return json.loads(_UNQUOTED_KEY.sub(r'"\1":', text))
+
+
+def read_answer(answer: str, criteria: int, score_range: tuple[float, float] = (0, 10)) -> Reading:
+    """The ``criteria`` scores an answer gives, or the reason it cannot be read."""
+    if not answer or not answer.strip():
+        return Reading(None, "empty answer")
+    text, scores = _json_part(answer)
+    if scores is None:
+        if text is None:
+            return Reading(None, "no JSON object, score list or single score found in the answer")
+        try:
+            data = _load(text)
+        except ValueError as exc:
+            return Reading(None, f"the answer's JSON does not parse ({str(exc).splitlines()[0][:80]})")
+        if not isinstance(data, dict) or "score" not in data:
+            return Reading(None, "the answer's JSON has no 'score' entry")
+        scores = data["score"] if isinstance(data["score"], list) else [data["score"]]
+    low, high = score_range
+    for value in scores:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            return Reading(None, f"score {value!r} is not a number")
+        if not low <= value <= high:
+            return Reading(None, f"score {value:g} is outside {low:g}-{high:g}")
+    if len(scores) != criteria:
+        return Reading(None, f"{len(scores)} score(s) given, the template rates {criteria} criteria")
+    return Reading(tuple(float(v) for v in scores))

@@ -1,0 +1,90 @@
+"""A minimal OpenAI-compatible chat server for the judge tests, on a 127.0.0.1 port.
+
+``GET /v1/models`` lists one model; ``POST /v1/chat/completions`` decodes the request's PNG
+data-URL images and text and answers with ``respond(images, text, body)``: in the tests, the
+tiny Qwen2.5-VL through the local backend, or a rule that gives readable scores. It records
+every request, the most requests it had in flight at once, and can fail the first
+``fail_first`` chat requests with HTTP 503 (a transient error the client must retry).
+"""
+
+import base64
+import io
+import json
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+from PIL import Image
+
+
+class ChatServer:
+    def __init__(self, respond, model: str = "tiny-judge", fail_first: int = 0, delay_s: float = 0.0):
+        self.respond, self.model, self.fail_first, self.delay_s = respond, model, fail_first, delay_s
+        self.requests: list[dict] = []
+        self.headers: list[dict] = []
+        self.in_flight = self.max_in_flight = 0
+        self._lock = threading.Lock()
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args):  # keep test output clean
+                pass
+
+            def _reply(self, code: int, payload: dict):
+                data = json.dumps(payload).encode()
+                self.send_response(code)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def do_GET(self):
+                if self.path.rstrip("/") == "/v1/models":
+                    self._reply(200, {"object": "list", "data": [{"id": server.model, "object": "model"}]})
+                else:
+                    self._reply(404, {"error": "not found"})
+
+            def do_POST(self):
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                with server._lock:
+                    server.requests.append(body)
+                    server.headers.append(dict(self.headers))
+                    failing = len(server.requests) <= server.fail_first
+                    server.in_flight += 1
+                    server.max_in_flight = max(server.max_in_flight, server.in_flight)
+                try:
+                    time.sleep(server.delay_s)
+                    if failing:
+                        return self._reply(503, {"error": "busy"})
+                    images, text = decode(body)
+                    answer = server.respond(images, text, body)
+                    self._reply(200, {"object": "chat.completion", "model": server.model, "choices": [
+                        {"index": 0, "message": {"role": "assistant", "content": answer}, "finish_reason": "stop"}]})
+                finally:
+                    with server._lock:
+                        server.in_flight -= 1
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+        self.thread.join(timeout=10)
+
+
+def decode(body: dict) -> tuple[list[Image.Image], str]:
+    """The images (in order) and the text of a chat request's single user message."""
+    images, texts = [], []
+    for part in body["messages"][0]["content"]:
+        if part["type"] == "image_url":
+            data = part["image_url"]["url"].split(",", 1)[1]
+            images.append(Image.open(io.BytesIO(base64.b64decode(data))).convert("RGB"))
+        else:
+            texts.append(part["text"])
+    return images, "".join(texts)

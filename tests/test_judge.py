@@ -1,0 +1,312 @@
+"""VIEScore judge metrics: the template data, answer reading, the local transformers backend
+on a tiny random Qwen2.5-VL, the endpoint backend against a real HTTP server on 127.0.0.1,
+the score rule, the judgment cache and the per-cell notes."""
+
+import json
+import math
+
+import pytest
+import torch
+
+from bench.data import Sample
+from bench.errors import ConfigError
+from bench.metrics import get_metric
+from bench.metrics.extractors import Extractors, MetricOptions
+from bench.metrics.judge import Judge, instruction_of, load_judge, load_template
+from bench.metrics.judge_answers import read_answer
+from bench.metrics.judge_backends import ChatEndpoint, JudgeOptions, LocalVLM
+from tests.chat_server import ChatServer
+
+
+@pytest.fixture(scope="module")
+def tiny_vlm(tmp_path_factory):
+    from bench.metrics.tiny_vlm import write_tiny_qwen25_vl
+
+    return write_tiny_qwen25_vl(tmp_path_factory.mktemp("tiny_vlm"))
+
+
+@pytest.fixture(autouse=True)
+def own_cache(tmp_path, monkeypatch):
+    """Every test starts with an empty judgment cache."""
+    monkeypatch.setenv("EDITBENCH_CACHE", str(tmp_path / "cache"))
+
+
+def images(n: int = 2, seed: int = 0):
+    g = torch.Generator().manual_seed(seed)
+    return torch.rand(n, 3, 32, 32, generator=g), torch.rand(n, 3, 32, 32, generator=g)
+
+
+def samples(n: int = 2, instruction: str | None = "make it a dog"):
+    return [Sample(f"s{i}", torch.zeros(3, 32, 32), "a cat", "a dog", instruction=instruction) for i in range(n)]
+
+
+# -- the template ------------------------------------------------------------------------------
+def test_template_is_versioned_data_in_the_published_form():
+    t = load_template("viescore_tie_0shot_v1")
+    assert t.version == "viescore-tie-0shot/1" and t.score_range == (0, 10) and t.max_new_tokens == 512
+    sc, pq = t.parts["sc"], t.parts["pq"]
+    assert sc.images == ("source", "edited") and pq.images == ("edited",)
+    assert sc.prompt.count("<instruction>") == 1 and sc.prompt.endswith("Editing instruction: <instruction>\n")
+    assert pq.placeholder is None and pq.prompt.endswith("output score = [naturalness, artifacts]\n")
+    for part in (sc, pq):  # both start with VIEScore's undelimited context and ask for the JSON form
+        assert part.prompt.startswith("You are a professional digital artist.") and '"score" : [...]' in part.prompt
+        assert len(part.criteria) == 2
+
+
+def test_unknown_template_is_a_one_line_error():
+    with pytest.raises(ConfigError, match="viescore_tie_0shot_v1"):
+        load_template("viescore_v9")
+
+
+# -- reading answers ---------------------------------------------------------------------------
+@pytest.mark.parametrize("answer, scores", [
+    ('{\n"score" : [8, 6],\n"reasoning" : "The hat is there; the background is kept."\n}', (8, 6)),
+    ('Here is my rating:\n```json\n{"score": [3, 9], "reasoning": "barely edited"}\n```', (3, 9)),
+    ('||V^=^V||\n{\n"score" : [5, 10],\n"reasoning" : "ok"\n}\n||V^=^V||', (5, 10)),
+    ("[6, 0]", (6, 0)),
+    ('{"score": [8, 6], "reasoning": "cut off before the brace', (8, 6)),  # no JSON: the bare list is read
+    ("{score: [4, 7], reasoning: 'fine'}".replace("'", '"'), (4, 7)),
+    ('{"score": [7.5, 2], "reasoning": ""}', (7.5, 2)),
+])  # fmt: skip
+def test_answers_in_the_templates_formats_are_read(answer, scores):
+    reading = read_answer(answer, 2)
+    assert reading.ok and reading.scores == scores
+
+
+@pytest.mark.parametrize("answer, reason", [
+    ("", "empty answer"),
+    ("The edit looks good, I would say eight.", "no JSON object"),
+    ('{"score": [8, "reasoning": "cut off', "no JSON object"),
+    ('{"score": [8, 6] "reasoning": "missing comma"}', "does not parse"),
+    ('{"rating": [8, 6]}', "no 'score' entry"),
+    ('{"score": [11, 6], "reasoning": ""}', "outside 0-10"),
+    ('{"score": [-1, 6], "reasoning": ""}', "outside 0-10"),
+    ('{"score": ["high", 6], "reasoning": ""}', "not a number"),
+    ('{"score": [8], "reasoning": ""}', "1 score(s) given"),
+    ("7", "1 score(s) given"),  # a bare number is read (VIEScore's rule 3) but rates one criterion only
+    ('{"score": [8, 6, 2], "reasoning": ""}', "3 score(s) given"),
+])  # fmt: skip
+def test_malformed_answers_give_no_scores_and_say_why(answer, reason):
+    reading = read_answer(answer, 2)
+    assert not reading.ok and reason in reading.reason
+
+
+def test_instruction_from_prompts_only_when_asked():
+    bare = Sample("x", torch.zeros(3, 4, 4), "a cat", "a dog")
+    assert instruction_of(bare, "sample") is None
+    assert instruction_of(bare, "from_prompts") == 'Change "a cat" to "a dog".'
+    given = Sample("y", torch.zeros(3, 4, 4), "a cat", "a dog", instruction="add a hat")
+    assert instruction_of(given, "from_prompts") == "add a hat"
+
+
+# -- the score rule and the cache, through a real HTTP endpoint ----------------------------------
+def rule_answers(images, text, body):
+    """SC answers [7, 3], PQ answers [9, 4]: SC = 3, PQ = 4, O = sqrt(12)."""
+    return '{"score": [7, 3], "reasoning": "sc"}' if len(images) == 2 else '{"score": [9, 4], "reasoning": "pq"}'
+
+
+def endpoint_options(server, **more) -> MetricOptions:
+    return MetricOptions(judge={"backend": "endpoint", "url": server.url, "model": "tiny-judge", "backoff_s": 0.01,
+                                **more})  # fmt: skip
+
+
+def scored(options, names=("vie_sc", "vie_pq", "vie_o"), batch=None):
+    extractors = Extractors(options)
+    metrics = [get_metric(n)() for n in names]
+    for m in metrics:
+        m.load(extractors)
+    edited, source = images()
+    batch = batch or samples()
+    return {m.name: (m(edited, source, batch), m.notes) for m in metrics}, extractors
+
+
+def test_score_rule_minimum_inside_geometric_mean_across():
+    with ChatServer(rule_answers) as server:
+        values, _ = scored(endpoint_options(server))
+        assert values["vie_sc"][0].tolist() == [3, 3] and values["vie_pq"][0].tolist() == [4, 4]
+        assert values["vie_o"][0] == pytest.approx(torch.full((2,), math.sqrt(12), dtype=torch.float64))
+        # two cells x (SC, PQ): vie_o reused the cached answers of vie_sc and vie_pq
+        assert len(server.requests) == 4
+        request = server.requests[0]
+        assert request["temperature"] == 0 and request["max_tokens"] == 512 and request["model"] == "tiny-judge"
+        note = json.loads(values["vie_o"][1][0])
+        assert note["sc"]["answer"].startswith('{"score": [7, 3]') and note["pq"]["reason"] is None
+
+
+def test_cache_keys_on_instruction_images_and_judge_and_is_shared_across_runs():
+    with ChatServer(rule_answers) as server:
+        scored(endpoint_options(server), names=("vie_sc",))
+        assert len(server.requests) == 2
+        scored(endpoint_options(server), names=("vie_sc",))  # a new run, same judge: nothing asked
+        assert len(server.requests) == 2
+        scored(endpoint_options(server), names=("vie_sc",), batch=samples(instruction="make it red"))
+        assert len(server.requests) == 4
+        scored(endpoint_options(server, revision="v2"), names=("vie_sc",))  # another judge revision
+        assert len(server.requests) == 6
+
+
+def test_no_instruction_is_nan_with_reason_and_asks_nothing_for_sc():
+    with ChatServer(rule_answers) as server:
+        values, _ = scored(endpoint_options(server), batch=samples(instruction=None))
+        assert torch.isnan(values["vie_sc"][0]).all() and torch.isnan(values["vie_o"][0]).all()
+        assert values["vie_pq"][0].tolist() == [4, 4]  # PQ needs no instruction
+        assert "no instruction" in json.loads(values["vie_sc"][1][0])["sc"]["reason"]
+        assert len(server.requests) == 2
+        values, _ = scored(endpoint_options(server, instruction="from_prompts"), batch=samples(instruction=None))
+        assert values["vie_sc"][0].tolist() == [3, 3]
+        assert 'Change "a cat" to "a dog".' in server.requests[-1]["messages"][0]["content"][-1]["text"]
+
+
+def test_unreadable_answer_is_nan_with_its_reason_and_raw_text():
+    with ChatServer(lambda images, text, body: "I like it, 9/10") as server:
+        values, _ = scored(endpoint_options(server), names=("vie_pq",))
+        assert torch.isnan(values["vie_pq"][0]).all()
+        note = json.loads(values["vie_pq"][1][0])["pq"]
+        assert note["answer"] == "I like it, 9/10" and note["reason"].startswith("unreadable answer")
+
+
+def test_transient_errors_are_retried_and_concurrency_is_bounded():
+    with ChatServer(rule_answers, fail_first=2, delay_s=0.05) as server:
+        options = endpoint_options(server, concurrency=2, retries=3)
+        extractors = Extractors(options)
+        metric = get_metric("vie_pq")()
+        metric.load(extractors)
+        edited, source = images(6)
+        values = metric(edited, source, samples(6))
+        assert values.tolist() == [4] * 6 and len(server.requests) == 8  # 6 answers + 2 refused
+        assert server.max_in_flight <= 2
+
+
+def test_exhausted_retries_are_nan_and_not_cached():
+    with ChatServer(rule_answers, fail_first=100) as server:
+        values, _ = scored(endpoint_options(server, retries=1), names=("vie_pq",))
+        assert torch.isnan(values["vie_pq"][0]).all()
+        assert "HTTP 503" in json.loads(values["vie_pq"][1][0])["pq"]["reason"]
+        assert len(server.requests) == 4  # 2 cells x (1 try + 1 retry)
+        server.fail_first = 0
+        values, _ = scored(endpoint_options(server, retries=1), names=("vie_pq",))
+        assert values["vie_pq"][0].tolist() == [4, 4]
+
+
+def test_unreachable_endpoint_stops_at_load():
+    with ChatServer(rule_answers) as server:
+        url = server.url
+    with pytest.raises(ConfigError, match="unreachable"):
+        ChatEndpoint(JudgeOptions(backend="endpoint", url=url, timeout_s=2))
+
+
+def test_api_key_comes_from_the_named_variable_and_is_sent(monkeypatch):
+    monkeypatch.setenv("MY_JUDGE_KEY", "sk-test-123")
+    with ChatServer(rule_answers) as server:
+        _, extractors = scored(endpoint_options(server, api_key_env="MY_JUDGE_KEY"), names=("vie_pq",))
+        assert server.headers[0]["Authorization"] == "Bearer sk-test-123"
+        assert "sk-test-123" not in json.dumps(extractors.judge_identity())
+    monkeypatch.delenv("MY_JUDGE_KEY")
+    with pytest.raises(ConfigError, match="MY_JUDGE_KEY"):
+        ChatEndpoint(JudgeOptions(backend="endpoint", url="http://127.0.0.1:9/v1", api_key_env="MY_JUDGE_KEY"))
+
+
+def test_bad_judge_options_are_one_line_errors():
+    with pytest.raises(ConfigError, match="judge backend"):
+        MetricOptions(judge={"backend": "cloud"})
+    with pytest.raises(ConfigError, match="did you mean"):
+        MetricOptions(judge={"modle": "x"})
+    with pytest.raises(ConfigError, match="http"):
+        MetricOptions(judge={"backend": "endpoint"})
+
+
+# -- the local backend on a tiny random Qwen2.5-VL -------------------------------------------------
+def test_local_backend_loads_the_folder_and_decodes_greedily(tiny_vlm):
+    from transformers import AutoModelForImageTextToText, AutoProcessor
+
+    backend = LocalVLM(JudgeOptions(model=str(tiny_vlm)), "cpu")
+    assert backend.identity["revision"].startswith("sha256:") and backend.identity["decoding"] == "greedy"
+    edited, source = images(1)
+    from bench.metrics.judge import to_pil
+
+    pictures = [to_pil(source[0]), to_pil(edited[0])]
+    first = backend.answer_many([(pictures, "Rate the edit.")], 24)[0]
+    assert isinstance(first, str) and first == backend.answer_many([(pictures, "Rate the edit.")], 24)[0]
+    # the same model and processor driven directly through transformers give the same answer
+    model = AutoModelForImageTextToText.from_pretrained(tiny_vlm, local_files_only=True).eval()
+    processor = AutoProcessor.from_pretrained(tiny_vlm, local_files_only=True)
+    chat = [{"role": "user", "content": [{"type": "image"}, {"type": "image"}, {"type": "text", "text": "Rate the edit."}]}]
+    inputs = processor(text=[processor.apply_chat_template(chat, add_generation_prompt=True, tokenize=False)],
+                       images=pictures, return_tensors="pt")  # fmt: skip
+    out = model.generate(**inputs, max_new_tokens=24, do_sample=False)
+    assert first == processor.batch_decode(out[:, inputs["input_ids"].shape[1] :], skip_special_tokens=True)[0]
+
+
+def test_local_judge_metric_end_to_end_keeps_the_raw_answer(tiny_vlm):
+    judge = load_judge(JudgeOptions(model=str(tiny_vlm)), "cpu", False, 0)
+    assert isinstance(judge, Judge) and judge.identity["template"] == "viescore-tie-0shot/1"
+    edited, source = images(1)
+    answers = judge.answers("pq", edited, source, samples(1))
+    assert answers[0].text is not None  # the random model's answer, kept for audit
+    reading = read_answer(answers[0].text, 2)
+    assert math.isnan(answers[0].score) != reading.ok  # a score exactly when the answer reads
+
+
+def test_endpoint_serving_the_tiny_model_answers_like_the_local_backend(tiny_vlm):
+    local = LocalVLM(JudgeOptions(model=str(tiny_vlm)), "cpu")
+    with ChatServer(lambda images, text, body: local._answer(images, text, body["max_tokens"])) as server:
+        endpoint = ChatEndpoint(JudgeOptions(backend="endpoint", url=server.url, model="tiny"))
+        edited, _ = images(1)
+        from bench.metrics.judge import to_pil
+
+        request = ([to_pil(edited[0])], "Rate the image.")
+        assert endpoint.answer_many([request], 16) == local.answer_many([request], 16)
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_transformers_serve_of_the_tiny_folder_answers_like_the_local_backend(tiny_vlm, tmp_path):
+    """The endpoint backend against ``transformers serve`` (transformers[serving]) serving the
+    tiny Qwen2.5-VL folder offline on a loopback port: the same greedy answer as the local backend."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+
+    port = free_port()
+    serve = [os.path.join(os.path.dirname(sys.executable), "transformers"), "serve", str(tiny_vlm),
+             "--host", "127.0.0.1", "--port", str(port), "--device", "cpu"]  # fmt: skip
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    with open(tmp_path / "serve.log", "w") as log:
+        process = subprocess.Popen(serve, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        url = f"http://127.0.0.1:{port}/v1"
+        for _ in range(120):  # at most ~60 s to start
+            try:
+                urllib.request.urlopen(f"{url}/models", timeout=1).close()
+                break
+            except OSError:
+                assert process.poll() is None, (tmp_path / "serve.log").read_text()[-2000:]
+                time.sleep(0.5)
+        from bench.metrics.judge import to_pil
+
+        edited, _ = images(1)
+        request = ([to_pil(edited[0])], "Rate the image.")
+        endpoint = ChatEndpoint(JudgeOptions(backend="endpoint", url=url, model=str(tiny_vlm), timeout_s=60, retries=0))
+        local = LocalVLM(JudgeOptions(model=str(tiny_vlm)), "cpu")
+        assert endpoint.answer_many([request], 16) == local.answer_many([request], 16)
+    finally:
+        os.killpg(process.pid, signal.SIGTERM)
+        process.wait(timeout=30)
+
+
+def test_a_malformed_template_file_is_a_one_line_error(monkeypatch, tmp_path):
+    import bench.metrics.judge as judge
+
+    (tmp_path / "broken_v1.yaml").write_text("version: broken/1\nsc: {prompt: x}\n")
+    monkeypatch.setattr(judge, "TEMPLATES", tmp_path)
+    with pytest.raises(ConfigError, match="broken_v1.yaml lacks or mistypes"):
+        load_template("broken_v1")
