@@ -270,9 +270,14 @@ def datasets():
     from bench.data import DatasetSpec, dataset_cards, load_dataset
 
     for name, card in dataset_cards().items():
+        if card.get("format") == "hub":  # not loaded here: it may not be in the cache
+            click.echo(f"{name}: hub {card['hub']} (split {card['split']}; licence {card['license']}; metrics its "
+                       f"authors report: {' '.join(card['reported'].split())}). {' '.join(card['description'].split())}")
+            continue
         n = len(load_dataset(DatasetSpec(name=name)))
         click.echo(f"{name}: {n} samples. {card.get('description', '').strip()}")
-    click.echo("dataset.path also accepts a PIE-Bench folder (mapping_file.json + annotation_images/) or a .jsonl manifest.")
+    click.echo("dataset.path also accepts a PIE-Bench folder (mapping_file.json + annotation_images/) or a .jsonl manifest;"
+               " with a hub card's name, a local copy of that benchmark (parquet files or a save_to_disk folder).")
 
 
 if __name__ == "__main__":

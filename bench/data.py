@@ -12,7 +12,7 @@ is loaded, so the runner records its cells as failed and goes on with the others
 import hashlib
 import json
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -65,6 +65,10 @@ class Sample:
     edit_type: str | None = None
     class_label: int | str | None = None
     instruction: str | None = None  # an edit instruction ("make it a watercolor"), for InstructPix2Pix
+    target_image: torch.Tensor | None = None  # the benchmark's ground-truth edit, (3, H, W) like ``image``
+    output_caption: str | None = None  # a caption of the wanted result (Emu Edit's output_caption)
+    groups: dict[str, str] = field(default_factory=dict)  # further category columns, e.g. {"language": "en"}
+    source_size: tuple[int, int] | None = None  # (width, height) of the source file before resizing
     warnings: tuple[str, ...] = ()
 
     @property
@@ -76,40 +80,89 @@ class Sample:
 
 @dataclass
 class SampleRef:
-    """A sample not yet loaded: its id and edit type (for filtering) and how to load it."""
+    """A sample not yet loaded: its id, edit type and groups (for filtering and reports) and how to load it."""
 
     id: str
     edit_type: str | None
     _load: Callable[[int], Sample]
+    groups: dict[str, str] = field(default_factory=dict)
 
     def load(self, resolution: int) -> Sample:
         return self._load(resolution)
 
 
+TURNS = ("first", "all")
+
+
 @dataclass(frozen=True)
 class DatasetSpec:
-    """Which dataset: a bundled ``name`` (``datasets/<name>/card.yaml``) or a ``path``
-    (a PIE-Bench folder with ``mapping_file.json``, or a ``.jsonl`` manifest). Giving neither
-    means the bundled ``sample`` set; giving both is an error."""
+    """Which dataset.
+
+    - ``name``: a bundled card (``datasets/<name>/card.yaml``): the ``sample`` set, or a benchmark
+      published on the Hugging Face hub (``bench.hub_data``), read from ``path`` when given (a local
+      copy) or else from the Hugging Face cache;
+    - ``hub``: a hub dataset id with a bundled card (the card is found by its id); ``split`` and
+      ``revision`` override the card's; ``allow_download``: fetch it when it is not cached (never by default);
+    - ``path`` alone: a PIE-Bench folder with ``mapping_file.json``, or a ``.jsonl`` manifest.
+
+    Giving nothing means the bundled ``sample`` set. Filters, in this order: ``turns`` (multi-turn
+    benchmarks: ``first`` turn only, the single-turn protocol, or ``all`` turns, each edited
+    independently from its recorded source), ``where`` (a group's allowed values, e.g.
+    ``{language: en}``), ``edit_types``, then ``limit``.
+    """
 
     name: str | None = None
     path: str | None = None
+    hub: str | None = None
+    split: str | None = None
+    revision: str | None = None
+    allow_download: bool = False
+    turns: str = "first"
+    where: dict | None = None
     limit: int | None = None
     edit_types: tuple[str, ...] | None = None
 
     def __post_init__(self):
-        if self.name is not None and self.path is not None:
+        card = self.card()
+        if card is None and self.name is not None and self.path is not None:
             raise ConfigError(
                 f"dataset: give 'name' (a bundled dataset) or 'path', not both; got name {self.name!r} and path "
                 f"{self.path!r} (to swap a config's name for a path: --set dataset.name= --set dataset.path=...)"
             )
-        if self.name is None and self.path is None:
+        if card is None and (self.split or self.revision or self.allow_download or self.where):
+            raise ConfigError("dataset: split, revision, allow_download and where apply to hub benchmarks only "
+                              "(give 'hub: ID' or the name of a hub card)")  # fmt: skip
+        if self.name is None and self.path is None and self.hub is None:
             object.__setattr__(self, "name", DEFAULT_DATASET)
         if self.limit is not None and (not isinstance(self.limit, int) or self.limit < 1):
             raise ConfigError(f"dataset.limit = {self.limit!r} is not allowed; expected a positive integer")
+        if not isinstance(self.allow_download, bool):
+            raise ConfigError(f"dataset.allow_download = {self.allow_download!r}; expected true or false")
+        if self.turns not in TURNS:
+            raise ConfigError(f"dataset.turns: {unknown('turn rule', self.turns, TURNS)}")
+        allowed = tuple(card.get("edit_types") or ()) if card else EDIT_TYPES
         for t in self.edit_types or ():
-            if t not in EDIT_TYPES:
-                raise ConfigError(unknown("dataset edit type", t, EDIT_TYPES))
+            if t not in allowed:
+                raise ConfigError(unknown("dataset edit type", t, allowed))
+        if self.where is not None:
+            groups = (card or {}).get("groups") or {}
+            if not isinstance(self.where, dict):
+                raise ConfigError(f"dataset.where = {self.where!r}; expected a mapping of group to value(s)")
+            for group in self.where:
+                if group not in groups:
+                    raise ConfigError(f"dataset.where: {unknown('group', group, groups)}")
+
+    def card(self) -> dict | None:
+        """The bundled card of a hub benchmark this spec names (by ``name`` or ``hub``), else ``None``."""
+        cards = dataset_cards()
+        if self.hub is not None:
+            found = [c for c in cards.values() if c.get("hub") == self.hub]
+            if not found:
+                hubs = [c["hub"] for c in cards.values() if c.get("hub")]
+                raise ConfigError(f"dataset.hub {self.hub!r} has no bundled card; cards exist for {', '.join(hubs)}")
+            return found[0]
+        card = cards.get(self.name) if self.name is not None else None
+        return card if card and card.get("format") == "hub" else None
 
 
 # -- image preparation --------------------------------------------------------------------
@@ -283,6 +336,7 @@ def _jsonl_loader(sample_id: str, entry: dict, root: Path, package_images: bool)
         return Sample(
             id=sample_id,
             image=prepare_image(img, size),
+            source_size=img.size,
             source_prompt=entry["source_prompt"],
             target_prompt=target if target else None,
             mask=None if mask is None else prepare_mask(mask, size),
@@ -357,6 +411,7 @@ def _pie_loader(sample_id: str, entry: dict, images: Path, edit_type) -> Callabl
         return Sample(
             id=sample_id,
             image=prepare_image(img, size),
+            source_size=img.size,
             source_prompt=_without_brackets(entry["original_prompt"]),
             target_prompt=_without_brackets(entry["editing_prompt"]),
             mask=prepare_mask(mask, size),
@@ -400,8 +455,13 @@ def dataset_cards() -> dict[str, dict]:
 
 
 def load_dataset(spec: DatasetSpec) -> list[SampleRef]:
-    """The spec's samples, filtered by edit type, then cut to ``limit``."""
-    if spec.name is not None:
+    """The spec's samples, filtered (turns, groups, edit type), then cut to ``limit``."""
+    card = spec.card()
+    if card is not None:
+        from bench.hub_data import load_hub_benchmark
+
+        refs = load_hub_benchmark(card, spec)
+    elif spec.name is not None:
         cards = dataset_cards()
         if spec.name not in cards:
             raise ConfigError(unknown("dataset", spec.name, cards))
@@ -416,7 +476,11 @@ def load_dataset(spec: DatasetSpec) -> list[SampleRef]:
         else:
             raise ConfigError(
                 f"dataset path {str(path)!r}: expected a PIE-Bench folder (with mapping_file.json) or a .jsonl manifest"
+                " (a local copy of a hub benchmark goes with its card: dataset: {name: CARD, path: ...})"
             )
+    for group, allowed in (spec.where or {}).items():
+        values = {str(v).lower() if isinstance(v, bool) else str(v) for v in (allowed if isinstance(allowed, list) else [allowed])}
+        refs = [r for r in refs if r.groups.get(group) in values]
     if spec.edit_types:
         refs = [r for r in refs if r.edit_type in spec.edit_types]
     return refs[: spec.limit] if spec.limit else refs
