@@ -125,14 +125,27 @@ def resumed_executor(run_dir, overrides: dict):
 @click.option("--md", "md_path", type=click.Path(dir_okay=False), help="Write a Markdown report here (figures in <name>_files/).")
 @click.option("--plane", "planes", multiple=True, metavar="X:Y", help="Trade-off plot axes, e.g. clip_score:lpips_bg (repeatable).")
 @click.option("--grid", "n_grid", type=click.IntRange(0), default=3, show_default=True, help="Samples shown as image grids.")
-@click.option("--table", type=click.Choice(["piebench"]), help="Show PIE-Bench's published table view instead (its columns, units, edit types).")
+@click.option("--table", type=click.Choice(["piebench", "categories"]), help="piebench: PIE-Bench's published table view (its columns, units, edit types); categories: one table per edit/task type, language, subset, ... with n per row.")
+@click.option("--by", "by", multiple=True, metavar="CATEGORY", help="With --table categories: only this category (edit_type or a group, e.g. language; repeatable).")
 @click.option("--reference", "reference_path", type=click.Path(dir_okay=False), help="YAML of published numbers shown beside the run, e.g. references/piebench_table1.yaml (implies --table piebench).")
 @click.option("--ci", is_flag=True, help="With --table piebench: also show 95% bootstrap intervals.")
 @_fail_cleanly
-def report(run_dir, html_path, md_path, planes, n_grid, table, reference_path, ci):
+def report(run_dir, html_path, md_path, planes, n_grid, table, by, reference_path, ci):
     """Print the run's tables as Markdown; with --html/--md also write full reports with plots and image grids."""
     from bench.reporting.report import build_report, report_markdown, write_markdown
 
+    if by and table != "categories":
+        raise ConfigError("--by picks the categories of --table categories; add --table categories")
+    if table == "categories":
+        from bench.reporting.category_table import category_markdown
+
+        text = category_markdown(run_dir, list(by))
+        if md_path:
+            Path(md_path).write_text(text + "\n")
+            click.echo(f"Markdown tables -> {md_path}", err=True)
+        else:
+            click.echo(text)
+        return
     if ci and not (table or reference_path):
         raise ConfigError("--ci adds intervals to --table piebench; the ordinary report always shows them")
     if table or reference_path:

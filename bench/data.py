@@ -215,7 +215,9 @@ def to_eight_bit(sample_id: str, img: Image.Image, where: str) -> Image.Image:
     )
 
 
-def _open_image(sample_id: str, path: Path) -> Image.Image:
+def open_image(sample_id: str, path: Path) -> Image.Image:
+    """The decoded image at ``path``; ``SampleError`` naming the file when it is missing or unreadable
+    (PIL's decompression-bomb limit included)."""
     if not path.is_file():
         raise SampleError(sample_id, f"image file not found: {path}")
     try:
@@ -250,10 +252,11 @@ def _package_image(sample_id: str, ref: str) -> Image.Image:
         raise SampleError(sample_id, f"cannot load package image {ref!r}: {exc}") from exc
 
 
-def _inside(sample_id: str, root: Path, relative: str, what: str) -> Path:
+def inside_folder(sample_id: str, root: Path, relative: str, what: str, kind: str = "dataset folder") -> Path:
+    """``root / relative`` resolved (links followed); ``SampleError`` when it lies outside ``root``."""
     path = (root / relative).resolve()
     if not path.is_relative_to(root.resolve()):
-        raise SampleError(sample_id, f"{what} path {relative!r} escapes the dataset folder {root}")
+        raise SampleError(sample_id, f"{what} path {relative!r} escapes the {kind} {root}")
     return path
 
 
@@ -322,11 +325,11 @@ def _jsonl_loader(sample_id: str, entry: dict, root: Path, package_images: bool)
         if ref.startswith(PACKAGE_PREFIXES):
             img = _package_image(sample_id, ref)
         else:
-            img = _open_image(sample_id, _inside(sample_id, root, ref, "image"))
+            img = open_image(sample_id, inside_folder(sample_id, root, ref, "image"))
         img = to_eight_bit(sample_id, img, f"image {ref!r}")
         mask = None
         if "mask" in entry:
-            mask_img = _open_image(sample_id, _inside(sample_id, root, entry["mask"], "mask"))
+            mask_img = open_image(sample_id, inside_folder(sample_id, root, entry["mask"], "mask"))
             if mask_img.size != img.size:
                 raise SampleError(sample_id, f"mask size {mask_img.size} differs from image size {img.size}")
             mask = np.asarray(mask_img.convert("L"))
@@ -401,7 +404,7 @@ def _pie_loader(sample_id: str, entry: dict, images: Path, edit_type) -> Callabl
     def load(size: int) -> Sample:
         if edit_type is None:
             raise SampleError(sample_id, f"editing_type_id {entry.get('editing_type_id')!r} is not one of 0..9")
-        img = _open_image(sample_id, _inside(sample_id, images, entry["image_path"], "image"))
+        img = open_image(sample_id, inside_folder(sample_id, images, entry["image_path"], "image"))
         if img.size != (PIE_MASK_SIZE, PIE_MASK_SIZE):
             raise SampleError(sample_id, f"image is {img.size[0]}x{img.size[1]}; PIE-Bench masks need 512x512")
         img = to_eight_bit(sample_id, img, f"image {entry['image_path']!r}")

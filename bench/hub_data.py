@@ -67,15 +67,23 @@ def _cached_snapshot(hub_id: str, revision: str | None, allow_download: bool) ->
         ) from exc
 
 
-def open_benchmark(card: dict, spec) -> object:
-    """The ``datasets.Dataset`` of the spec's split (see the module docstring for where it is read)."""
-    split = spec.split or card["split"]
-    if spec.path is not None:
-        folder = Path(spec.path).expanduser()
-        if not folder.is_dir():
-            raise ConfigError(f"dataset path {str(folder)!r} is not a folder (a local copy of {card['hub']})")
+def open_split(source: str, split: str, revision: str | None = None, allow_download: bool = False):
+    """The ``datasets.Dataset`` of ``split`` of ``source``: a local folder (when one exists at that
+    path) or a hub id read from the Hugging Face cache (see the module docstring)."""
+    folder = Path(source).expanduser()
+    if folder.is_dir():
         return _local_copy(folder, split)
-    return _local_copy(_cached_snapshot(spec.hub or card["hub"], spec.revision, spec.allow_download), split)
+    if "/" not in source or source.startswith((".", "/", "~")):
+        raise ConfigError(f"dataset {source!r}: no such folder, and not a hub id (owner/name)")
+    return _local_copy(_cached_snapshot(source, revision, allow_download), split)
+
+
+def open_benchmark(card: dict, spec) -> object:
+    """The ``datasets.Dataset`` of the spec's split: its local copy ``path``, else the card's hub id."""
+    split = spec.split or card["split"]
+    if spec.path is not None and not Path(spec.path).expanduser().is_dir():
+        raise ConfigError(f"dataset path {spec.path!r} is not a folder (a local copy of {card['hub']})")
+    return open_split(spec.path or spec.hub or card["hub"], split, spec.revision, spec.allow_download)
 
 
 def _check_columns(card: dict, columns: list[str], where: str) -> None:

@@ -42,6 +42,7 @@ CREATE TABLE IF NOT EXISTS cells (
     start_step INTEGER,
     steps_run INTEGER,
     worker TEXT,
+    groups TEXT,
     finished_at TEXT DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))
 );
 CREATE TABLE IF NOT EXISTS metrics (
@@ -88,6 +89,7 @@ class CellRecord:
     start_step: int | None = None  # the setting's effective schedule (Method.schedule): where denoising starts
     steps_run: int | None = None  # and how many timesteps it runs
     worker: str | None = None
+    groups: dict[str, str] = field(default_factory=dict)  # the sample's category columns (bench.data.Sample.groups)
     metrics: dict[str, float] = field(default_factory=dict)
 
 
@@ -134,7 +136,7 @@ class Store:
     #: Columns added to ``cells`` after the first release, with their SQL types.
     ADDED_COLUMNS = {
         "prep_grad_evals": "INTEGER", "start_step": "INTEGER", "steps_run": "INTEGER", "batch_size": "INTEGER",
-        "batch_id": "TEXT", "worker": "TEXT",
+        "batch_id": "TEXT", "worker": "TEXT", "groups": "TEXT",
     }  # fmt: skip
 
     def _add_missing_columns(self) -> None:
@@ -170,6 +172,7 @@ class Store:
         """Write one cell and its metrics in a single transaction."""
         values = {f.name: getattr(cell, f.name) for f in fields(CellRecord) if f.name != "metrics"}
         values["setting"] = setting_json(cell.setting)
+        values["groups"] = json.dumps(cell.groups, sort_keys=True)
         if cell.prep_cached is not None:
             values["prep_cached"] = int(cell.prep_cached)
         self.db.execute("BEGIN IMMEDIATE")
@@ -214,7 +217,8 @@ class Store:
         return pd.read_sql_query("SELECT method, setting, name, value, n FROM set_metrics ORDER BY rowid", self.db)
 
     def cells_frame(self):
-        """All cells as a pandas DataFrame: one row per cell, metrics as ``metric.<name>`` columns."""
+        """All cells as a pandas DataFrame: one row per cell, metrics as ``metric.<name>`` columns;
+        ``groups`` is each cell's category columns as JSON (``{}`` when its sample has none)."""
         import pandas as pd
 
         cells = pd.read_sql_query("SELECT * FROM cells ORDER BY rowid", self.db)

@@ -17,6 +17,7 @@ import pandas as pd
 from bench.reporting import plots
 from bench.reporting.aggregate import (
     BEST_RULE,
+    NOT_MEASURED,
     REFERENCE_METHOD,
     Row,
     RunData,
@@ -27,6 +28,7 @@ from bench.reporting.aggregate import (
     has_preparation,
     incomplete_note,
     load_run,
+    measures_cost,
     nan_notes,
     nan_reason,
     row_name,
@@ -34,7 +36,7 @@ from bench.reporting.aggregate import (
 )
 from bench.settings import setting_label, varying_params
 
-CELL_COLUMNS = ["method", "sample_id", "seed", "edit_type", "status", "error", "output_path"]
+CELL_COLUMNS = ["method", "sample_id", "seed", "edit_type", "groups", "status", "error", "output_path"]
 SCHEDULE_COLUMNS = ["start_step", "steps_run"]  # the effective schedule: settings that coincide show it
 COST_COLUMNS = ["time_s", "nfe", "gpu_time_s", "peak_mem_mb", "grad_evals", "prep_time_s", "prep_nfe",
                 "prep_grad_evals", "prep_cached", "batch_size", "batch_id"]  # fmt: skip
@@ -212,7 +214,8 @@ def main_cells(rows: list[Row], metrics: list[str], edit_type: bool = False) -> 
         line = [(r.edit_type, False)] * edit_type + [(name, False), (r.label, False), (str(r.ok), False),
                                                      (str(r.failed), False), (str(r.skipped), False)]  # fmt: skip
         line += [(format_stat(r.metrics.get(m)), i in best[m]) for m in metrics]
-        line += [(_num(r.cost["time_s"]), False), (_num(r.cost["nfe"]), False)]
+        measured = measures_cost(r.method)
+        line += [(_num(r.cost[k]) if measured else NOT_MEASURED, False) for k in ("time_s", "nfe")]
         body.append(line)
     return body
 
@@ -221,6 +224,9 @@ def cost_cells(rows: list[Row]) -> list[list[str]]:
     body = []
     for r in rows:
         c = r.cost
+        if not measures_cost(r.method):
+            body.append([r.method, r.label, str(r.ok)] + [NOT_MEASURED] * (len(COST_HEADER)))
+            continue
         prepares = has_preparation(r.method)
         reused = "n/a" if math.isnan(c["prep_reused"]) or not prepares else f"{int(c['prep_reused'])}/{r.ok}"
         spread = "—" if math.isnan(c["time_median"]) else f"{_num(c['time_median'])} [{_num(c['time_q1'])}, {_num(c['time_q3'])}]"
