@@ -282,7 +282,8 @@ def datasets():
     """List bundled datasets and the formats ``dataset.path`` accepts."""
     from bench.data import DatasetSpec, dataset_cards, load_dataset
 
-    for name, card in dataset_cards().items():
+    cards = sorted(dataset_cards().items(), key=lambda item: item[1].get("format") == "hub")  # bundled sets first
+    for name, card in cards:
         if card.get("format") == "hub":  # not loaded here: it may not be in the cache
             click.echo(f"{name}: hub {card['hub']} (split {card['split']}; licence {card['license']}; metrics its "
                        f"authors report: {' '.join(card['reported'].split())}). {' '.join(card['description'].split())}")
