@@ -140,9 +140,9 @@ class DatasetSpec:
             raise ConfigError(f"dataset.allow_download = {self.allow_download!r}; expected true or false")
         if self.turns not in TURNS:
             raise ConfigError(f"dataset.turns: {unknown('turn rule', self.turns, TURNS)}")
-        allowed = tuple(card.get("edit_types") or ()) if card else EDIT_TYPES
+        allowed = tuple(card.get("edit_types") or ()) if card else EDIT_TYPES  # a card without a list: any
         for t in self.edit_types or ():
-            if t not in allowed:
+            if allowed and t not in allowed:
                 raise ConfigError(unknown("dataset edit type", t, allowed))
         if self.where is not None:
             groups = (card or {}).get("groups") or {}

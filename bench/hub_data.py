@@ -60,6 +60,9 @@ def _cached_snapshot(hub_id: str, revision: str | None, allow_download: bool) ->
         return Path(snapshot_download(hub_id, repo_type="dataset", revision=revision,
                                       local_files_only=not allow_download))  # fmt: skip
     except (LocalEntryNotFoundError, OSError, ValueError) as exc:
+        if allow_download:
+            raise ConfigError(f"dataset {hub_id!r} (revision {revision or 'main'}) could not be downloaded "
+                              f"({type(exc).__name__}: {str(exc).splitlines()[0][:200]}) (no network, or HF_HUB_OFFLINE=1)") from exc
         raise ConfigError(
             f"dataset {hub_id!r} (revision {revision or 'main'}) is not in the Hugging Face cache "
             f"{constants.HF_HUB_CACHE}; download it once (huggingface-cli download {hub_id} --repo-type dataset), "
