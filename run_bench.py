@@ -154,15 +154,28 @@ def resumed_executor(run_dir, overrides: dict):
 @click.option("--md", "md_path", type=click.Path(dir_okay=False), help="Write a Markdown report here (figures in <name>_files/).")
 @click.option("--plane", "planes", multiple=True, metavar="X:Y", help="Trade-off plot axes, e.g. clip_score:lpips_bg (repeatable).")
 @click.option("--grid", "n_grid", type=click.IntRange(0), default=3, show_default=True, help="Samples shown as image grids.")
-@click.option("--table", type=click.Choice(["piebench", "gedit"]), help="Show a benchmark's published table view instead: piebench (its columns, units, edit types) or gedit (VIEScore SC/PQ/O per task type, language and subset).")
+@click.option("--table", type=click.Choice(["piebench", "gedit", "categories"]), help="Show a benchmark's published table view instead: piebench (its columns, units, edit types) gedit (VIEScore SC/PQ/O per task type, language and subset), or categories (one table per edit/task type, language, subset, ... with n per row).")
+@click.option("--by", "by", multiple=True, metavar="CATEGORY", help="With --table categories: only this category (edit_type or a group, e.g. language; repeatable).")
 @click.option("--reference", "reference_path", type=click.Path(dir_okay=False), help="YAML of published numbers shown beside the run, e.g. references/piebench_table1.yaml (implies --table piebench).")
 @click.option("--ci", is_flag=True, help="With --table: also show 95% bootstrap intervals.")
 @click.option("--rank", "rank_metric", metavar="METRIC", help="Print each method's settings ordered by METRIC, with CI, n and which differences the paired test tells apart.")
 @_fail_cleanly
-def report(run_dir, html_path, md_path, planes, n_grid, table, reference_path, ci, rank_metric):
+def report(run_dir, html_path, md_path, planes, n_grid, table, by, reference_path, ci, rank_metric):
     """Print the run's tables as Markdown; with --html/--md also write full reports with plots and image grids."""
     from bench.reporting.report import build_report, report_markdown, write_markdown
 
+    if by and table != "categories":
+        raise ConfigError("--by picks the categories of --table categories; add --table categories")
+    if table == "categories":
+        from bench.reporting.category_table import category_markdown
+
+        text = category_markdown(run_dir, list(by))
+        if md_path:
+            Path(md_path).write_text(text + "\n")
+            click.echo(f"Markdown tables -> {md_path}", err=True)
+        else:
+            click.echo(text)
+        return
     if ci and not (table or reference_path):
         raise ConfigError("--ci adds intervals to --table piebench|gedit; the ordinary report always shows them")
     if reference_path and table == "gedit":
@@ -341,10 +354,16 @@ def datasets():
     """List bundled datasets and the formats ``dataset.path`` accepts."""
     from bench.data import DatasetSpec, dataset_cards, load_dataset
 
-    for name, card in dataset_cards().items():
+    cards = sorted(dataset_cards().items(), key=lambda item: item[1].get("format") == "hub")  # bundled sets first
+    for name, card in cards:
+        if card.get("format") == "hub":  # not loaded here: it may not be in the cache
+            click.echo(f"{name}: hub {card['hub']} (split {card['split']}; licence {card['license']}; metrics its "
+                       f"authors report: {' '.join(card['reported'].split())}). {' '.join(card['description'].split())}")
+            continue
         n = len(load_dataset(DatasetSpec(name=name)))
         click.echo(f"{name}: {n} samples. {card.get('description', '').strip()}")
-    click.echo("dataset.path also accepts a PIE-Bench folder (mapping_file.json + annotation_images/) or a .jsonl manifest.")
+    click.echo("dataset.path also accepts a PIE-Bench folder (mapping_file.json + annotation_images/) or a .jsonl manifest;"
+               " with a hub card's name, a local copy of that benchmark (parquet files or a save_to_disk folder).")
 
 
 if __name__ == "__main__":

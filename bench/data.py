@@ -73,8 +73,11 @@ class Sample:
     edit_type: str | None = None
     class_label: int | str | None = None
     instruction: str | None = None  # an edit instruction ("make it a watercolor"), for InstructPix2Pix
+    target_image: torch.Tensor | None = None  # the benchmark's ground-truth edit, (3, H, W) like ``image``
+    output_caption: str | None = None  # a caption of the wanted result (Emu Edit's output_caption)
+    groups: dict[str, str] = field(default_factory=dict)  # further category columns, e.g. {"language": "en"}
+    source_size: tuple[int, int] | None = None  # (width, height) of the source file before resizing
     warnings: tuple[str, ...] = ()
-    groups: dict[str, str] = field(default_factory=dict)
 
     @property
     def image_hash(self) -> str:
@@ -85,7 +88,7 @@ class Sample:
 
 @dataclass
 class SampleRef:
-    """A sample not yet loaded: its id, edit type (for filtering) and groups, and how to load it."""
+    """A sample not yet loaded: its id, edit type and groups (for filtering and reports) and how to load it."""
 
     id: str
     edit_type: str | None
@@ -96,30 +99,78 @@ class SampleRef:
         return self._load(resolution)
 
 
+TURNS = ("first", "all")
+
+
 @dataclass(frozen=True)
 class DatasetSpec:
-    """Which dataset: a bundled ``name`` (``datasets/<name>/card.yaml``) or a ``path``
-    (a PIE-Bench folder with ``mapping_file.json``, or a ``.jsonl`` manifest). Giving neither
-    means the bundled ``sample`` set; giving both is an error."""
+    """Which dataset.
+
+    - ``name``: a bundled card (``datasets/<name>/card.yaml``): the ``sample`` set, or a benchmark
+      published on the Hugging Face hub (``bench.hub_data``), read from ``path`` when given (a local
+      copy) or else from the Hugging Face cache;
+    - ``hub``: a hub dataset id with a bundled card (the card is found by its id); ``split`` and
+      ``revision`` override the card's; ``allow_download``: fetch it when it is not cached (never by default);
+    - ``path`` alone: a PIE-Bench folder with ``mapping_file.json``, or a ``.jsonl`` manifest.
+
+    Giving nothing means the bundled ``sample`` set. Filters, in this order: ``turns`` (multi-turn
+    benchmarks: ``first`` turn only, the single-turn protocol, or ``all`` turns, each edited
+    independently from its recorded source), ``where`` (a group's allowed values, e.g.
+    ``{language: en}``), ``edit_types``, then ``limit``.
+    """
 
     name: str | None = None
     path: str | None = None
+    hub: str | None = None
+    split: str | None = None
+    revision: str | None = None
+    allow_download: bool = False
+    turns: str = "first"
+    where: dict | None = None
     limit: int | None = None
     edit_types: tuple[str, ...] | None = None
 
     def __post_init__(self):
-        if self.name is not None and self.path is not None:
+        card = self.card()
+        if card is None and self.name is not None and self.path is not None:
             raise ConfigError(
                 f"dataset: give 'name' (a bundled dataset) or 'path', not both; got name {self.name!r} and path "
                 f"{self.path!r} (to swap a config's name for a path: --set dataset.name= --set dataset.path=...)"
             )
-        if self.name is None and self.path is None:
+        if card is None and (self.split or self.revision or self.allow_download or self.where):
+            raise ConfigError("dataset: split, revision, allow_download and where apply to hub benchmarks only "
+                              "(give 'hub: ID' or the name of a hub card)")  # fmt: skip
+        if self.name is None and self.path is None and self.hub is None:
             object.__setattr__(self, "name", DEFAULT_DATASET)
         if self.limit is not None and (not isinstance(self.limit, int) or self.limit < 1):
             raise ConfigError(f"dataset.limit = {self.limit!r} is not allowed; expected a positive integer")
+        if not isinstance(self.allow_download, bool):
+            raise ConfigError(f"dataset.allow_download = {self.allow_download!r}; expected true or false")
+        if self.turns not in TURNS:
+            raise ConfigError(f"dataset.turns: {unknown('turn rule', self.turns, TURNS)}")
+        allowed = tuple(card.get("edit_types") or ()) if card else KNOWN_EDIT_TYPES  # a card without a list: any
         for t in self.edit_types or ():
-            if t not in KNOWN_EDIT_TYPES:
-                raise ConfigError(unknown("dataset edit type", t, KNOWN_EDIT_TYPES))
+            if allowed and t not in allowed:
+                raise ConfigError(unknown("dataset edit type", t, allowed))
+        if self.where is not None:
+            groups = (card or {}).get("groups") or {}
+            if not isinstance(self.where, dict):
+                raise ConfigError(f"dataset.where = {self.where!r}; expected a mapping of group to value(s)")
+            for group in self.where:
+                if group not in groups:
+                    raise ConfigError(f"dataset.where: {unknown('group', group, groups)}")
+
+    def card(self) -> dict | None:
+        """The bundled card of a hub benchmark this spec names (by ``name`` or ``hub``), else ``None``."""
+        cards = dataset_cards()
+        if self.hub is not None:
+            found = [c for c in cards.values() if c.get("hub") == self.hub]
+            if not found:
+                hubs = [c["hub"] for c in cards.values() if c.get("hub")]
+                raise ConfigError(f"dataset.hub {self.hub!r} has no bundled card; cards exist for {', '.join(hubs)}")
+            return found[0]
+        card = cards.get(self.name) if self.name is not None else None
+        return card if card and card.get("format") == "hub" else None
 
 
 # -- image preparation --------------------------------------------------------------------
@@ -172,7 +223,9 @@ def to_eight_bit(sample_id: str, img: Image.Image, where: str) -> Image.Image:
     )
 
 
-def _open_image(sample_id: str, path: Path) -> Image.Image:
+def open_image(sample_id: str, path: Path) -> Image.Image:
+    """The decoded image at ``path``; ``SampleError`` naming the file when it is missing or unreadable
+    (PIL's decompression-bomb limit included)."""
     if not path.is_file():
         raise SampleError(sample_id, f"image file not found: {path}")
     try:
@@ -207,10 +260,11 @@ def _package_image(sample_id: str, ref: str) -> Image.Image:
         raise SampleError(sample_id, f"cannot load package image {ref!r}: {exc}") from exc
 
 
-def _inside(sample_id: str, root: Path, relative: str, what: str) -> Path:
+def inside_folder(sample_id: str, root: Path, relative: str, what: str, kind: str = "dataset folder") -> Path:
+    """``root / relative`` resolved (links followed); ``SampleError`` when it lies outside ``root``."""
     path = (root / relative).resolve()
     if not path.is_relative_to(root.resolve()):
-        raise SampleError(sample_id, f"{what} path {relative!r} escapes the dataset folder {root}")
+        raise SampleError(sample_id, f"{what} path {relative!r} escapes the {kind} {root}")
     return path
 
 
@@ -280,11 +334,11 @@ def _jsonl_loader(sample_id: str, entry: dict, root: Path, package_images: bool)
         if ref.startswith(PACKAGE_PREFIXES):
             img = _package_image(sample_id, ref)
         else:
-            img = _open_image(sample_id, _inside(sample_id, root, ref, "image"))
+            img = open_image(sample_id, inside_folder(sample_id, root, ref, "image"))
         img = to_eight_bit(sample_id, img, f"image {ref!r}")
         mask = None
         if "mask" in entry:
-            mask_img = _open_image(sample_id, _inside(sample_id, root, entry["mask"], "mask"))
+            mask_img = open_image(sample_id, inside_folder(sample_id, root, entry["mask"], "mask"))
             if mask_img.size != img.size:
                 raise SampleError(sample_id, f"mask size {mask_img.size} differs from image size {img.size}")
             mask = np.asarray(mask_img.convert("L"))
@@ -294,6 +348,7 @@ def _jsonl_loader(sample_id: str, entry: dict, root: Path, package_images: bool)
         return Sample(
             id=sample_id,
             image=prepare_image(img, size),
+            source_size=img.size,
             source_prompt=entry["source_prompt"],
             target_prompt=target if target else None,
             mask=None if mask is None else prepare_mask(mask, size),
@@ -359,7 +414,7 @@ def _pie_loader(sample_id: str, entry: dict, images: Path, edit_type) -> Callabl
     def load(size: int) -> Sample:
         if edit_type is None:
             raise SampleError(sample_id, f"editing_type_id {entry.get('editing_type_id')!r} is not one of 0..9")
-        img = _open_image(sample_id, _inside(sample_id, images, entry["image_path"], "image"))
+        img = open_image(sample_id, inside_folder(sample_id, images, entry["image_path"], "image"))
         if img.size != (PIE_MASK_SIZE, PIE_MASK_SIZE):
             raise SampleError(sample_id, f"image is {img.size[0]}x{img.size[1]}; PIE-Bench masks need 512x512")
         img = to_eight_bit(sample_id, img, f"image {entry['image_path']!r}")
@@ -369,6 +424,7 @@ def _pie_loader(sample_id: str, entry: dict, images: Path, edit_type) -> Callabl
         return Sample(
             id=sample_id,
             image=prepare_image(img, size),
+            source_size=img.size,
             source_prompt=_without_brackets(entry["original_prompt"]),
             target_prompt=_without_brackets(entry["editing_prompt"]),
             mask=prepare_mask(mask, size),
@@ -412,8 +468,13 @@ def dataset_cards() -> dict[str, dict]:
 
 
 def load_dataset(spec: DatasetSpec) -> list[SampleRef]:
-    """The spec's samples, filtered by edit type, then cut to ``limit``."""
-    if spec.name is not None:
+    """The spec's samples, filtered (turns, groups, edit type), then cut to ``limit``."""
+    card = spec.card()
+    if card is not None:
+        from bench.hub_data import load_hub_benchmark
+
+        refs = load_hub_benchmark(card, spec)
+    elif spec.name is not None:
         cards = dataset_cards()
         if spec.name not in cards:
             raise ConfigError(unknown("dataset", spec.name, cards))
@@ -430,7 +491,11 @@ def load_dataset(spec: DatasetSpec) -> list[SampleRef]:
         else:
             raise ConfigError(
                 f"dataset path {str(path)!r}: expected a PIE-Bench folder (with mapping_file.json) or a .jsonl manifest"
+                " (a local copy of a hub benchmark goes with its card: dataset: {name: CARD, path: ...})"
             )
+    for group, allowed in (spec.where or {}).items():
+        values = {str(v).lower() if isinstance(v, bool) else str(v) for v in (allowed if isinstance(allowed, list) else [allowed])}
+        refs = [r for r in refs if r.groups.get(group) in values]
     if spec.edit_types:
         refs = [r for r in refs if r.edit_type in spec.edit_types]
     return refs[: spec.limit] if spec.limit else refs

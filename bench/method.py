@@ -22,7 +22,7 @@ from bench.errors import ConfigError, did_you_mean
 from bench.params import Param, whole_steps
 
 #: Fields a method may require of a sample (see ``bench.data.Sample``).
-SAMPLE_FIELDS = ("target_prompt", "mask", "edit_words", "class_label", "instruction")
+SAMPLE_FIELDS = ("target_prompt", "mask", "edit_words", "class_label", "instruction", "target_image", "output_caption")
 
 
 @dataclass
@@ -80,6 +80,8 @@ class Method:
     params: ClassVar[tuple[Param, ...]] = ()
     needs: ClassVar[frozenset[str]] = frozenset()
     prep_params: ClassVar[tuple[str, ...]] = ()
+    #: False for a method that makes no image itself (``external``): its cells' cost columns stay empty ("not measured").
+    measures_cost: ClassVar[bool] = True
 
     @classmethod
     def param(cls, name: str) -> Param:

@@ -6,6 +6,7 @@ import tempfile
 
 os.environ.setdefault("EDITBENCH_CACHE", tempfile.mkdtemp(prefix="editbench-test-cache-"))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_CACHE", tempfile.mkdtemp(prefix="editbench-test-datasets-"))
 
 import pytest  # noqa: E402
 import torch  # noqa: E402

@@ -105,3 +105,71 @@ def kill_9_after(args: list[str], out: Path, cells: int) -> Path:
     interrupt_after(args, out, cells, signal.SIGKILL)
     (run_dir,) = out.iterdir()
     return run_dir
+
+
+#: The published schemas of the hub benchmarks (column -> feature type), from their dataset cards;
+#: written here independently of the bundled cards, so a card mapping a wrong column fails.
+HUB_SCHEMAS = {
+    "magicbrush": {"img_id": "string", "turn_index": "int32", "source_img": "image", "mask_img": "image",
+                   "instruction": "string", "target_img": "image"},
+    "emu_edit": {"instruction": "string", "image": "image", "task": "string", "split": "string", "idx": "int64",
+                 "hash": "string", "input_caption": "string", "output_caption": "string"},
+    "gedit_bench": {"task_type": "string", "key": "string", "instruction": "string",
+                    "instruction_language": "string", "input_image": "image", "input_image_raw": "image",
+                    "Intersection_exist": "bool"},
+}  # fmt: skip
+
+
+def _fixture_rows(name: str, n: int, rng) -> dict[str, list]:
+    def photo(w=80, h=64):
+        return Image.fromarray(rng.integers(0, 255, (h, w, 3), dtype=np.uint8))
+
+    if name == "magicbrush":  # n images with two turns each; turn 2's source is turn 1's ground truth
+        rows = {c: [] for c in HUB_SCHEMAS[name]}
+        for i in range(n):
+            source, target1, target2 = photo(), photo(), photo()
+            mask = np.zeros((64, 80), np.uint8)
+            mask[16:48, 20:60] = 255
+            for turn, (src, tgt) in enumerate([(source, target1), (target1, target2)], 1):
+                rows["img_id"].append(str(1000 + i))
+                rows["turn_index"].append(turn)
+                rows["source_img"].append(src)
+                rows["mask_img"].append(Image.fromarray(mask).convert("RGB"))
+                rows["instruction"].append(f"make turn {turn} red")
+                rows["target_img"].append(tgt)
+        return rows
+    if name == "emu_edit":
+        tasks = ["background", "global", "style", "remove", "add", "local", "texture"]
+        return {"instruction": [f"edit {i}" for i in range(n)], "image": [photo() for _ in range(n)],
+                "task": [tasks[i % len(tasks)] for i in range(n)], "split": ["test"] * n, "idx": list(range(n)),
+                "hash": [f"h{i}" for i in range(n)], "input_caption": [f"a photo {i}" for i in range(n)],
+                "output_caption": [f"an edited photo {i}" for i in range(n)]}  # fmt: skip
+    keys = [f"k{i // 2}" for i in range(n)]
+    return {"task_type": [["subject-add", "style_change"][i % 2] for i in range(n)], "key": keys,
+            "instruction": [f"do {i}" for i in range(n)], "instruction_language": [["en", "cn"][i % 2] for i in range(n)],
+            "input_image": [photo(40, 32) for _ in range(n)], "input_image_raw": [photo() for _ in range(n)],
+            "Intersection_exist": [i % 4 < 2 for i in range(n)]}  # fmt: skip
+
+
+def hub_fixture(name: str, n: int = 3):
+    """A ``datasets.Dataset`` with exactly the published schema of benchmark ``name``."""
+    import datasets
+
+    kinds = {"string": datasets.Value("string"), "int32": datasets.Value("int32"), "int64": datasets.Value("int64"),
+             "bool": datasets.Value("bool"), "image": datasets.Image()}  # fmt: skip
+    features = datasets.Features({c: kinds[t] for c, t in HUB_SCHEMAS[name].items()})
+    return datasets.Dataset.from_dict(_fixture_rows(name, n, np.random.default_rng(0)), features=features)
+
+
+def write_hub_fixture(folder, name: str, split: str, n: int = 3, layout: str = "parquet") -> str:
+    """The fixture saved as the hub publishes it (``data/<split>-00000-of-00001.parquet``) or with ``save_to_disk``."""
+    import datasets
+
+    folder = Path(folder)
+    dataset = hub_fixture(name, n)
+    if layout == "disk":
+        datasets.DatasetDict({split: dataset}).save_to_disk(str(folder))
+    else:
+        (folder / "data").mkdir(parents=True, exist_ok=True)
+        dataset.to_parquet(str(folder / "data" / f"{split}-00000-of-00001.parquet"))
+    return str(folder)

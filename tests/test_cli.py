@@ -21,6 +21,8 @@ def test_methods_lists_parameters_with_ranges():
 def test_datasets_lists_the_bundled_set():
     result = invoke("datasets")
     assert result.exit_code == 0 and result.output.startswith("sample: ")
+    for hub in ("magicbrush: hub osunlp/MagicBrush", "emu_edit: hub facebook/emu_edit_test_set", "gedit_bench: hub stepfun-ai/GEdit-Bench"):
+        assert hub in result.output, "hub cards are listed without being loaded (they may not be cached)"
 
 
 def test_config_errors_are_one_clean_line(tmp_path):

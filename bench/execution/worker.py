@@ -38,6 +38,8 @@ from bench.registry import get_method
 from bench.store import CellRecord
 from bench.timing import CellTimer
 
+#: Cost columns a method that does not make its images (``Method.measures_cost``) leaves empty.
+COST_COLUMNS = ("time_s", "gpu_time_s", "peak_mem_mb", "nfe", "grad_evals", "prep_time_s", "prep_nfe", "prep_grad_evals")
 #: Loaded samples a worker keeps, so the units of one block of samples load each image once.
 SAMPLE_CACHE_SIZE = 64
 
@@ -245,6 +247,9 @@ class CellWorker:
             record.time_s = timer.wall_s / n
             record.gpu_time_s = None if timer.gpu_s is None else timer.gpu_s / n
             record.peak_mem_mb = timer.peak_mem_mb
+            if not method.measures_cost:  # images made elsewhere: their cost is unknown, not zero
+                for column in COST_COLUMNS:
+                    setattr(record, column, None)
             outcomes.append(self._finish(row, result))
         return outcomes
 

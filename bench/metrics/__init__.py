@@ -22,7 +22,7 @@ def check_range(images: torch.Tensor, low: float, high: float, what: str) -> Non
         raise ValueError(f"{what}: images must lie in [{low:g}, {high:g}], got values in [{lo:.3g}, {hi:.3g}]")
 
 
-NEEDS = ("mask", "source_prompt", "target_prompt", "instruction", "pretrained weights")
+NEEDS = ("mask", "source_prompt", "target_prompt", "instruction", "target_image", "output_caption", "pretrained weights")
 
 
 class Metric:
@@ -132,9 +132,20 @@ def needs_text(cls: type[Metric]) -> str:
 
 
 def _all_metrics() -> dict[str, type[Metric]]:
-    from bench.metrics import background, clip, cost, distribution, judge, perceptual, pixel, preference, structure
+    from bench.metrics import (
+        background,
+        clip,
+        cost,
+        distribution,
+        ground_truth,
+        judge,
+        perceptual,
+        pixel,
+        preference,
+        structure,
+    )
 
-    modules = (pixel, perceptual, background, clip, preference, structure, distribution, judge, cost)
+    modules = (pixel, perceptual, background, clip, preference, structure, ground_truth, distribution, judge, cost)
     return {m.name: m for module in modules for m in module.METRICS}
 
 

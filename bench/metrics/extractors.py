@@ -56,11 +56,14 @@ CLIP_ARCHITECTURES = {
         "act": "gelu",
     },
 }
-# DINO ViT-B/8 (Caron et al. 2021) as transformers' ViTModel.
+# DINO ViT-B/8 and ViT-S/16 (Caron et al. 2021) as transformers' ViTModel.
 DINO_ARCHITECTURES = {
     "facebook/dino-vitb8": {"hidden_size": 768, "num_hidden_layers": 12, "num_attention_heads": 12,
                             "intermediate_size": 3072, "patch_size": 8, "image_size": 224, "qkv_bias": True,
                             "layer_norm_eps": 1e-6},
+    "facebook/dino-vits16": {"hidden_size": 384, "num_hidden_layers": 12, "num_attention_heads": 6,
+                             "intermediate_size": 1536, "patch_size": 16, "image_size": 224, "qkv_bias": True,
+                             "layer_norm_eps": 1e-6},
 }  # fmt: skip
 
 
@@ -76,10 +79,15 @@ class MetricOptions:
     pytorch-fid's ``pt_inception`` state dict). ``lpips_bg_net`` is the LPIPS network of the
     PIE-Bench background metric (PIE-Bench's evaluation code uses SqueezeNet). ``judge``: the
     VLM judge of the VIEScore metrics (``JudgeOptions``; a mapping in the config).
+    ``similarity_clip_model`` and ``similarity_dino_model`` are the models of the image-similarity
+    metrics of ground-truth benchmarks (``bench.metrics.ground_truth``): MagicBrush's evaluation
+    code uses CLIP ViT-B/32 and DINO ViT-S/16.
     """
 
     clip_model: str = "openai/clip-vit-large-patch14"
     dino_model: str = "facebook/dino-vitb8"
+    similarity_clip_model: str = "openai/clip-vit-base-patch32"
+    similarity_dino_model: str = "facebook/dino-vits16"
     lpips_net: str = "alex"
     lpips_bg_net: str = "squeeze"
     pickscore_model: str = "yuvalkirstain/PickScore_v1"
@@ -398,14 +406,16 @@ class Extractors:
         return self._get(("lpips", net, spatial), metric, f"LPIPS {net} backbone",
                          lambda: _ready(load_lpips(net, o.untrained_extractors, o.seed, spatial), self.device))  # fmt: skip
 
-    def clip(self, metric: str):
+    def clip(self, metric: str, name: str | None = None):
+        """(model, processor) of CLIP ``name`` (default ``metric_options.clip_model``)."""
         o = self.options
+        name = name or o.clip_model
 
         def load():
-            model, processor = load_clip(o.clip_model, o.untrained_extractors, o.seed)
+            model, processor = load_clip(name, o.untrained_extractors, o.seed)
             return _ready(model, self.device), processor
 
-        return self._get(("clip", o.clip_model), metric, f"CLIP {o.clip_model}", load)
+        return self._get(("clip", name), metric, f"CLIP {name}", load)
 
     def pickscore(self, metric: str):
         """PickScore's CLIP-H (model, processor)."""
@@ -427,10 +437,12 @@ class Extractors:
 
         return self._get(("hps", o.hps_architecture, o.hps_checkpoint), metric, f"HPS {o.hps_architecture}", load)
 
-    def dino(self, metric: str):
+    def dino(self, metric: str, name: str | None = None):
+        """The DINO ViT ``name`` (default ``metric_options.dino_model``)."""
         o = self.options
-        return self._get(("dino", o.dino_model), metric, f"DINO {o.dino_model}",
-                         lambda: _ready(load_dino(o.dino_model, o.untrained_extractors, o.seed), self.device))  # fmt: skip
+        name = name or o.dino_model
+        return self._get(("dino", name), metric, f"DINO {name}",
+                         lambda: _ready(load_dino(name, o.untrained_extractors, o.seed), self.device))  # fmt: skip
 
     def inception(self, metric: str) -> tuple[InceptionFeatures, str]:
         o = self.options

@@ -47,8 +47,13 @@ def _tokenizer():
 
 def write_tiny_qwen25_vl(folder: Path, seed: int = 0) -> Path:
     """Write a seeded random tiny Qwen2.5-VL (model + processor) to ``folder``; returns it."""
-    from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration, Qwen2_5_VLProcessor
-    from transformers import Qwen2VLImageProcessor, Qwen2VLVideoProcessor
+    from transformers import (
+        Qwen2_5_VLConfig,
+        Qwen2_5_VLForConditionalGeneration,
+        Qwen2_5_VLProcessor,
+        Qwen2VLImageProcessor,
+        Qwen2VLVideoProcessor,
+    )
 
     folder = Path(folder)
     tokenizer = _tokenizer()

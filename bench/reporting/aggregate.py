@@ -165,6 +165,12 @@ class RunData:
         return self.cells["groups"].map(lambda g: g.get(key))
 
     @property
+    def categories(self) -> list[str]:
+        """What the run's cells can be grouped by: ``edit_type`` (when any cell has one) and every group name."""
+        found = ["edit_type"] if self.cells["edit_type"].notna().any() else []
+        return found + [c.removeprefix(GROUP_PREFIX) for c in self.cells.columns if c.startswith(GROUP_PREFIX)]
+
+    @property
     def fingerprint(self) -> str | None:
         return ((self.manifest.get("backbone") or {}).get("fingerprint") or {}).get("id")
 
@@ -240,7 +246,21 @@ def load_run(run_dir) -> RunData:
     if (run_dir / MANIFEST).is_file():
         manifest = json.loads((run_dir / MANIFEST).read_text())
     labels = list(dict.fromkeys(list(manifest.get("labels", [])) + list(labels)))
-    return RunData(run_dir, manifest, labels, cells, present, set_metrics, n_source, sessions)
+    return RunData(run_dir, manifest, labels, with_group_columns(cells), present, set_metrics, n_source, sessions)
+
+
+GROUP_PREFIX = "group."
+
+
+def with_group_columns(cells: pd.DataFrame) -> pd.DataFrame:
+    """``cells`` with one ``group.<name>`` column per category the cells' ``groups`` name (e.g.
+    ``group.language``; None where a cell's sample lacks it)."""
+    parsed = list(cells["groups"])
+    names = list(dict.fromkeys(name for g in parsed for name in g))
+    cells = cells.copy()
+    for name in names:
+        cells[GROUP_PREFIX + name] = [g.get(name) for g in parsed]
+    return cells
 
 
 # -- setting labels ---------------------------------------------------------------------------------
@@ -250,6 +270,17 @@ def has_preparation(method: str) -> bool:
         return bool(get_method(method).prep_params)
     except ConfigError:
         return True
+
+
+def measures_cost(method: str) -> bool:
+    """Whether the method's cells carry measured cost (False for images made elsewhere); True when unknown."""
+    try:
+        return get_method(method).measures_cost
+    except ConfigError:
+        return True
+
+
+NOT_MEASURED = "not measured"
 
 
 def row_name(method: str, label: str) -> str:
@@ -266,7 +297,7 @@ class Row:
     setting: dict
     setting_json: str
     label: str
-    edit_type: str | None
+    edit_type: str | None  # the category value when the rows are grouped (by edit type or ``category``)
     cells: int
     ok: int
     failed: int
@@ -275,6 +306,7 @@ class Row:
     cost: dict[str, float]
     first_error: str | None = None
     values: dict[str, pd.Series] = field(default_factory=dict, repr=False)  # per-image metric by (sample_id, seed)
+    category: str | None = None  # what ``edit_type`` holds the value of: "edit_type" or a group name
 
     @property
     def is_reference(self) -> bool:
@@ -335,11 +367,16 @@ def _row(run: RunData, method: str, setting_text: str, label: str, group: pd.Dat
     )  # fmt: skip
 
 
-def summarize(run: RunData, by_edit_type: bool = False, seed: int = 0) -> list[Row]:
-    """One ``Row`` per method and setting (and edit type when ``by_edit_type``), in run
-    order with the reference method first. Set-level metrics appear in the overall rows only."""
+def summarize(run: RunData, by_edit_type: bool = False, seed: int = 0, by: str | None = None) -> list[Row]:
+    """One ``Row`` per method and setting (and per value of a category when ``by_edit_type``, or
+    ``by`` names one of ``run.categories``: the value is in ``Row.edit_type``), in run order with
+    the reference method first. Set-level metrics appear in the overall rows only."""
     rows = []
-    keys = ["edit_type"] if by_edit_type else []
+    by = "edit_type" if by_edit_type else by
+    if by not in (None, "edit_type", *run.categories):
+        raise ConfigError(f"cannot group by {by!r}; this run's cells have: {', '.join(run.categories) or 'no categories'}")
+    column = None if by is None else by if by == "edit_type" else GROUP_PREFIX + by
+    keys = [column] if column else []
     for method in run.methods:
         texts = run.settings(method)
         varying, _ = varying_params(method, [json.loads(t) for t in texts])
@@ -349,9 +386,10 @@ def summarize(run: RunData, by_edit_type: bool = False, seed: int = 0) -> list[R
             if not keys:
                 rows.append(_row(run, method, text, label, group, None, seed))
                 continue
-            for edit_type, part in group.groupby(group["edit_type"].fillna("(none)"), sort=True):
-                rows.append(_row(run, method, text, label, part, edit_type, seed))
-    if by_edit_type:
+            for value, part in group.groupby(group[column].fillna("(none)"), sort=True):
+                rows.append(_row(run, method, text, label, part, value, seed))
+                rows[-1].category = by
+    if by is not None:
         rows.sort(key=lambda r: r.edit_type)
     return rows
 

@@ -10,8 +10,16 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bench.errors import ConfigError
-from bench.reporting.aggregate import (RunData, Stat, expected_cells, format_stat, judge_drift, load_run, row_name,
-                                      summarize)  # fmt: skip
+from bench.reporting.aggregate import (
+    RunData,
+    Stat,
+    expected_cells,
+    format_stat,
+    judge_drift,
+    load_run,
+    row_name,
+    summarize,  # fmt: skip
+)
 from bench.reporting.plots import caveat, history_figure, png
 from bench.reporting.report import dataset_text, md_table, md_text
 from bench.settings import setting_label, varying_params

@@ -14,9 +14,13 @@ from pathlib import Path
 
 import pandas as pd
 
+from bench.errors import ConfigError
+from bench.paths import output_file
 from bench.reporting import plots
 from bench.reporting.aggregate import (
     BEST_RULE,
+    GROUP_PREFIX,
+    NOT_MEASURED,
     REFERENCE_METHOD,
     Row,
     RunData,
@@ -27,14 +31,13 @@ from bench.reporting.aggregate import (
     has_preparation,
     incomplete_note,
     load_run,
+    measures_cost,
     nan_notes,
     nan_reason,
     rank_settings,
     row_name,
     summarize,
 )
-from bench.errors import ConfigError
-from bench.paths import output_file
 from bench.settings import setting_label, varying_params
 from bench.store import error_counts
 
@@ -59,7 +62,7 @@ def cells_table(run_dir: Path) -> pd.DataFrame:
     run = load_run(run_dir)
     cells = run.cells
     params = pd.DataFrame([json.loads(s) for s in cells["setting"]], index=cells.index).add_prefix("param.")
-    groups = pd.DataFrame(list(cells["groups"]), index=cells.index).add_prefix("group.")
+    groups = cells[[c for c in cells.columns if c.startswith(GROUP_PREFIX)]]
     metric_cols = [f"metric.{m}" for m in run.image_metrics]
     note_cols = [f"note.{m}" for m in run.image_metrics if f"note.{m}" in cells.columns]
     reasons = _nan_reasons(cells, run.image_metrics)
@@ -233,7 +236,8 @@ def main_cells(rows: list[Row], metrics: list[str], edit_type: bool = False) -> 
         line = [(r.edit_type, False)] * edit_type + [(name, False), (r.label, False), (str(r.ok), False),
                                                      (str(r.failed), False), (str(r.skipped), False)]  # fmt: skip
         line += [(format_stat(r.metrics.get(m)), i in best[m]) for m in metrics]
-        line += [(_num(r.cost["time_s"]), False), (_num(r.cost["nfe"]), False)]
+        measured = measures_cost(r.method)
+        line += [(_num(r.cost[k]) if measured else NOT_MEASURED, False) for k in ("time_s", "nfe")]
         body.append(line)
     return body
 
@@ -242,6 +246,9 @@ def cost_cells(rows: list[Row]) -> list[list[str]]:
     body = []
     for r in rows:
         c = r.cost
+        if not measures_cost(r.method):
+            body.append([r.method, r.label, str(r.ok)] + [NOT_MEASURED] * (len(COST_HEADER)))
+            continue
         prepares = has_preparation(r.method)
         reused = "n/a" if math.isnan(c["prep_reused"]) or not prepares else f"{int(c['prep_reused'])}/{r.ok}"
         spread = "—" if math.isnan(c["time_median"]) else f"{_num(c['time_median'])} [{_num(c['time_q1'])}, {_num(c['time_q3'])}]"

@@ -1,0 +1,177 @@
+"""Benchmarks published as Hugging Face datasets (MagicBrush, Emu Edit, GEdit-Bench, ...), read with ``datasets``.
+
+A bundled card (``datasets/<name>/card.yaml``, ``format: hub``) says how the benchmark's columns
+become sample fields: ``id`` (columns joined with ``_``), ``fields`` (sample field -> column),
+``groups`` (category name -> column, e.g. ``language``), ``turns`` (multi-turn benchmarks) and the
+mask rule. The rows come from, in this order:
+
+- ``dataset.path``, a local copy: a folder written by ``save_to_disk``, or a folder of parquet
+  files laid out like the hub repository (``data/<split>-*.parquet``, read with ``load_dataset``);
+- the Hugging Face cache (``huggingface_hub.snapshot_download(..., local_files_only=True)``);
+  ``dataset.allow_download: true`` lets it fetch the repository when it is not cached. Nothing
+  is downloaded otherwise, whatever ``HF_HUB_OFFLINE`` says.
+
+Images go through ``bench.data``'s preparation rule (shorter side to the resolution, centre crop):
+the source, the ground truth (``target_image``) and the mask alike.
+"""
+
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+from bench.data import Sample, SampleRef, prepare_image, prepare_mask, to_eight_bit
+from bench.errors import ConfigError, SampleError
+
+#: Sample fields a card may map to a column (images: ``image``, ``target_image``, ``mask``).
+TEXT_FIELDS = ("source_prompt", "target_prompt", "instruction", "output_caption", "edit_type")
+IMAGE_FIELDS = ("image", "target_image", "mask")
+MASK_RULES = ("white", "nonzero")
+
+
+def group_value(value) -> str:
+    """A category column's value as the text reports group by: booleans as ``true``/``false``."""
+    return str(value).lower() if isinstance(value, bool) else str(value)
+
+
+def _local_copy(folder: Path, split: str):
+    """The split of a local copy: a ``save_to_disk`` folder or a hub-like folder of data files."""
+    import datasets
+
+    if (folder / "dataset_dict.json").is_file() or (folder / "state.json").is_file():
+        loaded = datasets.load_from_disk(str(folder))
+        if isinstance(loaded, datasets.DatasetDict):
+            if split not in loaded:
+                raise ConfigError(f"dataset {folder}: no split {split!r}; it has {', '.join(loaded)}")
+            return loaded[split]
+        return loaded
+    try:
+        return datasets.load_dataset(str(folder), split=split)
+    except (ValueError, FileNotFoundError) as exc:  # no data files, or no such split
+        raise ConfigError(f"dataset {folder}: cannot read split {split!r} ({str(exc).splitlines()[0][:200]})") from exc
+
+
+def _cached_snapshot(hub_id: str, revision: str | None, allow_download: bool) -> Path:
+    """The local snapshot folder of a hub dataset repository (fetched only if ``allow_download``)."""
+    from huggingface_hub import constants, snapshot_download
+    from huggingface_hub.errors import LocalEntryNotFoundError
+
+    try:
+        return Path(snapshot_download(hub_id, repo_type="dataset", revision=revision,
+                                      local_files_only=not allow_download))  # fmt: skip
+    except (LocalEntryNotFoundError, OSError, ValueError) as exc:
+        if allow_download:
+            raise ConfigError(f"dataset {hub_id!r} (revision {revision or 'main'}) could not be downloaded "
+                              f"({type(exc).__name__}: {str(exc).splitlines()[0][:200]}) (no network, or HF_HUB_OFFLINE=1)") from exc
+        raise ConfigError(
+            f"dataset {hub_id!r} (revision {revision or 'main'}) is not in the Hugging Face cache "
+            f"{constants.HF_HUB_CACHE}; download it once (huggingface-cli download {hub_id} --repo-type dataset), "
+            "give a local copy in dataset.path, or set dataset.allow_download: true"
+        ) from exc
+
+
+def open_split(source: str, split: str, revision: str | None = None, allow_download: bool = False):
+    """The ``datasets.Dataset`` of ``split`` of ``source``: a local folder (when one exists at that
+    path) or a hub id read from the Hugging Face cache (see the module docstring)."""
+    folder = Path(source).expanduser()
+    if folder.is_dir():
+        return _local_copy(folder, split)
+    if "/" not in source or source.startswith((".", "/", "~")):
+        raise ConfigError(f"dataset {source!r}: no such folder, and not a hub id (owner/name)")
+    return _local_copy(_cached_snapshot(source, revision, allow_download), split)
+
+
+def open_benchmark(card: dict, spec) -> object:
+    """The ``datasets.Dataset`` of the spec's split: its local copy ``path``, else the card's hub id."""
+    split = spec.split or card["split"]
+    if spec.path is not None and not Path(spec.path).expanduser().is_dir():
+        raise ConfigError(f"dataset path {spec.path!r} is not a folder (a local copy of {card['hub']})")
+    return open_split(spec.path or spec.hub or card["hub"], split, spec.revision, spec.allow_download)
+
+
+def _check_columns(card: dict, columns: list[str], where: str) -> None:
+    wanted = [*card["id"], *card.get("fields", {}).values(), *card.get("groups", {}).values()]
+    if card.get("turns"):
+        wanted.append(card["turns"]["column"])
+    missing = [c for c in dict.fromkeys(wanted) if c not in columns]
+    if missing:
+        raise ConfigError(f"dataset {where}: lacks the column(s) {', '.join(missing)} that card {card['name']!r} "
+                          f"maps; it has {', '.join(columns)}")  # fmt: skip
+
+
+def load_hub_benchmark(card: dict, spec) -> list[SampleRef]:
+    """``SampleRef``s of a hub benchmark, after the card's turn rule; images are decoded per sample on load."""
+    dataset = open_benchmark(card, spec)
+    _check_columns(card, list(dataset.column_names), spec.path or card["hub"])
+    fields, groups = card.get("fields", {}), card.get("groups", {})
+    meta_columns = [c for c in dict.fromkeys([*card["id"], *fields.values(), *groups.values()])
+                    if c not in {fields.get(f) for f in IMAGE_FIELDS}]  # fmt: skip
+    turns = card.get("turns")
+    if turns:
+        meta_columns.append(turns["column"])
+    meta = dataset.select_columns(meta_columns).to_dict()
+    refs, seen = [], set()
+    for row in range(len(dataset)):
+        values = {c: meta[c][row] for c in meta_columns}
+        if turns and spec.turns == "first" and values[turns["column"]] != turns["first"]:
+            continue
+        sample_id = "_".join(str(values[c]) for c in card["id"])
+        if sample_id in seen:
+            raise ConfigError(f"dataset {card['hub']}: sample id {sample_id!r} (columns {', '.join(card['id'])}) "
+                              "appears more than once")  # fmt: skip
+        seen.add(sample_id)
+        edit_type = values.get(fields.get("edit_type"))
+        sample_groups = {name: group_value(values[column]) for name, column in groups.items()}
+        refs.append(SampleRef(sample_id, None if edit_type is None else str(edit_type),
+                              _row_loader(dataset, row, sample_id, card, sample_groups), sample_groups))  # fmt: skip
+    return refs
+
+
+def _image(sample_id: str, value, what: str):
+    from PIL import Image
+
+    if not isinstance(value, Image.Image):
+        raise SampleError(sample_id, f"column {what!r} holds {type(value).__name__}, not an image")
+    return to_eight_bit(sample_id, value, f"column {what!r}")
+
+
+def _mask(img, rule: str) -> np.ndarray:
+    """The edit region of a mask image: ``white`` (grey level above 127; MagicBrush's masks are
+    white where the edit goes) or ``nonzero``."""
+    grey = np.asarray(img.convert("L"))
+    return grey > 127 if rule == "white" else grey > 0
+
+
+def _row_loader(dataset, row: int, sample_id: str, card: dict, groups: dict[str, str]) -> Callable[[int], Sample]:
+    fields = card.get("fields", {})
+
+    def load(size: int) -> Sample:
+        try:
+            record = dataset[row]
+        except Exception as exc:  # an undecodable image cell fails its own sample
+            raise SampleError(sample_id, f"cannot read row {row}: {type(exc).__name__}: {exc}") from exc
+        source = _image(sample_id, record[fields["image"]], fields["image"])
+        text = {f: record[fields[f]] for f in TEXT_FIELDS if f in fields and record[fields[f]] not in (None, "")}
+        target = mask = None
+        if "target_image" in fields and record[fields["target_image"]] is not None:
+            target = prepare_image(_image(sample_id, record[fields["target_image"]], fields["target_image"]), size)
+        if "mask" in fields and record[fields["mask"]] is not None:
+            mask_img = _image(sample_id, record[fields["mask"]], fields["mask"])
+            if mask_img.size != source.size:
+                raise SampleError(sample_id, f"mask size {mask_img.size} differs from image size {source.size}")
+            mask = prepare_mask(_mask(mask_img, card.get("mask_rule", "white")), size)
+        return Sample(
+            id=sample_id,
+            image=prepare_image(source, size),
+            source_size=source.size,
+            source_prompt=str(text.get("source_prompt", "")),
+            target_prompt=text.get("target_prompt"),
+            mask=mask,
+            edit_type=None if text.get("edit_type") is None else str(text["edit_type"]),
+            instruction=text.get("instruction"),
+            target_image=target,
+            output_caption=text.get("output_caption"),
+            groups=dict(groups),
+        )
+
+    return load

@@ -1,0 +1,183 @@
+"""The metrics of instruction-editing benchmarks, as their authors' evaluation code computes them.
+
+Two references, two sets of names (the same formula against a different image is a different metric):
+
+- **to the ground truth** (MagicBrush, Zhang et al. 2023, ``evaluation/image_eval.py``): ``l1_gt``
+  and ``l2_gt`` (mean absolute and mean squared difference of [0, 1] RGB pixels, torch's
+  ``L1Loss``/``MSELoss`` over ``ToTensor`` images), ``clip_i_gt`` (cosine of CLIP ViT-B/32 image
+  embeddings), ``dino_gt`` (cosine of DINO ViT-S/16 CLS embeddings);
+- **to the input** (Emu Edit, Sheynin et al. 2024, which has no ground truth): ``l1_input``,
+  ``clip_i_input``, ``dino_input``;
+- ``clip_t``: cosine of the edited image's CLIP embedding and the sample's output caption
+  (MagicBrush's CLIP-T, Emu Edit's CLIP-out). Not x100 and not clipped at 0, unlike ``clip_score``.
+
+Models: ``metric_options.similarity_clip_model`` (default openai/clip-vit-base-patch32, the
+``ViT-B/32`` MagicBrush loads with OpenAI's ``clip``) and ``similarity_dino_model`` (default
+facebook/dino-vits16, the ``dino_vits16`` it loads from torch hub). Preprocessing: CLIP's own
+(shorter side to 224 bicubic, centre crop 224, CLIP normalisation: transformers'
+``CLIPImageProcessor`` does what OpenAI's ``preprocess`` does); DINO as MagicBrush: shorter side
+to 256 bicubic (PIL), centre crop 224, ImageNet normalisation. Images are the 8-bit edited image
+and the reference at the run's resolution (MagicBrush resizes the edit to the ground truth's size;
+at MagicBrush's 512 px and a 512 px run the two agree).
+"""
+
+import torch
+import torch.nn.functional as F
+
+from bench.metrics import ImageMetric
+from bench.metrics.clip import image_embeddings, text_embeddings
+from bench.metrics.structure import IMAGENET_MEAN, IMAGENET_STD
+
+NAN = float("nan")
+DINO_RESIZE, DINO_CROP = 256, 224
+
+
+def _references(metric: ImageMetric, source: torch.Tensor, samples: list) -> tuple[torch.Tensor, torch.Tensor]:
+    """(reference images, defined rows): the ground truth of each sample (NaN-free zeros where it
+    has none, marked undefined) for ``*_gt`` metrics, else the source."""
+    if not metric.to_ground_truth:
+        return source, torch.ones(len(samples), dtype=torch.bool, device=source.device)
+    defined = torch.tensor([s.target_image is not None for s in samples], device=source.device)
+    refs = [s.target_image.to(source.device) if s.target_image is not None else torch.zeros_like(source[0]) for s in samples]
+    for ref, sample in zip(refs, samples):
+        if ref.shape != source.shape[1:]:
+            raise ValueError(f"metric {metric.name!r}: sample {sample.id!r} has a ground truth of shape "
+                             f"{tuple(ref.shape)}, the edit is {tuple(source.shape[1:])}")  # fmt: skip
+    return torch.stack(refs), defined
+
+
+def _masked(values: torch.Tensor, defined: torch.Tensor) -> torch.Tensor:
+    return torch.where(defined, values, torch.full_like(values, NAN))
+
+
+def dino_preprocess(images: torch.Tensor) -> torch.Tensor:
+    """[0, 1] images -> MagicBrush's DINO input: 8-bit PIL, shorter side to 256 bicubic, centre crop 224, ImageNet-normalised."""
+    from PIL import Image
+    from torchvision.transforms import functional as TF
+
+    out = []
+    for image in images:
+        pil = Image.fromarray((image.clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0).cpu().numpy())
+        pil = TF.center_crop(TF.resize(pil, DINO_RESIZE, interpolation=TF.InterpolationMode.BICUBIC), DINO_CROP)
+        out.append(TF.normalize(TF.to_tensor(pil), IMAGENET_MEAN, IMAGENET_STD))
+    return torch.stack(out)
+
+
+def dino_embeddings(model, images: torch.Tensor) -> torch.Tensor:
+    """L2-normalised CLS embeddings (after the final norm, as DINO's ``forward`` returns) of [0, 1] images."""
+    device = next(model.parameters()).device
+    out = model(pixel_values=dino_preprocess(images).to(device))
+    return F.normalize(out.last_hidden_state[:, 0], dim=-1)
+
+
+class _Distance(ImageMetric):
+    higher_is_better = False
+    value_range = (0.0, 1.0)
+    power: int
+    to_ground_truth = True
+
+    def compute(self, edited, source, samples):
+        reference, defined = _references(self, source, samples)
+        return _masked((edited - reference).abs().pow(self.power).mean(dim=(1, 2, 3)), defined)
+
+
+class L1GroundTruth(_Distance):
+    name, power = "l1_gt", 1
+    needs = frozenset({"target_image"})
+    nan_reason = "the sample has no ground-truth image"
+    description = "MagicBrush L1: mean |edited - ground truth| of [0, 1] RGB pixels"
+
+
+class L2GroundTruth(_Distance):
+    name, power = "l2_gt", 2
+    needs = frozenset({"target_image"})
+    nan_reason = "the sample has no ground-truth image"
+    description = "MagicBrush L2: mean (edited - ground truth)^2 of [0, 1] RGB pixels (torch MSELoss)"
+
+
+class L1Input(_Distance):
+    name, power, to_ground_truth = "l1_input", 1, False
+    description = "Emu Edit L1: mean |edited - input| of [0, 1] RGB pixels"
+
+
+class _Similarity(ImageMetric):
+    higher_is_better = True
+    value_range = (-1.0, 1.0)
+    to_ground_truth = True
+    backbone: str  # "clip" or "dino"
+
+    def load(self, extractors):
+        super().load(extractors)
+        options = extractors.options
+        if self.backbone == "clip":
+            self.model, self.processor = extractors.clip(self.name, options.similarity_clip_model)
+        else:
+            self.model = extractors.dino(self.name, options.similarity_dino_model)
+
+    def embed(self, images):
+        if self.backbone == "clip":
+            return image_embeddings(self.model, self.processor, images)
+        return dino_embeddings(self.model, images)
+
+    def compute(self, edited, source, samples):
+        reference, defined = _references(self, source, samples)
+        emb = self.embed(torch.cat([edited, reference]))
+        n = len(samples)
+        return _masked((emb[:n] * emb[n:]).sum(-1), defined)
+
+
+CLIP_TEXT = "CLIP (metric_options.similarity_clip_model, default openai/clip-vit-base-patch32; CLIP's preprocessing)"
+DINO_TEXT = ("DINO CLS (metric_options.similarity_dino_model, default facebook/dino-vits16; shorter side 256 bicubic, "
+             "centre crop 224, ImageNet normalisation)")  # fmt: skip
+
+
+class ClipImageGroundTruth(_Similarity):
+    name, backbone = "clip_i_gt", "clip"
+    needs = frozenset({"target_image", "pretrained weights"})
+    nan_reason = "the sample has no ground-truth image"
+    description = f"MagicBrush CLIP-I: cosine of {CLIP_TEXT} embeddings of edited and ground-truth images"
+
+
+class DinoGroundTruth(_Similarity):
+    name, backbone = "dino_gt", "dino"
+    needs = frozenset({"target_image", "pretrained weights"})
+    nan_reason = "the sample has no ground-truth image"
+    description = f"MagicBrush DINO: cosine of {DINO_TEXT} embeddings of edited and ground-truth images"
+
+
+class ClipImageInput(_Similarity):
+    name, backbone, to_ground_truth = "clip_i_input", "clip", False
+    needs = frozenset({"pretrained weights"})
+    description = f"Emu Edit CLIP-I: cosine of {CLIP_TEXT} embeddings of edited and input images"
+
+
+class DinoInput(_Similarity):
+    name, backbone, to_ground_truth = "dino_input", "dino", False
+    needs = frozenset({"pretrained weights"})
+    description = f"Emu Edit DINO: cosine of {DINO_TEXT} embeddings of edited and input images"
+
+
+class ClipText(ImageMetric):
+    name = "clip_t"
+    higher_is_better = True
+    value_range = (-1.0, 1.0)
+    needs = frozenset({"output_caption", "pretrained weights"})
+    nan_reason = "the sample has no output caption"
+    description = f"MagicBrush CLIP-T / Emu Edit CLIP-out: cosine of {CLIP_TEXT} embeddings of edited image and output caption"
+
+    def load(self, extractors):
+        super().load(extractors)
+        self.model, self.processor = extractors.clip(self.name, extractors.options.similarity_clip_model)
+
+    def compute(self, edited, source, samples):
+        captions = [s.output_caption for s in samples]
+        defined = torch.tensor([bool(c) for c in captions], device=edited.device)
+        if not defined.any():
+            return torch.full((len(samples),), NAN, device=edited.device)
+        images = image_embeddings(self.model, self.processor, edited)
+        texts = text_embeddings(self.model, self.processor, [c or "" for c in captions])
+        return _masked((images * texts).sum(-1), defined)
+
+
+METRICS = (L1GroundTruth, L2GroundTruth, ClipImageGroundTruth, DinoGroundTruth, ClipText, L1Input, ClipImageInput,
+           DinoInput)  # fmt: skip

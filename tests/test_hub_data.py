@@ -1,0 +1,93 @@
+"""Hub benchmarks (MagicBrush, Emu Edit, GEdit-Bench) from local copies with their published schemas."""
+
+import numpy as np
+import pytest
+import torch
+
+from bench.data import DatasetSpec, dataset_cards, load_dataset, prepare_image
+from bench.errors import ConfigError
+from tests.helpers import HUB_SCHEMAS, hub_fixture, write_hub_fixture
+
+
+@pytest.mark.parametrize("layout", ["parquet", "disk"])
+@pytest.mark.parametrize("name", ["magicbrush", "emu_edit", "gedit_bench"])
+def test_each_card_loads_its_published_schema_offline(tmp_path, name, layout):
+    card = dataset_cards()[name]
+    folder = write_hub_fixture(tmp_path / name, name, card["split"], n=4, layout=layout)
+    refs = load_dataset(DatasetSpec(name=name, path=folder))
+    assert refs and len({r.id for r in refs}) == len(refs)
+    sample = refs[0].load(64)
+    assert sample.image.shape == (3, 64, 64)
+    assert sample.instruction
+    row = hub_fixture(name, 4)[0]
+    source = row[card["fields"]["image"]]
+    assert torch.equal(sample.image, prepare_image(source, 64))  # the column the card names, by the data rule
+    assert sample.source_size == source.size
+
+
+def test_magicbrush_turns_ground_truth_and_mask(tmp_path):
+    folder = write_hub_fixture(tmp_path / "mb", "magicbrush", "dev", n=3)
+    first = load_dataset(DatasetSpec(name="magicbrush", path=folder))
+    every = load_dataset(DatasetSpec(name="magicbrush", path=folder, turns="all"))
+    assert [r.id for r in first] == ["1000_1", "1001_1", "1002_1"]
+    assert len(every) == 6 and "1000_2" in {r.id for r in every}
+    sample = first[0].load(64)
+    row = hub_fixture("magicbrush", 3)[0]
+    assert torch.equal(sample.target_image, prepare_image(row["target_img"], 64))
+    assert sample.target_prompt == sample.instruction == "make turn 1 red"  # no captions: the instruction
+    assert sample.mask is not None and 0 < sample.mask.mean() < 1  # the white region
+    assert sample.output_caption is None
+
+
+def test_emu_edit_captions_and_task(tmp_path):
+    folder = write_hub_fixture(tmp_path / "emu", "emu_edit", "test", n=7)
+    refs = load_dataset(DatasetSpec(name="emu_edit", path=folder, edit_types=("remove",)))
+    assert [r.id for r in refs] == ["3"]
+    sample = refs[0].load(32)
+    assert (sample.source_prompt, sample.output_caption, sample.edit_type) == ("a photo 3", "an edited photo 3", "remove")
+    assert sample.target_image is None
+
+
+def test_gedit_language_and_intersection_filters(tmp_path):
+    folder = write_hub_fixture(tmp_path / "gedit", "gedit_bench", "train", n=8)
+    all_refs = load_dataset(DatasetSpec(name="gedit_bench", path=folder))
+    assert {r.groups["language"] for r in all_refs} == {"en", "cn"}
+    english = load_dataset(DatasetSpec(name="gedit_bench", path=folder, where={"language": "en"}))
+    both = load_dataset(DatasetSpec(name="gedit_bench", path=folder, where={"language": "en", "intersection": True}))
+    assert {r.groups["language"] for r in english} == {"en"} and len(english) == 4
+    assert [r.id for r in both] == ["k0_en", "k2_en"]
+    assert both[0].load(32).groups == {"language": "en", "intersection": "true"}
+
+
+def test_hub_id_spec_reads_the_cache_only(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty-cache"))
+    import huggingface_hub.constants as constants
+
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "empty-cache"))
+    with pytest.raises(ConfigError, match="not in the Hugging Face cache.*allow_download"):
+        load_dataset(DatasetSpec(hub="facebook/emu_edit_test_set"))
+
+
+def test_bad_specs_are_one_line_errors(tmp_path):
+    with pytest.raises(ConfigError, match="no bundled card"):
+        DatasetSpec(hub="someone/unknown")
+    with pytest.raises(ConfigError, match="group"):
+        DatasetSpec(name="gedit_bench", where={"lang": "en"})
+    with pytest.raises(ConfigError, match="edit type"):
+        DatasetSpec(name="emu_edit", edit_types=("change_object",))
+    with pytest.raises(ConfigError, match="hub benchmarks only"):
+        DatasetSpec(path="x.jsonl", split="test")
+    folder = write_hub_fixture(tmp_path / "emu", "emu_edit", "test")
+    with pytest.raises(ConfigError, match="split 'validation'"):
+        load_dataset(DatasetSpec(name="emu_edit", path=folder, split="validation"))
+    renamed = hub_fixture("emu_edit").rename_column("task", "kind")
+    (tmp_path / "r" / "data").mkdir(parents=True)
+    renamed.to_parquet(str(tmp_path / "r" / "data" / "test-00000-of-00001.parquet"))
+    with pytest.raises(ConfigError, match="lacks the column"):
+        load_dataset(DatasetSpec(name="emu_edit", path=str(tmp_path / "r")))
+
+
+def test_published_schemas_are_the_fixtures():
+    for name, schema in HUB_SCHEMAS.items():
+        assert list(hub_fixture(name, 2).features) == list(schema)
+        assert np.all([c in schema for c in dataset_cards()[name]["fields"].values()])
