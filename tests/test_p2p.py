@@ -6,7 +6,13 @@ import pytest
 import torch
 
 from bench.data import Sample
-from bench.diffusion.attention.control import AttentionController, align_tokens, controlled, word_positions
+from bench.diffusion.attention.control import (
+    AttentionController,
+    align_tokens,
+    controlled,
+    prompt_tokens,
+    word_positions,
+)
 from bench.diffusion.backbone import Backbone, BackboneSpec
 from bench.diffusion.inversion.ddim import prepare_inversion, regenerate
 from bench.errors import ConfigError, SampleError
@@ -149,7 +155,37 @@ def test_refine_alignment_maps_shared_tokens_and_keeps_new_ones():
     bos, a, cat, black, on, eos = 0, 1, 2, 3, 4, 5
     mapper, aligned = align_tokens([bos, a, cat, on, eos], [bos, a, black, cat, on, eos], 10)
     assert mapper[:6].tolist() == [0, 1, 0, 2, 3, 4] and aligned[:6].tolist() == [1, 1, 0, 1, 1, 1]
-    assert mapper[6:].tolist() == [5, 6, 7, 8] and aligned[6:].eq(1).all()
+
+
+def test_alignment_pads_column_j_from_column_j():
+    # google/prompt-to-prompt's seq_aligner: padding after the target's end reads the same column.
+    mapper, aligned = align_tokens([0, 1, 2, 3, 9], [0, 1, 4, 2, 3, 9], 12)
+    assert mapper[6:].tolist() == list(range(6, 12)) and aligned[6:].eq(1).all()
+
+
+def test_alignment_leaves_a_swapped_word_unaligned(backbone):
+    # Gap score 0 and ties to the left: "dog" is never tied to "cat"'s map under refine.
+    tok = backbone.tokenizer
+    source, target = prompt_tokens(tok, "a photo of a cat"), prompt_tokens(tok, "a photo of a dog")
+    mapper, aligned = align_tokens(source, target, 77)
+    dog = word_positions(tok, "a photo of a dog", "dog")
+    assert aligned[dog].eq(0).all()
+    others = [j for j in range(77) if j not in dog]
+    assert aligned[others].eq(1).all() and mapper[others].tolist() == others
+
+
+def test_alignment_of_an_added_word(backbone):
+    tok = backbone.tokenizer
+    source = prompt_tokens(tok, "a photo of a woman")
+    target = prompt_tokens(tok, "a photo of a smiling woman")
+    mapper, aligned = align_tokens(source, target, 77)
+    smiling = word_positions(tok, "a photo of a smiling woman", "smiling")
+    woman_src = word_positions(tok, "a photo of a woman", "woman")
+    woman_tgt = word_positions(tok, "a photo of a smiling woman", "woman")
+    assert aligned[smiling].eq(0).all() and aligned[: smiling[0]].eq(1).all()
+    assert mapper[: smiling[0]].tolist() == list(range(smiling[0]))  # start token, "a photo of a"
+    assert mapper[woman_tgt].tolist() == woman_src and mapper[len(target) - 1] == len(source) - 1  # "woman", end token
+    assert mapper[len(target) :].tolist() == list(range(len(target), 77))
 
 
 def test_refine_injects_aligned_columns_and_leaves_new_tokens_their_own(backbone, sample, method):
