@@ -17,7 +17,8 @@ from bench.diffusion.backbone import Backbone, BackboneSpec
 from bench.diffusion.inversion.ddim import prepare_inversion, regenerate
 from bench.errors import ConfigError, SampleError
 from bench.registry import get_method
-from methods.p2p import build_blend, build_controller, p2p_latents
+from bench.method import EditRow
+from methods.p2p import build_blend, build_controller, p2p_batch_latents, p2p_latents
 
 STEPS = 6
 
@@ -266,3 +267,37 @@ def test_p2p_rejects_bad_settings_and_samples(backbone, sample, method):
 
 def replace_lr(s):
     return {**s, "lr": s["lr"] * 2}
+
+
+def test_refine_reweight_of_the_blend_word_refines_and_scales_the_target_blend_word(backbone, sample, method):
+    # PnPInversion's P2P rows: refine (even for equal token counts) plus the target blend word x2.
+    s = setting(method, edit="refine_reweight", reweight_word="blend", blend_words="auto")
+    edit = build_controller(backbone, sample, s).cross
+    dog = word_positions(backbone.tokenizer, sample.target_prompt, "dog")
+    assert edit.mapper is not None and edit.aligned[dog].eq(0).all()
+    assert edit.equalizer[dog].eq(2.0).all() and edit.equalizer.sum() == 77 + len(dog)
+    no_words = replace(sample, edit_words=None)
+    assert build_controller(backbone, no_words, s).cross.equalizer is None  # no blend words: no reweight
+
+
+def test_missing_words_ignore_runs_with_no_columns(backbone, sample, method):
+    s = setting(method, blend_words="horse:dog", missing_words="ignore")
+    blend = build_blend(backbone.tokenizer, sample, s)
+    assert blend.words[0].sum() == 0 and blend.words[1].sum() > 0
+    s = setting(method, edit="reweight", reweight_word="horse", missing_words="ignore")
+    assert build_controller(backbone, sample, s).cross.equalizer.eq(1).all()
+
+
+def test_ddpm_skip_with_source_row_at_inversion_w_retraces_the_source(backbone, sample, method):
+    # The source row at the inversion's own guidance, from the stored latent `skip` steps below x_T,
+    # with the stored noise maps, lands on the source latent whatever the target row does.
+    s = setting(method, inversion="ddpm", skip=2, source_w="inversion_w", blend_words="auto")
+    prep = method.prepare(backbone, sample, s).value
+    cell = method.cell(backbone, EditRow(sample, prep, torch.Generator()), s)
+    latents = p2p_batch_latents(backbone, [cell], s["w"], STEPS, source_w=s["inversion_w"], skip=s["skip"])
+    assert (latents[0] - prep.latents[0]).abs().max().item() <= 1e-4
+    both_at_w = p2p_batch_latents(backbone, [method.cell(backbone, EditRow(sample, prep, torch.Generator()), s)],
+                                  s["w"], STEPS, skip=s["skip"])  # fmt: skip
+    assert (both_at_w[0] - prep.latents[0]).abs().max().item() > 1e-3
+    with pytest.raises(ConfigError, match="skip"):
+        method.resolve({"inversion": "ddim", "skip": 2})
