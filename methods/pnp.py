@@ -45,7 +45,7 @@ from bench.errors import ConfigError
 from bench.method import EditResult
 from bench.params import Param, guidance_param
 from bench.registry import register
-from methods._over_inversion import OverInversion, inversion_params
+from methods._over_inversion import SOURCE_PROMPT, OverInversion, inversion_params, with_source_prompt
 
 FEATURE_BLOCK = (1, 1)  # up_blocks[1].resnets[1]
 
@@ -91,6 +91,7 @@ class PlugAndPlayDiffusion(OverInversion):
     description = "Plug-and-Play: the target takes the source's decoder features and self-attention queries and keys."
     params = (
         *inversion_params("direct"),
+        SOURCE_PROMPT,
         guidance_param(),
         Param("feature_injection", float, 0.8, "fraction of steps with injected residual features", low=0, high=1),
         Param("attention_injection", float, 0.5, "fraction of steps with injected queries and keys", low=0, high=1),
@@ -111,6 +112,7 @@ class PlugAndPlayDiffusion(OverInversion):
 
 def pnp_latents(backbone, sample, inversion, setting, on_step=None) -> torch.Tensor:
     """Source and target latents (2, C, h, w) of one PnP cell."""
+    sample = with_source_prompt(sample, setting)
     unet, steps = backbone.unet, setting["steps"]
     control = PlugAndPlay(
         frozenset(injected_attention_layers(unet)),
