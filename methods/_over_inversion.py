@@ -16,8 +16,8 @@ from methods.null_text_inversion import NULL_TEXT_PARAMS, check_null_text, null_
 
 SOURCE_PROMPT = Param(
     "source_prompt", str, "sample",
-    "prompt of the inversion and the source branch: 'sample' (the sample's source prompt, as the authors' "
-    "repositories do) or any literal text; '' is the empty prompt PnPInversion's MasaCtrl and PnP scripts use",
+    "prompt of the source branch (masactrl: and of the inversion): 'sample' (the sample's source prompt, as the "
+    "authors' repositories do) or any literal text; '' is the empty prompt PnPInversion's MasaCtrl and PnP scripts use",
 )  # fmt: skip
 
 
@@ -41,6 +41,7 @@ class OverInversion(Method):
     """A method whose preparation is the sample's ``inversion``; subclasses write ``edit``."""
 
     needs = frozenset({"target_prompt"})
+    source_prompt_inverts = True  # a ``source_prompt`` parameter also sets the inversion's prompt
 
     @classmethod
     def check(cls, setting):
@@ -49,13 +50,15 @@ class OverInversion(Method):
 
     def prep_key(self, setting):
         """Only the parameters the chosen inversion depends on, so unused ones never split preparations."""
-        names = ("inversion", "steps", "inversion_w", *(("source_prompt",) if "source_prompt" in setting else ()))
+        inverts = self.source_prompt_inverts and "source_prompt" in setting
+        names = ("inversion", "steps", "inversion_w", *(("source_prompt",) if inverts else ()))
         if setting["inversion"] == "null_text":
             names += tuple(p.name for p in NULL_TEXT_PARAMS)
         return tuple((k, setting[k]) for k in names)
 
     def prepare(self, backbone, sample, setting):
-        sample = with_source_prompt(sample, setting)
+        if self.source_prompt_inverts:
+            sample = with_source_prompt(sample, setting)
         nti = null_text_params(setting) if setting["inversion"] == "null_text" else None
         return prepare_inversion(backbone, sample, setting["inversion"], setting["steps"], setting["inversion_w"], nti)
 
