@@ -5,11 +5,26 @@ The inversion is prepared exactly as ``p2p`` prepares it, through
 steps, inversion kind and parameters) is shared by every editor of a run.
 """
 
+from dataclasses import replace
+
 from bench.diffusion.inversion.ddim import KINDS, prepare_inversion
 from bench.method import Method
 from bench.params import Param
 from methods.ddim_inversion import INVERSION_W, STEPS
 from methods.null_text_inversion import NULL_TEXT_PARAMS, check_null_text, null_text_params
+
+
+SOURCE_PROMPT = Param(
+    "source_prompt", str, "sample",
+    "prompt of the source branch (masactrl: and of the inversion): 'sample' (the sample's source prompt, as the "
+    "authors' repositories do) or any literal text; '' is the empty prompt PnPInversion's MasaCtrl and PnP scripts use",
+)  # fmt: skip
+
+
+def with_source_prompt(sample, setting):
+    """``sample`` with the source prompt ``setting['source_prompt']`` selects (itself for 'sample' or no such parameter)."""
+    prompt = setting.get("source_prompt", "sample")
+    return sample if prompt == "sample" else replace(sample, source_prompt=prompt)
 
 
 def inversion_params(default: str) -> tuple[Param, ...]:
@@ -26,6 +41,7 @@ class OverInversion(Method):
     """A method whose preparation is the sample's ``inversion``; subclasses write ``edit``."""
 
     needs = frozenset({"target_prompt"})
+    source_prompt_inverts = True  # a ``source_prompt`` parameter also sets the inversion's prompt
 
     @classmethod
     def check(cls, setting):
@@ -34,12 +50,15 @@ class OverInversion(Method):
 
     def prep_key(self, setting):
         """Only the parameters the chosen inversion depends on, so unused ones never split preparations."""
-        names = ("inversion", "steps", "inversion_w")
+        inverts = self.source_prompt_inverts and "source_prompt" in setting
+        names = ("inversion", "steps", "inversion_w", *(("source_prompt",) if inverts else ()))
         if setting["inversion"] == "null_text":
             names += tuple(p.name for p in NULL_TEXT_PARAMS)
         return tuple((k, setting[k]) for k in names)
 
     def prepare(self, backbone, sample, setting):
+        if self.source_prompt_inverts:
+            sample = with_source_prompt(sample, setting)
         nti = null_text_params(setting) if setting["inversion"] == "null_text" else None
         return prepare_inversion(backbone, sample, setting["inversion"], setting["steps"], setting["inversion_w"], nti)
 

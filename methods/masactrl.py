@@ -5,8 +5,12 @@ the inversion's ``z_T`` under CFG ``w``. From denoising step ``start_step`` on, 
 self-attention layers from ``start_layer`` on, each target row's queries attend to its source
 row's keys and values (unconditional and conditional halves alike); the source branch keeps
 its own. With ``inversion = direct`` the source branch is put back on the inversion trajectory
-after every step, which is what the authors' real-image editing does (their source branch
-reads the stored inversion latents, ``ref_intermediate_latents``).
+after every step. The authors' real-image notebook (TencentARC/MasaCtrl ``playground_real.ipynb``)
+runs the source branch freely from ``z_T``, as ``inversion = ddim`` does here: its call with the
+stored inversion latents (``ref_intermediate_latents``) is commented out, noted as possibly better.
+Which prompt the inversion and source branch use is ``source_prompt``: the authors' notebook and
+editbench's default take the sample's source prompt; PnPInversion's script (PIE-Bench's table)
+takes the empty prompt ``""``.
 
 Sources and choices:
 
@@ -46,7 +50,7 @@ from bench.errors import ConfigError, SampleError
 from bench.method import EditResult
 from bench.params import Param, guidance_param
 from bench.registry import register
-from methods._over_inversion import OverInversion, inversion_params
+from methods._over_inversion import SOURCE_PROMPT, OverInversion, inversion_params, with_source_prompt
 
 MASK_THRESHOLD = 0.1
 
@@ -108,6 +112,7 @@ class MasaCtrl(OverInversion):
     description = "MasaCtrl: the target's queries read the source branch's self-attention keys and values."
     params = (
         *inversion_params("direct"),
+        SOURCE_PROMPT,
         guidance_param(),
         Param("start_step", int, 4, "first denoising step with mutual self-attention", low=0),
         Param("start_layer", int, 10, "first controlled self-attention layer (UNet-wide, forward order)", low=0),
@@ -145,6 +150,7 @@ class MasaCtrl(OverInversion):
 
 def masactrl_latents(backbone, sample, inversion, setting, on_step=None) -> torch.Tensor:
     """Source and target latents (2, C, h, w) of one MasaCtrl cell."""
+    sample = with_source_prompt(sample, setting)
     unet = backbone.unet
     layers = frozenset(self_attention_layers(unet)[setting["start_layer"] :])
     control = MutualSelfAttention(layers, setting["start_step"])

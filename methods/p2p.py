@@ -9,9 +9,15 @@ equal token counts, refine otherwise. Local blend uses ``blend_words``, by defau
 sample's edit words. With ``inversion = direct`` the source branch is put back on the
 inversion trajectory after every step (direct inversion's per-step offset). With
 ``inversion = ddpm`` (PnPInversion's "edit-friendly inversion + P2P") both rows start from the
-edit-friendly ``x_T`` and take DDPM steps with its stored noise maps; unlike PnPInversion, which
-runs the source row at guidance 1 and starts 12 of 50 steps late, both rows run at ``w`` from
-``x_T`` (set ``inversion_w = w`` for a source row that retraces the source exactly).
+edit-friendly inversion's latent ``skip`` steps below ``x_T`` and take DDPM steps with its stored
+noise maps; by default both rows run at ``w`` from ``x_T``. PnPInversion's script skips 12 of 50
+steps and runs the source row at its inversion's guidance 1 (``skip: 12, source_w: inversion_w``).
+
+Where PnPInversion's ``run_editing_*.py`` (which produced PIE-Bench's published table) differ from
+the paper and google/prompt-to-prompt, a parameter selects: its P2P rows always run refine plus a
+reweight (factor 2) of the target blend word (``edit: refine_reweight, reweight_word: blend``); a
+blend word missing from its prompt runs with no columns (``missing_words: ignore``); its DDPM row
+picks replace or refine by *word* count (``edit: auto_words``).
 
 A batch of ``n`` cells runs as ``2n`` latents, each cell's (source, target) pair with its
 own prompts, null embeddings, controller and local blend (``bench.diffusion.attention.control.BatchController``).
@@ -46,7 +52,8 @@ from methods.ddim_inversion import INVERSION_W, STEPS, W
 from methods.ddpm_inversion import NOISE_SEED
 from methods.null_text_inversion import NULL_TEXT_PARAMS, check_null_text, null_text_params
 
-EDITS = ("auto", "replace", "refine", "reweight")
+EDITS = ("auto", "auto_words", "replace", "refine", "reweight", "refine_reweight")
+SOURCE_W = ("w", "inversion_w")
 
 
 def parse_word_fractions(text: str) -> dict[str, float]:
@@ -81,14 +88,21 @@ class P2PCell:
     noise_maps: torch.Tensor | None = None
 
 
-def p2p_batch_latents(backbone, cells: list[P2PCell], w: float, steps: int, on_step=None) -> torch.Tensor:
+def p2p_batch_latents(
+    backbone, cells: list[P2PCell], w: float, steps: int, on_step=None, source_w: float | None = None, skip: int = 0
+) -> torch.Tensor:
     """Denoise every cell's source and target together (rows ``2i``, ``2i + 1``); (2n, C, h, w).
 
-    ``on_step(step, latents)`` sees the latents after each step's corrections.
+    ``on_step(step, latents)`` sees the latents after each step's corrections. ``source_w``: the
+    source rows' guidance (None: ``w``, like the target rows). ``skip``: the first ``skip`` timesteps
+    are not run (each cell's ``z_T`` is then the latent at that level); step indices count from the
+    first step run, as PnPInversion's controllers count them.
     """
     scheduler = backbone.new_scheduler(steps)
     cond = torch.cat([encode_prompts(backbone, list(cell.prompts)) for cell in cells])
     controller = BatchController([cell.controller for cell in cells])
+    if source_w is not None and source_w != w:
+        w = torch.tensor([source_w, w] * len(cells)).view(-1, 1, 1, 1)
 
     def eps(latent, t, index):
         controller.set_step(index)
@@ -112,9 +126,11 @@ def p2p_batch_latents(backbone, cells: list[P2PCell], w: float, steps: int, on_s
             on_step(step, latent)
         return latent
 
-    start = torch.cat([cell.z_T.expand(N_BRANCHES, -1, -1, -1) for cell in cells]).clone()
+    start = torch.cat([cell.z_T.expand(N_BRANCHES, -1, -1, -1) for cell in cells]).to(backbone.dtype)
+    noise_maps = _row_noise_maps(cells)
     with controlled(backbone.unet, controller):
-        return denoise(scheduler, start, scheduler.timesteps, eps, after_step=after, noise_maps=_row_noise_maps(cells))
+        return denoise(scheduler, start, scheduler.timesteps[skip:], eps, after_step=after,
+                       noise_maps=None if noise_maps is None else noise_maps[skip:])  # fmt: skip
 
 
 def _row_noise_maps(cells: list[P2PCell]) -> torch.Tensor | None:
@@ -144,18 +160,26 @@ class PromptToPrompt(Method):
         INVERSION_W,
         NOISE_SEED,
         *NULL_TEXT_PARAMS,
-        Param("edit", str, "auto", "attention edit (auto: replace if equal token counts, else refine)", choices=EDITS),
+        Param("edit", str, "auto", "attention edit (auto: replace if equal token counts, else refine; auto_words: replace "
+              "if equal word and token counts, as PnPInversion's DDPM+P2P script; refine_reweight: refine plus "
+              "reweight, as PnPInversion's other P2P scripts)", choices=EDITS),
         Param("cross_replace_steps", float, 0.4, "fraction of steps with injected cross-attention", low=0, high=1,
               step_fraction=True),
         Param("cross_replace_words", str, "", "per-word fractions overriding it, e.g. 'dog:0.2,hat:1'"),
         Param("self_replace_steps", float, 0.6, "fraction of steps with injected self-attention", low=0, high=1,
               step_fraction=True),
-        Param("reweight_word", str, "", "word of the target prompt whose attention edit=reweight scales"),
+        Param("reweight_word", str, "", "word of the target prompt whose attention edit=reweight/refine_reweight "
+              "scales; 'blend': the target blend word (PnPInversion; none without blend words)"),
         Param("reweight_factor", float, 2.0, "factor of reweight_word's attention", low=0),
         Param("blend_words", str, "auto", "local blend words 'SRC:TGT', 'auto' (the sample's edit words) or 'none'"),
         Param("blend_threshold", float, 0.3, "local blend mask threshold", low=0, high=1),
         Param("blend_start", float, 0.2, "fraction of steps before local blend starts", low=0, high=1,
               step_fraction=True),
+        Param("missing_words", str, "error", "a blend/reweight word absent from its prompt: error (the cell fails) "
+              "or ignore (no columns, as PnPInversion's scripts run it)", choices=("error", "ignore")),
+        Param("skip", int, 0, "inversion=ddpm only: steps skipped at the noisy end (PnPInversion: 12 of 50)", low=0),
+        Param("source_w", str, "w", "guidance of the source row: w, or inversion_w (PnPInversion's DDPM+P2P: source "
+              "row at its inversion's guidance 1)", choices=SOURCE_W),
         Param("attention_maps", bool, False, "save a picture of each token's cross-attention map"),
     )
     prep_params = ("inversion", "steps", "inversion_w", *(p.name for p in NULL_TEXT_PARAMS))
@@ -168,8 +192,12 @@ class PromptToPrompt(Method):
             parse_word_fractions(setting["cross_replace_words"])
         except ValueError as exc:
             raise ConfigError(f"method 'p2p': parameter 'cross_replace_words': {exc}") from None
-        if setting["edit"] == "reweight" and not setting["reweight_word"].strip():
-            raise ConfigError("method 'p2p': edit = 'reweight' needs parameter 'reweight_word'")
+        if setting["edit"] in ("reweight", "refine_reweight") and not setting["reweight_word"].strip():
+            raise ConfigError(f"method 'p2p': edit = {setting['edit']!r} needs parameter 'reweight_word'")
+        if setting["skip"] and (setting["inversion"] != "ddpm" or setting["skip"] >= setting["steps"]):
+            raise ConfigError(
+                f"method 'p2p': skip = {setting['skip']} needs inversion = 'ddpm' and skip < steps ({setting['steps']})"
+            )
         words = setting["blend_words"]
         if words not in ("auto", "none") and (words.count(":") != 1 or not all(s.strip() for s in words.split(":"))):
             raise ConfigError(
@@ -221,7 +249,7 @@ class PromptToPrompt(Method):
             def uncond(index):
                 return null
         else:
-            z_T = prep.z_T
+            z_T = prep.latents[prep.steps - setting["skip"]][None]
 
             def uncond(index):
                 return prep.uncond(backbone, sample.source_prompt, index)
@@ -236,7 +264,8 @@ class PromptToPrompt(Method):
     @torch.no_grad()
     def edit_batch(self, backbone, rows, setting):
         cells = [self.cell(backbone, row, setting) for row in rows]
-        latents = p2p_batch_latents(backbone, cells, setting["w"], setting["steps"])
+        source_w = setting["inversion_w"] if setting["source_w"] == "inversion_w" else None
+        latents = p2p_batch_latents(backbone, cells, setting["w"], setting["steps"], source_w=source_w, skip=setting["skip"])
         results = split_rows(decode_rows(backbone, latents[1::N_BRANCHES]))
         if setting["attention_maps"]:
             for result, cell in zip(results, cells):
@@ -244,9 +273,9 @@ class PromptToPrompt(Method):
         return results
 
 
-def _positions(tokenizer, sample, prompt: str, word: str, parameter: str) -> list[int]:
+def _positions(tokenizer, sample, prompt: str, word: str, parameter: str, missing: str = "error") -> list[int]:
     found = word_positions(tokenizer, prompt, word)
-    if not found:
+    if not found and missing == "error":
         raise SampleError(sample.id, f"p2p {parameter}: word {word!r} does not occur in the prompt {prompt!r}")
     return found
 
@@ -258,6 +287,9 @@ def build_controller(backbone, sample, setting) -> AttentionController:
     source = prompt_tokens(tokenizer, sample.source_prompt)
     target = prompt_tokens(tokenizer, sample.target_prompt)
     kind = setting["edit"]
+    if kind == "auto_words":
+        same_words = len(sample.source_prompt.split(" ")) == len(sample.target_prompt.split(" "))
+        kind = "replace" if same_words and len(source) == len(target) else "refine"
     if kind == "auto":
         kind = "replace" if len(source) == len(target) else "refine"
     if kind == "replace" and len(source) != len(target):
@@ -266,19 +298,21 @@ def build_controller(backbone, sample, setting) -> AttentionController:
             f"p2p edit 'replace' needs prompts of equal token counts (source {len(source)}, target {len(target)}); "
             "use edit 'refine' or 'auto'",
         )
+    missing = setting["missing_words"]
     alpha = torch.zeros(steps, length)
     alpha[: int(setting["cross_replace_steps"] * steps)] = 1
     for word, fraction in parse_word_fractions(setting["cross_replace_words"]).items():
-        columns = _positions(tokenizer, sample, sample.target_prompt, word, "cross_replace_words")
+        columns = _positions(tokenizer, sample, sample.target_prompt, word, "cross_replace_words", missing)
         alpha[:, columns] = 0
         alpha[: int(fraction * steps), columns] = 1
     edit = CrossEdit(alpha)
-    if len(source) != len(target) or kind == "refine":
+    if len(source) != len(target) or kind in ("refine", "refine_reweight"):
         edit.mapper, edit.aligned = align_tokens(source, target, length)
-    if kind == "reweight":
+    word = _reweight_word(sample, setting) if kind in ("reweight", "refine_reweight") else None
+    if word is not None:
         edit.equalizer = torch.ones(length)
-        word = _positions(tokenizer, sample, sample.target_prompt, setting["reweight_word"], "reweight_word")
-        edit.equalizer[word] = setting["reweight_factor"]
+        columns = _positions(tokenizer, sample, sample.target_prompt, word, "reweight_word", missing)
+        edit.equalizer[columns] = setting["reweight_factor"]
     return AttentionController(
         cross=edit,
         self_until=int(setting["self_replace_steps"] * steps),
@@ -286,14 +320,31 @@ def build_controller(backbone, sample, setting) -> AttentionController:
     )
 
 
-def build_blend(tokenizer, sample, setting) -> LocalBlend | None:
-    """The local blend of one p2p cell, or None (``blend_words = none``, or ``auto`` without edit words)."""
+def _reweight_word(sample, setting) -> str | None:
+    """The word whose columns are reweighted: ``reweight_word``, or with ``blend`` the first target
+    blend word (None when there is none: PnPInversion then runs without an equalizer)."""
+    word = setting["reweight_word"]
+    if word != "blend":
+        return word
+    words = _blend_words(sample, setting)
+    return words[1].split()[0] if words else None
+
+
+def _blend_words(sample, setting) -> tuple[str, str] | None:
+    """(source words, target words) of the local blend, or None (``none``, or ``auto`` without edit words)."""
     words = setting["blend_words"]
     if words == "none" or (words == "auto" and not sample.edit_words):
         return None
-    source_words, target_words = sample.edit_words if words == "auto" else words.split(":")
+    return tuple(sample.edit_words) if words == "auto" else tuple(words.split(":"))
+
+
+def build_blend(tokenizer, sample, setting) -> LocalBlend | None:
+    """The local blend of one p2p cell, or None (``blend_words = none``, or ``auto`` without edit words)."""
+    words = _blend_words(sample, setting)
+    if words is None:
+        return None
     columns = torch.zeros(2, tokenizer.model_max_length)
-    for row, (prompt, text) in enumerate(((sample.source_prompt, source_words), (sample.target_prompt, target_words))):
+    for row, (prompt, text) in enumerate(zip((sample.source_prompt, sample.target_prompt), words)):
         for word in text.split():
-            columns[row, _positions(tokenizer, sample, prompt, word, "blend_words")] = 1
+            columns[row, _positions(tokenizer, sample, prompt, word, "blend_words", setting["missing_words"])] = 1
     return LocalBlend(columns, setting["blend_threshold"], int(setting["blend_start"] * setting["steps"]))

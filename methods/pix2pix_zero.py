@@ -19,9 +19,12 @@
 Costs: the reference pass is part of the cell (its NFE counted); each gradient step is one
 NFE and one gradient evaluation (``grad_evals``). ``xa_guidance = 0`` takes no gradient step.
 
-Sources and choices: the paper and the authors' code take the gradient of the conditional
-branch's maps; diffusers' (deprecated) pipeline applies the loss to the whole CFG batch and
-steps from the unconditional half's moved latent: the authors' form is used. The authors'
+Sources and choices: editbench takes the gradient of the conditional branch's maps only. The
+authors' pipeline as PnPInversion copies it (``models/pix2pix_zero/edit_pipeline.py``, the code
+behind PIE-Bench's table), like diffusers' (deprecated) pipeline, applies the loss to the whole
+CFG batch (mean over both halves x heads) and steps from the unconditional half's moved latent;
+PnPInversion's script also uses the unedited source prompt as the negative prompt, guidance 7.5,
+and the direction emb(target prompt) - emb(source prompt) alone. Those are not parameters yet. The authors'
 inversion regularises the noise maps (auto-correlation and KL terms); here any
 ``bench.diffusion.inversion.ddim`` kind is used instead. Defaults ``xa_guidance = 0.1`` and ``w = 5`` are the
 authors' (``--xa_guidance``, ``--negative_guidance_scale``).

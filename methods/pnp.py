@@ -24,8 +24,15 @@ Sources and choices:
   same CFG ``w`` as the target, on the trajectory with ``inversion = direct`` (the default). So
   with the target prompt equal to the source prompt both branches are identical and the edit
   is the reconstruction.
+- ``source_prompt``: the source branch's prompt only (the inversion always uses the sample's
+  source prompt, as PnPInversion's script does). PnPInversion's script (PIE-Bench's table, SD
+  1.5) conditions its source row on ``""``: set ``source_prompt: ""``. Its source row is
+  moreover one unguided row shared by both CFG halves of the target, read at the stored
+  reconstruction latents; that form is not implemented here (the source row runs under CFG
+  ``w`` from ``z_T``).
 - ``negative_prompt`` (pnp-diffusers offers one): the target branch's unconditional
-  embedding; empty means the inversion's own null embedding.
+  embedding; empty means the inversion's own null embedding. PnPInversion's script uses
+  "ugly, blurry, black, low res, unrealistic".
 """
 
 from dataclasses import dataclass
@@ -45,7 +52,7 @@ from bench.errors import ConfigError
 from bench.method import EditResult
 from bench.params import Param, guidance_param
 from bench.registry import register
-from methods._over_inversion import OverInversion, inversion_params
+from methods._over_inversion import SOURCE_PROMPT, OverInversion, inversion_params, with_source_prompt
 
 FEATURE_BLOCK = (1, 1)  # up_blocks[1].resnets[1]
 
@@ -88,9 +95,11 @@ class PlugAndPlay:
 @register
 class PlugAndPlayDiffusion(OverInversion):
     name = "pnp"
+    source_prompt_inverts = False
     description = "Plug-and-Play: the target takes the source's decoder features and self-attention queries and keys."
     params = (
         *inversion_params("direct"),
+        SOURCE_PROMPT,
         guidance_param(),
         Param("feature_injection", float, 0.8, "fraction of steps with injected residual features", low=0, high=1),
         Param("attention_injection", float, 0.5, "fraction of steps with injected queries and keys", low=0, high=1),
@@ -111,6 +120,7 @@ class PlugAndPlayDiffusion(OverInversion):
 
 def pnp_latents(backbone, sample, inversion, setting, on_step=None) -> torch.Tensor:
     """Source and target latents (2, C, h, w) of one PnP cell."""
+    branch = with_source_prompt(sample, setting)
     unet, steps = backbone.unet, setting["steps"]
     control = PlugAndPlay(
         frozenset(injected_attention_layers(unet)),
@@ -128,7 +138,7 @@ def pnp_latents(backbone, sample, inversion, setting, on_step=None) -> torch.Ten
     def on_eps(index):
         control.step = index
 
-    cond = torch.cat([backbone.encode_text(sample.source_prompt), backbone.encode_text(sample.target_prompt)])
+    cond = torch.cat([backbone.encode_text(branch.source_prompt), backbone.encode_text(sample.target_prompt)])
     hooks = [(feature_block(unet).conv2, control.inject_features)]
     with hooked(unet, hooked_layers(unet, control.attention_layers, control), hooks):
         return two_branch_latents(

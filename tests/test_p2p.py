@@ -6,12 +6,19 @@ import pytest
 import torch
 
 from bench.data import Sample
-from bench.diffusion.attention.control import AttentionController, align_tokens, controlled, word_positions
+from bench.diffusion.attention.control import (
+    AttentionController,
+    align_tokens,
+    controlled,
+    prompt_tokens,
+    word_positions,
+)
 from bench.diffusion.backbone import Backbone, BackboneSpec
 from bench.diffusion.inversion.ddim import prepare_inversion, regenerate
 from bench.errors import ConfigError, SampleError
 from bench.registry import get_method
-from methods.p2p import build_blend, build_controller, p2p_latents
+from bench.method import EditRow
+from methods.p2p import build_blend, build_controller, p2p_batch_latents, p2p_latents
 
 STEPS = 6
 
@@ -149,7 +156,37 @@ def test_refine_alignment_maps_shared_tokens_and_keeps_new_ones():
     bos, a, cat, black, on, eos = 0, 1, 2, 3, 4, 5
     mapper, aligned = align_tokens([bos, a, cat, on, eos], [bos, a, black, cat, on, eos], 10)
     assert mapper[:6].tolist() == [0, 1, 0, 2, 3, 4] and aligned[:6].tolist() == [1, 1, 0, 1, 1, 1]
-    assert mapper[6:].tolist() == [5, 6, 7, 8] and aligned[6:].eq(1).all()
+
+
+def test_alignment_pads_column_j_from_column_j():
+    # google/prompt-to-prompt's seq_aligner: padding after the target's end reads the same column.
+    mapper, aligned = align_tokens([0, 1, 2, 3, 9], [0, 1, 4, 2, 3, 9], 12)
+    assert mapper[6:].tolist() == list(range(6, 12)) and aligned[6:].eq(1).all()
+
+
+def test_alignment_leaves_a_swapped_word_unaligned(backbone):
+    # Gap score 0 and ties to the left: "dog" is never tied to "cat"'s map under refine.
+    tok = backbone.tokenizer
+    source, target = prompt_tokens(tok, "a photo of a cat"), prompt_tokens(tok, "a photo of a dog")
+    mapper, aligned = align_tokens(source, target, 77)
+    dog = word_positions(tok, "a photo of a dog", "dog")
+    assert aligned[dog].eq(0).all()
+    others = [j for j in range(77) if j not in dog]
+    assert aligned[others].eq(1).all() and mapper[others].tolist() == others
+
+
+def test_alignment_of_an_added_word(backbone):
+    tok = backbone.tokenizer
+    source = prompt_tokens(tok, "a photo of a woman")
+    target = prompt_tokens(tok, "a photo of a smiling woman")
+    mapper, aligned = align_tokens(source, target, 77)
+    smiling = word_positions(tok, "a photo of a smiling woman", "smiling")
+    woman_src = word_positions(tok, "a photo of a woman", "woman")
+    woman_tgt = word_positions(tok, "a photo of a smiling woman", "woman")
+    assert aligned[smiling].eq(0).all() and aligned[: smiling[0]].eq(1).all()
+    assert mapper[: smiling[0]].tolist() == list(range(smiling[0]))  # start token, "a photo of a"
+    assert mapper[woman_tgt].tolist() == woman_src and mapper[len(target) - 1] == len(source) - 1  # "woman", end token
+    assert mapper[len(target) :].tolist() == list(range(len(target), 77))
 
 
 def test_refine_injects_aligned_columns_and_leaves_new_tokens_their_own(backbone, sample, method):
@@ -230,3 +267,37 @@ def test_p2p_rejects_bad_settings_and_samples(backbone, sample, method):
 
 def replace_lr(s):
     return {**s, "lr": s["lr"] * 2}
+
+
+def test_refine_reweight_of_the_blend_word_refines_and_scales_the_target_blend_word(backbone, sample, method):
+    # PnPInversion's P2P rows: refine (even for equal token counts) plus the target blend word x2.
+    s = setting(method, edit="refine_reweight", reweight_word="blend", blend_words="auto")
+    edit = build_controller(backbone, sample, s).cross
+    dog = word_positions(backbone.tokenizer, sample.target_prompt, "dog")
+    assert edit.mapper is not None and edit.aligned[dog].eq(0).all()
+    assert edit.equalizer[dog].eq(2.0).all() and edit.equalizer.sum() == 77 + len(dog)
+    no_words = replace(sample, edit_words=None)
+    assert build_controller(backbone, no_words, s).cross.equalizer is None  # no blend words: no reweight
+
+
+def test_missing_words_ignore_runs_with_no_columns(backbone, sample, method):
+    s = setting(method, blend_words="horse:dog", missing_words="ignore")
+    blend = build_blend(backbone.tokenizer, sample, s)
+    assert blend.words[0].sum() == 0 and blend.words[1].sum() > 0
+    s = setting(method, edit="reweight", reweight_word="horse", missing_words="ignore")
+    assert build_controller(backbone, sample, s).cross.equalizer.eq(1).all()
+
+
+def test_ddpm_skip_with_source_row_at_inversion_w_retraces_the_source(backbone, sample, method):
+    # The source row at the inversion's own guidance, from the stored latent `skip` steps below x_T,
+    # with the stored noise maps, lands on the source latent whatever the target row does.
+    s = setting(method, inversion="ddpm", skip=2, source_w="inversion_w", blend_words="auto")
+    prep = method.prepare(backbone, sample, s).value
+    cell = method.cell(backbone, EditRow(sample, prep, torch.Generator()), s)
+    latents = p2p_batch_latents(backbone, [cell], s["w"], STEPS, source_w=s["inversion_w"], skip=s["skip"])
+    assert (latents[0] - prep.latents[0]).abs().max().item() <= 1e-4
+    both_at_w = p2p_batch_latents(backbone, [method.cell(backbone, EditRow(sample, prep, torch.Generator()), s)],
+                                  s["w"], STEPS, skip=s["skip"])  # fmt: skip
+    assert (both_at_w[0] - prep.latents[0]).abs().max().item() > 1e-3
+    with pytest.raises(ConfigError, match="skip"):
+        method.resolve({"inversion": "ddim", "skip": 2})

@@ -50,6 +50,23 @@ def assert_close(a, b):
     assert (a - b).abs().max().item() <= TOLERANCE
 
 
+@pytest.mark.parametrize("name", ["masactrl", "pnp"])
+def test_an_empty_source_prompt_runs_the_source_branch_with_it(backbone, sample, name):
+    # PnPInversion's MasaCtrl and PnP scripts: inversion and source branch with "".
+    method = get_method(name)()
+    extra = {"start_step": 0, "start_layer": 0} if name == "masactrl" else {}
+    s = setting(name, inversion="ddim", source_prompt="", **extra)
+    inv = method.prepare(backbone, sample, s).value
+    empty = replace(sample, source_prompt="")
+    inverted_with = empty if name == "masactrl" else sample  # PnPInversion's PnP inverts with the source prompt
+    assert_close(inv.z_T, inversion(backbone, inverted_with).z_T)
+    assert (inv.z_T - inversion(backbone, sample if name == "masactrl" else empty).z_T).abs().max() > 1e-3
+    run = masactrl_latents if name == "masactrl" else pnp_latents
+    assert_close(run(backbone, sample, inv, s)[:1], regeneration(backbone, inv, empty, "", s["w"]))
+    default_key = method.prep_key(setting(name, inversion="ddim", **extra))
+    assert (method.prep_key(s) != default_key) == (name == "masactrl")
+
+
 # -- masactrl ---------------------------------------------------------------------------------------
 @pytest.mark.parametrize("kind", ["ddim", "direct"])
 def test_masactrl_never_active_is_the_plain_target_regeneration(backbone, sample, kind):

@@ -35,13 +35,16 @@ def guided_eps(
 ) -> torch.Tensor:
     """CFG: ``eps(z, c0) + w (eps(z, c) - eps(z, c0))``; both predictions in one UNet batch.
 
-    ``w = 1`` is conditional and ``w = 0`` unconditional: each costs a single NFE. ``unet``
-    replaces ``backbone.eps`` (same signature), e.g. to add a ControlNet's residuals.
+    ``w = 1`` is conditional and ``w = 0`` unconditional: each costs a single NFE. ``w`` may
+    also be a tensor broadcasting against ``latent`` (one weight per row, e.g. (B, 1, 1, 1)).
+    ``unet`` replaces ``backbone.eps`` (same signature), e.g. to add a ControlNet's residuals.
     """
     unet = unet or backbone.eps
-    if w == 1:
+    if isinstance(w, torch.Tensor):
+        w = w.to(latent)
+    elif w == 1:
         return unet(latent, t, cond.expand(latent.shape[0], -1, -1))
-    if w == 0:
+    elif w == 0:
         return unet(latent, t, uncond.expand(latent.shape[0], -1, -1))
     n = latent.shape[0]
     text = torch.cat([uncond.expand(n, -1, -1), cond.expand(n, -1, -1)])

@@ -50,36 +50,36 @@ def word_positions(tokenizer, prompt: str, word: str) -> list[int]:
 
 
 def align_tokens(source: list[int], target: list[int], length: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Refinement mapping by global (edit-distance) alignment of two token sequences.
+    """Refinement mapping by global (Needleman-Wunsch) alignment of two token sequences.
 
-    Scores: match +1, mismatch -1, gap -1 (as the reference). Returns ``mapper`` (length,):
-    the source column each target column reads from, and ``aligned`` (length,): 1 where the
-    target token is aligned with a source token, 0 for tokens only the target has. Padding
-    columns after the target's end map to the source's padding columns in order.
+    The definition of google/prompt-to-prompt's ``seq_aligner`` (which PnPInversion's scripts
+    use unchanged): match +1, mismatch -1, gap 0; where several moves give a cell's best score
+    the trace prefers a target-only token ("left"), then a source-only token ("up"), then the
+    diagonal. So a swapped word is never aligned with the word it replaces: "a photo of a cat"
+    -> "a photo of a dog" leaves "dog" unaligned (it keeps its own map), exactly as in the
+    reference. Returns ``mapper`` (length,): the source column each target column reads from
+    (0 for an unaligned column, whose value is never read), and ``aligned`` (length,): 1 where
+    the target token is aligned with a source token, 0 for tokens only the target has. Padding
+    columns after the target's end read the same column of the source (j -> j).
     """
     n, m = len(source), len(target)
     score = [[0] * (m + 1) for _ in range(n + 1)]
     for i in range(1, n + 1):
-        score[i][0] = -i
-    for j in range(1, m + 1):
-        score[0][j] = -j
-    for i in range(1, n + 1):
         for j in range(1, m + 1):
             diag = score[i - 1][j - 1] + (1 if source[i - 1] == target[j - 1] else -1)
-            score[i][j] = max(diag, score[i - 1][j] - 1, score[i][j - 1] - 1)
-    mapper = torch.zeros(length, dtype=torch.long)
+            score[i][j] = max(diag, score[i - 1][j], score[i][j - 1])
+    mapper = torch.arange(length)
     aligned = torch.ones(length)
     i, j = n, m
     while j > 0:
-        if i > 0 and score[i][j] == score[i - 1][j - 1] + (1 if source[i - 1] == target[j - 1] else -1):
-            mapper[j - 1] = i - 1
-            i, j = i - 1, j - 1
-        elif i > 0 and score[i][j] == score[i - 1][j] - 1:
-            i -= 1
-        else:
+        if i == 0 or score[i][j] == score[i][j - 1]:  # target-only token (the reference's first choice)
             mapper[j - 1], aligned[j - 1] = 0, 0.0
             j -= 1
-    mapper[m:] = torch.arange(n, n + length - m).clamp(max=length - 1)
+        elif score[i][j] == score[i - 1][j]:  # source-only token
+            i -= 1
+        else:
+            mapper[j - 1] = i - 1
+            i, j = i - 1, j - 1
     return mapper, aligned
 
 

@@ -15,8 +15,10 @@ Measured on the tiny backbone (max abs error / max abs latent, source prompt, w 
 1e-14 at 10 steps and 5e-7 at 50; the same arithmetic in float32 is off by 7e-3 already at 10.
 
 Where sources differ: the authors' code (salesforce/EDICT) alternates which sequence is
-updated first at every step ("leapfrog" steps) and by default runs guidance 7 (PnPInversion's
-copy: 3, and only 80% of the schedule, ``init_image_strength`` 0.8). editbench follows the
+updated first at every step ("leapfrog" steps); its editing entry point ``EDICT_editing``, which
+PnPInversion's script calls with its defaults, runs guidance 3 over only 80% of the schedule
+(``init_image_strength`` 0.8; guidance 7 is the default of a reconstruction test function,
+``recon_test``, not of editing). editbench follows the
 reference's formulas (no leapfrog, the full schedule); the guidance is a parameter. The
 edited image is decoded from ``x``, the first sequence, as PnPInversion does.
 """
