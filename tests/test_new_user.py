@@ -215,3 +215,26 @@ def test_history_says_when_runs_cover_different_datasets(tmp_path):
     assert "**The runs cover 2 different datasets or sample sets (column 'samples')" in mixed
     rows = [line for line in mixed.splitlines() if line.startswith("| 2026")]
     assert len(rows) == 3 and other in rows[2] and other not in rows[0]
+
+
+def test_the_reference_page_exists_names_every_method_and_metric_and_its_pointers_resolve():
+    import re
+
+    from bench.metrics import METRICS
+    from bench.paths import repo_root
+    from bench.registry import method_names
+
+    root = repo_root()
+    page = (root / "docs" / "REFERENCE.md").read_text()
+    headings = {line.lstrip("#").strip() for line in page.splitlines() if line.startswith("#")}
+    for name in [*method_names(), *METRICS]:
+        assert f"`{name}`" in page, f"docs/REFERENCE.md does not define {name}"
+    files = [*root.glob("bench/**/*.py"), *root.glob("methods/*.py"), *root.glob("references/*.yaml"), root / "README.md"]
+    pointers = 0
+    for path in files:
+        text = path.read_text()
+        assert not re.search(r"(?<![/\w])REFERENCE\.md", text), f"{path} points to a REFERENCE.md outside docs/"
+        for section in re.findall(r'docs/REFERENCE\.md(?:,\s*|\s*\(|\s+)"([^"\n]+)"', text):
+            pointers += 1
+            assert section in headings, f"{path}: section {section!r} is not in docs/REFERENCE.md"
+    assert pointers >= 5
