@@ -238,3 +238,18 @@ def test_the_reference_page_exists_names_every_method_and_metric_and_its_pointer
             pointers += 1
             assert section in headings, f"{path}: section {section!r} is not in docs/REFERENCE.md"
     assert pointers >= 5
+
+
+def test_the_piebench_table_says_above_it_which_command_fills_its_empty_columns(tmp_path):
+    from bench.reporting.piebench_table import build_piebench, piebench_html, piebench_markdown
+    from tests.test_aggregate import cell, make_run
+
+    cells = [cell("p2p", {"inversion": "ddim"}, s, {"psnr_bg": 20.0, "mse_bg": 0.01}) for s in ("img0", "img1")]
+    view = build_piebench(make_run(tmp_path, "run", cells, metrics=("psnr_bg", "mse_bg")))
+    text = piebench_markdown(view)
+    line = next(line for line in text.splitlines() if "columns are empty" in line)
+    assert text.index(line) < text.index("## All samples")
+    assert line.startswith("**5 of 7 columns are empty: this run did not compute structure_distance, lpips_bg, ssim_bg,")
+    assert f"editbench score {view.run.run_dir} --metrics structure_distance,lpips_bg,ssim_bg,clip_score,clip_score_edited" in line
+    assert "one pass of facebook/dino-vitb8, LPIPS squeeze, openai/clip-vit-large-patch14 over the run's 2 saved images" in line
+    assert "--untrained-extractors" in line and "columns are empty" in piebench_html(view)
