@@ -7,6 +7,7 @@ import html
 import json
 from pathlib import Path
 
+from bench.paths import output_file
 from bench.reporting import plots
 from bench.reporting.aggregate import BEST_RULE, fixed_params, incomplete_note, nan_notes
 from bench.reporting.report import (
@@ -22,7 +23,6 @@ from bench.reporting.report import (
     main_header,
     provenance,
 )
-from bench.paths import output_file
 from bench.store import error_counts
 
 STYLE = """

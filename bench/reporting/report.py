@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from bench.paths import output_file
 from bench.reporting import plots
 from bench.reporting.aggregate import (
     BEST_RULE,
@@ -32,7 +33,6 @@ from bench.reporting.aggregate import (
     row_name,
     summarize,
 )
-from bench.paths import output_file
 from bench.settings import setting_label, varying_params
 from bench.store import error_counts
 
