@@ -385,7 +385,7 @@ def pie_mask_overflow(encoded: list[int], size: int = PIE_MASK_SIZE) -> int:
 
 
 def load_pie_bench(folder: Path) -> list[SampleRef]:
-    """PIE-Bench layout: ``mapping_file.json`` + ``annotation_images/`` (see REFERENCE.md).
+    """PIE-Bench layout: ``mapping_file.json`` + ``annotation_images/`` (docs/REFERENCE.md, "PIE-Bench folder").
     Every entry's field types are checked here; a bad entry fails its own sample."""
     mapping = json.loads((folder / "mapping_file.json").read_text())
     images = folder / "annotation_images"

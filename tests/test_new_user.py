@@ -215,3 +215,41 @@ def test_history_says_when_runs_cover_different_datasets(tmp_path):
     assert "**The runs cover 2 different datasets or sample sets (column 'samples')" in mixed
     rows = [line for line in mixed.splitlines() if line.startswith("| 2026")]
     assert len(rows) == 3 and other in rows[2] and other not in rows[0]
+
+
+def test_the_reference_page_exists_names_every_method_and_metric_and_its_pointers_resolve():
+    import re
+
+    from bench.metrics import METRICS
+    from bench.paths import repo_root
+    from bench.registry import method_names
+
+    root = repo_root()
+    page = (root / "docs" / "REFERENCE.md").read_text()
+    headings = {line.lstrip("#").strip() for line in page.splitlines() if line.startswith("#")}
+    for name in [*method_names(), *METRICS]:
+        assert f"`{name}`" in page, f"docs/REFERENCE.md does not define {name}"
+    files = [*root.glob("bench/**/*.py"), *root.glob("methods/*.py"), *root.glob("references/*.yaml"), root / "README.md"]
+    pointers = 0
+    for path in files:
+        text = path.read_text()
+        assert not re.search(r"(?<![/\w])REFERENCE\.md", text), f"{path} points to a REFERENCE.md outside docs/"
+        for section in re.findall(r'docs/REFERENCE\.md(?:,\s*|\s*\(|\s+)"([^"\n]+)"', text):
+            pointers += 1
+            assert section in headings, f"{path}: section {section!r} is not in docs/REFERENCE.md"
+    assert pointers >= 5
+
+
+def test_the_piebench_table_says_above_it_which_command_fills_its_empty_columns(tmp_path):
+    from bench.reporting.piebench_table import build_piebench, piebench_html, piebench_markdown
+    from tests.test_aggregate import cell, make_run
+
+    cells = [cell("p2p", {"inversion": "ddim"}, s, {"psnr_bg": 20.0, "mse_bg": 0.01}) for s in ("img0", "img1")]
+    view = build_piebench(make_run(tmp_path, "run", cells, metrics=("psnr_bg", "mse_bg")))
+    text = piebench_markdown(view)
+    line = next(line for line in text.splitlines() if "columns are empty" in line)
+    assert text.index(line) < text.index("## All samples")
+    assert line.startswith("**5 of 7 columns are empty: this run did not compute structure_distance, lpips_bg, ssim_bg,")
+    assert f"editbench score {view.run.run_dir} --metrics structure_distance,lpips_bg,ssim_bg,clip_score,clip_score_edited" in line
+    assert "one pass of facebook/dino-vitb8, LPIPS squeeze, openai/clip-vit-large-patch14 over the run's 2 saved images" in line
+    assert "--untrained-extractors" in line and "columns are empty" in piebench_html(view)

@@ -1,4 +1,4 @@
-"""Guided sampling (REFERENCE.md, "Guidance"): classifier-free guidance, and gradient guidance
+"""Guided sampling (docs/REFERENCE.md, "Guidance by gradients"): classifier-free guidance, and gradient guidance
 by a differentiable score of the decoded image (a classifier's log-probability, a CLIP similarity).
 
 One loop serves the three guidance methods. A cell starts from pure noise (``t0 = 1``,

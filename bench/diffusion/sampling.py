@@ -1,4 +1,4 @@
-"""The reverse-process pieces every method shares (formulas in REFERENCE.md, "Shared pieces").
+"""The reverse-process pieces every method shares (formulas in docs/REFERENCE.md, "Sampling").
 
 ``denoise`` is the one stepping loop: it steps the scheduler with a method's noise
 prediction and then lets the method correct the new latent (blend with the noised source,

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 from bench.data import EDIT_TYPES
 from bench.errors import ConfigError, unknown
+from bench.metrics.extractors import MetricOptions
 from bench.paths import output_file
 from bench.registry import get_method
 from bench.reporting import plots
@@ -218,13 +219,33 @@ def _number(value: float, sign: str = "") -> str:
     return "—" if math.isnan(value) else f"{value:{sign}.2f}"
 
 
+#: The feature network each column's metric runs (the pixel metrics need none), by metric_options key.
+EXTRACTORS = {"structure_distance": "dino_model", "lpips_bg": "lpips_bg_net", "clip_score": "clip_model",
+              "clip_score_edited": "clip_model"}  # fmt: skip
+
+
+def fill_line(view: PieBenchTable) -> str | None:
+    """One line above the tables when columns are empty: the command that fills them and its cost."""
+    missing = view.missing_metrics
+    if not missing:
+        return None
+    options = (view.run.manifest.get("config") or {}).get("metric_options") or {}
+    defaults = dataclasses.asdict(MetricOptions())
+    networks = list(dict.fromkeys(
+        ("LPIPS " if EXTRACTORS[m].startswith("lpips") else "") + str(options.get(EXTRACTORS[m], defaults[EXTRACTORS[m]]))
+        for m in missing if m in EXTRACTORS
+    ))  # fmt: skip
+    images = int((view.run.cells["status"] == "ok").sum())
+    cost = f"one pass of {', '.join(networks)} over the run's {images} saved images" if networks else \
+        f"pixel arithmetic over the run's {images} saved images"
+    return (f"{len(missing)} of {len(COLUMNS)} columns are empty: this run did not compute {', '.join(missing)}. "
+            f"Fill them with: editbench score {view.run.run_dir} --metrics {','.join(missing)} (no method runs again; "
+            f"it costs {cost}; without local weights add --untrained-extractors: smoke numbers, labelled).")  # fmt: skip
+
+
 def notes(view: PieBenchTable) -> list[str]:
-    """Plain-text notes under the tables: metrics the run lacks, NaN counts and their reasons."""
+    """Plain-text notes under the tables: NaN counts and their reasons."""
     out = []
-    if view.missing_metrics:
-        missing = view.missing_metrics
-        out.append(f"Not computed in this run: {', '.join(missing)} (add them from the saved images: "
-                   f"editbench score {view.run.run_dir} --metrics {','.join(missing)}).")  # fmt: skip
     for rows in (view.rows, view.by_type):
         shown = [dataclasses.replace(r, metrics={m: s for m, s in r.metrics.items() if m in METRICS}) for r in rows]
         out += nan_notes(shown)
@@ -241,6 +262,8 @@ def piebench_markdown(view: PieBenchTable) -> str:
     run = view.run
     caveat = [f"**{md_text(plots.caveat(run.labels))}**", ""] if run.labels else []
     lines = [f"# PIE-Bench table: {md_text(run.run_dir.name)}", ""] + caveat + [md_text(EXPLANATION), ""]
+    fill = fill_line(view)
+    lines += [f"**{md_text(fill)}**", ""] if fill else []
     lines += ["## All samples", ""] + md_table(header(), body(view.rows, view.ci))
     if _by_type_shown(view):
         lines += ["", "## By edit type", ""] + md_table(header(True), body(view.by_type, view.ci, True))
@@ -261,7 +284,8 @@ def piebench_html(view: PieBenchTable) -> str:
     title = f"PIE-Bench table: {esc(run.run_dir.name)}"
     parts = [f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">{figures_meta(0)}<title>{title}</title>',
              f"<style>{STYLE}</style></head><body><h1>{title}</h1>", _caveat(run.labels),
-             f"<p>{esc(EXPLANATION)}</p>", "<h2>All samples</h2>",
+             f"<p>{esc(EXPLANATION)}</p>", f"<p><strong>{esc(fill_line(view))}</strong></p>" if view.missing_metrics else "",
+             "<h2>All samples</h2>",
              _table(header(), body(view.rows, view.ci), 2, [r.is_reference for r in view.rows])]  # fmt: skip
     if _by_type_shown(view):
         parts += ["<h2>By edit type</h2>",

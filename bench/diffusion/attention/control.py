@@ -1,6 +1,6 @@
 """Prompt-to-Prompt attention control through diffusers attention processors.
 
-Hertz et al. (ICLR 2023), as REFERENCE.md ("Inversion and attention control") states it. The
+Hertz et al. (ICLR 2023), as docs/REFERENCE.md ("Attention and feature control") states it. The
 source and target prompts are denoised as one batch; ``AttentionController`` edits the
 attention probabilities of the target branch from the source branch's, and keeps the
 cross-attention maps (averaged over heads, layers and steps) at every resolution the UNet

@@ -1,6 +1,6 @@
 """Inversions of a source image: computed once per sample, cached on disk, shared by every edit.
 
-Formulas: REFERENCE.md, "Shared pieces" and "Inversion and attention control". Kinds:
+Formulas: docs/REFERENCE.md, "Sampling" and "Inversion, then regeneration". Kinds:
 
 - ``ddim``: DDIM inversion with the source prompt at guidance ``inversion_w`` (default 1),
   giving the trajectory ``z*_0 .. z*_T``; editing regenerates from ``z*_T`` with ``c0``.

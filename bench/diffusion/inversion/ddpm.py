@@ -1,6 +1,6 @@
 """Edit-friendly DDPM inversion (Huberman-Spiegelglas, Kulikov, Michaeli, CVPR 2024).
 
-Formulas: REFERENCE.md, "Exact inversions (second round)". Every noisy latent
+Method: docs/REFERENCE.md, "Inversion, then regeneration". Every noisy latent
 ``x_t = sqrt(abar_t) x_0 + sqrt(1 - abar_t) n_t`` is drawn with its own **independent** noise
 ``n_t``; then, from t = T down to the first timestep, the noise map
 ``z_t = (x_{t-1} - mu_t(x_t)) / sigma_t`` is extracted under the source prompt at guidance

@@ -1,6 +1,6 @@
 """EDICT (Wallace, Gokul, Naik, CVPR 2023): exact inversion with two coupled latent sequences.
 
-Formulas: REFERENCE.md, "Exact inversions (second round)". One denoising step t -> s with
+Method: docs/REFERENCE.md, "Inversion, then regeneration". One denoising step t -> s with
 ``a_t = sqrt(abar_s / abar_t)``, ``b_t = sqrt(1 - abar_s) - sqrt(abar_s (1 - abar_t) / abar_t)``
 and mixing weight ``p``::
 
