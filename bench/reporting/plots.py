@@ -17,7 +17,6 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.text import Text
-from matplotlib.transforms import Bbox
 from PIL import Image
 
 from bench.data import DatasetSpec, Sample, load_dataset
