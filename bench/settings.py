@@ -38,7 +38,8 @@ def followers(settings: list[dict], varying: list[str]) -> dict[str, str]:
 
     def determines(a: str, b: str) -> bool:
         seen: dict[str, str] = {}
-        return all(seen.setdefault(json.dumps(s.get(a)), json.dumps(s.get(b))) == json.dumps(s.get(b)) for s in settings)
+        pairs = [(json.dumps(s.get(a)), json.dumps(s.get(b))) for s in settings]
+        return all(seen.setdefault(value_a, value_b) == value_b for value_a, value_b in pairs)
 
     out = {}
     for b in varying:

@@ -148,9 +148,11 @@ _spec.loader.exec_module(checker)
 
 def _crowded_run(tmp_path):
     """The conditioning sweep's shape: points closer together than their names and CI bars."""
-    cells = [cell("reconstruct", {}, s, {"psnr": 10.9 + 2 * i, "ssim": 0.08 + i / 50}) for i, s in enumerate(("img0", "img1"))]
-    cells += [cell("ilvr", {"N": n, "cond_stop": c}, s, {"psnr": 11 + n / 1000 + c / 100 + 2 * i, "ssim": 0.05 + n / 1e4 + i / 50})
-              for n in (2, 4, 8, 16) for c in (0.5, 1.0) for i, s in enumerate(("img0", "img1"))]  # fmt: skip
+    samples = ("img0", "img1")
+    cells = [cell("reconstruct", {}, s, {"psnr": 10.9 + 2 * i, "ssim": 0.08 + i / 50}) for i, s in enumerate(samples)]
+    cells += [cell("ilvr", {"N": n, "cond_stop": c}, s,
+                   {"psnr": 11 + n / 1000 + c / 100 + 2 * i, "ssim": 0.05 + n / 1e4 + i / 50})
+              for n in (2, 4, 8, 16) for c in (0.5, 1.0) for i, s in enumerate(samples)]  # fmt: skip
     cells += [cell("sdedit", {"t0": t}, s, {"psnr": 11.02 + t / 100 + 2 * i, "ssim": 0.051 + i / 50})
               for t in (0.5, 0.8) for i, s in enumerate(("img0", "img1"))]  # fmt: skip
     return load_run(make_run(tmp_path, "crowded", cells))
@@ -199,9 +201,9 @@ def test_long_sweep_values_are_wrapped_not_replaced_by_an_ellipsis(tmp_path):
     assert plots.figure_overlaps(fig) == []
 
 
-def test_a_panel_with_one_value_keeps_a_readable_y_span(tmp_path):
+def test_a_panel_whose_values_barely_differ_keeps_a_readable_y_span(tmp_path):
     cells = [cell("sdedit", {"t0": 0.5}, "img0", {"psnr": 11.0, "ssim": 0.5})]
-    cells += [cell("sdedit", {"t0": 0.7}, "img0", {"psnr": 12.0, "ssim": 0.5})]
+    cells += [cell("sdedit", {"t0": 0.7}, "img0", {"psnr": 12.0, "ssim": 0.50001})]  # one cell each: no CI
     rows = summarize(load_run(make_run(tmp_path, "r", cells)))
     fig = plots.sweep_figure("sdedit", rows, "t0", ["ssim"], [])
     low, high = fig.axes[0].get_ylim()
@@ -237,7 +239,8 @@ def _luminance(color) -> float:
 
 
 def test_cost_bar_values_contrast_with_their_bars(tmp_path):
-    rows = summarize(load_run(make_run(tmp_path, "r", [cell("sdedit", {"t0": 0.5}, "img0", {"psnr": 1.0, "ssim": 0.5})])))
+    run = load_run(make_run(tmp_path, "r", [cell("sdedit", {"t0": 0.5}, "img0", {"psnr": 1.0, "ssim": 0.5})]))
+    rows = summarize(run)
     fig = plots.cost_figure(rows, [])
     ax = fig.axes[0]
     bar, value = ax.patches[0], ax.texts[0]

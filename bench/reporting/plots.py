@@ -1,7 +1,9 @@
 """The report's figures (matplotlib, Agg, no pyplot state): trade-off curves, one
 metric-vs-parameter plot per swept parameter, the cost plot, image grids, and the history plot.
 
-Builders return a ``Figure``; ``png`` turns it into bytes no wider than the HTML page. A run
+Builders return a ``Figure``; ``png`` turns it into bytes no wider than the HTML page, and
+``figure_overlaps`` says what on a figure a reader could not read (texts on texts, legends on
+data), which the render check and the tests hold every report figure to. A run
 with caveat labels gets a short marker in each title ("smoke numbers: see labels"); the full
 label list is said once, on the page or table around the figure, so titles stay one line and
 never widen a figure.
