@@ -61,7 +61,7 @@ def test_gedit_language_and_intersection_filters(tmp_path):
 
 def test_hub_id_spec_reads_the_cache_only(tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty-cache"))
-    import huggingface_hub.constants as constants
+    from huggingface_hub import constants
 
     monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "empty-cache"))
     with pytest.raises(ConfigError, match="not in the Hugging Face cache.*allow_download"):
