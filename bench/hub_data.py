@@ -38,6 +38,7 @@ def _local_copy(folder: Path, split: str):
     """The split of a local copy: a ``save_to_disk`` folder or a hub-like folder of data files."""
     import datasets
 
+    datasets.disable_progress_bars()  # editbench shows its own progress
     if (folder / "dataset_dict.json").is_file() or (folder / "state.json").is_file():
         loaded = datasets.load_from_disk(str(folder))
         if isinstance(loaded, datasets.DatasetDict):

@@ -47,7 +47,7 @@ def edited_run(tmp_path_factory, small_models):
 
 
 def test_instruction_methods_on_magicbrush_report_ground_truth_metrics(edited_run):
-    tmp, run_dir, counts, _ = edited_run
+    _, run_dir, counts, _ = edited_run
     assert counts["ok"] == 4 and counts["failed"] == 0
     cells = read_cells(run_dir)
     for name in ("l1_gt", "l2_gt", "clip_i_gt", "dino_gt", "l1_input", "clip_i_input", "dino_input"):
@@ -95,7 +95,7 @@ def test_scoring_outside_images_equals_running_them_as_cells(edited_run, tmp_pat
 
 
 def test_manifest_settings_missing_and_bad_files(edited_run, tmp_path):
-    tmp, run_dir, _, models = edited_run
+    models = edited_run[3]
     folder = tmp_path / "outputs"
     folder.mkdir()
     Image.new("RGB", (64, 64), (200, 10, 10)).save(folder / "a.png")
@@ -122,7 +122,7 @@ def test_manifest_settings_missing_and_bad_files(edited_run, tmp_path):
     source_aspect = tmp_path / "aspect"
     source_aspect.mkdir()
     Image.fromarray(np.full((128, 160, 3), 90, np.uint8)).save(source_aspect / "1000_1.png")  # the source's 80x64 aspect
-    ok_dir, counts = start_run(magicbrush_config(tmp_path, {"external": {"folder": str(source_aspect)}}, models, n=1), progress=False)
+    _, counts = start_run(magicbrush_config(tmp_path, {"external": {"folder": str(source_aspect)}}, models, n=1), progress=False)
     assert counts["ok"] == 1
 
 
@@ -186,5 +186,5 @@ def test_gedit_groups_are_stored_exported_and_tabled(tmp_path):
     assert wrong.exit_code != 0 and "cannot group by 'lang'" in wrong.output
     english = dict(raw, dataset={"name": "gedit_bench", "path": folder, "where": {"language": "en", "intersection": True}},
                    output=str(tmp_path / "runs-en"))  # fmt: skip
-    en_dir, counts = start_run(build_config(english), progress=False)
+    _, counts = start_run(build_config(english), progress=False)
     assert counts["ok"] == 2

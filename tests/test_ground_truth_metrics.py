@@ -40,7 +40,7 @@ def test_l1_l2_equal_torch_losses_on_totensor_images():
     assert l1_input[0].item() != pytest.approx(l1[0].item()), "to the input and to the ground truth differ"
 
 
-def test_dino_metrics_equal_magicbrush_pipeline(tiny_vit):
+def test_dino_metrics_equal_magicbrush_pipeline(tiny_vit):  # noqa: F811
     from transformers import ViTModel
 
     ex = Extractors(MetricOptions(similarity_dino_model=tiny_vit))
@@ -63,7 +63,7 @@ def test_dino_metrics_equal_magicbrush_pipeline(tiny_vit):
     assert metric("dino_gt", ex)(source, source, with_truth([source[0], source[1]])).tolist() == pytest.approx([1, 1])
 
 
-def test_clip_image_and_text_metrics_equal_openai_preprocessing_and_clipscore(tiny_clip):
+def test_clip_image_and_text_metrics_equal_openai_preprocessing_and_clipscore(tiny_clip):  # noqa: F811
     from transformers import CLIPModel
 
     ex = Extractors(MetricOptions(similarity_clip_model=tiny_clip))

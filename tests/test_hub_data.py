@@ -61,7 +61,7 @@ def test_gedit_language_and_intersection_filters(tmp_path):
 
 def test_hub_id_spec_reads_the_cache_only(tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty-cache"))
-    import huggingface_hub.constants as constants
+    from huggingface_hub import constants
 
     monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "empty-cache"))
     with pytest.raises(ConfigError, match="not in the Hugging Face cache.*allow_download"):
@@ -91,3 +91,17 @@ def test_published_schemas_are_the_fixtures():
     for name, schema in HUB_SCHEMAS.items():
         assert list(hub_fixture(name, 2).features) == list(schema)
         assert np.all([c in schema for c in dataset_cards()[name]["fields"].values()])
+
+
+def test_hub_specs_round_trip_through_the_resolved_config(tmp_path):
+    """``--resume`` rebuilds the dataset spec from the manifest: filters, split and turns survive."""
+    from bench.execution.config import build_config, config_from_resolved
+
+    folder = write_hub_fixture(tmp_path / "gedit", "gedit_bench", "train", n=4)
+    raw = {"dataset": {"name": "gedit_bench", "path": folder, "where": {"language": "en", "intersection": True},
+                       "split": "train", "edit_types": ["subject-add"]},
+           "methods": {"reconstruct": {}}, "output": str(tmp_path / "runs")}  # fmt: skip
+    config = build_config(raw)
+    again = config_from_resolved(config.resolved)
+    assert again.dataset == config.dataset
+    assert [r.id for r in load_dataset(again.dataset)] == ["k0_en"]
