@@ -8,7 +8,7 @@ from tests.test_piebench_matrix import run_matrix
 PROTOCOL, PNP = "configs/piebench_protocol.yaml", "configs/piebench_protocol_pnp.yaml"
 #: Few steps: p2p keeps one step after edit-friendly DDPM's 12 skipped ones.
 FEW_STEPS = ["p2p.steps=13", "p2p.inner_steps=1", "masactrl.steps=2", "masactrl.start_step=1",
-             "pix2pix_zero.steps=2", "edict.steps=2", "dataset.limit=1"]  # fmt: skip
+             "pix2pix_zero.steps=2", "edict.steps=3", "dataset.limit=1"]  # fmt: skip
 
 
 def settings(config, method):
@@ -27,7 +27,7 @@ def test_protocol_rows_are_set_as_pnpinversions_scripts_set_them():
     assert (ddpm["skip"], ddpm["source_w"], ddpm["inversion_w"], ddpm["blend_words"], ddpm["edit"]) == (
         12, "inversion_w", 1.0, "none", "auto_words")
     assert all(s["source_prompt"] == "" and s["start_step"] == 4 for s in settings(config, "masactrl"))
-    assert [s["w"] for s in settings(config, "edict")] == [3.0]
+    assert [(s["w"], s["strength"], s["leapfrog"]) for s in settings(config, "edict")] == [(3.0, 0.8, True)]
     pnp = load_config(PNP).settings["pnp"]
     assert {s["inversion"] for s in pnp} == {"ddim", "direct"}
     assert all(s["source_prompt"] == "" and s["negative_prompt"].startswith("ugly") for s in pnp)
