@@ -25,13 +25,19 @@ class Edict(Method):
         guidance_param(3.0),
         Param("inversion_w", float, 3.0, "guidance weight of the inversion (w = inversion_w reconstructs exactly)", low=0, high=50),
         Param("p", float, 0.93, "mixing weight of the coupled sequences", low=0.5, high=1, low_open=True),
+        Param("strength", float, 1.0, "fraction of the schedule inverted and denoised (EDICT_editing's "
+              "init_image_strength, 0.8 in PnPInversion's script; the reference: 1)", low=0, high=1, low_open=True),
+        Param("leapfrog", bool, False, "alternate which sequence is updated first at every step (the authors' code "
+              "and PnPInversion's; the reference's formulas: no)"),
     )
-    prep_params = ("steps", "inversion_w", "p")
+    prep_params = ("steps", "inversion_w", "p", "strength", "leapfrog")
 
     def prepare(self, backbone, sample, setting):
-        return prepare_edict(backbone, sample, setting["steps"], setting["inversion_w"], setting["p"])
+        return prepare_edict(backbone, sample, setting["steps"], setting["inversion_w"], setting["p"],
+                             setting["strength"], setting["leapfrog"])  # fmt: skip
 
     @torch.no_grad()
     def edit(self, backbone, sample, prep, setting, generator):
-        pair = edict_denoise(backbone, prep, sample.target_prompt, setting["w"], setting["steps"], setting["p"])
+        pair = edict_denoise(backbone, prep, sample.target_prompt, setting["w"], setting["steps"], setting["p"],
+                             setting["strength"], setting["leapfrog"])  # fmt: skip
         return EditResult(backbone.decode(pair[:1].to(backbone.dtype)).float())

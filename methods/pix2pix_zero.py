@@ -23,8 +23,9 @@ Sources and choices: editbench takes the gradient of the conditional branch's ma
 authors' pipeline as PnPInversion copies it (``models/pix2pix_zero/edit_pipeline.py``, the code
 behind PIE-Bench's table), like diffusers' (deprecated) pipeline, applies the loss to the whole
 CFG batch (mean over both halves x heads) and steps from the unconditional half's moved latent;
-PnPInversion's script also uses the unedited source prompt as the negative prompt, guidance 7.5,
-and the direction emb(target prompt) - emb(source prompt) alone. Those are not parameters yet. The authors'
+PnPInversion's script also uses the unedited source prompt as the negative prompt
+(``negative_prompt: source``), guidance 7.5, and the direction emb(target prompt) - emb(source
+prompt) alone (``direction: prompts``); the loss over both halves is not reproduced. The authors'
 inversion regularises the noise maps (auto-correlation and KL terms); here any
 ``bench.diffusion.inversion.ddim`` kind is used instead. Defaults ``xa_guidance = 0.1`` and ``w = 5`` are the
 authors' (``--xa_guidance``, ``--negative_guidance_scale``).
@@ -59,9 +60,11 @@ def direction_sentences(prompt: str, word: str | None) -> list[str]:
     return [prompt] + ([t.format(word) for t in TEMPLATES] if word else [])
 
 
-def edit_direction(backbone, sample) -> torch.Tensor:
-    """Mean embedding of the target-side sentences minus that of the source side, (1, L, D)."""
-    words = sample.edit_words or (None, None)
+def edit_direction(backbone, sample, sentences: str = "templates") -> torch.Tensor:
+    """Mean embedding of the target-side sentences minus that of the source side, (1, L, D).
+
+    ``sentences = prompts``: the two prompts alone, emb(target) - emb(source) (PnPInversion's script)."""
+    words = sample.edit_words if sample.edit_words and sentences == "templates" else (None, None)
     sides = []
     for prompt, word in zip((sample.source_prompt, sample.target_prompt), words):
         embeddings = [backbone.encode_text(s) for s in direction_sentences(prompt, word)]
@@ -100,6 +103,12 @@ class Pix2PixZero(OverInversion):
         guidance_param(5.0),
         Param("xa_guidance", float, 0.1, "step size of the cross-attention guidance on the latent", low=0),
         Param("direction_scale", float, 1.0, "multiple of the edit direction added to the source embedding"),
+        Param("direction", str, "templates", "sentences of the edit direction: templates (filled with the edit "
+              "words, plus the prompts) or prompts (the two prompts alone, as PnPInversion's script)",
+              choices=("templates", "prompts")),
+        Param("negative_prompt", str, "null", "unconditional embedding of both passes: null (the inversion's) or "
+              "source (the source prompt, as PnPInversion's script: the reference pass is then conditional only)",
+              choices=("null", "source")),
     )
 
     def edit(self, backbone, sample, prep, setting, generator):
@@ -118,8 +127,12 @@ def pix2pix_zero_latent(backbone, sample, inversion, setting, on_step=None) -> t
     source = backbone.encode_text(sample.source_prompt)
     edited = source
     if setting["direction_scale"]:
-        edited = source + setting["direction_scale"] * edit_direction(backbone, sample)
+        edited = source + setting["direction_scale"] * edit_direction(backbone, sample, setting["direction"])
     uncond = OverInversion.uncond(backbone, sample, inversion)
+    if setting["negative_prompt"] == "source":
+        def uncond(index):
+            return source
+
     trajectory = OverInversion.trajectory(inversion, setting)
     recorder = CrossAttentionRecorder()
     reference = latent = inversion.z_T

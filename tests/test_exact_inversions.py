@@ -34,6 +34,18 @@ def edict_round_trip(backbone, sample, steps, w):
     return z0, pair, back
 
 
+def test_edict_round_trip_with_strength_and_leapfrog_returns_the_source_latent(backbone, sample):
+    # EDICT_editing's form (PnPInversion's script): 80% of the schedule, leapfrog order.
+    z0 = backbone.encode_image(sample.image[None])
+    before = backbone.nfe.count
+    pair = edict_invert(backbone, z0, sample.source_prompt, 1.0, 10, 0.93, strength=0.8, leapfrog=True)
+    assert backbone.nfe.count - before == 2 * 8
+    back = edict_denoise(backbone, pair, sample.source_prompt, 1.0, 10, 0.93, strength=0.8, leapfrog=True)
+    assert relative_error(back[:1], z0) <= TOLERANCE and relative_error(back[1:], z0) <= TOLERANCE
+    fixed_order = edict_denoise(backbone, pair, sample.source_prompt, 1.0, 10, 0.93, strength=0.8)
+    assert relative_error(fixed_order[:1], z0) > 10 * TOLERANCE  # the order matters: leapfrog is not a no-op
+
+
 def ddpm_round_trip(backbone, sample, steps, w):
     z0 = backbone.encode_image(sample.image[None])
     latents, noise_maps = ddpm_invert(backbone, z0, sample.source_prompt, w, steps, noise_generator(sample, 0))

@@ -14,8 +14,8 @@ METHODS = {"p2p", "masactrl", "pnp", "pix2pix_zero", "edict", "ddpm_inversion", 
 FEW_STEPS = [f"{m}.steps=2" for m in METHODS] + ["ddpm_inversion.skip=1", "p2p.inner_steps=2"]
 
 
-def run_matrix(tmp_path, backbone, overrides):
-    config = load_config(CONFIG, overrides)
+def run_matrix(tmp_path, backbone, overrides, path=CONFIG):
+    config = load_config(path, overrides)
     (tmp_path / "run").mkdir()
     runner = Runner(config, tmp_path / "run", backbone=backbone, progress=False)
     runner.write_manifest()

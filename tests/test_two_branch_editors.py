@@ -312,3 +312,14 @@ def test_after_every_cell_of_a_sweep_the_unet_is_as_before_even_when_a_cell_rais
     assert len(states) == 4 and all(same for _, _, same in states)
     statuses = {status for _, status, _ in states}
     assert statuses == {"ok", "failed"}, states
+
+
+def test_pix2pix_zero_pnpinversion_forms_prompt_direction_and_source_negative(backbone, sample):
+    direction = edit_direction(backbone, sample, "prompts")
+    expected = backbone.encode_text(sample.target_prompt) - backbone.encode_text(sample.source_prompt)
+    assert_close(direction, expected)
+    # With the source prompt as negative prompt and no edit, every step is the conditional one (w drops out).
+    s = setting("pix2pix_zero", inversion="ddim", negative_prompt="source", xa_guidance=0.0, direction_scale=0.0)
+    inv = inversion(backbone, sample)
+    latent, _ = pix2pix_zero_latent(backbone, sample, inv, s)
+    assert_close(latent, regeneration(backbone, inv, sample, sample.source_prompt, 1.0))

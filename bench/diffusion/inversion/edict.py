@@ -19,7 +19,8 @@ updated first at every step ("leapfrog" steps); its editing entry point ``EDICT_
 PnPInversion's script calls with its defaults, runs guidance 3 over only 80% of the schedule
 (``init_image_strength`` 0.8; guidance 7 is the default of a reconstruction test function,
 ``recon_test``, not of editing). editbench follows the
-reference's formulas (no leapfrog, the full schedule); the guidance is a parameter. The
+reference's formulas by default (no leapfrog, the full schedule); ``strength`` and ``leapfrog``
+select the authors' forms, and the guidance is a parameter. The
 edited image is decoded from ``x``, the first sequence, as PnPInversion does.
 """
 
@@ -52,43 +53,72 @@ class _Guided:
         return eps.double()
 
 
+def run_timesteps(scheduler, steps: int, strength: float) -> torch.Tensor:
+    """The last ``int(strength * steps)`` timesteps of the schedule (``EDICT_editing``'s ``init_image_strength``)."""
+    return scheduler.timesteps[steps - int(strength * steps) :]
+
+
+def _x_first(index: int, leapfrog: bool) -> bool:
+    """Whether denoising step ``index`` (counted from the first step run) updates ``x`` before ``y``."""
+    return not leapfrog or index % 2 == 0
+
+
 @torch.no_grad()
-def edict_invert(backbone, z0: torch.Tensor, prompt: str, w: float, steps: int, p: float) -> torch.Tensor:
-    """The coupled pair ``(x_T, y_T)`` as a (2, C, h, w) float64 tensor, from ``x_0 = y_0 = z0``."""
+def edict_invert(
+    backbone, z0: torch.Tensor, prompt: str, w: float, steps: int, p: float, strength: float = 1.0, leapfrog: bool = False
+) -> torch.Tensor:
+    """The coupled pair ``(x_T, y_T)`` as a (2, C, h, w) float64 tensor, from ``x_0 = y_0 = z0``:
+    each denoising step of ``edict_denoise`` (same ``strength`` and ``leapfrog``) solved backwards."""
     scheduler = backbone.new_scheduler(steps)
     eps = _Guided(backbone, prompt, w)
+    timesteps = run_timesteps(scheduler, steps, strength)
     x = y = z0.double()
-    for t in scheduler.timesteps.flip(0):
+    for index in reversed(range(len(timesteps))):
+        t = timesteps[index]
         a, b = step_coefficients(scheduler, t)
         y_mid = (y - (1 - p) * x) / p
         x_mid = (x - (1 - p) * y_mid) / p
-        y = (y_mid - b * eps(x_mid, t)) / a
-        x = (x_mid - b * eps(y, t)) / a
+        if _x_first(index, leapfrog):
+            y = (y_mid - b * eps(x_mid, t)) / a
+            x = (x_mid - b * eps(y, t)) / a
+        else:
+            x = (x_mid - b * eps(y_mid, t)) / a
+            y = (y_mid - b * eps(x, t)) / a
     return torch.cat([x, y])
 
 
 @torch.no_grad()
-def edict_denoise(backbone, pair: torch.Tensor, prompt: str, w: float, steps: int, p: float) -> torch.Tensor:
-    """Denoise the coupled pair (2, C, h, w) with ``prompt`` at CFG ``w``; the final pair, float64."""
+def edict_denoise(
+    backbone, pair: torch.Tensor, prompt: str, w: float, steps: int, p: float, strength: float = 1.0, leapfrog: bool = False
+) -> torch.Tensor:
+    """Denoise the coupled pair (2, C, h, w) with ``prompt`` at CFG ``w`` over the last ``int(strength *
+    steps)`` timesteps; with ``leapfrog`` every odd step updates ``y`` before ``x``. The final pair, float64."""
     scheduler = backbone.new_scheduler(steps)
     eps = _Guided(backbone, prompt, w)
     x, y = pair.double().chunk(2)
-    for t in scheduler.timesteps:
+    for index, t in enumerate(run_timesteps(scheduler, steps, strength)):
         a, b = step_coefficients(scheduler, t)
-        x_mid = a * x + b * eps(y, t)
-        y_mid = a * y + b * eps(x_mid, t)
+        if _x_first(index, leapfrog):
+            x_mid = a * x + b * eps(y, t)
+            y_mid = a * y + b * eps(x_mid, t)
+        else:
+            y_mid = a * y + b * eps(x, t)
+            x_mid = a * x + b * eps(y_mid, t)
         x = p * x_mid + (1 - p) * y_mid
         y = p * y_mid + (1 - p) * x
     return torch.cat([x, y])
 
 
-def prepare_edict(backbone, sample, steps: int, w: float, p: float) -> Preparation:
+def prepare_edict(
+    backbone, sample, steps: int, w: float, p: float, strength: float = 1.0, leapfrog: bool = False
+) -> Preparation:
     """The EDICT inversion (x_T, y_T) of ``sample`` with its source prompt, from the disk cache when there."""
-    key = cache_fields(backbone, sample, steps, "edict", {"inversion_w": w, "p": p})
+    key = cache_fields(backbone, sample, steps, "edict",
+                       {"inversion_w": w, "p": p, "strength": strength, "leapfrog": leapfrog})  # fmt: skip
     stored = cache.load(key, backbone.device)
     if stored is not None:
         return Preparation(stored["latents"], cache_hit=True)
     z0 = backbone.encode_image(sample.image[None])
-    pair = edict_invert(backbone, z0, sample.source_prompt, w, steps, p)
+    pair = edict_invert(backbone, z0, sample.source_prompt, w, steps, p, strength, leapfrog)
     cache.save(key, {"latents": pair})
     return Preparation(pair)
