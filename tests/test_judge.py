@@ -266,9 +266,12 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+@pytest.mark.slow
 def test_transformers_serve_of_the_tiny_folder_answers_like_the_local_backend(tiny_vlm, tmp_path):
     """The endpoint backend against ``transformers serve`` (transformers[serving]) serving the
-    tiny Qwen2.5-VL folder offline on a loopback port: the same greedy answer as the local backend."""
+    tiny Qwen2.5-VL folder offline on a loopback port: the same greedy answer as the local backend.
+    Slow (18-34 s on 2 shared cores, mostly the server's start); the default run keeps the same
+    property against the loopback test server answering from the tiny model (above)."""
     import os
     import signal
     import subprocess
