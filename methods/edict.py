@@ -32,6 +32,12 @@ class Edict(Method):
     )
     prep_params = ("steps", "inversion_w", "p", "strength", "leapfrog")
 
+    @classmethod
+    def schedule(cls, setting):
+        """``strength`` runs only the last ``int(strength * steps)`` timesteps."""
+        run = int(setting["strength"] * setting["steps"])
+        return setting["steps"] - run, run
+
     def prepare(self, backbone, sample, setting):
         return prepare_edict(backbone, sample, setting["steps"], setting["inversion_w"], setting["p"],
                              setting["strength"], setting["leapfrog"])  # fmt: skip

@@ -205,6 +205,11 @@ class PromptToPrompt(Method):
             )
 
     @classmethod
+    def schedule(cls, setting):
+        """With ``skip`` (edit-friendly DDPM) the first ``skip`` timesteps are not run."""
+        return setting["skip"], setting["steps"] - setting["skip"]
+
+    @classmethod
     def estimate_nfe(cls, setting):
         """Source and target rows denoise together: twice a single edit's evaluations."""
         edit, prep = super().estimate_nfe(setting)
