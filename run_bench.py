@@ -254,12 +254,14 @@ def metrics():
 def methods(includes):
     """List methods (built-in, entry points, --include) with their parameters, defaults and allowed ranges."""
     from bench.execution.config import load_includes
+    from bench.diffusion.families import FAMILY_TITLES
     from bench.registry import all_methods
 
     load_includes({}, list(includes), Path.cwd())
     for cls in all_methods():
         needs = f"  (needs: {', '.join(sorted(cls.needs))})" if cls.needs else ""
         click.echo(f"{cls.name}: {cls.description}{needs}")
+        click.echo(f"    families: {', '.join(FAMILY_TITLES.get(f, f) for f in cls.families)}")
         for p in cls.params:
             click.echo(f"    {p.name} = {p.default!r}  [{p.allowed()}]  {p.help}")
 

@@ -80,6 +80,8 @@ class Method:
     params: ClassVar[tuple[Param, ...]] = ()
     needs: ClassVar[frozenset[str]] = frozenset()
     prep_params: ClassVar[tuple[str, ...]] = ()
+    #: Backbone families the method runs on (``bench.diffusion.families``: ``sd``, ``sd3``).
+    families: ClassVar[tuple[str, ...]] = ("sd",)
 
     @classmethod
     def param(cls, name: str) -> Param:

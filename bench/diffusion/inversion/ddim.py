@@ -187,7 +187,7 @@ def _null_text_fields(backbone, sample, steps: int, inversion_w: float, nti: Nul
 class InversionSpec:
     """The inversion a method's setting prepares (``Method.cached_preparation``): what
     ``--dry-run`` counts, estimates and looks up in the disk cache without a backbone. ``kind``:
-    ``ddim`` or ``null_text``, the cache entry (the other inversion kinds use the DDIM one)."""
+    ``ddim``, ``null_text`` or ``flow`` (SD3), the cache entry (the other inversion kinds use the DDIM one)."""
 
     kind: str
     steps: int
@@ -207,6 +207,8 @@ class InversionSpec:
         needs only ``fingerprint_id`` (a ``BackboneIdentity`` will do)."""
         if self.kind == "null_text":
             fields = _null_text_fields(backbone, sample, self.steps, self.inversion_w, self.nti or NullTextParams())
+        elif self.kind == "flow":
+            fields = cache_fields(backbone, sample, self.steps, "flow", {"inversion_w": self.inversion_w})
         else:
             fields = _ddim_fields(backbone, sample, self.steps, self.inversion_w)
         return cache.entry_path(fields).is_file()
