@@ -10,8 +10,12 @@ inversion_w), and cached on disk.
 from bench.diffusion.inversion.ddim import InversionSpec, regenerate_rows
 from bench.diffusion.inversion.flow import prepare_flow_inversion
 from bench.method import Method
+from bench.params import Param, guidance_param
 from bench.registry import register
-from methods.ddim_inversion import INVERSION_W, STEPS, W
+
+STEPS = Param("steps", int, 50, "Euler steps of the full flow schedule", low=1, high=1000)
+W = guidance_param()
+INVERSION_W = Param("inversion_w", float, 1.0, "guidance weight of the flow inversion", low=0, high=50)
 
 
 @register

@@ -112,3 +112,16 @@ def test_a_method_on_an_unsupported_family_fails_before_any_cell(tmp_path):
         run_config(tmp_path, {"p2p": {}}, backbone={"name": "tiny-sd3"})
     with pytest.raises(ConfigError, match="'flow_inversion' does not support the SD 1.x/2.x .*supports: SD3/3.5$"):
         run_config(tmp_path, {"flow_inversion": {}})
+
+
+def test_an_sd3_batch_equals_its_cells_run_alone(sd3, image):
+    from bench.method import EditRow
+
+    method = get_method("sdedit")()
+    setting = method.resolve({"t0": 0.6, "w": 4.0, "steps": 5})
+    samples = [Sample("a", image, "a cat", "a dog"), Sample("b", image.flip(-1), "a cat", "a red car")]
+    rows = [EditRow(s, None, torch.Generator().manual_seed(i)) for i, s in enumerate(samples)]
+    batch = method.edit_batch(sd3, rows, setting)
+    for i, sample in enumerate(samples):
+        alone = method.edit(sd3, sample, None, setting, torch.Generator().manual_seed(i)).image
+        assert (batch[i].image - alone).abs().max().item() <= 1e-5
