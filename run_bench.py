@@ -33,7 +33,7 @@ def main():
 
 @main.command()
 @click.argument("config", type=click.Path(dir_okay=False), required=False)
-@click.option("--backbone", help="Backbone: 'tiny' (embedded, untrained), a pipeline folder, or a hub id.")
+@click.option("--backbone", help="Backbone: 'tiny' or 'tiny-sd3' (embedded, untrained), a pipeline folder, or a hub id.")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=V[,V...]", help="Override a config value, e.g. sdedit.t0=0.3,0.5.")
 @click.option("--out", type=click.Path(file_okay=False), help="Parent folder of the new run folder (default: the config's output).")
 @click.option("--resume", "resume_dir", type=click.Path(file_okay=False), help="Finish an interrupted run folder instead.")
@@ -339,12 +339,14 @@ def metrics():
 def methods(includes):
     """List methods (built-in, entry points, --include) with their parameters, defaults and allowed ranges."""
     from bench.execution.config import load_includes
+    from bench.diffusion.families import FAMILY_TITLES
     from bench.registry import all_methods
 
     load_includes({}, list(includes), Path.cwd())
     for cls in all_methods():
         needs = f"  (needs: {', '.join(sorted(cls.needs))})" if cls.needs else ""
         click.echo(f"{cls.name}: {cls.description}{needs}")
+        click.echo(f"    families: {', '.join(FAMILY_TITLES.get(f, f) for f in cls.families)}")
         for p in cls.params:
             click.echo(f"    {p.name} = {p.default!r}  [{p.allowed()}]  {p.help}")
 

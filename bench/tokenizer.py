@@ -1,4 +1,5 @@
-"""SD 1.x's CLIP tokenizer, built offline from the BPE file that open-clip-torch ships.
+"""SD 1.x's CLIP tokenizer, built offline from the BPE file that open-clip-torch ships, and a
+small T5-style tokenizer for the tiny SD3 backbone (``t5_style_tokenizer``).
 
 CLIP's vocabulary is fully determined by ``bpe_simple_vocab_16e6.txt.gz``: the 256 byte
 symbols, the same with the end-of-word marker ``</w>``, the first 48,894 merges, and the two
@@ -64,3 +65,26 @@ def write_clip_tokenizer_files(folder: Path) -> Path:
     }
     (folder / "tokenizer_config.json").write_text(json.dumps(config, indent=2))
     return folder
+
+
+def t5_style_tokenizer():
+    """A T5-style ``T5TokenizerFast`` built offline with ``tokenizers``: T5's special tokens
+    (``<pad>`` 0, ``</s>`` 1, ``<unk>`` 2), SentencePiece's ``▁`` word marker, a Unigram model over
+    single printable characters (with and without the marker), and ``</s>`` appended, as T5 does.
+    Every ASCII prompt tokenizes (character by character); not T5's 32k vocabulary."""
+    import string
+
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors
+    from transformers import T5TokenizerFast
+
+    chars = sorted(set(string.ascii_letters + string.digits + string.punctuation))
+    pieces = [("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0), ("\u2581", -2.0)]
+    pieces += [("\u2581" + c, -3.0) for c in chars] + [(c, -4.0) for c in chars]
+    tokenizer = Tokenizer(models.Unigram(pieces, unk_id=2, byte_fallback=False))
+    tokenizer.pre_tokenizer = pre_tokenizers.Metaspace(replacement="\u2581", prepend_scheme="always")
+    tokenizer.decoder = decoders.Metaspace(replacement="\u2581", prepend_scheme="always")
+    tokenizer.post_processor = processors.TemplateProcessing(single="$A </s>", special_tokens=[("</s>", 1)])
+    return T5TokenizerFast(
+        tokenizer_object=tokenizer, eos_token="</s>", unk_token="<unk>", pad_token="<pad>", extra_ids=0,
+        model_max_length=512,
+    )

@@ -1,10 +1,12 @@
 """One Stable Diffusion backbone shared by every method.
 
-``Backbone`` loads the components of a diffusers SD 1.x/2.x pipeline (UNet, VAE, text
-encoder, tokenizer, scheduler config) with ``from_pretrained`` from a local folder or a hub
-id (safetensors only; ``HF_HUB_OFFLINE=1`` is honoured by huggingface_hub), and offers what
-methods share: cached text embeddings, image encode/decode, a fresh scheduler per cell, an
-NFE counter on the UNet, and a fingerprint that every cache key includes.
+``Backbone`` loads the components of a diffusers pipeline of one family (SD 1.x/2.x or
+SD3/3.5: ``bench.diffusion.families``, read from ``model_index.json``) with ``from_pretrained``
+from a local folder or a hub id (safetensors only; ``HF_HUB_OFFLINE=1`` is honoured by
+huggingface_hub), and offers what methods share: cached text conditionings, image
+encode/decode, the denoiser's prediction (``eps``: noise for UNets, velocity for SD3), a fresh
+scheduler per cell, an NFE counter on the denoiser, and a fingerprint (family included) that
+every cache key includes.
 """
 
 import hashlib
@@ -15,15 +17,11 @@ from pathlib import Path
 import torch
 
 from bench.devices import resolve_device
+from bench.diffusion.families import family_of_folder, get_family
 from bench.errors import ConfigError, did_you_mean, unknown
 from bench.weights import file_digest, only_bin_weights
 
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
-WEIGHT_FILES = {
-    "unet": "diffusion_pytorch_model.safetensors",
-    "vae": "diffusion_pytorch_model.safetensors",
-    "text_encoder": "model.safetensors",
-}
 UNTRAINED_LABEL = "untrained backbone"
 
 
@@ -38,7 +36,11 @@ class BackboneSpec:
     """Which backbone to load and how.
 
     ``name`` is ``tiny`` (the embedded untrained default), a local pipeline folder, or a hub id.
-    ``resolution`` defaults to the UNet's native size (``sample_size`` x VAE factor).
+    ``resolution`` defaults to the denoiser's native size (``sample_size`` x VAE factor).
+    ``text_encoder_3``: ``auto`` (load T5 when the pipeline has it) or ``none`` (SD3: T5's part of
+    the conditioning is zeros, as diffusers allows). ``offload_text_encoders``: keep the text
+    encoders on the CPU and move them to the device only to encode a new prompt (each prompt is
+    encoded once and cached).
     """
 
     name: str = "tiny"
@@ -47,8 +49,12 @@ class BackboneSpec:
     dtype: str = "fp32"
     resolution: int | None = None
     scheduler: str = "ddim"
+    text_encoder_3: str = "auto"
+    offload_text_encoders: bool = False
 
     def __post_init__(self):
+        if self.text_encoder_3 not in ("auto", "none"):
+            raise ConfigError(f"backbone text_encoder_3 {self.text_encoder_3!r} is not allowed; expected auto or none")
         if self.dtype not in DTYPES:
             raise ConfigError(unknown("backbone dtype", self.dtype, DTYPES))
         if self.scheduler not in scheduler_classes():
@@ -60,7 +66,9 @@ class BackboneSpec:
 
     @property
     def is_tiny(self) -> bool:
-        return self.name == "tiny"
+        from bench.diffusion.tiny import TINY_BACKBONES
+
+        return self.name in TINY_BACKBONES
 
 
 def _pipeline_folder(spec: BackboneSpec) -> Path:
@@ -68,26 +76,28 @@ def _pipeline_folder(spec: BackboneSpec) -> Path:
     if spec.is_tiny:
         from bench.diffusion.tiny import tiny_backbone_dir
 
-        return tiny_backbone_dir()
+        return tiny_backbone_dir(spec.name)
     local = Path(spec.name).expanduser()
     if local.is_dir():
-        if not (local / "unet" / "config.json").is_file():
-            raise ConfigError(f"backbone folder {spec.name!r} is not a diffusers pipeline folder (no unet/config.json)")
+        if not _is_pipeline_folder(local):
+            raise ConfigError(f"backbone folder {spec.name!r} is not a diffusers pipeline folder (no unet/ or transformer/ config.json)")
         return local
     if _looks_like_path(spec.name):
         raise ConfigError(_missing_folder_message(spec.name))
-    from huggingface_hub import snapshot_download
+    from huggingface_hub import hf_hub_download, snapshot_download
 
-    patterns = ["model_index.json", "scheduler/*", "tokenizer/*"]
-    for sub, weights in WEIGHT_FILES.items():
-        patterns += [f"{sub}/config.json", f"{sub}/{weights}"]
     try:
-        return Path(snapshot_download(spec.name, revision=spec.revision, allow_patterns=patterns))
+        family = get_family(family_of_folder(Path(hf_hub_download(spec.name, "model_index.json", revision=spec.revision)).parent))
+        return Path(snapshot_download(spec.name, revision=spec.revision, allow_patterns=family.hub_patterns(spec)))
     except Exception as exc:  # offline without a cached copy, unknown repo, no network...
         raise ConfigError(
             f"backbone {spec.name!r}: not a local folder, and the hub snapshot could not be loaded "
             f"({type(exc).__name__}: {exc}). Use a local pipeline folder, or 'tiny' for the embedded untrained backbone."
         ) from exc
+
+
+def _is_pipeline_folder(folder: Path) -> bool:
+    return any((folder / sub / "config.json").is_file() for sub in ("unet", "transformer"))
 
 
 def _looks_like_path(name: str) -> bool:
@@ -98,25 +108,39 @@ def _looks_like_path(name: str) -> bool:
 def _missing_folder_message(name: str) -> str:
     """What is wrong with a backbone folder that does not exist, and which pipeline folders are nearby."""
     parent = Path(name).expanduser().parent
-    nearby = sorted(p.name for p in parent.iterdir() if (p / "unet" / "config.json").is_file()) if parent.is_dir() else []
+    nearby = sorted(p.name for p in parent.iterdir() if _is_pipeline_folder(p)) if parent.is_dir() else []
     hint = did_you_mean(Path(name).name, nearby)
     where = f"pipeline folders in {parent}: {', '.join(nearby)}" if nearby else f"no pipeline folder in {parent}"
     return f"backbone folder {name!r} does not exist{hint}; {where}; or use 'tiny' or a hub id"
 
 
-def pipeline_fingerprint(spec: BackboneSpec, folder: Path, scheduler_config: dict) -> dict:
-    """The backbone's identity (every cache key includes its ``id``): source, dtype, scheduler
-    and the weights' sha256; computed from the pipeline folder's files, no weights loaded."""
-    weights = {sub: file_digest(folder / sub / f) for sub, f in WEIGHT_FILES.items()}
+def _weights_digest(path: Path) -> str:
+    """sha256 of a weights file; of a sharded one (``<name>.safetensors.index.json``), its shards' digests."""
+    index = path.with_name(path.name + ".index.json")
+    if path.is_file() or not index.is_file():
+        return file_digest(path)
+    shards = sorted(set(json.loads(index.read_text())["weight_map"].values()))
+    return hashlib.sha256(" ".join(file_digest(path.parent / s) for s in shards).encode()).hexdigest()
+
+
+def pipeline_fingerprint(spec: BackboneSpec, folder: Path, scheduler_config: dict, family_name: str = "sd") -> dict:
+    """The backbone's identity (every cache key includes its ``id``): family, source, dtype,
+    scheduler, the text-encoder options and the weights' sha256; computed from the pipeline
+    folder's files, no weights loaded."""
+    family = get_family(family_name)
+    weights = {sub: _weights_digest(folder / sub / f) for sub, f in family.weight_files(spec).items()}
     scheduler = {k: v for k, v in dict(scheduler_config).items() if not k.startswith("_")}
     fields = {
         "source": spec.name,
         "revision": spec.revision,
         "dtype": spec.dtype,
-        "scheduler": spec.scheduler,
+        "scheduler": family.scheduler_name(spec),
         "scheduler_config": scheduler,
         "weights_sha256": weights,
     }
+    if family_name != "sd":  # SD 1.x/2.x ids stay as before families existed, so their caches and runs stay valid
+        fields.update(family=family_name, text_encoder_3=spec.text_encoder_3,
+                      offload_text_encoders=spec.offload_text_encoders)
     fields["id"] = hashlib.sha256(json.dumps(fields, sort_keys=True, default=str).encode()).hexdigest()[:16]
     return fields
 
@@ -132,22 +156,40 @@ class BackboneIdentity:
 def identity_on_disk(spec: BackboneSpec) -> BackboneIdentity | None:
     """The fingerprint and resolution of a tiny or local-folder backbone from its files alone;
     None when its folder is not on disk yet (or it is a hub id, which is not looked up)."""
+    folder = folder_on_disk(spec)
+    if folder is None:
+        return None
+    family_name = family_of_folder(folder)
+    family = get_family(family_name)
+    scheduler_config = family.scheduler_class(spec).load_config(folder, subfolder="scheduler")
+    denoiser, vae = (json.loads((folder / sub / "config.json").read_text()) for sub in (family.DENOISER, "vae"))
+    resolution = spec.resolution or denoiser["sample_size"] * 2 ** (len(vae["block_out_channels"]) - 1)
+    return BackboneIdentity(pipeline_fingerprint(spec, folder, scheduler_config, family_name)["id"], resolution)
+
+
+def folder_on_disk(spec: BackboneSpec) -> Path | None:
+    """The pipeline folder of a tiny or local-folder backbone when it is on disk, else None."""
     if spec.is_tiny:
         from bench.diffusion.tiny import tiny_folder
 
-        folder = tiny_folder()
+        folder = tiny_folder(spec.name)
     else:
         folder = Path(spec.name).expanduser()
-    if not (folder / "model_index.json").is_file():
-        return None
-    scheduler_config = scheduler_classes()[spec.scheduler].load_config(folder, subfolder="scheduler")
-    unet, vae = (json.loads((folder / sub / "config.json").read_text()) for sub in ("unet", "vae"))
-    resolution = spec.resolution or unet["sample_size"] * 2 ** (len(vae["block_out_channels"]) - 1)
-    return BackboneIdentity(pipeline_fingerprint(spec, folder, scheduler_config)["id"], resolution)
+    return folder if (folder / "model_index.json").is_file() else None
+
+
+def family_on_disk(spec: BackboneSpec) -> str | None:
+    """The family of a backbone known without loading it (tiny names, local folders); None for a hub id."""
+    from bench.diffusion.tiny import TINY_BACKBONES
+
+    if spec.is_tiny:
+        return TINY_BACKBONES[spec.name]
+    folder = folder_on_disk(spec)
+    return None if folder is None else family_of_folder(folder)
 
 
 class NFECounter:
-    """Counts UNet evaluations, one per latent in the batch (a CFG step of batch 1 is 2 NFE)."""
+    """Counts denoiser (UNet or transformer) evaluations, one per latent in the batch (a CFG step of batch 1 is 2 NFE)."""
 
     def __init__(self, unet: torch.nn.Module):
         self.count = 0
@@ -158,7 +200,7 @@ class NFECounter:
         unet.register_forward_pre_hook(self._hook, with_kwargs=True)
 
     def _hook(self, module, args, kwargs):
-        sample = args[0] if args else kwargs["sample"]
+        sample = args[0] if args else kwargs.get("sample", kwargs.get("hidden_states"))
         self.count += int(sample.shape[0])
 
 
@@ -168,8 +210,6 @@ class Backbone:
     def __init__(self, spec: BackboneSpec = BackboneSpec()):
         import diffusers.utils.logging
         import transformers.utils.logging
-        from diffusers import AutoencoderKL, UNet2DConditionModel
-        from transformers import CLIPTextModel, CLIPTokenizer
 
         # editbench shows its own progress; the libraries' per-file loading bars are noise here
         diffusers.utils.logging.disable_progress_bar()
@@ -178,29 +218,28 @@ class Backbone:
         self.device = resolve_device(spec.device)
         self.dtype = DTYPES[spec.dtype]
         self.folder = _pipeline_folder(spec)
-        for sub in WEIGHT_FILES:
+        self.family_name = family_of_folder(self.folder)
+        self.family = get_family(self.family_name)
+        for sub in self.family.weight_files(spec):
             problem = only_bin_weights(self.folder / sub)
             if problem:
                 raise ConfigError(f"backbone {spec.name!r}: sub-folder {sub!r} cannot be loaded: {problem}")
-        common = dict(use_safetensors=True, torch_dtype=self.dtype)
-        self.unet = UNet2DConditionModel.from_pretrained(self.folder, subfolder="unet", **common)
-        self.vae = AutoencoderKL.from_pretrained(self.folder, subfolder="vae", **common)
-        self.text_encoder = CLIPTextModel.from_pretrained(self.folder, subfolder="text_encoder", **common)
-        self.tokenizer = CLIPTokenizer.from_pretrained(self.folder, subfolder="tokenizer")
-        scheduler_cls = scheduler_classes()[spec.scheduler]
-        self.scheduler_config = scheduler_cls.load_config(self.folder, subfolder="scheduler")
-        self._scheduler_cls = scheduler_cls
-        for module in (self.unet, self.vae, self.text_encoder):
+        self.family.load(self, dict(use_safetensors=True, torch_dtype=self.dtype))
+        for module in self.networks:
             module.to(self.device).eval().requires_grad_(False)
+        self.text_encoders = [m for m in self.networks if m is not self.denoiser and m is not self.vae]
+        if spec.offload_text_encoders:
+            for module in self.text_encoders:
+                module.to("cpu")
         self.vae_factor = 2 ** (len(self.vae.config.block_out_channels) - 1)
-        self.resolution = spec.resolution or self.unet.config.sample_size * self.vae_factor
+        self.resolution = spec.resolution or self.denoiser.config.sample_size * self.vae_factor
         if self.resolution % (8 * self.vae_factor):
             raise ConfigError(f"backbone resolution {self.resolution} must be a multiple of {8 * self.vae_factor}")
         self.latent_size = self.resolution // self.vae_factor
-        self.nfe = NFECounter(self.unet)
+        self.nfe = NFECounter(self.denoiser)
         self._text_cache: dict[str, torch.Tensor] = {}
         self.labels = [UNTRAINED_LABEL] if spec.is_tiny else []
-        self.fingerprint = pipeline_fingerprint(spec, self.folder, self.scheduler_config)
+        self.fingerprint = pipeline_fingerprint(spec, self.folder, self.scheduler_config, self.family_name)
         # networks beside the backbone, loaded once by bench.diffusion.extra_networks.load_network
         self.extra_networks: dict[tuple, tuple] = {}
 
@@ -210,48 +249,53 @@ class Backbone:
         return self.fingerprint["id"]
 
     # -- services ---------------------------------------------------------------------------
+    @property
+    def latent_channels(self) -> int:
+        return self.denoiser.config.in_channels
+
     def new_scheduler(self, steps: int):
         """A fresh scheduler with ``steps`` inference timesteps (never shared between cells)."""
-        scheduler = self._scheduler_cls.from_config(self.scheduler_config)
-        scheduler.set_timesteps(steps, device=self.device)
-        return scheduler
+        return self.family.new_scheduler(self, steps)
 
     @torch.no_grad()
     def encode_text(self, prompt: str) -> torch.Tensor:
-        """(1, 77, D) CLIP hidden states for ``prompt``, as SD pipelines compute them; cached."""
+        """The conditioning of ``prompt`` as the family's pipeline computes it, one (1, L, D)
+        tensor (SD: 77 CLIP hidden states; SD3: see ``families.sd3.encode_text``); cached."""
         if prompt not in self._text_cache:
-            ids = self.tokenizer(
-                prompt,
-                padding="max_length",
-                max_length=self.tokenizer.model_max_length,
-                truncation=True,
-                return_tensors="pt",
-            ).input_ids.to(self.device)
-            self._text_cache[prompt] = self.text_encoder(ids)[0].to(self.dtype)
+            if self.spec.offload_text_encoders:
+                for module in self.text_encoders:
+                    module.to(self.device)
+            try:
+                self._text_cache[prompt] = self.family.encode_text(self, prompt)
+            finally:
+                if self.spec.offload_text_encoders:
+                    for module in self.text_encoders:
+                        module.to("cpu")
         return self._text_cache[prompt]
 
     @torch.no_grad()
     def encode_image(self, image: torch.Tensor) -> torch.Tensor:
-        """Latent ``z0 = E(x) * scaling_factor`` of (B, 3, H, W) images in [0, 1].
+        """Latent ``z0`` of (B, 3, H, W) images in [0, 1] (SD: ``E(x) * scaling_factor``; SD3 also
+        subtracts the VAE's ``shift_factor`` first).
 
         Uses the posterior mean, so a sample's source latent is deterministic and shared by
         every method and seed (diffusers' img2img samples the posterior instead).
         """
-        x = image.to(self.device, self.dtype) * 2 - 1
-        return self.vae.encode(x).latent_dist.mean * self.vae.config.scaling_factor
+        return self.family.encode_image(self, image)
 
     def decode(self, latent: torch.Tensor) -> torch.Tensor:
         """(B, 3, H, W) images in [0, 1] from latents (differentiable; wrap in no_grad if unneeded)."""
-        x = self.vae.decode(latent.to(self.dtype) / self.vae.config.scaling_factor).sample
-        return (x / 2 + 0.5).clamp(0, 1)
+        return self.family.decode(self, latent)
 
     def eps(self, latent: torch.Tensor, t, text: torch.Tensor, **unet_kwargs) -> torch.Tensor:
-        """UNet noise prediction for a batch of latents and matching text embeddings."""
-        return self.unet(latent, t, encoder_hidden_states=text, **unet_kwargs).sample
+        """The denoiser's prediction for a batch of latents and matching conditionings: the
+        UNet's noise for SD, the transformer's velocity for SD3."""
+        return self.family.predict(self, latent, t, text, **unet_kwargs)
 
     def describe(self) -> dict:
         return {
             "spec": asdict(self.spec),
+            "family": self.family_name,
             "folder": str(self.folder),
             "device": str(self.device),
             "resolution": self.resolution,

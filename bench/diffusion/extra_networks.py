@@ -28,7 +28,8 @@ from typing import Any
 
 import torch
 
-from bench.diffusion.backbone import WEIGHT_FILES, Backbone, BackboneSpec
+from bench.diffusion.backbone import Backbone, BackboneSpec
+from bench.diffusion.families.sd import WEIGHT_FILES
 from bench.errors import ConfigError
 from bench.params import Param
 from bench.paths import cache_dir

@@ -1,4 +1,6 @@
-"""The embedded default backbone: a seeded, randomly initialised SD-architecture pipeline.
+"""The embedded backbones: seeded, randomly initialised pipelines of each family's architecture.
+
+``tiny`` (SD 1.x) is the default; ``tiny-sd3`` is SD3's (``_build_sd3``).
 
 It has every component of Stable Diffusion 1.x at a toy size (UNet with cross-attention
 blocks, an AutoencoderKL with downsampling factor 8, a CLIP text encoder over the real
@@ -34,16 +36,21 @@ SD_SCHEDULER_CONFIG = dict(
 )
 
 
-def tiny_folder() -> Path:
-    """Where the tiny pipeline lives (it may not be built yet)."""
-    return cache_dir() / f"tiny-sd-v{TINY_VERSION}"
+#: The embedded backbones and their families.
+TINY_BACKBONES = {"tiny": "sd", "tiny-sd3": "sd3"}
+_FOLDERS = {"tiny": f"tiny-sd-v{TINY_VERSION}", "tiny-sd3": f"tiny-sd3-v{TINY_VERSION}"}
 
 
-def tiny_backbone_dir() -> Path:
-    """Folder of the tiny pipeline, built on first use."""
-    folder = tiny_folder()
+def tiny_folder(name: str = "tiny") -> Path:
+    """Where the tiny pipeline ``name`` lives (it may not be built yet)."""
+    return cache_dir() / _FOLDERS[name]
+
+
+def tiny_backbone_dir(name: str = "tiny") -> Path:
+    """Folder of the tiny pipeline ``name``, built on first use."""
+    folder = tiny_folder(name)
     if not (folder / "model_index.json").is_file():
-        _build(folder)
+        {"tiny": _build, "tiny-sd3": _build_sd3}[name](folder)
     return folder
 
 
@@ -113,10 +120,68 @@ def write_pipeline(folder: Path, unet, vae, text_encoder) -> None:
         feature_extractor=None,
         requires_safety_checker=False,
     )
-    pipe.save_pretrained(tmp, safe_serialization=True)
+    _save_atomically(pipe, tmp, folder)
 
+
+def _save_atomically(pipe, tmp: Path, folder: Path) -> None:
+    """Save ``pipe`` into ``tmp`` (where the tokenizer source was written) and rename it to ``folder``."""
+    pipe.save_pretrained(tmp, safe_serialization=True)
     shutil.rmtree(tmp / "_tokenizer_src")
     if folder.exists():  # another process finished first
         shutil.rmtree(tmp)
     else:
         tmp.rename(folder)
+
+
+def _tiny_clip(seed: int, hidden: int):
+    """A tiny CLIP text encoder with a projection over CLIP's real vocabulary."""
+    from transformers import CLIPTextConfig, CLIPTextModelWithProjection
+
+    torch.manual_seed(seed)
+    return CLIPTextModelWithProjection(
+        CLIPTextConfig(
+            vocab_size=CLIP_VOCAB_SIZE, hidden_size=hidden, intermediate_size=2 * hidden, num_hidden_layers=2,
+            num_attention_heads=4, max_position_embeddings=77, bos_token_id=49406, eos_token_id=49407,
+            pad_token_id=49407, projection_dim=hidden,
+        )
+    )  # fmt: skip
+
+
+def _build_sd3(folder: Path) -> None:
+    """SD3's architecture at a toy size: MMDiT (patch 2, 16 latent channels), 16-channel VAE
+    with a shift factor, CLIP-L/CLIP-G-like encoders (32 wide each), a one-layer T5 (64 wide)."""
+    from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler, SD3Transformer2DModel, StableDiffusion3Pipeline
+    from transformers import CLIPTokenizer, T5Config, T5EncoderModel
+
+    from bench.tokenizer import t5_style_tokenizer
+
+    tmp = folder.with_name(f"{folder.name}.building-{os.getpid()}")
+    clip_tokenizer = CLIPTokenizer.from_pretrained(write_clip_tokenizer_files(tmp / "_tokenizer_src"))
+    t5_tokenizer = t5_style_tokenizer()
+    torch.manual_seed(TINY_SEED)
+    transformer = SD3Transformer2DModel(
+        sample_size=TINY_RESOLUTION // 8, patch_size=2, in_channels=16, out_channels=16, num_layers=2,
+        attention_head_dim=8, num_attention_heads=4, joint_attention_dim=64, caption_projection_dim=32,
+        pooled_projection_dim=64, pos_embed_max_size=16,
+    )  # fmt: skip
+    torch.manual_seed(TINY_SEED + 1)
+    vae = AutoencoderKL(
+        in_channels=3, out_channels=3, down_block_types=("DownEncoderBlock2D",) * 4,
+        up_block_types=("UpDecoderBlock2D",) * 4, block_out_channels=(8, 16, 16, 16), layers_per_block=1,
+        latent_channels=16, norm_num_groups=8, sample_size=TINY_RESOLUTION, scaling_factor=1.5305,
+        shift_factor=0.0609, use_quant_conv=False, use_post_quant_conv=False,
+    )  # fmt: skip
+    torch.manual_seed(TINY_SEED + 4)
+    t5 = T5EncoderModel(
+        T5Config(
+            vocab_size=len(t5_tokenizer), d_model=64, d_ff=64, d_kv=16, num_layers=1, num_heads=4,
+            relative_attention_num_buckets=8, pad_token_id=0, eos_token_id=1, decoder_start_token_id=0,
+        )
+    )  # fmt: skip
+    pipe = StableDiffusion3Pipeline(
+        transformer=transformer, scheduler=FlowMatchEulerDiscreteScheduler(num_train_timesteps=1000, shift=3.0),
+        vae=vae, text_encoder=_tiny_clip(TINY_SEED + 2, 32), tokenizer=clip_tokenizer,
+        text_encoder_2=_tiny_clip(TINY_SEED + 3, 32), tokenizer_2=clip_tokenizer, text_encoder_3=t5,
+        tokenizer_3=t5_tokenizer,
+    )  # fmt: skip
+    _save_atomically(pipe, tmp, folder)

@@ -24,7 +24,8 @@ from typing import Any
 import yaml
 
 from bench.data import DatasetSpec
-from bench.diffusion.backbone import BackboneSpec
+from bench.diffusion.backbone import BackboneSpec, family_on_disk
+from bench.diffusion.families import check_method_family
 from bench.errors import ConfigError, unknown
 from bench.metrics import get_metric
 from bench.metrics.extractors import MetricOptions
@@ -214,6 +215,10 @@ def build_config(
     if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
         raise ConfigError(f"config: batch_size = {batch_size!r}; expected a positive integer (cells per UNet batch)")
     backbone_spec = _spec(BackboneSpec, raw.get("backbone"), "backbone")
+    family = family_on_disk(backbone_spec)
+    if family is not None:  # a hub id's family is known once loaded: the worker checks it then, before any cell
+        for name in settings:
+            check_method_family(get_method(name), family)
     dataset_spec = _spec(DatasetSpec, raw.get("dataset"), "dataset")
     metric_options = _spec(MetricOptions, raw.get("metric_options"), "metric_options")
     executor = _spec(ExecutorSpec, raw.get("executor"), "executor")

@@ -29,6 +29,7 @@ from PIL import Image
 from bench.data import Sample, SampleRef
 from bench.devices import resolve_device
 from bench.diffusion.backbone import Backbone
+from bench.diffusion.families import check_method_family
 from bench.execution.config import RunConfig
 from bench.execution.plan import Cell, WorkUnit, cell_seed
 from bench.method import EditResult, EditRow, Method, Preparation
@@ -111,6 +112,7 @@ class CellWorker:
         self.backbone = backbone or Backbone(config.backbone)
         self.methods: dict[str, Method] = {name: get_method(name)() for name in config.settings}
         for name, settings in config.settings.items():
+            check_method_family(type(self.methods[name]), self.backbone.family_name)
             for setting in settings:
                 self.methods[name].check_backbone(setting, self.backbone)
         self.name = device_name(self.backbone.device)

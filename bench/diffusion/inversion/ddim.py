@@ -179,8 +179,8 @@ def cache_fields(backbone, sample, steps: int, kind: str, params: dict) -> dict:
 class InversionSpec:
     """The inversion a method's setting prepares (``Method.cached_preparation``): what
     ``--dry-run`` counts, estimates and looks up in the disk cache without a backbone. ``kind``:
-    ``ddim``, ``null_text`` or ``ddpm``, the cache entry (negative-prompt and direct inversion use
-    the DDIM one). ``cache_key`` is the one key both the run and the estimate use."""
+    ``ddim``, ``null_text``, ``ddpm`` or ``flow`` (SD3), the cache entry (negative-prompt and direct
+    inversion use the DDIM one). ``cache_key`` is the one key both the run and the estimate use."""
 
     kind: str
     steps: int

@@ -1,0 +1,56 @@
+"""Backbone families: what differs between Stable Diffusion 1.x/2.x and SD3/3.5, one module each.
+
+A family module (``sd``, ``sd3``) implements the same functions, which ``bench.diffusion.backbone.Backbone``
+calls: ``load`` (the components, from a pipeline folder), ``weight_files`` (what the fingerprint
+hashes), ``encode_text`` (one packed conditioning tensor per prompt), ``encode_image``/``decode``
+(VAE with the family's scaling and shift), ``predict`` (the denoiser: noise for UNets, velocity for
+SD3) and ``new_scheduler`` (a fresh sampler whose ``add_noise`` noises to a level and whose
+``step`` takes one step). CFG combines predictions the same way for every family
+(``bench.diffusion.sampling.guided_eps``). The family is read from the pipeline folder's
+``model_index.json`` (``_class_name``); another flow transformer is one more module here.
+"""
+
+import importlib
+import json
+from pathlib import Path
+
+from bench.errors import ConfigError
+
+#: The diffusers pipeline classes each family loads (``model_index.json``'s ``_class_name``).
+PIPELINE_FAMILIES = {
+    "StableDiffusionPipeline": "sd",
+    "StableDiffusionImg2ImgPipeline": "sd",
+    "StableDiffusion3Pipeline": "sd3",
+    "StableDiffusion3Img2ImgPipeline": "sd3",
+}
+FAMILIES = ("sd", "sd3")
+FAMILY_TITLES = {"sd": "SD 1.x/2.x", "sd3": "SD3/3.5"}
+
+
+def family_of_folder(folder: Path) -> str:
+    """The family of a pipeline folder, from its ``model_index.json`` (a folder without one is SD 1.x)."""
+    index = Path(folder) / "model_index.json"
+    if not index.is_file():
+        return "sd"
+    class_name = json.loads(index.read_text()).get("_class_name", "")
+    if class_name not in PIPELINE_FAMILIES:
+        raise ConfigError(
+            f"backbone {folder}: pipeline class {class_name!r} is not supported; "
+            f"supported: {', '.join(sorted(PIPELINE_FAMILIES))}"
+        )
+    return PIPELINE_FAMILIES[class_name]
+
+
+def get_family(name: str):
+    """The family module ``name`` (``sd`` or ``sd3``)."""
+    return importlib.import_module(f"bench.diffusion.families.{name}")
+
+
+def check_method_family(method_cls, family: str) -> None:
+    """A one-line ``ConfigError`` when ``method_cls`` does not run on ``family``."""
+    if family not in method_cls.families:
+        supported = ", ".join(FAMILY_TITLES.get(f, f) for f in method_cls.families)
+        raise ConfigError(
+            f"method {method_cls.name!r} does not support the {FAMILY_TITLES.get(family, family)} backbone family "
+            f"({family}); it supports: {supported}"
+        )

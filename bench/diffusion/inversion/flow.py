@@ -1,0 +1,43 @@
+"""Flow inversion (REFERENCE.md, "Backbone families"): the flow counterpart of DDIM inversion.
+
+The Euler ODE is run from ``s = 0`` (the source latent) up to ``s = 1`` with the source prompt,
+the velocity evaluated at the current, less noisy point:
+``z_i = z_{i+1} + (s_i - s_{i+1}) v(z_{i+1}, s_{i+1}, c_src)``, over the same shifted sigmas the
+sampler denoises through, so regeneration (``bench.diffusion.inversion.ddim.regenerate_batch``,
+whose loop steps a ``FlowMatchSchedule``) retraces them. Cached on disk like the other inversions.
+"""
+
+import torch
+
+from bench import cache
+from bench.diffusion.families.sd3 import euler_step, guided_velocity
+from bench.diffusion.inversion.ddim import Inversion, cache_fields
+from bench.method import Preparation
+
+
+@torch.no_grad()
+def flow_invert(backbone, z0: torch.Tensor, cond: torch.Tensor, uncond: torch.Tensor, steps: int, w: float = 1.0) -> torch.Tensor:
+    """The inversion trajectory (steps + 1, C, h, w): ``[0]`` is ``z0``, ``[-1]`` the latent at ``s = 1``."""
+    schedule = backbone.new_scheduler(steps)
+    sigmas = schedule.sigmas
+    latents = [z0]
+    for i in reversed(range(steps)):
+        velocity = guided_velocity(backbone, latents[-1], schedule.timestep_at(sigmas[i + 1]), cond, uncond, w)
+        latents.append(euler_step(latents[-1], velocity, sigmas[i + 1], sigmas[i]))
+    return torch.cat(latents)
+
+
+def flow_fields(backbone, sample, steps: int, inversion_w: float) -> dict:
+    return cache_fields(backbone, sample, steps, "flow", {"inversion_w": inversion_w})
+
+
+def prepare_flow_inversion(backbone, sample, steps: int, inversion_w: float = 1.0) -> Preparation:
+    """The flow inversion of ``sample`` with its source prompt, from the disk cache when it holds one."""
+    key = flow_fields(backbone, sample, steps, inversion_w)
+    stored = cache.load(key, backbone.device)
+    if stored is not None:
+        return Preparation(Inversion("flow", stored["latents"]), cache_hit=True)
+    z0 = backbone.encode_image(sample.image[None])
+    latents = flow_invert(backbone, z0, backbone.encode_text(sample.source_prompt), backbone.encode_text(""), steps, inversion_w)
+    cache.save(key, {"latents": latents})
+    return Preparation(Inversion("flow", latents), cache_hit=False)

@@ -1,0 +1,28 @@
+"""Print the README's method x backbone-family table of the built-in methods, from the registry (``--check README.md``: exit 1 when it differs)."""
+
+import sys
+from pathlib import Path
+
+from bench.diffusion.families import FAMILIES, FAMILY_TITLES
+from bench.registry import builtin_names, get_method
+
+BEGIN, END = "<!-- family-table:begin -->", "<!-- family-table:end -->"
+
+
+def family_table() -> str:
+    """One row per built-in method, one column per family: yes where the method declares it."""
+    rows = ["| method | " + " | ".join(FAMILY_TITLES[f] for f in FAMILIES) + " |", "| --- |" + " --- |" * len(FAMILIES)]
+    for cls in map(get_method, builtin_names()):
+        rows.append(f"| `{cls.name}` | " + " | ".join("yes" if f in cls.families else "" for f in FAMILIES) + " |")
+    return "\n".join(rows)
+
+
+def readme_table(readme: Path) -> str:
+    text = readme.read_text()
+    return text[text.index(BEGIN) + len(BEGIN) : text.index(END)].strip()
+
+
+if __name__ == "__main__":
+    if len(sys.argv) == 3 and sys.argv[1] == "--check":
+        sys.exit(0 if readme_table(Path(sys.argv[2])) == family_table() else 1)
+    print(family_table())

@@ -1,0 +1,13 @@
+"""The README's method x family table is what the registry says (regenerate: ``python scripts/family_table.py``)."""
+
+import importlib.util
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_readme_family_table_equals_the_registry():
+    spec = importlib.util.spec_from_file_location("family_table", ROOT / "scripts" / "family_table.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    assert module.readme_table(ROOT / "README.md") == module.family_table()
