@@ -132,9 +132,20 @@ def needs_text(cls: type[Metric]) -> str:
 
 
 def _all_metrics() -> dict[str, type[Metric]]:
-    from bench.metrics import background, clip, cost, distribution, judge, perceptual, pixel, preference, structure
+    from bench.metrics import (
+        background,
+        clip,
+        cost,
+        distribution,
+        dreamsim_distance,
+        judge,
+        perceptual,
+        pixel,
+        preference,
+        structure,
+    )
 
-    modules = (pixel, perceptual, background, clip, preference, structure, distribution, judge, cost)
+    modules = (pixel, perceptual, dreamsim_distance, background, clip, preference, structure, distribution, judge, cost)
     return {m.name: m for module in modules for m in module.METRICS}
 
 

@@ -74,7 +74,8 @@ class MetricOptions:
     ``<hub repo>/<file>`` in the Hugging Face cache, the weights of the OpenCLIP architecture
     ``hps_architecture``; ``image_reward_model`` a folder or hub repo holding the authors'
     ``ImageReward.pt`` and ``med_config.json``, with BLIP's tokenizer ``image_reward_tokenizer``
-    (hub id or folder); ``inception_weights`` a local file (clean-fid's TorchScript Inception or
+    (hub id or folder); ``dreamsim_dir`` the folder of DreamSim's unzipped ``open_clip_vitb32``
+    checkpoint (the package's own default ``./models``); ``inception_weights`` a local file (clean-fid's TorchScript Inception or
     pytorch-fid's ``pt_inception`` state dict). ``lpips_bg_net`` is the LPIPS network of the
     PIE-Bench background metric (PIE-Bench's evaluation code uses SqueezeNet). ``judge``: the
     VLM judge of the VIEScore metrics (``JudgeOptions``; a mapping in the config).
@@ -90,6 +91,7 @@ class MetricOptions:
     hps_checkpoint: str = "xswu/HPSv2/HPS_v2.1_compressed.pt"
     image_reward_model: str = "THUDM/ImageReward"
     image_reward_tokenizer: str = "bert-base-uncased"
+    dreamsim_dir: str = "./models"
     inception_weights: str | None = None
     untrained_extractors: bool = False
     seed: int = 0
@@ -474,6 +476,32 @@ class Extractors:
             return _ready(model, self.device), tokenizer
 
         return self._get(("image_reward", o.image_reward_model), metric, f"ImageReward {o.image_reward_model}", load)
+
+    def dreamsim(self, metric: str):
+        """DreamSim's ``open_clip_vitb32`` (model, preprocessing), built by the ``dreamsim`` package offline."""
+        o = self.options
+
+        def load():
+            from bench.metrics import dreamsim_distance as ds
+
+            folder = Path(o.dreamsim_dir).expanduser()
+            if o.untrained_extractors:
+                folder = cache_dir() / f"dreamsim_untrained_seed{o.seed}"
+                if not (folder / ds.DREAMSIM_FILES[1]).is_file():  # written last
+                    try:
+                        ds.write_untrained_folder(Path(tempfile.mkdtemp(dir=cache_dir())), o.seed).rename(folder)
+                    except OSError:  # another process wrote it first
+                        if not (folder / ds.DREAMSIM_FILES[1]).is_file():
+                            raise
+            missing = [name for name in ds.DREAMSIM_FILES if not (folder / name).is_file()]
+            if missing:
+                raise ExtractorMissing(f"DreamSim {ds.DREAMSIM_TYPE}", " and ".join(missing), [str(folder)],
+                                       "Unzip dreamsim_open_clip_vitb32_checkpoint.zip (the dreamsim release) "
+                                       "there or name its folder in metric_options.dreamsim_dir. ")  # fmt: skip
+            model, preprocess = ds.load_dreamsim(folder, self.device)
+            return _ready(model, self.device), preprocess
+
+        return self._get(("dreamsim", o.dreamsim_dir), metric, "DreamSim open_clip_vitb32", load)
 
     def dino(self, metric: str):
         o = self.options
