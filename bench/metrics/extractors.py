@@ -78,7 +78,8 @@ class MetricOptions:
     checkpoint (the package's own default ``./models``); ``inception_weights`` a local file
     (clean-fid's TorchScript Inception or pytorch-fid's ``pt_inception`` state dict).
     ``lpips_bg_net`` is the LPIPS network of the PIE-Bench background metric (PIE-Bench's
-    evaluation code uses SqueezeNet). ``judge``: the VLM judge of the VIEScore metrics (``JudgeOptions``; a mapping in the config).
+    evaluation code uses SqueezeNet). ``judge``: the VLM judge of the VIEScore metrics
+    (``JudgeOptions``; a mapping in the config).
     """
 
     clip_model: str = "openai/clip-vit-large-patch14"
