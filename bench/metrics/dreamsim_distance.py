@@ -10,6 +10,8 @@ folder that already holds them (``metric_options.dreamsim_dir``: the unzipped
 ``open_clip_vitb32_single_lora/``), so it never downloads.
 """
 
+import contextlib
+import io
 from pathlib import Path
 
 import torch
@@ -47,7 +49,8 @@ def load_dreamsim(folder: Path, device):
     its preprocessing of one PIL image: resized to 224x224, bicubic, to a [0, 1] tensor)."""
     from dreamsim import dreamsim
 
-    return dreamsim(pretrained=True, device=str(device), cache_dir=str(folder), dreamsim_type=DREAMSIM_TYPE)
+    with contextlib.redirect_stdout(io.StringIO()):  # its "Using cached <folder>" line; editbench reports its own
+        return dreamsim(pretrained=True, device=str(device), cache_dir=str(folder), dreamsim_type=DREAMSIM_TYPE)
 
 
 def as_pictures(images: torch.Tensor) -> list:
