@@ -9,3 +9,6 @@ python=${PYTHON:-python3}
 # torch and torchvision must come as a matching pair: install them first, then the rest.
 .venv/bin/python -m pip install -q --disable-pip-version-check ${TORCH_SPEC:-torch==2.14.1 torchvision==0.29.1}
 .venv/bin/python -m pip install -q --disable-pip-version-check -e ".[dev,ray]"
+# The ImageReward reference test runs the authors' package; it pins timm==0.6.13 (open-clip-torch, which HPS
+# uses, needs timm>=1.0.17) and fairscale, which its inference does not use: install it without its dependencies.
+.venv/bin/python -m pip install -q --disable-pip-version-check --no-deps "image-reward==1.5"

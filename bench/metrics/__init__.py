@@ -137,6 +137,7 @@ def _all_metrics() -> dict[str, type[Metric]]:
         clip,
         cost,
         distribution,
+        dreamsim_distance,
         ground_truth,
         judge,
         perceptual,
@@ -145,7 +146,8 @@ def _all_metrics() -> dict[str, type[Metric]]:
         structure,
     )
 
-    modules = (pixel, perceptual, background, clip, preference, structure, ground_truth, distribution, judge, cost)
+    modules = (pixel, perceptual, dreamsim_distance, background, clip, preference, structure, ground_truth, distribution,
+               judge, cost)
     return {m.name: m for module in modules for m in module.METRICS}
 
 

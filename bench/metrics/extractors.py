@@ -75,10 +75,14 @@ class MetricOptions:
     authors load the processor of the CLIP-H it was fine-tuned from) are hub ids (looked up in
     the Hugging Face cache) or local folders; ``hps_checkpoint`` is a local file or
     ``<hub repo>/<file>`` in the Hugging Face cache, the weights of the OpenCLIP architecture
-    ``hps_architecture``; ``inception_weights`` a local file (clean-fid's TorchScript Inception or
-    pytorch-fid's ``pt_inception`` state dict). ``lpips_bg_net`` is the LPIPS network of the
-    PIE-Bench background metric (PIE-Bench's evaluation code uses SqueezeNet). ``judge``: the
-    VLM judge of the VIEScore metrics (``JudgeOptions``; a mapping in the config).
+    ``hps_architecture``; ``image_reward_model`` a folder or hub repo holding the authors'
+    ``ImageReward.pt`` and ``med_config.json``, with BLIP's tokenizer ``image_reward_tokenizer``
+    (hub id or folder); ``dreamsim_dir`` the folder of DreamSim's unzipped ``open_clip_vitb32``
+    checkpoint (the package's own default ``./models``); ``inception_weights`` a local file
+    (clean-fid's TorchScript Inception or pytorch-fid's ``pt_inception`` state dict).
+    ``lpips_bg_net`` is the LPIPS network of the PIE-Bench background metric (PIE-Bench's
+    evaluation code uses SqueezeNet). ``judge``: the VLM judge of the VIEScore metrics
+    (``JudgeOptions``; a mapping in the config).
     ``similarity_clip_model`` and ``similarity_dino_model`` are the models of the image-similarity
     metrics of ground-truth benchmarks (``bench.metrics.ground_truth``): MagicBrush's evaluation
     code uses CLIP ViT-B/32 and DINO ViT-S/16.
@@ -94,6 +98,9 @@ class MetricOptions:
     pickscore_processor: str = "laion/CLIP-ViT-H-14-laion2B-s32B-b79K"
     hps_architecture: str = "ViT-H-14"
     hps_checkpoint: str = "xswu/HPSv2/HPS_v2.1_compressed.pt"
+    image_reward_model: str = "THUDM/ImageReward"
+    image_reward_tokenizer: str = "bert-base-uncased"
+    dreamsim_dir: str = "./models"
     inception_weights: str | None = None
     untrained_extractors: bool = False
     seed: int = 0
@@ -257,6 +264,22 @@ def load_clip(name: str, untrained: bool, seed: int, processor_name: str | None 
     return model, processor
 
 
+def _local_or_hub_file(spec: str, what: str, weights: str, hint: str) -> Path:
+    """A local file, or ``<hub repo>/<file>`` in the Hugging Face cache; ``ExtractorMissing`` otherwise."""
+    path = Path(spec).expanduser()
+    looked = [str(path)]
+    if not path.is_file() and spec.count("/") >= 2:
+        from huggingface_hub import try_to_load_from_cache
+
+        repo, filename = spec.rsplit("/", 1)
+        cached = try_to_load_from_cache(repo, filename)
+        looked = [f"a local file {spec!r}", f"Hugging Face cache {hf_cache()} ({repo}, {filename})"]
+        path = Path(cached) if isinstance(cached, str) else path
+    if not path.is_file():
+        raise ExtractorMissing(what, weights, looked, hint)
+    return path
+
+
 def load_hps(architecture: str, checkpoint: str, untrained: bool, seed: int):
     """(OpenCLIP model, tokenizer) of HPS v2.x: the architecture built by open_clip, its weights
     from the authors' checkpoint (``{"state_dict": ...}``, read with ``weights_only``: tensors
@@ -267,21 +290,38 @@ def load_hps(architecture: str, checkpoint: str, untrained: bool, seed: int):
     model = _seeded(seed, lambda: open_clip.create_model(architecture, pretrained=None))
     if untrained:
         return model, tokenizer
-    path = Path(checkpoint).expanduser()
-    looked = [str(path)]
-    if not path.is_file() and checkpoint.count("/") >= 2:
-        from huggingface_hub import try_to_load_from_cache
-
-        repo, filename = checkpoint.rsplit("/", 1)
-        cached = try_to_load_from_cache(repo, filename)
-        looked = [f"a local file {checkpoint!r}", f"Hugging Face cache {hf_cache()} ({repo}, {filename})"]
-        path = Path(cached) if isinstance(cached, str) else path
-    if not path.is_file():
-        raise ExtractorMissing(f"HPS {architecture}", f"checkpoint {checkpoint!r}", looked,
-                               "metric_options.hps_checkpoint may name the file. ")  # fmt: skip
+    path = _local_or_hub_file(checkpoint, f"HPS {architecture}", f"checkpoint {checkpoint!r}",
+                              "metric_options.hps_checkpoint may name the file. ")  # fmt: skip
     state = torch.load(path, map_location="cpu", weights_only=True)
     model.load_state_dict(state.get("state_dict", state))  # strict: all weights or an error
     return model, tokenizer
+
+
+def load_image_reward(model: str, tokenizer: str, untrained: bool, seed: int):
+    """(ImageRewardModel, BLIP tokenizer): the authors' ``ImageReward.pt`` (read with
+    ``weights_only``; they publish no safetensors) and ``med_config.json`` from the folder or
+    hub repo ``model``; untrained: ImageReward's ViT-L and BERT-base, seeded."""
+    import json
+
+    from bench.metrics import image_reward as blip
+
+    what, hint = f"ImageReward {model}", "metric_options.image_reward_model may name a folder holding both. "
+    bert = _local_or_cached(tokenizer, blip.load_tokenizer, what, f"BERT tokenizer {tokenizer!r}")
+    if untrained:
+        return _seeded(seed, lambda: blip.ImageRewardModel(blip.VIT_LARGE, blip.MED_CONFIG)), bert
+    folder = Path(model).expanduser()
+    files = {name: str(folder / name) if folder.is_dir() else f"{model}/{name}"
+             for name in ("ImageReward.pt", "med_config.json")}  # fmt: skip
+    paths = {name: _local_or_hub_file(spec, what, f"{name} of {model!r}", hint) for name, spec in files.items()}
+    state = torch.load(paths["ImageReward.pt"], map_location="cpu", weights_only=True)
+    med_config = json.loads(paths["med_config.json"].read_text())
+    try:
+        reward = blip.ImageRewardModel(blip.vision_architecture(state), blip.text_architecture(med_config))
+        reward.load_state_dict(blip.authors_keys(state))  # strict: all weights or an error
+    except (KeyError, RuntimeError) as exc:
+        raise ConfigError(f"{paths['ImageReward.pt']}: not an ImageReward checkpoint for its med_config.json "
+                          f"({type(exc).__name__}: {str(exc).splitlines()[0][:200]})") from exc  # fmt: skip
+    return reward, bert
 
 
 def load_dino(name: str, untrained: bool, seed: int):
@@ -436,6 +476,43 @@ class Extractors:
             return _ready(model, self.device), tokenizer
 
         return self._get(("hps", o.hps_architecture, o.hps_checkpoint), metric, f"HPS {o.hps_architecture}", load)
+
+    def image_reward(self, metric: str):
+        """ImageReward's BLIP (model, tokenizer)."""
+        o = self.options
+
+        def load():
+            model, tokenizer = load_image_reward(o.image_reward_model, o.image_reward_tokenizer,
+                                                 o.untrained_extractors, o.seed)  # fmt: skip
+            return _ready(model, self.device), tokenizer
+
+        return self._get(("image_reward", o.image_reward_model), metric, f"ImageReward {o.image_reward_model}", load)
+
+    def dreamsim(self, metric: str):
+        """DreamSim's ``open_clip_vitb32`` (model, preprocessing), built by the ``dreamsim`` package offline."""
+        o = self.options
+
+        def load():
+            from bench.metrics import dreamsim_distance as ds
+
+            folder = Path(o.dreamsim_dir).expanduser()
+            if o.untrained_extractors:
+                folder = cache_dir() / f"dreamsim_untrained_seed{o.seed}"
+                if not (folder / ds.DREAMSIM_FILES[1]).is_file():  # written last
+                    try:
+                        ds.write_untrained_folder(Path(tempfile.mkdtemp(dir=cache_dir())), o.seed).rename(folder)
+                    except OSError:  # another process wrote it first
+                        if not (folder / ds.DREAMSIM_FILES[1]).is_file():
+                            raise
+            missing = [name for name in ds.DREAMSIM_FILES if not (folder / name).is_file()]
+            if missing:
+                raise ExtractorMissing(f"DreamSim {ds.DREAMSIM_TYPE}", " and ".join(missing), [str(folder)],
+                                       "Unzip dreamsim_open_clip_vitb32_checkpoint.zip (the dreamsim release) "
+                                       "there or name its folder in metric_options.dreamsim_dir. ")  # fmt: skip
+            model, preprocess = ds.load_dreamsim(folder, self.device)
+            return _ready(model, self.device), preprocess
+
+        return self._get(("dreamsim", o.dreamsim_dir), metric, "DreamSim open_clip_vitb32", load)
 
     def dino(self, metric: str, name: str | None = None):
         """The DINO ViT ``name`` (default ``metric_options.dino_model``)."""

@@ -14,9 +14,17 @@
   ``pytest==7.2.0`` and ``protobuf<4``. Its evaluation transform is reproduced: the image's
   longer side resized to 224 (bicubic, on the float tensor, without antialiasing as
   torchvision < 0.17 did then), zero-padded to a square, OpenAI CLIP's mean and std.
+- ``image_reward`` (Xu et al., "ImageReward", NeurIPS 2023): the authors' BLIP reward model
+  (``metric_options.image_reward_model``, default ``THUDM/ImageReward``: ``ImageReward.pt`` and
+  ``med_config.json`` from the Hugging Face cache, with BLIP's ``bert-base-uncased`` tokenizer),
+  rebuilt on transformers' BLIP (``bench.metrics.image_reward`` says why the package is not
+  used), scored as the package's ``ImageReward.score``: the edited image's uint8 pixels through
+  its PIL transform (bicubic resize of the shorter side, centre crop, OpenAI CLIP's mean and
+  std), the prompt padded to 35 tokens, the reward normalised by the published mean and std.
 """
 
 import torch
+import torchvision.transforms as T
 import torchvision.transforms.functional as TF
 
 from bench.metrics import ImageMetric
@@ -80,4 +88,40 @@ class HPSv21(ImageMetric):
         return torch.where(missing, torch.full_like(scores, float("nan")), scores)
 
 
-METRICS = (PickScore, HPSv21)
+def image_reward_transform(images: torch.Tensor, size: int) -> torch.Tensor:
+    """ImageReward's preprocessing of (B, 3, H, W) images in [0, 1]: as PIL images (the saved
+    PNG's pixels), resized so the shorter side is ``size`` (bicubic), centre-cropped, normalised."""
+    from PIL import Image
+
+    transform = T.Compose([T.Resize(size, interpolation=T.InterpolationMode.BICUBIC), T.CenterCrop(size),
+                           T.ToTensor(), T.Normalize(OPENAI_MEAN, OPENAI_STD)])  # fmt: skip
+    pixels = (images.clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+    return torch.stack([transform(Image.fromarray(p)) for p in pixels])
+
+
+class ImageReward(ImageMetric):
+    name = "image_reward"
+    higher_is_better = True
+    value_range = (float("-inf"), float("inf"))  # a normalised regression output (z-score of the training rewards)
+    needs = frozenset({"target_prompt", "pretrained weights"})
+    nan_reason = "the sample has no target prompt"
+    description = ("ImageReward of the edited image against the target prompt: THUDM's BLIP reward model, "
+                   "normalised by its published mean and std (metric_options.image_reward_model)")  # fmt: skip
+
+    def load(self, extractors):
+        self.device = extractors.device
+        self.model, self.tokenizer = extractors.image_reward(self.name)
+
+    def compute(self, edited, source, samples):
+        from bench.metrics.image_reward import PROMPT_TOKENS
+
+        pixels = image_reward_transform(edited, self.model.image_size).to(self.device)
+        prompts = [s.target_prompt or "" for s in samples]
+        text = self.tokenizer(prompts, padding="max_length", truncation=True, max_length=PROMPT_TOKENS,
+                              return_tensors="pt").to(self.device)  # fmt: skip
+        scores = self.model(pixels, text.input_ids, text.attention_mask)
+        missing = torch.tensor([not s.target_prompt for s in samples], device=scores.device)
+        return torch.where(missing, torch.full_like(scores, float("nan")), scores)
+
+
+METRICS = (PickScore, HPSv21, ImageReward)
