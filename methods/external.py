@@ -29,6 +29,7 @@ from PIL import Image
 
 from bench import EditResult, Method, Param, register
 from bench.data import inside_folder, open_image, prepare_image, to_eight_bit
+from bench.diffusion.families import FAMILIES
 from bench.errors import ConfigError, SampleError
 
 EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp")
@@ -81,6 +82,7 @@ class External(Method):
     name = "external"
     description = "images made elsewhere, read by sample id from a folder, a JSONL manifest or a dataset column"
     measures_cost = False
+    families = FAMILIES  # it only reads images at the backbone's resolution, whatever the family
     params = (
         Param("folder", str, "", "folder of <sample id>.png|.jpg|.jpeg|.webp images"),
         Param("manifest", str, "", "JSONL of {id, image[, setting]} lines, image paths relative to the manifest"),

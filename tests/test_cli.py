@@ -101,4 +101,4 @@ def test_a_mistyped_backbone_folder_names_the_folders_there(tmp_path):
     assert result.exit_code == 1 and "Traceback" not in result.output
     assert f"backbone folder '{tmp_path / 'sd-15'}' does not exist (did you mean 'sd15'?)" in result.output
     result = invoke("run", config, "--backbone", tmp_path, "--out", tmp_path / "runs", "--quiet")
-    assert "is not a diffusers pipeline folder (no unet/config.json)" in result.output
+    assert "is not a diffusers pipeline folder (no unet/ or transformer/ config.json)" in result.output

@@ -91,7 +91,7 @@ def test_gradient_is_that_of_the_score_of_the_decoded_prediction(backbone):
     """Finite differences (float64) of z_t -> log p(y | D(z0_hat(z_t))) match the guide's
     gradient, which must therefore flow through the UNet as well as the decoder."""
     unet, vae = copy.deepcopy(backbone.unet).double(), copy.deepcopy(backbone.vae).double()
-    double = SimpleNamespace(vae=vae, dtype=torch.float64)
+    double = SimpleNamespace(vae=vae, dtype=torch.float64, family=backbone.family)
     double.decode = lambda z: Backbone.decode(double, z)
     text = backbone.encode_text("a dog").double()
     scheduler = backbone.new_scheduler(10)

@@ -1,4 +1,4 @@
-"""Stable Diffusion 1.x/2.x: UNet noise prediction, one CLIP text encoder, DDIM (REFERENCE.md, "Backbone families")."""
+"""Stable Diffusion 1.x/2.x: UNet noise prediction, one CLIP text encoder, DDIM (docs/REFERENCE.md, "Sampling")."""
 
 import torch
 

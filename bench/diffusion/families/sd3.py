@@ -1,6 +1,6 @@
 """Stable Diffusion 3 / 3.5 (Esser et al., ICML 2024): an MMDiT transformer trained with rectified flow.
 
-Formulas (REFERENCE.md, "Backbone families"):
+Formulas (docs/REFERENCE.md, "Rectified-flow backbones (SD3 / SD3.5)"):
 
 - latent ``z0 = (E(x) - shift_factor) * scaling_factor`` (16 channels, both factors from the VAE config);
 - forward process ``z_s = (1 - s) z0 + s n`` with ``s`` (sigma) in [0, 1] and timestep ``1000 s``

@@ -1,4 +1,4 @@
-"""Flow inversion (REFERENCE.md, "Backbone families"): the flow counterpart of DDIM inversion.
+"""Flow inversion (docs/REFERENCE.md, "Rectified-flow backbones (SD3 / SD3.5)"): the flow counterpart of DDIM inversion.
 
 The Euler ODE is run from ``s = 0`` (the source latent) up to ``s = 1`` with the source prompt,
 the velocity evaluated at the current, less noisy point:
