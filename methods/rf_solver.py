@@ -7,16 +7,22 @@ blocks are the source's, recorded at the same step and evaluation of the inversi
 (``bench.diffusion.attention.value_sharing``). ``inject = 0`` is plain second-order inversion and
 regeneration.
 
-Where this follows the paper and where the code: the step is the paper's Eq. and the code's
-``denoise`` (they agree). The sharing follows the code (``FLUX_Image_Edit/src/flux/modules/layers.py``):
-values of both evaluations of a step are shared, keyed by step and evaluation, for the first
-``inject`` sampling steps, stored at the matching (last) inversion steps; the paper describes the
-same. FLUX has single-stream blocks and SD3 has none (see ``value_sharing`` for what is shared in
-SD3's joint blocks). Defaults: the authors give only FLUX settings; their run scripts edit with 15
-steps and ``inject`` 2 (the parser's 25/20 are not what they run), and share in FLUX's
-single-stream blocks 20-37, the last 18 of its 57 blocks, about the last third of the network:
-the last 8 of SD3(.5)-medium's 24 blocks. FLUX's ``guidance`` (2) is distilled guidance, not CFG, so
-``w`` defaults to diffusers' SD3 pipeline's CFG, 7.0.
+Where this follows the paper and where the code: the step is the paper's Taylor expansion cut
+at second order with the derivative from a half-step difference, which is what the code's
+``denoise`` runs (they agree). The paper describes the sharing in general terms (self-attention
+features of the inversion replace the editing's in the last blocks for the first steps); the
+details are the code's (``FLUX_Image_Edit/src/flux/modules/layers.py``, followed here): ``V`` only,
+both evaluations of a step shared, keyed by step and evaluation, for the first ``inject`` sampling
+steps and recorded at the matching (last) inversion steps. The pairing is by step, not by noise
+level: the inversion's first evaluation of a step is at its less noisy end, the edit's at its
+noisier end (the half steps coincide). FLUX has single-stream blocks and SD3 has none (see
+``value_sharing`` for what is shared in SD3's joint blocks).
+
+Defaults: the authors give only FLUX settings. Their run scripts edit with 15 steps and
+``inject`` 2 (the parser's 25/20 are not what they run) and share in FLUX's single-stream blocks
+20-37, the last 18 of its 57 blocks, about the last third of the network: here the last 8 of
+SD3(.5)-medium's 24 blocks. FLUX's ``guidance`` (2) is distilled guidance, not CFG, so ``w``
+defaults to diffusers' SD3 pipeline's CFG, 7.0.
 """
 
 from bench.registry import register

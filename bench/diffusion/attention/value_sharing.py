@@ -1,5 +1,7 @@
 """RF-Solver-Edit's feature sharing on SD3's joint attention: the target takes the source's values.
 
+Definition: docs/REFERENCE.md, "Flow solvers and value sharing (SD3)".
+
 During the inversion the source's image-token values ``V`` (``attn.to_v`` of the image stream) of
 the chosen transformer blocks are recorded at the evaluations of the steps that editing will share
 (``ValueSharing.recording``); during the first ``inject`` editing steps each row's evaluation

@@ -1,5 +1,7 @@
 """Higher-order ODE solvers of rectified flow (SD3), for inversion (``s``: 0 -> 1) and sampling (1 -> 0).
 
+Formulas: docs/REFERENCE.md, "Flow solvers and value sharing (SD3)".
+
 Every solver takes one step ``s -> s_next`` (``h = s_next - s``; negative when sampling, positive
 when inverting: the same formula runs both ways) with a velocity callable
 ``velocity(z, sigma, evaluation)``; ``evaluation`` names which evaluation of which step it is
