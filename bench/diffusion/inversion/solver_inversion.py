@@ -6,9 +6,10 @@ on disk (and FireFlow's carried velocities). The source's shared values are reco
 inversion runs; they are *not* cached on disk: they are per sample, steps, blocks and ``inject``,
 and large (SD3.5-medium at 1024 px: 4096 image tokens x 1536 channels in bf16 = 12.6 MB per block
 and evaluation, about 400 MB per sample at ``rf_solver``'s defaults, 8 blocks x 2 evaluations x 2
-steps). On a cache hit they are recorded again by replaying only the shared inversion steps from
-the cached trajectory (``flow_solvers.replay_steps``): the same inputs give the same values, at
-``inject`` x the solver's evaluations per step x CFG NFE instead of the whole inversion's.
+steps; kept in host memory, moved to the device at each injection, as the authors do). On a cache
+hit they are recorded again by replaying only the shared inversion steps from the cached
+trajectory (``flow_solvers.replay_steps``): the same inputs give the same values, at ``inject`` x
+the solver's evaluations per step x CFG NFE instead of the whole inversion's.
 """
 
 from contextlib import nullcontext
