@@ -16,7 +16,9 @@ from bench.diffusion.inversion.solver_inversion import guided_velocity_fn
 from bench.errors import ConfigError
 from bench.execution.plan import cell_seed
 from bench.method import EditRow
-from bench.registry import get_method
+from bench.registry import get_method, register
+from methods.rf_solver import RFSolverEdit
+from tests.helpers import read_cells, run_config
 
 STEPS = 3
 
@@ -213,3 +215,63 @@ def test_settings_are_checked(sd3):
     assert shared_blocks(sd3.transformer, 1) == [1] and shared_blocks(sd3.transformer, 8) == [0, 1]
     for name in ("rf_solver", "fireflow"):
         assert get_method(name).families == ("sd3",)
+
+
+def test_editbench_methods_lists_them_with_families_defaults_and_sources():
+    from click.testing import CliRunner
+
+    from run_bench import main
+
+    output = CliRunner().invoke(main, ["methods"]).output
+    for name, steps, source in (
+        ("rf_solver", 15, "RF-Solver-Edit's run scripts"),
+        ("fireflow", 8, "FireFlow's README"),
+    ):
+        listing = output[output.index(f"{name}: ") :].split("\n\n")[0].splitlines()[:7]
+        assert listing[1].strip() == "families: SD3/3.5"
+        assert listing[2].strip().startswith(f"steps = {steps}  [int in [1, 1000]]") and source in listing[2]
+        assert all("(" in line for line in listing[2:]), "every default names its source"
+
+
+@register
+class _FailsInsideSharing(RFSolverEdit):
+    """``rf_solver`` whose transformer fails on its third call in any batch holding sample ``img1``."""
+
+    name = "test_rf_solver_failing_img1"
+
+    def edit_batch(self, backbone, rows, setting):
+        calls = []
+
+        def fail(module, args, kwargs):
+            calls.append(1)
+            if len(calls) == 3:
+                raise RuntimeError("simulated failure inside a shared step")
+
+        poisoned = any(row.sample.id == "img1" for row in rows)
+        handle = backbone.transformer.register_forward_pre_hook(fail, with_kwargs=True) if poisoned else None
+        try:
+            return super().edit_batch(backbone, rows, setting)
+        finally:
+            if handle is not None:
+                handle.remove()
+
+
+def test_a_cell_failing_inside_the_shared_steps_fails_alone_and_the_processors_come_back(sd3, tmp_path):
+    from bench.execution.runner import Runner
+
+    originals = sd3.transformer.attn_processors
+    config = run_config(
+        tmp_path,
+        {"test_rf_solver_failing_img1": {"steps": 2, "inject": 2}},
+        n=3,
+        backbone={"name": "tiny-sd3"},
+        batch_size=3,
+    )
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    Runner(config, run_dir, backbone=sd3, progress=False).run()
+    cells = read_cells(run_dir).set_index("sample_id")
+    assert cells.loc["img1", "status"] == "failed" and "simulated failure" in cells.loc["img1", "error"]
+    assert (cells.drop("img1").status == "ok").all()
+    after = sd3.transformer.attn_processors
+    assert after.keys() == originals.keys() and all(after[k] is originals[k] for k in originals)
