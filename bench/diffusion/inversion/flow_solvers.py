@@ -25,6 +25,8 @@ order (0 = the noisiest step), so inversion runs its indices from ``steps - 1`` 
   fresh at ``s = 1``), and the reused velocity is the previous midpoint's, taken as the velocity at
   the current point.
 
+Neither solver treats the last step specially: the step into ``s = 0`` (and, inverting, the one
+out of it) is the same formula, its half step at ``s_last / 2``, as in both authors' codes.
 Inversion evaluates at the current, less noisy point first, as ``bench.diffusion.inversion.flow``
 (and both authors' codes, which run the same step with the sigmas reversed). A solver inversion is
 cached on disk like the others (``SolverInversionSpec``: its kind is the solver's name, so the
