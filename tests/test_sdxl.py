@@ -1,0 +1,119 @@
+"""The SDXL family on the tiny SDXL backbone: equality with diffusers' SDXL pipelines, the
+conditioning (two encoders, pooled token, zeros for the empty prompt, time ids), and the family's
+place in fingerprints and caches."""
+
+import json
+import shutil
+
+import pytest
+import torch
+from diffusers import StableDiffusionXLImg2ImgPipeline, StableDiffusionXLPipeline
+
+from bench.data import Sample
+from bench.errors import ConfigError
+from bench.registry import get_method
+
+
+@pytest.fixture(scope="module")
+def sdxl():
+    from bench.diffusion.backbone import Backbone, BackboneSpec
+
+    return Backbone(BackboneSpec(name="tiny-sdxl", device="cpu"))
+
+
+def sdxl_pipeline(pipeline_class, backbone, steps):
+    """diffusers' SDXL pipeline over the backbone's components. Comparable settings: the same fresh
+    DDIM scheduler (not the pipeline folder's), no watermark, ``force_zeros_for_empty_prompt`` as
+    the folder says, and (img2img) the backbone's posterior-mean latent given as ``image``."""
+    pipe = pipeline_class(
+        vae=backbone.vae, text_encoder=backbone.text_encoder, text_encoder_2=backbone.text_encoder_2,
+        tokenizer=backbone.tokenizer, tokenizer_2=backbone.tokenizer_2, unet=backbone.unet,
+        scheduler=backbone.new_scheduler(steps), force_zeros_for_empty_prompt=backbone.force_zeros_for_empty_prompt,
+        add_watermarker=False,
+    )  # fmt: skip
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def test_tiny_sdxl_is_a_saved_sdxl_pipeline(sdxl):
+    index = json.loads((sdxl.folder / "model_index.json").read_text())
+    assert index["_class_name"] == "StableDiffusionXLPipeline" and sdxl.family_name == "sdxl"
+    assert sdxl.unet.config.addition_embed_type == "text_time" and sdxl.unet.config.transformer_layers_per_block == [1, 2]
+    assert sdxl.fingerprint["family"] == "sdxl" and sdxl.fingerprint["force_zeros_for_empty_prompt"] is True
+    assert sdxl.labels == ["untrained backbone"] and not list(sdxl.folder.rglob("*.bin"))
+
+
+@pytest.mark.parametrize("t0,w,steps", [(0.5, 7.5, 10), (1.0, 1.0, 4), (0.6, 3.0, 5)])
+def test_sdxl_sdedit_equals_diffusers_img2img(sdxl, image, t0, w, steps):
+    method = get_method("sdedit")()
+    sample = Sample("x", image, "a photo of a cat", "a photo of a dog")
+    ours = method.edit(sdxl, sample, None, method.resolve({"t0": t0, "w": w, "steps": steps}), torch.Generator().manual_seed(7)).image
+    pipe = sdxl_pipeline(StableDiffusionXLImg2ImgPipeline, sdxl, steps)
+    ref = pipe("a photo of a dog", image=sdxl.encode_image(image[None]), strength=t0, num_inference_steps=steps,
+               guidance_scale=w, generator=torch.Generator().manual_seed(7), output_type="pt").images  # fmt: skip
+    assert (ours - ref).abs().max().item() <= 1e-4
+
+
+@pytest.mark.parametrize("w,steps", [(5.0, 6), (1.0, 3)])
+def test_sdxl_cfg_equals_diffusers_text_to_image(sdxl, image, w, steps):
+    method = get_method("cfg")()
+    sample = Sample("x", image, "a photo of a cat", "a photo of a dog")
+    ours = method.edit(sdxl, sample, None, method.resolve({"w": w, "steps": steps}), torch.Generator().manual_seed(3)).image
+    pipe = sdxl_pipeline(StableDiffusionXLPipeline, sdxl, steps)
+    ref = pipe("a photo of a dog", height=128, width=128, num_inference_steps=steps, guidance_scale=w,
+               generator=torch.Generator().manual_seed(3), output_type="pt").images  # fmt: skip
+    assert (ours - ref).abs().max().item() <= 1e-4
+
+
+def test_sdxl_conditioning_is_both_encoders_and_the_pooled_token(sdxl):
+    text = sdxl.encode_text("a photo of a cat")
+    embeds, _, pooled, _ = sdxl_pipeline(StableDiffusionXLPipeline, sdxl, 2).encode_prompt(
+        "a photo of a cat", device="cpu", do_classifier_free_guidance=False
+    )
+    assert text.shape == (1, 77 + 1, 64)
+    torch.testing.assert_close(text[:, :77], embeds)
+    torch.testing.assert_close(text[:, 77, :32], pooled)
+    assert not text[:, 77, 32:].any()
+    assert not sdxl.encode_text("").any()  # force_zeros_for_empty_prompt: the unconditional row is zeros
+
+
+def test_time_ids_follow_the_latent_size(sdxl):
+    from bench.diffusion.families.sdxl import time_ids
+
+    ids = time_ids(sdxl, torch.zeros(3, 4, 16, 24))
+    assert ids.tolist() == [[128, 192, 0, 0, 128, 192]] * 3
+
+
+def test_without_force_zeros_the_unconditional_is_the_encoded_empty_prompt(tmp_path, sdxl):
+    from bench.diffusion.backbone import Backbone, BackboneSpec
+
+    folder = tmp_path / "sdxl"
+    shutil.copytree(sdxl.folder, folder)
+    index = json.loads((folder / "model_index.json").read_text())
+    (folder / "model_index.json").write_text(json.dumps({**index, "force_zeros_for_empty_prompt": False}))
+    other = Backbone(BackboneSpec(name=str(folder), device="cpu"))
+    assert other.encode_text("").abs().sum() > 0
+    assert other.fingerprint_id != Backbone(BackboneSpec(name=str(sdxl.folder), device="cpu")).fingerprint_id
+    _, negative, _, negative_pooled = sdxl_pipeline(StableDiffusionXLPipeline, other, 2).encode_prompt(
+        "a cat", device="cpu", do_classifier_free_guidance=True
+    )
+    torch.testing.assert_close(other.encode_text("")[:, :77], negative)
+    torch.testing.assert_close(other.encode_text("")[:, 77, :32], negative_pooled)
+
+
+def test_an_sdxl_refiner_is_a_one_line_error(tmp_path, sdxl):
+    from bench.diffusion.backbone import Backbone, BackboneSpec
+
+    folder = tmp_path / "refiner"
+    shutil.copytree(sdxl.folder, folder)
+    index = json.loads((folder / "model_index.json").read_text())
+    (folder / "model_index.json").write_text(json.dumps({**index, "requires_aesthetics_score": True}))
+    with pytest.raises(ConfigError, match="refiner pipelines .* not supported"):
+        Backbone(BackboneSpec(name=str(folder), device="cpu"))
+
+
+def test_sdxl_encode_decode_uses_the_vae_config(sdxl, image):
+    z = sdxl.encode_image(image[None])
+    torch.testing.assert_close(z, sdxl.vae.encode(image[None] * 2 - 1).latent_dist.mean * 0.13025)
+    assert sdxl.vae.config.scaling_factor == 0.13025
+    torch.testing.assert_close(sdxl.decode(z), (sdxl.vae.decode(z / 0.13025).sample / 2 + 0.5).clamp(0, 1))
