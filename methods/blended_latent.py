@@ -8,6 +8,7 @@ Optionally paste the source pixels outside the pixel mask after decoding.
 
 import torch
 
+from bench.diffusion.families import UNET_FAMILIES
 from bench.diffusion.masks import latent_masks
 from bench.diffusion.sampling import (
     decode_rows,
@@ -28,6 +29,7 @@ from bench.registry import register
 @register
 class BlendedLatent(Method):
     name = "blended_latent"
+    families = UNET_FAMILIES
     description = "Edit inside the mask with the target prompt, blending in the noised source outside it at every step."
     needs = frozenset({"target_prompt", "mask"})
     params = (

@@ -27,6 +27,8 @@ PIPELINE_FAMILIES = {
 }
 FAMILIES = ("sd", "sdxl", "sd3")
 FAMILY_TITLES = {"sd": "SD 1.x/2.x", "sdxl": "SDXL", "sd3": "SD3/3.5"}
+#: The families with SD's UNet, noise prediction and DDIM math, where every UNet method's mathematics carries over.
+UNET_FAMILIES = ("sd", "sdxl")
 
 
 def family_of_folder(folder: Path) -> str:

@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 
 from bench.diffusion.families.packing import pack_pooled, unpack_pooled
+
 DENOISER = "transformer"
 #: T5 tokens per prompt, diffusers' ``max_sequence_length`` default for SD3.
 T5_MAX_LENGTH = 256
