@@ -117,3 +117,50 @@ def test_sdxl_encode_decode_uses_the_vae_config(sdxl, image):
     torch.testing.assert_close(z, sdxl.vae.encode(image[None] * 2 - 1).latent_dist.mean * 0.13025)
     assert sdxl.vae.config.scaling_factor == 0.13025
     torch.testing.assert_close(sdxl.decode(z), (sdxl.vae.decode(z / 0.13025).sample / 2 + 0.5).clamp(0, 1))
+
+
+def test_an_sdxl_batch_equals_its_cells_run_alone(sdxl, image):
+    from bench.method import EditRow
+
+    samples = [Sample("a", image, "a cat", "a dog"), Sample("b", image.flip(-1), "a cat", "a red car")]
+    for name, given in (("sdedit", {"t0": 0.6, "w": 4.0, "steps": 4}), ("p2p", {"inversion": "none", "steps": 3, "blend_words": "none"})):
+        method = get_method(name)()
+        setting = method.resolve(given)
+        rows = [EditRow(s, None, torch.Generator().manual_seed(i)) for i, s in enumerate(samples)]
+        batch = method.edit_batch(sdxl, rows, setting)
+        for i, sample in enumerate(samples):
+            alone = method.edit(sdxl, sample, None, setting, torch.Generator().manual_seed(i)).image
+            assert (batch[i].image - alone).abs().max().item() <= 1e-5, name
+
+
+def test_sdxl_nfe_estimates_and_inversion_caches_are_the_sdxl_backbones_own(tmp_path, sdxl):
+    """A run on tiny-sdxl spends the NFE --dry-run estimates; its inversions are found in the disk
+    cache by a dry run on tiny-sdxl and never by one on the SD 1.x tiny backbone (keys include the family)."""
+    import re
+
+    from bench.execution.plan import dry_run_text
+    from bench.execution.runner import Runner
+    from bench.store import setting_json
+    from tests.helpers import read_cells, run_config
+
+    methods = {"sdedit": {"steps": 2}, "cfg": {"steps": 2}, "ddim_inversion": {"steps": 2, "inversion_w": 2.125}}
+    config = run_config(tmp_path, methods, n=1, backbone={"name": "tiny-sdxl", "device": "cpu"})
+    (tmp_path / "run").mkdir()
+    Runner(config, tmp_path / "run", backbone=sdxl, progress=False).run()
+    cells = read_cells(tmp_path / "run")
+    assert (cells["status"] == "ok").all(), cells["error"].dropna().tolist()
+    for method, settings in config.settings.items():
+        (setting,) = settings
+        edit, prep = get_method(method).estimate_nfe(setting)
+        (row,) = [r for r in cells[cells["method"] == method].itertuples() if r.setting == setting_json(setting)]
+        assert row.nfe == edit and (row.prep_nfe or 0) == prep, method
+
+    from bench.diffusion.tiny import tiny_backbone_dir
+
+    tiny_backbone_dir("tiny")  # on disk, so that its dry run looks the inversion up
+
+    def found(backbone):
+        text = dry_run_text(run_config(tmp_path / backbone, methods, n=1, backbone={"name": backbone}))
+        return int(re.search(r"(\d+) found in the disk cache", text).group(1))
+
+    assert found("tiny-sdxl") == 1 and found("tiny") == 0

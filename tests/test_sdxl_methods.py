@@ -118,3 +118,32 @@ def test_a_switched_off_attention_editor_equals_its_plain_regeneration(sdxl, ima
     ours = method.edit(sdxl, sample, inversion, setting, torch.Generator().manual_seed(0)).image
     plain = sdxl.decode(regenerate(sdxl, inversion, sample.source_prompt, sample.target_prompt, setting["w"])).float()
     assert (ours - plain).abs().max().item() <= 1e-4
+
+
+def test_attention_editors_find_their_layers_in_sdxls_unet(sdxl):
+    """SDXL's attention blocks hold several transformer layers: each one is a layer of its own, in forward order."""
+    from bench.diffusion.attention.hooks import self_attention_layers
+    from methods.pnp import injected_attention_layers
+
+    names = self_attention_layers(sdxl.unet)
+    blocks = [n.removesuffix(".attn1.processor") for n in names]
+    assert blocks == [
+        "down_blocks.1.attentions.0.transformer_blocks.0", "down_blocks.1.attentions.0.transformer_blocks.1",
+        "mid_block.attentions.0.transformer_blocks.0", "mid_block.attentions.0.transformer_blocks.1",
+        "up_blocks.0.attentions.0.transformer_blocks.0", "up_blocks.0.attentions.0.transformer_blocks.1",
+        "up_blocks.0.attentions.1.transformer_blocks.0", "up_blocks.0.attentions.1.transformer_blocks.1",
+    ]  # fmt: skip
+    assert injected_attention_layers(sdxl.unet) == names[5:]  # the decoder's but its first
+    masactrl = get_method("masactrl")
+    masactrl.check_backbone(masactrl.resolve({"start_layer": 7}), sdxl)
+    with pytest.raises(ConfigError, match="start_layer = 8 is not allowed; this UNet has 8 self-attention layers"):
+        masactrl.check_backbone(masactrl.resolve({"start_layer": 8}), sdxl)
+
+
+def test_families_config_runs_the_inversion_regeneration_on_sdxl():
+    from bench.execution.config import load_config
+
+    from bench.paths import repo_root
+
+    config = load_config(repo_root() / "configs" / "families.yaml", ["ddim_inversion={}"], backbone="tiny-sdxl")
+    assert config.backbone.name == "tiny-sdxl" and set(config.settings) == {"reconstruct", "sdedit", "cfg", "ddim_inversion"}
