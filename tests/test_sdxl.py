@@ -38,7 +38,8 @@ def sdxl_pipeline(pipeline_class, backbone, steps):
 def test_tiny_sdxl_is_a_saved_sdxl_pipeline(sdxl):
     index = json.loads((sdxl.folder / "model_index.json").read_text())
     assert index["_class_name"] == "StableDiffusionXLPipeline" and sdxl.family_name == "sdxl"
-    assert sdxl.unet.config.addition_embed_type == "text_time" and sdxl.unet.config.transformer_layers_per_block == [1, 2]
+    config = sdxl.unet.config
+    assert config.addition_embed_type == "text_time" and config.transformer_layers_per_block == [1, 2]
     assert sdxl.fingerprint["family"] == "sdxl" and sdxl.fingerprint["force_zeros_for_empty_prompt"] is True
     assert sdxl.labels == ["untrained backbone"] and not list(sdxl.folder.rglob("*.bin"))
 
@@ -47,7 +48,8 @@ def test_tiny_sdxl_is_a_saved_sdxl_pipeline(sdxl):
 def test_sdxl_sdedit_equals_diffusers_img2img(sdxl, image, t0, w, steps):
     method = get_method("sdedit")()
     sample = Sample("x", image, "a photo of a cat", "a photo of a dog")
-    ours = method.edit(sdxl, sample, None, method.resolve({"t0": t0, "w": w, "steps": steps}), torch.Generator().manual_seed(7)).image
+    setting = method.resolve({"t0": t0, "w": w, "steps": steps})
+    ours = method.edit(sdxl, sample, None, setting, torch.Generator().manual_seed(7)).image
     pipe = sdxl_pipeline(StableDiffusionXLImg2ImgPipeline, sdxl, steps)
     ref = pipe("a photo of a dog", image=sdxl.encode_image(image[None]), strength=t0, num_inference_steps=steps,
                guidance_scale=w, generator=torch.Generator().manual_seed(7), output_type="pt").images  # fmt: skip
@@ -58,7 +60,8 @@ def test_sdxl_sdedit_equals_diffusers_img2img(sdxl, image, t0, w, steps):
 def test_sdxl_cfg_equals_diffusers_text_to_image(sdxl, image, w, steps):
     method = get_method("cfg")()
     sample = Sample("x", image, "a photo of a cat", "a photo of a dog")
-    ours = method.edit(sdxl, sample, None, method.resolve({"w": w, "steps": steps}), torch.Generator().manual_seed(3)).image
+    setting = method.resolve({"w": w, "steps": steps})
+    ours = method.edit(sdxl, sample, None, setting, torch.Generator().manual_seed(3)).image
     pipe = sdxl_pipeline(StableDiffusionXLPipeline, sdxl, steps)
     ref = pipe("a photo of a dog", height=128, width=128, num_inference_steps=steps, guidance_scale=w,
                generator=torch.Generator().manual_seed(3), output_type="pt").images  # fmt: skip
@@ -123,7 +126,11 @@ def test_an_sdxl_batch_equals_its_cells_run_alone(sdxl, image):
     from bench.method import EditRow
 
     samples = [Sample("a", image, "a cat", "a dog"), Sample("b", image.flip(-1), "a cat", "a red car")]
-    for name, given in (("sdedit", {"t0": 0.6, "w": 4.0, "steps": 4}), ("p2p", {"inversion": "none", "steps": 3, "blend_words": "none"})):
+    settings = {
+        "sdedit": {"t0": 0.6, "w": 4.0, "steps": 4},
+        "p2p": {"inversion": "none", "steps": 3, "blend_words": "none"},
+    }
+    for name, given in settings.items():
         method = get_method(name)()
         setting = method.resolve(given)
         rows = [EditRow(s, None, torch.Generator().manual_seed(i)) for i, s in enumerate(samples)]
@@ -164,3 +171,14 @@ def test_sdxl_nfe_estimates_and_inversion_caches_are_the_sdxl_backbones_own(tmp_
         return int(re.search(r"(\d+) found in the disk cache", text).group(1))
 
     assert found("tiny-sdxl") == 1 and found("tiny") == 0
+
+
+def test_in_fp16_the_sdxl_vae_stays_fp32_as_diffusers_upcasts_it(image):
+    from bench.diffusion.backbone import Backbone, BackboneSpec
+
+    half = Backbone(BackboneSpec(name="tiny-sdxl", device="cpu", dtype="fp16"))
+    assert half.vae.dtype == torch.float32 and half.unet.dtype == torch.float16 and half.vae.config.force_upcast
+    method = get_method("sdedit")()
+    sample = Sample("x", image, "a photo of a cat", "a photo of a dog")
+    out = method.edit(half, sample, None, method.resolve({"steps": 4}), torch.Generator().manual_seed(0)).image
+    assert half.encode_image(image[None]).dtype == torch.float16 and torch.isfinite(out).all()

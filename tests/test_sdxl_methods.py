@@ -61,7 +61,8 @@ def test_one_cell_of_each_ported_method_runs_on_tiny_sdxl(tmp_path, sdxl, name):
 
 @pytest.mark.parametrize("name", sorted(SD_ONLY))
 def test_an_sd_only_method_on_sdxl_fails_before_any_cell(tmp_path, name):
-    with pytest.raises(ConfigError, match=f"method '{name}' does not support the SDXL backbone family .*supports: SD 1.x/2.x$"):
+    message = f"method '{name}' does not support the SDXL backbone family .*supports: SD 1.x/2.x$"
+    with pytest.raises(ConfigError, match=message):
         run_config(tmp_path, {name: {}}, backbone={"name": "tiny-sdxl"})
 
 
@@ -142,8 +143,8 @@ def test_attention_editors_find_their_layers_in_sdxls_unet(sdxl):
 
 def test_families_config_runs_the_inversion_regeneration_on_sdxl():
     from bench.execution.config import load_config
-
     from bench.paths import repo_root
 
     config = load_config(repo_root() / "configs" / "families.yaml", ["ddim_inversion={}"], backbone="tiny-sdxl")
-    assert config.backbone.name == "tiny-sdxl" and set(config.settings) == {"reconstruct", "sdedit", "cfg", "ddim_inversion"}
+    assert config.backbone.name == "tiny-sdxl"
+    assert set(config.settings) == {"reconstruct", "sdedit", "cfg", "ddim_inversion"}

@@ -56,23 +56,25 @@ def pipeline_options(folder) -> dict:
     index = json.loads((folder / "model_index.json").read_text())
     if index.get("requires_aesthetics_score"):
         raise ConfigError(
-            f"backbone {folder}: SDXL refiner pipelines (requires_aesthetics_score) are not supported; use an SDXL base pipeline"
+            f"backbone {folder}: SDXL refiner pipelines (requires_aesthetics_score) are not supported; "
+            "use an SDXL base pipeline"
         )
     return {"force_zeros_for_empty_prompt": bool(index.get("force_zeros_for_empty_prompt", True))}
 
 
 def load(backbone, common: dict) -> None:
     """SD's components (``sd.load``) plus the second CLIP encoder (with projection) and its tokenizer."""
+    from diffusers import AutoencoderKL
     from transformers import CLIPTextModelWithProjection, CLIPTokenizer
 
-    sd.load(backbone, common)
     folder = backbone.folder
+    vae_config = AutoencoderKL.load_config(folder, subfolder="vae")
+    upcast = common["torch_dtype"] == torch.float16 and vae_config.get("force_upcast", True)
+    sd.load(backbone, common, vae_dtype=torch.float32 if upcast else None)  # SDXL's VAE overflows in fp16
     backbone.text_encoder_2 = CLIPTextModelWithProjection.from_pretrained(folder, subfolder="text_encoder_2", **common)
     backbone.tokenizer_2 = CLIPTokenizer.from_pretrained(folder, subfolder="tokenizer_2")
     backbone.networks = (*backbone.networks, backbone.text_encoder_2)
     backbone.force_zeros_for_empty_prompt = pipeline_options(folder)["force_zeros_for_empty_prompt"]
-    if backbone.dtype == torch.float16 and backbone.vae.config.force_upcast:
-        backbone.vae.to(torch.float32)  # SDXL's VAE overflows in fp16
     config = backbone.unet.config
     pooled = backbone.text_encoder_2.config.projection_dim
     expected = backbone.unet.add_embedding.linear_1.in_features
@@ -119,7 +121,7 @@ def _latent_stats(backbone, like: torch.Tensor):
     if getattr(config, "latents_mean", None) is None or getattr(config, "latents_std", None) is None:
         return 0.0, 1.0
     shape = (1, -1, 1, 1)
-    return (torch.tensor(config.latents_mean).view(shape).to(like), torch.tensor(config.latents_std).view(shape).to(like))
+    return tuple(torch.tensor(stat).view(shape).to(like) for stat in (config.latents_mean, config.latents_std))
 
 
 def encode_image(backbone, image: torch.Tensor) -> torch.Tensor:
