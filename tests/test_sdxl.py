@@ -182,3 +182,12 @@ def test_in_fp16_the_sdxl_vae_stays_fp32_as_diffusers_upcasts_it(image):
     sample = Sample("x", image, "a photo of a cat", "a photo of a dog")
     out = method.edit(half, sample, None, method.resolve({"steps": 4}), torch.Generator().manual_seed(0)).image
     assert half.encode_image(image[None]).dtype == torch.float16 and torch.isfinite(out).all()
+
+
+def test_the_hub_snapshot_patterns_cover_every_file_of_an_sdxl_pipeline_folder(sdxl):
+    from fnmatch import fnmatch
+
+    patterns = sdxl.family.hub_patterns(sdxl.spec)
+    files = [p.relative_to(sdxl.folder).as_posix() for p in sdxl.folder.rglob("*") if p.is_file()]
+    assert "text_encoder_2/model.safetensors" in files and "tokenizer_2/tokenizer.json" in files
+    assert [f for f in files if not any(fnmatch(f, p) for p in patterns)] == []
