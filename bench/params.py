@@ -67,8 +67,8 @@ class Param:
 
 
 def steps_param(default: int = 50) -> Param:
-    """DDIM steps of the full schedule."""
-    return Param("steps", int, default, "DDIM steps of the full schedule", low=1, high=1000)
+    """Sampler steps of the full schedule (DDIM on SD 1.x/2.x, flow-matching Euler on SD3)."""
+    return Param("steps", int, default, "sampler steps of the full schedule (DDIM; Euler on SD3)", low=1, high=1000)
 
 
 def guidance_param(default: float = 7.5) -> Param:

@@ -2,7 +2,8 @@
 
 Start from the source noised to ``t0`` (as SDEdit); after each step keep the denoised
 latent inside the (latent) mask and the source noised to the same level outside it, so the
-edit stays local and the last step ends exactly on the source latent outside the mask.
+edit stays local and the last step ends exactly on the source latent outside the mask. On SD3
+the noising is the flow's ``(1 - s) z0 + s n`` at the step's sigma (``sampling.noise_to``).
 Optionally paste the source pixels outside the pixel mask after decoding.
 """
 
@@ -29,7 +30,7 @@ from bench.registry import register
 @register
 class BlendedLatent(Method):
     name = "blended_latent"
-    families = UNET_FAMILIES
+    families = (*UNET_FAMILIES, "sd3")
     description = "Edit inside the mask with the target prompt, blending in the noised source outside it at every step."
     needs = frozenset({"target_prompt", "mask"})
     params = (

@@ -70,10 +70,17 @@ def local_run(raw_config):
         torch.set_num_threads(threads)
 
 
-def assert_same_cells(run_dir: Path, reference: Path):
+def assert_same_cells(run_dir: Path, reference: Path, preparations_cached: bool = False):
+    """Same cells, PNG bytes and metrics; with ``preparations_cached`` the run read every
+    preparation from the disk cache the reference wrote (no preparation NFE)."""
     got, want = cells(run_dir), cells(reference)
     assert got.index.is_unique and list(got.index) == list(want.index)
-    columns = ["status", "error", "output_path", "nfe", "prep_nfe"] + [c for c in want if c.startswith("metric.")]
+    columns = ["status", "error", "output_path", "nfe"] + [c for c in want if c.startswith("metric.")]
+    if preparations_cached:
+        prepared = want.prep_nfe > 0
+        assert prepared.any() and (got.prep_nfe[prepared] == 0).all() and (got.prep_cached[prepared] == 1).all()
+    else:
+        columns.append("prep_nfe")
     assert got[columns].equals(want[columns])
     for path in want.output_path.dropna():
         assert (run_dir / path).read_bytes() == (reference / path).read_bytes(), path
@@ -126,3 +133,18 @@ def test_kill_9_of_the_driver_then_resume_on_ray(ray_instance, raw_config, local
     _, counts = resume_run(run_dir, progress=False, executor=RAY)
     assert counts["already done"] == done_before and sum(counts.values()) == len(cells(local_run))
     assert_same_cells(run_dir, local_run)
+
+
+def test_an_sd3_run_on_ray_equals_the_local_run(ray_instance, raw_config):
+    """The flow family through the same executor: workers load tiny-sd3 and read the flow
+    inversions the local run cached."""
+    raw = {**raw_config, "backbone": {"name": "tiny-sd3"},
+           "methods": {"sdedit": {"t0": 0.6, "steps": 3}, "flow_inversion": {"steps": 3}}}  # fmt: skip
+    raw["output"] = str(Path(raw_config["output"]).parent / "sd3_runs")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        local = run(raw)
+    finally:
+        torch.set_num_threads(threads)
+    assert_same_cells(run(raw, RAY), local, preparations_cached=True)

@@ -298,6 +298,7 @@ class Backbone:
         return {
             "spec": asdict(self.spec),
             "family": self.family_name,
+            "scheduler": self.family.scheduler_name(self.spec),
             "folder": str(self.folder),
             "device": str(self.device),
             "resolution": self.resolution,

@@ -27,7 +27,7 @@ class Step:
 
     index: int
     t: torch.Tensor
-    prev_t: int
+    prev_t: int | torch.Tensor
 
 
 def guided_eps(
@@ -105,7 +105,10 @@ def partial_timesteps(scheduler, steps: int, t0: float) -> torch.Tensor:
 
 
 def prev_timestep(scheduler, t) -> int:
-    """The timestep a DDIM step from ``t`` lands on (-1 past the end: the clean latent)."""
+    """The timestep a DDIM step from ``t`` lands on (-1 past the end: the clean latent); a flow
+    schedule, whose timesteps are not evenly spaced, looks it up (``FlowMatchSchedule``)."""
+    if hasattr(scheduler, "prev_timestep"):
+        return scheduler.prev_timestep(t)
     return int(t) - scheduler.config.num_train_timesteps // scheduler.num_inference_steps
 
 
@@ -115,7 +118,10 @@ def alpha_bar(scheduler, t: int) -> torch.Tensor:
 
 
 def noise_to(scheduler, clean: torch.Tensor, noise: torch.Tensor, t: int) -> torch.Tensor:
-    """Forward noising ``sqrt(abar_t) z0 + sqrt(1 - abar_t) n`` (``t < 0``: the clean latent itself)."""
+    """Forward noising ``sqrt(abar_t) z0 + sqrt(1 - abar_t) n`` (``t < 0``: the clean latent itself);
+    a flow schedule (``FlowMatchSchedule``) noises its own way, ``(1 - s) z0 + s n``."""
+    if hasattr(scheduler, "noise_to"):
+        return scheduler.noise_to(clean, noise, t)
     if t < 0:
         return clean
     abar = alpha_bar(scheduler, t).to(clean.device, clean.dtype)

@@ -202,6 +202,17 @@ class FlowMatchSchedule:
         """``(1 - s) z0 + s n`` at the sigma of ``timesteps`` (diffusers' ``scale_noise``)."""
         return self.scheduler.scale_noise(clean, timesteps, noise)
 
+    def prev_timestep(self, t) -> int | torch.Tensor:
+        """The timestep an Euler step from ``t`` lands on (-1 past the end: the clean latent)."""
+        i = self.index_of(t) + 1
+        return self.timesteps[i] if i < len(self.timesteps) else -1
+
+    def noise_to(self, clean: torch.Tensor, noise: torch.Tensor, t) -> torch.Tensor:
+        """``(1 - s) z0 + s n`` at timestep ``t`` of the schedule (``t < 0``: the clean latent itself)."""
+        if isinstance(t, int) and t < 0:
+            return clean
+        return self.add_noise(clean, noise, torch.as_tensor(t).reshape(1))
+
     def step(self, velocity: torch.Tensor, t, latent: torch.Tensor, eta: float = 0.0, generator=None) -> StepOutput:
         """One Euler step from timestep ``t`` to the next sigma (deterministic: ``eta`` must be 0)."""
         if eta != 0:
