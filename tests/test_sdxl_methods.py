@@ -148,3 +148,53 @@ def test_families_config_runs_the_inversion_regeneration_on_sdxl():
     config = load_config(repo_root() / "configs" / "families.yaml", ["ddim_inversion={}"], backbone="tiny-sdxl")
     assert config.backbone.name == "tiny-sdxl"
     assert set(config.settings) == {"reconstruct", "sdedit", "cfg", "ddim_inversion"}
+
+
+@pytest.fixture
+def masked(image):
+    mask = torch.zeros(1, 128, 128)
+    mask[:, 30:90, 20:75] = 1
+    return Sample("masked", image, "a photo of a cat", "a photo of a dog", mask=mask, edit_words=("cat", "dog"))
+
+
+def test_sdxl_ilvr_at_factor_one_ends_on_the_source(sdxl, masked):
+    from tests.test_conditioning import run
+
+    final, _, _ = run("ilvr", sdxl, masked, N=1, cond_stop=1.0)
+    torch.testing.assert_close(final, sdxl.encode_image(masked.image[None]), atol=1e-6, rtol=0)
+
+
+@pytest.mark.parametrize("name,given", [("repaint", {"r": 2, "j": 1}), ("blended_latent", {"t0": 0.75})])
+def test_sdxl_masked_methods_keep_the_noised_source_outside_the_mask(sdxl, masked, name, given):
+    from bench.diffusion.masks import latent_mask
+    from tests.test_conditioning import run
+
+    final, trace, _ = run(name, sdxl, masked, w=4.0, **given)
+    keep = (latent_mask(masked.mask, 8, 0) == 0).expand_as(final)
+    for _, latent, reference in trace:
+        assert torch.equal(latent[keep], reference[keep])
+    assert torch.equal(final[keep], sdxl.encode_image(masked.image[None])[keep])
+
+
+def test_sdxl_guidance_at_scale_zero_and_cfg_from_a_source_are_the_plain_samplers(sdxl, masked):
+    from tests.test_guidance import run
+    from tests.test_guidance_nets import FACTORY
+
+    common = {"w": 3.0, "steps": 4, "t0": 0.5}
+    cfg = run(sdxl, "cfg", common, masked).image
+    assert torch.equal(cfg, run(sdxl, "sdedit", common, masked).image)
+    off = {**common, "scale": 0.0, "classifier": FACTORY, "untrained": True, "label": "0"}
+    guided = run(sdxl, "classifier_guidance", off, masked)
+    assert torch.equal(guided.image, cfg) and guided.grad_evals == 0
+
+
+def test_sdxl_pix2pix_zero_switched_off_is_the_source_regeneration(sdxl, masked):
+    from bench.diffusion.inversion.ddim import prepare_inversion, regenerate
+    from methods.pix2pix_zero import pix2pix_zero_latent
+
+    setting = get_method("pix2pix_zero").resolve({"steps": 3, "inversion": "ddim", "xa_guidance": 0.0,
+                                                  "direction_scale": 0.0})  # fmt: skip
+    inversion = prepare_inversion(sdxl, masked, "ddim", 3).value
+    latent, grad_evals = pix2pix_zero_latent(sdxl, masked, inversion, setting)
+    plain = regenerate(sdxl, inversion, masked.source_prompt, masked.source_prompt, setting["w"])
+    assert grad_evals == 0 and (latent - plain).abs().max().item() <= 1e-4
