@@ -82,7 +82,7 @@ class Method:
     prep_params: ClassVar[tuple[str, ...]] = ()
     #: False for a method that makes no image itself (``external``): its cells' cost columns stay empty ("not measured").
     measures_cost: ClassVar[bool] = True
-    #: Backbone families the method runs on (``bench.diffusion.families``: ``sd``, ``sd3``).
+    #: Backbone families the method runs on (``bench.diffusion.families``: ``sd``, ``sdxl``, ``sd3``).
     families: ClassVar[tuple[str, ...]] = ("sd",)
 
     @classmethod

@@ -9,6 +9,7 @@ Optionally paste the source pixels outside the pixel mask after decoding.
 
 import torch
 
+from bench.diffusion.families import UNET_FAMILIES
 from bench.diffusion.masks import latent_masks
 from bench.diffusion.sampling import (
     decode_rows,
@@ -29,9 +30,9 @@ from bench.registry import register
 @register
 class BlendedLatent(Method):
     name = "blended_latent"
+    families = (*UNET_FAMILIES, "sd3")
     description = "Edit inside the mask with the target prompt, blending in the noised source outside it at every step."
     needs = frozenset({"target_prompt", "mask"})
-    families = ("sd", "sd3")
     params = (
         start_level_param(0.8),
         guidance_param(),

@@ -16,7 +16,7 @@ from bench.registry import register
 class CFG(Method):
     name = "cfg"
     description = "Classifier-free guidance at weight w (0 unconditional, 1 conditional), from noise or a source."
-    families = ("sd", "sd3")
+    families = ("sd", "sdxl", "sd3")
     needs = frozenset({"target_prompt"})
     params = sampler_params(w=7.5)
 

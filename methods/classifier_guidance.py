@@ -9,6 +9,7 @@ labels the run's numbers as smoke numbers. The label is an ImageNet index or cla
 or empty for each sample's ``class_label``.
 """
 
+from bench.diffusion.families import UNET_FAMILIES
 from bench.diffusion.guidance import (
     ClassifierGuide,
     LabelParam,
@@ -26,6 +27,7 @@ from bench.registry import register
 @register
 class ClassifierGuidance(Method):
     name = "classifier_guidance"
+    families = UNET_FAMILIES
     description = "Gradients of an image classifier's log p(label) through decoder and UNet steer each DDIM step."
     params = (
         scale_param(10.0),

@@ -10,6 +10,7 @@ with seeded random weights and labels the run's numbers as smoke numbers.
 
 from pathlib import Path
 
+from bench.diffusion.families import UNET_FAMILIES
 from bench.diffusion.guidance import ClipGuide, guided_sample, load_clip, load_reference, sampler_params, scale_param
 from bench.errors import ConfigError
 from bench.method import Method
@@ -20,6 +21,7 @@ from bench.registry import register
 @register
 class ClipGuidance(Method):
     name = "clip_guidance"
+    families = UNET_FAMILIES
     description = "Gradients of CLIP similarity to the target prompt or a reference image steer each DDIM step."
     params = (
         scale_param(100.0),

@@ -6,6 +6,7 @@ inversion is prepared once per sample and (steps, inversion_w), and cached on di
 """
 
 
+from bench.diffusion.families import UNET_FAMILIES
 from bench.diffusion.inversion.ddim import InversionSpec, prepare_inversion, regenerate_rows
 from bench.method import Method
 from bench.params import Param, guidance_param, steps_param
@@ -19,6 +20,7 @@ INVERSION_W = Param("inversion_w", float, 1.0, "guidance weight of the DDIM inve
 @register
 class DDIMInversion(Method):
     name = "ddim_inversion"
+    families = UNET_FAMILIES
     description = "DDIM inversion with the source prompt, then regeneration with the target prompt under CFG."
     needs = frozenset({"target_prompt"})
     params = (STEPS, W, INVERSION_W)

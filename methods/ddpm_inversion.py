@@ -9,6 +9,7 @@ prompt equal to the source, ``w = inversion_w`` and ``skip = 0`` it reproduces t
 
 import torch
 
+from bench.diffusion.families import UNET_FAMILIES
 from bench.diffusion.inversion.ddim import InversionSpec
 from bench.diffusion.inversion.ddpm import prepare_ddpm_inversion
 from bench.diffusion.sampling import denoise, text_guided_eps
@@ -24,6 +25,7 @@ NOISE_SEED = Param("noise_seed", int, 0, "seed of the independent noisy latents 
 @register
 class DDPMInversion(Method):
     name = "ddpm_inversion"
+    families = UNET_FAMILIES
     description = "Edit-friendly DDPM inversion, regeneration with the target prompt and the stored noise maps."
     needs = frozenset({"target_prompt"})
     params = (

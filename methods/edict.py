@@ -9,6 +9,7 @@ doubled by CFG.
 
 import torch
 
+from bench.diffusion.families import UNET_FAMILIES
 from bench.diffusion.inversion.edict import edict_denoise, prepare_edict
 from bench.method import EditResult, Method
 from bench.params import Param, guidance_param, steps_param
@@ -18,6 +19,7 @@ from bench.registry import register
 @register
 class Edict(Method):
     name = "edict"
+    families = UNET_FAMILIES
     description = "EDICT exact coupled inversion with the source prompt, regeneration with the target prompt."
     needs = frozenset({"target_prompt"})
     params = (

@@ -14,6 +14,7 @@ same pass band and makes it hold exactly.
 import torch
 import torch.nn.functional as F
 
+from bench.diffusion.families import UNET_FAMILIES
 from bench.diffusion.sampling import (
     decode_rows,
     denoise,
@@ -55,6 +56,7 @@ class LowPass:
 @register
 class ILVR(Method):
     name = "ilvr"
+    families = UNET_FAMILIES
     description = "Generate with the target prompt while injecting the source's low-pass (factor N) into each step."
     needs = frozenset({"target_prompt"})
     params = (

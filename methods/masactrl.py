@@ -20,6 +20,11 @@ Sources and choices:
   on). The paper's text only says "decoder". The tiny test UNet has 4 self-attention layers,
   decoder from index 2; ``start_layer`` must be below the UNet's count (checked before any cell).
 - ``start_step = 4`` and ``start_layer = 10`` are the authors' defaults (for 50 steps).
+- SDXL: the same count over SDXL's 70 self-attention layers (its transformer blocks hold 2 or 10
+  layers each), as the authors' SDXL code (``MutualSelfAttentionControl(model_type="SDXL")``,
+  70 layers; ``run_synthesis_sdxl.py`` runs ``start_layer`` 44, 54 and 64, "may be not
+  optimal"). Their class default 10 is kept, which on SDXL lands in the encoder: set
+  ``start_layer`` (e.g. 44: the decoder's second 32x32 block on) for SDXL runs.
 - ``mask_guided`` (the authors' ``MutualSelfAttentionControlMaskAuto``): the source and target
   edit words' cross-attention maps, averaged over steps so far and layers at the resolution
   nearest latent/4 (16x16 at 512 px, the authors' choice), min-max normalised and thresholded
@@ -46,6 +51,7 @@ from bench.diffusion.attention.hooks import (
     two_branch_latents,
     word_mask,
 )
+from bench.diffusion.families import UNET_FAMILIES
 from bench.errors import ConfigError, SampleError
 from bench.method import EditResult
 from bench.params import Param, guidance_param
@@ -109,6 +115,7 @@ class CrossObserver:
 @register
 class MasaCtrl(OverInversion):
     name = "masactrl"
+    families = UNET_FAMILIES
     description = "MasaCtrl: the target's queries read the source branch's self-attention keys and values."
     params = (
         *inversion_params("direct"),

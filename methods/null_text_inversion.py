@@ -8,6 +8,7 @@ freshly computed inversion (0 when it came from the disk cache).
 """
 
 
+from bench.diffusion.families import UNET_FAMILIES
 from bench.diffusion.inversion.ddim import InversionSpec, NullTextParams, prepare_inversion, regenerate_rows
 from bench.errors import ConfigError
 from bench.method import Method
@@ -45,6 +46,7 @@ def check_null_text(method: str, setting: dict) -> None:
 @register
 class NullTextInversion(Method):
     name = "null_text_inversion"
+    families = UNET_FAMILIES
     description = "Null-text inversion (per-step optimised null embeddings), then regeneration with the target prompt."
     needs = frozenset({"target_prompt"})
     params = (STEPS, W, INVERSION_W, *NULL_TEXT_PARAMS)

@@ -41,6 +41,7 @@ from bench.diffusion.attention.control import (
     prompt_tokens,
     word_positions,
 )
+from bench.diffusion.families import UNET_FAMILIES
 from bench.diffusion.inversion.ddim import KINDS, Inversion, InversionSpec, prepare_inversion
 from bench.diffusion.inversion.ddpm import prepare_ddpm_inversion
 from bench.diffusion.sampling import decode_rows, denoise, encode_prompts, guided_eps, split_rows
@@ -151,6 +152,7 @@ def p2p_latents(
 @register
 class PromptToPrompt(Method):
     name = "p2p"
+    families = UNET_FAMILIES
     description = "Prompt-to-Prompt attention injection (replace / refine / reweight, local blend) over an inversion."
     needs = frozenset({"target_prompt"})
     params = (

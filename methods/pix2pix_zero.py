@@ -28,7 +28,9 @@ PnPInversion's script also uses the unedited source prompt as the negative promp
 prompt) alone (``direction: prompts``); the loss over both halves is not reproduced. The authors'
 inversion regularises the noise maps (auto-correlation and KL terms); here any
 ``bench.diffusion.inversion.ddim`` kind is used instead. Defaults ``xa_guidance = 0.1`` and ``w = 5`` are the
-authors' (``--xa_guidance``, ``--negative_guidance_scale``).
+authors' (``--xa_guidance``, ``--negative_guidance_scale``). On SDXL (no authors' code) the
+direction is taken over the packed conditioning (``bench.diffusion.families.sdxl``), so it moves
+the pooled projection too, and the maps are matched in every cross-attention layer, as on SD.
 """
 
 from dataclasses import dataclass, field
@@ -36,6 +38,7 @@ from dataclasses import dataclass, field
 import torch
 
 from bench.diffusion.attention.hooks import cross_attention_layers, hooked, hooked_layers
+from bench.diffusion.families import UNET_FAMILIES
 from bench.diffusion.sampling import guided_eps
 from bench.method import EditResult
 from bench.params import Param, guidance_param
@@ -97,6 +100,7 @@ def attention_loss(maps: dict[str, torch.Tensor], reference: dict[str, torch.Ten
 @register
 class Pix2PixZero(OverInversion):
     name = "pix2pix_zero"
+    families = UNET_FAMILIES
     description = "pix2pix-zero: a text-embedding edit direction, guided to the reconstruction's cross-attention maps."
     params = (
         *inversion_params("ddim"),

@@ -17,6 +17,10 @@ Sources and choices:
 - Attention layers: every decoder self-attention layer except the first (pnp-diffusers:
   "blocks 4 - 11 of the decoder, not the first block of the lowest resolution"). The paper
   names layers 4-11 of the decoder; both pick the same layers in SD 1.x.
+- SDXL: the authors publish no SDXL code; the same structural choices are kept (the residual
+  block ``up_blocks[1].resnets[1]``, LDM's ``output_blocks[4]``, is the second decoder block's
+  middle block there too, at 64x64 latent cells for 1024 px; every decoder self-attention layer
+  but the first, 35 of SDXL's 36). They are untested against trained SDXL results.
 - Defaults ``feature_injection = 0.8``, ``attention_injection = 0.5``, 50 steps, ``w = 7.5``
   are the authors'.
 - Source branch: the authors' source branch reads their stored inversion latents and is
@@ -48,6 +52,7 @@ from bench.diffusion.attention.hooks import (
     self_attention_layers,
     two_branch_latents,
 )
+from bench.diffusion.families import UNET_FAMILIES
 from bench.errors import ConfigError
 from bench.method import EditResult
 from bench.params import Param, guidance_param
@@ -95,6 +100,7 @@ class PlugAndPlay:
 @register
 class PlugAndPlayDiffusion(OverInversion):
     name = "pnp"
+    families = UNET_FAMILIES
     source_prompt_inverts = False
     description = "Plug-and-Play: the target takes the source's decoder features and self-attention queries and keys."
     params = (

@@ -9,7 +9,7 @@ from bench.registry import register
 @register
 class Reconstruct(Method):
     name = "reconstruct"
-    families = ("sd", "sd3")
+    families = ("sd", "sdxl", "sd3")
     description = "VAE round trip of the source image (no diffusion): the best fidelity any latent method can reach."
 
     @torch.no_grad()

@@ -9,6 +9,7 @@ regenerated region harmonises with the kept one; the cost is ``r`` times the NFE
 
 import torch
 
+from bench.diffusion.families import UNET_FAMILIES
 from bench.diffusion.masks import latent_masks
 from bench.diffusion.sampling import (
     decode_rows,
@@ -31,6 +32,7 @@ from bench.registry import register
 @register
 class RePaint(Method):
     name = "repaint"
+    families = UNET_FAMILIES
     description = "Inpaint the mask region with the target prompt, re-noising and redoing each block of steps r times."
     needs = frozenset({"target_prompt", "mask"})
     params = (

@@ -26,7 +26,7 @@ from bench.registry import register
 class SDEdit(Method):
     name = "sdedit"
     description = "Noise the source to t0*T, denoise with the target prompt under classifier-free guidance."
-    families = ("sd", "sd3")
+    families = ("sd", "sdxl", "sd3")
     needs = frozenset({"target_prompt"})
     params = (start_level_param(), guidance_param(), steps_param())
 

@@ -1,6 +1,6 @@
 """One Stable Diffusion backbone shared by every method.
 
-``Backbone`` loads the components of a diffusers pipeline of one family (SD 1.x/2.x or
+``Backbone`` loads the components of a diffusers pipeline of one family (SD 1.x/2.x, SDXL or
 SD3/3.5: ``bench.diffusion.families``, read from ``model_index.json``) with ``from_pretrained``
 from a local folder or a hub id (safetensors only; ``HF_HUB_OFFLINE=1`` is honoured by
 huggingface_hub), and offers what methods share: cached text conditionings, image
@@ -141,6 +141,8 @@ def pipeline_fingerprint(spec: BackboneSpec, folder: Path, scheduler_config: dic
     if family_name != "sd":  # SD 1.x/2.x ids stay as before families existed, so their caches and runs stay valid
         fields.update(family=family_name, text_encoder_3=spec.text_encoder_3,
                       offload_text_encoders=spec.offload_text_encoders)
+        if hasattr(family, "pipeline_options"):  # model_index.json settings that change results (SDXL)
+            fields.update(family.pipeline_options(folder))
     fields["id"] = hashlib.sha256(json.dumps(fields, sort_keys=True, default=str).encode()).hexdigest()[:16]
     return fields
 
@@ -260,7 +262,7 @@ class Backbone:
     @torch.no_grad()
     def encode_text(self, prompt: str) -> torch.Tensor:
         """The conditioning of ``prompt`` as the family's pipeline computes it, one (1, L, D)
-        tensor (SD: 77 CLIP hidden states; SD3: see ``families.sd3.encode_text``); cached."""
+        tensor (SD: 77 CLIP hidden states; SDXL, SD3: see ``families.sdxl/sd3.encode_text``); cached."""
         if prompt not in self._text_cache:
             if self.spec.offload_text_encoders:
                 for module in self.text_encoders:

@@ -1,6 +1,7 @@
 """The embedded backbones: seeded, randomly initialised pipelines of each family's architecture.
 
-``tiny`` (SD 1.x) is the default; ``tiny-sd3`` is SD3's (``_build_sd3``).
+``tiny`` (SD 1.x) is the default; ``tiny-sdxl`` is SDXL's (``_build_sdxl``), ``tiny-sd3`` SD3's
+(``_build_sd3``).
 
 It has every component of Stable Diffusion 1.x at a toy size (UNet with cross-attention
 blocks, an AutoencoderKL with downsampling factor 8, a CLIP text encoder over the real
@@ -37,8 +38,8 @@ SD_SCHEDULER_CONFIG = dict(
 
 
 #: The embedded backbones and their families.
-TINY_BACKBONES = {"tiny": "sd", "tiny-sd3": "sd3"}
-_FOLDERS = {"tiny": f"tiny-sd-v{TINY_VERSION}", "tiny-sd3": f"tiny-sd3-v{TINY_VERSION}"}
+TINY_BACKBONES = {"tiny": "sd", "tiny-sdxl": "sdxl", "tiny-sd3": "sd3"}
+_FOLDERS = {name: f"{name}-v{TINY_VERSION}" for name in TINY_BACKBONES} | {"tiny": f"tiny-sd-v{TINY_VERSION}"}
 
 
 def tiny_folder(name: str = "tiny") -> Path:
@@ -50,7 +51,7 @@ def tiny_backbone_dir(name: str = "tiny") -> Path:
     """Folder of the tiny pipeline ``name``, built on first use."""
     folder = tiny_folder(name)
     if not (folder / "model_index.json").is_file():
-        {"tiny": _build, "tiny-sd3": _build_sd3}[name](folder)
+        {"tiny": _build, "tiny-sdxl": _build_sdxl, "tiny-sd3": _build_sd3}[name](folder)
     return folder
 
 
@@ -133,12 +134,12 @@ def _save_atomically(pipe, tmp: Path, folder: Path) -> None:
         tmp.rename(folder)
 
 
-def _tiny_clip(seed: int, hidden: int):
-    """A tiny CLIP text encoder with a projection over CLIP's real vocabulary."""
-    from transformers import CLIPTextConfig, CLIPTextModelWithProjection
+def _tiny_clip(seed: int, hidden: int, projection: bool = True):
+    """A tiny CLIP text encoder (with a projection unless told otherwise) over CLIP's real vocabulary."""
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
 
     torch.manual_seed(seed)
-    return CLIPTextModelWithProjection(
+    return (CLIPTextModelWithProjection if projection else CLIPTextModel)(
         CLIPTextConfig(
             vocab_size=CLIP_VOCAB_SIZE, hidden_size=hidden, intermediate_size=2 * hidden, num_hidden_layers=2,
             num_attention_heads=4, max_position_embeddings=77, bos_token_id=49406, eos_token_id=49407,
@@ -183,5 +184,39 @@ def _build_sd3(folder: Path) -> None:
         vae=vae, text_encoder=_tiny_clip(TINY_SEED + 2, 32), tokenizer=clip_tokenizer,
         text_encoder_2=_tiny_clip(TINY_SEED + 3, 32), tokenizer_2=clip_tokenizer, text_encoder_3=t5,
         tokenizer_3=t5_tokenizer,
+    )  # fmt: skip
+    _save_atomically(pipe, tmp, folder)
+
+
+def _build_sdxl(folder: Path) -> None:
+    """SDXL's architecture at a toy size: a UNet with added text-time embeddings (six time ids
+    plus the pooled projection), a first block without attention and two transformer layers per
+    attention block, cross-attention over both CLIP encoders (32 + 32 wide; the second with a
+    projection), a VAE with SDXL's scaling factor, and DDIM with SD's schedule."""
+    from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionXLPipeline, UNet2DConditionModel
+    from transformers import CLIPTokenizer
+
+    tmp = folder.with_name(f"{folder.name}.building-{os.getpid()}")
+    tokenizer = CLIPTokenizer.from_pretrained(write_clip_tokenizer_files(tmp / "_tokenizer_src"))
+    hidden = 32
+    torch.manual_seed(TINY_SEED)
+    unet = UNet2DConditionModel(
+        sample_size=TINY_RESOLUTION // 8, in_channels=4, out_channels=4, block_out_channels=(32, 64),
+        layers_per_block=1, down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"), transformer_layers_per_block=(1, 2),
+        attention_head_dim=(2, 4), use_linear_projection=True, cross_attention_dim=2 * hidden,
+        addition_embed_type="text_time", addition_time_embed_dim=8,
+        projection_class_embeddings_input_dim=8 * 6 + hidden, norm_num_groups=8,
+    )  # fmt: skip
+    torch.manual_seed(TINY_SEED + 1)
+    vae = AutoencoderKL(
+        in_channels=3, out_channels=3, down_block_types=("DownEncoderBlock2D",) * 4,
+        up_block_types=("UpDecoderBlock2D",) * 4, block_out_channels=(8, 16, 16, 16), layers_per_block=1,
+        latent_channels=4, norm_num_groups=8, sample_size=TINY_RESOLUTION, scaling_factor=0.13025, force_upcast=True,
+    )  # fmt: skip
+    pipe = StableDiffusionXLPipeline(
+        vae=vae, text_encoder=_tiny_clip(TINY_SEED + 2, hidden, projection=False),
+        text_encoder_2=_tiny_clip(TINY_SEED + 3, hidden), tokenizer=tokenizer, tokenizer_2=tokenizer, unet=unet,
+        scheduler=DDIMScheduler(**SD_SCHEDULER_CONFIG), force_zeros_for_empty_prompt=True, add_watermarker=False,
     )  # fmt: skip
     _save_atomically(pipe, tmp, folder)

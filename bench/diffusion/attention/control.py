@@ -13,7 +13,10 @@ when the block ends, whatever happens inside it.
 Details kept from the reference implementation (google/prompt-to-prompt), so numbers compare:
 only the conditional half of a CFG batch is edited; self-attention is replaced only in
 layers with at most ``(latent_size / 2)^2`` queries (32x32 and below at 512 px); local
-blend max-pools the word maps (3x3) before resizing them to the latent.
+blend max-pools the word maps (3x3) before resizing them to the latent. The rules are by
+resolution, so they carry over to SDXL unchanged (google/prompt-to-prompt has no SDXL code): at
+1024 px (latent 128) every SDXL attention layer (64x64 and 32x32) is within the self-attention
+limit, and local blend reads the 32x32 maps.
 """
 
 from contextlib import contextmanager

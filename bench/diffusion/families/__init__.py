@@ -1,6 +1,6 @@
-"""Backbone families: what differs between Stable Diffusion 1.x/2.x and SD3/3.5, one module each.
+"""Backbone families: what differs between Stable Diffusion 1.x/2.x, SDXL and SD3/3.5, one module each.
 
-A family module (``sd``, ``sd3``) implements the same functions, which ``bench.diffusion.backbone.Backbone``
+A family module (``sd``, ``sdxl``, ``sd3``) implements the same functions, which ``bench.diffusion.backbone.Backbone``
 calls: ``load`` (the components, from a pipeline folder), ``weight_files`` (what the fingerprint
 hashes), ``encode_text`` (one packed conditioning tensor per prompt), ``encode_image``/``decode``
 (VAE with the family's scaling and shift), ``predict`` (the denoiser: noise for UNets, velocity for
@@ -20,11 +20,15 @@ from bench.errors import ConfigError
 PIPELINE_FAMILIES = {
     "StableDiffusionPipeline": "sd",
     "StableDiffusionImg2ImgPipeline": "sd",
+    "StableDiffusionXLPipeline": "sdxl",
+    "StableDiffusionXLImg2ImgPipeline": "sdxl",
     "StableDiffusion3Pipeline": "sd3",
     "StableDiffusion3Img2ImgPipeline": "sd3",
 }
-FAMILIES = ("sd", "sd3")
-FAMILY_TITLES = {"sd": "SD 1.x/2.x", "sd3": "SD3/3.5"}
+FAMILIES = ("sd", "sdxl", "sd3")
+FAMILY_TITLES = {"sd": "SD 1.x/2.x", "sdxl": "SDXL", "sd3": "SD3/3.5"}
+#: The families with SD's UNet, noise prediction and DDIM math, where every UNet method's mathematics carries over.
+UNET_FAMILIES = ("sd", "sdxl")
 
 
 def family_of_folder(folder: Path) -> str:
@@ -42,7 +46,7 @@ def family_of_folder(folder: Path) -> str:
 
 
 def get_family(name: str):
-    """The family module ``name`` (``sd`` or ``sd3``)."""
+    """The family module ``name`` (one of ``FAMILIES``)."""
     return importlib.import_module(f"bench.diffusion.families.{name}")
 
 

@@ -22,14 +22,15 @@ def hub_patterns(spec) -> list[str]:
     return patterns
 
 
-def load(backbone, common: dict) -> None:
-    """Set the backbone's ``unet``, ``vae``, ``text_encoder``, ``tokenizer`` and scheduler."""
+def load(backbone, common: dict, vae_dtype: torch.dtype | None = None) -> None:
+    """Set the backbone's ``unet``, ``vae`` (in ``vae_dtype`` when given), ``text_encoder``, ``tokenizer`` and scheduler."""
     from diffusers import AutoencoderKL, UNet2DConditionModel
     from transformers import CLIPTextModel, CLIPTokenizer
 
     folder = backbone.folder
     backbone.unet = UNet2DConditionModel.from_pretrained(folder, subfolder="unet", **common)
-    backbone.vae = AutoencoderKL.from_pretrained(folder, subfolder="vae", **common)
+    vae_common = {**common, "torch_dtype": vae_dtype or common["torch_dtype"]}
+    backbone.vae = AutoencoderKL.from_pretrained(folder, subfolder="vae", **vae_common)
     backbone.text_encoder = CLIPTextModel.from_pretrained(folder, subfolder="text_encoder", **common)
     backbone.tokenizer = CLIPTokenizer.from_pretrained(folder, subfolder="tokenizer")
     backbone.denoiser = backbone.unet

@@ -24,6 +24,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from bench.diffusion.families.packing import pack_pooled, unpack_pooled
+
 DENOISER = "transformer"
 #: T5 tokens per prompt, diffusers' ``max_sequence_length`` default for SD3.
 T5_MAX_LENGTH = 256
@@ -116,13 +118,12 @@ def encode_text(backbone, prompt: str) -> torch.Tensor:
         ).input_ids  # fmt: skip
         t5 = backbone.text_encoder_3(ids.to(backbone.device))[0].to(backbone.dtype)
     clip = F.pad(clip, (0, t5.shape[-1] - clip.shape[-1]))
-    pooled = torch.cat([p1, p2], dim=-1).to(backbone.dtype)
-    return torch.cat([clip, t5, F.pad(pooled, (0, width - pooled.shape[-1]))[:, None]], dim=1)
+    return pack_pooled(torch.cat([clip, t5], dim=1), torch.cat([p1, p2], dim=-1).to(backbone.dtype))
 
 
 def unpack_text(backbone, text: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """(prompt_embeds, pooled_projections) of a packed conditioning (``encode_text``)."""
-    return text[:, :-1], text[:, -1, : backbone.transformer.config.pooled_projection_dim]
+    return unpack_pooled(text, backbone.transformer.config.pooled_projection_dim)
 
 
 def encode_image(backbone, image: torch.Tensor) -> torch.Tensor:

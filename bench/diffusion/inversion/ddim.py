@@ -127,7 +127,9 @@ def optimise_null_text(
     One step at a time: the graph of each inner iteration is freed by its backward, and the
     latent carried to the next step is computed without grad, so nothing spans steps. The
     embedding, Adam's state and the loss are fp32 whatever the backbone's dtype; only the UNet
-    runs in the backbone's dtype (with a static loss scale for fp16).
+    runs in the backbone's dtype (with a static loss scale for fp16). On SDXL the embedding is
+    the packed conditioning (``bench.diffusion.families.packing``), so its pooled token (zeros
+    at the start with ``force_zeros_for_empty_prompt``) is optimised too; the authors' code is SD only.
     """
     steps = pivot.shape[0] - 1
     scheduler = backbone.new_scheduler(steps)
