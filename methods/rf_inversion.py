@@ -20,32 +20,26 @@ from bench.method import Method
 from bench.params import Param, whole_steps
 from bench.registry import register
 
-STEPS = Param(
-    "steps", int, 28, "Euler steps of inversion and editing (diffusers' RF-Inversion example: 28)", low=1, high=1000
-)
+STEPS = Param("steps", int, 28, "Euler steps of inversion and editing (diffusers' example: 28)", low=1, high=1000)
 W = Param("w", float, 3.5, "CFG weight of the editing ODE (the SD3 port's guidance_scale: 3.5)", low=0, high=50)
 INVERSION_W = Param(
-    "inversion_w", float, 0.0, "guidance of the inversion's velocity (the paper's: 0, the empty prompt; 1: source prompt)",
+    "inversion_w", float, 0.0, "guidance of the inversion (0: the empty prompt, as diffusers and the SD3 port)",
     low=0, high=50,
 )  # fmt: skip
-GAMMA = Param(
-    "gamma", float, 0.5, "inversion controller strength towards the noise y1 (paper, diffusers: 0.5)", low=0, high=1
-)
-ETA = Param(
-    "eta", float, 0.9, "editing controller strength towards the source (diffusers' example: 0.9)", low=0, high=1
-)
-START = Param("start", float, 0.0, "fraction of the steps where the editing controller starts (diffusers' example: 0)",
+GAMMA = Param("gamma", float, 0.5, "inversion controller strength (diffusers, the SD3 port: 0.5)", low=0, high=1)
+ETA = Param("eta", float, 0.9, "editing controller strength (diffusers' example: 0.9)", low=0, high=1)
+START = Param("start", float, 0.0, "fraction of the steps where the editing controller starts (diffusers: 0)",
               low=0, high=1, step_fraction=True)  # fmt: skip
-STOP = Param("stop", float, 0.25, "fraction of the steps where it stops (diffusers' example: 0.25)",
+STOP = Param("stop", float, 0.25, "fraction of the steps where it stops (diffusers: 0.25)",
              low=0, high=1, step_fraction=True)  # fmt: skip
-NOISE_SEED = Param("noise_seed", int, 0, "seed, with the image hash, of the noise y1 (editbench's; diffusers leaves it unseeded)",
+NOISE_SEED = Param("noise_seed", int, 0, "seed of the noise y1, with the image hash (editbench's; diffusers: unseeded)",
                    low=0)  # fmt: skip
 
 
 @register
 class RFInversion(Method):
     name = "rf_inversion"
-    description = "RF-Inversion: controlled flow inversion towards a noise sample, controlled reverse ODE back towards the source."
+    description = "RF-Inversion: flow inversion steered to a noise sample, then sampling steered back to the source."
     needs = frozenset({"target_prompt"})
     families = ("sd3",)
     params = (STEPS, W, INVERSION_W, GAMMA, ETA, START, STOP, NOISE_SEED)

@@ -21,8 +21,9 @@ SD3 port (Sarim-MBZUAI/rf-inversion-sd3):
   (``inversion_w = 0``); ``inversion_w = 1`` uses the source prompt's, as ``flow_inversion`` does;
 - the discretisation is the SD3 port's, which is ``flow_invert``'s: the shifted sigmas, each
   velocity and field taken at the current, less noisy point. diffusers' FLUX pipeline instead
-  feeds the network the unshifted time ``i / N`` while stepping by the shifted sigma gaps; that
-  mismatch is not reproduced, so ``gamma = 0`` is exactly ``flow_inversion`` (tested);
+  feeds the network the unshifted time ``i / (N + 1)`` at step ``i`` of ``N`` while stepping by the
+  shifted sigma gaps taken from the noisy end first; that mismatch is not reproduced, so
+  ``gamma = 0`` is exactly ``flow_inversion`` (tested);
 - the reverse window is diffusers' ``start_timestep``/``stop_timestep`` as fractions of the steps;
 - diffusers draws ``y1`` from the unseeded global RNG and the SD3 port after ``torch.manual_seed``;
   here it comes from a generator seeded by the image hash and ``noise_seed``
