@@ -13,7 +13,8 @@ Where this follows the paper (Algorithm 1, arXiv 2412.08629) and where the autho
 (fallenshock/FlowEdit, ``FlowEdit_utils.FlowEditSD3``):
 
 - defaults are the code's SD3 configuration (``SD3_exp.yaml``: ``T_steps`` 50, ``n_max`` 33,
-  ``n_min`` 0, ``n_avg`` 1, source guidance 3.5, target guidance 13.5); the paper gives the same;
+  ``n_min`` 0, ``n_avg`` 1, source guidance 3.5, target guidance 13.5; its ``FlowEditSD3`` itself
+  defaults ``n_max`` to 15, which the configuration overrides);
 - the step order, the skipped first ``T - n_max`` steps and the ``n_min`` tail follow the code (the
   paper indexes the same steps from the clean end); its noise comes from the global torch RNG,
   here from each cell's own generator (one draw per row, per step and per average), so a cell's
