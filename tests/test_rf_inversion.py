@@ -170,3 +170,17 @@ def test_a_run_records_the_nfe_the_dry_run_estimates_and_reuses_the_inversion(sd
     assert (cells["nfe"] == 6).all()
     computed = cells[cells["prep_nfe"] > 0]
     assert len(computed) == 2 and (computed["prep_nfe"] == 3).all()  # one inversion per sample, shared by both etas
+
+
+def test_one_step_is_the_mix_of_the_network_and_the_straight_path(sd3, samples):
+    """Over one step each ODE is linear in its controller strength, so any strength is the mix of
+    strengths 0 (the network's velocity) and 1 (the straight path) with the same weights."""
+    from bench.diffusion.inversion.rf import rf_regenerate
+
+    sample = samples[1]
+    ends = {g: prepared(sd3, sample, steps=1, gamma=g).value for g in (0.0, 0.3, 1.0)}
+    mixed = 0.7 * ends[0.0].latents[-1] + 0.3 * ends[1.0].latents[-1]
+    torch.testing.assert_close(ends[0.3].latents[-1], mixed, atol=1e-5, rtol=1e-5)
+    inversion = ends[0.3]
+    regenerated = {e: rf_regenerate(sd3, [inversion], [sample.target_prompt], 3.5, e, 0, 1) for e in (0.0, 0.6, 1.0)}
+    torch.testing.assert_close(regenerated[0.6], 0.4 * regenerated[0.0] + 0.6 * regenerated[1.0], atol=1e-5, rtol=1e-5)
