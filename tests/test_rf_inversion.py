@@ -150,9 +150,11 @@ def test_the_controller_window_is_whole_steps_and_must_be_ordered():
     assert method.families == ("sd3",) and method.resolve({})["gamma"] == 0.5
 
 
-def test_a_run_records_the_nfe_the_dry_run_estimates_and_reuses_the_inversion(sd3, tmp_path):
+def test_a_run_records_the_nfe_the_dry_run_estimates_and_reuses_the_inversion(tmp_path):
     from bench.execution.plan import dry_run_text
-    from bench.execution.runner import Runner
+    from bench.execution.runner import start_run
+    from bench.reporting.aggregate import load_run
+    from bench.reporting.report import provenance
     from tests.helpers import read_cells, run_config
 
     config = run_config(tmp_path, {"rf_inversion": {"steps": 3, "gamma": 0.45, "eta": [0.0, 0.9]}},
@@ -162,14 +164,14 @@ def test_a_run_records_the_nfe_the_dry_run_estimates_and_reuses_the_inversion(sd
     # one inversion per sample (both etas share it): 2 samples x 3 steps at inversion_w 0
     assert any(line.startswith("preparations (inversions): 2 (rf_inversion: 2); ") and line.endswith("up to 6 NFE if all are computed")
                for line in text)  # fmt: skip
-    run_dir = tmp_path / "run"
-    run_dir.mkdir()
-    Runner(config, run_dir, backbone=sd3, progress=False).run()
+    run_dir, counts = start_run(config, progress=False)
     cells = read_cells(run_dir)
-    assert (cells["status"] == "ok").all(), cells["error"].dropna().tolist()
+    assert counts["ok"] == 4 and (cells["status"] == "ok").all(), cells["error"].dropna().tolist()
     assert (cells["nfe"] == 6).all()
     computed = cells[cells["prep_nfe"] > 0]
     assert len(computed) == 2 and (computed["prep_nfe"] == 3).all()  # one inversion per sample, shared by both etas
+    # the provenance names the sampler the family ran, not the SD default of the backbone spec
+    assert dict(provenance(load_run(run_dir)))["backbone"].endswith("fp32, flow_match_euler scheduler, 128 px")
 
 
 def test_one_step_is_the_mix_of_the_network_and_the_straight_path(sd3, samples):
