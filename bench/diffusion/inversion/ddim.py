@@ -181,22 +181,26 @@ def cache_fields(backbone, sample, steps: int, kind: str, params: dict) -> dict:
 class InversionSpec:
     """The inversion a method's setting prepares (``Method.cached_preparation``): what
     ``--dry-run`` counts, estimates and looks up in the disk cache without a backbone. ``kind``:
-    ``ddim``, ``null_text``, ``ddpm`` or ``flow`` (SD3), the cache entry (negative-prompt and direct
-    inversion use the DDIM one). ``cache_key`` is the one key both the run and the estimate use."""
+    ``ddim``, ``null_text``, ``ddpm``, ``flow`` or ``rf`` (SD3: RF-Inversion's controlled flow
+    inversion), the cache entry (negative-prompt and direct inversion use the DDIM one).
+    ``cache_key`` is the one key both the run and the estimate use."""
 
     kind: str
     steps: int
     inversion_w: float = 1.0
     nti: NullTextParams | None = None
-    noise_seed: int | None = None  # ddpm only
+    noise_seed: int | None = None  # ddpm and rf
+    gamma: float | None = None  # rf only
 
     def cache_key(self, backbone, sample) -> dict:
         """The disk-cache key of this inversion of ``sample`` (``backbone`` needs only ``fingerprint_id``)."""
         params = {"inversion_w": self.inversion_w}
         if self.kind == "null_text":
             params.update(asdict(self.nti or NullTextParams()))
-        if self.kind == "ddpm":
+        if self.kind in ("ddpm", "rf"):
             params["noise_seed"] = self.noise_seed
+        if self.kind == "rf":
+            params["gamma"] = self.gamma
         return cache_fields(backbone, sample, self.steps, self.kind, params)
 
     def nfe(self) -> int:

@@ -16,13 +16,20 @@ from bench.method import Preparation
 
 
 @torch.no_grad()
-def flow_invert(backbone, z0: torch.Tensor, cond: torch.Tensor, uncond: torch.Tensor, steps: int, w: float = 1.0) -> torch.Tensor:
-    """The inversion trajectory (steps + 1, C, h, w): ``[0]`` is ``z0``, ``[-1]`` the latent at ``s = 1``."""
+def flow_invert(
+    backbone, z0: torch.Tensor, cond: torch.Tensor, uncond: torch.Tensor, steps: int, w: float = 1.0, control=None
+) -> torch.Tensor:
+    """The inversion trajectory (steps + 1, C, h, w): ``[0]`` is ``z0``, ``[-1]`` the latent at ``s = 1``.
+
+    ``control(latent, sigma, velocity)``, when given, replaces each velocity before its step
+    (RF-Inversion's controller, ``bench.diffusion.inversion.rf``)."""
     schedule = backbone.new_scheduler(steps)
     sigmas = schedule.sigmas
     latents = [z0]
     for i in reversed(range(steps)):
         velocity = guided_velocity(backbone, latents[-1], schedule.timestep_at(sigmas[i + 1]), cond, uncond, w)
+        if control is not None:
+            velocity = control(latents[-1], sigmas[i + 1], velocity)
         latents.append(euler_step(latents[-1], velocity, sigmas[i + 1], sigmas[i]))
     return torch.cat(latents)
 

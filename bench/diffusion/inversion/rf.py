@@ -1,0 +1,96 @@
+"""RF-Inversion's controlled ODEs (Rout et al., "Semantic Image Inversion and Editing using Rectified
+Stochastic Differential Equations", ICLR 2025) on a rectified-flow backbone (SD3).
+
+Formulas: docs/REFERENCE.md, "Rectified-flow backbones (SD3 / SD3.5)". Both ODEs mix the network's
+velocity ``v`` with the velocity of the straight path from the current latent ``z`` (noise level
+``s``) to a fixed end point ``e`` reached at noise level ``s_e``, ``(e - z) / (s_e - s)``
+(``controlled``):
+
+- inversion (the paper's controlled forward ODE, Algorithm 1): ``flow_invert``'s Euler steps from
+  the source latent up to ``s = 1`` with ``v + gamma ((y1 - z) / (1 - s) - v)``, ``y1`` a noise
+  sample; ``gamma = 0`` is plain flow inversion;
+- editing (the controlled reverse ODE, Algorithm 2): Euler sampling from the inverted latent with the
+  target prompt under CFG, with ``v + eta ((z - z0) / s - v)`` (the straight path back to the
+  source latent ``z0`` at ``s = 0``) on the steps ``int(start T) <= i < int(stop T)`` and plain
+  ``v`` elsewhere; ``eta = 0`` is plain sampling.
+
+Where this follows the paper, diffusers' community ``pipeline_flux_rf_inversion.py`` (FLUX) and the
+SD3 port (Sarim-MBZUAI/rf-inversion-sd3):
+
+- the inversion's velocity is the empty prompt's, as in the paper and both codes
+  (``inversion_w = 0``); ``inversion_w = 1`` uses the source prompt's, as ``flow_inversion`` does;
+- the discretisation is the SD3 port's, which is ``flow_invert``'s: the shifted sigmas, each
+  velocity and field taken at the current, less noisy point. diffusers' FLUX pipeline instead
+  feeds the network the unshifted time ``i / (N + 1)`` at step ``i`` of ``N`` while stepping by the
+  shifted sigma gaps taken from the noisy end first; that mismatch is not reproduced, so
+  ``gamma = 0`` is exactly ``flow_inversion`` (tested);
+- the reverse window is diffusers' ``start_timestep``/``stop_timestep`` as fractions of the steps;
+- diffusers draws ``y1`` from the unseeded global RNG and the SD3 port after ``torch.manual_seed``;
+  here it comes from a generator seeded by the image hash and ``noise_seed``
+  (``bench.diffusion.inversion.ddpm.noise_generator``), so the cached inversion is one per
+  sample, ``gamma`` and ``noise_seed`` (all in its cache key).
+"""
+
+import torch
+from diffusers.utils.torch_utils import randn_tensor
+
+from bench import cache
+from bench.diffusion.families.sd3 import velocity_fn
+from bench.diffusion.inversion.ddim import Inversion, InversionSpec
+from bench.diffusion.inversion.ddpm import noise_generator
+from bench.diffusion.inversion.flow import flow_invert
+from bench.diffusion.sampling import denoise
+from bench.method import Preparation
+
+
+def controlled(
+    velocity: torch.Tensor, latent: torch.Tensor, end: torch.Tensor, end_sigma: float, sigma, strength: float
+):
+    """``v + strength ((end - z) / (end_sigma - sigma) - v)`` in fp32; ``v`` itself at strength 0."""
+    if strength == 0:
+        return velocity
+    field = (end.float() - latent.float()) / (end_sigma - sigma)
+    return velocity.float() + strength * (field - velocity.float())
+
+
+def rf_invert(backbone, sample, steps: int, inversion_w: float, gamma: float, noise_seed: int) -> torch.Tensor:
+    """The controlled inversion trajectory of ``sample`` (steps + 1, C, h, w), as ``flow_invert``'s."""
+    z0 = backbone.encode_image(sample.image[None])
+    y1 = randn_tensor(z0.shape, generator=noise_generator(sample, noise_seed), device=z0.device, dtype=z0.dtype)
+
+    def towards_noise(latent, sigma, velocity):
+        return controlled(velocity, latent, y1, 1.0, sigma, gamma)
+
+    cond, uncond = backbone.encode_text(sample.source_prompt), backbone.encode_text("")
+    return flow_invert(backbone, z0, cond, uncond, steps, inversion_w, control=towards_noise)
+
+
+def prepare_rf_inversion(
+    backbone, sample, steps: int, inversion_w: float, gamma: float, noise_seed: int
+) -> Preparation:
+    """RF-Inversion's controlled inversion of ``sample`` (an ``Inversion`` of kind ``rf``), from the
+    disk cache when it holds one."""
+    key = InversionSpec("rf", steps, inversion_w, noise_seed=noise_seed, gamma=gamma).cache_key(backbone, sample)
+    stored = cache.load(key, backbone.device)
+    if stored is not None:
+        return Preparation(Inversion("rf", stored["latents"]), cache_hit=True)
+    latents = rf_invert(backbone, sample, steps, inversion_w, gamma, noise_seed)
+    cache.save(key, {"latents": latents})
+    return Preparation(Inversion("rf", latents), cache_hit=False)
+
+
+@torch.no_grad()
+def rf_regenerate(
+    backbone, inversions: list[Inversion], prompts: list[str], w: float, eta: float, start: int, stop: int
+) -> torch.Tensor:
+    """The controlled reverse ODE from each inversion's ``z*_T`` with its row's prompt under CFG ``w``,
+    steered towards its source latent by ``eta`` on the steps ``start <= i < stop`` (final latents)."""
+    schedule = backbone.new_scheduler(inversions[0].steps)
+    velocity = velocity_fn(backbone, prompts, w)
+    source = torch.cat([inversion.latents[:1] for inversion in inversions])
+
+    def towards_source(latent, t, index):
+        v = velocity(latent, t, index)
+        return controlled(v, latent, source, 0.0, schedule.sigmas[index], eta if start <= index < stop else 0.0)
+
+    return denoise(schedule, torch.cat([inversion.z_T for inversion in inversions]), schedule.timesteps, towards_source)

@@ -1,0 +1,72 @@
+"""``rf_inversion``: RF-Inversion (Rout et al., ICLR 2025) on a rectified-flow backbone (SD3): a
+controlled inversion towards a noise sample (``gamma``), then a controlled reverse ODE with the
+target prompt steered back towards the source (``eta``, between the ``start`` and ``stop``
+fractions of the steps).
+
+The ODEs, and where they follow the paper or the authors'/diffusers' code, are in
+``bench.diffusion.inversion.rf``. Defaults: 28 steps, ``gamma`` 0.5, ``eta`` 0.9 from ``start`` 0
+to ``stop`` 0.25 (7 of 28 steps) are diffusers' RF-Inversion example, written for FLUX (its
+pipeline defaults ``eta`` to 1.0); CFG 3.5 is the SD3 port's guidance (FLUX, guidance-distilled,
+has no CFG). The inversion is computed once per sample and (steps, inversion_w, gamma,
+noise_seed), and cached on disk. ``gamma = 0`` inverts exactly as ``flow_inversion`` at the same
+``inversion_w``; ``eta = 0`` regenerates exactly as ``flow_inversion`` does from the same latent.
+"""
+
+from bench.diffusion.inversion.ddim import InversionSpec
+from bench.diffusion.inversion.rf import prepare_rf_inversion, rf_regenerate
+from bench.diffusion.sampling import decode_rows, split_rows
+from bench.errors import ConfigError
+from bench.method import Method
+from bench.params import Param, whole_steps
+from bench.registry import register
+
+STEPS = Param("steps", int, 28, "Euler steps of inversion and editing (diffusers' example: 28)", low=1, high=1000)
+W = Param("w", float, 3.5, "CFG weight of the editing ODE (the SD3 port's guidance_scale: 3.5)", low=0, high=50)
+INVERSION_W = Param(
+    "inversion_w", float, 0.0, "guidance of the inversion (0: the empty prompt, as diffusers and the SD3 port)",
+    low=0, high=50,
+)  # fmt: skip
+GAMMA = Param("gamma", float, 0.5, "inversion controller strength (diffusers, the SD3 port: 0.5)", low=0, high=1)
+ETA = Param("eta", float, 0.9, "editing controller strength (diffusers' example: 0.9)", low=0, high=1)
+START = Param("start", float, 0.0, "fraction of the steps where the editing controller starts (diffusers: 0)",
+              low=0, high=1, step_fraction=True)  # fmt: skip
+STOP = Param("stop", float, 0.25, "fraction of the steps where it stops (diffusers: 0.25)",
+             low=0, high=1, step_fraction=True)  # fmt: skip
+NOISE_SEED = Param("noise_seed", int, 0, "seed of the noise y1, with the image hash (editbench's; diffusers: unseeded)",
+                   low=0)  # fmt: skip
+
+
+@register
+class RFInversion(Method):
+    name = "rf_inversion"
+    description = "RF-Inversion: flow inversion steered to a noise sample, then sampling steered back to the source."
+    needs = frozenset({"target_prompt"})
+    families = ("sd3",)
+    params = (STEPS, W, INVERSION_W, GAMMA, ETA, START, STOP, NOISE_SEED)
+    prep_params = ("steps", "inversion_w", "gamma", "noise_seed")
+
+    @classmethod
+    def check(cls, setting):
+        if setting["start"] > setting["stop"]:
+            raise ConfigError(
+                f"method {cls.name!r}: start = {setting['start']} > stop = {setting['stop']}; need start <= stop"
+            )
+
+    @classmethod
+    def cached_preparation(cls, setting):
+        return InversionSpec(
+            "rf", setting["steps"], setting["inversion_w"], noise_seed=setting["noise_seed"], gamma=setting["gamma"]
+        )
+
+    def prepare(self, backbone, sample, setting):
+        return prepare_rf_inversion(
+            backbone, sample, setting["steps"], setting["inversion_w"], setting["gamma"], setting["noise_seed"]
+        )
+
+    def edit_batch(self, backbone, rows, setting):
+        steps = setting["steps"]
+        latents = rf_regenerate(
+            backbone, [row.prep for row in rows], [row.sample.target_prompt for row in rows], setting["w"],
+            setting["eta"], whole_steps(steps, setting["start"]), whole_steps(steps, setting["stop"]),
+        )  # fmt: skip
+        return split_rows(decode_rows(backbone, latents))
