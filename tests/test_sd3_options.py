@@ -117,3 +117,11 @@ def test_a_resumed_sd3_run_gives_the_cells_of_an_uninterrupted_one(tmp_path):
     backbone = json.loads((run_dir / "manifest.json").read_text())["backbone"]
     assert backbone["family"] == "sd3" and backbone["scheduler"] == "flow_match_euler"
 
+
+
+@pytest.mark.parametrize("name", ["tiny", "tiny-sdxl"])
+def test_dropping_t5_on_a_family_without_it_is_a_one_line_error(name):
+    from bench.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=f"text_encoder_3 applies to SD3/3.5 only; '{name}' is sd"):
+        Backbone(BackboneSpec(name=name, device="cpu", text_encoder_3="none"))

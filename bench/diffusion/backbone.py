@@ -222,6 +222,8 @@ class Backbone:
         self.folder = _pipeline_folder(spec)
         self.family_name = family_of_folder(self.folder)
         self.family = get_family(self.family_name)
+        if spec.text_encoder_3 != "auto" and self.family_name != "sd3":
+            raise ConfigError(f"backbone text_encoder_3 applies to SD3/3.5 only; {spec.name!r} is {self.family_name}")
         for sub in self.family.weight_files(spec):
             problem = only_bin_weights(self.folder / sub)
             if problem:
