@@ -10,7 +10,7 @@ doubled by CFG.
 import torch
 
 from bench.diffusion.inversion.edict import edict_denoise, prepare_edict
-from bench.method import EditResult, Method
+from bench.method import EditResult, Method, cfg_evaluations
 from bench.params import Param, guidance_param, steps_param
 from bench.registry import register
 
@@ -37,6 +37,13 @@ class Edict(Method):
         """``strength`` runs only the last ``int(strength * steps)`` timesteps."""
         run = int(setting["strength"] * setting["steps"])
         return setting["steps"] - run, run
+
+    @classmethod
+    def estimate_nfe(cls, setting):
+        """Every step evaluates the UNet once on each sequence (x and y), each under CFG; the
+        inversion likewise at ``inversion_w``."""
+        run = cls.schedule(setting)[1]
+        return 2 * run * cfg_evaluations(setting["w"]), 2 * run * cfg_evaluations(setting["inversion_w"])
 
     def prepare(self, backbone, sample, setting):
         return prepare_edict(backbone, sample, setting["steps"], setting["inversion_w"], setting["p"],
