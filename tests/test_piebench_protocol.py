@@ -32,7 +32,7 @@ def test_protocol_rows_are_set_as_pnpinversions_scripts_set_them():
     assert [(s["w"], s["strength"], s["leapfrog"]) for s in settings(config, "edict")] == [(3.0, 0.8, True)]
     pnp = load_config(PNP).settings["pnp"]
     assert {s["inversion"] for s in pnp} == {"ddim", "direct"}
-    assert all(s["source_prompt"] == "" and s["negative_prompt"].startswith("ugly") for s in pnp)
+    assert all(s["source_prompt"] == "" and s["negative_prompt"].startswith("ugly") and s["source_row"] == "stored" for s in pnp)
 
 
 @pytest.mark.parametrize("path, overrides", [(PROTOCOL, FEW_STEPS), (PNP, ["pnp.steps=2", "dataset.limit=1"])])

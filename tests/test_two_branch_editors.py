@@ -20,7 +20,7 @@ from bench.errors import ConfigError
 from bench.registry import get_method
 from methods.masactrl import MutualSelfAttention, masactrl_latents
 from methods.pix2pix_zero import CrossAttentionRecorder, _guide, attention_loss, edit_direction, pix2pix_zero_latent
-from methods.pnp import PlugAndPlay, feature_block, injected_attention_layers, pnp_latents
+from methods.pnp import PlugAndPlay, feature_block, injected_attention_layers, pnp_latents, reconstruction
 
 STEPS = 3
 TOLERANCE = 1e-4
@@ -151,6 +151,49 @@ def test_pnp_with_the_source_prompt_is_the_reconstruction(backbone, sample):
     assert_close(pnp_latents(backbone, same, inv, s)[1:], regeneration(backbone, inv, same, same.source_prompt, s["w"]))
     edited = pnp_latents(backbone, sample, inv, s)[1:]
     assert (edited - regeneration(backbone, inv, sample, sample.target_prompt, s["w"])).abs().max() > 1e-3
+
+
+@pytest.mark.parametrize("kind", ["ddim", "direct"])
+def test_pnp_stored_source_row_is_one_unguided_row_read_from_the_stored_path(backbone, sample, kind):
+    # PnPInversion's run_editing_pnp.py: the source row is not denoised but read, each step, from the
+    # inversion (direct) or from the unguided DDIM reconstruction one step ahead (ddim), and both CFG
+    # halves of the source row see the same latent and embedding.
+    s = setting("pnp", inversion=kind, source_row="stored", source_prompt="", negative_prompt="blurry")
+    inv = inversion(backbone, sample, kind)
+    rec = reconstruction(backbone, inv.z_T, sample.source_prompt, STEPS)
+    rows, features = [], []
+    handle = feature_block(backbone.unet).conv2.register_forward_hook(lambda m, a, out: features.append(out.clone()))
+    try:
+        pnp_latents(backbone, sample, inv, s, on_step=lambda step, latent: rows.append(latent[0].clone()))
+    finally:
+        handle.remove()
+    stored = [rec[min(i + 1, STEPS - 1)] if kind == "ddim" else inv.pivot(i)[0] for i in range(STEPS)]
+    for row, expected in zip(rows, stored):
+        assert_close(row, expected)
+    features = [f for f in features if len(f) == 4]  # (source, target) x (negative, text); not the reconstruction's
+    assert len(features) == STEPS and all(torch.equal(f[0], f[2]) for f in features)  # one source row
+    guided = setting("pnp", inversion=kind, negative_prompt="blurry")
+    features.clear()
+    handle = feature_block(backbone.unet).conv2.register_forward_hook(lambda m, a, out: features.append(out.clone()))
+    try:
+        pnp_latents(backbone, sample, inv, guided)
+    finally:
+        handle.remove()
+    assert not torch.equal(features[0][0], features[0][2])  # a guided source row: its null and prompt halves differ
+
+
+def test_pnp_stored_over_ddim_starts_the_target_at_the_reconstructions_first_step(backbone, sample):
+    s = setting("pnp", inversion="ddim", source_row="stored", feature_injection=0.0, attention_injection=0.0)
+    inv = inversion(backbone, sample)
+    rec = reconstruction(backbone, inv.z_T, sample.source_prompt, STEPS)
+    from_first_step = replace(inv, latents=torch.cat([inv.latents[:-1], rec[:1]]))
+    plain = regeneration(backbone, from_first_step, sample, sample.target_prompt, s["w"])
+    assert_close(pnp_latents(backbone, sample, inv, s)[1:], plain)
+
+
+def test_pnp_stored_source_row_needs_a_stored_path():
+    with pytest.raises(ConfigError, match="source_row = 'stored' needs inversion 'ddim' or 'direct'"):
+        get_method("pnp").check(setting("pnp", inversion="null_text", source_row="stored", nti_w=7.5))
 
 
 def test_pnp_injects_the_source_rows_features_queries_and_keys_until_its_fractions(backbone):
