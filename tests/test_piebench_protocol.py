@@ -27,7 +27,7 @@ def test_protocol_rows_are_set_as_pnpinversions_scripts_set_them():
     assert (ddpm["skip"], ddpm["source_w"], ddpm["inversion_w"], ddpm["blend_words"], ddpm["edit"]) == (
         12, "inversion_w", 1.0, "none", "auto_words")
     assert all(s["source_prompt"] == "" and s["start_step"] == 4 for s in settings(config, "masactrl"))
-    assert all((s["direction"], s["negative_prompt"], s["w"]) == ("prompts", "source", 7.5)
+    assert all((s["direction"], s["negative_prompt"], s["w"], s["loss_halves"], s["offset_edit"]) == ("prompts", "source", 7.5, "both", True)
                for s in settings(config, "pix2pix_zero"))  # fmt: skip
     assert [(s["w"], s["strength"], s["leapfrog"]) for s in settings(config, "edict")] == [(3.0, 0.8, True)]
     pnp = load_config(PNP).settings["pnp"]

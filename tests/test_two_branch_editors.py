@@ -224,6 +224,42 @@ def test_pix2pix_zero_without_guidance_or_direction_is_the_source_regeneration(b
     assert_close(latent, regeneration(backbone, inv, sample, sample.source_prompt, s["w"]))
 
 
+def test_pix2pix_zero_loss_over_both_halves_steps_each_copy_by_its_own_half(backbone, sample):
+    # The authors' pipeline (PnPInversion's script): the loss is the mean over 2 x heads maps of the
+    # CFG batch; attention never mixes samples, so each copy moves by its own half's loss at half
+    # the step size. The unguided form is the same in both.
+    from bench.diffusion.sampling import guided_eps
+
+    inv, unet = inversion(backbone, sample), backbone.unet
+    t = backbone.new_scheduler(STEPS).timesteps[0]
+    null, source, edited = (backbone.encode_text(p) for p in ("", sample.source_prompt, sample.target_prompt))
+    recorder = CrossAttentionRecorder(all_rows=True)
+    with hooked(unet, hooked_layers(unet, cross_attention_layers(unet), recorder)):
+        recorder.on = True
+        with torch.no_grad():
+            guided_eps(backbone, inv.z_T, t, source, null, 7.5)
+        reference = {name: m.detach() for name, m in recorder.maps.items()}
+        both = _guide(backbone, inv.z_T.expand(2, -1, -1, -1), t, torch.cat([null, edited]), reference, 20.0, recorder)
+        halves = []
+        for i, text in enumerate((null, edited)):
+            own = {name: m.chunk(2)[i] for name, m in reference.items()}
+            halves.append(_guide(backbone, inv.z_T, t, text, own, 10.0, recorder))  # large: the untrained maps' loss is small
+    assert_close(both, torch.cat(halves))
+    assert (halves[1] - inv.z_T).abs().max() > 1e-3  # the conditional copy moves (the unconditional one matches its reference)
+    unguided = [pix2pix_zero_latent(backbone, sample, inv, setting("pix2pix_zero", inversion="ddim", xa_guidance=0.0,
+                                                                   loss_halves=h))[0] for h in ("both", "conditional")]
+    assert_close(*unguided)
+
+
+def test_pix2pix_zero_offset_edit_keeps_the_unedited_edit_on_the_inversion_path(backbone, sample):
+    inv = inversion(backbone, sample, "direct")
+    s = dict(inversion="direct", negative_prompt="source", direction_scale=0.0, xa_guidance=0.0)
+    on_path, _ = pix2pix_zero_latent(backbone, sample, inv, setting("pix2pix_zero", offset_edit=True, **s))
+    assert_close(on_path, inv.latents[:1])
+    drifted, _ = pix2pix_zero_latent(backbone, sample, inv, setting("pix2pix_zero", **s))
+    assert (drifted - inv.latents[:1]).abs().max() > 1e-3
+
+
 def test_pix2pix_zero_guides_at_every_resolution_and_counts_gradient_steps(backbone, sample):
     method = get_method("pix2pix_zero")()
     s = setting("pix2pix_zero", inversion="ddim")
