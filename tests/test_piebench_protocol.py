@@ -29,7 +29,7 @@ def test_protocol_rows_are_set_as_pnpinversions_scripts_set_them():
     assert all(s["source_prompt"] == "" and s["start_step"] == 4 for s in settings(config, "masactrl"))
     assert all((s["direction"], s["negative_prompt"], s["w"], s["loss_halves"], s["offset_edit"]) == ("prompts", "source", 7.5, "both", True)
                for s in settings(config, "pix2pix_zero"))  # fmt: skip
-    assert [(s["w"], s["strength"], s["leapfrog"]) for s in settings(config, "edict")] == [(3.0, 0.8, True)]
+    assert [(s["w"], s["strength"], s["leapfrog"], s["own_scheduler"]) for s in settings(config, "edict")] == [(3.0, 0.8, True, True)]
     pnp = load_config(PNP).settings["pnp"]
     assert {s["inversion"] for s in pnp} == {"ddim", "direct"}
     assert all(s["source_prompt"] == "" and s["negative_prompt"].startswith("ugly") and s["source_row"] == "stored" for s in pnp)
