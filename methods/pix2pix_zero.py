@@ -33,8 +33,10 @@ the DDIM step starts from the unconditional copy (2 NFE for the guidance forward
 ``offset_edit``: with ``inversion = direct`` the pipeline also adds each step's offset (the
 inversion latent minus the reference pass's step) to the edit latent, not only to the reference.
 The authors'
-inversion regularises the noise maps (auto-correlation and KL terms); here any
-``bench.diffusion.inversion.ddim`` kind is used instead. Defaults ``xa_guidance = 0.1`` and ``w = 5`` are the
+inversion (and PnPInversion's copy) encodes a sample of the VAE posterior, regularises the noise
+maps (auto-correlation with random shifts, KL) and steps t -> t + 1000/steps with the noise
+predicted at t (levels ``alphas_cumprod[t - 1]``), with a BLIP caption as prompt; here any
+``bench.diffusion.inversion.ddim`` kind is used instead, with the source prompt. Defaults ``xa_guidance = 0.1`` and ``w = 5`` are the
 authors' (``--xa_guidance``, ``--negative_guidance_scale``).
 """
 
