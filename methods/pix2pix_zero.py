@@ -29,7 +29,8 @@ prompt) alone (``direction: prompts``). ``loss_halves: both`` is that pipeline's
 forward runs the whole CFG batch (two copies of the latent, the null and the edit embedding),
 the loss compares all 2 x heads maps with the reference pass's (both halves of its CFG batch),
 each copy takes its own gradient step, the CFG noise is predicted from the two moved copies and
-the DDIM step starts from the unconditional copy (2 NFE for the guidance forward, not 1).
+the DDIM step starts from the unconditional copy (2 NFE for the guidance forward, not 1); at
+``w`` 0 or 1 there is no CFG batch and both forms are the same.
 ``offset_edit``: with ``inversion = direct`` the pipeline also adds each step's offset (the
 inversion latent minus the reference pass's step) to the edit latent, not only to the reference.
 The authors'
@@ -46,7 +47,7 @@ import torch
 
 from bench.diffusion.attention.hooks import cross_attention_layers, hooked, hooked_layers
 from bench.diffusion.sampling import guided_eps
-from bench.method import EditResult
+from bench.method import EditResult, cfg_evaluations
 from bench.params import Param, guidance_param
 from bench.registry import register
 from methods._over_inversion import OverInversion, inversion_params
@@ -128,6 +129,16 @@ class Pix2PixZero(OverInversion):
               "(PnPInversion's script), not only to the reference pass"),
     )
 
+    @classmethod
+    def estimate_nfe(cls, setting):
+        """A step: the reference pass under CFG, the guidance forward (1 row; 2 with both halves),
+        the edit under CFG (always 2 rows with both halves)."""
+        cfg = cfg_evaluations(setting["w"])
+        both = setting["loss_halves"] == "both" and cfg == 2
+        guide = (2 if both else 1) if setting["xa_guidance"] else 0
+        per_step = cfg + guide + (2 if both else cfg)
+        return setting["steps"] * per_step, cls.inversion_nfe(setting)
+
     def edit(self, backbone, sample, prep, setting, generator):
         latent, grad_evals = pix2pix_zero_latent(backbone, sample, prep, setting)
         with torch.no_grad():
@@ -151,7 +162,7 @@ def pix2pix_zero_latent(backbone, sample, inversion, setting, on_step=None) -> t
             return source
 
     trajectory = OverInversion.trajectory(inversion, setting)
-    both = setting["loss_halves"] == "both"
+    both = setting["loss_halves"] == "both" and cfg_evaluations(w) == 2  # w 0 or 1: no CFG batch, one form
     recorder = CrossAttentionRecorder(all_rows=both)
     reference = latent = inversion.z_T
     grad_evals = 0

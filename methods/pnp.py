@@ -126,6 +126,13 @@ class PlugAndPlayDiffusion(OverInversion):
             )
 
     @classmethod
+    def estimate_nfe(cls, setting):
+        """Both branches under CFG; ``source_row: stored`` over ``ddim`` adds the reconstruction (1 a step)."""
+        edit, prep = super().estimate_nfe(setting)
+        stored_ddim = setting["source_row"] == "stored" and setting["inversion"] == "ddim"
+        return edit + (setting["steps"] if stored_ddim else 0), prep
+
+    @classmethod
     def check_backbone(cls, setting, backbone):
         if feature_block(backbone.unet) is None:
             raise ConfigError(
