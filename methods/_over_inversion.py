@@ -7,8 +7,8 @@ steps, inversion kind and parameters) is shared by every editor of a run.
 
 from dataclasses import replace
 
-from bench.diffusion.inversion.ddim import KINDS, prepare_inversion
-from bench.method import Method
+from bench.diffusion.inversion.ddim import KINDS, InversionSpec, prepare_inversion
+from bench.method import Method, cfg_evaluations
 from bench.params import Param
 from methods.ddim_inversion import INVERSION_W, STEPS
 from methods.null_text_inversion import NULL_TEXT_PARAMS, check_null_text, null_text_params
@@ -47,6 +47,25 @@ class OverInversion(Method):
     def check(cls, setting):
         if setting["inversion"] == "null_text":
             check_null_text(cls.name, setting)
+
+    @classmethod
+    def estimate_nfe(cls, setting):
+        """Source and target branches denoise together, each under CFG ``w``."""
+        return 2 * cls.schedule(setting)[1] * cfg_evaluations(setting["w"]), cls.inversion_nfe(setting)
+
+    @classmethod
+    def inversion_nfe(cls, setting) -> int:
+        spec = cls.cached_preparation(setting)
+        return 0 if spec is None else spec.nfe()
+
+    @classmethod
+    def cached_preparation(cls, setting):
+        """The inversion ``prepare`` computes; None when its prompt is not the sample's (a literal
+        ``source_prompt`` that also inverts), which the dry run cannot look up by sample."""
+        if cls.source_prompt_inverts and setting.get("source_prompt", "sample") != "sample":
+            return None
+        nti = null_text_params(setting) if setting["inversion"] == "null_text" else None
+        return InversionSpec("null_text" if nti else "ddim", setting["steps"], setting["inversion_w"], nti)
 
     def prep_key(self, setting):
         """Only the parameters the chosen inversion depends on, so unused ones never split preparations."""

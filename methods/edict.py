@@ -11,7 +11,7 @@ import torch
 
 from bench.diffusion.families import UNET_FAMILIES
 from bench.diffusion.inversion.edict import edict_denoise, prepare_edict
-from bench.method import EditResult, Method
+from bench.method import EditResult, Method, cfg_evaluations
 from bench.params import Param, guidance_param, steps_param
 from bench.registry import register
 
@@ -31,8 +31,10 @@ class Edict(Method):
               "init_image_strength, 0.8 in PnPInversion's script; the reference: 1)", low=0, high=1, low_open=True),
         Param("leapfrog", bool, False, "alternate which sequence is updated first at every step (the authors' code "
               "and PnPInversion's; the reference's formulas: no)"),
+        Param("own_scheduler", bool, False, "EDICT_editing's own DDIM scheduler, steps_offset 0 (the authors' code and "
+              "PnPInversion's), instead of the backbone's (SD 1.x: 1)"),
     )
-    prep_params = ("steps", "inversion_w", "p", "strength", "leapfrog")
+    prep_params = ("steps", "inversion_w", "p", "strength", "leapfrog", "own_scheduler")
 
     @classmethod
     def schedule(cls, setting):
@@ -40,12 +42,19 @@ class Edict(Method):
         run = int(setting["strength"] * setting["steps"])
         return setting["steps"] - run, run
 
+    @classmethod
+    def estimate_nfe(cls, setting):
+        """Every step evaluates the UNet once on each sequence (x and y), each under CFG; the
+        inversion likewise at ``inversion_w``."""
+        run = cls.schedule(setting)[1]
+        return 2 * run * cfg_evaluations(setting["w"]), 2 * run * cfg_evaluations(setting["inversion_w"])
+
     def prepare(self, backbone, sample, setting):
         return prepare_edict(backbone, sample, setting["steps"], setting["inversion_w"], setting["p"],
-                             setting["strength"], setting["leapfrog"])  # fmt: skip
+                             setting["strength"], setting["leapfrog"], setting["own_scheduler"])  # fmt: skip
 
     @torch.no_grad()
     def edit(self, backbone, sample, prep, setting, generator):
         pair = edict_denoise(backbone, prep, sample.target_prompt, setting["w"], setting["steps"], setting["p"],
-                             setting["strength"], setting["leapfrog"])  # fmt: skip
+                             setting["strength"], setting["leapfrog"], setting["own_scheduler"])  # fmt: skip
         return EditResult(backbone.decode(pair[:1].to(backbone.dtype)).float())

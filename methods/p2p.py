@@ -11,7 +11,8 @@ inversion trajectory after every step (direct inversion's per-step offset). With
 ``inversion = ddpm`` (PnPInversion's "edit-friendly inversion + P2P") both rows start from the
 edit-friendly inversion's latent ``skip`` steps below ``x_T`` and take DDPM steps with its stored
 noise maps; by default both rows run at ``w`` from ``x_T``. PnPInversion's script skips 12 of 50
-steps and runs the source row at its inversion's guidance 1 (``skip: 12, source_w: inversion_w``).
+steps and runs the source row at its inversion's guidance 1 (``skip: 12, source_w: inversion_w``),
+with the last noise map zeroed, as the authors' code (``zero_last_noise``).
 
 Where PnPInversion's ``run_editing_*.py`` (which produced PIE-Bench's published table) differ from
 the paper and google/prompt-to-prompt, a parameter selects: its P2P rows always run refine plus a
@@ -134,6 +135,15 @@ def p2p_batch_latents(
                        noise_maps=None if noise_maps is None else noise_maps[skip:])  # fmt: skip
 
 
+def edit_noise_maps(inversion: Inversion, setting) -> torch.Tensor:
+    """The ddpm inversion's noise maps the edit regenerates with (the last one zeroed with ``zero_last_noise``)."""
+    if not setting["zero_last_noise"]:
+        return inversion.noise_maps
+    maps = inversion.noise_maps.clone()
+    maps[-1] = 0
+    return maps
+
+
 def _row_noise_maps(cells: list[P2PCell]) -> torch.Tensor | None:
     """(steps, 2n, C, h, w): each cell's noise maps for both of its rows (None without ``ddpm``)."""
     if cells[0].noise_maps is None:
@@ -182,6 +192,9 @@ class PromptToPrompt(Method):
         Param("skip", int, 0, "inversion=ddpm only: steps skipped at the noisy end (PnPInversion: 12 of 50)", low=0),
         Param("source_w", str, "w", "guidance of the source row: w, or inversion_w (PnPInversion's DDPM+P2P: source "
               "row at its inversion's guidance 1)", choices=SOURCE_W),
+        Param("zero_last_noise", bool, False, "inversion=ddpm only: regenerate with the last step's noise map zeroed "
+              "(the authors' code and PnPInversion's: the last step is deterministic); editbench keeps it, so the "
+              "source row reconstructs exactly"),
         Param("attention_maps", bool, False, "save a picture of each token's cross-attention map"),
     )
     prep_params = ("inversion", "steps", "inversion_w", *(p.name for p in NULL_TEXT_PARAMS))
@@ -265,7 +278,7 @@ class PromptToPrompt(Method):
             z_T, (sample.source_prompt, sample.target_prompt), uncond, build_controller(backbone, sample, setting),
             trajectory=prep if setting["inversion"] == "direct" else None,
             blend=build_blend(backbone.tokenizer, sample, setting),
-            noise_maps=prep.noise_maps if setting["inversion"] == "ddpm" else None,
+            noise_maps=edit_noise_maps(prep, setting) if setting["inversion"] == "ddpm" else None,
         )  # fmt: skip
 
     @torch.no_grad()

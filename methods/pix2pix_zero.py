@@ -25,12 +25,23 @@ behind PIE-Bench's table), like diffusers' (deprecated) pipeline, applies the lo
 CFG batch (mean over both halves x heads) and steps from the unconditional half's moved latent;
 PnPInversion's script also uses the unedited source prompt as the negative prompt
 (``negative_prompt: source``), guidance 7.5, and the direction emb(target prompt) - emb(source
-prompt) alone (``direction: prompts``); the loss over both halves is not reproduced. The authors'
-inversion regularises the noise maps (auto-correlation and KL terms); here any
-``bench.diffusion.inversion.ddim`` kind is used instead. Defaults ``xa_guidance = 0.1`` and ``w = 5`` are the
-authors' (``--xa_guidance``, ``--negative_guidance_scale``). On SDXL (no authors' code) the
-direction is taken over the packed conditioning (``bench.diffusion.families.sdxl``), so it moves
-the pooled projection too, and the maps are matched in every cross-attention layer, as on SD.
+prompt) alone (``direction: prompts``). ``loss_halves: both`` is that pipeline's form: the guidance
+forward runs the whole CFG batch (two copies of the latent, the null and the edit embedding),
+the loss compares all 2 x heads maps with the reference pass's (both halves of its CFG batch),
+each copy takes its own gradient step, the CFG noise is predicted from the two moved copies and
+the DDIM step starts from the unconditional copy (2 NFE for the guidance forward, not 1); at
+``w`` 0 or 1 there is no CFG batch and both forms are the same.
+``offset_edit``: with ``inversion = direct`` the pipeline also adds each step's offset (the
+inversion latent minus the reference pass's step) to the edit latent, not only to the reference.
+The authors'
+inversion (and PnPInversion's copy) encodes a sample of the VAE posterior, regularises the noise
+maps (auto-correlation with random shifts, KL) and steps t -> t + 1000/steps with the noise
+predicted at t (levels ``alphas_cumprod[t - 1]``), with a BLIP caption as prompt; here any
+``bench.diffusion.inversion.ddim`` kind is used instead, with the source prompt. Defaults
+``xa_guidance = 0.1`` and ``w = 5`` are the authors' (``--xa_guidance``, ``--negative_guidance_scale``).
+On SDXL (no authors' code) the direction is taken over the packed conditioning
+(``bench.diffusion.families.sdxl``), so it moves the pooled projection too, and the maps are
+matched in every cross-attention layer, as on SD.
 """
 
 from dataclasses import dataclass, field
@@ -40,7 +51,7 @@ import torch
 from bench.diffusion.attention.hooks import cross_attention_layers, hooked, hooked_layers
 from bench.diffusion.families import UNET_FAMILIES
 from bench.diffusion.sampling import guided_eps
-from bench.method import EditResult
+from bench.method import EditResult, cfg_evaluations
 from bench.params import Param, guidance_param
 from bench.registry import register
 from methods._over_inversion import OverInversion, inversion_params
@@ -78,7 +89,8 @@ def edit_direction(backbone, sample, sentences: str = "templates") -> torch.Tens
 @dataclass
 class CrossAttentionRecorder:
     """Keeps the last row's (the conditional branch's) cross-attention probabilities of each
-    layer, (heads, queries, tokens), while ``on``; with gradients when the UNet runs under grad."""
+    layer, (heads, queries, tokens), or with ``all_rows`` every row's, while ``on``; with
+    gradients when the UNet runs under grad."""
 
     on: bool = False
     maps: dict[str, torch.Tensor] = field(default_factory=dict)
@@ -86,9 +98,11 @@ class CrossAttentionRecorder:
     def active(self, name: str) -> bool:
         return self.on
 
+    all_rows: bool = False  # keep every row's maps (both CFG halves), not only the last row's
+
     def attend(self, name, attn, query, key, value, attention_mask):
         probs = attn.get_attention_scores(query, key, attention_mask)
-        self.maps[name] = probs[-attn.heads :]
+        self.maps[name] = probs if self.all_rows else probs[-attn.heads :]
         return torch.bmm(probs, value)
 
 
@@ -113,7 +127,22 @@ class Pix2PixZero(OverInversion):
         Param("negative_prompt", str, "null", "unconditional embedding of both passes: null (the inversion's) or "
               "source (the source prompt, as PnPInversion's script: the reference pass is then conditional only)",
               choices=("null", "source")),
+        Param("loss_halves", str, "conditional", "maps the guidance loss compares: conditional (the paper) or both "
+              "CFG halves, the step taken from the unconditional half (the authors' pipeline, PnPInversion's script)",
+              choices=("conditional", "both")),
+        Param("offset_edit", bool, False, "with inversion = direct, add each step's offset to the edit latent too "
+              "(PnPInversion's script), not only to the reference pass"),
     )
+
+    @classmethod
+    def estimate_nfe(cls, setting):
+        """A step: the reference pass under CFG, the guidance forward (1 row; 2 with both halves),
+        the edit under CFG (always 2 rows with both halves)."""
+        cfg = cfg_evaluations(setting["w"])
+        both = setting["loss_halves"] == "both" and cfg == 2
+        guide = (2 if both else 1) if setting["xa_guidance"] else 0
+        per_step = cfg + guide + (2 if both else cfg)
+        return setting["steps"] * per_step, cls.inversion_nfe(setting)
 
     def edit(self, backbone, sample, prep, setting, generator):
         latent, grad_evals = pix2pix_zero_latent(backbone, sample, prep, setting)
@@ -138,7 +167,8 @@ def pix2pix_zero_latent(backbone, sample, inversion, setting, on_step=None) -> t
             return source
 
     trajectory = OverInversion.trajectory(inversion, setting)
-    recorder = CrossAttentionRecorder()
+    both = setting["loss_halves"] == "both" and cfg_evaluations(w) == 2  # w 0 or 1: no CFG batch, one form
+    recorder = CrossAttentionRecorder(all_rows=both)
     reference = latent = inversion.z_T
     grad_evals = 0
     with hooked(unet, hooked_layers(unet, cross_attention_layers(unet), recorder)):
@@ -149,26 +179,37 @@ def pix2pix_zero_latent(backbone, sample, inversion, setting, on_step=None) -> t
                 reference_eps = guided_eps(backbone, reference, t, source, null, w)
                 reference_maps = {name: m.detach() for name, m in recorder.maps.items()}
             recorder.maps = {}
+            # ``latent``: (1, ...) or, with both halves, the (unconditional, conditional) copies
+            latent = latent[:1].expand(2, -1, -1, -1) if both else latent
+            text = torch.cat([null, edited]) if both else edited
             if scale:
-                latent = _guide(backbone, latent, t, edited, reference_maps, scale, recorder)
+                latent = _guide(backbone, latent, t, text, reference_maps, scale, recorder)
                 grad_evals += 1
             if on_step is not None:
                 on_step(index, reference_maps, recorder.maps)
             recorder.on = False
             with torch.no_grad():
-                eps = guided_eps(backbone, latent, t, edited, null, w)
-                reference = scheduler.step(reference_eps, t, reference, eta=0.0).prev_sample
+                if both:
+                    eps_uncond, eps_cond = backbone.eps(latent, t, text).chunk(2)
+                    eps, latent = eps_uncond + w * (eps_cond - eps_uncond), latent[:1]
+                else:
+                    eps = guided_eps(backbone, latent, t, edited, null, w)
+                stepped = scheduler.step(reference_eps, t, reference, eta=0.0).prev_sample
                 latent = scheduler.step(eps, t, latent, eta=0.0).prev_sample
+            reference = stepped
             if trajectory is not None:
                 reference = trajectory.pivot(index).to(reference.dtype)
+                if setting["offset_edit"]:
+                    latent = latent + (reference - stepped)
     return latent, grad_evals
 
 
-def _guide(backbone, latent, t, edited, reference_maps, scale, recorder) -> torch.Tensor:
-    """One cross-attention guidance step on ``latent`` (the UNet's graph is freed by the backward)."""
-    moved = latent.detach().requires_grad_(True)
+def _guide(backbone, latent, t, text, reference_maps, scale, recorder) -> torch.Tensor:
+    """One cross-attention guidance step on each row of ``latent``, conditioned on its row of
+    ``text`` (the UNet's graph is freed by the backward)."""
+    moved = latent.detach().clone().requires_grad_(True)
     with torch.enable_grad():
-        backbone.eps(moved, t, edited)
+        backbone.eps(moved, t, text)
         loss = attention_loss(recorder.maps, reference_maps)
         (grad,) = torch.autograd.grad(loss, moved)
     recorder.maps = {name: m.detach() for name, m in recorder.maps.items()}

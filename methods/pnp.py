@@ -30,10 +30,15 @@ Sources and choices:
   is the reconstruction.
 - ``source_prompt``: the source branch's prompt only (the inversion always uses the sample's
   source prompt, as PnPInversion's script does). PnPInversion's script (PIE-Bench's table, SD
-  1.5) conditions its source row on ``""``: set ``source_prompt: ""``. Its source row is
-  moreover one unguided row shared by both CFG halves of the target, read at the stored
-  reconstruction latents; that form is not implemented here (the source row runs under CFG
-  ``w`` from ``z_T``).
+  1.5) conditions its source row on ``""``: set ``source_prompt: ""``.
+- ``source_row``: ``guided`` (above) or ``stored``, PnPInversion's form: one unguided source
+  row (``source_prompt``'s embedding in both CFG halves, so both target halves take the same
+  features) whose latent is not denoised but read, at every step, from stored latents: with
+  ``inversion = direct`` the inversion's latent at the step's level; with ``ddim`` the unguided
+  DDIM reconstruction from ``z_T`` under the sample's source prompt, one step ahead (step ``i``
+  evaluates the reconstruction's latent after step ``i + 1`` at step ``i``'s timestep), and the
+  target starts from the reconstruction's first step instead of ``z_T``. The reconstruction
+  costs ``steps`` more NFE; the source row is still evaluated in both CFG halves (2 NFE a step).
 - ``negative_prompt`` (pnp-diffusers offers one): the target branch's unconditional
   embedding; empty means the inversion's own null embedding. PnPInversion's script uses
   "ugly, blurry, black, low res, unrealistic".
@@ -53,6 +58,7 @@ from bench.diffusion.attention.hooks import (
     two_branch_latents,
 )
 from bench.diffusion.families import UNET_FAMILIES
+from bench.diffusion.sampling import denoise, guided_eps
 from bench.errors import ConfigError
 from bench.method import EditResult
 from bench.params import Param, guidance_param
@@ -60,6 +66,8 @@ from bench.registry import register
 from methods._over_inversion import SOURCE_PROMPT, OverInversion, inversion_params, with_source_prompt
 
 FEATURE_BLOCK = (1, 1)  # up_blocks[1].resnets[1]
+SOURCE_ROWS = ("guided", "stored")
+STORED_PATHS = ("ddim", "direct")  # the inversions PnPInversion's script reads its source row from
 
 
 def feature_block(unet):
@@ -110,7 +118,25 @@ class PlugAndPlayDiffusion(OverInversion):
         Param("feature_injection", float, 0.8, "fraction of steps with injected residual features", low=0, high=1),
         Param("attention_injection", float, 0.5, "fraction of steps with injected queries and keys", low=0, high=1),
         Param("negative_prompt", str, "", "the target's negative prompt (empty: the inversion's null embedding)"),
+        Param("source_row", str, "guided", "the source branch: 'guided' (under CFG w, the authors' repositories) or "
+              "'stored' (one unguided row read from stored latents, PnPInversion's script)", choices=SOURCE_ROWS),
     )
+
+    @classmethod
+    def check(cls, setting):
+        super().check(setting)
+        if setting["source_row"] == "stored" and setting["inversion"] not in STORED_PATHS:
+            raise ConfigError(
+                f"method 'pnp': source_row = 'stored' needs inversion {' or '.join(map(repr, STORED_PATHS))} "
+                f"(got {setting['inversion']!r})"
+            )
+
+    @classmethod
+    def estimate_nfe(cls, setting):
+        """Both branches under CFG; ``source_row: stored`` over ``ddim`` adds the reconstruction (1 a step)."""
+        edit, prep = super().estimate_nfe(setting)
+        stored_ddim = setting["source_row"] == "stored" and setting["inversion"] == "ddim"
+        return edit + (setting["steps"] if stored_ddim else 0), prep
 
     @classmethod
     def check_backbone(cls, setting, backbone):
@@ -144,10 +170,48 @@ def pnp_latents(backbone, sample, inversion, setting, on_step=None) -> torch.Ten
     def on_eps(index):
         control.step = index
 
-    cond = torch.cat([backbone.encode_text(branch.source_prompt), backbone.encode_text(sample.target_prompt)])
+    source = backbone.encode_text(branch.source_prompt)
+    cond = torch.cat([source, backbone.encode_text(sample.target_prompt)])
+    z_T, trajectory = inversion.z_T, OverInversion.trajectory(inversion, setting)
+    if setting["source_row"] == "stored":
+        target_uncond = uncond
+
+        def uncond(index):  # the source row unguided: its own embedding in both CFG halves
+            return torch.cat([source, target_uncond(index)[-1:]])
+
+        if setting["inversion"] == "ddim":
+            trajectory = StoredPath(reconstruction(backbone, inversion.z_T, sample.source_prompt, steps))
+            z_T = trajectory.start
+        else:
+            trajectory = inversion
     hooks = [(feature_block(unet).conv2, control.inject_features)]
     with hooked(unet, hooked_layers(unet, control.attention_layers, control), hooks):
-        return two_branch_latents(
-            backbone, inversion.z_T, cond, uncond, setting["w"], steps, on_eps,
-            OverInversion.trajectory(inversion, setting), on_step,
-        )  # fmt: skip
+        return two_branch_latents(backbone, z_T, cond, uncond, setting["w"], steps, on_eps, trajectory, on_step)
+
+
+@torch.no_grad()
+def reconstruction(backbone, z_T: torch.Tensor, prompt: str, steps: int) -> torch.Tensor:
+    """The unguided DDIM path from ``z_T`` under ``prompt``: (steps, C, h, w), row ``k`` the latent after ``k + 1`` steps."""
+    scheduler, cond, path = backbone.new_scheduler(steps), backbone.encode_text(prompt), []
+
+    def keep(step, latent):
+        path.append(latent)
+        return latent
+
+    denoise(scheduler, z_T, scheduler.timesteps, lambda z, t, i: guided_eps(backbone, z, t, cond, cond, 1.0), after_step=keep)
+    return torch.cat(path)
+
+
+@dataclass
+class StoredPath:
+    """A source row read from a DDIM reconstruction one step ahead, as PnPInversion's DDIM + PnP
+    does: step ``i`` sees the latent after ``i + 1`` reconstruction steps (``pivot(i - 1)``)."""
+
+    latents: torch.Tensor  # (steps, C, h, w), ``reconstruction``'s
+
+    @property
+    def start(self) -> torch.Tensor:
+        return self.latents[:1]
+
+    def pivot(self, index: int) -> torch.Tensor:
+        return self.latents[min(index + 2, len(self.latents)) - 1][None]

@@ -9,7 +9,7 @@ from bench import cache
 from bench.data import DatasetSpec, load_dataset
 from bench.diffusion.inversion.ddim import Inversion, cache_fields
 from bench.diffusion.inversion.ddpm import ddpm_invert, noise_generator, prepare_ddpm_inversion
-from bench.diffusion.inversion.edict import edict_denoise, edict_invert, prepare_edict
+from bench.diffusion.inversion.edict import edict_denoise, edict_invert, edict_scheduler, prepare_edict
 from bench.errors import ConfigError
 from bench.registry import get_method
 from methods.ddpm_inversion import regenerate_ddpm
@@ -44,6 +44,18 @@ def test_edict_round_trip_with_strength_and_leapfrog_returns_the_source_latent(b
     assert relative_error(back[:1], z0) <= TOLERANCE and relative_error(back[1:], z0) <= TOLERANCE
     fixed_order = edict_denoise(backbone, pair, sample.source_prompt, 1.0, 10, 0.93, strength=0.8)
     assert relative_error(fixed_order[:1], z0) > 10 * TOLERANCE  # the order matters: leapfrog is not a no-op
+
+
+def test_edict_own_scheduler_is_edict_editings_offset_zero_schedule_and_still_exact(backbone, sample):
+    # EDICT_editing builds its own DDIM scheduler (steps_offset 0); SD 1.x's config (and tiny's) says 1.
+    assert edict_scheduler(backbone, 10).timesteps.tolist() == list(range(901, 0, -100))
+    assert edict_scheduler(backbone, 10, own_scheduler=True).timesteps.tolist() == list(range(900, -1, -100))
+    z0 = backbone.encode_image(sample.image[None])
+    pair = edict_invert(backbone, z0, sample.source_prompt, 1.0, 10, 0.93, strength=0.8, leapfrog=True, own_scheduler=True)
+    back = edict_denoise(backbone, pair, sample.source_prompt, 1.0, 10, 0.93, strength=0.8, leapfrog=True, own_scheduler=True)
+    assert relative_error(back[:1], z0) <= TOLERANCE
+    other = edict_invert(backbone, z0, sample.source_prompt, 1.0, 10, 0.93, strength=0.8, leapfrog=True)
+    assert relative_error(other, pair) > 10 * TOLERANCE
 
 
 def ddpm_round_trip(backbone, sample, steps, w):

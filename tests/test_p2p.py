@@ -301,3 +301,19 @@ def test_ddpm_skip_with_source_row_at_inversion_w_retraces_the_source(backbone, 
     assert (both_at_w[0] - prep.latents[0]).abs().max().item() > 1e-3
     with pytest.raises(ConfigError, match="skip"):
         method.resolve({"inversion": "ddim", "skip": 2})
+
+
+def test_ddpm_zero_last_noise_only_drops_the_last_steps_noise(backbone, sample, method):
+    # The authors' code (and PnPInversion's script) zeroes the last noise map: the last DDPM step is
+    # then its mean, sigma_last * z_last below the exact step, and nothing before it changes.
+    from bench.diffusion.inversion.ddpm import ddpm_sigma
+
+    s = setting(method, inversion="ddpm", source_w="inversion_w", blend_words="none")
+    prep = method.prepare(backbone, sample, s).value
+    rows = [method.cell(backbone, EditRow(sample, prep, torch.Generator()), setting(method, **{**s, "zero_last_noise": z}))
+            for z in (False, True)]
+    kept, zeroed = (p2p_batch_latents(backbone, [cell], s["w"], STEPS, source_w=s["inversion_w"]) for cell in rows)
+    last_t = backbone.new_scheduler(STEPS).timesteps[-1]
+    drop = ddpm_sigma(backbone.new_scheduler(STEPS), last_t) * prep.noise_maps[-1]
+    assert (kept - zeroed - drop).abs().max().item() <= 1e-4
+    assert drop.abs().max().item() > 1e-3 and torch.equal(rows[0].noise_maps, prep.noise_maps)

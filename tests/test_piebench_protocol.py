@@ -24,15 +24,15 @@ def test_protocol_rows_are_set_as_pnpinversions_scripts_set_them():
         assert (s["edit"], s["reweight_word"], s["reweight_factor"], s["blend_words"]) == ("refine_reweight", "blend", 2.0, "auto")
         assert (s["steps"], s["w"], s["cross_replace_steps"], s["self_replace_steps"], s["skip"]) == (50, 7.5, 0.4, 0.6, 0)
     ddpm = p2p["ddpm"]
-    assert (ddpm["skip"], ddpm["source_w"], ddpm["inversion_w"], ddpm["blend_words"], ddpm["edit"]) == (
-        12, "inversion_w", 1.0, "none", "auto_words")
+    assert (ddpm["skip"], ddpm["source_w"], ddpm["inversion_w"], ddpm["blend_words"], ddpm["edit"], ddpm["zero_last_noise"]) == (
+        12, "inversion_w", 1.0, "none", "auto_words", True)
     assert all(s["source_prompt"] == "" and s["start_step"] == 4 for s in settings(config, "masactrl"))
-    assert all((s["direction"], s["negative_prompt"], s["w"]) == ("prompts", "source", 7.5)
+    assert all((s["direction"], s["negative_prompt"], s["w"], s["loss_halves"], s["offset_edit"]) == ("prompts", "source", 7.5, "both", True)
                for s in settings(config, "pix2pix_zero"))  # fmt: skip
-    assert [(s["w"], s["strength"], s["leapfrog"]) for s in settings(config, "edict")] == [(3.0, 0.8, True)]
+    assert [(s["w"], s["strength"], s["leapfrog"], s["own_scheduler"]) for s in settings(config, "edict")] == [(3.0, 0.8, True, True)]
     pnp = load_config(PNP).settings["pnp"]
     assert {s["inversion"] for s in pnp} == {"ddim", "direct"}
-    assert all(s["source_prompt"] == "" and s["negative_prompt"].startswith("ugly") for s in pnp)
+    assert all(s["source_prompt"] == "" and s["negative_prompt"].startswith("ugly") and s["source_row"] == "stored" for s in pnp)
 
 
 @pytest.mark.parametrize("path, overrides", [(PROTOCOL, FEW_STEPS), (PNP, ["pnp.steps=2", "dataset.limit=1"])])

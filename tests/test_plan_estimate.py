@@ -50,6 +50,10 @@ def every_method_run(tmp_path_factory, backbone):
         "ddim_inversion": {"steps": 2, "inversion_w": 3.25}, "cfg": {"steps": 2, "w": 0},
         "null_text_inversion": {"steps": 2, "inner_steps": 2, "inversion_w": 1.75},
         "p2p": {"steps": 2, "inversion": "ddim", "inversion_w": 2.5, "cross_replace_steps": 0.5},
+        "edict": {"steps": 4, "strength": 0.5, "w": [3.0, 1.0], "inversion_w": 2.75, "leapfrog": True},
+        "masactrl": {"steps": 2, "start_step": 0, "start_layer": 0, "inversion_w": 1.25},
+        "pnp": {"steps": 2, "inversion": ["ddim", "direct"], "source_row": "stored", "inversion_w": 1.25},
+        "pix2pix_zero": {"steps": 2, "loss_halves": ["conditional", "both"], "w": [7.5, 1.0], "inversion_w": 1.25},
     }  # fmt: skip
     config = config_of(tmp_path, methods)
     run_dir = tmp_path / "run"

@@ -20,7 +20,7 @@ from bench.errors import ConfigError
 from bench.registry import get_method
 from methods.masactrl import MutualSelfAttention, masactrl_latents
 from methods.pix2pix_zero import CrossAttentionRecorder, _guide, attention_loss, edit_direction, pix2pix_zero_latent
-from methods.pnp import PlugAndPlay, feature_block, injected_attention_layers, pnp_latents
+from methods.pnp import PlugAndPlay, feature_block, injected_attention_layers, pnp_latents, reconstruction
 
 STEPS = 3
 TOLERANCE = 1e-4
@@ -153,6 +153,49 @@ def test_pnp_with_the_source_prompt_is_the_reconstruction(backbone, sample):
     assert (edited - regeneration(backbone, inv, sample, sample.target_prompt, s["w"])).abs().max() > 1e-3
 
 
+@pytest.mark.parametrize("kind", ["ddim", "direct"])
+def test_pnp_stored_source_row_is_one_unguided_row_read_from_the_stored_path(backbone, sample, kind):
+    # PnPInversion's run_editing_pnp.py: the source row is not denoised but read, each step, from the
+    # inversion (direct) or from the unguided DDIM reconstruction one step ahead (ddim), and both CFG
+    # halves of the source row see the same latent and embedding.
+    s = setting("pnp", inversion=kind, source_row="stored", source_prompt="", negative_prompt="blurry")
+    inv = inversion(backbone, sample, kind)
+    rec = reconstruction(backbone, inv.z_T, sample.source_prompt, STEPS)
+    rows, features = [], []
+    handle = feature_block(backbone.unet).conv2.register_forward_hook(lambda m, a, out: features.append(out.clone()))
+    try:
+        pnp_latents(backbone, sample, inv, s, on_step=lambda step, latent: rows.append(latent[0].clone()))
+    finally:
+        handle.remove()
+    stored = [rec[min(i + 1, STEPS - 1)] if kind == "ddim" else inv.pivot(i)[0] for i in range(STEPS)]
+    for row, expected in zip(rows, stored):
+        assert_close(row, expected)
+    features = [f for f in features if len(f) == 4]  # (source, target) x (negative, text); not the reconstruction's
+    assert len(features) == STEPS and all(torch.equal(f[0], f[2]) for f in features)  # one source row
+    guided = setting("pnp", inversion=kind, negative_prompt="blurry")
+    features.clear()
+    handle = feature_block(backbone.unet).conv2.register_forward_hook(lambda m, a, out: features.append(out.clone()))
+    try:
+        pnp_latents(backbone, sample, inv, guided)
+    finally:
+        handle.remove()
+    assert not torch.equal(features[0][0], features[0][2])  # a guided source row: its null and prompt halves differ
+
+
+def test_pnp_stored_over_ddim_starts_the_target_at_the_reconstructions_first_step(backbone, sample):
+    s = setting("pnp", inversion="ddim", source_row="stored", feature_injection=0.0, attention_injection=0.0)
+    inv = inversion(backbone, sample)
+    rec = reconstruction(backbone, inv.z_T, sample.source_prompt, STEPS)
+    from_first_step = replace(inv, latents=torch.cat([inv.latents[:-1], rec[:1]]))
+    plain = regeneration(backbone, from_first_step, sample, sample.target_prompt, s["w"])
+    assert_close(pnp_latents(backbone, sample, inv, s)[1:], plain)
+
+
+def test_pnp_stored_source_row_needs_a_stored_path():
+    with pytest.raises(ConfigError, match="source_row = 'stored' needs inversion 'ddim' or 'direct'"):
+        get_method("pnp").check(setting("pnp", inversion="null_text", source_row="stored", nti_w=7.5))
+
+
 def test_pnp_injects_the_source_rows_features_queries_and_keys_until_its_fractions(backbone):
     assert injected_attention_layers(backbone.unet) == ["up_blocks.1.attentions.1.transformer_blocks.0.attn1.processor"]
     control = PlugAndPlay(frozenset({"a"}), attention_until=1, feature_until=2)
@@ -179,6 +222,42 @@ def test_pix2pix_zero_without_guidance_or_direction_is_the_source_regeneration(b
     latent, grad_evals = pix2pix_zero_latent(backbone, sample, inv, s)
     assert grad_evals == 0
     assert_close(latent, regeneration(backbone, inv, sample, sample.source_prompt, s["w"]))
+
+
+def test_pix2pix_zero_loss_over_both_halves_steps_each_copy_by_its_own_half(backbone, sample):
+    # The authors' pipeline (PnPInversion's script): the loss is the mean over 2 x heads maps of the
+    # CFG batch; attention never mixes samples, so each copy moves by its own half's loss at half
+    # the step size. The unguided form is the same in both.
+    from bench.diffusion.sampling import guided_eps
+
+    inv, unet = inversion(backbone, sample), backbone.unet
+    t = backbone.new_scheduler(STEPS).timesteps[0]
+    null, source, edited = (backbone.encode_text(p) for p in ("", sample.source_prompt, sample.target_prompt))
+    recorder = CrossAttentionRecorder(all_rows=True)
+    with hooked(unet, hooked_layers(unet, cross_attention_layers(unet), recorder)):
+        recorder.on = True
+        with torch.no_grad():
+            guided_eps(backbone, inv.z_T, t, source, null, 7.5)
+        reference = {name: m.detach() for name, m in recorder.maps.items()}
+        both = _guide(backbone, inv.z_T.expand(2, -1, -1, -1), t, torch.cat([null, edited]), reference, 20.0, recorder)
+        halves = []
+        for i, text in enumerate((null, edited)):
+            own = {name: m.chunk(2)[i] for name, m in reference.items()}
+            halves.append(_guide(backbone, inv.z_T, t, text, own, 10.0, recorder))  # large: the untrained maps' loss is small
+    assert_close(both, torch.cat(halves))
+    assert (halves[1] - inv.z_T).abs().max() > 1e-3  # the conditional copy moves (the unconditional one matches its reference)
+    unguided = [pix2pix_zero_latent(backbone, sample, inv, setting("pix2pix_zero", inversion="ddim", xa_guidance=0.0,
+                                                                   loss_halves=h))[0] for h in ("both", "conditional")]
+    assert_close(*unguided)
+
+
+def test_pix2pix_zero_offset_edit_keeps_the_unedited_edit_on_the_inversion_path(backbone, sample):
+    inv = inversion(backbone, sample, "direct")
+    s = dict(inversion="direct", negative_prompt="source", direction_scale=0.0, xa_guidance=0.0)
+    on_path, _ = pix2pix_zero_latent(backbone, sample, inv, setting("pix2pix_zero", offset_edit=True, **s))
+    assert_close(on_path, inv.latents[:1])
+    drifted, _ = pix2pix_zero_latent(backbone, sample, inv, setting("pix2pix_zero", **s))
+    assert (drifted - inv.latents[:1]).abs().max() > 1e-3
 
 
 def test_pix2pix_zero_guides_at_every_resolution_and_counts_gradient_steps(backbone, sample):

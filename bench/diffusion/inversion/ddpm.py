@@ -12,7 +12,8 @@ reproduces ``x_0``; an edit regenerates with the target prompt from step ``skip`
 
 Where sources differ: the authors' code (inbarhub/DDPM_inversion, and PnPInversion's copy)
 zeroes the last noise map after inversion, so their last step is deterministic and does not
-land exactly on ``x_0``; editbench keeps it, as the reference says, so reconstruction is exact.
+land exactly on ``x_0``; editbench keeps it, as the reference says, so reconstruction is exact
+(``p2p``'s ``zero_last_noise`` regenerates with it zeroed, the authors' form).
 The ``n_t`` come from a generator seeded by the image hash and ``noise_seed`` (part of the
 cache key), so an inversion is the same however and whenever it is computed.
 """

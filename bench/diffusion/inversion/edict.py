@@ -21,7 +21,10 @@ PnPInversion's script calls with its defaults, runs guidance 3 over only 80% of 
 ``recon_test``, not of editing). editbench follows the
 reference's formulas by default (no leapfrog, the full schedule); ``strength`` and ``leapfrog``
 select the authors' forms, and the guidance is a parameter. The
-edited image is decoded from ``x``, the first sequence, as PnPInversion does.
+edited image is decoded from ``x``, the first sequence, as PnPInversion does. ``EDICT_editing``
+builds its own DDIM scheduler (``steps_offset`` 0) rather than the checkpoint's (1 for SD 1.x):
+``own_scheduler`` selects it. It also encodes the image with a sample of the VAE posterior (a
+CUDA-seeded generator), where editbench takes the mean.
 """
 
 import torch
@@ -53,6 +56,17 @@ class _Guided:
         return eps.double()
 
 
+def edict_scheduler(backbone, steps: int, own_scheduler: bool = False):
+    """The backbone's scheduler, or with ``own_scheduler`` the one ``EDICT_editing`` builds for
+    itself: the same DDIM schedule with ``steps_offset`` 0 (timesteps 980 ... 0 at 50 steps; SD
+    1.x's own scheduler config says 1: 981 ... 1)."""
+    scheduler = backbone.new_scheduler(steps)
+    if own_scheduler and scheduler.config.steps_offset != 0:
+        scheduler = type(scheduler).from_config({**scheduler.config, "steps_offset": 0})
+        scheduler.set_timesteps(steps, device=backbone.device)
+    return scheduler
+
+
 def run_timesteps(scheduler, steps: int, strength: float) -> torch.Tensor:
     """The last ``int(strength * steps)`` timesteps of the schedule (``EDICT_editing``'s ``init_image_strength``)."""
     return scheduler.timesteps[steps - int(strength * steps) :]
@@ -65,11 +79,12 @@ def _x_first(index: int, leapfrog: bool) -> bool:
 
 @torch.no_grad()
 def edict_invert(
-    backbone, z0: torch.Tensor, prompt: str, w: float, steps: int, p: float, strength: float = 1.0, leapfrog: bool = False
+    backbone, z0: torch.Tensor, prompt: str, w: float, steps: int, p: float, strength: float = 1.0, leapfrog: bool = False,
+    own_scheduler: bool = False,
 ) -> torch.Tensor:
     """The coupled pair ``(x_T, y_T)`` as a (2, C, h, w) float64 tensor, from ``x_0 = y_0 = z0``:
     each denoising step of ``edict_denoise`` (same ``strength`` and ``leapfrog``) solved backwards."""
-    scheduler = backbone.new_scheduler(steps)
+    scheduler = edict_scheduler(backbone, steps, own_scheduler)
     eps = _Guided(backbone, prompt, w)
     timesteps = run_timesteps(scheduler, steps, strength)
     x = y = z0.double()
@@ -89,11 +104,12 @@ def edict_invert(
 
 @torch.no_grad()
 def edict_denoise(
-    backbone, pair: torch.Tensor, prompt: str, w: float, steps: int, p: float, strength: float = 1.0, leapfrog: bool = False
+    backbone, pair: torch.Tensor, prompt: str, w: float, steps: int, p: float, strength: float = 1.0, leapfrog: bool = False,
+    own_scheduler: bool = False,
 ) -> torch.Tensor:
     """Denoise the coupled pair (2, C, h, w) with ``prompt`` at CFG ``w`` over the last ``int(strength *
     steps)`` timesteps; with ``leapfrog`` every odd step updates ``y`` before ``x``. The final pair, float64."""
-    scheduler = backbone.new_scheduler(steps)
+    scheduler = edict_scheduler(backbone, steps, own_scheduler)
     eps = _Guided(backbone, prompt, w)
     x, y = pair.double().chunk(2)
     for index, t in enumerate(run_timesteps(scheduler, steps, strength)):
@@ -110,15 +126,16 @@ def edict_denoise(
 
 
 def prepare_edict(
-    backbone, sample, steps: int, w: float, p: float, strength: float = 1.0, leapfrog: bool = False
+    backbone, sample, steps: int, w: float, p: float, strength: float = 1.0, leapfrog: bool = False,
+    own_scheduler: bool = False,
 ) -> Preparation:
     """The EDICT inversion (x_T, y_T) of ``sample`` with its source prompt, from the disk cache when there."""
-    key = cache_fields(backbone, sample, steps, "edict",
-                       {"inversion_w": w, "p": p, "strength": strength, "leapfrog": leapfrog})  # fmt: skip
+    params = {"inversion_w": w, "p": p, "strength": strength, "leapfrog": leapfrog}
+    key = cache_fields(backbone, sample, steps, "edict", {**params, **({"own_scheduler": True} if own_scheduler else {})})
     stored = cache.load(key, backbone.device)
     if stored is not None:
         return Preparation(stored["latents"], cache_hit=True)
     z0 = backbone.encode_image(sample.image[None])
-    pair = edict_invert(backbone, z0, sample.source_prompt, w, steps, p, strength, leapfrog)
+    pair = edict_invert(backbone, z0, sample.source_prompt, w, steps, p, strength, leapfrog, own_scheduler)
     cache.save(key, {"latents": pair})
     return Preparation(pair)
