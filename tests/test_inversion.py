@@ -56,6 +56,24 @@ def test_regeneration_equals_diffusers_text_to_image_from_z_T(backbone, samples)
     assert (ours - ref.images).abs().max().item() <= 1e-4
 
 
+def null_text_gain_over_ddim(backbone, sample, nti: NullTextParams) -> tuple[float, float]:
+    """(DDIM's, null-text's) round-trip latent MSE of ``sample`` at ``nti.w``, source prompt both ways."""
+    z0, inv = ddim(backbone, sample, STEPS)
+    cond = backbone.encode_text(sample.source_prompt)
+    plain = mse(regenerate(backbone, inv, sample.source_prompt, sample.source_prompt, nti.w), z0)
+    nulls, grad_evals = optimise_null_text(backbone, inv.latents, cond, nti)
+    assert 0 < grad_evals <= STEPS * nti.inner_steps
+    null_text = Inversion("null_text", inv.latents, nulls)
+    return plain, mse(regenerate(backbone, null_text, sample.source_prompt, sample.source_prompt, nti.w), z0)
+
+
+def test_null_text_reconstructs_5x_better_than_ddim_at_w_7_5(backbone, samples):
+    """The default run's share of the next test: one bundled image, lr 0.1 (see below why)."""
+    plain, optimised = null_text_gain_over_ddim(backbone, samples[0], NullTextParams(w=7.5, lr=0.1))
+    assert optimised * 5.0 <= plain, (optimised, plain)
+
+
+@pytest.mark.slow  # ~2.5 min on 2 idle cores; the test above keeps its 5x property in the default run
 def test_null_text_reconstructs_5x_better_than_ddim_at_w_7_5_on_every_bundled_image(backbone, samples):
     # The reference's lr (1e-2) is tuned for trained SD, whose DDIM round trip is nearly exact
     # and needs small corrections. On the untrained tiny UNet, 10 Adam iterations at 1e-2 move
@@ -64,14 +82,8 @@ def test_null_text_reconstructs_5x_better_than_ddim_at_w_7_5_on_every_bundled_im
     # (ratio ~11x), and the reference defaults must still beat DDIM clearly on every image.
     settings = {"lr 0.1": (NullTextParams(w=7.5, lr=0.1), 5.0), "reference": (NullTextParams(w=7.5), 1.4)}
     for sample in samples:
-        z0, inv = ddim(backbone, sample, STEPS)
-        cond = backbone.encode_text(sample.source_prompt)
-        plain = mse(regenerate(backbone, inv, sample.source_prompt, sample.source_prompt, 7.5), z0)
         for name, (nti, factor) in settings.items():
-            nulls, grad_evals = optimise_null_text(backbone, inv.latents, cond, nti)
-            assert 0 < grad_evals <= STEPS * nti.inner_steps
-            null_text = Inversion("null_text", inv.latents, nulls)
-            optimised = mse(regenerate(backbone, null_text, sample.source_prompt, sample.source_prompt, 7.5), z0)
+            plain, optimised = null_text_gain_over_ddim(backbone, sample, nti)
             assert optimised * factor <= plain, (sample.id, name, optimised, plain)
 
 
