@@ -19,6 +19,22 @@ def backbone():
     return Backbone()
 
 
+@pytest.fixture(scope="session")
+def sd3():
+    """The embedded SD3 backbone, on the CPU."""
+    from bench.diffusion.backbone import Backbone, BackboneSpec
+
+    return Backbone(BackboneSpec(name="tiny-sd3", device="cpu"))
+
+
+@pytest.fixture(scope="session")
+def sdxl():
+    """The embedded SDXL backbone, on the CPU."""
+    from bench.diffusion.backbone import Backbone, BackboneSpec
+
+    return Backbone(BackboneSpec(name="tiny-sdxl", device="cpu"))
+
+
 @pytest.fixture
 def image():
     """A smooth random (3, 128, 128) image in [0, 1]."""

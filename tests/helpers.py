@@ -173,3 +173,18 @@ def write_hub_fixture(folder, name: str, split: str, n: int = 3, layout: str = "
         (folder / "data").mkdir(parents=True, exist_ok=True)
         dataset.to_parquet(str(folder / "data" / f"{split}-00000-of-00001.parquet"))
     return str(folder)
+
+
+def cell_rows(samples, preps=None, seeds=(0, 1)):
+    """A batch's ``EditRow``s: every sample x seed, each with its cell's generator (``cell_seed``)
+    and its sample's preparation (``preps`` by sample id; none without)."""
+    import torch
+
+    from bench.execution.plan import cell_seed
+    from bench.method import EditRow
+
+    return [
+        EditRow(sample, (preps or {}).get(sample.id), torch.Generator().manual_seed(cell_seed(sample.id, seed)))
+        for sample in samples
+        for seed in seeds
+    ]

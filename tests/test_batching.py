@@ -21,12 +21,11 @@ import torch
 from bench.data import Sample
 from bench.diffusion.sampling import source_latents
 from bench.errors import ConfigError
-from bench.execution.plan import cell_seed
 from bench.execution.runner import start_run
-from bench.method import EditResult, EditRow, Method
+from bench.method import EditResult, Method
 from bench.registry import get_method, register
 from bench.reporting.report import cells_table
-from tests.helpers import read_cells, run_config
+from tests.helpers import cell_rows, read_cells, run_config
 
 STEPS = 3
 IMAGE_TOLERANCE = 1e-4
@@ -73,14 +72,6 @@ CASES = [
 ]
 
 
-def _rows(samples, preps, seeds=(0, 1)):
-    return [
-        EditRow(sample, preps[sample.id], torch.Generator().manual_seed(cell_seed(sample.id, seed)))
-        for sample in samples
-        for seed in seeds
-    ]
-
-
 def _edit(method, backbone, rows, setting):
     before = backbone.nfe.count
     results = method.edit_batch(backbone, rows, setting)
@@ -95,9 +86,9 @@ def test_a_batch_equals_its_cells_run_alone(backbone, samples, name, given):
     preps = {s.id: method.prepare(backbone, s, setting) for s in samples}
     preps = {k: getattr(v, "value", v) for k, v in preps.items()}
 
-    batch, batch_nfe = _edit(method, backbone, _rows(samples, preps), setting)
+    batch, batch_nfe = _edit(method, backbone, cell_rows(samples, preps), setting)
     assert len(batch) == 4
-    for row, together in zip(_rows(samples, preps), batch):
+    for row, together in zip(cell_rows(samples, preps), batch):
         (alone,), nfe = _edit(method, backbone, [row], setting)
         assert (together.image - alone.image).abs().max().item() <= IMAGE_TOLERANCE
         assert nfe * 4 == batch_nfe and together.grad_evals == alone.grad_evals

@@ -6,22 +6,14 @@ import torch
 
 from bench.data import Sample
 from bench.errors import ConfigError
-from bench.execution.plan import cell_seed
-from bench.method import EditRow
 from bench.registry import get_method
 from methods.flowedit import flowedit_latents
+from tests.helpers import cell_rows
 
 STEPS = 6
 #: Batched kernels differ from single-row ones by float noise, which CFG at 13.5 extrapolates
 #: (measured 1.4e-5 here; tests/test_batching.py explains it and uses the same bound).
 IMAGE_TOLERANCE = 1e-4
-
-
-@pytest.fixture(scope="module")
-def sd3():
-    from bench.diffusion.backbone import Backbone, BackboneSpec
-
-    return Backbone(BackboneSpec(name="tiny-sd3", device="cpu"))
 
 
 @pytest.fixture(scope="module")
@@ -141,9 +133,7 @@ def test_a_batch_equals_its_cells_run_alone_and_nfe_is_the_estimate(sd3, samples
     setting = setting_of(**given)
 
     def rows():
-        return [
-            EditRow(s, None, torch.Generator().manual_seed(cell_seed(s.id, seed))) for s in samples for seed in (0, 1)
-        ]
+        return cell_rows(samples)
 
     before = sd3.nfe.count
     batch = method.edit_batch(sd3, rows(), setting)

@@ -10,20 +10,13 @@ from bench.data import Sample
 from bench.diffusion.inversion.ddim import Inversion, regenerate_rows
 from bench.diffusion.inversion.ddpm import noise_generator
 from bench.errors import ConfigError
-from bench.execution.plan import cell_seed
 from bench.method import EditRow
 from bench.registry import get_method
+from tests.helpers import cell_rows
 
 STEPS = 5
 #: Batched kernels differ from single-row ones by float noise (tests/test_batching.py explains it).
 IMAGE_TOLERANCE = 1e-4
-
-
-@pytest.fixture(scope="module")
-def sd3():
-    from bench.diffusion.backbone import Backbone, BackboneSpec
-
-    return Backbone(BackboneSpec(name="tiny-sd3", device="cpu"))
 
 
 @pytest.fixture(scope="module")
@@ -124,11 +117,7 @@ def test_a_batch_equals_its_cells_run_alone_and_nfe_is_the_estimate(sd3, samples
     preps = {s.id: method.prepare(sd3, s, setting).value for s in samples}
 
     def rows():
-        return [
-            EditRow(s, preps[s.id], torch.Generator().manual_seed(cell_seed(s.id, seed)))
-            for s in samples
-            for seed in (0, 1)
-        ]
+        return cell_rows(samples, preps)
 
     before = sd3.nfe.count
     batch = method.edit_batch(sd3, rows(), setting)

@@ -14,11 +14,9 @@ from bench.diffusion.families.sd3 import guided_velocity
 from bench.diffusion.inversion.flow_solvers import SOLVERS, SolverInversionSpec, solve_inversion, solve_sampling
 from bench.diffusion.inversion.solver_inversion import guided_velocity_fn
 from bench.errors import ConfigError
-from bench.execution.plan import cell_seed
-from bench.method import EditRow
 from bench.registry import get_method, register
 from methods.rf_solver import RFSolverEdit
-from tests.helpers import read_cells, run_config
+from tests.helpers import cell_rows, read_cells, run_config
 
 STEPS = 3
 
@@ -26,13 +24,6 @@ STEPS = 3
 def _image(seed: int) -> torch.Tensor:
     low = torch.rand(1, 3, 8, 8, generator=torch.Generator().manual_seed(seed))
     return torch.nn.functional.interpolate(low, size=128, mode="bilinear", align_corners=False)[0]
-
-
-@pytest.fixture(scope="module")
-def sd3():
-    from bench.diffusion.backbone import Backbone, BackboneSpec
-
-    return Backbone(BackboneSpec(name="tiny-sd3", device="cpu"))
 
 
 @pytest.fixture(scope="module")
@@ -194,11 +185,7 @@ def test_a_batch_equals_its_cells_run_alone(sd3, samples, name):
     preps = {s.id: method.prepare(sd3, s, setting).value for s in samples}
 
     def rows():
-        return [
-            EditRow(s, preps[s.id], torch.Generator().manual_seed(cell_seed(s.id, seed)))
-            for s in samples
-            for seed in (0, 1)
-        ]
+        return cell_rows(samples, preps)
 
     batch, batch_nfe = _counted(sd3, method.edit_batch, sd3, rows(), setting)
     for row, together in zip(rows(), batch):

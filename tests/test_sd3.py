@@ -12,13 +12,6 @@ from bench.registry import get_method
 from tests.helpers import run_config
 
 
-@pytest.fixture(scope="module")
-def sd3():
-    from bench.diffusion.backbone import Backbone, BackboneSpec
-
-    return Backbone(BackboneSpec(name="tiny-sd3", device="cpu"))
-
-
 def sd3_pipeline(pipeline_class, backbone, steps):
     pipe = pipeline_class(
         transformer=backbone.transformer, scheduler=backbone.new_scheduler(steps).scheduler, vae=backbone.vae,

@@ -21,11 +21,6 @@ STEPS = 4
 
 
 @pytest.fixture(scope="module")
-def sd3():
-    return Backbone(BackboneSpec(name="tiny-sd3", device="cpu"))
-
-
-@pytest.fixture(scope="module")
 def sd3_without_t5():
     return Backbone(BackboneSpec(name="tiny-sd3", device="cpu", text_encoder_3="none"))
 

@@ -14,13 +14,6 @@ from bench.errors import ConfigError
 from bench.registry import get_method
 
 
-@pytest.fixture(scope="module")
-def sdxl():
-    from bench.diffusion.backbone import Backbone, BackboneSpec
-
-    return Backbone(BackboneSpec(name="tiny-sdxl", device="cpu"))
-
-
 def sdxl_pipeline(pipeline_class, backbone, steps):
     """diffusers' SDXL pipeline over the backbone's components. Comparable settings: the same fresh
     DDIM scheduler (not the pipeline folder's), no watermark, ``force_zeros_for_empty_prompt`` as

@@ -27,13 +27,6 @@ SD_ONLY = {"controlnet", "t2i_adapter", "instruct_pix2pix"}
 INVERSIONS = ("ddim", "null_text", "negative_prompt", "direct")
 
 
-@pytest.fixture(scope="module")
-def sdxl():
-    from bench.diffusion.backbone import Backbone, BackboneSpec
-
-    return Backbone(BackboneSpec(name="tiny-sdxl", device="cpu"))
-
-
 def run_on_sdxl(tmp_path, sdxl, methods):
     from bench.execution.runner import Runner
 
