@@ -1,6 +1,6 @@
 """SD3 beyond the diffusers-equality tests: Blended Latent on the flow schedule, the backbone
 options that matter at real size (``text_encoder_3: none``, ``offload_text_encoders``), and a
-resumed SD3 run giving the same cells as an uninterrupted one."""
+resumed SD3 or SDXL run giving the same cells as an uninterrupted one."""
 
 import json
 
@@ -90,9 +90,13 @@ def test_offloaded_text_encoders_visit_the_device_once_per_new_prompt(monkeypatc
     assert backbone.fingerprint["offload_text_encoders"] is True and backbone.fingerprint_id != plain.fingerprint_id
 
 
-def test_a_resumed_sd3_run_gives_the_cells_of_an_uninterrupted_one(tmp_path):
-    methods = {"sdedit": {"steps": STEPS, "t0": 0.75}, "flow_inversion": {"steps": STEPS}}
-    config = run_config(tmp_path, methods, backbone={"name": "tiny-sd3", "device": "cpu"})
+@pytest.mark.parametrize(
+    "name,inversion,family,scheduler",
+    [("tiny-sd3", "flow_inversion", "sd3", "flow_match_euler"), ("tiny-sdxl", "ddim_inversion", "sdxl", "ddim")],
+)
+def test_a_resumed_run_gives_the_cells_of_an_uninterrupted_one(tmp_path, name, inversion, family, scheduler):
+    methods = {"sdedit": {"steps": STEPS, "t0": 0.75}, inversion: {"steps": STEPS}}
+    config = run_config(tmp_path, methods, backbone={"name": name, "device": "cpu"})
     run_dir, counts = start_run(config, progress=False)
     before = read_cells(run_dir).set_index("key")
     assert counts["ok"] == len(before) == 4
@@ -110,8 +114,7 @@ def test_a_resumed_sd3_run_gives_the_cells_of_an_uninterrupted_one(tmp_path):
     for k in lost:
         assert (run_dir / after.loc[k, "output_path"]).read_bytes() == images[k]
     backbone = json.loads((run_dir / "manifest.json").read_text())["backbone"]
-    assert backbone["family"] == "sd3" and backbone["scheduler"] == "flow_match_euler"
-
+    assert backbone["family"] == family and backbone["scheduler"] == scheduler
 
 
 @pytest.mark.parametrize("name", ["tiny", "tiny-sdxl"])
