@@ -64,8 +64,22 @@ class NullTextParams:
         return self.early_stop + self.early_stop_slope * i
 
 
+class Trajectory:
+    """What every inversion's ``latents`` (steps + 1, C, h, w) tell: its step count and ``z_T``."""
+
+    latents: torch.Tensor
+
+    @property
+    def steps(self) -> int:
+        return self.latents.shape[0] - 1
+
+    @property
+    def z_T(self) -> torch.Tensor:
+        return self.latents[-1:]
+
+
 @dataclass
-class Inversion:
+class Inversion(Trajectory):
     """An inverted source image.
 
     ``latents``: (steps + 1, C, h, w), ``latents[k]`` = ``z*`` after k inversion steps
@@ -79,14 +93,6 @@ class Inversion:
     latents: torch.Tensor
     null_embeddings: torch.Tensor | None = None
     noise_maps: torch.Tensor | None = None
-
-    @property
-    def steps(self) -> int:
-        return self.latents.shape[0] - 1
-
-    @property
-    def z_T(self) -> torch.Tensor:
-        return self.latents[-1:]
 
     def pivot(self, index: int) -> torch.Tensor:
         """``z*_s`` that denoising step ``index`` (t -> s) should land on, (1, C, h, w)."""

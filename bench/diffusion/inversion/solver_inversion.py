@@ -20,6 +20,7 @@ import torch
 from bench import cache
 from bench.diffusion.attention.value_sharing import ValueSharing, sharing_values
 from bench.diffusion.families.sd3 import guided_velocity
+from bench.diffusion.inversion.ddim import Trajectory
 from bench.diffusion.inversion.flow_solvers import (
     CARRIES,
     SOLVERS,
@@ -35,21 +36,13 @@ from bench.method import Preparation
 
 
 @dataclass
-class SolverInversion:
+class SolverInversion(Trajectory):
     """A sample inverted by ``solver``: ``latents`` (steps + 1, C, h, w) as ``Inversion.latents``, and
     the source's recorded values (a ``ValueSharing`` bank; empty without sharing)."""
 
     solver: str
     latents: torch.Tensor
     values: dict = field(default_factory=dict)
-
-    @property
-    def steps(self) -> int:
-        return self.latents.shape[0] - 1
-
-    @property
-    def z_T(self) -> torch.Tensor:
-        return self.latents[-1:]
 
 
 def guided_velocity_fn(
