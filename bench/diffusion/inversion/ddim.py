@@ -223,6 +223,18 @@ class InversionSpec:
         return cache.entry_path(self.cache_key(backbone, sample)).is_file()
 
 
+def cached_trajectory(backbone, sample, spec: InversionSpec, compute) -> Preparation:
+    """``Inversion(spec.kind, latents)`` of ``sample``: the latents from the disk cache under ``spec``'s
+    key when it holds them, else ``compute()``'s, saved there (for inversions that are one trajectory)."""
+    key = spec.cache_key(backbone, sample)
+    stored = cache.load(key, backbone.device)
+    if stored is not None:
+        return Preparation(Inversion(spec.kind, stored["latents"]), cache_hit=True)
+    latents = compute()
+    cache.save(key, {"latents": latents})
+    return Preparation(Inversion(spec.kind, latents), cache_hit=False)
+
+
 def prepare_inversion(
     backbone, sample, kind: str, steps: int, inversion_w: float = 1.0, nti: NullTextParams | None = None
 ) -> Preparation:
@@ -234,17 +246,15 @@ def prepare_inversion(
     if kind not in KINDS:
         raise ConfigError(unknown("inversion kind", kind, KINDS))
     cond = backbone.encode_text(sample.source_prompt)
-    ddim_key = InversionSpec("ddim", steps, inversion_w).cache_key(backbone, sample)
-    stored = cache.load(ddim_key, backbone.device)
-    hit = stored is not None
-    if hit:
-        latents = stored["latents"]
-    else:
+
+    def invert():
         z0 = backbone.encode_image(sample.image[None])
-        latents = ddim_invert(backbone, z0, cond, backbone.encode_text(""), steps, inversion_w)
-        cache.save(ddim_key, {"latents": latents})
+        return ddim_invert(backbone, z0, cond, backbone.encode_text(""), steps, inversion_w)
+
+    pivot = cached_trajectory(backbone, sample, InversionSpec("ddim", steps, inversion_w), invert)
+    latents = pivot.value.latents
     if kind != "null_text":
-        return Preparation(Inversion(kind, latents), cache_hit=hit)
+        return Preparation(Inversion(kind, latents), cache_hit=pivot.cache_hit)
     nti = nti or NullTextParams()
     nti_key = InversionSpec("null_text", steps, inversion_w, nti).cache_key(backbone, sample)
     stored = cache.load(nti_key, backbone.device)

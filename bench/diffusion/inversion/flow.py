@@ -9,9 +9,8 @@ whose loop steps a ``FlowMatchSchedule``) retraces them. Cached on disk like the
 
 import torch
 
-from bench import cache
 from bench.diffusion.families.sd3 import euler_step, guided_velocity
-from bench.diffusion.inversion.ddim import Inversion, cache_fields
+from bench.diffusion.inversion.ddim import InversionSpec, cached_trajectory
 from bench.method import Preparation
 
 
@@ -34,17 +33,12 @@ def flow_invert(
     return torch.cat(latents)
 
 
-def flow_fields(backbone, sample, steps: int, inversion_w: float) -> dict:
-    return cache_fields(backbone, sample, steps, "flow", {"inversion_w": inversion_w})
-
-
 def prepare_flow_inversion(backbone, sample, steps: int, inversion_w: float = 1.0) -> Preparation:
     """The flow inversion of ``sample`` with its source prompt, from the disk cache when it holds one."""
-    key = flow_fields(backbone, sample, steps, inversion_w)
-    stored = cache.load(key, backbone.device)
-    if stored is not None:
-        return Preparation(Inversion("flow", stored["latents"]), cache_hit=True)
-    z0 = backbone.encode_image(sample.image[None])
-    latents = flow_invert(backbone, z0, backbone.encode_text(sample.source_prompt), backbone.encode_text(""), steps, inversion_w)
-    cache.save(key, {"latents": latents})
-    return Preparation(Inversion("flow", latents), cache_hit=False)
+
+    def invert():
+        z0 = backbone.encode_image(sample.image[None])
+        cond, uncond = backbone.encode_text(sample.source_prompt), backbone.encode_text("")
+        return flow_invert(backbone, z0, cond, uncond, steps, inversion_w)
+
+    return cached_trajectory(backbone, sample, InversionSpec("flow", steps, inversion_w), invert)

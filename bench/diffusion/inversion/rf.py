@@ -34,9 +34,8 @@ SD3 port (Sarim-MBZUAI/rf-inversion-sd3):
 import torch
 from diffusers.utils.torch_utils import randn_tensor
 
-from bench import cache
 from bench.diffusion.families.sd3 import velocity_fn
-from bench.diffusion.inversion.ddim import Inversion, InversionSpec
+from bench.diffusion.inversion.ddim import Inversion, InversionSpec, cached_trajectory
 from bench.diffusion.inversion.ddpm import noise_generator
 from bench.diffusion.inversion.flow import flow_invert
 from bench.diffusion.sampling import denoise
@@ -70,13 +69,10 @@ def prepare_rf_inversion(
 ) -> Preparation:
     """RF-Inversion's controlled inversion of ``sample`` (an ``Inversion`` of kind ``rf``), from the
     disk cache when it holds one."""
-    key = InversionSpec("rf", steps, inversion_w, noise_seed=noise_seed, gamma=gamma).cache_key(backbone, sample)
-    stored = cache.load(key, backbone.device)
-    if stored is not None:
-        return Preparation(Inversion("rf", stored["latents"]), cache_hit=True)
-    latents = rf_invert(backbone, sample, steps, inversion_w, gamma, noise_seed)
-    cache.save(key, {"latents": latents})
-    return Preparation(Inversion("rf", latents), cache_hit=False)
+    spec = InversionSpec("rf", steps, inversion_w, noise_seed=noise_seed, gamma=gamma)
+    return cached_trajectory(
+        backbone, sample, spec, lambda: rf_invert(backbone, sample, steps, inversion_w, gamma, noise_seed)
+    )
 
 
 @torch.no_grad()
