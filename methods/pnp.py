@@ -58,7 +58,7 @@ from bench.diffusion.attention.hooks import (
     two_branch_latents,
 )
 from bench.diffusion.families import UNET_FAMILIES
-from bench.diffusion.sampling import denoise, guided_eps
+from bench.diffusion.sampling import denoise, text_guided_eps
 from bench.errors import ConfigError
 from bench.method import EditResult
 from bench.params import Param, guidance_param
@@ -192,13 +192,13 @@ def pnp_latents(backbone, sample, inversion, setting, on_step=None) -> torch.Ten
 @torch.no_grad()
 def reconstruction(backbone, z_T: torch.Tensor, prompt: str, steps: int) -> torch.Tensor:
     """The unguided DDIM path from ``z_T`` under ``prompt``: (steps, C, h, w), row ``k`` the latent after ``k + 1`` steps."""
-    scheduler, cond, path = backbone.new_scheduler(steps), backbone.encode_text(prompt), []
+    scheduler, path = backbone.new_scheduler(steps), []
 
     def keep(step, latent):
         path.append(latent)
         return latent
 
-    denoise(scheduler, z_T, scheduler.timesteps, lambda z, t, i: guided_eps(backbone, z, t, cond, cond, 1.0), after_step=keep)
+    denoise(scheduler, z_T, scheduler.timesteps, text_guided_eps(backbone, prompt, 1.0), after_step=keep)
     return torch.cat(path)
 
 
