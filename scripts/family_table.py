@@ -1,5 +1,5 @@
-"""Print the README's method x backbone-family table of the built-in methods, from the registry
-(``--check README.md``: exit 1 when it differs; ``--write README.md``: replace it there)."""
+"""Print the method x backbone-family table of the built-in methods, from the registry; the table lives in
+docs/backbones.md (``--check docs/backbones.md``: exit 1 when it differs; ``--write docs/backbones.md``: replace it there)."""
 
 import sys
 from pathlib import Path
@@ -18,21 +18,21 @@ def family_table() -> str:
     return "\n".join(rows)
 
 
-def readme_table(readme: Path) -> str:
-    text = readme.read_text()
+def page_table(page: Path) -> str:
+    text = page.read_text()
     return text[text.index(BEGIN) + len(BEGIN) : text.index(END)].strip()
 
 
-def write_readme_table(readme: Path) -> None:
-    text = readme.read_text()
+def write_page_table(page: Path) -> None:
+    text = page.read_text()
     head, tail = text[: text.index(BEGIN) + len(BEGIN)], text[text.index(END) :]
-    readme.write_text(f"{head}\n{family_table()}\n{tail}")
+    page.write_text(f"{head}\n{family_table()}\n{tail}")
 
 
 if __name__ == "__main__":
     if len(sys.argv) == 3 and sys.argv[1] == "--check":
-        sys.exit(0 if readme_table(Path(sys.argv[2])) == family_table() else 1)
+        sys.exit(0 if page_table(Path(sys.argv[2])) == family_table() else 1)
     if len(sys.argv) == 3 and sys.argv[1] == "--write":
-        write_readme_table(Path(sys.argv[2]))
+        write_page_table(Path(sys.argv[2]))
     else:
         print(family_table())

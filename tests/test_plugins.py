@@ -117,9 +117,9 @@ def test_an_entry_point_named_like_a_built_in_is_an_error(tmp_path, monkeypatch)
         method_names()
 
 
-def test_the_readme_example_plug_in_imports_through_the_face_and_runs(tmp_path):
-    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
-    section = readme[readme.index("## Benchmark your own method"):]
+def test_the_example_plug_in_of_the_writing_a_method_page_imports_through_the_face_and_runs(tmp_path):
+    page = (Path(__file__).resolve().parents[1] / "docs" / "writing-a-method.md").read_text()
+    section = page[page.index("# Benchmark your own method"):]
     example = re.search(r"```python\n(.*?)```", section, re.S).group(1)
     imports = [line for line in example.splitlines() if line.startswith(("from bench", "import bench"))]
     assert imports and all(line.startswith("from bench import") for line in imports), imports
