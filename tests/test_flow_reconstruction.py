@@ -6,7 +6,7 @@ The papers report that RF-Solver and FireFlow reconstruct better than Euler at e
 is a statement about smooth, well-trained velocity fields (a second-order solver's error is
 smaller only once the step is small against the field's curvature); it does not hold for *any*
 weights (an untrained transformer's field can be arbitrarily rough), so no error ordering is
-asserted here. The measured table (smoke numbers) is in the README. The NFE ordering does hold for
+asserted here. The measured table (smoke numbers) is in docs/methods.md. The NFE ordering does hold for
 any weights: Euler < FireFlow < RF-Solver at every step count above 1.
 """
 

@@ -35,7 +35,7 @@ from bench.yaml_file import read_yaml
 
 TOP_KEYS = ("backbone", "dataset", "methods", "seeds", "metrics", "metric_options", "output", "batch_size", "executor",
             "include")
-#: ``batch_size`` 1 suits CPUs; on a CUDA GPU 8 fills an SD 1.5 UNet at 512 px (README, "Batched execution").
+#: ``batch_size`` 1 suits CPUs; on a CUDA GPU 8 fills an SD 1.5 UNet at 512 px (docs/scale-out.md, "Batched execution").
 DEFAULTS = {"seeds": [0], "metrics": ["psnr", "ssim"], "output": "reports/runs", "batch_size": 1}
 
 
