@@ -1,0 +1,72 @@
+"""The README stays a ten-minute read that leads to every docs/ page, and no relative link in the docs is broken."""
+
+import re
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+README = ROOT / "README.md"
+PAGES = sorted((ROOT / "docs").glob("*.md"))
+LINK = re.compile(r"\[[^\]]*\]\(([^)\s]+)\)")
+
+
+def prose_lines(path: Path) -> list[str]:
+    """The lines of a Markdown file outside fenced code blocks."""
+    lines, fenced = [], False
+    for line in path.read_text().splitlines():
+        if line.startswith("```"):
+            fenced = not fenced
+        elif not fenced:
+            lines.append(line)
+    return lines
+
+
+def relative_links(path: Path) -> list[str]:
+    return [target for line in prose_lines(path) for target in LINK.findall(line)
+            if not re.match(r"[a-z]+:", target)]
+
+
+def anchors(path: Path) -> set[str]:
+    """GitHub's anchors of a page's headings: lower case, punctuation dropped, spaces as hyphens, repeats numbered."""
+    seen: dict[str, int] = {}
+    for line in prose_lines(path):
+        if match := re.match(r"#+ (.*)", line):
+            slug = re.sub(r"[^\w\- ]", "", match.group(1).strip().lower()).replace(" ", "-")
+            seen[slug] = seen.get(slug, -1) + 1
+            if seen[slug]:
+                seen[f"{slug}-{seen[slug]}"] = 0
+    return set(seen)
+
+
+def test_the_readme_is_at_most_300_lines():
+    assert len(README.read_text().splitlines()) <= 300
+
+
+def test_the_readme_links_every_docs_page():
+    assert len(PAGES) >= 9 and ROOT / "docs" / "REFERENCE.md" in PAGES
+    linked = {(README.parent / target.split("#")[0]).resolve() for target in relative_links(README)}
+    assert [page.name for page in PAGES if page.resolve() not in linked] == []
+
+
+def test_every_relative_link_of_the_readme_architecture_and_docs_pages_resolves():
+    checked = 0
+    for page in [README, ROOT / "ARCHITECTURE.md", *PAGES]:
+        for target in relative_links(page):
+            file, _, anchor = target.partition("#")
+            resolved = (page.parent / file).resolve() if file else page
+            assert resolved.exists(), f"{page.name}: {target} does not exist"
+            if anchor:
+                assert anchor in anchors(resolved), f"{page.name}: {target} names no heading of {resolved.name}"
+            checked += 1
+    assert checked >= 20
+
+
+def test_the_readme_test_command_is_what_ci_runs():
+    ci_command = (ROOT / ".ci" / "run").read_text().strip().splitlines()[-1]
+    assert ci_command == "bash scripts/setup.sh && .venv/bin/python -m pytest"
+    assert f"```bash\n{ci_command}\n```" in README.read_text()
+
+
+def test_the_anchor_rule_is_githubs():
+    page = ROOT / "docs" / "backbones.md"
+    assert "backbone-families-sd-1x2x-sdxl-and-sd335" in anchors(page)
+    assert "which-method-runs-on-which-family" in anchors(page)
