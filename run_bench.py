@@ -323,14 +323,20 @@ def score(run_dir, names, untrained_extractors, quiet):
 
 @main.command()
 def metrics():
-    """List metrics with direction, value range and what each needs."""
-    from bench.metrics import METRICS, CostMetric, SetMetric, needs_text
+    """List metrics with direction, value range, what each needs and the metric_options each reads."""
+    from bench.metrics import METRICS, OPTIONS, CostMetric, SetMetric, needs_text
+    from bench.metrics.options import GLOBAL_OPTIONS
 
     for cls in METRICS.values():
         kind = "cost" if issubclass(cls, CostMetric) else "per set" if issubclass(cls, SetMetric) else "per image"
         lo, hi = cls.value_range
         click.echo(f"{cls.name} {'↑' if cls.higher_is_better else '↓'}  [{lo:g}, {hi:g}]  {kind}; needs {needs_text(cls)}")
         click.echo(f"    {cls.description}")
+        if cls.options:
+            click.echo(f"    options: {', '.join(o.summary() for o in cls.options)}")
+    click.echo(f"metric_options (a config block; {', '.join(o.name for o in GLOBAL_OPTIONS)} apply to every metric):")
+    for o in OPTIONS.values():
+        click.echo(f"  {o.name}: {o.type_name()} = {o.default_text()}  {o.doc}")
 
 
 @main.command()

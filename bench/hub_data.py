@@ -11,7 +11,7 @@ mask rule. The rows come from, in this order:
   ``dataset.allow_download: true`` lets it fetch the repository when it is not cached. Nothing
   is downloaded otherwise, whatever ``HF_HUB_OFFLINE`` says.
 
-Images go through ``bench.data``'s preparation rule (shorter side to the resolution, centre crop):
+Images go through ``bench.samples``' preparation rule (shorter side to the resolution, centre crop):
 the source, the ground truth (``target_image``) and the mask alike.
 """
 
@@ -20,8 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.data import Sample, SampleRef, prepare_image, prepare_mask, to_eight_bit
 from bench.errors import ConfigError, SampleError
+from bench.samples import Sample, SampleRef, prepare_image, prepare_mask, to_eight_bit
 
 #: Sample fields a card may map to a column (images: ``image``, ``target_image``, ``mask``).
 TEXT_FIELDS = ("source_prompt", "target_prompt", "instruction", "output_caption", "edit_type")

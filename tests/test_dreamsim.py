@@ -7,7 +7,9 @@ import torch
 
 from bench.data import Sample
 from bench.metrics import get_metric
-from bench.metrics.extractors import ExtractorMissing, Extractors, MetricOptions
+from bench.metrics import MetricOptions
+from bench.metrics.extractors import Extractors
+from bench.metrics.offline import ExtractorMissing
 
 
 @pytest.fixture(scope="module")

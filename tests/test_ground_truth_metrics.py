@@ -8,7 +8,8 @@ from PIL import Image
 from torchvision import transforms
 
 from bench.data import Sample
-from bench.metrics.extractors import Extractors, MetricOptions
+from bench.metrics import MetricOptions
+from bench.metrics.extractors import Extractors
 from tests.test_metrics_reference import H, metric, pair, tiny_clip, tiny_vit, torchmetrics_clip_score  # noqa: F401
 
 OPENAI_MEAN, OPENAI_STD = (0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711)

@@ -11,8 +11,9 @@ import torch
 from bench.data import Sample
 from bench.errors import ConfigError
 from bench.metrics import get_metric
-from bench.metrics.extractors import Extractors, MetricOptions
-from bench.metrics.judge import Judge, instruction_of, load_judge, load_template
+from bench.metrics import MetricOptions
+from bench.metrics.extractors import Extractors
+from bench.metrics.judge import Judge, instruction_of, judge_identity, load_judge, load_template
 from bench.metrics.judge_answers import read_answer
 from bench.metrics.judge_backends import ChatEndpoint, JudgeOptions, LocalVLM
 from tests.chat_server import ChatServer
@@ -200,7 +201,7 @@ def test_api_key_comes_from_the_named_variable_and_is_sent(monkeypatch):
     with ChatServer(rule_answers) as server:
         _, extractors = scored(endpoint_options(server, api_key_env="MY_JUDGE_KEY"), names=("vie_pq",))
         assert server.headers[0]["Authorization"] == "Bearer sk-test-123"
-        assert "sk-test-123" not in json.dumps(extractors.judge_identity())
+        assert "sk-test-123" not in json.dumps(judge_identity(extractors))
     monkeypatch.delenv("MY_JUDGE_KEY")
     with pytest.raises(ConfigError, match="MY_JUDGE_KEY"):
         ChatEndpoint(JudgeOptions(backend="endpoint", url="http://127.0.0.1:9/v1", api_key_env="MY_JUDGE_KEY"))

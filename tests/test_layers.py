@@ -2,7 +2,8 @@
 
 Every ``import`` and ``from ... import`` in every module of ``bench/``, ``methods/`` and
 ``run_bench.py``, at any depth (imports inside functions count too), must go to the same layer
-or a lower one. The order is the one the code supports:
+or a lower one, and no module may import itself back through others (no cycle between modules,
+within a package or across packages). The order is the one the code supports:
 
     spine (bench/*.py) < metrics < diffusion < the plug-in face (bench/__init__) < methods
     < execution < reporting < cli (run_bench.py)
@@ -76,6 +77,33 @@ def violations(modules: dict[str, tuple[str, bool]]) -> list[str]:
     return found
 
 
+def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """Cycles of a directed graph (node -> nodes it imports), each as a path that ends where it starts."""
+    found, state = [], {}
+
+    def visit(node, path):
+        state[node] = "open"
+        for nxt in sorted(graph.get(node, ())):
+            if state.get(nxt) == "open":
+                found.append(path[path.index(nxt):] + [nxt])
+            elif nxt not in state:
+                visit(nxt, path + [nxt])
+        state[node] = "done"
+
+    for node in sorted(graph):
+        if node not in state:
+            visit(node, [node])
+    return found
+
+
+def module_cycles(modules: dict[str, tuple[str, bool]]) -> list[list[str]]:
+    """Cycles in the graph of modules (a package counts as its ``__init__``). Only written imports
+    are edges: importing ``a.b`` also runs ``a/__init__``, but that never closes a cycle by itself."""
+    graph = {module: imports_of(module, source, is_package, set(modules)) & set(modules)
+             for module, (source, is_package) in modules.items()}  # fmt: skip
+    return cycles(graph)
+
+
 def package_cycles(modules: dict[str, tuple[str, bool]]) -> list[list[str]]:
     """Cycles in the graph of packages (each module counted in the package that holds it)."""
     def package(name):
@@ -86,21 +114,7 @@ def package_cycles(modules: dict[str, tuple[str, bool]]) -> list[list[str]]:
         for target in imports_of(module, source, is_package, set(modules)):
             if package(target) != package(module) and not package(module).startswith(package(target) + "."):
                 graph.setdefault(package(module), set()).add(package(target))
-    cycles, state = [], {}
-
-    def visit(node, path):
-        state[node] = "open"
-        for nxt in sorted(graph.get(node, ())):
-            if state.get(nxt) == "open":
-                cycles.append(path[path.index(nxt):] + [nxt])
-            elif nxt not in state:
-                visit(nxt, path + [nxt])
-        state[node] = "done"
-
-    for node in sorted(graph):
-        if node not in state:
-            visit(node, [node])
-    return cycles
+    return cycles(graph)
 
 
 def test_every_import_goes_to_the_same_layer_or_a_lower_one():
@@ -111,6 +125,19 @@ def test_every_import_goes_to_the_same_layer_or_a_lower_one():
 
 def test_no_import_cycle_between_packages():
     assert package_cycles(source_modules()) == []
+
+
+def test_no_import_cycle_between_modules():
+    assert module_cycles(source_modules()) == []
+
+
+def test_no_metric_module_imports_the_metrics_registry():
+    """``bench.metrics`` imports every module of its package by name (an edge the graph does not
+    see), so a module there that imported ``bench.metrics`` back would be a hidden cycle."""
+    modules = source_modules()
+    importers = [m for m, (source, is_package) in modules.items() if m.startswith("bench.metrics.")
+                 and "bench.metrics" in imports_of(m, source, is_package, set(modules))]  # fmt: skip
+    assert importers == []
 
 
 @pytest.mark.parametrize(
@@ -136,10 +163,27 @@ def test_a_cycle_between_packages_is_caught():
     assert ["bench.diffusion.attention", "bench.diffusion.inversion", "bench.diffusion.attention"] in package_cycles(modules)
 
 
+@pytest.mark.parametrize("second", ["from bench.metrics import sneaky_a\n",  # a module of a package, by name
+                                    "def f():\n    from .sneaky_a import x\n"])  # relative, inside a function
+def test_a_cycle_between_modules_of_one_package_is_caught(second):
+    modules = source_modules()
+    modules["bench.metrics.sneaky_a"] = ("from bench.metrics.sneaky_b import y\n", False)
+    modules["bench.metrics.sneaky_b"] = (second, False)
+    assert module_cycles(modules) == [["bench.metrics.sneaky_a", "bench.metrics.sneaky_b", "bench.metrics.sneaky_a"]]
+    assert package_cycles(modules) == []  # one package: only the module graph sees it
+
+
+def test_a_package_init_and_its_module_importing_each_other_is_a_cycle():
+    modules = source_modules()
+    modules["bench.metrics.sneaky"] = ("from bench.metrics import METRICS\n", False)
+    modules["bench.metrics"] = (modules["bench.metrics"][0] + "\nfrom bench.metrics import sneaky\n", True)
+    assert module_cycles(modules) == [["bench.metrics", "bench.metrics.sneaky", "bench.metrics"]]
+
+
 def test_the_spine_is_all_that_bench_holds_at_its_top_level():
     top = sorted(p.stem for p in (ROOT / "bench").glob("*.py"))
     spine = ["__init__", "cache", "data", "devices", "errors", "fields", "hub_data", "method", "params", "paths", "registry",
-             "settings", "store", "timing", "tokenizer", "weights", "yaml_file"]
+             "samples", "settings", "store", "timing", "tokenizer", "weights", "yaml_file"]
     assert top == spine, "a module at bench/'s top level is spine; layer modules belong in their package"
     for path in (ROOT / "bench").rglob("*.py"):
         first = ast.get_docstring(ast.parse(path.read_text()))

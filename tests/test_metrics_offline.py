@@ -16,7 +16,12 @@ from PIL import Image
 
 from bench.data import DatasetSpec, load_dataset
 from bench.errors import ConfigError
-from bench.metrics.extractors import UNTRAINED_FLAG, ExtractorMissing, Extractors, MetricOptions
+from bench.metrics import MetricOptions
+from bench.metrics.clip import clip_network
+from bench.metrics.distribution import inception_network
+from bench.metrics.extractors import Extractors
+from bench.metrics.offline import UNTRAINED_FLAG, ExtractorMissing
+from bench.metrics.perceptual import lpips_network
 from run_bench import main
 from tests.helpers import write_dataset
 
@@ -34,16 +39,17 @@ def empty_torch_home(tmp_path, monkeypatch):
 def test_missing_weights_name_the_weights_the_places_and_the_flag(empty_torch_home):
     ex = Extractors(MetricOptions(clip_model="editbench-test/no-such-clip"))
     with pytest.raises(ExtractorMissing) as err:
-        ex.lpips("alex", "lpips")
+        ex.get(lpips_network, "alex", False, metric="lpips")
     assert "alexnet-owt-7be5be79.pth" in str(err.value) and str(empty_torch_home) in str(err.value)
     assert UNTRAINED_FLAG in str(err.value)
     with pytest.raises(
         ExtractorMissing, match="(?s)CLIP model 'editbench-test/no-such-clip'.*Hugging Face cache.*--untrained"
     ):
-        ex.clip("clip_score")
+        ex.get(clip_network, ex.options.clip_model, None, metric="clip_score")
     if not (Path("/tmp") / "inception-2015-12-05.pt").is_file():
         with pytest.raises(ExtractorMissing, match=r"(?s)inception-2015-12-05\.pt.*pt_inception.*inception_weights"):
-            Extractors(MetricOptions(inception_weights=str(empty_torch_home / "nope.pt"))).inception("fid")
+            weights = str(empty_torch_home / "nope.pt")
+            Extractors(MetricOptions(inception_weights=weights)).get(inception_network, weights, metric="fid")
 
 
 def test_cached_weights_are_used_without_network(empty_torch_home):
@@ -55,7 +61,7 @@ def test_cached_weights_are_used_without_network(empty_torch_home):
     state = torchvision.models.alexnet().state_dict()
     torch.save(state, empty_torch_home / "alexnet-owt-7be5be79.pth")
     ex = Extractors(MetricOptions())
-    net = ex.lpips("alex", "lpips")
+    net = ex.get(lpips_network, "alex", False, metric="lpips")
     first_conv = next(m for m in net.net.modules() if isinstance(m, torch.nn.Conv2d))
     torch.testing.assert_close(first_conv.weight, state["features.0.weight"])
     assert ex.labels() == []
@@ -63,7 +69,7 @@ def test_cached_weights_are_used_without_network(empty_torch_home):
 
 def test_cached_inception_weights_are_found_and_loaded_strictly(empty_torch_home):
     """clean-fid's TorchScript file and pytorch-fid's state dict, from the torch hub cache."""
-    from bench.metrics.extractors import INCEPTION_FID_WEIGHTS, INCEPTION_TORCHSCRIPT, fid_inception, load_inception
+    from bench.metrics.distribution import INCEPTION_FID_WEIGHTS, INCEPTION_TORCHSCRIPT, fid_inception, load_inception
 
     empty_torch_home.mkdir(parents=True)
     images = torch.rand(2, 3, 40, 40, generator=torch.Generator().manual_seed(0))
@@ -74,7 +80,7 @@ def test_cached_inception_weights_are_found_and_loaded_strictly(empty_torch_home
     features, identity = load_inception(None, untrained=False, seed=0)
     assert identity.startswith(INCEPTION_FID_WEIGHTS)
     with torch.no_grad():
-        from bench.metrics.extractors import clean_resize
+        from bench.metrics.distribution import clean_resize
 
         torch.testing.assert_close(features.eval()(images), net.eval()(clean_resize(images) / 255 * 2 - 1))
     del state["Mixed_7c.branch_pool.conv.weight"]
@@ -100,10 +106,10 @@ def test_untrained_extractors_are_seeded_and_labelled():
     a = Extractors(MetricOptions(untrained_extractors=True, seed=1))
     b = Extractors(MetricOptions(untrained_extractors=True, seed=1))
     c = Extractors(MetricOptions(untrained_extractors=True, seed=2))
-    weights = [next(m for m in e.lpips("squeeze", "lpips_bg").net.modules() if isinstance(m, torch.nn.Conv2d)).weight
-               for e in (a, b, c)]  # fmt: skip
+    nets = [e.get(lpips_network, "squeeze", False, metric="lpips_bg").net for e in (a, b, c)]
+    weights = [next(m for m in net.modules() if isinstance(m, torch.nn.Conv2d)).weight for net in nets]
     assert torch.equal(weights[0], weights[1]) and not torch.equal(weights[0], weights[2])
-    a.lpips("squeeze", "lpips")
+    a.get(lpips_network, "squeeze", False, metric="lpips")
     assert a.labels() == ["untrained extractor LPIPS squeeze backbone (seeded random weights) behind lpips_bg, lpips"]
 
 

@@ -9,7 +9,8 @@ import torch
 
 from bench.data import Sample
 from bench.metrics import get_metric
-from bench.metrics.extractors import Extractors, MetricOptions
+from bench.metrics import MetricOptions
+from bench.metrics.extractors import Extractors
 
 H = 64
 

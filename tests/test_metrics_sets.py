@@ -6,7 +6,9 @@ import pytest
 import torch
 
 from bench.metrics import get_metric
-from bench.metrics.extractors import Extractors, MetricOptions, clean_resize
+from bench.metrics import MetricOptions
+from bench.metrics.distribution import clean_resize, inception_network
+from bench.metrics.extractors import Extractors
 
 
 class SmallFeatures(torch.nn.Module):
@@ -100,7 +102,7 @@ def test_inception_input_is_resized_as_clean_fid_does():
     for i in range(2):
         pixels = (images[i] * 255).round().to(torch.uint8).permute(1, 2, 0).numpy()
         np.testing.assert_array_equal(ours_[i].permute(1, 2, 0).numpy(), resize(pixels))
-    features, identity = EXTRACTORS.inception("fid")
+    features, identity = EXTRACTORS.get(inception_network, None, metric="fid")
     with torch.no_grad():
         out = features(images)
     assert out.shape == (2, 2048) and torch.isfinite(out).all() and out.std(0).mean() > 0

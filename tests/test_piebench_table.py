@@ -123,7 +123,7 @@ def tiny_run(tmp_path_factory, tiny_clip, tiny_vit):  # noqa: F811
     cache for LPIPS); one sample's mask covers the whole image, so its background metrics are NaN."""
     import torchvision
 
-    from bench.metrics.extractors import lpips_weights_file
+    from bench.metrics.perceptual import lpips_weights_file
 
     root = tmp_path_factory.mktemp("pie")
     with pytest.MonkeyPatch.context() as patch:

@@ -7,7 +7,8 @@ import torch.nn.functional as F
 
 from bench.data import Sample
 from bench.metrics import get_metric
-from bench.metrics.extractors import Extractors, MetricOptions
+from bench.metrics import MetricOptions
+from bench.metrics.extractors import Extractors
 from tests.test_guidance_nets import tiny_clip_folder
 
 
@@ -52,7 +53,7 @@ def test_pickscore_without_target_prompt_is_nan():
 
 
 def test_pickscore_missing_weights_name_both_ids():
-    from bench.metrics.extractors import ExtractorMissing
+    from bench.metrics.offline import ExtractorMissing
 
     metric = get_metric("pickscore")()
     with pytest.raises(ExtractorMissing, match="editbench-test/no-pickscore"):
@@ -62,7 +63,9 @@ def test_pickscore_missing_weights_name_both_ids():
 @pytest.mark.slow
 def test_untrained_pickscore_has_clip_h_architecture():
     extractors = Extractors(MetricOptions(untrained_extractors=True))
-    model, _ = extractors.pickscore("pickscore")
+    metric = get_metric("pickscore")()
+    metric.load(extractors)
+    model = metric.model
     assert model.config.vision_config.hidden_size == 1280 and model.config.text_config.hidden_size == 1024
     assert model.config.projection_dim == 1024 and model.config.vision_config.num_hidden_layers == 32
     assert any("PickScore" in label for label in extractors.labels())
@@ -124,7 +127,7 @@ def test_hps_loads_the_checkpoint_and_scores_as_hpsv2(tiny_hps):
 
 
 def test_hps_missing_checkpoint_names_the_file_and_the_hub_cache(tiny_hps):
-    from bench.metrics.extractors import ExtractorMissing
+    from bench.metrics.offline import ExtractorMissing
 
     metric = get_metric("hps_v21")()
     with pytest.raises(ExtractorMissing, match="(?s)xswu/HPSv2.*HPS_v2.1_compressed.pt.*hps_checkpoint"):
@@ -134,7 +137,9 @@ def test_hps_missing_checkpoint_names_the_file_and_the_hub_cache(tiny_hps):
 @pytest.mark.slow
 def test_untrained_hps_is_vit_h_14_and_labelled():
     extractors = Extractors(MetricOptions(untrained_extractors=True))
-    model, _ = extractors.hps("hps_v21")
+    metric = get_metric("hps_v21")()
+    metric.load(extractors)
+    model = metric.model
     assert model.visual.image_size in (224, (224, 224)) and model.text_projection.shape == (1024, 1024)
     assert any("HPS ViT-H-14" in label for label in extractors.labels())
 
@@ -257,7 +262,7 @@ def test_image_reward_missing_or_wrong_files_name_them(tmp_path):
     import json
 
     from bench.errors import ConfigError
-    from bench.metrics.extractors import ExtractorMissing
+    from bench.metrics.offline import ExtractorMissing
 
     (tmp_path / "vocab.txt").write_text("\n".join(TINY_VOCAB) + "\n")
     from transformers import BertTokenizer
@@ -284,7 +289,9 @@ def test_untrained_image_reward_is_vit_l_and_bert_base_and_labelled(tmp_path):
     (tmp_path / "vocab.txt").write_text("\n".join(TINY_VOCAB) + "\n")
     BertTokenizer(str(tmp_path / "vocab.txt")).save_pretrained(tmp_path / "bert")
     extractors = Extractors(MetricOptions(untrained_extractors=True, image_reward_tokenizer=str(tmp_path / "bert")))
-    model, _ = extractors.image_reward("image_reward")
+    metric = get_metric("image_reward")()
+    metric.load(extractors)
+    model = metric.model
     assert model.vision.config.hidden_size == 1024 and model.vision.config.num_hidden_layers == 24
     assert model.text.config.hidden_size == 768 and model.text.config.encoder_hidden_size == 1024
     assert any("ImageReward" in label for label in extractors.labels())

@@ -312,13 +312,14 @@ class ClassifierGuide(Guide):
 
 # -- CLIP guidance -------------------------------------------------------------------------------
 class Clip:
-    """A frozen CLIPModel (``bench.metrics.extractors.load_clip``: a local folder or the Hugging Face
+    """A frozen CLIPModel (``bench.metrics.clip.load_clip``: a local folder or the Hugging Face
     cache, nothing downloaded; ``untrained``: the named architecture with seeded random weights)
     and its image statistics. Embeddings are unit vectors."""
 
     def __init__(self, name: str, untrained: bool, device: torch.device):
-        from bench.metrics.extractors import CLIP_ARCHITECTURES, ExtractorMissing
-        from bench.metrics.extractors import load_clip as load_clip_model
+        from bench.metrics.clip import CLIP_ARCHITECTURES
+        from bench.metrics.clip import load_clip as load_clip_model
+        from bench.metrics.offline import ExtractorMissing
 
         if untrained and name not in CLIP_ARCHITECTURES:
             raise ConfigError(

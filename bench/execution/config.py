@@ -27,8 +27,7 @@ from bench.data import DatasetSpec
 from bench.diffusion.backbone import BackboneSpec, family_on_disk
 from bench.diffusion.families import check_method_family
 from bench.errors import ConfigError, unknown
-from bench.metrics import get_metric
-from bench.metrics.extractors import MetricOptions
+from bench.metrics import MetricOptions, get_metric
 from bench.registry import get_method, include, method_names, resolve_include
 from bench.store import setting_json
 from bench.yaml_file import read_yaml
@@ -220,7 +219,7 @@ def build_config(
         for name in settings:
             check_method_family(get_method(name), family)
     dataset_spec = _spec(DatasetSpec, raw.get("dataset"), "dataset")
-    metric_options = _spec(MetricOptions, raw.get("metric_options"), "metric_options")
+    metric_options = _spec(MetricOptions, raw.get("metric_options"), "metric_options")  # fields: declared options
     executor = _spec(ExecutorSpec, raw.get("executor"), "executor")
     resolved = {
         "backbone": asdict(backbone_spec),

@@ -36,6 +36,7 @@ from bench.execution.progress import progress_bar
 from bench.execution.runlock import locked_run, run_lock
 from bench.execution.scoring import score_missing, score_sets
 from bench.execution.worker import CellOutcome, CellWorker
+from bench.metrics.judge import judge_identity
 from bench.paths import output_stem, repo_root, write_atomic
 from bench.store import CellRecord, Store, setting_json, write_manifest_file
 
@@ -122,7 +123,7 @@ class Runner:
             "executor": self.executor.describe(),
             "labels": self.executor.labels(),
         }
-        judge = self.worker.extractors.judge_identity()
+        judge = judge_identity(self.worker.extractors)
         if judge:
             manifest["judge"] = judge
         self.store.save_manifest(manifest)
@@ -153,7 +154,7 @@ class Runner:
                 f"run {self.run_dir}: extra network weights changed since it started: {'; '.join(changed)}; "
                 "results would mix. Start a new run instead of resuming."
             )
-        judge, before = self.worker.extractors.judge_identity(), manifest.get("judge")
+        judge, before = judge_identity(self.worker.extractors), manifest.get("judge")
         if judge and before and judge["line"] != before.get("line"):
             raise ConfigError(
                 f"run {self.run_dir}: the judge changed since it started ({before.get('line')} -> {judge['line']}); "

@@ -137,6 +137,7 @@ def _score_locked(run_dir: Path, manifest: dict, names: list[str], untrained: bo
     from bench.devices import resolve_device
     from bench.execution.config import config_from_resolved
     from bench.metrics.extractors import Extractors
+    from bench.metrics.judge import judge_identity
     from bench.store import Store
 
     config = config_from_resolved(manifest["config"])
@@ -152,7 +153,7 @@ def _score_locked(run_dir: Path, manifest: dict, names: list[str], untrained: bo
     try:
         labels = store.info("labels", [])
         store.set_info("labels", labels + [label for label in extractors.labels() if label not in labels])
-        judge = extractors.judge_identity()
+        judge = judge_identity(extractors)
         if judge:
             manifest["judge"] = judge
         _add_to_manifest(store, manifest, names, untrained)

@@ -1,122 +1,51 @@
-"""The metrics interface and registry; the metrics themselves live in this package's modules.
+"""The metrics registry: every metric of this package's modules, and the options they declare.
 
-A metric declares its ``name``, its ``direction`` (higher is better or not), the value
-range of the images it takes, and what it needs from a sample. Per-image metrics score an
-edited image against its source; set-level metrics stream over every cell of one method
-and setting and are computed once at the end (torchmetrics-style update/compute).
+A metric is a class of ``bench.metrics.base`` (its interface) listed in its module's
+``METRICS`` tuple; every module of this package is imported once here and its ``METRICS`` are
+registered, so a new metric is a new module (or a class added to one) and nothing else. The
+``metric_options`` block of a config is ``MetricOptions``: one field per option that a
+registered metric declares (``Metric.options``) or that every metric shares
+(``bench.metrics.options.GLOBAL_OPTIONS``), all in ``OPTIONS``. A metric with a network declares
+its loader beside it with ``bench.metrics.extractors.network``.
 """
 
-from typing import ClassVar
-
-import torch
+import importlib
+import pkgutil
 
 from bench.errors import ConfigError, unknown
+from bench.metrics.base import CostMetric, ImageMetric, Metric, SetMetric, needs_text
+from bench.metrics.offline import ExtractorMissing
+from bench.metrics.options import GLOBAL_OPTIONS, Option, collect, options_class
+
+# the registry, and the interface names callers take from here
+__all__ = ["METRICS", "OPTIONS", "MetricOptions", "get_metric", "load_metrics",
+           "CostMetric", "ImageMetric", "Metric", "SetMetric", "needs_text"]  # fmt: skip
 
 
-def check_range(images: torch.Tensor, low: float, high: float, what: str) -> None:
-    """Refuse images outside ``[low, high]`` (or not finite) instead of scoring them silently."""
-    if not torch.isfinite(images).all():
-        raise ValueError(f"{what}: images contain NaN or Inf")
-    lo, hi = float(images.min()), float(images.max())
-    if lo < low - 1e-4 or hi > high + 1e-4:
-        raise ValueError(f"{what}: images must lie in [{low:g}, {high:g}], got values in [{lo:.3g}, {hi:.3g}]")
+def _all_metrics() -> dict[str, type[Metric]]:
+    """Every module's ``METRICS``, modules in name order. They are imported by name, which the import
+    graph does not see; none of them imports this registry back (``tests/test_layers.py``)."""
+    found: dict[str, type[Metric]] = {}
+    for module in sorted(info.name for info in pkgutil.iter_modules(__path__)):
+        for cls in getattr(importlib.import_module(f"{__name__}.{module}"), "METRICS", ()):
+            if found.setdefault(cls.name, cls) is not cls:
+                raise TypeError(f"metric name {cls.name!r} is registered twice ({found[cls.name]} and {cls})")
+    return found
 
 
-NEEDS = ("mask", "source_prompt", "target_prompt", "instruction", "target_image", "output_caption", "pretrained weights")
+METRICS: dict[str, type[Metric]] = _all_metrics()
+OPTIONS: dict[str, Option] = collect([*GLOBAL_OPTIONS, *(o for cls in METRICS.values() for o in cls.options)])
+MetricOptions = options_class(OPTIONS)
 
 
-class Metric:
-    """Common declarations of every metric.
-
-    ``input_range``: the images it takes (always [0, 1]; metrics that need another range,
-    like LPIPS's [-1, 1], convert inside). ``value_range``: the values it gives.
-    ``nan_reason``: when the metric is undefined for an input it gives NaN, never drops it,
-    and this says why (the aggregator reports it).
-    """
-
-    name: ClassVar[str]
-    higher_is_better: ClassVar[bool]
-    input_range: ClassVar[tuple[float, float]] = (0.0, 1.0)
-    value_range: ClassVar[tuple[float, float]] = (0.0, float("inf"))
-    needs: ClassVar[frozenset[str]] = frozenset()
-    description: ClassVar[str] = ""
-    nan_reason: ClassVar[str] = ""
-    device: torch.device = torch.device("cpu")
-
-    @property
-    def arrow(self) -> str:
-        return "↑" if self.higher_is_better else "↓"
-
-    def load(self, extractors) -> None:
-        """Take what the metric needs from ``bench.metrics.extractors.Extractors`` (once per run)."""
-        self.device = extractors.device
-
-
-class ImageMetric(Metric):
-    """Scores a batch of edited images against their sources: one value per image (NaN
-    where undefined), on the extractors' device, without autograd.
-
-    ``notes``: after a call, None, or one text per image that the store keeps beside the value
-    (a judge's raw answer and why it gave NaN), for audit."""
-
-    notes: list[str] | None = None
-
-    def __call__(self, edited: torch.Tensor, source: torch.Tensor, samples: list) -> torch.Tensor:
-        if edited.shape != source.shape or edited.ndim != 4 or len(samples) != edited.shape[0]:
-            raise ValueError(
-                f"metric {self.name!r}: expected edited and source images of one shape (B, 3, H, W) and B samples, "
-                f"got {tuple(edited.shape)}, {tuple(source.shape)} and {len(samples)} samples"
-            )
-        for images, what in ((edited, "edited"), (source, "source")):
-            if images.dtype not in (torch.float16, torch.bfloat16, torch.float32, torch.float64):
-                raise ValueError(
-                    f"metric {self.name!r}, {what} images: expected floats in [0, 1], got dtype {images.dtype}"
-                )
-            check_range(images, *self.input_range, f"metric {self.name!r}, {what} images")
-        self.notes = None
-        with torch.no_grad():
-            values = self.compute(edited.float().to(self.device), source.float().to(self.device), samples)
-        return values.detach().double().cpu()
-
-    def compute(self, edited: torch.Tensor, source: torch.Tensor, samples: list) -> torch.Tensor:
-        raise NotImplementedError
-
-
-class SetMetric(Metric):
-    """One value per method and setting: a distribution distance between features of its
-    edited images and of the dataset's source images (torchmetrics states, streaming)."""
-
-    def load(self, extractors) -> None:
-        super().load(extractors)
-        self.features, self.extractor_id = extractors.inception(self.name)
-
-    def start(self, real: torch.Tensor) -> None:
-        """A fresh state whose real side holds the source features ``real`` (N, D)."""
-        raise NotImplementedError
-
-    def update(self, fake: torch.Tensor) -> None:
-        """Add features (B, D) of edited images."""
-        raise NotImplementedError
-
-    def compute(self) -> float:
-        raise NotImplementedError
-
-
-class CostMetric(Metric):
-    """A cost the runner measures for every cell (a column of the store), under the metric interface."""
-
-    column: ClassVar[str]
-
-    def value(self, cell) -> float:
-        """The cost of one cell (a ``CellRecord`` or a row with the same fields); NaN if not measured."""
-        value = getattr(cell, self.column, None) if not isinstance(cell, dict) else cell.get(self.column)
-        return float("nan") if value is None else float(value)
+def get_metric(name: str) -> type[Metric]:
+    if name not in METRICS:
+        raise ConfigError(unknown("metric", name, METRICS))
+    return METRICS[name]
 
 
 def load_metrics(metrics: list[Metric], extractors) -> None:
-    """Load every metric's extractors; if weights are missing, one error names all of them."""
-    from bench.metrics.extractors import ExtractorMissing
-
+    """Load every metric's networks; if weights are missing, one error names all of them."""
     missing = []
     for metric in metrics:
         try:
@@ -125,36 +54,3 @@ def load_metrics(metrics: list[Metric], extractors) -> None:
             missing.append(exc)
     if missing:
         raise ExtractorMissing.merge(missing)
-
-
-def needs_text(cls: type[Metric]) -> str:
-    return ", ".join(n for n in NEEDS if n in cls.needs) or "nothing"
-
-
-def _all_metrics() -> dict[str, type[Metric]]:
-    from bench.metrics import (
-        background,
-        clip,
-        cost,
-        distribution,
-        dreamsim_distance,
-        ground_truth,
-        judge,
-        perceptual,
-        pixel,
-        preference,
-        structure,
-    )
-
-    modules = (pixel, perceptual, dreamsim_distance, background, clip, preference, structure, ground_truth, distribution,
-               judge, cost)
-    return {m.name: m for module in modules for m in module.METRICS}
-
-
-METRICS: dict[str, type[Metric]] = _all_metrics()
-
-
-def get_metric(name: str) -> type[Metric]:
-    if name not in METRICS:
-        raise ConfigError(unknown("metric", name, METRICS))
-    return METRICS[name]

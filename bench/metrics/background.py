@@ -17,11 +17,14 @@ Both give NaN when the sample has no mask or its mask covers the whole image
 
 import torch
 
-from bench.metrics import ImageMetric
-from bench.metrics.perceptual import lpips_distance
+from bench.metrics.base import ImageMetric
+from bench.metrics.options import Option, one_of
+from bench.metrics.perceptual import LPIPS_NET, LPIPS_NETS, lpips_distance, lpips_network
 from bench.metrics.pixel import SSIM_BORDER, mse, psnr, ssim, ssim_map
 
 NAN_REASON = "the sample has no edit mask, or its edit mask covers the whole image"
+LPIPS_BG_NET = Option("lpips_bg_net", str, "squeeze", "LPIPS network of lpips_bg (PIE-Bench's evaluation uses "
+                      "SqueezeNet): alex, vgg or squeeze", one_of(LPIPS_NETS, "LPIPS network"))  # fmt: skip
 
 
 def keep_weights(samples: list, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -83,11 +86,12 @@ class LPIPSBackground(_Background):
     name = "lpips_bg"
     higher_is_better = False
     needs = frozenset({"mask", "pretrained weights"})
+    options = (LPIPS_BG_NET,)
     description = "PIE-Bench background LPIPS: both images times (1 - mask), LPIPS (net lpips_bg_net, default squeeze)"
 
     def load(self, extractors):
         super().load(extractors)
-        self.net = extractors.lpips(extractors.options.lpips_bg_net, self.name)
+        self.net = extractors.get(lpips_network, extractors.options.lpips_bg_net, False, metric=self.name)
 
     def score(self, edited, source, keep):
         return lpips_distance(self.net, edited * keep, source * keep)
@@ -134,13 +138,14 @@ class LPIPSMasked(_Background):
     name = "lpips_bg_masked"
     higher_is_better = False
     needs = frozenset({"mask", "pretrained weights"})
+    options = (LPIPS_NET,)
     description = (
         "LPIPS of edited vs source: the spatial LPIPS map (net lpips_net) averaged over the unmasked pixels only"
     )
 
     def load(self, extractors):
         super().load(extractors)
-        self.net = extractors.lpips(extractors.options.lpips_net, self.name, spatial=True)
+        self.net = extractors.get(lpips_network, extractors.options.lpips_net, True, metric=self.name)
 
     def score(self, edited, source, keep):
         return masked_mean(lpips_distance(self.net, edited, source), keep)

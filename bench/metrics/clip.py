@@ -1,4 +1,5 @@
-"""CLIP metrics (model ``metric_options.clip_model``, default openai/clip-vit-large-patch14).
+"""CLIP metrics (model ``metric_options.clip_model``, default openai/clip-vit-large-patch14),
+and the CLIP network (``clip_network``) that PickScore and the ground-truth similarities run too.
 
 - ``clip_score`` (Hessel et al. 2021): ``100 * max(cos(E_img(edited), E_txt(target)), 0)``,
   computed as torchmetrics' ``CLIPScore`` does (images go to the CLIP processor as uint8).
@@ -8,13 +9,101 @@
 Prompts longer than CLIP's context are truncated by the tokenizer (keeping the end token).
 """
 
+import tempfile
+from pathlib import Path
+
 import torch
 import torch.nn.functional as F
 
-from bench.metrics import ImageMetric
+from bench.errors import ConfigError
+from bench.metrics.base import ImageMetric
+from bench.metrics.extractors import network
+from bench.metrics.offline import UNTRAINED_FLAG, local_or_cached, ready, seeded
+from bench.metrics.options import Option
+from bench.paths import cache_dir
 
 NAN = float("nan")
 ZERO_DIRECTION = 1e-5
+CLIP_MODEL = Option("clip_model", str, "openai/clip-vit-large-patch14", "CLIP of clip_score, clip_score_edited "
+                    "and clip_direction: a hub id (read from the Hugging Face cache) or a local folder")  # fmt: skip
+
+# Architectures of the CLIP checkpoints we can rebuild untrained without network.
+CLIP_ARCHITECTURES = {
+    # (hidden size, layers, heads, MLP size) of each tower, patch size, projection size
+    "openai/clip-vit-large-patch14": {
+        "text": (768, 12, 12, 3072),
+        "vision": (1024, 24, 16, 4096),
+        "patch": 14,
+        "proj": 768,
+    },
+    "openai/clip-vit-base-patch32": {
+        "text": (512, 12, 8, 2048),
+        "vision": (768, 12, 12, 3072),
+        "patch": 32,
+        "proj": 512,
+    },
+    "openai/clip-vit-base-patch16": {
+        "text": (512, 12, 8, 2048),
+        "vision": (768, 12, 12, 3072),
+        "patch": 16,
+        "proj": 512,
+    },
+    # PickScore: LAION's OpenCLIP ViT-H/14 fine-tuned on Pick-a-Pic (GELU, not OpenAI's quick GELU)
+    "yuvalkirstain/PickScore_v1": {
+        "text": (1024, 24, 16, 4096),
+        "vision": (1280, 32, 16, 5120),
+        "patch": 14,
+        "proj": 1024,
+        "act": "gelu",
+    },
+}
+
+
+def load_clip(name: str, untrained: bool, seed: int, processor_name: str | None = None):
+    """(CLIPModel, CLIPProcessor) for ``name`` (the processor of ``processor_name`` when given);
+    untrained: the same architecture, seeded, with CLIP's processor."""
+    from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPProcessor, CLIPTokenizer
+
+    if not untrained:
+        model = local_or_cached(name, CLIPModel.from_pretrained, f"CLIP {name}", f"CLIP model {name!r}")
+        processor_name = processor_name or name
+        return model, local_or_cached(processor_name, CLIPProcessor.from_pretrained, f"CLIP {name}",
+                                      f"CLIP processor {processor_name!r}")  # fmt: skip
+    if name not in CLIP_ARCHITECTURES:
+        raise ConfigError(
+            f"metric_options.clip_model {name!r}: {UNTRAINED_FLAG} can rebuild only "
+            f"{', '.join(CLIP_ARCHITECTURES)} offline; choose one of those"
+        )
+    arch = CLIP_ARCHITECTURES[name]
+
+    def tower(dims):
+        hidden, layers, heads, inner = dims
+        return {"hidden_size": hidden, "num_hidden_layers": layers, "num_attention_heads": heads,
+                "intermediate_size": inner, "projection_dim": arch["proj"],
+                "hidden_act": arch.get("act", "quick_gelu")}  # fmt: skip
+
+    vision = {**tower(arch["vision"]), "patch_size": arch["patch"], "image_size": 224}
+    config = CLIPConfig(text_config=tower(arch["text"]), vision_config=vision, projection_dim=arch["proj"])
+    model = seeded(seed, lambda: CLIPModel(config))
+    from bench.tokenizer import write_clip_tokenizer_files
+
+    folder = cache_dir() / "clip_tokenizer"
+    if not (folder / "merges.txt").is_file():
+        try:
+            write_clip_tokenizer_files(Path(tempfile.mkdtemp(dir=cache_dir()))).rename(folder)
+        except OSError:  # another process wrote it first
+            if not (folder / "merges.txt").is_file():
+                raise
+    processor = CLIPProcessor(image_processor=CLIPImageProcessor(), tokenizer=CLIPTokenizer.from_pretrained(folder))
+    return model, processor
+
+
+@network(label=lambda name, processor_name: f"CLIP {name}")
+def clip_network(name: str, processor_name: str | None, *, untrained: bool, seed: int, device):
+    """(CLIPModel, CLIPProcessor) of ``name``, with the processor of ``processor_name`` when given
+    (see ``load_clip``)."""
+    model, processor = load_clip(name, untrained, seed, processor_name)
+    return ready(model, device), processor
 
 
 def projected_features(out) -> torch.Tensor:
@@ -45,10 +134,11 @@ def text_embeddings(model, processor, prompts: list[str]) -> torch.Tensor:
 
 class _Clip(ImageMetric):
     needs = frozenset({"target_prompt", "pretrained weights"})
+    options = (CLIP_MODEL,)
 
     def load(self, extractors):
         super().load(extractors)
-        self.model, self.processor = extractors.clip(self.name)
+        self.model, self.processor = extractors.get(clip_network, extractors.options.clip_model, None, metric=self.name)
 
     def _texts(self, prompts: list[str | None]) -> torch.Tensor:
         """Embeddings of the prompts, one row per entry; rows of missing prompts are NaN."""

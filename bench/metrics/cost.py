@@ -1,7 +1,7 @@
 """Cost per cell, measured by the runner (``bench.timing``) and exposed as metrics: wall
 seconds, GPU seconds (CUDA events) and peak GPU memory on CUDA, NFE and gradient evaluations."""
 
-from bench.metrics import CostMetric
+from bench.metrics.base import CostMetric
 
 
 class WallTime(CostMetric):

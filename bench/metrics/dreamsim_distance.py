@@ -12,16 +12,23 @@ folder that already holds them (``metric_options.dreamsim_dir``: the unzipped
 
 import contextlib
 import io
+import tempfile
 from pathlib import Path
 
 import torch
 
-from bench.metrics import ImageMetric
+from bench.metrics.base import ImageMetric
+from bench.metrics.extractors import network
+from bench.metrics.offline import ExtractorMissing, ready
+from bench.metrics.options import Option
+from bench.paths import cache_dir
 
 DREAMSIM_TYPE = "open_clip_vitb32"
 DREAMSIM_FILES = (f"{DREAMSIM_TYPE}_pretrain.pth.tar", f"{DREAMSIM_TYPE}_single_lora/adapter_config.json")
 # LoRA of the released single-backbone checkpoints (for the untrained build; B = 0: the identity)
 UNTRAINED_LORA = {"r": 16, "lora_alpha": 0.5, "lora_dropout": 0.3, "bias": "none", "target_modules": ["qkv"]}
+DREAMSIM_DIR = Option("dreamsim_dir", str, "./models", "the folder of DreamSim's unzipped open_clip_vitb32 "
+                      "checkpoint (the package's own default)")  # fmt: skip
 
 
 def write_untrained_folder(folder: Path, seed: int) -> Path:
@@ -53,6 +60,32 @@ def load_dreamsim(folder: Path, device):
         return dreamsim(pretrained=True, device=str(device), cache_dir=str(folder), dreamsim_type=DREAMSIM_TYPE)
 
 
+def untrained_folder(seed: int) -> Path:
+    """The cached checkpoint folder of ``write_untrained_folder`` for ``seed`` (written once)."""
+    folder = cache_dir() / f"dreamsim_untrained_seed{seed}"
+    if not (folder / DREAMSIM_FILES[1]).is_file():  # written last
+        try:
+            write_untrained_folder(Path(tempfile.mkdtemp(dir=cache_dir())), seed).rename(folder)
+        except OSError:  # another process wrote it first
+            if not (folder / DREAMSIM_FILES[1]).is_file():
+                raise
+    return folder
+
+
+@network(label=lambda folder: f"DreamSim {DREAMSIM_TYPE}")
+def dreamsim_network(folder: str, *, untrained: bool, seed: int, device):
+    """DreamSim's ``open_clip_vitb32`` (model, preprocessing) from ``folder``, built by the
+    ``dreamsim`` package offline; untrained: a seeded folder of the same layout."""
+    folder = untrained_folder(seed) if untrained else Path(folder).expanduser()
+    missing = [name for name in DREAMSIM_FILES if not (folder / name).is_file()]
+    if missing:
+        raise ExtractorMissing(f"DreamSim {DREAMSIM_TYPE}", " and ".join(missing), [str(folder)],
+                               "Unzip dreamsim_open_clip_vitb32_checkpoint.zip (the dreamsim release) "
+                               "there or name its folder in metric_options.dreamsim_dir. ")  # fmt: skip
+    model, preprocess = load_dreamsim(folder, device)
+    return ready(model, device), preprocess
+
+
 def as_pictures(images: torch.Tensor) -> list:
     """(B, 3, H, W) images in [0, 1] as PIL images (the saved PNG's pixels)."""
     from PIL import Image
@@ -66,12 +99,14 @@ class DreamSim(ImageMetric):
     higher_is_better = False
     value_range = (0.0, 2.0)  # 1 - cosine similarity
     needs = frozenset({"pretrained weights"})
+    options = (DREAMSIM_DIR,)
     description = ("DreamSim distance of the edited image to the source: 1 - cos of the DreamSim-tuned "
                    "OpenCLIP ViT-B/32 embeddings (dreamsim package, metric_options.dreamsim_dir)")  # fmt: skip
 
     def load(self, extractors):
         self.device = extractors.device
-        self.model, self.preprocess = extractors.dreamsim(self.name)
+        folder = extractors.options.dreamsim_dir
+        self.model, self.preprocess = extractors.get(dreamsim_network, folder, metric=self.name)
 
     def compute(self, edited, source, samples):
         edited, source = ([self.preprocess(p) for p in as_pictures(x)] for x in (edited, source))

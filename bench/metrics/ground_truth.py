@@ -24,12 +24,17 @@ at MagicBrush's 512 px and a 512 px run the two agree).
 import torch
 import torch.nn.functional as F
 
-from bench.metrics import ImageMetric
-from bench.metrics.clip import image_embeddings, text_embeddings
-from bench.metrics.structure import IMAGENET_MEAN, IMAGENET_STD
+from bench.metrics.base import ImageMetric
+from bench.metrics.clip import clip_network, image_embeddings, text_embeddings
+from bench.metrics.options import Option
+from bench.metrics.structure import IMAGENET_MEAN, IMAGENET_STD, dino_network
 
 NAN = float("nan")
 DINO_RESIZE, DINO_CROP = 256, 224
+SIMILARITY_CLIP_MODEL = Option("similarity_clip_model", str, "openai/clip-vit-base-patch32",
+                               "CLIP of clip_i_gt, clip_i_input and clip_t (MagicBrush's ViT-B/32): a hub id or a folder")
+SIMILARITY_DINO_MODEL = Option("similarity_dino_model", str, "facebook/dino-vits16",
+                               "DINO of dino_gt and dino_input (MagicBrush's ViT-S/16): a hub id or a local folder")
 
 
 def _references(metric: ImageMetric, source: torch.Tensor, samples: list) -> tuple[torch.Tensor, torch.Tensor]:
@@ -110,9 +115,10 @@ class _Similarity(ImageMetric):
         super().load(extractors)
         options = extractors.options
         if self.backbone == "clip":
-            self.model, self.processor = extractors.clip(self.name, options.similarity_clip_model)
+            self.model, self.processor = extractors.get(clip_network, options.similarity_clip_model, None,
+                                                        metric=self.name)  # fmt: skip
         else:
-            self.model = extractors.dino(self.name, options.similarity_dino_model)
+            self.model = extractors.get(dino_network, options.similarity_dino_model, metric=self.name)
 
     def embed(self, images):
         if self.backbone == "clip":
@@ -135,6 +141,7 @@ class ClipImageGroundTruth(_Similarity):
     name, backbone = "clip_i_gt", "clip"
     needs = frozenset({"target_image", "pretrained weights"})
     nan_reason = "the sample has no ground-truth image"
+    options = (SIMILARITY_CLIP_MODEL,)
     description = f"MagicBrush CLIP-I: cosine of {CLIP_TEXT} embeddings of edited and ground-truth images"
 
 
@@ -142,18 +149,21 @@ class DinoGroundTruth(_Similarity):
     name, backbone = "dino_gt", "dino"
     needs = frozenset({"target_image", "pretrained weights"})
     nan_reason = "the sample has no ground-truth image"
+    options = (SIMILARITY_DINO_MODEL,)
     description = f"MagicBrush DINO: cosine of {DINO_TEXT} embeddings of edited and ground-truth images"
 
 
 class ClipImageInput(_Similarity):
     name, backbone, to_ground_truth = "clip_i_input", "clip", False
     needs = frozenset({"pretrained weights"})
+    options = (SIMILARITY_CLIP_MODEL,)
     description = f"Emu Edit CLIP-I: cosine of {CLIP_TEXT} embeddings of edited and input images"
 
 
 class DinoInput(_Similarity):
     name, backbone, to_ground_truth = "dino_input", "dino", False
     needs = frozenset({"pretrained weights"})
+    options = (SIMILARITY_DINO_MODEL,)
     description = f"Emu Edit DINO: cosine of {DINO_TEXT} embeddings of edited and input images"
 
 
@@ -163,11 +173,13 @@ class ClipText(ImageMetric):
     value_range = (-1.0, 1.0)
     needs = frozenset({"output_caption", "pretrained weights"})
     nan_reason = "the sample has no output caption"
+    options = (SIMILARITY_CLIP_MODEL,)
     description = f"MagicBrush CLIP-T / Emu Edit CLIP-out: cosine of {CLIP_TEXT} embeddings of edited image and output caption"
 
     def load(self, extractors):
         super().load(extractors)
-        self.model, self.processor = extractors.clip(self.name, extractors.options.similarity_clip_model)
+        self.model, self.processor = extractors.get(clip_network, extractors.options.similarity_clip_model, None,
+                                                    metric=self.name)  # fmt: skip
 
     def compute(self, edited, source, samples):
         captions = [s.output_caption for s in samples]

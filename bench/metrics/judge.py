@@ -36,12 +36,33 @@ import yaml
 from PIL import Image
 
 from bench.errors import ConfigError, unknown
-from bench.metrics import ImageMetric
+from bench.metrics.base import ImageMetric
+from bench.metrics.extractors import network
 from bench.metrics.judge_answers import read_answer
+from bench.metrics.judge_backends import ChatEndpoint, JudgeOptions, LocalVLM
+from bench.metrics.options import Option
 from bench.paths import cache_dir, write_atomic
 
 TEMPLATES = Path(__file__).parent / "templates"
 NAN = float("nan")
+
+
+def judge_options(value, where: str) -> JudgeOptions:
+    """The ``judge`` option's check: a mapping of ``JudgeOptions`` keys (or one already built)."""
+    if isinstance(value, dict):
+        names = list(JudgeOptions.__dataclass_fields__)
+        for key in value:
+            if key not in names:
+                raise ConfigError(f"{where}: {unknown('key', key, names)}")
+        return JudgeOptions(**value)
+    if not isinstance(value, JudgeOptions):
+        raise ConfigError(f"{where} = {value!r}; expected a mapping, e.g. {{backend: local}}")
+    return value
+
+
+JUDGE = Option("judge", JudgeOptions, JudgeOptions(), "the VLM judge of vie_sc, vie_pq and vie_o: a mapping of "
+               "JudgeOptions keys (bench.metrics.judge_backends), e.g. {backend: endpoint, url: ...}",
+               judge_options)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -171,8 +192,6 @@ class Judge:
 def load_judge(options, device, untrained: bool, seed: int) -> Judge:
     """The judge ``options`` (``JudgeOptions``) describe; with ``untrained`` a local judge is the
     tiny seeded Qwen2.5-VL of ``bench.metrics.tiny_vlm`` (an endpoint stays what it is)."""
-    from bench.metrics.judge_backends import ChatEndpoint, LocalVLM
-
     template = load_template(options.template)
     if options.backend == "endpoint":
         return Judge(ChatEndpoint(options), template, options.instruction)
@@ -186,6 +205,18 @@ def load_judge(options, device, untrained: bool, seed: int) -> Judge:
     return Judge(LocalVLM(options, device, folder), template, options.instruction)
 
 
+@network(label=lambda options: "judge Qwen2.5-VL (tiny)" if options.backend == "local" else None)
+def judge_network(options: JudgeOptions, *, untrained: bool, seed: int, device) -> Judge:
+    """The judge ``options`` describe; untrained only for a local backend (an endpoint is never labelled)."""
+    return load_judge(options, device, untrained and options.backend == "local", seed)
+
+
+def judge_identity(extractors) -> dict | None:
+    """What answered the judge metrics of a run (model, revision, template, decoding), or None."""
+    judges = extractors.loaded(judge_network)
+    return {**judges[0].identity, "line": judges[0].describe()} if judges else None
+
+
 class _VieScore(ImageMetric):
     """A VIEScore metric: the minimum-combined score of ``parts``; several parts: their geometric mean."""
 
@@ -193,10 +224,11 @@ class _VieScore(ImageMetric):
     higher_is_better = True
     value_range = (0.0, 10.0)
     needs = frozenset({"instruction", "pretrained weights"})
+    options = (JUDGE,)
 
     def load(self, extractors):
         super().load(extractors)
-        self.judge = extractors.judge(self.name)
+        self.judge = extractors.get(judge_network, extractors.options.judge, metric=self.name)
 
     def compute(self, edited, source, samples):
         per_part = [self.judge.answers(part, edited, source, samples) for part in self.parts]

@@ -109,7 +109,7 @@ class LocalVLM(JudgeBackend):
         from transformers import AutoModelForImageTextToText, AutoProcessor
 
         from bench.devices import resolve_device
-        from bench.metrics.extractors import _local_or_cached
+        from bench.metrics.offline import local_or_cached
 
         source = str(untrained_folder) if untrained_folder else options.model
         try:
@@ -124,10 +124,10 @@ class LocalVLM(JudgeBackend):
             return AutoModelForImageTextToText.from_pretrained(name, dtype=dtype, **revision, **kwargs)
 
         what = f"judge {options.model}"
-        self.model = _local_or_cached(source, load_model, what, f"vision-language model {options.model!r}")
+        self.model = local_or_cached(source, load_model, what, f"vision-language model {options.model!r}")
         self.model.to(device).eval().requires_grad_(False)
-        self.processor = _local_or_cached(source, lambda n, **k: AutoProcessor.from_pretrained(n, **revision, **k),
-                                          what, f"processor of {options.model!r}")  # fmt: skip
+        self.processor = local_or_cached(source, lambda n, **k: AutoProcessor.from_pretrained(n, **revision, **k),
+                                         what, f"processor of {options.model!r}")  # fmt: skip
         self.device = device
         self.identity = {
             "backend": "local", "model": f"untrained {untrained_folder.name}" if untrained_folder else options.model,

@@ -9,7 +9,7 @@ keeps the border-cropped definition whatever torchmetrics is installed.
 
 import torch
 
-from bench.metrics import ImageMetric
+from bench.metrics.base import ImageMetric
 
 SSIM_WINDOW = 11  # Gaussian window, pixels
 SSIM_SIGMA = 1.5

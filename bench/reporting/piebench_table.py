@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 from bench.data import EDIT_TYPES
 from bench.errors import ConfigError, unknown
-from bench.metrics.extractors import MetricOptions
+from bench.metrics import OPTIONS
 from bench.paths import output_file
 from bench.registry import get_method
 from bench.reporting import plots
@@ -230,11 +230,9 @@ def fill_line(view: PieBenchTable) -> str | None:
     if not missing:
         return None
     options = (view.run.manifest.get("config") or {}).get("metric_options") or {}
-    defaults = dataclasses.asdict(MetricOptions())
-    networks = list(dict.fromkeys(
-        ("LPIPS " if EXTRACTORS[m].startswith("lpips") else "") + str(options.get(EXTRACTORS[m], defaults[EXTRACTORS[m]]))
-        for m in missing if m in EXTRACTORS
-    ))  # fmt: skip
+    keys = [EXTRACTORS[m] for m in missing if m in EXTRACTORS]
+    networks = list(dict.fromkeys(("LPIPS " if key.startswith("lpips") else "") + str(options.get(key, OPTIONS[key].default))
+                                  for key in keys))  # fmt: skip
     images = int((view.run.cells["status"] == "ok").sum())
     cost = f"one pass of {', '.join(networks)} over the run's {images} saved images" if networks else \
         f"pixel arithmetic over the run's {images} saved images"
