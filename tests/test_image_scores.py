@@ -77,8 +77,9 @@ def test_set_and_cost_metrics_are_left_out():
 
 
 def test_the_worker_scores_the_cells_of_a_batch_together(tmp_path, recording, backbone):
-    """An edited batch of 3 cells, metric batch size 2: two calls; the cell a metric fails on
-    fails alone with its error, the others keep their values and notes."""
+    """An edited batch of 3 cells, metric batch size 2: calls of 2 and 1 images (the first,
+    raising, repeated one by one); the cell the metric fails on fails alone with its error (the
+    edit batch is not re-run: every cell keeps batch size 3), the others keep values and notes."""
     from bench.execution.runner import Runner
 
     recording.cursed = {"img1"}
