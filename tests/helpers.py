@@ -188,3 +188,35 @@ def cell_rows(samples, preps=None, seeds=(0, 1)):
         for sample in samples
         for seed in seeds
     ]
+
+
+#: A tiny OpenCLIP architecture (HPS v2.1's family, shrunk), registered with open_clip by ``tiny_openclip``.
+TINY_OPENCLIP = {"embed_dim": 16, "vision_cfg": {"image_size": 32, "layers": 2, "width": 32, "head_width": 16,
+                 "patch_size": 8}, "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 32, "heads": 2,
+                 "layers": 2}}  # fmt: skip
+TINY_OPENCLIP_NAME = "editbench-tiny-openclip"
+
+
+def tiny_openclip(folder) -> str:
+    """Register ``TINY_OPENCLIP`` with open_clip (its config written in ``folder``); returns its name."""
+    import open_clip
+
+    path = Path(folder) / f"{TINY_OPENCLIP_NAME}.json"
+    path.write_text(json.dumps(TINY_OPENCLIP))
+    open_clip.add_model_config(path)
+    return TINY_OPENCLIP_NAME
+
+
+#: The words of a tiny BERT WordPiece vocabulary (ImageReward's tokenizer, shrunk).
+TINY_VOCAB = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "a", "photo", "of", "dog", "cat", "red", "##s"]
+
+
+def tiny_bert_tokenizer(folder) -> str:
+    """A BERT tokenizer of ``TINY_VOCAB`` saved in ``folder/bert``; returns that folder."""
+    from transformers import BertTokenizer
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "vocab.txt").write_text("\n".join(TINY_VOCAB) + "\n")
+    BertTokenizer(str(folder / "vocab.txt")).save_pretrained(folder / "bert")
+    return str(folder / "bert")

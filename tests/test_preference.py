@@ -9,6 +9,7 @@ from bench.data import Sample
 from bench.metrics import get_metric
 from bench.metrics import MetricOptions
 from bench.metrics.extractors import Extractors
+from tests.helpers import TINY_VOCAB, tiny_bert_tokenizer, tiny_openclip
 from tests.test_guidance_nets import tiny_clip_folder
 
 
@@ -72,26 +73,19 @@ def test_untrained_pickscore_has_clip_h_architecture():
 
 
 # -- HPS v2.1 on a tiny OpenCLIP architecture --------------------------------------------------
-TINY_OPENCLIP = {"embed_dim": 16, "vision_cfg": {"image_size": 32, "layers": 2, "width": 32, "head_width": 16,
-                 "patch_size": 8}, "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 32, "heads": 2,
-                 "layers": 2}}  # fmt: skip
-
 
 @pytest.fixture(scope="module")
 def tiny_hps(tmp_path_factory):
     """A tiny OpenCLIP architecture registered with open_clip and a checkpoint in the authors'
     format (``{"state_dict": ...}``) with weights unlike a fresh seeded build."""
-    import json
-
     import open_clip
 
     folder = tmp_path_factory.mktemp("hps")
-    (folder / "editbench-tiny-openclip.json").write_text(json.dumps(TINY_OPENCLIP))
-    open_clip.add_model_config(folder / "editbench-tiny-openclip.json")
+    architecture = tiny_openclip(folder)
     torch.manual_seed(5)
-    model = open_clip.create_model("editbench-tiny-openclip", pretrained=None)
+    model = open_clip.create_model(architecture, pretrained=None)
     torch.save({"state_dict": model.state_dict()}, folder / "HPS_tiny.pt")
-    return "editbench-tiny-openclip", str(folder / "HPS_tiny.pt"), model.eval()
+    return architecture, str(folder / "HPS_tiny.pt"), model.eval()
 
 
 def test_hps_loads_the_checkpoint_and_scores_as_hpsv2(tiny_hps):
@@ -145,7 +139,6 @@ def test_untrained_hps_is_vit_h_14_and_labelled():
 
 
 # -- ImageReward on a tiny BLIP, against the authors' package -------------------------------------
-TINY_VOCAB = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "a", "photo", "of", "dog", "cat", "red", "##s"]
 TINY_MED = {"architectures": ["BertModel"], "hidden_size": 768, "num_hidden_layers": 1, "num_attention_heads": 12,
             "intermediate_size": 128, "max_position_embeddings": 64, "layer_norm_eps": 1e-12, "hidden_act": "gelu",
             "vocab_size": len(TINY_VOCAB) + 2, "pad_token_id": 0, "type_vocab_size": 2, "model_type": "bert",
@@ -220,13 +213,10 @@ def tiny_image_reward(tmp_path, monkeypatch):
     seeded and perturbed, saved as ``ImageReward.pt`` + ``med_config.json`` + a BERT tokenizer."""
     import json
 
-    from transformers import BertTokenizer
-
-    (tmp_path / "vocab.txt").write_text("\n".join(TINY_VOCAB) + "\n")
-    BertTokenizer(str(tmp_path / "vocab.txt")).save_pretrained(tmp_path / "bert")
+    tokenizer = tiny_bert_tokenizer(tmp_path)
     (tmp_path / "model").mkdir()
     (tmp_path / "model" / "med_config.json").write_text(json.dumps(TINY_MED))
-    package, pretrain, vit = authors_image_reward_modules(monkeypatch, str(tmp_path / "bert"))
+    package, pretrain, vit = authors_image_reward_modules(monkeypatch, tokenizer)
 
     def tiny_vit(kind, image_size, *args):  # the package builds only ViT-B/L; same class, smaller
         return vit.VisionTransformer(img_size=image_size, patch_size=16, embed_dim=128, depth=2, num_heads=2), 128
@@ -238,7 +228,7 @@ def tiny_image_reward(tmp_path, monkeypatch):
         for parameter in reference.parameters():  # away from the init (zero biases, unit norms)
             parameter.add_(0.05 * torch.randn_like(parameter))
     torch.save(reference.state_dict(), tmp_path / "model" / "ImageReward.pt")
-    return str(tmp_path / "model"), str(tmp_path / "bert"), reference
+    return str(tmp_path / "model"), tokenizer, reference
 
 
 def test_image_reward_equals_the_packages_score(tiny_image_reward):
@@ -264,19 +254,16 @@ def test_image_reward_missing_or_wrong_files_name_them(tmp_path):
     from bench.errors import ConfigError
     from bench.metrics.offline import ExtractorMissing
 
-    (tmp_path / "vocab.txt").write_text("\n".join(TINY_VOCAB) + "\n")
-    from transformers import BertTokenizer
-
-    BertTokenizer(str(tmp_path / "vocab.txt")).save_pretrained(tmp_path / "bert")
+    tokenizer = tiny_bert_tokenizer(tmp_path)
     metric = get_metric("image_reward")()
     missing = "(?s)ImageReward.pt.*editbench-test/no-image-reward.*image_reward_model"
     with pytest.raises(ExtractorMissing, match=missing):
         metric.load(Extractors(MetricOptions(image_reward_model="editbench-test/no-image-reward",
-                                             image_reward_tokenizer=str(tmp_path / "bert"))))  # fmt: skip
+                                             image_reward_tokenizer=tokenizer)))  # fmt: skip
     torch.save({"mlp.layers.0.weight": torch.zeros(1)}, tmp_path / "ImageReward.pt")
     (tmp_path / "med_config.json").write_text(json.dumps(TINY_MED))
     with pytest.raises(ConfigError, match="ImageReward.pt: not an ImageReward checkpoint"):
-        options = MetricOptions(image_reward_model=str(tmp_path), image_reward_tokenizer=str(tmp_path / "bert"))
+        options = MetricOptions(image_reward_model=str(tmp_path), image_reward_tokenizer=tokenizer)
         metric.load(Extractors(options))
     with pytest.raises(ExtractorMissing, match="BERT tokenizer 'editbench-test/no-bert'"):
         metric.load(Extractors(MetricOptions(image_reward_tokenizer="editbench-test/no-bert")))
@@ -284,11 +271,8 @@ def test_image_reward_missing_or_wrong_files_name_them(tmp_path):
 
 @pytest.mark.slow
 def test_untrained_image_reward_is_vit_l_and_bert_base_and_labelled(tmp_path):
-    from transformers import BertTokenizer
-
-    (tmp_path / "vocab.txt").write_text("\n".join(TINY_VOCAB) + "\n")
-    BertTokenizer(str(tmp_path / "vocab.txt")).save_pretrained(tmp_path / "bert")
-    extractors = Extractors(MetricOptions(untrained_extractors=True, image_reward_tokenizer=str(tmp_path / "bert")))
+    options = MetricOptions(untrained_extractors=True, image_reward_tokenizer=tiny_bert_tokenizer(tmp_path))
+    extractors = Extractors(options)
     metric = get_metric("image_reward")()
     metric.load(extractors)
     model = metric.model

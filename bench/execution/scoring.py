@@ -14,6 +14,7 @@ from PIL import Image
 
 from bench.errors import ConfigError, SampleError
 from bench.metrics import ImageMetric, SetMetric, get_metric, load_metrics
+from bench.metrics.image_scores import score_images
 from bench.paths import cache_dir, write_atomic
 
 
@@ -88,7 +89,9 @@ def score_missing(store, run_dir: Path, metrics: list, refs: list, resolution: i
                   progress: bool = True) -> int:  # fmt: skip
     """Compute, from the saved images, every per-image value of ``metrics`` that an ok cell lacks
     (metrics added to the run after the cell finished, or a ``score`` that was killed); values
-    already stored are left as they are. Returns how many cells gained values."""
+    already stored are left as they are. The images are scored by ``score_images``, the worker's
+    path; a metric that fails on an image stops the command with its error. Returns how many
+    cells gained values."""
     from bench.execution.progress import progress_bar
 
     image_metrics = [m for m in metrics if isinstance(m, ImageMetric)]
@@ -108,12 +111,13 @@ def score_missing(store, run_dir: Path, metrics: list, refs: list, resolution: i
         sample = refs_by_id[sample_id].load(resolution)
         for metric in image_metrics:
             for batch in _batched([cell for cell, missing in todo if metric in missing], batch_size):
-                edited = torch.stack([read_png(Path(run_dir) / c.output_path) for c in batch])
-                values = metric(edited, sample.image[None].expand_as(edited), [sample] * len(batch))
-                notes = metric.notes or [None] * len(batch)
-                for cell, value, note in zip(batch, values, notes):
-                    kept = {"notes": {metric.name: note}} if note else {}
-                    store.add_cell_metrics(cell.key, {metric.name: float(value)}, **kept)
+                edited = [read_png(Path(run_dir) / c.output_path) for c in batch]
+                scores = score_images([metric], edited, [sample.image] * len(batch), [sample] * len(batch), batch_size)
+                for cell, score in zip(batch, scores):
+                    if score.error is not None:
+                        raise score.error
+                    kept = {"notes": score.notes} if score.notes else {}
+                    store.add_cell_metrics(cell.key, score.values, **kept)
         bar.update(1)
     bar.close()
     return sum(len(todo) for todo in lacking.values())

@@ -14,7 +14,11 @@ Per batch:
   for the row or else the batch's NFE divided evenly (every row of one setting costs the same);
 - an exception or a non-finite image re-runs the batch one cell at a time, so only the
   offending cell fails, with its own error; out of memory halves the batch and retries, down
-  to one cell, before failing it.
+  to one cell, before failing it;
+- the edited images are saved as 8-bit PNGs and scored together on exactly those pixels by
+  ``bench.metrics.image_scores.score_images`` (the path ``editbench score`` takes too), in
+  batches of ``metric_options.batch_size``; a metric that fails on one image fails that cell
+  alone (the edit is not re-run).
 """
 
 import io
@@ -33,8 +37,9 @@ from bench.diffusion.families import check_method_family
 from bench.execution.config import RunConfig
 from bench.execution.plan import Cell, WorkUnit, cell_seed
 from bench.method import EditResult, EditRow, Method, Preparation
-from bench.metrics import ImageMetric, get_metric, load_metrics
+from bench.metrics import get_metric, load_metrics
 from bench.metrics.extractors import Extractors
+from bench.metrics.image_scores import ImageScore, score_images
 from bench.registry import get_method
 from bench.store import CellRecord
 from bench.timing import CellTimer
@@ -109,6 +114,7 @@ class CellWorker:
         self.metrics = [get_metric(name)() for name in config.metrics]
         self.extractors = Extractors(config.metric_options, resolve_device(config.backbone.device))
         load_metrics(self.metrics, self.extractors)
+        self.metric_batch_size = config.metric_options.batch_size
         self.backbone = backbone or Backbone(config.backbone)
         self.methods: dict[str, Method] = {name: get_method(name)() for name in config.settings}
         for name, settings in config.settings.items():
@@ -200,7 +206,7 @@ class CellWorker:
     def _execute(self, rows: list[_Row]) -> list[CellOutcome]:
         """Edit ``rows`` as one batch; on failure isolate the offending cell (see the module doc)."""
         try:
-            return self._edit_batch(rows)
+            results = self._edit_batch(rows)
         except torch.OutOfMemoryError as exc:
             if self.backbone.device.type == "cuda":
                 torch.cuda.empty_cache()
@@ -212,6 +218,7 @@ class CellWorker:
             if len(rows) == 1:
                 return [self._failed(rows[0], exc)]
             return [outcome for row in rows for outcome in self._execute([row])]
+        return self._finish(rows, results)
 
     def _failed(self, row: _Row, exc: BaseException) -> CellOutcome:
         row.record.status, row.record.error = "failed", _error(exc)
@@ -222,7 +229,8 @@ class CellWorker:
         self._batches += 1
         return f"{self._token}-{self._batches}"
 
-    def _edit_batch(self, rows: list[_Row]) -> list[CellOutcome]:
+    def _edit_batch(self, rows: list[_Row]) -> list[EditResult]:
+        """The method's results for ``rows`` as one batch, their cost written into the rows' records."""
         method, setting = self.methods[rows[0].cell.method], rows[0].cell.setting
         edit_rows = [
             EditRow(row.sample, row.prep, torch.Generator("cpu").manual_seed(cell_seed(row.sample.id, row.cell.seed)))
@@ -240,7 +248,6 @@ class CellWorker:
         if any(r.nfe is None for r in results) and batch_nfe % len(rows):
             raise RuntimeError(f"method {method.name!r}: batch NFE {batch_nfe} does not split evenly over {len(rows)} cells")
         batch_id, n = self._new_batch_id(), len(rows)
-        outcomes = []
         for row, result in zip(rows, results):
             record = row.record
             record.batch_size, record.batch_id = n, batch_id
@@ -252,20 +259,37 @@ class CellWorker:
             if not method.measures_cost:  # images made elsewhere: their cost is unknown, not zero
                 for column in COST_COLUMNS:
                     setattr(record, column, None)
-            outcomes.append(self._finish(row, result))
-        return outcomes
+        return results
 
-    def _finish(self, row: _Row, result: EditResult) -> CellOutcome:
-        """Quantise the edit to 8 bits and score it (metrics see exactly the saved PNG's pixels)."""
-        record = row.record
+    def _finish(self, rows: list[_Row], results: list[EditResult]) -> list[CellOutcome]:
+        """Quantise the edits to 8 bits and score them together (metrics see exactly the saved
+        PNGs' pixels, in batches of ``metric_options.batch_size``); a cell whose quantisation or
+        scoring fails fails alone, with its error."""
+        pixels: list[torch.Tensor | Exception] = []
+        for result in results:
+            try:
+                pixels.append(to_uint8(result.image[0]))
+            except Exception as exc:  # a malformed image fails its own cell
+                pixels.append(exc)
+        scorable = [i for i, p in enumerate(pixels) if isinstance(p, torch.Tensor)]
+        edited = [pixels[i].permute(2, 0, 1).float() / 255 for i in scorable]
+        samples = [rows[i].sample for i in scorable]
+        scores = score_images(self.metrics, edited, [s.image for s in samples], samples, self.metric_batch_size)
+        score_of = dict(zip(scorable, scores))
+        return [self._outcome(row.record, result, pixels[i], score_of.get(i))
+                for i, (row, result) in enumerate(zip(rows, results))]  # fmt: skip
+
+    @staticmethod
+    def _outcome(record: CellRecord, result: EditResult, pixels, score: ImageScore | None) -> CellOutcome:
+        """The finished cell: its scores in its record, its image and artifacts as PNG bytes; or
+        failed, with the error its quantisation (``pixels``) or its scoring ended with."""
         try:
-            pixels = to_uint8(result.image[0])
-            edited = pixels.permute(2, 0, 1)[None].float() / 255
-            for metric in self.metrics:
-                if isinstance(metric, ImageMetric):
-                    record.metrics[metric.name] = float(metric(edited, row.sample.image[None], [row.sample])[0])
-                    if metric.notes:
-                        record.notes[metric.name] = metric.notes[0]
+            if isinstance(pixels, Exception):
+                raise pixels
+            record.metrics.update(score.values)
+            record.notes.update(score.notes)
+            if score.error is not None:
+                raise score.error
             artifacts = {name: png_bytes(picture) for name, picture in result.artifacts.items()}
         except Exception as exc:
             record.status, record.error = "failed", _error(exc)
