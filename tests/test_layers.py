@@ -133,7 +133,9 @@ def test_a_cycle_between_packages_is_caught():
     modules = source_modules()
     modules["bench.diffusion.attention.sneaky"] = ("from bench.diffusion.inversion import ddim\n", False)
     modules["bench.diffusion.inversion.sneaky"] = ("from bench.diffusion.attention import hooks\n", False)
-    assert ["bench.diffusion.attention", "bench.diffusion.inversion", "bench.diffusion.attention"] in package_cycles(modules)
+    # the cycle in whichever rotation the search meets it first (the face reaches inversion/ first)
+    both = {"bench.diffusion.attention", "bench.diffusion.inversion"}
+    assert any(len(cycle) == 3 and cycle[0] == cycle[-1] and set(cycle) == both for cycle in package_cycles(modules))
 
 
 def test_the_spine_is_all_that_bench_holds_at_its_top_level():
