@@ -19,6 +19,7 @@ gets ``edit`` as a batch of one, so the single-cell and batched paths are one co
 """
 
 from dataclasses import dataclass, field, is_dataclass
+from collections.abc import Hashable
 from typing import Any, ClassVar
 
 import torch
@@ -100,6 +101,11 @@ class PreparationSpec:
         """The disk-cache key fields of it for ``sample`` (``backbone`` needs only ``fingerprint_id``);
         None for a preparation not kept on disk."""
         return None
+
+    def cache_entry(self) -> Hashable:
+        """What tells its disk-cache entries apart, backbone and sample aside: specs that differ only
+        in how editing uses the result share one entry, which the dry run counts once."""
+        return self
 
     def is_cached(self, backbone, sample) -> bool:
         """Whether ``prepare`` would load it whole from the disk cache (False when it is not kept

@@ -150,3 +150,20 @@ def test_a_spec_must_be_a_frozen_dataclass_so_equal_settings_share_it():
     with pytest.raises(TypeError, match="must be a frozen dataclass"):
         Unfrozen.preparation_key({})
     assert Frozen.preparation_key({"a": 1}) == Frozen.preparation_key({"a": 1}) != Frozen.preparation_key({"a": 2})
+
+
+def test_the_dry_run_counts_one_preparation_per_cache_entry(tmp_path):
+    """ddim, negative_prompt and direct are one DDIM trajectory; masactrl's literal prompt is another."""
+    from bench.execution.plan import plan_settings
+    from tests.helpers import run_config
+
+    config = run_config(tmp_path, {
+        "p2p": {"steps": 2, "inversion": ["ddim", "direct", "negative_prompt", "null_text", "none"]},
+        "masactrl": {"steps": 2, "start_step": 0, "inversion": ["ddim", "direct"], "source_prompt": ["sample", ""]},
+        "controlnet": {"steps": 2, "untrained": True},
+    })  # fmt: skip
+    _, preparations = plan_settings(config, 1)
+    assert {method: [spec.kind for spec in specs] for method, specs in preparations.items()} == {
+        "p2p": ["ddim", "null_text"], "masactrl": ["ddim", "ddim"],
+    }  # fmt: skip
+    assert [spec.source_prompt for spec in preparations["masactrl"]] == [None, ""]

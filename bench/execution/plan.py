@@ -152,8 +152,8 @@ class SettingPlan:
 
 
 def plan_settings(config: RunConfig, n_samples: int) -> tuple[list[SettingPlan], dict[str, list]]:
-    """Per setting, what it runs; and per method, the distinct preparations kept in the disk
-    cache (``PreparationSpec``, ``cached``) each sample needs."""
+    """Per setting, what it runs; and per method, the preparations kept in the disk cache
+    (``PreparationSpec``, ``cached``) each sample needs, one per cache entry."""
     plans, preparations = [], {}
     for method, settings in config.settings.items():
         cls = get_method(method)
@@ -163,7 +163,8 @@ def plan_settings(config: RunConfig, n_samples: int) -> tuple[list[SettingPlan],
             cells = n_samples * len(config.seeds)
             plans.append(SettingPlan(method, setting_label(setting, varying), cells, start, run, cls.estimate_nfe(setting)[0]))
             spec = cls.preparation(setting)
-            if spec is not None and spec.cached and spec not in preparations.setdefault(method, []):
+            entries = [known.cache_entry() for known in preparations.setdefault(method, [])]
+            if spec is not None and spec.cached and spec.cache_entry() not in entries:
                 preparations[method].append(spec)
     return plans, {m: specs for m, specs in preparations.items() if specs}
 

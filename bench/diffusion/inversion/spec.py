@@ -56,3 +56,6 @@ class InversionSpec(PreparationSpec):
 
     def cache_key(self, backbone, sample) -> dict:
         return cache_fields(backbone, self.source(sample), self.steps, self.cache_kind, self.cache_params())
+
+    def cache_entry(self) -> tuple:
+        return self.cache_kind, self.steps, self.source_prompt, tuple(sorted(self.cache_params().items()))
