@@ -20,6 +20,7 @@ _FACE = {
     "EditResult": "bench.method",
     "EditRow": "bench.method",
     "Preparation": "bench.method",
+    "PreparationSpec": "bench.method",
     "cfg_evaluations": "bench.method",
     "register": "bench.registry",
     "Param": "bench.params",
@@ -46,6 +47,17 @@ _FACE = {
     "renoise": "bench.diffusion.sampling",
     "denoise": "bench.diffusion.sampling",
     "keep_noised_source": "bench.diffusion.sampling",
+    # the preparations a method declares (``Method.preparation``): the inversions' specs
+    "InversionSpec": "bench.diffusion.inversion.spec",
+    "DDIMInversionSpec": "bench.diffusion.inversion.ddim",
+    "NullTextInversionSpec": "bench.diffusion.inversion.ddim",
+    "NullTextParams": "bench.diffusion.inversion.ddim",
+    "inversion_spec": "bench.diffusion.inversion.ddim",
+    "DDPMInversionSpec": "bench.diffusion.inversion.ddpm",
+    "EdictInversionSpec": "bench.diffusion.inversion.edict",
+    "FlowInversionSpec": "bench.diffusion.inversion.flow",
+    "RFInversionSpec": "bench.diffusion.inversion.rf",
+    "SolverInversionSpec": "bench.diffusion.inversion.solver_inversion",
 }
 __all__ = sorted(_FACE)
 

@@ -2,9 +2,14 @@
 
 A method splits its work in two so that the runner can share expensive work across a sweep:
 
-- ``prepare(backbone, sample, params)``: work that depends only on the sample and on the
-  parameters named in ``prep_params`` (an inversion, say). The runner calls it once per
-  sample and distinct values of those parameters, and hands the result to every ``edit``.
+- a **preparation**: work that depends only on the sample and on some of the setting's
+  parameters (an inversion, say). A method declares it with one hook, ``preparation(setting)``,
+  returning a ``PreparationSpec``: a frozen value holding exactly the parameters the work
+  depends on, which knows its cache key, its NFE and how to compute it. Everything else is
+  derived from that one object: the plan groups settings by it (``preparation_key``), the
+  dry run estimates and looks it up in the disk cache, and ``prepare`` computes it, so the
+  estimate and the run cannot drift apart. The runner computes it once per sample and key,
+  and hands the result to every ``edit``.
 - ``edit(backbone, sample, prep, params, generator)``: one parameter setting, one seed.
 
 A method may also edit a **batch** of cells of one setting at once (``edit_batch``: rows of
@@ -13,11 +18,13 @@ default ``edit_batch`` loops over ``edit``; a batched method implements ``edit_b
 gets ``edit`` as a batch of one, so the single-cell and batched paths are one code path.
 """
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, is_dataclass
+from collections.abc import Hashable
 from typing import Any, ClassVar
 
 import torch
 
+from bench import cache
 from bench.errors import ConfigError, did_you_mean
 from bench.params import Param, whole_steps
 
@@ -55,7 +62,7 @@ class EditRow:
 
 @dataclass
 class Preparation:
-    """Optional wrapper a ``prepare`` may return to report how its result was obtained.
+    """What computing a preparation gave (``PreparationSpec.prepare``) and how it was obtained.
 
     ``cache_hit``: loaded from a disk cache rather than computed. ``grad_evals``: backward
     passes spent computing it (e.g. null-text optimisation); the runner records them, like
@@ -65,6 +72,45 @@ class Preparation:
     value: Any
     cache_hit: bool = False
     grad_evals: int = 0
+
+
+class PreparationSpec:
+    """One preparation a setting needs per sample, described without a backbone or a sample.
+
+    Subclasses are frozen dataclasses holding only the parameters the preparation depends on,
+    so two settings share a sample's preparation exactly when their specs are equal (the spec
+    is the plan's grouping key, ``Method.preparation_key``). Each names its ``kind`` (a class
+    attribute or a field) and implements ``prepare``; one kept in the disk cache sets
+    ``cached`` and implements ``cache_key``. The inversions' specs are in
+    ``bench.diffusion.inversion`` (base: ``bench.diffusion.inversion.spec.InversionSpec``).
+    """
+
+    #: True when ``prepare`` keeps its result in the disk cache under ``cache_key``: the dry run
+    #: lists only these, and looks each one up.
+    cached: ClassVar[bool] = False
+
+    def prepare(self, backbone, sample) -> Preparation:
+        """Compute it for ``sample`` (or load it from the disk cache)."""
+        raise NotImplementedError(f"{type(self).__name__} does not implement prepare")
+
+    def nfe(self) -> int:
+        """UNet evaluations of computing it (an upper bound where it may stop early); what the dry run estimates."""
+        return 0
+
+    def cache_key(self, backbone, sample) -> dict | None:
+        """The disk-cache key fields of it for ``sample`` (``backbone`` needs only ``fingerprint_id``);
+        None for a preparation not kept on disk."""
+        return None
+
+    def cache_entry(self) -> Hashable:
+        """What tells its disk-cache entries apart, backbone and sample aside: specs that differ only
+        in how editing uses the result share one entry, which the dry run counts once."""
+        return self
+
+    def is_cached(self, backbone, sample) -> bool:
+        """Whether ``prepare`` would load it whole from the disk cache (False when it is not kept
+        there). ``backbone`` needs only ``fingerprint_id`` (a ``BackboneIdentity`` will do)."""
+        return self.cached and cache.entry_path(self.cache_key(backbone, sample)).is_file()
 
 
 def cfg_evaluations(w: float) -> int:
@@ -79,7 +125,6 @@ class Method:
     description: ClassVar[str] = ""
     params: ClassVar[tuple[Param, ...]] = ()
     needs: ClassVar[frozenset[str]] = frozenset()
-    prep_params: ClassVar[tuple[str, ...]] = ()
     #: False for a method that makes no image itself (``external``): its cells' cost columns stay empty ("not measured").
     measures_cost: ClassVar[bool] = True
     #: Backbone families the method runs on (``bench.diffusion.families``: ``sd``, ``sdxl``, ``sd3``).
@@ -144,27 +189,44 @@ class Method:
         """(NFE of one edit, NFE of its preparation when computed), without a backbone.
 
         The default fits a CFG sampler over ``schedule``: 2 UNet evaluations per step, 1 at
-        ``w`` 0 or 1. Methods whose cost differs override it; the runner records the real count."""
-        plan, prep = cls.schedule(setting), cls.cached_preparation(setting)
+        ``w`` 0 or 1, and the preparation's own estimate (``preparation_nfe``). Methods whose
+        edit costs differ override it; the runner records the real count."""
+        plan = cls.schedule(setting)
         edit = 0 if plan is None else plan[1] * cfg_evaluations(setting.get("w", 1.0))
-        return edit, 0 if prep is None else prep.nfe()
+        return edit, cls.preparation_nfe(setting)
 
     @classmethod
-    def cached_preparation(cls, setting: dict[str, Any]):
-        """What ``prepare`` computes for this setting when it is kept in the disk cache (an
-        ``bench.diffusion.inversion.ddim.InversionSpec``), so that ``--dry-run`` can estimate it and look it up;
-        None when the method prepares nothing cacheable."""
+    def preparation(cls, setting: dict[str, Any]) -> PreparationSpec | None:
+        """What this setting prepares per sample (an inversion, say), or None when it prepares
+        nothing. The one preparation hook a method declares; everything below derives from it."""
         return None
 
-    def prep_key(self, setting: dict[str, Any]) -> tuple:
-        return tuple((k, setting[k]) for k in self.prep_params)
+    @classmethod
+    def preparation_key(cls, setting: dict[str, Any]) -> PreparationSpec | None:
+        """The key under which settings share a sample's preparation: the plan groups a method's
+        settings into work units by it, and the worker computes one preparation per sample and
+        key. It is the spec itself, so the plan and the run cannot disagree."""
+        spec = cls.preparation(setting)
+        if spec is not None and not (is_dataclass(spec) and spec.__dataclass_params__.frozen):
+            # equal settings must give equal keys: an identity-compared spec would be recomputed per cell
+            raise TypeError(f"method {cls.name!r}: {type(spec).__name__} must be a frozen dataclass")
+        return spec
 
-    def prepare(self, backbone, sample, setting: dict[str, Any]) -> Any:
-        """Expensive work shared by every edit of ``sample`` with the same ``prep_params``.
+    @classmethod
+    def preparation_nfe(cls, setting: dict[str, Any]) -> int:
+        """The dry-run estimate of the NFE of computing the setting's preparation (0 without one)."""
+        spec = cls.preparation(setting)
+        return 0 if spec is None else spec.nfe()
 
-        Return the value itself, or a ``Preparation`` saying whether it was loaded from a cache
-        and how many gradient evaluations it spent (the runner records both per cell)."""
-        return None
+    @classmethod
+    def prepares(cls) -> bool:
+        """Whether the method declares a preparation at all (it overrides ``preparation``)."""
+        return cls.preparation.__func__ is not Method.preparation.__func__
+
+    def prepare(self, backbone, sample, setting: dict[str, Any]) -> Preparation | None:
+        """The setting's preparation of ``sample`` (``preparation(setting).prepare``), None without one."""
+        spec = self.preparation(setting)
+        return None if spec is None else spec.prepare(backbone, sample)
 
     @property
     def batched(self) -> bool:

@@ -28,6 +28,9 @@ from bench.method import SAMPLE_FIELDS, Method
 
 BUILTIN_PACKAGE = "methods"
 ENTRY_POINT_GROUP = "editbench.methods"
+#: Preparation hooks of the interface before ``Method.preparation``; a method defining one is refused,
+#: since it would silently go unused.
+RETIRED_HOOKS = ("prep_params", "prep_key", "cached_preparation")
 _REGISTRY: dict[str, type[Method]] = {}
 
 
@@ -44,6 +47,13 @@ def register(cls: type[Method]) -> type[Method]:
     bad = set(cls.needs) - set(SAMPLE_FIELDS)
     if bad:
         raise ValueError(f"method {cls.name!r} needs unknown sample fields {sorted(bad)}")
+    retired = [hook for hook in RETIRED_HOOKS if hasattr(cls, hook)]
+    retired += ["prepare"] if cls.prepare is not Method.prepare else []
+    if retired:
+        raise ConfigError(
+            f"method {cls.name!r} defines {', '.join(retired)}: a method declares its preparation with the one hook "
+            "preparation(setting) -> PreparationSpec, whose spec computes it (bench.method)"
+        )
     _REGISTRY[cls.name] = cls
     return cls
 

@@ -35,10 +35,7 @@ def measure(config, worker, batch_size: int) -> tuple[float, int]:
     from bench.execution.executors import LocalExecutor
     from bench.execution.plan import plan_units
 
-    def prep_key(method, setting):
-        return worker.methods[method].prep_key(setting)
-
-    units = plan_units(config.settings, load_dataset(config.dataset), config.seeds, set(), batch_size, prep_key)
+    units = plan_units(config.settings, load_dataset(config.dataset), config.seeds, set(), batch_size)
     started, cells = time.perf_counter(), 0
     for outcome in LocalExecutor(worker).run(units):
         if outcome.record.status != "ok":

@@ -12,8 +12,8 @@ solver's evaluations per step x CFG(``inversion_w``) recording the values (``sol
 """
 
 from bench.diffusion.attention.value_sharing import shared_blocks
-from bench.diffusion.inversion.flow_solvers import SOLVERS, SolverInversionSpec
-from bench.diffusion.inversion.solver_inversion import prepare_solver_inversion, regenerate_shared
+from bench.diffusion.inversion.flow_solvers import SOLVERS
+from bench.diffusion.inversion.solver_inversion import SolverInversionSpec, regenerate_shared
 from bench.diffusion.sampling import decode_rows, split_rows
 from bench.errors import ConfigError
 from bench.method import Method, cfg_evaluations
@@ -40,7 +40,6 @@ class SolverEditor(Method):
     solver: str
     needs = frozenset({"target_prompt"})
     families = ("sd3",)
-    prep_params = ("steps", "inversion_w", "inject", "blocks")
 
     @classmethod
     def check(cls, setting):
@@ -51,19 +50,14 @@ class SolverEditor(Method):
             )
 
     @classmethod
-    def cached_preparation(cls, setting):
-        return SolverInversionSpec(cls.solver, setting["steps"], setting["inversion_w"])
+    def preparation(cls, setting):
+        steps, inversion_w, blocks, inject = (setting[k] for k in ("steps", "inversion_w", "blocks", "inject"))
+        return SolverInversionSpec(cls.solver, steps, inversion_w, blocks, inject)
 
     @classmethod
     def estimate_nfe(cls, setting):
         edit = SOLVERS[cls.solver].evaluations(setting["steps"]) * cfg_evaluations(setting["w"])
-        return edit, cls.cached_preparation(setting).nfe()
-
-    def prepare(self, backbone, sample, setting):
-        blocks = shared_blocks(backbone.transformer, setting["blocks"])
-        return prepare_solver_inversion(
-            backbone, sample, self.solver, setting["steps"], setting["inversion_w"], blocks, setting["inject"]
-        )
+        return edit, cls.preparation_nfe(setting)
 
     def edit_batch(self, backbone, rows, setting):
         blocks = shared_blocks(backbone.transformer, setting["blocks"])

@@ -1,13 +1,13 @@
 """The base of editors that run over a chosen inversion (``masactrl``, ``pnp``, ``pix2pix_zero``).
 
-The inversion is prepared exactly as ``p2p`` prepares it, through
-``bench.diffusion.inversion.ddim.prepare_inversion`` and its disk cache, so one inversion per image (and
-steps, inversion kind and parameters) is shared by every editor of a run.
+The inversion is prepared exactly as ``p2p`` prepares it, from the spec
+``bench.diffusion.inversion.ddim.inversion_spec`` gives, through the disk cache, so one inversion per
+image (and steps, inversion kind and parameters) is shared by every editor of a run.
 """
 
 from dataclasses import replace
 
-from bench.diffusion.inversion.ddim import KINDS, InversionSpec, prepare_inversion
+from bench.diffusion.inversion.ddim import KINDS, inversion_spec
 from bench.method import Method, cfg_evaluations
 from bench.params import Param
 from methods.ddim_inversion import INVERSION_W, STEPS
@@ -25,6 +25,14 @@ def with_source_prompt(sample, setting):
     """``sample`` with the source prompt ``setting['source_prompt']`` selects (itself for 'sample' or no such parameter)."""
     prompt = setting.get("source_prompt", "sample")
     return sample if prompt == "sample" else replace(sample, source_prompt=prompt)
+
+
+def chosen_inversion(setting, source_prompt: str | None = None):
+    """The spec of the inversion ``setting['inversion']`` chooses (one of ``KINDS``), of
+    ``source_prompt`` instead of the sample's when given."""
+    return inversion_spec(
+        setting["inversion"], setting["steps"], setting["inversion_w"], null_text_params(setting), source_prompt
+    )
 
 
 def inversion_params(default: str) -> tuple[Param, ...]:
@@ -51,35 +59,13 @@ class OverInversion(Method):
     @classmethod
     def estimate_nfe(cls, setting):
         """Source and target branches denoise together, each under CFG ``w``."""
-        return 2 * cls.schedule(setting)[1] * cfg_evaluations(setting["w"]), cls.inversion_nfe(setting)
+        return 2 * cls.schedule(setting)[1] * cfg_evaluations(setting["w"]), cls.preparation_nfe(setting)
 
     @classmethod
-    def inversion_nfe(cls, setting) -> int:
-        spec = cls.cached_preparation(setting)
-        return 0 if spec is None else spec.nfe()
-
-    @classmethod
-    def cached_preparation(cls, setting):
-        """The inversion ``prepare`` computes; None when its prompt is not the sample's (a literal
-        ``source_prompt`` that also inverts), which the dry run cannot look up by sample."""
-        if cls.source_prompt_inverts and setting.get("source_prompt", "sample") != "sample":
-            return None
-        nti = null_text_params(setting) if setting["inversion"] == "null_text" else None
-        return InversionSpec("null_text" if nti else "ddim", setting["steps"], setting["inversion_w"], nti)
-
-    def prep_key(self, setting):
-        """Only the parameters the chosen inversion depends on, so unused ones never split preparations."""
-        inverts = self.source_prompt_inverts and "source_prompt" in setting
-        names = ("inversion", "steps", "inversion_w", *(("source_prompt",) if inverts else ()))
-        if setting["inversion"] == "null_text":
-            names += tuple(p.name for p in NULL_TEXT_PARAMS)
-        return tuple((k, setting[k]) for k in names)
-
-    def prepare(self, backbone, sample, setting):
-        if self.source_prompt_inverts:
-            sample = with_source_prompt(sample, setting)
-        nti = null_text_params(setting) if setting["inversion"] == "null_text" else None
-        return prepare_inversion(backbone, sample, setting["inversion"], setting["steps"], setting["inversion_w"], nti)
+    def preparation(cls, setting):
+        """The chosen inversion, of a literal ``source_prompt`` when the method inverts with it."""
+        prompt = setting.get("source_prompt", "sample") if cls.source_prompt_inverts else "sample"
+        return chosen_inversion(setting, None if prompt == "sample" else prompt)
 
     @staticmethod
     def uncond(backbone, sample, inversion):

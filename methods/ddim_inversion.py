@@ -7,7 +7,7 @@ inversion is prepared once per sample and (steps, inversion_w), and cached on di
 
 
 from bench.diffusion.families import UNET_FAMILIES
-from bench.diffusion.inversion.ddim import InversionSpec, prepare_inversion, regenerate_rows
+from bench.diffusion.inversion.ddim import DDIMInversionSpec, regenerate_rows
 from bench.method import Method
 from bench.params import Param, guidance_param, steps_param
 from bench.registry import register
@@ -24,14 +24,10 @@ class DDIMInversion(Method):
     description = "DDIM inversion with the source prompt, then regeneration with the target prompt under CFG."
     needs = frozenset({"target_prompt"})
     params = (STEPS, W, INVERSION_W)
-    prep_params = ("steps", "inversion_w")
 
     @classmethod
-    def cached_preparation(cls, setting):
-        return InversionSpec("ddim", setting["steps"], setting["inversion_w"])
-
-    def prepare(self, backbone, sample, setting):
-        return prepare_inversion(backbone, sample, "ddim", setting["steps"], setting["inversion_w"])
+    def preparation(cls, setting):
+        return DDIMInversionSpec(setting["steps"], setting["inversion_w"])
 
     def edit_batch(self, backbone, rows, setting):
         return regenerate_rows(backbone, rows, setting["w"])

@@ -10,8 +10,7 @@ prompt equal to the source, ``w = inversion_w`` and ``skip = 0`` it reproduces t
 import torch
 
 from bench.diffusion.families import UNET_FAMILIES
-from bench.diffusion.inversion.ddim import InversionSpec
-from bench.diffusion.inversion.ddpm import prepare_ddpm_inversion
+from bench.diffusion.inversion.ddpm import DDPMInversionSpec
 from bench.diffusion.sampling import denoise, text_guided_eps
 from bench.errors import ConfigError
 from bench.method import EditResult, Method
@@ -20,6 +19,11 @@ from bench.registry import register
 
 INVERSION_W = Param("inversion_w", float, 1.0, "guidance weight of the inversion (source prompt)", low=0, high=50)
 NOISE_SEED = Param("noise_seed", int, 0, "seed of the independent noisy latents the inversion draws", low=0)
+
+
+def ddpm_inversion_spec(setting: dict) -> DDPMInversionSpec:
+    """The edit-friendly inversion of a resolved setting holding ``steps``, ``inversion_w`` and ``noise_seed``."""
+    return DDPMInversionSpec(setting["steps"], setting["inversion_w"], setting["noise_seed"])
 
 
 @register
@@ -35,7 +39,6 @@ class DDPMInversion(Method):
         Param("skip", int, 12, "steps skipped at the noisy end: regeneration starts at step skip", low=0),
         NOISE_SEED,
     )
-    prep_params = ("steps", "inversion_w", "noise_seed")
 
     @classmethod
     def check(cls, setting):
@@ -46,13 +49,8 @@ class DDPMInversion(Method):
             )
 
     @classmethod
-    def cached_preparation(cls, setting):
-        return InversionSpec("ddpm", setting["steps"], setting["inversion_w"], noise_seed=setting["noise_seed"])
-
-    def prepare(self, backbone, sample, setting):
-        return prepare_ddpm_inversion(
-            backbone, sample, setting["steps"], setting["inversion_w"], setting["noise_seed"]
-        )
+    def preparation(cls, setting):
+        return ddpm_inversion_spec(setting)
 
     @torch.no_grad()
     def edit(self, backbone, sample, prep, setting, generator):

@@ -10,7 +10,7 @@ doubled by CFG.
 import torch
 
 from bench.diffusion.families import UNET_FAMILIES
-from bench.diffusion.inversion.edict import edict_denoise, prepare_edict
+from bench.diffusion.inversion.edict import EdictInversionSpec, edict_denoise
 from bench.method import EditResult, Method, cfg_evaluations
 from bench.params import Param, guidance_param, steps_param
 from bench.registry import register
@@ -34,7 +34,6 @@ class Edict(Method):
         Param("own_scheduler", bool, False, "EDICT_editing's own DDIM scheduler, steps_offset 0 (the authors' code and "
               "PnPInversion's), instead of the backbone's (SD 1.x: 1)"),
     )
-    prep_params = ("steps", "inversion_w", "p", "strength", "leapfrog", "own_scheduler")
 
     @classmethod
     def schedule(cls, setting):
@@ -45,13 +44,14 @@ class Edict(Method):
     @classmethod
     def estimate_nfe(cls, setting):
         """Every step evaluates the UNet once on each sequence (x and y), each under CFG; the
-        inversion likewise at ``inversion_w``."""
+        inversion likewise at ``inversion_w`` (``EdictInversionSpec.nfe``)."""
         run = cls.schedule(setting)[1]
-        return 2 * run * cfg_evaluations(setting["w"]), 2 * run * cfg_evaluations(setting["inversion_w"])
+        return 2 * run * cfg_evaluations(setting["w"]), cls.preparation_nfe(setting)
 
-    def prepare(self, backbone, sample, setting):
-        return prepare_edict(backbone, sample, setting["steps"], setting["inversion_w"], setting["p"],
-                             setting["strength"], setting["leapfrog"], setting["own_scheduler"])  # fmt: skip
+    @classmethod
+    def preparation(cls, setting):
+        return EdictInversionSpec(setting["steps"], setting["inversion_w"], setting["p"], setting["strength"],
+                                  setting["leapfrog"], setting["own_scheduler"])  # fmt: skip
 
     @torch.no_grad()
     def edit(self, backbone, sample, prep, setting, generator):

@@ -7,8 +7,8 @@ discretisation error, which shrinks as ``steps`` grows. Prepared once per sample
 inversion_w), and cached on disk.
 """
 
-from bench.diffusion.inversion.ddim import InversionSpec, regenerate_rows
-from bench.diffusion.inversion.flow import prepare_flow_inversion
+from bench.diffusion.inversion.ddim import regenerate_rows
+from bench.diffusion.inversion.flow import FlowInversionSpec
 from bench.method import Method
 from bench.params import Param, guidance_param
 from bench.registry import register
@@ -25,14 +25,10 @@ class FlowInversion(Method):
     needs = frozenset({"target_prompt"})
     families = ("sd3",)
     params = (STEPS, W, INVERSION_W)
-    prep_params = ("steps", "inversion_w")
 
     @classmethod
-    def cached_preparation(cls, setting):
-        return InversionSpec("flow", setting["steps"], setting["inversion_w"])
-
-    def prepare(self, backbone, sample, setting):
-        return prepare_flow_inversion(backbone, sample, setting["steps"], setting["inversion_w"])
+    def preparation(cls, setting):
+        return FlowInversionSpec(setting["steps"], setting["inversion_w"])
 
     def edit_batch(self, backbone, rows, setting):
         return regenerate_rows(backbone, rows, setting["w"])

@@ -9,7 +9,7 @@ freshly computed inversion (0 when it came from the disk cache).
 
 
 from bench.diffusion.families import UNET_FAMILIES
-from bench.diffusion.inversion.ddim import InversionSpec, NullTextParams, prepare_inversion, regenerate_rows
+from bench.diffusion.inversion.ddim import NullTextInversionSpec, NullTextParams, regenerate_rows
 from bench.errors import ConfigError
 from bench.method import Method
 from bench.params import Param
@@ -50,20 +50,14 @@ class NullTextInversion(Method):
     description = "Null-text inversion (per-step optimised null embeddings), then regeneration with the target prompt."
     needs = frozenset({"target_prompt"})
     params = (STEPS, W, INVERSION_W, *NULL_TEXT_PARAMS)
-    prep_params = ("steps", "inversion_w", *(p.name for p in NULL_TEXT_PARAMS))
 
     @classmethod
     def check(cls, setting):
         check_null_text(cls.name, setting)
 
     @classmethod
-    def cached_preparation(cls, setting):
-        return InversionSpec("null_text", setting["steps"], setting["inversion_w"], null_text_params(setting))
-
-    def prepare(self, backbone, sample, setting):
-        return prepare_inversion(
-            backbone, sample, "null_text", setting["steps"], setting["inversion_w"], null_text_params(setting)
-        )
+    def preparation(cls, setting):
+        return NullTextInversionSpec(setting["steps"], setting["inversion_w"], null_text_params(setting))
 
     def edit_batch(self, backbone, rows, setting):
         return regenerate_rows(backbone, rows, setting["w"])

@@ -43,18 +43,20 @@ from bench.diffusion.attention.control import (
     word_positions,
 )
 from bench.diffusion.families import UNET_FAMILIES
-from bench.diffusion.inversion.ddim import KINDS, Inversion, InversionSpec, prepare_inversion
-from bench.diffusion.inversion.ddpm import prepare_ddpm_inversion
+from bench.diffusion.inversion.ddim import KINDS, Inversion
 from bench.diffusion.sampling import decode_rows, denoise, encode_prompts, guided_eps, split_rows
 from bench.errors import ConfigError, SampleError
 from bench.method import Method
 from bench.params import Param
 from bench.registry import register
+from methods._over_inversion import chosen_inversion
 from methods.ddim_inversion import INVERSION_W, STEPS, W
-from methods.ddpm_inversion import NOISE_SEED
-from methods.null_text_inversion import NULL_TEXT_PARAMS, check_null_text, null_text_params
+from methods.ddpm_inversion import NOISE_SEED, ddpm_inversion_spec
+from methods.null_text_inversion import NULL_TEXT_PARAMS, check_null_text
 
 EDITS = ("auto", "auto_words", "replace", "refine", "reweight", "refine_reweight")
+#: The spec each ``inversion`` choice outside ``KINDS`` prepares (``none``: nothing, z_T is fresh noise).
+OTHER_INVERSIONS = {"none": lambda setting: None, "ddpm": ddpm_inversion_spec}
 SOURCE_W = ("w", "inversion_w")
 
 
@@ -197,7 +199,6 @@ class PromptToPrompt(Method):
               "source row reconstructs exactly"),
         Param("attention_maps", bool, False, "save a picture of each token's cross-attention map"),
     )
-    prep_params = ("inversion", "steps", "inversion_w", *(p.name for p in NULL_TEXT_PARAMS))
 
     @classmethod
     def check(cls, setting):
@@ -231,32 +232,8 @@ class PromptToPrompt(Method):
         return 2 * edit, prep
 
     @classmethod
-    def cached_preparation(cls, setting):
-        if setting["inversion"] == "none":
-            return None
-        if setting["inversion"] == "null_text":
-            return InversionSpec("null_text", setting["steps"], setting["inversion_w"], null_text_params(setting))
-        if setting["inversion"] == "ddpm":
-            return InversionSpec("ddpm", setting["steps"], setting["inversion_w"], noise_seed=setting["noise_seed"])
-        return InversionSpec("ddim", setting["steps"], setting["inversion_w"])  # ddim, negative_prompt, direct share it
-
-    def prep_key(self, setting):
-        """Only the parameters the chosen inversion depends on, so unused ones never split preparations."""
-        inversion = setting["inversion"]
-        if inversion == "none":
-            return (("inversion", "none"),)
-        names = {"null_text": self.prep_params, "ddpm": ("inversion", "steps", "inversion_w", "noise_seed")}.get(
-            inversion, ("inversion", "steps", "inversion_w")
-        )
-        return tuple((k, setting[k]) for k in names)
-
-    def prepare(self, backbone, sample, setting):
-        if setting["inversion"] == "none":
-            return None
-        if setting["inversion"] == "ddpm":
-            return prepare_ddpm_inversion(backbone, sample, setting["steps"], setting["inversion_w"], setting["noise_seed"])
-        nti = null_text_params(setting) if setting["inversion"] == "null_text" else None
-        return prepare_inversion(backbone, sample, setting["inversion"], setting["steps"], setting["inversion_w"], nti)
+    def preparation(cls, setting):
+        return OTHER_INVERSIONS.get(setting["inversion"], chosen_inversion)(setting)
 
     def cell(self, backbone, row, setting) -> P2PCell:
         """The P2P run of one row: start latent, prompts, null embeddings, controller and blend."""

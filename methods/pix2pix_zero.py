@@ -142,7 +142,7 @@ class Pix2PixZero(OverInversion):
         both = setting["loss_halves"] == "both" and cfg == 2
         guide = (2 if both else 1) if setting["xa_guidance"] else 0
         per_step = cfg + guide + (2 if both else cfg)
-        return setting["steps"] * per_step, cls.inversion_nfe(setting)
+        return setting["steps"] * per_step, cls.preparation_nfe(setting)
 
     def edit(self, backbone, sample, prep, setting, generator):
         latent, grad_evals = pix2pix_zero_latent(backbone, sample, prep, setting)

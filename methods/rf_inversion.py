@@ -12,8 +12,7 @@ noise_seed), and cached on disk. ``gamma = 0`` inverts exactly as ``flow_inversi
 ``inversion_w``; ``eta = 0`` regenerates exactly as ``flow_inversion`` does from the same latent.
 """
 
-from bench.diffusion.inversion.ddim import InversionSpec
-from bench.diffusion.inversion.rf import prepare_rf_inversion, rf_regenerate
+from bench.diffusion.inversion.rf import RFInversionSpec, rf_regenerate
 from bench.diffusion.sampling import decode_rows, split_rows
 from bench.errors import ConfigError
 from bench.method import Method
@@ -43,7 +42,6 @@ class RFInversion(Method):
     needs = frozenset({"target_prompt"})
     families = ("sd3",)
     params = (STEPS, W, INVERSION_W, GAMMA, ETA, START, STOP, NOISE_SEED)
-    prep_params = ("steps", "inversion_w", "gamma", "noise_seed")
 
     @classmethod
     def check(cls, setting):
@@ -53,15 +51,8 @@ class RFInversion(Method):
             )
 
     @classmethod
-    def cached_preparation(cls, setting):
-        return InversionSpec(
-            "rf", setting["steps"], setting["inversion_w"], noise_seed=setting["noise_seed"], gamma=setting["gamma"]
-        )
-
-    def prepare(self, backbone, sample, setting):
-        return prepare_rf_inversion(
-            backbone, sample, setting["steps"], setting["inversion_w"], setting["gamma"], setting["noise_seed"]
-        )
+    def preparation(cls, setting):
+        return RFInversionSpec(setting["steps"], setting["inversion_w"], setting["gamma"], setting["noise_seed"])
 
     def edit_batch(self, backbone, rows, setting):
         steps = setting["steps"]

@@ -172,7 +172,7 @@ def test_model_made_conditions_are_saved_beside_the_output_and_label_the_untrain
     for condition in ("depth", "segmentation", "pose"):
         cell = method.resolve({"untrained": True, "condition": condition, "steps": 3, "pose_threshold": 0.0})
         method.check_backbone(cell, backbone)
-        prep = method.prepare(backbone, sample, cell)
+        prep = method.prepare(backbone, sample, cell).value
         result = method.edit(backbone, sample, prep, cell, torch.Generator().manual_seed(0))
         assert f"untrained {condition} model (smoke numbers)" in result.labels
         assert np.array_equal(np.asarray(result.artifacts["condition"]), np.asarray(as_picture(prep)))

@@ -7,10 +7,11 @@ from pathlib import Path
 import pytest
 import torch
 
-import bench.diffusion.inversion.ddim
+import bench.diffusion.inversion.spec
 from bench import cache
 from bench.data import Sample
-from bench.diffusion.inversion.ddim import NullTextParams, cache_fields, prepare_inversion
+from bench.diffusion.inversion.ddim import NullTextParams, prepare_inversion
+from bench.diffusion.inversion.spec import cache_fields
 from bench.execution.config import load_config
 from bench.execution.runner import Runner
 from bench.paths import repo_root
@@ -63,7 +64,7 @@ def test_changing_any_key_field_recomputes(backbone, sample, monkeypatch):
         args = {"sample": sample, **change}
         prep, nfe = prepared(backbone, **args)
         assert not prep.cache_hit and nfe > 0, what
-    monkeypatch.setattr(bench.diffusion.inversion.ddim, "INVERSION_VERSION", bench.diffusion.inversion.ddim.INVERSION_VERSION + 1)
+    monkeypatch.setattr(bench.diffusion.inversion.spec, "INVERSION_VERSION", bench.diffusion.inversion.spec.INVERSION_VERSION + 1)
     prep, nfe = prepared(backbone, sample)
     assert not prep.cache_hit and nfe > 0, "version"
     monkeypatch.undo()

@@ -27,7 +27,7 @@ def run(name, backbone, sample, seed=7, **params):
     method = get_method(name)()
     setting = method.resolve({"untrained": True, **params})
     method.check_backbone(setting, backbone)
-    prep = method.prepare(backbone, sample, setting)
+    prep = method.prepare(backbone, sample, setting).value
     return method.edit(backbone, sample, prep, setting, torch.Generator().manual_seed(seed))
 
 

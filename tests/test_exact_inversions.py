@@ -7,9 +7,10 @@ import torch
 
 from bench import cache
 from bench.data import DatasetSpec, load_dataset
-from bench.diffusion.inversion.ddim import Inversion, cache_fields
-from bench.diffusion.inversion.ddpm import ddpm_invert, noise_generator, prepare_ddpm_inversion
-from bench.diffusion.inversion.edict import edict_denoise, edict_invert, edict_scheduler, prepare_edict
+from bench.diffusion.inversion.ddim import Inversion
+from bench.diffusion.inversion.ddpm import DDPMInversionSpec, ddpm_invert, noise_generator
+from bench.diffusion.inversion.edict import EdictInversionSpec, edict_denoise, edict_invert, edict_scheduler
+from bench.diffusion.inversion.spec import cache_fields
 from bench.errors import ConfigError
 from bench.registry import get_method
 from methods.ddpm_inversion import regenerate_ddpm
@@ -107,15 +108,15 @@ def test_ddpm_noisy_latents_are_drawn_independently_and_follow_the_noise_seed(ba
 
 def test_exact_inversions_are_cached_on_disk_under_their_parameters(backbone, sample):
     fresh = replace(sample, source_prompt="a prompt only the cache test inverts")
-    first = prepare_edict(backbone, fresh, 2, 1.0, 0.93)
-    again = prepare_edict(backbone, fresh, 2, 1.0, 0.93)
+    first = EdictInversionSpec(2, 1.0, 0.93).prepare(backbone, fresh)
+    again = EdictInversionSpec(2, 1.0, 0.93).prepare(backbone, fresh)
     assert not first.cache_hit and again.cache_hit and torch.equal(first.value, again.value)
     assert cache.load(cache_fields(backbone, fresh, 2, "edict", {"inversion_w": 1.0, "p": 0.9})) is None
-    first = prepare_ddpm_inversion(backbone, fresh, 2, 1.0, 0)
-    again = prepare_ddpm_inversion(backbone, fresh, 2, 1.0, 0)
+    first = DDPMInversionSpec(2, 1.0, 0).prepare(backbone, fresh)
+    again = DDPMInversionSpec(2, 1.0, 0).prepare(backbone, fresh)
     assert not first.cache_hit and again.cache_hit
     assert torch.equal(first.value.noise_maps, again.value.noise_maps) and again.value.kind == "ddpm"
-    assert not prepare_ddpm_inversion(backbone, fresh, 2, 1.0, 1).cache_hit  # noise_seed is part of the key
+    assert not DDPMInversionSpec(2, 1.0, 1).prepare(backbone, fresh).cache_hit  # noise_seed is part of the key
 
 
 def test_p2p_over_ddpm_with_the_source_as_target_reproduces_the_source(backbone, sample):
@@ -129,7 +130,7 @@ def test_p2p_over_ddpm_with_the_source_as_target_reproduces_the_source(backbone,
         4, lambda index: backbone.encode_text(""), noise_maps=prep.noise_maps,
     )  # fmt: skip
     assert relative_error(latents[:1], z0) <= TOLERANCE and relative_error(latents[1:], z0) <= TOLERANCE
-    assert method.prep_key(setting) == (("inversion", "ddpm"), ("steps", 4), ("inversion_w", 1.0), ("noise_seed", 0))
+    assert method.preparation_key(setting) == DDPMInversionSpec(steps=4, inversion_w=1.0, noise_seed=0)
 
 
 def test_exact_inversion_methods_validate_their_parameters():

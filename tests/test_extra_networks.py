@@ -34,7 +34,7 @@ def controlnet_output(backbone, image, source):
     method = get_method("controlnet")()
     setting = method.resolve({"controlnet": source, "steps": 2, "w": 1.0})
     sample = Sample("x", image, "a cat", "a dog")
-    prep = method.prepare(backbone, sample, setting)
+    prep = method.prepare(backbone, sample, setting).value
     return method.edit(backbone, sample, prep, setting, torch.Generator().manual_seed(0)).image
 
 

@@ -9,7 +9,8 @@ import torch
 from bench import cache
 from bench.data import Sample
 from bench.diffusion.families.sd3 import guided_velocity
-from bench.diffusion.inversion.flow_solvers import FIRST, MID, SOLVERS, Evaluation, SolverInversionSpec, unstack_carried
+from bench.diffusion.inversion.flow_solvers import FIRST, MID, SOLVERS, Evaluation, unstack_carried
+from bench.diffusion.inversion.solver_inversion import SolverInversionSpec
 from bench.registry import get_method
 
 STEPS = 4

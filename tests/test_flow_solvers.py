@@ -17,10 +17,10 @@ from bench.diffusion.inversion.flow_solvers import (
     MID,
     SOLVERS,
     Evaluation,
-    SolverInversionSpec,
     solve_inversion,
     solve_sampling,
 )
+from bench.diffusion.inversion.solver_inversion import SolverInversionSpec
 
 SHIFTED = torch.tensor([1.0, 0.9375, 0.8571, 0.6923, 0.4286, 0.2, 0.0])  # a shifted flow schedule (shift 3)
 

@@ -160,7 +160,9 @@ def test_a_cycle_between_packages_is_caught():
     modules = source_modules()
     modules["bench.diffusion.attention.sneaky"] = ("from bench.diffusion.inversion import ddim\n", False)
     modules["bench.diffusion.inversion.sneaky"] = ("from bench.diffusion.attention import hooks\n", False)
-    assert ["bench.diffusion.attention", "bench.diffusion.inversion", "bench.diffusion.attention"] in package_cycles(modules)
+    # the cycle in whichever rotation the search meets it first (the face reaches inversion/ first)
+    both = {"bench.diffusion.attention", "bench.diffusion.inversion"}
+    assert any(len(cycle) == 3 and cycle[0] == cycle[-1] and set(cycle) == both for cycle in package_cycles(modules))
 
 
 @pytest.mark.parametrize("second", ["from bench.metrics import sneaky_a\n",  # a module of a package, by name

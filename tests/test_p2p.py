@@ -260,9 +260,9 @@ def test_p2p_rejects_bad_settings_and_samples(backbone, sample, method):
         build_controller(backbone, longer, setting(method, edit="replace"))
     with pytest.raises(SampleError, match="'horse' does not occur"):
         build_blend(backbone.tokenizer, sample, setting(method, blend_words="horse:dog"))
-    assert method.prep_key(setting(method, lr=0.5)) == method.prep_key(setting(method))  # unused by ddim
+    assert method.preparation_key(setting(method, lr=0.5)) == method.preparation_key(setting(method))  # unused by ddim
     nti = setting(method, inversion="null_text")
-    assert method.prep_key(replace_lr(nti)) != method.prep_key(nti)
+    assert method.preparation_key(replace_lr(nti)) != method.preparation_key(nti)
 
 
 def replace_lr(s):

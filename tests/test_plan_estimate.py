@@ -124,7 +124,7 @@ def test_dry_run_lists_the_plan_and_loads_no_backbone(tmp_path, monkeypatch):
 
 def test_the_estimate_looks_up_the_cache_key_the_run_writes(tmp_path, backbone):
     """After each setting's real ``prepare``, ``--dry-run`` finds its preparation in the disk cache:
-    both use ``InversionSpec.cache_key``. (P2P's ddpm inversion was looked up under a DDIM key the
+    both use the spec's ``cache_key``. (P2P's ddpm inversion was looked up under a DDIM key the
     run never writes, so the estimate said "to compute" for what the run loaded from the cache.)"""
     from bench.execution.plan import dataset_refs
 
@@ -137,7 +137,7 @@ def test_the_estimate_looks_up_the_cache_key_the_run_writes(tmp_path, backbone):
     for method, settings in config.settings.items():
         adapter = get_method(method)()
         for setting in settings:
-            spec = type(adapter).cached_preparation(setting)
+            spec = type(adapter).preparation(setting)
             adapter.prepare(backbone, sample, setting)
             assert spec is not None and spec.is_cached(backbone, sample), (method, setting)
     assert "found in the disk cache, 0 to compute" in dry_run_text(config)

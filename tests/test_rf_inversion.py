@@ -97,17 +97,17 @@ def test_the_controlled_inversion_is_cached_under_gamma_and_the_noise_seed(sd3, 
     before = sd3.nfe.count
     first = method.prepare(sd3, sample, setting)
     assert not first.cache_hit and sd3.nfe.count - before == method.estimate_nfe(setting)[1] == STEPS * 2
-    assert method.cached_preparation(setting).is_cached(sd3, sample)
+    assert method.preparation(setting).is_cached(sd3, sample)
     before = sd3.nfe.count
     second = method.prepare(sd3, sample, setting)
     assert second.cache_hit and sd3.nfe.count == before and torch.equal(first.value.latents, second.value.latents)
     for other in ({"gamma": 0.6}, {"noise_seed": 12}):
         changed = {**setting, **other}
-        assert not method.cached_preparation(changed).is_cached(sd3, sample)
+        assert not method.preparation(changed).is_cached(sd3, sample)
         third = method.prepare(sd3, sample, changed)
         assert not third.cache_hit and not torch.equal(third.value.latents, first.value.latents)
     # the editing parameters share the inversion
-    assert method.prep_key(setting) == method.prep_key({**setting, "eta": 0.1, "w": 9.0, "stop": 0.8})
+    assert method.preparation_key(setting) == method.preparation_key({**setting, "eta": 0.1, "w": 9.0, "stop": 0.8})
 
 
 @pytest.mark.parametrize("given", [{}, {"eta": 0.4, "start": 0.2, "stop": 1.0, "w": 1.0}])

@@ -11,7 +11,8 @@ import torch
 from bench.data import Sample
 from bench.diffusion.attention.value_sharing import ValueSharing, shared_blocks, sharing_values
 from bench.diffusion.families.sd3 import guided_velocity
-from bench.diffusion.inversion.flow_solvers import SOLVERS, SolverInversionSpec, solve_inversion, solve_sampling
+from bench.diffusion.inversion.flow_solvers import SOLVERS, solve_inversion, solve_sampling
+from bench.diffusion.inversion.solver_inversion import SolverInversionSpec
 from bench.diffusion.inversion.solver_inversion import guided_velocity_fn
 from bench.errors import ConfigError
 from bench.registry import get_method, register

@@ -1,4 +1,5 @@
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -6,7 +7,7 @@ import torch
 
 from bench.execution.plan import cell_key
 from bench.execution.runner import Runner, resume_run, start_run
-from bench.method import EditResult, Method, Preparation
+from bench.method import EditResult, Method, Preparation, PreparationSpec
 from bench.params import Param
 from bench.registry import register
 from bench.reporting.report import cells_table, summary_markdown
@@ -22,21 +23,32 @@ class _NaNMethod(Method):
         return EditResult(torch.full((1, 3, backbone.resolution, backbone.resolution), float("nan")))
 
 
+@dataclass(frozen=True)
+class _CountedPrep(PreparationSpec):
+    """Depends on ``a`` only; costs 1 NFE and 2 gradient evaluations and records each call."""
+
+    kind = "test_counted"
+    a: int
+
+    def prepare(self, backbone, sample):
+        _PrepCounter.calls.append((sample.id, self.a))
+        with torch.no_grad():
+            backbone.eps(backbone.encode_image(sample.image[None]), 10, backbone.encode_text(""))
+        return Preparation(self.a, grad_evals=2)
+
+
 @register
 class _PrepCounter(Method):
-    """Preparation depends on ``a`` only and costs 1 NFE and 2 gradient evaluations; every
-    edit returns the source and raises when b = 3."""
+    """Preparation depends on ``a`` only (``_CountedPrep``); every edit returns the source and
+    raises when b = 3."""
 
     name = "test_prep"
     params = (Param("a", int, 0, low=0), Param("b", int, 0, low=0))
-    prep_params = ("a",)
     calls: list = []
 
-    def prepare(self, backbone, sample, setting):
-        type(self).calls.append((sample.id, setting["a"]))
-        with torch.no_grad():
-            backbone.eps(backbone.encode_image(sample.image[None]), 10, backbone.encode_text(""))
-        return Preparation(setting["a"], grad_evals=2)
+    @classmethod
+    def preparation(cls, setting):
+        return _CountedPrep(setting["a"])
 
     def edit(self, backbone, sample, prep, setting, generator):
         assert prep == setting["a"]
@@ -45,14 +57,25 @@ class _PrepCounter(Method):
         return EditResult(sample.image[None].clone())
 
 
+@dataclass(frozen=True)
+class _FromDisk(PreparationSpec):
+    """A preparation that reports itself as a disk-cache hit."""
+
+    kind = "test_from_disk"
+
+    def prepare(self, backbone, sample):
+        return Preparation("from disk", cache_hit=True)
+
+
 @register
 class _CachedPrep(Method):
     """Reports its preparation as a disk-cache hit, saves a picture and labels the run."""
 
     name = "test_cached"
 
-    def prepare(self, backbone, sample, setting):
-        return Preparation("from disk", cache_hit=True)
+    @classmethod
+    def preparation(cls, setting):
+        return _FromDisk()
 
     def edit(self, backbone, sample, prep, setting, generator):
         from PIL import Image
@@ -100,7 +123,7 @@ def test_metrics_score_the_saved_png(tmp_path):
     assert cell["metric.psnr"] == float("inf") and cell["metric.ssim"] == pytest.approx(1.0)
 
 
-def test_preparation_is_computed_once_per_sample_and_prep_params(tmp_path):
+def test_preparation_is_computed_once_per_sample_and_preparation_key(tmp_path):
     _PrepCounter.calls.clear()
     config = run_config(tmp_path, {"test_prep": {"a": [1, 2], "b": [0, 1, 3]}}, seeds=[0, 1])
     run_dir, counts = start_run(config, progress=False)

@@ -74,13 +74,13 @@ def test_euler_step_is_the_schedulers_step(sd3):
 def test_flow_inversion_with_the_source_prompt_returns_to_the_source(sd3, image):
     """Inversion then regeneration at w = 1 retraces the ODE: the error is Euler's, falling with the steps."""
     from bench.diffusion.inversion.ddim import regenerate
-    from bench.diffusion.inversion.flow import prepare_flow_inversion
+    from bench.diffusion.inversion.flow import FlowInversionSpec
 
     z0 = sd3.encode_image(image[None])
     errors = {}
     for steps in (10, 50):
         sample = Sample(f"inv{steps}", image, "a photo of a cat", "a photo of a cat")
-        inversion = prepare_flow_inversion(sd3, sample, steps).value
+        inversion = FlowInversionSpec(steps).prepare(sd3, sample).value
         back = regenerate(sd3, inversion, sample.source_prompt, sample.source_prompt, 1.0)
         errors[steps] = ((back - z0).abs().max() / z0.abs().max()).item()
     print(errors)

@@ -63,8 +63,8 @@ def test_an_empty_source_prompt_runs_the_source_branch_with_it(backbone, sample,
     assert (inv.z_T - inversion(backbone, sample if name == "masactrl" else empty).z_T).abs().max() > 1e-3
     run = masactrl_latents if name == "masactrl" else pnp_latents
     assert_close(run(backbone, sample, inv, s)[:1], regeneration(backbone, inv, empty, "", s["w"]))
-    default_key = method.prep_key(setting(name, inversion="ddim", **extra))
-    assert (method.prep_key(s) != default_key) == (name == "masactrl")
+    default_key = method.preparation_key(setting(name, inversion="ddim", **extra))
+    assert (method.preparation_key(s) != default_key) == (name == "masactrl")
 
 
 # -- masactrl ---------------------------------------------------------------------------------------

@@ -17,7 +17,8 @@ A map is (C, H, W) in [0, 1], C = 1 for canny, grey and depth, 3 for the others;
 ``with_channels`` gives it the channel count a network takes.
 """
 
-from typing import ClassVar
+from dataclasses import dataclass
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -27,11 +28,11 @@ from bench.diffusion.annotators import MODEL_CONDITIONS, annotated_map, annotato
 from bench.diffusion.extra_networks import ExtraNetwork, check_compatible, network_of, network_params
 from bench.diffusion.guidance import guided_sample
 from bench.errors import ConfigError
-from bench.method import EditResult, Method
+from bench.method import EditResult, Method, Preparation, PreparationSpec
 from bench.params import Param, check_start_level
 
 CONDITIONS = ("canny", "grey", "blur", *MODEL_CONDITIONS)
-#: The parameters a map depends on (a method's ``prep_params``: maps are computed once per sample).
+#: The parameters a map depends on (its ``ConditionMapSpec``: maps are computed once per sample).
 MAP_PARAMS = ("condition", "canny_low", "canny_high", "canny_sigma", "blur_sigma", "depth_model",
               "segmentation_model", "pose_model", "pose_threshold", "pose_detector", "person_threshold",
               "untrained")  # fmt: skip
@@ -112,15 +113,31 @@ def controlled_sample(backbone, sample, setting: dict, generator, cond: torch.Te
     return result
 
 
+@dataclass(frozen=True)
+class ConditionMapSpec(PreparationSpec):
+    """The condition map of a sample's source image (``condition_map``) under ``params``, the
+    setting's ``MAP_PARAMS`` as (name, value) pairs. Cheap next to an edit, so it is not kept in the
+    disk cache; it costs no UNet evaluation."""
+
+    kind: ClassVar[str] = "condition_map"
+    params: tuple[tuple[str, Any], ...]
+
+    @classmethod
+    def of(cls, setting: dict) -> "ConditionMapSpec":
+        return cls(tuple((name, setting[name]) for name in MAP_PARAMS))
+
+    def prepare(self, backbone, sample) -> Preparation:
+        return Preparation(condition_map(sample.image, dict(self.params), backbone))
+
+
 class SpatialControlMethod(Method):
     """What ``controlnet`` and ``t2i_adapter`` share: the network of ``kind`` their setting names
     and the model making a depth, segmentation or pose map (both loaded and checked before any
-    cell), and the condition map of the sample computed once in ``prepare``. Subclasses set the
+    cell), and the condition map of the sample computed once (``ConditionMapSpec``). Subclasses set the
     parameters and ``edit``."""
 
     kind: ClassVar[str]
     needs = frozenset({"target_prompt"})
-    prep_params = MAP_PARAMS
 
     @classmethod
     def check(cls, setting):
@@ -136,5 +153,6 @@ class SpatialControlMethod(Method):
         check_compatible(backbone, cls.network(backbone, setting))
         annotators_of(backbone, setting)
 
-    def prepare(self, backbone, sample, setting):
-        return condition_map(sample.image, setting, backbone)
+    @classmethod
+    def preparation(cls, setting):
+        return ConditionMapSpec.of(setting)

@@ -1,14 +1,14 @@
 """The plan of a run, worked out from the config and the dataset alone (no backbone).
 
 **Execution plan.** A **cell** is (method, setting, sample, seed). A **work unit** holds every
-pending cell of a block of samples that shares one method and one preparation key, so a
-preparation (an inversion, say) is computed once per sample and reused by all of the unit's
-cells. Inside a unit, cells are cut into **batches** of up to ``batch_size`` cells of one
-setting (rows whose timesteps differ are never batched together); a batch may mix samples and
-seeds. Samples are blocked ``max(1, batch_size // seeds)`` at a time, so a batch fills up with
-the seeds of one sample and then with further samples; at ``batch_size = 1`` the order is the
-sample-major order of one cell at a time. Units are independent: an executor may run them in
-any order and on any worker.
+pending cell of a block of samples that shares one method and one preparation key
+(``Method.preparation_key``: the setting's preparation spec), so a preparation (an inversion,
+say) is computed once per sample and reused by all of the unit's cells. Inside a unit, cells
+are cut into **batches** of up to ``batch_size`` cells of one setting (rows whose timesteps
+differ are never batched together); a batch may mix samples and seeds. Samples are blocked
+``max(1, batch_size // seeds)`` at a time, so a batch fills up with the seeds of one sample and
+then with further samples; at ``batch_size = 1`` the order is the sample-major order of one
+cell at a time. Units are independent: an executor may run them in any order and on any worker.
 
 **Estimate** (``editbench run --dry-run``): the cells of each method and setting, settings that
 collapse onto the same steps, the preparations and the NFE to expect, and whether a run folder
@@ -78,19 +78,20 @@ def sample_blocks(refs: list[SampleRef], batch_size: int, n_seeds: int) -> list[
 
 
 def plan_units(
-    settings: dict, refs: list[SampleRef], seeds: list[int], done: set[str], batch_size: int, prep_key
+    settings: dict, refs: list[SampleRef], seeds: list[int], done: set[str], batch_size: int
 ) -> list[WorkUnit]:
     """Work units of every cell not in ``done``.
 
-    ``settings``: method name -> its settings (a config's). ``prep_key(method, setting)``: the
-    key under which that method shares preparations between settings.
+    ``settings``: method name -> its settings (a config's); a method's settings are grouped by
+    their ``preparation_key``, the key the worker computes preparations under.
     """
     units = []
     for block in sample_blocks(refs, batch_size, len(seeds)):
         for method, method_settings in settings.items():
-            groups: dict[tuple, list[dict]] = {}
+            cls = get_method(method)
+            groups: dict = {}
             for setting in method_settings:
-                groups.setdefault(prep_key(method, setting), []).append(setting)
+                groups.setdefault(cls.preparation_key(setting), []).append(setting)
             for group in groups.values():
                 batches = []
                 for setting in group:
@@ -151,8 +152,8 @@ class SettingPlan:
 
 
 def plan_settings(config: RunConfig, n_samples: int) -> tuple[list[SettingPlan], dict[str, list]]:
-    """Per setting, what it runs; and per method, the distinct cacheable preparations
-    (``InversionSpec``) each sample needs."""
+    """Per setting, what it runs; and per method, the preparations kept in the disk cache
+    (``PreparationSpec``, ``cached``) each sample needs, one per cache entry."""
     plans, preparations = [], {}
     for method, settings in config.settings.items():
         cls = get_method(method)
@@ -161,8 +162,9 @@ def plan_settings(config: RunConfig, n_samples: int) -> tuple[list[SettingPlan],
             start, run = cls.schedule(setting) or (None, None)
             cells = n_samples * len(config.seeds)
             plans.append(SettingPlan(method, setting_label(setting, varying), cells, start, run, cls.estimate_nfe(setting)[0]))
-            spec = cls.cached_preparation(setting)
-            if spec is not None and spec not in preparations.setdefault(method, []):
+            spec = cls.preparation(setting)
+            entries = [known.cache_entry() for known in preparations.setdefault(method, [])]
+            if spec is not None and spec.cached and spec.cache_entry() not in entries:
                 preparations[method].append(spec)
     return plans, {m: specs for m, specs in preparations.items() if specs}
 

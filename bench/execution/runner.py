@@ -167,11 +167,7 @@ class Runner:
 
     def plan(self, done: set[str]):
         """Work units of every cell not in ``done``."""
-
-        def prep_key(method: str, setting: dict) -> tuple:
-            return self.worker.methods[method].prep_key(setting)
-
-        return plan_units(self.config.settings, self.refs, self.config.seeds, done, self.config.batch_size, prep_key)
+        return plan_units(self.config.settings, self.refs, self.config.seeds, done, self.config.batch_size)
 
     def run(self) -> dict:
         """Run every cell not yet in the store; returns counts of ok/failed/skipped cells."""

@@ -139,7 +139,7 @@ class CellWorker:
             yield outcome
 
     def _unit_outcomes(self, unit: WorkUnit):
-        prepared: dict[str, _Prepared | Exception] = {}
+        prepared: dict[tuple, _Prepared | Exception] = {}
         for batch in unit.batches:
             rows = []
             for cell in batch:
@@ -188,8 +188,10 @@ class CellWorker:
         return _Row(cell, sample, prep.value, record)
 
     def _prepare(self, method: Method, sample: Sample, setting: dict, prepared: dict) -> _Prepared | Exception:
-        """The sample's preparation, computed on first use (a unit shares one preparation key)."""
-        if sample.id not in prepared:
+        """The sample's preparation, computed on first use of its ``preparation_key`` (the plan's:
+        a unit holds one)."""
+        key = (sample.id, method.preparation_key(setting))
+        if key not in prepared:
             nfe_before = self.backbone.nfe.count
             try:
                 with CellTimer(self.backbone.device) as timer:
@@ -197,10 +199,10 @@ class CellWorker:
                 if not isinstance(value, Preparation):
                     value = Preparation(value)
                 nfe = self.backbone.nfe.count - nfe_before
-                prepared[sample.id] = _Prepared(value.value, nfe, timer.wall_s, value.cache_hit, value.grad_evals)
+                prepared[key] = _Prepared(value.value, nfe, timer.wall_s, value.cache_hit, value.grad_evals)
             except Exception as exc:
-                prepared[sample.id] = exc
-        return prepared[sample.id]
+                prepared[key] = exc
+        return prepared[key]
 
     # -- batches -------------------------------------------------------------------------------
     def _execute(self, rows: list[_Row]) -> list[CellOutcome]:

@@ -267,7 +267,7 @@ def with_group_columns(cells: pd.DataFrame) -> pd.DataFrame:
 def has_preparation(method: str) -> bool:
     """Whether the method prepares work shared across settings (an inversion); True when unknown."""
     try:
-        return bool(get_method(method).prep_params)
+        return get_method(method).prepares()
     except ConfigError:
         return True
 

@@ -11,18 +11,21 @@ Formulas: docs/REFERENCE.md, "Sampling" and "Inversion, then regeneration". Kind
 - ``null_text`` (Mokady et al., CVPR 2023): the DDIM trajectory as pivot, then one null
   embedding per step, optimised so that CFG at ``nti.w`` from ``zbar_t`` lands on ``z*_s``.
 
-The first three differ only in how editing uses the trajectory, so they share one cache entry.
+The first three differ only in how editing uses the trajectory, so they share one cache entry
+(``DDIMInversionSpec``); null-text's is ``NullTextInversionSpec`` (``inversion_spec``: kind -> spec).
 diffusers' ``DDIMInverseScheduler`` is not used (its timestep off-by-one issues, diffusers
 #5145/#5315/#10695): the inversion step below is the DDIM step run forwards on the same
 timesteps ``DDIMScheduler`` denoises through, so regeneration retraces them exactly.
 """
 
 from dataclasses import asdict, dataclass
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
 
 from bench import cache
+from bench.diffusion.inversion.spec import InversionSpec
 from bench.diffusion.sampling import (
     alpha_bar,
     decode_rows,
@@ -35,9 +38,9 @@ from bench.diffusion.sampling import (
 from bench.errors import ConfigError, unknown
 from bench.method import Preparation, cfg_evaluations
 
-#: Bump whenever a change here changes what an inversion computes: it is part of every cache key.
-INVERSION_VERSION = 1
 KINDS = ("ddim", "null_text", "negative_prompt", "direct")
+#: The kinds that are the DDIM trajectory alone (one cache entry); they differ in how editing uses it.
+TRAJECTORY_KINDS = ("ddim", "negative_prompt", "direct")
 #: fp16 gradients of a loss near 1e-5 underflow; the loss is scaled for backward and the gradient unscaled.
 HALF_LOSS_SCALE = 2.0**12
 
@@ -170,59 +173,6 @@ def optimise_null_text(
     return torch.cat(nulls), grad_evals
 
 
-def cache_fields(backbone, sample, steps: int, kind: str, params: dict) -> dict:
-    """The cache key of an inversion: every field that changes what it computes."""
-    return {
-        "version": INVERSION_VERSION,
-        "backbone": backbone.fingerprint_id,
-        "image": sample.image_hash,
-        "source_prompt": sample.source_prompt,
-        "steps": steps,
-        "kind": kind,
-        "params": params,
-    }
-
-
-@dataclass(frozen=True)
-class InversionSpec:
-    """The inversion a method's setting prepares (``Method.cached_preparation``): what
-    ``--dry-run`` counts, estimates and looks up in the disk cache without a backbone. ``kind``:
-    ``ddim``, ``null_text``, ``ddpm``, ``flow`` or ``rf`` (SD3: RF-Inversion's controlled flow
-    inversion), the cache entry (negative-prompt and direct inversion use the DDIM one).
-    ``cache_key`` is the one key both the run and the estimate use."""
-
-    kind: str
-    steps: int
-    inversion_w: float = 1.0
-    nti: NullTextParams | None = None
-    noise_seed: int | None = None  # ddpm and rf
-    gamma: float | None = None  # rf only
-
-    def cache_key(self, backbone, sample) -> dict:
-        """The disk-cache key of this inversion of ``sample`` (``backbone`` needs only ``fingerprint_id``)."""
-        params = {"inversion_w": self.inversion_w}
-        if self.kind == "null_text":
-            params.update(asdict(self.nti or NullTextParams()))
-        if self.kind in ("ddpm", "rf"):
-            params["noise_seed"] = self.noise_seed
-        if self.kind == "rf":
-            params["gamma"] = self.gamma
-        return cache_fields(backbone, sample, self.steps, self.kind, params)
-
-    def nfe(self) -> int:
-        """UNet evaluations of computing it (null-text: at most, its optimisation may stop early)."""
-        nfe = self.steps * cfg_evaluations(self.inversion_w)
-        if self.kind == "null_text":
-            nti = self.nti or NullTextParams()
-            nfe += self.steps * (1 + nti.inner_steps + cfg_evaluations(nti.w))
-        return nfe
-
-    def is_cached(self, backbone, sample) -> bool:
-        """Whether the run's preparation would load it whole from the disk cache. ``backbone``
-        needs only ``fingerprint_id`` (a ``BackboneIdentity`` will do)."""
-        return cache.entry_path(self.cache_key(backbone, sample)).is_file()
-
-
 def cached_trajectory(backbone, sample, spec: InversionSpec, compute) -> Preparation:
     """``Inversion(spec.kind, latents)`` of ``sample``: the latents from the disk cache under ``spec``'s
     key when it holds them, else ``compute()``'s, saved there (for inversions that are one trajectory)."""
@@ -235,34 +185,92 @@ def cached_trajectory(backbone, sample, spec: InversionSpec, compute) -> Prepara
     return Preparation(Inversion(spec.kind, latents), cache_hit=False)
 
 
+@dataclass(frozen=True)
+class DDIMInversionSpec(InversionSpec):
+    """DDIM inversion with the source prompt (or ``source_prompt``) at guidance ``inversion_w``.
+    ``kind``: one of ``TRAJECTORY_KINDS``, the ``Inversion.kind`` editing sees; all three are one
+    computation under one cache entry (kind ``ddim``)."""
+
+    steps: int
+    inversion_w: float = 1.0
+    kind: str = "ddim"
+    source_prompt: str | None = None
+
+    def __post_init__(self):
+        if self.kind not in TRAJECTORY_KINDS:
+            raise ConfigError(unknown("DDIM inversion kind", self.kind, TRAJECTORY_KINDS))
+
+    @property
+    def cache_kind(self) -> str:
+        return "ddim"
+
+    def nfe(self) -> int:
+        return self.steps * cfg_evaluations(self.inversion_w)
+
+    def prepare(self, backbone, sample) -> Preparation:
+        sample = self.source(sample)
+        cond = backbone.encode_text(sample.source_prompt)
+
+        def invert():
+            z0 = backbone.encode_image(sample.image[None])
+            return ddim_invert(backbone, z0, cond, backbone.encode_text(""), self.steps, self.inversion_w)
+
+        return cached_trajectory(backbone, sample, self, invert)
+
+
+@dataclass(frozen=True)
+class NullTextInversionSpec(InversionSpec):
+    """Null-text inversion: the DDIM trajectory (``DDIMInversionSpec``, loaded from its own cache
+    entry when there) as pivot, then the null embeddings ``nti`` optimises. ``cache_hit`` is true
+    when nothing had to be computed; ``grad_evals`` counts the optimisation's backward passes."""
+
+    kind: ClassVar[str] = "null_text"
+    steps: int
+    inversion_w: float = 1.0
+    nti: NullTextParams = NullTextParams()
+    source_prompt: str | None = None
+
+    def cache_params(self) -> dict:
+        return {"inversion_w": self.inversion_w, **asdict(self.nti)}
+
+    @property
+    def pivot(self) -> DDIMInversionSpec:
+        return DDIMInversionSpec(self.steps, self.inversion_w, source_prompt=self.source_prompt)
+
+    def nfe(self) -> int:
+        """The pivot's, and at most ``inner_steps`` forward passes plus the guided step per step."""
+        return self.pivot.nfe() + self.steps * (1 + self.nti.inner_steps + cfg_evaluations(self.nti.w))
+
+    def prepare(self, backbone, sample) -> Preparation:
+        pivot = self.pivot.prepare(backbone, sample)
+        key = self.cache_key(backbone, sample)
+        stored = cache.load(key, backbone.device)
+        if stored is not None:
+            return Preparation(Inversion(self.kind, stored["latents"], stored["null_embeddings"]), cache_hit=True)
+        latents = pivot.value.latents
+        cond = backbone.encode_text(self.source(sample).source_prompt)
+        nulls, grad_evals = optimise_null_text(backbone, latents, cond, self.nti)
+        cache.save(key, {"latents": latents, "null_embeddings": nulls})
+        return Preparation(Inversion(self.kind, latents, nulls), cache_hit=False, grad_evals=grad_evals)
+
+
+def inversion_spec(
+    kind: str, steps: int, inversion_w: float = 1.0, nti: NullTextParams | None = None, source_prompt: str | None = None
+) -> DDIMInversionSpec | NullTextInversionSpec:
+    """The spec of the ``kind`` inversion (one of ``KINDS``): null-text's with ``nti`` (default: the
+    reference's), which the others, the DDIM trajectory alone, do not depend on."""
+    if kind not in KINDS:
+        raise ConfigError(unknown("inversion kind", kind, KINDS))
+    if kind == NullTextInversionSpec.kind:
+        return NullTextInversionSpec(steps, inversion_w, nti or NullTextParams(), source_prompt)
+    return DDIMInversionSpec(steps, inversion_w, kind, source_prompt)
+
+
 def prepare_inversion(
     backbone, sample, kind: str, steps: int, inversion_w: float = 1.0, nti: NullTextParams | None = None
 ) -> Preparation:
-    """The ``kind`` inversion of ``sample``, from the disk cache when it holds one.
-
-    ``cache_hit`` is true when nothing had to be computed; ``grad_evals`` counts the null-text
-    optimisation's backward passes (0 on a hit). A null-text miss still reuses a cached DDIM pivot.
-    """
-    if kind not in KINDS:
-        raise ConfigError(unknown("inversion kind", kind, KINDS))
-    cond = backbone.encode_text(sample.source_prompt)
-
-    def invert():
-        z0 = backbone.encode_image(sample.image[None])
-        return ddim_invert(backbone, z0, cond, backbone.encode_text(""), steps, inversion_w)
-
-    pivot = cached_trajectory(backbone, sample, InversionSpec("ddim", steps, inversion_w), invert)
-    latents = pivot.value.latents
-    if kind != "null_text":
-        return Preparation(Inversion(kind, latents), cache_hit=pivot.cache_hit)
-    nti = nti or NullTextParams()
-    nti_key = InversionSpec("null_text", steps, inversion_w, nti).cache_key(backbone, sample)
-    stored = cache.load(nti_key, backbone.device)
-    if stored is not None:
-        return Preparation(Inversion(kind, stored["latents"], stored["null_embeddings"]), cache_hit=True)
-    nulls, grad_evals = optimise_null_text(backbone, latents, cond, nti)
-    cache.save(nti_key, {"latents": latents, "null_embeddings": nulls})
-    return Preparation(Inversion(kind, latents, nulls), cache_hit=False, grad_evals=grad_evals)
+    """The ``kind`` inversion of ``sample``, from the disk cache when it holds one (its ``inversion_spec``'s ``prepare``)."""
+    return inversion_spec(kind, steps, inversion_w, nti).prepare(backbone, sample)
 
 
 @torch.no_grad()

@@ -19,14 +19,17 @@ cache key), so an inversion is the same however and whenever it is computed.
 """
 
 import hashlib
+from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 from diffusers.utils.torch_utils import randn_tensor
 
 from bench import cache
-from bench.diffusion.inversion.ddim import Inversion, InversionSpec
+from bench.diffusion.inversion.ddim import Inversion
+from bench.diffusion.inversion.spec import InversionSpec
 from bench.diffusion.sampling import alpha_bar, guided_eps, noise_to, prev_timestep
-from bench.method import Preparation
+from bench.method import Preparation, cfg_evaluations
 
 
 def ddpm_sigma(scheduler, t) -> torch.Tensor:
@@ -65,16 +68,30 @@ def noise_generator(sample, noise_seed: int) -> torch.Generator:
     return torch.Generator("cpu").manual_seed(seed)
 
 
-def prepare_ddpm_inversion(backbone, sample, steps: int, inversion_w: float, noise_seed: int) -> Preparation:
-    """The edit-friendly inversion of ``sample`` as an ``Inversion`` of kind ``ddpm`` (with
-    ``noise_maps``), from the disk cache when it holds one."""
-    key = InversionSpec("ddpm", steps, inversion_w, noise_seed=noise_seed).cache_key(backbone, sample)
-    stored = cache.load(key, backbone.device)
-    if stored is not None:
-        return Preparation(Inversion("ddpm", stored["latents"], noise_maps=stored["noise_maps"]), cache_hit=True)
-    z0 = backbone.encode_image(sample.image[None])
-    latents, noise_maps = ddpm_invert(
-        backbone, z0, sample.source_prompt, inversion_w, steps, noise_generator(sample, noise_seed)
-    )
-    cache.save(key, {"latents": latents, "noise_maps": noise_maps})
-    return Preparation(Inversion("ddpm", latents, noise_maps=noise_maps))
+@dataclass(frozen=True)
+class DDPMInversionSpec(InversionSpec):
+    """The edit-friendly inversion of a sample at guidance ``inversion_w``, its ``n_t`` drawn from
+    ``noise_seed`` (``noise_generator``): an ``Inversion`` of kind ``ddpm`` with ``noise_maps``."""
+
+    kind: ClassVar[str] = "ddpm"
+    steps: int
+    inversion_w: float = 1.0
+    noise_seed: int = 0
+
+    def cache_params(self) -> dict:
+        return {"inversion_w": self.inversion_w, "noise_seed": self.noise_seed}
+
+    def nfe(self) -> int:
+        return self.steps * cfg_evaluations(self.inversion_w)
+
+    def prepare(self, backbone, sample) -> Preparation:
+        key = self.cache_key(backbone, sample)
+        stored = cache.load(key, backbone.device)
+        if stored is not None:
+            return Preparation(Inversion(self.kind, stored["latents"], noise_maps=stored["noise_maps"]), cache_hit=True)
+        z0 = backbone.encode_image(sample.image[None])
+        latents, noise_maps = ddpm_invert(
+            backbone, z0, sample.source_prompt, self.inversion_w, self.steps, noise_generator(sample, self.noise_seed)
+        )
+        cache.save(key, {"latents": latents, "noise_maps": noise_maps})
+        return Preparation(Inversion(self.kind, latents, noise_maps=noise_maps))

@@ -27,12 +27,15 @@ builds its own DDIM scheduler (``steps_offset`` 0) rather than the checkpoint's 
 CUDA-seeded generator), where editbench takes the mean.
 """
 
+from dataclasses import dataclass
+from typing import ClassVar
+
 import torch
 
 from bench import cache
-from bench.diffusion.inversion.ddim import cache_fields
+from bench.diffusion.inversion.spec import InversionSpec
 from bench.diffusion.sampling import alpha_bar, guided_eps, prev_timestep
-from bench.method import Preparation
+from bench.method import Preparation, cfg_evaluations
 
 
 def step_coefficients(scheduler, t) -> tuple[torch.Tensor, torch.Tensor]:
@@ -125,17 +128,35 @@ def edict_denoise(
     return torch.cat([x, y])
 
 
-def prepare_edict(
-    backbone, sample, steps: int, w: float, p: float, strength: float = 1.0, leapfrog: bool = False,
-    own_scheduler: bool = False,
-) -> Preparation:
-    """The EDICT inversion (x_T, y_T) of ``sample`` with its source prompt, from the disk cache when there."""
-    params = {"inversion_w": w, "p": p, "strength": strength, "leapfrog": leapfrog}
-    key = cache_fields(backbone, sample, steps, "edict", {**params, **({"own_scheduler": True} if own_scheduler else {})})
-    stored = cache.load(key, backbone.device)
-    if stored is not None:
-        return Preparation(stored["latents"], cache_hit=True)
-    z0 = backbone.encode_image(sample.image[None])
-    pair = edict_invert(backbone, z0, sample.source_prompt, w, steps, p, strength, leapfrog, own_scheduler)
-    cache.save(key, {"latents": pair})
-    return Preparation(pair)
+@dataclass(frozen=True)
+class EdictInversionSpec(InversionSpec):
+    """The EDICT inversion (x_T, y_T) of a sample with its source prompt at guidance ``inversion_w``
+    (``edict_invert``'s parameters); its value is the (2, C, h, w) float64 pair."""
+
+    kind: ClassVar[str] = "edict"
+    steps: int
+    inversion_w: float
+    p: float
+    strength: float = 1.0
+    leapfrog: bool = False
+    own_scheduler: bool = False
+
+    def cache_params(self) -> dict:
+        """``own_scheduler`` joins the key only when set, so entries written before it existed stay valid."""
+        params = {"inversion_w": self.inversion_w, "p": self.p, "strength": self.strength, "leapfrog": self.leapfrog}
+        return {**params, **({"own_scheduler": True} if self.own_scheduler else {})}
+
+    def nfe(self) -> int:
+        """Every step run evaluates the UNet once on each sequence (x and y), each under CFG."""
+        return 2 * int(self.strength * self.steps) * cfg_evaluations(self.inversion_w)
+
+    def prepare(self, backbone, sample) -> Preparation:
+        key = self.cache_key(backbone, sample)
+        stored = cache.load(key, backbone.device)
+        if stored is not None:
+            return Preparation(stored["latents"], cache_hit=True)
+        z0 = backbone.encode_image(sample.image[None])
+        pair = edict_invert(backbone, z0, sample.source_prompt, self.inversion_w, self.steps, self.p, self.strength,
+                            self.leapfrog, self.own_scheduler)  # fmt: skip
+        cache.save(key, {"latents": pair})
+        return Preparation(pair)

@@ -7,11 +7,15 @@ sampler denoises through, so regeneration (``bench.diffusion.inversion.ddim.rege
 whose loop steps a ``FlowMatchSchedule``) retraces them. Cached on disk like the other inversions.
 """
 
+from dataclasses import dataclass
+from typing import ClassVar
+
 import torch
 
 from bench.diffusion.families.sd3 import euler_step, guided_velocity
-from bench.diffusion.inversion.ddim import InversionSpec, cached_trajectory
-from bench.method import Preparation
+from bench.diffusion.inversion.ddim import cached_trajectory
+from bench.diffusion.inversion.spec import InversionSpec
+from bench.method import Preparation, cfg_evaluations
 
 
 @torch.no_grad()
@@ -33,12 +37,22 @@ def flow_invert(
     return torch.cat(latents)
 
 
-def prepare_flow_inversion(backbone, sample, steps: int, inversion_w: float = 1.0) -> Preparation:
-    """The flow inversion of ``sample`` with its source prompt, from the disk cache when it holds one."""
+@dataclass(frozen=True)
+class FlowInversionSpec(InversionSpec):
+    """The flow inversion of a sample with its source prompt at guidance ``inversion_w`` (an
+    ``Inversion`` of kind ``flow``)."""
 
-    def invert():
-        z0 = backbone.encode_image(sample.image[None])
-        cond, uncond = backbone.encode_text(sample.source_prompt), backbone.encode_text("")
-        return flow_invert(backbone, z0, cond, uncond, steps, inversion_w)
+    kind: ClassVar[str] = "flow"
+    steps: int
+    inversion_w: float = 1.0
 
-    return cached_trajectory(backbone, sample, InversionSpec("flow", steps, inversion_w), invert)
+    def nfe(self) -> int:
+        return self.steps * cfg_evaluations(self.inversion_w)
+
+    def prepare(self, backbone, sample) -> Preparation:
+        def invert():
+            z0 = backbone.encode_image(sample.image[None])
+            cond, uncond = backbone.encode_text(sample.source_prompt), backbone.encode_text("")
+            return flow_invert(backbone, z0, cond, uncond, self.steps, self.inversion_w)
+
+        return cached_trajectory(backbone, sample, self, invert)

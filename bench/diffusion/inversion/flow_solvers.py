@@ -29,7 +29,7 @@ Neither solver treats the last step specially: the step into ``s = 0`` (and, inv
 out of it) is the same formula, its half step at ``s_last / 2``, as in both authors' codes.
 Inversion evaluates at the current, less noisy point first, as ``bench.diffusion.inversion.flow``
 (and both authors' codes, which run the same step with the sigmas reversed). A solver inversion is
-cached on disk like the others (``SolverInversionSpec``: its kind is the solver's name, so the
+cached on disk like the others (``solver_inversion.SolverInversionSpec``: its kind is the solver's name, so the
 key names the solver); FireFlow's entry also keeps the velocity carried into each step, so that
 any step can be replayed from the cache alone (``replay_steps``).
 """
@@ -40,8 +40,6 @@ from dataclasses import dataclass
 import torch
 
 from bench.diffusion.families.sd3 import euler_step
-from bench.diffusion.inversion.ddim import InversionSpec
-from bench.method import cfg_evaluations
 
 FIRST, MID = "first", "mid"
 
@@ -157,12 +155,3 @@ def stack_carried(carried_in: list) -> torch.Tensor:
 
 def unstack_carried(stored: torch.Tensor, steps: int) -> list:
     return [None] + [stored[k][None] for k in range(steps - 1)]
-
-
-@dataclass(frozen=True)
-class SolverInversionSpec(InversionSpec):
-    """The disk-cached inversion of a solver (``kind``: a ``SOLVERS`` name other than ``euler``,
-    whose inversion is ``flow``). Its NFE are the solver's evaluations, times CFG."""
-
-    def nfe(self) -> int:
-        return SOLVERS[self.kind].evaluations(self.steps) * cfg_evaluations(self.inversion_w)

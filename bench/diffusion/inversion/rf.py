@@ -31,15 +31,19 @@ SD3 port (Sarim-MBZUAI/rf-inversion-sd3):
   sample, ``gamma`` and ``noise_seed`` (all in its cache key).
 """
 
+from dataclasses import dataclass
+from typing import ClassVar
+
 import torch
 from diffusers.utils.torch_utils import randn_tensor
 
 from bench.diffusion.families.sd3 import velocity_fn
-from bench.diffusion.inversion.ddim import Inversion, InversionSpec, cached_trajectory
+from bench.diffusion.inversion.ddim import Inversion, cached_trajectory
 from bench.diffusion.inversion.ddpm import noise_generator
 from bench.diffusion.inversion.flow import flow_invert
+from bench.diffusion.inversion.spec import InversionSpec
 from bench.diffusion.sampling import denoise
-from bench.method import Preparation
+from bench.method import Preparation, cfg_evaluations
 
 
 def controlled(
@@ -64,15 +68,27 @@ def rf_invert(backbone, sample, steps: int, inversion_w: float, gamma: float, no
     return flow_invert(backbone, z0, cond, uncond, steps, inversion_w, control=towards_noise)
 
 
-def prepare_rf_inversion(
-    backbone, sample, steps: int, inversion_w: float, gamma: float, noise_seed: int
-) -> Preparation:
-    """RF-Inversion's controlled inversion of ``sample`` (an ``Inversion`` of kind ``rf``), from the
-    disk cache when it holds one."""
-    spec = InversionSpec("rf", steps, inversion_w, noise_seed=noise_seed, gamma=gamma)
-    return cached_trajectory(
-        backbone, sample, spec, lambda: rf_invert(backbone, sample, steps, inversion_w, gamma, noise_seed)
-    )
+@dataclass(frozen=True)
+class RFInversionSpec(InversionSpec):
+    """RF-Inversion's controlled inversion of a sample (``rf_invert``; an ``Inversion`` of kind ``rf``)."""
+
+    kind: ClassVar[str] = "rf"
+    steps: int
+    inversion_w: float
+    gamma: float
+    noise_seed: int
+
+    def cache_params(self) -> dict:
+        return {"inversion_w": self.inversion_w, "noise_seed": self.noise_seed, "gamma": self.gamma}
+
+    def nfe(self) -> int:
+        return self.steps * cfg_evaluations(self.inversion_w)
+
+    def prepare(self, backbone, sample) -> Preparation:
+        return cached_trajectory(
+            backbone, sample, self,
+            lambda: rf_invert(backbone, sample, self.steps, self.inversion_w, self.gamma, self.noise_seed),
+        )  # fmt: skip
 
 
 @torch.no_grad()

@@ -1,7 +1,7 @@
 """Inversion and regeneration with a higher-order flow solver (``flow_solvers``), with RF-Solver-Edit's
 value sharing (``bench.diffusion.attention.value_sharing``): what ``rf_solver`` and ``fireflow`` run.
 
-``prepare_solver_inversion`` inverts a sample once with its source prompt and caches the trajectory
+``SolverInversionSpec.prepare`` inverts a sample once with its source prompt and caches the trajectory
 on disk (and FireFlow's carried velocities). The source's shared values are recorded while the
 inversion runs; they are *not* cached on disk: they are per sample, steps, blocks and ``inject``,
 and large (SD3.5-medium at 1024 px: 4096 image tokens x 1536 channels in bf16 = 12.6 MB per block
@@ -18,21 +18,21 @@ from dataclasses import dataclass, field
 import torch
 
 from bench import cache
-from bench.diffusion.attention.value_sharing import ValueSharing, sharing_values
+from bench.diffusion.attention.value_sharing import ValueSharing, shared_blocks, sharing_values
 from bench.diffusion.families.sd3 import guided_velocity
 from bench.diffusion.inversion.ddim import Trajectory
 from bench.diffusion.inversion.flow_solvers import (
     CARRIES,
     SOLVERS,
-    SolverInversionSpec,
     replay_steps,
     solve_inversion,
     solve_sampling,
     stack_carried,
     unstack_carried,
 )
+from bench.diffusion.inversion.spec import InversionSpec
 from bench.diffusion.sampling import encode_prompts
-from bench.method import Preparation
+from bench.method import Preparation, cfg_evaluations
 
 
 @dataclass
@@ -66,30 +66,48 @@ def _recording(backbone, blocks: list[int], inject: int):
     return sharing, sharing_values(backbone.transformer, blocks, sharing)
 
 
-def prepare_solver_inversion(
-    backbone, sample, solver: str, steps: int, inversion_w: float, blocks: list[int] = (), inject: int = 0
-) -> Preparation:
-    """``sample`` inverted by ``solver`` with its source prompt (the trajectory from the disk cache when
-    it holds one), with the source's values at ``blocks`` for the first ``inject`` sampling steps."""
-    key = SolverInversionSpec(solver, steps, inversion_w).cache_key(backbone, sample)
-    schedule = backbone.new_scheduler(steps)
-    cond, uncond = backbone.encode_text(sample.source_prompt), backbone.encode_text("")
-    sharing, recording = _recording(backbone, list(blocks), inject)
-    velocity = guided_velocity_fn(backbone, schedule, cond, uncond, inversion_w, sharing, inject)
-    stored = cache.load(key, backbone.device)
-    with recording:
-        if stored is not None:
-            latents = stored["latents"]
-            if sharing is not None:
-                carried = unstack_carried(stored["carried"], steps) if solver in CARRIES else [None] * steps
-                replay_steps(SOLVERS[solver], velocity, latents, carried, schedule.sigmas, range(min(inject, steps)))
-        else:
-            latents, carried = solve_inversion(
-                SOLVERS[solver], velocity, backbone.encode_image(sample.image[None]), schedule.sigmas
-            )
-            cache.save(key, {"latents": latents, **({"carried": stack_carried(carried)} if solver in CARRIES else {})})
-    values = {} if sharing is None else sharing.banks[0]
-    return Preparation(SolverInversion(solver, latents, values), cache_hit=stored is not None)
+@dataclass(frozen=True)
+class SolverInversionSpec(InversionSpec):
+    """A sample inverted by the solver ``kind`` (a ``SOLVERS`` name other than ``euler``, whose
+    inversion is ``flow``) with its source prompt at guidance ``inversion_w``, recording the source's
+    values in the last ``blocks`` transformer blocks for the first ``inject`` sampling steps (a
+    ``SolverInversion``). Only the trajectory is cached, so ``blocks`` and ``inject`` are not in the
+    key. Its NFE are the solver's evaluations, times CFG (the recording replay of a cache hit is not
+    estimated)."""
+
+    kind: str
+    steps: int
+    inversion_w: float = 1.0
+    blocks: int = 1
+    inject: int = 0
+
+    def nfe(self) -> int:
+        return SOLVERS[self.kind].evaluations(self.steps) * cfg_evaluations(self.inversion_w)
+
+    def prepare(self, backbone, sample) -> Preparation:
+        """The trajectory from the disk cache when it holds one (FireFlow's entry also keeps the
+        velocities it carries), with the values recorded as it is computed or replayed."""
+        solver, steps, inject = self.kind, self.steps, self.inject
+        key = self.cache_key(backbone, sample)
+        schedule = backbone.new_scheduler(steps)
+        cond, uncond = backbone.encode_text(sample.source_prompt), backbone.encode_text("")
+        sharing, recording = _recording(backbone, shared_blocks(backbone.transformer, self.blocks), inject)
+        velocity = guided_velocity_fn(backbone, schedule, cond, uncond, self.inversion_w, sharing, inject)
+        stored = cache.load(key, backbone.device)
+        with recording:
+            if stored is not None:
+                latents = stored["latents"]
+                if sharing is not None:
+                    carried = unstack_carried(stored["carried"], steps) if solver in CARRIES else [None] * steps
+                    replay_steps(SOLVERS[solver], velocity, latents, carried, schedule.sigmas, range(min(inject, steps)))
+            else:
+                latents, carried = solve_inversion(
+                    SOLVERS[solver], velocity, backbone.encode_image(sample.image[None]), schedule.sigmas
+                )
+                kept = {"carried": stack_carried(carried)} if solver in CARRIES else {}
+                cache.save(key, {"latents": latents, **kept})
+        values = {} if sharing is None else sharing.banks[0]
+        return Preparation(SolverInversion(solver, latents, values), cache_hit=stored is not None)
 
 
 @torch.no_grad()
