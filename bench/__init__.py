@@ -20,6 +20,8 @@ _FACE = {
     "EditResult": "bench.method",
     "EditRow": "bench.method",
     "Preparation": "bench.method",
+    "Conformance": "bench.method",
+    "Identity": "bench.method",
     "cfg_evaluations": "bench.method",
     "register": "bench.registry",
     "Param": "bench.params",
