@@ -59,6 +59,11 @@ class DDPMInversion(Method):
         latent = regenerate_ddpm(backbone, prep, sample.target_prompt, setting["w"], setting["skip"])
         return EditResult(backbone.decode(latent.to(backbone.dtype)).float())
 
+    @classmethod
+    def schedule(cls, setting):
+        """The first ``skip`` timesteps are not run (as ``p2p`` over ``ddpm``)."""
+        return setting["skip"], setting["steps"] - setting["skip"]
+
 
 def regenerate_ddpm(backbone, inversion, prompt: str, w: float, skip: int = 0) -> torch.Tensor:
     """Denoise from the inversion's latent ``skip`` steps below ``x_T`` with ``prompt`` at CFG ``w``,

@@ -38,6 +38,13 @@ class InstructPix2Pix(Method):
     def check_backbone(cls, setting, backbone):
         check_compatible(backbone, network_of(backbone, cls.name, setting))
 
+    @classmethod
+    def estimate_nfe(cls, setting):
+        """One UNet batch of three rows a step (instruction and image, image only, neither); one row at
+        ``w`` = ``image_w`` = 1."""
+        rows = 1 if setting["w"] == 1 and setting["image_w"] == 1 else 3
+        return setting["steps"] * rows, 0
+
     @torch.no_grad()
     def edit(self, backbone, sample, prep, setting, generator):
         network = network_of(backbone, self.name, setting)
