@@ -14,7 +14,7 @@ from bench.diffusion.inversion.ddim import InversionSpec
 from bench.diffusion.inversion.ddpm import prepare_ddpm_inversion
 from bench.diffusion.sampling import denoise, text_guided_eps
 from bench.errors import ConfigError
-from bench.method import EditResult, Method
+from bench.method import Conformance, EditResult, Method
 from bench.params import Param, guidance_param, steps_param
 from bench.registry import register
 
@@ -27,6 +27,7 @@ class DDPMInversion(Method):
     name = "ddpm_inversion"
     families = UNET_FAMILIES
     description = "Edit-friendly DDPM inversion, regeneration with the target prompt and the stored noise maps."
+    conformance = Conformance(settings=({"steps": 2, "skip": 1}, {"steps": 3, "skip": 0, "inversion_w": 2.0}))
     needs = frozenset({"target_prompt"})
     params = (
         steps_param(),

@@ -17,7 +17,7 @@ import torch
 
 from bench.diffusion.extra_networks import check_compatible, network_of, network_params
 from bench.diffusion.sampling import denoise, fresh_noise
-from bench.method import EditResult, Method
+from bench.method import Conformance, EditResult, Method
 from bench.params import Param, guidance_param, steps_param
 from bench.registry import register
 
@@ -26,6 +26,10 @@ from bench.registry import register
 class InstructPix2Pix(Method):
     name = "instruct_pix2pix"
     description = "Edit by the sample's instruction with InstructPix2Pix's 8-channel UNet (text and image guidance)."
+    conformance = Conformance(
+        settings=({"steps": 2, "untrained": True}, {"steps": 2, "untrained": True, "w": 1.0, "image_w": 1.0}),
+        draws_noise=True,
+    )
     needs = frozenset({"instruction"})
     params = (
         *network_params("instruct_pix2pix", "timbrooks/instruct-pix2pix"),
