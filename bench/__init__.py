@@ -21,6 +21,8 @@ _FACE = {
     "EditRow": "bench.method",
     "Preparation": "bench.method",
     "PreparationSpec": "bench.method",
+    "Conformance": "bench.method",
+    "Identity": "bench.method",
     "cfg_evaluations": "bench.method",
     "register": "bench.registry",
     "Param": "bench.params",

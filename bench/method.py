@@ -18,8 +18,8 @@ default ``edit_batch`` loops over ``edit``; a batched method implements ``edit_b
 gets ``edit`` as a batch of one, so the single-cell and batched paths are one code path.
 """
 
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field, is_dataclass
-from collections.abc import Hashable
 from typing import Any, ClassVar
 
 import torch
@@ -113,6 +113,50 @@ class PreparationSpec:
         return self.cached and cache.entry_path(self.cache_key(backbone, sample)).is_file()
 
 
+@dataclass(frozen=True)
+class Identity:
+    """A setting at which a method must give the image another method gives: its own edit
+    switched off ("no injection equals the plain regeneration"), or the target prompt set to the
+    source prompt (``target_is_source``, applied to the sample of both runs)."""
+
+    setting: dict[str, Any]
+    equals: str  # the registered method reproduced, e.g. "ddim_inversion"
+    equals_setting: dict[str, Any]
+    target_is_source: bool = False
+
+
+@dataclass(frozen=True)
+class Conformance:
+    """A method's case in the conformance battery (``tests/test_conformance.py``), which checks on the
+    tiny backbones that a batch equals its cells run alone, that the counted NFE equals
+    ``estimate_nfe``, that two runs give the same PNG bytes and that half precision stays finite and
+    close to fp32.
+
+    ``settings``: small settings (a few steps); the first is the fast case of the default test run,
+    the others (e.g. one per inversion) run with ``-m slow``. ``family_settings``: values merged over
+    every setting on one backbone family (e.g. a layer index that SDXL's UNet numbers otherwise).
+    ``identities``: settings that must reproduce another method's image. ``draws_noise``: whether the
+    edit draws fresh noise from each cell's generator, so two seeds differ (otherwise they must give
+    the same image): a bool, or a function of the resolved setting. ``exempt``: why the
+    battery cannot run the method at all; only a method that makes no image (``measures_cost``
+    False) may be exempt.
+    """
+
+    settings: tuple[dict[str, Any], ...] = ()
+    family_settings: dict[str, dict[str, Any]] = field(default_factory=dict)
+    identities: tuple[Identity, ...] = ()
+    draws_noise: bool | Callable[[dict[str, Any]], bool] = False
+    exempt: str = ""
+
+    def setting(self, index: int, family: str) -> dict[str, Any]:
+        """The ``index``-th declared setting as given on ``family``'s backbone (unresolved)."""
+        return {**self.settings[index], **self.family_settings.get(family, {})}
+
+    def draws_noise_at(self, setting: dict[str, Any]) -> bool:
+        """``draws_noise`` for one resolved setting."""
+        return self.draws_noise(setting) if callable(self.draws_noise) else self.draws_noise
+
+
 def cfg_evaluations(w: float) -> int:
     """UNet evaluations of one classifier-free guided step of one latent (``bench.diffusion.sampling.guided_eps``)."""
     return 1 if w in (0, 1) else 2
@@ -129,6 +173,8 @@ class Method:
     measures_cost: ClassVar[bool] = True
     #: Backbone families the method runs on (``bench.diffusion.families``: ``sd``, ``sdxl``, ``sd3``).
     families: ClassVar[tuple[str, ...]] = ("sd",)
+    #: The method's case in the conformance battery; every registered built-in method declares one.
+    conformance: ClassVar[Conformance | None] = None
 
     @classmethod
     def param(cls, name: str) -> Param:

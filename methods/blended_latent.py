@@ -22,7 +22,7 @@ from bench.diffusion.sampling import (
     split_rows,
     text_guided_eps,
 )
-from bench.method import Method
+from bench.method import Conformance, Method
 from bench.params import Param, check_start_level, guidance_param, start_level_param, steps_param
 from bench.registry import register
 
@@ -32,6 +32,9 @@ class BlendedLatent(Method):
     name = "blended_latent"
     families = (*UNET_FAMILIES, "sd3")
     description = "Edit inside the mask with the target prompt, blending in the noised source outside it at every step."
+    conformance = Conformance(
+        settings=({"steps": 3, "t0": 0.9, "paste_source": True}, {"steps": 3, "dilation": 2}), draws_noise=True
+    )
     needs = frozenset({"target_prompt", "mask"})
     params = (
         start_level_param(0.8),

@@ -7,7 +7,7 @@ Sweeping ``w`` traces the fidelity/diversity trade-off.
 """
 
 from bench.diffusion.guidance import guided_batch, sampler_params
-from bench.method import Method
+from bench.method import Conformance, Identity, Method
 from bench.params import check_start_level
 from bench.registry import register
 
@@ -16,6 +16,11 @@ from bench.registry import register
 class CFG(Method):
     name = "cfg"
     description = "Classifier-free guidance at weight w (0 unconditional, 1 conditional), from noise or a source."
+    conformance = Conformance(
+        settings=({"steps": 2, "w": 5.0}, {"steps": 3, "w": 3.0, "t0": 0.6}, {"steps": 2, "w": 0.0}),
+        identities=(Identity({"steps": 3, "w": 3.0, "t0": 0.6}, "sdedit", {"steps": 3, "w": 3.0, "t0": 0.6}),),
+        draws_noise=True,
+    )
     families = ("sd", "sdxl", "sd3")
     needs = frozenset({"target_prompt"})
     params = sampler_params(w=7.5)

@@ -19,7 +19,7 @@ from bench.diffusion.guidance import (
     sampler_params,
     scale_param,
 )
-from bench.method import Method
+from bench.method import Conformance, Identity, Method
 from bench.params import Param, check_start_level
 from bench.registry import register
 
@@ -29,6 +29,14 @@ class ClassifierGuidance(Method):
     name = "classifier_guidance"
     families = UNET_FAMILIES
     description = "Gradients of an image classifier's log p(label) through decoder and UNet steer each DDIM step."
+    conformance = Conformance(
+        settings=({"steps": 2, "untrained": True, "classifier": "resnet18", "scale": 10.0},),
+        identities=(  # no guidance: unconditional CFG
+            Identity({"steps": 2, "untrained": True, "classifier": "resnet18", "scale": 0.0}, "cfg",
+                     {"steps": 2, "w": 0.0}),
+        ),
+        draws_noise=True,
+    )
     params = (
         scale_param(10.0),
         LabelParam("label", str, "", "ImageNet class index or name; empty = the sample's class_label"),

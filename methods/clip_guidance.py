@@ -13,7 +13,7 @@ from pathlib import Path
 from bench.diffusion.families import UNET_FAMILIES
 from bench.diffusion.guidance import ClipGuide, guided_sample, load_clip, load_reference, sampler_params, scale_param
 from bench.errors import ConfigError
-from bench.method import Method
+from bench.method import Conformance, Identity, Method
 from bench.params import Param, check_start_level
 from bench.registry import register
 
@@ -23,6 +23,13 @@ class ClipGuidance(Method):
     name = "clip_guidance"
     families = UNET_FAMILIES
     description = "Gradients of CLIP similarity to the target prompt or a reference image steer each DDIM step."
+    conformance = Conformance(
+        settings=({"steps": 1, "untrained": True, "cutouts": 1},),  # CLIP ViT-B/32 backward passes: the slowest case
+        identities=(  # no guidance: unconditional CFG
+            Identity({"steps": 2, "untrained": True, "cutouts": 1, "scale": 0.0}, "cfg", {"steps": 2, "w": 0.0}),
+        ),
+        draws_noise=True,
+    )
     params = (
         scale_param(100.0),
         Param("clip_model", str, "openai/clip-vit-base-patch32", "CLIPModel hub id (local cache) or local folder"),

@@ -14,6 +14,7 @@ UNet's skip connections and middle block at every step whose position in the run
 from bench.diffusion.control import SpatialControlMethod, control_params, controlled_sample, with_channels
 from bench.diffusion.guidance import sampler_params
 from bench.errors import ConfigError
+from bench.method import Conformance, Identity
 from bench.params import Param, whole_steps
 from bench.registry import register
 
@@ -24,6 +25,11 @@ class ControlNet(SpatialControlMethod):
     kind = "controlnet"
     description = ("A ControlNet fed a condition map of the source (canny, grey, blur; depth, segmentation or pose "
                    "from a model) steers generation or an edit.")
+    conformance = Conformance(
+        settings=({"steps": 2, "untrained": True}, {"steps": 3, "untrained": True, "condition": "grey", "t0": 0.7}),
+        identities=(Identity({"steps": 2, "untrained": True, "conditioning_scale": 0.0}, "cfg", {"steps": 2}),),
+        draws_noise=True,
+    )
     params = (
         *control_params("controlnet", "lllyasviel/sd-controlnet-canny"),
         Param("conditioning_scale", float, 1.0, "weight of the ControlNet's residuals (0 = no control)", low=0, high=5),

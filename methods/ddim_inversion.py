@@ -8,7 +8,7 @@ inversion is prepared once per sample and (steps, inversion_w), and cached on di
 
 from bench.diffusion.families import UNET_FAMILIES
 from bench.diffusion.inversion.ddim import DDIMInversionSpec, regenerate_rows
-from bench.method import Method
+from bench.method import Conformance, Method
 from bench.params import Param, guidance_param, steps_param
 from bench.registry import register
 
@@ -22,6 +22,7 @@ class DDIMInversion(Method):
     name = "ddim_inversion"
     families = UNET_FAMILIES
     description = "DDIM inversion with the source prompt, then regeneration with the target prompt under CFG."
+    conformance = Conformance(settings=({"steps": 2, "w": 3.0}, {"steps": 2, "inversion_w": 3.25}))
     needs = frozenset({"target_prompt"})
     params = (STEPS, W, INVERSION_W)
 

@@ -13,7 +13,7 @@ from bench.diffusion.families import UNET_FAMILIES
 from bench.diffusion.inversion.ddpm import DDPMInversionSpec
 from bench.diffusion.sampling import denoise, text_guided_eps
 from bench.errors import ConfigError
-from bench.method import EditResult, Method
+from bench.method import Conformance, EditResult, Method
 from bench.params import Param, guidance_param, steps_param
 from bench.registry import register
 
@@ -31,6 +31,7 @@ class DDPMInversion(Method):
     name = "ddpm_inversion"
     families = UNET_FAMILIES
     description = "Edit-friendly DDPM inversion, regeneration with the target prompt and the stored noise maps."
+    conformance = Conformance(settings=({"steps": 2, "skip": 1}, {"steps": 3, "skip": 0, "inversion_w": 2.0}))
     needs = frozenset({"target_prompt"})
     params = (
         steps_param(),
@@ -56,6 +57,11 @@ class DDPMInversion(Method):
     def edit(self, backbone, sample, prep, setting, generator):
         latent = regenerate_ddpm(backbone, prep, sample.target_prompt, setting["w"], setting["skip"])
         return EditResult(backbone.decode(latent.to(backbone.dtype)).float())
+
+    @classmethod
+    def schedule(cls, setting):
+        """The first ``skip`` timesteps are not run (as ``p2p`` over ``ddpm``)."""
+        return setting["skip"], setting["steps"] - setting["skip"]
 
 
 def regenerate_ddpm(backbone, inversion, prompt: str, w: float, skip: int = 0) -> torch.Tensor:

@@ -11,7 +11,7 @@ import torch
 
 from bench.diffusion.families import UNET_FAMILIES
 from bench.diffusion.inversion.edict import EdictInversionSpec, edict_denoise
-from bench.method import EditResult, Method, cfg_evaluations
+from bench.method import Conformance, EditResult, Method, cfg_evaluations
 from bench.params import Param, guidance_param, steps_param
 from bench.registry import register
 
@@ -21,6 +21,9 @@ class Edict(Method):
     name = "edict"
     families = UNET_FAMILIES
     description = "EDICT exact coupled inversion with the source prompt, regeneration with the target prompt."
+    conformance = Conformance(
+        settings=({"steps": 2}, {"steps": 4, "strength": 0.5, "w": 1.0, "inversion_w": 2.75, "leapfrog": True})
+    )
     needs = frozenset({"target_prompt"})
     params = (
         steps_param(),

@@ -27,7 +27,7 @@ from pathlib import Path
 import torch
 from PIL import Image
 
-from bench import EditResult, Method, Param, register
+from bench import Conformance, EditResult, Method, Param, register
 from bench.data import inside_folder, open_image, prepare_image, to_eight_bit
 from bench.diffusion.families import FAMILIES
 from bench.errors import ConfigError, SampleError
@@ -81,6 +81,10 @@ def _hub_index(source: str, split: str, id_column: str, setting_column: str, set
 class External(Method):
     name = "external"
     description = "images made elsewhere, read by sample id from a folder, a JSONL manifest or a dataset column"
+    conformance = Conformance(
+        exempt="it reads images made elsewhere and computes nothing: batching, NFE, determinism and precision are "
+        "properties of the files, not of the method (tests/test_external.py checks reading them)"
+    )
     measures_cost = False
     families = FAMILIES  # it only reads images at the backbone's resolution, whatever the family
     params = (

@@ -15,6 +15,7 @@ value sharing in every single-stream block (``--start_layer_index 0 --end_layer_
 CFG default (FLUX's ``guidance`` 2 is distilled guidance, not CFG).
 """
 
+from bench.method import Conformance
 from bench.registry import register
 from methods._flow_solver_editing import SolverEditor, solver_params
 
@@ -23,6 +24,7 @@ from methods._flow_solver_editing import SolverEditor, solver_params
 class FireFlowEdit(SolverEditor):
     name = "fireflow"
     description = "FireFlow: midpoint inversion and regeneration reusing each step's midpoint velocity (~1 NFE/step), sharing values."
+    conformance = Conformance(settings=({"steps": 2, "inject": 1, "w": 3.0}, {"steps": 3, "inject": 2, "blocks": 2}))
     solver = "fireflow"
     params = solver_params(
         steps=(8, "FireFlow's README, FLUX"),

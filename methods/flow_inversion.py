@@ -9,7 +9,7 @@ inversion_w), and cached on disk.
 
 from bench.diffusion.inversion.ddim import regenerate_rows
 from bench.diffusion.inversion.flow import FlowInversionSpec
-from bench.method import Method
+from bench.method import Conformance, Method
 from bench.params import Param, guidance_param
 from bench.registry import register
 
@@ -22,6 +22,7 @@ INVERSION_W = Param("inversion_w", float, 1.0, "guidance weight of the flow inve
 class FlowInversion(Method):
     name = "flow_inversion"
     description = "Flow (Euler ODE) inversion with the source prompt, then regeneration with the target prompt under CFG."
+    conformance = Conformance(settings=({"steps": 2, "w": 3.0}, {"steps": 3, "inversion_w": 2.0}))
     needs = frozenset({"target_prompt"})
     families = ("sd3",)
     params = (STEPS, W, INVERSION_W)

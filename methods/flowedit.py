@@ -35,7 +35,7 @@ import torch
 from bench.diffusion.families.sd3 import euler_step, velocity_fn
 from bench.diffusion.sampling import decode_rows, denoise, fresh_noise, generators, source_latents, split_rows
 from bench.errors import ConfigError
-from bench.method import Method, cfg_evaluations
+from bench.method import Conformance, Method, cfg_evaluations
 from bench.params import Param
 from bench.registry import register
 
@@ -88,6 +88,9 @@ class FlowEdit(Method):
     name = "flowedit"
     description = (
         "FlowEdit: inversion-free ODE from the source to the target by velocity differences at coupled noisy points."
+    )
+    conformance = Conformance(
+        settings=({"steps": 3, "n_max": 2}, {"steps": 4, "n_max": 3, "n_min": 1, "n_avg": 2}), draws_noise=True
     )
     needs = frozenset({"target_prompt"})
     families = ("sd3",)

@@ -26,7 +26,7 @@ from bench.diffusion.sampling import (
     text_guided_eps,
 )
 from bench.errors import ConfigError
-from bench.method import Method
+from bench.method import Conformance, Method
 from bench.params import Param, guidance_param, steps_param, whole_steps
 from bench.registry import register
 
@@ -58,6 +58,9 @@ class ILVR(Method):
     name = "ilvr"
     families = UNET_FAMILIES
     description = "Generate with the target prompt while injecting the source's low-pass (factor N) into each step."
+    conformance = Conformance(
+        settings=({"steps": 3, "N": 2, "cond_stop": 0.7}, {"steps": 2, "w": 1.0}), draws_noise=True
+    )
     needs = frozenset({"target_prompt"})
     params = (
         Param("N", int, 4, "downsample factor of the low-pass reference (a power of two dividing the latent size)", low=1),

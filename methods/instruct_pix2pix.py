@@ -17,7 +17,7 @@ import torch
 
 from bench.diffusion.extra_networks import check_compatible, network_of, network_params
 from bench.diffusion.sampling import denoise, fresh_noise
-from bench.method import EditResult, Method
+from bench.method import Conformance, EditResult, Method
 from bench.params import Param, guidance_param, steps_param
 from bench.registry import register
 
@@ -26,6 +26,10 @@ from bench.registry import register
 class InstructPix2Pix(Method):
     name = "instruct_pix2pix"
     description = "Edit by the sample's instruction with InstructPix2Pix's 8-channel UNet (text and image guidance)."
+    conformance = Conformance(
+        settings=({"steps": 2, "untrained": True}, {"steps": 2, "untrained": True, "w": 1.0, "image_w": 1.0}),
+        draws_noise=True,
+    )
     needs = frozenset({"instruction"})
     params = (
         *network_params("instruct_pix2pix", "timbrooks/instruct-pix2pix"),
@@ -37,6 +41,13 @@ class InstructPix2Pix(Method):
     @classmethod
     def check_backbone(cls, setting, backbone):
         check_compatible(backbone, network_of(backbone, cls.name, setting))
+
+    @classmethod
+    def estimate_nfe(cls, setting):
+        """One UNet batch of three rows a step (instruction and image, image only, neither); one row at
+        ``w`` = ``image_w`` = 1."""
+        rows = 1 if setting["w"] == 1 and setting["image_w"] == 1 else 3
+        return setting["steps"] * rows, 0
 
     @torch.no_grad()
     def edit(self, backbone, sample, prep, setting, generator):

@@ -53,10 +53,11 @@ from bench.diffusion.attention.hooks import (
 )
 from bench.diffusion.families import UNET_FAMILIES
 from bench.errors import ConfigError, SampleError
-from bench.method import EditResult
+from bench.method import Conformance, EditResult, Identity
 from bench.params import Param, guidance_param
 from bench.registry import register
 from methods._over_inversion import SOURCE_PROMPT, OverInversion, inversion_params, with_source_prompt
+from methods.null_text_inversion import EXACT_NULL_TEXT
 
 MASK_THRESHOLD = 0.1
 
@@ -117,6 +118,21 @@ class MasaCtrl(OverInversion):
     name = "masactrl"
     families = UNET_FAMILIES
     description = "MasaCtrl: the target's queries read the source branch's self-attention keys and values."
+    conformance = Conformance(
+        settings=(
+            {"steps": 2, "inversion": "direct", "start_step": 0, "start_layer": 2},
+            {"steps": 2, "inversion": "ddim", "start_step": 1, "start_layer": 0, "mask_guided": True},
+            {"steps": 2, "inversion": "null_text", "start_step": 0, "start_layer": 2, **EXACT_NULL_TEXT},
+            {"steps": 2, "inversion": "negative_prompt", "start_step": 0, "start_layer": 2},
+        ),
+        family_settings={"sdxl": {"start_layer": 4}},  # the tiny SDXL UNet numbers its self-attention layers otherwise
+        identities=(  # never active: the plain regeneration; target = source: the reconstruction
+            Identity({"steps": 2, "inversion": "ddim", "start_step": 2, "start_layer": 0}, "ddim_inversion",
+                     {"steps": 2}),
+            Identity({"steps": 2, "inversion": "ddim", "start_step": 0, "start_layer": 0}, "ddim_inversion",
+                     {"steps": 2}, target_is_source=True),
+        ),
+    )
     params = (
         *inversion_params("direct"),
         SOURCE_PROMPT,

@@ -11,7 +11,7 @@ freshly computed inversion (0 when it came from the disk cache).
 from bench.diffusion.families import UNET_FAMILIES
 from bench.diffusion.inversion.ddim import NullTextInversionSpec, NullTextParams, regenerate_rows
 from bench.errors import ConfigError
-from bench.method import Method
+from bench.method import Conformance, Method
 from bench.params import Param
 from bench.registry import register
 from methods.ddim_inversion import INVERSION_W, STEPS, W
@@ -24,6 +24,9 @@ NULL_TEXT_PARAMS = (
     Param("early_stop", float, 1e-5, "a step stops once its loss < early_stop + early_stop_slope * i", low=0),
     Param("early_stop_slope", float, 2e-5, "growth per step of the early-stop threshold", low=0),
 )
+#: One Adam step a timestep that never stops early, so null-text costs exactly its NFE estimate
+#: (the conformance cases of the methods over null-text inversion).
+EXACT_NULL_TEXT = {"inner_steps": 1, "early_stop": 0.0, "early_stop_slope": 0.0}
 
 
 def null_text_params(setting: dict) -> NullTextParams:
@@ -48,6 +51,9 @@ class NullTextInversion(Method):
     name = "null_text_inversion"
     families = UNET_FAMILIES
     description = "Null-text inversion (per-step optimised null embeddings), then regeneration with the target prompt."
+    conformance = Conformance(
+        settings=({"steps": 2, **EXACT_NULL_TEXT}, {"steps": 2, **EXACT_NULL_TEXT, "inner_steps": 2, "nti_w": 3.0})
+    )
     needs = frozenset({"target_prompt"})
     params = (STEPS, W, INVERSION_W, *NULL_TEXT_PARAMS)
 

@@ -46,13 +46,13 @@ from bench.diffusion.families import UNET_FAMILIES
 from bench.diffusion.inversion.ddim import KINDS, Inversion
 from bench.diffusion.sampling import decode_rows, denoise, encode_prompts, guided_eps, split_rows
 from bench.errors import ConfigError, SampleError
-from bench.method import Method
+from bench.method import Conformance, Identity, Method
 from bench.params import Param
 from bench.registry import register
 from methods._over_inversion import chosen_inversion
 from methods.ddim_inversion import INVERSION_W, STEPS, W
 from methods.ddpm_inversion import NOISE_SEED, ddpm_inversion_spec
-from methods.null_text_inversion import NULL_TEXT_PARAMS, check_null_text
+from methods.null_text_inversion import EXACT_NULL_TEXT, NULL_TEXT_PARAMS, check_null_text
 
 EDITS = ("auto", "auto_words", "replace", "refine", "reweight", "refine_reweight")
 #: The spec each ``inversion`` choice outside ``KINDS`` prepares (``none``: nothing, z_T is fresh noise).
@@ -166,6 +166,23 @@ class PromptToPrompt(Method):
     name = "p2p"
     families = UNET_FAMILIES
     description = "Prompt-to-Prompt attention injection (replace / refine / reweight, local blend) over an inversion."
+    conformance = Conformance(
+        settings=(
+            {"steps": 3, "inversion": "ddim", "attention_maps": True},
+            {"steps": 3, "inversion": "null_text", "edit": "refine", **EXACT_NULL_TEXT},
+            {"steps": 3, "inversion": "negative_prompt", "blend_words": "none", "cross_replace_words": "a:1"},
+            {"steps": 3, "inversion": "direct", "attention_maps": True},
+            {"steps": 3, "inversion": "none", "self_replace_steps": 1.0},
+            {"steps": 3, "inversion": "ddpm", "inversion_w": 3.0, "skip": 1},
+        ),
+        identities=(  # no injection and no blend: the plain regeneration; target = source: the reconstruction
+            Identity({"steps": 3, "inversion": "ddim", "cross_replace_steps": 0.0, "self_replace_steps": 0.0,
+                      "blend_words": "none"}, "ddim_inversion", {"steps": 3}),
+            Identity({"steps": 3, "inversion": "ddim", "blend_words": "none"}, "ddim_inversion", {"steps": 3},
+                     target_is_source=True),
+        ),
+        draws_noise=lambda setting: setting["inversion"] == "none",  # from noise, not from an inversion
+    )
     needs = frozenset({"target_prompt"})
     params = (
         STEPS,

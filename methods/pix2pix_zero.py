@@ -51,10 +51,11 @@ import torch
 from bench.diffusion.attention.hooks import cross_attention_layers, hooked, hooked_layers
 from bench.diffusion.families import UNET_FAMILIES
 from bench.diffusion.sampling import guided_eps
-from bench.method import EditResult, cfg_evaluations
+from bench.method import Conformance, EditResult, Identity, cfg_evaluations
 from bench.params import Param, guidance_param
 from bench.registry import register
 from methods._over_inversion import OverInversion, inversion_params
+from methods.null_text_inversion import EXACT_NULL_TEXT
 
 #: Sentences of the edit direction; ``{}`` is an edit word.
 TEMPLATES = (
@@ -116,6 +117,19 @@ class Pix2PixZero(OverInversion):
     name = "pix2pix_zero"
     families = UNET_FAMILIES
     description = "pix2pix-zero: a text-embedding edit direction, guided to the reconstruction's cross-attention maps."
+    conformance = Conformance(
+        settings=(
+            {"steps": 2},
+            {"steps": 2, "inversion": "null_text", **EXACT_NULL_TEXT},
+            {"steps": 2, "inversion": "negative_prompt", "loss_halves": "both"},
+            {"steps": 2, "inversion": "direct", "direction": "prompts", "offset_edit": True},
+            {"steps": 2, "loss_halves": "both", "w": 1.0, "negative_prompt": "source"},
+        ),
+        identities=(  # no guidance and no direction: the source's regeneration
+            Identity({"steps": 2, "xa_guidance": 0.0, "direction_scale": 0.0}, "ddim_inversion", {"steps": 2, "w": 5.0},
+                     target_is_source=True),
+        ),
+    )
     params = (
         *inversion_params("ddim"),
         guidance_param(5.0),

@@ -60,10 +60,11 @@ from bench.diffusion.attention.hooks import (
 from bench.diffusion.families import UNET_FAMILIES
 from bench.diffusion.sampling import denoise, text_guided_eps
 from bench.errors import ConfigError
-from bench.method import EditResult
+from bench.method import Conformance, EditResult, Identity
 from bench.params import Param, guidance_param
 from bench.registry import register
 from methods._over_inversion import SOURCE_PROMPT, OverInversion, inversion_params, with_source_prompt
+from methods.null_text_inversion import EXACT_NULL_TEXT
 
 FEATURE_BLOCK = (1, 1)  # up_blocks[1].resnets[1]
 SOURCE_ROWS = ("guided", "stored")
@@ -111,6 +112,19 @@ class PlugAndPlayDiffusion(OverInversion):
     families = UNET_FAMILIES
     source_prompt_inverts = False
     description = "Plug-and-Play: the target takes the source's decoder features and self-attention queries and keys."
+    conformance = Conformance(
+        settings=(
+            {"steps": 2},
+            {"steps": 2, "inversion": "ddim", "source_row": "stored"},
+            {"steps": 2, "inversion": "null_text", **EXACT_NULL_TEXT},
+            {"steps": 2, "inversion": "negative_prompt"},
+            {"steps": 2, "source_row": "stored", "w": 1.0},
+        ),
+        identities=(  # no injection: the plain regeneration
+            Identity({"steps": 2, "inversion": "ddim", "feature_injection": 0.0, "attention_injection": 0.0},
+                     "ddim_inversion", {"steps": 2}),
+        ),
+    )
     params = (
         *inversion_params("direct"),
         SOURCE_PROMPT,

@@ -2,7 +2,7 @@
 
 import torch
 
-from bench.method import EditResult, Method
+from bench.method import Conformance, EditResult, Method
 from bench.registry import register
 
 
@@ -11,6 +11,7 @@ class Reconstruct(Method):
     name = "reconstruct"
     families = ("sd", "sdxl", "sd3")
     description = "VAE round trip of the source image (no diffusion): the best fidelity any latent method can reach."
+    conformance = Conformance(settings=({},))
 
     @torch.no_grad()
     def edit(self, backbone, sample, prep, setting, generator):

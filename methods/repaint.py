@@ -24,7 +24,7 @@ from bench.diffusion.sampling import (
     text_guided_eps,
 )
 from bench.errors import ConfigError
-from bench.method import Method
+from bench.method import Conformance, Method
 from bench.params import Param, guidance_param, steps_param
 from bench.registry import register
 
@@ -34,6 +34,7 @@ class RePaint(Method):
     name = "repaint"
     families = UNET_FAMILIES
     description = "Inpaint the mask region with the target prompt, re-noising and redoing each block of steps r times."
+    conformance = Conformance(settings=({"steps": 3, "r": 2, "j": 2}, {"steps": 2, "r": 1}), draws_noise=True)
     needs = frozenset({"target_prompt", "mask"})
     params = (
         Param("r", int, 2, "passes over each block of steps (1 = no resampling)", low=1, high=50),

@@ -15,7 +15,7 @@ noise_seed), and cached on disk. ``gamma = 0`` inverts exactly as ``flow_inversi
 from bench.diffusion.inversion.rf import RFInversionSpec, rf_regenerate
 from bench.diffusion.sampling import decode_rows, split_rows
 from bench.errors import ConfigError
-from bench.method import Method
+from bench.method import Conformance, Method
 from bench.params import Param, whole_steps
 from bench.registry import register
 
@@ -39,6 +39,9 @@ NOISE_SEED = Param("noise_seed", int, 0, "seed of the noise y1, with the image h
 class RFInversion(Method):
     name = "rf_inversion"
     description = "RF-Inversion: flow inversion steered to a noise sample, then sampling steered back to the source."
+    conformance = Conformance(
+        settings=({"steps": 3, "stop": 0.5}, {"steps": 4, "gamma": 0.45, "eta": 0.0, "start": 0.25})
+    )
     needs = frozenset({"target_prompt"})
     families = ("sd3",)
     params = (STEPS, W, INVERSION_W, GAMMA, ETA, START, STOP, NOISE_SEED)

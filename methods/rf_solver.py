@@ -25,6 +25,7 @@ SD3(.5)-medium's 24 blocks. FLUX's ``guidance`` (2) is distilled guidance, not C
 defaults to diffusers' SD3 pipeline's CFG, 7.0.
 """
 
+from bench.method import Conformance
 from bench.registry import register
 from methods._flow_solver_editing import SolverEditor, solver_params
 
@@ -35,6 +36,7 @@ class RFSolverEdit(SolverEditor):
     description = (
         "RF-Solver-Edit: second-order (RF-Solver) inversion and regeneration, sharing the source's attention values."
     )
+    conformance = Conformance(settings=({"steps": 2, "inject": 1, "w": 3.0}, {"steps": 3, "inject": 2, "blocks": 2}))
     solver = "rf_solver"
     params = solver_params(
         steps=(15, "RF-Solver-Edit's run scripts, FLUX"),

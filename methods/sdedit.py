@@ -17,7 +17,7 @@ from bench.diffusion.sampling import (
     split_rows,
     text_guided_eps,
 )
-from bench.method import Method
+from bench.method import Conformance, Method
 from bench.params import check_start_level, guidance_param, start_level_param, steps_param
 from bench.registry import register
 
@@ -26,6 +26,7 @@ from bench.registry import register
 class SDEdit(Method):
     name = "sdedit"
     description = "Noise the source to t0*T, denoise with the target prompt under classifier-free guidance."
+    conformance = Conformance(settings=({"steps": 3, "t0": 0.7}, {"steps": 2, "t0": 1.0, "w": 1.0}), draws_noise=True)
     families = ("sd", "sdxl", "sd3")
     needs = frozenset({"target_prompt"})
     params = (start_level_param(), guidance_param(), steps_param())

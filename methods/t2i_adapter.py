@@ -12,6 +12,7 @@ import torch
 
 from bench.diffusion.control import SpatialControlMethod, control_params, controlled_sample, with_channels
 from bench.diffusion.guidance import sampler_params
+from bench.method import Conformance, Identity
 from bench.params import Param
 from bench.registry import register
 
@@ -22,6 +23,11 @@ class T2IAdapterMethod(SpatialControlMethod):
     kind = "t2i_adapter"
     description = ("A T2I-Adapter's features of a condition map of the source (canny, grey, blur; depth, "
                    "segmentation or pose from a model) steer each step.")
+    conformance = Conformance(
+        settings=({"steps": 2, "untrained": True}, {"steps": 3, "untrained": True, "condition": "blur", "t0": 0.7}),
+        identities=(Identity({"steps": 2, "untrained": True, "adapter_scale": 0.0}, "cfg", {"steps": 2}),),
+        draws_noise=True,
+    )
     params = (
         *control_params("t2i_adapter", "TencentARC/t2iadapter_canny_sd15v2"),
         Param("adapter_scale", float, 1.0, "weight of the adapter's features (0 = no control)", low=0, high=5),

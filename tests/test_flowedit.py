@@ -12,7 +12,7 @@ from tests.helpers import cell_rows
 
 STEPS = 6
 #: Batched kernels differ from single-row ones by float noise, which CFG at 13.5 extrapolates
-#: (measured 1.4e-5 here; tests/test_batching.py explains it and uses the same bound).
+#: (measured 1.4e-5 here; tests/test_conformance.py explains it and uses the same bound).
 IMAGE_TOLERANCE = 1e-4
 
 

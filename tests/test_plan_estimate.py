@@ -40,20 +40,16 @@ def test_schedule_matches_the_timesteps_the_sampler_runs(backbone, t0, steps, st
 
 
 @pytest.fixture(scope="module")
-def every_method_run(tmp_path_factory, backbone):
-    """One small run of every method (one sample, 1-2 steps), shared by the tests below. Inversion
-    weights no other test uses keep its inversions out of the session's disk cache until it runs."""
-    tmp_path = tmp_path_factory.mktemp("every-method")
+def small_run(tmp_path_factory, backbone):
+    """One small run (one sample, 2 steps) shared by the tests below: collapsing settings, and three
+    inversions computed. Inversion weights no other test uses keep its inversions out of the
+    session's disk cache until it runs."""
+    tmp_path = tmp_path_factory.mktemp("small-run")
     methods = {
-        "reconstruct": {}, "sdedit": {"t0": [0.5, 0.7, 1.0], "steps": 2}, "ilvr": {"steps": 2, "w": 1},
-        "repaint": {"r": 2, "steps": 2}, "blended_latent": {"steps": 1, "t0": 1.0},
-        "ddim_inversion": {"steps": 2, "inversion_w": 3.25}, "cfg": {"steps": 2, "w": 0},
+        "reconstruct": {}, "sdedit": {"t0": [0.5, 0.7, 1.0], "steps": 2},
+        "ddim_inversion": {"steps": 2, "inversion_w": 3.25},
         "null_text_inversion": {"steps": 2, "inner_steps": 2, "inversion_w": 1.75},
         "p2p": {"steps": 2, "inversion": "ddim", "inversion_w": 2.5, "cross_replace_steps": 0.5},
-        "edict": {"steps": 4, "strength": 0.5, "w": [3.0, 1.0], "inversion_w": 2.75, "leapfrog": True},
-        "masactrl": {"steps": 2, "start_step": 0, "start_layer": 0, "inversion_w": 1.25},
-        "pnp": {"steps": 2, "inversion": ["ddim", "direct"], "source_row": "stored", "inversion_w": 1.25},
-        "pix2pix_zero": {"steps": 2, "loss_halves": ["conditional", "both"], "w": [7.5, 1.0], "inversion_w": 1.25},
     }  # fmt: skip
     config = config_of(tmp_path, methods)
     run_dir = tmp_path / "run"
@@ -62,8 +58,8 @@ def every_method_run(tmp_path_factory, backbone):
     return config, run_dir, read_cells(run_dir)
 
 
-def test_collapsed_settings_are_identical_and_the_store_and_export_say_why(every_method_run):
-    _, run_dir, cells = every_method_run
+def test_collapsed_settings_are_identical_and_the_store_and_export_say_why(small_run):
+    _, run_dir, cells = small_run
     exported = cells_table(run_dir)
     sdedit = exported[exported["method"] == "sdedit"].set_index("param.t0")
     assert sdedit.loc[[0.5, 0.7, 1.0], ["start_step", "steps_run"]].values.tolist() == [[1, 1], [1, 1], [0, 2]]
@@ -72,10 +68,11 @@ def test_collapsed_settings_are_identical_and_the_store_and_export_say_why(every
     assert cells.loc[cells["method"] == "reconstruct", "start_step"].isna().all()
 
 
-def test_nfe_estimates_match_what_every_method_spends(every_method_run):
-    """The estimate --dry-run adds up equals the recorded NFE of each edit and of each computed
-    preparation (null-text's optimisation may stop early: there it is an upper bound)."""
-    config, _, cells = every_method_run
+def test_the_run_records_the_nfe_the_dry_run_estimates(small_run):
+    """The estimate --dry-run adds up equals the NFE the run's store records for each edit and each
+    computed preparation (null-text's optimisation may stop early: there it is an upper bound). The
+    conformance battery (tests/test_conformance.py) checks every method's counted NFE likewise."""
+    config, _, cells = small_run
     assert (cells["status"] == "ok").all(), cells["error"].dropna().tolist()
     checked = 0
     for method, settings in config.settings.items():
@@ -89,7 +86,7 @@ def test_nfe_estimates_match_what_every_method_spends(every_method_run):
     assert checked >= 3
 
 
-def test_dry_run_finds_the_inversions_a_run_left_in_the_disk_cache(every_method_run, tmp_path):
+def test_dry_run_finds_the_inversions_a_run_left_in_the_disk_cache(small_run, tmp_path):
     """The shared run inverted its one sample (steps 2, inversion_w 3.25); the same image in another
     dataset folder is found, the inversion at another inversion_w is not."""
     config = config_of(tmp_path, {"ddim_inversion": {"steps": 2, "inversion_w": [3.25, 5.5]}})

@@ -15,7 +15,7 @@ from bench.registry import get_method
 from tests.helpers import cell_rows
 
 STEPS = 5
-#: Batched kernels differ from single-row ones by float noise (tests/test_batching.py explains it).
+#: Batched kernels differ from single-row ones by float noise (tests/test_conformance.py explains it).
 IMAGE_TOLERANCE = 1e-4
 
 
