@@ -16,7 +16,9 @@ and two samples:
 (c) two runs of a cell, preparation included, give the same PNG bytes, NFE and gradient evaluations;
 (d) fp16 and bf16 backbones give finite images close to fp32's (``test_half_precision``);
 (e) each declared identity holds (``test_identity``);
-(f) reserved: the plan's preparation key equals the run's (see ``test_method_conforms``).
+(f) the plan's preparation key (``Method.preparation_key``, from the setting alone, no backbone) is
+    the run's: equal settings give one key, and the disk-cache entry the run writes is the one the
+    dry run looks up (``PreparationSpec.is_cached``).
 
 Only the first family's first setting runs by default (and a representative half-precision
 subset); the rest is marked ``slow``.
@@ -233,6 +235,14 @@ def test_method_conforms(request, monkeypatch, tmp_path, name, family, index):
     preps = [run.prepare(sample) for sample in samples]
     for prep in preps:  # (b) a computed preparation costs what the dry run estimates
         assert prep.computed and prep.nfe == prep_nfe, (prep.nfe, prep_nfe)
+    # (f) the plan's preparation key, derived from the setting alone, is the one the run prepared under:
+    # equal settings give one key, and the disk-cache entry the run wrote is the one the dry run looks up
+    spec = cls.preparation_key(run.setting)
+    assert spec == cls.preparation_key(cls.resolve(cls.conformance.setting(index, family)))
+    if spec is None:
+        assert all(prep.value is None for prep in preps)
+    for sample in samples:
+        assert spec is None or spec.is_cached(backbone, sample) == spec.cached, (spec, sample.id)
     cells = [(samples[s], preps[s], seed) for s, seed in CELLS]
     batch = run.edit(cells)
     alone = [run.edit([cell])[0] for cell in cells]
@@ -252,10 +262,6 @@ def test_method_conforms(request, monkeypatch, tmp_path, name, family, index):
     fresh_cache(monkeypatch, tmp_path / "second")  # (c) a second run, preparation included, gives the same bytes
     again = run.edit([(samples[0], run.prepare(samples[0]), CELLS[0][1])])[0]
     assert again.png == alone[0].png and (again.nfe, again.grad_evals) == (alone[0].nfe, alone[0].grad_evals)
-
-    # (f) FOR THE MERGER (issue 33, part 1): once a method declares its preparation as one spec object,
-    # check here that the spec the plan derives from ``run.setting`` (no backbone) is the one the run used.
-
 
 @pytest.fixture(scope="module")
 def backbones(request):
