@@ -10,18 +10,17 @@ from bench.diffusion.families import UNET_FAMILIES
 from bench.errors import ConfigError
 from bench.registry import builtin_names, get_method
 from tests.helpers import read_cells, run_config
-from tests.test_guidance_nets import FACTORY, tiny_clip_folder
+from tests.test_guidance_nets import tiny_clip_folder
 
-#: One small setting per method ported to SDXL (the SD-only ones are listed in SD_ONLY).
+#: Every built-in method declaring SDXL (``external`` aside: it makes no image), at the first setting of
+#: its conformance case on SDXL (``Method.conformance``), so a newly ported method is run here too.
 PORTED = {
-    "reconstruct": {}, "sdedit": {"steps": 2}, "cfg": {"steps": 2}, "blended_latent": {"steps": 2},
-    "ilvr": {"steps": 2}, "repaint": {"steps": 2, "r": 2}, "ddim_inversion": {"steps": 2},
-    "null_text_inversion": {"steps": 2, "inner_steps": 1},
-    "p2p": {"steps": 2, "inversion": "direct"}, "masactrl": {"steps": 2, "start_step": 0, "start_layer": 4},
-    "pnp": {"steps": 2}, "pix2pix_zero": {"steps": 2}, "edict": {"steps": 2}, "ddpm_inversion": {"steps": 2, "skip": 1},
-    "classifier_guidance": {"steps": 2, "untrained": True, "label": "0", "classifier": FACTORY},
-    "clip_guidance": {"steps": 2},  # with the toy CLIP folder (tiny_clip_folder)
+    cls.name: cls.conformance.setting(0, "sdxl")
+    for cls in map(get_method, builtin_names()) if "sdxl" in cls.families and cls.conformance.settings
 }  # fmt: skip
+#: What the runner's sample set lacks: a class label, and a toy CLIP folder that runs faster than an untrained ViT-B/32.
+RUNNER_VALUES = {"classifier_guidance": lambda: {"label": "0"},
+                 "clip_guidance": lambda: {"clip_model": tiny_clip_folder(), "untrained": False}}  # fmt: skip
 #: Methods that need networks trained for SD 1.x (ControlNet, T2I-Adapter, InstructPix2Pix's UNet).
 SD_ONLY = {"controlnet", "t2i_adapter", "instruct_pix2pix"}
 INVERSIONS = ("ddim", "null_text", "negative_prompt", "direct")
@@ -47,7 +46,7 @@ def test_the_ported_methods_are_exactly_those_declaring_sdxl():
 
 @pytest.mark.parametrize("name", sorted(PORTED))
 def test_one_cell_of_each_ported_method_runs_on_tiny_sdxl(tmp_path, sdxl, name):
-    setting = {**PORTED[name], "clip_model": tiny_clip_folder()} if name == "clip_guidance" else PORTED[name]
+    setting = {**PORTED[name], **RUNNER_VALUES.get(name, dict)()}
     cells = run_on_sdxl(tmp_path, sdxl, {name: setting})
     assert len(cells) >= 1 and set(cells["status"]) == {"ok"}, cells[["status", "error"]].to_dict("records")
     assert cells["metric.psnr"].notna().all()  # a finite image was scored

@@ -72,7 +72,7 @@ def positive_int(value, where: str) -> int:
 UNTRAINED_EXTRACTORS = Option("untrained_extractors", bool, False, "networks without local weights get seeded "
                               "random weights (smoke numbers, labelled); --untrained-extractors sets it", true_or_false)
 SEED = Option("seed", int, 0, "seed of untrained networks' weights and of KID's subsets")
-BATCH_SIZE = Option("batch_size", int, 16, "images per metric call when scoring saved images", positive_int)
+BATCH_SIZE = Option("batch_size", int, 16, "images per metric call, in a run and in editbench score", positive_int)
 GLOBAL_OPTIONS = (UNTRAINED_EXTRACTORS, SEED, BATCH_SIZE)
 
 
