@@ -204,9 +204,6 @@ class DDIMInversionSpec(InversionSpec):
     def cache_kind(self) -> str:
         return "ddim"
 
-    def nfe(self) -> int:
-        return self.steps * cfg_evaluations(self.inversion_w)
-
     def prepare(self, backbone, sample) -> Preparation:
         sample = self.source(sample)
         cond = backbone.encode_text(sample.source_prompt)

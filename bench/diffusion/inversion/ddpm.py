@@ -29,7 +29,7 @@ from bench import cache
 from bench.diffusion.inversion.ddim import Inversion
 from bench.diffusion.inversion.spec import InversionSpec
 from bench.diffusion.sampling import alpha_bar, guided_eps, noise_to, prev_timestep
-from bench.method import Preparation, cfg_evaluations
+from bench.method import Preparation
 
 
 def ddpm_sigma(scheduler, t) -> torch.Tensor:
@@ -80,9 +80,6 @@ class DDPMInversionSpec(InversionSpec):
 
     def cache_params(self) -> dict:
         return {"inversion_w": self.inversion_w, "noise_seed": self.noise_seed}
-
-    def nfe(self) -> int:
-        return self.steps * cfg_evaluations(self.inversion_w)
 
     def prepare(self, backbone, sample) -> Preparation:
         key = self.cache_key(backbone, sample)

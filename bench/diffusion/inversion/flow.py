@@ -15,7 +15,7 @@ import torch
 from bench.diffusion.families.sd3 import euler_step, guided_velocity
 from bench.diffusion.inversion.ddim import cached_trajectory
 from bench.diffusion.inversion.spec import InversionSpec
-from bench.method import Preparation, cfg_evaluations
+from bench.method import Preparation
 
 
 @torch.no_grad()
@@ -45,9 +45,6 @@ class FlowInversionSpec(InversionSpec):
     kind: ClassVar[str] = "flow"
     steps: int
     inversion_w: float = 1.0
-
-    def nfe(self) -> int:
-        return self.steps * cfg_evaluations(self.inversion_w)
 
     def prepare(self, backbone, sample) -> Preparation:
         def invert():

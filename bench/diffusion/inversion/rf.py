@@ -43,7 +43,7 @@ from bench.diffusion.inversion.ddpm import noise_generator
 from bench.diffusion.inversion.flow import flow_invert
 from bench.diffusion.inversion.spec import InversionSpec
 from bench.diffusion.sampling import denoise
-from bench.method import Preparation, cfg_evaluations
+from bench.method import Preparation
 
 
 def controlled(
@@ -80,9 +80,6 @@ class RFInversionSpec(InversionSpec):
 
     def cache_params(self) -> dict:
         return {"inversion_w": self.inversion_w, "noise_seed": self.noise_seed, "gamma": self.gamma}
-
-    def nfe(self) -> int:
-        return self.steps * cfg_evaluations(self.inversion_w)
 
     def prepare(self, backbone, sample) -> Preparation:
         return cached_trajectory(

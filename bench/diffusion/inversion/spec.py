@@ -13,7 +13,7 @@ pins them).
 from dataclasses import replace
 from typing import ClassVar
 
-from bench.method import PreparationSpec
+from bench.method import PreparationSpec, cfg_evaluations
 
 #: Bump whenever a change to an inversion changes what it computes: it is part of every cache key.
 INVERSION_VERSION = 1
@@ -45,6 +45,10 @@ class InversionSpec(PreparationSpec):
     def cache_kind(self) -> str:
         """The ``kind`` field of the cache key (kinds that share one computation share one entry)."""
         return self.kind
+
+    def nfe(self) -> int:
+        """One guided evaluation per step at ``inversion_w``; inversions that cost otherwise override it."""
+        return self.steps * cfg_evaluations(self.inversion_w)
 
     def cache_params(self) -> dict:
         """The key's ``params``: this spec's parameters that change what the inversion computes."""
