@@ -7,11 +7,12 @@ import torch
 from diffusers import FluxImg2ImgPipeline, FluxPipeline
 
 from bench.data import Sample
-from bench.diffusion.backbone import Backbone, BackboneSpec
+from bench.diffusion.backbone import Backbone, BackboneSpec, step_rules
 from bench.diffusion.families.flux import img2img_steps, pack_latents, unpack_latents
 from bench.errors import ConfigError
 from bench.execution.config import build_config
 from bench.execution.plan import plan_settings
+from bench.method import rules_in_force
 from bench.registry import get_method
 
 TOLERANCE = 1e-4
@@ -121,8 +122,6 @@ def test_flux_flow_inversion_returns_to_the_source(flux, image):
 def dry_run_nfe(methods: dict, backbone: str = "tiny-flux") -> dict:
     config = build_config({"backbone": {"name": backbone}, "methods": methods, "metrics": ["psnr"]})
     plans, preparations = plan_settings(config, 1)
-    from bench.step_rules import rules_in_force
-    from bench.diffusion.backbone import step_rules
 
     with rules_in_force(step_rules(config.backbone)):
         prep = {m: sum(spec.nfe() for spec in specs) for m, specs in preparations.items()}
@@ -143,8 +142,6 @@ def test_flowedit_takes_its_flux_configuration_on_flux(flux):
 
 
 def test_flux_measured_nfe_equals_the_estimate(flux, image):
-    from bench.step_rules import rules_in_force
-
     method = get_method("rf_inversion")()
     sample = Sample("nfe", image, "a cat", "a dog")
     setting = method.resolve({"steps": 4}, "flux")

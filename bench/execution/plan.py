@@ -28,7 +28,7 @@ from bench.execution.config import RunConfig
 from bench.metrics import SetMetric, get_metric
 from bench.registry import get_method
 from bench.settings import setting_label, varying_params
-from bench.step_rules import rules_in_force
+from bench.method import rules_in_force
 from bench.store import Store, setting_json
 
 

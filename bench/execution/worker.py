@@ -41,7 +41,7 @@ from bench.metrics import get_metric, load_metrics
 from bench.metrics.extractors import Extractors
 from bench.metrics.image_scores import ImageScore, score_images
 from bench.registry import get_method
-from bench.step_rules import rules_in_force
+from bench.method import rules_in_force
 from bench.store import CellRecord
 from bench.timing import CellTimer
 

@@ -28,7 +28,7 @@ import torch
 
 from bench.diffusion.families import sd3
 from bench.diffusion.families.packing import pack_pooled, unpack_pooled
-from bench.step_rules import StepRules
+from bench.method import StepRules
 
 DENOISER = "transformer"
 CLIP_MAX_LENGTH = 77
