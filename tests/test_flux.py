@@ -122,7 +122,6 @@ def test_flux_flow_inversion_returns_to_the_source(flux, image):
 def dry_run_nfe(methods: dict, backbone: str = "tiny-flux") -> dict:
     config = build_config({"backbone": {"name": backbone}, "methods": methods, "metrics": ["psnr"]})
     plans, preparations = plan_settings(config, 1)
-
     with rules_in_force(step_rules(config.backbone)):
         prep = {m: sum(spec.nfe() for spec in specs) for m, specs in preparations.items()}
     return {p.method: p.edit_nfe + prep.get(p.method, 0) for p in plans}
@@ -151,3 +150,16 @@ def test_flux_measured_nfe_equals_the_estimate(flux, image):
     method.edit(flux, sample, prep.value, setting, torch.Generator())
     with rules_in_force(flux.step_rules):
         assert method.estimate_nfe(setting) == (flux.nfe.count - between, between - before) == (4, 4)
+
+
+def test_rf_inversion_on_flux_inverts_as_diffusers_flux_pipeline_does(flux, image):
+    """``times = diffusers`` (the FLUX default): step ``i`` of ``N`` evaluates the velocity at the unshifted
+    time ``i / (N + 1)`` and moves by the shifted gap ``s_i - s_{i+1}`` from the noisy end first."""
+    method = get_method("rf_inversion")()
+    setting = method.resolve({"steps": 4, "gamma": 0.0}, "flux")
+    assert setting["times"] == "diffusers" and method.resolve({}, "sd3")["times"] == "shifted"
+    latents = method.prepare(flux, Sample("rf", image, "a cat", "a dog"), setting).value.latents
+    sigmas, empty = flux.new_scheduler(4).sigmas, flux.encode_text("")
+    for i in range(2):
+        velocity = flux.eps(latents[i : i + 1], 1000 * i / 5, empty, guidance=0.0)
+        torch.testing.assert_close(latents[i + 1 : i + 2], latents[i : i + 1] + (sigmas[i] - sigmas[i + 1]) * velocity)
