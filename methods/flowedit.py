@@ -43,7 +43,7 @@ from bench.registry import register
 
 # Defaults: FlowEdit's SD3_exp.yaml and, on FLUX.1, its FLUX_exp.yaml (= the FlowEditFLUX signature), fallenshock/FlowEdit @457f402.
 STEPS = Param(
-    "steps", int, 50, "Euler steps of the full schedule (FlowEdit's T_steps: SD3 config 50, FLUX config 28)",
+    "steps", int, 50, "Euler steps of the full schedule, T_steps (FlowEdit's SD3 config: 50, FLUX config: 28)",
     low=1, high=1000, family_defaults=(("flux", 28),),
 )  # fmt: skip
 N_MAX = Param(
