@@ -49,9 +49,10 @@ def measure(config, worker, batch_size: int) -> tuple[float, int]:
 
 
 def throughput(loaded, backbone: str, device: str, dtype: str, name: str, sizes, steps: int, seeds: int,
-               limit: int | None, repeats: int) -> list[dict]:
-    """One row per batch size: cells, the best of ``repeats`` passes' seconds, cells/s and the speedup
-    over the first size, for ``name`` on the ``loaded`` backbone (after one warm-up pass)."""
+               limit: int | None, repeats: int, keep=min) -> list[dict]:
+    """One row per batch size: cells, ``keep`` (the best, or e.g. the median) of ``repeats`` passes'
+    seconds, cells/s and the speedup over the first size, for ``name`` on the ``loaded`` backbone
+    (after one warm-up pass)."""
     from bench.execution.config import build_config
     from bench.execution.worker import CellWorker
 
@@ -67,7 +68,8 @@ def throughput(loaded, backbone: str, device: str, dtype: str, name: str, sizes,
     measure(config, worker, max(sizes))  # warm-up: inversions into the cache, kernels, allocator
     rows, base = [], None
     for size in sizes:
-        seconds, cells = min(measure(config, worker, size) for _ in range(repeats))
+        passes = [measure(config, worker, size) for _ in range(repeats)]
+        seconds, cells = keep([s for s, _ in passes]), passes[0][1]
         base = base or cells / seconds
         rows.append(dict(batch=size, cells=cells, seconds=seconds, cells_per_s=cells / seconds,
                          speedup=cells / seconds / base))  # fmt: skip
