@@ -146,7 +146,7 @@ def tests_stage(dtype: str):
         limit = min(suite.budget.total * TEST_SHARE[dtype], suite.budget.left() - 5)
         env = {**os.environ, TEST_DEVICE_VAR: suite.device, TEST_DTYPE_VAR: dtype}
         command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--tb=line", "-rfE",
-                   f"--junitxml={xml}", *shlex.split(suite.tests)]  # fmt: skip
+                   "--continue-on-collection-errors", f"--junitxml={xml}", *shlex.split(suite.tests)]  # fmt: skip
         with log.open("w") as out:
             child = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True)
             interrupted = False

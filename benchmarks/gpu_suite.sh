@@ -9,19 +9,20 @@
 # when a package is missing. Build that folder on a machine with the package index, for the GPU machine's
 # Python (add --python-version 3.X --platform manylinux_2_28_x86_64 --only-binary=:all: --target /tmp/t to the
 # first command and --python-version/--platform to the last when it differs), leaving out PyTorch and
-# what it brings (the machine has them; the folder must stay under the 64 MiB a device run carries):
+# what it brings, numpy included (the machine has them; add numpy back if it lacks it; the folder, about
+# 46 MB, must stay under the 64 MiB a device run carries):
 #
 #   pip install --dry-run --ignore-installed --quiet --report /tmp/wheels.json -r benchmarks/gpu_requirements.txt
 #   python -c "import json; print('\n'.join(f\"{i['metadata']['name']}=={i['metadata']['version']}\" for i in
 #     json.load(open('/tmp/wheels.json'))['install'] if not i['metadata']['name'].lower().startswith(('torch',
-#     'nvidia', 'triton', 'cuda', 'sympy', 'mpmath', 'networkx', 'jinja2', 'markupsafe', 'setuptools'))))" > /tmp/pins.txt
+#     'nvidia', 'triton', 'cuda', 'sympy', 'mpmath', 'networkx', 'jinja2', 'markupsafe', 'setuptools', 'numpy'))))" > /tmp/pins.txt
 #   pip download --no-deps --only-binary=:all: -d wheels -r /tmp/pins.txt
 #
 # and carry it to the device run (the device tool's carry: ["wheels"]).
 set -u
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python}
-if ! "$PY" -c "import diffusers, transformers, accelerate, pytest, click, yaml, pandas" 2>/dev/null; then
+if ! "$PY" -c "import diffusers, transformers, accelerate, pytest, click, yaml" 2>/dev/null; then
   if [ -d wheels ]; then
     "$PY" -m pip install --quiet --no-index --find-links wheels -r benchmarks/gpu_requirements.txt ||
       echo "gpu_suite.sh: installing from ./wheels failed; the suite runs with what is installed" >&2

@@ -60,7 +60,7 @@ def _t5():
 
 
 # Each builder: the pipeline class and its parts, networks as functions making them (build_random makes
-# them one at a time, so that only one network is on the device in fp32 at once).
+# them one at a time, so that only one network is on the device at once).
 def _sdxl(tokenizer):
     from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionXLPipeline, UNet2DConditionModel
 
@@ -104,7 +104,7 @@ BUILDERS = {"sdxl": _sdxl, "sd3": _sd3, "flux": _flux}
 
 
 def build_random(family: str, folder: Path, device: str = "cpu", dtype: torch.dtype = torch.bfloat16) -> None:
-    """Write ``family``'s full-size pipeline with seeded random weights, cast to ``dtype``, to ``folder``
+    """Write ``family``'s full-size pipeline with seeded random weights in ``dtype`` to ``folder``
     (atomically: built beside it and renamed into place)."""
     from transformers import CLIPTokenizer
 
@@ -112,9 +112,14 @@ def build_random(family: str, folder: Path, device: str = "cpu", dtype: torch.dt
     tokenizer = CLIPTokenizer.from_pretrained(write_clip_tokenizer_files(tmp / "_tokenizer_src"))
     pipeline_class, parts = BUILDERS[family](tokenizer)
     for index, (name, part) in enumerate(parts.items()):
-        if isinstance(part, FunctionType):  # a network: made, cast and moved off the device one by one
+        if isinstance(part, FunctionType):  # a network: made in dtype and moved off the device one by one
             torch.manual_seed(index)
-            with torch.device(device):
-                parts[name] = part().to(dtype)
-            parts[name] = parts[name].to("cpu")
+            default = torch.get_default_dtype()
+            torch.set_default_dtype(dtype)  # made in dtype: FLUX's 12B weights in fp32 would need 48 GB at once
+            try:
+                with torch.device(device):
+                    parts[name] = part()
+            finally:
+                torch.set_default_dtype(default)
+            parts[name] = parts[name].to("cpu", dtype)
     _save_atomically(pipeline_class(**parts), tmp, folder)
