@@ -21,7 +21,7 @@
 # and carry it to the device run (the device tool's carry: ["wheels"]).
 set -u
 cd "$(dirname "$0")/.."
-PY=${PYTHON:-python}
+PY=${PYTHON:-$(command -v python || command -v python3)}
 if ! "$PY" -c "import diffusers, transformers, accelerate, pytest, click, yaml" 2>/dev/null; then
   if [ -d wheels ]; then
     "$PY" -m pip install --quiet --no-index --find-links wheels -r benchmarks/gpu_requirements.txt ||

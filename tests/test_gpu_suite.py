@@ -133,3 +133,15 @@ def test_the_suite_runs_end_to_end_on_the_cpu_with_the_tiny_backbones(tmp_path):
     assert [row["batch"] for row in figures["throughput"]["rows"]] == [1, 2]
     assert {"sdedit", "flowedit", "fireflow"} <= set(figures["sd3"])
     assert (out / "summary.md").read_text() in done.stdout and "# editbench GPU suite" in done.stdout
+
+
+def test_a_missed_goal_is_profiled_and_a_met_one_is_not(tmp_path):
+    import torch
+
+    from benchmarks.gpu_stages import Suite as GpuSuite
+
+    suite = GpuSuite(out=tmp_path, device="cpu", mode="quick", models=tmp_path, tests="", budget=Budget(100))
+    work = lambda: torch.ones(64, 64) @ torch.ones(64, 64)  # noqa: E731
+    assert suite.profile_misses([goal("fast enough", 0.1, 1.0)], work, 0.01, "met") == {}
+    assert suite.profile_misses([goal("fast enough", 2.0, 1.0)], work, 0.01, "missed") == {"profile": "profile_missed.txt"}
+    assert "aten::mm" in (tmp_path / "profile_missed.txt").read_text()
