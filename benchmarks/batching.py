@@ -48,6 +48,34 @@ def measure(config, worker, batch_size: int) -> tuple[float, int]:
     return time.perf_counter() - started, cells
 
 
+def throughput(loaded, backbone: str, device: str, dtype: str, name: str, sizes, steps: int, seeds: int,
+               limit: int | None, repeats: int, keep=min) -> list[dict]:
+    """One row per batch size: cells, ``keep`` (the best, or e.g. the median) of ``repeats`` passes'
+    seconds, cells/s and the speedup over the first size, for ``name`` on the ``loaded`` backbone
+    (after one warm-up pass)."""
+    from bench.execution.config import build_config
+    from bench.execution.worker import CellWorker
+
+    raw = {
+        "backbone": {"name": backbone, "device": device, "dtype": dtype},
+        "dataset": {"name": "sample", "limit": limit},
+        "methods": {name: {**METHODS.get(name, {}), "steps": steps}},
+        "seeds": list(range(seeds)),
+        "metrics": [],
+    }
+    config = build_config(raw)
+    worker = CellWorker(config, loaded)
+    measure(config, worker, max(sizes))  # warm-up: inversions into the cache, kernels, allocator
+    rows, base = [], None
+    for size in sizes:
+        passes = [measure(config, worker, size) for _ in range(repeats)]
+        seconds, cells = keep([s for s, _ in passes]), passes[0][1]
+        base = base or cells / seconds
+        rows.append(dict(batch=size, cells=cells, seconds=seconds, cells_per_s=cells / seconds,
+                         speedup=cells / seconds / base))  # fmt: skip
+    return rows
+
+
 @click.command()
 @click.option("--sizes", default="1,2,4,8", show_default=True, help="batch sizes to measure")
 @click.option("--steps", default=10, show_default=True, help="DDIM steps per edit")
@@ -76,30 +104,16 @@ def main(sizes, steps, seeds, limit, repeats, names, sd15, backbone, device, dty
     with tempfile.TemporaryDirectory(prefix="editbench-batching-") as tmp:
         os.environ["EDITBENCH_CACHE"] = str(Path(tmp) / "cache")
         from bench.diffusion.backbone import Backbone, BackboneSpec
-        from bench.execution.config import build_config
-        from bench.execution.worker import CellWorker
 
         loaded = Backbone(BackboneSpec(name=backbone or "tiny", device=device, dtype=dtype))
         print(f"backbone {backbone or 'tiny'} on {loaded.device} ({dtype}), {loaded.resolution} px, {steps} steps, "
               f"{seeds} seeds per image" + (" -- untrained weights: speed numbers only" if loaded.labels or sd15 else ""))
         for name in names.split(","):
-            raw = {
-                "backbone": {"name": backbone or "tiny", "device": device, "dtype": dtype},
-                "dataset": {"name": "sample", "limit": limit},
-                "methods": {name: {**METHODS.get(name, {}), "steps": steps}},
-                "seeds": list(range(seeds)),
-                "metrics": [],
-            }
-            config = build_config(raw)
-            worker = CellWorker(config, loaded)
-            measure(config, worker, max(sizes))  # warm-up: inversions into the cache, kernels, allocator
-            base = None
+            rows = throughput(loaded, backbone or "tiny", device, dtype, name, sizes, steps, seeds, limit, repeats)
             print(f"\n{name}: {'batch':>5} {'cells':>6} {'seconds':>8} {'cells/s':>8} {'speedup':>8}")
-            for size in sizes:
-                seconds, cells = min(measure(config, worker, size) for _ in range(repeats))
-                rate = cells / seconds
-                base = base or rate
-                print(f"{'':{len(name) + 1}} {size:>5} {cells:>6} {seconds:>8.2f} {rate:>8.2f} {rate / base:>7.2f}x")
+            for row in rows:
+                print(f"{'':{len(name) + 1}} {row['batch']:>5} {row['cells']:>6} {row['seconds']:>8.2f} "
+                      f"{row['cells_per_s']:>8.2f} {row['speedup']:>7.2f}x")  # fmt: skip
 
 
 if __name__ == "__main__":

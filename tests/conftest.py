@@ -1,5 +1,7 @@
 """Shared fixtures. Every test session gets its own cache folder, so the tiny backbone is
-built from scratch through the same path a first-time user takes."""
+built from scratch through the same path a first-time user takes. The backbone fixtures follow
+``$EDITBENCH_TEST_DEVICE`` / ``$EDITBENCH_TEST_DTYPE`` (``tests/helpers.py: tiny_backbone_spec``), and
+every test taking one is marked ``backbone``: the subset the GPU suite runs on CUDA."""
 
 import os
 import tempfile
@@ -12,19 +14,37 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 
 
+#: Fixtures that hold a tiny backbone; a test using one is marked ``backbone``.
+BACKBONE_FIXTURES = {"backbone", "sd3", "sdxl", "backbones"}
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "backbone: uses a tiny backbone fixture (the GPU suite's CUDA subset)")
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        if BACKBONE_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.backbone)
+
+
 @pytest.fixture(scope="session")
 def backbone():
     from bench.diffusion.backbone import Backbone
 
-    return Backbone()
+    from tests.helpers import tiny_backbone_spec
+
+    return Backbone(tiny_backbone_spec(device="auto"))
 
 
 @pytest.fixture(scope="session")
 def sd3():
-    """The embedded SD3 backbone, on the CPU."""
-    from bench.diffusion.backbone import Backbone, BackboneSpec
+    """The embedded SD3 backbone, on the CPU (or the test device)."""
+    from bench.diffusion.backbone import Backbone
 
-    return Backbone(BackboneSpec(name="tiny-sd3", device="cpu"))
+    from tests.helpers import tiny_backbone_spec
+
+    return Backbone(tiny_backbone_spec("tiny-sd3"))
 
 
 @pytest.fixture(scope="session")
@@ -37,10 +57,12 @@ def flux():
 
 @pytest.fixture(scope="session")
 def sdxl():
-    """The embedded SDXL backbone, on the CPU."""
-    from bench.diffusion.backbone import Backbone, BackboneSpec
+    """The embedded SDXL backbone, on the CPU (or the test device)."""
+    from bench.diffusion.backbone import Backbone
 
-    return Backbone(BackboneSpec(name="tiny-sdxl", device="cpu"))
+    from tests.helpers import tiny_backbone_spec
+
+    return Backbone(tiny_backbone_spec("tiny-sdxl"))
 
 
 @pytest.fixture

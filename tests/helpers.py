@@ -13,6 +13,21 @@ import numpy as np
 from PIL import Image
 
 
+#: Environment variables putting the tests' tiny backbones on another device and dtype (the GPU suite,
+#: ``benchmarks/gpu_suite.py``, runs the tests marked ``backbone`` with ``cuda`` and fp32, then fp16).
+TEST_DEVICE_VAR, TEST_DTYPE_VAR = "EDITBENCH_TEST_DEVICE", "EDITBENCH_TEST_DTYPE"
+
+
+def tiny_backbone_spec(name: str = "tiny", device: str = "cpu", **fields):
+    """The ``BackboneSpec`` a test's backbone uses: ``device`` and dtype fp32 unless
+    ``$EDITBENCH_TEST_DEVICE`` / ``$EDITBENCH_TEST_DTYPE`` say otherwise; a dtype given in
+    ``fields`` (a test of half precision) is kept."""
+    from bench.diffusion.backbone import BackboneSpec
+
+    fields.setdefault("dtype", os.environ.get(TEST_DTYPE_VAR, "fp32"))
+    return BackboneSpec(name=name, device=os.environ.get(TEST_DEVICE_VAR, device), **fields)
+
+
 def write_dataset(folder, n: int = 2, extra: list[dict] = ()) -> str:
     """A JSONL manifest of ``n`` random photos with prompts and masks, plus ``extra`` entries."""
     folder.mkdir(parents=True, exist_ok=True)

@@ -50,12 +50,15 @@ import torch
 
 from bench import registry
 from bench.data import Sample
-from bench.diffusion.backbone import Backbone, BackboneSpec
+from bench.diffusion.backbone import Backbone
 from bench.execution.plan import cell_seed
 from bench.execution.worker import png_bytes, to_uint8
 from bench.method import Conformance, EditRow, Method, Preparation
 from bench.registry import BUILTIN_PACKAGE, all_methods, get_method, register
 from bench.method import rules_in_force
+from tests.helpers import tiny_backbone_spec
+
+pytestmark = pytest.mark.backbone  # the whole battery runs in the GPU suite's CUDA subset
 
 IMAGE_TOLERANCE = 1e-4
 HALF_MEAN_BOUND = {"fp16": 0.05, "bf16": 0.15}
@@ -274,7 +277,7 @@ def backbones(request):
         if dtype == "fp32":
             return request.getfixturevalue(FAMILY_FIXTURE[family])
         if (family, dtype) not in built:
-            built[family, dtype] = Backbone(BackboneSpec(name=TINY[family], dtype=dtype, device="cpu"))
+            built[family, dtype] = Backbone(tiny_backbone_spec(TINY[family], dtype=dtype))
         return built[family, dtype]
 
     return get
