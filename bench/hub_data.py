@@ -11,8 +11,9 @@ mask rule. The rows come from, in this order:
   ``dataset.allow_download: true`` lets it fetch the repository when it is not cached. Nothing
   is downloaded otherwise, whatever ``HF_HUB_OFFLINE`` says.
 
-Images go through ``bench.samples``' preparation rule (shorter side to the resolution, centre crop):
-the source, the ground truth (``target_image``) and the mask alike.
+Images go through ``bench.samples``' preparation rule (the run's resolution policy; by default
+shorter side to the resolution, centre crop): the source, the ground truth (``target_image``, brought
+to the source's size) and the mask alike.
 """
 
 from collections.abc import Callable
@@ -155,7 +156,8 @@ def _row_loader(dataset, row: int, sample_id: str, card: dict, groups: dict[str,
         text = {f: record[fields[f]] for f in TEXT_FIELDS if f in fields and record[fields[f]] not in (None, "")}
         target = mask = None
         if "target_image" in fields and record[fields["target_image"]] is not None:
-            target = prepare_image(_image(sample_id, record[fields["target_image"]], fields["target_image"]), size)
+            target = prepare_image(_image(sample_id, record[fields["target_image"]], fields["target_image"]), size,
+                                   like=source.size)
         if "mask" in fields and record[fields["mask"]] is not None:
             mask_img = _image(sample_id, record[fields["mask"]], fields["mask"])
             if mask_img.size != source.size:
