@@ -61,11 +61,12 @@ class Cell:
 @dataclass
 class WorkUnit:
     """Cells that share ``method`` and one preparation key, in ``batches`` (each of one
-    setting, at most the run's batch size)."""
+    setting, at most the run's batch size), on the backbone labelled ``backbone``."""
 
     unit_id: int
     method: str
     batches: list[list[Cell]]
+    backbone: str | None = None  # None: the run's default backbone
 
     @property
     def cells(self) -> list[Cell]:
@@ -79,13 +80,18 @@ def sample_blocks(refs: list[SampleRef], batch_size: int, n_seeds: int) -> list[
 
 
 def plan_units(
-    settings: dict, refs: list[SampleRef], seeds: list[int], done: set[str], batch_size: int
+    settings: dict, refs: list[SampleRef], seeds: list[int], done: set[str], batch_size: int,
+    backbones: dict[str, str] | None = None,
 ) -> list[WorkUnit]:
     """Work units of every cell not in ``done``.
 
     ``settings``: method name -> its settings (a config's); a method's settings are grouped by
-    their ``preparation_key``, the key the worker computes preparations under.
+    their ``preparation_key``, the key the worker computes preparations under. ``backbones``:
+    method name -> the label of its backbone (``RunConfig.backbone_label``); the units of one
+    backbone come together, backbones in the order the methods name them, so a worker that runs
+    them in order loads each model once.
     """
+    backbones = backbones or {}
     units = []
     for block in sample_blocks(refs, batch_size, len(seeds)):
         for method, method_settings in settings.items():
@@ -104,7 +110,11 @@ def plan_units(
                     ]
                     batches += [cells[i : i + batch_size] for i in range(0, len(cells), batch_size)]
                 if batches:
-                    units.append(WorkUnit(len(units), method, batches))
+                    units.append(WorkUnit(len(units), method, batches, backbones.get(method)))
+    order = list(dict.fromkeys(unit.backbone for unit in units))
+    units.sort(key=lambda unit: order.index(unit.backbone))  # stable: plan order within a backbone
+    for unit_id, unit in enumerate(units):
+        unit.unit_id = unit_id
     return units
 
 
@@ -150,21 +160,23 @@ class SettingPlan:
     start_step: int | None
     steps_run: int | None
     edit_nfe: int
+    backbone: str = ""
 
 
 def plan_settings(config: RunConfig, n_samples: int) -> tuple[list[SettingPlan], dict[str, list]]:
     """Per setting, what it runs; and per method, the preparations kept in the disk cache
     (``PreparationSpec``, ``cached``) each sample needs, one per cache entry."""
     plans, preparations = [], {}
-    rules = step_rules(config.backbone)
     for method, settings in config.settings.items():
+        rules = step_rules(config.backbone_of(method))
         cls = get_method(method)
         varying, _ = varying_params(method, settings)
         for setting in settings:
             with rules_in_force(rules):  # the backbone family's NFE per guided step and start-level steps
                 (start, run), nfe = cls.schedule(setting) or (None, None), cls.estimate_nfe(setting)[0]
             cells = n_samples * len(config.seeds)
-            plans.append(SettingPlan(method, setting_label(setting, varying), cells, start, run, nfe))
+            plans.append(SettingPlan(method, setting_label(setting, varying), cells, start, run, nfe,
+                                     config.backbone_label(method)))  # fmt: skip
             spec = cls.preparation(setting)
             entries = [known.cache_entry() for known in preparations.setdefault(method, [])]
             if spec is not None and spec.cached and spec.cache_entry() not in entries:
@@ -173,18 +185,20 @@ def plan_settings(config: RunConfig, n_samples: int) -> tuple[list[SettingPlan],
 
 
 def cached_preparations(config: RunConfig, refs: list[SampleRef], preparations: dict[str, list]) -> int | None:
-    """How many of the (sample, preparation) pairs the disk cache already holds; None when the
+    """How many of the (sample, preparation) pairs the disk cache already holds; None when a
     backbone's files are not on disk (nothing of it can be cached yet, or it is a hub id)."""
-    identity = identity_on_disk(config.backbone)
-    if identity is None:
-        return None
-    found, frame = 0, identity.frame(config.dataset.policy())
-    for ref in refs:
-        try:
-            sample = ref.load(frame)
-        except Exception:  # a bad sample fails its cells in the run; here it is simply not cached
-            continue
-        found += sum(spec.is_cached(identity, sample) for specs in preparations.values() for spec in specs)
+    found = 0
+    for method, specs in preparations.items():
+        identity = identity_on_disk(config.backbone_of(method))
+        if identity is None:
+            return None
+        frame = identity.frame(config.dataset.policy())
+        for ref in refs:
+            try:
+                sample = ref.load(frame)
+            except Exception:  # a bad sample fails its cells in the run; here it is simply not cached
+                continue
+            found += sum(spec.is_cached(identity, sample) for spec in specs)
     return found
 
 
@@ -193,18 +207,27 @@ def dry_run_text(config: RunConfig) -> str:
     refs = dataset_refs(config)
     plans, preparations = plan_settings(config, len(refs))
     lines = [f"dry run: {len(refs)} sample(s) x {len(config.seeds)} seed(s); nothing is loaded or run", ""]
-    lines.append("method | setting | cells | start step | timesteps run | NFE/cell (est.)")
+    several = len(config.backbones) > 1
+    lines.append(("backbone | " if several else "") + "method | setting | cells | start step | timesteps run | NFE/cell (est.)")
     for p in plans:
         schedule = ("—", "—") if p.start_step is None else (str(p.start_step), str(p.steps_run))
-        lines.append(f"{p.method} | {p.label} | {p.cells} | {schedule[0]} | {schedule[1]} | {p.edit_nfe}")
+        lines.append(("{p.backbone} | " if several else "").format(p=p) +
+                     f"{p.method} | {p.label} | {p.cells} | {schedule[0]} | {schedule[1]} | {p.edit_nfe}")  # fmt: skip
     total_cells = sum(p.cells for p in plans)
     edit_nfe = sum(p.cells * p.edit_nfe for p in plans)
     lines += ["", f"{total_cells} cells; estimated NFE: {edit_nfe} for the edits"]
+    if several:
+        for label in config.backbones:
+            mine = [p for p in plans if p.backbone == label]
+            lines.append(f"  backbone {label}: {sum(p.cells for p in mine)} cells, "
+                         f"{sum(p.cells * p.edit_nfe for p in mine)} NFE")  # fmt: skip
     if preparations:
         each = ", ".join(f"{m}: {len(specs) * len(refs)}" for m, specs in preparations.items())
         total = sum(len(specs) for specs in preparations.values()) * len(refs)
-        with rules_in_force(step_rules(config.backbone)):
-            nfe = sum(spec.nfe() for specs in preparations.values() for spec in specs) * len(refs)
+        nfe = 0
+        for method, specs in preparations.items():
+            with rules_in_force(step_rules(config.backbone_of(method))):
+                nfe += sum(spec.nfe() for spec in specs) * len(refs)
         cached = cached_preparations(config, refs, preparations)
         found = "disk cache not checked (the backbone's files are not on disk)" if cached is None else \
             f"{cached} found in the disk cache, {total - cached} to compute"

@@ -17,7 +17,7 @@ from bench.errors import ConfigError, SampleError
 from bench.metrics import ImageMetric, SetMetric, get_metric, load_metrics
 from bench.metrics.image_scores import score_images
 from bench.paths import cache_dir, write_atomic
-from bench.samples import Frame, run_frame
+from bench.samples import Frame, run_frames
 
 
 def read_png(path: Path) -> torch.Tensor:
@@ -65,9 +65,15 @@ def source_features(extractor, extractor_id: str, refs: list, frame: Frame, batc
     return feats
 
 
-def score_sets(store, run_dir: Path, metrics: list, refs: list, frame: Frame, batch_size: int) -> list[tuple]:
-    """Every set metric for every (method, setting) over its ok cells' saved images; the rows
-    ``(method, setting, name, value, n)`` are written to the store and returned."""
+def _frame_of(frames: dict, backbone) -> Frame:
+    """A cell's size rule by its backbone label (``bench.samples.run_frames``)."""
+    return frames.get(backbone if isinstance(backbone, str) else None) or frames[None]
+
+
+def score_sets(store, run_dir: Path, metrics: list, refs: list, frames: dict, batch_size: int) -> list[tuple]:
+    """Every set metric for every (method, setting) over its ok cells' saved images, against the
+    sources at its backbone's size (``frames``: ``run_frames``); the rows ``(method, setting,
+    name, value, n)`` are written to the store and returned."""
     set_metrics = [m for m in metrics if isinstance(m, SetMetric)]
     if not set_metrics:
         return []
@@ -79,8 +85,12 @@ def score_sets(store, run_dir: Path, metrics: list, refs: list, frame: Frame, ba
     rows = []
     for group in by_extractor.values():
         extractor = group[0].features
-        real = source_features(extractor, group[0].extractor_id, refs, frame, batch_size)
+        reals = {}
         for (method, setting), of in ok.groupby(["method", "setting"], sort=False):
+            frame = _frame_of(frames, of["backbone"].iloc[0])
+            if frame not in reals:
+                reals[frame] = source_features(extractor, group[0].extractor_id, refs, frame, batch_size)
+            real = reals[frame]
             for m in group:
                 m.start(real)
             for paths in _batched(list(of["output_path"]), batch_size):
@@ -92,7 +102,7 @@ def score_sets(store, run_dir: Path, metrics: list, refs: list, frame: Frame, ba
     return rows
 
 
-def score_missing(store, run_dir: Path, metrics: list, refs: list, frame: Frame, batch_size: int,
+def score_missing(store, run_dir: Path, metrics: list, refs: list, frames: dict, batch_size: int,
                   progress: bool = True) -> int:  # fmt: skip
     """Compute, from the saved images, every per-image value of ``metrics`` that an ok cell lacks
     (metrics added to the run after the cell finished, or a ``score`` that was killed); values
@@ -107,15 +117,15 @@ def score_missing(store, run_dir: Path, metrics: list, refs: list, frame: Frame,
     stored = store.stored_metrics()
     cells = store.cells_frame()
     ok = cells[(cells["status"] == "ok") & cells["output_path"].notna()]
-    lacking = defaultdict(list)  # sample id -> [(cell, metrics it lacks)]
+    lacking = defaultdict(list)  # (sample id, backbone) -> [(cell, metrics it lacks)]
     for cell in ok.itertuples():
         missing = [m for m in image_metrics if (cell.key, m.name) not in stored]
         if missing:
-            lacking[cell.sample_id].append((cell, missing))
+            lacking[cell.sample_id, cell.backbone].append((cell, missing))
     refs_by_id = {r.id: r for r in refs}
     bar = progress_bar(len(lacking), unit="sample", enabled=progress)
-    for sample_id, todo in lacking.items():
-        sample = refs_by_id[sample_id].load(frame)
+    for (sample_id, backbone), todo in lacking.items():
+        sample = refs_by_id[sample_id].load(_frame_of(frames, backbone))
         for metric in image_metrics:
             for batch in _batched([cell for cell, missing in todo if metric in missing], batch_size):
                 edited = [read_png(Path(run_dir) / c.output_path) for c in batch]
@@ -158,7 +168,7 @@ def _score_locked(run_dir: Path, manifest: dict, names: list[str], untrained: bo
     load_metrics(metrics, extractors)
     if "backbone" not in manifest:
         raise ConfigError(f"run {run_dir} was stopped before its backbone loaded; finish it with run --resume first")
-    frame = run_frame(manifest)
+    frames = run_frames(manifest)
     refs = load_dataset(config.dataset)
     store = Store(run_dir)
     try:
@@ -168,8 +178,8 @@ def _score_locked(run_dir: Path, manifest: dict, names: list[str], untrained: bo
         if judge:
             manifest["judge"] = judge
         _add_to_manifest(store, manifest, names, untrained)
-        scored = score_missing(store, run_dir, metrics, refs, frame, options.batch_size, progress)
-        sets = score_sets(store, run_dir, metrics, refs, frame, options.batch_size)
+        scored = score_missing(store, run_dir, metrics, refs, frames, options.batch_size, progress)
+        sets = score_sets(store, run_dir, metrics, refs, frames, options.batch_size)
     finally:
         store.close()
     return {"cells scored": scored, "set values": len(sets), "NaN set values": sum(math.isnan(r[3]) for r in sets)}
