@@ -122,7 +122,9 @@ def history_markdown(h: History) -> str:
     for i, run in enumerate(h.runs):
         values = {name: dict(points).get(i) for name, points in h.series.items()}
         stats = [format_stat(values[n]) + (f" n={values[n].n}" if values[n] else "") for n in h.series]
-        body.append([run_name(run), str(run.fingerprint), run.run_dir.name, cells[i]] + ([samples[i]] if mixed else []) + stats)
+        fingerprints = str(run.fingerprint) if len(run.backbones) < 2 else \
+            ", ".join(f"{label}: {fp}" for label, fp in run.fingerprints.items())
+        body.append([run_name(run), fingerprints, run.run_dir.name, cells[i]] + ([samples[i]] if mixed else []) + stats)
     lines += md_table(header, body)
     lines.append("\nValues: mean [95% bootstrap CI] over ok cells, n = values averaged.")
     return "\n".join(lines) + "\n"
