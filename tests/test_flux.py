@@ -163,3 +163,30 @@ def test_rf_inversion_on_flux_inverts_as_diffusers_flux_pipeline_does(flux, imag
     for i in range(2):
         velocity = flux.eps(latents[i : i + 1], 1000 * i / 5, empty, guidance=0.0)
         torch.testing.assert_close(latents[i + 1 : i + 2], latents[i : i + 1] + (sigmas[i] - sigmas[i + 1]) * velocity)
+
+
+def test_auto_dtype_is_bf16_for_flux_on_cuda_and_fp32_elsewhere():
+    from bench.diffusion.backbone import dtype_name
+
+    spec = BackboneSpec(name="tiny-flux")
+    assert spec.dtype == "auto" and dtype_name(spec, "flux", torch.device("cuda")) == "bf16"
+    assert dtype_name(spec, "flux", torch.device("cpu")) == "fp32" and dtype_name(spec, "sd3", torch.device("cuda")) == "fp32"
+    assert dtype_name(BackboneSpec(name="tiny-flux", dtype="fp32"), "flux", torch.device("cuda")) == "fp32"
+
+
+def test_model_cpu_offload_is_recorded_and_changes_no_pixel(flux, image):
+    offloaded = Backbone(BackboneSpec(name="tiny-flux", device="cpu", cpu_offload=True))
+    assert offloaded.describe()["spec"]["cpu_offload"] and offloaded.fingerprint_id == flux.fingerprint_id
+    assert torch.equal(edit(offloaded, "cfg", image, {"w": 3.5, "steps": 2}, 1), edit(flux, "cfg", image, {"w": 3.5, "steps": 2}, 1))
+    with pytest.raises(ConfigError, match="cpu_offload already offloads the text encoders"):
+        BackboneSpec(name="tiny-flux", cpu_offload=True, offload_text_encoders=True)
+
+
+def test_the_memory_benchmark_counts_full_size_flux_without_allocating():
+    import benchmarks.memory as memory
+
+    components = memory.flux_dev_components()
+    counts = {name: sum(p.numel() for p in model.parameters()) for name, model in components.items()}
+    assert counts["transformer"] == 11_901_408_320  # FLUX.1 [dev]'s "12B"
+    assert 4.7e9 < counts["text_encoder_2 (T5-XXL)"] < 5.0e9 and 0.08e9 < counts["vae"] < 0.09e9
+    assert all(p.device.type == "meta" for model in components.values() for p in model.parameters())
