@@ -30,7 +30,7 @@ def test_a_method_names_its_backbone_over_the_default():
     flux = config.backbone_of("flowedit")
     assert (flux.name, flux.dtype, flux.resolution) == ("tiny-flux", "fp16", None)  # dtype inherited, size its own
     assert config.backbone_of("sdedit") == config.backbone
-    assert list(config.backbones) == ["tiny (dtype=fp16, resolution=128)", "tiny-flux", "tiny (resolution=128)"]
+    assert list(config.backbones) == ["tiny (dtype=fp16, resolution=128)", "tiny-flux", "tiny (dtype=fp32, resolution=128)"]
     assert config_from_resolved(config.resolved).backbones == config.backbones  # --resume rebuilds it
 
 
