@@ -56,6 +56,14 @@ def flux():
 
 
 @pytest.fixture(scope="session")
+def kontext():
+    """The embedded FLUX.1 Kontext backbone, on the CPU."""
+    from bench.diffusion.backbone import Backbone, BackboneSpec
+
+    return Backbone(BackboneSpec(name="tiny-kontext", device="cpu"))
+
+
+@pytest.fixture(scope="session")
 def sdxl():
     """The embedded SDXL backbone, on the CPU (or the test device)."""
     from bench.diffusion.backbone import Backbone

@@ -1,7 +1,8 @@
 """The embedded backbones: seeded, randomly initialised pipelines of each family's architecture.
 
 ``tiny`` (SD 1.x) is the default; ``tiny-sdxl`` is SDXL's (``_build_sdxl``), ``tiny-sd3`` SD3's
-(``_build_sd3``), ``tiny-flux`` FLUX.1 [dev]'s (``_build_flux``).
+(``_build_sd3``), ``tiny-flux`` FLUX.1 [dev]'s (``_build_flux``); the instruction editors':
+``tiny-kontext`` FLUX.1 Kontext's (``_build_kontext``).
 
 It has every component of Stable Diffusion 1.x at a toy size (UNet with cross-attention
 blocks, an AutoencoderKL with downsampling factor 8, a CLIP text encoder over the real
@@ -38,7 +39,7 @@ SD_SCHEDULER_CONFIG = dict(
 
 
 #: The embedded backbones and their families.
-TINY_BACKBONES = {"tiny": "sd", "tiny-sdxl": "sdxl", "tiny-sd3": "sd3", "tiny-flux": "flux"}
+TINY_BACKBONES = {"tiny": "sd", "tiny-sdxl": "sdxl", "tiny-sd3": "sd3", "tiny-flux": "flux", "tiny-kontext": "kontext"}
 _FOLDERS = {name: f"{name}-v{TINY_VERSION}" for name in TINY_BACKBONES} | {"tiny": f"tiny-sd-v{TINY_VERSION}"}
 
 
@@ -51,7 +52,9 @@ def tiny_backbone_dir(name: str = "tiny") -> Path:
     """Folder of the tiny pipeline ``name``, built on first use."""
     folder = tiny_folder(name)
     if not (folder / "model_index.json").is_file():
-        {"tiny": _build, "tiny-sdxl": _build_sdxl, "tiny-sd3": _build_sd3, "tiny-flux": _build_flux}[name](folder)
+        builders = {"tiny": _build, "tiny-sdxl": _build_sdxl, "tiny-sd3": _build_sd3, "tiny-flux": _build_flux,
+                    "tiny-kontext": _build_kontext}  # fmt: skip
+        builders[name](folder)
     return folder
 
 
@@ -264,4 +267,15 @@ def _build_flux(folder: Path) -> None:
         text_encoder=_tiny_clip(TINY_SEED + 2, hidden, projection=False), tokenizer=clip_tokenizer,
         text_encoder_2=t5, tokenizer_2=t5_tokenizer,
     )  # fmt: skip
+    _save_atomically(pipe, tmp, folder)
+
+
+def _build_kontext(folder: Path) -> None:
+    """FLUX.1 Kontext [dev]'s pipeline: the same architecture as FLUX.1 [dev] (Kontext is a FLUX.1
+    transformer trained to edit), so ``tiny-flux``'s seeded networks saved as a ``FluxKontextPipeline``."""
+    from diffusers import FluxKontextPipeline
+
+    tmp = folder.with_name(f"{folder.name}.building-{os.getpid()}")
+    pipe = FluxKontextPipeline.from_pretrained(tiny_backbone_dir("tiny-flux"), use_safetensors=True)
+    (tmp / "_tokenizer_src").mkdir(parents=True)
     _save_atomically(pipe, tmp, folder)

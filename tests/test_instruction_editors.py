@@ -1,0 +1,58 @@
+"""The instruction editors (issue 35 item 2) equal calling their diffusers pipeline directly, with
+the same inputs, seed and size, on their embedded tiny checkpoints (to 1e-4 in fp32); a batch
+equals its cells alone and NFE is counted from the denoiser's calls."""
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from bench.method import EditRow
+from bench.registry import get_method
+from bench.samples import Sample, image_tensor
+
+TOLERANCE = 1e-4
+
+
+def _sample(sample_id: str, width: int, height: int, seed: int) -> Sample:
+    """A sample at its own aspect ratio (a keep_aspect size), smooth so the VAE sees structure."""
+    rng = np.random.default_rng(seed)
+    small = rng.integers(0, 255, (4, 4, 3), dtype=np.uint8)
+    img = Image.fromarray(small).resize((width, height), Image.BICUBIC)
+    return Sample(sample_id, image_tensor(img), "a photo", instruction=f"make it red {sample_id}")
+
+
+def _edit(method, backbone, samples, setting, seeds):
+    rows = [EditRow(s, None, torch.Generator().manual_seed(seed)) for s, seed in zip(samples, seeds)]
+    before = backbone.nfe.count
+    results = method.edit_batch(backbone, rows, setting)
+    return [r.image for r in results], backbone.nfe.count - before
+
+
+@pytest.mark.parametrize("given", [{"steps": 2}, {"steps": 2, "true_cfg": 2.0, "guidance": 3.0}])
+def test_kontext_equals_flux_kontext_pipeline(kontext, given):
+    from diffusers import FluxKontextPipeline
+
+    from methods.kontext import pil_image
+
+    method = get_method("kontext")()
+    setting = method.resolve(given, "kontext")
+    samples = [_sample("wide", 144, 112, 0), _sample("also_wide", 144, 112, 1)]
+    batch, nfe = _edit(method, kontext, samples, setting, [3, 4])
+    assert nfe == 2 * method.estimate_nfe(setting)[0]
+    pipe = FluxKontextPipeline.from_pretrained(kontext.folder)  # the checkpoint as diffusers loads it
+    pipe.set_progress_bar_config(disable=True)
+    for sample, seed, image in zip(samples, [3, 4], batch):
+        direct = pipe(image=pil_image(sample.image), prompt=sample.instruction, guidance_scale=setting["guidance"],
+                      true_cfg_scale=setting["true_cfg"], negative_prompt="" if setting["true_cfg"] > 1 else None,
+                      num_inference_steps=setting["steps"], height=112, width=144, max_area=112 * 144,
+                      _auto_resize=False, generator=torch.Generator().manual_seed(seed), output_type="pt").images  # fmt: skip
+        assert image.shape == (1, 3, 112, 144)  # the sample's own size, not diffusers' 1024x1024 default
+        assert (image - direct).abs().max() <= TOLERANCE
+        alone, _ = _edit(method, kontext, [sample], setting, [seed])
+        assert (alone[0] - image).abs().max() <= TOLERANCE
+
+
+def test_kontext_defaults_are_the_official_ones():
+    setting = get_method("kontext").resolve({}, "kontext")
+    assert (setting["steps"], setting["guidance"], setting["true_cfg"]) == (28, 2.5, 1.0)
