@@ -64,6 +64,14 @@ def kontext():
 
 
 @pytest.fixture(scope="session")
+def qwen_image():
+    """The embedded Qwen-Image-Edit backbone, on the CPU."""
+    from bench.diffusion.backbone import Backbone, BackboneSpec
+
+    return Backbone(BackboneSpec(name="tiny-qwen-image-edit", device="cpu"))
+
+
+@pytest.fixture(scope="session")
 def sdxl():
     """The embedded SDXL backbone, on the CPU (or the test device)."""
     from bench.diffusion.backbone import Backbone

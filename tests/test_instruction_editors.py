@@ -56,3 +56,31 @@ def test_kontext_equals_flux_kontext_pipeline(kontext, given):
 def test_kontext_defaults_are_the_official_ones():
     setting = get_method("kontext").resolve({}, "kontext")
     assert (setting["steps"], setting["guidance"], setting["true_cfg"]) == (28, 2.5, 1.0)
+
+
+def test_qwen_image_edit_equals_qwen_image_edit_pipeline(qwen_image):
+    from diffusers import QwenImageEditPipeline
+
+    from methods.kontext import pil_image
+
+    method = get_method("qwen_image_edit")()
+    setting = method.resolve({"steps": 2}, "qwen_image")
+    sample = _sample("wide", 144, 112, 0)
+    (image,), nfe = _edit(method, qwen_image, [sample], setting, [5])
+    assert nfe == method.estimate_nfe(setting)[0] == 4  # true CFG: two evaluations a step
+    pipe = QwenImageEditPipeline.from_pretrained(qwen_image.folder)
+    pipe.set_progress_bar_config(disable=True)
+    direct = pipe(image=pil_image(sample.image), prompt=sample.instruction, negative_prompt=" ", true_cfg_scale=4.0,
+                  num_inference_steps=2, height=112, width=144, generator=torch.Generator().manual_seed(5),
+                  output_type="pt").images  # fmt: skip
+    assert image.shape == (1, 3, 112, 144) and (image - direct).abs().max() <= TOLERANCE
+    defaults = method.resolve({}, "qwen_image")
+    assert (defaults["steps"], defaults["true_cfg"]) == (50, 4.0)
+
+
+def test_model_policy_uses_each_pipelines_rule(kontext, qwen_image):
+    from bench.samples import ResolutionPolicy
+
+    policy = ResolutionPolicy("model")
+    assert kontext.frame(policy).choices and kontext.frame(policy).area == 128 * 128
+    assert qwen_image.frame(policy).multiple == 32

@@ -319,7 +319,7 @@ class Backbone:
         if spec.offload_text_encoders:
             for module in self.text_encoders:
                 module.to("cpu")
-        self.vae_factor = 2 ** (len(self.vae.config.block_out_channels) - 1)
+        self.vae_factor = getattr(self.family, "VAE_FACTOR", None) or 2 ** (len(self.vae.config.block_out_channels) - 1)
         self.resolution = spec.resolution or native_resolution(self.family, dict(self.denoiser.config), dict(self.vae.config))
         if self.resolution % (8 * self.vae_factor):
             raise ConfigError(f"backbone resolution {self.resolution} must be a multiple of {8 * self.vae_factor}")

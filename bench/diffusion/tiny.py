@@ -2,7 +2,8 @@
 
 ``tiny`` (SD 1.x) is the default; ``tiny-sdxl`` is SDXL's (``_build_sdxl``), ``tiny-sd3`` SD3's
 (``_build_sd3``), ``tiny-flux`` FLUX.1 [dev]'s (``_build_flux``); the instruction editors':
-``tiny-kontext`` FLUX.1 Kontext's (``_build_kontext``).
+``tiny-kontext`` FLUX.1 Kontext's (``_build_kontext``), ``tiny-qwen-image-edit`` Qwen-Image-Edit's
+(``_build_qwen_image_edit``).
 
 It has every component of Stable Diffusion 1.x at a toy size (UNet with cross-attention
 blocks, an AutoencoderKL with downsampling factor 8, a CLIP text encoder over the real
@@ -39,7 +40,8 @@ SD_SCHEDULER_CONFIG = dict(
 
 
 #: The embedded backbones and their families.
-TINY_BACKBONES = {"tiny": "sd", "tiny-sdxl": "sdxl", "tiny-sd3": "sd3", "tiny-flux": "flux", "tiny-kontext": "kontext"}
+TINY_BACKBONES = {"tiny": "sd", "tiny-sdxl": "sdxl", "tiny-sd3": "sd3", "tiny-flux": "flux", "tiny-kontext": "kontext",
+                  "tiny-qwen-image-edit": "qwen_image"}  # fmt: skip
 _FOLDERS = {name: f"{name}-v{TINY_VERSION}" for name in TINY_BACKBONES} | {"tiny": f"tiny-sd-v{TINY_VERSION}"}
 
 
@@ -53,7 +55,7 @@ def tiny_backbone_dir(name: str = "tiny") -> Path:
     folder = tiny_folder(name)
     if not (folder / "model_index.json").is_file():
         builders = {"tiny": _build, "tiny-sdxl": _build_sdxl, "tiny-sd3": _build_sd3, "tiny-flux": _build_flux,
-                    "tiny-kontext": _build_kontext}  # fmt: skip
+                    "tiny-kontext": _build_kontext, "tiny-qwen-image-edit": _build_qwen_image_edit}  # fmt: skip
         builders[name](folder)
     return folder
 
@@ -130,6 +132,11 @@ def write_pipeline(folder: Path, unet, vae, text_encoder) -> None:
 def _save_atomically(pipe, tmp: Path, folder: Path) -> None:
     """Save ``pipe`` into ``tmp`` (where the tokenizer source was written) and rename it to ``folder``."""
     pipe.save_pretrained(tmp, safe_serialization=True)
+    _publish(tmp, folder)
+
+
+def _publish(tmp: Path, folder: Path) -> None:
+    """Rename the pipeline saved in ``tmp`` to ``folder``, dropping its tokenizer source."""
     shutil.rmtree(tmp / "_tokenizer_src")
     if folder.exists():  # another process finished first
         shutil.rmtree(tmp)
@@ -279,3 +286,46 @@ def _build_kontext(folder: Path) -> None:
     pipe = FluxKontextPipeline.from_pretrained(tiny_backbone_dir("tiny-flux"), use_safetensors=True)
     (tmp / "_tokenizer_src").mkdir(parents=True)
     _save_atomically(pipe, tmp, folder)
+
+
+def _build_qwen_image_edit(folder: Path) -> None:
+    """Qwen-Image-Edit's pipeline at a toy size: a one-block QwenImage transformer (2 heads of 16,
+    RoPE axes 4/6/6, 64 = 16 x 2 x 2 packed channels), a Qwen-Image video VAE (base 8, 16 latent
+    channels), the tiny Qwen2.5-VL of ``bench.metrics.tiny_vlm`` as text and image encoder (its
+    byte-level tokenizer and a ``Qwen2VLProcessor``), and the flow-matching scheduler with dynamic
+    shift. The VAE config states ``sample_size`` 128, the tiny checkpoint's native size."""
+    import json
+
+    from diffusers import (
+        AutoencoderKLQwenImage,
+        FlowMatchEulerDiscreteScheduler,
+        QwenImageEditPipeline,
+        QwenImageTransformer2DModel,
+    )
+    from transformers import AutoProcessor, Qwen2_5_VLForConditionalGeneration, Qwen2VLProcessor
+
+    from bench.metrics.tiny_vlm import write_tiny_qwen25_vl
+
+    tmp = folder.with_name(f"{folder.name}.building-{os.getpid()}")
+    source = write_tiny_qwen25_vl(tmp / "_tokenizer_src", seed=TINY_SEED + 2)
+    encoder = Qwen2_5_VLForConditionalGeneration.from_pretrained(source)
+    vl = AutoProcessor.from_pretrained(source)
+    processor = Qwen2VLProcessor(image_processor=vl.image_processor, tokenizer=vl.tokenizer,
+                                 video_processor=vl.video_processor, chat_template=vl.chat_template)  # fmt: skip
+    torch.manual_seed(TINY_SEED)
+    transformer = QwenImageTransformer2DModel(
+        patch_size=2, in_channels=64, out_channels=16, num_layers=1, attention_head_dim=16, num_attention_heads=2,
+        joint_attention_dim=encoder.config.text_config.hidden_size, axes_dims_rope=(4, 6, 6),
+    )  # fmt: skip
+    torch.manual_seed(TINY_SEED + 1)
+    vae = AutoencoderKLQwenImage(base_dim=8, z_dim=16, dim_mult=[1, 2, 2, 2], num_res_blocks=1)
+    scheduler = FlowMatchEulerDiscreteScheduler(
+        num_train_timesteps=1000, shift=1.0, use_dynamic_shifting=True, base_shift=0.5, max_shift=0.9,
+        base_image_seq_len=256, max_image_seq_len=8192, shift_terminal=0.02, time_shift_type="exponential",
+    )  # fmt: skip
+    pipe = QwenImageEditPipeline(scheduler=scheduler, vae=vae, text_encoder=encoder, tokenizer=vl.tokenizer,
+                                 processor=processor, transformer=transformer)  # fmt: skip
+    pipe.save_pretrained(tmp, safe_serialization=True)
+    config = tmp / "vae" / "config.json"
+    config.write_text(json.dumps({**json.loads(config.read_text()), "sample_size": TINY_RESOLUTION}, indent=2))
+    _publish(tmp, folder)
