@@ -114,8 +114,13 @@ def _declared_cases(fast):
                 yield pytest.param(cls.name, family, index, id=f"{cls.name}-{family}-{index}", marks=mark)
 
 
+#: Methods whose first case alone takes over ~20 s on 2 CPU cores (the tiny Qwen-Image-Edit
+#: pipeline always encodes its reference at ~1024² px): slow, in the full run only.
+SLOW_METHODS = {"qwen_image_edit"}
+
+
 def _first_case(cls, family, index, setting) -> bool:
-    return family == cls.families[0] and index == 0
+    return family == cls.families[0] and index == 0 and cls.name not in SLOW_METHODS
 
 
 def _half_precision_fast(cls, family, index, setting) -> bool:
