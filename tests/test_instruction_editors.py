@@ -84,3 +84,21 @@ def test_model_policy_uses_each_pipelines_rule(kontext, qwen_image):
     policy = ResolutionPolicy("model")
     assert kontext.frame(policy).choices and kontext.frame(policy).area == 128 * 128
     assert qwen_image.frame(policy).multiple == 32
+
+
+@pytest.mark.slow
+def test_the_instruction_editors_config_runs_offline_with_every_cell_ok(tmp_path):
+    """configs/instruction_editors.yaml: five methods on four tiny models in one run, keep_aspect."""
+    from bench.execution.config import load_config
+    from bench.execution.runner import start_run
+    from bench.paths import repo_root
+    from bench.reporting.report import cells_table, summary_markdown
+
+    config = load_config(repo_root() / "configs" / "instruction_editors.yaml")
+    run_dir, counts = start_run(config, out=str(tmp_path), progress=False)
+    assert counts["failed"] == counts["skipped"] == 0 and counts["ok"] == 10
+    table = cells_table(run_dir)
+    assert set(table["backbone"]) == {"tiny", "tiny-flux", "tiny-kontext", "tiny-qwen-image-edit"}
+    assert sum(line.startswith("| ") and " @ " in line for line in summary_markdown(run_dir).splitlines()) == 5
+    sizes = {Image.open(run_dir / p).size for p in table["output_path"]}
+    assert any(w != h for w, h in sizes)  # chelsea (451x300) keeps its aspect ratio
