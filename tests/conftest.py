@@ -72,6 +72,14 @@ def qwen_image():
 
 
 @pytest.fixture(scope="session")
+def flux2():
+    """The embedded FLUX.2 [klein] backbone, on the CPU."""
+    from bench.diffusion.backbone import Backbone, BackboneSpec
+
+    return Backbone(BackboneSpec(name="tiny-flux2-klein", device="cpu"))
+
+
+@pytest.fixture(scope="session")
 def sdxl():
     """The embedded SDXL backbone, on the CPU (or the test device)."""
     from bench.diffusion.backbone import Backbone

@@ -63,9 +63,9 @@ pytestmark = pytest.mark.backbone  # the whole battery runs in the GPU suite's C
 IMAGE_TOLERANCE = 1e-4
 HALF_MEAN_BOUND = {"fp16": 0.05, "bf16": 0.15}
 #: The session fixture and the tiny backbone of each family (tests/conftest.py).
-FAMILY_FIXTURE = {"sd": "backbone", "sdxl": "sdxl", "sd3": "sd3", "flux": "flux", "kontext": "kontext", "qwen_image": "qwen_image"}
+FAMILY_FIXTURE = {"sd": "backbone", "sdxl": "sdxl", "sd3": "sd3", "flux": "flux", "kontext": "kontext", "qwen_image": "qwen_image", "flux2": "flux2"}
 TINY = {"sd": "tiny", "sdxl": "tiny-sdxl", "sd3": "tiny-sd3", "flux": "tiny-flux", "kontext": "tiny-kontext",
-        "qwen_image": "tiny-qwen-image-edit"}
+        "qwen_image": "tiny-qwen-image-edit", "flux2": "tiny-flux2-klein"}
 #: Half precision in the default run: p2p over ddpm (it once failed with "mat1 and mat2 must have
 #: the same dtype") and a two-branch editor; (method, inversion) on the method's first family.
 HALF_PRECISION_FAST = {("p2p", "ddpm"), ("masactrl", "direct")}

@@ -86,9 +86,30 @@ def test_model_policy_uses_each_pipelines_rule(kontext, qwen_image):
     assert qwen_image.frame(policy).multiple == 32
 
 
+def test_flux2_klein_equals_flux2_klein_pipeline(flux2):
+    from diffusers import Flux2KleinPipeline
+
+    from methods.kontext import pil_image
+
+    method = get_method("flux2")()
+    setting = method.resolve({"steps": 2}, "flux2")
+    samples = [_sample("wide", 144, 112, 0), _sample("also_wide", 144, 112, 1)]
+    batch, nfe = _edit(method, flux2, samples, setting, [6, 7])
+    assert nfe == 2 * method.estimate_nfe(setting)[0] == 8  # base model: real CFG, two evaluations a step
+    pipe = Flux2KleinPipeline.from_pretrained(flux2.folder)
+    pipe.set_progress_bar_config(disable=True)
+    for sample, seed, image in zip(samples, [6, 7], batch):
+        direct = pipe(image=pil_image(sample.image), prompt=sample.instruction, guidance_scale=4.0,
+                      num_inference_steps=2, height=112, width=144, generator=torch.Generator().manual_seed(seed),
+                      output_type="pt").images  # fmt: skip
+        assert image.shape == (1, 3, 112, 144) and (image - direct).abs().max() <= TOLERANCE
+    defaults = method.resolve({}, "flux2")
+    assert (defaults["steps"], defaults["guidance"]) == (50, 4.0)
+
+
 @pytest.mark.slow
 def test_the_instruction_editors_config_runs_offline_with_every_cell_ok(tmp_path):
-    """configs/instruction_editors.yaml: five methods on four tiny models in one run, keep_aspect."""
+    """configs/instruction_editors.yaml: six methods on five tiny models in one run, keep_aspect."""
     from bench.execution.config import load_config
     from bench.execution.runner import start_run
     from bench.paths import repo_root
@@ -96,9 +117,9 @@ def test_the_instruction_editors_config_runs_offline_with_every_cell_ok(tmp_path
 
     config = load_config(repo_root() / "configs" / "instruction_editors.yaml")
     run_dir, counts = start_run(config, out=str(tmp_path), progress=False)
-    assert counts["failed"] == counts["skipped"] == 0 and counts["ok"] == 10
+    assert counts["failed"] == counts["skipped"] == 0 and counts["ok"] == 12
     table = cells_table(run_dir)
-    assert set(table["backbone"]) == {"tiny", "tiny-flux", "tiny-kontext", "tiny-qwen-image-edit"}
-    assert sum(line.startswith("| ") and " @ " in line for line in summary_markdown(run_dir).splitlines()) == 5
+    assert set(table["backbone"]) == {"tiny", "tiny-flux", "tiny-kontext", "tiny-qwen-image-edit", "tiny-flux2-klein"}
+    assert sum(line.startswith("| ") and " @ " in line for line in summary_markdown(run_dir).splitlines()) == 6
     sizes = {Image.open(run_dir / p).size for p in table["output_path"]}
     assert any(w != h for w, h in sizes)  # chelsea (451x300) keeps its aspect ratio

@@ -3,7 +3,7 @@
 ``tiny`` (SD 1.x) is the default; ``tiny-sdxl`` is SDXL's (``_build_sdxl``), ``tiny-sd3`` SD3's
 (``_build_sd3``), ``tiny-flux`` FLUX.1 [dev]'s (``_build_flux``); the instruction editors':
 ``tiny-kontext`` FLUX.1 Kontext's (``_build_kontext``), ``tiny-qwen-image-edit`` Qwen-Image-Edit's
-(``_build_qwen_image_edit``).
+(``_build_qwen_image_edit``), ``tiny-flux2-klein`` FLUX.2 [klein] base's (``_build_flux2_klein``).
 
 It has every component of Stable Diffusion 1.x at a toy size (UNet with cross-attention
 blocks, an AutoencoderKL with downsampling factor 8, a CLIP text encoder over the real
@@ -41,7 +41,7 @@ SD_SCHEDULER_CONFIG = dict(
 
 #: The embedded backbones and their families.
 TINY_BACKBONES = {"tiny": "sd", "tiny-sdxl": "sdxl", "tiny-sd3": "sd3", "tiny-flux": "flux", "tiny-kontext": "kontext",
-                  "tiny-qwen-image-edit": "qwen_image"}  # fmt: skip
+                  "tiny-qwen-image-edit": "qwen_image", "tiny-flux2-klein": "flux2"}  # fmt: skip
 _FOLDERS = {name: f"{name}-v{TINY_VERSION}" for name in TINY_BACKBONES} | {"tiny": f"tiny-sd-v{TINY_VERSION}"}
 
 
@@ -55,7 +55,8 @@ def tiny_backbone_dir(name: str = "tiny") -> Path:
     folder = tiny_folder(name)
     if not (folder / "model_index.json").is_file():
         builders = {"tiny": _build, "tiny-sdxl": _build_sdxl, "tiny-sd3": _build_sd3, "tiny-flux": _build_flux,
-                    "tiny-kontext": _build_kontext, "tiny-qwen-image-edit": _build_qwen_image_edit}  # fmt: skip
+                    "tiny-kontext": _build_kontext, "tiny-qwen-image-edit": _build_qwen_image_edit,
+                    "tiny-flux2-klein": _build_flux2_klein}  # fmt: skip
         builders[name](folder)
     return folder
 
@@ -329,3 +330,38 @@ def _build_qwen_image_edit(folder: Path) -> None:
     config = tmp / "vae" / "config.json"
     config.write_text(json.dumps({**json.loads(config.read_text()), "sample_size": TINY_RESOLUTION}, indent=2))
     _publish(tmp, folder)
+
+
+def _build_flux2_klein(folder: Path) -> None:
+    """FLUX.2 [klein] base's pipeline (not step-distilled: real CFG) at a toy size: a transformer of
+    one double- and one single-stream block (2 heads of 16, RoPE axes 4/4/4/4, 128 = 32 x 2 x 2
+    channels, no guidance embedding), a 32-channel FLUX.2 VAE (``sample_size`` 128), and a Qwen3
+    of hidden size 16 with 28 layers, so the pipeline's default hidden layers (9, 18, 27) exist,
+    over the byte-level tokenizer of ``bench.metrics.tiny_vlm`` with its chat template."""
+    from diffusers import AutoencoderKLFlux2, FlowMatchEulerDiscreteScheduler, Flux2KleinPipeline, Flux2Transformer2DModel
+    from transformers import Qwen3Config, Qwen3ForCausalLM
+
+    from bench.metrics.tiny_vlm import CHAT_TEMPLATE, qwen_byte_tokenizer
+
+    tmp = folder.with_name(f"{folder.name}.building-{os.getpid()}")
+    (tmp / "_tokenizer_src").mkdir(parents=True)
+    tokenizer = qwen_byte_tokenizer()
+    tokenizer.chat_template = CHAT_TEMPLATE
+    hidden = 16
+    torch.manual_seed(TINY_SEED + 2)
+    encoder = Qwen3ForCausalLM(Qwen3Config(
+        vocab_size=len(tokenizer), hidden_size=hidden, intermediate_size=32, num_hidden_layers=28, num_attention_heads=2,
+        num_key_value_heads=1, head_dim=8, max_position_embeddings=1024,
+    ))  # fmt: skip
+    torch.manual_seed(TINY_SEED)
+    transformer = Flux2Transformer2DModel(
+        patch_size=1, in_channels=128, num_layers=1, num_single_layers=1, attention_head_dim=16, num_attention_heads=2,
+        joint_attention_dim=3 * hidden, timestep_guidance_channels=32, axes_dims_rope=(4, 4, 4, 4), guidance_embeds=False,
+    )  # fmt: skip
+    torch.manual_seed(TINY_SEED + 1)
+    vae = AutoencoderKLFlux2(block_out_channels=(8, 8, 8, 8), latent_channels=32, norm_num_groups=4,
+                             sample_size=TINY_RESOLUTION, layers_per_block=1)  # fmt: skip
+    scheduler = FlowMatchEulerDiscreteScheduler(num_train_timesteps=1000, shift=3.0, use_dynamic_shifting=True)
+    pipe = Flux2KleinPipeline(scheduler=scheduler, vae=vae, text_encoder=encoder, tokenizer=tokenizer,
+                              transformer=transformer, is_distilled=False)  # fmt: skip
+    _save_atomically(pipe, tmp, folder)
