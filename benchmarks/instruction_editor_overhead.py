@@ -7,7 +7,7 @@ each; the figure is the ratio of median times minus 1 (goal: at most 5% per cell
 The direct path is the pipeline ``from_pretrained`` from the checkpoint's folder, built once;
 the adapter builds its pipeline object over the backbone's networks per batch, as in a run.
 
-    python benchmarks/instruction_editor_overhead.py            # kontext and qwen_image_edit
+    python benchmarks/instruction_editor_overhead.py            # kontext, qwen_image_edit, flux2
     python benchmarks/instruction_editor_overhead.py --repeats 20 --method kontext
 """
 
@@ -27,6 +27,7 @@ EDITORS = {
                 {"guidance_scale": 2.5, "num_inference_steps": 4, "_auto_resize": False}),
     "qwen_image_edit": ("tiny-qwen-image-edit", "QwenImageEditPipeline", {"steps": 2},
                         {"negative_prompt": " ", "true_cfg_scale": 4.0, "num_inference_steps": 2}),
+    "flux2": ("tiny-flux2-klein", "Flux2KleinPipeline", {"steps": 4}, {"guidance_scale": 4.0, "num_inference_steps": 4}),
 }  # fmt: skip
 WIDTH, HEIGHT = 144, 112
 
