@@ -102,3 +102,10 @@ def test_a_mistyped_backbone_folder_names_the_folders_there(tmp_path):
     assert f"backbone folder '{tmp_path / 'sd-15'}' does not exist (did you mean 'sd15'?)" in result.output
     result = invoke("run", config, "--backbone", tmp_path, "--out", tmp_path / "runs", "--quiet")
     assert "is not a diffusers pipeline folder (no unet/ or transformer/ config.json)" in result.output
+
+
+def test_backbones_prints_parameters_per_network():
+    result = invoke("backbones", "tiny-kontext", "no/such-model")
+    assert result.exit_code == 0, result.output
+    assert "tiny-kontext (FLUX.1 Kontext):" in result.output and "transformer 167K" in result.output
+    assert "no/such-model: not on disk" in result.output

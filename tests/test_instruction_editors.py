@@ -123,3 +123,19 @@ def test_the_instruction_editors_config_runs_offline_with_every_cell_ok(tmp_path
     assert sum(line.startswith("| ") and " @ " in line for line in summary_markdown(run_dir).splitlines()) == 6
     sizes = {Image.open(run_dir / p).size for p in table["output_path"]}
     assert any(w != h for w, h in sizes)  # chelsea (451x300) keeps its aspect ratio
+
+
+def test_parameter_counts_come_from_configs_without_weights(tmp_path):
+    """A FLUX.1-size transformer (diffusers' defaults: ~12B parameters) counted on the meta device."""
+    import json
+
+    from bench.diffusion.model_size import component_parameters, format_count
+
+    (tmp_path / "transformer").mkdir()
+    (tmp_path / "transformer" / "config.json").write_text(json.dumps({"_class_name": "FluxTransformer2DModel"}))
+    (tmp_path / "model_index.json").write_text(json.dumps({"_class_name": "FluxKontextPipeline",
+                                                           "transformer": ["diffusers", "FluxTransformer2DModel"],
+                                                           "tokenizer": ["transformers", "CLIPTokenizer"]}))  # fmt: skip
+    counts = component_parameters(tmp_path)
+    assert list(counts) == ["transformer"] and 11.5e9 < counts["transformer"] < 12.5e9
+    assert format_count(counts["transformer"]).endswith("B")

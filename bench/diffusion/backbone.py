@@ -227,13 +227,20 @@ def known_family(spec: BackboneSpec) -> str | None:
 
 def _cached_hub_family(spec: BackboneSpec) -> str | None:
     """The family of a hub id from the hub cache's ``model_index.json`` (no network); None when absent."""
+    folder = hub_config_folder(spec)
+    return None if folder is None else family_of_folder(folder)
+
+
+def hub_config_folder(spec: BackboneSpec) -> Path | None:
+    """The hub cache's snapshot folder of a hub id whose ``model_index.json`` is cached (its configs
+    may be there without its weights); None otherwise. No network."""
     from huggingface_hub import try_to_load_from_cache
 
     try:
         index = try_to_load_from_cache(spec.name, "model_index.json", revision=spec.revision)
     except Exception:  # not a valid repo id
         return None
-    return family_of_folder(Path(index).parent) if isinstance(index, str) else None
+    return Path(index).parent if isinstance(index, str) else None
 
 
 def folder_on_disk(spec: BackboneSpec) -> Path | None:
