@@ -311,6 +311,9 @@ class Backbone:
             raise ConfigError(f"backbone text_encoder_3 applies to SD3/3.5 only; {spec.name!r} is {self.family_name}")
         if spec.true_cfg_scale != 1 and self.family_name != "flux":
             raise ConfigError(f"backbone true_cfg_scale applies to FLUX.1 only; {spec.name!r} is {self.family_name}")
+        if spec.offload_text_encoders and hasattr(self.family, "pipeline"):
+            raise ConfigError(f"backbone {spec.name!r}: offload_text_encoders does not apply to an instruction editor, "
+                              "whose pipeline runs its encoders itself; use cpu_offload: true")  # fmt: skip
         for sub in self.family.weight_files(spec):
             problem = only_bin_weights(self.folder / sub)
             if problem:
