@@ -41,14 +41,6 @@ class QwenImageEdit(Method):
     )
 
     @classmethod
-    def check_backbone(cls, setting, backbone):
-        from bench.errors import ConfigError
-
-        if backbone.pipeline_class.__name__ != "QwenImageEditPipeline":
-            raise ConfigError(f"method {cls.name!r} runs QwenImageEditPipeline checkpoints; "
-                              f"{backbone.spec.name!r} is a {backbone.pipeline_class.__name__}")  # fmt: skip
-
-    @classmethod
     def estimate_nfe(cls, setting):
         """Two transformer evaluations per step with true CFG (conditional, negative), one without."""
         return setting["steps"] * (2 if setting["true_cfg"] > 1 else 1), 0
@@ -57,14 +49,14 @@ class QwenImageEdit(Method):
     def edit_batch(self, backbone, rows, setting):
         scheduler = backbone._scheduler_cls.from_config(backbone.scheduler_config)
         pipe = backbone.family.pipeline(backbone, scheduler)
-        results = []
-        for row in rows:
-            height, width = row.sample.image.shape[1:]
-            image = pipe(
-                image=pil_image(row.sample.image), prompt=row.sample.instruction,
-                negative_prompt=NEGATIVE_PROMPT if setting["true_cfg"] > 1 else None,
-                true_cfg_scale=setting["true_cfg"], num_inference_steps=setting["steps"], height=height, width=width,
-                generator=row.generator, output_type="pt",
-            ).images  # fmt: skip
-            results.append(EditResult(image.float().cpu()))
-        return results
+        return [EditResult(self._call(pipe, row, setting).float().cpu()) for row in rows]
+
+    def _call(self, pipe, row, setting) -> torch.Tensor:
+        """One cell's pipeline call: (1, 3, H, W) in [0, 1] at the sample's size."""
+        height, width = row.sample.image.shape[1:]
+        return pipe(
+            image=pil_image(row.sample.image), prompt=row.sample.instruction,
+            negative_prompt=NEGATIVE_PROMPT if setting["true_cfg"] > 1 else None,
+            true_cfg_scale=setting["true_cfg"], num_inference_steps=setting["steps"], height=height, width=width,
+            generator=row.generator, output_type="pt",
+        ).images  # fmt: skip

@@ -72,6 +72,14 @@ def qwen_image():
 
 
 @pytest.fixture(scope="session")
+def qwen_image_plus():
+    """The embedded Qwen-Image-Edit-2509/2511 (Plus pipeline) backbone, on the CPU."""
+    from bench.diffusion.backbone import Backbone, BackboneSpec
+
+    return Backbone(BackboneSpec(name="tiny-qwen-image-edit-plus", device="cpu"))
+
+
+@pytest.fixture(scope="session")
 def flux2():
     """The embedded FLUX.2 [klein] backbone, on the CPU."""
     from bench.diffusion.backbone import Backbone, BackboneSpec

@@ -86,6 +86,23 @@ def test_model_policy_uses_each_pipelines_rule(kontext, qwen_image):
     assert qwen_image.frame(policy).multiple == 32
 
 
+def test_qwen_image_edit_plus_equals_qwen_image_edit_plus_pipeline(qwen_image_plus):
+    from diffusers import QwenImageEditPlusPipeline
+
+    from methods.kontext import pil_image
+
+    method = get_method("qwen_image_edit_plus")()
+    setting = method.resolve({"steps": 2, "true_cfg": 1.0}, "qwen_image_plus")
+    sample = _sample("wide", 144, 112, 0)
+    (image,), nfe = _edit(method, qwen_image_plus, [sample], setting, [8])
+    assert nfe == method.estimate_nfe(setting)[0] == 2
+    pipe = QwenImageEditPlusPipeline.from_pretrained(qwen_image_plus.folder)
+    pipe.set_progress_bar_config(disable=True)
+    direct = pipe(image=[pil_image(sample.image)], prompt=sample.instruction, true_cfg_scale=1.0, num_inference_steps=2,
+                  height=112, width=144, generator=torch.Generator().manual_seed(8), output_type="pt").images  # fmt: skip
+    assert image.shape == (1, 3, 112, 144) and (image - direct).abs().max() <= TOLERANCE
+
+
 def test_flux2_klein_equals_flux2_klein_pipeline(flux2):
     from diffusers import Flux2KleinPipeline
 

@@ -3,7 +3,7 @@
 ``tiny`` (SD 1.x) is the default; ``tiny-sdxl`` is SDXL's (``_build_sdxl``), ``tiny-sd3`` SD3's
 (``_build_sd3``), ``tiny-flux`` FLUX.1 [dev]'s (``_build_flux``); the instruction editors':
 ``tiny-kontext`` FLUX.1 Kontext's (``_build_kontext``), ``tiny-qwen-image-edit`` Qwen-Image-Edit's
-(``_build_qwen_image_edit``), ``tiny-flux2-klein`` FLUX.2 [klein] base's (``_build_flux2_klein``).
+(``_build_qwen_image_edit``) and -Plus's (``_build_qwen_image_edit_plus``), ``tiny-flux2-klein`` FLUX.2 [klein] base's (``_build_flux2_klein``).
 
 It has every component of Stable Diffusion 1.x at a toy size (UNet with cross-attention
 blocks, an AutoencoderKL with downsampling factor 8, a CLIP text encoder over the real
@@ -41,7 +41,8 @@ SD_SCHEDULER_CONFIG = dict(
 
 #: The embedded backbones and their families.
 TINY_BACKBONES = {"tiny": "sd", "tiny-sdxl": "sdxl", "tiny-sd3": "sd3", "tiny-flux": "flux", "tiny-kontext": "kontext",
-                  "tiny-qwen-image-edit": "qwen_image", "tiny-flux2-klein": "flux2"}  # fmt: skip
+                  "tiny-qwen-image-edit": "qwen_image", "tiny-qwen-image-edit-plus": "qwen_image_plus",
+                  "tiny-flux2-klein": "flux2"}  # fmt: skip
 _FOLDERS = {name: f"{name}-v{TINY_VERSION}" for name in TINY_BACKBONES} | {"tiny": f"tiny-sd-v{TINY_VERSION}"}
 
 
@@ -56,7 +57,7 @@ def tiny_backbone_dir(name: str = "tiny") -> Path:
     if not (folder / "model_index.json").is_file():
         builders = {"tiny": _build, "tiny-sdxl": _build_sdxl, "tiny-sd3": _build_sd3, "tiny-flux": _build_flux,
                     "tiny-kontext": _build_kontext, "tiny-qwen-image-edit": _build_qwen_image_edit,
-                    "tiny-flux2-klein": _build_flux2_klein}  # fmt: skip
+                    "tiny-qwen-image-edit-plus": _build_qwen_image_edit_plus, "tiny-flux2-klein": _build_flux2_klein}  # fmt: skip
         builders[name](folder)
     return folder
 
@@ -295,8 +296,6 @@ def _build_qwen_image_edit(folder: Path) -> None:
     channels), the tiny Qwen2.5-VL of ``bench.metrics.tiny_vlm`` as text and image encoder (its
     byte-level tokenizer and a ``Qwen2VLProcessor``), and the flow-matching scheduler with dynamic
     shift. The VAE config states ``sample_size`` 128, the tiny checkpoint's native size."""
-    import json
-
     from diffusers import (
         AutoencoderKLQwenImage,
         FlowMatchEulerDiscreteScheduler,
@@ -327,8 +326,29 @@ def _build_qwen_image_edit(folder: Path) -> None:
     pipe = QwenImageEditPipeline(scheduler=scheduler, vae=vae, text_encoder=encoder, tokenizer=vl.tokenizer,
                                  processor=processor, transformer=transformer)  # fmt: skip
     pipe.save_pretrained(tmp, safe_serialization=True)
-    config = tmp / "vae" / "config.json"
+    _state_vae_sample_size(tmp)
+    _publish(tmp, folder)
+
+
+def _state_vae_sample_size(folder: Path) -> None:
+    """Write the tiny native size into a Qwen-Image VAE config, which has no ``sample_size`` of its own
+    (``bench.diffusion.families.qwen_image.native_resolution`` reads it; diffusers ignores it)."""
+    import json
+
+    config = folder / "vae" / "config.json"
     config.write_text(json.dumps({**json.loads(config.read_text()), "sample_size": TINY_RESOLUTION}, indent=2))
+
+
+def _build_qwen_image_edit_plus(folder: Path) -> None:
+    """Qwen-Image-Edit-2509/2511's pipeline (``QwenImageEditPlusPipeline``): the same architecture as
+    Qwen-Image-Edit, so ``tiny-qwen-image-edit``'s seeded networks saved as the Plus pipeline."""
+    from diffusers import QwenImageEditPlusPipeline
+
+    tmp = folder.with_name(f"{folder.name}.building-{os.getpid()}")
+    pipe = QwenImageEditPlusPipeline.from_pretrained(tiny_backbone_dir("tiny-qwen-image-edit"), use_safetensors=True)
+    (tmp / "_tokenizer_src").mkdir(parents=True)
+    pipe.save_pretrained(tmp, safe_serialization=True)
+    _state_vae_sample_size(tmp)
     _publish(tmp, folder)
 
 
