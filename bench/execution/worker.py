@@ -123,8 +123,8 @@ class CellWorker:
 
     A run may hold several backbones (``methods.<name>.backbone``): the worker holds one at a time
     and, when a unit needs another, frees the one it holds before loading the next (the plan puts
-    each backbone's units together). ``backbone``: an already loaded backbone for the config's
-    default spec (tests, benchmarks)."""
+    each backbone's units together). ``backbone``: an already loaded backbone standing for the
+    config's default spec (tests, benchmarks)."""
 
     def __init__(self, config: RunConfig, backbone: Backbone | None = None):
         self.metrics = [get_metric(name)() for name in config.metrics]
@@ -152,7 +152,7 @@ class CellWorker:
             gc.collect()
             if device.type == "cuda":
                 torch.cuda.empty_cache()
-        backbone = self._given if self._given is not None and self._given.spec == spec else Backbone(spec)
+        backbone = self._given if self._given is not None and spec == self.config.backbone else Backbone(spec)
         for name, settings in self.config.settings.items():
             if self.config.backbone_of(name) == spec:
                 check_method_family(type(self.methods[name]), backbone.family_name)
