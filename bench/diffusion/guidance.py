@@ -57,7 +57,8 @@ def start_latents(backbone, scheduler, rows, timesteps: torch.Tensor, t0: float)
     """Pure noise for ``t0 = 1`` (as ``StableDiffusionPipeline``), else each row's source noised
     to the first timestep; each row's noise from its own generator."""
     if t0 == 1:
-        shape = (len(rows), backbone.latent_channels, backbone.latent_size, backbone.latent_size)
+        height, width = (side // backbone.vae_factor for side in rows[0].sample.image.shape[1:])  # the rows' size
+        shape = (len(rows), backbone.latent_channels, height, width)
         like = torch.empty(shape, device=backbone.device, dtype=backbone.dtype)
         return fresh_noise(like, generators(rows)) * scheduler.init_noise_sigma
     source = source_latents(backbone, rows)
