@@ -354,7 +354,8 @@ def methods(includes):
         click.echo(f"{cls.name}: {cls.description}{needs}")
         click.echo(f"    families: {', '.join(FAMILY_TITLES.get(f, f) for f in cls.families)}")
         for p in cls.params:
-            click.echo(f"    {p.name} = {p.default!r}  [{p.allowed()}]  {p.help}")
+            on_families = "".join(f", {FAMILY_TITLES.get(f, f)}: {v!r}" for f, v in p.family_defaults)
+            click.echo(f"    {p.name} = {p.default!r}{on_families}  [{p.allowed()}]  {p.help}")
 
 
 @main.command()
