@@ -80,6 +80,14 @@ def qwen_image_plus():
 
 
 @pytest.fixture(scope="session")
+def longcat():
+    """The embedded LongCat-Image-Edit backbone, on the CPU."""
+    from bench.diffusion.backbone import Backbone, BackboneSpec
+
+    return Backbone(BackboneSpec(name="tiny-longcat", device="cpu"))
+
+
+@pytest.fixture(scope="session")
 def flux2():
     """The embedded FLUX.2 [klein] backbone, on the CPU."""
     from bench.diffusion.backbone import Backbone, BackboneSpec

@@ -64,9 +64,10 @@ IMAGE_TOLERANCE = 1e-4
 HALF_MEAN_BOUND = {"fp16": 0.05, "bf16": 0.15}
 #: The session fixture and the tiny backbone of each family (tests/conftest.py).
 FAMILY_FIXTURE = {"sd": "backbone", "sdxl": "sdxl", "sd3": "sd3", "flux": "flux", "kontext": "kontext", "qwen_image": "qwen_image",
-                  "qwen_image_plus": "qwen_image_plus", "flux2": "flux2"}
+                  "qwen_image_plus": "qwen_image_plus", "flux2": "flux2", "longcat": "longcat"}
 TINY = {"sd": "tiny", "sdxl": "tiny-sdxl", "sd3": "tiny-sd3", "flux": "tiny-flux", "kontext": "tiny-kontext",
-        "qwen_image": "tiny-qwen-image-edit", "qwen_image_plus": "tiny-qwen-image-edit-plus", "flux2": "tiny-flux2-klein"}
+        "qwen_image": "tiny-qwen-image-edit", "qwen_image_plus": "tiny-qwen-image-edit-plus", "flux2": "tiny-flux2-klein",
+        "longcat": "tiny-longcat"}
 #: Half precision in the default run: p2p over ddpm (it once failed with "mat1 and mat2 must have
 #: the same dtype") and a two-branch editor; (method, inversion) on the method's first family.
 HALF_PRECISION_FAST = {("p2p", "ddpm"), ("masactrl", "direct")}
@@ -116,8 +117,8 @@ def _declared_cases(fast):
 
 
 #: Methods whose first case alone takes over ~20 s on 2 CPU cores (the tiny Qwen-Image-Edit
-#: pipeline always encodes its reference at ~1024² px): slow, in the full run only.
-SLOW_METHODS = {"qwen_image_edit", "qwen_image_edit_plus"}
+#: and LongCat pipelines always work at ~1024² px): slow, in the full run only.
+SLOW_METHODS = {"qwen_image_edit", "qwen_image_edit_plus", "longcat_edit"}
 
 
 def _first_case(cls, family, index, setting) -> bool:

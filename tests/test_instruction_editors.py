@@ -124,6 +124,27 @@ def test_flux2_klein_equals_flux2_klein_pipeline(flux2):
     assert (defaults["steps"], defaults["guidance"]) == (50, 4.0)
 
 
+@pytest.mark.slow  # ~20 s: the pipeline always makes ~1024² px
+def test_longcat_edit_equals_longcat_pipeline_resized_to_the_sample(longcat):
+    import torch.nn.functional as F
+    from diffusers import LongCatImageEditPipeline
+
+    from methods.kontext import pil_image
+
+    method = get_method("longcat_edit")()
+    setting = method.resolve({"steps": 2}, "longcat")
+    sample = _sample("wide", 144, 112, 0)
+    (image,), nfe = _edit(method, longcat, [sample], setting, [9])
+    assert nfe == method.estimate_nfe(setting)[0] == 4
+    pipe = LongCatImageEditPipeline.from_pretrained(longcat.folder)
+    pipe.set_progress_bar_config(disable=True)
+    direct = pipe(image=pil_image(sample.image), prompt=sample.instruction, guidance_scale=4.5, num_inference_steps=2,
+                  generator=torch.Generator().manual_seed(9), output_type="pt").images  # fmt: skip
+    assert direct.shape[2:] != (112, 144)  # ~1 MP whatever the input: the adapter resizes it to the sample
+    resized = F.interpolate(direct, size=(112, 144), mode="bicubic", antialias=True, align_corners=False).clamp(0, 1)
+    assert image.shape == (1, 3, 112, 144) and (image - resized).abs().max() <= TOLERANCE
+
+
 @pytest.mark.slow
 def test_the_instruction_editors_config_runs_offline_with_every_cell_ok(tmp_path):
     """configs/instruction_editors.yaml: six methods on five tiny models in one run, keep_aspect."""

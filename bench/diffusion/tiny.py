@@ -3,7 +3,8 @@
 ``tiny`` (SD 1.x) is the default; ``tiny-sdxl`` is SDXL's (``_build_sdxl``), ``tiny-sd3`` SD3's
 (``_build_sd3``), ``tiny-flux`` FLUX.1 [dev]'s (``_build_flux``); the instruction editors':
 ``tiny-kontext`` FLUX.1 Kontext's (``_build_kontext``), ``tiny-qwen-image-edit`` Qwen-Image-Edit's
-(``_build_qwen_image_edit``) and -Plus's (``_build_qwen_image_edit_plus``), ``tiny-flux2-klein`` FLUX.2 [klein] base's (``_build_flux2_klein``).
+(``_build_qwen_image_edit``) and -Plus's (``_build_qwen_image_edit_plus``), ``tiny-flux2-klein`` FLUX.2 [klein] base's (``_build_flux2_klein``), ``tiny-longcat``
+LongCat-Image-Edit's (``_build_longcat``).
 
 It has every component of Stable Diffusion 1.x at a toy size (UNet with cross-attention
 blocks, an AutoencoderKL with downsampling factor 8, a CLIP text encoder over the real
@@ -42,7 +43,7 @@ SD_SCHEDULER_CONFIG = dict(
 #: The embedded backbones and their families.
 TINY_BACKBONES = {"tiny": "sd", "tiny-sdxl": "sdxl", "tiny-sd3": "sd3", "tiny-flux": "flux", "tiny-kontext": "kontext",
                   "tiny-qwen-image-edit": "qwen_image", "tiny-qwen-image-edit-plus": "qwen_image_plus",
-                  "tiny-flux2-klein": "flux2"}  # fmt: skip
+                  "tiny-flux2-klein": "flux2", "tiny-longcat": "longcat"}  # fmt: skip
 _FOLDERS = {name: f"{name}-v{TINY_VERSION}" for name in TINY_BACKBONES} | {"tiny": f"tiny-sd-v{TINY_VERSION}"}
 
 
@@ -57,7 +58,8 @@ def tiny_backbone_dir(name: str = "tiny") -> Path:
     if not (folder / "model_index.json").is_file():
         builders = {"tiny": _build, "tiny-sdxl": _build_sdxl, "tiny-sd3": _build_sd3, "tiny-flux": _build_flux,
                     "tiny-kontext": _build_kontext, "tiny-qwen-image-edit": _build_qwen_image_edit,
-                    "tiny-qwen-image-edit-plus": _build_qwen_image_edit_plus, "tiny-flux2-klein": _build_flux2_klein}  # fmt: skip
+                    "tiny-qwen-image-edit-plus": _build_qwen_image_edit_plus, "tiny-flux2-klein": _build_flux2_klein,
+                    "tiny-longcat": _build_longcat}  # fmt: skip
         builders[name](folder)
     return folder
 
@@ -384,4 +386,39 @@ def _build_flux2_klein(folder: Path) -> None:
     scheduler = FlowMatchEulerDiscreteScheduler(num_train_timesteps=1000, shift=3.0, use_dynamic_shifting=True)
     pipe = Flux2KleinPipeline(scheduler=scheduler, vae=vae, text_encoder=encoder, tokenizer=tokenizer,
                               transformer=transformer, is_distilled=False)  # fmt: skip
+    _save_atomically(pipe, tmp, folder)
+
+
+def _build_longcat(folder: Path) -> None:
+    """LongCat-Image-Edit's pipeline at a toy size: a transformer of one double- and one single-
+    stream block (2 heads of 16, RoPE axes 4/6/6, 64 = 16 x 2 x 2 packed channels), a 16-channel
+    VAE with FLUX's scaling and shift (``sample_size`` 128), and the tiny Qwen2.5-VL of
+    ``bench.metrics.tiny_vlm`` as text and image encoder, with a ``Qwen2VLProcessor``."""
+    from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler, LongCatImageEditPipeline, LongCatImageTransformer2DModel
+    from transformers import AutoProcessor, Qwen2_5_VLForConditionalGeneration, Qwen2VLProcessor
+
+    from bench.metrics.tiny_vlm import write_tiny_qwen25_vl
+
+    tmp = folder.with_name(f"{folder.name}.building-{os.getpid()}")
+    source = write_tiny_qwen25_vl(tmp / "_tokenizer_src", seed=TINY_SEED + 2)
+    encoder = Qwen2_5_VLForConditionalGeneration.from_pretrained(source)
+    vl = AutoProcessor.from_pretrained(source)
+    processor = Qwen2VLProcessor(image_processor=vl.image_processor, tokenizer=vl.tokenizer,
+                                 video_processor=vl.video_processor, chat_template=vl.chat_template)  # fmt: skip
+    hidden = encoder.config.text_config.hidden_size
+    torch.manual_seed(TINY_SEED)
+    transformer = LongCatImageTransformer2DModel(
+        patch_size=1, in_channels=64, num_layers=1, num_single_layers=1, attention_head_dim=16, num_attention_heads=2,
+        joint_attention_dim=hidden, pooled_projection_dim=hidden, axes_dims_rope=[4, 6, 6],
+    )  # fmt: skip
+    torch.manual_seed(TINY_SEED + 1)
+    vae = AutoencoderKL(
+        in_channels=3, out_channels=3, down_block_types=("DownEncoderBlock2D",) * 4,
+        up_block_types=("UpDecoderBlock2D",) * 4, block_out_channels=(8, 8, 8, 8), layers_per_block=1,
+        latent_channels=16, norm_num_groups=4, sample_size=TINY_RESOLUTION, scaling_factor=0.3611,
+        shift_factor=0.1159, use_quant_conv=False, use_post_quant_conv=False,
+    )  # fmt: skip
+    scheduler = FlowMatchEulerDiscreteScheduler(num_train_timesteps=1000, shift=3.0, use_dynamic_shifting=True)
+    pipe = LongCatImageEditPipeline(scheduler=scheduler, vae=vae, text_encoder=encoder, tokenizer=vl.tokenizer,
+                                    text_processor=processor, transformer=transformer)  # fmt: skip
     _save_atomically(pipe, tmp, folder)
