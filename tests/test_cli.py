@@ -102,3 +102,17 @@ def test_a_mistyped_backbone_folder_names_the_folders_there(tmp_path):
     assert f"backbone folder '{tmp_path / 'sd-15'}' does not exist (did you mean 'sd15'?)" in result.output
     result = invoke("run", config, "--backbone", tmp_path, "--out", tmp_path / "runs", "--quiet")
     assert "is not a diffusers pipeline folder (no unet/ or transformer/ config.json)" in result.output
+
+
+def test_a_backbone_folder_whose_model_index_is_not_json_is_a_one_line_error(tmp_path):
+    (tmp_path / "sd" / "unet").mkdir(parents=True)
+    (tmp_path / "sd" / "unet" / "config.json").write_text("{}")
+    (tmp_path / "sd" / "model_index.json").write_text("{not json")
+    config = tmp_path / "c.yaml"
+    config.write_text(yaml.safe_dump({"methods": {"reconstruct": {}}}))
+    for extra in (["--dry-run"], ["--out", tmp_path / "runs", "--quiet"]):
+        result = invoke("run", config, "--backbone", tmp_path / "sd", *extra)
+        assert result.exit_code == 1 and "Traceback" not in result.output, result.output
+        assert f"Error: backbone folder '{tmp_path / 'sd'}' is not a diffusers pipeline folder: its model_index.json " \
+               "is not JSON" in result.output
+    assert not (tmp_path / "runs").exists()
