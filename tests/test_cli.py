@@ -116,3 +116,21 @@ def test_a_backbone_folder_whose_model_index_is_not_json_is_a_one_line_error(tmp
         assert f"Error: backbone folder '{tmp_path / 'sd'}' is not a diffusers pipeline folder: its model_index.json " \
                "is not JSON" in result.output
     assert not (tmp_path / "runs").exists()
+
+
+def test_a_mistyped_embedded_backbone_is_refused_without_a_hub_lookup(tmp_path, monkeypatch):
+    import huggingface_hub
+
+    def no_hub(*args, **kwargs):
+        raise AssertionError("a name that is no hub id (owner/name) was looked up on the hub")
+
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", no_hub)
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", no_hub)
+    config = tmp_path / "c.yaml"
+    config.write_text(yaml.safe_dump({"methods": {"reconstruct": {}}}))
+    for extra in (["--dry-run"], ["--out", tmp_path / "runs", "--quiet"]):
+        result = invoke("run", config, "--backbone", "tiny-sd4", *extra)
+        assert result.exit_code == 1 and "Traceback" not in result.output, result.output
+        assert ("Error: backbone 'tiny-sd4' is not an embedded backbone, a folder or a hub id (owner/name) "
+                "(did you mean 'tiny-sd3'?); embedded: tiny, tiny-sd3, tiny-sdxl") in result.output
+    assert not (tmp_path / "runs").exists()
