@@ -94,6 +94,9 @@ class DatasetSpec:
         if card is None and (self.split or self.revision or self.allow_download or self.where):
             raise ConfigError("dataset: split, revision, allow_download and where apply to hub benchmarks only "
                               "(give 'hub: ID' or the name of a hub card)")  # fmt: skip
+        if self.revision is not None and self.path is not None:
+            raise ConfigError(f"dataset.revision {self.revision!r} picks a version of the hub repository in the Hugging "
+                              f"Face cache; dataset.path {self.path!r} is a local copy, read as it is: give one of them")  # fmt: skip
         if self.name is None and self.path is None and self.hub is None:
             object.__setattr__(self, "name", DEFAULT_DATASET)
         if self.limit is not None and (not isinstance(self.limit, int) or self.limit < 1):
