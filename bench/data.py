@@ -402,7 +402,19 @@ def load_dataset(spec: DatasetSpec) -> list[SampleRef]:
             )
     for group, allowed in (spec.where or {}).items():
         values = {str(v).lower() if isinstance(v, bool) else str(v) for v in (allowed if isinstance(allowed, list) else [allowed])}
-        refs = [r for r in refs if r.groups.get(group) in values]
+        refs = _kept(refs, lambda r: r.groups.get(group) in values, f"dataset.where.{group}", values,
+                     lambda r: r.groups.get(group))  # fmt: skip
     if spec.edit_types:
-        refs = [r for r in refs if r.edit_type in spec.edit_types]
+        refs = _kept(refs, lambda r: r.edit_type in spec.edit_types, "dataset.edit_types", spec.edit_types,
+                     lambda r: r.edit_type)  # fmt: skip
     return refs[: spec.limit] if spec.limit else refs
+
+
+def _kept(refs: list[SampleRef], keep: Callable, name: str, wanted, value_of: Callable) -> list[SampleRef]:
+    """The refs a filter keeps; a ``ConfigError`` naming the filter and the values present when it keeps none."""
+    kept = [r for r in refs if keep(r)]
+    if refs and not kept:
+        present = sorted({str(v) for r in refs if (v := value_of(r)) is not None})
+        raise ConfigError(f"{name} = {', '.join(sorted(map(str, wanted)))} selects no samples: it matches none of the {len(refs)}; "
+                          f"values present: {', '.join(present) or 'none'}")  # fmt: skip
+    return kept
