@@ -31,6 +31,7 @@ from bench import Conformance, EditResult, Method, Param, register
 from bench.data import inside_folder, open_image, prepare_image, to_eight_bit
 from bench.diffusion.families import FAMILIES
 from bench.errors import ConfigError, SampleError
+from bench.hub_data import image_cell
 
 EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp")
 MAX_PIXELS = 8192 * 8192  # larger files fail their cell before decoding (a decompression bomb)
@@ -60,15 +61,16 @@ def _manifest_index(manifest: str, setting: str) -> dict[str, str]:
 
 
 @functools.lru_cache(maxsize=4)
-def _hub_index(source: str, split: str, id_column: str, setting_column: str, setting: str):
+def _hub_index(source: str, split: str, image_column: str, id_column: str, setting_column: str, setting: str):
     """(dataset, sample id -> row) of a dataset of edited images."""
-    from bench.hub_data import open_split
+    from bench.hub_data import open_split, undecoded
 
     dataset = open_split(source, split)
     wanted = [id_column] + [setting_column] * bool(setting)
-    missing = [c for c in wanted if c not in dataset.column_names]
+    missing = [c for c in wanted + [image_column] if c not in dataset.column_names]
     if missing:
         raise ConfigError(f"external hub {source!r}: no column(s) {', '.join(missing)}; it has {', '.join(dataset.column_names)}")
+    dataset = undecoded(dataset, [image_column])
     meta = dataset.select_columns(wanted).to_dict()
     rows = {}
     for row, value in enumerate(meta[id_column]):
@@ -140,7 +142,8 @@ class External(Method):
 
     @staticmethod
     def _hub_key(setting) -> tuple:
-        return setting["hub"], setting["split"], setting["id_column"], setting["setting_column"], setting["setting"]
+        return (setting["hub"], setting["split"], setting["image_column"], setting["id_column"], setting["setting_column"],
+                setting["setting"])  # fmt: skip
 
     def edit(self, backbone, sample, prep, setting, generator):
         image = _fit(sample, self._read(sample.id, setting), backbone.resolution)
@@ -149,10 +152,7 @@ class External(Method):
     def _read(self, sample_id: str, setting) -> Image.Image:
         if setting["hub"]:
             dataset, rows = _hub_index(*self._hub_key(setting))
-            value = dataset[rows[sample_id]][setting["image_column"]]
-            if not isinstance(value, Image.Image):
-                raise SampleError(sample_id, f"column {setting['image_column']!r} holds {type(value).__name__}, not an image")
-            return to_eight_bit(sample_id, value, f"column {setting['image_column']!r}")
+            return image_cell(sample_id, dataset[rows[sample_id]][setting["image_column"]], setting["image_column"])
         if setting["folder"]:
             folder = Path(setting["folder"]).expanduser()
             path = inside_folder(sample_id, folder, _folder_file(folder, sample_id).name, "output image", "folder")

@@ -1,11 +1,14 @@
 """Mistakes in datasets and outside images, tried through the command line as a new user would:
 each is one line naming the sample, file or parameter and what is allowed, given before any run folder."""
 
+import pytest
+import torch
 import yaml
 from click.testing import CliRunner
 
+from bench.data import DatasetSpec, load_dataset, prepare_image
 from run_bench import main
-from tests.helpers import write_dataset, write_hub_fixture
+from tests.helpers import hub_fixture, write_dataset, write_hub_fixture
 
 
 def invoke(*args):
@@ -54,3 +57,61 @@ def test_compare_names_the_dataset_keys_that_differ(tmp_path):
     result = invoke("compare", base, new)
     assert result.exit_code == 2
     assert "Error: not comparable: dataset differs: limit 1 vs 2 (base vs new); pass --allow-different-samples" in result.output
+
+
+def write_parquet(folder, table) -> str:
+    """A pandas DataFrame written as the hub lays out MagicBrush's dev split, by pandas (no feature metadata)."""
+    (folder / "data").mkdir(parents=True)
+    table.to_parquet(folder / "data" / "dev-00000-of-00001.parquet")
+    return str(folder)
+
+
+@pytest.mark.parametrize("column, value, found, needs", [
+    ("instruction", 7, "int64", "reads it as instruction, which needs string"),
+    ("turn_index", "1", "string", "reads it as the turn (first turn 1), which needs integer"),
+])  # fmt: skip
+def test_hub_columns_of_the_wrong_type_name_column_expected_and_found(tmp_path, column, value, found, needs):
+    table = hub_fixture("magicbrush", 2).to_pandas()
+    table[column] = value
+    folder = write_parquet(tmp_path / "mb", table)
+    error = run_fails(write_config(tmp_path, {"name": "magicbrush", "path": folder}), runs=tmp_path / "runs")
+    assert error == f"dataset {folder}: column {column!r} holds {found}; card 'magicbrush' {needs}"
+
+
+def test_a_parquet_written_by_pandas_reads_image_cells_as_datasets_does(tmp_path):
+    folder = write_parquet(tmp_path / "mb", hub_fixture("magicbrush", 2).to_pandas())
+    sample = load_dataset(DatasetSpec(name="magicbrush", path=folder))[0].load(64)
+    row = hub_fixture("magicbrush", 2)[0]
+    assert torch.equal(sample.image, prepare_image(row["source_img"], 64))
+    assert torch.equal(sample.target_image, prepare_image(row["target_img"], 64)) and sample.mask is not None
+
+
+def test_an_undecodable_image_cell_fails_its_sample_with_a_plain_message(tmp_path):
+    table = hub_fixture("magicbrush", 2).to_pandas()
+    table.at[0, "source_img"] = {"bytes": b"not an image", "path": None}
+    folder = write_parquet(tmp_path / "mb", table)
+    config = write_config(tmp_path, {"name": "magicbrush", "path": folder})
+    result = invoke("run", config, "--out", tmp_path / "runs", "--quiet")
+    assert result.exit_code == 0, result.output
+    expected = "sample '1000_1': column 'source_img': cannot decode its image (UnidentifiedImageError: cannot identify image file)"
+    assert expected in result.stderr and " object at 0x" not in result.stderr
+    report = invoke("report", result.stdout.strip().splitlines()[-1]).output
+    (line,) = [line for line in report.splitlines() if line.startswith("- 1 x ")]
+    assert expected in line and "0x" not in line and "&" not in line
+
+
+def test_a_duplicate_sample_id_names_the_local_copy_that_was_read(tmp_path):
+    table = hub_fixture("magicbrush", 2).to_pandas()
+    table["img_id"] = "1000"
+    folder = write_parquet(tmp_path / "mb", table)
+    error = run_fails(write_config(tmp_path, {"name": "magicbrush", "path": folder}), runs=tmp_path / "runs")
+    assert error == f"dataset {folder}: sample id '1000_1' (columns img_id, turn_index) appears more than once"
+
+
+def test_a_first_turn_no_row_has_is_named(tmp_path):
+    table = hub_fixture("magicbrush", 2).to_pandas()
+    table["turn_index"] = 2
+    folder = write_parquet(tmp_path / "mb", table)
+    error = run_fails(write_config(tmp_path, {"name": "magicbrush", "path": folder}), runs=tmp_path / "runs")
+    assert error == (f"dataset.turns = first keeps the rows whose 'turn_index' is 1; none of the 4 rows of {folder} "
+                     "has it; values present: 2")  # fmt: skip
