@@ -5,6 +5,7 @@ import pytest
 import torch
 import yaml
 from click.testing import CliRunner
+from PIL import Image
 
 from bench.data import DatasetSpec, load_dataset, prepare_image
 from run_bench import main
@@ -115,3 +116,32 @@ def test_a_first_turn_no_row_has_is_named(tmp_path):
     error = run_fails(write_config(tmp_path, {"name": "magicbrush", "path": folder}), runs=tmp_path / "runs")
     assert error == (f"dataset.turns = first keeps the rows whose 'turn_index' is 1; none of the 4 rows of {folder} "
                      "has it; values present: 2")  # fmt: skip
+
+
+def test_errors_show_verbatim_in_the_markdown_report(tmp_path):
+    data = write_dataset(tmp_path / "data", n=0, extra=[{"id": "a<b&c", "image": "gone.png", "source_prompt": "a cat"}])
+    result = invoke("run", write_config(tmp_path, {"path": data}), "--out", tmp_path / "runs", "--quiet")
+    report = invoke("report", result.stdout.strip().splitlines()[-1]).output
+    (line,) = [line for line in report.splitlines() if line.startswith("- 1 x ")]
+    assert line == f"- 1 x `SampleError: sample 'a<b&c': image file not found: {tmp_path / 'data' / 'gone.png'}`"
+
+
+def test_a_tiny_source_is_upscaled_with_a_warning_and_blank_texts_are_no_texts(tmp_path):
+    (tmp_path / "data").mkdir()
+    Image.new("RGB", (1, 1), (200, 10, 10)).save(tmp_path / "data" / "dot.png")
+    entry = {"id": "dot", "image": "dot.png", "source_prompt": "a red dot", "target_prompt": "  ", "instruction": " \t"}
+    data = write_dataset(tmp_path / "data", n=1, extra=[entry])
+    sample = load_dataset(DatasetSpec(path=data))[1].load(64)
+    assert sample.target_prompt is None and sample.instruction is None  # as "" would be
+    config = write_config(tmp_path, {"path": data}, {"reconstruct": {}, "sdedit": {"steps": 2}})
+    result = invoke("run", config, "--out", tmp_path / "runs", "--quiet")
+    assert result.exit_code == 0 and "3 ok, 1 skipped" in result.stderr, result.output
+    warning = "warning: sample 'dot': its source image is 1x1, upscaled 128x to 128x128"
+    assert warning in result.stderr and "sample 'img0'" not in result.stderr  # 96x128 at 128 px: no warning
+
+
+def test_a_blank_hub_instruction_is_no_instruction(tmp_path):
+    table = hub_fixture("magicbrush", 2).to_pandas()
+    table["instruction"] = "   "
+    sample = load_dataset(DatasetSpec(name="magicbrush", path=write_parquet(tmp_path / "mb", table)))[0].load(64)
+    assert sample.instruction is None and sample.target_prompt is None
