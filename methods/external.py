@@ -53,8 +53,13 @@ def _manifest_index(manifest: str, setting: str) -> dict[str, str]:
             entry = json.loads(line)
         except ValueError as exc:
             raise ConfigError(f"external manifest {path} line {lineno}: not JSON ({exc})") from exc
-        if not (isinstance(entry, dict) and isinstance(entry.get("image"), str) and isinstance(entry.get("id"), (str, int))):
-            raise ConfigError(f"external manifest {path} line {lineno}: expected {{\"id\": ..., \"image\": PATH}}")
+        where = f"external manifest {path} line {lineno}"
+        if not isinstance(entry, dict):
+            raise ConfigError(f"{where}: expected an object {{\"id\": ..., \"image\": PATH}}, got {entry!r:.60}")
+        if not isinstance(entry.get("id"), (str, int)) or isinstance(entry.get("id"), bool):
+            raise ConfigError(f"{where}: \"id\" is {entry.get('id')!r:.60}; expected a string or an integer")
+        if not isinstance(entry.get("image"), str):
+            raise ConfigError(f"{where}: \"image\" is {entry.get('image')!r:.60}; expected a path (a string)")
         if str(entry.get("setting", "")) == setting:
             index[str(entry["id"])] = entry["image"]
     return index
@@ -109,6 +114,8 @@ class External(Method):
             raise ConfigError(f"method 'external': folder {setting['folder']!r} does not exist")
         if setting["manifest"] and not Path(setting["manifest"]).expanduser().is_file():
             raise ConfigError(f"method 'external': manifest {setting['manifest']!r} does not exist")
+        if setting["manifest"]:  # a malformed line is a config error, before any run folder is made
+            _manifest_index(setting["manifest"], setting["setting"])
         if setting["folder"] and setting["setting"]:
             raise ConfigError("method 'external': 'setting' picks lines of a manifest or hub; a folder holds one model")
 

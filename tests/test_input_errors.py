@@ -145,3 +145,16 @@ def test_a_blank_hub_instruction_is_no_instruction(tmp_path):
     table["instruction"] = "   "
     sample = load_dataset(DatasetSpec(name="magicbrush", path=write_parquet(tmp_path / "mb", table)))[0].load(64)
     assert sample.instruction is None and sample.target_prompt is None
+
+
+@pytest.mark.parametrize("line, problem", [
+    ("not json", "not JSON (Expecting value: line 1 column 1 (char 0))"),
+    ('{"id": "img0", "image": 123}', '"image" is 123; expected a path (a string)'),
+    ('{"id": [1], "image": "a.png"}', '"id" is [1]; expected a string or an integer'),
+])  # fmt: skip
+def test_a_malformed_external_manifest_is_refused_before_any_run_folder(tmp_path, line, problem):
+    data = write_dataset(tmp_path / "data", n=1)
+    manifest = tmp_path / "outputs.jsonl"
+    manifest.write_text('{"id": "img0", "image": "img0.png"}\n' + line + "\n")
+    config = write_config(tmp_path, {"path": data}, {"external": {"manifest": str(manifest)}})
+    assert run_fails(config, runs=tmp_path / "runs") == f"external manifest {manifest} line 2: {problem}"
