@@ -131,7 +131,11 @@ class External(Method):
     def missing(cls, sample, setting) -> list[str]:
         if setting["folder"]:
             folder = Path(setting["folder"]).expanduser()
-            if _folder_file(folder, sample.id) is None:
+            try:
+                found = _folder_file(sample.id, folder)
+            except SampleError:
+                return []  # edit() fails the cell, saying the id escapes the folder
+            if found is None:
                 names = ", ".join(f"{sample.id}{ext}" for ext in EXTENSIONS)
                 return [f"an output image (looked for {names} in {folder})"]
         elif setting["manifest"]:
@@ -161,8 +165,7 @@ class External(Method):
             dataset, rows = _hub_index(*self._hub_key(setting))
             return image_cell(sample_id, dataset[rows[sample_id]][setting["image_column"]], setting["image_column"])
         if setting["folder"]:
-            folder = Path(setting["folder"]).expanduser()
-            path = inside_folder(sample_id, folder, _folder_file(folder, sample_id).name, "output image", "folder")
+            path = _folder_file(sample_id, Path(setting["folder"]).expanduser())
         else:
             manifest = Path(setting["manifest"]).expanduser()
             relative = _manifest_index(setting["manifest"], setting["setting"])[sample_id]
@@ -177,9 +180,11 @@ class External(Method):
         return to_eight_bit(sample_id, open_image(sample_id, path), f"output image {path}")
 
 
-def _folder_file(folder: Path, sample_id: str) -> Path | None:
+def _folder_file(sample_id: str, folder: Path) -> Path | None:
+    """``<folder>/<sample id>.<ext>`` of the first extension present (links followed): the one path both
+    looked for and read; ``SampleError`` when the id leads outside the folder (``../x``)."""
     for ext in EXTENSIONS:
-        candidate = folder / f"{sample_id}{ext}"
+        candidate = inside_folder(sample_id, folder, f"{sample_id}{ext}", "output image", "folder")
         if candidate.is_file():
             return candidate
     return None

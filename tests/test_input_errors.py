@@ -9,7 +9,7 @@ from PIL import Image
 
 from bench.data import DatasetSpec, load_dataset, prepare_image
 from run_bench import main
-from tests.helpers import hub_fixture, write_dataset, write_hub_fixture
+from tests.helpers import hub_fixture, read_cells, write_dataset, write_hub_fixture
 
 
 def invoke(*args):
@@ -158,3 +158,24 @@ def test_a_malformed_external_manifest_is_refused_before_any_run_folder(tmp_path
     manifest.write_text('{"id": "img0", "image": "img0.png"}\n' + line + "\n")
     config = write_config(tmp_path, {"path": data}, {"external": {"manifest": str(manifest)}})
     assert run_fails(config, runs=tmp_path / "runs") == f"external manifest {manifest} line 2: {problem}"
+
+
+def test_external_folder_reads_the_file_it_found_and_refuses_ids_leaving_the_folder(tmp_path):
+    data = write_dataset(tmp_path / "data", n=0, extra=[
+        {"id": sample_id, "image": "photo.png", "source_prompt": "a cat"} for sample_id in ("sub/dir", "../escape")
+    ])  # fmt: skip
+    Image.new("RGB", (64, 64), (10, 200, 10)).save(tmp_path / "data" / "photo.png")
+    out = tmp_path / "out"
+    (out / "sub").mkdir(parents=True)
+    Image.new("RGB", (128, 128), (250, 0, 0)).save(out / "sub" / "dir.png")  # the image of sample "sub/dir"
+    Image.new("RGB", (128, 128), (0, 0, 250)).save(out / "dir.png")  # what the basename would read
+    Image.new("RGB", (128, 128), (0, 250, 0)).save(tmp_path / "escape.png")  # outside the folder
+    config = write_config(tmp_path, {"path": data}, {"external": {"folder": str(out)}})
+    result = invoke("run", config, "--out", tmp_path / "runs", "--quiet")
+    assert result.exit_code == 0 and "1 ok, 1 failed" in result.stderr, result.output
+    cells = read_cells(result.stdout.strip().splitlines()[-1]).set_index("sample_id")
+    run_dir = result.stdout.strip().splitlines()[-1]
+    assert Image.open(f"{run_dir}/{cells.loc['sub/dir', 'output_path']}").getpixel((5, 5)) == (250, 0, 0)
+    assert cells.loc["../escape", "error"] == (
+        f"SampleError: sample '../escape': output image path '../escape.png' escapes the folder {out}"
+    )
