@@ -73,7 +73,7 @@ def _cached_snapshot(hub_id: str, revision: str | None, allow_download: bool) ->
                               f"({type(exc).__name__}: {str(exc).splitlines()[0][:200]}) (no network, or HF_HUB_OFFLINE=1)") from exc
         raise ConfigError(
             f"dataset {hub_id!r} (revision {revision or 'main'}) is not in the Hugging Face cache "
-            f"{constants.HF_HUB_CACHE}; download it once (huggingface-cli download {hub_id} --repo-type dataset), "
+            f"{constants.HF_HUB_CACHE}; download it once (hf download {hub_id} --repo-type dataset), "
             "give a local copy in dataset.path, or set dataset.allow_download: true"
         ) from exc
 
