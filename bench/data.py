@@ -415,6 +415,6 @@ def _kept(refs: list[SampleRef], keep: Callable, name: str, wanted, value_of: Ca
     kept = [r for r in refs if keep(r)]
     if refs and not kept:
         present = sorted({str(v) for r in refs if (v := value_of(r)) is not None})
-        raise ConfigError(f"{name} = {', '.join(sorted(map(str, wanted)))} selects no samples: it matches none of the {len(refs)}; "
-                          f"values present: {', '.join(present) or 'none'}")  # fmt: skip
+        raise ConfigError(f"{name} = {', '.join(sorted(map(str, wanted)))} selects no samples: it matches none of "
+                          f"the {len(refs)}; values present: {', '.join(present) or 'none'}")  # fmt: skip
     return kept

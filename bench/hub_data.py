@@ -116,11 +116,12 @@ def column_kind(feature) -> str:
         return "image"
     if not isinstance(feature, datasets.Value):
         return type(feature).__name__
-    kinds = {"string": "string", "large_string": "string", "bool": "bool", "null": "null"}
-    return kinds.get(feature.dtype) or next(
-        (kind for prefix, kind in (("int", "integer"), ("uint", "integer"), ("float", "float")) if feature.dtype.startswith(prefix)),
-        feature.dtype,
-    )  # fmt: skip
+    dtype = feature.dtype
+    if dtype in ("string", "large_string"):
+        return "string"
+    if dtype.startswith(("int", "uint")):
+        return "integer"
+    return "float" if dtype.startswith("float") else dtype  # bool, null, binary, ...
 
 
 def _column_roles(card: dict) -> list[tuple[str, str, tuple[str, ...]]]:
@@ -200,7 +201,7 @@ def image_cell(sample_id: str, value, column: str):
     if isinstance(value, dict) and set(value) <= {"bytes", "path"}:
         data, path = value.get("bytes"), value.get("path")
         if data is None and not (path and Path(path).is_file()):
-            raise SampleError(sample_id, f"column {column!r}: the image cell has no bytes and no readable path ({path!r})")
+            raise SampleError(sample_id, f"column {column!r}: the image cell has no bytes and no file at its path {path!r}")
         try:
             value = Image.open(io.BytesIO(data) if data is not None else path)
             value.load()
