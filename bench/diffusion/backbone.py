@@ -97,9 +97,12 @@ def _pipeline_folder(spec: BackboneSpec) -> Path:
         family = get_family(family_of_folder(Path(hf_hub_download(spec.name, "model_index.json", revision=spec.revision)).parent))
         return Path(snapshot_download(spec.name, revision=spec.revision, allow_patterns=family.hub_patterns(spec)))
     except Exception as exc:  # offline without a cached copy, unknown repo, no network...
+        from bench.diffusion.tiny import TINY_BACKBONES
+
         raise ConfigError(
             f"backbone {spec.name!r}: not a local folder, and the hub snapshot could not be loaded "
-            f"({type(exc).__name__}: {exc}). Use a local pipeline folder, or 'tiny' for the embedded untrained backbone."
+            f"({type(exc).__name__}: {exc}). Use a local pipeline folder, or an embedded untrained backbone "
+            f"({', '.join(sorted(TINY_BACKBONES))})."
         ) from exc
 
 
