@@ -136,3 +136,19 @@ def test_a_mistyped_embedded_backbone_is_refused_without_a_hub_lookup(tmp_path, 
         assert ("Error: backbone 'tiny-sd4' is not an embedded backbone, a folder or a hub id (owner/name) "
                 f"(did you mean 'tiny-sd3'?); embedded: {', '.join(sorted(TINY_BACKBONES))}") in result.output
     assert not (tmp_path / "runs").exists()
+
+
+def test_a_hub_id_that_cannot_be_loaded_lists_every_embedded_backbone(tmp_path, monkeypatch):
+    import huggingface_hub
+
+    from bench.diffusion.tiny import TINY_BACKBONES
+
+    def offline(*args, **kwargs):
+        raise OSError("offline")
+
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", offline)
+    config = tmp_path / "c.yaml"
+    config.write_text(yaml.safe_dump({"methods": {"reconstruct": {}}}))
+    result = invoke("run", config, "--backbone", "someone/no-such-model", "--out", tmp_path / "runs", "--quiet")
+    assert result.exit_code == 1 and "Traceback" not in result.output, result.output
+    assert f"or an embedded untrained backbone ({', '.join(sorted(TINY_BACKBONES))})." in result.output
