@@ -1,5 +1,6 @@
-"""Mistakes in datasets and outside images, tried through the command line as a new user would:
-each is one line naming the sample, file or parameter and what is allowed, given before any run folder."""
+"""Mistakes in datasets, outside images and run comparisons, tried through the command line as a new user
+would (issue 39): a config mistake is one line naming the file, column or parameter and what is allowed,
+given before any run folder is made; a bad sample fails its own cells with a plain message."""
 
 import pytest
 import torch
@@ -22,7 +23,7 @@ def write_config(tmp_path, dataset: dict, methods=None) -> str:
     return str(config)
 
 
-def run_fails(config, *args, runs=None) -> str:
+def run_fails(config, *args, runs) -> str:
     """The one-line error of ``run CONFIG ARGS`` (with --dry-run and for real); no run folder is made."""
     for extra in (["--dry-run"], ["--out", runs, "--quiet"]):
         result = invoke("run", config, *args, *extra)
