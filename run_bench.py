@@ -33,7 +33,7 @@ def main():
 
 @main.command()
 @click.argument("config", type=click.Path(dir_okay=False), required=False)
-@click.option("--backbone", help="Backbone: 'tiny' or 'tiny-sd3' (embedded, untrained), a pipeline folder, or a hub id.")
+@click.option("--backbone", help="Backbone: an embedded untrained one (tiny, tiny-sdxl, tiny-sd3), a pipeline folder, or a hub id (owner/name).")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=V[,V...]", help="Override a config value, e.g. sdedit.t0=0.3,0.5.")
 @click.option("--out", type=click.Path(file_okay=False), help="Parent folder of the new run folder (default: the config's output).")
 @click.option("--resume", "resume_dir", type=click.Path(file_okay=False), help="Finish an interrupted run folder instead.")
@@ -87,6 +87,7 @@ def run(config, backbone, overrides, out, resume_dir, quiet, untrained_extractor
     except KeyboardInterrupt:
         _interrupted(started[0] if started else None)
     click.echo(", ".join(f"{v} {k}" for k, v in counts.items() if v), err=True)
+    _report_warnings(run_dir)
     nothing_succeeded = _report_failures(run_dir)
     click.echo(str(run_dir))
     if nothing_succeeded:
@@ -95,6 +96,25 @@ def run(config, backbone, overrides, out, resume_dir, quiet, untrained_extractor
 
 #: Exit status of ``run`` when cells failed and none succeeded (the run folder is still printed).
 ALL_FAILED = 3
+
+
+#: Dataset warnings printed at the end of a run; the run's store keeps every one.
+MAX_WARNINGS_SHOWN = 5
+
+
+def _report_warnings(run_dir: Path) -> None:
+    """Print the dataset warnings the run recorded (a clipped mask, an upscaled tiny source) on stderr."""
+    from bench.store import Store
+
+    store = Store(run_dir)
+    try:
+        warnings = store.info("warnings", [])
+    finally:
+        store.close()
+    for warning in warnings[:MAX_WARNINGS_SHOWN]:
+        click.echo(f"warning: {warning}", err=True)
+    if len(warnings) > MAX_WARNINGS_SHOWN:
+        click.echo(f"warning: ... and {len(warnings) - MAX_WARNINGS_SHOWN} more (recorded in {run_dir})", err=True)
 
 
 def _report_failures(run_dir: Path) -> bool:

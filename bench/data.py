@@ -94,6 +94,9 @@ class DatasetSpec:
         if card is None and (self.split or self.revision or self.allow_download or self.where):
             raise ConfigError("dataset: split, revision, allow_download and where apply to hub benchmarks only "
                               "(give 'hub: ID' or the name of a hub card)")  # fmt: skip
+        if self.revision is not None and self.path is not None:
+            raise ConfigError(f"dataset.revision {self.revision!r} picks a version of the hub repository in the Hugging "
+                              f"Face cache; dataset.path {self.path!r} is a local copy, read as it is: give one of them")  # fmt: skip
         if self.name is None and self.path is None and self.hub is None:
             object.__setattr__(self, "name", DEFAULT_DATASET)
         if self.limit is not None and (not isinstance(self.limit, int) or self.limit < 1):
@@ -399,7 +402,19 @@ def load_dataset(spec: DatasetSpec) -> list[SampleRef]:
             )
     for group, allowed in (spec.where or {}).items():
         values = {str(v).lower() if isinstance(v, bool) else str(v) for v in (allowed if isinstance(allowed, list) else [allowed])}
-        refs = [r for r in refs if r.groups.get(group) in values]
+        refs = _kept(refs, lambda r: r.groups.get(group) in values, f"dataset.where.{group}", values,
+                     lambda r: r.groups.get(group))  # fmt: skip
     if spec.edit_types:
-        refs = [r for r in refs if r.edit_type in spec.edit_types]
+        refs = _kept(refs, lambda r: r.edit_type in spec.edit_types, "dataset.edit_types", spec.edit_types,
+                     lambda r: r.edit_type)  # fmt: skip
     return refs[: spec.limit] if spec.limit else refs
+
+
+def _kept(refs: list[SampleRef], keep: Callable, name: str, wanted, value_of: Callable) -> list[SampleRef]:
+    """The refs a filter keeps; a ``ConfigError`` naming the filter and the values present when it keeps none."""
+    kept = [r for r in refs if keep(r)]
+    if refs and not kept:
+        present = sorted({str(v) for r in refs if (v := value_of(r)) is not None})
+        raise ConfigError(f"{name} = {', '.join(sorted(map(str, wanted)))} selects no samples: it matches none of "
+                          f"the {len(refs)}; values present: {', '.join(present) or 'none'}")  # fmt: skip
+    return kept

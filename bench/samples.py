@@ -26,7 +26,8 @@ class Sample:
 
     ``image`` is (3, H, W) float in [0, 1]; ``mask`` is (1, H, W) in {0, 1} with 1 = region
     to edit; ``edit_words`` is (source word, target word) for attention blending;
-    ``warnings`` are problems that loading worked around (the runner records them in the run);
+    ``warnings`` are problems that loading worked around (the runner records them in the run), e.g. a
+    source upscaled more than ``MAX_UPSCALE`` times; a blank (whitespace-only) text is no text, as ``""`` is;
     ``groups`` names the subsets the sample belongs to (GEdit-Bench: ``language`` en/cn,
     ``intersection`` true/false), kept per cell in the store for group-wise tables.
     """
@@ -45,6 +46,17 @@ class Sample:
     groups: dict[str, str] = field(default_factory=dict)  # further category columns, e.g. {"language": "en"}
     source_size: tuple[int, int] | None = None  # (width, height) of the source file before resizing
     warnings: tuple[str, ...] = ()
+
+    def __post_init__(self):
+        for name in ("target_prompt", "instruction", "output_caption"):  # a blank text is no text, as "" is
+            value = getattr(self, name)
+            if isinstance(value, str) and not value.strip():
+                setattr(self, name, None)
+        if isinstance(self.source_prompt, str) and not self.source_prompt.strip():
+            self.source_prompt = ""
+        warning = self.source_size and upscale_warning(self.id, self.source_size, self.image.shape[-1])
+        if warning and warning not in self.warnings:
+            self.warnings = (*self.warnings, warning)
 
     @property
     def image_hash(self) -> str:
@@ -73,6 +85,19 @@ def _resize_crop(img: Image.Image, size: int, resample) -> Image.Image:
     img = img.resize((nw, nh), resample=resample)
     left, top = (nw - size) // 2, (nh - size) // 2
     return img.crop((left, top, left + size, top + size))
+
+
+#: A source upscaled more than this many times (shorter side) to the backbone resolution is warned about.
+MAX_UPSCALE = 2
+
+
+def upscale_warning(sample_id: str, source_size: tuple[int, int], size: int) -> str | None:
+    """A warning when the preparation rule blows a small source (e.g. 1x1) up to ``size`` pixels, else None."""
+    if min(source_size) * MAX_UPSCALE >= size:
+        return None
+    width, height = source_size
+    return (f"sample {sample_id!r}: its source image is {width}x{height}, upscaled {size / min(source_size):.3g}x "
+            f"to {size}x{size}; its edits and scores reflect the upscaling more than the method")
 
 
 def prepare_image(img: Image.Image, size: int) -> torch.Tensor:

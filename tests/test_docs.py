@@ -70,3 +70,24 @@ def test_the_anchor_rule_is_githubs():
     page = ROOT / "docs" / "backbones.md"
     assert "backbone-families-sd-1x2x-sdxl-and-sd335" in anchors(page)
     assert "which-method-runs-on-which-family" in anchors(page)
+
+
+def hub_cli_commands() -> list[str]:
+    """Every Hugging Face CLI command that the README, the docs and the error messages tell users to run."""
+    texts = [README, *PAGES, *sorted((ROOT / "bench").rglob("*.py"))]
+    return [m.group(0) for path in texts for m in re.finditer(r"(?:hf|huggingface-cli) download[^\n`)]*", path.read_text())]
+
+
+def test_download_commands_use_the_cli_the_installed_huggingface_hub_ships():
+    import shlex
+    from importlib import metadata
+
+    shipped = {e.name for e in metadata.distribution("huggingface_hub").entry_points if e.group == "console_scripts"}
+    commands = hub_cli_commands()
+    assert len(commands) >= 10
+    for command in commands:
+        words = shlex.split(command.replace("{", "").replace("}", ""))
+        assert words[0] in shipped, f"{command!r}: the installed huggingface_hub ships {sorted(shipped)}"
+        for i, word in enumerate(words):  # hf takes one pattern per --include/--exclude; a second word is a file name
+            if word in ("--include", "--exclude") and i + 2 < len(words):
+                assert words[i + 2].startswith("--"), f"{command!r}: repeat {word} before each pattern"

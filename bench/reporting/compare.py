@@ -191,7 +191,9 @@ def sample_set_difference(base: RunData, new: RunData) -> str | None:
     """How the runs' planned samples differ (dataset spec or seeds), or None when they match."""
     seeds = [(r.manifest.get("config") or {}).get("seeds") for r in (base, new)]
     if base.dataset != new.dataset:
-        return f"dataset differs: {json.dumps(base.dataset)} (base) vs {json.dumps(new.dataset)} (new)"
+        keys = sorted(k for k in set(base.dataset) | set(new.dataset) if base.dataset.get(k) != new.dataset.get(k))
+        changes = ", ".join(f"{k} {json.dumps(base.dataset.get(k))} vs {json.dumps(new.dataset.get(k))}" for k in keys)
+        return f"dataset differs: {changes} (base vs new)"
     if seeds[0] != seeds[1]:
         return f"seeds differ: {seeds[0]} (base) vs {seeds[1]} (new)"
     return None

@@ -9,6 +9,7 @@ marked best. The run's caveat labels ("untrained backbone", ...) head every tabl
 import html
 import json
 import math
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -305,6 +306,14 @@ def md_text(text) -> str:
     return html.escape(str(text), quote=False).replace("|", "\\|").replace("\n", " ")
 
 
+def md_code(text) -> str:
+    """Text shown verbatim (an error message, whose ``<``, ``&`` and ``*`` must read as written): a code span."""
+    text = str(text).replace("\n", " ")
+    fence = "`" * (max(map(len, re.findall("`+", text)), default=0) + 1)
+    pad = " " if "`" in text else ""
+    return f"{fence}{pad}{text}{pad}{fence}"
+
+
 def md_table(header: list[str], body: list[list]) -> list[str]:
     def cell(c):
         text, best = c if isinstance(c, tuple) else (c, False)
@@ -344,7 +353,7 @@ def _main_md(report: Report) -> list[str]:
     errors = error_counts(run.cells)
     if errors:
         lines.append(f"\n{sum(n for _, n in errors)} failed cell(s); errors (cells each, most common first):\n")
-        lines += [f"- {n} x {md_text(error)}" for error, n in errors[:MAX_ERRORS_SHOWN]]
+        lines += [f"- {n} x {md_code(error)}" for error, n in errors[:MAX_ERRORS_SHOWN]]
         if len(errors) > MAX_ERRORS_SHOWN:
             lines.append(f"- ... and {len(errors) - MAX_ERRORS_SHOWN} more distinct errors (`editbench export` lists every cell)")
     return lines
