@@ -144,6 +144,7 @@ def test_flat_config_keys():
         "config.a.b": "1", "config.a.c": "[1, 2]", "config.d": "x", "config.e": "{}"}  # fmt: skip
 
 
+@pytest.mark.slow
 def test_the_quickstart_logs_to_mlflow_from_the_command_line(tmp_path, offline):
     """``editbench run --log mlflow``: the quickstart (1 sample, 2 steps) and its metrics, read back."""
     mlflow = pytest.importorskip("mlflow")
