@@ -98,7 +98,7 @@ window.addEventListener("load", () => {
       sort_values: cards.map((c) => {
         const td = c.querySelector(`.tile.sorted td[data-metric="${metricName}"]`);
         if (!td) return "no sorted tile";
-        const v = parseFloat(td.textContent);
+        const v = td.textContent === "inf" ? 1e308 : td.textContent === "-inf" ? -1e308 : parseFloat(td.textContent);
         return Number.isNaN(v) ? null : v;
       }),
     };
@@ -131,6 +131,7 @@ window.addEventListener("load", () => {
     set("sort-order", "desc");
     out.descending = shown();
     set("sort-order", "asc");
+    set("sort-metric", "");  // the sorted row's tiles stay in view while sorting: filter unsorted
   }
   out.method = last("filter-method");
   if (out.method !== null) { set("filter-method", out.method); out.by_method = shown(); set("filter-method", ""); }

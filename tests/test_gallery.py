@@ -20,7 +20,7 @@ from tests.test_report import EVIL_ID, EVIL_PROMPT
 @pytest.fixture
 def gallery_run(tmp_path):
     """Three samples (one with a prompt full of markup, one of another edit type) whose psnr differs
-    per sample, and a failed cell."""
+    per sample (one infinite), and a failed cell."""
     data = write_dataset(tmp_path / "data", n=2, extra=[{
         "id": EVIL_ID, "image": "img0.png", "source_prompt": EVIL_PROMPT, "target_prompt": "a <i>dog</i> | pipe",
         "edit_type": "add_object", "mask_shapes": [{"shape": "box", "box": [0.0, 0.0, 0.5, 1.0]}]}])  # fmt: skip
@@ -28,6 +28,7 @@ def gallery_run(tmp_path):
               ("sdedit", {"t0": 0.7, "w": 7.5}, 15.0, 0.4)]  # fmt: skip
     samples = [(EVIL_ID, "add_object", 2.0), ("img0", "change_object", 0.0)]
     cells = [cell(m, s, sid, {"psnr": p + k, "ssim": q}, edit_type=kind) for sid, kind, k in samples for m, s, p, q in levels]
+    cells[0]["metrics"]["psnr"] = float("inf")  # reconstruct of the first sample: an identical image
     cells.append(cell("sdedit", {"t0": 0.7, "w": 7.5}, "img1", status="failed"))
     return make_run(tmp_path, "evil", cells, dataset=data)
 
@@ -47,7 +48,7 @@ def test_the_gallery_holds_every_sample_and_cell(gallery_run, tmp_path):
     evil = data["samples"][0]
     assert evil["prompts"] == {"source prompt": EVIL_PROMPT, "target prompt": "a <i>dog</i> | pipe"}
     assert evil["edit_type"] == "add_object" and "untrained backbone" in data["caveat"]
-    assert [c["values"] for c in evil["cells"]] == [[32.0, 0.9], [22.0, 0.6], [17.0, 0.4]]
+    assert [c["values"] for c in evil["cells"]] == [["inf", 0.9], [22.0, 0.6], [17.0, 0.4]]
     for c in evil["cells"]:  # edits: the run folder's own PNGs, found from the page's folder
         assert (page.parent / c["image"]).resolve().is_file() and c["image"].startswith("../evil/images/")
     failed = data["samples"][2]["cells"]

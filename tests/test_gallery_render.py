@@ -33,6 +33,15 @@ def test_the_gallery_sorts_filters_and_shows_prompts_as_text(gallery_run, tmp_pa
     assert (tmp_path / "shot.png").stat().st_size > 10_000
 
 
+def test_an_infinite_value_sorts_first_descending(gallery_run, tmp_path):
+    page = write_gallery(gallery_run, tmp_path / "gallery.html")
+    text = page.read_text()  # sort the reference row (psnr inf, 30, none) instead of the first edit
+    page.write_text(text.replace("sortRow.value = String(firstEdit);", "sortRow.value = '0';"))
+    seen = checker.render(page, probe=checker.GALLERY_PROBE)
+    assert checker.gallery_problems(seen) == []
+    assert seen["descending"]["sort_values"] == [1e308, 30, None] and seen["ascending"]["sort_values"] == [30, 1e308, None]
+
+
 def test_the_checker_catches_a_gallery_that_does_not_sort_or_filter(gallery_run, tmp_path):
     page = write_gallery(gallery_run, tmp_path / "gallery.html")
     text = page.read_text()

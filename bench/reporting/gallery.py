@@ -87,18 +87,19 @@ def _rows(run: RunData) -> list[dict]:
 
 def _cell(run: RunData, cell: dict, metrics: list[str], page_dir: Path) -> dict:
     """One cell as the page shows it: its image (relative to the page), status, error and metric values."""
-    output = cell["output_path"]
     ok = cell["status"] == "ok"
-    image = _relative(run.run_dir / output, page_dir) if ok and isinstance(output, str) else None
+    output = run.run_dir / cell["output_path"] if ok and isinstance(cell["output_path"], str) else None
+    image = _relative(output, page_dir) if output is not None and output.is_file() else None
     values = [_number(cell[f"metric.{m}"]) for m in metrics]
     return {"image": image, "status": cell["status"], "error": None if ok else cell["error"], "values": values}
 
 
-def _number(value) -> float | None:
-    """A metric value for JSON: None where there is none (NaN), infinities as large numbers."""
-    if value is None or (isinstance(value, float) and math.isnan(value)):
+def _number(value) -> float | str | None:
+    """A metric value for JSON: None where there is none (NaN), ``"inf"``/``"-inf"`` for infinities
+    (PSNR of an identical image), which JSON cannot hold."""
+    if value is None or math.isnan(value):
         return None
-    return float(np.clip(float(value), -1e300, 1e300))
+    return ("inf" if value > 0 else "-inf") if math.isinf(value) else float(value)
 
 
 def _prompts(sample: plots.Sample | None) -> dict[str, str]:

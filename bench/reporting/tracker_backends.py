@@ -107,7 +107,7 @@ def log_wandb(logged: LoggedRun, directory: str | None, project: str) -> str:
     folder = Path(directory or os.environ.get("WANDB_DIR") or logged.run_dir.resolve().parent)
     folder.mkdir(parents=True, exist_ok=True)
     mode = os.environ.get("WANDB_MODE") or ("online" if wandb_logged_in() else "offline")
-    settings = wandb.Settings(console="off", silent=True, save_code=False, x_disable_stats=True)
+    settings = wandb.Settings(console="off", silent=True, save_code=False)
     tags = ["editbench", *(label[:WANDB_TAG_CHARS] for label in logged.tags["editbench.labels"].split("; "))]
     config = {"editbench": logged.tags, "provenance": logged.params, "config": logged.config}
     run = wandb.init(project=project, name=logged.name, dir=str(folder), mode=mode, tags=tags, config=config,

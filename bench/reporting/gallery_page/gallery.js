@@ -4,6 +4,9 @@
 // textContent or as an attribute value, never parsed as markup.
 (() => {
   const DATA = JSON.parse(document.getElementById("gallery-data").textContent);
+  const INFINITE = { inf: Infinity, "-inf": -Infinity }; // JSON has no infinities: the data spells them
+  for (const sample of DATA.samples)
+    for (const cell of sample.cells) if (cell) cell.values = cell.values.map((v) => (typeof v === "string" ? INFINITE[v] : v));
   const PAGE = 100; // cards drawn at a time; "show more" adds the next page
   const ANY = "";
   const controls = document.getElementById("controls");
@@ -86,18 +89,20 @@
     const value = valueOf(sample, +sortRow.value, m);
     if (sortBy.value !== "difference") return value;
     const base = valueOf(sample, baseline.value === ANY ? null : +baseline.value, m);
-    return value === null || base === null ? null : value - base;
+    const diff = value === null || base === null ? null : value - base;
+    return Number.isNaN(diff) ? null : diff; // inf - inf
   }
 
   function sorted(samples) {
     if (metric.value === ANY) return samples;
     const sign = order.value === "asc" ? 1 : -1;
     const keyed = samples.map((s) => [sortKey(s), s]);
-    keyed.sort(([a], [b]) => (a === null ? (b === null ? 0 : 1) : b === null ? -1 : sign * (a - b))); // no value: last
+    const compare = (a, b) => (a < b ? -1 : a > b ? 1 : 0);
+    keyed.sort(([a], [b]) => (a === null ? (b === null ? 0 : 1) : b === null ? -1 : sign * compare(a, b))); // no value: last
     return keyed.map(([, s]) => s);
   }
 
-  const format = (v) => (v === null ? "—" : String(+v.toPrecision(4)));
+  const format = (v) => (v === null || Number.isNaN(v) ? "—" : Number.isFinite(v) ? String(+v.toPrecision(4)) : v > 0 ? "inf" : "-inf");
 
   function metricTable(sample, row, base) {
     const table = el("table");
@@ -106,8 +111,8 @@
       const tr = el("tr");
       tr.append(el("td", {}, m.name + arrow(m)), el("td", { "data-metric": m.name }, format(value)));
       const reference = base === null || base === row ? null : valueOf(sample, base, i);
-      if (value !== null && reference !== null) {
-        const diff = value - reference;
+      const diff = value === null || reference === null ? NaN : value - reference;
+      if (!Number.isNaN(diff)) {
         const good = m.higher === null || diff === 0 ? "" : (diff > 0) === m.higher ? "better" : "worse";
         tr.append(el("td", { class: good, "data-diff": m.name }, `Δ ${diff >= 0 ? "+" : ""}${format(diff)}`));
       }
@@ -145,8 +150,10 @@
     const source = el("div", { class: "tile", "data-row": "source" });
     source.append(picture(sample.source, "source", `source unavailable: ${sample.source_note}`), el("div", { class: "name" }, "source (mask outlined)"));
     tiles.append(source);
-    const order = base === null || rows.includes(base) ? rows : [base, ...rows];
-    for (const row of order) tiles.append(tile(sample, row, base));
+    // the baseline's and the sorted row's edits stand beside the others even when filtered out
+    const sortedRow = metric.value === ANY ? null : +sortRow.value;
+    const extra = [base, sortedRow].filter((r, i, all) => r !== null && !rows.includes(r) && all.indexOf(r) === i);
+    for (const row of [...extra, ...rows]) tiles.append(tile(sample, row, base));
     node.append(tiles);
     return node;
   }
