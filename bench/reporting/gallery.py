@@ -4,9 +4,9 @@ setting, edit type, each group) and sort by any metric, with the difference to a
 
 One HTML file and a folder beside it (``<name>_files/``, the sources at the run's resolution
 with their masks outlined); the edits are the run folder's own PNGs, linked by relative path.
-No server and no network: the page's script (``gallery_page/gallery.js``) draws the cards from the run's data,
-embedded as JSON, a page at a time, and images load lazily, so runs of thousands of cells open
-quickly. Every string from the run reaches the page as text (``textContent``), never as markup.
+No server and no network: the page's script (``gallery_page/gallery.js``) draws the cards from
+the run's data, embedded as JSON, a page at a time, and images load lazily, so runs of thousands
+of cells open quickly. Every string from the run reaches the page as text (``textContent``), never as markup.
 """
 
 import html
@@ -44,8 +44,7 @@ def gallery_data(run: RunData, page_dir: Path, assets: Path) -> dict:
     rows = _rows(run)
     index = {(r["method"], r["setting_json"]): i for i, r in enumerate(rows)}
     metrics = run.image_metrics
-    pairs = plots.grid_samples(run)
-    sources = plots.load_sources(run, list(dict.fromkeys(s for s, _ in pairs)))
+    sources = plots.load_sources(run, list(dict.fromkeys(run.cells["sample_id"])))
     source_files = {sample_id: _source_file(source, assets / f"source_{i}.png", page_dir)
                     for i, (sample_id, source) in enumerate(sources.items())}  # fmt: skip
     entries = []
@@ -57,7 +56,8 @@ def gallery_data(run: RunData, page_dir: Path, assets: Path) -> dict:
             cells[index[(cell["method"], cell["setting"])]] = _cell(run, cell, metrics, page_dir)
         first = group.iloc[0]
         entries.append({
-            "id": str(sample_id), "seed": int(seed), "edit_type": first["edit_type"] or "",
+            "id": str(sample_id), "seed": int(seed),
+            "edit_type": first["edit_type"] if isinstance(first["edit_type"], str) else "",
             "groups": {k: str(v) for k, v in (first["groups"] or {}).items()},
             "source": source_files[sample_id], "source_note": None if sample else str(source),
             "prompts": _prompts(sample), "cells": cells,

@@ -44,7 +44,8 @@ def log_run(run_dir, tracker: str, uri: str | None = None, project: str = "editb
             logged = logged_run(run_dir, Path(tmp))
             where = BACKENDS[tracker](logged, uri, project)
     except Exception as exc:  # noqa: BLE001  (any tracker error becomes a warning, by design)
-        return False, f"--log {tracker}: logging failed ({type(exc).__name__}: {exc}); the run folder {run_dir} is complete"
+        failure = f"{type(exc).__name__}: {exc}"
+        return False, f"--log {tracker}: logging failed ({failure}); the run folder {run_dir} is complete"
     return True, f"--log {tracker}: {where}"
 
 
