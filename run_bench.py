@@ -198,7 +198,8 @@ def resumed_executor(run_dir, overrides: dict):
 @_fail_cleanly
 def report(run_dir, html_path, md_path, planes, n_grid, table, by, reference_path, ci, rank_metric, gallery_path, log_to,
            log_uri, log_project):  # fmt: skip
-    """Print the run's tables as Markdown; with --html/--md also write full reports with plots and image grids."""
+    """Print the run's tables as Markdown; with --html/--md also write full reports with plots and image grids,
+    with --gallery a page of every sample to filter and sort, with --log send the run to a tracker."""
     _check_tracker(log_to)
     if gallery_path:
         from bench.reporting.gallery import write_gallery
