@@ -3,6 +3,7 @@ library's own reader (MLflow's client, W&B's ``wandb leet inspect``); a failing 
 warning and never a failed run. Needs the extras ``editbench[mlflow]`` / ``editbench[wandb]``: the
 tests of a missing one are skipped."""
 
+import importlib.util
 import json
 import subprocess
 import sys
@@ -129,8 +130,6 @@ def test_a_failing_tracker_is_a_warning_and_the_run_stays_complete(run_dir, tmp_
 
 
 def test_a_missing_extra_is_said_before_a_run_starts(monkeypatch):
-    import importlib.util
-
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "wandb" else real(name, *a))
     with pytest.raises(ConfigError, match=r'pip install "editbench\[wandb\]"'):
@@ -145,8 +144,9 @@ def test_flat_config_keys():
 
 
 @pytest.mark.slow
-def test_the_quickstart_logs_to_mlflow_from_the_command_line(tmp_path, offline):
-    """``editbench run --log mlflow``: the quickstart (1 sample, 2 steps) and its metrics, read back."""
+def test_the_quickstart_logs_to_mlflow_and_wandb_from_the_command_line(tmp_path, offline):
+    """``editbench run --log mlflow`` on the quickstart (1 sample, 2 steps), then ``report --log wandb``:
+    its metrics and report read back from both."""
     mlflow = pytest.importorskip("mlflow")
     import yaml
 
@@ -169,3 +169,14 @@ def test_the_quickstart_logs_to_mlflow_from_the_command_line(tmp_path, offline):
     for method in ("reconstruct", "sdedit"):
         for metric in ("psnr", "ssim"):
             assert runs[method].data.metrics[f"{metric}.mean"] == pytest.approx(means[method][metric].mean)
+    assert {a.path for a in client.list_artifacts(runs[run_dir.name].info.run_id, "report")} == {
+        "report/report.md", "report/report.html"}  # fmt: skip
+    if importlib.util.find_spec("wandb") is None:
+        return
+    logged = CliRunner().invoke(main, ["report", str(run_dir), "--log", "wandb", "--log-uri", str(tmp_path / "wb")])
+    assert logged.exit_code == 0 and "logged to W&B (offline)" in logged.output, logged.output
+    [folder] = (tmp_path / "wb" / "wandb").glob("offline-run-*")
+    summary = wandb_inspect(folder)["summary"]
+    for method in ("reconstruct", "sdedit"):
+        for metric in ("psnr", "ssim"):
+            assert summary[f"{method}/{metric}.mean"] == pytest.approx(means[method][metric].mean)
