@@ -205,12 +205,13 @@ def report(run_dir, html_path, md_path, planes, n_grid, table, by, reference_pat
         from bench.reporting.gallery import write_gallery
 
         click.echo(f"gallery -> {write_gallery(run_dir, gallery_path)}", err=True)
-    quiet = bool(gallery_path or log_to)  # the default tables are printed only when nothing else is asked for
-    _report_views(run_dir, html_path, md_path, planes, n_grid, table, by, reference_path, ci, rank_metric, quiet)
+    views = (html_path, md_path, table, by, reference_path, ci, rank_metric)
+    if any(views) or not (gallery_path or log_to):  # the tables are printed when nothing else is asked for
+        _report_views(run_dir, html_path, md_path, planes, n_grid, table, by, reference_path, ci, rank_metric)
     _log_run(run_dir, log_to, log_uri, log_project)
 
 
-def _report_views(run_dir, html_path, md_path, planes, n_grid, table, by, reference_path, ci, rank_metric, quiet):
+def _report_views(run_dir, html_path, md_path, planes, n_grid, table, by, reference_path, ci, rank_metric):
     from bench.reporting.report import build_report, report_markdown, write_markdown
 
     if by and table != "categories":
@@ -252,7 +253,7 @@ def _report_views(run_dir, html_path, md_path, planes, n_grid, table, by, refere
         click.echo(f"HTML report -> {write_html(report, html_path)}", err=True)
     if md_path:
         click.echo(f"Markdown report -> {write_markdown(report, md_path)}", err=True)
-    if not (html_path or md_path or rank_metric or quiet):
+    if not (html_path or md_path or rank_metric):
         click.echo(report_markdown(report))
 
 
