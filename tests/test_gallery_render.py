@@ -36,6 +36,7 @@ def test_the_gallery_sorts_filters_and_shows_prompts_as_text(gallery_run, tmp_pa
 def test_an_infinite_value_sorts_first_descending(gallery_run, tmp_path):
     page = write_gallery(gallery_run, tmp_path / "gallery.html")
     text = page.read_text()  # sort the reference row (psnr inf, 30, none) instead of the first edit
+    assert "sortRow.value = String(firstEdit);" in text
     page.write_text(text.replace("sortRow.value = String(firstEdit);", "sortRow.value = '0';"))
     seen = checker.render(page, probe=checker.GALLERY_PROBE)
     assert checker.gallery_problems(seen) == []
@@ -45,8 +46,12 @@ def test_an_infinite_value_sorts_first_descending(gallery_run, tmp_path):
 def test_the_checker_catches_a_gallery_that_does_not_sort_or_filter(gallery_run, tmp_path):
     page = write_gallery(gallery_run, tmp_path / "gallery.html")
     text = page.read_text()
-    page.write_text(text.replace('const sign = order.value === "asc" ? 1 : -1;', "const sign = 1;")
-                    .replace("(method.value === ANY || DATA.rows[i].method === method.value) &&", ""))  # fmt: skip
+    breaks = {'const sign = order.value === "asc" ? 1 : -1;': "const sign = 1;",  # descending sorts ascending
+              ".filter((i) => method.value === ANY || DATA.rows[i].method === method.value)": ""}  # no method filter
+    for works, broken in breaks.items():
+        assert works in text
+        text = text.replace(works, broken)
+    page.write_text(text)
     wrong = checker.gallery_problems(checker.render(page, probe=checker.GALLERY_PROBE))
     assert any("descending shows" in w for w in wrong), wrong
     assert any("filtering by method sdedit shows tiles of ['reconstruct', 'sdedit']" in w for w in wrong), wrong

@@ -60,6 +60,7 @@ def gallery_data(run: RunData, page_dir: Path, assets: Path) -> dict:
             "edit_type": first["edit_type"] if isinstance(first["edit_type"], str) else "",
             "groups": {k: str(v) for k, v in (first["groups"] or {}).items()},
             "source": source_files[sample_id], "source_note": None if sample else str(source),
+            "mask": bool(sample is not None and sample.mask is not None and sample.mask.sum() > 0),
             "prompts": _prompts(sample), "cells": cells,
         })  # fmt: skip
     return {

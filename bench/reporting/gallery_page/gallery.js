@@ -6,7 +6,7 @@
   const DATA = JSON.parse(document.getElementById("gallery-data").textContent);
   const INFINITE = { inf: Infinity, "-inf": -Infinity }; // JSON has no infinities: the data spells them
   for (const sample of DATA.samples)
-    for (const cell of sample.cells) if (cell) cell.values = cell.values.map((v) => (typeof v === "string" ? INFINITE[v] : v));
+    for (const cell of sample.cells.filter((c) => c)) cell.values = cell.values.map((v) => INFINITE[v] ?? v);
   const PAGE = 100; // cards drawn at a time; "show more" adds the next page
   const ANY = "";
   const controls = document.getElementById("controls");
@@ -47,7 +47,8 @@
     const values = [...new Set(DATA.samples.map((s) => s.groups[key]).filter((v) => v !== undefined))].sort();
     return [key, select(`filter-group-${key}`, key, [[ANY, `every ${key}`], ...values.map((v) => [v, v])])];
   });
-  const metric = select("sort-metric", "sort by", [[ANY, "run order"], ...DATA.metrics.map((m, i) => [String(i), m.name + arrow(m)])]);
+  const metricOptions = DATA.metrics.map((m, i) => [String(i), m.name + arrow(m)]);
+  const metric = select("sort-metric", "sort by", [[ANY, "run order"], ...metricOptions]);
   const firstEdit = Math.max(0, DATA.rows.findIndex((r) => !r.reference));
   const sortRow = select("sort-row", "of the row", rowOptions);
   sortRow.value = String(firstEdit);
@@ -73,7 +74,8 @@
   const visibleRows = () =>
     DATA.rows
       .map((r, i) => i)
-      .filter((i) => (method.value === ANY || DATA.rows[i].method === method.value) && (setting.value === ANY || +setting.value === i));
+      .filter((i) => method.value === ANY || DATA.rows[i].method === method.value)
+      .filter((i) => setting.value === ANY || +setting.value === i);
 
   const matches = (s) =>
     (!editType || editType.value === ANY || s.edit_type === editType.value) &&
@@ -102,7 +104,8 @@
     return keyed.map(([, s]) => s);
   }
 
-  const format = (v) => (v === null || Number.isNaN(v) ? "—" : Number.isFinite(v) ? String(+v.toPrecision(4)) : v > 0 ? "inf" : "-inf");
+  const format = (v) =>
+    v === null || Number.isNaN(v) ? "—" : Number.isFinite(v) ? String(+v.toPrecision(4)) : v > 0 ? "inf" : "-inf";
 
   function metricTable(sample, row, base) {
     const table = el("table");
@@ -135,20 +138,23 @@
     const node = el("div", { class: classes.join(" "), "data-row": r.name, "data-method": r.method });
     const note = !cell ? "not run" : cell.status !== "ok" ? `${cell.status}: ${cell.error}` : "output file missing";
     const label = r.name + (r.reference ? " (reference)" : "") + (row === base ? " — baseline" : "");
-    node.append(picture(cell && cell.image, r.name, note), el("div", { class: "name" }, label), metricTable(sample, row, base));
+    node.append(picture(cell && cell.image, r.name, note), el("div", { class: "name" }, label));
+    node.append(metricTable(sample, row, base));
     return node;
   }
 
   function card(sample, rows, base) {
-    const node = el("section", { class: "card", "data-sample": sample.id, "data-seed": sample.seed, "data-edit-type": sample.edit_type });
-    const where = [sample.edit_type && `edit type ${sample.edit_type}`, ...Object.entries(sample.groups).map(([k, v]) => `${k} ${v}`)];
-    node.append(el("h2", {}, `${sample.id}, seed ${sample.seed}` + where.filter((w) => w).map((w) => `; ${w}`).join("")));
+    const node = el("section", { class: "card", "data-sample": sample.id, "data-edit-type": sample.edit_type });
+    const where = [`${sample.id}, seed ${sample.seed}`, sample.edit_type && `edit type ${sample.edit_type}`];
+    where.push(...Object.entries(sample.groups).map(([k, v]) => `${k} ${v}`));
+    node.append(el("h2", {}, where.filter((w) => w).join("; ")));
     const prompts = el("dl", { class: "prompts" });
     for (const [name, text] of Object.entries(sample.prompts)) prompts.append(el("dt", {}, name), el("dd", {}, text));
     node.append(prompts);
     const tiles = el("div", { class: "tiles" });
     const source = el("div", { class: "tile", "data-row": "source" });
-    source.append(picture(sample.source, "source", `source unavailable: ${sample.source_note}`), el("div", { class: "name" }, "source (mask outlined)"));
+    source.append(picture(sample.source, "source", `source unavailable: ${sample.source_note}`));
+    source.append(el("div", { class: "name" }, sample.mask ? "source (mask outlined)" : "source"));
     tiles.append(source);
     // the baseline's and the sorted row's edits stand beside the others even when filtered out
     const sortedRow = metric.value === ANY ? null : +sortRow.value;
