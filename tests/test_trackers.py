@@ -64,7 +64,9 @@ def test_mlflow_logs_rows_provenance_and_artifacts(run_dir, tmp_path, offline):
     assert child.data.metrics["cost.nfe"] == 4 and child.data.metrics["cost.peak_mem_mb"] == 100
     assert child.data.metrics["ok"] == 3 and child.data.metrics["failed"] == 0
     files = {a.path for a in client.list_artifacts(parent.info.run_id, "report")}
-    assert files == {"report/report.md", "report/report.html"}
+    assert files == {"report/report.md", "report/report.html", "report/report_files"}
+    figures = {a.path for a in client.list_artifacts(parent.info.run_id, "report/report_files")}
+    assert "report/report_files/grid_0.png" in figures and "report/report_files/cost.png" in figures
     grids = {a.path for a in client.list_artifacts(parent.info.run_id, "grids")}
     assert grids == {"grids/grid_0.png", "grids/grid_1.png", "grids/grid_2.png"}
     report = Path(client.download_artifacts(parent.info.run_id, "report/report.md", str(tmp_path / "down")))
@@ -113,7 +115,8 @@ def test_wandb_logs_offline_without_credentials(run_dir, tmp_path, offline):
                              capture_output=True, text=True, timeout=120).stdout  # fmt: skip
     artifacts = [json.loads(line)["artifact"] for line in records.splitlines() if '"type":"artifact"' in line]
     report = [a for a in artifacts if a["type"] == "report"]
-    assert report and {"report.md", "report.html"} <= {e["path"] for e in report[0]["manifest"]["contents"]}
+    assert report and {"report.md", "report.html", "report_files/grid_0.png"} <= {
+        e["path"] for e in report[0]["manifest"]["contents"]}  # fmt: skip
 
 
 def test_a_failing_tracker_is_a_warning_and_the_run_stays_complete(run_dir, tmp_path, offline):
@@ -170,7 +173,7 @@ def test_the_quickstart_logs_to_mlflow_and_wandb_from_the_command_line(tmp_path,
         for metric in ("psnr", "ssim"):
             assert runs[method].data.metrics[f"{metric}.mean"] == pytest.approx(means[method][metric].mean)
     assert {a.path for a in client.list_artifacts(runs[run_dir.name].info.run_id, "report")} == {
-        "report/report.md", "report/report.html"}  # fmt: skip
+        "report/report.md", "report/report.html", "report/report_files"}  # fmt: skip
     if importlib.util.find_spec("wandb") is None:
         return
     logged = CliRunner().invoke(main, ["report", str(run_dir), "--log", "wandb", "--log-uri", str(tmp_path / "wb")])

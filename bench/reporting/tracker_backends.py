@@ -61,8 +61,7 @@ def log_mlflow(logged: LoggedRun, uri: str | None, project: str) -> str:
     status = "FAILED"
     try:
         log_params(parent, {**logged.params, **flat("config", logged.config)})
-        for path in logged.files:
-            client.log_artifact(parent, str(path), "report")
+        client.log_artifacts(parent, str(logged.report), "report")
         for path in logged.grids:
             client.log_artifact(parent, str(path), "grids")
         for row in logged.rows:
@@ -123,8 +122,7 @@ def log_wandb(logged: LoggedRun, directory: str | None, project: str) -> str:
         if logged.grids:
             run.log({"grids": [wandb.Image(str(p), caption=p.stem) for p in logged.grids]})
         report = wandb.Artifact(f"report-{re.sub(r'[^A-Za-z0-9._-]', '-', logged.name)}", type="report")
-        for path in logged.files:
-            report.add_file(str(path))
+        report.add_dir(str(logged.report))
         run.log_artifact(report)
         exit_code = 0
     finally:

@@ -1,11 +1,11 @@
 """What ``--log`` sends a tracker, read from a run folder like every report: per method and
 setting its parameters, each metric's mean, 95% interval and n, its cell counts and cost (time,
 NFE, peak memory); the run's provenance and resolved config, tags that name the run folder,
-and the report (Markdown, HTML) and its first image grids as files."""
+and the report (Markdown, HTML) and its first image grids as files (the Markdown with its figures, so its images show)."""
 
 import json
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from bench.reporting.aggregate import Row, measures_cost, row_name, summarize
@@ -35,15 +35,17 @@ class LoggedRun:
     params: dict[str, str]
     config: dict
     rows: list[LoggedRow]
-    files: list[Path] = field(default_factory=list)  # the report (Markdown, HTML) and its figures
-    grids: list[Path] = field(default_factory=list)
+    report: Path  # a folder: report.md with its figures in report_files/, and report.html
+    grids: list[Path]  # the first image grids, as PNG files
 
 
 def logged_run(run_dir, folder: Path) -> LoggedRun:
     """What ``log_run`` sends, with the report's files written into ``folder``."""
     report = build_report(run_dir, n_grid=GRIDS_LOGGED)
     run = report.run
-    files = [write_markdown(report, folder / "report.md"), write_html(report, folder / "report.html")]
+    (folder / "report").mkdir()
+    write_markdown(report, folder / "report" / "report.md")
+    write_html(report, folder / "report" / "report.html")
     grids = []
     for picture in report.grids:
         grids.append(folder / picture.name)
@@ -57,7 +59,7 @@ def logged_run(run_dir, folder: Path) -> LoggedRun:
         "editbench.labels": "; ".join(run.labels) or "none",
     }
     return LoggedRun(run.run_dir.name, run.run_dir, tags, prov, run.manifest.get("config") or {},
-                     [_logged_row(r) for r in summarize(run)], files, grids)  # fmt: skip
+                     [_logged_row(r) for r in summarize(run)], folder / "report", grids)  # fmt: skip
 
 
 def _logged_row(row: Row) -> LoggedRow:
