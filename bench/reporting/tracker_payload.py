@@ -1,7 +1,8 @@
 """What ``--log`` sends a tracker, read from a run folder like every report: per method and
 setting its parameters, each metric's mean, 95% interval and n, its cell counts and cost (time,
 NFE, peak memory); the run's provenance and resolved config, tags that name the run folder,
-and the report (Markdown, HTML) and its first image grids as files (the Markdown with its figures, so its images show)."""
+and the report (Markdown with its figures folder, so its images show, and HTML) and its first
+image grids as files."""
 
 import json
 import math
