@@ -56,6 +56,14 @@
   const order = select("sort-order", "order", [["asc", "ascending"], ["desc", "descending"]]);
   const baseline = select("baseline", "baseline", [[ANY, "none"], ...rowOptions]);
 
+  // The setting list offers the chosen method's settings only.
+  method.addEventListener("change", () => {
+    for (const option of setting.options)
+      option.hidden = option.value !== ANY && method.value !== ANY && DATA.rows[+option.value].method !== method.value;
+    if (setting.selectedOptions[0].hidden) setting.value = ANY;
+    draw();
+  });
+
   // A new metric starts worst first: lowest first when higher is better, highest first otherwise.
   metric.addEventListener("change", () => {
     const m = DATA.metrics[+metric.value];
