@@ -25,6 +25,37 @@ def _fail_cleanly(fn):
     return wrapper
 
 
+def tracker_options(fn):
+    """``--log``, ``--log-uri`` and ``--log-project``: log the run to an experiment tracker."""
+    options = [
+        click.option("--log", "log_to", type=click.Choice(["mlflow", "wandb"]),
+                     help="Also log the run to MLflow or Weights & Biases (the extra editbench[mlflow] or [wandb]); "
+                          "offline by default; a logging failure is a warning, never a failed run."),
+        click.option("--log-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else a SQLite store in "
+                                       "mlflow/ beside the run folder) or W&B folder (default: $WANDB_DIR, else beside it)."),
+        click.option("--log-project", default="editbench", show_default=True, help="MLflow experiment or W&B project."),
+    ]  # fmt: skip
+    for option in reversed(options):
+        fn = option(fn)
+    return fn
+
+
+def _log_run(run_dir, log_to, uri, project) -> None:
+    """Log ``run_dir`` to the tracker, if one is asked for; a failure is a warning on stderr."""
+    if log_to:
+        from bench.reporting.tracking import log_run
+
+        logged, message = log_run(run_dir, log_to, uri, project)
+        click.echo(message if logged else f"warning: {message}", err=True)
+
+
+def _check_tracker(log_to) -> None:
+    if log_to:
+        from bench.reporting.tracking import check_tracker
+
+        check_tracker(log_to)
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="editbench", message="%(prog)s %(version)s")
 def main():
@@ -45,15 +76,17 @@ def main():
 @click.option("--workers", type=click.IntRange(1), help="Ray workers (default: one per GPU, else 1).")
 @click.option("--ray-address", help="Join this Ray cluster ('auto' or ray://host:port) instead of starting a local Ray.")
 @click.option("--include", "includes", multiple=True, metavar="MODULE|FILE.py", help="Import methods from outside editbench (repeatable).")
+@tracker_options
 @_fail_cleanly
 def run(config, backbone, overrides, out, resume_dir, quiet, untrained_extractors, batch_size, dry_run, executor, workers,
-        ray_address, includes):  # fmt: skip
+        ray_address, includes, log_to, log_uri, log_project):  # fmt: skip
     """Run a sweep CONFIG (or --resume RUN_DIR); prints the run folder (also on stderr as it starts)."""
     from bench.execution.config import load_config
     from bench.execution.plan import collapsed_settings, dry_run_text
     from bench.execution.runner import resume_run, start_run
 
     executor_overrides = executor_settings(executor, workers, ray_address)
+    _check_tracker(log_to)
     started = [Path(resume_dir)] if resume_dir else []
 
     def announce(run_dir):
@@ -89,6 +122,7 @@ def run(config, backbone, overrides, out, resume_dir, quiet, untrained_extractor
     click.echo(", ".join(f"{v} {k}" for k, v in counts.items() if v), err=True)
     _report_warnings(run_dir)
     nothing_succeeded = _report_failures(run_dir)
+    _log_run(run_dir, log_to, log_uri, log_project)
     click.echo(str(run_dir))
     if nothing_succeeded:
         sys.exit(ALL_FAILED)
@@ -179,9 +213,25 @@ def resumed_executor(run_dir, overrides: dict):
 @click.option("--reference", "reference_path", type=click.Path(dir_okay=False), help="YAML of published numbers shown beside the run, e.g. references/piebench_table1.yaml (implies --table piebench).")
 @click.option("--ci", is_flag=True, help="With --table: also show 95% bootstrap intervals.")
 @click.option("--rank", "rank_metric", metavar="METRIC", help="Print each method's settings ordered by METRIC, with CI, n and which differences the paired test tells apart.")
+@click.option("--gallery", "gallery_path", type=click.Path(dir_okay=False), help="Write a gallery of every sample here: one HTML page to filter and sort by any metric, against a baseline.")
+@tracker_options
 @_fail_cleanly
-def report(run_dir, html_path, md_path, planes, n_grid, table, by, reference_path, ci, rank_metric):
-    """Print the run's tables as Markdown; with --html/--md also write full reports with plots and image grids."""
+def report(run_dir, html_path, md_path, planes, n_grid, table, by, reference_path, ci, rank_metric, gallery_path, log_to,
+           log_uri, log_project):  # fmt: skip
+    """Print the run's tables as Markdown; with --html/--md also write full reports with plots and image grids,
+    with --gallery a page of every sample to filter and sort, with --log send the run to a tracker."""
+    _check_tracker(log_to)
+    if gallery_path:
+        from bench.reporting.gallery import write_gallery
+
+        click.echo(f"gallery -> {write_gallery(run_dir, gallery_path)}", err=True)
+    views = (html_path, md_path, table, by, reference_path, ci, rank_metric)
+    if any(views) or not (gallery_path or log_to):  # the tables are printed when nothing else is asked for
+        _report_views(run_dir, html_path, md_path, planes, n_grid, table, by, reference_path, ci, rank_metric)
+    _log_run(run_dir, log_to, log_uri, log_project)
+
+
+def _report_views(run_dir, html_path, md_path, planes, n_grid, table, by, reference_path, ci, rank_metric):
     from bench.reporting.report import build_report, report_markdown, write_markdown
 
     if by and table != "categories":
@@ -332,13 +382,16 @@ def export(run_dir, csv_path, parquet_path):
 @click.option("--metrics", "names", required=True, metavar="NAME[,NAME...]", help="Metrics to add, e.g. lpips,clip_score,fid.")
 @click.option("--untrained-extractors", is_flag=True, help="Extractors without local weights get seeded random weights (labelled).")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
+@tracker_options
 @_fail_cleanly
-def score(run_dir, names, untrained_extractors, quiet):
+def score(run_dir, names, untrained_extractors, quiet, log_to, log_uri, log_project):
     """Add metrics to a finished run from its saved images, without re-running methods."""
     from bench.execution.scoring import score_run
 
+    _check_tracker(log_to)
     counts = score_run(run_dir, [n.strip() for n in names.split(",") if n.strip()], untrained_extractors, not quiet)
     click.echo(", ".join(f"{v} {k}" for k, v in counts.items()), err=True)
+    _log_run(run_dir, log_to, log_uri, log_project)
 
 
 @main.command()
