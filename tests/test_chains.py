@@ -1,0 +1,125 @@
+"""Multi-turn chains (``dataset.turns: iterative``): order, inputs, failure, kill -9 and resume."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from PIL import Image
+
+from bench.data import DatasetSpec, load_dataset
+from bench.errors import ConfigError
+from bench.execution.chains import input_image
+from bench.execution.config import build_config
+from bench.execution.runner import resume_run, start_run
+from bench.method import EditResult, Method
+from bench.registry import register
+from bench.store import Store
+from tests.helpers import committed, kill_9_after, read_cells, write_hub_fixture
+
+
+@register
+class _FailsOnTurnTwo(Method):
+    """Darkens its input; fails on every turn-2 sample (ids ``<chain>_2``)."""
+
+    name = "test_fails_turn_two"
+
+    def edit(self, backbone, sample, prep, setting, generator):
+        if sample.id.endswith("_2"):
+            raise RuntimeError("turn two is cursed")
+        return EditResult(sample.image[None] * 0.9)
+
+
+def write_turns_manifest(folder, n: int = 2) -> str:
+    """A JSONL manifest of ``n`` three-turn chains (one line each, ``instructions`` per turn)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(1)
+    lines = []
+    for i in range(n):
+        Image.fromarray(rng.integers(0, 255, (48, 64, 3), dtype=np.uint8)).save(folder / f"c{i}.png")
+        lines.append({"id": f"c{i}", "image": f"c{i}.png", "source_prompt": "a photo",
+                      "instructions": ["add a hat", "make it red", "add snow"],
+                      "target_prompts": ["a photo with a hat", "a red photo with a hat", "a snowy red photo"]})  # fmt: skip
+    path = folder / "chains.jsonl"
+    path.write_text("\n".join(json.dumps(line) for line in lines) + "\n")
+    return str(path)
+
+
+def chain_config(tmp_path, methods, dataset, **more):
+    raw = {"dataset": {"name": None, "turns": "iterative", **dataset}, "methods": methods, "metrics": ["psnr", "l1_input"],
+           "output": str(tmp_path / "runs"), "backbone": {"resolution": 64}, **more}  # fmt: skip
+    return build_config(raw)
+
+
+def test_jsonl_instruction_lists_are_chains_and_turn_rules_select_them(tmp_path):
+    path = write_turns_manifest(tmp_path / "data")
+    first = load_dataset(DatasetSpec(path=path))
+    every = load_dataset(DatasetSpec(path=path, turns="all"))  # the old name of independent
+    assert [r.id for r in first] == ["c0_1", "c1_1"]
+    assert [(r.id, r.chain, r.turn) for r in every[:3]] == [("c0_1", "c0", 1), ("c0_2", "c0", 2), ("c0_3", "c0", 3)]
+    assert DatasetSpec(path=path, turns="all").turns == "independent"
+    sample = every[1].load(32)
+    assert (sample.instruction, sample.target_prompt) == ("make it red", "a red photo with a hat")
+    assert [r.id for r in load_dataset(DatasetSpec(path=path, turns="iterative", limit=1))] == ["c0_1", "c0_2", "c0_3"]
+    with pytest.raises(ConfigError, match="turn rule"):
+        DatasetSpec(path=path, turns="chained")
+
+
+def test_each_turn_edits_the_previous_turns_saved_output(tmp_path):
+    config = chain_config(tmp_path, {"test_fails_turn_two": {}}, {"path": write_turns_manifest(tmp_path / "data")},
+                          batch_size=2)  # fmt: skip
+    run_dir, counts = start_run(config, progress=False)
+    cells = read_cells(run_dir).set_index("key")
+    chained = cells[cells.input_key.notna()]
+    assert len(cells) == 2 * (3 + 2) and len(chained) == 2 * 2
+    # turn 1 ok, turn 2 (chained and independent) failed, the chained turn 3 skipped with turn 2's failure
+    assert set(cells[cells.turn == 1].status) == {"ok"} and set(cells[cells.turn == 2].status) == {"failed"}
+    third = chained[chained.turn == 3]
+    assert (third.status == "skipped").all()
+    assert third.error.str.fullmatch(r"turn 2 of chain c\d failed: RuntimeError: turn two is cursed").all()
+    independent_third = cells[(cells.turn == 3) & cells.input_key.isna()]
+    assert (independent_third.status == "ok").all(), "an independent turn does not depend on the one before"
+    assert counts == {"ok": 4, "failed": 4, "skipped": 2, "already done": 0}
+
+
+def test_a_chained_turn_reads_its_input_cell(tmp_path):
+    config = chain_config(tmp_path, {"reconstruct": {}}, {"path": write_turns_manifest(tmp_path / "data", n=1)})
+    run_dir, _ = start_run(config, progress=False)
+    cells = read_cells(run_dir).set_index("key")
+    chained = cells[cells.input_key.notna()].sort_values("turn")
+    for key, cell in chained.iterrows():
+        previous = cells.loc[cell.input_key]
+        assert previous.turn == cell.turn - 1 and previous.chain == cell.chain
+        assert "_iter_" in cell.output_path and "_iter_" not in cells.loc[chained.input_key.iloc[0]].output_path
+        # l1_input is the turn's distance to its own input: the previous turn's saved pixels
+        edited = input_image((run_dir / cell.output_path).read_bytes())
+        source = input_image((run_dir / previous.output_path).read_bytes())
+        assert cell["metric.l1_input"] == pytest.approx((edited - source).abs().mean().item(), abs=1e-6)
+
+
+@pytest.mark.parametrize("batch_size", [1, pytest.param(2, marks=pytest.mark.slow)])
+def test_kill_9_mid_chain_then_resume_runs_every_turn_once_with_the_same_bytes(tmp_path, batch_size):
+    """The plan runs the 4 independent turns, then chain 1000's turns 1-3, then chain 1001's: a kill
+    after 5 cells lands in chain 1000 (a cell takes about a second, the kill comes within 50 ms)."""
+    folder = write_hub_fixture(tmp_path / "mb", "magicbrush", "dev", n=2, turns=3)
+    config = {"dataset": {"name": "magicbrush", "path": folder, "turns": "iterative"}, "metrics": ["psnr"],
+              "methods": {"sdedit": {"steps": 10, "t0": 0.5}}, "backbone": {"resolution": 64}, "batch_size": batch_size}  # fmt: skip
+    (tmp_path / "run.yaml").write_text(yaml.safe_dump(config))
+    total = 2 * (3 + 2)
+    run_dir = kill_9_after([str(tmp_path / "run.yaml")], tmp_path / "killed", cells=5)
+    before = read_cells(run_dir)
+    chain = before[(before.chain == "1000") & (before.turn == 1) | before.input_key.notna()]
+    assert 1 <= len(chain) < 3 and len(before) < total, "killed mid-chain"
+
+    _, counts = resume_run(run_dir, progress=False)
+    assert counts["already done"] == len(before) and counts["ok"] == total - len(before)
+    resumed = read_cells(run_dir).set_index("key")
+    assert len(resumed) == total and (resumed.status == "ok").all()
+
+    whole_dir, _ = start_run(build_config({**config, "output": str(tmp_path / "whole")}), progress=False)
+    whole = read_cells(whole_dir).set_index("key")
+    assert sorted(whole.index) == sorted(resumed.index)
+    for key, cell in whole.iterrows():
+        assert (whole_dir / cell.output_path).read_bytes() == (run_dir / resumed.loc[key, "output_path"]).read_bytes(), key
+    assert committed(run_dir / Store.FILENAME) == total
