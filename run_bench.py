@@ -154,18 +154,35 @@ def resumed_executor(run_dir, overrides: dict):
 @click.option("--md", "md_path", type=click.Path(dir_okay=False), help="Write a Markdown report here (figures in <name>_files/).")
 @click.option("--plane", "planes", multiple=True, metavar="X:Y", help="Trade-off plot axes, e.g. clip_score:lpips_bg (repeatable).")
 @click.option("--grid", "n_grid", type=click.IntRange(0), default=3, show_default=True, help="Samples shown as image grids.")
-@click.option("--table", type=click.Choice(["piebench", "gedit", "categories"]), help="Show a benchmark's published table view instead: piebench (its columns, units, edit types) gedit (VIEScore SC/PQ/O per task type, language and subset), or categories (one table per edit/task type, language, subset, ... with n per row).")
+@click.option("--table", type=click.Choice(["piebench", "gedit", "categories", "magicbrush", "drift"]), help="Show a benchmark's published table view instead: piebench (its columns, units, edit types) gedit (VIEScore SC/PQ/O per task type, language and subset), categories (one table per edit/task type, language, subset, ... with n per row), magicbrush (L1, L2, CLIP-I, DINO, CLIP-T in its single-turn and multi-turn settings), or drift (each metric per turn of a multi-turn run; --md adds its plots).")
 @click.option("--by", "by", multiple=True, metavar="CATEGORY", help="With --table categories: only this category (edit_type or a group, e.g. language; repeatable).")
+@click.option("--metric", "drift_metrics", multiple=True, metavar="METRIC", help="With --table drift: only this metric (repeatable; default: every per-image metric of the run).")
 @click.option("--reference", "reference_path", type=click.Path(dir_okay=False), help="YAML of published numbers shown beside the run, e.g. references/piebench_table1.yaml (implies --table piebench).")
 @click.option("--ci", is_flag=True, help="With --table: also show 95% bootstrap intervals.")
 @click.option("--rank", "rank_metric", metavar="METRIC", help="Print each method's settings ordered by METRIC, with CI, n and which differences the paired test tells apart.")
 @_fail_cleanly
-def report(run_dir, html_path, md_path, planes, n_grid, table, by, reference_path, ci, rank_metric):
+def report(run_dir, html_path, md_path, planes, n_grid, table, by, drift_metrics, reference_path, ci, rank_metric):
     """Print the run's tables as Markdown; with --html/--md also write full reports with plots and image grids."""
     from bench.reporting.report import build_report, report_markdown, write_markdown
 
     if by and table != "categories":
         raise ConfigError("--by picks the categories of --table categories; add --table categories")
+    if drift_metrics and table != "drift":
+        raise ConfigError("--metric picks the metrics of --table drift; add --table drift")
+    if table in ("magicbrush", "drift"):
+        if html_path or reference_path:
+            raise ConfigError(f"--table {table} is written as Markdown (--md), not with --html or --reference")
+        if table == "magicbrush":
+            from bench.reporting.magicbrush_table import write_magicbrush
+
+            lines = write_magicbrush(run_dir, ci, md_path)
+        else:
+            from bench.reporting.turns import write_drift
+
+            lines = write_drift(run_dir, list(drift_metrics) or None, md_path)
+        for line in lines:
+            click.echo(line, err=bool(md_path))
+        return
     if table == "categories":
         from bench.reporting.category_table import category_markdown
 

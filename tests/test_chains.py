@@ -3,9 +3,10 @@
 import json
 
 import numpy as np
+import pandas as pd
 import pytest
-import torch
 import yaml
+from click.testing import CliRunner
 from PIL import Image
 
 from bench.data import DatasetSpec, load_dataset
@@ -16,7 +17,9 @@ from bench.execution.runner import resume_run, start_run
 from bench.method import EditResult, Method
 from bench.registry import register
 from bench.store import Store
+from run_bench import main
 from tests.helpers import committed, kill_9_after, read_cells, write_hub_fixture
+from tests.test_metrics_reference import tiny_clip, tiny_vit  # noqa: F401
 
 
 @register
@@ -123,3 +126,70 @@ def test_kill_9_mid_chain_then_resume_runs_every_turn_once_with_the_same_bytes(t
     for key, cell in whole.iterrows():
         assert (whole_dir / cell.output_path).read_bytes() == (run_dir / resumed.loc[key, "output_path"]).read_bytes(), key
     assert committed(run_dir / Store.FILENAME) == total
+
+
+@pytest.fixture(scope="module")
+def magicbrush_chains(tmp_path_factory, tiny_clip, tiny_vit):  # noqa: F811
+    """sdedit and instruct_pix2pix (untrained), ``turns: iterative``, on a three-turn MagicBrush-schema
+    fixture with MagicBrush's metrics on tiny local CLIP and DINO-shaped networks."""
+    tmp = tmp_path_factory.mktemp("mb_chains")
+    folder = write_hub_fixture(tmp / "mb", "magicbrush", "dev", n=2, turns=3)
+    raw = {"dataset": {"name": "magicbrush", "path": folder, "turns": "iterative"},
+           "methods": {"sdedit": {"steps": 2, "t0": 0.5}, "instruct_pix2pix": {"steps": 2, "untrained": True}},
+           "metrics": ["l1_gt", "l2_gt", "clip_i_gt", "dino_gt", "clip_t", "l1_input"], "batch_size": 2,
+           "metric_options": {"similarity_clip_model": tiny_clip, "similarity_dino_model": tiny_vit},
+           "output": str(tmp / "runs"), "backbone": {"resolution": 64}}  # fmt: skip
+    run_dir, counts = start_run(build_config(raw), progress=False)
+    return tmp, run_dir, counts
+
+
+def test_magicbrush_iterative_run_exports_turns_and_prints_both_settings(magicbrush_chains):
+    tmp, run_dir, counts = magicbrush_chains
+    assert counts["ok"] == 2 * 2 * (3 + 2) and counts["failed"] == counts["skipped"] == 0
+    out = CliRunner().invoke(main, ["export", str(run_dir), "--csv", str(tmp / "cells.csv")])
+    assert out.exit_code == 0, out.output
+    table = pd.read_csv(tmp / "cells.csv")
+    chains = table[table.input_key.notna() | (table.turn == 1)]
+    assert (chains.groupby(["method", "chain"]).turn.apply(sorted) == pd.Series([[1, 2, 3]] * 4).values).all()
+    report = CliRunner().invoke(main, ["report", str(run_dir), "--table", "magicbrush"])
+    assert report.exit_code == 0, report.output
+    rows = [line for line in report.output.splitlines() if line.startswith("| ") and "turn |" in line]
+    assert [r.split(" | ")[:2] for r in rows] == [["| Single-turn", "sdedit"], ["| Single-turn", "instruct_pix2pix"],
+                                                  ["| Multi-turn", "sdedit"], ["| Multi-turn", "instruct_pix2pix"]]
+    assert [r.split(" | ")[2] for r in rows] == ["6", "6", "2", "2"]
+
+
+def test_magicbrush_settings_average_the_cells_image_eval_pairs(magicbrush_chains):
+    """Single-turn: turn 1 and the independent turns; multi-turn: each chain's last iterative image."""
+    from bench.reporting.aggregate import load_run
+    from bench.reporting.magicbrush_table import magicbrush_rows
+
+    _, run_dir, _ = magicbrush_chains
+    run = load_run(run_dir)
+    cells = run.cells[run.cells.method == "sdedit"]
+    single = cells[cells.input_key.isna()]
+    final = cells[cells.input_key.notna() & (cells.turn == 3)]
+    (_, single_rows), (_, multi_rows) = magicbrush_rows(run)
+    for rows, chosen in ((single_rows, single), (multi_rows, final)):
+        (row,) = [r for r in rows if r.method == "sdedit"]
+        assert row.metrics["l1_gt"].mean == pytest.approx(chosen["metric.l1_gt"].mean())
+        assert row.ok == len(chosen)
+
+
+def test_drift_table_and_plot_per_turn(magicbrush_chains, tmp_path):
+    from bench.reporting import plots
+    from bench.reporting.aggregate import load_run
+    from bench.reporting.turns import drift_figure, drift_rows
+
+    _, run_dir, _ = magicbrush_chains
+    run = load_run(run_dir)
+    rows = drift_rows(run, "l1_input")
+    assert {(r.method, r.kind) for r in rows} == {(m, k) for m in ("sdedit", "instruct_pix2pix")
+                                                  for k in ("iterative", "independent")}  # fmt: skip
+    assert all(sorted(r.by_turn) == [1, 2, 3] and all(s.n == 2 for s in r.by_turn.values()) for r in rows)
+    assert not plots.figure_overlaps(drift_figure(run, "l1_gt"))
+    out = CliRunner().invoke(main, ["report", str(run_dir), "--table", "drift", "--metric", "l1_gt",
+                                    "--md", str(tmp_path / "drift.md")])  # fmt: skip
+    assert out.exit_code == 0, out.output
+    assert (tmp_path / "drift_files" / "drift_l1_gt.png").is_file()
+    assert "| sdedit | iterative |" in (tmp_path / "drift.md").read_text()
