@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from bench.data import DatasetSpec, load_dataset
+from bench.data import DatasetSpec, chained_turns, load_dataset
 from bench.errors import ConfigError
 from bench.metrics import METRICS
 from bench.registry import get_method
@@ -195,14 +195,16 @@ def judge_drift(runs: list[RunData]) -> list[str]:
 
 
 def expected_cells(run: RunData) -> int | None:
-    """How many cells the run's config asks for (samples x settings x seeds), or None when its
-    dataset can no longer be read."""
+    """How many cells the run's config asks for (samples, and the chained turns of ``turns:
+    iterative``, x settings x seeds), or None when its dataset can no longer be read."""
     config = run.manifest.get("config") or {}
     dataset = {k: tuple(v) if isinstance(v, list) else v for k, v in (config.get("dataset") or {}).items()}
     try:
-        n_samples = len(load_dataset(DatasetSpec(**dataset)))
+        spec = DatasetSpec(**dataset)
+        refs = load_dataset(spec)
     except (ConfigError, TypeError, OSError):
         return None
+    n_samples = len(refs) + len(chained_turns(refs, spec.turns))
     n_settings = sum(len(settings) or 1 for settings in (config.get("methods") or {}).values())
     return n_samples * n_settings * len(config.get("seeds") or [0])
 
