@@ -151,6 +151,8 @@ def test_magicbrush_iterative_run_exports_turns_and_prints_both_settings(magicbr
     table = pd.read_csv(tmp / "cells.csv")
     chains = table[table.input_key.notna() | (table.turn == 1)]
     assert (chains.groupby(["method", "chain"]).turn.apply(sorted) == pd.Series([[1, 2, 3]] * 4).values).all()
+    second = table[table.input_key.notna() & (table.turn == 2)]
+    assert second.groupby("method").batch_id.nunique().eq(1).all(), "one batch holds turn 2 of both chains"
     report = CliRunner().invoke(main, ["report", str(run_dir), "--table", "magicbrush"])
     assert report.exit_code == 0, report.output
     rows = [line for line in report.output.splitlines() if line.startswith("| ") and "turn |" in line]

@@ -9,6 +9,8 @@ differ are never batched together); a batch may mix samples and seeds. Samples a
 ``max(1, batch_size // seeds)`` at a time, so a batch fills up with the seeds of one sample and
 then with further samples; at ``batch_size = 1`` the order is the sample-major order of one
 cell at a time. Units are independent: an executor may run them in any order and on any worker.
+The chains of ``dataset.turns: iterative``, whose turns must run in order, are planned by
+``bench.execution.chains`` (one unit per block of chains).
 
 **Estimate** (``editbench run --dry-run``): the cells of each method and setting, settings that
 collapse onto the same steps, the preparations and the NFE to expect, and whether a run folder

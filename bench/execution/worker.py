@@ -9,6 +9,9 @@ Per batch:
 
 - each row gets a fresh generator seeded from (sample id, seed), so its noise does not depend
   on the batch it runs in or its position;
+- a chain's turn (``bench.execution.chains``) edits the saved pixels of its previous turn: kept
+  from earlier in the unit, or given with the cell when that turn finished in an earlier session;
+  it is skipped, with the reason, when that turn did not end ok;
 - cost is measured for the whole batch: ``time_s``/``gpu_time_s`` per cell are the batch's
   divided by its size, ``peak_mem_mb`` is the batch's, NFE per cell is what the method counted
   for the row or else the batch's NFE divided evenly (every row of one setting costs the same);
