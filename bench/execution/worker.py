@@ -147,20 +147,22 @@ class CellWorker:
         prepared: dict[tuple, _Prepared | Exception] = {}
         inputs = {cell.input_key for cell in unit.cells if cell.input_key}
         kept: dict[str, CellOutcome] = {}  # outcomes a later turn of a chain in this unit edits
+
+        def keep(outcome: CellOutcome) -> CellOutcome:
+            if outcome.record.key in inputs:
+                kept[outcome.record.key] = outcome
+            return outcome
+
         for batch in unit.batches:
-            rows, outcomes = [], []
+            rows = []
             for cell in batch:
                 row = self._ready(cell, prepared, kept)
                 if isinstance(row, CellOutcome):
-                    outcomes.append(row)
+                    yield keep(row)
                 else:
                     rows.append(row)
             if rows:
-                outcomes += self._execute(rows)
-            for outcome in outcomes:
-                if outcome.record.key in inputs:
-                    kept[outcome.record.key] = outcome
-                yield outcome
+                yield from map(keep, self._execute(rows))
 
     def _sample(self, ref: SampleRef) -> Sample | Exception:
         if ref.id not in self._samples:
