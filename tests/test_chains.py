@@ -14,6 +14,7 @@ from bench.errors import ConfigError
 from bench.execution.chains import input_image
 from bench.execution.config import build_config
 from bench.execution.runner import resume_run, start_run
+from bench.execution.scoring import score_run
 from bench.method import EditResult, Method
 from bench.registry import register
 from bench.store import Store
@@ -99,6 +100,12 @@ def test_a_chained_turn_reads_its_input_cell(tmp_path):
         edited = input_image((run_dir / cell.output_path).read_bytes())
         source = input_image((run_dir / previous.output_path).read_bytes())
         assert cell["metric.l1_input"] == pytest.approx((edited - source).abs().mean().item(), abs=1e-6)
+    score_run(run_dir, ["mse"], progress=False)  # editbench score compares a chained turn with its own input too
+    rescored = read_cells(run_dir).set_index("key")
+    for key, cell in chained.iterrows():
+        edited = input_image((run_dir / cell.output_path).read_bytes())
+        source = input_image((run_dir / cells.loc[cell.input_key].output_path).read_bytes())
+        assert rescored.loc[key, "metric.mse"] == pytest.approx(((edited - source) ** 2).mean().item(), rel=1e-5)
 
 
 @pytest.mark.parametrize("batch_size", [1, pytest.param(2, marks=pytest.mark.slow)])
