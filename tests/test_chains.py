@@ -202,3 +202,15 @@ def test_drift_table_and_plot_per_turn(magicbrush_chains, tmp_path):
     assert out.exit_code == 0, out.output
     assert (tmp_path / "drift_files" / "drift_l1_gt.png").is_file()
     assert "| sdedit | iterative |" in (tmp_path / "drift.md").read_text()
+
+
+def test_a_chained_turn_and_the_independent_edit_of_its_sample_pair_with_their_own_kind(magicbrush_chains):
+    """The report's paired comparisons (best row, compare) match cells by sample and seed: a chained
+    turn and the independent edit of the same sample are different cells."""
+    from bench.reporting.aggregate import load_run, summarize
+
+    _, run_dir, _ = magicbrush_chains
+    (row, *_) = summarize(load_run(run_dir))
+    values = row.values["l1_gt"]
+    assert values.index.is_unique and len(values) == 2 * (3 + 2)
+    assert ("1000_2 (iterative)", 0) in values.index and ("1000_2", 0) in values.index
