@@ -243,7 +243,8 @@ def _turn_refs(chain: str, entry: dict, root: Path, package_images: bool, edit_t
     """The turns of a multi-turn line (``instructions``, optional ``target_prompts``), one sample each."""
     prompts = entry.get("target_prompts") or [entry.get("target_prompt")] * len(entry["instructions"])
     if len(prompts) != len(entry["instructions"]):
-        return [_broken_ref(chain, f"target_prompts has {len(prompts)} entries for {len(entry['instructions'])} instructions")]
+        n = len(entry["instructions"])
+        return [_broken_ref(chain, f"target_prompts has {len(prompts)} entries for {n} instructions")]
     refs = []
     for turn, (instruction, prompt) in enumerate(zip(entry["instructions"], prompts), 1):
         sample_id = f"{chain}_{turn}"

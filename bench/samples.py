@@ -41,7 +41,7 @@ class Sample:
     class_label: int | str | None = None
     instruction: str | None = None  # an edit instruction ("make it a watercolor"), for InstructPix2Pix
     target_image: torch.Tensor | None = None  # the benchmark's ground-truth edit, (3, H, W) like ``image``
-    target_original: torch.Tensor | None = None  # the same ground truth at its file's own size (MagicBrush's L1/L2 reference)
+    target_original: torch.Tensor | None = None  # the same ground truth at its file's own size (MagicBrush's)
     output_caption: str | None = None  # a caption of the wanted result (Emu Edit's output_caption)
     groups: dict[str, str] = field(default_factory=dict)  # further category columns, e.g. {"language": "en"}
     source_size: tuple[int, int] | None = None  # (width, height) of the source file before resizing

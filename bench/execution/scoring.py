@@ -114,7 +114,8 @@ def score_missing(store, run_dir: Path, metrics: list, refs: list, resolution: i
             for batch in _batched([cell for cell, missing in todo if metric in missing], batch_size):
                 edited = [read_png(Path(run_dir) / c.output_path) for c in batch]
                 sources = [_turn_input(c, sample, outputs, run_dir) for c in batch]
-                scores = score_images([metric], edited, sources, [replace(sample, image=s) for s in sources], batch_size)
+                turns = [replace(sample, image=s) for s in sources]
+                scores = score_images([metric], edited, sources, turns, batch_size)
                 for cell, score in zip(batch, scores):
                     if score.error is not None:
                         raise score.error

@@ -104,7 +104,8 @@ class _Distance(ImageMetric):
 
     def compute(self, edited, source, samples):
         references, defined = _references(self, source, samples)
-        distances = [(resized_to(image, ref) - ref).abs().pow(self.power).mean() for image, ref in zip(edited, references)]
+        distances = [(resized_to(image, ref) - ref).abs().pow(self.power).mean()
+                     for image, ref in zip(edited, references)]  # fmt: skip
         return _masked(torch.stack(distances), defined)
 
 

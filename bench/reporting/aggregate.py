@@ -307,7 +307,7 @@ class Row:
     metrics: dict[str, Stat]
     cost: dict[str, float]
     first_error: str | None = None
-    values: dict[str, pd.Series] = field(default_factory=dict, repr=False)  # per-image metric by (cell_sample_ids, seed)
+    values: dict[str, pd.Series] = field(default_factory=dict, repr=False)  # per-image metric by (cell sample id, seed)
     category: str | None = None  # what ``edit_type`` holds the value of: "edit_type" or a group name
 
     @property

@@ -42,6 +42,7 @@ def magicbrush_rows(run: RunData) -> list[tuple[str, list[Row]]]:
 
 
 def magicbrush_markdown(run_dir, ci: bool = False) -> str:
+    """The table (a row per MagicBrush setting, method and setting of the run) with its notes."""
     run = load_run(run_dir)
     lines = [f"# MagicBrush table: {md_text(run.run_dir.name)}", ""]
     if run.labels:
@@ -55,13 +56,15 @@ def magicbrush_markdown(run_dir, ci: bool = False) -> str:
                 continue
             body.append([name, row_name(r.method, r.label), str(r.ok)] +
                         [value_text(r.metrics.get(m), ci, DIGITS) for m, _ in METRICS])  # fmt: skip
-            shown.append(dataclasses.replace(r, edit_type=name, metrics={m: s for m, s in r.metrics.items() if m in dict(METRICS)}))
+            kept = {m: s for m, s in r.metrics.items() if m in dict(METRICS)}
+            shown.append(dataclasses.replace(r, edit_type=name, metrics=kept))
     lines += md_table(header, body) + [""]
     notes = [] if has_chains(run.cells) else [
         "No multi-turn rows: the run has no chains (run it with dataset.turns: iterative)."]
     missing = [m for m, _ in METRICS if m not in run.metric_names]
     if missing:
-        notes.append(f"Not computed in this run: {', '.join(missing)} (editbench score {run.run_dir} --metrics {','.join(missing)}).")
+        notes.append(f"Not computed in this run: {', '.join(missing)} "
+                     f"(editbench score {run.run_dir} --metrics {','.join(missing)}).")  # fmt: skip
     notes += nan_notes(shown)
     if notes:
         lines += ["Notes:", ""] + [f"- {md_text(n)}" for n in notes]

@@ -70,8 +70,8 @@ def cells_table(run_dir: Path) -> pd.DataFrame:
     note_cols = [f"note.{m}" for m in run.image_metrics if f"note.{m}" in cells.columns]
     reasons = _nan_reasons(cells, run.image_metrics)
     table = pd.concat(
-        [cells[CELL_COLUMNS], cells[TURN_COLUMNS], groups, params, cells[SCHEDULE_COLUMNS], cells[metric_cols], reasons, cells[note_cols],
-         cells[COST_COLUMNS]], axis=1,
+        [cells[CELL_COLUMNS], cells[TURN_COLUMNS], groups, params, cells[SCHEDULE_COLUMNS], cells[metric_cols], reasons,
+         cells[note_cols], cells[COST_COLUMNS]], axis=1,
     )  # fmt: skip
     table["labels"] = "; ".join(run.labels)
     if run.judge_line:
