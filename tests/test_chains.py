@@ -12,10 +12,11 @@ from PIL import Image
 from bench.data import DatasetSpec, load_dataset
 from bench.errors import ConfigError
 from bench.execution.chains import input_image
-from bench.execution.config import build_config
+from bench.execution.config import build_config, load_config
 from bench.execution.runner import resume_run, start_run
 from bench.execution.scoring import score_run
 from bench.method import EditResult, Method
+from bench.paths import repo_root
 from bench.registry import register
 from bench.store import Store
 from run_bench import main
@@ -137,16 +138,16 @@ def test_kill_9_mid_chain_then_resume_runs_every_turn_once_with_the_same_bytes(t
 
 @pytest.fixture(scope="module")
 def magicbrush_chains(tmp_path_factory, tiny_clip, tiny_vit):  # noqa: F811
-    """sdedit and instruct_pix2pix (untrained), ``turns: iterative``, on a three-turn MagicBrush-schema
-    fixture with MagicBrush's metrics on tiny local CLIP and DINO-shaped networks."""
+    """configs/multiturn.yaml (sdedit and instruct_pix2pix, ``turns: iterative``) on a three-turn
+    MagicBrush-schema fixture, at 2 steps, with MagicBrush's metrics on tiny local CLIP and DINO-shaped networks."""
     tmp = tmp_path_factory.mktemp("mb_chains")
     folder = write_hub_fixture(tmp / "mb", "magicbrush", "dev", n=2, turns=3)
-    raw = {"dataset": {"name": "magicbrush", "path": folder, "turns": "iterative"},
-           "methods": {"sdedit": {"steps": 2, "t0": 0.5}, "instruct_pix2pix": {"steps": 2, "untrained": True}},
-           "metrics": ["l1_gt", "l2_gt", "clip_i_gt", "dino_gt", "clip_t", "l1_input"], "batch_size": 2,
-           "metric_options": {"similarity_clip_model": tiny_clip, "similarity_dino_model": tiny_vit},
-           "output": str(tmp / "runs"), "backbone": {"resolution": 64}}  # fmt: skip
-    run_dir, counts = start_run(build_config(raw), progress=False)
+    overrides = [f"dataset.path={folder}", "sdedit.steps=2", "instruct_pix2pix.steps=2", "batch_size=2",
+                 f"metric_options.similarity_clip_model={tiny_clip}", f"metric_options.similarity_dino_model={tiny_vit}",
+                 f"output={tmp / 'runs'}", "backbone.resolution=64"]  # fmt: skip
+    config = load_config(repo_root() / "configs" / "multiturn.yaml", overrides)
+    assert config.dataset.turns == "iterative" and set(config.settings) == {"sdedit", "instruct_pix2pix"}
+    run_dir, counts = start_run(config, progress=False)
     return tmp, run_dir, counts
 
 
