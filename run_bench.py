@@ -208,16 +208,17 @@ def resumed_executor(run_dir, overrides: dict):
 @click.option("--md", "md_path", type=click.Path(dir_okay=False), help="Write a Markdown report here (figures in <name>_files/).")
 @click.option("--plane", "planes", multiple=True, metavar="X:Y", help="Trade-off plot axes, e.g. clip_score:lpips_bg (repeatable).")
 @click.option("--grid", "n_grid", type=click.IntRange(0), default=3, show_default=True, help="Samples shown as image grids.")
-@click.option("--table", type=click.Choice(["piebench", "gedit", "categories"]), help="Show a benchmark's published table view instead: piebench (its columns, units, edit types) gedit (VIEScore SC/PQ/O per task type, language and subset), or categories (one table per edit/task type, language, subset, ... with n per row).")
+@click.option("--table", type=click.Choice(["piebench", "gedit", "categories", "magicbrush", "drift"]), help="Show a benchmark's published table view instead: piebench (its columns, units, edit types) gedit (VIEScore SC/PQ/O per task type, language and subset), categories (one table per edit/task type, language, subset, ... with n per row), magicbrush (L1, L2, CLIP-I, DINO, CLIP-T in its single-turn and multi-turn settings), or drift (each metric per turn of a multi-turn run; --md adds its plots).")
 @click.option("--by", "by", multiple=True, metavar="CATEGORY", help="With --table categories: only this category (edit_type or a group, e.g. language; repeatable).")
+@click.option("--metric", "drift_metrics", multiple=True, metavar="METRIC", help="With --table drift: only this metric (repeatable; default: every per-image metric of the run).")
 @click.option("--reference", "reference_path", type=click.Path(dir_okay=False), help="YAML of published numbers shown beside the run, e.g. references/piebench_table1.yaml (implies --table piebench).")
 @click.option("--ci", is_flag=True, help="With --table: also show 95% bootstrap intervals.")
 @click.option("--rank", "rank_metric", metavar="METRIC", help="Print each method's settings ordered by METRIC, with CI, n and which differences the paired test tells apart.")
 @click.option("--gallery", "gallery_path", type=click.Path(dir_okay=False), help="Write a gallery of every sample here: one HTML page to filter and sort by any metric, against a baseline.")
 @tracker_options
 @_fail_cleanly
-def report(run_dir, html_path, md_path, planes, n_grid, table, by, reference_path, ci, rank_metric, gallery_path, log_to,
-           log_uri, log_project):  # fmt: skip
+def report(run_dir, html_path, md_path, planes, n_grid, table, by, drift_metrics, reference_path, ci, rank_metric,
+           gallery_path, log_to, log_uri, log_project):  # fmt: skip
     """Print the run's tables as Markdown; with --html/--md also write full reports with plots and image grids,
     with --gallery a page of every sample to filter and sort, with --log send the run to a tracker."""
     _check_tracker(log_to)
@@ -225,17 +226,34 @@ def report(run_dir, html_path, md_path, planes, n_grid, table, by, reference_pat
         from bench.reporting.gallery import write_gallery
 
         click.echo(f"gallery -> {write_gallery(run_dir, gallery_path)}", err=True)
-    views = (html_path, md_path, table, by, reference_path, ci, rank_metric)
+    views = (html_path, md_path, table, by, drift_metrics, reference_path, ci, rank_metric)
     if any(views) or not (gallery_path or log_to):  # the tables are printed when nothing else is asked for
-        _report_views(run_dir, html_path, md_path, planes, n_grid, table, by, reference_path, ci, rank_metric)
+        _report_views(run_dir, html_path, md_path, planes, n_grid, table, by, drift_metrics, reference_path, ci,
+                      rank_metric)
     _log_run(run_dir, log_to, log_uri, log_project)
 
 
-def _report_views(run_dir, html_path, md_path, planes, n_grid, table, by, reference_path, ci, rank_metric):
+def _report_views(run_dir, html_path, md_path, planes, n_grid, table, by, drift_metrics, reference_path, ci, rank_metric):
     from bench.reporting.report import build_report, report_markdown, write_markdown
 
     if by and table != "categories":
         raise ConfigError("--by picks the categories of --table categories; add --table categories")
+    if drift_metrics and table != "drift":
+        raise ConfigError("--metric picks the metrics of --table drift; add --table drift")
+    if table in ("magicbrush", "drift"):
+        if html_path or reference_path:
+            raise ConfigError(f"--table {table} is written as Markdown (--md), not with --html or --reference")
+        if table == "magicbrush":
+            from bench.reporting.magicbrush_table import write_magicbrush
+
+            lines = write_magicbrush(run_dir, ci, md_path)
+        else:
+            from bench.reporting.turns import write_drift
+
+            lines = write_drift(run_dir, list(drift_metrics) or None, md_path)
+        for line in lines:
+            click.echo(line, err=bool(md_path))
+        return
     if table == "categories":
         from bench.reporting.category_table import category_markdown
 

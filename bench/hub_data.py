@@ -3,7 +3,11 @@
 A bundled card (``datasets/<name>/card.yaml``, ``format: hub``) says how the benchmark's columns
 become sample fields: ``id`` (columns joined with ``_``), ``fields`` (sample field -> column),
 ``groups`` (category name -> column, e.g. ``language``), ``turns`` (multi-turn benchmarks) and the
-mask rule. The rows come from, in this order:
+mask rule. A multi-turn benchmark gives its turns one of two ways: ``turns: {column: C, first: 1}``,
+one row per turn whose column ``C`` numbers it (the chain is the row's other id columns, e.g.
+MagicBrush's ``img_id``), or ``turns: {list: FIELD}``, one row per chain whose ``FIELD`` column
+(e.g. ``instruction``) holds one entry per turn; any other mapped column holding a list gives
+each turn its own entry too (sample ids ``<id>_<turn>``). The rows come from, in this order:
 
 - ``dataset.path``, a local copy: a folder written by ``save_to_disk``, or a folder of parquet
   files laid out like the hub repository (``data/<split>-*.parquet``, read with ``load_dataset``);
@@ -28,7 +32,7 @@ from pathlib import Path
 import numpy as np
 
 from bench.errors import ConfigError, SampleError
-from bench.samples import Sample, SampleRef, prepare_image, prepare_mask, to_eight_bit
+from bench.samples import Sample, SampleRef, image_tensor, prepare_image, prepare_mask, to_eight_bit
 
 #: Sample fields a card may map to a column (images: ``image``, ``target_image``, ``mask``).
 TEXT_FIELDS = ("source_prompt", "target_prompt", "instruction", "output_caption", "edit_type")
@@ -99,7 +103,7 @@ def open_benchmark(card: dict, spec) -> object:
 
 def _check_columns(card: dict, columns: list[str], where: str) -> None:
     wanted = [*card["id"], *card.get("fields", {}).values(), *card.get("groups", {}).values()]
-    if card.get("turns"):
+    if (card.get("turns") or {}).get("column"):
         wanted.append(card["turns"]["column"])
     missing = [c for c in dict.fromkeys(wanted) if c not in columns]
     if missing:
@@ -109,11 +113,14 @@ def _check_columns(card: dict, columns: list[str], where: str) -> None:
 
 def column_kind(feature) -> str:
     """A column's type in words: ``string``, ``integer``, ``float``, ``bool``, ``null``, ``image`` (an image
-    feature, or the ``{bytes, path}`` struct pandas writes), else the feature's own name."""
+    feature, or the ``{bytes, path}`` struct pandas writes), ``list of <kind>``, else the feature's own name."""
     import datasets
 
     if isinstance(feature, datasets.Image) or (isinstance(feature, dict) and "bytes" in feature):
         return "image"
+    inner = feature[0] if isinstance(feature, list) else getattr(feature, "feature", None)  # [x], Sequence, List
+    if inner is not None:
+        return f"list of {column_kind(inner)}"
     if not isinstance(feature, datasets.Value):
         return type(feature).__name__
     dtype = feature.dtype
@@ -127,11 +134,14 @@ def column_kind(feature) -> str:
 def _column_roles(card: dict) -> list[tuple[str, str, tuple[str, ...]]]:
     """(column, what the card reads it as, the column kinds that allows) for every column the card maps."""
     roles = [(c, "part of the sample id", ("string", "integer")) for c in card["id"]]
+    turns = card.get("turns") or {}
     for field, column in card.get("fields", {}).items():
         kinds = ("image",) if field in IMAGE_FIELDS else ("string",)
+        if turns.get("list"):  # a chain's row may hold one entry per turn
+            kinds += tuple(f"list of {kind}" for kind in kinds)
         roles.append((column, field, kinds + ("null",) * (field != "image")))  # an optional field may be empty
     roles += [(c, f"group {name!r}", ("string", "bool", "integer")) for name, c in card.get("groups", {}).items()]
-    if card.get("turns"):
+    if turns.get("column"):
         first = card["turns"]["first"]
         kind = "integer" if isinstance(first, int) else "string"
         roles.append((card["turns"]["column"], f"the turn (first turn {first!r})", (kind,)))
@@ -168,29 +178,47 @@ def load_hub_benchmark(card: dict, spec) -> list[SampleRef]:
     dataset = undecoded(dataset, [fields[f] for f in IMAGE_FIELDS if f in fields])
     meta_columns = [c for c in dict.fromkeys([*card["id"], *fields.values(), *groups.values()])
                     if c not in {fields.get(f) for f in IMAGE_FIELDS}]  # fmt: skip
-    turns = card.get("turns")
-    if turns:
+    turns = card.get("turns") or {}
+    if turns.get("column"):
         meta_columns.append(turns["column"])
     meta = dataset.select_columns(meta_columns).to_dict()
+    if turns.get("column") and spec.turns == "first" and len(dataset) and turns["first"] not in meta[turns["column"]]:
+        present = sorted({repr(v) for v in meta[turns["column"]]})
+        raise ConfigError(f"dataset.turns = first keeps the rows whose {turns['column']!r} is {turns['first']!r}; "
+                          f"none of the {len(dataset)} rows of {where} has it; values present: {', '.join(present)}")  # fmt: skip
     refs, seen = [], set()
     for row in range(len(dataset)):
         values = {c: meta[c][row] for c in meta_columns}
-        if turns and spec.turns == "first" and values[turns["column"]] != turns["first"]:
-            continue
         sample_id = "_".join(str(values[c]) for c in card["id"])
         if sample_id in seen:
             raise ConfigError(f"dataset {where}: sample id {sample_id!r} (columns {', '.join(card['id'])}) "
                               "appears more than once")  # fmt: skip
         seen.add(sample_id)
         edit_type = values.get(fields.get("edit_type"))
+        edit_type = None if edit_type is None else str(edit_type)
         sample_groups = {name: group_value(values[column]) for name, column in groups.items()}
-        refs.append(SampleRef(sample_id, None if edit_type is None else str(edit_type),
-                              _row_loader(dataset, row, sample_id, card, sample_groups), sample_groups))  # fmt: skip
-    if turns and spec.turns == "first" and len(dataset) and not refs:
-        present = sorted({repr(v) for v in meta[turns["column"]]})
-        raise ConfigError(f"dataset.turns = first keeps the rows whose {turns['column']!r} is {turns['first']!r}; "
-                          f"none of the {len(dataset)} rows of {where} has it; values present: {', '.join(present)}")  # fmt: skip
+        if turns.get("list"):
+            for turn in range(1, len(values[fields[turns["list"]]] or []) + 1):
+                turn_id = f"{sample_id}_{turn}"
+                refs.append(SampleRef(turn_id, edit_type, _row_loader(dataset, row, turn_id, card, sample_groups, turn),
+                                      sample_groups, chain=sample_id, turn=turn))  # fmt: skip
+            continue
+        chain = turn = None
+        if turns.get("column"):
+            turn = int(values[turns["column"]]) - int(turns.get("first", 1)) + 1
+            chain = "_".join(str(values[c]) for c in card["id"] if c != turns["column"]) or sample_id
+        refs.append(SampleRef(sample_id, edit_type, _row_loader(dataset, row, sample_id, card, sample_groups),
+                              sample_groups, chain=chain, turn=turn))  # fmt: skip
     return refs
+
+
+def _turn_entry(sample_id: str, value, turn: int, column: str):
+    """A list column's entry for ``turn`` (1-based); any other value is every turn's."""
+    if not isinstance(value, list):
+        return value
+    if turn > len(value):
+        raise SampleError(sample_id, f"column {column!r} has {len(value)} entries; turn {turn} has none")
+    return value[turn - 1]
 
 
 def image_cell(sample_id: str, value, column: str):
@@ -224,7 +252,9 @@ def _mask(img, rule: str) -> np.ndarray:
     return grey > 127 if rule == "white" else grey > 0
 
 
-def _row_loader(dataset, row: int, sample_id: str, card: dict, groups: dict[str, str]) -> Callable[[int], Sample]:
+def _row_loader(dataset, row: int, sample_id: str, card: dict, groups: dict[str, str],
+                turn: int | None = None) -> Callable[[int], Sample]:  # fmt: skip
+    """The loader of one row; ``turn``: the row is a chain whose list columns hold one entry per turn."""
     fields = card.get("fields", {})
 
     def load(size: int) -> Sample:
@@ -232,11 +262,14 @@ def _row_loader(dataset, row: int, sample_id: str, card: dict, groups: dict[str,
             record = dataset[row]
         except Exception as exc:  # an unreadable row fails its own sample
             raise SampleError(sample_id, f"cannot read row {row}: {_without_reprs(exc)}") from exc
+        if turn is not None:
+            record = {column: _turn_entry(sample_id, value, turn, column) for column, value in record.items()}
         source = image_cell(sample_id, record[fields["image"]], fields["image"])
         text = {f: record[fields[f]] for f in TEXT_FIELDS if f in fields and (record[fields[f]] or "").strip()}
-        target = mask = None
+        target = target_original = mask = None
         if "target_image" in fields and record[fields["target_image"]] is not None:
-            target = prepare_image(image_cell(sample_id, record[fields["target_image"]], fields["target_image"]), size)
+            truth = image_cell(sample_id, record[fields["target_image"]], fields["target_image"])
+            target, target_original = prepare_image(truth, size), image_tensor(truth)
         if "mask" in fields and record[fields["mask"]] is not None:
             mask_img = image_cell(sample_id, record[fields["mask"]], fields["mask"])
             if mask_img.size != source.size:
@@ -252,6 +285,7 @@ def _row_loader(dataset, row: int, sample_id: str, card: dict, groups: dict[str,
             edit_type=None if text.get("edit_type") is None else str(text["edit_type"]),
             instruction=text.get("instruction"),
             target_image=target,
+            target_original=target_original,
             output_caption=text.get("output_caption"),
             groups=dict(groups),
         )

@@ -42,6 +42,7 @@ class Sample:
     class_label: int | str | None = None
     instruction: str | None = None  # an edit instruction ("make it a watercolor"), for InstructPix2Pix
     target_image: torch.Tensor | None = None  # the benchmark's ground-truth edit, (3, H, W) like ``image``
+    target_original: torch.Tensor | None = None  # the same ground truth at its file's own size (MagicBrush's)
     output_caption: str | None = None  # a caption of the wanted result (Emu Edit's output_caption)
     groups: dict[str, str] = field(default_factory=dict)  # further category columns, e.g. {"language": "en"}
     source_size: tuple[int, int] | None = None  # (width, height) of the source file before resizing
@@ -67,12 +68,17 @@ class Sample:
 
 @dataclass
 class SampleRef:
-    """A sample not yet loaded: its id, edit type and groups (for filtering and reports) and how to load it."""
+    """A sample not yet loaded: its id, edit type and groups (for filtering and reports) and how to load it.
+
+    A turn of a multi-turn benchmark also names its ``chain`` (the samples of one image edited
+    turn after turn, e.g. MagicBrush's ``img_id``) and its ``turn`` (1 for the first)."""
 
     id: str
     edit_type: str | None
     _load: Callable[[int], Sample]
     groups: dict[str, str] = field(default_factory=dict)
+    chain: str | None = None
+    turn: int | None = None
 
     def load(self, resolution: int) -> Sample:
         return self._load(resolution)
@@ -100,10 +106,14 @@ def upscale_warning(sample_id: str, source_size: tuple[int, int], size: int) -> 
             f"to {size}x{size}; its edits and scores reflect the upscaling more than the method")
 
 
+def image_tensor(img: Image.Image) -> torch.Tensor:
+    """(3, H, W) float in [0, 1] of an 8-bit image as it is (torchvision's ``ToTensor`` of its RGB)."""
+    return torch.from_numpy(np.asarray(img.convert("RGB"), dtype=np.float32) / 255.0).permute(2, 0, 1).contiguous()
+
+
 def prepare_image(img: Image.Image, size: int) -> torch.Tensor:
     """(3, size, size) float in [0, 1] by the documented resize-shorter-side + centre-crop rule."""
-    img = _resize_crop(img.convert("RGB"), size, Image.BICUBIC)
-    return torch.from_numpy(np.asarray(img, dtype=np.float32) / 255.0).permute(2, 0, 1).contiguous()
+    return image_tensor(_resize_crop(img.convert("RGB"), size, Image.BICUBIC))
 
 
 def prepare_mask(mask: np.ndarray, size: int) -> torch.Tensor:

@@ -9,6 +9,8 @@ differ are never batched together); a batch may mix samples and seeds. Samples a
 ``max(1, batch_size // seeds)`` at a time, so a batch fills up with the seeds of one sample and
 then with further samples; at ``batch_size = 1`` the order is the sample-major order of one
 cell at a time. Units are independent: an executor may run them in any order and on any worker.
+The chains of ``dataset.turns: iterative``, whose turns must run in order, are planned by
+``bench.execution.chains`` (one unit per block of chains).
 
 **Estimate** (``editbench run --dry-run``): the cells of each method and setting, settings that
 collapse onto the same steps, the preparations and the NFE to expect, and whether a run folder
@@ -21,7 +23,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bench.data import SampleRef, load_dataset
+from bench.data import SampleRef, chained_turns, load_dataset
 from bench.diffusion.backbone import identity_on_disk
 from bench.errors import ConfigError
 from bench.execution.config import RunConfig
@@ -31,10 +33,11 @@ from bench.settings import setting_label, varying_params
 from bench.store import Store, setting_json
 
 
-def cell_key(method: str, setting: dict, sample_id: str, seed: int) -> str:
-    """The cell's primary key in the store: stable across runs, resumes and batchings."""
-    text = json.dumps([method, setting_json(setting), sample_id, seed])
-    return hashlib.sha256(text.encode()).hexdigest()[:24]
+def cell_key(method: str, setting: dict, sample_id: str, seed: int, chained: bool = False) -> str:
+    """The cell's primary key in the store: stable across runs, resumes and batchings. ``chained``:
+    the turn edits the method's own previous output (``turns: iterative``), not its recorded source."""
+    parts = [method, setting_json(setting), sample_id, seed] + (["iterative"] if chained else [])
+    return hashlib.sha256(json.dumps(parts).encode()).hexdigest()[:24]
 
 
 def cell_seed(sample_id: str, seed: int) -> int:
@@ -44,13 +47,20 @@ def cell_seed(sample_id: str, seed: int) -> int:
 
 @dataclass(frozen=True)
 class Cell:
-    """One pending cell; ``ref`` is its sample (loaded by whoever runs it)."""
+    """One pending cell; ``ref`` is its sample (loaded by whoever runs it).
+
+    A turn of a chain (``bench.execution.chains``) edits the output of cell ``input_key``: from
+    ``input_png`` when that cell finished in an earlier session, else from the unit that runs it
+    first; ``blocked`` says why it cannot run (that cell failed or was skipped)."""
 
     key: str
     method: str
     setting: dict = field(hash=False, compare=False)
     ref: SampleRef = field(hash=False, compare=False)
     seed: int = 0
+    input_key: str | None = None
+    input_png: bytes | None = field(default=None, hash=False, compare=False, repr=False)
+    blocked: str | None = field(default=None, hash=False, compare=False)
 
     @property
     def sample_id(self) -> str:
@@ -188,7 +198,7 @@ def cached_preparations(config: RunConfig, refs: list[SampleRef], preparations: 
 def dry_run_text(config: RunConfig) -> str:
     """The ``--dry-run`` listing: cells per method and setting, preparations, NFE estimate, warnings."""
     refs = dataset_refs(config)
-    plans, preparations = plan_settings(config, len(refs))
+    plans, preparations = plan_settings(config, len(refs) + len(chained_turns(refs, config.dataset.turns)))
     lines = [f"dry run: {len(refs)} sample(s) x {len(config.seeds)} seed(s); nothing is loaded or run", ""]
     lines.append("method | setting | cells | start step | timesteps run | NFE/cell (est.)")
     for p in plans:
@@ -221,7 +231,9 @@ def missing_work(run_dir: Path, config: RunConfig) -> tuple[int, int]:
         cells = store.cells_frame()
     finally:
         store.close()
-    keys = [cell_key(m, s, ref.id, seed) for m, ss in config.settings.items() for s in ss for ref in refs for seed in config.seeds]
+    edits = [(ref, False) for ref in refs] + [(ref, True) for ref in chained_turns(refs, config.dataset.turns)]
+    keys = [cell_key(m, s, ref.id, seed, chained) for m, ss in config.settings.items() for s in ss
+            for ref, chained in edits for seed in config.seeds]  # fmt: skip
     set_names = [m for m in config.metrics if issubclass(get_metric(m), SetMetric)]
     image_names = [m for m in config.metrics if m not in set_names]
     ok = cells[cells["status"] == "ok"]

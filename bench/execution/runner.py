@@ -25,10 +25,11 @@ from pathlib import Path
 import torch
 
 from bench import __version__
-from bench.data import load_dataset
+from bench.data import chained_turns, load_dataset
 from bench.diffusion.backbone import Backbone
 from bench.diffusion.extra_networks import changed_networks
 from bench.errors import ConfigError
+from bench.execution.chains import plan_chain_units
 from bench.execution.config import ExecutorSpec, RunConfig, config_from_resolved
 from bench.execution.executors import check_executor, make_executor
 from bench.execution.plan import plan_units
@@ -54,8 +55,10 @@ def setting_slug(setting: dict) -> str:
 
 
 def output_relpath(record: CellRecord) -> Path:
-    """Where a cell's image goes, relative to the run folder."""
-    name = f"{output_stem(record.sample_id)}_seed{record.seed}.png"
+    """Where a cell's image goes, relative to the run folder (``_iter`` marks a chain's turn that
+    edited the previous output, beside the same turn edited from its recorded source)."""
+    chained = "_iter" if record.input_key else ""
+    name = f"{output_stem(record.sample_id)}{chained}_seed{record.seed}.png"
     return Path("images") / record.method / setting_slug(record.setting) / name
 
 
@@ -163,11 +166,16 @@ class Runner:
 
     # -- the loop ------------------------------------------------------------------------------
     def total_cells(self) -> int:
-        return len(self.refs) * self.config.n_settings * len(self.config.seeds)
+        edits = len(self.refs) + len(chained_turns(self.refs, self.config.dataset.turns))
+        return edits * self.config.n_settings * len(self.config.seeds)
 
     def plan(self, done: set[str]):
-        """Work units of every cell not in ``done``."""
-        return plan_units(self.config.settings, self.refs, self.config.seeds, done, self.config.batch_size)
+        """Work units of every cell not in ``done`` (the store's cells: a chain's next turn reads them)."""
+        config = self.config
+        if config.dataset.turns == "iterative":
+            return plan_chain_units(config.settings, self.refs, config.seeds, self.store.outcomes(), config.batch_size,
+                                    self.run_dir)  # fmt: skip
+        return plan_units(config.settings, self.refs, config.seeds, done, config.batch_size)
 
     def run(self) -> dict:
         """Run every cell not yet in the store; returns counts of ok/failed/skipped cells."""

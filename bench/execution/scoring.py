@@ -106,13 +106,16 @@ def score_missing(store, run_dir: Path, metrics: list, refs: list, resolution: i
         if missing:
             lacking[cell.sample_id].append((cell, missing))
     refs_by_id = {r.id: r for r in refs}
+    outputs = dict(zip(cells["key"], cells["output_path"]))
     bar = progress_bar(len(lacking), unit="sample", enabled=progress)
     for sample_id, todo in lacking.items():
         sample = refs_by_id[sample_id].load(resolution)
         for metric in image_metrics:
             for batch in _batched([cell for cell, missing in todo if metric in missing], batch_size):
                 edited = [read_png(Path(run_dir) / c.output_path) for c in batch]
-                scores = score_images([metric], edited, [sample.image] * len(batch), [sample] * len(batch), batch_size)
+                sources = [_turn_input(c, sample, outputs, run_dir) for c in batch]
+                turns = [replace(sample, image=s) for s in sources]
+                scores = score_images([metric], edited, sources, turns, batch_size)
                 for cell, score in zip(batch, scores):
                     if score.error is not None:
                         raise score.error
@@ -121,6 +124,14 @@ def score_missing(store, run_dir: Path, metrics: list, refs: list, resolution: i
         bar.update(1)
     bar.close()
     return sum(len(todo) for todo in lacking.values())
+
+
+def _turn_input(cell, sample, outputs: dict, run_dir: Path) -> torch.Tensor:
+    """The image a cell edited: a chain's previous output (``input_key``), else the sample's source."""
+    input_key = getattr(cell, "input_key", None)
+    if isinstance(input_key, str):
+        return read_png(Path(run_dir) / outputs[input_key])
+    return sample.image
 
 
 def score_run(run_dir: str | Path, names: list[str], untrained: bool = False, progress: bool = True) -> dict:

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from bench.data import DatasetSpec, load_dataset
+from bench.data import DatasetSpec, chained_turns, load_dataset
 from bench.errors import ConfigError
 from bench.metrics import METRICS
 from bench.registry import get_method
@@ -195,14 +195,16 @@ def judge_drift(runs: list[RunData]) -> list[str]:
 
 
 def expected_cells(run: RunData) -> int | None:
-    """How many cells the run's config asks for (samples x settings x seeds), or None when its
-    dataset can no longer be read."""
+    """How many cells the run's config asks for (samples, and the chained turns of ``turns:
+    iterative``, x settings x seeds), or None when its dataset can no longer be read."""
     config = run.manifest.get("config") or {}
     dataset = {k: tuple(v) if isinstance(v, list) else v for k, v in (config.get("dataset") or {}).items()}
     try:
-        n_samples = len(load_dataset(DatasetSpec(**dataset)))
+        spec = DatasetSpec(**dataset)
+        refs = load_dataset(spec)
     except (ConfigError, TypeError, OSError):
         return None
+    n_samples = len(refs) + len(chained_turns(refs, spec.turns))
     n_settings = sum(len(settings) or 1 for settings in (config.get("methods") or {}).values())
     return n_samples * n_settings * len(config.get("seeds") or [0])
 
@@ -305,7 +307,7 @@ class Row:
     metrics: dict[str, Stat]
     cost: dict[str, float]
     first_error: str | None = None
-    values: dict[str, pd.Series] = field(default_factory=dict, repr=False)  # per-image metric by (sample_id, seed)
+    values: dict[str, pd.Series] = field(default_factory=dict, repr=False)  # per-image metric by (cell sample id, seed)
     category: str | None = None  # what ``edit_type`` holds the value of: "edit_type" or a group name
 
     @property
@@ -345,10 +347,21 @@ def _cost(ok: pd.DataFrame) -> dict[str, float]:
     }
 
 
+ITERATIVE_SUFFIX = " (iterative)"
+
+
+def cell_sample_ids(cells: pd.DataFrame) -> pd.Series:
+    """Each cell's sample id, with `` (iterative)`` added for a chain's turn that edited the previous
+    output (``input_key`` set): with the seed, what pairs a cell with its counterpart in another row."""
+    if "input_key" not in cells:
+        return cells["sample_id"]
+    return cells["sample_id"].where(cells["input_key"].isna(), cells["sample_id"] + ITERATIVE_SUFFIX)
+
+
 def _row(run: RunData, method: str, setting_text: str, label: str, group: pd.DataFrame, edit_type, seed: int) -> Row:
     ok = group[group["status"] == "ok"]
     metrics, per_cell = {}, {}
-    cell_index = pd.MultiIndex.from_arrays([ok["sample_id"], ok["seed"]])
+    cell_index = pd.MultiIndex.from_arrays([cell_sample_ids(ok), ok["seed"]])
     for name in run.image_metrics:
         stored = np.array([(key, name) in run.present for key in ok["key"]], dtype=bool)
         values = ok[f"metric.{name}"].to_numpy(dtype=np.float64)[stored]

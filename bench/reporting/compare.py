@@ -38,6 +38,7 @@ from bench.reporting.aggregate import (
     RunData,
     Stat,
     arrow,
+    cell_sample_ids,
     format_stat,
     higher_is_better,
     incomplete_note,
@@ -267,7 +268,7 @@ def cell_times(run: RunData, method: str, setting_text: str) -> pd.Series:
     """Time per ok cell of one method and setting, by (sample_id, seed)."""
     cells = run.cells
     ok = cells[(cells["method"] == method) & (cells["setting"] == setting_text) & (cells["status"] == "ok")]
-    index = pd.MultiIndex.from_arrays([ok["sample_id"], ok["seed"]])
+    index = pd.MultiIndex.from_arrays([cell_sample_ids(ok), ok["seed"]])
     return pd.Series(ok["time_s"].to_numpy(dtype=float), index=index).dropna()
 
 

@@ -65,13 +65,13 @@ def scaled(stat: Stat, factor: float) -> Stat:
     return dataclasses.replace(stat, mean=stat.mean * factor, low=stat.low * factor, high=stat.high * factor)
 
 
-def value_text(stat: Stat | None, ci: bool = False) -> str:
-    """A published-style value, two decimals, with its NaN and missing counts (and CI when asked)."""
+def value_text(stat: Stat | None, ci: bool = False, digits: int = 2) -> str:
+    """A published-style value, ``digits`` decimals, with its NaN and missing counts (and CI when asked)."""
     if stat is None or (math.isnan(stat.mean) and not stat.n_nan and not stat.n_missing):
         return "—"
-    text = "—" if math.isnan(stat.mean) else f"{stat.mean:.2f}"
+    text = "—" if math.isnan(stat.mean) else f"{stat.mean:.{digits}f}"
     if ci and stat.has_ci:
-        text += f" [{stat.low:.2f}, {stat.high:.2f}]"
+        text += f" [{stat.low:.{digits}f}, {stat.high:.{digits}f}]"
     gaps = [f"{stat.n_nan} NaN"] * bool(stat.n_nan) + [f"{stat.n_missing} missing"] * bool(stat.n_missing)
     return text + (f" ({', '.join(gaps)})" if gaps else "")
 

@@ -45,6 +45,8 @@ from bench.store import error_counts
 #: Distinct errors a report lists (the export has every cell's).
 MAX_ERRORS_SHOWN = 20
 CELL_COLUMNS = ["method", "sample_id", "seed", "edit_type", "status", "error", "output_path"]
+#: A multi-turn sample's chain and turn, and the cell whose output a chained turn edited (empty otherwise).
+TURN_COLUMNS = ["chain", "turn", "input_key"]
 SCHEDULE_COLUMNS = ["start_step", "steps_run"]  # the effective schedule: settings that coincide show it
 COST_COLUMNS = ["time_s", "nfe", "gpu_time_s", "peak_mem_mb", "grad_evals", "prep_time_s", "prep_nfe",
                 "prep_grad_evals", "prep_cached", "batch_size", "batch_id"]  # fmt: skip
@@ -57,7 +59,8 @@ COST_NOTE = ("Time per ok cell: mean, and median [interquartile range]. Preparat
 
 
 def cells_table(run_dir: Path) -> pd.DataFrame:
-    """One row per cell: identity, ``group.<key>`` (the sample's subsets), status, ``param.<name>``,
+    """One row per cell: identity, its turn (``chain``, ``turn``, ``input_key``: the cell it edited),
+    ``group.<key>`` (the sample's subsets), status, ``param.<name>``,
     ``metric.<name>``, ``nan_reason.<name>`` (the metric's declared reason where an ok cell's value
     is NaN), ``note.<name>`` (what a value came from: a judge's raw answers and reasons), cost, labels."""
     run = load_run(run_dir)
@@ -68,8 +71,8 @@ def cells_table(run_dir: Path) -> pd.DataFrame:
     note_cols = [f"note.{m}" for m in run.image_metrics if f"note.{m}" in cells.columns]
     reasons = _nan_reasons(cells, run.image_metrics)
     table = pd.concat(
-        [cells[CELL_COLUMNS], groups, params, cells[SCHEDULE_COLUMNS], cells[metric_cols], reasons, cells[note_cols],
-         cells[COST_COLUMNS]], axis=1,
+        [cells[CELL_COLUMNS], cells[TURN_COLUMNS], groups, params, cells[SCHEDULE_COLUMNS], cells[metric_cols], reasons,
+         cells[note_cols], cells[COST_COLUMNS]], axis=1,
     )  # fmt: skip
     table["labels"] = "; ".join(run.labels)
     if run.judge_line:
