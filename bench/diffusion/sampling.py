@@ -38,7 +38,11 @@ def guided_eps(
     ``w = 1`` is conditional and ``w = 0`` unconditional: each costs a single NFE. ``w`` may
     also be a tensor broadcasting against ``latent`` (one weight per row, e.g. (B, 1, 1, 1)).
     ``unet`` replaces ``backbone.eps`` (same signature), e.g. to add a ControlNet's residuals.
+    A family with its own guidance (FLUX's distilled guidance input: ``guided_prediction``) guides its way.
     """
+    family_guidance = getattr(getattr(backbone, "family", None), "guided_prediction", None)
+    if family_guidance is not None and unet is None:
+        return family_guidance(backbone, latent, t, cond, uncond, w)
     unet = unet or backbone.eps
     if isinstance(w, torch.Tensor):
         w = w.to(latent)
