@@ -27,6 +27,7 @@ import torch
 from bench import cache
 from bench.errors import ConfigError, did_you_mean
 from bench.params import Param, whole_steps
+from bench.step_rules import current_rules
 
 #: Fields a method may require of a sample (see ``bench.data.Sample``).
 SAMPLE_FIELDS = ("target_prompt", "mask", "edit_words", "class_label", "instruction", "target_image", "output_caption")
@@ -158,8 +159,10 @@ class Conformance:
 
 
 def cfg_evaluations(w: float) -> int:
-    """UNet evaluations of one classifier-free guided step of one latent (``bench.diffusion.sampling.guided_eps``)."""
-    return 1 if w in (0, 1) else 2
+    """Denoiser evaluations of one guided step of one latent (``bench.diffusion.sampling.guided_eps``):
+    2 for classifier-free guidance, 1 at ``w`` 0 or 1, under the backbone family's rules in force
+    (``bench.step_rules``: 1 for FLUX.1's distilled guidance)."""
+    return current_rules().guided_evaluations(w)
 
 
 class Method:
@@ -184,8 +187,9 @@ class Method:
         raise KeyError(name)
 
     @classmethod
-    def resolve(cls, given: dict[str, Any]) -> dict[str, Any]:
-        """Fill defaults and validate one parameter setting; raise ``ConfigError`` naming the problem."""
+    def resolve(cls, given: dict[str, Any], family: str | None = None) -> dict[str, Any]:
+        """Fill defaults (``family``'s where a parameter has its own, ``Param.family_defaults``) and
+        validate one parameter setting; raise ``ConfigError`` naming the problem."""
         names = [p.name for p in cls.params]
         for key in given:
             if key not in names:
@@ -193,7 +197,7 @@ class Method:
                     f"method {cls.name!r}: unknown parameter {key!r}{did_you_mean(key, names)}; "
                     f"parameters: {', '.join(names) or 'none'}"
                 )
-        setting = {p.name: p.validate(given.get(p.name, p.default), f"method {cls.name!r}") for p in cls.params}
+        setting = {p.name: p.validate(given.get(p.name, p.default_for(family)), f"method {cls.name!r}") for p in cls.params}
         cls.check(setting)
         return setting
 
@@ -216,11 +220,12 @@ class Method:
     def schedule(cls, setting: dict[str, Any]) -> tuple[int, int] | None:
         """(effective start step, timesteps run) of a setting's denoising schedule: index 0 is
         the noisiest of ``steps`` timesteps, and a ``t0`` start skips the first
-        ``steps - int(steps * t0)``. None for a method without a schedule."""
+        ``steps - int(steps * t0)`` (the family's rule in force: ``bench.step_rules``). None for a
+        method without a schedule."""
         if "steps" not in setting:
             return None
         steps = setting["steps"]
-        run = whole_steps(steps, setting["t0"]) if "t0" in setting else steps
+        run = current_rules().start_steps(steps, setting["t0"]) if "t0" in setting else steps
         return steps - run, run
 
     @classmethod

@@ -19,6 +19,7 @@ import torch
 from bench.devices import resolve_device
 from bench.diffusion.families import family_of_folder, get_family
 from bench.errors import ConfigError, did_you_mean, unknown
+from bench.step_rules import StepRules
 from bench.weights import file_digest, only_bin_weights
 
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
@@ -184,6 +185,32 @@ def native_resolution(family, denoiser_config: dict, vae_config: dict) -> int:
     return denoiser_config["sample_size"] * 2 ** (len(vae_config["block_out_channels"]) - 1)
 
 
+def step_rules(spec: BackboneSpec, family=None) -> StepRules:
+    """The backbone's ``StepRules`` (NFE per guided step, steps of a start level): its family's, known
+    without loading it; SD's for a hub id whose ``model_index.json`` is not in the hub cache yet."""
+    if family is None:
+        name = known_family(spec)
+        family = None if name is None else get_family(name)
+    return family.step_rules(spec) if hasattr(family, "step_rules") else StepRules()
+
+
+def known_family(spec: BackboneSpec) -> str | None:
+    """The family of a backbone known without loading it or the network: tiny names, local folders,
+    hub ids whose ``model_index.json`` is in the hub cache; None otherwise."""
+    return family_on_disk(spec) or _cached_hub_family(spec)
+
+
+def _cached_hub_family(spec: BackboneSpec) -> str | None:
+    """The family of a hub id from the hub cache's ``model_index.json`` (no network); None when absent."""
+    from huggingface_hub import try_to_load_from_cache
+
+    try:
+        index = try_to_load_from_cache(spec.name, "model_index.json", revision=spec.revision)
+    except Exception:  # not a valid repo id
+        return None
+    return family_of_folder(Path(index).parent) if isinstance(index, str) else None
+
+
 def folder_on_disk(spec: BackboneSpec) -> Path | None:
     """The pipeline folder of a tiny or local-folder backbone when it is on disk, else None."""
     if spec.is_tiny:
@@ -258,6 +285,7 @@ class Backbone:
             raise ConfigError(f"backbone resolution {self.resolution} must be a multiple of {8 * self.vae_factor}")
         self.latent_size = self.resolution // self.vae_factor
         self.nfe = NFECounter(self.denoiser)
+        self.step_rules = step_rules(spec, self.family)
         self._text_cache: dict[str, torch.Tensor] = {}
         self.labels = [UNTRAINED_LABEL] if spec.is_tiny else []
         self.fingerprint = pipeline_fingerprint(spec, self.folder, self.scheduler_config, self.family_name)

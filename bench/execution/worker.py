@@ -41,6 +41,7 @@ from bench.metrics import get_metric, load_metrics
 from bench.metrics.extractors import Extractors
 from bench.metrics.image_scores import ImageScore, score_images
 from bench.registry import get_method
+from bench.step_rules import rules_in_force
 from bench.store import CellRecord
 from bench.timing import CellTimer
 
@@ -165,7 +166,8 @@ class CellWorker:
         """The cell's row, or its outcome when it cannot run (bad sample, missing field, failed preparation)."""
         method = self.methods[cell.method]
         record = CellRecord(cell.key, cell.method, cell.setting, cell.sample_id, cell.seed, "ok", cell.ref.edit_type)
-        record.start_step, record.steps_run = method.schedule(cell.setting) or (None, None)
+        with rules_in_force(self.backbone.step_rules):
+            record.start_step, record.steps_run = method.schedule(cell.setting) or (None, None)
         record.worker = self.name
         record.groups = dict(cell.ref.groups)
         sample = self._sample(cell.ref)

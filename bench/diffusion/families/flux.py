@@ -28,6 +28,7 @@ import torch
 
 from bench.diffusion.families import sd3
 from bench.diffusion.families.packing import pack_pooled, unpack_pooled
+from bench.step_rules import StepRules
 
 DENOISER = "transformer"
 CLIP_MAX_LENGTH = 77
@@ -174,10 +175,15 @@ def predict(backbone, latent: torch.Tensor, t, text: torch.Tensor, guidance=None
 def guided_prediction(backbone, latent: torch.Tensor, t, cond: torch.Tensor, uncond: torch.Tensor, w) -> torch.Tensor:
     """A guided velocity at guidance ``w``: the distilled guidance input (one evaluation), or with the
     backbone's ``true_cfg_scale`` s > 1 ``v(uncond) + s (v(cond) - v(uncond))``, both at guidance ``w``
-    (``FluxPipeline``'s true CFG with the unconditional prompt as its negative prompt)."""
+    (``FluxPipeline``'s true CFG with the unconditional prompt as its negative prompt). At ``w = 0``
+    the prompt is the unconditional one, as ``w = 0`` means on every family (RF-Inversion's FLUX
+    inversion: the empty prompt at guidance 0). ``w``: a number, or one per row."""
     n = latent.shape[0]
     if isinstance(w, torch.Tensor):
-        w = w.reshape(-1).expand(n) if w.numel() > 1 else float(w)
+        w = w.to(latent.device, torch.float32).reshape(-1).expand(n)
+        cond = torch.where((w == 0)[:, None, None], uncond.expand(n, -1, -1), cond.expand(n, -1, -1))
+    elif w == 0:
+        cond = uncond
     scale = backbone.spec.true_cfg_scale
     if scale == 1:
         return predict(backbone, latent, t, cond.expand(n, -1, -1), guidance=w)
@@ -187,9 +193,17 @@ def guided_prediction(backbone, latent: torch.Tensor, t, cond: torch.Tensor, unc
     return v_uncond + scale * (v_cond - v_uncond)
 
 
-def guided_evaluations(spec):
-    """``w -> `` evaluations of one guided step of one latent: 1 (distilled guidance), 2 with true CFG."""
-    return lambda w: 2 if spec.true_cfg_scale > 1 else 1
+def img2img_steps(steps: int, strength: float) -> int:
+    """The steps ``FluxImg2ImgPipeline`` runs at ``strength`` (its ``get_timesteps``, diffusers 0.42):
+    ``steps - int(max(steps - min(steps * strength, steps), 0))``; the product is not floored first."""
+    return steps - int(max(steps - min(steps * strength, steps), 0))
+
+
+def step_rules(spec) -> StepRules:
+    """One guided step costs 1 evaluation (the distilled guidance input), 2 with true CFG; a start
+    level runs ``img2img_steps``."""
+    evaluations = 2 if spec.true_cfg_scale > 1 else 1
+    return StepRules(guided_evaluations=lambda w: evaluations, start_steps=img2img_steps)
 
 
 def calculate_shift(image_seq_len: int, config) -> float:
@@ -211,6 +225,11 @@ class FluxSchedule(sd3.FlowMatchSchedule):
                                 mu=calculate_shift(image_seq_len, scheduler.config))  # fmt: skip
         self.scheduler, self.config, self.num_inference_steps = scheduler, scheduler.config, steps
         self.timesteps, self.sigmas = scheduler.timesteps, scheduler.sigmas
+
+    @staticmethod
+    def start_steps(steps: int, t0: float) -> int:
+        """The steps a start level ``t0`` runs (``bench.diffusion.sampling.partial_timesteps``)."""
+        return img2img_steps(steps, t0)
 
 
 def new_scheduler(backbone, steps: int) -> FluxSchedule:
