@@ -43,16 +43,16 @@ from bench.registry import register
 
 # Defaults: FlowEdit's SD3_exp.yaml and, on FLUX.1, its FLUX_exp.yaml (= the FlowEditFLUX signature), fallenshock/FlowEdit @457f402.
 STEPS = Param(
-    "steps", int, 50, "Euler steps of the full schedule (FlowEdit's T_steps: SD3 config 50, FLUX config 28)",
+    "steps", int, 50, "Euler steps of the full schedule, T_steps (FlowEdit's SD3 config: 50, FLUX config: 28)",
     low=1, high=1000, family_defaults=(("flux", 28),),
 )  # fmt: skip
 N_MAX = Param(
     "n_max", int, 33, "steps edited, counted from the clean end (FlowEdit's SD3 config: 33, FLUX config: 24)",
     low=0, high=1000, family_defaults=(("flux", 24),),
 )  # fmt: skip
-N_MIN = Param("n_min", int, 0, "last steps run as plain sampling with the target prompt (FlowEdit's SD3 and FLUX configs: 0)",
+N_MIN = Param("n_min", int, 0, "last steps run as plain sampling with the target prompt (FlowEdit's SD3 config: 0, FLUX config: 0)",
               low=0, high=1000)  # fmt: skip
-N_AVG = Param("n_avg", int, 1, "noise draws averaged per edited step (FlowEdit's SD3 and FLUX configs: 1)", low=1, high=100)
+N_AVG = Param("n_avg", int, 1, "noise draws averaged per edited step (FlowEdit's SD3 config: 1, FLUX config: 1)", low=1, high=100)
 SRC_W = Param(
     "src_w", float, 3.5, "guidance of the source branch: CFG weight on SD3 (FlowEdit's SD3 config: 3.5), "
     "distilled guidance on FLUX (FLUX config: 1.5)", low=0, high=50, family_defaults=(("flux", 1.5),),

@@ -12,7 +12,7 @@ noise_seed), and cached on disk. ``gamma = 0`` inverts exactly as ``flow_inversi
 ``inversion_w``; ``eta = 0`` regenerates exactly as ``flow_inversion`` does from the same latent.
 """
 
-from bench.diffusion.inversion.rf import RFInversionSpec, rf_regenerate
+from bench.diffusion.inversion.rf import INVERSION_TIMES, RFInversionSpec, rf_regenerate
 from bench.diffusion.sampling import decode_rows, split_rows
 from bench.errors import ConfigError
 from bench.method import Conformance, Method
@@ -34,6 +34,12 @@ START = Param("start", float, 0.0, "fraction of the steps where the editing cont
               low=0, high=1, step_fraction=True)  # fmt: skip
 STOP = Param("stop", float, 0.25, "fraction of the steps where it stops (diffusers: 0.25)",
              low=0, high=1, step_fraction=True)  # fmt: skip
+TIMES = Param(
+    "times", str, "shifted", "the inversion's discretisation: 'shifted' (each step at its shifted sigma, the SD3 port "
+    "Sarim-MBZUAI/rf-inversion-sd3) or 'diffusers' (unshifted time i/(N+1) with the shifted gaps, diffusers' "
+    "examples/community/pipeline_flux_rf_inversion.py invert(); the default on FLUX)",
+    choices=INVERSION_TIMES, family_defaults=(("flux", "diffusers"),),
+)  # fmt: skip
 NOISE_SEED = Param("noise_seed", int, 0, "seed of the noise y1, with the image hash (editbench's; diffusers: unseeded)",
                    low=0)  # fmt: skip
 
@@ -47,7 +53,7 @@ class RFInversion(Method):
     )
     needs = frozenset({"target_prompt"})
     families = ("sd3", "flux")
-    params = (STEPS, W, INVERSION_W, GAMMA, ETA, START, STOP, NOISE_SEED)
+    params = (STEPS, W, INVERSION_W, GAMMA, ETA, START, STOP, NOISE_SEED, TIMES)
 
     @classmethod
     def check(cls, setting):
@@ -58,7 +64,9 @@ class RFInversion(Method):
 
     @classmethod
     def preparation(cls, setting):
-        return RFInversionSpec(setting["steps"], setting["inversion_w"], setting["gamma"], setting["noise_seed"])
+        return RFInversionSpec(
+            setting["steps"], setting["inversion_w"], setting["gamma"], setting["noise_seed"], setting["times"]
+        )
 
     def edit_batch(self, backbone, rows, setting):
         steps = setting["steps"]

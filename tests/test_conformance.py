@@ -55,7 +55,7 @@ from bench.execution.plan import cell_seed
 from bench.execution.worker import png_bytes, to_uint8
 from bench.method import Conformance, EditRow, Method, Preparation
 from bench.registry import BUILTIN_PACKAGE, all_methods, get_method, register
-from bench.step_rules import rules_in_force
+from bench.method import rules_in_force
 
 IMAGE_TOLERANCE = 1e-4
 HALF_MEAN_BOUND = {"fp16": 0.05, "bf16": 0.15}

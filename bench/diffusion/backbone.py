@@ -19,7 +19,7 @@ import torch
 from bench.devices import resolve_device
 from bench.diffusion.families import family_of_folder, get_family
 from bench.errors import ConfigError, did_you_mean, unknown
-from bench.step_rules import StepRules
+from bench.method import StepRules
 from bench.weights import file_digest, only_bin_weights
 
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
@@ -37,6 +37,8 @@ class BackboneSpec:
     """Which backbone to load and how.
 
     ``name`` is ``tiny`` (the embedded untrained default), a local pipeline folder, or a hub id.
+    ``dtype``: ``auto`` (fp32, except the family's ``CUDA_DTYPE`` on CUDA: bf16 for FLUX.1, whose
+    12B transformer and T5-XXL do not fit fp32 on one GPU), or ``fp32``/``fp16``/``bf16``.
     ``resolution`` defaults to the denoiser's native size (``sample_size`` x VAE factor).
     ``text_encoder_3``: ``auto`` (load T5 when the pipeline has it) or ``none`` (SD3: T5's part of
     the conditioning is zeros, as diffusers allows). ``offload_text_encoders``: keep the text
@@ -44,27 +46,33 @@ class BackboneSpec:
     encoded once and cached). ``true_cfg_scale`` (FLUX only): above 1, every guided step adds
     classifier-free guidance on top of the distilled guidance, with the unconditional prompt as the
     negative (diffusers' ``FluxPipeline(true_cfg_scale=..., negative_prompt="")``; twice the NFE).
+    ``cpu_offload``: diffusers' model CPU offload (``enable_model_cpu_offload``): every network stays
+    on the CPU and moves to the device only while it runs, one at a time (text encoders, denoiser,
+    VAE): the peak GPU memory is the largest network's, at the cost of a transfer per call.
     """
 
     name: str = "tiny"
     revision: str | None = None
     device: str = "auto"
-    dtype: str = "fp32"
+    dtype: str = "auto"
     resolution: int | None = None
     scheduler: str = "ddim"
     text_encoder_3: str = "auto"
     offload_text_encoders: bool = False
     true_cfg_scale: float = 1.0
+    cpu_offload: bool = False
 
     def __post_init__(self):
         if self.text_encoder_3 not in ("auto", "none"):
             raise ConfigError(f"backbone text_encoder_3 {self.text_encoder_3!r} is not allowed; expected auto or none")
-        if self.dtype not in DTYPES:
+        if self.dtype != "auto" and self.dtype not in DTYPES:
             raise ConfigError(unknown("backbone dtype", self.dtype, DTYPES))
         if self.scheduler not in scheduler_classes():
             raise ConfigError(unknown("backbone scheduler", self.scheduler, scheduler_classes()))
         if self.device not in ("auto", "cpu", "mps") and not self.device.startswith("cuda"):
             raise ConfigError(f"backbone device {self.device!r} is not allowed; expected auto, cpu, mps, cuda or cuda:N")
+        if self.cpu_offload and self.offload_text_encoders:
+            raise ConfigError("backbone cpu_offload already offloads the text encoders; drop offload_text_encoders")
         if self.true_cfg_scale < 1:
             raise ConfigError(f"backbone true_cfg_scale {self.true_cfg_scale} is not allowed; expected >= 1 (1: off)")
         if self.resolution is not None and (self.resolution < 64 or self.resolution % 64):
@@ -129,17 +137,27 @@ def _weights_digest(path: Path) -> str:
     return hashlib.sha256(" ".join(file_digest(path.parent / s) for s in shards).encode()).hexdigest()
 
 
-def pipeline_fingerprint(spec: BackboneSpec, folder: Path, scheduler_config: dict, family_name: str = "sd") -> dict:
+def dtype_name(spec: BackboneSpec, family_name: str, device: torch.device) -> str:
+    """The dtype a backbone loads in: ``spec.dtype``, or for ``auto`` the family's ``CUDA_DTYPE`` on CUDA, else fp32."""
+    if spec.dtype != "auto":
+        return spec.dtype
+    return getattr(get_family(family_name), "CUDA_DTYPE", "fp32") if device.type == "cuda" else "fp32"
+
+
+def pipeline_fingerprint(
+    spec: BackboneSpec, folder: Path, scheduler_config: dict, family_name: str = "sd", dtype: str | None = None
+) -> dict:
     """The backbone's identity (every cache key includes its ``id``): family, source, dtype,
     scheduler, the text-encoder options and the weights' sha256; computed from the pipeline
     folder's files, no weights loaded."""
     family = get_family(family_name)
+    dtype = dtype or dtype_name(spec, family_name, resolve_device(spec.device))
     weights = {sub: _weights_digest(folder / sub / f) for sub, f in family.weight_files(spec).items()}
     scheduler = {k: v for k, v in dict(scheduler_config).items() if not k.startswith("_")}
     fields = {
         "source": spec.name,
         "revision": spec.revision,
-        "dtype": spec.dtype,
+        "dtype": dtype,  # resolved: an ``auto`` that loads fp32 keeps the ids of runs that said fp32
         "scheduler": family.scheduler_name(spec),
         "scheduler_config": scheduler,
         "weights_sha256": weights,
@@ -232,6 +250,16 @@ def family_on_disk(spec: BackboneSpec) -> str | None:
     return None if folder is None else family_of_folder(folder)
 
 
+def _model_cpu_offload(models: list[torch.nn.Module], device: torch.device) -> None:
+    """diffusers' ``enable_model_cpu_offload``: a chain of accelerate hooks that moves each model to
+    ``device`` when it runs and the previous one back to the CPU."""
+    from accelerate import cpu_offload_with_hook
+
+    hook = None
+    for model in models:
+        _, hook = cpu_offload_with_hook(model, device, prev_module_hook=hook)
+
+
 class NFECounter:
     """Counts denoiser (UNet or transformer) evaluations, one per latent in the batch (a CFG step of batch 1 is 2 NFE)."""
 
@@ -260,10 +288,11 @@ class Backbone:
         transformers.utils.logging.disable_progress_bar()
         self.spec = spec
         self.device = resolve_device(spec.device)
-        self.dtype = DTYPES[spec.dtype]
         self.folder = _pipeline_folder(spec)
         self.family_name = family_of_folder(self.folder)
         self.family = get_family(self.family_name)
+        self.dtype_name = dtype_name(spec, self.family_name, self.device)
+        self.dtype = DTYPES[self.dtype_name]
         if spec.text_encoder_3 != "auto" and self.family_name != "sd3":
             raise ConfigError(f"backbone text_encoder_3 applies to SD3/3.5 only; {spec.name!r} is {self.family_name}")
         if spec.true_cfg_scale != 1 and self.family_name != "flux":
@@ -274,8 +303,12 @@ class Backbone:
                 raise ConfigError(f"backbone {spec.name!r}: sub-folder {sub!r} cannot be loaded: {problem}")
         self.family.load(self, dict(use_safetensors=True, torch_dtype=self.dtype))
         for module in self.networks:
-            module.to(self.device).eval().requires_grad_(False)
+            module.eval().requires_grad_(False)
+            if not spec.cpu_offload:
+                module.to(self.device)
         self.text_encoders = [m for m in self.networks if m is not self.denoiser and m is not self.vae]
+        if spec.cpu_offload:
+            _model_cpu_offload([*self.text_encoders, self.denoiser, self.vae], self.device)
         if spec.offload_text_encoders:
             for module in self.text_encoders:
                 module.to("cpu")
@@ -288,7 +321,7 @@ class Backbone:
         self.step_rules = step_rules(spec, self.family)
         self._text_cache: dict[str, torch.Tensor] = {}
         self.labels = [UNTRAINED_LABEL] if spec.is_tiny else []
-        self.fingerprint = pipeline_fingerprint(spec, self.folder, self.scheduler_config, self.family_name)
+        self.fingerprint = pipeline_fingerprint(spec, self.folder, self.scheduler_config, self.family_name, self.dtype_name)
         # networks beside the backbone, loaded once by bench.diffusion.extra_networks.load_network
         self.extra_networks: dict[tuple, tuple] = {}
 
@@ -346,6 +379,7 @@ class Backbone:
         return {
             "spec": asdict(self.spec),
             "family": self.family_name,
+            "dtype": self.dtype_name,
             "scheduler": self.family.scheduler_name(self.spec),
             "folder": str(self.folder),
             "device": str(self.device),

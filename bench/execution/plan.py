@@ -25,10 +25,10 @@ from bench.data import SampleRef, load_dataset
 from bench.diffusion.backbone import identity_on_disk, step_rules
 from bench.errors import ConfigError
 from bench.execution.config import RunConfig
+from bench.method import rules_in_force
 from bench.metrics import SetMetric, get_metric
 from bench.registry import get_method
 from bench.settings import setting_label, varying_params
-from bench.step_rules import rules_in_force
 from bench.store import Store, setting_json
 
 

@@ -36,12 +36,11 @@ from bench.diffusion.backbone import Backbone
 from bench.diffusion.families import check_method_family
 from bench.execution.config import RunConfig
 from bench.execution.plan import Cell, WorkUnit, cell_seed
-from bench.method import EditResult, EditRow, Method, Preparation
+from bench.method import EditResult, EditRow, Method, Preparation, rules_in_force
 from bench.metrics import get_metric, load_metrics
 from bench.metrics.extractors import Extractors
 from bench.metrics.image_scores import ImageScore, score_images
 from bench.registry import get_method
-from bench.step_rules import rules_in_force
 from bench.store import CellRecord
 from bench.timing import CellTimer
 

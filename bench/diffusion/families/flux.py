@@ -28,9 +28,12 @@ import torch
 
 from bench.diffusion.families import sd3
 from bench.diffusion.families.packing import pack_pooled, unpack_pooled
-from bench.step_rules import StepRules
+from bench.method import StepRules
 
 DENOISER = "transformer"
+#: What ``dtype: auto`` loads on CUDA: FLUX.1 [dev] is 12B parameters plus T5-XXL (fp32 would need
+#: ~95 GB); T5 overflows in fp16, as on SD3.
+CUDA_DTYPE = "bf16"
 CLIP_MAX_LENGTH = 77
 #: diffusers' ``FluxPipeline`` default ``max_sequence_length``; models without guidance embedding
 #: ([schnell]) take at most 256 (``SCHNELL_T5_MAX_LENGTH``).
