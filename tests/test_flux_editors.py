@@ -21,7 +21,7 @@ from bench.diffusion.inversion.flow_solvers import FIRST, Evaluation
 from bench.diffusion.sampling import guided_eps
 from bench.method import EditRow
 from bench.registry import get_method
-from bench.step_rules import rules_in_force
+from bench.method import rules_in_force
 from methods.kv_edit import kv_edit_latents
 
 
@@ -144,3 +144,25 @@ def test_kv_edit_without_background_is_euler_regeneration_from_the_inversion_han
     for j in range(1, 4):
         z = z + (schedule.sigmas[j + 1] - schedule.sigmas[j]) * guided_eps(flux, z, schedule.timesteps[j], cond, uncond, 5.5)
     assert torch.allclose(latents, z, atol=1e-5, rtol=0)
+
+
+def test_the_protocol_rows_dry_run_at_the_papers_nfe():
+    """configs/flow_protocol.yaml's rows of the four editors, as the dry run counts them on tiny-flux."""
+    from bench.diffusion.backbone import step_rules as backbone_rules
+    from bench.execution.config import load_config
+    from bench.execution.plan import plan_settings
+    from bench.method import rules_in_force
+
+    config = load_config("configs/flow_protocol.yaml")
+    plans, preparations = plan_settings(config, 1)
+    with rules_in_force(backbone_rules(config.backbone)):
+        prep = {m: sum(spec.nfe() for spec in specs) for m, specs in preparations.items()}
+    totals = {}
+    for plan in plans:
+        totals.setdefault(plan.method, []).append(plan.edit_nfe)
+    assert (totals["rf_solver"], prep["rf_solver"]) == ([30], 30)  # 60: FireFlow's Table 4
+    assert (sorted(totals["fireflow"]), prep["fireflow"]) == ([9, 16], 9 + 16)  # 18 at 8 steps, 32 at 15
+    assert (totals["uniedit_flow"], prep["uniedit_flow"]) == ([18], 10)
+    assert totals["kv_edit"] == [24] and "kv_edit" not in prep  # its records are not disk-cached: not listed
+    with rules_in_force(backbone_rules(config.backbone)):
+        assert get_method("kv_edit").estimate_nfe(config.settings["kv_edit"][0]) == (24, 24)
