@@ -101,6 +101,7 @@ class UniEditFlow(Method):
     conformance = Conformance(settings=({"steps": 3, "alpha": 0.7}, {"steps": 4, "alpha": 1.0, "omega": 2.0, "w": 3.0}))
     needs = frozenset({"target_prompt"})
     families = ("sd3", "flux")
+    stochastic = False
     params = (
         Param("steps", int, 15, "steps of the full schedule (UniEdit-Flow's demo_edit.py and FLUX README: 15)",
               low=1, high=1000),
