@@ -180,3 +180,13 @@ def test_model_cpu_offload_is_recorded_and_changes_no_pixel(flux, image):
     assert torch.equal(edit(offloaded, "cfg", image, {"w": 3.5, "steps": 2}, 1), edit(flux, "cfg", image, {"w": 3.5, "steps": 2}, 1))
     with pytest.raises(ConfigError, match="cpu_offload already offloads the text encoders"):
         BackboneSpec(name="tiny-flux", cpu_offload=True, offload_text_encoders=True)
+
+
+def test_the_memory_benchmark_counts_full_size_flux_without_allocating():
+    import benchmarks.memory as memory
+
+    components = memory.flux_dev_components()
+    counts = {name: sum(p.numel() for p in model.parameters()) for name, model in components.items()}
+    assert counts["transformer"] == 11_901_408_320  # FLUX.1 [dev]'s "12B"
+    assert 4.7e9 < counts["text_encoder_2 (T5-XXL)"] < 5.0e9 and 0.08e9 < counts["vae"] < 0.09e9
+    assert all(p.device.type == "meta" for model in components.values() for p in model.parameters())
