@@ -25,11 +25,13 @@ both as their code runs. They run only the foreground and text tokens through th
 while editing; running every token with the background's keys and values replaced gives the same
 foreground (``kv_cache``'s docstring says why). ``re_init`` starts instead from
 ``(1 - s_k) z0 + s_k n`` with fresh noise ``n`` (theirs: the global RNG; here the cell's
-generator). Not offered: their ``attn_mask`` option (a mask separating foreground and background
-during the inversion). Both guidances are FLUX.1's distilled guidance input, not CFG.
+generator). ``attn_mask`` is theirs too: during the inversion foreground and background tokens
+attend only to the text and to their own region (the text to everything), so the background's
+records never saw the foreground. Both guidances are FLUX.1's distilled guidance input, not CFG.
 
 Defaults: the authors' Gradio demo (``gradio_kv_edit.py``): 28 inversion and denoising steps,
-``skip_step`` 4, inversion guidance 1.5, denoising guidance 5.5, ``attn_scale`` 1, ``re_init`` off.
+``skip_step`` 4, inversion guidance 1.5, denoising guidance 5.5, ``attn_scale`` 1, ``re_init`` and
+``attn_mask`` off.
 Memory: the records hold every block's image keys and values at every step, on the CPU (FLUX.1 at
 1024 px in bf16: about 3 GB per step).
 """
@@ -73,12 +75,13 @@ class KVInversion:
 class KVInversionSpec(PreparationSpec):
     """The source's Euler inversion from ``s = 0`` to ``s_skip`` of ``steps`` with its source prompt at
     guidance ``inversion_w``, recording the latents, keys and values (kept in memory only: the
-    records are too large for the disk cache)."""
+    records are too large for the disk cache); with ``attn_mask``, the mask's regions kept apart."""
 
     kind: ClassVar[str] = "kv_inversion"
     steps: int
     skip: int
     inversion_w: float
+    attn_mask: bool = False
 
     def nfe(self) -> int:
         return (self.steps - self.skip) * cfg_evaluations(self.inversion_w)
@@ -89,7 +92,8 @@ class KVInversionSpec(PreparationSpec):
         sigmas = schedule.sigmas
         cond, uncond = backbone.encode_text(sample.source_prompt), backbone.encode_text("")
         z0 = backbone.encode_image(sample.image[None])
-        cache = KVCache.recording(z0.shape[-2] * z0.shape[-1] // 4)
+        separate = background_tokens(kv_latent_mask(sample.mask, z0.shape[-2:])) if self.attn_mask else None
+        cache = KVCache.recording(z0.shape[-2] * z0.shape[-1] // 4, separate)
         latent, latents = z0, {}
         with caching_kv(backbone.transformer, cache):
             for j in reversed(range(self.skip, self.steps)):
@@ -131,7 +135,7 @@ class KVEdit(Method):
         "values; outside it, the source latent."
     )
     conformance = Conformance(
-        settings=({"steps": 3, "skip": 1}, {"steps": 4, "skip": 0, "attn_scale": 0.0, "re_init": True}),
+        settings=({"steps": 3, "skip": 1}, {"steps": 4, "skip": 0, "attn_scale": 0.0, "re_init": True, "attn_mask": True}),
         draws_noise=lambda setting: setting["re_init"],
     )
     needs = frozenset({"target_prompt", "mask"})
@@ -149,6 +153,8 @@ class KVEdit(Method):
               "(KV-Edit's Gradio demo: 1)", low=0, high=5),
         Param("re_init", bool, False, "start the edit from the source noised with fresh noise instead of the "
               "inversion (KV-Edit's Gradio demo: off)"),
+        Param("attn_mask", bool, False, "keep the mask's regions apart in the inversion's attention "
+              "(KV-Edit's Gradio demo: off)"),
     )  # fmt: skip
 
     @classmethod
@@ -165,7 +171,7 @@ class KVEdit(Method):
 
     @classmethod
     def preparation(cls, setting):
-        return KVInversionSpec(setting["steps"], setting["skip"], setting["inversion_w"])
+        return KVInversionSpec(setting["steps"], setting["skip"], setting["inversion_w"], setting["attn_mask"])
 
     def edit_batch(self, backbone, rows, setting):
         return split_rows(decode_rows(backbone, kv_edit_latents(backbone, rows, setting)))

@@ -166,3 +166,13 @@ def test_the_protocol_rows_dry_run_at_the_papers_nfe():
     assert totals["kv_edit"] == [24] and "kv_edit" not in prep  # its records are not disk-cached: not listed
     with rules_in_force(backbone_rules(config.backbone)):
         assert get_method("kv_edit").estimate_nfe(config.settings["kv_edit"][0]) == (24, 24)
+
+
+def test_attn_mask_keeps_the_regions_apart_and_the_text_sees_all():
+    background = torch.tensor([[True, False, True]])
+    allowed = KVCache.recording(3, separate=background).separation(2, "cpu")[0, 0]
+    text, fg, bg = [0, 1], [3], [2, 4]
+    assert allowed[text].all() and allowed[:, text].all()
+    assert allowed[fg][:, fg].all() and allowed[2:][:, 2:][torch.tensor([0, 2])][:, torch.tensor([0, 2])].all()
+    assert not allowed[fg][:, bg].any() and not allowed[bg][:, fg].any()
+    assert KVCache.recording(3).separation(2, "cpu") is None

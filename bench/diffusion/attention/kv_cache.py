@@ -7,7 +7,10 @@ During the inversion every block's image-token keys and values (the outputs of `
 single-stream block) are recorded per step (``KVCache.recording``). While editing, each row's
 background tokens (``background``, (B, N) bool) take their source's recorded keys and values at the
 same step, and the attention logits of every query get ``+ scale`` on the background keys
-(``KVCache.injecting``; the authors' ``attn_scale``, an additive mask of the attention).
+(``KVCache.injecting``; the authors' ``attn_scale``, an additive mask of the attention). Their
+``attn_mask`` option separates the two regions while recording: foreground and background image
+tokens attend only to the text and to their own region, the text to everything
+(``KVCache.recording(..., separate=background)``).
 
 Where this follows the authors' code (``flux/modules/layers.py``: ``DoubleStreamBlock_kv``,
 ``SingleStreamBlock_kv``): they store the keys after the QK norm and replace them before RoPE; the
@@ -50,8 +53,9 @@ class KVCache:
         self.background, self.scale, self.at = background, scale, None
 
     @classmethod
-    def recording(cls, image_tokens: int) -> "KVCache":
-        return cls([{}], record=True, image_tokens=image_tokens)
+    def recording(cls, image_tokens: int, separate: torch.Tensor | None = None) -> "KVCache":
+        """``separate``: (1, N) background tokens whose region the attention keeps apart from the foreground's."""
+        return cls([{}], record=True, image_tokens=image_tokens, background=separate)
 
     @classmethod
     def injecting(cls, banks: list[dict], background: torch.Tensor, scale: float) -> "KVCache":
@@ -63,6 +67,17 @@ class KVCache:
 
     def replaced(self, batch: int) -> torch.Tensor:
         return _whole_branches(self.background, batch)[..., None]
+
+    def separation(self, text_tokens: int, device) -> torch.Tensor | None:
+        """(1, 1, S, S) bool, True where a query may attend: the text to all, an image token to the text and to
+        its own region (the authors' ``create_attention_mask``); None without ``separate``."""
+        if self.background is None:
+            return None
+        text = torch.zeros(1, text_tokens, dtype=torch.bool)
+        is_text = torch.cat([~text, torch.zeros_like(self.background)], dim=1)[0]
+        region = torch.cat([text, self.background], dim=1)[0]
+        allowed = is_text[:, None] | is_text[None, :] | (region[:, None] == region[None, :])
+        return allowed[None, None].to(device)
 
     def bias(self, text_tokens: int, batch: int, dtype, device) -> torch.Tensor | None:
         """(batch, 1, 1, text + N) additive logits: ``scale`` on background keys, 0 elsewhere; None at scale 0."""
@@ -105,8 +120,10 @@ class CachedKVAttention:
             return record if cache.record else inject
 
         handles = [attn.to_k.register_forward_hook(hook(0)), attn.to_v.register_forward_hook(hook(1))]
-        if not cache.record:
-            text = hidden_states.shape[1] - cache.image_tokens + (0 if encoder_hidden_states is None else encoder_hidden_states.shape[1])
+        text = first + (0 if encoder_hidden_states is None else encoder_hidden_states.shape[1])
+        if cache.record:
+            attention_mask = cache.separation(text, hidden_states.device)
+        else:
             attention_mask = cache.bias(text, batch, hidden_states.dtype, hidden_states.device)
         try:
             out = self.original(attn, hidden_states, encoder_hidden_states, attention_mask, image_rotary_emb)
