@@ -32,6 +32,16 @@ activations take half the bytes.
     python benchmarks/memory.py                                  # cuda fp16 if there is a GPU, else cpu fp32
     python benchmarks/memory.py --device cpu --steps 2 --inner-steps 2
     python benchmarks/memory.py --backbone /path/to/stable-diffusion-v1-5 --dtype fp16
+
+``--flux-params`` prints instead the parameter bytes of every component of a full-size FLUX.1 [dev]
+pipeline, counted from its architecture on the meta device (accelerate's ``init_empty_weights``):
+no weight is allocated, so it runs anywhere in seconds. The architecture: the transformer from
+black-forest-labs/flux ``util.py`` (``flux-dev``: 19 double- and 38 single-stream blocks, width
+3072, guidance embedding), its autoencoder (``ch`` 128, ``ch_mult`` 1, 2, 4, 4, 16 latent channels),
+CLIP ViT-L/14's text encoder and T5 v1.1 XXL's encoder (d_model 4096, d_ff 10240, 24 layers, 64
+heads, gated GELU).
+
+    python benchmarks/memory.py --flux-params
 """
 
 import ctypes
@@ -51,6 +61,46 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 PARTS = ("null_text", "p2p")
 GIB = 2**30
+
+
+# -- FLUX.1 [dev]'s parameter bytes, without weights -----------------------------------------------
+def flux_dev_components() -> dict[str, torch.nn.Module]:
+    """FLUX.1 [dev]'s four networks at full size on the meta device (no memory allocated)."""
+    from accelerate import init_empty_weights
+    from diffusers import AutoencoderKL, FluxTransformer2DModel
+    from transformers import CLIPTextConfig, CLIPTextModel, T5Config, T5EncoderModel
+
+    with init_empty_weights():
+        return {
+            "transformer": FluxTransformer2DModel(
+                patch_size=1, in_channels=64, num_layers=19, num_single_layers=38, attention_head_dim=128,
+                num_attention_heads=24, joint_attention_dim=4096, pooled_projection_dim=768, guidance_embeds=True,
+                axes_dims_rope=(16, 56, 56),
+            ),
+            "vae": AutoencoderKL(
+                in_channels=3, out_channels=3, down_block_types=("DownEncoderBlock2D",) * 4,
+                up_block_types=("UpDecoderBlock2D",) * 4, block_out_channels=(128, 256, 512, 512), layers_per_block=2,
+                latent_channels=16, use_quant_conv=False, use_post_quant_conv=False,
+            ),
+            "text_encoder (CLIP-L)": CLIPTextModel(CLIPTextConfig(
+                vocab_size=49408, hidden_size=768, intermediate_size=3072, num_hidden_layers=12, num_attention_heads=12,
+                max_position_embeddings=77, hidden_act="quick_gelu",
+            )),
+            "text_encoder_2 (T5-XXL)": T5EncoderModel(T5Config(
+                vocab_size=32128, d_model=4096, d_ff=10240, d_kv=64, num_layers=24, num_heads=64,
+                feed_forward_proj="gated-gelu",
+            )),
+        }  # fmt: skip
+
+
+def print_flux_params() -> None:
+    """Parameters and their bytes per component of FLUX.1 [dev], in fp32 and bf16/fp16."""
+    rows = [(name, sum(p.numel() for p in model.parameters())) for name, model in flux_dev_components().items()]
+    rows.append(("total", sum(n for _, n in rows)))
+    print(f"{'component':26}{'parameters':>16}{'fp32 GiB':>10}{'bf16 GiB':>10}")
+    for name, n in rows:
+        print(f"{name:26}{n:>16,}{gib(4 * n):>10}{gib(2 * n):>10}")
+    print("parameter bytes only, counted on the meta device: activations, the CUDA context and the allocator come on top")
 
 
 # -- the random full-size backbone ------------------------------------------------------------------
@@ -301,9 +351,13 @@ def print_report(results: list[dict], weights_label: str, cuda: bool) -> None:
 @click.option("--model-dir", type=click.Path(path_type=Path), default=None,
               help="folder of the random SD 1.5 pipeline, built if absent  [default: $EDITBENCH_CACHE or the temp dir]")
 @click.option("--backbone", default=None, help="a real SD pipeline folder (or hub id) to measure instead")
+@click.option("--flux-params", is_flag=True, help="print FLUX.1 [dev]'s parameter bytes per component (no weights) and exit")
 @click.option("--part", type=click.Choice(PARTS), default=None, hidden=True)
 @click.option("--result", type=click.Path(path_type=Path), default=None, hidden=True)
-def main(device, dtype, size, steps, inner_steps, sample_id, model_dir, backbone, part, result):
+def main(device, dtype, size, steps, inner_steps, sample_id, model_dir, backbone, flux_params, part, result):
+    if flux_params:
+        print_flux_params()
+        return
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     dtype = dtype or ("fp16" if device == "cuda" else "fp32")
     if part is not None:  # a child: measure one part, write its result

@@ -15,7 +15,7 @@ import torch  # noqa: E402
 
 
 #: Fixtures that hold a tiny backbone; a test using one is marked ``backbone``.
-BACKBONE_FIXTURES = {"backbone", "sd3", "sdxl", "backbones"}
+BACKBONE_FIXTURES = {"backbone", "sd3", "sdxl", "flux", "backbones"}
 
 
 def pytest_configure(config):
@@ -45,6 +45,16 @@ def sd3():
     from tests.helpers import tiny_backbone_spec
 
     return Backbone(tiny_backbone_spec("tiny-sd3"))
+
+
+@pytest.fixture(scope="session")
+def flux():
+    """The embedded FLUX.1 backbone, on the CPU (or the test device)."""
+    from bench.diffusion.backbone import Backbone
+
+    from tests.helpers import tiny_backbone_spec
+
+    return Backbone(tiny_backbone_spec("tiny-flux"))
 
 
 @pytest.fixture(scope="session")

@@ -68,7 +68,7 @@ def test_the_readme_test_command_is_what_ci_runs():
 
 def test_the_anchor_rule_is_githubs():
     page = ROOT / "docs" / "backbones.md"
-    assert "backbone-families-sd-1x2x-sdxl-and-sd335" in anchors(page)
+    assert "backbone-families-sd-1x2x-sdxl-sd335-and-flux1" in anchors(page)
     assert "which-method-runs-on-which-family" in anchors(page)
 
 

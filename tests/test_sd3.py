@@ -103,7 +103,7 @@ def test_flow_inversion_is_cached_and_counts_its_nfe(sd3, image):
 def test_a_method_on_an_unsupported_family_fails_before_any_cell(tmp_path):
     with pytest.raises(ConfigError, match="method 'p2p' does not support the SD3/3.5 backbone family .*supports: SD 1.x/2.x, SDXL$"):
         run_config(tmp_path, {"p2p": {}}, backbone={"name": "tiny-sd3"})
-    with pytest.raises(ConfigError, match="'flow_inversion' does not support the SD 1.x/2.x .*supports: SD3/3.5$"):
+    with pytest.raises(ConfigError, match="'flow_inversion' does not support the SD 1.x/2.x .*supports: SD3/3.5, FLUX.1$"):
         run_config(tmp_path, {"flow_inversion": {}})
 
 

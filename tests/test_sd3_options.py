@@ -92,7 +92,8 @@ def test_offloaded_text_encoders_visit_the_device_once_per_new_prompt(monkeypatc
 
 @pytest.mark.parametrize(
     "name,inversion,family,scheduler",
-    [("tiny-sd3", "flow_inversion", "sd3", "flow_match_euler"), ("tiny-sdxl", "ddim_inversion", "sdxl", "ddim")],
+    [("tiny-sd3", "flow_inversion", "sd3", "flow_match_euler"), ("tiny-sdxl", "ddim_inversion", "sdxl", "ddim"),
+     ("tiny-flux", "flow_inversion", "flux", "flow_match_euler")],
 )
 def test_a_resumed_run_gives_the_cells_of_an_uninterrupted_one(tmp_path, name, inversion, family, scheduler):
     methods = {"sdedit": {"steps": STEPS, "t0": 0.75}, inversion: {"steps": STEPS}}

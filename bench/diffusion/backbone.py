@@ -1,7 +1,7 @@
 """One Stable Diffusion backbone shared by every method.
 
 ``Backbone`` loads the components of a diffusers pipeline of one family (SD 1.x/2.x, SDXL or
-SD3/3.5: ``bench.diffusion.families``, read from ``model_index.json``) with ``from_pretrained``
+SD3/3.5 or FLUX.1: ``bench.diffusion.families``, read from ``model_index.json``) with ``from_pretrained``
 from a local folder or a hub id (safetensors only; ``HF_HUB_OFFLINE=1`` is honoured by
 huggingface_hub), and offers what methods share: cached text conditionings, image
 encode/decode, the denoiser's prediction (``eps``: noise for UNets, velocity for SD3), a fresh
@@ -20,6 +20,7 @@ import torch
 from bench.devices import resolve_device
 from bench.diffusion.families import family_of_folder, get_family
 from bench.errors import ConfigError, did_you_mean, unknown
+from bench.method import StepRules
 from bench.weights import file_digest, only_bin_weights
 
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
@@ -40,31 +41,44 @@ class BackboneSpec:
     """Which backbone to load and how.
 
     ``name`` is ``tiny`` (the embedded untrained default), a local pipeline folder, or a hub id.
+    ``dtype``: ``auto`` (fp32, except the family's ``CUDA_DTYPE`` on CUDA: bf16 for FLUX.1, whose
+    12B transformer and T5-XXL do not fit fp32 on one GPU), or ``fp32``/``fp16``/``bf16``.
     ``resolution`` defaults to the denoiser's native size (``sample_size`` x VAE factor).
     ``text_encoder_3``: ``auto`` (load T5 when the pipeline has it) or ``none`` (SD3: T5's part of
     the conditioning is zeros, as diffusers allows). ``offload_text_encoders``: keep the text
     encoders on the CPU and move them to the device only to encode a new prompt (each prompt is
-    encoded once and cached).
+    encoded once and cached). ``true_cfg_scale`` (FLUX only): above 1, every guided step adds
+    classifier-free guidance on top of the distilled guidance, with the unconditional prompt as the
+    negative (diffusers' ``FluxPipeline(true_cfg_scale=..., negative_prompt="")``; twice the NFE).
+    ``cpu_offload``: diffusers' model CPU offload (``enable_model_cpu_offload``): every network stays
+    on the CPU and moves to the device only while it runs, one at a time (text encoders, denoiser,
+    VAE): the peak GPU memory is the largest network's, at the cost of a transfer per call.
     """
 
     name: str = "tiny"
     revision: str | None = None
     device: str = "auto"
-    dtype: str = "fp32"
+    dtype: str = "auto"
     resolution: int | None = None
     scheduler: str = "ddim"
     text_encoder_3: str = "auto"
     offload_text_encoders: bool = False
+    true_cfg_scale: float = 1.0
+    cpu_offload: bool = False
 
     def __post_init__(self):
         if self.text_encoder_3 not in ("auto", "none"):
             raise ConfigError(f"backbone text_encoder_3 {self.text_encoder_3!r} is not allowed; expected auto or none")
-        if self.dtype not in DTYPES:
+        if self.dtype != "auto" and self.dtype not in DTYPES:
             raise ConfigError(unknown("backbone dtype", self.dtype, DTYPES))
         if self.scheduler not in scheduler_classes():
             raise ConfigError(unknown("backbone scheduler", self.scheduler, scheduler_classes()))
         if self.device not in ("auto", "cpu", "mps") and not self.device.startswith("cuda"):
             raise ConfigError(f"backbone device {self.device!r} is not allowed; expected auto, cpu, mps, cuda or cuda:N")
+        if self.cpu_offload and self.offload_text_encoders:
+            raise ConfigError("backbone cpu_offload already offloads the text encoders; drop offload_text_encoders")
+        if self.true_cfg_scale < 1:
+            raise ConfigError(f"backbone true_cfg_scale {self.true_cfg_scale} is not allowed; expected >= 1 (1: off)")
         if self.resolution is not None and (self.resolution < 64 or self.resolution % 64):
             raise ConfigError(f"backbone resolution {self.resolution} is not allowed; expected a multiple of 64")
         if not (self.is_tiny or _looks_like_path(self.name) or HUB_ID.fullmatch(self.name)
@@ -142,17 +156,27 @@ def _weights_digest(path: Path) -> str:
     return hashlib.sha256(" ".join(file_digest(path.parent / s) for s in shards).encode()).hexdigest()
 
 
-def pipeline_fingerprint(spec: BackboneSpec, folder: Path, scheduler_config: dict, family_name: str = "sd") -> dict:
+def dtype_name(spec: BackboneSpec, family_name: str, device: torch.device) -> str:
+    """The dtype a backbone loads in: ``spec.dtype``, or for ``auto`` the family's ``CUDA_DTYPE`` on CUDA, else fp32."""
+    if spec.dtype != "auto":
+        return spec.dtype
+    return getattr(get_family(family_name), "CUDA_DTYPE", "fp32") if device.type == "cuda" else "fp32"
+
+
+def pipeline_fingerprint(
+    spec: BackboneSpec, folder: Path, scheduler_config: dict, family_name: str = "sd", dtype: str | None = None
+) -> dict:
     """The backbone's identity (every cache key includes its ``id``): family, source, dtype,
     scheduler, the text-encoder options and the weights' sha256; computed from the pipeline
     folder's files, no weights loaded."""
     family = get_family(family_name)
+    dtype = dtype or dtype_name(spec, family_name, resolve_device(spec.device))
     weights = {sub: _weights_digest(folder / sub / f) for sub, f in family.weight_files(spec).items()}
     scheduler = {k: v for k, v in dict(scheduler_config).items() if not k.startswith("_")}
     fields = {
         "source": spec.name,
         "revision": spec.revision,
-        "dtype": spec.dtype,
+        "dtype": dtype,  # resolved: an ``auto`` that loads fp32 keeps the ids of runs that said fp32
         "scheduler": family.scheduler_name(spec),
         "scheduler_config": scheduler,
         "weights_sha256": weights,
@@ -162,6 +186,8 @@ def pipeline_fingerprint(spec: BackboneSpec, folder: Path, scheduler_config: dic
                       offload_text_encoders=spec.offload_text_encoders)
         if hasattr(family, "pipeline_options"):  # model_index.json settings that change results (SDXL)
             fields.update(family.pipeline_options(folder))
+        if family_name == "flux":
+            fields.update(true_cfg_scale=spec.true_cfg_scale)
     fields["id"] = hashlib.sha256(json.dumps(fields, sort_keys=True, default=str).encode()).hexdigest()[:16]
     return fields
 
@@ -184,8 +210,42 @@ def identity_on_disk(spec: BackboneSpec) -> BackboneIdentity | None:
     family = get_family(family_name)
     scheduler_config = family.scheduler_class(spec).load_config(folder, subfolder="scheduler")
     denoiser, vae = (json.loads((folder / sub / "config.json").read_text()) for sub in (family.DENOISER, "vae"))
-    resolution = spec.resolution or denoiser["sample_size"] * 2 ** (len(vae["block_out_channels"]) - 1)
+    resolution = spec.resolution or native_resolution(family, denoiser, vae)
     return BackboneIdentity(pipeline_fingerprint(spec, folder, scheduler_config, family_name)["id"], resolution)
+
+
+def native_resolution(family, denoiser_config: dict, vae_config: dict) -> int:
+    """The pixel size a family's pipeline makes by default: the denoiser's ``sample_size`` x the VAE
+    factor, unless the family says otherwise (FLUX's transformer has no sample size)."""
+    if hasattr(family, "native_resolution"):
+        return family.native_resolution(denoiser_config, vae_config)
+    return denoiser_config["sample_size"] * 2 ** (len(vae_config["block_out_channels"]) - 1)
+
+
+def step_rules(spec: BackboneSpec, family=None) -> StepRules:
+    """The backbone's ``StepRules`` (NFE per guided step, steps of a start level): its family's, known
+    without loading it; SD's for a hub id whose ``model_index.json`` is not in the hub cache yet."""
+    if family is None:
+        name = known_family(spec)
+        family = None if name is None else get_family(name)
+    return family.step_rules(spec) if hasattr(family, "step_rules") else StepRules()
+
+
+def known_family(spec: BackboneSpec) -> str | None:
+    """The family of a backbone known without loading it or the network: tiny names, local folders,
+    hub ids whose ``model_index.json`` is in the hub cache; None otherwise."""
+    return family_on_disk(spec) or _cached_hub_family(spec)
+
+
+def _cached_hub_family(spec: BackboneSpec) -> str | None:
+    """The family of a hub id from the hub cache's ``model_index.json`` (no network); None when absent."""
+    from huggingface_hub import try_to_load_from_cache
+
+    try:
+        index = try_to_load_from_cache(spec.name, "model_index.json", revision=spec.revision)
+    except Exception:  # not a valid repo id
+        return None
+    return family_of_folder(Path(index).parent) if isinstance(index, str) else None
 
 
 def folder_on_disk(spec: BackboneSpec) -> Path | None:
@@ -207,6 +267,16 @@ def family_on_disk(spec: BackboneSpec) -> str | None:
         return TINY_BACKBONES[spec.name]
     folder = folder_on_disk(spec)
     return None if folder is None else family_of_folder(folder)
+
+
+def _model_cpu_offload(models: list[torch.nn.Module], device: torch.device) -> None:
+    """diffusers' ``enable_model_cpu_offload``: a chain of accelerate hooks that moves each model to
+    ``device`` when it runs and the previous one back to the CPU."""
+    from accelerate import cpu_offload_with_hook
+
+    hook = None
+    for model in models:
+        _, hook = cpu_offload_with_hook(model, device, prev_module_hook=hook)
 
 
 class NFECounter:
@@ -237,32 +307,40 @@ class Backbone:
         transformers.utils.logging.disable_progress_bar()
         self.spec = spec
         self.device = resolve_device(spec.device)
-        self.dtype = DTYPES[spec.dtype]
         self.folder = _pipeline_folder(spec)
         self.family_name = family_of_folder(self.folder)
         self.family = get_family(self.family_name)
+        self.dtype_name = dtype_name(spec, self.family_name, self.device)
+        self.dtype = DTYPES[self.dtype_name]
         if spec.text_encoder_3 != "auto" and self.family_name != "sd3":
             raise ConfigError(f"backbone text_encoder_3 applies to SD3/3.5 only; {spec.name!r} is {self.family_name}")
+        if spec.true_cfg_scale != 1 and self.family_name != "flux":
+            raise ConfigError(f"backbone true_cfg_scale applies to FLUX.1 only; {spec.name!r} is {self.family_name}")
         for sub in self.family.weight_files(spec):
             problem = only_bin_weights(self.folder / sub)
             if problem:
                 raise ConfigError(f"backbone {spec.name!r}: sub-folder {sub!r} cannot be loaded: {problem}")
         self.family.load(self, dict(use_safetensors=True, torch_dtype=self.dtype))
         for module in self.networks:
-            module.to(self.device).eval().requires_grad_(False)
+            module.eval().requires_grad_(False)
+            if not spec.cpu_offload:
+                module.to(self.device)
         self.text_encoders = [m for m in self.networks if m is not self.denoiser and m is not self.vae]
+        if spec.cpu_offload:
+            _model_cpu_offload([*self.text_encoders, self.denoiser, self.vae], self.device)
         if spec.offload_text_encoders:
             for module in self.text_encoders:
                 module.to("cpu")
         self.vae_factor = 2 ** (len(self.vae.config.block_out_channels) - 1)
-        self.resolution = spec.resolution or self.denoiser.config.sample_size * self.vae_factor
+        self.resolution = spec.resolution or native_resolution(self.family, dict(self.denoiser.config), dict(self.vae.config))
         if self.resolution % (8 * self.vae_factor):
             raise ConfigError(f"backbone resolution {self.resolution} must be a multiple of {8 * self.vae_factor}")
         self.latent_size = self.resolution // self.vae_factor
         self.nfe = NFECounter(self.denoiser)
+        self.step_rules = step_rules(spec, self.family)
         self._text_cache: dict[str, torch.Tensor] = {}
         self.labels = [UNTRAINED_LABEL] if spec.is_tiny else []
-        self.fingerprint = pipeline_fingerprint(spec, self.folder, self.scheduler_config, self.family_name)
+        self.fingerprint = pipeline_fingerprint(spec, self.folder, self.scheduler_config, self.family_name, self.dtype_name)
         # networks beside the backbone, loaded once by bench.diffusion.extra_networks.load_network
         self.extra_networks: dict[tuple, tuple] = {}
 
@@ -274,7 +352,8 @@ class Backbone:
     # -- services ---------------------------------------------------------------------------
     @property
     def latent_channels(self) -> int:
-        return self.denoiser.config.in_channels
+        """Channels of a latent as methods see it (the VAE's; FLUX's transformer takes them 2x2-packed)."""
+        return self.vae.config.latent_channels
 
     def new_scheduler(self, steps: int):
         """A fresh scheduler with ``steps`` inference timesteps (never shared between cells)."""
@@ -319,6 +398,7 @@ class Backbone:
         return {
             "spec": asdict(self.spec),
             "family": self.family_name,
+            "dtype": self.dtype_name,
             "scheduler": self.family.scheduler_name(self.spec),
             "folder": str(self.folder),
             "device": str(self.device),

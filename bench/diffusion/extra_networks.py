@@ -153,7 +153,7 @@ def load_network(backbone, kind: str, source: str, untrained: bool = False) -> E
     fields = {
         "kind": kind,
         "source": f"untrained (seed {UNTRAINED_SEED})" if untrained else source,
-        "dtype": backbone.spec.dtype,
+        "dtype": backbone.dtype_name,
         "weights_sha256": file_digest(weights),
     }
     if components is not None:
@@ -193,7 +193,7 @@ def own_components(backbone, spec: Kind, folder: Path):
     )
     if fits or not has_own:
         return None
-    return Backbone(BackboneSpec(str(pipeline), device=str(backbone.device), dtype=backbone.spec.dtype,
+    return Backbone(BackboneSpec(str(pipeline), device=str(backbone.device), dtype=backbone.dtype_name,
                                  resolution=backbone.resolution))  # fmt: skip
 
 

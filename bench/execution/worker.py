@@ -41,7 +41,7 @@ from bench.diffusion.families import check_method_family
 from bench.execution.chains import blocked_reason, input_image
 from bench.execution.config import RunConfig
 from bench.execution.plan import Cell, WorkUnit, cell_seed
-from bench.method import EditResult, EditRow, Method, Preparation
+from bench.method import EditResult, EditRow, Method, Preparation, rules_in_force
 from bench.metrics import get_metric, load_metrics
 from bench.metrics.extractors import Extractors
 from bench.metrics.image_scores import ImageScore, score_images
@@ -179,7 +179,8 @@ class CellWorker:
         preparation, a chain's previous turn that did not end ok)."""
         method = self.methods[cell.method]
         record = CellRecord(cell.key, cell.method, cell.setting, cell.sample_id, cell.seed, "ok", cell.ref.edit_type)
-        record.start_step, record.steps_run = method.schedule(cell.setting) or (None, None)
+        with rules_in_force(self.backbone.step_rules):
+            record.start_step, record.steps_run = method.schedule(cell.setting) or (None, None)
         record.worker = self.name
         record.groups = dict(cell.ref.groups)
         record.chain, record.turn, record.input_key = cell.ref.chain, cell.ref.turn, cell.input_key

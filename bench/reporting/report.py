@@ -280,7 +280,7 @@ def provenance(run: RunData) -> list[tuple[str, str]]:
     return [
         ("run", str(run.run_dir)),
         ("created", str(m.get("created", "unknown"))),
-        ("backbone", f"{spec.get('name', '?')} ({bb.get('folder', '')}), {spec.get('dtype', '?')}, "
+        ("backbone", f"{spec.get('name', '?')} ({bb.get('folder', '')}), {fp.get('dtype') or spec.get('dtype', '?')}, "
                      f"{fp.get('scheduler') or spec.get('scheduler', '?')} scheduler, {bb.get('resolution', '?')} px"),
         ("backbone fingerprint", f"{fp.get('id', 'unknown')}" + (f" (weights sha256: {weights})" if weights else "")),
         ("device", ", ".join(f"{k}={v}" for k, v in device.items()) or "unknown"),
