@@ -311,13 +311,16 @@ def export(run_dir, csv_path, parquet_path):
 @click.argument("run_dir", type=click.Path(exists=True, file_okay=False))
 @click.option("--metrics", "names", required=True, metavar="NAME[,NAME...]", help="Metrics to add, e.g. lpips,clip_score,fid.")
 @click.option("--untrained-extractors", is_flag=True, help="Extractors without local weights get seeded random weights (labelled).")
+@click.option("--retry-failed", is_flag=True,
+              help="Also ask the judge again the requests that failed (refused, filtered, transport error, timeout).")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @_fail_cleanly
-def score(run_dir, names, untrained_extractors, quiet):
+def score(run_dir, names, untrained_extractors, retry_failed, quiet):
     """Add metrics to a finished run from its saved images, without re-running methods."""
     from bench.execution.scoring import score_run
 
-    counts = score_run(run_dir, [n.strip() for n in names.split(",") if n.strip()], untrained_extractors, not quiet)
+    names = [n.strip() for n in names.split(",") if n.strip()]
+    counts = score_run(run_dir, names, untrained_extractors, not quiet, retry_failed)
     click.echo(", ".join(f"{v} {k}" for k, v in counts.items()), err=True)
 
 

@@ -15,14 +15,18 @@ has no instruction is NaN with that reason, unless ``metric_options.judge.instru
 ``from_prompts``: then a sample with both prompts gets the instruction
 ``Change "<source prompt>" to "<target prompt>".`` (the wording is editbench's own). An answer
 that cannot be read (``bench.metrics.judge_answers``) and a request that failed after its
-retries are NaN with their reason; each cell keeps the raw answers and the reason as its note
-(``editbench export``: ``note.<metric>``).
+retries are NaN with their class and reason (``bench.metrics.judge_failures``); each cell keeps
+the raw answers, classes and reasons as its note (``editbench export``: ``note.<metric>``;
+``failure.<metric>`` and ``nan_reason.<metric>`` give the class and the specific reason).
 
 Every answer is cached on disk (``$EDITBENCH_CACHE/judgments``), keyed by the template part,
 the two images' pixel hashes, the instruction, the judge's identity (backend, model, revision,
 dtype, decoding) and the template version with its token limit, so nothing is asked twice:
 ``vie_sc``, ``vie_pq`` and ``vie_o`` of one cell share two answers, and a resumed or re-scored
-run asks only what no earlier run asked. Failed requests are not cached.
+run asks only what no earlier run asked. Failed requests are not cached on disk, but a judge
+remembers them while it lives: the metrics of one run or ``score`` send a failed request no
+more often than the backend's retries allow (``vie_o`` does not ask again what ``vie_sc``
+was refused), while ``score --retry-failed``, a new judge, asks it again.
 """
 
 import hashlib
@@ -40,6 +44,15 @@ from bench.metrics.base import ImageMetric
 from bench.metrics.extractors import network
 from bench.metrics.judge_answers import read_answer
 from bench.metrics.judge_backends import ChatEndpoint, JudgeOptions, LocalVLM
+from bench.metrics.judge_failures import (
+    NO_INSTRUCTION,
+    OK,
+    OUT_OF_RANGE,
+    TRANSPORT_ERROR,
+    UNREADABLE,
+    Failure,
+    JudgeFailure,
+)
 from bench.metrics.options import Option
 from bench.paths import cache_dir, write_atomic
 
@@ -124,11 +137,13 @@ def pixel_hash(picture: Image.Image) -> str:
 @dataclass(frozen=True)
 class Answer:
     """One template part's answer for one cell: the text (None when the request failed), the
-    score by the template's rule (minimum of the criteria) or NaN, and why NaN."""
+    score by the template's rule (minimum of the criteria) or NaN, why NaN, and the answer's
+    class (``bench.metrics.judge_failures``)."""
 
     text: str | None
     score: float
     reason: str = ""
+    kind: str = OK
 
 
 class Judge:
@@ -137,6 +152,7 @@ class Judge:
     def __init__(self, backend, template: Template, instruction_mode: str):
         self.backend, self.template, self.instruction_mode = backend, template, instruction_mode
         self.identity = {**backend.identity, "template": template.version, "max_new_tokens": template.max_new_tokens}
+        self._failed: dict[str, Answer] = {}  # cache key -> the failure this judge already got
 
     def describe(self) -> str:
         """``model@revision, template <version>, <decoding>``: the line tables carry."""
@@ -156,37 +172,52 @@ class Judge:
         """The answer to template ``part`` for every row of the batch."""
         spec = self.template.parts[part]
         rows: list[Answer | None] = [None] * len(samples)
-        asks, where = [], []
+        asks, where = [], {}  # where: cache key -> the rows waiting for that request
         for i, sample in enumerate(samples):
             instruction = instruction_of(sample, self.instruction_mode) if spec.placeholder else None
             if spec.placeholder and instruction is None:
-                rows[i] = Answer(None, NAN, "the sample has no instruction (judge.instruction: from_prompts derives one)")
+                rows[i] = Answer(None, NAN, "the sample has no instruction (judge.instruction: from_prompts derives one)",
+                                 NO_INSTRUCTION)  # fmt: skip
                 continue
             images = {"source": to_pil(source[i]), "edited": to_pil(edited[i])}
             pictures = [images[name] for name in spec.images]
             key = self._key(part, pictures, instruction)
             path = self._path(key)
-            if path.is_file():
+            if key in self._failed:
+                rows[i] = self._failed[key]
+            elif path.is_file():
                 rows[i] = self._read(json.loads(path.read_text(encoding="utf-8"))["answer"], spec)
-                continue
-            text = spec.prompt.replace(spec.placeholder, instruction) if spec.placeholder else spec.prompt
-            asks.append((pictures, text))
-            where.append((i, path))
-        for (i, path), reply in zip(where, self.backend.answer_many(asks, self.template.max_new_tokens)):
+            elif key in where:  # equal pixels and text in one batch: one request
+                where[key].append(i)
+            else:
+                text = spec.prompt.replace(spec.placeholder, instruction) if spec.placeholder else spec.prompt
+                asks.append((pictures, text))
+                where[key] = [i]
+        for (key, waiting), reply in zip(where.items(), self.backend.answer_many(asks, self.template.max_new_tokens)):
             if isinstance(reply, Exception):
-                rows[i] = Answer(None, NAN, f"the judge request failed: {type(reply).__name__}: {reply}")
-                continue
-            path.parent.mkdir(parents=True, exist_ok=True)
-            text = json.dumps({"answer": reply, "identity": self.identity, "part": part}, ensure_ascii=False)
-            write_atomic(path, lambda p, text=text: p.write_text(text, encoding="utf-8"))
-            rows[i] = self._read(reply, spec)
+                answer = self._failed[key] = failed_answer(reply)
+            else:
+                path = self._path(key)
+                path.parent.mkdir(parents=True, exist_ok=True)
+                text = json.dumps({"answer": reply, "identity": self.identity, "part": part}, ensure_ascii=False)
+                write_atomic(path, lambda p, text=text: p.write_text(text, encoding="utf-8"))
+                answer = self._read(reply, spec)
+            for i in waiting:
+                rows[i] = answer
         return rows
 
     def _read(self, text: str, spec: TemplatePart) -> Answer:
         reading = read_answer(text, len(spec.criteria), self.template.score_range)
         if not reading.ok:
-            return Answer(text, NAN, f"unreadable answer: {reading.reason}")
+            return Answer(text, NAN, f"unreadable answer: {reading.reason}", reading.kind)
         return Answer(text, min(reading.scores))
+
+
+def failed_answer(error: Exception) -> Answer:
+    """The answer of a request that ended with ``error``: NaN, with its class and message."""
+    kind = error.kind if isinstance(error, JudgeFailure) else TRANSPORT_ERROR
+    detail = str(error) if isinstance(error, JudgeFailure) else f"{type(error).__name__}: {error}"
+    return Answer(None, NAN, f"the judge request failed: {detail}", kind)
 
 
 def load_judge(options, device, untrained: bool, seed: int) -> Judge:
@@ -222,6 +253,7 @@ class _VieScore(ImageMetric):
 
     parts: tuple[str, ...]
     higher_is_better = True
+    is_judge = True
     value_range = (0.0, 10.0)
     needs = frozenset({"instruction", "pretrained weights"})
     options = (JUDGE,)
@@ -236,14 +268,33 @@ class _VieScore(ImageMetric):
         for answers in zip(*per_part):
             scores = [a.score for a in answers]
             values.append(math.prod(scores) ** (1 / len(scores)) if not any(map(math.isnan, scores)) else NAN)
-            notes.append(json.dumps({part: {"answer": a.text, "reason": a.reason or None}
+            notes.append(json.dumps({part: {"answer": a.text, "reason": a.reason or None, "class": a.kind}
                                      for part, a in zip(self.parts, answers)}, ensure_ascii=False))  # fmt: skip
         self.notes = notes
         return torch.tensor(values, dtype=torch.float64)
 
+    @classmethod
+    def failure(cls, note: str | None) -> Failure | None:
+        """The first failed part's class and reason in a cell's note (None: every part answered)."""
+        for part, answer in json.loads(note or "{}").items():
+            kind = answer.get("class") or _class_of_unclassed(answer)
+            if kind != OK:
+                return Failure(kind, f"{part}: {answer.get('reason')}")
+        return None
+
 
 _NAN_REASON = ("the sample has no instruction, the judge's answer could not be read, or the request failed "
                "(each cell's reason and raw answer: export's note column)")  # fmt: skip
+
+
+def _class_of_unclassed(answer: dict) -> str:
+    """The class of a note part written before notes carried classes."""
+    reason = answer.get("reason")
+    if reason is None:
+        return OK
+    if answer.get("answer") is not None:
+        return OUT_OF_RANGE if " is outside " in reason else UNREADABLE
+    return NO_INSTRUCTION if "no instruction" in reason else TRANSPORT_ERROR
 
 
 class VieSC(_VieScore):

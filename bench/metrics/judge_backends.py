@@ -15,7 +15,9 @@ judgment cache and goes to the manifest and every table.
   ``concurrency`` at a time, each with a ``timeout_s`` and up to ``retries`` retries after
   transient errors (connection errors, timeouts, HTTP 408/409/429/5xx), waiting
   ``backoff_s * 2**attempt`` seconds between tries. The endpoint is checked once at load
-  (``GET {url}/models``): an unreachable one stops the run before any cell.
+  (``GET {url}/models``): an unreachable one stops the run before any cell. A request that
+  ends without an answer raises ``JudgeFailure`` with its class (refused, content-filtered,
+  transport error, timeout: ``bench.metrics.judge_failures``) and the server's own message.
 """
 
 import base64
@@ -30,6 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bench.errors import ConfigError, unknown
+from bench.metrics.judge_failures import CONTENT_FILTERED, REFUSED, TIMEOUT, TRANSPORT_ERROR, JudgeFailure
 
 BACKENDS = ("local", "endpoint")
 DTYPES = ("auto", "fp32", "fp16", "bf16")
@@ -97,7 +100,8 @@ class JudgeBackend:
     identity: dict
 
     def answer_many(self, requests: list[tuple[list, str]], max_new_tokens: int) -> list[str | Exception]:
-        """One answer text per request, or the exception that request ended with."""
+        """One answer text per request, or the exception that request ended with (a
+        ``JudgeFailure`` where the backend knows the failure's class)."""
         raise NotImplementedError
 
 
@@ -214,17 +218,68 @@ class ChatEndpoint(JudgeBackend):
         return json.dumps(body).encode()
 
     def _answer(self, images: list, text: str, max_new_tokens: int) -> str:
+        """The answer's text; a ``JudgeFailure`` with its class when there is none."""
         body = self._body(images, text, max_new_tokens)
         for attempt in range(self.options.retries + 1):
             request = urllib.request.Request(f"{self.url}/chat/completions", data=body, headers=self._headers())
+            last = attempt == self.options.retries
             try:
                 with urllib.request.urlopen(request, timeout=self.options.timeout_s) as response:
-                    reply = json.loads(response.read())
-                return reply["choices"][0]["message"]["content"] or ""
+                    return answer_text(response.read())
             except urllib.error.HTTPError as exc:
-                if exc.code not in TRANSIENT_HTTP or attempt == self.options.retries:
-                    raise RuntimeError(f"judge endpoint answered HTTP {exc.code}: {exc.read()[:200]!r}") from None
+                message = server_message(exc.read())
+                if content_filtered(message):
+                    raise JudgeFailure(CONTENT_FILTERED, f"the provider's content filter (HTTP {exc.code}): {message}") from None
+                if exc.code not in TRANSIENT_HTTP or last:
+                    raise JudgeFailure(TRANSPORT_ERROR, f"judge endpoint answered HTTP {exc.code} after {attempt + 1} "
+                                       f"tries: {message}") from None  # fmt: skip
             except (urllib.error.URLError, TimeoutError, ConnectionError) as exc:
-                if attempt == self.options.retries:
-                    raise RuntimeError(f"judge endpoint failed after {attempt + 1} tries: {exc}") from None
+                reason = getattr(exc, "reason", exc)
+                if last and isinstance(reason, TimeoutError):
+                    raise JudgeFailure(TIMEOUT, f"judge endpoint did not answer within {self.options.timeout_s:g} s, "
+                                       f"{attempt + 1} tries") from None  # fmt: skip
+                if last:
+                    raise JudgeFailure(TRANSPORT_ERROR, f"judge endpoint failed after {attempt + 1} tries: {reason}") from None
             time.sleep(self.options.backoff_s * 2**attempt)
+
+
+MAX_MESSAGE = 300  # characters of a server's message a reason keeps
+
+
+def server_message(raw: bytes) -> str:
+    """What a server said in an error body: its ``error.message`` (with code/type), or the body's start."""
+    try:
+        error = json.loads(raw).get("error")
+    except (ValueError, AttributeError):
+        return repr(raw[:MAX_MESSAGE])
+    if isinstance(error, dict):
+        labels = [str(error[k]) for k in ("code", "type") if error.get(k)]
+        return (f"[{', '.join(labels)}] " if labels else "") + str(error.get("message", error))[:MAX_MESSAGE]
+    return str(error)[:MAX_MESSAGE] if error else repr(raw[:MAX_MESSAGE])
+
+
+def content_filtered(message: str) -> bool:
+    """Whether an error message names the provider's content filter (OpenAI/Azure: ``content_filter``)."""
+    return "content_filter" in message or "content management policy" in message
+
+
+def answer_text(raw: bytes) -> str:
+    """The text of a ``/chat/completions`` reply body; a ``JudgeFailure`` naming what the server
+    sent when the body is not JSON, has no ``choices``, or the provider refused or filtered."""
+    try:
+        reply = json.loads(raw)
+    except ValueError:
+        raise JudgeFailure(TRANSPORT_ERROR, f"judge endpoint sent a body that is not JSON: {raw[:MAX_MESSAGE]!r}") from None
+    choices = reply.get("choices") if isinstance(reply, dict) else None
+    if not choices:
+        message = server_message(raw) if isinstance(reply, dict) and reply.get("error") else repr(raw[:MAX_MESSAGE])
+        kind = CONTENT_FILTERED if content_filtered(message) else TRANSPORT_ERROR
+        raise JudgeFailure(kind, f"judge endpoint's reply has no choices: {message}")
+    choice = choices[0] if isinstance(choices[0], dict) else {}
+    message = choice.get("message") or {}
+    if message.get("refusal"):
+        raise JudgeFailure(REFUSED, f"the judge refused: {str(message['refusal'])[:MAX_MESSAGE]}")
+    if choice.get("finish_reason") == "content_filter":
+        raise JudgeFailure(CONTENT_FILTERED, "the provider's content filter stopped the answer (finish_reason "
+                           f"content_filter); partial text: {str(message.get('content') or '')[:MAX_MESSAGE]!r}")  # fmt: skip
+    return message.get("content") or ""
