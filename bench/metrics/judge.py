@@ -209,7 +209,8 @@ class Judge:
     def _read(self, text: str, spec: TemplatePart) -> Answer:
         reading = read_answer(text, len(spec.criteria), self.template.score_range)
         if not reading.ok:
-            return Answer(text, NAN, f"unreadable answer: {reading.reason}", reading.kind)
+            what = "answer out of range" if reading.kind == OUT_OF_RANGE else "unreadable answer"
+            return Answer(text, NAN, f"{what}: {reading.reason}", reading.kind)
         return Answer(text, min(reading.scores))
 
 
