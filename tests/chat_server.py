@@ -36,6 +36,10 @@ def completion(content: str | None, finish_reason: str = "stop", **message) -> d
         {"index": 0, "message": {"role": "assistant", "content": content, **message}, "finish_reason": finish_reason}]}
 
 
+class _Server(ThreadingHTTPServer):
+    request_queue_size = 256  # the listen backlog: many clients connect at once (benchmarks/judge_throughput.py)
+
+
 class ChatServer:
     def __init__(self, respond, model: str = "tiny-judge", fail_first: int = 0, delay_s: float = 0.0):
         self.respond, self.model, self.fail_first, self.delay_s = respond, model, fail_first, delay_s
@@ -88,7 +92,7 @@ class ChatServer:
                     with server._lock:
                         server.in_flight -= 1
 
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd = _Server(("127.0.0.1", 0), Handler)
         self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
         self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
 

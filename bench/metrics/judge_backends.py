@@ -183,6 +183,7 @@ class ChatEndpoint(JudgeBackend):
                 raise ConfigError(f"metric_options.judge.api_key_env names {options.api_key_env!r}, "
                                   "but that environment variable is not set")  # fmt: skip
         self._check_reachable()
+        self._pool: ThreadPoolExecutor | None = None
         self.identity = {"backend": "endpoint", "model": options.model, "url": self.url,
                          "revision": options.revision or "unknown (endpoint)", "decoding": "greedy"}  # fmt: skip
 
@@ -205,9 +206,10 @@ class ChatEndpoint(JudgeBackend):
                               "metric_options.judge.url") from None  # fmt: skip
 
     def answer_many(self, requests, max_new_tokens):
-        with ThreadPoolExecutor(max_workers=self.options.concurrency) as pool:
-            futures = [pool.submit(self._answer, images, text, max_new_tokens) for images, text in requests]
-            return [f.exception() or f.result() for f in futures]
+        if self._pool is None:  # one pool for the judge's life: its threads start once, not per batch
+            self._pool = ThreadPoolExecutor(max_workers=self.options.concurrency, thread_name_prefix="judge")
+        futures = [self._pool.submit(self._answer, images, text, max_new_tokens) for images, text in requests]
+        return [f.exception() or f.result() for f in futures]
 
     def _body(self, images: list, text: str, max_new_tokens: int) -> bytes:
         content = [{"type": "image_url",
