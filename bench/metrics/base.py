@@ -78,6 +78,12 @@ class ImageMetric(Metric):
         declared ``nan_reason`` holds). Metrics whose notes record failures override it."""
         return None
 
+    @classmethod
+    def judge_samples(cls, note: str | None) -> list[float] | None:
+        """The value under each of a judge's k answers when the note records them (a judge
+        metric with ``judge.samples`` > 1), else None: tables then show the judge's spread."""
+        return None
+
     def __call__(self, edited: torch.Tensor, source: torch.Tensor, samples: list) -> torch.Tensor:
         if edited.shape != source.shape or edited.ndim != 4 or len(samples) != edited.shape[0]:
             raise ValueError(

@@ -58,6 +58,8 @@ class Stat:
     n_missing: int = 0
     per_image: bool = True
     failures: tuple[FailureCount, ...] = ()  # a judge metric's NaN values by class
+    judge_sd: float = math.nan  # with k judge answers per item: the mean over items of their standard deviation
+    judge_k: int = 0
 
     @property
     def has_ci(self) -> bool:
@@ -81,6 +83,33 @@ def bootstrap_ci(values, level: float = CI_LEVEL, n_boot: int = N_BOOT, seed: in
     tail = (1 - level) / 2
     low, high = np.quantile(means, [tail, 1 - tail])
     return float(low), float(high)
+
+
+def nested_bootstrap_ci(samples, level: float = CI_LEVEL, n_boot: int = N_BOOT, seed: int = 0) -> tuple[float, float]:
+    """Percentile bootstrap interval of the mean of per-item means, resampling the items and,
+    within each, its k answers (``samples``: an (items, k) array): the interval includes the
+    judge's own noise as well as the items'."""
+    samples = np.asarray(samples, dtype=np.float64)
+    n, k = samples.shape
+    if n < 2:
+        return math.nan, math.nan
+    rng = np.random.default_rng(seed)
+    items = rng.integers(0, n, size=(n_boot, n))
+    answers = rng.integers(0, k, size=(n_boot, n, k))
+    means = np.take_along_axis(samples[items], answers, axis=2).mean(axis=(1, 2))
+    tail = (1 - level) / 2
+    low, high = np.quantile(means, [tail, 1 - tail])
+    return float(low), float(high)
+
+
+def with_judge_noise(stat: Stat, samples: list) -> Stat:
+    """``stat`` with the judge's spread and the nested interval, when every finite value has k
+    answers (the same k); unchanged otherwise."""
+    if not samples or any(s is None for s in samples) or len({len(s) for s in samples}) != 1 or len(samples[0]) < 2:
+        return stat
+    array = np.asarray(samples, dtype=np.float64)
+    low, high = nested_bootstrap_ci(array)
+    return replace(stat, low=low, high=high, judge_sd=float(array.std(axis=1, ddof=1).mean()), judge_k=array.shape[1])
 
 
 def describe(values, n_missing: int = 0, seed: int = 0) -> Stat:
@@ -386,8 +415,10 @@ def _row(run: RunData, method: str, setting_text: str, label: str, group: pd.Dat
         values = ok[f"metric.{name}"].to_numpy(dtype=np.float64)[stored]
         metrics[name] = describe(values, n_missing=int((~stored).sum()), seed=seed)
         if is_judge(name) and f"note.{name}" in ok.columns:
-            notes = ok[f"note.{name}"].to_numpy(dtype=object)[stored][np.isnan(values)]
-            metrics[name] = replace(metrics[name], failures=failure_counts(name, notes))
+            notes = ok[f"note.{name}"].to_numpy(dtype=object)[stored]
+            metrics[name] = replace(metrics[name], failures=failure_counts(name, notes[np.isnan(values)]))
+            answers = [METRICS[name].judge_samples(n) if isinstance(n, str) else None for n in notes[~np.isnan(values)]]
+            metrics[name] = with_judge_noise(metrics[name], answers)
         per_cell[name] = pd.Series(values, index=cell_index[stored])
     if edit_type is None:
         sets = run.set_metrics[(run.set_metrics["method"] == method) & (run.set_metrics["setting"] == setting_text)]
@@ -558,6 +589,8 @@ def format_stat(s: Stat | None, digits: int = 4) -> str:
         text += f" [{s.low:.{digits}g}, {s.high:.{digits}g}]"
     if not s.per_image and not math.isnan(s.mean):
         text += f" (set, n={s.n})"
+    if s.judge_k:
+        text += f" (judge sd {s.judge_sd:.{digits}g}, k={s.judge_k})"
     classes = ": " + ", ".join(f"{f.n} {f.kind}" for f in s.failures) if s.failures else ""
     gaps = [f"{s.n_nan} NaN{classes}"] * bool(s.n_nan) + [f"{s.n_missing} missing"] * bool(s.n_missing)
     return text + (f" ({', '.join(gaps)})" if gaps else "")

@@ -259,7 +259,9 @@ def main_cells(rows: list[Row], metrics: list[str], edit_type: bool = False) -> 
 JUDGE_HEADER = ["method", "setting", "metric", "values", "judged", "ok", *FAILURE_CLASSES]
 JUDGE_NOTE = ("Judge answers per method and setting: values = ok cells with a value; judged = values the judge was "
               "asked for (no_instruction: not asked); ok = scores; the other columns count each failure class "
-              "(bench/metrics/judge_failures.py). A failure is NaN, never a score.")  # fmt: skip
+              "(bench/metrics/judge_failures.py). A failure is NaN, never a score. With judge.samples k > 1, a judge "
+              "metric's interval resamples items and each item's k answers; judge sd = the mean standard deviation "
+              "of an item's k values.")  # fmt: skip
 
 
 def judge_cells(rows: list[Row]) -> list[list[str]]:
