@@ -324,6 +324,34 @@ def score(run_dir, names, untrained_extractors, retry_failed, quiet):
     click.echo(", ".join(f"{v} {k}" for k, v in counts.items()), err=True)
 
 
+@main.command("judge-agreement")
+@click.option("--set", "set_name", required=True, metavar="NAME", help="A preference set card: editreward_bench, vcreward_bench.")
+@click.option("--judge", "judge_path", type=click.Path(dir_okay=False), help="YAML with judge: (JudgeOptions keys) or metric_options:.")
+@click.option("--metric", default="vie_o", show_default=True, help="The judge metric that scores each candidate.")
+@click.option("--path", "set_path", type=click.Path(file_okay=False), help="A local copy of the set, laid out as on the hub.")
+@click.option("--limit", type=int, help="At most this many groups per subset.")
+@click.option("--resolution", default=512, show_default=True, help="Image side the judge sees (shorter side, centre crop).")
+@click.option("--device", default="cpu", show_default=True, help="Where a local judge runs.")
+@click.option("--untrained-extractors", is_flag=True, help="A local judge without weights is tiny and random (smoke numbers).")
+@click.option("--md", "md_path", type=click.Path(dir_okay=False), help="Also write the Markdown here.")
+@_fail_cleanly
+def judge_agreement(set_name, judge_path, metric, set_path, limit, resolution, device, untrained_extractors, md_path):
+    """How well a judge agrees with human preferences: pairwise accuracy (with/without ties), group accuracy, rank correlations."""
+    from bench.execution.agreement import judge_options, score_groups
+    from bench.preferences import load_preferences, preference_cards
+    from bench.reporting.agreement import agreement, agreement_markdown
+
+    groups = load_preferences(set_name, set_path, limit)
+    judged, identity = score_groups(groups, metric, judge_options(judge_path, untrained_extractors), resolution, device)
+    line = (identity or {}).get("line") or f"metric {metric}"
+    if untrained_extractors:
+        line += " (untrained: smoke numbers)"
+    text = agreement_markdown(agreement(set_name, preference_cards()[set_name], judged, metric, line))
+    if md_path:
+        output_file(md_path).write_text(text)
+    click.echo(text)
+
+
 @main.command()
 def metrics():
     """List metrics with direction, value range, what each needs and the metric_options each reads."""
@@ -367,6 +395,10 @@ def datasets():
 
     cards = sorted(dataset_cards().items(), key=lambda item: item[1].get("format") == "hub")  # bundled sets first
     for name, card in cards:
+        if card.get("format") == "preferences":  # human preferences for judge-agreement, not samples to edit
+            click.echo(f"{name}: preference set {card['hub']} (editbench judge-agreement --set {name}). "
+                       f"{' '.join(card['description'].split())}")
+            continue
         if card.get("format") == "hub":  # not loaded here: it may not be in the cache
             click.echo(f"{name}: hub {card['hub']} (split {card['split']}; licence {card['license']}; metrics its "
                        f"authors report: {' '.join(card['reported'].split())}). {' '.join(card['description'].split())}")
