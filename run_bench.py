@@ -393,7 +393,8 @@ def datasets():
     """List bundled datasets and the formats ``dataset.path`` accepts."""
     from bench.data import DatasetSpec, dataset_cards, load_dataset
 
-    cards = sorted(dataset_cards().items(), key=lambda item: item[1].get("format") == "hub")  # bundled sets first
+    order = {"hub": 1, "preferences": 2}  # bundled sets first, then hub benchmarks, then preference sets
+    cards = sorted(dataset_cards().items(), key=lambda item: order.get(item[1].get("format"), 0))
     for name, card in cards:
         if card.get("format") == "preferences":  # human preferences for judge-agreement, not samples to edit
             click.echo(f"{name}: preference set {card['hub']} (editbench judge-agreement --set {name}). "
