@@ -353,6 +353,28 @@ def judge_agreement(set_name, judge_path, metric, set_path, limit, resolution, d
 
 
 @main.command()
+@click.argument("run_dir", type=click.Path(exists=True, file_okay=False))
+@click.option("--judge", "judge_path", type=click.Path(dir_okay=False), help="YAML with judge: (JudgeOptions keys), e.g. PVC-Judge's endpoint.")
+@click.option("--rows", multiple=True, metavar="METHOD", help="Compare only these methods' rows (repeatable; default: all).")
+@click.option("--template", default="pvc_pairwise_v1", show_default=True, help="A pairwise template of bench/metrics/templates.")
+@click.option("--untrained-extractors", is_flag=True, help="A local judge without weights is tiny and random (smoke numbers).")
+@_fail_cleanly
+def pairwise(run_dir, judge_path, rows, template, untrained_extractors):
+    """Compare a run's rows cell by cell with a pairwise judge (A / B / tie): win rates; matches to pairwise.jsonl."""
+    from bench.devices import resolve_device
+    from bench.execution.agreement import judge_options
+    from bench.execution.pairwise import judge_run
+    from bench.metrics.pairwise import load_pairwise_judge
+    from bench.reporting.pairwise import win_rate_markdown, win_rates
+
+    options = judge_options(judge_path, untrained_extractors)
+    judge = load_pairwise_judge(options.judge, resolve_device("auto"), untrained_extractors, options.seed, template)
+    matches = judge_run(Path(run_dir), judge, list(rows), options.judge.instruction, options.batch_size)
+    line = judge.describe() + (" (untrained: smoke numbers)" if untrained_extractors else "")
+    click.echo(win_rate_markdown(win_rates(matches), line))
+
+
+@main.command()
 def metrics():
     """List metrics with direction, value range, what each needs and the metric_options each reads."""
     from bench.metrics import METRICS, OPTIONS, CostMetric, SetMetric, needs_text

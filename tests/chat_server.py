@@ -107,9 +107,9 @@ class ChatServer:
 
 
 def decode(body: dict) -> tuple[list[Image.Image], str]:
-    """The images (in order) and the text of a chat request's single user message."""
+    """The images (in order) and the text of a chat request's user message (after any system message)."""
     images, texts = [], []
-    for part in body["messages"][0]["content"]:
+    for part in body["messages"][-1]["content"]:
         if part["type"] == "image_url":
             data = part["image_url"]["url"].split(",", 1)[1]
             images.append(Image.open(io.BytesIO(base64.b64decode(data))).convert("RGB"))

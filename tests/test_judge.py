@@ -250,7 +250,7 @@ def test_local_judge_metric_end_to_end_keeps_the_raw_answer(tiny_vlm):
 
 def test_endpoint_serving_the_tiny_model_answers_like_the_local_backend(tiny_vlm):
     local = LocalVLM(JudgeOptions(model=str(tiny_vlm)), "cpu")
-    with ChatServer(lambda images, text, body: local._answer(images, text, body["max_tokens"])) as server:
+    with ChatServer(lambda images, text, body: local.answer_many([(images, text)], body["max_tokens"])[0]) as server:
         endpoint = ChatEndpoint(JudgeOptions(backend="endpoint", url=server.url, model="tiny"))
         edited, _ = images(1)
         from bench.metrics.judge import to_pil

@@ -252,12 +252,11 @@ def failed_answer(error: Exception) -> Answer:
     return Answer(None, NAN, f"the judge request failed: {detail}", kind)
 
 
-def load_judge(options, device, untrained: bool, seed: int) -> Judge:
-    """The judge ``options`` (``JudgeOptions``) describe; with ``untrained`` a local judge is the
+def judge_backend(options, device, untrained: bool, seed: int):
+    """The backend ``options`` (``JudgeOptions``) describe; with ``untrained`` a local judge is the
     tiny seeded Qwen2.5-VL of ``bench.metrics.tiny_vlm`` (an endpoint stays what it is)."""
-    template = load_template(options.template)
     if options.backend == "endpoint":
-        return Judge(ChatEndpoint(options), template, options.instruction, options.samples)
+        return ChatEndpoint(options)
     folder = None
     if untrained:
         from bench.metrics.tiny_vlm import write_tiny_qwen25_vl
@@ -265,7 +264,13 @@ def load_judge(options, device, untrained: bool, seed: int) -> Judge:
         folder = cache_dir() / f"tiny_qwen25_vl_seed{seed}"
         if not (folder / "model.safetensors").is_file():
             write_tiny_qwen25_vl(folder, seed)
-    return Judge(LocalVLM(options, device, folder), template, options.instruction, options.samples)
+    return LocalVLM(options, device, folder)
+
+
+def load_judge(options, device, untrained: bool, seed: int) -> Judge:
+    """The VIEScore judge ``options`` (``JudgeOptions``) describe (backend: ``judge_backend``)."""
+    template = load_template(options.template)
+    return Judge(judge_backend(options, device, untrained, seed), template, options.instruction, options.samples)
 
 
 @network(label=lambda options: "judge Qwen2.5-VL (tiny)" if options.backend == "local" else None)

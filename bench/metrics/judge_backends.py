@@ -110,6 +110,20 @@ def png_data(image) -> bytes:
     return buffer.getvalue()
 
 
+@dataclass(frozen=True)
+class Chat:
+    """A request whose images and texts interleave (``parts``: PIL images and strings, in
+    order), with an optional system prompt; the plain request ``(images, text)`` is the images
+    followed by the text."""
+
+    parts: tuple
+    system: str | None = None
+
+
+def chat_of(request) -> Chat:
+    return request if isinstance(request, Chat) else Chat((*request[0], request[1]))
+
+
 def decoding(options: JudgeOptions) -> str:
     """How answers are decoded, as the judge's identity records it."""
     if not options.temperature:
@@ -122,10 +136,10 @@ class JudgeBackend:
 
     identity: dict
 
-    def answer_many(self, requests: list[tuple[list, str]], max_new_tokens: int,
-                    seeds: list[int] | None = None) -> list[str | Exception]:  # fmt: skip
-        """One answer text per request (seeded by ``seeds`` when sampling), or the exception that
-        request ended with (a ``JudgeFailure`` where the backend knows the failure's class)."""
+    def answer_many(self, requests: list, max_new_tokens: int, seeds: list[int] | None = None) -> list[str | Exception]:
+        """One answer text per request (``(images, text)`` or a ``Chat``; seeded by ``seeds`` when
+        sampling), or the exception that request ended with (a ``JudgeFailure`` where the backend
+        knows the failure's class)."""
         raise NotImplementedError
 
 
@@ -166,14 +180,16 @@ class LocalVLM(JudgeBackend):
 
     def answer_many(self, requests, max_new_tokens, seeds=None):
         seeds = seeds or [0] * len(requests)
-        return [self._answer(images, text, max_new_tokens, seed) for (images, text), seed in zip(requests, seeds)]
+        return [self._answer(chat_of(request), max_new_tokens, seed) for request, seed in zip(requests, seeds)]
 
-    def _answer(self, images: list, text: str, max_new_tokens: int, seed: int = 0) -> str:
+    def _answer(self, request: Chat, max_new_tokens: int, seed: int = 0) -> str:
         import torch
 
-        content = [{"type": "image"} for _ in images] + [{"type": "text", "text": text}]
-        chat = self.processor.apply_chat_template([{"role": "user", "content": content}], tokenize=False,
+        content = [{"type": "text", "text": p} if isinstance(p, str) else {"type": "image"} for p in request.parts]
+        messages = [{"role": "system", "content": request.system}] * bool(request.system)
+        chat = self.processor.apply_chat_template(messages + [{"role": "user", "content": content}], tokenize=False,
                                                   add_generation_prompt=True)  # fmt: skip
+        images = [p for p in request.parts if not isinstance(p, str)]
         inputs = self.processor(text=[chat], images=images, return_tensors="pt").to(self.device)
         sampling = {"do_sample": True, "temperature": float(self.options.temperature)} if self.options.temperature else {
             "do_sample": False}  # fmt: skip
@@ -245,23 +261,23 @@ class ChatEndpoint(JudgeBackend):
         if self._pool is None:  # one pool for the judge's life: its threads start once, not per batch
             self._pool = ThreadPoolExecutor(max_workers=self.options.concurrency, thread_name_prefix="judge")
         seeds = seeds or [None] * len(requests)
-        futures = [self._pool.submit(self._answer, images, text, max_new_tokens, seed)
-                   for (images, text), seed in zip(requests, seeds)]  # fmt: skip
+        futures = [self._pool.submit(self._answer, chat_of(request), max_new_tokens, seed)
+                   for request, seed in zip(requests, seeds)]  # fmt: skip
         return [f.exception() or f.result() for f in futures]
 
-    def _body(self, images: list, text: str, max_new_tokens: int, seed: int | None) -> bytes:
-        content = [{"type": "image_url",
-                    "image_url": {"url": "data:image/png;base64," + base64.b64encode(png_data(im)).decode()}}
-                   for im in images] + [{"type": "text", "text": text}]  # fmt: skip
-        body = {"model": self.options.model, "messages": [{"role": "user", "content": content}],
+    def _body(self, request: Chat, max_new_tokens: int, seed: int | None) -> bytes:
+        content = [{"type": "text", "text": p} if isinstance(p, str) else {"type": "image_url", "image_url": {
+            "url": "data:image/png;base64," + base64.b64encode(png_data(p)).decode()}} for p in request.parts]  # fmt: skip
+        system = [{"role": "system", "content": request.system}] * bool(request.system)
+        body = {"model": self.options.model, "messages": system + [{"role": "user", "content": content}],
                 "temperature": self.options.temperature, "max_tokens": max_new_tokens, "stream": False}  # fmt: skip
         if seed is not None:
             body["seed"] = seed
         return json.dumps(body).encode()
 
-    def _answer(self, images: list, text: str, max_new_tokens: int, seed: int | None = None) -> str:
+    def _answer(self, request: Chat, max_new_tokens: int, seed: int | None = None) -> str:
         """The answer's text; a ``JudgeFailure`` with its class when there is none."""
-        body = self._body(images, text, max_new_tokens, seed)
+        body = self._body(request, max_new_tokens, seed)
         for attempt in range(self.options.retries + 1):
             request = urllib.request.Request(f"{self.url}/chat/completions", data=body, headers=self._headers())
             last = attempt == self.options.retries
