@@ -121,3 +121,17 @@ def test_report_warns_when_rows_failure_rates_differ(faulty_run):
     assert warning.startswith("vie_sc: judge failure rates differ by more than 5 points between rows "
                               "(reconstruct: 80% of 10, other: 0% of 10)")  # fmt: skip
     assert not failure_rate_warnings([row, row])
+
+
+def test_the_score_command_takes_retry_failed(faulty_run):
+    from click.testing import CliRunner
+
+    from run_bench import main
+
+    run_dir, server, judge = faulty_run
+    judge.healthy = True
+    before = len(server.requests)
+    result = CliRunner().invoke(main, ["score", str(run_dir), "--metrics", "vie_sc", "--retry-failed", "--quiet"],
+                                catch_exceptions=False)  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert len(server.requests) - before == 6  # refused, filtered twice, hung, broken body, down: asked again once each
