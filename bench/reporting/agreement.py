@@ -138,17 +138,21 @@ def figures(judged: list[JudgedGroup], with_ties: bool) -> list[Figure]:
         def stat(p):
             return _with_ties(p.human, p.margin)[0] if len(p.human) else math.nan
 
+        def group_stat(p):  # each resample chooses its own tie threshold
+            return group_accuracy(p, _with_ties(p.human, p.margin)[1]) if len(p.human) else math.nan
+
         value, epsilon = _with_ties(pairs.human, pairs.margin) if n_pairs else (math.nan, math.nan)
         out.append(Figure("pairwise accuracy with ties", value, *_bootstrap(pairs, stat), n_pairs, n_groups,
                           f"tie threshold {epsilon:.4g}"))  # fmt: skip
-        group_stat = lambda p: group_accuracy(p, _with_ties(p.human, p.margin)[1]) if len(p.human) else math.nan  # noqa: E731
     else:
         def stat(p):
             return accuracy_without_ties(p.human, p.margin)
 
+        def group_stat(p):
+            return group_accuracy(p, 0.0)
+
         epsilon = 0.0
         out.append(Figure("pairwise accuracy without ties", stat(pairs), *_bootstrap(pairs, stat), n_pairs, n_groups))
-        group_stat = lambda p: group_accuracy(p, 0.0)  # noqa: E731
     out.append(Figure("group accuracy", group_accuracy(pairs, epsilon) if n_pairs else math.nan,
                       *_bootstrap(pairs, group_stat), n_pairs, n_groups))  # fmt: skip
     judge, human = [], []
