@@ -399,17 +399,70 @@ def export(run_dir, csv_path, parquet_path):
 @click.argument("run_dir", type=click.Path(exists=True, file_okay=False))
 @click.option("--metrics", "names", required=True, metavar="NAME[,NAME...]", help="Metrics to add, e.g. lpips,clip_score,fid.")
 @click.option("--untrained-extractors", is_flag=True, help="Extractors without local weights get seeded random weights (labelled).")
+@click.option("--retry-failed", is_flag=True,
+              help="Also ask the judge again the requests that failed (refused, filtered, transport error, timeout).")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @tracker_options
 @_fail_cleanly
-def score(run_dir, names, untrained_extractors, quiet, log_to, log_uri, log_project):
+def score(run_dir, names, untrained_extractors, retry_failed, quiet, log_to, log_uri, log_project):
     """Add metrics to a finished run from its saved images, without re-running methods."""
     from bench.execution.scoring import score_run
 
     _check_tracker(log_to)
-    counts = score_run(run_dir, [n.strip() for n in names.split(",") if n.strip()], untrained_extractors, not quiet)
+    names = [n.strip() for n in names.split(",") if n.strip()]
+    counts = score_run(run_dir, names, untrained_extractors, not quiet, retry_failed)
     click.echo(", ".join(f"{v} {k}" for k, v in counts.items()), err=True)
     _log_run(run_dir, log_to, log_uri, log_project)
+
+
+@main.command("judge-agreement")
+@click.option("--set", "set_name", required=True, metavar="NAME", help="A preference set card: editreward_bench, vcreward_bench.")
+@click.option("--judge", "judge_path", type=click.Path(dir_okay=False), help="YAML with judge: (JudgeOptions keys) or metric_options:.")
+@click.option("--metric", default="vie_o", show_default=True, help="The judge metric that scores each candidate.")
+@click.option("--path", "set_path", type=click.Path(file_okay=False), help="A local copy of the set, laid out as on the hub.")
+@click.option("--limit", type=int, help="At most this many groups per subset.")
+@click.option("--resolution", default=512, show_default=True, help="Image side the judge sees (shorter side, centre crop).")
+@click.option("--device", default="cpu", show_default=True, help="Where a local judge runs.")
+@click.option("--untrained-extractors", is_flag=True, help="A local judge without weights is tiny and random (smoke numbers).")
+@click.option("--md", "md_path", type=click.Path(dir_okay=False), help="Also write the Markdown here.")
+@_fail_cleanly
+def judge_agreement(set_name, judge_path, metric, set_path, limit, resolution, device, untrained_extractors, md_path):
+    """How well a judge agrees with human preferences: pairwise accuracy (with/without ties), group accuracy, rank correlations."""
+    from bench.execution.agreement import judge_options, score_groups
+    from bench.preferences import load_preferences, preference_cards
+    from bench.reporting.agreement import agreement, agreement_markdown
+
+    groups = load_preferences(set_name, set_path, limit)
+    judged, identity = score_groups(groups, metric, judge_options(judge_path, untrained_extractors), resolution, device)
+    line = (identity or {}).get("line") or f"metric {metric}"
+    if untrained_extractors:
+        line += " (untrained: smoke numbers)"
+    text = agreement_markdown(agreement(set_name, preference_cards()[set_name], judged, metric, line))
+    if md_path:
+        output_file(md_path).write_text(text)
+    click.echo(text)
+
+
+@main.command()
+@click.argument("run_dir", type=click.Path(exists=True, file_okay=False))
+@click.option("--judge", "judge_path", type=click.Path(dir_okay=False), help="YAML with judge: (JudgeOptions keys), e.g. PVC-Judge's endpoint.")
+@click.option("--rows", multiple=True, metavar="METHOD", help="Compare only these methods' rows (repeatable; default: all).")
+@click.option("--template", default="pvc_pairwise_v1", show_default=True, help="A pairwise template of bench/metrics/templates.")
+@click.option("--untrained-extractors", is_flag=True, help="A local judge without weights is tiny and random (smoke numbers).")
+@_fail_cleanly
+def pairwise(run_dir, judge_path, rows, template, untrained_extractors):
+    """Compare a run's rows cell by cell with a pairwise judge (A / B / tie): win rates; matches to pairwise.jsonl."""
+    from bench.devices import resolve_device
+    from bench.execution.agreement import judge_options
+    from bench.execution.pairwise import judge_run
+    from bench.metrics.pairwise import load_pairwise_judge
+    from bench.reporting.pairwise import win_rate_markdown, win_rates
+
+    options = judge_options(judge_path, untrained_extractors)
+    judge = load_pairwise_judge(options.judge, resolve_device("auto"), untrained_extractors, options.seed, template)
+    matches = judge_run(Path(run_dir), judge, list(rows), options.judge.instruction, options.batch_size)
+    line = judge.describe() + (" (untrained: smoke numbers)" if untrained_extractors else "")
+    click.echo(win_rate_markdown(win_rates(matches), line))
 
 
 @main.command()
@@ -453,8 +506,13 @@ def datasets():
     """List bundled datasets and the formats ``dataset.path`` accepts."""
     from bench.data import DatasetSpec, dataset_cards, load_dataset
 
-    cards = sorted(dataset_cards().items(), key=lambda item: item[1].get("format") == "hub")  # bundled sets first
+    order = {"hub": 1, "preferences": 2}  # bundled sets first, then hub benchmarks, then preference sets
+    cards = sorted(dataset_cards().items(), key=lambda item: order.get(item[1].get("format"), 0))
     for name, card in cards:
+        if card.get("format") == "preferences":  # human preferences for judge-agreement, not samples to edit
+            click.echo(f"{name}: preference set {card['hub']} (editbench judge-agreement --set {name}). "
+                       f"{' '.join(card['description'].split())}")
+            continue
         if card.get("format") == "hub":  # not loaded here: it may not be in the cache
             click.echo(f"{name}: hub {card['hub']} (split {card['split']}; licence {card['license']}; metrics its "
                        f"authors report: {' '.join(card['reported'].split())}). {' '.join(card['description'].split())}")

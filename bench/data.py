@@ -126,9 +126,9 @@ class DatasetSpec:
         """The bundled card of a hub benchmark this spec names (by ``name`` or ``hub``), else ``None``."""
         cards = dataset_cards()
         if self.hub is not None:
-            found = [c for c in cards.values() if c.get("hub") == self.hub]
+            found = [c for c in cards.values() if c.get("hub") == self.hub and c.get("format") == "hub"]
             if not found:
-                hubs = [c["hub"] for c in cards.values() if c.get("hub")]
+                hubs = [c["hub"] for c in cards.values() if c.get("format") == "hub"]
                 raise ConfigError(f"dataset.hub {self.hub!r} has no bundled card; cards exist for {', '.join(hubs)}")
             return found[0]
         card = cards.get(self.name) if self.name is not None else None
@@ -429,6 +429,9 @@ def load_dataset(spec: DatasetSpec) -> list[SampleRef]:
         if spec.name not in cards:
             raise ConfigError(unknown("dataset", spec.name, cards))
         card = cards[spec.name]
+        if card.get("format") == "preferences":
+            raise ConfigError(f"dataset {spec.name!r} is a human-preference set, not samples to edit; score a judge "
+                              f"on it with editbench judge-agreement --set {spec.name}")  # fmt: skip
         refs = load_jsonl(Path(card["folder"]) / card["manifest"], package_images=True)
     else:
         path = Path(spec.path).expanduser()

@@ -15,6 +15,7 @@ from PIL import Image
 from bench.errors import ConfigError, SampleError
 from bench.metrics import ImageMetric, SetMetric, get_metric, load_metrics
 from bench.metrics.image_scores import score_images
+from bench.metrics.judge_failures import REQUEST_FAILURES
 from bench.paths import cache_dir, write_atomic
 
 
@@ -86,12 +87,14 @@ def score_sets(store, run_dir: Path, metrics: list, refs: list, resolution: int,
 
 
 def score_missing(store, run_dir: Path, metrics: list, refs: list, resolution: int, batch_size: int,
-                  progress: bool = True) -> int:  # fmt: skip
+                  progress: bool = True, retry_failed: bool = False) -> int:  # fmt: skip
     """Compute, from the saved images, every per-image value of ``metrics`` that an ok cell lacks
     (metrics added to the run after the cell finished, or a ``score`` that was killed); values
-    already stored are left as they are. The images are scored by ``score_images``, the worker's
-    path; a metric that fails on an image stops the command with its error. Returns how many
-    cells gained values."""
+    already stored are left as they are, except, with ``retry_failed``, a judge metric's NaN
+    whose note says the judge gave no answer (``REQUEST_FAILURES``: refused, filtered, transport
+    error, timeout), which is computed again (the judge asks only the requests it has no cached
+    answer for). The images are scored by ``score_images``, the worker's path; a metric that
+    fails on an image stops the command with its error. Returns how many cells gained values."""
     from bench.execution.progress import progress_bar
 
     image_metrics = [m for m in metrics if isinstance(m, ImageMetric)]
@@ -101,8 +104,9 @@ def score_missing(store, run_dir: Path, metrics: list, refs: list, resolution: i
     cells = store.cells_frame()
     ok = cells[(cells["status"] == "ok") & cells["output_path"].notna()]
     lacking = defaultdict(list)  # sample id -> [(cell, metrics it lacks)]
+    retry = failed_requests(ok, image_metrics) if retry_failed else set()
     for cell in ok.itertuples():
-        missing = [m for m in image_metrics if (cell.key, m.name) not in stored]
+        missing = [m for m in image_metrics if (cell.key, m.name) not in stored or (cell.key, m.name) in retry]
         if missing:
             lacking[cell.sample_id].append((cell, missing))
     refs_by_id = {r.id: r for r in refs}
@@ -134,8 +138,24 @@ def _turn_input(cell, sample, outputs: dict, run_dir: Path) -> torch.Tensor:
     return sample.image
 
 
-def score_run(run_dir: str | Path, names: list[str], untrained: bool = False, progress: bool = True) -> dict:
+def failed_requests(cells, metrics: list) -> set[tuple[str, str]]:
+    """(cell key, metric) of the judge values that are NaN because the judge gave no answer."""
+    found = set()
+    for m in metrics:
+        column = f"note.{m.name}"
+        if not m.is_judge or column not in cells.columns:
+            continue
+        for key, value, note in zip(cells["key"], cells[f"metric.{m.name}"], cells[column]):
+            failure = m.failure(note) if isinstance(note, str) and math.isnan(value) else None
+            if failure is not None and failure.kind in REQUEST_FAILURES:
+                found.add((key, m.name))
+    return found
+
+
+def score_run(run_dir: str | Path, names: list[str], untrained: bool = False, progress: bool = True,
+              retry_failed: bool = False) -> dict:  # fmt: skip
     """Add metrics ``names`` to a finished run without re-running methods; returns counts.
+    ``retry_failed``: also ask the judge again the requests that failed (``score_missing``).
 
     The metrics are recorded in the run's manifest before any is computed, so a ``score`` that
     is killed is finished by running it again or by ``run --resume``: either computes exactly
@@ -144,10 +164,11 @@ def score_run(run_dir: str | Path, names: list[str], untrained: bool = False, pr
 
     run_dir = Path(run_dir)
     with locked_run(run_dir) as manifest:
-        return _score_locked(run_dir, manifest, names, untrained, progress)
+        return _score_locked(run_dir, manifest, names, untrained, progress, retry_failed)
 
 
-def _score_locked(run_dir: Path, manifest: dict, names: list[str], untrained: bool, progress: bool) -> dict:
+def _score_locked(run_dir: Path, manifest: dict, names: list[str], untrained: bool, progress: bool,
+                  retry_failed: bool) -> dict:  # fmt: skip
     from bench.data import load_dataset
     from bench.devices import resolve_device
     from bench.execution.config import config_from_resolved
@@ -172,7 +193,7 @@ def _score_locked(run_dir: Path, manifest: dict, names: list[str], untrained: bo
         if judge:
             manifest["judge"] = judge
         _add_to_manifest(store, manifest, names, untrained)
-        scored = score_missing(store, run_dir, metrics, refs, resolution, options.batch_size, progress)
+        scored = score_missing(store, run_dir, metrics, refs, resolution, options.batch_size, progress, retry_failed)
         sets = score_sets(store, run_dir, metrics, refs, resolution, options.batch_size)
     finally:
         store.close()

@@ -2,9 +2,10 @@
 setting and per edit type, plus the cost of each setting.
 
 NaNs are never dropped silently. A per-image metric's ``Stat`` says how many ok cells gave
-NaN (and the metric's declared ``nan_reason``) and how many have no value at all; the mean
-and its interval are over the finite values only. Failed and skipped cells are counted
-beside the metrics, never folded into them.
+NaN (and why: the reason a judge metric's note gives, counted by failure class, else the
+metric's declared ``nan_reason``) and how many have no value at all; the mean and its
+interval are over the finite values only. Failed and skipped cells are counted beside the
+metrics, never folded into them.
 
 Confidence intervals are percentile bootstraps of the mean (resampling images with
 replacement) from a fixed seed, so the same values always give the same interval.
@@ -12,7 +13,7 @@ replacement) from a fixed seed, so the same values always give the same interval
 
 import json
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +22,7 @@ import pandas as pd
 from bench.data import DatasetSpec, chained_turns, load_dataset
 from bench.errors import ConfigError
 from bench.metrics import METRICS
+from bench.metrics.judge_failures import FAILURE_CLASSES, NO_INSTRUCTION
 from bench.registry import get_method
 from bench.settings import setting_label, varying_params
 from bench.store import MANIFEST, Store, setting_json
@@ -28,6 +30,16 @@ from bench.store import MANIFEST, Store, setting_json
 CI_LEVEL = 0.95
 N_BOOT = 2000
 REFERENCE_METHOD = "reconstruct"
+
+
+@dataclass(frozen=True)
+class FailureCount:
+    """NaN values of one failure class (``bench.metrics.judge_failures``) in a group of cells,
+    with the first cell's specific reason as an example."""
+
+    kind: str
+    n: int
+    example: str
 
 
 @dataclass(frozen=True)
@@ -45,10 +57,16 @@ class Stat:
     n_nan: int = 0
     n_missing: int = 0
     per_image: bool = True
+    failures: tuple[FailureCount, ...] = ()  # a judge metric's NaN values by class
+    judge_sd: float = math.nan  # with k judge answers per item: the mean over items of their standard deviation
+    judge_k: int = 0
 
     @property
     def has_ci(self) -> bool:
         return not (math.isnan(self.low) or math.isnan(self.high))
+
+    def failed(self, kind: str) -> int:
+        return sum(f.n for f in self.failures if f.kind == kind)
 
 
 def bootstrap_ci(values, level: float = CI_LEVEL, n_boot: int = N_BOOT, seed: int = 0) -> tuple[float, float]:
@@ -67,6 +85,33 @@ def bootstrap_ci(values, level: float = CI_LEVEL, n_boot: int = N_BOOT, seed: in
     return float(low), float(high)
 
 
+def nested_bootstrap_ci(samples, level: float = CI_LEVEL, n_boot: int = N_BOOT, seed: int = 0) -> tuple[float, float]:
+    """Percentile bootstrap interval of the mean of per-item means, resampling the items and,
+    within each, its k answers (``samples``: an (items, k) array): the interval includes the
+    judge's own noise as well as the items'."""
+    samples = np.asarray(samples, dtype=np.float64)
+    n, k = samples.shape
+    if n < 2:
+        return math.nan, math.nan
+    rng = np.random.default_rng(seed)
+    items = rng.integers(0, n, size=(n_boot, n))
+    answers = rng.integers(0, k, size=(n_boot, n, k))
+    means = np.take_along_axis(samples[items], answers, axis=2).mean(axis=(1, 2))
+    tail = (1 - level) / 2
+    low, high = np.quantile(means, [tail, 1 - tail])
+    return float(low), float(high)
+
+
+def with_judge_noise(stat: Stat, samples: list) -> Stat:
+    """``stat`` with the judge's spread and the nested interval, when every finite value has k
+    answers (the same k); unchanged otherwise."""
+    if not samples or any(s is None for s in samples) or len({len(s) for s in samples}) != 1 or len(samples[0]) < 2:
+        return stat
+    array = np.asarray(samples, dtype=np.float64)
+    low, high = nested_bootstrap_ci(array)
+    return replace(stat, low=low, high=high, judge_sd=float(array.std(axis=1, ddof=1).mean()), judge_k=array.shape[1])
+
+
 def describe(values, n_missing: int = 0, seed: int = 0) -> Stat:
     """``Stat`` of per-image values: NaNs counted and excluded, the rest averaged with a CI.
 
@@ -79,6 +124,22 @@ def describe(values, n_missing: int = 0, seed: int = 0) -> Stat:
     mean = float(kept.mean())
     low, high = bootstrap_ci(kept, seed=seed) if np.isfinite(kept).all() else (math.nan, math.nan)
     return Stat(mean, low, high, len(kept), int(nan.sum()), n_missing)
+
+
+def failure_counts(metric: str, notes) -> tuple[FailureCount, ...]:
+    """The NaN values' notes of ``metric`` counted by failure class, in ``FAILURE_CLASSES`` order
+    (empty for a metric whose notes record no failures)."""
+    cls = METRICS.get(metric)
+    failures = [cls.failure(note) for note in notes] if cls is not None else []
+    found = [f for f in failures if f is not None]
+    order = {kind: i for i, kind in enumerate(FAILURE_CLASSES)}
+    kinds = sorted(dict.fromkeys(f.kind for f in found), key=lambda k: order.get(k, len(order)))
+    return tuple(FailureCount(k, sum(f.kind == k for f in found), next(f.reason for f in found if f.kind == k))
+                 for k in kinds)  # fmt: skip
+
+
+def is_judge(metric: str) -> bool:
+    return bool(getattr(METRICS.get(metric), "is_judge", False))
 
 
 def nan_reason(metric: str) -> str | None:
@@ -366,6 +427,11 @@ def _row(run: RunData, method: str, setting_text: str, label: str, group: pd.Dat
         stored = np.array([(key, name) in run.present for key in ok["key"]], dtype=bool)
         values = ok[f"metric.{name}"].to_numpy(dtype=np.float64)[stored]
         metrics[name] = describe(values, n_missing=int((~stored).sum()), seed=seed)
+        if is_judge(name) and f"note.{name}" in ok.columns:
+            notes = ok[f"note.{name}"].to_numpy(dtype=object)[stored]
+            metrics[name] = replace(metrics[name], failures=failure_counts(name, notes[np.isnan(values)]))
+            answers = [METRICS[name].judge_samples(n) if isinstance(n, str) else None for n in notes[~np.isnan(values)]]
+            metrics[name] = with_judge_noise(metrics[name], answers)
         per_cell[name] = pd.Series(values, index=cell_index[stored])
     if edit_type is None:
         sets = run.set_metrics[(run.set_metrics["method"] == method) & (run.set_metrics["setting"] == setting_text)]
@@ -463,17 +529,20 @@ MAX_GROUPS_LISTED = 8  # groups named in a NaN note; the rest are counted
 
 
 def nan_notes(rows: list[Row]) -> list[str]:
-    """One sentence per reason values are missing (a metric's declared NaN reason, or "not
-    computed"), however many groups and metrics share it: the metrics, how many values of
-    how many, and the count per group."""
+    """One sentence per reason values are missing (a judge failure class, a metric's declared NaN
+    reason, or "not computed"), however many groups and metrics share it: the metrics, how many
+    values of how many, and the count per group."""
     found: dict[tuple[str, str], dict] = {}
     totals: dict[str, int] = {}
     for r in rows:
         where = row_name(r.method, r.label) + (f" [{r.edit_type}]" if r.edit_type else "")
         for name, s in r.metrics.items():
             totals[name] = totals.get(name, 0) + s.n_nan + s.n + s.n_missing
-            if s.n_nan:
-                _count(found, ("nan", nan_reason(name) or "no reason declared by the metric"), name, where, s.n_nan)
+            for f in s.failures:
+                _count(found, ("nan", f"judge answer class {f.kind}"), name, where, f.n, f.example)
+            unclassed = s.n_nan - sum(f.n for f in s.failures)
+            if unclassed:
+                _count(found, ("nan", nan_reason(name) or "no reason declared by the metric"), name, where, unclassed)
             if s.n_missing:
                 _count(found, ("missing", "not computed"), name, where, s.n_missing)
     notes = []
@@ -485,15 +554,43 @@ def nan_notes(rows: list[Row]) -> list[str]:
             listed += f", and {len(groups) - MAX_GROUPS_LISTED} more"
         what = "was NaN for" if kind == "nan" else "has no value for"
         total = sum(totals[m] for m in f["metrics"])
-        notes.append(f"{names} {what} {f['n']} of {total} values ({listed}) — {reason}")
+        example = f" (first: {f['example']}; export's nan_reason column has each cell's)" if f["example"] else ""
+        notes.append(f"{names} {what} {f['n']} of {total} values ({listed}) — {reason}{example}")
     return notes
 
 
-def _count(found: dict, key: tuple[str, str], metric: str, where: str, n: int) -> None:
-    f = found.setdefault(key, {"metrics": {}, "where": {}, "n": 0})
+def _count(found: dict, key: tuple[str, str], metric: str, where: str, n: int, example: str = "") -> None:
+    f = found.setdefault(key, {"metrics": {}, "where": {}, "n": 0, "example": example})
     f["metrics"][metric] = True
     f["where"][where] = f["where"].get(where, 0) + n
     f["n"] += n
+
+
+#: How far (in percentage points) the judge failure rates of compared rows may differ before a
+#: report warns: a row judged on fewer, perhaps easier, samples is not comparable.
+FAILURE_RATE_MARGIN = 5.0
+
+
+def judged_count(s: Stat) -> int:
+    """Values a judge was asked for (NaN values of samples without an instruction were not asked)."""
+    return s.n + s.n_nan - s.failed(NO_INSTRUCTION)
+
+
+def failure_rate_warnings(rows: list[Row], margin: float = FAILURE_RATE_MARGIN) -> list[str]:
+    """Per judge metric, a warning when its failure rate (failed / judged) differs between
+    ``rows`` by more than ``margin`` percentage points."""
+    warnings = []
+    for name in dict.fromkeys(m for r in rows for m in r.metrics if is_judge(m)):
+        rates = [(r, judged_count(r.metrics[name])) for r in rows if name in r.metrics]
+        rates = [(r, judged, 100 * (judged - r.metrics[name].n) / judged) for r, judged in rates if judged]
+        if len(rates) < 2 or max(p for *_, p in rates) - min(p for *_, p in rates) <= margin:
+            continue
+        each = ", ".join(f"{row_name(r.method, r.label)}{f' [{r.edit_type}]' if r.edit_type else ''}: "
+                         f"{p:.0f}% of {judged}" for r, judged, p in rates)  # fmt: skip
+        warnings.append(f"{name}: judge failure rates differ by more than {margin:g} points between rows ({each}); "
+                        "rows judged on different samples are not comparable (retry with editbench score "
+                        "--retry-failed, or compare on the cells every row has)")  # fmt: skip
+    return warnings
 
 
 def format_stat(s: Stat | None, digits: int = 4) -> str:
@@ -505,7 +602,10 @@ def format_stat(s: Stat | None, digits: int = 4) -> str:
         text += f" [{s.low:.{digits}g}, {s.high:.{digits}g}]"
     if not s.per_image and not math.isnan(s.mean):
         text += f" (set, n={s.n})"
-    gaps = [f"{s.n_nan} NaN"] * bool(s.n_nan) + [f"{s.n_missing} missing"] * bool(s.n_missing)
+    if s.judge_k:
+        text += f" (judge sd {s.judge_sd:.{digits}g}, k={s.judge_k})"
+    classes = ": " + ", ".join(f"{f.n} {f.kind}" for f in s.failures) if s.failures else ""
+    gaps = [f"{s.n_nan} NaN{classes}"] * bool(s.n_nan) + [f"{s.n_missing} missing"] * bool(s.n_missing)
     return text + (f" ({', '.join(gaps)})" if gaps else "")
 
 

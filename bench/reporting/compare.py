@@ -41,6 +41,7 @@ from bench.reporting.aggregate import (
     cell_sample_ids,
     format_stat,
     higher_is_better,
+    failure_rate_warnings,
     incomplete_note,
     judge_drift,
     load_run,
@@ -317,6 +318,8 @@ def compare_runs(
         name = row_name(key[0], label(key))
         if n.failed > b.failed:
             failures.append(f"{name}: failed cells {b.failed} → {n.failed} (first error: {n.first_error})")
+        sides = [replace(row, method=f"{side} {row.method}") for side, row in (("base", b), ("new", n))]
+        warnings += failure_rate_warnings(sides)
         times = tuple(cell_times(run, *key) for run in shared)
         untimed += len(times[0].index.intersection(times[1].index)) < MIN_TIMING_PAIRS
         for gated, message in _cost_changes(name, b, n, times, options):

@@ -9,10 +9,12 @@ from pathlib import Path
 
 from bench.paths import output_file
 from bench.reporting import plots
-from bench.reporting.aggregate import BEST_RULE, fixed_params, incomplete_note, nan_notes
+from bench.reporting.aggregate import BEST_RULE, failure_rate_warnings, fixed_params, incomplete_note, nan_notes
 from bench.reporting.report import (
     COST_HEADER,
     COST_NOTE,
+    JUDGE_HEADER,
+    JUDGE_NOTE,
     MAX_ERRORS_SHOWN,
     GridPicture,
     Picture,
@@ -20,6 +22,7 @@ from bench.reporting.report import (
     cost_cells,
     grid_note,
     main_cells,
+    judge_cells,
     main_header,
     provenance,
 )
@@ -130,6 +133,10 @@ def render_html(report: Report) -> str:
     if fixed:
         parts += ["<h3>Fixed parameters</h3>", _table(["method", "parameter", "value"], fixed, 3)]
     parts.append(_notes(nan_notes(report.rows)))
+    judged = judge_cells(report.rows)
+    if judged:
+        parts += ["<h3>Judge answers</h3>", _table(JUDGE_HEADER, judged, 3), f"<p>{esc(JUDGE_NOTE)}</p>"]
+        parts += [f"<p class=\"caveat\">Warning: {esc(w)}</p>" for w in failure_rate_warnings(report.rows)]
     errors = error_counts(run.cells)
     if errors:
         items = [f"<li>{n} x {esc(error)}</li>" for error, n in errors[:MAX_ERRORS_SHOWN]]

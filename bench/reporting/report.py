@@ -16,6 +16,8 @@ from pathlib import Path
 import pandas as pd
 
 from bench.errors import ConfigError
+from bench.metrics import METRICS
+from bench.metrics.judge_failures import FAILURE_CLASSES, OK
 from bench.paths import output_file
 from bench.reporting import plots
 from bench.reporting.aggregate import (
@@ -28,8 +30,11 @@ from bench.reporting.aggregate import (
     arrow,
     best_rows,
     fixed_params,
+    failure_rate_warnings,
     format_stat,
     has_preparation,
+    is_judge,
+    judged_count,
     incomplete_note,
     load_run,
     measures_cost,
@@ -61,18 +66,20 @@ COST_NOTE = ("Time per ok cell: mean, and median [interquartile range]. Preparat
 def cells_table(run_dir: Path) -> pd.DataFrame:
     """One row per cell: identity, its turn (``chain``, ``turn``, ``input_key``: the cell it edited),
     ``group.<key>`` (the sample's subsets), status, ``param.<name>``,
-    ``metric.<name>``, ``nan_reason.<name>`` (the metric's declared reason where an ok cell's value
-    is NaN), ``note.<name>`` (what a value came from: a judge's raw answers and reasons), cost, labels."""
+    ``metric.<name>``, ``nan_reason.<name>`` (why an ok cell's value is NaN: the specific reason its
+    note gives, else the metric's declared one), ``failure.<name>`` (a judge metric's answer class:
+    ok, unreadable, refused, ...), ``note.<name>`` (what a value came from: a judge's raw answers
+    and reasons), cost, labels."""
     run = load_run(run_dir)
     cells = run.cells
     params = pd.DataFrame([json.loads(s) for s in cells["setting"]], index=cells.index).add_prefix("param.")
     groups = cells[[c for c in cells.columns if c.startswith(GROUP_PREFIX)]]
     metric_cols = [f"metric.{m}" for m in run.image_metrics]
     note_cols = [f"note.{m}" for m in run.image_metrics if f"note.{m}" in cells.columns]
-    reasons = _nan_reasons(cells, run.image_metrics)
+    reasons, classes = _nan_reasons(cells, run.image_metrics)
     table = pd.concat(
         [cells[CELL_COLUMNS], cells[TURN_COLUMNS], groups, params, cells[SCHEDULE_COLUMNS], cells[metric_cols], reasons,
-         cells[note_cols], cells[COST_COLUMNS]], axis=1,
+         classes, cells[note_cols], cells[COST_COLUMNS]], axis=1,
     )  # fmt: skip
     table["labels"] = "; ".join(run.labels)
     if run.judge_line:
@@ -80,14 +87,21 @@ def cells_table(run_dir: Path) -> pd.DataFrame:
     return table
 
 
-def _nan_reasons(cells: pd.DataFrame, metrics: list[str]) -> pd.DataFrame:
-    """``nan_reason.<metric>``: the metric's declared reason where an ok cell's value is NaN, else empty."""
+def _nan_reasons(cells: pd.DataFrame, metrics: list[str]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """``nan_reason.<metric>`` where an ok cell's value is NaN (the note's specific reason, else the
+    metric's declared one; empty elsewhere), and ``failure.<metric>``, a judge metric's answer class."""
     ok = cells["status"] == "ok"
-    columns = {}
+    reasons, classes = {}, {}
     for m in metrics:
-        reason = nan_reason(m) or "no reason declared by the metric"
-        columns[f"nan_reason.{m}"] = pd.Series("", index=cells.index).mask(ok & cells[f"metric.{m}"].isna(), reason)
-    return pd.DataFrame(columns, index=cells.index)
+        declared = nan_reason(m) or "no reason declared by the metric"
+        nan = ok & cells[f"metric.{m}"].isna()
+        notes = cells[f"note.{m}"] if f"note.{m}" in cells.columns else pd.Series(None, index=cells.index)
+        failures = [METRICS[m].failure(note) if is_judge(m) and isinstance(note, str) else None for note in notes]
+        reasons[f"nan_reason.{m}"] = [(f.reason if f else declared) if is_nan else "" for f, is_nan in zip(failures, nan)]
+        if is_judge(m):
+            classes[f"failure.{m}"] = [(f.kind if f else "") if is_nan else OK if isinstance(note, str) else ""
+                                       for f, is_nan, note in zip(failures, nan, notes)]  # fmt: skip
+    return pd.DataFrame(reasons, index=cells.index), pd.DataFrame(classes, index=cells.index)
 
 
 # -- the report object ------------------------------------------------------------------------------
@@ -246,6 +260,34 @@ def main_cells(rows: list[Row], metrics: list[str], edit_type: bool = False) -> 
     return body
 
 
+JUDGE_HEADER = ["method", "setting", "metric", "values", "judged", "ok", *FAILURE_CLASSES]
+JUDGE_NOTE = ("Judge answers per method and setting: values = ok cells with a value; judged = values the judge was "
+              "asked for (no_instruction: not asked); ok = scores; the other columns count each failure class "
+              "(bench/metrics/judge_failures.py). A failure is NaN, never a score. With judge.samples k > 1, a judge "
+              "metric's interval resamples items and each item's k answers; judge sd = the mean standard deviation "
+              "of an item's k values.")  # fmt: skip
+
+
+def judge_cells(rows: list[Row]) -> list[list[str]]:
+    """One line per row and judge metric: values, judged, ok and the count of each failure class."""
+    body = []
+    for r in rows:
+        for name, s in r.metrics.items():
+            if is_judge(name) and s.per_image:
+                counts = [s.n + s.n_nan, judged_count(s), s.n] + [s.failed(kind) for kind in FAILURE_CLASSES]
+                body.append([r.method, r.label, name] + [str(c) for c in counts])
+    return body
+
+
+def judge_md(rows: list[Row]) -> list[str]:
+    """The judge-answer table and the failure-rate warnings, when the rows have judge metrics."""
+    body = judge_cells(rows)
+    if not body:
+        return []
+    lines = ["", "Judge answers:", ""] + md_table(JUDGE_HEADER, body) + ["", JUDGE_NOTE]
+    return lines + [f"\n> **Warning:** {md_text(w)}" for w in failure_rate_warnings(rows)]
+
+
 def cost_cells(rows: list[Row]) -> list[list[str]]:
     body = []
     for r in rows:
@@ -335,14 +377,14 @@ def _caveat_md(labels: list[str]) -> list[str]:
     return [f"**{md_text(plots.caveat(labels))}**", ""] if labels else []
 
 
-def judge_md(run: RunData) -> list[str]:
+def judge_line_md(run: RunData) -> list[str]:
     """The judge line a table with judge metrics carries (model@revision, template, decoding)."""
     return [f"Judge: {md_text(run.judge_line)}", ""] if run.judge_line else []
 
 
 def _main_md(report: Report) -> list[str]:
     run = report.run
-    lines = _caveat_md(run.labels) + judge_md(run)
+    lines = _caveat_md(run.labels) + judge_line_md(run)
     lines += md_table(main_header(report.metrics), main_cells(report.rows, report.metrics))
     fixed = fixed_params(run)
     if fixed:
@@ -353,6 +395,7 @@ def _main_md(report: Report) -> list[str]:
     if notes:
         lines.append("\nNaN values (left out of the means, never dropped silently):\n")
         lines += [f"- {md_text(n)}" for n in notes]
+    lines += judge_md(report.rows)
     errors = error_counts(run.cells)
     if errors:
         lines.append(f"\n{sum(n for _, n in errors)} failed cell(s); errors (cells each, most common first):\n")
@@ -376,7 +419,7 @@ def report_markdown(report: Report, assets: str | None = None) -> str:
     lines += ["", "## Results", ""] + _main_md(report)
     if report.by_type and any(r.edit_type != "(none)" for r in report.by_type):
         metrics = run.image_metrics
-        lines += ["", "## By edit type", ""] + _caveat_md(run.labels) + judge_md(run)
+        lines += ["", "## By edit type", ""] + _caveat_md(run.labels) + judge_line_md(run)
         lines += md_table(main_header(metrics, True), main_cells(report.by_type, metrics, True))
         notes = nan_notes(report.by_type)
         lines += [""] + [f"- {md_text(n)}" for n in notes] if notes else []
