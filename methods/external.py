@@ -31,6 +31,7 @@ from bench import Conformance, EditResult, Method, Param, register
 from bench.data import inside_folder, open_image, prepare_image, to_eight_bit
 from bench.diffusion.families import FAMILIES
 from bench.errors import ConfigError, SampleError
+from bench.params import LOCAL, LOCAL_OR_HUB
 
 EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp")
 MAX_PIXELS = 8192 * 8192  # larger files fail their cell before decoding (a decompression bomb)
@@ -81,6 +82,7 @@ def _hub_index(source: str, split: str, id_column: str, setting_column: str, set
 class External(Method):
     name = "external"
     description = "images made elsewhere, read by sample id from a folder, a JSONL manifest or a dataset column"
+    stochastic = False  # it reads the same file for every seed
     conformance = Conformance(
         exempt="it reads images made elsewhere and computes nothing: batching, NFE, determinism and precision are "
         "properties of the files, not of the method (tests/test_external.py checks reading them)"
@@ -88,9 +90,9 @@ class External(Method):
     measures_cost = False
     families = FAMILIES  # it only reads images at the backbone's resolution, whatever the family
     params = (
-        Param("folder", str, "", "folder of <sample id>.png|.jpg|.jpeg|.webp images"),
-        Param("manifest", str, "", "JSONL of {id, image[, setting]} lines, image paths relative to the manifest"),
-        Param("hub", str, "", "a dataset of edited images: a local copy folder or a cached hub id"),
+        Param("folder", str, "", "folder of <sample id>.png|.jpg|.jpeg|.webp images", path=LOCAL),
+        Param("manifest", str, "", "JSONL of {id, image[, setting]} lines, image paths relative to the manifest", path=LOCAL),
+        Param("hub", str, "", "a dataset of edited images: a local copy folder or a cached hub id", path=LOCAL_OR_HUB),
         Param("split", str, "test", "with hub: the split"),
         Param("image_column", str, "edited_image", "with hub: the column of edited images"),
         Param("id_column", str, "idx", "with hub: the column holding the sample id"),

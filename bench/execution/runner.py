@@ -31,7 +31,7 @@ from bench.diffusion.extra_networks import changed_networks
 from bench.errors import ConfigError
 from bench.execution.config import ExecutorSpec, RunConfig, config_from_resolved
 from bench.execution.executors import check_executor, make_executor
-from bench.execution.plan import plan_units
+from bench.execution.plan import config_cell_keys, plan_units
 from bench.execution.progress import progress_bar
 from bench.execution.runlock import locked_run, run_lock
 from bench.execution.scoring import score_missing, score_sets
@@ -163,7 +163,7 @@ class Runner:
 
     # -- the loop ------------------------------------------------------------------------------
     def total_cells(self) -> int:
-        return len(self.refs) * self.config.n_settings * len(self.config.seeds)
+        return len(config_cell_keys(self.config, self.refs))
 
     def plan(self, done: set[str]):
         """Work units of every cell not in ``done``."""
@@ -284,7 +284,10 @@ def resume_run(run_dir: str | Path, progress: bool = True, executor: ExecutorSpe
     ``executor``, by default the run's own)."""
     run_dir = Path(run_dir)
     with locked_run(run_dir) as manifest:
-        config = config_from_resolved(manifest["config"])
+        try:
+            config = config_from_resolved(manifest["config"])
+        except ConfigError as exc:
+            raise ConfigError(f"run {run_dir}: cannot resume: {exc}") from exc
         from bench.execution.plan import missing_work  # imports this module
 
         total, missing = missing_work(run_dir, config)

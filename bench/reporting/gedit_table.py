@@ -69,7 +69,7 @@ def _average(rows: list[Row]) -> Row:
     return dataclasses.replace(
         rows[0], edit_type=AVERAGE, cells=sum(r.cells for r in rows), ok=sum(r.ok for r in rows),
         failed=sum(r.failed for r in rows), skipped=sum(r.skipped for r in rows),
-        metrics={m: _macro_mean(rows, m) for m, _ in METRICS}, values={},
+        samples=sum(r.sample_count for r in rows), metrics={m: _macro_mean(rows, m) for m, _ in METRICS}, values={},
     )  # fmt: skip
 
 
@@ -106,7 +106,7 @@ def header() -> list[str]:
 
 
 def body(rows: list[Row], ci: bool) -> list[list[str]]:
-    return [[r.method, r.label, r.edit_type, str(r.ok)] + [value_text(r.metrics.get(m), ci) for m, _ in METRICS]
+    return [[r.method, r.label, r.edit_type, r.n_text] + [value_text(r.metrics.get(m), ci) for m, _ in METRICS]
             for r in rows]  # fmt: skip
 
 

@@ -121,10 +121,10 @@ def history_markdown(h: History) -> str:
     body = []
     for i, run in enumerate(h.runs):
         values = {name: dict(points).get(i) for name, points in h.series.items()}
-        stats = [format_stat(values[n]) + (f" n={values[n].n}" if values[n] else "") for n in h.series]
+        stats = [format_stat(values[n]) + (f" n={values[n].samples}" if values[n] else "") for n in h.series]
         body.append([run_name(run), str(run.fingerprint), run.run_dir.name, cells[i]] + ([samples[i]] if mixed else []) + stats)
     lines += md_table(header, body)
-    lines.append("\nValues: mean [95% bootstrap CI] over ok cells, n = values averaged.")
+    lines.append("\nValues: mean [95% bootstrap CI] over ok cells; n = samples behind the mean (resampled by the interval).")
     return "\n".join(lines) + "\n"
 
 

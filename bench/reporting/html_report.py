@@ -9,7 +9,7 @@ from pathlib import Path
 
 from bench.paths import output_file
 from bench.reporting import plots
-from bench.reporting.aggregate import BEST_RULE, fixed_params, incomplete_note, nan_notes
+from bench.reporting.aggregate import BEST_RULE, N_NOTE, fixed_params, incomplete_note, nan_notes
 from bench.reporting.report import (
     COST_HEADER,
     COST_NOTE,
@@ -123,7 +123,7 @@ def render_html(report: Report) -> str:
         + esc(json.dumps(run.manifest.get("config", {}), indent=2)) + "</pre></details>",
         "<h2>Results</h2>", _smoke(labels),
         _table(main_header(metrics), main_cells(report.rows, metrics), 2, [r.is_reference for r in report.rows]),
-        f"<p>Metrics: mean [95% bootstrap CI] over ok cells; n = ok cells; highlighted = "
+        f"<p>Metrics: mean [95% bootstrap CI] over ok cells; {esc(N_NOTE)}; highlighted = "
         f"{esc(BEST_RULE)}.</p>",
     ]  # fmt: skip
     fixed = [[m, k, _value(v)] for m, p in fixed_params(run).items() for k, v in p.items()]

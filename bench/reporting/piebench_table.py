@@ -184,7 +184,7 @@ def body(rows: list[Row], ci: bool, edit_type: bool = False) -> list[list[str]]:
     for r in rows:
         name = f"{r.method} (reference)" if r.is_reference else r.method
         values = [value_text(s, ci) for s in column_stats(r)]
-        out.append([r.edit_type] * edit_type + [name, r.label, str(r.ok)] + values)
+        out.append([r.edit_type] * edit_type + [name, r.label, r.n_text] + values)
     return out
 
 

@@ -526,7 +526,7 @@ def beside(left: Path, right: Path) -> bytes:
 # -- history ---------------------------------------------------------------------------------------------
 def history_figure(series: dict[str, list], run_names: list[str], metric: str, labels: list[str]) -> Figure:
     """A metric across runs: one line per method and setting, x = run in time order, each tick
-    naming its run and the n (values averaged) of its points. The legend goes beside the plot,
+    naming its run and the n (samples) of its points. The legend goes beside the plot,
     and the labels, needed on a PNG that stands alone, under it, wrapped to its width."""
     width = min(MAX_WIDTH_PX / DPI - 0.5, max(6.4, 1.2 * len(run_names) + 3))
     fig = new_figure(figsize=(width, 4.4))
@@ -537,7 +537,7 @@ def history_figure(series: dict[str, list], run_names: list[str], metric: str, l
         stats = [s for _, s in points]
         ax.errorbar(xs, [s.mean for s in stats], yerr=_err(stats), marker="o", capsize=2, label=name)
         for x, s in zip(xs, stats):  # n per run: partial runs average fewer values
-            n_at.setdefault(x, set()).add(s.n)
+            n_at.setdefault(x, set()).add(s.samples)
     ticks = ["\n".join(textwrap.wrap(name, 16) + [_n_range(n_at.get(i, set()))]) for i, name in enumerate(run_names)]
     ax.set_xticks(range(len(run_names)), ticks, fontsize=7)
     ax.set_xlim(-0.5, len(run_names) - 0.5)

@@ -20,6 +20,7 @@ from bench.reporting import plots
 from bench.reporting.aggregate import (
     BEST_RULE,
     GROUP_PREFIX,
+    N_NOTE,
     NOT_MEASURED,
     REFERENCE_METHOD,
     Row,
@@ -233,7 +234,7 @@ def main_cells(rows: list[Row], metrics: list[str], edit_type: bool = False) -> 
     body = []
     for i, r in enumerate(rows):
         name = f"{r.method} (reference)" if r.is_reference else r.method
-        line = [(r.edit_type, False)] * edit_type + [(name, False), (r.label, False), (str(r.ok), False),
+        line = [(r.edit_type, False)] * edit_type + [(name, False), (r.label, False), (r.n_text, False),
                                                      (str(r.failed), False), (str(r.skipped), False)]  # fmt: skip
         line += [(format_stat(r.metrics.get(m)), i in best[m]) for m in metrics]
         measured = measures_cost(r.method)
@@ -247,12 +248,12 @@ def cost_cells(rows: list[Row]) -> list[list[str]]:
     for r in rows:
         c = r.cost
         if not measures_cost(r.method):
-            body.append([r.method, r.label, str(r.ok)] + [NOT_MEASURED] * (len(COST_HEADER)))
+            body.append([r.method, r.label, r.n_text] + [NOT_MEASURED] * (len(COST_HEADER)))
             continue
         prepares = has_preparation(r.method)
         reused = "n/a" if math.isnan(c["prep_reused"]) or not prepares else f"{int(c['prep_reused'])}/{r.ok}"
         spread = "—" if math.isnan(c["time_median"]) else f"{_num(c['time_median'])} [{_num(c['time_q1'])}, {_num(c['time_q3'])}]"
-        body.append([r.method, r.label, str(r.ok), _num(c["time_s"]), spread]
+        body.append([r.method, r.label, r.n_text, _num(c["time_s"]), spread]
                     + [_num(c[k]) for k in ("gpu_time_s", "nfe", "grad_evals", "peak_mem_mb")]
                     + [str(int(c["prep_computed"])) if prepares else "—"] + [_num(c[k]) for k in ("prep_time_s", "prep_nfe", "prep_grad_evals")]
                     + [reused])  # fmt: skip
@@ -336,7 +337,7 @@ def _main_md(report: Report) -> list[str]:
     if fixed:
         described = [f"{md_text(m)}: " + ", ".join(f"{k}={md_text(v)}" for k, v in p.items()) for m, p in fixed.items()]
         lines.append("\nFixed parameters: " + "; ".join(described) + ".")
-    lines.append(f"\nMetrics: mean [95% bootstrap CI] over ok cells; n = ok cells; **bold** = {BEST_RULE}.")
+    lines.append(f"\nMetrics: mean [95% bootstrap CI] over ok cells; {N_NOTE}; **bold** = {BEST_RULE}.")
     notes = nan_notes(report.rows)
     if notes:
         lines.append("\nNaN values (left out of the means, never dropped silently):\n")
@@ -393,9 +394,9 @@ def _caption(p: Picture, labels: list[str]) -> str:
     return f"{text} {plots.caveat(labels)}".strip()
 
 
-RANK_NOTE = ("Settings best first by mean; CI: 95% bootstrap interval; n: values averaged. \"vs next\": "
+RANK_NOTE = ("Settings best first by mean; CI: 95% bootstrap interval, resampling samples; n: samples behind the mean. \"vs next\": "
              "better than the setting ranked after it, and \"best vs this\": the top setting better than this "
-             "one, by the paired test (the 95% paired bootstrap interval of the mean difference over shared cells "
+             "one, by the paired test (the 95% paired bootstrap interval of the mean difference over shared samples "
              "excludes 0): yes, or no (indistinguishable); n/a: not testable (set-level metric, no values).")  # fmt: skip
 
 
@@ -420,7 +421,7 @@ def rank_markdown(report: Report, metric: str) -> str:
         verdict = (f"best: {md_text(rows[0].label)}, distinguishable from every other setting" if best
                    else "no setting is distinguishable from all the others" if len(rows) > 1 else "one setting")  # fmt: skip
         lines += [f"## {md_text(method)}", "", f"{verdict}.", ""]
-        body = [[str(i + 1), r.row.label, format_stat(r.row.metrics[metric]), str(r.row.metrics[metric].n),
+        body = [[str(i + 1), r.row.label, format_stat(r.row.metrics[metric]), str(r.row.metrics[metric].samples),
                  _verdict(r.above_next), _verdict(r.below_best)] for i, r in enumerate(ranked)]  # fmt: skip
         lines += md_table(["rank", "setting", metric, "n", "vs next", "best vs this"], body) + [""]
     lines.append(RANK_NOTE)
