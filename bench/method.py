@@ -210,6 +210,12 @@ class Method:
         return list(seeds) if cls.is_stochastic(setting) else list(seeds[:1])
 
     @classmethod
+    def unused_params(cls, setting: dict[str, Any]) -> frozenset[str]:
+        """Parameters this setting does not read (e.g. ``external``'s manifest options when it reads a
+        folder): reports and image folder names leave them out. None by default."""
+        return frozenset()
+
+    @classmethod
     def check(cls, setting: dict[str, Any]) -> None:
         """Cross-parameter validation; override to reject combinations. Raise ``ConfigError``."""
 

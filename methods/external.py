@@ -39,6 +39,11 @@ SIZE_RULE = ("external images: a resolution-square image is used as is; one with
              "like the source (shorter side to the resolution, bicubic, centre crop); any other size fails its cell")  # fmt: skip
 COST_LABEL = "external images: made elsewhere, so their time, GPU time, memory and NFE are not measured"
 ASPECT_TOLERANCE = 0.01
+SOURCES = ("folder", "manifest", "hub")
+#: Each parameter and the sources it applies to.
+OPTION_SOURCES = {"folder": ("folder",), "manifest": ("manifest",), "hub": ("hub",), "split": ("hub",),
+                  "image_column": ("hub",), "id_column": ("hub",), "setting_column": ("hub",),
+                  "setting": ("manifest", "hub")}  # fmt: skip
 
 
 @functools.lru_cache(maxsize=16)
@@ -102,7 +107,7 @@ class External(Method):
 
     @classmethod
     def check(cls, setting):
-        given = [k for k in ("folder", "manifest", "hub") if setting[k]]
+        given = [k for k in SOURCES if setting[k]]
         if len(given) != 1:
             raise ConfigError(f"method 'external': give exactly one of folder, manifest or hub; got {given or 'none'}")
         if setting["folder"] and not Path(setting["folder"]).expanduser().is_dir():
@@ -111,6 +116,12 @@ class External(Method):
             raise ConfigError(f"method 'external': manifest {setting['manifest']!r} does not exist")
         if setting["folder"] and setting["setting"]:
             raise ConfigError("method 'external': 'setting' picks lines of a manifest or hub; a folder holds one model")
+
+    @classmethod
+    def unused_params(cls, setting):
+        """Only the options of the source the setting reads apply (``setting`` with a manifest or hub)."""
+        source = next(k for k in SOURCES if setting[k])
+        return frozenset(name for name, sources in OPTION_SOURCES.items() if source not in sources)
 
     @classmethod
     def schedule(cls, setting):

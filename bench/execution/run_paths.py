@@ -59,8 +59,8 @@ def fix_paths(raw: dict, base: Path) -> None:
                     if name in holder:
                         holder[name] = _each(holder[name], lambda v, kind=kind: absolute(v, kind, base))
     backbone = raw.get("backbone")
-    if isinstance(backbone, dict) and backbone.get("name") not in TINY_BACKBONES:
-        backbone["name"] = absolute(backbone.get("name"), LOCAL_OR_HUB, base)
+    if isinstance(backbone, dict) and "name" in backbone and backbone["name"] not in TINY_BACKBONES:
+        backbone["name"] = absolute(backbone["name"], LOCAL_OR_HUB, base)
     options = raw.get("metric_options")
     if isinstance(options, dict):
         for name, value in options.items():

@@ -38,17 +38,20 @@ from bench.execution.scoring import score_missing, score_sets
 from bench.execution.worker import CellOutcome, CellWorker
 from bench.metrics.judge import judge_identity
 from bench.paths import output_stem, repo_root, write_atomic
+from bench.settings import unused_params
 from bench.store import CellRecord, Store, setting_json, write_manifest_file
 
 PACKAGES = ("editbench", "torch", "torchvision", "diffusers", "transformers", "torchmetrics", "lpips", "clean-fid",
             "numpy", "pillow")  # fmt: skip
 
 
-def setting_slug(setting: dict) -> str:
-    """A readable folder name for a setting, with a short hash so it is unique."""
+def setting_slug(setting: dict, method: str | None = None) -> str:
+    """A readable folder name for a setting (the parameters ``method`` reads), with a short hash of
+    the whole setting so it is unique."""
     if not setting:
         return "default"
-    text = "_".join(f"{k}={v}" for k, v in setting.items())
+    unread = unused_params(method, setting) if method else frozenset()
+    text = "_".join(f"{k}={v}" for k, v in setting.items() if k not in unread)
     text = re.sub(r"[^A-Za-z0-9.=_-]", "-", text)[:80]
     return f"{text}_{hashlib.sha256(setting_json(setting).encode()).hexdigest()[:6]}"
 
@@ -56,7 +59,7 @@ def setting_slug(setting: dict) -> str:
 def output_relpath(record: CellRecord) -> Path:
     """Where a cell's image goes, relative to the run folder."""
     name = f"{output_stem(record.sample_id)}_seed{record.seed}.png"
-    return Path("images") / record.method / setting_slug(record.setting) / name
+    return Path("images") / record.method / setting_slug(record.setting, record.method) / name
 
 
 def _package_versions() -> dict:

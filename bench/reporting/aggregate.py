@@ -28,6 +28,14 @@ from bench.registry import get_method
 from bench.settings import setting_label, varying_params
 from bench.store import MANIFEST, Store, setting_json
 
+#: How a label says what is untrained, and (an extractor's or judge's) which metrics it made
+#: (``bench.metrics.extractors.Extractors.labels``, ``bench.diffusion.backbone.UNTRAINED_LABEL``).
+UNTRAINED = "untrained"
+UNTRAINED_BACKBONE = "untrained backbone"
+BEHIND = " behind "
+#: The short marker of a metric column an untrained extractor or judge made.
+UNTRAINED_MARK = "†"
+
 CI_LEVEL = 0.95
 N_BOOT = 2000
 REFERENCE_METHOD = "reconstruct"
@@ -182,6 +190,25 @@ class RunData:
         included (an unfinished run shows them with 0 cells), then any others the store holds."""
         stored = self.cells.loc[self.cells["method"] == method, "setting"]
         return list(dict.fromkeys([*self.configured.get(method, []), *stored]))
+
+    @property
+    def caveats(self) -> list[str]:
+        """The labels that say what is untrained behind the run's numbers ("untrained backbone",
+        "untrained extractor X ... behind m", a judge, a guidance network), each once; the
+        backbone's only when a method of the run made images with it (``external`` reads them)."""
+        makes_images = any(measures_cost(m) for m in self.methods)
+        return [label for label in self.labels if UNTRAINED in label and (label != UNTRAINED_BACKBONE or makes_images)]
+
+    @property
+    def notes(self) -> list[str]:
+        """The run's other labels (how external images were sized, cost not measured, the executor)."""
+        return [label for label in self.labels if UNTRAINED not in label]
+
+    @property
+    def untrained_metrics(self) -> list[str]:
+        """Metrics whose values an untrained extractor or judge made (named by its label's "behind" list)."""
+        found = [m.strip() for label in self.caveats if BEHIND in label for m in label.split(BEHIND, 1)[1].split(",")]
+        return list(dict.fromkeys(found))
 
     @property
     def judge_line(self) -> str | None:

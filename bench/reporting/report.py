@@ -3,7 +3,9 @@ that both the Markdown and the HTML page (``bench.reporting.html_report``) are w
 
 Tables give every metric as mean [95% bootstrap CI] over the ok cells, with n, failures,
 skips and NaN counts; the reference method (``reconstruct``) comes first and is never
-marked best. The run's caveat labels ("untrained backbone", ...) head every table.
+marked best. What is untrained behind the numbers (``RunData.caveats``: the backbone, an
+extractor, a judge) is said once per page, each table carries a short reminder, and a metric
+column an untrained extractor or judge made carries ``UNTRAINED_MARK``.
 """
 
 import html
@@ -23,6 +25,7 @@ from bench.reporting.aggregate import (
     N_NOTE,
     NOT_MEASURED,
     REFERENCE_METHOD,
+    UNTRAINED_MARK,
     Row,
     RunData,
     arrow,
@@ -122,7 +125,8 @@ class Report:
 
     @property
     def labels(self) -> list[str]:
-        return self.run.labels
+        """What is untrained behind the report's numbers (``RunData.caveats``)."""
+        return self.run.caveats
 
     @property
     def metrics(self) -> list[str]:
@@ -147,9 +151,9 @@ def build_report(run_dir, planes: list[str] | None = None, n_grid: int = 3, figu
         return report
     for x, y in chosen:
         report.tradeoffs.append(Picture(f"tradeoff_{x}_{y}.png", f"Trade-off: {x} vs {y}, each method along its sweep.",
-                                        to_png(plots.tradeoff_figure(report.rows, x, y, run.labels))))  # fmt: skip
+                                        to_png(plots.tradeoff_figure(report.rows, x, y, run.caveats))))  # fmt: skip
     report.sweeps = sweep_pictures(report.rows, run, to_png)
-    report.cost = Picture("cost.png", "Cost per image.", to_png(plots.cost_figure(report.rows, run.labels)))
+    report.cost = Picture("cost.png", "Cost per image.", to_png(plots.cost_figure(report.rows, run.caveats)))
     every_pair = plots.grid_samples(run)
     report.grid_total = len(every_pair)
     pairs = every_pair[:n_grid]
@@ -182,7 +186,7 @@ def sweep_pictures(rows: list[Row], run: RunData, to_png=plots.png) -> list[Pict
             continue
         note = f" Constant along this sweep, not plotted: {', '.join(sorted(constant))}." if constant else ""
         for param in plotted:
-            fig = plots.sweep_figure(method, own, param, shown, run.labels, reference)
+            fig = plots.sweep_figure(method, own, param, shown, run.caveats, reference)
             dashed = f"; dashed: {REFERENCE_METHOD}" if reference else ""
             caption = f"{method}: each metric against {param} (mean, 95% CI bars; lines: its other swept parameters{dashed}).{note}"
             pictures.append(Picture(f"sweep_{method}_{param}.png", caption, to_png(fig)))
@@ -219,9 +223,30 @@ def _varying(run: RunData, method: str) -> list[str]:
 
 
 # -- table contents, shared by Markdown and HTML -----------------------------------------------------------
-def main_header(metrics: list[str], edit_type: bool = False) -> list[str]:
+def main_header(metrics: list[str], edit_type: bool = False, untrained: list[str] = ()) -> list[str]:
+    """The main table's header; ``untrained``: metrics an untrained network made (marked)."""
     head = ["edit type"] * edit_type + ["method", "setting", "n", "failed", "skipped"]
-    return head + [f"{m} {arrow(m)}".strip() for m in metrics] + ["s/image", "NFE"]
+    return head + metric_headers(metrics, untrained) + ["s/image", "NFE"]
+
+
+def metric_headers(metrics: list[str], untrained: list[str] = ()) -> list[str]:
+    """``name arrow``, with ``UNTRAINED_MARK`` on a metric an untrained extractor or judge made."""
+    return [" ".join(p for p in (m, arrow(m), UNTRAINED_MARK * (m in untrained)) if p) for m in metrics]
+
+
+#: A table's reminder: what is untrained is said once, at the top of the page (``caveat_lines``).
+SMOKE_NOTE = "Smoke numbers: see the labels at the top of the page."
+
+
+def caveat_lines(run: RunData) -> list[str]:
+    """What a page says once, at its top: what is untrained (``RunData.caveats``), which columns
+    carry ``UNTRAINED_MARK``, and the run's other notes."""
+    lines = [plots.caveat(run.caveats)] if run.caveats else []
+    if run.untrained_metrics:
+        lines.append(f"{UNTRAINED_MARK}: made by an untrained extractor or judge ({', '.join(run.untrained_metrics)}).")
+    if run.notes:
+        lines.append("Run notes: " + "; ".join(run.notes) + ".")
+    return lines
 
 
 def main_cells(rows: list[Row], metrics: list[str], edit_type: bool = False) -> list[list[tuple[str, bool]]]:
@@ -320,8 +345,16 @@ def _incomplete_md(run: RunData) -> list[str]:
     return [f"**{md_text(note)}**", ""] if note else []
 
 
-def _caveat_md(labels: list[str]) -> list[str]:
-    return [f"**{md_text(plots.caveat(labels))}**", ""] if labels else []
+def caveat_md(run: RunData) -> list[str]:
+    """``caveat_lines`` as Markdown: the untrained part bold."""
+    lines = caveat_lines(run)
+    return [f"**{md_text(line)}**" if i == 0 and run.caveats else md_text(line) for i, line in enumerate(lines)] + \
+        [""] * bool(lines)
+
+
+def smoke_md(run: RunData) -> list[str]:
+    """A table's short reminder (``SMOKE_NOTE``), when something is untrained."""
+    return [f"*{SMOKE_NOTE}*", ""] if run.caveats else []
 
 
 def judge_md(run: RunData) -> list[str]:
@@ -331,8 +364,8 @@ def judge_md(run: RunData) -> list[str]:
 
 def _main_md(report: Report) -> list[str]:
     run = report.run
-    lines = _caveat_md(run.labels) + judge_md(run)
-    lines += md_table(main_header(report.metrics), main_cells(report.rows, report.metrics))
+    lines = smoke_md(run) + judge_md(run)
+    lines += md_table(main_header(report.metrics, untrained=run.untrained_metrics), main_cells(report.rows, report.metrics))
     fixed = fixed_params(run)
     if fixed:
         described = [f"{md_text(m)}: " + ", ".join(f"{k}={md_text(v)}" for k, v in p.items()) for m, p in fixed.items()]
@@ -354,22 +387,22 @@ def _main_md(report: Report) -> list[str]:
 def summary_markdown(run_dir: Path) -> str:
     """The main table of a run as Markdown (no figures)."""
     report = build_report(run_dir, figures=False)
-    return "\n".join(_incomplete_md(report.run) + _main_md(report)) + "\n"
+    return "\n".join(_incomplete_md(report.run) + caveat_md(report.run) + _main_md(report)) + "\n"
 
 
 def report_markdown(report: Report, assets: str | None = None) -> str:
     """The whole report as Markdown; figures are linked as ``<assets>/<name>`` when given."""
     run = report.run
-    lines = [f"# editbench report: {md_text(run.run_dir.name)}", ""] + _incomplete_md(run) + _caveat_md(run.labels)
+    lines = [f"# editbench report: {md_text(run.run_dir.name)}", ""] + _incomplete_md(run) + caveat_md(run)
     lines += ["## Provenance", ""] + [f"- {k}: {md_text(v)}" for k, v in provenance(run)]
     lines += ["", "## Results", ""] + _main_md(report)
     if report.by_type and any(r.edit_type != "(none)" for r in report.by_type):
         metrics = run.image_metrics
-        lines += ["", "## By edit type", ""] + _caveat_md(run.labels) + judge_md(run)
-        lines += md_table(main_header(metrics, True), main_cells(report.by_type, metrics, True))
+        lines += ["", "## By edit type", ""] + smoke_md(run) + judge_md(run)
+        lines += md_table(main_header(metrics, True, run.untrained_metrics), main_cells(report.by_type, metrics, True))
         notes = nan_notes(report.by_type)
         lines += [""] + [f"- {md_text(n)}" for n in notes] if notes else []
-    lines += ["", "## Cost", ""] + _caveat_md(run.labels)
+    lines += ["", "## Cost", ""] + smoke_md(run)
     lines += md_table(["method", "setting", "n"] + COST_HEADER, cost_cells(report.rows)) + ["", COST_NOTE]
     if run.throughput:
         lines += ["", md_text(run.throughput)]
@@ -381,7 +414,7 @@ def report_markdown(report: Report, assets: str | None = None) -> str:
             if pictures:
                 lines += ["", f"## {title}", ""] + [md_text(grid_note(report)), ""] * (title == "Samples")
             for p in pictures:
-                caption = md_text(_caption(p, run.labels))
+                caption = md_text(_caption(p, run.caveats))
                 lines += [f"![{md_text(p.caption)}]({assets}/{p.name})", "", f"*{caption}*", ""]
     return "\n".join(lines) + "\n"
 
@@ -391,7 +424,7 @@ def _caption(p: Picture, labels: list[str]) -> str:
     if isinstance(p, GridPicture) and p.source_prompt:
         text += (f" Source prompt: {p.source_prompt}; target prompt: {p.target_prompt or '—'};"
                  f" edit type: {p.edit_type or '—'}.")
-    return f"{text} {plots.caveat(labels)}".strip()
+    return f"{text} {SMOKE_NOTE}".strip() if labels else text
 
 
 RANK_NOTE = ("Settings best first by mean; CI: 95% bootstrap interval, resampling samples; n: samples behind the mean. \"vs next\": "
@@ -411,7 +444,7 @@ def rank_markdown(report: Report, metric: str) -> str:
     if metric not in run.metric_names:
         raise ConfigError(f"--rank {metric!r}: the run has no such metric; it has {', '.join(run.metric_names)}")
     lines = [f"# Settings ranked by {md_text(metric)} {arrow(metric)}".rstrip(), ""]
-    lines += _incomplete_md(run) + _caveat_md(run.labels)
+    lines += _incomplete_md(run) + caveat_md(run)
     reference = next((r for r in report.rows if r.is_reference and metric in r.metrics), None)
     if reference is not None:
         lines += [f"Reference ({REFERENCE_METHOD}): {md_text(format_stat(reference.metrics[metric]))}.", ""]
