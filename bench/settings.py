@@ -27,7 +27,8 @@ def unused_params(method: str, setting: dict) -> frozenset[str]:
 
 def varying_params(method: str, settings: list[dict]) -> tuple[list[str], dict]:
     """(parameters that differ between ``settings``, values of the ones that do not and that some
-    setting reads: options that apply to none, e.g. ``external``'s ``manifest`` when it reads a folder, are left out)."""
+    setting reads: options that apply to none, e.g. ``external``'s ``manifest`` when it reads a
+    folder, are left out)."""
     keys = param_order(method, list(settings[0])) if settings else []
     varying = [k for k in keys if len({json.dumps(s.get(k)) for s in settings}) > 1]
     unread = frozenset.intersection(*(unused_params(method, s) for s in settings)) if settings else frozenset()

@@ -33,9 +33,11 @@ class ClipGuidance(Method):
     )
     params = (
         scale_param(100.0),
-        Param("clip_model", str, "openai/clip-vit-base-patch32", "CLIPModel hub id (local cache) or local folder", path=LOCAL_OR_HUB),
+        Param("clip_model", str, "openai/clip-vit-base-patch32", "CLIPModel hub id (local cache) or local folder",
+              path=LOCAL_OR_HUB),
         Param("untrained", bool, False, "seeded random weights of clip_model's architecture (smoke numbers)"),
-        Param("reference", str, "", "reference image path for image guidance; empty = the sample's target prompt", path=LOCAL),
+        Param("reference", str, "", "reference image path for image guidance; empty = the sample's target prompt",
+              path=LOCAL),
         Param("cutouts", int, 4, "random crops averaged with the whole image for the gradient", low=0, high=64),
         *sampler_params(w=0.0),
     )

@@ -96,7 +96,8 @@ class External(Method):
     families = FAMILIES  # it only reads images at the backbone's resolution, whatever the family
     params = (
         Param("folder", str, "", "folder of <sample id>.png|.jpg|.jpeg|.webp images", path=LOCAL),
-        Param("manifest", str, "", "JSONL of {id, image[, setting]} lines, image paths relative to the manifest", path=LOCAL),
+        Param("manifest", str, "", "JSONL of {id, image[, setting]} lines, image paths relative to the manifest",
+              path=LOCAL),
         Param("hub", str, "", "a dataset of edited images: a local copy folder or a cached hub id", path=LOCAL_OR_HUB),
         Param("split", str, "test", "with hub: the split"),
         Param("image_column", str, "edited_image", "with hub: the column of edited images"),

@@ -4,8 +4,8 @@ passes the same checks, so registering a method is what puts it under test.
 A method declares its case (``Method.conformance``, a ``bench.method.Conformance``): a few small
 settings, the first being the fast case of the default run, values some family needs, identity
 settings; whether two seeds may differ is the method's own ``stochastic`` (``Method.is_stochastic``).
-``test_every_builtin_method_declares_a_case`` fails for a method without one. For each (method, family, declared setting), on that family's tiny backbone
-and two samples:
+``test_every_builtin_method_declares_a_case`` fails for a method without one. For each (method,
+family, declared setting), on that family's tiny backbone and two samples:
 
 (a) a batch of 3 cells (two samples, two seeds) equals each cell run alone: the same NFE,
     gradient evaluations and artifacts, and images equal to float noise (below); the two samples'
@@ -78,8 +78,8 @@ def builtin_methods() -> list[type[Method]]:
 
 def conformance_gaps(methods: list[type[Method]]) -> list[str]:
     """One line per method whose declaration the battery cannot run: none, empty, no ``stochastic``
-    of its own, an exemption a method that makes its images may not claim, a family it does not declare, an inversion its
-    settings leave out, an identity naming an unknown method."""
+    of its own, an exemption a method that makes its images may not claim, a family it does not
+    declare, an inversion its settings leave out, an identity naming an unknown method."""
     gaps = []
     for cls in methods:
         case: Conformance | None = cls.conformance

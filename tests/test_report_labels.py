@@ -19,7 +19,8 @@ EXTRACTOR = "untrained extractor clip (seeded random weights) behind ssim"
 
 
 def _external_run(tmp_path, labels):
-    cells = [cell("external", EXTERNAL, s, {"psnr": 20.0 + i, "ssim": 0.5 + i / 10}) for i, s in enumerate(("img0", "img1"))]
+    cells = [cell("external", EXTERNAL, s, {"psnr": 20.0 + i, "ssim": 0.5 + i / 10})
+             for i, s in enumerate(("img0", "img1"))]  # fmt: skip
     return make_run(tmp_path, "ext", cells, labels=labels)
 
 

@@ -66,10 +66,12 @@ def annotator_params() -> tuple[Param, ...]:
     """The parameters naming each condition's model (its ``untrained`` is the method's own)."""
     source = "local folder or hub id (Hugging Face cache, safetensors + preprocessor_config.json)"
     return (
-        Param("depth_model", str, DEFAULT_MODELS["depth"], f"depth condition: depth estimation model, {source}", path=LOCAL_OR_HUB),
+        Param("depth_model", str, DEFAULT_MODELS["depth"], f"depth condition: depth estimation model, {source}",
+              path=LOCAL_OR_HUB),
         Param("segmentation_model", str, DEFAULT_MODELS["segmentation"],
               f"segmentation condition: ADE20K semantic segmentation model, {source}", path=LOCAL_OR_HUB),
-        Param("pose_model", str, DEFAULT_MODELS["pose"], f"pose condition: ViTPose keypoint model, {source}", path=LOCAL_OR_HUB),
+        Param("pose_model", str, DEFAULT_MODELS["pose"], f"pose condition: ViTPose keypoint model, {source}",
+              path=LOCAL_OR_HUB),
         Param("pose_threshold", float, 0.3, "pose condition: keypoints scoring below it are not drawn", low=0, high=1),
         Param("pose_detector", str, "", "pose condition: object detection model finding the people, e.g. "
               f"PekingU/rtdetr_r50vd_coco_o365, {source} ('': the whole image is one person; with untrained, "

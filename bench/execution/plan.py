@@ -10,7 +10,8 @@ differ are never batched together); a batch may mix samples and seeds. Samples a
 then with further samples; at ``batch_size = 1`` the order is the sample-major order of one
 cell at a time. A setting its method declares deterministic given the sample
 (``Method.is_stochastic``) has one cell per sample, at the first seed, whatever ``seeds`` says:
-further seeds would repeat its images, and count them as evidence. Units are independent: an executor may run them in any order and on any worker.
+further seeds would repeat its images, and count them as evidence. Units are independent: an
+executor may run them in any order and on any worker.
 
 **Estimate** (``editbench run --dry-run``): the cells of each method and setting, settings that
 collapse onto the same steps, the preparations and the NFE to expect, and whether a run folder

@@ -26,7 +26,8 @@ from bench.params import LOCAL_OR_HUB
 NAN = float("nan")
 ZERO_DIRECTION = 1e-5
 CLIP_MODEL = Option("clip_model", str, "openai/clip-vit-large-patch14", "CLIP of clip_score, clip_score_edited "
-                    "and clip_direction: a hub id (read from the Hugging Face cache) or a local folder", path=LOCAL_OR_HUB)  # fmt: skip
+                    "and clip_direction: a hub id (read from the Hugging Face cache) or a local folder",
+                    path=LOCAL_OR_HUB)  # fmt: skip
 
 # Architectures of the CLIP checkpoints we can rebuild untrained without network.
 CLIP_ARCHITECTURES = {

@@ -33,9 +33,11 @@ from bench.params import LOCAL_OR_HUB
 NAN = float("nan")
 DINO_RESIZE, DINO_CROP = 256, 224
 SIMILARITY_CLIP_MODEL = Option("similarity_clip_model", str, "openai/clip-vit-base-patch32",
-                               "CLIP of clip_i_gt, clip_i_input and clip_t (MagicBrush's ViT-B/32): a hub id or a folder", path=LOCAL_OR_HUB)
+                               "CLIP of clip_i_gt, clip_i_input and clip_t (MagicBrush's ViT-B/32): a hub id or a folder",
+                               path=LOCAL_OR_HUB)
 SIMILARITY_DINO_MODEL = Option("similarity_dino_model", str, "facebook/dino-vits16",
-                               "DINO of dino_gt and dino_input (MagicBrush's ViT-S/16): a hub id or a local folder", path=LOCAL_OR_HUB)
+                               "DINO of dino_gt and dino_input (MagicBrush's ViT-S/16): a hub id or a local folder",
+                               path=LOCAL_OR_HUB)
 
 
 def _references(metric: ImageMetric, source: torch.Tensor, samples: list) -> tuple[torch.Tensor, torch.Tensor]:

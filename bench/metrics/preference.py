@@ -43,7 +43,8 @@ OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
 PICKSCORE_MODEL = Option("pickscore_model", str, "yuvalkirstain/PickScore_v1", "PickScore's CLIP-H: a hub id (read "
                          "from the Hugging Face cache) or a local folder", path=LOCAL_OR_HUB)  # fmt: skip
 PICKSCORE_PROCESSOR = Option("pickscore_processor", str, "laion/CLIP-ViT-H-14-laion2B-s32B-b79K", "the processor "
-                             "PickScore's authors load: that of the CLIP-H it was fine-tuned from", path=LOCAL_OR_HUB)  # fmt: skip
+                             "PickScore's authors load: that of the CLIP-H it was fine-tuned from",
+                             path=LOCAL_OR_HUB)  # fmt: skip
 HPS_ARCHITECTURE = Option("hps_architecture", str, "ViT-H-14", "the OpenCLIP architecture of hps_checkpoint")
 HPS_CHECKPOINT = Option("hps_checkpoint", str, "xswu/HPSv2/HPS_v2.1_compressed.pt", "HPS v2.1's weights: a local "
                         "file or <hub repo>/<file> in the Hugging Face cache", path=LOCAL_OR_HUB)  # fmt: skip

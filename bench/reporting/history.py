@@ -143,7 +143,7 @@ def history_markdown(h: History) -> str:
         stats = [format_stat(values[n]) + (f" n={values[n].samples}" if values[n] else "") for n in h.series]
         body.append([run_name(run), str(run.fingerprint), run.run_dir.name, cells[i]] + ([samples[i]] if mixed else []) + stats)
     lines += md_table(header, body)
-    lines.append("\nValues: mean [95% bootstrap CI] over ok cells; n = samples behind the mean (resampled by the interval).")
+    lines.append("\nValues: mean [95% bootstrap CI] over ok cells; n = samples behind the mean (resampled).")
     return "\n".join(lines) + "\n"
 
 

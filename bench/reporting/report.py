@@ -365,7 +365,8 @@ def judge_md(run: RunData) -> list[str]:
 def _main_md(report: Report) -> list[str]:
     run = report.run
     lines = smoke_md(run) + judge_md(run)
-    lines += md_table(main_header(report.metrics, untrained=run.untrained_metrics), main_cells(report.rows, report.metrics))
+    header = main_header(report.metrics, untrained=run.untrained_metrics)
+    lines += md_table(header, main_cells(report.rows, report.metrics))
     fixed = fixed_params(run)
     if fixed:
         described = [f"{md_text(m)}: " + ", ".join(f"{k}={md_text(v)}" for k, v in p.items()) for m, p in fixed.items()]
@@ -427,7 +428,8 @@ def _caption(p: Picture, labels: list[str]) -> str:
     return f"{text} {SMOKE_NOTE}".strip() if labels else text
 
 
-RANK_NOTE = ("Settings best first by mean; CI: 95% bootstrap interval, resampling samples; n: samples behind the mean. \"vs next\": "
+RANK_NOTE = ("Settings best first by mean; CI: 95% bootstrap interval, resampling samples; n: samples behind "
+             "the mean. \"vs next\": "
              "better than the setting ranked after it, and \"best vs this\": the top setting better than this "
              "one, by the paired test (the 95% paired bootstrap interval of the mean difference over shared samples "
              "excludes 0): yes, or no (indistinguishable); n/a: not testable (set-level metric, no values).")  # fmt: skip
