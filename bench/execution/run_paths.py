@@ -46,8 +46,9 @@ def fix_paths(raw: dict, base: Path) -> None:
     """Make every relative path of a raw config dict absolute against ``base`` (in place): method
     parameters (plain, swept or zipped), the backbone's folder, and ``metric_options`` keys.
     Unknown methods and keys are left for the config's validation to name."""
-    for method, block in (raw.get("methods") or {}).items():
-        if not isinstance(block, dict):
+    methods = raw.get("methods")
+    for method, block in (methods.items() if isinstance(methods, dict) else ()):
+        if not isinstance(block, dict):  # build_config names what is wrong with it
             continue
         try:
             kinds = method_path_params(method)
