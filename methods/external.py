@@ -32,6 +32,7 @@ from bench.data import inside_folder, open_image, prepare_image, to_eight_bit
 from bench.diffusion.families import FAMILIES
 from bench.errors import ConfigError, SampleError
 from bench.hub_data import image_cell
+from bench.params import LOCAL, LOCAL_OR_HUB
 
 EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp")
 MAX_PIXELS = 8192 * 8192  # larger files fail their cell before decoding (a decompression bomb)
@@ -39,6 +40,11 @@ SIZE_RULE = ("external images: a resolution-square image is used as is; one with
              "like the source (shorter side to the resolution, bicubic, centre crop); any other size fails its cell")  # fmt: skip
 COST_LABEL = "external images: made elsewhere, so their time, GPU time, memory and NFE are not measured"
 ASPECT_TOLERANCE = 0.01
+SOURCES = ("folder", "manifest", "hub")
+#: Each parameter and the sources it applies to.
+OPTION_SOURCES = {"folder": ("folder",), "manifest": ("manifest",), "hub": ("hub",), "split": ("hub",),
+                  "image_column": ("hub",), "id_column": ("hub",), "setting_column": ("hub",),
+                  "setting": ("manifest", "hub")}  # fmt: skip
 
 
 @functools.lru_cache(maxsize=16)
@@ -88,6 +94,7 @@ def _hub_index(source: str, split: str, image_column: str, id_column: str, setti
 class External(Method):
     name = "external"
     description = "images made elsewhere, read by sample id from a folder, a JSONL manifest or a dataset column"
+    stochastic = False  # it reads the same file for every seed
     conformance = Conformance(
         exempt="it reads images made elsewhere and computes nothing: batching, NFE, determinism and precision are "
         "properties of the files, not of the method (tests/test_external.py checks reading them)"
@@ -95,9 +102,10 @@ class External(Method):
     measures_cost = False
     families = FAMILIES  # it only reads images at the backbone's resolution, whatever the family
     params = (
-        Param("folder", str, "", "folder of <sample id>.png|.jpg|.jpeg|.webp images"),
-        Param("manifest", str, "", "JSONL of {id, image[, setting]} lines, image paths relative to the manifest"),
-        Param("hub", str, "", "a dataset of edited images: a local copy folder or a cached hub id"),
+        Param("folder", str, "", "folder of <sample id>.png|.jpg|.jpeg|.webp images", path=LOCAL),
+        Param("manifest", str, "", "JSONL of {id, image[, setting]} lines, image paths relative to the manifest",
+              path=LOCAL),
+        Param("hub", str, "", "a dataset of edited images: a local copy folder or a cached hub id", path=LOCAL_OR_HUB),
         Param("split", str, "test", "with hub: the split"),
         Param("image_column", str, "edited_image", "with hub: the column of edited images"),
         Param("id_column", str, "idx", "with hub: the column holding the sample id"),
@@ -107,7 +115,7 @@ class External(Method):
 
     @classmethod
     def check(cls, setting):
-        given = [k for k in ("folder", "manifest", "hub") if setting[k]]
+        given = [k for k in SOURCES if setting[k]]
         if len(given) != 1:
             raise ConfigError(f"method 'external': give exactly one of folder, manifest or hub; got {given or 'none'}")
         if setting["folder"] and not Path(setting["folder"]).expanduser().is_dir():
@@ -118,6 +126,12 @@ class External(Method):
             _manifest_index(setting["manifest"], setting["setting"])
         if setting["folder"] and setting["setting"]:
             raise ConfigError("method 'external': 'setting' picks lines of a manifest or hub; a folder holds one model")
+
+    @classmethod
+    def unused_params(cls, setting):
+        """Only the options of the source the setting reads apply (``setting`` with a manifest or hub)."""
+        source = next(k for k in SOURCES if setting[k])
+        return frozenset(name for name, sources in OPTION_SOURCES.items() if source not in sources)
 
     @classmethod
     def schedule(cls, setting):

@@ -26,6 +26,7 @@ from methods._flow_solver_editing import SolverEditor, solver_params
 class FireFlowEdit(SolverEditor):
     name = "fireflow"
     description = "FireFlow: midpoint inversion and regeneration reusing each step's midpoint velocity (~1 NFE/step), sharing values."
+    stochastic = False
     conformance = Conformance(settings=({"steps": 2, "inject": 1, "w": 3.0}, {"steps": 3, "inject": 2, "blocks": 2}))
     solver = "fireflow"
     params = solver_params(

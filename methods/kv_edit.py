@@ -137,8 +137,8 @@ class KVEdit(Method):
     )
     conformance = Conformance(
         settings=({"steps": 3, "skip": 1}, {"steps": 4, "skip": 0, "attn_scale": 0.0, "re_init": True, "attn_mask": True}),
-        draws_noise=lambda setting: setting["re_init"],
     )
+    stochastic = True  # only with re_init (noise replaces the inverted latent in the mask): is_stochastic
     needs = frozenset({"target_prompt", "mask"})
     families = ("flux",)
     params = (
@@ -157,6 +157,11 @@ class KVEdit(Method):
         Param("attn_mask", bool, False, "keep the mask's regions apart in the inversion's attention "
               "(KV-Edit's Gradio demo: off)"),
     )  # fmt: skip
+
+    @classmethod
+    def is_stochastic(cls, setting):
+        """Fresh noise only with ``re_init``; otherwise the edit starts from the inversion."""
+        return setting["re_init"]
 
     @classmethod
     def check(cls, setting):

@@ -38,6 +38,7 @@ class RFSolverEdit(SolverEditor):
     description = (
         "RF-Solver-Edit: second-order (RF-Solver) inversion and regeneration, sharing the source's attention values."
     )
+    stochastic = False
     conformance = Conformance(settings=({"steps": 2, "inject": 1, "w": 3.0}, {"steps": 3, "inject": 2, "blocks": 2}))
     solver = "rf_solver"
     params = solver_params(

@@ -59,7 +59,8 @@ def plan_chain_units(settings: dict, refs: list[SampleRef], seeds: list[int], st
                 batches = []
                 for setting in group:
                     for position in range(max(len(chain) for chain in block)):
-                        cells = [cell for chain in block if position < len(chain) for seed in seeds
+                        cells = [cell for chain in block if position < len(chain)
+                                 for seed in get_method(method).seeds_to_run(setting, seeds)
                                  if (cell := _chain_cell(method, setting, chain, position, seed, stored, run_dir))]  # fmt: skip
                         batches += [cells[i : i + batch_size] for i in range(0, len(cells), batch_size)]
                 if batches:

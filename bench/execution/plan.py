@@ -8,7 +8,10 @@ are cut into **batches** of up to ``batch_size`` cells of one setting (rows whos
 differ are never batched together); a batch may mix samples and seeds. Samples are blocked
 ``max(1, batch_size // seeds)`` at a time, so a batch fills up with the seeds of one sample and
 then with further samples; at ``batch_size = 1`` the order is the sample-major order of one
-cell at a time. Units are independent: an executor may run them in any order and on any worker.
+cell at a time. A setting its method declares deterministic given the sample
+(``Method.is_stochastic``) has one cell per sample, at the first seed, whatever ``seeds`` says:
+further seeds would repeat its images, and count them as evidence. Units are independent: an
+executor may run them in any order and on any worker.
 The chains of ``dataset.turns: iterative``, whose turns must run in order, are planned by
 ``bench.execution.chains`` (one unit per block of chains).
 
@@ -109,7 +112,7 @@ def plan_units(
                     cells = [
                         Cell(key, method, setting, ref, seed)
                         for ref in block
-                        for seed in seeds
+                        for seed in cls.seeds_to_run(setting, seeds)
                         if (key := cell_key(method, setting, ref.id, seed)) not in done
                     ]
                     batches += [cells[i : i + batch_size] for i in range(0, len(cells), batch_size)]
@@ -173,7 +176,7 @@ def plan_settings(config: RunConfig, n_samples: int) -> tuple[list[SettingPlan],
         for setting in settings:
             with rules_in_force(rules):  # the backbone family's NFE per guided step and start-level steps
                 (start, run), nfe = cls.schedule(setting) or (None, None), cls.estimate_nfe(setting)[0]
-            cells = n_samples * len(config.seeds)
+            cells = n_samples * len(cls.seeds_to_run(setting, config.seeds))
             plans.append(SettingPlan(method, setting_label(setting, varying), cells, start, run, nfe))
             spec = cls.preparation(setting)
             entries = [known.cache_entry() for known in preparations.setdefault(method, [])]
@@ -219,8 +222,38 @@ def dry_run_text(config: RunConfig) -> str:
         found = "disk cache not checked (the backbone's files are not on disk)" if cached is None else \
             f"{cached} found in the disk cache, {total - cached} to compute"
         lines.append(f"preparations (inversions): {total} ({each}); {found}; up to {nfe} NFE if all are computed")
+    lines += one_seed_notes(config)
     lines += [f"warning: {w}" for w in collapsed_settings(config)]
     return "\n".join(lines) + "\n"
+
+
+def one_seed_notes(config: RunConfig) -> list[str]:
+    """A line per method with settings deterministic given the sample, when the config has several
+    seeds: those settings run the first seed only (their cells and NFE above count it once)."""
+    if len(config.seeds) < 2:
+        return []
+    notes = []
+    for method, settings in config.settings.items():
+        cls = get_method(method)
+        fixed = [s for s in settings if not cls.is_stochastic(s)]
+        if fixed:
+            which = "its settings" if len(fixed) == len(settings) else f"{len(fixed)} of its {len(settings)} settings"
+            notes.append(f"note: {method} is deterministic given the sample ({which}): one seed per sample "
+                         f"(seed {config.seeds[0]}), not {len(config.seeds)}; more seeds would repeat its images")
+    return notes
+
+
+def config_cell_keys(config: RunConfig, refs: list[SampleRef]) -> list[str]:
+    """The key of every cell the config asks for, chained turns included (one seed per sample for
+    deterministic settings)."""
+    edits = [(ref, False) for ref in refs] + [(ref, True) for ref in chained_turns(refs, config.dataset.turns)]
+    return [
+        cell_key(method, setting, ref.id, seed, chained)
+        for method, settings in config.settings.items()
+        for setting in settings
+        for ref, chained in edits
+        for seed in get_method(method).seeds_to_run(setting, config.seeds)
+    ]
 
 
 def missing_work(run_dir: Path, config: RunConfig) -> tuple[int, int]:
@@ -235,9 +268,7 @@ def missing_work(run_dir: Path, config: RunConfig) -> tuple[int, int]:
         cells = store.cells_frame()
     finally:
         store.close()
-    edits = [(ref, False) for ref in refs] + [(ref, True) for ref in chained_turns(refs, config.dataset.turns)]
-    keys = [cell_key(m, s, ref.id, seed, chained) for m, ss in config.settings.items() for s in ss
-            for ref, chained in edits for seed in config.seeds]  # fmt: skip
+    keys = config_cell_keys(config, refs)
     set_names = [m for m in config.metrics if issubclass(get_metric(m), SetMetric)]
     image_names = [m for m in config.metrics if m not in set_names]
     ok = cells[cells["status"] == "ok"]

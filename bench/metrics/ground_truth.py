@@ -33,13 +33,16 @@ from bench.metrics.clip import clip_network, image_embeddings, text_embeddings
 from bench.metrics.options import Option
 from bench.metrics.structure import IMAGENET_MEAN, IMAGENET_STD, dino_network
 from bench.samples import image_tensor
+from bench.params import LOCAL_OR_HUB
 
 NAN = float("nan")
 DINO_RESIZE, DINO_CROP = 256, 224
 SIMILARITY_CLIP_MODEL = Option("similarity_clip_model", str, "openai/clip-vit-base-patch32",
-                               "CLIP of clip_i_gt, clip_i_input and clip_t (MagicBrush's ViT-B/32): a hub id or a folder")
+                               "CLIP of clip_i_gt, clip_i_input and clip_t (MagicBrush's ViT-B/32): a hub id or a folder",
+                               path=LOCAL_OR_HUB)
 SIMILARITY_DINO_MODEL = Option("similarity_dino_model", str, "facebook/dino-vits16",
-                               "DINO of dino_gt and dino_input (MagicBrush's ViT-S/16): a hub id or a local folder")
+                               "DINO of dino_gt and dino_input (MagicBrush's ViT-S/16): a hub id or a local folder",
+                               path=LOCAL_OR_HUB)
 
 
 def _references(metric: ImageMetric, source: torch.Tensor, samples: list) -> tuple[list[torch.Tensor], torch.Tensor]:

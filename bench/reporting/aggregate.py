@@ -7,8 +7,11 @@ metric's declared ``nan_reason``) and how many have no value at all; the mean an
 interval are over the finite values only. Failed and skipped cells are counted beside the
 metrics, never folded into them.
 
-Confidence intervals are percentile bootstraps of the mean (resampling images with
-replacement) from a fixed seed, so the same values always give the same interval.
+Confidence intervals are percentile bootstraps of the mean from a fixed seed, so the same
+values always give the same interval. They resample **samples** (clusters), not cells: the
+seeds of one sample are not independent evidence (a method deterministic given the sample gives
+every seed the same image), so all of a sample's cells enter or leave a resample together, and
+``n`` in a report counts samples. Paired tests compare per-sample means, resampling samples.
 """
 
 import json
@@ -26,6 +29,14 @@ from bench.metrics.judge_failures import FAILURE_CLASSES, NO_INSTRUCTION
 from bench.registry import get_method
 from bench.settings import setting_label, varying_params
 from bench.store import MANIFEST, Store, setting_json
+
+#: How a label says what is untrained, and (an extractor's or judge's) which metrics it made
+#: (``bench.metrics.extractors.Extractors.labels``, ``bench.diffusion.backbone.UNTRAINED_LABEL``).
+UNTRAINED = "untrained"
+UNTRAINED_BACKBONE = "untrained backbone"
+BEHIND = " behind "
+#: The short marker of a metric column an untrained extractor or judge made.
+UNTRAINED_MARK = "†"
 
 CI_LEVEL = 0.95
 N_BOOT = 2000
@@ -46,9 +57,10 @@ class FailureCount:
 class Stat:
     """A metric of one group of cells: mean and 95% CI over the finite values.
 
-    ``n``: finite values used; ``n_nan``: values that were NaN; ``n_missing``: ok cells with
-    no value stored. ``low``/``high`` are NaN when there is no interval (fewer than two
-    values, or a set-level metric computed once over the whole set)."""
+    ``n``: finite values used; ``n_samples``: the samples they come from (the unit the interval
+    resamples; equal to ``n`` with one seed); ``n_nan``: values that were NaN; ``n_missing``: ok
+    cells with no value stored. ``low``/``high`` are NaN when there is no interval (fewer than two
+    samples, or a set-level metric computed once over the whole set)."""
 
     mean: float
     low: float = math.nan
@@ -60,6 +72,12 @@ class Stat:
     failures: tuple[FailureCount, ...] = ()  # a judge metric's NaN values by class
     judge_sd: float = math.nan  # with k judge answers per item: the mean over items of their standard deviation
     judge_k: int = 0
+    n_samples: int | None = None  # None: as many as ``n`` (one value per sample)
+
+    @property
+    def samples(self) -> int:
+        """Samples behind the mean (``n`` when not recorded)."""
+        return self.n if self.n_samples is None else self.n_samples
 
     @property
     def has_ci(self) -> bool:
@@ -69,17 +87,31 @@ class Stat:
         return sum(f.n for f in self.failures if f.kind == kind)
 
 
-def bootstrap_ci(values, level: float = CI_LEVEL, n_boot: int = N_BOOT, seed: int = 0) -> tuple[float, float]:
+def bootstrap_ci(
+    values, level: float = CI_LEVEL, n_boot: int = N_BOOT, seed: int = 0, clusters=None
+) -> tuple[float, float]:
     """Percentile bootstrap interval of the mean of ``values`` (finite values only).
 
-    Seeded: the same values give the same interval. ``(nan, nan)`` for fewer than two values."""
+    ``clusters``: one label per value (its sample id); a resample draws clusters with replacement
+    and averages all of their values, so values of one cluster are never counted as independent.
+    None: every value is its own cluster. Seeded: the same values give the same interval.
+    ``(nan, nan)`` for fewer than two clusters."""
     values = np.asarray(values, dtype=np.float64)
-    if len(values) < 2:
-        return math.nan, math.nan
     if not np.isfinite(values).all():
         raise ValueError("bootstrap_ci takes finite values only; count and drop NaNs first")
+    labels = np.arange(len(values)) if clusters is None else np.asarray(clusters)
+    _, members = np.unique(labels, return_inverse=True)
+    n_clusters = int(members.max()) + 1 if len(values) else 0
+    if n_clusters < 2:
+        return math.nan, math.nan
     rng = np.random.default_rng(seed)
-    means = values[rng.integers(0, len(values), size=(n_boot, len(values)))].mean(axis=1)
+    drawn = rng.integers(0, n_clusters, size=(n_boot, n_clusters))
+    if n_clusters == len(values):  # one value per cluster: the plain bootstrap of the values
+        means = values[drawn].mean(axis=1)
+    else:
+        sums = np.bincount(members, weights=values, minlength=n_clusters)
+        counts = np.bincount(members, minlength=n_clusters).astype(np.float64)
+        means = sums[drawn].sum(axis=1) / counts[drawn].sum(axis=1)
     tail = (1 - level) / 2
     low, high = np.quantile(means, [tail, 1 - tail])
     return float(low), float(high)
@@ -112,18 +144,22 @@ def with_judge_noise(stat: Stat, samples: list) -> Stat:
     return replace(stat, low=low, high=high, judge_sd=float(array.std(axis=1, ddof=1).mean()), judge_k=array.shape[1])
 
 
-def describe(values, n_missing: int = 0, seed: int = 0) -> Stat:
-    """``Stat`` of per-image values: NaNs counted and excluded, the rest averaged with a CI.
+def describe(values, n_missing: int = 0, seed: int = 0, samples=None) -> Stat:
+    """``Stat`` of per-image values: NaNs counted and excluded, the rest averaged with a CI that
+    resamples ``samples`` (each value's sample id; None: one sample per value).
 
     Infinite values (e.g. PSNR of an identical image) are kept: they are values, not gaps."""
     values = np.asarray(values, dtype=np.float64)
     nan = np.isnan(values)
     kept = values[~nan]
+    clusters = None if samples is None else np.asarray(samples, dtype=object)[~nan]
+    n_samples = None if clusters is None else len(set(clusters))
     if not len(kept):
-        return Stat(math.nan, n=0, n_nan=int(nan.sum()), n_missing=n_missing)
+        return Stat(math.nan, n=0, n_nan=int(nan.sum()), n_missing=n_missing, n_samples=n_samples)
     mean = float(kept.mean())
-    low, high = bootstrap_ci(kept, seed=seed) if np.isfinite(kept).all() else (math.nan, math.nan)
-    return Stat(mean, low, high, len(kept), int(nan.sum()), n_missing)
+    finite = np.isfinite(kept).all()
+    low, high = bootstrap_ci(kept, seed=seed, clusters=clusters) if finite else (math.nan, math.nan)
+    return Stat(mean, low, high, len(kept), int(nan.sum()), n_missing, n_samples=n_samples)
 
 
 def failure_counts(metric: str, notes) -> tuple[FailureCount, ...]:
@@ -217,6 +253,25 @@ class RunData:
         return list(dict.fromkeys([*self.configured.get(method, []), *stored]))
 
     @property
+    def caveats(self) -> list[str]:
+        """The labels that say what is untrained behind the run's numbers ("untrained backbone",
+        "untrained extractor X ... behind m", a judge, a guidance network), each once; the
+        backbone's only when a method of the run made images with it (``external`` reads them)."""
+        makes_images = any(measures_cost(m) for m in self.methods)
+        return [label for label in self.labels if UNTRAINED in label and (label != UNTRAINED_BACKBONE or makes_images)]
+
+    @property
+    def notes(self) -> list[str]:
+        """The run's other labels (how external images were sized, cost not measured, the executor)."""
+        return [label for label in self.labels if UNTRAINED not in label]
+
+    @property
+    def untrained_metrics(self) -> list[str]:
+        """Metrics whose values an untrained extractor or judge made (named by its label's "behind" list)."""
+        found = [m.strip() for label in self.caveats if BEHIND in label for m in label.split(BEHIND, 1)[1].split(",")]
+        return list(dict.fromkeys(found))
+
+    @property
     def judge_line(self) -> str | None:
         """The judge behind the run's judge metrics (model@revision, template, decoding), or None."""
         return (self.manifest.get("judge") or {}).get("line")
@@ -256,8 +311,9 @@ def judge_drift(runs: list[RunData]) -> list[str]:
 
 
 def expected_cells(run: RunData) -> int | None:
-    """How many cells the run's config asks for (samples, and the chained turns of ``turns:
-    iterative``, x settings x seeds), or None when its dataset can no longer be read."""
+    """How many cells the run's config asks for (samples and the chained turns of ``turns:
+    iterative``, x settings x the seeds each setting runs: one for a setting deterministic given the
+    sample), or None when its dataset can no longer be read."""
     config = run.manifest.get("config") or {}
     dataset = {k: tuple(v) if isinstance(v, list) else v for k, v in (config.get("dataset") or {}).items()}
     try:
@@ -266,8 +322,18 @@ def expected_cells(run: RunData) -> int | None:
     except (ConfigError, TypeError, OSError):
         return None
     n_samples = len(refs) + len(chained_turns(refs, spec.turns))
-    n_settings = sum(len(settings) or 1 for settings in (config.get("methods") or {}).values())
-    return n_samples * n_settings * len(config.get("seeds") or [0])
+    seeds = config.get("seeds") or [0]
+    per_sample = sum(_seeds_run(method, setting, seeds) for method, settings in (config.get("methods") or {}).items()
+                     for setting in settings or [{}])  # fmt: skip
+    return n_samples * per_sample
+
+
+def _seeds_run(method: str, setting: dict, seeds: list[int]) -> int:
+    """How many of ``seeds`` the run computed for the setting (all of them for an unknown method)."""
+    try:
+        return len(get_method(method).seeds_to_run(setting, seeds))
+    except (ConfigError, KeyError):
+        return len(seeds)
 
 
 def incomplete_note(run: RunData) -> str | None:
@@ -370,6 +436,17 @@ class Row:
     first_error: str | None = None
     values: dict[str, pd.Series] = field(default_factory=dict, repr=False)  # per-image metric by (cell sample id, seed)
     category: str | None = None  # what ``edit_type`` holds the value of: "edit_type" or a group name
+    samples: int | None = None  # samples with an ok cell (None: as many as ``ok``)
+
+    @property
+    def sample_count(self) -> int:
+        return self.ok if self.samples is None else self.samples
+
+    @property
+    def n_text(self) -> str:
+        """The table's ``n``: samples with an ok cell, and the ok cells when seeds repeat a sample
+        (``3 (6 cells)``): the interval and the paired test resample samples (``N_NOTE``)."""
+        return str(self.sample_count) if self.sample_count == self.ok else f"{self.sample_count} ({self.ok} cells)"
 
     @property
     def is_reference(self) -> bool:
@@ -426,7 +503,8 @@ def _row(run: RunData, method: str, setting_text: str, label: str, group: pd.Dat
     for name in run.image_metrics:
         stored = np.array([(key, name) in run.present for key in ok["key"]], dtype=bool)
         values = ok[f"metric.{name}"].to_numpy(dtype=np.float64)[stored]
-        metrics[name] = describe(values, n_missing=int((~stored).sum()), seed=seed)
+        samples = ok["sample_id"].to_numpy()[stored]
+        metrics[name] = describe(values, n_missing=int((~stored).sum()), seed=seed, samples=samples)
         if is_judge(name) and f"note.{name}" in ok.columns:
             notes = ok[f"note.{name}"].to_numpy(dtype=object)[stored]
             metrics[name] = replace(metrics[name], failures=failure_counts(name, notes[np.isnan(values)]))
@@ -442,7 +520,7 @@ def _row(run: RunData, method: str, setting_text: str, label: str, group: pd.Dat
     return Row(
         method, json.loads(setting_text), setting_text, label, edit_type, len(group), len(ok), len(failed),
         int((group["status"] == "skipped").sum()), metrics, _cost(ok),
-        failed.iloc[0]["error"] if len(failed) else None, per_cell,
+        failed.iloc[0]["error"] if len(failed) else None, per_cell, samples=int(ok["sample_id"].nunique()),
     )  # fmt: skip
 
 
@@ -483,17 +561,24 @@ def fixed_params(run: RunData) -> dict[str, dict]:
     return out
 
 
+#: What a table's ``n`` counts (``Row.n_text``); captions say it.
+N_NOTE = "n = samples with an ok cell (with the ok cells in parentheses when a sample has several seeds)"
+
 #: What a marked (bold) value in a table means; captions say it.
 BEST_RULE = (
     "best mean in its column and better than every other row by a paired comparison: the 95% paired "
-    "bootstrap interval of the mean difference over the cells both rows share (same sample and seed) excludes 0; "
+    "bootstrap interval of the mean difference over the samples both rows share (each row's mean over its seeds; "
+    "samples resampled, as seeds of one sample are not independent) excludes 0; "
     "no bold when no row is distinguishable; set-level metrics (FID, KID) and the reference row are never bold"
 )
 
 
 def paired_better(best: pd.Series, other: pd.Series, higher: bool, seed: int = 0) -> bool:
-    """Whether ``best`` beats ``other`` on their shared cells: the 95% paired bootstrap interval of
-    the mean difference (in the metric's direction) lies above 0. Needs two shared finite pairs."""
+    """Whether ``best`` beats ``other`` on the samples both have: each side's values (indexed by
+    (sample id, seed), or by sample id) are averaged per sample over its seeds, and the 95%
+    bootstrap interval of the mean per-sample difference (in the metric's direction), resampling
+    samples, lies above 0. Needs two shared samples with finite values."""
+    best, other = (per_sample_means(s) for s in (best, other))
     best, other = best.align(other, join="inner")
     diff = (best - other).to_numpy(dtype=np.float64) * (1 if higher else -1)
     diff = diff[np.isfinite(diff)]
@@ -501,6 +586,12 @@ def paired_better(best: pd.Series, other: pd.Series, higher: bool, seed: int = 0
         return False
     low, _ = bootstrap_ci(diff, seed=seed)
     return low > 0
+
+
+def per_sample_means(values: pd.Series) -> pd.Series:
+    """The finite ``values`` averaged per sample (the first index level): one value per sample."""
+    values = values[np.isfinite(values.to_numpy(dtype=np.float64))]
+    return values.groupby(level=0, sort=True).mean()
 
 
 def best_rows(rows: list[Row], metric: str) -> set[int]:

@@ -3,7 +3,9 @@ that both the Markdown and the HTML page (``bench.reporting.html_report``) are w
 
 Tables give every metric as mean [95% bootstrap CI] over the ok cells, with n, failures,
 skips and NaN counts; the reference method (``reconstruct``) comes first and is never
-marked best. The run's caveat labels ("untrained backbone", ...) head every table.
+marked best. What is untrained behind the numbers (``RunData.caveats``: the backbone, an
+extractor, a judge) is said once per page, each table carries a short reminder, and a metric
+column an untrained extractor or judge made carries ``UNTRAINED_MARK``.
 """
 
 import html
@@ -23,8 +25,10 @@ from bench.reporting import plots
 from bench.reporting.aggregate import (
     BEST_RULE,
     GROUP_PREFIX,
+    N_NOTE,
     NOT_MEASURED,
     REFERENCE_METHOD,
+    UNTRAINED_MARK,
     Row,
     RunData,
     arrow,
@@ -139,7 +143,8 @@ class Report:
 
     @property
     def labels(self) -> list[str]:
-        return self.run.labels
+        """What is untrained behind the report's numbers (``RunData.caveats``)."""
+        return self.run.caveats
 
     @property
     def metrics(self) -> list[str]:
@@ -164,9 +169,9 @@ def build_report(run_dir, planes: list[str] | None = None, n_grid: int = 3, figu
         return report
     for x, y in chosen:
         report.tradeoffs.append(Picture(f"tradeoff_{x}_{y}.png", f"Trade-off: {x} vs {y}, each method along its sweep.",
-                                        to_png(plots.tradeoff_figure(report.rows, x, y, run.labels))))  # fmt: skip
+                                        to_png(plots.tradeoff_figure(report.rows, x, y, run.caveats))))  # fmt: skip
     report.sweeps = sweep_pictures(report.rows, run, to_png)
-    report.cost = Picture("cost.png", "Cost per image.", to_png(plots.cost_figure(report.rows, run.labels)))
+    report.cost = Picture("cost.png", "Cost per image.", to_png(plots.cost_figure(report.rows, run.caveats)))
     every_pair = plots.grid_samples(run)
     report.grid_total = len(every_pair)
     pairs = every_pair[:n_grid]
@@ -199,7 +204,7 @@ def sweep_pictures(rows: list[Row], run: RunData, to_png=plots.png) -> list[Pict
             continue
         note = f" Constant along this sweep, not plotted: {', '.join(sorted(constant))}." if constant else ""
         for param in plotted:
-            fig = plots.sweep_figure(method, own, param, shown, run.labels, reference)
+            fig = plots.sweep_figure(method, own, param, shown, run.caveats, reference)
             dashed = f"; dashed: {REFERENCE_METHOD}" if reference else ""
             caption = f"{method}: each metric against {param} (mean, 95% CI bars; lines: its other swept parameters{dashed}).{note}"
             pictures.append(Picture(f"sweep_{method}_{param}.png", caption, to_png(fig)))
@@ -236,9 +241,30 @@ def _varying(run: RunData, method: str) -> list[str]:
 
 
 # -- table contents, shared by Markdown and HTML -----------------------------------------------------------
-def main_header(metrics: list[str], edit_type: bool = False) -> list[str]:
+def main_header(metrics: list[str], edit_type: bool = False, untrained: list[str] = ()) -> list[str]:
+    """The main table's header; ``untrained``: metrics an untrained network made (marked)."""
     head = ["edit type"] * edit_type + ["method", "setting", "n", "failed", "skipped"]
-    return head + [f"{m} {arrow(m)}".strip() for m in metrics] + ["s/image", "NFE"]
+    return head + metric_headers(metrics, untrained) + ["s/image", "NFE"]
+
+
+def metric_headers(metrics: list[str], untrained: list[str] = ()) -> list[str]:
+    """``name arrow``, with ``UNTRAINED_MARK`` on a metric an untrained extractor or judge made."""
+    return [" ".join(p for p in (m, arrow(m), UNTRAINED_MARK * (m in untrained)) if p) for m in metrics]
+
+
+#: A table's reminder: what is untrained is said once, at the top of the page (``caveat_lines``).
+SMOKE_NOTE = "Smoke numbers: see the labels at the top of the page."
+
+
+def caveat_lines(run: RunData) -> list[str]:
+    """What a page says once, at its top: what is untrained (``RunData.caveats``), which columns
+    carry ``UNTRAINED_MARK``, and the run's other notes."""
+    lines = [plots.caveat(run.caveats)] if run.caveats else []
+    if run.untrained_metrics:
+        lines.append(f"{UNTRAINED_MARK}: made by an untrained extractor or judge ({', '.join(run.untrained_metrics)}).")
+    if run.notes:
+        lines.append("Run notes: " + "; ".join(run.notes) + ".")
+    return lines
 
 
 def main_cells(rows: list[Row], metrics: list[str], edit_type: bool = False) -> list[list[tuple[str, bool]]]:
@@ -251,7 +277,7 @@ def main_cells(rows: list[Row], metrics: list[str], edit_type: bool = False) -> 
     body = []
     for i, r in enumerate(rows):
         name = f"{r.method} (reference)" if r.is_reference else r.method
-        line = [(r.edit_type, False)] * edit_type + [(name, False), (r.label, False), (str(r.ok), False),
+        line = [(r.edit_type, False)] * edit_type + [(name, False), (r.label, False), (r.n_text, False),
                                                      (str(r.failed), False), (str(r.skipped), False)]  # fmt: skip
         line += [(format_stat(r.metrics.get(m)), i in best[m]) for m in metrics]
         measured = measures_cost(r.method)
@@ -293,12 +319,12 @@ def cost_cells(rows: list[Row]) -> list[list[str]]:
     for r in rows:
         c = r.cost
         if not measures_cost(r.method):
-            body.append([r.method, r.label, str(r.ok)] + [NOT_MEASURED] * (len(COST_HEADER)))
+            body.append([r.method, r.label, r.n_text] + [NOT_MEASURED] * (len(COST_HEADER)))
             continue
         prepares = has_preparation(r.method)
         reused = "n/a" if math.isnan(c["prep_reused"]) or not prepares else f"{int(c['prep_reused'])}/{r.ok}"
         spread = "—" if math.isnan(c["time_median"]) else f"{_num(c['time_median'])} [{_num(c['time_q1'])}, {_num(c['time_q3'])}]"
-        body.append([r.method, r.label, str(r.ok), _num(c["time_s"]), spread]
+        body.append([r.method, r.label, r.n_text, _num(c["time_s"]), spread]
                     + [_num(c[k]) for k in ("gpu_time_s", "nfe", "grad_evals", "peak_mem_mb")]
                     + [str(int(c["prep_computed"])) if prepares else "—"] + [_num(c[k]) for k in ("prep_time_s", "prep_nfe", "prep_grad_evals")]
                     + [reused])  # fmt: skip
@@ -373,8 +399,16 @@ def _incomplete_md(run: RunData) -> list[str]:
     return [f"**{md_text(note)}**", ""] if note else []
 
 
-def _caveat_md(labels: list[str]) -> list[str]:
-    return [f"**{md_text(plots.caveat(labels))}**", ""] if labels else []
+def caveat_md(run: RunData) -> list[str]:
+    """``caveat_lines`` as Markdown: the untrained part bold."""
+    lines = caveat_lines(run)
+    return [f"**{md_text(line)}**" if i == 0 and run.caveats else md_text(line) for i, line in enumerate(lines)] + \
+        [""] * bool(lines)
+
+
+def smoke_md(run: RunData) -> list[str]:
+    """A table's short reminder (``SMOKE_NOTE``), when something is untrained."""
+    return [f"*{SMOKE_NOTE}*", ""] if run.caveats else []
 
 
 def judge_line_md(run: RunData) -> list[str]:
@@ -384,13 +418,14 @@ def judge_line_md(run: RunData) -> list[str]:
 
 def _main_md(report: Report) -> list[str]:
     run = report.run
-    lines = _caveat_md(run.labels) + judge_line_md(run)
-    lines += md_table(main_header(report.metrics), main_cells(report.rows, report.metrics))
+    lines = smoke_md(run) + judge_line_md(run)
+    header = main_header(report.metrics, untrained=run.untrained_metrics)
+    lines += md_table(header, main_cells(report.rows, report.metrics))
     fixed = fixed_params(run)
     if fixed:
         described = [f"{md_text(m)}: " + ", ".join(f"{k}={md_text(v)}" for k, v in p.items()) for m, p in fixed.items()]
         lines.append("\nFixed parameters: " + "; ".join(described) + ".")
-    lines.append(f"\nMetrics: mean [95% bootstrap CI] over ok cells; n = ok cells; **bold** = {BEST_RULE}.")
+    lines.append(f"\nMetrics: mean [95% bootstrap CI] over ok cells; {N_NOTE}; **bold** = {BEST_RULE}.")
     notes = nan_notes(report.rows)
     if notes:
         lines.append("\nNaN values (left out of the means, never dropped silently):\n")
@@ -408,22 +443,22 @@ def _main_md(report: Report) -> list[str]:
 def summary_markdown(run_dir: Path) -> str:
     """The main table of a run as Markdown (no figures)."""
     report = build_report(run_dir, figures=False)
-    return "\n".join(_incomplete_md(report.run) + _main_md(report)) + "\n"
+    return "\n".join(_incomplete_md(report.run) + caveat_md(report.run) + _main_md(report)) + "\n"
 
 
 def report_markdown(report: Report, assets: str | None = None) -> str:
     """The whole report as Markdown; figures are linked as ``<assets>/<name>`` when given."""
     run = report.run
-    lines = [f"# editbench report: {md_text(run.run_dir.name)}", ""] + _incomplete_md(run) + _caveat_md(run.labels)
+    lines = [f"# editbench report: {md_text(run.run_dir.name)}", ""] + _incomplete_md(run) + caveat_md(run)
     lines += ["## Provenance", ""] + [f"- {k}: {md_text(v)}" for k, v in provenance(run)]
     lines += ["", "## Results", ""] + _main_md(report)
     if report.by_type and any(r.edit_type != "(none)" for r in report.by_type):
         metrics = run.image_metrics
-        lines += ["", "## By edit type", ""] + _caveat_md(run.labels) + judge_line_md(run)
-        lines += md_table(main_header(metrics, True), main_cells(report.by_type, metrics, True))
+        lines += ["", "## By edit type", ""] + smoke_md(run) + judge_line_md(run)
+        lines += md_table(main_header(metrics, True, run.untrained_metrics), main_cells(report.by_type, metrics, True))
         notes = nan_notes(report.by_type)
         lines += [""] + [f"- {md_text(n)}" for n in notes] if notes else []
-    lines += ["", "## Cost", ""] + _caveat_md(run.labels)
+    lines += ["", "## Cost", ""] + smoke_md(run)
     lines += md_table(["method", "setting", "n"] + COST_HEADER, cost_cells(report.rows)) + ["", COST_NOTE]
     if run.throughput:
         lines += ["", md_text(run.throughput)]
@@ -435,7 +470,7 @@ def report_markdown(report: Report, assets: str | None = None) -> str:
             if pictures:
                 lines += ["", f"## {title}", ""] + [md_text(grid_note(report)), ""] * (title == "Samples")
             for p in pictures:
-                caption = md_text(_caption(p, run.labels))
+                caption = md_text(_caption(p, run.caveats))
                 lines += [f"![{md_text(p.caption)}]({assets}/{p.name})", "", f"*{caption}*", ""]
     return "\n".join(lines) + "\n"
 
@@ -445,12 +480,13 @@ def _caption(p: Picture, labels: list[str]) -> str:
     if isinstance(p, GridPicture) and p.source_prompt:
         text += (f" Source prompt: {p.source_prompt}; target prompt: {p.target_prompt or '—'};"
                  f" edit type: {p.edit_type or '—'}.")
-    return f"{text} {plots.caveat(labels)}".strip()
+    return f"{text} {SMOKE_NOTE}".strip() if labels else text
 
 
-RANK_NOTE = ("Settings best first by mean; CI: 95% bootstrap interval; n: values averaged. \"vs next\": "
+RANK_NOTE = ("Settings best first by mean; CI: 95% bootstrap interval, resampling samples; n: samples behind "
+             "the mean. \"vs next\": "
              "better than the setting ranked after it, and \"best vs this\": the top setting better than this "
-             "one, by the paired test (the 95% paired bootstrap interval of the mean difference over shared cells "
+             "one, by the paired test (the 95% paired bootstrap interval of the mean difference over shared samples "
              "excludes 0): yes, or no (indistinguishable); n/a: not testable (set-level metric, no values).")  # fmt: skip
 
 
@@ -465,7 +501,7 @@ def rank_markdown(report: Report, metric: str) -> str:
     if metric not in run.metric_names:
         raise ConfigError(f"--rank {metric!r}: the run has no such metric; it has {', '.join(run.metric_names)}")
     lines = [f"# Settings ranked by {md_text(metric)} {arrow(metric)}".rstrip(), ""]
-    lines += _incomplete_md(run) + _caveat_md(run.labels)
+    lines += _incomplete_md(run) + caveat_md(run)
     reference = next((r for r in report.rows if r.is_reference and metric in r.metrics), None)
     if reference is not None:
         lines += [f"Reference ({REFERENCE_METHOD}): {md_text(format_stat(reference.metrics[metric]))}.", ""]
@@ -475,7 +511,7 @@ def rank_markdown(report: Report, metric: str) -> str:
         verdict = (f"best: {md_text(rows[0].label)}, distinguishable from every other setting" if best
                    else "no setting is distinguishable from all the others" if len(rows) > 1 else "one setting")  # fmt: skip
         lines += [f"## {md_text(method)}", "", f"{verdict}.", ""]
-        body = [[str(i + 1), r.row.label, format_stat(r.row.metrics[metric]), str(r.row.metrics[metric].n),
+        body = [[str(i + 1), r.row.label, format_stat(r.row.metrics[metric]), str(r.row.metrics[metric].samples),
                  _verdict(r.above_next), _verdict(r.below_best)] for i, r in enumerate(ranked)]  # fmt: skip
         lines += md_table(["rank", "setting", metric, "n", "vs next", "best vs this"], body) + [""]
     lines.append(RANK_NOTE)
