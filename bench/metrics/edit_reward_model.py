@@ -148,7 +148,7 @@ def load_edit_reward(model: str, base: str, dtype: torch.dtype, local_files_only
         raise ConfigError(f"{model}: not an EditReward checkpoint for {base} (missing {sorted(missing)[:5]}, "
                           f"unexpected {sorted(unexpected)[:5]}, mismatched {list(info.get('mismatched_keys'))[:5]})")  # fmt: skip
     reward.rm_heads.load_state_dict(heads)
-    return reward
+    return reward.eval()  # the heads' dropout off
 
 
 @contextmanager
