@@ -80,7 +80,7 @@ def test_the_metric_scores_per_instruction_and_is_nan_without_one():
     samples = [Sample("a", source[0], "", instruction="add a hat"), Sample("b", source[1], "")]
     values = metric(edited, source, samples)
     assert math.isfinite(values[0]) and math.isnan(values[1])
-    assert "untrained tiny EditReward" in metric.identity["line"] or "untrained tiny" in metric.identity["line"]
+    assert metric.identity["line"].startswith("EditReward (untrained tiny) on ")
 
 
 @pytest.mark.parametrize("name, write", [("editreward_bench", write_editreward_bench),

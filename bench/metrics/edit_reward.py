@@ -9,10 +9,10 @@ tiny counterpart written in that same layout and loaded by the same code (smoke 
 """
 
 import torch
-from PIL import Image
 
 from bench.metrics.base import ImageMetric
 from bench.metrics.extractors import network
+from bench.metrics.judge import to_pil
 from bench.metrics.offline import local_or_cached
 from bench.metrics.options import Option
 from bench.paths import cache_dir
@@ -39,15 +39,10 @@ def edit_reward_network(model: str, base: str, *, untrained: bool, seed: int, de
                              f"EditReward {model}", f"{model}/model.safetensors on the config of {base}")  # fmt: skip
     reward.to(device).eval().requires_grad_(False)
     reward.rm_heads.float()  # the heads run in float32, as the authors'
-    reward.identity = {"backend": "local", "model": "untrained tiny EditReward" if untrained else model,
-                       "line": f"EditReward {'(untrained tiny)' if untrained else model} on {base}, {dtype}"}  # fmt: skip
+    name = "(untrained tiny)" if untrained else model
+    reward.identity = {"backend": "local", "model": f"EditReward {name}",
+                       "line": f"EditReward {name} on {base}, {str(dtype).removeprefix('torch.')}"}  # fmt: skip
     return reward
-
-
-def pil_images(images: torch.Tensor) -> list[Image.Image]:
-    """(B, 3, H, W) in [0, 1] as the 8-bit PIL images a saved PNG holds."""
-    pixels = (images.clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
-    return [Image.fromarray(p) for p in pixels]
 
 
 class EditReward(ImageMetric):
@@ -70,7 +65,8 @@ class EditReward(ImageMetric):
         values = torch.full((len(samples),), float("nan"), dtype=torch.float64)
         rows = [i for i, s in enumerate(samples) if s.instruction]
         if rows:
-            rewards = self.model(pil_images(source[rows]), pil_images(edited[rows]), [samples[i].instruction for i in rows])
+            pictures = [(to_pil(source[i]), to_pil(edited[i]), samples[i].instruction) for i in rows]
+            rewards = self.model(*map(list, zip(*pictures)))
             values[rows] = rewards[:, 0].double().cpu()
         return values
 

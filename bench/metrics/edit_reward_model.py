@@ -98,9 +98,10 @@ class EditRewardModel(nn.Module):
             batch = self._batch(prompt, sources, edited, instructions).to(self.vlm.device)
             mask = batch["attention_mask"]
             positions = (mask.long().cumsum(-1) - 1).masked_fill(mask == 0, 1)
-            hidden = self.vlm.model(input_ids=batch["input_ids"], attention_mask=mask,
-                                    position_ids=positions[None].expand(3, -1, -1), pixel_values=batch["pixel_values"],
-                                    image_grid_thw=batch["image_grid_thw"], use_cache=False).last_hidden_state  # fmt: skip
+            outputs = self.vlm.model(input_ids=batch["input_ids"], attention_mask=mask,
+                                     position_ids=positions[None].expand(3, -1, -1), pixel_values=batch["pixel_values"],
+                                     image_grid_thw=batch["image_grid_thw"], use_cache=False)  # fmt: skip
+            hidden = outputs.last_hidden_state
             logits = self.rm_heads[f"head_{i}"](hidden.float())
             at_token = batch["input_ids"] == self.reward_token_id
             if not bool((at_token.sum(-1) == 1).all()):
@@ -144,9 +145,10 @@ def load_edit_reward(model: str, base: str, dtype: torch.dtype, local_files_only
                 heads[key.removeprefix("rm_heads.")] = weights.get_tensor(key)
     missing = set(info["missing_keys"]) | (set(reward.rm_heads.state_dict()) - set(heads))
     unexpected = {k for k in info["unexpected_keys"] if not k.startswith("rm_heads.")}
-    if missing or unexpected or info.get("mismatched_keys"):
+    mismatched = list(info.get("mismatched_keys") or [])
+    if missing or unexpected or mismatched:
         raise ConfigError(f"{model}: not an EditReward checkpoint for {base} (missing {sorted(missing)[:5]}, "
-                          f"unexpected {sorted(unexpected)[:5]}, mismatched {list(info.get('mismatched_keys'))[:5]})")  # fmt: skip
+                          f"unexpected {sorted(unexpected)[:5]}, mismatched {mismatched[:5]})")  # fmt: skip
     reward.rm_heads.load_state_dict(heads)
     return reward.eval()  # the heads' dropout off
 
