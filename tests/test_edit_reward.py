@@ -6,6 +6,7 @@ import math
 
 import pytest
 import torch
+import yaml
 from click.testing import CliRunner
 from PIL import Image
 from safetensors.torch import load_file, save_file
@@ -94,3 +95,16 @@ def test_judge_agreement_ranks_both_sets_with_the_tiny_reward_model(tmp_path, na
     assert "EditReward (untrained tiny)" in result.output and "untrained: smoke numbers" in result.output
     accuracies = [line for line in result.output.splitlines() if line.startswith("| pairwise accuracy")]
     assert accuracies and all("nan" not in line.split("|")[2] for line in accuracies)  # every pair was ranked
+
+
+def test_judge_agreement_reads_reward_weights_named_in_a_judge_file(tmp_path, tiny):
+    """No --untrained-extractors: the checkpoint and base named in metric_options are loaded as real weights."""
+    base, reward = tiny
+    judge = tmp_path / "reward.yaml"
+    judge.write_text(yaml.safe_dump({"metric_options": {"edit_reward_model": str(reward), "edit_reward_base": str(base)}}))
+    folder = write_vcreward_bench(tmp_path / "vc")
+    command = ["judge-agreement", "--set", "vcreward_bench", "--path", folder, "--metric", "edit_reward",
+               "--judge", str(judge), "--resolution", "32"]  # fmt: skip
+    result = CliRunner().invoke(main, command, catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    assert f"Judge: EditReward {reward} on {base}, float32" in result.output and "untrained" not in result.output
