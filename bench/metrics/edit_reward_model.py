@@ -129,6 +129,8 @@ def load_edit_reward(model: str, base: str, dtype: torch.dtype, local_files_only
     from safetensors import safe_open
     from transformers import AutoConfig, GenerationConfig, Qwen2_5_VLForConditionalGeneration
 
+    folder = Path(base).expanduser()
+    base = str(folder) if folder.is_dir() else base  # a folder, or a hub id
     template = load_template()
     processor = load_processor(base, template, local_files_only=local_files_only)
     config = AutoConfig.from_pretrained(base, local_files_only=local_files_only)
