@@ -80,7 +80,8 @@ def test_a_lora_adapter_is_merged_into_the_local_model(tmp_path):
     base = write_tiny_qwen25_vl(tmp_path / "base")
     model = AutoModelForImageTextToText.from_pretrained(base)
     torch.manual_seed(0)
-    lora = get_peft_model(model, LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], init_lora_weights=False))
+    config = LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], init_lora_weights=False)
+    lora = get_peft_model(model, config)
     lora.save_pretrained(tmp_path / "adapter")  # adapter_model.safetensors, as EditScore publishes its LoRA
     plain = LocalVLM(JudgeOptions(model=str(base)), "cpu")
     merged = LocalVLM(JudgeOptions(model=str(base), adapter=str(tmp_path / "adapter")), "cpu")

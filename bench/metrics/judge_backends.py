@@ -107,7 +107,8 @@ class JudgeOptions:
         if self.top_p is not None and (isinstance(self.top_p, bool) or not isinstance(self.top_p, (int, float))
                                        or not 0 < self.top_p <= 1):  # fmt: skip
             raise ConfigError(f"{where}.top_p = {self.top_p!r}; expected a number in (0, 1]")
-        if self.top_k is not None and (isinstance(self.top_k, bool) or not isinstance(self.top_k, int) or self.top_k < 1):
+        if self.top_k is not None and (isinstance(self.top_k, bool) or not isinstance(self.top_k, int)
+                                       or self.top_k < 1):  # fmt: skip
             raise ConfigError(f"{where}.top_k = {self.top_k!r}; expected a positive integer")
         if (self.top_p is not None or self.top_k is not None) and not self.temperature:
             raise ConfigError(f"{where}: top_p and top_k shape sampling; set a temperature > 0 (0 is greedy)")
