@@ -418,7 +418,7 @@ def score(run_dir, names, untrained_extractors, retry_failed, quiet, log_to, log
 @main.command("judge-agreement")
 @click.option("--set", "set_name", required=True, metavar="NAME", help="A preference set card: editreward_bench, vcreward_bench.")
 @click.option("--judge", "judge_path", type=click.Path(dir_okay=False), help="YAML with judge: (JudgeOptions keys) or metric_options:.")
-@click.option("--metric", default="vie_o", show_default=True, help="The judge metric that scores each candidate.")
+@click.option("--metric", default="vie_o", show_default=True, help="The metric that scores each candidate: a judge (vie_o) or a reward model (edit_reward).")
 @click.option("--path", "set_path", type=click.Path(file_okay=False), help="A local copy of the set, laid out as on the hub.")
 @click.option("--limit", type=int, help="At most this many groups per subset.")
 @click.option("--resolution", default=512, show_default=True, help="Image side the judge sees (shorter side, centre crop).")

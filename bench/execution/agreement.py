@@ -43,7 +43,7 @@ def judge_options(path: str | None, untrained: bool) -> MetricOptions:
 
 def score_groups(groups: list[PreferenceGroup], metric_name: str, options: MetricOptions, resolution: int,
                  device: str = "cpu") -> tuple[list[JudgedGroup], dict | None]:  # fmt: skip
-    """The metric's value for every candidate, and the identity of the judge that gave them."""
+    """The metric's value for every candidate, and the identity of the judge or reward model that gave them."""
     from bench.metrics.judge import judge_identity
 
     metric = get_metric(metric_name)()
@@ -63,7 +63,7 @@ def score_groups(groups: list[PreferenceGroup], metric_name: str, options: Metri
         values = [s.values[metric_name] for s in scores]
         failures = [_failure(metric, s.notes.get(metric_name)) for s in scores]
         judged.append(JudgedGroup(group, values, failures))
-    return judged, judge_identity(extractors)
+    return judged, judge_identity(extractors) or getattr(metric, "identity", None)  # a judge or a reward model
 
 
 def _failure(metric: ImageMetric, note: str | None) -> str | None:

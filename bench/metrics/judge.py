@@ -43,7 +43,7 @@ from bench.errors import ConfigError, unknown
 from bench.metrics.base import ImageMetric
 from bench.metrics.extractors import network
 from bench.metrics.judge_answers import read_answer
-from bench.metrics.judge_backends import ChatEndpoint, JudgeOptions, LocalVLM
+from bench.metrics.judge_backends import Chat, ChatEndpoint, JudgeOptions, LocalVLM
 from bench.metrics.judge_failures import (
     NO_INSTRUCTION,
     OK,
@@ -81,20 +81,31 @@ JUDGE = Option("judge", JudgeOptions, JudgeOptions(), "the VLM judge of vie_sc, 
 @dataclass(frozen=True)
 class TemplatePart:
     """One prompt of a template: the images it shows (``source``/``edited``, in order), its text,
-    the placeholder the instruction replaces (None: no instruction) and the criteria it rates."""
+    the placeholder the instruction replaces (None: no instruction), the criteria it rates and
+    ``labels``, a text before each image (none: the images, then the text)."""
 
     images: tuple[str, ...]
     prompt: str
     placeholder: str | None
     criteria: tuple[str, ...]
+    labels: tuple[str, ...] = ()
+
+    def request(self, pictures: list, text: str):
+        """What the backend is asked: ``(images, text)``, or the labels and images interleaved."""
+        if not self.labels:
+            return pictures, text
+        return Chat((*(x for pair in zip(self.labels, pictures) for x in pair), text))
 
 
 @dataclass(frozen=True)
 class Template:
+    """A judge template (see a template file's header); every score is multiplied by ``scale``."""
+
     version: str
     score_range: tuple[float, float]
     max_new_tokens: int
     parts: dict[str, TemplatePart]
+    scale: float = 1.0
 
 
 def template_names() -> list[str]:
@@ -109,8 +120,10 @@ def load_template(name: str) -> Template:
     data = yaml.safe_load(path.read_text(encoding="utf-8"))
     try:
         parts = {key: TemplatePart(tuple(data[key]["images"]), data[key]["prompt"], data[key]["placeholder"],
-                                   tuple(data[key]["criteria"])) for key in ("sc", "pq")}  # fmt: skip
-        return Template(data["version"], tuple(data["score_range"]), int(data["max_new_tokens"]), parts)
+                                   tuple(data[key]["criteria"]), tuple(data[key].get("labels", ())))
+                 for key in ("sc", "pq")}  # fmt: skip
+        return Template(data["version"], tuple(data["score_range"]), int(data["max_new_tokens"]), parts,
+                        float(data.get("scale", 1.0)))  # fmt: skip
     except (KeyError, TypeError, ValueError) as exc:
         raise ConfigError(f"judge template {path} lacks or mistypes {exc}; see the fields its header lists") from None
 
@@ -213,7 +226,7 @@ class Judge:
                     where[key].append((i, j))
                 else:
                     text = spec.prompt.replace(spec.placeholder, instruction) if spec.placeholder else spec.prompt
-                    asks.append((pictures, text))
+                    asks.append(spec.request(pictures, text))
                     seeds.append(j)
                     where[key] = [(i, j)]
         replies = self.backend.answer_many(asks, self.template.max_new_tokens, seeds) if asks else []
@@ -240,9 +253,10 @@ class Judge:
         if not reading.ok:
             what = "answer out of range" if reading.kind == OUT_OF_RANGE else "unreadable answer"
             return Answer(text, NAN, f"{what}: {reading.reason}", reading.kind)
+        scale = self.template.scale
         if expected and len(expected) == len(reading.scores):  # judge.expected_score: the probability-weighted scores
-            return Answer(text, min(expected))
-        return Answer(text, min(reading.scores))
+            return Answer(text, min(expected) * scale)
+        return Answer(text, min(reading.scores) * scale)
 
 
 def failed_answer(error: Exception) -> Answer:
@@ -270,6 +284,9 @@ def judge_backend(options, device, untrained: bool, seed: int):
 def load_judge(options, device, untrained: bool, seed: int) -> Judge:
     """The VIEScore judge ``options`` (``JudgeOptions``) describe (backend: ``judge_backend``)."""
     template = load_template(options.template)
+    if options.expected_score and tuple(template.score_range) != (0, 10):
+        raise ConfigError(f"metric_options.judge.expected_score reads scores of 0-10; template {options.template} "
+                          f"scores {template.score_range[0]:g}-{template.score_range[1]:g}")  # fmt: skip
     return Judge(judge_backend(options, device, untrained, seed), template, options.instruction, options.samples)
 
 

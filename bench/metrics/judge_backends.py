@@ -58,7 +58,10 @@ class JudgeOptions:
     ``samples``: answers asked per item (k; the item's score is their mean, tables show their
     spread), each with its own seed, at ``temperature`` (0: greedy; k > 1 at 0 measures only the
     server's nondeterminism); ``expected_score`` (local only): score by the expected value of
-    each score's tokens instead of the greedy digits.
+    each score's tokens instead of the greedy digits; ``top_p``, ``top_k``: nucleus and top-k
+    sampling when sampling (null: the server's or the model's generation config's);
+    ``adapter`` (local only): a LoRA adapter folder or hub id (safetensors) merged into ``model``
+    with peft, as EditScore's scorer loads its LoRA.
     """
 
     backend: str = "local"
@@ -77,6 +80,9 @@ class JudgeOptions:
     samples: int = 1
     temperature: float = 0.0
     expected_score: bool = False
+    top_p: float | None = None
+    top_k: int | None = None
+    adapter: str | None = None
 
     def __post_init__(self):
         where = "metric_options.judge"
@@ -98,6 +104,16 @@ class JudgeOptions:
         if self.expected_score and (self.backend != "local" or self.temperature):
             raise ConfigError(f"{where}.expected_score needs the local backend and greedy decoding (temperature 0): "
                               "an endpoint does not return the score tokens' probabilities")  # fmt: skip
+        if self.top_p is not None and (isinstance(self.top_p, bool) or not isinstance(self.top_p, (int, float))
+                                       or not 0 < self.top_p <= 1):  # fmt: skip
+            raise ConfigError(f"{where}.top_p = {self.top_p!r}; expected a number in (0, 1]")
+        if self.top_k is not None and (isinstance(self.top_k, bool) or not isinstance(self.top_k, int)
+                                       or self.top_k < 1):  # fmt: skip
+            raise ConfigError(f"{where}.top_k = {self.top_k!r}; expected a positive integer")
+        if (self.top_p is not None or self.top_k is not None) and not self.temperature:
+            raise ConfigError(f"{where}: top_p and top_k shape sampling; set a temperature > 0 (0 is greedy)")
+        if self.adapter and self.backend != "local":
+            raise ConfigError(f"{where}.adapter is for the local backend; a server serves its LoRA under a model name")
         for key in ("timeout_s", "backoff_s"):
             value = getattr(self, key)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0 or (key == "timeout_s" and not value):
@@ -128,7 +144,14 @@ def decoding(options: JudgeOptions) -> str:
     """How answers are decoded, as the judge's identity records it."""
     if not options.temperature:
         return "greedy" + (", expected score from token probabilities" if options.expected_score else "")
-    return f"sampled at temperature {options.temperature:g}, seed per answer"
+    nucleus = f", top_p {options.top_p:g}" if options.top_p is not None else ""
+    top_k = f", top_k {options.top_k}" if options.top_k is not None else ""
+    return f"sampled at temperature {options.temperature:g}{nucleus}{top_k}, seed per answer"
+
+
+def sampling(options: JudgeOptions) -> dict:
+    """The sampling settings a request carries beyond the temperature (the ones set)."""
+    return {key: getattr(options, key) for key in ("top_p", "top_k") if getattr(options, key) is not None}
 
 
 class JudgeBackend:
@@ -144,7 +167,7 @@ class JudgeBackend:
 
 
 class LocalVLM(JudgeBackend):
-    """A transformers vision-language model, loaded once, greedy decoding."""
+    """A transformers vision-language model (with a LoRA adapter merged when one is named), loaded once."""
 
     def __init__(self, options: JudgeOptions, device, untrained_folder: Path | None = None):
         import torch
@@ -167,6 +190,9 @@ class LocalVLM(JudgeBackend):
 
         what = f"judge {options.model}"
         self.model = local_or_cached(source, load_model, what, f"vision-language model {options.model!r}")
+        adapter = options.adapter if not untrained_folder else None  # a LoRA of the real model, not the tiny one
+        if adapter:
+            self.model = merged_adapter(self.model, adapter)
         self.model.to(device).eval().requires_grad_(False)
         self.processor = local_or_cached(source, lambda n, **k: AutoProcessor.from_pretrained(n, **revision, **k),
                                          what, f"processor of {options.model!r}")  # fmt: skip
@@ -175,7 +201,7 @@ class LocalVLM(JudgeBackend):
             "backend": "local", "model": f"untrained {untrained_folder.name}" if untrained_folder else options.model,
             "revision": options.revision or weights_revision(self.model),
             "decoding": decoding(options), "dtype": str(dtype).removeprefix("torch."),
-        }  # fmt: skip
+        } | ({"adapter": adapter} if adapter else {})  # fmt: skip
         self.options = options
 
     def answer_many(self, requests, max_new_tokens, seeds=None):
@@ -191,11 +217,11 @@ class LocalVLM(JudgeBackend):
                                                   add_generation_prompt=True)  # fmt: skip
         images = [p for p in request.parts if not isinstance(p, str)]
         inputs = self.processor(text=[chat], images=images, return_tensors="pt").to(self.device)
-        sampling = {"do_sample": True, "temperature": float(self.options.temperature)} if self.options.temperature else {
-            "do_sample": False}  # fmt: skip
+        sampled = {"do_sample": True, "temperature": float(self.options.temperature), **sampling(self.options)}
+        decode = sampled if self.options.temperature else {"do_sample": False}
         with torch.no_grad(), torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
             torch.manual_seed(seed)
-            out = self.model.generate(**inputs, max_new_tokens=max_new_tokens, num_beams=1, **sampling,
+            out = self.model.generate(**inputs, max_new_tokens=max_new_tokens, num_beams=1, **decode,
                                       output_logits=self.options.expected_score,
                                       return_dict_in_generate=True)  # fmt: skip
         new = out.sequences[:, inputs["input_ids"].shape[1] :]
@@ -205,6 +231,27 @@ class LocalVLM(JudgeBackend):
         from bench.metrics.judge_expected import expected_scores
 
         return expected_scores(self.model, self.processor.tokenizer, inputs, new[0], out.logits, answer)
+
+
+def merged_adapter(model, adapter: str):
+    """``model`` with the LoRA ``adapter`` (a folder, or a hub id in the local cache; its
+    ``adapter_model.safetensors``) merged by peft (``merge_and_unload``)."""
+    from peft import PeftModel
+
+    from bench.metrics.offline import ExtractorMissing, hf_cache
+
+    folder = Path(adapter).expanduser()
+    if not folder.is_dir():
+        from huggingface_hub import snapshot_download
+
+        try:
+            folder = Path(snapshot_download(adapter, local_files_only=True))
+        except Exception:  # not in the cache (huggingface_hub raises several kinds)
+            pass
+    if not (folder / "adapter_model.safetensors").is_file():
+        raise ExtractorMissing(f"judge adapter {adapter}", f"LoRA adapter_model.safetensors of {adapter!r}",
+                               [str(folder), f"Hugging Face cache {hf_cache()}"])  # fmt: skip
+    return PeftModel.from_pretrained(model, str(folder)).merge_and_unload()
 
 
 def weights_revision(model) -> str:
@@ -270,7 +317,8 @@ class ChatEndpoint(JudgeBackend):
             "url": "data:image/png;base64," + base64.b64encode(png_data(p)).decode()}} for p in request.parts]  # fmt: skip
         system = [{"role": "system", "content": request.system}] * bool(request.system)
         body = {"model": self.options.model, "messages": system + [{"role": "user", "content": content}],
-                "temperature": self.options.temperature, "max_tokens": max_new_tokens, "stream": False}  # fmt: skip
+                "temperature": self.options.temperature, "max_tokens": max_new_tokens, "stream": False,
+                **sampling(self.options)}  # fmt: skip
         if seed is not None:
             body["seed"] = seed
         return json.dumps(body).encode()
