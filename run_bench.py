@@ -25,6 +25,37 @@ def _fail_cleanly(fn):
     return wrapper
 
 
+def tracker_options(fn):
+    """``--log``, ``--log-uri`` and ``--log-project``: log the run to an experiment tracker."""
+    options = [
+        click.option("--log", "log_to", type=click.Choice(["mlflow", "wandb"]),
+                     help="Also log the run to MLflow or Weights & Biases (the extra editbench[mlflow] or [wandb]); "
+                          "offline by default; a logging failure is a warning, never a failed run."),
+        click.option("--log-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else a SQLite store in "
+                                       "mlflow/ beside the run folder) or W&B folder (default: $WANDB_DIR, else beside it)."),
+        click.option("--log-project", default="editbench", show_default=True, help="MLflow experiment or W&B project."),
+    ]  # fmt: skip
+    for option in reversed(options):
+        fn = option(fn)
+    return fn
+
+
+def _log_run(run_dir, log_to, uri, project) -> None:
+    """Log ``run_dir`` to the tracker, if one is asked for; a failure is a warning on stderr."""
+    if log_to:
+        from bench.reporting.tracking import log_run
+
+        logged, message = log_run(run_dir, log_to, uri, project)
+        click.echo(message if logged else f"warning: {message}", err=True)
+
+
+def _check_tracker(log_to) -> None:
+    if log_to:
+        from bench.reporting.tracking import check_tracker
+
+        check_tracker(log_to)
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="editbench", message="%(prog)s %(version)s")
 def main():
@@ -33,7 +64,7 @@ def main():
 
 @main.command()
 @click.argument("config", type=click.Path(dir_okay=False), required=False)
-@click.option("--backbone", help="Backbone: 'tiny' or 'tiny-sd3' (embedded, untrained), a pipeline folder, or a hub id.")
+@click.option("--backbone", help="Backbone: an embedded untrained one (tiny, tiny-sdxl, tiny-sd3), a pipeline folder, or a hub id (owner/name).")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=V[,V...]", help="Override a config value, e.g. sdedit.t0=0.3,0.5.")
 @click.option("--out", type=click.Path(file_okay=False), help="Parent folder of the new run folder (default: the config's output).")
 @click.option("--resume", "resume_dir", type=click.Path(file_okay=False), help="Finish an interrupted run folder instead.")
@@ -45,15 +76,17 @@ def main():
 @click.option("--workers", type=click.IntRange(1), help="Ray workers (default: one per GPU, else 1).")
 @click.option("--ray-address", help="Join this Ray cluster ('auto' or ray://host:port) instead of starting a local Ray.")
 @click.option("--include", "includes", multiple=True, metavar="MODULE|FILE.py", help="Import methods from outside editbench (repeatable).")
+@tracker_options
 @_fail_cleanly
 def run(config, backbone, overrides, out, resume_dir, quiet, untrained_extractors, batch_size, dry_run, executor, workers,
-        ray_address, includes):  # fmt: skip
+        ray_address, includes, log_to, log_uri, log_project):  # fmt: skip
     """Run a sweep CONFIG (or --resume RUN_DIR); prints the run folder (also on stderr as it starts)."""
     from bench.execution.config import load_config
     from bench.execution.plan import collapsed_settings, dry_run_text
     from bench.execution.runner import resume_run, start_run
 
     executor_overrides = executor_settings(executor, workers, ray_address)
+    _check_tracker(log_to)
     started = [Path(resume_dir)] if resume_dir else []
 
     def announce(run_dir):
@@ -87,7 +120,9 @@ def run(config, backbone, overrides, out, resume_dir, quiet, untrained_extractor
     except KeyboardInterrupt:
         _interrupted(started[0] if started else None)
     click.echo(", ".join(f"{v} {k}" for k, v in counts.items() if v), err=True)
+    _report_warnings(run_dir)
     nothing_succeeded = _report_failures(run_dir)
+    _log_run(run_dir, log_to, log_uri, log_project)
     click.echo(str(run_dir))
     if nothing_succeeded:
         sys.exit(ALL_FAILED)
@@ -95,6 +130,25 @@ def run(config, backbone, overrides, out, resume_dir, quiet, untrained_extractor
 
 #: Exit status of ``run`` when cells failed and none succeeded (the run folder is still printed).
 ALL_FAILED = 3
+
+
+#: Dataset warnings printed at the end of a run; the run's store keeps every one.
+MAX_WARNINGS_SHOWN = 5
+
+
+def _report_warnings(run_dir: Path) -> None:
+    """Print the dataset warnings the run recorded (a clipped mask, an upscaled tiny source) on stderr."""
+    from bench.store import Store
+
+    store = Store(run_dir)
+    try:
+        warnings = store.info("warnings", [])
+    finally:
+        store.close()
+    for warning in warnings[:MAX_WARNINGS_SHOWN]:
+        click.echo(f"warning: {warning}", err=True)
+    if len(warnings) > MAX_WARNINGS_SHOWN:
+        click.echo(f"warning: ... and {len(warnings) - MAX_WARNINGS_SHOWN} more (recorded in {run_dir})", err=True)
 
 
 def _report_failures(run_dir: Path) -> bool:
@@ -154,18 +208,52 @@ def resumed_executor(run_dir, overrides: dict):
 @click.option("--md", "md_path", type=click.Path(dir_okay=False), help="Write a Markdown report here (figures in <name>_files/).")
 @click.option("--plane", "planes", multiple=True, metavar="X:Y", help="Trade-off plot axes, e.g. clip_score:lpips_bg (repeatable).")
 @click.option("--grid", "n_grid", type=click.IntRange(0), default=3, show_default=True, help="Samples shown as image grids.")
-@click.option("--table", type=click.Choice(["piebench", "gedit", "categories"]), help="Show a benchmark's published table view instead: piebench (its columns, units, edit types) gedit (VIEScore SC/PQ/O per task type, language and subset), or categories (one table per edit/task type, language, subset, ... with n per row).")
+@click.option("--table", type=click.Choice(["piebench", "gedit", "categories", "magicbrush", "drift"]), help="Show a benchmark's published table view instead: piebench (its columns, units, edit types) gedit (VIEScore SC/PQ/O per task type, language and subset), categories (one table per edit/task type, language, subset, ... with n per row), magicbrush (L1, L2, CLIP-I, DINO, CLIP-T in its single-turn and multi-turn settings), or drift (each metric per turn of a multi-turn run; --md adds its plots).")
 @click.option("--by", "by", multiple=True, metavar="CATEGORY", help="With --table categories: only this category (edit_type or a group, e.g. language; repeatable).")
+@click.option("--metric", "drift_metrics", multiple=True, metavar="METRIC", help="With --table drift: only this metric (repeatable; default: every per-image metric of the run).")
 @click.option("--reference", "reference_path", type=click.Path(dir_okay=False), help="YAML of published numbers shown beside the run, e.g. references/piebench_table1.yaml (implies --table piebench).")
 @click.option("--ci", is_flag=True, help="With --table: also show 95% bootstrap intervals.")
 @click.option("--rank", "rank_metric", metavar="METRIC", help="Print each method's settings ordered by METRIC, with CI, n and which differences the paired test tells apart.")
+@click.option("--gallery", "gallery_path", type=click.Path(dir_okay=False), help="Write a gallery of every sample here: one HTML page to filter and sort by any metric, against a baseline.")
+@tracker_options
 @_fail_cleanly
-def report(run_dir, html_path, md_path, planes, n_grid, table, by, reference_path, ci, rank_metric):
-    """Print the run's tables as Markdown; with --html/--md also write full reports with plots and image grids."""
+def report(run_dir, html_path, md_path, planes, n_grid, table, by, drift_metrics, reference_path, ci, rank_metric,
+           gallery_path, log_to, log_uri, log_project):  # fmt: skip
+    """Print the run's tables as Markdown; with --html/--md also write full reports with plots and image grids,
+    with --gallery a page of every sample to filter and sort, with --log send the run to a tracker."""
+    _check_tracker(log_to)
+    if gallery_path:
+        from bench.reporting.gallery import write_gallery
+
+        click.echo(f"gallery -> {write_gallery(run_dir, gallery_path)}", err=True)
+    views = (html_path, md_path, table, by, drift_metrics, reference_path, ci, rank_metric)
+    if any(views) or not (gallery_path or log_to):  # the tables are printed when nothing else is asked for
+        _report_views(run_dir, html_path, md_path, planes, n_grid, table, by, drift_metrics, reference_path, ci,
+                      rank_metric)
+    _log_run(run_dir, log_to, log_uri, log_project)
+
+
+def _report_views(run_dir, html_path, md_path, planes, n_grid, table, by, drift_metrics, reference_path, ci, rank_metric):
     from bench.reporting.report import build_report, report_markdown, write_markdown
 
     if by and table != "categories":
         raise ConfigError("--by picks the categories of --table categories; add --table categories")
+    if drift_metrics and table != "drift":
+        raise ConfigError("--metric picks the metrics of --table drift; add --table drift")
+    if table in ("magicbrush", "drift"):
+        if html_path or reference_path:
+            raise ConfigError(f"--table {table} is written as Markdown (--md), not with --html or --reference")
+        if table == "magicbrush":
+            from bench.reporting.magicbrush_table import write_magicbrush
+
+            lines = write_magicbrush(run_dir, ci, md_path)
+        else:
+            from bench.reporting.turns import write_drift
+
+            lines = write_drift(run_dir, list(drift_metrics) or None, md_path)
+        for line in lines:
+            click.echo(line, err=bool(md_path))
+        return
     if table == "categories":
         from bench.reporting.category_table import category_markdown
 
@@ -311,14 +399,70 @@ def export(run_dir, csv_path, parquet_path):
 @click.argument("run_dir", type=click.Path(exists=True, file_okay=False))
 @click.option("--metrics", "names", required=True, metavar="NAME[,NAME...]", help="Metrics to add, e.g. lpips,clip_score,fid.")
 @click.option("--untrained-extractors", is_flag=True, help="Extractors without local weights get seeded random weights (labelled).")
+@click.option("--retry-failed", is_flag=True,
+              help="Also ask the judge again the requests that failed (refused, filtered, transport error, timeout).")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
+@tracker_options
 @_fail_cleanly
-def score(run_dir, names, untrained_extractors, quiet):
+def score(run_dir, names, untrained_extractors, retry_failed, quiet, log_to, log_uri, log_project):
     """Add metrics to a finished run from its saved images, without re-running methods."""
     from bench.execution.scoring import score_run
 
-    counts = score_run(run_dir, [n.strip() for n in names.split(",") if n.strip()], untrained_extractors, not quiet)
+    _check_tracker(log_to)
+    names = [n.strip() for n in names.split(",") if n.strip()]
+    counts = score_run(run_dir, names, untrained_extractors, not quiet, retry_failed)
     click.echo(", ".join(f"{v} {k}" for k, v in counts.items()), err=True)
+    _log_run(run_dir, log_to, log_uri, log_project)
+
+
+@main.command("judge-agreement")
+@click.option("--set", "set_name", required=True, metavar="NAME", help="A preference set card: editreward_bench, vcreward_bench.")
+@click.option("--judge", "judge_path", type=click.Path(dir_okay=False), help="YAML with judge: (JudgeOptions keys) or metric_options:.")
+@click.option("--metric", default="vie_o", show_default=True, help="The metric that scores each candidate: a judge (vie_o) or a reward model (edit_reward).")
+@click.option("--path", "set_path", type=click.Path(file_okay=False), help="A local copy of the set, laid out as on the hub.")
+@click.option("--limit", type=int, help="At most this many groups per subset.")
+@click.option("--resolution", default=512, show_default=True, help="Image side the judge sees (shorter side, centre crop).")
+@click.option("--device", default="cpu", show_default=True, help="Where a local judge runs.")
+@click.option("--untrained-extractors", is_flag=True, help="A local judge without weights is tiny and random (smoke numbers).")
+@click.option("--md", "md_path", type=click.Path(dir_okay=False), help="Also write the Markdown here.")
+@_fail_cleanly
+def judge_agreement(set_name, judge_path, metric, set_path, limit, resolution, device, untrained_extractors, md_path):
+    """How well a judge agrees with human preferences: pairwise accuracy (with/without ties), group accuracy, rank correlations."""
+    from bench.execution.agreement import judge_options, score_groups
+    from bench.preferences import load_preferences, preference_cards
+    from bench.reporting.agreement import agreement, agreement_markdown
+
+    groups = load_preferences(set_name, set_path, limit)
+    judged, identity = score_groups(groups, metric, judge_options(judge_path, untrained_extractors), resolution, device)
+    line = (identity or {}).get("line") or f"metric {metric}"
+    if untrained_extractors:
+        line += " (untrained: smoke numbers)"
+    text = agreement_markdown(agreement(set_name, preference_cards()[set_name], judged, metric, line))
+    if md_path:
+        output_file(md_path).write_text(text)
+    click.echo(text)
+
+
+@main.command()
+@click.argument("run_dir", type=click.Path(exists=True, file_okay=False))
+@click.option("--judge", "judge_path", type=click.Path(dir_okay=False), help="YAML with judge: (JudgeOptions keys), e.g. PVC-Judge's endpoint.")
+@click.option("--rows", multiple=True, metavar="METHOD", help="Compare only these methods' rows (repeatable; default: all).")
+@click.option("--template", default="pvc_pairwise_v1", show_default=True, help="A pairwise template of bench/metrics/templates.")
+@click.option("--untrained-extractors", is_flag=True, help="A local judge without weights is tiny and random (smoke numbers).")
+@_fail_cleanly
+def pairwise(run_dir, judge_path, rows, template, untrained_extractors):
+    """Compare a run's rows cell by cell with a pairwise judge (A / B / tie): win rates; matches to pairwise.jsonl."""
+    from bench.devices import resolve_device
+    from bench.execution.agreement import judge_options
+    from bench.execution.pairwise import judge_run
+    from bench.metrics.pairwise import load_pairwise_judge
+    from bench.reporting.pairwise import win_rate_markdown, win_rates
+
+    options = judge_options(judge_path, untrained_extractors)
+    judge = load_pairwise_judge(options.judge, resolve_device("auto"), untrained_extractors, options.seed, template)
+    matches = judge_run(Path(run_dir), judge, list(rows), options.judge.instruction, options.batch_size)
+    line = judge.describe() + (" (untrained: smoke numbers)" if untrained_extractors else "")
+    click.echo(win_rate_markdown(win_rates(matches), line))
 
 
 @main.command()
@@ -386,8 +530,13 @@ def datasets():
     """List bundled datasets and the formats ``dataset.path`` accepts."""
     from bench.data import DatasetSpec, dataset_cards, load_dataset
 
-    cards = sorted(dataset_cards().items(), key=lambda item: item[1].get("format") == "hub")  # bundled sets first
+    order = {"hub": 1, "preferences": 2}  # bundled sets first, then hub benchmarks, then preference sets
+    cards = sorted(dataset_cards().items(), key=lambda item: order.get(item[1].get("format"), 0))
     for name, card in cards:
+        if card.get("format") == "preferences":  # human preferences for judge-agreement, not samples to edit
+            click.echo(f"{name}: preference set {card['hub']} (editbench judge-agreement --set {name}). "
+                       f"{' '.join(card['description'].split())}")
+            continue
         if card.get("format") == "hub":  # not loaded here: it may not be in the cache
             click.echo(f"{name}: hub {card['hub']} (split {card['split']}; licence {card['license']}; metrics its "
                        f"authors report: {' '.join(card['reported'].split())}). {' '.join(card['description'].split())}")

@@ -53,7 +53,9 @@ PACKAGE_IMAGES = frozenset({
 PACKAGE_PREFIXES = ("skimage:", "matplotlib:")
 
 
-TURNS = ("first", "all")
+#: ``dataset.turns``: which turns of a multi-turn benchmark run, and what each edits (``DatasetSpec``).
+TURNS = ("first", "independent", "iterative")
+TURN_ALIASES = {"all": "independent"}  # the name ``independent`` had before chains existed
 
 
 @dataclass(frozen=True)
@@ -68,9 +70,11 @@ class DatasetSpec:
     - ``path`` alone: a PIE-Bench folder with ``mapping_file.json``, or a ``.jsonl`` manifest.
 
     Giving nothing means the bundled ``sample`` set. Filters, in this order: ``turns`` (multi-turn
-    benchmarks: ``first`` turn only, the single-turn protocol, or ``all`` turns, each edited
-    independently from its recorded source), ``where`` (a group's allowed values, e.g.
-    ``{language: en}``), ``edit_types``, then ``limit``. ``resolution_policy`` (``square``,
+    benchmarks: ``first`` turn only, the single-turn protocol; ``independent`` (alias ``all``):
+    every turn, each edited from its recorded source; ``iterative``: every turn, and each chain
+    also edited turn after turn from the method's own previous output, see
+    ``bench.execution.chains``), ``where`` (a group's allowed values, e.g. ``{language: en}``),
+    ``edit_types``, then ``limit`` (whole chains when ``iterative``). ``resolution_policy`` (``square``,
     ``keep_aspect`` or ``model``, or a mapping; ``bench.samples.ResolutionPolicy``) sets the size
     its images are prepared at; default the card's ``resolution_policy``, else ``square``.
     """
@@ -98,12 +102,16 @@ class DatasetSpec:
         if card is None and (self.split or self.revision or self.allow_download or self.where):
             raise ConfigError("dataset: split, revision, allow_download and where apply to hub benchmarks only "
                               "(give 'hub: ID' or the name of a hub card)")  # fmt: skip
+        if self.revision is not None and self.path is not None:
+            raise ConfigError(f"dataset.revision {self.revision!r} picks a version of the hub repository in the Hugging "
+                              f"Face cache; dataset.path {self.path!r} is a local copy, read as it is: give one of them")  # fmt: skip
         if self.name is None and self.path is None and self.hub is None:
             object.__setattr__(self, "name", DEFAULT_DATASET)
         if self.limit is not None and (not isinstance(self.limit, int) or self.limit < 1):
             raise ConfigError(f"dataset.limit = {self.limit!r} is not allowed; expected a positive integer")
         if not isinstance(self.allow_download, bool):
             raise ConfigError(f"dataset.allow_download = {self.allow_download!r}; expected true or false")
+        object.__setattr__(self, "turns", TURN_ALIASES.get(self.turns, self.turns))
         if self.turns not in TURNS:
             raise ConfigError(f"dataset.turns: {unknown('turn rule', self.turns, TURNS)}")
         allowed = tuple(card.get("edit_types") or ()) if card else KNOWN_EDIT_TYPES  # a card without a list: any
@@ -128,9 +136,9 @@ class DatasetSpec:
         """The bundled card of a hub benchmark this spec names (by ``name`` or ``hub``), else ``None``."""
         cards = dataset_cards()
         if self.hub is not None:
-            found = [c for c in cards.values() if c.get("hub") == self.hub]
+            found = [c for c in cards.values() if c.get("hub") == self.hub and c.get("format") == "hub"]
             if not found:
-                hubs = [c["hub"] for c in cards.values() if c.get("hub")]
+                hubs = [c["hub"] for c in cards.values() if c.get("format") == "hub"]
                 raise ConfigError(f"dataset.hub {self.hub!r} has no bundled card; cards exist for {', '.join(hubs)}")
             return found[0]
         card = cards.get(self.name) if self.name is not None else None
@@ -214,7 +222,11 @@ def load_jsonl(path: Path, package_images: bool = False) -> list[SampleRef]:
     """One JSON object per line: ``id``, ``image`` (path relative to the manifest),
     ``source_prompt``, optional ``target_prompt``, ``mask`` (image path) or ``mask_shapes``,
     ``edit_words``, ``edit_type``, ``class_label``, ``instruction``, ``groups``. Every field's type is checked here; a bad
-    line fails its own sample. ``package_images``: bundled cards only, allow ``PACKAGE_IMAGES``."""
+    line fails its own sample. ``package_images``: bundled cards only, allow ``PACKAGE_IMAGES``.
+
+    A multi-turn line gives ``instructions`` (one per turn) and optionally ``target_prompts`` (as
+    many): it becomes one sample per turn, ``<id>_<turn>`` of chain ``<id>``, each with its turn's
+    instruction and target prompt; every turn's recorded source is the line's image."""
     root = path.parent
     refs = []
     for lineno, line in enumerate(path.read_text().splitlines(), 1):
@@ -232,10 +244,28 @@ def load_jsonl(path: Path, package_images: bool = False) -> list[SampleRef]:
         edit_type = entry.get("edit_type") if isinstance(entry.get("edit_type"), str) else None
         if error:
             refs.append(_broken_ref(sample_id, f"{error} ({path.name} line {lineno})", edit_type))
+        elif "instructions" in entry:
+            refs += _turn_refs(sample_id, entry, root, package_images, edit_type)
         else:
             groups = entry.get("groups") or {}
             refs.append(SampleRef(sample_id, edit_type, _jsonl_loader(sample_id, entry, root, package_images), groups))
     return _unique(refs, path)
+
+
+def _turn_refs(chain: str, entry: dict, root: Path, package_images: bool, edit_type) -> list[SampleRef]:
+    """The turns of a multi-turn line (``instructions``, optional ``target_prompts``), one sample each."""
+    prompts = entry.get("target_prompts") or [entry.get("target_prompt")] * len(entry["instructions"])
+    if len(prompts) != len(entry["instructions"]):
+        n = len(entry["instructions"])
+        return [_broken_ref(chain, f"target_prompts has {len(prompts)} entries for {n} instructions")]
+    refs = []
+    for turn, (instruction, prompt) in enumerate(zip(entry["instructions"], prompts), 1):
+        sample_id = f"{chain}_{turn}"
+        one = {k: v for k, v in entry.items() if k not in ("instructions", "target_prompts")}
+        one.update(id=sample_id, instruction=instruction, target_prompt=prompt)
+        load = _jsonl_loader(sample_id, one, root, package_images)
+        refs.append(SampleRef(sample_id, edit_type, load, entry.get("groups") or {}, chain=chain, turn=turn))
+    return refs
 
 
 def _jsonl_loader(sample_id: str, entry: dict, root: Path, package_images: bool) -> Callable[[int], Sample]:
@@ -371,6 +401,21 @@ def _unique(refs: list[SampleRef], where: Path) -> list[SampleRef]:
     return refs
 
 
+def chains(refs: list[SampleRef]) -> list[list[SampleRef]]:
+    """The samples grouped into chains (a sample without one is a chain of its own), each in turn
+    order, the chains in the order of their first sample."""
+    grouped: dict[str, list[SampleRef]] = {}
+    for ref in refs:
+        grouped.setdefault(ref.chain or ref.id, []).append(ref)
+    return [sorted(chain, key=lambda r: r.turn or 0) for chain in grouped.values()]
+
+
+def chained_turns(refs: list[SampleRef], turns: str) -> list[SampleRef]:
+    """The samples that ``turns: iterative`` also edits from the method's previous output: every
+    turn of a chain after its first (none for other rules)."""
+    return [ref for chain in chains(refs) for ref in chain[1:]] if turns == "iterative" else []
+
+
 def dataset_cards() -> dict[str, dict]:
     """Bundled dataset cards, ``datasets/<name>/card.yaml``, by name."""
     cards = {}
@@ -382,7 +427,8 @@ def dataset_cards() -> dict[str, dict]:
 
 
 def load_dataset(spec: DatasetSpec) -> list[SampleRef]:
-    """The spec's samples, filtered (turns, groups, edit type), then cut to ``limit``."""
+    """The spec's samples, filtered (turns, groups, edit type), then cut to ``limit`` (samples, or
+    whole chains when ``turns: iterative``)."""
     card = spec.card()
     if card is not None:
         from bench.hub_data import load_hub_benchmark
@@ -393,6 +439,9 @@ def load_dataset(spec: DatasetSpec) -> list[SampleRef]:
         if spec.name not in cards:
             raise ConfigError(unknown("dataset", spec.name, cards))
         card = cards[spec.name]
+        if card.get("format") == "preferences":
+            raise ConfigError(f"dataset {spec.name!r} is a human-preference set, not samples to edit; score a judge "
+                              f"on it with editbench judge-agreement --set {spec.name}")  # fmt: skip
         refs = load_jsonl(Path(card["folder"]) / card["manifest"], package_images=True)
     else:
         path = Path(spec.path).expanduser()
@@ -407,9 +456,26 @@ def load_dataset(spec: DatasetSpec) -> list[SampleRef]:
                 f"dataset path {str(path)!r}: expected a PIE-Bench folder (with mapping_file.json) or a .jsonl manifest"
                 " (a local copy of a hub benchmark goes with its card: dataset: {name: CARD, path: ...})"
             )
+    if spec.turns == "first":
+        refs = [r for r in refs if r.turn in (None, 1)]
     for group, allowed in (spec.where or {}).items():
         values = {str(v).lower() if isinstance(v, bool) else str(v) for v in (allowed if isinstance(allowed, list) else [allowed])}
-        refs = [r for r in refs if r.groups.get(group) in values]
+        refs = _kept(refs, lambda r: r.groups.get(group) in values, f"dataset.where.{group}", values,
+                     lambda r: r.groups.get(group))  # fmt: skip
     if spec.edit_types:
-        refs = [r for r in refs if r.edit_type in spec.edit_types]
+        refs = _kept(refs, lambda r: r.edit_type in spec.edit_types, "dataset.edit_types", spec.edit_types,
+                     lambda r: r.edit_type)  # fmt: skip
+    if spec.limit and spec.turns == "iterative":
+        kept = set(list(dict.fromkeys(r.chain or r.id for r in refs))[: spec.limit])
+        return [r for r in refs if (r.chain or r.id) in kept]
     return refs[: spec.limit] if spec.limit else refs
+
+
+def _kept(refs: list[SampleRef], keep: Callable, name: str, wanted, value_of: Callable) -> list[SampleRef]:
+    """The refs a filter keeps; a ``ConfigError`` naming the filter and the values present when it keeps none."""
+    kept = [r for r in refs if keep(r)]
+    if refs and not kept:
+        present = sorted({str(v) for r in refs if (v := value_of(r)) is not None})
+        raise ConfigError(f"{name} = {', '.join(sorted(map(str, wanted)))} selects no samples: it matches none of "
+                          f"the {len(refs)}; values present: {', '.join(present) or 'none'}")  # fmt: skip
+    return kept

@@ -67,6 +67,14 @@ def _word_pair(value) -> bool:
     return isinstance(value, list) and len(value) in (0, 2) and all(_text(w) for w in value)
 
 
+def _texts(value) -> bool:
+    return isinstance(value, list) and bool(value) and all(_text(v) for v in value)
+
+
+def _optional_texts(value) -> bool:
+    return value is None or (isinstance(value, list) and all(_optional_text(v) for v in value))
+
+
 def _label(value) -> bool:
     return value is None or _integer(value) or isinstance(value, str)
 
@@ -94,6 +102,8 @@ JSONL_FIELDS = {
     "class_label": Field(_label, "an ImageNet class index (integer) or name (string), or null"),
     "instruction": Field(_optional_text, "an edit instruction (a string) or null"),
     "groups": Field(_groups, 'an object of string values naming its subsets, e.g. {"language": "en"}'),
+    "instructions": Field(_texts, "a non-empty list of edit instructions, one per turn (a multi-turn sample)"),
+    "target_prompts": Field(_optional_texts, "a list of target prompts (strings or null), one per turn"),
 }
 
 PIE_FIELDS = {

@@ -3,7 +3,11 @@
 A bundled card (``datasets/<name>/card.yaml``, ``format: hub``) says how the benchmark's columns
 become sample fields: ``id`` (columns joined with ``_``), ``fields`` (sample field -> column),
 ``groups`` (category name -> column, e.g. ``language``), ``turns`` (multi-turn benchmarks) and the
-mask rule. The rows come from, in this order:
+mask rule. A multi-turn benchmark gives its turns one of two ways: ``turns: {column: C, first: 1}``,
+one row per turn whose column ``C`` numbers it (the chain is the row's other id columns, e.g.
+MagicBrush's ``img_id``), or ``turns: {list: FIELD}``, one row per chain whose ``FIELD`` column
+(e.g. ``instruction``) holds one entry per turn; any other mapped column holding a list gives
+each turn its own entry too (sample ids ``<id>_<turn>``). The rows come from, in this order:
 
 - ``dataset.path``, a local copy: a folder written by ``save_to_disk``, or a folder of parquet
   files laid out like the hub repository (``data/<split>-*.parquet``, read with ``load_dataset``);
@@ -11,18 +15,25 @@ mask rule. The rows come from, in this order:
   ``dataset.allow_download: true`` lets it fetch the repository when it is not cached. Nothing
   is downloaded otherwise, whatever ``HF_HUB_OFFLINE`` says.
 
-Images go through ``bench.samples``' preparation rule (the run's resolution policy; by default
-shorter side to the resolution, centre crop): the source, the ground truth (``target_image``, brought
-to the source's size) and the mask alike.
+Every column the card maps is checked against what it is read as (text: string; images: image;
+id: string or integer; groups: string, bool or integer; the turn column: the type of the card's
+first turn), naming column, expected and found type. Image cells are decoded per sample as the
+``datasets`` library does, from their ``{"bytes": ..., "path": ...}`` form: that also reads a parquet
+written by pandas, which lacks the image feature metadata. Images go through ``bench.samples``'
+preparation rule (the run's resolution policy; by default shorter side to the resolution, centre
+crop): the source, the ground truth (``target_image``, brought to the source's size; also kept at
+its own size as ``target_original``) and the mask alike.
 """
 
+import io
+import re
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 
 from bench.errors import ConfigError, SampleError
-from bench.samples import Sample, SampleRef, prepare_image, prepare_mask, to_eight_bit
+from bench.samples import Sample, SampleRef, image_tensor, prepare_image, prepare_mask, to_eight_bit
 
 #: Sample fields a card may map to a column (images: ``image``, ``target_image``, ``mask``).
 TEXT_FIELDS = ("source_prompt", "target_prompt", "instruction", "output_caption", "edit_type")
@@ -67,7 +78,7 @@ def _cached_snapshot(hub_id: str, revision: str | None, allow_download: bool) ->
                               f"({type(exc).__name__}: {str(exc).splitlines()[0][:200]}) (no network, or HF_HUB_OFFLINE=1)") from exc
         raise ConfigError(
             f"dataset {hub_id!r} (revision {revision or 'main'}) is not in the Hugging Face cache "
-            f"{constants.HF_HUB_CACHE}; download it once (huggingface-cli download {hub_id} --repo-type dataset), "
+            f"{constants.HF_HUB_CACHE}; download it once (hf download {hub_id} --repo-type dataset), "
             "give a local copy in dataset.path, or set dataset.allow_download: true"
         ) from exc
 
@@ -93,7 +104,7 @@ def open_benchmark(card: dict, spec) -> object:
 
 def _check_columns(card: dict, columns: list[str], where: str) -> None:
     wanted = [*card["id"], *card.get("fields", {}).values(), *card.get("groups", {}).values()]
-    if card.get("turns"):
+    if (card.get("turns") or {}).get("column"):
         wanted.append(card["turns"]["column"])
     missing = [c for c in dict.fromkeys(wanted) if c not in columns]
     if missing:
@@ -101,40 +112,138 @@ def _check_columns(card: dict, columns: list[str], where: str) -> None:
                           f"maps; it has {', '.join(columns)}")  # fmt: skip
 
 
+def column_kind(feature) -> str:
+    """A column's type in words: ``string``, ``integer``, ``float``, ``bool``, ``null``, ``image`` (an image
+    feature, or the ``{bytes, path}`` struct pandas writes), ``list of <kind>``, else the feature's own name."""
+    import datasets
+
+    if isinstance(feature, datasets.Image) or (isinstance(feature, dict) and "bytes" in feature):
+        return "image"
+    inner = feature[0] if isinstance(feature, list) else getattr(feature, "feature", None)  # [x], Sequence, List
+    if inner is not None:
+        return f"list of {column_kind(inner)}"
+    if not isinstance(feature, datasets.Value):
+        return type(feature).__name__
+    dtype = feature.dtype
+    if dtype in ("string", "large_string"):
+        return "string"
+    if dtype.startswith(("int", "uint")):
+        return "integer"
+    return "float" if dtype.startswith("float") else dtype  # bool, null, binary, ...
+
+
+def _column_roles(card: dict) -> list[tuple[str, str, tuple[str, ...]]]:
+    """(column, what the card reads it as, the column kinds that allows) for every column the card maps."""
+    roles = [(c, "part of the sample id", ("string", "integer")) for c in card["id"]]
+    turns = card.get("turns") or {}
+    for field, column in card.get("fields", {}).items():
+        kinds = ("image",) if field in IMAGE_FIELDS else ("string",)
+        if turns.get("list"):  # a chain's row may hold one entry per turn
+            kinds += tuple(f"list of {kind}" for kind in kinds)
+        roles.append((column, field, kinds + ("null",) * (field != "image")))  # an optional field may be empty
+    roles += [(c, f"group {name!r}", ("string", "bool", "integer")) for name, c in card.get("groups", {}).items()]
+    if turns.get("column"):
+        first = card["turns"]["first"]
+        kind = "integer" if isinstance(first, int) else "string"
+        roles.append((card["turns"]["column"], f"the turn (first turn {first!r})", (kind,)))
+    return roles
+
+
+def _check_types(card: dict, features, where: str) -> None:
+    """A ``ConfigError`` naming the first column whose type is not what the card reads it as."""
+    for column, role, kinds in _column_roles(card):
+        kind = column_kind(features[column])
+        if kind not in kinds:
+            found = features[column].dtype if kind in ("integer", "float") else kind  # int64, not just integer
+            raise ConfigError(f"dataset {where}: column {column!r} holds {found}; card {card['name']!r} reads it as "
+                              f"{role}, which needs {' or '.join(k for k in kinds if k != 'null')}")  # fmt: skip
+
+
+def undecoded(dataset, columns):
+    """``dataset`` with its image ``columns`` left as ``{bytes, path}`` cells, for ``image_cell`` to decode."""
+    import datasets
+
+    for column in columns:
+        if isinstance(dataset.features[column], datasets.Image):
+            dataset = dataset.cast_column(column, datasets.Image(decode=False))
+    return dataset
+
+
 def load_hub_benchmark(card: dict, spec) -> list[SampleRef]:
     """``SampleRef``s of a hub benchmark, after the card's turn rule; images are decoded per sample on load."""
+    where = spec.path or card["hub"]
     dataset = open_benchmark(card, spec)
-    _check_columns(card, list(dataset.column_names), spec.path or card["hub"])
+    _check_columns(card, list(dataset.column_names), where)
+    _check_types(card, dataset.features, where)
     fields, groups = card.get("fields", {}), card.get("groups", {})
+    dataset = undecoded(dataset, [fields[f] for f in IMAGE_FIELDS if f in fields])
     meta_columns = [c for c in dict.fromkeys([*card["id"], *fields.values(), *groups.values()])
                     if c not in {fields.get(f) for f in IMAGE_FIELDS}]  # fmt: skip
-    turns = card.get("turns")
-    if turns:
+    turns = card.get("turns") or {}
+    if turns.get("column"):
         meta_columns.append(turns["column"])
     meta = dataset.select_columns(meta_columns).to_dict()
+    if turns.get("column") and spec.turns == "first" and len(dataset) and turns["first"] not in meta[turns["column"]]:
+        present = sorted({repr(v) for v in meta[turns["column"]]})
+        raise ConfigError(f"dataset.turns = first keeps the rows whose {turns['column']!r} is {turns['first']!r}; "
+                          f"none of the {len(dataset)} rows of {where} has it; values present: {', '.join(present)}")  # fmt: skip
     refs, seen = [], set()
     for row in range(len(dataset)):
         values = {c: meta[c][row] for c in meta_columns}
-        if turns and spec.turns == "first" and values[turns["column"]] != turns["first"]:
-            continue
         sample_id = "_".join(str(values[c]) for c in card["id"])
         if sample_id in seen:
-            raise ConfigError(f"dataset {card['hub']}: sample id {sample_id!r} (columns {', '.join(card['id'])}) "
+            raise ConfigError(f"dataset {where}: sample id {sample_id!r} (columns {', '.join(card['id'])}) "
                               "appears more than once")  # fmt: skip
         seen.add(sample_id)
         edit_type = values.get(fields.get("edit_type"))
+        edit_type = None if edit_type is None else str(edit_type)
         sample_groups = {name: group_value(values[column]) for name, column in groups.items()}
-        refs.append(SampleRef(sample_id, None if edit_type is None else str(edit_type),
-                              _row_loader(dataset, row, sample_id, card, sample_groups), sample_groups))  # fmt: skip
+        if turns.get("list"):
+            for turn in range(1, len(values[fields[turns["list"]]] or []) + 1):
+                turn_id = f"{sample_id}_{turn}"
+                refs.append(SampleRef(turn_id, edit_type, _row_loader(dataset, row, turn_id, card, sample_groups, turn),
+                                      sample_groups, chain=sample_id, turn=turn))  # fmt: skip
+            continue
+        chain = turn = None
+        if turns.get("column"):
+            turn = int(values[turns["column"]]) - int(turns.get("first", 1)) + 1
+            chain = "_".join(str(values[c]) for c in card["id"] if c != turns["column"]) or sample_id
+        refs.append(SampleRef(sample_id, edit_type, _row_loader(dataset, row, sample_id, card, sample_groups),
+                              sample_groups, chain=chain, turn=turn))  # fmt: skip
     return refs
 
 
-def _image(sample_id: str, value, what: str):
+def _turn_entry(sample_id: str, value, turn: int, column: str):
+    """A list column's entry for ``turn`` (1-based); any other value is every turn's."""
+    if not isinstance(value, list):
+        return value
+    if turn > len(value):
+        raise SampleError(sample_id, f"column {column!r} has {len(value)} entries; turn {turn} has none")
+    return value[turn - 1]
+
+
+def image_cell(sample_id: str, value, column: str):
+    """The 8-bit image of one cell of ``column``: a ``{bytes, path}`` cell decoded as the ``datasets``
+    library does (the bytes, else the file at the path), or an image already decoded."""
     from PIL import Image
 
+    if isinstance(value, dict) and set(value) <= {"bytes", "path"}:
+        data, path = value.get("bytes"), value.get("path")
+        if data is None and not (path and Path(path).is_file()):
+            raise SampleError(sample_id, f"column {column!r}: the image cell has no bytes and no file at its path {path!r}")
+        try:
+            value = Image.open(io.BytesIO(data) if data is not None else path)
+            value.load()
+        except Exception as exc:
+            raise SampleError(sample_id, f"column {column!r}: cannot decode its image ({_without_reprs(exc)})") from exc
     if not isinstance(value, Image.Image):
-        raise SampleError(sample_id, f"column {what!r} holds {type(value).__name__}, not an image")
-    return to_eight_bit(sample_id, value, f"column {what!r}")
+        raise SampleError(sample_id, f"column {column!r} holds {type(value).__name__}, not an image")
+    return to_eight_bit(sample_id, value, f"column {column!r}")
+
+
+def _without_reprs(exc: Exception) -> str:
+    """An exception's message without object reprs (PIL names the ``<_io.BytesIO object at 0x...>`` it read)."""
+    return f"{type(exc).__name__}: " + re.sub(r"\s*<[^<>]* object at 0x[0-9a-fA-F]+>", "", str(exc))
 
 
 def _mask(img, rule: str) -> np.ndarray:
@@ -144,22 +253,26 @@ def _mask(img, rule: str) -> np.ndarray:
     return grey > 127 if rule == "white" else grey > 0
 
 
-def _row_loader(dataset, row: int, sample_id: str, card: dict, groups: dict[str, str]) -> Callable[[int], Sample]:
+def _row_loader(dataset, row: int, sample_id: str, card: dict, groups: dict[str, str],
+                turn: int | None = None) -> Callable[[int], Sample]:  # fmt: skip
+    """The loader of one row; ``turn``: the row is a chain whose list columns hold one entry per turn."""
     fields = card.get("fields", {})
 
     def load(size: int) -> Sample:
         try:
             record = dataset[row]
-        except Exception as exc:  # an undecodable image cell fails its own sample
-            raise SampleError(sample_id, f"cannot read row {row}: {type(exc).__name__}: {exc}") from exc
-        source = _image(sample_id, record[fields["image"]], fields["image"])
-        text = {f: record[fields[f]] for f in TEXT_FIELDS if f in fields and record[fields[f]] not in (None, "")}
-        target = mask = None
+        except Exception as exc:  # an unreadable row fails its own sample
+            raise SampleError(sample_id, f"cannot read row {row}: {_without_reprs(exc)}") from exc
+        if turn is not None:
+            record = {column: _turn_entry(sample_id, value, turn, column) for column, value in record.items()}
+        source = image_cell(sample_id, record[fields["image"]], fields["image"])
+        text = {f: record[fields[f]] for f in TEXT_FIELDS if f in fields and (record[fields[f]] or "").strip()}
+        target = target_original = mask = None
         if "target_image" in fields and record[fields["target_image"]] is not None:
-            target = prepare_image(_image(sample_id, record[fields["target_image"]], fields["target_image"]), size,
-                                   like=source.size)
+            truth = image_cell(sample_id, record[fields["target_image"]], fields["target_image"])
+            target, target_original = prepare_image(truth, size, like=source.size), image_tensor(truth)
         if "mask" in fields and record[fields["mask"]] is not None:
-            mask_img = _image(sample_id, record[fields["mask"]], fields["mask"])
+            mask_img = image_cell(sample_id, record[fields["mask"]], fields["mask"])
             if mask_img.size != source.size:
                 raise SampleError(sample_id, f"mask size {mask_img.size} differs from image size {source.size}")
             mask = prepare_mask(_mask(mask_img, card.get("mask_rule", "white")), size)
@@ -173,6 +286,7 @@ def _row_loader(dataset, row: int, sample_id: str, card: dict, groups: dict[str,
             edit_type=None if text.get("edit_type") is None else str(text["edit_type"]),
             instruction=text.get("instruction"),
             target_image=target,
+            target_original=target_original,
             output_caption=text.get("output_caption"),
             groups=dict(groups),
         )

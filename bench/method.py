@@ -137,9 +137,9 @@ class Conformance:
     ``settings``: small settings (a few steps); the first is the fast case of the default test run,
     the others (e.g. one per inversion) run with ``-m slow``. ``family_settings``: values merged over
     every setting on one backbone family (e.g. a layer index that SDXL's UNet numbers otherwise).
-    ``identities``: settings that must reproduce another method's image. ``draws_noise``: whether the
-    edit draws fresh noise from each cell's generator, so two seeds differ (otherwise they must give
-    the same image): a bool, or a function of the resolved setting. ``exempt``: why the
+    ``identities``: settings that must reproduce another method's image. Whether two seeds must
+    differ is the method's own declaration (``Method.stochastic``, ``is_stochastic``), which the
+    battery checks at every declared setting. ``exempt``: why the
     battery cannot run the method at all; only a method that makes no image (``measures_cost``
     False) may be exempt.
     """
@@ -147,16 +147,11 @@ class Conformance:
     settings: tuple[dict[str, Any], ...] = ()
     family_settings: dict[str, dict[str, Any]] = field(default_factory=dict)
     identities: tuple[Identity, ...] = ()
-    draws_noise: bool | Callable[[dict[str, Any]], bool] = False
     exempt: str = ""
 
     def setting(self, index: int, family: str) -> dict[str, Any]:
         """The ``index``-th declared setting as given on ``family``'s backbone (unresolved)."""
         return {**self.settings[index], **self.family_settings.get(family, {})}
-
-    def draws_noise_at(self, setting: dict[str, Any]) -> bool:
-        """``draws_noise`` for one resolved setting."""
-        return self.draws_noise(setting) if callable(self.draws_noise) else self.draws_noise
 
 
 # -- step rules: what a backbone family changes in a method's bookkeeping ---------------------------
@@ -214,6 +209,11 @@ class Method:
     needs: ClassVar[frozenset[str]] = frozenset()
     #: False for a method that makes no image itself (``external``): its cells' cost columns stay empty ("not measured").
     measures_cost: ClassVar[bool] = True
+    #: Whether two seeds of one sample can give different images: False for a method deterministic
+    #: given the sample (it draws no noise from the cell's generator), which then runs one seed per
+    #: sample whatever the config's ``seeds`` (``seeds_to_run``). True (the default) runs every seed.
+    #: Override ``is_stochastic`` when it depends on the setting. The conformance battery checks it.
+    stochastic: ClassVar[bool] = True
     #: Backbone families the method runs on (``bench.diffusion.families``: ``sd``, ``sdxl``, ``sd3``).
     families: ClassVar[tuple[str, ...]] = ("sd",)
     #: The method's case in the conformance battery; every registered built-in method declares one.
@@ -240,6 +240,24 @@ class Method:
         setting = {p.name: p.validate(given.get(p.name, p.default_for(family)), f"method {cls.name!r}") for p in cls.params}
         cls.check(setting)
         return setting
+
+    @classmethod
+    def is_stochastic(cls, setting: dict[str, Any]) -> bool:
+        """Whether this setting's two seeds of one sample can differ (``stochastic`` unless overridden,
+        e.g. a method that draws noise only when it starts from noise rather than an inversion)."""
+        return cls.stochastic
+
+    @classmethod
+    def seeds_to_run(cls, setting: dict[str, Any], seeds: list[int]) -> list[int]:
+        """The seeds a run computes for this setting: all of ``seeds``, or only the first for a
+        setting deterministic given the sample (further seeds would repeat its images, not add evidence)."""
+        return list(seeds) if cls.is_stochastic(setting) else list(seeds[:1])
+
+    @classmethod
+    def unused_params(cls, setting: dict[str, Any]) -> frozenset[str]:
+        """Parameters this setting does not read (e.g. ``external``'s manifest options when it reads a
+        folder): reports and image folder names leave them out. None by default."""
+        return frozenset()
 
     @classmethod
     def check(cls, setting: dict[str, Any]) -> None:

@@ -6,6 +6,11 @@ from typing import Any
 
 from bench.errors import ConfigError
 
+#: ``Param.path`` (and ``Option.path``): the value is a local file or folder ...
+LOCAL = "local"
+#: ... or a local folder when one exists, else a hub id (``bench.execution.run_paths``).
+LOCAL_OR_HUB = "local_or_hub"
+
 
 @dataclass(frozen=True)
 class Param:
@@ -14,7 +19,9 @@ class Param:
     ``low``/``high`` bound numbers (``low_open``/``high_open`` exclude the bound itself);
     ``choices`` restricts any type to a fixed set of values. ``step_fraction``: a fraction of
     ``steps`` that the method rounds down to whole steps (``int(steps * value)``), so that two
-    values can run exactly the same steps (see ``Method.effective_setting``).
+    values can run exactly the same steps (see ``Method.effective_setting``). ``path``: ``LOCAL``
+    or ``LOCAL_OR_HUB`` for a parameter naming a file, folder or model, which a run stores
+    absolute (relative values start from the config file's folder).
     """
 
     name: str
@@ -34,6 +41,7 @@ class Param:
     def default_for(self, family: str | None) -> Any:
         """The default on backbone ``family`` (None: not known)."""
         return dict(self.family_defaults).get(family, self.default)
+    path: str = ""
 
     def allowed(self) -> str:
         """Human-readable allowed values, e.g. ``float in (0, 1]``."""

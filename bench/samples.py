@@ -39,7 +39,8 @@ class Sample:
 
     ``image`` is (3, H, W) float in [0, 1]; ``mask`` is (1, H, W) in {0, 1} with 1 = region
     to edit; ``edit_words`` is (source word, target word) for attention blending;
-    ``warnings`` are problems that loading worked around (the runner records them in the run);
+    ``warnings`` are problems that loading worked around (the runner records them in the run), e.g. a
+    source upscaled more than ``MAX_UPSCALE`` times; a blank (whitespace-only) text is no text, as ``""`` is;
     ``groups`` names the subsets the sample belongs to (GEdit-Bench: ``language`` en/cn,
     ``intersection`` true/false), kept per cell in the store for group-wise tables.
     """
@@ -54,10 +55,23 @@ class Sample:
     class_label: int | str | None = None
     instruction: str | None = None  # an edit instruction ("make it a watercolor"), for InstructPix2Pix
     target_image: torch.Tensor | None = None  # the benchmark's ground-truth edit, (3, H, W) like ``image``
+    target_original: torch.Tensor | None = None  # the same ground truth at its file's own size (MagicBrush's)
     output_caption: str | None = None  # a caption of the wanted result (Emu Edit's output_caption)
     groups: dict[str, str] = field(default_factory=dict)  # further category columns, e.g. {"language": "en"}
     source_size: tuple[int, int] | None = None  # (width, height) of the source file before resizing
     warnings: tuple[str, ...] = ()
+
+    def __post_init__(self):
+        for name in ("target_prompt", "instruction", "output_caption"):  # a blank text is no text, as "" is
+            value = getattr(self, name)
+            if isinstance(value, str) and not value.strip():
+                setattr(self, name, None)
+        if isinstance(self.source_prompt, str) and not self.source_prompt.strip():
+            self.source_prompt = ""
+        prepared = (self.image.shape[-1], self.image.shape[-2])
+        warning = self.source_size and upscale_warning(self.id, self.source_size, prepared)
+        if warning and warning not in self.warnings:
+            self.warnings = (*self.warnings, warning)
 
     @property
     def image_hash(self) -> str:
@@ -68,12 +82,17 @@ class Sample:
 
 @dataclass
 class SampleRef:
-    """A sample not yet loaded: its id, edit type and groups (for filtering and reports) and how to load it."""
+    """A sample not yet loaded: its id, edit type and groups (for filtering and reports) and how to load it.
+
+    A turn of a multi-turn benchmark also names its ``chain`` (the samples of one image edited
+    turn after turn, e.g. MagicBrush's ``img_id``) and its ``turn`` (1 for the first)."""
 
     id: str
     edit_type: str | None
     _load: Callable[[int], Sample]
     groups: dict[str, str] = field(default_factory=dict)
+    chain: str | None = None
+    turn: int | None = None
 
     def load(self, frame: "int | Frame") -> Sample:
         """The sample with its images prepared by ``frame`` (an int: the square rule at that side)."""
@@ -227,15 +246,30 @@ def _fit(img: Image.Image, frame: Frame, resample, like: tuple[int, int] | None 
     return img.crop((left, top, left + size, top + size))
 
 
+#: A source upscaled more than this many times (along either side) to the size it is worked at is warned about.
+MAX_UPSCALE = 2
+
+
+def upscale_warning(sample_id: str, source_size: tuple[int, int], prepared_size: tuple[int, int]) -> str | None:
+    """A warning when the resolution policy blows a small source (e.g. 1x1) up to ``prepared_size``
+    (width, height), else None."""
+    (width, height), (out_width, out_height) = source_size, prepared_size
+    factor = max(out_width / width, out_height / height)
+    if factor <= MAX_UPSCALE:
+        return None
+    return (f"sample {sample_id!r}: its source image is {width}x{height}, upscaled {factor:.3g}x "
+            f"to {out_width}x{out_height}; its edits and scores reflect the upscaling more than the method")
+
+
+def image_tensor(img: Image.Image) -> torch.Tensor:
+    """(3, H, W) float in [0, 1] of an 8-bit image as it is (torchvision's ``ToTensor`` of its RGB)."""
+    return torch.from_numpy(np.asarray(img.convert("RGB"), dtype=np.float32) / 255.0).permute(2, 0, 1).contiguous()
+
+
 def prepare_image(img: Image.Image, size: "int | Frame", like: tuple[int, int] | None = None) -> torch.Tensor:
     """(3, H, W) float in [0, 1] by the frame's rule (an int: the square rule at that side);
     ``like``: the source's (width, height), which a ground-truth image is brought to."""
     return image_tensor(_fit(img.convert("RGB"), as_frame(size), Image.BICUBIC, like))
-
-
-def image_tensor(img: Image.Image) -> torch.Tensor:
-    """(3, H, W) float in [0, 1] of an RGB image, pixel for pixel."""
-    return torch.from_numpy(np.asarray(img, dtype=np.float32) / 255.0).permute(2, 0, 1).contiguous()
 
 
 def prepare_mask(mask: np.ndarray, size: "int | Frame") -> torch.Tensor:

@@ -17,11 +17,22 @@ def param_order(method: str, keys: list[str]) -> list[str]:
     return sorted(keys, key=lambda k: declared.index(k) if k in declared else len(declared))
 
 
+def unused_params(method: str, setting: dict) -> frozenset[str]:
+    """The parameters ``setting`` does not read (``Method.unused_params``); none for an unknown method."""
+    try:
+        return get_method(method).unused_params(setting)
+    except ConfigError:
+        return frozenset()
+
+
 def varying_params(method: str, settings: list[dict]) -> tuple[list[str], dict]:
-    """(parameters that differ between ``settings``, values of the ones that do not)."""
+    """(parameters that differ between ``settings``, values of the ones that do not and that some
+    setting reads: options that apply to none, e.g. ``external``'s ``manifest`` when it reads a
+    folder, are left out)."""
     keys = param_order(method, list(settings[0])) if settings else []
     varying = [k for k in keys if len({json.dumps(s.get(k)) for s in settings}) > 1]
-    return varying, {k: settings[0][k] for k in keys if k not in varying}
+    unread = frozenset.intersection(*(unused_params(method, s) for s in settings)) if settings else frozenset()
+    return varying, {k: settings[0][k] for k in keys if k not in varying and k not in unread}
 
 
 def setting_label(setting: dict, varying: list[str]) -> str:

@@ -98,6 +98,9 @@ class CellRecord:
     worker: str | None = None
     groups: dict[str, str] = field(default_factory=dict)  # the sample's subsets, e.g. {"language": "en"}
     backbone: str | None = None  # the label of the backbone the cell ran on (``RunConfig.backbones``)
+    chain: str | None = None  # a multi-turn sample's chain (e.g. MagicBrush's img_id)
+    turn: int | None = None  # and its turn, 1 for the first
+    input_key: str | None = None  # the cell whose output this turn edited (turns: iterative); None: the recorded source
     metrics: dict[str, float] = field(default_factory=dict)
     notes: dict[str, str] = field(default_factory=dict)  # per metric: what the value came from (a judge's answer)
 
@@ -146,6 +149,7 @@ class Store:
     ADDED_COLUMNS = {
         "prep_grad_evals": "INTEGER", "start_step": "INTEGER", "steps_run": "INTEGER", "batch_size": "INTEGER",
         "batch_id": "TEXT", "worker": "TEXT", "groups": "TEXT", "backbone": "TEXT",
+        "chain": "TEXT", "turn": "INTEGER", "input_key": "TEXT",
     }  # fmt: skip
 
     def _add_missing_columns(self) -> None:
@@ -172,6 +176,11 @@ class Store:
 
     def finished_keys(self) -> set[str]:
         return {k for (k,) in self.db.execute("SELECT key FROM cells")}
+
+    def outcomes(self) -> dict[str, tuple[str, str | None, str | None]]:
+        """Every stored cell's (status, error, output path) by key: what a chain's next turn needs."""
+        return {k: (status, error, path) for k, status, error, path in
+                self.db.execute("SELECT key, status, error, output_path FROM cells")}  # fmt: skip
 
     def stored_metrics(self) -> set[tuple[str, str]]:
         """(cell key, metric name) of every stored per-cell value, NaN included."""

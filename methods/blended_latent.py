@@ -32,8 +32,9 @@ class BlendedLatent(Method):
     name = "blended_latent"
     families = (*UNET_FAMILIES, "sd3", "flux")
     description = "Edit inside the mask with the target prompt, blending in the noised source outside it at every step."
+    stochastic = True
     conformance = Conformance(
-        settings=({"steps": 3, "t0": 0.9, "paste_source": True}, {"steps": 3, "dilation": 2}), draws_noise=True
+        settings=({"steps": 3, "t0": 0.9, "paste_source": True}, {"steps": 3, "dilation": 2})
     )
     needs = frozenset({"target_prompt", "mask"})
     params = (

@@ -16,10 +16,10 @@ from bench.registry import register
 class CFG(Method):
     name = "cfg"
     description = "Classifier-free guidance at weight w (0 unconditional, 1 conditional), from noise or a source."
+    stochastic = True
     conformance = Conformance(
         settings=({"steps": 2, "w": 5.0}, {"steps": 3, "w": 3.0, "t0": 0.6}, {"steps": 2, "w": 0.0}),
         identities=(Identity({"steps": 3, "w": 3.0, "t0": 0.6}, "sdedit", {"steps": 3, "w": 3.0, "t0": 0.6}),),
-        draws_noise=True,
     )
     families = ("sd", "sdxl", "sd3", "flux")
     needs = frozenset({"target_prompt"})

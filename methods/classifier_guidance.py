@@ -29,13 +29,13 @@ class ClassifierGuidance(Method):
     name = "classifier_guidance"
     families = UNET_FAMILIES
     description = "Gradients of an image classifier's log p(label) through decoder and UNet steer each DDIM step."
+    stochastic = True
     conformance = Conformance(
         settings=({"steps": 2, "untrained": True, "classifier": "resnet18", "scale": 10.0},),
         identities=(  # no guidance: unconditional CFG
             Identity({"steps": 2, "untrained": True, "classifier": "resnet18", "scale": 0.0}, "cfg",
                      {"steps": 2, "w": 0.0}),
         ),
-        draws_noise=True,
     )
     params = (
         scale_param(10.0),

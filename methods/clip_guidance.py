@@ -16,6 +16,7 @@ from bench.errors import ConfigError
 from bench.method import Conformance, Identity, Method
 from bench.params import Param, check_start_level
 from bench.registry import register
+from bench.params import LOCAL, LOCAL_OR_HUB
 
 
 @register
@@ -23,18 +24,20 @@ class ClipGuidance(Method):
     name = "clip_guidance"
     families = UNET_FAMILIES
     description = "Gradients of CLIP similarity to the target prompt or a reference image steer each DDIM step."
+    stochastic = True
     conformance = Conformance(
         settings=({"steps": 1, "untrained": True, "cutouts": 1},),  # CLIP ViT-B/32 backward passes: the slowest case
         identities=(  # no guidance: unconditional CFG
             Identity({"steps": 2, "untrained": True, "cutouts": 1, "scale": 0.0}, "cfg", {"steps": 2, "w": 0.0}),
         ),
-        draws_noise=True,
     )
     params = (
         scale_param(100.0),
-        Param("clip_model", str, "openai/clip-vit-base-patch32", "CLIPModel hub id (local cache) or local folder"),
+        Param("clip_model", str, "openai/clip-vit-base-patch32", "CLIPModel hub id (local cache) or local folder",
+              path=LOCAL_OR_HUB),
         Param("untrained", bool, False, "seeded random weights of clip_model's architecture (smoke numbers)"),
-        Param("reference", str, "", "reference image path for image guidance; empty = the sample's target prompt"),
+        Param("reference", str, "", "reference image path for image guidance; empty = the sample's target prompt",
+              path=LOCAL),
         Param("cutouts", int, 4, "random crops averaged with the whole image for the gradient", low=0, high=64),
         *sampler_params(w=0.0),
     )

@@ -25,10 +25,10 @@ class ControlNet(SpatialControlMethod):
     kind = "controlnet"
     description = ("A ControlNet fed a condition map of the source (canny, grey, blur; depth, segmentation or pose "
                    "from a model) steers generation or an edit.")
+    stochastic = True
     conformance = Conformance(
         settings=({"steps": 2, "untrained": True}, {"steps": 3, "untrained": True, "condition": "grey", "t0": 0.7}),
         identities=(Identity({"steps": 2, "untrained": True, "conditioning_scale": 0.0}, "cfg", {"steps": 2}),),
-        draws_noise=True,
     )
     params = (
         *control_params("controlnet", "lllyasviel/sd-controlnet-canny"),

@@ -22,6 +22,7 @@ class DDIMInversion(Method):
     name = "ddim_inversion"
     families = UNET_FAMILIES
     description = "DDIM inversion with the source prompt, then regeneration with the target prompt under CFG."
+    stochastic = False
     conformance = Conformance(settings=({"steps": 2, "w": 3.0}, {"steps": 2, "inversion_w": 3.25}))
     needs = frozenset({"target_prompt"})
     params = (STEPS, W, INVERSION_W)

@@ -31,6 +31,7 @@ class DDPMInversion(Method):
     name = "ddpm_inversion"
     families = UNET_FAMILIES
     description = "Edit-friendly DDPM inversion, regeneration with the target prompt and the stored noise maps."
+    stochastic = False
     conformance = Conformance(settings=({"steps": 2, "skip": 1}, {"steps": 3, "skip": 0, "inversion_w": 2.0}))
     needs = frozenset({"target_prompt"})
     params = (

@@ -21,6 +21,7 @@ class Edict(Method):
     name = "edict"
     families = UNET_FAMILIES
     description = "EDICT exact coupled inversion with the source prompt, regeneration with the target prompt."
+    stochastic = False
     conformance = Conformance(
         settings=({"steps": 2}, {"steps": 4, "strength": 0.5, "w": 1.0, "inversion_w": 2.75, "leapfrog": True})
     )

@@ -33,6 +33,8 @@ from bench.data import inside_folder, open_image, prepare_image, to_eight_bit
 from bench.samples import image_tensor
 from bench.diffusion.families import TEXT_TO_IMAGE_FAMILIES
 from bench.errors import ConfigError, SampleError
+from bench.hub_data import image_cell
+from bench.params import LOCAL, LOCAL_OR_HUB
 
 EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp")
 MAX_PIXELS = 8192 * 8192  # larger files fail their cell before decoding (a decompression bomb)
@@ -41,6 +43,11 @@ SIZE_RULE = ("external images: an image of the source's prepared size is used as
              "bicubic resize); any other size fails its cell")  # fmt: skip
 COST_LABEL = "external images: made elsewhere, so their time, GPU time, memory and NFE are not measured"
 ASPECT_TOLERANCE = 0.01
+SOURCES = ("folder", "manifest", "hub")
+#: Each parameter and the sources it applies to.
+OPTION_SOURCES = {"folder": ("folder",), "manifest": ("manifest",), "hub": ("hub",), "split": ("hub",),
+                  "image_column": ("hub",), "id_column": ("hub",), "setting_column": ("hub",),
+                  "setting": ("manifest", "hub")}  # fmt: skip
 
 
 @functools.lru_cache(maxsize=16)
@@ -55,23 +62,29 @@ def _manifest_index(manifest: str, setting: str) -> dict[str, str]:
             entry = json.loads(line)
         except ValueError as exc:
             raise ConfigError(f"external manifest {path} line {lineno}: not JSON ({exc})") from exc
-        if not (isinstance(entry, dict) and isinstance(entry.get("image"), str) and isinstance(entry.get("id"), (str, int))):
-            raise ConfigError(f"external manifest {path} line {lineno}: expected {{\"id\": ..., \"image\": PATH}}")
+        where = f"external manifest {path} line {lineno}"
+        if not isinstance(entry, dict):
+            raise ConfigError(f"{where}: expected an object {{\"id\": ..., \"image\": PATH}}, got {entry!r:.60}")
+        if not isinstance(entry.get("id"), (str, int)) or isinstance(entry.get("id"), bool):
+            raise ConfigError(f"{where}: \"id\" is {entry.get('id')!r:.60}; expected a string or an integer")
+        if not isinstance(entry.get("image"), str):
+            raise ConfigError(f"{where}: \"image\" is {entry.get('image')!r:.60}; expected a path (a string)")
         if str(entry.get("setting", "")) == setting:
             index[str(entry["id"])] = entry["image"]
     return index
 
 
 @functools.lru_cache(maxsize=4)
-def _hub_index(source: str, split: str, id_column: str, setting_column: str, setting: str):
+def _hub_index(source: str, split: str, image_column: str, id_column: str, setting_column: str, setting: str):
     """(dataset, sample id -> row) of a dataset of edited images."""
-    from bench.hub_data import open_split
+    from bench.hub_data import open_split, undecoded
 
     dataset = open_split(source, split)
     wanted = [id_column] + [setting_column] * bool(setting)
-    missing = [c for c in wanted if c not in dataset.column_names]
+    missing = [c for c in wanted + [image_column] if c not in dataset.column_names]
     if missing:
         raise ConfigError(f"external hub {source!r}: no column(s) {', '.join(missing)}; it has {', '.join(dataset.column_names)}")
+    dataset = undecoded(dataset, [image_column])
     meta = dataset.select_columns(wanted).to_dict()
     rows = {}
     for row, value in enumerate(meta[id_column]):
@@ -84,6 +97,7 @@ def _hub_index(source: str, split: str, id_column: str, setting_column: str, set
 class External(Method):
     name = "external"
     description = "images made elsewhere, read by sample id from a folder, a JSONL manifest or a dataset column"
+    stochastic = False  # it reads the same file for every seed
     conformance = Conformance(
         exempt="it reads images made elsewhere and computes nothing: batching, NFE, determinism and precision are "
         "properties of the files, not of the method (tests/test_external.py checks reading them)"
@@ -91,9 +105,10 @@ class External(Method):
     measures_cost = False
     families = TEXT_TO_IMAGE_FAMILIES  # it only reads images at the backbone's resolution, whatever the family
     params = (
-        Param("folder", str, "", "folder of <sample id>.png|.jpg|.jpeg|.webp images"),
-        Param("manifest", str, "", "JSONL of {id, image[, setting]} lines, image paths relative to the manifest"),
-        Param("hub", str, "", "a dataset of edited images: a local copy folder or a cached hub id"),
+        Param("folder", str, "", "folder of <sample id>.png|.jpg|.jpeg|.webp images", path=LOCAL),
+        Param("manifest", str, "", "JSONL of {id, image[, setting]} lines, image paths relative to the manifest",
+              path=LOCAL),
+        Param("hub", str, "", "a dataset of edited images: a local copy folder or a cached hub id", path=LOCAL_OR_HUB),
         Param("split", str, "test", "with hub: the split"),
         Param("image_column", str, "edited_image", "with hub: the column of edited images"),
         Param("id_column", str, "idx", "with hub: the column holding the sample id"),
@@ -103,15 +118,23 @@ class External(Method):
 
     @classmethod
     def check(cls, setting):
-        given = [k for k in ("folder", "manifest", "hub") if setting[k]]
+        given = [k for k in SOURCES if setting[k]]
         if len(given) != 1:
             raise ConfigError(f"method 'external': give exactly one of folder, manifest or hub; got {given or 'none'}")
         if setting["folder"] and not Path(setting["folder"]).expanduser().is_dir():
             raise ConfigError(f"method 'external': folder {setting['folder']!r} does not exist")
         if setting["manifest"] and not Path(setting["manifest"]).expanduser().is_file():
             raise ConfigError(f"method 'external': manifest {setting['manifest']!r} does not exist")
+        if setting["manifest"]:  # a malformed line is a config error, before any run folder is made
+            _manifest_index(setting["manifest"], setting["setting"])
         if setting["folder"] and setting["setting"]:
             raise ConfigError("method 'external': 'setting' picks lines of a manifest or hub; a folder holds one model")
+
+    @classmethod
+    def unused_params(cls, setting):
+        """Only the options of the source the setting reads apply (``setting`` with a manifest or hub)."""
+        source = next(k for k in SOURCES if setting[k])
+        return frozenset(name for name, sources in OPTION_SOURCES.items() if source not in sources)
 
     @classmethod
     def schedule(cls, setting):
@@ -125,7 +148,11 @@ class External(Method):
     def missing(cls, sample, setting) -> list[str]:
         if setting["folder"]:
             folder = Path(setting["folder"]).expanduser()
-            if _folder_file(folder, sample.id) is None:
+            try:
+                found = _folder_file(sample.id, folder)
+            except SampleError:
+                return []  # edit() fails the cell, saying the id escapes the folder
+            if found is None:
                 names = ", ".join(f"{sample.id}{ext}" for ext in EXTENSIONS)
                 return [f"an output image (looked for {names} in {folder})"]
         elif setting["manifest"]:
@@ -143,7 +170,8 @@ class External(Method):
 
     @staticmethod
     def _hub_key(setting) -> tuple:
-        return setting["hub"], setting["split"], setting["id_column"], setting["setting_column"], setting["setting"]
+        return (setting["hub"], setting["split"], setting["image_column"], setting["id_column"], setting["setting_column"],
+                setting["setting"])  # fmt: skip
 
     def edit(self, backbone, sample, prep, setting, generator):
         image = _fit(sample, self._read(sample.id, setting))
@@ -152,13 +180,9 @@ class External(Method):
     def _read(self, sample_id: str, setting) -> Image.Image:
         if setting["hub"]:
             dataset, rows = _hub_index(*self._hub_key(setting))
-            value = dataset[rows[sample_id]][setting["image_column"]]
-            if not isinstance(value, Image.Image):
-                raise SampleError(sample_id, f"column {setting['image_column']!r} holds {type(value).__name__}, not an image")
-            return to_eight_bit(sample_id, value, f"column {setting['image_column']!r}")
+            return image_cell(sample_id, dataset[rows[sample_id]][setting["image_column"]], setting["image_column"])
         if setting["folder"]:
-            folder = Path(setting["folder"]).expanduser()
-            path = inside_folder(sample_id, folder, _folder_file(folder, sample_id).name, "output image", "folder")
+            path = _folder_file(sample_id, Path(setting["folder"]).expanduser())
         else:
             manifest = Path(setting["manifest"]).expanduser()
             relative = _manifest_index(setting["manifest"], setting["setting"])[sample_id]
@@ -173,9 +197,11 @@ class External(Method):
         return to_eight_bit(sample_id, open_image(sample_id, path), f"output image {path}")
 
 
-def _folder_file(folder: Path, sample_id: str) -> Path | None:
+def _folder_file(sample_id: str, folder: Path) -> Path | None:
+    """``<folder>/<sample id>.<ext>`` of the first extension present (links followed): the one path both
+    looked for and read; ``SampleError`` when the id leads outside the folder (``../x``)."""
     for ext in EXTENSIONS:
-        candidate = folder / f"{sample_id}{ext}"
+        candidate = inside_folder(sample_id, folder, f"{sample_id}{ext}", "output image", "folder")
         if candidate.is_file():
             return candidate
     return None

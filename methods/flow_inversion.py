@@ -22,6 +22,7 @@ INVERSION_W = Param("inversion_w", float, 1.0, "guidance weight of the flow inve
 class FlowInversion(Method):
     name = "flow_inversion"
     description = "Flow (Euler ODE) inversion with the source prompt, then regeneration with the target prompt under CFG."
+    stochastic = False
     conformance = Conformance(settings=({"steps": 2, "w": 3.0}, {"steps": 3, "inversion_w": 2.0}))
     needs = frozenset({"target_prompt"})
     families = ("sd3", "flux")

@@ -100,8 +100,9 @@ class FlowEdit(Method):
     description = (
         "FlowEdit: inversion-free ODE from the source to the target by velocity differences at coupled noisy points."
     )
+    stochastic = True
     conformance = Conformance(
-        settings=({"steps": 3, "n_max": 2}, {"steps": 4, "n_max": 3, "n_min": 1, "n_avg": 2}), draws_noise=True
+        settings=({"steps": 3, "n_max": 2}, {"steps": 4, "n_max": 3, "n_min": 1, "n_avg": 2})
     )
     needs = frozenset({"target_prompt"})
     families = ("sd3", "flux")

@@ -30,7 +30,8 @@ class Flux2(Method):
     description = "FLUX.2 [klein]: edit by the sample's instruction with diffusers' Flux2KleinPipeline (reference image)."
     families = ("flux2",)
     needs = frozenset({"instruction"})
-    conformance = Conformance(settings=({"steps": 2}, {"steps": 2, "guidance": 1.0}), draws_noise=True)
+    stochastic = True  # the pipeline draws its starting noise from the cell's seed
+    conformance = Conformance(settings=({"steps": 2}, {"steps": 2, "guidance": 1.0}))
     params = (
         steps_param(50),
         Param("guidance", float, 4.0, "classifier-free guidance scale with the empty negative prompt "

@@ -58,8 +58,9 @@ class ILVR(Method):
     name = "ilvr"
     families = UNET_FAMILIES
     description = "Generate with the target prompt while injecting the source's low-pass (factor N) into each step."
+    stochastic = True
     conformance = Conformance(
-        settings=({"steps": 3, "N": 2, "cond_stop": 0.7}, {"steps": 2, "w": 1.0}), draws_noise=True
+        settings=({"steps": 3, "N": 2, "cond_stop": 0.7}, {"steps": 2, "w": 1.0})
     )
     needs = frozenset({"target_prompt"})
     params = (

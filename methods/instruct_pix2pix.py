@@ -26,9 +26,9 @@ from bench.registry import register
 class InstructPix2Pix(Method):
     name = "instruct_pix2pix"
     description = "Edit by the sample's instruction with InstructPix2Pix's 8-channel UNet (text and image guidance)."
+    stochastic = True
     conformance = Conformance(
         settings=({"steps": 2, "untrained": True}, {"steps": 2, "untrained": True, "w": 1.0, "image_w": 1.0}),
-        draws_noise=True,
     )
     needs = frozenset({"instruction"})
     params = (

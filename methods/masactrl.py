@@ -118,6 +118,7 @@ class MasaCtrl(OverInversion):
     name = "masactrl"
     families = UNET_FAMILIES
     description = "MasaCtrl: the target's queries read the source branch's self-attention keys and values."
+    stochastic = False
     conformance = Conformance(
         settings=(
             {"steps": 2, "inversion": "direct", "start_step": 0, "start_layer": 2},

@@ -51,6 +51,7 @@ class NullTextInversion(Method):
     name = "null_text_inversion"
     families = UNET_FAMILIES
     description = "Null-text inversion (per-step optimised null embeddings), then regeneration with the target prompt."
+    stochastic = False
     conformance = Conformance(
         settings=({"steps": 2, **EXACT_NULL_TEXT}, {"steps": 2, **EXACT_NULL_TEXT, "inner_steps": 2, "nti_w": 3.0})
     )

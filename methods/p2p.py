@@ -166,6 +166,7 @@ class PromptToPrompt(Method):
     name = "p2p"
     families = UNET_FAMILIES
     description = "Prompt-to-Prompt attention injection (replace / refine / reweight, local blend) over an inversion."
+    stochastic = True  # from noise only (inversion "none"): is_stochastic
     conformance = Conformance(
         settings=(
             {"steps": 3, "inversion": "ddim", "attention_maps": True},
@@ -181,7 +182,6 @@ class PromptToPrompt(Method):
             Identity({"steps": 3, "inversion": "ddim", "blend_words": "none"}, "ddim_inversion", {"steps": 3},
                      target_is_source=True),
         ),
-        draws_noise=lambda setting: setting["inversion"] == "none",  # from noise, not from an inversion
     )
     needs = frozenset({"target_prompt"})
     params = (
@@ -216,6 +216,12 @@ class PromptToPrompt(Method):
               "source row reconstructs exactly"),
         Param("attention_maps", bool, False, "save a picture of each token's cross-attention map"),
     )
+
+    @classmethod
+    def is_stochastic(cls, setting):
+        """Noise from the cell's generator only when starting from noise; an inversion (DDPM's
+        included, seeded by ``noise_seed``) is the same for every seed."""
+        return setting["inversion"] == "none"
 
     @classmethod
     def check(cls, setting):

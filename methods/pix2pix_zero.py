@@ -117,6 +117,7 @@ class Pix2PixZero(OverInversion):
     name = "pix2pix_zero"
     families = UNET_FAMILIES
     description = "pix2pix-zero: a text-embedding edit direction, guided to the reconstruction's cross-attention maps."
+    stochastic = False
     conformance = Conformance(
         settings=(
             {"steps": 2},

@@ -112,6 +112,7 @@ class PlugAndPlayDiffusion(OverInversion):
     families = UNET_FAMILIES
     source_prompt_inverts = False
     description = "Plug-and-Play: the target takes the source's decoder features and self-attention queries and keys."
+    stochastic = False
     conformance = Conformance(
         settings=(
             {"steps": 2},

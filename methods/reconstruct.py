@@ -11,6 +11,7 @@ class Reconstruct(Method):
     name = "reconstruct"
     families = ("sd", "sdxl", "sd3", "flux")
     description = "VAE round trip of the source image (no diffusion): the best fidelity any latent method can reach."
+    stochastic = False
     conformance = Conformance(settings=({},))
 
     @torch.no_grad()

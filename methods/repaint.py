@@ -34,7 +34,8 @@ class RePaint(Method):
     name = "repaint"
     families = UNET_FAMILIES
     description = "Inpaint the mask region with the target prompt, re-noising and redoing each block of steps r times."
-    conformance = Conformance(settings=({"steps": 3, "r": 2, "j": 2}, {"steps": 2, "r": 1}), draws_noise=True)
+    stochastic = True
+    conformance = Conformance(settings=({"steps": 3, "r": 2, "j": 2}, {"steps": 2, "r": 1}))
     needs = frozenset({"target_prompt", "mask"})
     params = (
         Param("r", int, 2, "passes over each block of steps (1 = no resampling)", low=1, high=50),

@@ -48,6 +48,7 @@ NOISE_SEED = Param("noise_seed", int, 0, "seed of the noise y1, with the image h
 class RFInversion(Method):
     name = "rf_inversion"
     description = "RF-Inversion: flow inversion steered to a noise sample, then sampling steered back to the source."
+    stochastic = False
     conformance = Conformance(
         settings=({"steps": 3, "stop": 0.5}, {"steps": 4, "gamma": 0.45, "eta": 0.0, "start": 0.25})
     )

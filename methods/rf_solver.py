@@ -1,4 +1,4 @@
-"""``rf_solver``: RF-Solver-Edit (Wang et al., "Taming Rectified Flow for Inversion and Editing", ICML 2025) on SD3.
+"""``rf_solver``: RF-Solver-Edit (Wang et al., "Taming Rectified Flow for Inversion and Editing", ICML 2025) on SD3 and FLUX.1.
 
 Inversion and regeneration with RF-Solver's second-order Taylor step (2 NFE per step, times CFG;
 ``bench.diffusion.inversion.flow_solvers.RFSolver``), and RF-Solver-Edit's feature sharing: during the
@@ -18,11 +18,13 @@ level: the inversion's first evaluation of a step is at its less noisy end, the 
 noisier end (the half steps coincide). FLUX has single-stream blocks and SD3 has none (see
 ``value_sharing`` for what is shared in SD3's joint blocks).
 
-Defaults: the authors give only FLUX settings. Their run scripts edit with 15 steps and
-``inject`` 2 (the parser's 25/20 are not what they run) and share in FLUX's single-stream blocks
-20-37, the last 18 of its 57 blocks, about the last third of the network: here the last 8 of
-SD3(.5)-medium's 24 blocks. FLUX's ``guidance`` (2) is distilled guidance, not CFG, so ``w``
-defaults to diffusers' SD3 pipeline's CFG, 7.0.
+Defaults: the authors give only FLUX settings. Their run scripts edit with 15 steps, ``inject`` 2
+and ``--guidance 2`` (the parser's 25/20/5 are not what they run), invert at guidance 1, and share
+in FLUX's single-stream blocks 20-37 (``info['id'] > 19``): on FLUX.1 the defaults are exactly
+these (``blocks`` 18: the last 18 single-stream blocks). On SD3, the single-stream blocks are the
+last 18 of FLUX's 57, about the last third of the network: the last 8 of SD3(.5)-medium's 24
+blocks; FLUX's ``guidance`` is distilled guidance, not CFG, so ``w`` defaults to diffusers' SD3
+pipeline's CFG, 7.0. NFE on FLUX at the defaults: 30 + 30 = 60, FireFlow's Table 4 count.
 """
 
 from bench.method import Conformance
@@ -36,11 +38,13 @@ class RFSolverEdit(SolverEditor):
     description = (
         "RF-Solver-Edit: second-order (RF-Solver) inversion and regeneration, sharing the source's attention values."
     )
+    stochastic = False
     conformance = Conformance(settings=({"steps": 2, "inject": 1, "w": 3.0}, {"steps": 3, "inject": 2, "blocks": 2}))
     solver = "rf_solver"
     params = solver_params(
         steps=(15, "RF-Solver-Edit's run scripts, FLUX"),
-        w=(7.0, "diffusers' SD3 default; the authors' FLUX guidance is distilled, not CFG"),
+        w=(7.0, 2.0, "SD3: diffusers' default CFG; FLUX: RF-Solver-Edit's run scripts --guidance 2"),
         inject=(2, "RF-Solver-Edit's run scripts, FLUX"),
-        blocks=(8, "the authors share FLUX's last 18 of 57 blocks, ~1/3; 8 of SD3-medium's 24"),
+        blocks=(8, 18, "FLUX: RF-Solver-Edit's single-stream blocks 20-37, the last 18 of 57 blocks; SD3: ~1/3, "
+                "8 of SD3-medium's 24"),
     )

@@ -23,10 +23,10 @@ class T2IAdapterMethod(SpatialControlMethod):
     kind = "t2i_adapter"
     description = ("A T2I-Adapter's features of a condition map of the source (canny, grey, blur; depth, "
                    "segmentation or pose from a model) steer each step.")
+    stochastic = True
     conformance = Conformance(
         settings=({"steps": 2, "untrained": True}, {"steps": 3, "untrained": True, "condition": "blur", "t0": 0.7}),
         identities=(Identity({"steps": 2, "untrained": True, "adapter_scale": 0.0}, "cfg", {"steps": 2}),),
-        draws_noise=True,
     )
     params = (
         *control_params("t2i_adapter", "TencentARC/t2iadapter_canny_sd15v2"),

@@ -2,9 +2,11 @@
 
 ``GET /v1/models`` lists one model; ``POST /v1/chat/completions`` decodes the request's PNG
 data-URL images and text and answers with ``respond(images, text, body)``: in the tests, the
-tiny Qwen2.5-VL through the local backend, or a rule that gives readable scores. It records
-every request, the most requests it had in flight at once, and can fail the first
-``fail_first`` chat requests with HTTP 503 (a transient error the client must retry).
+tiny Qwen2.5-VL through the local backend, or a rule that gives readable scores; ``respond``
+may also return a ``Reply`` (any status and body, after a delay: refusals, content filters,
+broken bodies, timeouts). It records every request, the most requests it had in flight at
+once, and can fail the first ``fail_first`` chat requests with HTTP 503 (a transient error the
+client must retry).
 """
 
 import base64
@@ -12,9 +14,30 @@ import io
 import json
 import threading
 import time
+from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from PIL import Image
+
+
+@dataclass
+class Reply:
+    """A reply other than a plain answer: ``body`` (a JSON payload, or raw bytes) with ``status``,
+    sent after ``delay_s`` seconds."""
+
+    body: dict | bytes
+    status: int = 200
+    delay_s: float = 0.0
+
+
+def completion(content: str | None, finish_reason: str = "stop", **message) -> dict:
+    """A ``/chat/completions`` reply body with one choice."""
+    return {"object": "chat.completion", "choices": [
+        {"index": 0, "message": {"role": "assistant", "content": content, **message}, "finish_reason": finish_reason}]}
+
+
+class _Server(ThreadingHTTPServer):
+    request_queue_size = 256  # the listen backlog: many clients connect at once (benchmarks/judge_throughput.py)
 
 
 class ChatServer:
@@ -30,13 +53,16 @@ class ChatServer:
             def log_message(self, *args):  # keep test output clean
                 pass
 
-            def _reply(self, code: int, payload: dict):
-                data = json.dumps(payload).encode()
-                self.send_response(code)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
+            def _reply(self, code: int, payload: dict | bytes):
+                data = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
+                try:
+                    self.send_response(code)
+                    self.send_header("Content-Type", "application/json")
+                    self.send_header("Content-Length", str(len(data)))
+                    self.end_headers()
+                    self.wfile.write(data)
+                except (BrokenPipeError, ConnectionResetError):  # the client gave up (its timeout)
+                    pass
 
             def do_GET(self):
                 if self.path.rstrip("/") == "/v1/models":
@@ -58,13 +84,15 @@ class ChatServer:
                         return self._reply(503, {"error": "busy"})
                     images, text = decode(body)
                     answer = server.respond(images, text, body)
-                    self._reply(200, {"object": "chat.completion", "model": server.model, "choices": [
-                        {"index": 0, "message": {"role": "assistant", "content": answer}, "finish_reason": "stop"}]})
+                    if isinstance(answer, Reply):
+                        time.sleep(answer.delay_s)
+                        return self._reply(answer.status, answer.body)
+                    self._reply(200, {**completion(answer), "model": server.model})
                 finally:
                     with server._lock:
                         server.in_flight -= 1
 
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd = _Server(("127.0.0.1", 0), Handler)
         self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
         self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
 
@@ -79,9 +107,9 @@ class ChatServer:
 
 
 def decode(body: dict) -> tuple[list[Image.Image], str]:
-    """The images (in order) and the text of a chat request's single user message."""
+    """The images (in order) and the text of a chat request's user message (after any system message)."""
     images, texts = [], []
-    for part in body["messages"][0]["content"]:
+    for part in body["messages"][-1]["content"]:
         if part["type"] == "image_url":
             data = part["image_url"]["url"].split(",", 1)[1]
             images.append(Image.open(io.BytesIO(base64.b64decode(data))).convert("RGB"))

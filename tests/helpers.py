@@ -135,17 +135,17 @@ HUB_SCHEMAS = {
 }  # fmt: skip
 
 
-def _fixture_rows(name: str, n: int, rng) -> dict[str, list]:
+def _fixture_rows(name: str, n: int, rng, turns: int = 2) -> dict[str, list]:
     def photo(w=80, h=64):
         return Image.fromarray(rng.integers(0, 255, (h, w, 3), dtype=np.uint8))
 
-    if name == "magicbrush":  # n images with two turns each; turn 2's source is turn 1's ground truth
+    if name == "magicbrush":  # n images with ``turns`` turns each; turn k's source is turn k-1's ground truth
         rows = {c: [] for c in HUB_SCHEMAS[name]}
         for i in range(n):
-            source, target1, target2 = photo(), photo(), photo()
+            images = [photo() for _ in range(turns + 1)]
             mask = np.zeros((64, 80), np.uint8)
             mask[16:48, 20:60] = 255
-            for turn, (src, tgt) in enumerate([(source, target1), (target1, target2)], 1):
+            for turn, (src, tgt) in enumerate(zip(images, images[1:]), 1):
                 rows["img_id"].append(str(1000 + i))
                 rows["turn_index"].append(turn)
                 rows["source_img"].append(src)
@@ -166,22 +166,23 @@ def _fixture_rows(name: str, n: int, rng) -> dict[str, list]:
             "Intersection_exist": [i % 4 < 2 for i in range(n)]}  # fmt: skip
 
 
-def hub_fixture(name: str, n: int = 3):
-    """A ``datasets.Dataset`` with exactly the published schema of benchmark ``name``."""
+def hub_fixture(name: str, n: int = 3, turns: int = 2):
+    """A ``datasets.Dataset`` with exactly the published schema of benchmark ``name`` (MagicBrush:
+    ``n`` chains of ``turns`` turns)."""
     import datasets
 
     kinds = {"string": datasets.Value("string"), "int32": datasets.Value("int32"), "int64": datasets.Value("int64"),
              "bool": datasets.Value("bool"), "image": datasets.Image()}  # fmt: skip
     features = datasets.Features({c: kinds[t] for c, t in HUB_SCHEMAS[name].items()})
-    return datasets.Dataset.from_dict(_fixture_rows(name, n, np.random.default_rng(0)), features=features)
+    return datasets.Dataset.from_dict(_fixture_rows(name, n, np.random.default_rng(0), turns), features=features)
 
 
-def write_hub_fixture(folder, name: str, split: str, n: int = 3, layout: str = "parquet") -> str:
+def write_hub_fixture(folder, name: str, split: str, n: int = 3, layout: str = "parquet", turns: int = 2) -> str:
     """The fixture saved as the hub publishes it (``data/<split>-00000-of-00001.parquet``) or with ``save_to_disk``."""
     import datasets
 
     folder = Path(folder)
-    dataset = hub_fixture(name, n)
+    dataset = hub_fixture(name, n, turns)
     if layout == "disk":
         datasets.DatasetDict({split: dataset}).save_to_disk(str(folder))
     else:

@@ -278,3 +278,38 @@ def test_not_a_run_folder_is_a_clear_error(tmp_path):
     with pytest.raises(ConfigError, match="not a run folder"):
         load_run(tmp_path)
     assert not (tmp_path / "results.sqlite").exists()
+
+
+# -- seeds of one sample are one piece of evidence (issue 39 item 2) --------------------------------------
+def _seed_rows(tmp_path, name, seeds, levels, samples=("img0",)):
+    """fireflow-like rows whose seeds give equal values (deterministic given the sample)."""
+    cells = [cell("fireflow", {"inject": inject}, s, {"psnr": level + i}, seed=seed)
+             for inject, level in levels.items() for i, s in enumerate(samples) for seed in seeds]  # fmt: skip
+    return summarize(load_run(make_run(tmp_path, name, cells)))
+
+
+def test_repeated_seeds_of_one_sample_bold_nothing_that_one_seed_would_not(tmp_path):
+    """The issue's case: two seeds of one image, rows 1.9e-6 apart: no paired test can tell them apart."""
+    levels = {1: 20.0 + 1.9e-6, 2: 20.0}
+    assert best_rows(_seed_rows(tmp_path, "one", (0,), levels), "psnr") == set()
+    assert best_rows(_seed_rows(tmp_path, "two", (0, 1), levels), "psnr") == set()
+
+
+def test_intervals_resample_samples_so_repeated_seeds_change_nothing(tmp_path):
+    samples = ("img0", "img1", "img2")
+    one = _seed_rows(tmp_path, "one", (0,), {1: 20.0}, samples)[0]
+    two = _seed_rows(tmp_path, "two", (0, 1), {1: 20.0}, samples)[0]
+    a, b = one.metrics["psnr"], two.metrics["psnr"]
+    assert (a.mean, a.low, a.high) == pytest.approx((b.mean, b.low, b.high))
+    assert (a.n, a.samples, b.n, b.samples) == (3, 3, 6, 3)
+    assert (one.n_text, two.n_text) == ("3", "3 (6 cells)")
+
+
+def test_a_cluster_bootstrap_is_wider_than_counting_each_seed():
+    per_sample = np.random.default_rng(3).normal(size=10)
+    values, samples = np.repeat(per_sample, 2), np.repeat([f"s{i}" for i in range(10)], 2)  # two equal seeds each
+    cells_low, cells_high = bootstrap_ci(values)
+    low, high = bootstrap_ci(values, clusters=samples)
+    assert (low, high) == bootstrap_ci(per_sample)  # as if each sample were given once
+    assert high - low > 1.3 * (cells_high - cells_low)  # counting each seed narrows it by about sqrt(2)
+    assert all(math.isnan(v) for v in bootstrap_ci([1.0, 2.0], clusters=["a", "a"]))  # one sample: no interval

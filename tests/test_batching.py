@@ -82,7 +82,7 @@ def test_batch_size_1_and_4_give_the_same_cells(tmp_path):
     for size in (1, 4):
         config = run_config(tmp_path / str(size), methods, n=3, seeds=[0, 1], batch_size=size)
         run_dir, counts = start_run(config, progress=False)
-        assert counts["ok"] == 3 * 4 * 2
+        assert counts["ok"] == 3 * 3 * 2 + 3  # reconstruct is deterministic given the sample: one seed (issue 39)
         runs[size] = read_cells(run_dir).set_index("key").sort_index()
     one, four = runs[1], runs[4]
     assert list(one.index) == list(four.index)

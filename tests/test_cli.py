@@ -109,3 +109,53 @@ def test_backbones_prints_parameters_per_network():
     assert result.exit_code == 0, result.output
     assert "tiny-kontext (FLUX.1 Kontext):" in result.output and "transformer 167K" in result.output
     assert "no/such-model: not on disk" in result.output
+
+
+def test_a_backbone_folder_whose_model_index_is_not_json_is_a_one_line_error(tmp_path):
+    (tmp_path / "sd" / "unet").mkdir(parents=True)
+    (tmp_path / "sd" / "unet" / "config.json").write_text("{}")
+    (tmp_path / "sd" / "model_index.json").write_text("{not json")
+    config = tmp_path / "c.yaml"
+    config.write_text(yaml.safe_dump({"methods": {"reconstruct": {}}}))
+    for extra in (["--dry-run"], ["--out", tmp_path / "runs", "--quiet"]):
+        result = invoke("run", config, "--backbone", tmp_path / "sd", *extra)
+        assert result.exit_code == 1 and "Traceback" not in result.output, result.output
+        assert f"Error: backbone folder '{tmp_path / 'sd'}' is not a diffusers pipeline folder: its model_index.json " \
+               "is not JSON" in result.output
+    assert not (tmp_path / "runs").exists()
+
+
+def test_a_mistyped_embedded_backbone_is_refused_without_a_hub_lookup(tmp_path, monkeypatch):
+    import huggingface_hub
+
+    from bench.diffusion.tiny import TINY_BACKBONES
+
+    def no_hub(*args, **kwargs):
+        raise AssertionError("a name that is no hub id (owner/name) was looked up on the hub")
+
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", no_hub)
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", no_hub)
+    config = tmp_path / "c.yaml"
+    config.write_text(yaml.safe_dump({"methods": {"reconstruct": {}}}))
+    for extra in (["--dry-run"], ["--out", tmp_path / "runs", "--quiet"]):
+        result = invoke("run", config, "--backbone", "tiny-sd4", *extra)
+        assert result.exit_code == 1 and "Traceback" not in result.output, result.output
+        assert ("Error: backbone 'tiny-sd4' is not an embedded backbone, a folder or a hub id (owner/name) "
+                f"(did you mean 'tiny-sd3'?); embedded: {', '.join(sorted(TINY_BACKBONES))}") in result.output
+    assert not (tmp_path / "runs").exists()
+
+
+def test_a_hub_id_that_cannot_be_loaded_lists_every_embedded_backbone(tmp_path, monkeypatch):
+    import huggingface_hub
+
+    from bench.diffusion.tiny import TINY_BACKBONES
+
+    def offline(*args, **kwargs):
+        raise OSError("offline")
+
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", offline)
+    config = tmp_path / "c.yaml"
+    config.write_text(yaml.safe_dump({"methods": {"reconstruct": {}}}))
+    result = invoke("run", config, "--backbone", "someone/no-such-model", "--out", tmp_path / "runs", "--quiet")
+    assert result.exit_code == 1 and "Traceback" not in result.output, result.output
+    assert f"or an embedded untrained backbone ({', '.join(sorted(TINY_BACKBONES))})." in result.output

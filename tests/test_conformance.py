@@ -3,13 +3,15 @@ passes the same checks, so registering a method is what puts it under test.
 
 A method declares its case (``Method.conformance``, a ``bench.method.Conformance``): a few small
 settings, the first being the fast case of the default run, values some family needs, identity
-settings, whether its edit draws noise. ``test_every_builtin_method_declares_a_case`` fails for
-a method without one. For each (method, family, declared setting), on that family's tiny backbone
-and two samples:
+settings; whether two seeds may differ is the method's own ``stochastic`` (``Method.is_stochastic``).
+``test_every_builtin_method_declares_a_case`` fails for a method without one. For each (method,
+family, declared setting), on that family's tiny backbone and two samples:
 
 (a) a batch of 3 cells (two samples, two seeds) equals each cell run alone: the same NFE,
     gradient evaluations and artifacts, and images equal to float noise (below); the two samples'
-    images differ, and two seeds' images differ exactly when the case declares ``draws_noise``;
+    images differ, and two seeds' PNG bytes differ exactly when the method declares the setting
+    stochastic (``Method.is_stochastic``): a run computes one seed per sample of a setting declared
+    deterministic, so that declaration must not lie;
 (b) the counted NFE of every edit and of every computed preparation equals ``estimate_nfe``, the
     dry run's estimate (declared null-text settings set ``early_stop`` 0, so it is exact); the
     estimate has no gradient evaluations, so those are checked by (a) and (c) only;
@@ -53,7 +55,7 @@ from bench.data import Sample
 from bench.diffusion.backbone import Backbone
 from bench.execution.plan import cell_seed
 from bench.execution.worker import png_bytes, to_uint8
-from bench.method import Conformance, EditRow, Method, Preparation
+from bench.method import Conformance, EditResult, EditRow, Method, Preparation
 from bench.registry import BUILTIN_PACKAGE, all_methods, get_method, register
 from bench.method import rules_in_force
 from tests.helpers import tiny_backbone_spec
@@ -82,15 +84,17 @@ def builtin_methods() -> list[type[Method]]:
 
 
 def conformance_gaps(methods: list[type[Method]]) -> list[str]:
-    """One line per method whose declaration the battery cannot run: none, empty, an exemption a
-    method that makes its images may not claim, a family it does not declare, an inversion its
-    settings leave out, an identity naming an unknown method."""
+    """One line per method whose declaration the battery cannot run: none, empty, no ``stochastic``
+    of its own, an exemption a method that makes its images may not claim, a family it does not
+    declare, an inversion its settings leave out, an identity naming an unknown method."""
     gaps = []
     for cls in methods:
         case: Conformance | None = cls.conformance
         if case is None or not (case.settings or case.exempt):
             gaps.append(f"{cls.name}: declares no conformance case (Method.conformance)")
             continue
+        if not any("stochastic" in vars(c) for c in cls.__mro__ if c is not Method):
+            gaps.append(f"{cls.name}: does not declare stochastic (False when seeds give equal bytes)")
         if case.exempt and (case.settings or cls.measures_cost):
             gaps.append(f"{cls.name}: exempt, but it makes its images or declares settings")
         if stray := sorted(set(case.family_settings) - set(cls.families)):
@@ -219,6 +223,16 @@ def max_difference(a: torch.Tensor, b: torch.Tensor) -> float:
     return (a - b).abs().max().item()
 
 
+def seed_declaration_error(cls: type[Method], setting: dict, seed0: Edited, seed1: Edited) -> str | None:
+    """Why a method's stochastic declaration at ``setting`` is false for the cells of seeds 0 and 1
+    of one sample (declared deterministic: equal PNG bytes; stochastic: different ones), or None."""
+    differ = seed0.png != seed1.png
+    if differ == cls.is_stochastic(setting):
+        return None
+    declared = "stochastic" if cls.is_stochastic(setting) else "deterministic (stochastic = False)"
+    return f"{cls.name}: declared {declared}, but seeds 0 and 1 give {'different' if differ else 'equal'} PNG bytes"
+
+
 # -- the checks -------------------------------------------------------------------------------------
 def test_every_builtin_method_declares_a_case():
     assert conformance_gaps(builtin_methods()) == []
@@ -233,6 +247,36 @@ def test_a_builtin_method_without_a_case_fails_the_battery(monkeypatch):
     register(Undeclared)
     gaps = conformance_gaps(builtin_methods())
     assert gaps == ["conformance_undeclared: declares no conformance case (Method.conformance)"]
+
+
+class _SourceCopy(Method):
+    """Gives back the source image: deterministic given the sample."""
+
+    name = "conformance_source_copy"
+
+    def edit(self, backbone, sample, prep, setting, generator):
+        return EditResult(sample.image[None].clone())
+
+
+class _NoisySource(_SourceCopy):
+    """The source plus noise from the cell's generator: two seeds differ."""
+
+    name = "conformance_noisy_source"
+
+    def edit(self, backbone, sample, prep, setting, generator):
+        noise = torch.rand(sample.image.shape, generator=generator)
+        return EditResult((0.5 * sample.image + 0.5 * noise)[None])
+
+
+@pytest.mark.parametrize("cls, stochastic, lies", [
+    (_SourceCopy, False, False), (_SourceCopy, True, True), (_NoisySource, True, False), (_NoisySource, False, True),
+])  # fmt: skip
+def test_a_false_stochastic_declaration_fails_the_battery(backbone, cls, stochastic, lies):
+    declared = type(cls.__name__, (cls,), {"stochastic": stochastic})
+    run = Cells(declared, backbone, {})
+    sample = battery_samples(backbone.resolution)[0]
+    seed0, seed1 = (run.edit([(sample, run.prepare(sample), seed)])[0] for seed in (0, 1))
+    assert (seed_declaration_error(declared, run.setting, seed0, seed1) is not None) == lies
 
 
 @pytest.mark.parametrize("name, family, index", list(_declared_cases(_first_case)))
@@ -269,8 +313,7 @@ def test_method_conforms(request, monkeypatch, tmp_path, name, family, index):
             a, b = (np.asarray(r.artifacts[key]).astype(int) for r in (together, single))
             assert a.shape == b.shape and np.abs(a - b).max() <= 8 and (a != b).mean() < 0.01, key
     assert max_difference(batch[0].image, batch[2].image) > 1e-3  # the rows of two samples are not collapsed
-    seeds_differ = max_difference(alone[0].image, alone[1].image) > 1e-4
-    assert seeds_differ == cls.conformance.draws_noise_at(run.setting), f"two seeds differ: {seeds_differ}"
+    assert seed_declaration_error(cls, run.setting, alone[0], alone[1]) is None
 
     fresh_cache(monkeypatch, tmp_path / "second")  # (c) a second run, preparation included, gives the same bytes
     again = run.edit([(samples[0], run.prepare(samples[0]), CELLS[0][1])])[0]

@@ -70,3 +70,39 @@ def test_the_anchor_rule_is_githubs():
     page = ROOT / "docs" / "backbones.md"
     assert "backbone-families-sd-1x2x-sdxl-sd335-and-flux1" in anchors(page)
     assert "which-method-runs-on-which-family" in anchors(page)
+
+
+def hub_cli_commands() -> list[str]:
+    """Every Hugging Face CLI command that the README, the docs and the error messages tell users to run."""
+    texts = [README, *PAGES, *sorted((ROOT / "bench").rglob("*.py"))]
+    return [m.group(0) for path in texts for m in re.finditer(r"(?:hf|huggingface-cli) download[^\n`)]*", path.read_text())]
+
+
+def test_download_commands_use_the_cli_the_installed_huggingface_hub_ships():
+    import shlex
+    from importlib import metadata
+
+    shipped = {e.name for e in metadata.distribution("huggingface_hub").entry_points if e.group == "console_scripts"}
+    commands = hub_cli_commands()
+    assert len(commands) >= 10
+    for command in commands:
+        words = shlex.split(command.replace("{", "").replace("}", ""))
+        assert words[0] in shipped, f"{command!r}: the installed huggingface_hub ships {sorted(shipped)}"
+        for i, word in enumerate(words):  # hf takes one pattern per --include/--exclude; a second word is a file name
+            if word in ("--include", "--exclude") and i + 2 < len(words):
+                assert words[i + 2].startswith("--"), f"{command!r}: repeat {word} before each pattern"
+
+
+def test_the_fidelity_page_lists_each_unreproduced_script_detail_as_not_reproduced():
+    """The PIE-Bench protocol table names as "not reproduced" every detail of the scripts that
+    editbench does not follow, not only in the measured table, and names no cause it did not find
+    (issue 39 item 14: the edit-friendly script's two-call controller edits as editbench's does)."""
+    rows = [[c.strip() for c in line.strip("|").split("|")] for line in prose_lines(ROOT / "docs" / "fidelity.md")
+            if line.startswith("| ") and line.count("|") == 5]  # the protocol table: 4 columns
+    not_reproduced = [" ".join(r[:2]) for r in rows if r[3].startswith("not reproduced")]
+    assert any(r.startswith("edit-friendly") and "global torch generator" in r for r in not_reproduced)
+    assert any(r.startswith("edit-friendly") and "self-attention" in r for r in not_reproduced)
+    assert any(r.startswith("pix2pix-zero") and "inverse step shifted" in r for r in not_reproduced)
+    controller = [r for r in rows if "LOW_RESOURCE" in r[1]]
+    assert controller and "not a cause" in controller[0][3]
+    assert "two-call controller (above)" not in (ROOT / "docs" / "fidelity.md").read_text()

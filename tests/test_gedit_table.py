@@ -193,3 +193,10 @@ def test_bad_groups_fail_their_sample_naming_the_field(tmp_path):
     with pytest.raises(SampleError, match="groups"):
         refs["bad"].load(64)
     assert refs["img0"].groups == {}
+
+
+def test_the_gedit_page_says_its_judge_and_labels_once_not_per_table(judged_run):
+    """Four tables, one heading each: the judge line and what is untrained are said once (issue 39 item 12)."""
+    run_dir, _ = judged_run
+    text = gedit_markdown(build_gedit(run_dir))
+    assert text.count("\n## ") >= 4 and text.count("Judge: ") == 1 and text.count("Smoke numbers") == 1

@@ -41,6 +41,27 @@ def test_l1_l2_equal_torch_losses_on_totensor_images():
     assert l1_input[0].item() != pytest.approx(l1[0].item()), "to the input and to the ground truth differ"
 
 
+def test_l1_l2_resize_the_edit_to_the_ground_truths_own_size_as_magicbrush_does(tiny_vit):  # noqa: F811
+    """MagicBrush's ``eval_distance``: ``gen_img.resize(gt_img.size)`` (PIL's default filter), ``ToTensor``,
+    torch's losses; the similarity metrics embed the ground truth at its own size."""
+    source, edited = pair(7, n=1)
+    original, _ = pair(8, n=1, size=96)
+    original = original[:, :, :80]  # 80 high, 96 wide: not the run's square
+    sample = with_truth([torch.zeros(3, H, H)])[0]
+    sample.target_original = original[0]
+    ex = Extractors(MetricOptions(similarity_dino_model=tiny_vit))
+    to_tensor = transforms.ToTensor()
+    gt = pil(original[0])
+    gen = to_tensor(pil(edited[0]).resize(gt.size))
+    assert metric("l1_gt", ex)(edited, source, [sample])[0].item() == pytest.approx(
+        torch.nn.L1Loss()(gen, to_tensor(gt)).item(), abs=1e-7)
+    assert metric("l2_gt", ex)(edited, source, [sample])[0].item() == pytest.approx(
+        torch.nn.MSELoss()(gen, to_tensor(gt)).item(), abs=1e-7)
+    same = with_truth([original[0]])[0]
+    same.target_original = original[0]
+    assert metric("dino_gt", ex)(original, original, [same])[0].item() == pytest.approx(1.0, abs=1e-5)
+
+
 def test_dino_metrics_equal_magicbrush_pipeline(tiny_vit):  # noqa: F811
     from transformers import ViTModel
 

@@ -105,3 +105,31 @@ def test_hub_specs_round_trip_through_the_resolved_config(tmp_path):
     again = config_from_resolved(config.resolved)
     assert again.dataset == config.dataset
     assert [r.id for r in load_dataset(again.dataset)] == ["k0_en"]
+
+
+def test_a_card_with_a_list_of_instructions_per_sample_gives_chains(tmp_path):
+    """``turns: {list: instruction}``: one row per chain; list columns give each turn its entry."""
+    import datasets
+    from types import SimpleNamespace
+
+    from PIL import Image
+
+    from bench.hub_data import load_hub_benchmark
+
+    photo = Image.fromarray(np.random.default_rng(0).integers(0, 255, (40, 48, 3), dtype=np.uint8))
+    rows = datasets.Dataset.from_dict({"key": ["a", "b"], "image": [photo, photo],
+                                       "edits": [["add a hat", "make it red", "add snow"], ["zoom out"]],
+                                       "captions": [["a hat", "a red hat", "a snowy red hat"], ["far away"]]},
+                                      features=datasets.Features({"key": datasets.Value("string"), "image": datasets.Image(),
+                                                                  "edits": [datasets.Value("string")],
+                                                                  "captions": [datasets.Value("string")]}))  # fmt: skip
+    (tmp_path / "data").mkdir()
+    rows.to_parquet(str(tmp_path / "data" / "test-00000-of-00001.parquet"))
+    card = {"name": "chains", "hub": "someone/chains", "split": "test", "id": ["key"], "turns": {"list": "instruction"},
+            "fields": {"image": "image", "instruction": "edits", "output_caption": "captions"}}  # fmt: skip
+    spec = SimpleNamespace(path=str(tmp_path), split=None, hub=None, revision=None, allow_download=False)
+    refs = load_hub_benchmark(card, spec)
+    assert [(r.id, r.chain, r.turn) for r in refs] == [("a_1", "a", 1), ("a_2", "a", 2), ("a_3", "a", 3), ("b_1", "b", 1)]
+    third = refs[2].load(64)
+    assert (third.instruction, third.output_caption) == ("add snow", "a snowy red hat")
+    assert torch.equal(third.image, prepare_image(photo, 64)), "the row's one image is every turn's recorded source"

@@ -16,7 +16,7 @@ from bench.metrics.extractors import Extractors
 from bench.metrics.judge import Judge, instruction_of, judge_identity, load_judge, load_template
 from bench.metrics.judge_answers import read_answer
 from bench.metrics.judge_backends import ChatEndpoint, JudgeOptions, LocalVLM
-from tests.chat_server import ChatServer
+from tests.chat_server import ChatServer, Reply, completion
 
 
 @pytest.fixture(scope="module")
@@ -116,8 +116,8 @@ def scored(options, names=("vie_sc", "vie_pq", "vie_o"), batch=None):
     metrics = [get_metric(n)() for n in names]
     for m in metrics:
         m.load(extractors)
-    edited, source = images()
     batch = batch or samples()
+    edited, source = images(len(batch))
     return {m.name: (m(edited, source, batch), m.notes) for m in metrics}, extractors
 
 
@@ -250,7 +250,7 @@ def test_local_judge_metric_end_to_end_keeps_the_raw_answer(tiny_vlm):
 
 def test_endpoint_serving_the_tiny_model_answers_like_the_local_backend(tiny_vlm):
     local = LocalVLM(JudgeOptions(model=str(tiny_vlm)), "cpu")
-    with ChatServer(lambda images, text, body: local._answer(images, text, body["max_tokens"])) as server:
+    with ChatServer(lambda images, text, body: local.answer_many([(images, text)], body["max_tokens"])[0]) as server:
         endpoint = ChatEndpoint(JudgeOptions(backend="endpoint", url=server.url, model="tiny"))
         edited, _ = images(1)
         from bench.metrics.judge import to_pil
@@ -314,3 +314,54 @@ def test_a_malformed_template_file_is_a_one_line_error(monkeypatch, tmp_path):
     monkeypatch.setattr(judge, "TEMPLATES", tmp_path)
     with pytest.raises(ConfigError, match="broken_v1.yaml lacks or mistypes"):
         load_template("broken_v1")
+
+
+# -- failures: each request at most 1 + retries times, the server's message kept ----------------
+def test_vie_o_does_not_ask_again_what_vie_sc_and_vie_pq_were_refused():
+    with ChatServer(rule_answers, fail_first=1000) as server:
+        values, _ = scored(endpoint_options(server, retries=1))
+        assert all(torch.isnan(v).all() for v, _ in values.values())
+        assert len(server.requests) == 2 * 2 * 2  # 2 cells x 2 parts (sc, pq) x (1 try + 1 retry), not again for vie_o
+        assert json.loads(values["vie_o"][1][0])["sc"]["class"] == "transport_error"
+
+
+def test_equal_requests_in_one_batch_are_sent_once():
+    with ChatServer(rule_answers) as server:
+        edited, source = images(1)
+        metric = get_metric("vie_pq")()
+        metric.load(Extractors(endpoint_options(server)))
+        assert metric(edited.repeat(3, 1, 1, 1), source.repeat(3, 1, 1, 1), samples(3)).tolist() == [4] * 3
+        assert len(server.requests) == 1
+
+
+@pytest.mark.parametrize("reply, kind, said", [
+    (Reply({"error": {"message": "model is overloaded", "type": "server_error"}}), "transport_error",
+     "model is overloaded"),
+    (Reply(b"<html>502 Bad Gateway</html>"), "transport_error", "not JSON: b'<html>502 Bad Gateway"),
+    (Reply(completion(None, refusal="I can't rate this image.")), "refused", "I can't rate this image."),
+    (Reply(completion("", finish_reason="content_filter")), "content_filtered", "finish_reason content_filter"),
+    (Reply({"error": {"code": "content_filter", "message": "The prompt was filtered"}}, status=400),
+     "content_filtered", "The prompt was filtered"),
+    (Reply({"error": {"message": "bad image"}}, status=400), "transport_error", "HTTP 400 after 1 tries: bad image"),
+])  # fmt: skip
+def test_a_reply_without_an_answer_keeps_its_class_and_the_servers_message(reply, kind, said):
+    with ChatServer(lambda images, text, body: reply) as server:
+        values, _ = scored(endpoint_options(server, retries=2), names=("vie_pq",))
+        note = json.loads(values["vie_pq"][1][0])["pq"]
+        assert torch.isnan(values["vie_pq"][0]).all() and note["class"] == kind and said in note["reason"]
+        assert "KeyError" not in note["reason"] and "JSONDecodeError" not in note["reason"]
+        assert len(server.requests) == 2  # none of these is transient: one try per cell
+
+
+def test_a_judge_that_never_answers_is_a_timeout_after_its_retries():
+    with ChatServer(lambda images, text, body: Reply(completion('{"score": [9, 4]}'), delay_s=1.0)) as server:
+        values, _ = scored(endpoint_options(server, retries=1, timeout_s=0.3), names=("vie_pq",), batch=samples(1))
+        note = json.loads(values["vie_pq"][1][0])["pq"]
+        assert note["class"] == "timeout" and "within 0.3 s, 2 tries" in note["reason"]
+        assert len(server.requests) == 2
+
+
+def test_answers_outside_the_range_are_their_own_class():
+    with ChatServer(lambda images, text, body: '{"score": [12, 4]}') as server:
+        values, _ = scored(endpoint_options(server), names=("vie_pq",), batch=samples(1))
+        assert json.loads(values["vie_pq"][1][0])["pq"]["class"] == "out_of_range"

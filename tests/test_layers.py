@@ -184,7 +184,7 @@ def test_a_package_init_and_its_module_importing_each_other_is_a_cycle():
 
 def test_the_spine_is_all_that_bench_holds_at_its_top_level():
     top = sorted(p.stem for p in (ROOT / "bench").glob("*.py"))
-    spine = ["__init__", "cache", "data", "devices", "errors", "fields", "hub_data", "method", "params", "paths", "registry",
+    spine = ["__init__", "cache", "data", "devices", "errors", "fields", "hub_data", "method", "params", "paths", "preferences", "registry",
              "samples", "settings", "store", "timing", "tokenizer", "weights", "yaml_file"]
     assert top == spine, "a module at bench/'s top level is spine; layer modules belong in their package"
     for path in (ROOT / "bench").rglob("*.py"):

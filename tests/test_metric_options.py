@@ -22,6 +22,7 @@ DEFAULTS = {
     "pickscore_processor": "laion/CLIP-ViT-H-14-laion2B-s32B-b79K", "hps_architecture": "ViT-H-14",
     "hps_checkpoint": "xswu/HPSv2/HPS_v2.1_compressed.pt", "image_reward_model": "THUDM/ImageReward",
     "image_reward_tokenizer": "bert-base-uncased", "dreamsim_dir": "./models", "inception_weights": None,
+    "edit_reward_model": "TIGER-Lab/EditReward-Qwen2.5-VL-7B", "edit_reward_base": "Qwen/Qwen2.5-VL-7B-Instruct",
     "untrained_extractors": False, "seed": 0, "batch_size": 16, "kid_subsets": 100, "kid_subset_size": 1000,
     "judge": dataclasses.asdict(JudgeOptions()),
 }  # fmt: skip

@@ -134,10 +134,12 @@ def _without_run_specifics(row: dict) -> dict:
 
 
 def test_a_run_where_every_cell_failed_exits_3_naming_the_most_common_error(tmp_path):
-    missing = [{"id": f"gone{i}", "image": f"gone{i}.png", "source_prompt": "a cat"} for i in range(2)]
+    missing = [{"id": f"gone{i}", "image": f"gone{i}.png", "source_prompt": "a cat", "target_prompt": "a dog"}
+               for i in range(2)]  # fmt: skip
     data = write_dataset(tmp_path / "data", n=0, extra=missing)
     config = tmp_path / "c.yaml"
-    config.write_text(yaml.safe_dump({"dataset": {"path": data}, "methods": {"reconstruct": {}}, "seeds": [0, 1]}))
+    # sdedit draws noise, so both seeds are cells (a deterministic method runs one seed per sample)
+    config.write_text(yaml.safe_dump({"dataset": {"path": data}, "methods": {"sdedit": {}}, "seeds": [0, 1]}))
     result = invoke("run", config, "--out", tmp_path / "runs", "--quiet")
     assert result.exit_code == 3, result.output
     run_dir = result.stdout.strip().splitlines()[-1]  # the run folder is still printed

@@ -110,8 +110,8 @@ def test_dry_run_lists_the_plan_and_loads_no_backbone(tmp_path, monkeypatch):
     lines = result.output.splitlines()
     assert lines[0] == "dry run: 3 sample(s) x 2 seed(s); nothing is loaded or run"
     assert "sdedit | t0=0.5 | 6 | 2 | 2 | 4" in lines and "sdedit | t0=0.7 | 6 | 2 | 2 | 4" in lines
-    assert "reconstruct | — | 6 | — | — | 0" in lines
-    assert "24 cells; estimated NFE: 84 for the edits" in lines  # 2 x 6 x 4 + 6 x 3 x 2
+    assert "reconstruct | — | 3 | — | — | 0" in lines  # deterministic given the sample: one seed (issue 39)
+    assert "18 cells; estimated NFE: 66 for the edits" in lines  # 2 x 6 x 4 + 3 x 3 x 2
     (prep,) = [line for line in lines if line.startswith("preparations (inversions): 3 (ddim_inversion: 3); ")]
     assert prep.endswith("; up to 9 NFE if all are computed")  # found in the cache or not: other tests decide
     assert any(line.startswith("warning: sdedit: settings t0=0.5 and t0=0.7") for line in lines)
@@ -138,3 +138,20 @@ def test_the_estimate_looks_up_the_cache_key_the_run_writes(tmp_path, backbone):
             adapter.prepare(backbone, sample, setting)
             assert spec is not None and spec.is_cached(backbone, sample), (method, setting)
     assert "found in the disk cache, 0 to compute" in dry_run_text(config)
+
+
+def test_a_deterministic_method_runs_one_seed_per_sample_whatever_seeds_says(tmp_path):
+    """ddim_inversion is deterministic given the sample: seeds [0, 1] plan (and cost) one cell per
+    sample at seed 0, the dry run says so; sdedit draws noise and runs both seeds."""
+    from bench.execution.plan import dataset_refs, plan_units
+
+    config = build_config({"dataset": {"path": write_dataset(tmp_path / "data", n=3)}, "seeds": [0, 1],
+                           "methods": {"ddim_inversion": {"steps": 3}, "sdedit": {"t0": 0.5, "steps": 4}}})  # fmt: skip
+    cells = [c for u in plan_units(config.settings, dataset_refs(config), config.seeds, set(), 1) for c in u.cells]
+    assert sorted({(c.method, c.seed) for c in cells}) == [("ddim_inversion", 0), ("sdedit", 0), ("sdedit", 1)]
+    assert sum(c.method == "ddim_inversion" for c in cells) == 3
+    lines = dry_run_text(config).splitlines()
+    assert "ddim_inversion | — | 3 | 0 | 3 | 6" in lines
+    assert "9 cells; estimated NFE: 42 for the edits" in lines  # 3 x 6 + 6 x 4, not 6 x 6 + 6 x 4
+    assert any(line.startswith("note: ddim_inversion is deterministic given the sample") for line in lines)
+    assert not any(line.startswith("note: sdedit") for line in lines)

@@ -151,6 +151,27 @@ def test_an_sd3_run_on_ray_equals_the_local_run(ray_instance, raw_config):
     assert_same_cells(run(raw, RAY), local, preparations_cached=True)
 
 
+@pytest.mark.slow  # ~70 s on 2 loaded cores: two Ray actors each load the backbone
+def test_iterative_chains_on_ray_equal_the_local_run(ray_instance, tmp_path):
+    """A chain's turns run in order on one actor, each editing the previous turn's output there."""
+    from tests.test_chains import write_turns_manifest
+
+    raw = {"dataset": {"name": None, "path": write_turns_manifest(tmp_path / "data"), "turns": "iterative"},
+           "methods": {"sdedit": {"t0": 0.5, "steps": 4}}, "seeds": [0], "output": str(tmp_path / "runs")}  # fmt: skip
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        local = run(raw)
+    finally:
+        torch.set_num_threads(threads)
+    on_ray = run(raw, RAY)
+    got, want = cells(on_ray), cells(local)
+    assert list(got.index) == list(want.index) and got.input_key.equals(want.input_key)
+    assert (got.status == "ok").all() and got.input_key.notna().sum() == 2 * 2
+    for path in want.output_path:
+        assert (on_ray / path).read_bytes() == (local / path).read_bytes(), path
+
+
 @pytest.mark.slow  # ~35 s on 2 cores: two backbones loaded by each of two workers
 def test_a_two_backbone_run_on_ray_equals_the_local_run(ray_instance, raw_config):
     """Several models in one run: each actor holds one backbone at a time and every cell records its

@@ -202,7 +202,7 @@ def test_settings_are_checked(sd3):
         get_method("fireflow").resolve({"blocks": 0})
     assert shared_blocks(sd3.transformer, 1) == [1] and shared_blocks(sd3.transformer, 8) == [0, 1]
     for name in ("rf_solver", "fireflow"):
-        assert get_method(name).families == ("sd3",)
+        assert get_method(name).families == ("sd3", "flux")  # issue 34: on FLUX.1 as their authors run them
 
 
 def test_editbench_methods_lists_them_with_families_defaults_and_sources():
@@ -216,7 +216,7 @@ def test_editbench_methods_lists_them_with_families_defaults_and_sources():
         ("fireflow", 8, "FireFlow's README"),
     ):
         listing = output[output.index(f"{name}: ") :].split("\n\n")[0].splitlines()[:7]
-        assert listing[1].strip() == "families: SD3/3.5"
+        assert listing[1].strip() == "families: SD3/3.5, FLUX.1"
         assert listing[2].strip().startswith(f"steps = {steps}  [int in [1, 1000]]") and source in listing[2]
         assert all("(" in line for line in listing[2:]), "every default names its source"
 

@@ -37,6 +37,7 @@ from PIL import Image, ImageDraw
 from bench.diffusion.extra_networks import KINDS, ExtraNetwork, network_of
 from bench.errors import ConfigError
 from bench.params import Param
+from bench.params import LOCAL_OR_HUB
 
 MODEL_CONDITIONS = ("depth", "segmentation", "pose")
 PERSON = "person"
@@ -65,14 +66,16 @@ def annotator_params() -> tuple[Param, ...]:
     """The parameters naming each condition's model (its ``untrained`` is the method's own)."""
     source = "local folder or hub id (Hugging Face cache, safetensors + preprocessor_config.json)"
     return (
-        Param("depth_model", str, DEFAULT_MODELS["depth"], f"depth condition: depth estimation model, {source}"),
+        Param("depth_model", str, DEFAULT_MODELS["depth"], f"depth condition: depth estimation model, {source}",
+              path=LOCAL_OR_HUB),
         Param("segmentation_model", str, DEFAULT_MODELS["segmentation"],
-              f"segmentation condition: ADE20K semantic segmentation model, {source}"),
-        Param("pose_model", str, DEFAULT_MODELS["pose"], f"pose condition: ViTPose keypoint model, {source}"),
+              f"segmentation condition: ADE20K semantic segmentation model, {source}", path=LOCAL_OR_HUB),
+        Param("pose_model", str, DEFAULT_MODELS["pose"], f"pose condition: ViTPose keypoint model, {source}",
+              path=LOCAL_OR_HUB),
         Param("pose_threshold", float, 0.3, "pose condition: keypoints scoring below it are not drawn", low=0, high=1),
         Param("pose_detector", str, "", "pose condition: object detection model finding the people, e.g. "
               f"PekingU/rtdetr_r50vd_coco_o365, {source} ('': the whole image is one person; with untrained, "
-              "any other value: a random tiny detector)"),
+              "any other value: a random tiny detector)", path=LOCAL_OR_HUB),
         Param("person_threshold", float, 0.5, "pose condition: the detector's least score for a person", low=0, high=1),
     )  # fmt: skip
 

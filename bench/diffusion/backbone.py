@@ -11,6 +11,7 @@ every cache key includes.
 
 import hashlib
 import json
+import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -25,6 +26,9 @@ from bench.weights import file_digest, only_bin_weights
 
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 UNTRAINED_LABEL = "untrained backbone"
+#: What a hub model id looks like (``owner/name``); any other name that is neither embedded nor a folder is refused
+#: before any hub lookup (which would retry for half a minute offline).
+HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
 
 
 def scheduler_classes() -> dict:
@@ -78,6 +82,9 @@ class BackboneSpec:
             raise ConfigError(f"backbone true_cfg_scale {self.true_cfg_scale} is not allowed; expected >= 1 (1: off)")
         if self.resolution is not None and (self.resolution < 64 or self.resolution % 64):
             raise ConfigError(f"backbone resolution {self.resolution} is not allowed; expected a multiple of 64")
+        if not (self.is_tiny or _looks_like_path(self.name) or HUB_ID.fullmatch(self.name)
+                or Path(self.name).expanduser().is_dir()):  # fmt: skip
+            raise ConfigError(_unknown_name_message(self.name))
 
     @property
     def is_tiny(self) -> bool:
@@ -105,9 +112,12 @@ def _pipeline_folder(spec: BackboneSpec) -> Path:
         family = get_family(family_of_folder(Path(hf_hub_download(spec.name, "model_index.json", revision=spec.revision)).parent))
         return Path(snapshot_download(spec.name, revision=spec.revision, allow_patterns=family.hub_patterns(spec)))
     except Exception as exc:  # offline without a cached copy, unknown repo, no network...
+        from bench.diffusion.tiny import TINY_BACKBONES
+
         raise ConfigError(
             f"backbone {spec.name!r}: not a local folder, and the hub snapshot could not be loaded "
-            f"({type(exc).__name__}: {exc}). Use a local pipeline folder, or 'tiny' for the embedded untrained backbone."
+            f"({type(exc).__name__}: {exc}). Use a local pipeline folder, or an embedded untrained backbone "
+            f"({', '.join(sorted(TINY_BACKBONES))})."
         ) from exc
 
 
@@ -118,6 +128,15 @@ def _is_pipeline_folder(folder: Path) -> bool:
 def _looks_like_path(name: str) -> bool:
     """A name a hub id can never be (hub ids are ``repo`` or ``namespace/repo``)."""
     return name.startswith((".", "/", "~")) or name.count("/") > 1 or "\\" in name
+
+
+def _unknown_name_message(name: str) -> str:
+    """What a backbone name that is no embedded name, folder or hub id could have meant."""
+    from bench.diffusion.tiny import TINY_BACKBONES
+
+    embedded = sorted(TINY_BACKBONES)
+    return (f"backbone {name!r} is not an embedded backbone, a folder or a hub id (owner/name)"
+            f"{did_you_mean(name, embedded)}; embedded: {', '.join(embedded)}")  # fmt: skip
 
 
 def _missing_folder_message(name: str) -> str:

@@ -258,10 +258,10 @@ def locate(spec: Kind, source: str) -> Path:
             snapshot = None
         folder = Path(snapshot) / spec.subfolder if snapshot else None
     if folder is None or not all((folder / name).is_file() for name in spec.files):
-        include = " ".join(f"'{pattern}'" for pattern in patterns)
+        files = " ".join(patterns)
         raise ConfigError(
             f"{spec.label} {source!r}: looked for {wanted} in {where} and did not find them. Download it once "
-            f"online (huggingface-cli download {source} --include {include}), give a "
+            f"online (hf download {source} {files}), give a "
             "local folder, or set untrained: true for seeded random weights (smoke numbers only)."
         )
     return folder

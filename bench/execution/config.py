@@ -12,7 +12,9 @@ Command-line overrides ``--set KEY=VALUE[,VALUE...]``: ``sdedit.t0=0.3,0.5``,
 ``include:`` lists modules or ``.py`` files defining methods from outside the repository
 (``bench.registry``); they are imported first, and stored resolved so ``--resume`` finds them.
 A relative ``dataset.path`` starts from the config file's folder too (from the working folder
-when ``--set`` gives it) and is stored absolute, so a run resumes and reports from any folder.
+when ``--set`` gives it) and is stored absolute, so a run resumes and reports from any folder; so
+does every other path the run reads (``bench.execution.run_paths``: method parameters such as
+``external.folder``, a backbone folder, ``metric_options`` folders).
 """
 
 import copy
@@ -27,6 +29,7 @@ from bench.data import DatasetSpec
 from bench.diffusion.backbone import BackboneSpec, known_family
 from bench.diffusion.families import check_method_family
 from bench.errors import ConfigError, unknown
+from bench.execution.run_paths import fix_default_paths, fix_paths, unfixed_paths
 from bench.metrics import MetricOptions, get_metric
 from bench.registry import get_method, include, method_names, resolve_include
 from bench.store import setting_json
@@ -174,7 +177,8 @@ def expand_grid(method: str, block: dict | None, family: str | None = None) -> l
 
 
 def apply_override(raw: dict, assignment: str) -> None:
-    """Apply one ``--set KEY=VALUE[,VALUE...]`` to the raw config dict."""
+    """Apply one ``--set KEY=VALUE[,VALUE...]`` to the raw config dict; a relative path it gives
+    starts from the working folder (``bench.execution.run_paths``)."""
     key, sep, text = assignment.partition("=")
     if not sep or not key:
         raise ConfigError(f"--set {assignment!r}: expected KEY=VALUE, e.g. sdedit.t0=0.3,0.5")
@@ -195,7 +199,17 @@ def apply_override(raw: dict, assignment: str) -> None:
         node = node.setdefault(part, {})
         if node is None or not isinstance(node, dict):
             raise ConfigError(f"--set {key}: {part!r} is not a mapping")
+    node[path[-1]] = _given_path(path, value)
+
+
+def _given_path(path: list[str], value):
+    """``value`` of ``--set`` made absolute against the working folder where ``path`` names a path."""
+    probe = node = {}
+    for part in path[:-1]:
+        node = node.setdefault(part, {})
     node[path[-1]] = value
+    fix_paths(probe, Path.cwd())
+    return node[path[-1]]
 
 
 def _check_method_present(raw: dict, path: list[str], key: str) -> None:
@@ -229,12 +243,15 @@ def build_config(
     raw = copy.deepcopy(raw or {})
     raw["include"] = load_includes(raw, list(includes), base)  # before overrides: --set may name an included method
     file_dataset_path = _dataset_path(raw)
+    fix_paths(raw, base)  # the file's paths start from its folder; an override's from the working folder
     for assignment in overrides:
         apply_override(raw, assignment)
+    fix_default_paths(raw, Path.cwd())
     dataset_path_given = _resolve_dataset_path(raw, base if _dataset_path(raw) == file_dataset_path else Path.cwd())
     if backbone is not None:
         raw.setdefault("backbone", {})
         raw["backbone"] = {**(raw["backbone"] or {}), "name": backbone}
+        fix_paths({"backbone": raw["backbone"]}, Path.cwd())
     for key in raw:
         if key not in TOP_KEYS:
             raise ConfigError(f"config: {unknown('key', key, TOP_KEYS)}")
@@ -318,7 +335,15 @@ def load_config(
 
 
 def config_from_resolved(resolved: dict) -> RunConfig:
-    """Rebuild a RunConfig from a run manifest's resolved config (used by ``--resume``)."""
+    """Rebuild a RunConfig from a run manifest's resolved config (used by ``--resume``, ``score`` and
+    Ray workers); refuse one whose stored relative paths would read other files from here."""
+    unfixed = unfixed_paths(resolved, Path.cwd())
+    if unfixed:
+        raise ConfigError(
+            f"the run's config stores relative paths, read from the folder the run started in (not recorded): "
+            f"{'; '.join(unfixed)}. From here they may name other files than its first cells read, and its results "
+            "would mix them; start a new run (a run now stores every path absolute)"
+        )
     raw = copy.deepcopy(resolved)
     own = raw.pop("method_backbones", {})
     raw["methods"] = {name: {"zip": _columns(ss)} if ss else {} for name, ss in resolved["methods"].items()}

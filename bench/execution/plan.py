@@ -8,7 +8,12 @@ are cut into **batches** of up to ``batch_size`` cells of one setting (rows whos
 differ are never batched together); a batch may mix samples and seeds. Samples are blocked
 ``max(1, batch_size // seeds)`` at a time, so a batch fills up with the seeds of one sample and
 then with further samples; at ``batch_size = 1`` the order is the sample-major order of one
-cell at a time. Units are independent: an executor may run them in any order and on any worker.
+cell at a time. A setting its method declares deterministic given the sample
+(``Method.is_stochastic``) has one cell per sample, at the first seed, whatever ``seeds`` says:
+further seeds would repeat its images, and count them as evidence. Units are independent: an
+executor may run them in any order and on any worker.
+The chains of ``dataset.turns: iterative``, whose turns must run in order, are planned by
+``bench.execution.chains`` (one unit per block of chains).
 
 **Estimate** (``editbench run --dry-run``): the cells of each method and setting, settings that
 collapse onto the same steps, the preparations and the NFE to expect, and whether a run folder
@@ -21,7 +26,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bench.data import SampleRef, load_dataset
+from bench.data import SampleRef, chained_turns, load_dataset
 from bench.diffusion.backbone import identity_on_disk, step_rules
 from bench.errors import ConfigError
 from bench.execution.config import RunConfig
@@ -32,10 +37,11 @@ from bench.settings import setting_label, varying_params
 from bench.store import Store, setting_json
 
 
-def cell_key(method: str, setting: dict, sample_id: str, seed: int) -> str:
-    """The cell's primary key in the store: stable across runs, resumes and batchings."""
-    text = json.dumps([method, setting_json(setting), sample_id, seed])
-    return hashlib.sha256(text.encode()).hexdigest()[:24]
+def cell_key(method: str, setting: dict, sample_id: str, seed: int, chained: bool = False) -> str:
+    """The cell's primary key in the store: stable across runs, resumes and batchings. ``chained``:
+    the turn edits the method's own previous output (``turns: iterative``), not its recorded source."""
+    parts = [method, setting_json(setting), sample_id, seed] + (["iterative"] if chained else [])
+    return hashlib.sha256(json.dumps(parts).encode()).hexdigest()[:24]
 
 
 def cell_seed(sample_id: str, seed: int) -> int:
@@ -45,13 +51,20 @@ def cell_seed(sample_id: str, seed: int) -> int:
 
 @dataclass(frozen=True)
 class Cell:
-    """One pending cell; ``ref`` is its sample (loaded by whoever runs it)."""
+    """One pending cell; ``ref`` is its sample (loaded by whoever runs it).
+
+    A turn of a chain (``bench.execution.chains``) edits the output of cell ``input_key``: from
+    ``input_png`` when that cell finished in an earlier session, else from the unit that runs it
+    first; ``blocked`` says why it cannot run (that cell failed or was skipped)."""
 
     key: str
     method: str
     setting: dict = field(hash=False, compare=False)
     ref: SampleRef = field(hash=False, compare=False)
     seed: int = 0
+    input_key: str | None = None
+    input_png: bytes | None = field(default=None, hash=False, compare=False, repr=False)
+    blocked: str | None = field(default=None, hash=False, compare=False)
 
     @property
     def sample_id(self) -> str:
@@ -105,14 +118,20 @@ def plan_units(
                     cells = [
                         Cell(key, method, setting, ref, seed)
                         for ref in block
-                        for seed in seeds
+                        for seed in cls.seeds_to_run(setting, seeds)
                         if (key := cell_key(method, setting, ref.id, seed)) not in done
                     ]
                     batches += [cells[i : i + batch_size] for i in range(0, len(cells), batch_size)]
                 if batches:
                     units.append(WorkUnit(len(units), method, batches, backbones.get(method)))
+    return grouped_by_backbone(units)
+
+
+def grouped_by_backbone(units: list[WorkUnit]) -> list[WorkUnit]:
+    """``units`` with those of one backbone together (backbones in the order they first come,
+    plan order within one), renumbered: a worker that runs them in order loads each model once."""
     order = list(dict.fromkeys(unit.backbone for unit in units))
-    units.sort(key=lambda unit: order.index(unit.backbone))  # stable: plan order within a backbone
+    units = sorted(units, key=lambda unit: order.index(unit.backbone))
     for unit_id, unit in enumerate(units):
         unit.unit_id = unit_id
     return units
@@ -174,7 +193,7 @@ def plan_settings(config: RunConfig, n_samples: int) -> tuple[list[SettingPlan],
         for setting in settings:
             with rules_in_force(rules):  # the backbone family's NFE per guided step and start-level steps
                 (start, run), nfe = cls.schedule(setting) or (None, None), cls.estimate_nfe(setting)[0]
-            cells = n_samples * len(config.seeds)
+            cells = n_samples * len(cls.seeds_to_run(setting, config.seeds))
             plans.append(SettingPlan(method, setting_label(setting, varying), cells, start, run, nfe,
                                      config.backbone_label(method)))  # fmt: skip
             spec = cls.preparation(setting)
@@ -205,7 +224,7 @@ def cached_preparations(config: RunConfig, refs: list[SampleRef], preparations: 
 def dry_run_text(config: RunConfig) -> str:
     """The ``--dry-run`` listing: cells per method and setting, preparations, NFE estimate, warnings."""
     refs = dataset_refs(config)
-    plans, preparations = plan_settings(config, len(refs))
+    plans, preparations = plan_settings(config, len(refs) + len(chained_turns(refs, config.dataset.turns)))
     lines = [f"dry run: {len(refs)} sample(s) x {len(config.seeds)} seed(s); nothing is loaded or run", ""]
     several = len(config.backbones) > 1
     lines.append(("backbone | " if several else "") + "method | setting | cells | start step | timesteps run | NFE/cell (est.)")
@@ -232,8 +251,38 @@ def dry_run_text(config: RunConfig) -> str:
         found = "disk cache not checked (the backbone's files are not on disk)" if cached is None else \
             f"{cached} found in the disk cache, {total - cached} to compute"
         lines.append(f"preparations (inversions): {total} ({each}); {found}; up to {nfe} NFE if all are computed")
+    lines += one_seed_notes(config)
     lines += [f"warning: {w}" for w in collapsed_settings(config)]
     return "\n".join(lines) + "\n"
+
+
+def one_seed_notes(config: RunConfig) -> list[str]:
+    """A line per method with settings deterministic given the sample, when the config has several
+    seeds: those settings run the first seed only (their cells and NFE above count it once)."""
+    if len(config.seeds) < 2:
+        return []
+    notes = []
+    for method, settings in config.settings.items():
+        cls = get_method(method)
+        fixed = [s for s in settings if not cls.is_stochastic(s)]
+        if fixed:
+            which = "its settings" if len(fixed) == len(settings) else f"{len(fixed)} of its {len(settings)} settings"
+            notes.append(f"note: {method} is deterministic given the sample ({which}): one seed per sample "
+                         f"(seed {config.seeds[0]}), not {len(config.seeds)}; more seeds would repeat its images")
+    return notes
+
+
+def config_cell_keys(config: RunConfig, refs: list[SampleRef]) -> list[str]:
+    """The key of every cell the config asks for, chained turns included (one seed per sample for
+    deterministic settings)."""
+    edits = [(ref, False) for ref in refs] + [(ref, True) for ref in chained_turns(refs, config.dataset.turns)]
+    return [
+        cell_key(method, setting, ref.id, seed, chained)
+        for method, settings in config.settings.items()
+        for setting in settings
+        for ref, chained in edits
+        for seed in get_method(method).seeds_to_run(setting, config.seeds)
+    ]
 
 
 def missing_work(run_dir: Path, config: RunConfig) -> tuple[int, int]:
@@ -248,7 +297,7 @@ def missing_work(run_dir: Path, config: RunConfig) -> tuple[int, int]:
         cells = store.cells_frame()
     finally:
         store.close()
-    keys = [cell_key(m, s, ref.id, seed) for m, ss in config.settings.items() for s in ss for ref in refs for seed in config.seeds]
+    keys = config_cell_keys(config, refs)
     set_names = [m for m in config.metrics if issubclass(get_metric(m), SetMetric)]
     image_names = [m for m in config.metrics if m not in set_names]
     ok = cells[cells["status"] == "ok"]

@@ -29,9 +29,10 @@ from bench.data import load_dataset
 from bench.diffusion.backbone import Backbone
 from bench.diffusion.extra_networks import changed_networks
 from bench.errors import ConfigError
+from bench.execution.chains import plan_chain_units
 from bench.execution.config import ExecutorSpec, RunConfig, config_from_resolved
 from bench.execution.executors import check_executor, make_executor
-from bench.execution.plan import plan_units
+from bench.execution.plan import config_cell_keys, plan_units
 from bench.execution.progress import progress_bar
 from bench.execution.runlock import locked_run, run_lock
 from bench.execution.scoring import score_missing, score_sets
@@ -39,25 +40,30 @@ from bench.execution.worker import CellOutcome, CellWorker
 from bench.metrics.judge import judge_identity
 from bench.paths import output_stem, repo_root, write_atomic
 from bench.samples import Frame
+from bench.settings import unused_params
 from bench.store import CellRecord, Store, setting_json, write_manifest_file
 
 PACKAGES = ("editbench", "torch", "torchvision", "diffusers", "transformers", "torchmetrics", "lpips", "clean-fid",
             "numpy", "pillow")  # fmt: skip
 
 
-def setting_slug(setting: dict) -> str:
-    """A readable folder name for a setting, with a short hash so it is unique."""
+def setting_slug(setting: dict, method: str | None = None) -> str:
+    """A readable folder name for a setting (the parameters ``method`` reads), with a short hash of
+    the whole setting so it is unique."""
     if not setting:
         return "default"
-    text = "_".join(f"{k}={v}" for k, v in setting.items())
+    unread = unused_params(method, setting) if method else frozenset()
+    text = "_".join(f"{k}={v}" for k, v in setting.items() if k not in unread)
     text = re.sub(r"[^A-Za-z0-9.=_-]", "-", text)[:80]
     return f"{text}_{hashlib.sha256(setting_json(setting).encode()).hexdigest()[:6]}"
 
 
 def output_relpath(record: CellRecord) -> Path:
-    """Where a cell's image goes, relative to the run folder."""
-    name = f"{output_stem(record.sample_id)}_seed{record.seed}.png"
-    return Path("images") / record.method / setting_slug(record.setting) / name
+    """Where a cell's image goes, relative to the run folder (``_iter`` marks a chain's turn that
+    edited the previous output, beside the same turn edited from its recorded source)."""
+    chained = "_iter" if record.input_key else ""
+    name = f"{output_stem(record.sample_id)}{chained}_seed{record.seed}.png"
+    return Path("images") / record.method / setting_slug(record.setting, record.method) / name
 
 
 def _package_versions() -> dict:
@@ -189,12 +195,16 @@ class Runner:
 
     # -- the loop ------------------------------------------------------------------------------
     def total_cells(self) -> int:
-        return len(self.refs) * self.config.n_settings * len(self.config.seeds)
+        return len(config_cell_keys(self.config, self.refs))
 
     def plan(self, done: set[str]):
-        """Work units of every cell not in ``done``."""
-        labels = {method: self.config.backbone_label(method) for method in self.config.settings}
-        return plan_units(self.config.settings, self.refs, self.config.seeds, done, self.config.batch_size, labels)
+        """Work units of every cell not in ``done`` (the store's cells: a chain's next turn reads them)."""
+        config = self.config
+        labels = {method: config.backbone_label(method) for method in config.settings}
+        if config.dataset.turns == "iterative":
+            return plan_chain_units(config.settings, self.refs, config.seeds, self.store.outcomes(), config.batch_size,
+                                    self.run_dir, labels)  # fmt: skip
+        return plan_units(config.settings, self.refs, config.seeds, done, config.batch_size, labels)
 
     def run(self) -> dict:
         """Run every cell not yet in the store; returns counts of ok/failed/skipped cells."""
@@ -314,7 +324,10 @@ def resume_run(run_dir: str | Path, progress: bool = True, executor: ExecutorSpe
     ``executor``, by default the run's own)."""
     run_dir = Path(run_dir)
     with locked_run(run_dir) as manifest:
-        config = config_from_resolved(manifest["config"])
+        try:
+            config = config_from_resolved(manifest["config"])
+        except ConfigError as exc:
+            raise ConfigError(f"run {run_dir}: cannot resume: {exc}") from exc
         from bench.execution.plan import missing_work  # imports this module
 
         total, missing = missing_work(run_dir, config)

@@ -16,6 +16,7 @@ from PIL import Image
 from bench.errors import ConfigError, SampleError
 from bench.metrics import ImageMetric, SetMetric, get_metric, load_metrics
 from bench.metrics.image_scores import score_images
+from bench.metrics.judge_failures import REQUEST_FAILURES
 from bench.paths import cache_dir, write_atomic
 from bench.samples import Frame, run_frames
 
@@ -103,12 +104,14 @@ def score_sets(store, run_dir: Path, metrics: list, refs: list, frames: dict, ba
 
 
 def score_missing(store, run_dir: Path, metrics: list, refs: list, frames: dict, batch_size: int,
-                  progress: bool = True) -> int:  # fmt: skip
+                  progress: bool = True, retry_failed: bool = False) -> int:  # fmt: skip
     """Compute, from the saved images, every per-image value of ``metrics`` that an ok cell lacks
     (metrics added to the run after the cell finished, or a ``score`` that was killed); values
-    already stored are left as they are. The images are scored by ``score_images``, the worker's
-    path; a metric that fails on an image stops the command with its error. Returns how many
-    cells gained values."""
+    already stored are left as they are, except, with ``retry_failed``, a judge metric's NaN
+    whose note says the judge gave no answer (``REQUEST_FAILURES``: refused, filtered, transport
+    error, timeout), which is computed again (the judge asks only the requests it has no cached
+    answer for). The images are scored by ``score_images``, the worker's path; a metric that
+    fails on an image stops the command with its error. Returns how many cells gained values."""
     from bench.execution.progress import progress_bar
 
     image_metrics = [m for m in metrics if isinstance(m, ImageMetric)]
@@ -118,18 +121,22 @@ def score_missing(store, run_dir: Path, metrics: list, refs: list, frames: dict,
     cells = store.cells_frame()
     ok = cells[(cells["status"] == "ok") & cells["output_path"].notna()]
     lacking = defaultdict(list)  # (sample id, backbone) -> [(cell, metrics it lacks)]
+    retry = failed_requests(ok, image_metrics) if retry_failed else set()
     for cell in ok.itertuples():
-        missing = [m for m in image_metrics if (cell.key, m.name) not in stored]
+        missing = [m for m in image_metrics if (cell.key, m.name) not in stored or (cell.key, m.name) in retry]
         if missing:
             lacking[cell.sample_id, cell.backbone].append((cell, missing))
     refs_by_id = {r.id: r for r in refs}
+    outputs = dict(zip(cells["key"], cells["output_path"]))
     bar = progress_bar(len(lacking), unit="sample", enabled=progress)
     for (sample_id, backbone), todo in lacking.items():
         sample = refs_by_id[sample_id].load(_frame_of(frames, backbone))
         for metric in image_metrics:
             for batch in _batched([cell for cell, missing in todo if metric in missing], batch_size):
                 edited = [read_png(Path(run_dir) / c.output_path) for c in batch]
-                scores = score_images([metric], edited, [sample.image] * len(batch), [sample] * len(batch), batch_size)
+                sources = [_turn_input(c, sample, outputs, run_dir) for c in batch]
+                turns = [replace(sample, image=s) for s in sources]
+                scores = score_images([metric], edited, sources, turns, batch_size)
                 for cell, score in zip(batch, scores):
                     if score.error is not None:
                         raise score.error
@@ -140,8 +147,32 @@ def score_missing(store, run_dir: Path, metrics: list, refs: list, frames: dict,
     return sum(len(todo) for todo in lacking.values())
 
 
-def score_run(run_dir: str | Path, names: list[str], untrained: bool = False, progress: bool = True) -> dict:
+def _turn_input(cell, sample, outputs: dict, run_dir: Path) -> torch.Tensor:
+    """The image a cell edited: a chain's previous output (``input_key``), else the sample's source."""
+    input_key = getattr(cell, "input_key", None)
+    if isinstance(input_key, str):
+        return read_png(Path(run_dir) / outputs[input_key])
+    return sample.image
+
+
+def failed_requests(cells, metrics: list) -> set[tuple[str, str]]:
+    """(cell key, metric) of the judge values that are NaN because the judge gave no answer."""
+    found = set()
+    for m in metrics:
+        column = f"note.{m.name}"
+        if not m.is_judge or column not in cells.columns:
+            continue
+        for key, value, note in zip(cells["key"], cells[f"metric.{m.name}"], cells[column]):
+            failure = m.failure(note) if isinstance(note, str) and math.isnan(value) else None
+            if failure is not None and failure.kind in REQUEST_FAILURES:
+                found.add((key, m.name))
+    return found
+
+
+def score_run(run_dir: str | Path, names: list[str], untrained: bool = False, progress: bool = True,
+              retry_failed: bool = False) -> dict:  # fmt: skip
     """Add metrics ``names`` to a finished run without re-running methods; returns counts.
+    ``retry_failed``: also ask the judge again the requests that failed (``score_missing``).
 
     The metrics are recorded in the run's manifest before any is computed, so a ``score`` that
     is killed is finished by running it again or by ``run --resume``: either computes exactly
@@ -150,10 +181,11 @@ def score_run(run_dir: str | Path, names: list[str], untrained: bool = False, pr
 
     run_dir = Path(run_dir)
     with locked_run(run_dir) as manifest:
-        return _score_locked(run_dir, manifest, names, untrained, progress)
+        return _score_locked(run_dir, manifest, names, untrained, progress, retry_failed)
 
 
-def _score_locked(run_dir: Path, manifest: dict, names: list[str], untrained: bool, progress: bool) -> dict:
+def _score_locked(run_dir: Path, manifest: dict, names: list[str], untrained: bool, progress: bool,
+                  retry_failed: bool) -> dict:  # fmt: skip
     from bench.data import load_dataset
     from bench.devices import resolve_device
     from bench.execution.config import config_from_resolved
@@ -178,7 +210,7 @@ def _score_locked(run_dir: Path, manifest: dict, names: list[str], untrained: bo
         if judge:
             manifest["judge"] = judge
         _add_to_manifest(store, manifest, names, untrained)
-        scored = score_missing(store, run_dir, metrics, refs, frames, options.batch_size, progress)
+        scored = score_missing(store, run_dir, metrics, refs, frames, options.batch_size, progress, retry_failed)
         sets = score_sets(store, run_dir, metrics, refs, frames, options.batch_size)
     finally:
         store.close()

@@ -9,6 +9,9 @@ Per batch:
 
 - each row gets a fresh generator seeded from (sample id, seed), so its noise does not depend
   on the batch it runs in or its position;
+- a chain's turn (``bench.execution.chains``) edits the saved pixels of its previous turn: kept
+  from earlier in the unit, or given with the cell when that turn finished in an earlier session;
+  it is skipped, with the reason, when that turn did not end ok;
 - cost is measured for the whole batch: ``time_s``/``gpu_time_s`` per cell are the batch's
   divided by its size, ``peak_mem_mb`` is the batch's, NFE per cell is what the method counted
   for the row or else the batch's NFE divided evenly (every row of one setting costs the same);
@@ -21,6 +24,7 @@ Per batch:
   alone (the edit is not re-run).
 """
 
+import dataclasses
 import gc
 import io
 import socket
@@ -35,6 +39,7 @@ from bench.data import Sample, SampleRef
 from bench.devices import resolve_device
 from bench.diffusion.backbone import Backbone
 from bench.diffusion.families import check_method_family
+from bench.execution.chains import blocked_reason, input_image
 from bench.execution.config import RunConfig
 from bench.execution.plan import Cell, WorkUnit, cell_seed
 from bench.method import EditResult, EditRow, Method, Preparation, rules_in_force
@@ -187,16 +192,24 @@ class CellWorker:
 
     def _unit_outcomes(self, unit: WorkUnit):
         prepared: dict[tuple, _Prepared | Exception] = {}
+        inputs = {cell.input_key for cell in unit.cells if cell.input_key}
+        kept: dict[str, CellOutcome] = {}  # outcomes a later turn of a chain in this unit edits
+
+        def keep(outcome: CellOutcome) -> CellOutcome:
+            if outcome.record.key in inputs:
+                kept[outcome.record.key] = outcome
+            return outcome
+
         for batch in unit.batches:
             rows = []
             for cell in batch:
-                row = self._ready(cell, prepared)
+                row = self._ready(cell, prepared, kept)
                 if isinstance(row, CellOutcome):
-                    yield row
+                    yield keep(row)
                 else:
                     rows.append(row)
             for same_size in _by_image_size(rows):
-                yield from self._execute(same_size)
+                yield from map(keep, self._execute(same_size))
 
     def _sample(self, ref: SampleRef) -> Sample | Exception:
         if ref.id not in self._samples:
@@ -208,23 +221,30 @@ class CellWorker:
                 self._samples.popitem(last=False)
         return self._samples[ref.id]
 
-    def _ready(self, cell: Cell, prepared: dict) -> _Row | CellOutcome:
-        """The cell's row, or its outcome when it cannot run (bad sample, missing field, failed preparation)."""
+    def _ready(self, cell: Cell, prepared: dict, kept: dict[str, CellOutcome]) -> _Row | CellOutcome:
+        """The cell's row, or its outcome when it cannot run (bad sample, missing field, failed
+        preparation, a chain's previous turn that did not end ok)."""
         method = self.methods[cell.method]
         record = CellRecord(cell.key, cell.method, cell.setting, cell.sample_id, cell.seed, "ok", cell.ref.edit_type)
         with rules_in_force(self.backbone.step_rules):
             record.start_step, record.steps_run = method.schedule(cell.setting) or (None, None)
         record.worker = self.name
         record.groups = dict(cell.ref.groups)
+        record.chain, record.turn, record.input_key = cell.ref.chain, cell.ref.turn, cell.input_key
         sample = self._sample(cell.ref)
         if isinstance(sample, Exception):
             record.status, record.error = "failed", _error(sample)
             return CellOutcome(record)
+        if cell.input_key is not None:
+            sample = self._chained(cell, sample, kept)
+            if isinstance(sample, str):
+                record.status, record.error = "skipped", sample
+                return CellOutcome(record)
         missing = method.missing(sample, cell.setting)
         if missing:
             record.status, record.error = "skipped", f"sample lacks {', '.join(missing)}, which {cell.method!r} needs"
             return CellOutcome(record)
-        prep = self._prepare(method, sample, cell.setting, prepared)
+        prep = self._prepare(method, sample, cell.setting, prepared, cell.input_key)
         if isinstance(prep, Exception):
             record.status, record.error = "failed", f"preparation failed: {_error(prep)}"
             return CellOutcome(record)
@@ -235,10 +255,23 @@ class CellWorker:
         prep.used = True
         return _Row(cell, sample, prep.value, record)
 
-    def _prepare(self, method: Method, sample: Sample, setting: dict, prepared: dict) -> _Prepared | Exception:
+    @staticmethod
+    def _chained(cell: Cell, sample: Sample, kept: dict[str, CellOutcome]) -> Sample | str:
+        """The turn's sample editing its chain's previous output, or why it cannot run."""
+        if cell.blocked:
+            return cell.blocked
+        previous = kept.get(cell.input_key)
+        if previous is not None and previous.record.status != "ok":
+            return blocked_reason(previous.record.chain, previous.record.turn, previous.record.status,
+                                  previous.record.error)  # fmt: skip
+        png = previous.image_png if previous is not None else cell.input_png
+        return dataclasses.replace(sample, image=input_image(png))
+
+    def _prepare(self, method: Method, sample: Sample, setting: dict, prepared: dict,
+                 input_key: str | None = None) -> _Prepared | Exception:  # fmt: skip
         """The sample's preparation, computed on first use of its ``preparation_key`` (the plan's:
-        a unit holds one)."""
-        key = (sample.id, method.preparation_key(setting))
+        a unit holds one) and input (a chain's turn edits its own previous output)."""
+        key = (sample.id, input_key, method.preparation_key(setting))
         if key not in prepared:
             nfe_before = self.backbone.nfe.count
             try:

@@ -67,6 +67,22 @@ class ImageMetric(Metric):
     (a judge's raw answer and why it gave NaN), for audit."""
 
     notes: list[str] | None = None
+    #: Whether a judge (a VLM or reward model) gives the values: tables then count its answers by
+    #: class (``bench.metrics.judge_failures``) from the notes, read by ``failure``.
+    is_judge: ClassVar[bool] = False
+
+    @classmethod
+    def failure(cls, note: str | None):
+        """Why a value with this ``note`` is NaN, when the note says: a
+        ``bench.metrics.judge_failures.Failure`` (class and specific reason); None otherwise (the
+        declared ``nan_reason`` holds). Metrics whose notes record failures override it."""
+        return None
+
+    @classmethod
+    def judge_samples(cls, note: str | None) -> list[float] | None:
+        """The value under each of a judge's k answers when the note records them (a judge
+        metric with ``judge.samples`` > 1), else None: tables then show the judge's spread."""
+        return None
 
     def __call__(self, edited: torch.Tensor, source: torch.Tensor, samples: list) -> torch.Tensor:
         if edited.shape != source.shape or edited.ndim != 4 or len(samples) != edited.shape[0]:

@@ -21,11 +21,13 @@ from bench.metrics.extractors import network
 from bench.metrics.offline import UNTRAINED_FLAG, local_or_cached, ready, seeded
 from bench.metrics.options import Option
 from bench.paths import cache_dir
+from bench.params import LOCAL_OR_HUB
 
 NAN = float("nan")
 ZERO_DIRECTION = 1e-5
 CLIP_MODEL = Option("clip_model", str, "openai/clip-vit-large-patch14", "CLIP of clip_score, clip_score_edited "
-                    "and clip_direction: a hub id (read from the Hugging Face cache) or a local folder")  # fmt: skip
+                    "and clip_direction: a hub id (read from the Hugging Face cache) or a local folder",
+                    path=LOCAL_OR_HUB)  # fmt: skip
 
 # Architectures of the CLIP checkpoints we can rebuild untrained without network.
 CLIP_ARCHITECTURES = {

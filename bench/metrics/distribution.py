@@ -21,6 +21,7 @@ from bench.metrics.extractors import network
 from bench.metrics.offline import ExtractorMissing, ready, seeded, torch_hub_checkpoints
 from bench.metrics.options import Option, positive_int
 from bench.weights import file_digest
+from bench.params import LOCAL
 
 NAN_REASON = "fewer than 2 edited or fewer than 2 source images"
 INCEPTION_TORCHSCRIPT = "inception-2015-12-05.pt"  # clean-fid's extractor (NVIDIA's port of TF Inception)
@@ -28,7 +29,7 @@ INCEPTION_FID_WEIGHTS = "pt_inception-2015-12-05-6726825d.pth"  # pytorch-fid's 
 INCEPTION_DIM = 2048
 INCEPTION_WEIGHTS = Option("inception_weights", str | None, None, "FID/KID's Inception-V3: a local file "
                            f"({INCEPTION_TORCHSCRIPT} or {INCEPTION_FID_WEIGHTS}); null: looked for in the torch hub "
-                           "cache and clean-fid's download folder")  # fmt: skip
+                           "cache and clean-fid's download folder", path=LOCAL)  # fmt: skip
 KID_SUBSETS = Option("kid_subsets", int, 100, "how many random subsets KID averages over", positive_int)
 KID_SUBSET_SIZE = Option("kid_subset_size", int, 1000, "images per KID subset (at most the n of the set)",
                          positive_int)  # fmt: skip

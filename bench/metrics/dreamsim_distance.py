@@ -22,13 +22,14 @@ from bench.metrics.extractors import network
 from bench.metrics.offline import ExtractorMissing, ready
 from bench.metrics.options import Option
 from bench.paths import cache_dir
+from bench.params import LOCAL
 
 DREAMSIM_TYPE = "open_clip_vitb32"
 DREAMSIM_FILES = (f"{DREAMSIM_TYPE}_pretrain.pth.tar", f"{DREAMSIM_TYPE}_single_lora/adapter_config.json")
 # LoRA of the released single-backbone checkpoints (for the untrained build; B = 0: the identity)
 UNTRAINED_LORA = {"r": 16, "lora_alpha": 0.5, "lora_dropout": 0.3, "bias": "none", "target_modules": ["qkv"]}
 DREAMSIM_DIR = Option("dreamsim_dir", str, "./models", "the folder of DreamSim's unzipped open_clip_vitb32 "
-                      "checkpoint (the package's own default)")  # fmt: skip
+                      "checkpoint (the package's own default)", path=LOCAL)  # fmt: skip
 
 
 def write_untrained_folder(folder: Path, seed: int) -> Path:

@@ -16,9 +16,13 @@ Models: ``metric_options.similarity_clip_model`` (default openai/clip-vit-base-p
 facebook/dino-vits16, the ``dino_vits16`` it loads from torch hub). Preprocessing: CLIP's own
 (shorter side to 224 bicubic, centre crop 224, CLIP normalisation: transformers'
 ``CLIPImageProcessor`` does what OpenAI's ``preprocess`` does); DINO as MagicBrush: shorter side
-to 256 bicubic (PIL), centre crop 224, ImageNet normalisation. Images are the 8-bit edited image
-and the reference at the run's resolution (MagicBrush resizes the edit to the ground truth's size;
-at MagicBrush's 512 px and a 512 px run the two agree).
+to 256 bicubic (PIL), centre crop 224, ImageNet normalisation.
+
+The images are the 8-bit edited image and, as MagicBrush reads its files, the ground truth at its
+own size (``Sample.target_original``, which the hub loader keeps): L1 and L2 resize the edit to the
+ground truth's size first (PIL's default filter for ``resize``, bicubic, as ``gen_img.resize(gt_img.size)``),
+CLIP-I and DINO embed each image through its own preprocessing. A sample whose loader keeps no
+original (only ``target_image``, at the run's resolution) is compared at the run's resolution.
 """
 
 import torch
@@ -28,27 +32,47 @@ from bench.metrics.base import ImageMetric
 from bench.metrics.clip import clip_network, image_embeddings, text_embeddings
 from bench.metrics.options import Option
 from bench.metrics.structure import IMAGENET_MEAN, IMAGENET_STD, dino_network
+from bench.samples import image_tensor
+from bench.params import LOCAL_OR_HUB
 
 NAN = float("nan")
 DINO_RESIZE, DINO_CROP = 256, 224
 SIMILARITY_CLIP_MODEL = Option("similarity_clip_model", str, "openai/clip-vit-base-patch32",
-                               "CLIP of clip_i_gt, clip_i_input and clip_t (MagicBrush's ViT-B/32): a hub id or a folder")
+                               "CLIP of clip_i_gt, clip_i_input and clip_t (MagicBrush's ViT-B/32): a hub id or a folder",
+                               path=LOCAL_OR_HUB)
 SIMILARITY_DINO_MODEL = Option("similarity_dino_model", str, "facebook/dino-vits16",
-                               "DINO of dino_gt and dino_input (MagicBrush's ViT-S/16): a hub id or a local folder")
+                               "DINO of dino_gt and dino_input (MagicBrush's ViT-S/16): a hub id or a local folder",
+                               path=LOCAL_OR_HUB)
 
 
-def _references(metric: ImageMetric, source: torch.Tensor, samples: list) -> tuple[torch.Tensor, torch.Tensor]:
-    """(reference images, defined rows): the ground truth of each sample (NaN-free zeros where it
-    has none, marked undefined) for ``*_gt`` metrics, else the source."""
+def _references(metric: ImageMetric, source: torch.Tensor, samples: list) -> tuple[list[torch.Tensor], torch.Tensor]:
+    """(reference images, defined rows): the ground truth of each sample at its own size (NaN-free
+    zeros where it has none, marked undefined) for ``*_gt`` metrics, else the source."""
     if not metric.to_ground_truth:
-        return source, torch.ones(len(samples), dtype=torch.bool, device=source.device)
+        return list(source), torch.ones(len(samples), dtype=torch.bool, device=source.device)
     defined = torch.tensor([s.target_image is not None for s in samples], device=source.device)
-    refs = [s.target_image.to(source.device) if s.target_image is not None else torch.zeros_like(source[0]) for s in samples]
-    for ref, sample in zip(refs, samples):
-        if ref.shape != source.shape[1:]:
+    refs = []
+    for sample in samples:
+        truth = sample.target_original if sample.target_original is not None else sample.target_image
+        if truth is None:
+            truth = torch.zeros_like(source[0])
+        elif truth is sample.target_image and truth.shape != source.shape[1:]:
             raise ValueError(f"metric {metric.name!r}: sample {sample.id!r} has a ground truth of shape "
-                             f"{tuple(ref.shape)}, the edit is {tuple(source.shape[1:])}")  # fmt: skip
-    return torch.stack(refs), defined
+                             f"{tuple(truth.shape)}, the edit is {tuple(source.shape[1:])}")  # fmt: skip
+        refs.append(truth.to(source.device))
+    return refs, defined
+
+
+def resized_to(image: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
+    """A [0, 1] 8-bit image resized to ``reference``'s size as MagicBrush does: PIL's ``resize``
+    with its default filter (bicubic), then ``ToTensor``."""
+    from PIL import Image
+
+    height, width = reference.shape[1:]
+    if tuple(image.shape[1:]) == (height, width):
+        return image
+    pil = Image.fromarray((image.clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0).cpu().numpy())
+    return image_tensor(pil.resize((width, height))).to(image.device)
 
 
 def _masked(values: torch.Tensor, defined: torch.Tensor) -> torch.Tensor:
@@ -82,8 +106,10 @@ class _Distance(ImageMetric):
     to_ground_truth = True
 
     def compute(self, edited, source, samples):
-        reference, defined = _references(self, source, samples)
-        return _masked((edited - reference).abs().pow(self.power).mean(dim=(1, 2, 3)), defined)
+        references, defined = _references(self, source, samples)
+        distances = [(resized_to(image, ref) - ref).abs().pow(self.power).mean()
+                     for image, ref in zip(edited, references)]  # fmt: skip
+        return _masked(torch.stack(distances), defined)
 
 
 class L1GroundTruth(_Distance):
@@ -126,10 +152,8 @@ class _Similarity(ImageMetric):
         return dino_embeddings(self.model, images)
 
     def compute(self, edited, source, samples):
-        reference, defined = _references(self, source, samples)
-        emb = self.embed(torch.cat([edited, reference]))
-        n = len(samples)
-        return _masked((emb[:n] * emb[n:]).sum(-1), defined)
+        references, defined = _references(self, source, samples)
+        return _masked((self.embed(edited) * self.embed(references)).sum(-1), defined)
 
 
 CLIP_TEXT = "CLIP (metric_options.similarity_clip_model, default openai/clip-vit-base-patch32; CLIP's preprocessing)"

@@ -15,14 +15,18 @@ has no instruction is NaN with that reason, unless ``metric_options.judge.instru
 ``from_prompts``: then a sample with both prompts gets the instruction
 ``Change "<source prompt>" to "<target prompt>".`` (the wording is editbench's own). An answer
 that cannot be read (``bench.metrics.judge_answers``) and a request that failed after its
-retries are NaN with their reason; each cell keeps the raw answers and the reason as its note
-(``editbench export``: ``note.<metric>``).
+retries are NaN with their class and reason (``bench.metrics.judge_failures``); each cell keeps
+the raw answers, classes and reasons as its note (``editbench export``: ``note.<metric>``;
+``failure.<metric>`` and ``nan_reason.<metric>`` give the class and the specific reason).
 
 Every answer is cached on disk (``$EDITBENCH_CACHE/judgments``), keyed by the template part,
 the two images' pixel hashes, the instruction, the judge's identity (backend, model, revision,
 dtype, decoding) and the template version with its token limit, so nothing is asked twice:
 ``vie_sc``, ``vie_pq`` and ``vie_o`` of one cell share two answers, and a resumed or re-scored
-run asks only what no earlier run asked. Failed requests are not cached.
+run asks only what no earlier run asked. Failed requests are not cached on disk, but a judge
+remembers them while it lives: the metrics of one run or ``score`` send a failed request no
+more often than the backend's retries allow (``vie_o`` does not ask again what ``vie_sc``
+was refused), while ``score --retry-failed``, a new judge, asks it again.
 """
 
 import hashlib
@@ -39,7 +43,16 @@ from bench.errors import ConfigError, unknown
 from bench.metrics.base import ImageMetric
 from bench.metrics.extractors import network
 from bench.metrics.judge_answers import read_answer
-from bench.metrics.judge_backends import ChatEndpoint, JudgeOptions, LocalVLM
+from bench.metrics.judge_backends import Chat, ChatEndpoint, JudgeOptions, LocalVLM
+from bench.metrics.judge_failures import (
+    NO_INSTRUCTION,
+    OK,
+    OUT_OF_RANGE,
+    TRANSPORT_ERROR,
+    UNREADABLE,
+    Failure,
+    JudgeFailure,
+)
 from bench.metrics.options import Option
 from bench.paths import cache_dir, write_atomic
 
@@ -68,20 +81,31 @@ JUDGE = Option("judge", JudgeOptions, JudgeOptions(), "the VLM judge of vie_sc, 
 @dataclass(frozen=True)
 class TemplatePart:
     """One prompt of a template: the images it shows (``source``/``edited``, in order), its text,
-    the placeholder the instruction replaces (None: no instruction) and the criteria it rates."""
+    the placeholder the instruction replaces (None: no instruction), the criteria it rates and
+    ``labels``, a text before each image (none: the images, then the text)."""
 
     images: tuple[str, ...]
     prompt: str
     placeholder: str | None
     criteria: tuple[str, ...]
+    labels: tuple[str, ...] = ()
+
+    def request(self, pictures: list, text: str):
+        """What the backend is asked: ``(images, text)``, or the labels and images interleaved."""
+        if not self.labels:
+            return pictures, text
+        return Chat((*(x for pair in zip(self.labels, pictures) for x in pair), text))
 
 
 @dataclass(frozen=True)
 class Template:
+    """A judge template (see a template file's header); every score is multiplied by ``scale``."""
+
     version: str
     score_range: tuple[float, float]
     max_new_tokens: int
     parts: dict[str, TemplatePart]
+    scale: float = 1.0
 
 
 def template_names() -> list[str]:
@@ -96,8 +120,10 @@ def load_template(name: str) -> Template:
     data = yaml.safe_load(path.read_text(encoding="utf-8"))
     try:
         parts = {key: TemplatePart(tuple(data[key]["images"]), data[key]["prompt"], data[key]["placeholder"],
-                                   tuple(data[key]["criteria"])) for key in ("sc", "pq")}  # fmt: skip
-        return Template(data["version"], tuple(data["score_range"]), int(data["max_new_tokens"]), parts)
+                                   tuple(data[key]["criteria"]), tuple(data[key].get("labels", ())))
+                 for key in ("sc", "pq")}  # fmt: skip
+        return Template(data["version"], tuple(data["score_range"]), int(data["max_new_tokens"]), parts,
+                        float(data.get("scale", 1.0)))  # fmt: skip
     except (KeyError, TypeError, ValueError) as exc:
         raise ConfigError(f"judge template {path} lacks or mistypes {exc}; see the fields its header lists") from None
 
@@ -124,77 +150,127 @@ def pixel_hash(picture: Image.Image) -> str:
 @dataclass(frozen=True)
 class Answer:
     """One template part's answer for one cell: the text (None when the request failed), the
-    score by the template's rule (minimum of the criteria) or NaN, and why NaN."""
+    score by the template's rule (minimum of the criteria) or NaN, why NaN, and the answer's
+    class (``bench.metrics.judge_failures``). With ``judge.samples`` k > 1: the score is the mean
+    of the k answers' scores, ``samples`` holds them and ``texts`` their texts."""
 
     text: str | None
     score: float
     reason: str = ""
+    kind: str = OK
+    samples: tuple[float, ...] = ()
+    texts: tuple[str, ...] = ()
+
+
+def mean_answer(answers: list[Answer]) -> Answer:
+    """The k answers to one request as one: their mean score, or the first failure (a failed
+    answer is never averaged away)."""
+    if len(answers) == 1:
+        return answers[0]
+    failed = [a for a in answers if math.isnan(a.score)]
+    if failed:
+        return failed[0]
+    scores = tuple(a.score for a in answers)
+    return Answer(answers[0].text, sum(scores) / len(scores), samples=scores, texts=tuple(a.text for a in answers))
 
 
 class Judge:
-    """A backend, a template and the judgment cache; ``answers`` asks only what is not cached."""
+    """A backend, a template and the judgment cache; ``answers`` asks only what is not cached.
+    ``samples``: answers asked per request (k), each with its own seed and cache entry."""
 
-    def __init__(self, backend, template: Template, instruction_mode: str):
-        self.backend, self.template, self.instruction_mode = backend, template, instruction_mode
+    def __init__(self, backend, template: Template, instruction_mode: str, samples: int = 1):
+        self.backend, self.template, self.instruction_mode, self.samples = backend, template, instruction_mode, samples
         self.identity = {**backend.identity, "template": template.version, "max_new_tokens": template.max_new_tokens}
+        if samples > 1:
+            self.identity["samples"] = samples
+        self._failed: dict[str, Answer] = {}  # cache key -> the failure this judge already got
 
     def describe(self) -> str:
         """``model@revision, template <version>, <decoding>``: the line tables carry."""
         i = self.identity
-        return f"{i['model']}@{i['revision']} via {i['backend']}, template {i['template']}, {i['decoding']} decoding"
+        k = f", {i['samples']} answers per item" if i.get("samples") else ""
+        return f"{i['model']}@{i['revision']} via {i['backend']}, template {i['template']}, {i['decoding']} decoding{k}"
 
-    def _key(self, part: str, pictures: list[Image.Image], instruction: str | None) -> str:
+    def _key(self, part: str, pictures: list[Image.Image], instruction: str | None, answer: int = 0) -> str:
         identity = {k: v for k, v in self.identity.items() if k != "url"}  # the same server on another port answers alike
-        payload = json.dumps([part, [pixel_hash(p) for p in pictures], instruction, identity], sort_keys=True)
-        return hashlib.sha256(payload.encode()).hexdigest()
+        what = [part, [pixel_hash(p) for p in pictures], instruction, identity] + ([answer] if self.samples > 1 else [])
+        return hashlib.sha256(json.dumps(what, sort_keys=True).encode()).hexdigest()
 
     @staticmethod
     def _path(key: str) -> Path:
         return cache_dir() / "judgments" / key[:2] / f"{key}.json"
 
     def answers(self, part: str, edited: torch.Tensor, source: torch.Tensor, samples: list) -> list[Answer]:
-        """The answer to template ``part`` for every row of the batch."""
+        """The answer to template ``part`` for every row of the batch (the mean of k, see ``Judge``)."""
         spec = self.template.parts[part]
+        got: dict[tuple[int, int], Answer] = {}  # (row, answer number) -> answer
+        asks, seeds, where = [], [], {}  # where: cache key -> the (row, answer number) waiting for that request
         rows: list[Answer | None] = [None] * len(samples)
-        asks, where = [], []
         for i, sample in enumerate(samples):
             instruction = instruction_of(sample, self.instruction_mode) if spec.placeholder else None
             if spec.placeholder and instruction is None:
-                rows[i] = Answer(None, NAN, "the sample has no instruction (judge.instruction: from_prompts derives one)")
+                rows[i] = Answer(None, NAN, "the sample has no instruction (judge.instruction: from_prompts derives one)",
+                                 NO_INSTRUCTION)  # fmt: skip
                 continue
             images = {"source": to_pil(source[i]), "edited": to_pil(edited[i])}
             pictures = [images[name] for name in spec.images]
-            key = self._key(part, pictures, instruction)
-            path = self._path(key)
-            if path.is_file():
-                rows[i] = self._read(json.loads(path.read_text(encoding="utf-8"))["answer"], spec)
-                continue
-            text = spec.prompt.replace(spec.placeholder, instruction) if spec.placeholder else spec.prompt
-            asks.append((pictures, text))
-            where.append((i, path))
-        for (i, path), reply in zip(where, self.backend.answer_many(asks, self.template.max_new_tokens)):
+            for j in range(self.samples):
+                key = self._key(part, pictures, instruction, j)
+                path = self._path(key)
+                if key in self._failed:
+                    got[i, j] = self._failed[key]
+                elif path.is_file():
+                    record = json.loads(path.read_text(encoding="utf-8"))
+                    got[i, j] = self._read(record["answer"], spec, record.get("expected"))
+                elif key in where:  # equal pixels and text in one batch: one request
+                    where[key].append((i, j))
+                else:
+                    text = spec.prompt.replace(spec.placeholder, instruction) if spec.placeholder else spec.prompt
+                    asks.append(spec.request(pictures, text))
+                    seeds.append(j)
+                    where[key] = [(i, j)]
+        replies = self.backend.answer_many(asks, self.template.max_new_tokens, seeds) if asks else []
+        for (key, waiting), reply in zip(where.items(), replies):
             if isinstance(reply, Exception):
-                rows[i] = Answer(None, NAN, f"the judge request failed: {type(reply).__name__}: {reply}")
-                continue
-            path.parent.mkdir(parents=True, exist_ok=True)
-            text = json.dumps({"answer": reply, "identity": self.identity, "part": part}, ensure_ascii=False)
-            write_atomic(path, lambda p, text=text: p.write_text(text, encoding="utf-8"))
-            rows[i] = self._read(reply, spec)
+                answer = self._failed[key] = failed_answer(reply)
+            else:
+                expected = list(reply.expected) if hasattr(reply, "expected") else None
+                record = {"answer": str(reply), "identity": self.identity, "part": part}
+                text = json.dumps(record | ({"expected": expected} if expected else {}), ensure_ascii=False)
+                path = self._path(key)
+                path.parent.mkdir(parents=True, exist_ok=True)
+                write_atomic(path, lambda p, text=text: p.write_text(text, encoding="utf-8"))
+                answer = self._read(str(reply), spec, expected)
+            for slot in waiting:
+                got[slot] = answer
+        for i in range(len(samples)):
+            if rows[i] is None:
+                rows[i] = mean_answer([got[i, j] for j in range(self.samples)])
         return rows
 
-    def _read(self, text: str, spec: TemplatePart) -> Answer:
+    def _read(self, text: str, spec: TemplatePart, expected: list | None = None) -> Answer:
         reading = read_answer(text, len(spec.criteria), self.template.score_range)
         if not reading.ok:
-            return Answer(text, NAN, f"unreadable answer: {reading.reason}")
-        return Answer(text, min(reading.scores))
+            what = "answer out of range" if reading.kind == OUT_OF_RANGE else "unreadable answer"
+            return Answer(text, NAN, f"{what}: {reading.reason}", reading.kind)
+        scale = self.template.scale
+        if expected and len(expected) == len(reading.scores):  # judge.expected_score: the probability-weighted scores
+            return Answer(text, min(expected) * scale)
+        return Answer(text, min(reading.scores) * scale)
 
 
-def load_judge(options, device, untrained: bool, seed: int) -> Judge:
-    """The judge ``options`` (``JudgeOptions``) describe; with ``untrained`` a local judge is the
+def failed_answer(error: Exception) -> Answer:
+    """The answer of a request that ended with ``error``: NaN, with its class and message."""
+    kind = error.kind if isinstance(error, JudgeFailure) else TRANSPORT_ERROR
+    detail = str(error) if isinstance(error, JudgeFailure) else f"{type(error).__name__}: {error}"
+    return Answer(None, NAN, f"the judge request failed: {detail}", kind)
+
+
+def judge_backend(options, device, untrained: bool, seed: int):
+    """The backend ``options`` (``JudgeOptions``) describe; with ``untrained`` a local judge is the
     tiny seeded Qwen2.5-VL of ``bench.metrics.tiny_vlm`` (an endpoint stays what it is)."""
-    template = load_template(options.template)
     if options.backend == "endpoint":
-        return Judge(ChatEndpoint(options), template, options.instruction)
+        return ChatEndpoint(options)
     folder = None
     if untrained:
         from bench.metrics.tiny_vlm import write_tiny_qwen25_vl
@@ -202,7 +278,16 @@ def load_judge(options, device, untrained: bool, seed: int) -> Judge:
         folder = cache_dir() / f"tiny_qwen25_vl_seed{seed}"
         if not (folder / "model.safetensors").is_file():
             write_tiny_qwen25_vl(folder, seed)
-    return Judge(LocalVLM(options, device, folder), template, options.instruction)
+    return LocalVLM(options, device, folder)
+
+
+def load_judge(options, device, untrained: bool, seed: int) -> Judge:
+    """The VIEScore judge ``options`` (``JudgeOptions``) describe (backend: ``judge_backend``)."""
+    template = load_template(options.template)
+    if options.expected_score and tuple(template.score_range) != (0, 10):
+        raise ConfigError(f"metric_options.judge.expected_score reads scores of 0-10; template {options.template} "
+                          f"scores {template.score_range[0]:g}-{template.score_range[1]:g}")  # fmt: skip
+    return Judge(judge_backend(options, device, untrained, seed), template, options.instruction, options.samples)
 
 
 @network(label=lambda options: "judge Qwen2.5-VL (tiny)" if options.backend == "local" else None)
@@ -222,6 +307,7 @@ class _VieScore(ImageMetric):
 
     parts: tuple[str, ...]
     higher_is_better = True
+    is_judge = True
     value_range = (0.0, 10.0)
     needs = frozenset({"instruction", "pretrained weights"})
     options = (JUDGE,)
@@ -234,16 +320,54 @@ class _VieScore(ImageMetric):
         per_part = [self.judge.answers(part, edited, source, samples) for part in self.parts]
         values, notes = [], []
         for answers in zip(*per_part):
-            scores = [a.score for a in answers]
-            values.append(math.prod(scores) ** (1 / len(scores)) if not any(map(math.isnan, scores)) else NAN)
-            notes.append(json.dumps({part: {"answer": a.text, "reason": a.reason or None}
-                                     for part, a in zip(self.parts, answers)}, ensure_ascii=False))  # fmt: skip
+            note = {part: {"answer": a.text, "reason": a.reason or None, "class": a.kind}
+                    | ({"answers": list(a.texts), "scores": list(a.samples)} if a.samples else {})
+                    for part, a in zip(self.parts, answers)}  # fmt: skip
+            if any(math.isnan(a.score) for a in answers):
+                values.append(NAN)
+            elif answers[0].samples:  # k answers: the mean of the rule applied to each answer's scores
+                each = [geometric_mean(scores) for scores in zip(*(a.samples for a in answers))]
+                note["samples"] = each
+                values.append(sum(each) / len(each))
+            else:
+                values.append(geometric_mean([a.score for a in answers]))
+            notes.append(json.dumps(note, ensure_ascii=False))
         self.notes = notes
         return torch.tensor(values, dtype=torch.float64)
+
+    @classmethod
+    def failure(cls, note: str | None) -> Failure | None:
+        """The first failed part's class and reason in a cell's note (None: every part answered)."""
+        data = json.loads(note or "{}")
+        for part in cls.parts:
+            answer = data.get(part) or {}
+            kind = answer.get("class") or _class_of_unclassed(answer)
+            if kind != OK:
+                return Failure(kind, f"{part}: {answer.get('reason')}")
+        return None
+
+    @classmethod
+    def judge_samples(cls, note: str | None) -> list[float] | None:
+        """The item's value under each of the judge's k answers (``judge.samples``), or None."""
+        return json.loads(note or "{}").get("samples")
+
+
+def geometric_mean(scores) -> float:
+    return math.prod(scores) ** (1 / len(scores))
 
 
 _NAN_REASON = ("the sample has no instruction, the judge's answer could not be read, or the request failed "
                "(each cell's reason and raw answer: export's note column)")  # fmt: skip
+
+
+def _class_of_unclassed(answer: dict) -> str:
+    """The class of a note part written before notes carried classes."""
+    reason = answer.get("reason")
+    if reason is None:
+        return OK
+    if answer.get("answer") is not None:
+        return OUT_OF_RANGE if " is outside " in reason else UNREADABLE
+    return NO_INSTRUCTION if "no instruction" in reason else TRANSPORT_ERROR
 
 
 class VieSC(_VieScore):

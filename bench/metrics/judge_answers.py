@@ -23,6 +23,8 @@ import math
 import re
 from dataclasses import dataclass
 
+from bench.metrics.judge_failures import OUT_OF_RANGE, UNREADABLE
+
 DELIMITER = "||V^=^V||"
 _BARE_PAIR = re.compile(r"^\[\d+, ?\d+\]$")
 _UNQUOTED_KEY = re.compile(r'(?<!")\b([A-Za-z_]\w*)\b\s*:')
@@ -30,10 +32,12 @@ _UNQUOTED_KEY = re.compile(r'(?<!")\b([A-Za-z_]\w*)\b\s*:')
 
 @dataclass(frozen=True)
 class Reading:
-    """What an answer says: its scores, or ``reason`` why it gives none."""
+    """What an answer says: its scores, or ``reason`` why it gives none and that failure's class
+    (``unreadable`` or ``out_of_range``, ``bench.metrics.judge_failures``)."""
 
     scores: tuple[float, ...] | None
     reason: str = ""
+    kind: str = UNREADABLE
 
     @property
     def ok(self) -> bool:
@@ -85,7 +89,7 @@ def read_answer(answer: str, criteria: int, score_range: tuple[float, float] = (
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
             return Reading(None, f"score {value!r} is not a number")
         if not low <= value <= high:
-            return Reading(None, f"score {value:g} is outside {low:g}-{high:g}")
+            return Reading(None, f"score {value:g} is outside {low:g}-{high:g}", OUT_OF_RANGE)
     if len(scores) != criteria:
         return Reading(None, f"{len(scores)} score(s) given, the template rates {criteria} criteria")
     return Reading(tuple(float(v) for v in scores))

@@ -2,8 +2,12 @@
 
 Both take the same request, images (PIL, in order) followed by one text, and return the
 answer's text, decoded greedily (``do_sample=False`` locally, ``temperature: 0`` on an
-endpoint). ``identity`` names what answered: model id, revision and decoding; it keys the
-judgment cache and goes to the manifest and every table.
+endpoint) unless ``temperature`` > 0 (sampling; each request then carries a seed: the local
+backend seeds its sampler, an endpoint gets ``seed``, which OpenAI-compatible servers take).
+``identity`` names what answered: model id, revision and decoding; it keys the judgment cache
+and goes to the manifest and every table. With ``expected_score`` the local backend also
+returns the expected value of each score from its answer tokens' probabilities
+(``bench.metrics.judge_expected``).
 
 - ``local``: ``AutoModelForImageTextToText`` + ``AutoProcessor`` of a hub id (read from the
   local Hugging Face cache, never downloaded) or a folder; safetensors only. The default is
@@ -15,7 +19,9 @@ judgment cache and goes to the manifest and every table.
   ``concurrency`` at a time, each with a ``timeout_s`` and up to ``retries`` retries after
   transient errors (connection errors, timeouts, HTTP 408/409/429/5xx), waiting
   ``backoff_s * 2**attempt`` seconds between tries. The endpoint is checked once at load
-  (``GET {url}/models``): an unreachable one stops the run before any cell.
+  (``GET {url}/models``): an unreachable one stops the run before any cell. A request that
+  ends without an answer raises ``JudgeFailure`` with its class (refused, content-filtered,
+  transport error, timeout: ``bench.metrics.judge_failures``) and the server's own message.
 """
 
 import base64
@@ -30,6 +36,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bench.errors import ConfigError, unknown
+from bench.metrics.judge_failures import CONTENT_FILTERED, REFUSED, TIMEOUT, TRANSPORT_ERROR, JudgeFailure
 
 BACKENDS = ("local", "endpoint")
 DTYPES = ("auto", "fp32", "fp16", "bf16")
@@ -47,7 +54,14 @@ class JudgeOptions:
     ``concurrency``, ``timeout_s``, ``retries``, ``backoff_s``: endpoint only;
     ``template``: a template file of ``bench/metrics/templates`` (without ``.yaml``);
     ``instruction``: ``sample`` (the sample's instruction; none: NaN) or ``from_prompts``
-    (an instruction made from the sample's prompts when it has none, see ``bench.metrics.judge``).
+    (an instruction made from the sample's prompts when it has none, see ``bench.metrics.judge``);
+    ``samples``: answers asked per item (k; the item's score is their mean, tables show their
+    spread), each with its own seed, at ``temperature`` (0: greedy; k > 1 at 0 measures only the
+    server's nondeterminism); ``expected_score`` (local only): score by the expected value of
+    each score's tokens instead of the greedy digits; ``top_p``, ``top_k``: nucleus and top-k
+    sampling when sampling (null: the server's or the model's generation config's);
+    ``adapter`` (local only): a LoRA adapter folder or hub id (safetensors) merged into ``model``
+    with peft, as EditScore's scorer loads its LoRA.
     """
 
     backend: str = "local"
@@ -63,6 +77,12 @@ class JudgeOptions:
     backoff_s: float = 1.0
     template: str = "viescore_tie_0shot_v1"
     instruction: str = "sample"
+    samples: int = 1
+    temperature: float = 0.0
+    expected_score: bool = False
+    top_p: float | None = None
+    top_k: int | None = None
+    adapter: str | None = None
 
     def __post_init__(self):
         where = "metric_options.judge"
@@ -75,10 +95,25 @@ class JudgeOptions:
         if self.backend == "endpoint" and not (isinstance(self.url, str) and self.url.startswith(("http://", "https://"))):
             raise ConfigError(f"{where}.url = {self.url!r}; the endpoint backend needs an http(s) URL, e.g. "
                               "http://127.0.0.1:8000/v1")  # fmt: skip
-        for key in ("concurrency", "retries"):
+        for key in ("concurrency", "retries", "samples"):
             value = getattr(self, key)
-            if not isinstance(value, int) or isinstance(value, bool) or value < (1 if key == "concurrency" else 0):
-                raise ConfigError(f"{where}.{key} = {value!r}; expected a {'positive' if key == 'concurrency' else 'non-negative'} integer")
+            if not isinstance(value, int) or isinstance(value, bool) or value < (0 if key == "retries" else 1):
+                raise ConfigError(f"{where}.{key} = {value!r}; expected a {'non-negative' if key == 'retries' else 'positive'} integer")
+        if isinstance(self.temperature, bool) or not isinstance(self.temperature, (int, float)) or self.temperature < 0:
+            raise ConfigError(f"{where}.temperature = {self.temperature!r}; expected a number >= 0 (0: greedy)")
+        if self.expected_score and (self.backend != "local" or self.temperature):
+            raise ConfigError(f"{where}.expected_score needs the local backend and greedy decoding (temperature 0): "
+                              "an endpoint does not return the score tokens' probabilities")  # fmt: skip
+        if self.top_p is not None and (isinstance(self.top_p, bool) or not isinstance(self.top_p, (int, float))
+                                       or not 0 < self.top_p <= 1):  # fmt: skip
+            raise ConfigError(f"{where}.top_p = {self.top_p!r}; expected a number in (0, 1]")
+        if self.top_k is not None and (isinstance(self.top_k, bool) or not isinstance(self.top_k, int)
+                                       or self.top_k < 1):  # fmt: skip
+            raise ConfigError(f"{where}.top_k = {self.top_k!r}; expected a positive integer")
+        if (self.top_p is not None or self.top_k is not None) and not self.temperature:
+            raise ConfigError(f"{where}: top_p and top_k shape sampling; set a temperature > 0 (0 is greedy)")
+        if self.adapter and self.backend != "local":
+            raise ConfigError(f"{where}.adapter is for the local backend; a server serves its LoRA under a model name")
         for key in ("timeout_s", "backoff_s"):
             value = getattr(self, key)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0 or (key == "timeout_s" and not value):
@@ -91,18 +126,48 @@ def png_data(image) -> bytes:
     return buffer.getvalue()
 
 
+@dataclass(frozen=True)
+class Chat:
+    """A request whose images and texts interleave (``parts``: PIL images and strings, in
+    order), with an optional system prompt; the plain request ``(images, text)`` is the images
+    followed by the text."""
+
+    parts: tuple
+    system: str | None = None
+
+
+def chat_of(request) -> Chat:
+    return request if isinstance(request, Chat) else Chat((*request[0], request[1]))
+
+
+def decoding(options: JudgeOptions) -> str:
+    """How answers are decoded, as the judge's identity records it."""
+    if not options.temperature:
+        return "greedy" + (", expected score from token probabilities" if options.expected_score else "")
+    nucleus = f", top_p {options.top_p:g}" if options.top_p is not None else ""
+    top_k = f", top_k {options.top_k}" if options.top_k is not None else ""
+    return f"sampled at temperature {options.temperature:g}{nucleus}{top_k}, seed per answer"
+
+
+def sampling(options: JudgeOptions) -> dict:
+    """The sampling settings a request carries beyond the temperature (the ones set)."""
+    return {key: getattr(options, key) for key in ("top_p", "top_k") if getattr(options, key) is not None}
+
+
 class JudgeBackend:
     """Answers (images, text) requests; ``identity`` says who answers and how."""
 
     identity: dict
 
-    def answer_many(self, requests: list[tuple[list, str]], max_new_tokens: int) -> list[str | Exception]:
-        """One answer text per request, or the exception that request ended with."""
+    def answer_many(self, requests: list, max_new_tokens: int, seeds: list[int] | None = None) -> list[str | Exception]:
+        """One answer text per request (``(images, text)`` or a ``Chat``; seeded by ``seeds`` when
+        sampling), or the exception that request ended with (a ``JudgeFailure`` where the backend
+        knows the failure's class)."""
         raise NotImplementedError
 
 
 class LocalVLM(JudgeBackend):
-    """A transformers vision-language model, loaded once, greedy decoding."""
+    """A transformers vision-language model (with a LoRA adapter merged when one is named), loaded once."""
 
     def __init__(self, options: JudgeOptions, device, untrained_folder: Path | None = None):
         import torch
@@ -125,6 +190,9 @@ class LocalVLM(JudgeBackend):
 
         what = f"judge {options.model}"
         self.model = local_or_cached(source, load_model, what, f"vision-language model {options.model!r}")
+        adapter = options.adapter if not untrained_folder else None  # a LoRA of the real model, not the tiny one
+        if adapter:
+            self.model = merged_adapter(self.model, adapter)
         self.model.to(device).eval().requires_grad_(False)
         self.processor = local_or_cached(source, lambda n, **k: AutoProcessor.from_pretrained(n, **revision, **k),
                                          what, f"processor of {options.model!r}")  # fmt: skip
@@ -132,23 +200,58 @@ class LocalVLM(JudgeBackend):
         self.identity = {
             "backend": "local", "model": f"untrained {untrained_folder.name}" if untrained_folder else options.model,
             "revision": options.revision or weights_revision(self.model),
-            "decoding": "greedy", "dtype": str(dtype).removeprefix("torch."),
-        }  # fmt: skip
+            "decoding": decoding(options), "dtype": str(dtype).removeprefix("torch."),
+        } | ({"adapter": adapter} if adapter else {})  # fmt: skip
+        self.options = options
 
-    def answer_many(self, requests, max_new_tokens):
-        return [self._answer(images, text, max_new_tokens) for images, text in requests]
+    def answer_many(self, requests, max_new_tokens, seeds=None):
+        seeds = seeds or [0] * len(requests)
+        return [self._answer(chat_of(request), max_new_tokens, seed) for request, seed in zip(requests, seeds)]
 
-    def _answer(self, images: list, text: str, max_new_tokens: int) -> str:
+    def _answer(self, request: Chat, max_new_tokens: int, seed: int = 0) -> str:
         import torch
 
-        content = [{"type": "image"} for _ in images] + [{"type": "text", "text": text}]
-        chat = self.processor.apply_chat_template([{"role": "user", "content": content}], tokenize=False,
+        content = [{"type": "text", "text": p} if isinstance(p, str) else {"type": "image"} for p in request.parts]
+        messages = [{"role": "system", "content": request.system}] * bool(request.system)
+        chat = self.processor.apply_chat_template(messages + [{"role": "user", "content": content}], tokenize=False,
                                                   add_generation_prompt=True)  # fmt: skip
+        images = [p for p in request.parts if not isinstance(p, str)]
         inputs = self.processor(text=[chat], images=images, return_tensors="pt").to(self.device)
-        with torch.no_grad():
-            out = self.model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False, num_beams=1)
-        new = out[:, inputs["input_ids"].shape[1] :]
-        return self.processor.batch_decode(new, skip_special_tokens=True, clean_up_tokenization_spaces=False)[0]
+        sampled = {"do_sample": True, "temperature": float(self.options.temperature), **sampling(self.options)}
+        decode = sampled if self.options.temperature else {"do_sample": False}
+        with torch.no_grad(), torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
+            torch.manual_seed(seed)
+            out = self.model.generate(**inputs, max_new_tokens=max_new_tokens, num_beams=1, **decode,
+                                      output_logits=self.options.expected_score,
+                                      return_dict_in_generate=True)  # fmt: skip
+        new = out.sequences[:, inputs["input_ids"].shape[1] :]
+        answer = self.processor.batch_decode(new, skip_special_tokens=True, clean_up_tokenization_spaces=False)[0]
+        if not self.options.expected_score:
+            return answer
+        from bench.metrics.judge_expected import expected_scores
+
+        return expected_scores(self.model, self.processor.tokenizer, inputs, new[0], out.logits, answer)
+
+
+def merged_adapter(model, adapter: str):
+    """``model`` with the LoRA ``adapter`` (a folder, or a hub id in the local cache; its
+    ``adapter_model.safetensors``) merged by peft (``merge_and_unload``)."""
+    from peft import PeftModel
+
+    from bench.metrics.offline import ExtractorMissing, hf_cache
+
+    folder = Path(adapter).expanduser()
+    if not folder.is_dir():
+        from huggingface_hub import snapshot_download
+
+        try:
+            folder = Path(snapshot_download(adapter, local_files_only=True))
+        except Exception:  # not in the cache (huggingface_hub raises several kinds)
+            pass
+    if not (folder / "adapter_model.safetensors").is_file():
+        raise ExtractorMissing(f"judge adapter {adapter}", f"LoRA adapter_model.safetensors of {adapter!r}",
+                               [str(folder), f"Hugging Face cache {hf_cache()}"])  # fmt: skip
+    return PeftModel.from_pretrained(model, str(folder)).merge_and_unload()
 
 
 def weights_revision(model) -> str:
@@ -179,8 +282,9 @@ class ChatEndpoint(JudgeBackend):
                 raise ConfigError(f"metric_options.judge.api_key_env names {options.api_key_env!r}, "
                                   "but that environment variable is not set")  # fmt: skip
         self._check_reachable()
+        self._pool: ThreadPoolExecutor | None = None
         self.identity = {"backend": "endpoint", "model": options.model, "url": self.url,
-                         "revision": options.revision or "unknown (endpoint)", "decoding": "greedy"}  # fmt: skip
+                         "revision": options.revision or "unknown (endpoint)", "decoding": decoding(options)}  # fmt: skip
 
     def _headers(self) -> dict:
         headers = {"Content-Type": "application/json"}
@@ -200,31 +304,88 @@ class ChatEndpoint(JudgeBackend):
             raise ConfigError(f"judge endpoint {self.url} is unreachable ({reason}); start the server or fix "
                               "metric_options.judge.url") from None  # fmt: skip
 
-    def answer_many(self, requests, max_new_tokens):
-        with ThreadPoolExecutor(max_workers=self.options.concurrency) as pool:
-            futures = [pool.submit(self._answer, images, text, max_new_tokens) for images, text in requests]
-            return [f.exception() or f.result() for f in futures]
+    def answer_many(self, requests, max_new_tokens, seeds=None):
+        if self._pool is None:  # one pool for the judge's life: its threads start once, not per batch
+            self._pool = ThreadPoolExecutor(max_workers=self.options.concurrency, thread_name_prefix="judge")
+        seeds = seeds or [None] * len(requests)
+        futures = [self._pool.submit(self._answer, chat_of(request), max_new_tokens, seed)
+                   for request, seed in zip(requests, seeds)]  # fmt: skip
+        return [f.exception() or f.result() for f in futures]
 
-    def _body(self, images: list, text: str, max_new_tokens: int) -> bytes:
-        content = [{"type": "image_url",
-                    "image_url": {"url": "data:image/png;base64," + base64.b64encode(png_data(im)).decode()}}
-                   for im in images] + [{"type": "text", "text": text}]  # fmt: skip
-        body = {"model": self.options.model, "messages": [{"role": "user", "content": content}],
-                "temperature": 0, "max_tokens": max_new_tokens, "stream": False}  # fmt: skip
+    def _body(self, request: Chat, max_new_tokens: int, seed: int | None) -> bytes:
+        content = [{"type": "text", "text": p} if isinstance(p, str) else {"type": "image_url", "image_url": {
+            "url": "data:image/png;base64," + base64.b64encode(png_data(p)).decode()}} for p in request.parts]  # fmt: skip
+        system = [{"role": "system", "content": request.system}] * bool(request.system)
+        body = {"model": self.options.model, "messages": system + [{"role": "user", "content": content}],
+                "temperature": self.options.temperature, "max_tokens": max_new_tokens, "stream": False,
+                **sampling(self.options)}  # fmt: skip
+        if seed is not None:
+            body["seed"] = seed
         return json.dumps(body).encode()
 
-    def _answer(self, images: list, text: str, max_new_tokens: int) -> str:
-        body = self._body(images, text, max_new_tokens)
+    def _answer(self, request: Chat, max_new_tokens: int, seed: int | None = None) -> str:
+        """The answer's text; a ``JudgeFailure`` with its class when there is none."""
+        body = self._body(request, max_new_tokens, seed)
         for attempt in range(self.options.retries + 1):
             request = urllib.request.Request(f"{self.url}/chat/completions", data=body, headers=self._headers())
+            last = attempt == self.options.retries
             try:
                 with urllib.request.urlopen(request, timeout=self.options.timeout_s) as response:
-                    reply = json.loads(response.read())
-                return reply["choices"][0]["message"]["content"] or ""
+                    return answer_text(response.read())
             except urllib.error.HTTPError as exc:
-                if exc.code not in TRANSIENT_HTTP or attempt == self.options.retries:
-                    raise RuntimeError(f"judge endpoint answered HTTP {exc.code}: {exc.read()[:200]!r}") from None
+                message = server_message(exc.read())
+                if content_filtered(message):
+                    raise JudgeFailure(CONTENT_FILTERED, f"the provider's content filter (HTTP {exc.code}): {message}") from None
+                if exc.code not in TRANSIENT_HTTP or last:
+                    raise JudgeFailure(TRANSPORT_ERROR, f"judge endpoint answered HTTP {exc.code} after {attempt + 1} "
+                                       f"tries: {message}") from None  # fmt: skip
             except (urllib.error.URLError, TimeoutError, ConnectionError) as exc:
-                if attempt == self.options.retries:
-                    raise RuntimeError(f"judge endpoint failed after {attempt + 1} tries: {exc}") from None
+                reason = getattr(exc, "reason", exc)
+                if last and isinstance(reason, TimeoutError):
+                    raise JudgeFailure(TIMEOUT, f"judge endpoint did not answer within {self.options.timeout_s:g} s, "
+                                       f"{attempt + 1} tries") from None  # fmt: skip
+                if last:
+                    raise JudgeFailure(TRANSPORT_ERROR, f"judge endpoint failed after {attempt + 1} tries: {reason}") from None
             time.sleep(self.options.backoff_s * 2**attempt)
+
+
+MAX_MESSAGE = 300  # characters of a server's message a reason keeps
+
+
+def server_message(raw: bytes) -> str:
+    """What a server said in an error body: its ``error.message`` (with code/type), or the body's start."""
+    try:
+        error = json.loads(raw).get("error")
+    except (ValueError, AttributeError):
+        return repr(raw[:MAX_MESSAGE])
+    if isinstance(error, dict):
+        labels = [str(error[k]) for k in ("code", "type") if error.get(k)]
+        return (f"[{', '.join(labels)}] " if labels else "") + str(error.get("message", error))[:MAX_MESSAGE]
+    return str(error)[:MAX_MESSAGE] if error else repr(raw[:MAX_MESSAGE])
+
+
+def content_filtered(message: str) -> bool:
+    """Whether an error message names the provider's content filter (OpenAI/Azure: ``content_filter``)."""
+    return "content_filter" in message or "content management policy" in message
+
+
+def answer_text(raw: bytes) -> str:
+    """The text of a ``/chat/completions`` reply body; a ``JudgeFailure`` naming what the server
+    sent when the body is not JSON, has no ``choices``, or the provider refused or filtered."""
+    try:
+        reply = json.loads(raw)
+    except ValueError:
+        raise JudgeFailure(TRANSPORT_ERROR, f"judge endpoint sent a body that is not JSON: {raw[:MAX_MESSAGE]!r}") from None
+    choices = reply.get("choices") if isinstance(reply, dict) else None
+    if not choices:
+        message = server_message(raw) if isinstance(reply, dict) and reply.get("error") else repr(raw[:MAX_MESSAGE])
+        kind = CONTENT_FILTERED if content_filtered(message) else TRANSPORT_ERROR
+        raise JudgeFailure(kind, f"judge endpoint's reply has no choices: {message}")
+    choice = choices[0] if isinstance(choices[0], dict) else {}
+    message = choice.get("message") or {}
+    if message.get("refusal"):
+        raise JudgeFailure(REFUSED, f"the judge refused: {str(message['refusal'])[:MAX_MESSAGE]}")
+    if choice.get("finish_reason") == "content_filter":
+        raise JudgeFailure(CONTENT_FILTERED, "the provider's content filter stopped the answer (finish_reason "
+                           f"content_filter); partial text: {str(message.get('content') or '')[:MAX_MESSAGE]!r}")  # fmt: skip
+    return message.get("content") or ""

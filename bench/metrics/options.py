@@ -2,7 +2,8 @@
 
 An ``Option`` is one key: its name, the type it holds, its default, a one-line doc and, where
 values are checked, ``check(value, where) -> value`` (raises ``ConfigError``; may convert, e.g. a
-mapping into ``JudgeOptions``). A metric lists the options it reads in its ``options``
+mapping into ``JudgeOptions``); ``path``: ``LOCAL`` or ``LOCAL_OR_HUB`` (``bench.params``) for a
+key naming a file, folder or model, which a run stores absolute. A metric lists the options it reads in its ``options``
 (``bench.metrics.base.Metric``), declared as constants of its own module; the options every
 metric shares (``GLOBAL_OPTIONS``) are declared here. ``bench.metrics`` collects the
 declarations of every registered metric (``collect``) and builds the ``MetricOptions``
@@ -27,6 +28,7 @@ class Option:
     default: Any
     doc: str
     check: Callable[[Any, str], Any] | None = None
+    path: str = ""
 
     def checked(self, value: Any) -> Any:
         """``value`` as the config gives it, checked (and converted) by ``check``."""

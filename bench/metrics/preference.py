@@ -35,21 +35,23 @@ from bench.metrics.clip import _Clip, image_embeddings, load_clip
 from bench.metrics.extractors import network
 from bench.metrics.offline import local_or_cached, local_or_hub_file, ready, seeded
 from bench.metrics.options import Option
+from bench.params import LOCAL_OR_HUB
 
 OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
 OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
 
 PICKSCORE_MODEL = Option("pickscore_model", str, "yuvalkirstain/PickScore_v1", "PickScore's CLIP-H: a hub id (read "
-                         "from the Hugging Face cache) or a local folder")  # fmt: skip
+                         "from the Hugging Face cache) or a local folder", path=LOCAL_OR_HUB)  # fmt: skip
 PICKSCORE_PROCESSOR = Option("pickscore_processor", str, "laion/CLIP-ViT-H-14-laion2B-s32B-b79K", "the processor "
-                             "PickScore's authors load: that of the CLIP-H it was fine-tuned from")  # fmt: skip
+                             "PickScore's authors load: that of the CLIP-H it was fine-tuned from",
+                             path=LOCAL_OR_HUB)  # fmt: skip
 HPS_ARCHITECTURE = Option("hps_architecture", str, "ViT-H-14", "the OpenCLIP architecture of hps_checkpoint")
 HPS_CHECKPOINT = Option("hps_checkpoint", str, "xswu/HPSv2/HPS_v2.1_compressed.pt", "HPS v2.1's weights: a local "
-                        "file or <hub repo>/<file> in the Hugging Face cache")  # fmt: skip
+                        "file or <hub repo>/<file> in the Hugging Face cache", path=LOCAL_OR_HUB)  # fmt: skip
 IMAGE_REWARD_MODEL = Option("image_reward_model", str, "THUDM/ImageReward", "a folder or hub repo holding the "
-                            "authors' ImageReward.pt and med_config.json")  # fmt: skip
+                            "authors' ImageReward.pt and med_config.json", path=LOCAL_OR_HUB)  # fmt: skip
 IMAGE_REWARD_TOKENIZER = Option("image_reward_tokenizer", str, "bert-base-uncased", "ImageReward's BLIP tokenizer: "
-                                "a hub id or a local folder")  # fmt: skip
+                                "a hub id or a local folder", path=LOCAL_OR_HUB)  # fmt: skip
 
 
 @network(label=lambda model, processor: f"PickScore {model}")

@@ -21,11 +21,12 @@ from bench.metrics.base import ImageMetric
 from bench.metrics.extractors import network
 from bench.metrics.offline import UNTRAINED_FLAG, local_or_cached, ready, seeded
 from bench.metrics.options import Option
+from bench.params import LOCAL_OR_HUB
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 DINO_MODEL = Option("dino_model", str, "facebook/dino-vitb8", "DINO ViT of structure_distance: a hub id (read "
-                    "from the Hugging Face cache) or a local folder")  # fmt: skip
+                    "from the Hugging Face cache) or a local folder", path=LOCAL_OR_HUB)  # fmt: skip
 # DINO ViT-B/8 and ViT-S/16 (Caron et al. 2021) as transformers' ViTModel.
 DINO_ARCHITECTURES = {
     "facebook/dino-vitb8": {"hidden_size": 768, "num_hidden_layers": 12, "num_attention_heads": 12,

@@ -2,28 +2,41 @@
 setting and per edit type, plus the cost of each setting.
 
 NaNs are never dropped silently. A per-image metric's ``Stat`` says how many ok cells gave
-NaN (and the metric's declared ``nan_reason``) and how many have no value at all; the mean
-and its interval are over the finite values only. Failed and skipped cells are counted
-beside the metrics, never folded into them.
+NaN (and why: the reason a judge metric's note gives, counted by failure class, else the
+metric's declared ``nan_reason``) and how many have no value at all; the mean and its
+interval are over the finite values only. Failed and skipped cells are counted beside the
+metrics, never folded into them.
 
-Confidence intervals are percentile bootstraps of the mean (resampling images with
-replacement) from a fixed seed, so the same values always give the same interval.
+Confidence intervals are percentile bootstraps of the mean from a fixed seed, so the same
+values always give the same interval. They resample **samples** (clusters), not cells: the
+seeds of one sample are not independent evidence (a method deterministic given the sample gives
+every seed the same image), so all of a sample's cells enter or leave a resample together, and
+``n`` in a report counts samples. Paired tests compare per-sample means, resampling samples.
 """
 
 import json
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from bench.data import DatasetSpec, load_dataset
+from bench.data import DatasetSpec, chained_turns, load_dataset
 from bench.errors import ConfigError
 from bench.metrics import METRICS
+from bench.metrics.judge_failures import FAILURE_CLASSES, NO_INSTRUCTION
 from bench.registry import get_method
 from bench.settings import setting_label, varying_params
 from bench.store import MANIFEST, Store, setting_json
+
+#: How a label says what is untrained, and (an extractor's or judge's) which metrics it made
+#: (``bench.metrics.extractors.Extractors.labels``, ``bench.diffusion.backbone.UNTRAINED_LABEL``).
+UNTRAINED = "untrained"
+UNTRAINED_BACKBONE = "untrained backbone"
+BEHIND = " behind "
+#: The short marker of a metric column an untrained extractor or judge made.
+UNTRAINED_MARK = "†"
 
 CI_LEVEL = 0.95
 N_BOOT = 2000
@@ -31,12 +44,23 @@ REFERENCE_METHOD = "reconstruct"
 
 
 @dataclass(frozen=True)
+class FailureCount:
+    """NaN values of one failure class (``bench.metrics.judge_failures``) in a group of cells,
+    with the first cell's specific reason as an example."""
+
+    kind: str
+    n: int
+    example: str
+
+
+@dataclass(frozen=True)
 class Stat:
     """A metric of one group of cells: mean and 95% CI over the finite values.
 
-    ``n``: finite values used; ``n_nan``: values that were NaN; ``n_missing``: ok cells with
-    no value stored. ``low``/``high`` are NaN when there is no interval (fewer than two
-    values, or a set-level metric computed once over the whole set)."""
+    ``n``: finite values used; ``n_samples``: the samples they come from (the unit the interval
+    resamples; equal to ``n`` with one seed); ``n_nan``: values that were NaN; ``n_missing``: ok
+    cells with no value stored. ``low``/``high`` are NaN when there is no interval (fewer than two
+    samples, or a set-level metric computed once over the whole set)."""
 
     mean: float
     low: float = math.nan
@@ -45,40 +69,113 @@ class Stat:
     n_nan: int = 0
     n_missing: int = 0
     per_image: bool = True
+    failures: tuple[FailureCount, ...] = ()  # a judge metric's NaN values by class
+    judge_sd: float = math.nan  # with k judge answers per item: the mean over items of their standard deviation
+    judge_k: int = 0
+    n_samples: int | None = None  # None: as many as ``n`` (one value per sample)
+
+    @property
+    def samples(self) -> int:
+        """Samples behind the mean (``n`` when not recorded)."""
+        return self.n if self.n_samples is None else self.n_samples
 
     @property
     def has_ci(self) -> bool:
         return not (math.isnan(self.low) or math.isnan(self.high))
 
+    def failed(self, kind: str) -> int:
+        return sum(f.n for f in self.failures if f.kind == kind)
 
-def bootstrap_ci(values, level: float = CI_LEVEL, n_boot: int = N_BOOT, seed: int = 0) -> tuple[float, float]:
+
+def bootstrap_ci(
+    values, level: float = CI_LEVEL, n_boot: int = N_BOOT, seed: int = 0, clusters=None
+) -> tuple[float, float]:
     """Percentile bootstrap interval of the mean of ``values`` (finite values only).
 
-    Seeded: the same values give the same interval. ``(nan, nan)`` for fewer than two values."""
+    ``clusters``: one label per value (its sample id); a resample draws clusters with replacement
+    and averages all of their values, so values of one cluster are never counted as independent.
+    None: every value is its own cluster. Seeded: the same values give the same interval.
+    ``(nan, nan)`` for fewer than two clusters."""
     values = np.asarray(values, dtype=np.float64)
-    if len(values) < 2:
-        return math.nan, math.nan
     if not np.isfinite(values).all():
         raise ValueError("bootstrap_ci takes finite values only; count and drop NaNs first")
+    labels = np.arange(len(values)) if clusters is None else np.asarray(clusters)
+    _, members = np.unique(labels, return_inverse=True)
+    n_clusters = int(members.max()) + 1 if len(values) else 0
+    if n_clusters < 2:
+        return math.nan, math.nan
     rng = np.random.default_rng(seed)
-    means = values[rng.integers(0, len(values), size=(n_boot, len(values)))].mean(axis=1)
+    drawn = rng.integers(0, n_clusters, size=(n_boot, n_clusters))
+    if n_clusters == len(values):  # one value per cluster: the plain bootstrap of the values
+        means = values[drawn].mean(axis=1)
+    else:
+        sums = np.bincount(members, weights=values, minlength=n_clusters)
+        counts = np.bincount(members, minlength=n_clusters).astype(np.float64)
+        means = sums[drawn].sum(axis=1) / counts[drawn].sum(axis=1)
     tail = (1 - level) / 2
     low, high = np.quantile(means, [tail, 1 - tail])
     return float(low), float(high)
 
 
-def describe(values, n_missing: int = 0, seed: int = 0) -> Stat:
-    """``Stat`` of per-image values: NaNs counted and excluded, the rest averaged with a CI.
+def nested_bootstrap_ci(samples, level: float = CI_LEVEL, n_boot: int = N_BOOT, seed: int = 0) -> tuple[float, float]:
+    """Percentile bootstrap interval of the mean of per-item means, resampling the items and,
+    within each, its k answers (``samples``: an (items, k) array): the interval includes the
+    judge's own noise as well as the items'."""
+    samples = np.asarray(samples, dtype=np.float64)
+    n, k = samples.shape
+    if n < 2:
+        return math.nan, math.nan
+    rng = np.random.default_rng(seed)
+    items = rng.integers(0, n, size=(n_boot, n))
+    answers = rng.integers(0, k, size=(n_boot, n, k))
+    means = np.take_along_axis(samples[items], answers, axis=2).mean(axis=(1, 2))
+    tail = (1 - level) / 2
+    low, high = np.quantile(means, [tail, 1 - tail])
+    return float(low), float(high)
+
+
+def with_judge_noise(stat: Stat, samples: list) -> Stat:
+    """``stat`` with the judge's spread and the nested interval, when every finite value has k
+    answers (the same k); unchanged otherwise."""
+    if not samples or any(s is None for s in samples) or len({len(s) for s in samples}) != 1 or len(samples[0]) < 2:
+        return stat
+    array = np.asarray(samples, dtype=np.float64)
+    low, high = nested_bootstrap_ci(array)
+    return replace(stat, low=low, high=high, judge_sd=float(array.std(axis=1, ddof=1).mean()), judge_k=array.shape[1])
+
+
+def describe(values, n_missing: int = 0, seed: int = 0, samples=None) -> Stat:
+    """``Stat`` of per-image values: NaNs counted and excluded, the rest averaged with a CI that
+    resamples ``samples`` (each value's sample id; None: one sample per value).
 
     Infinite values (e.g. PSNR of an identical image) are kept: they are values, not gaps."""
     values = np.asarray(values, dtype=np.float64)
     nan = np.isnan(values)
     kept = values[~nan]
+    clusters = None if samples is None else np.asarray(samples, dtype=object)[~nan]
+    n_samples = None if clusters is None else len(set(clusters))
     if not len(kept):
-        return Stat(math.nan, n=0, n_nan=int(nan.sum()), n_missing=n_missing)
+        return Stat(math.nan, n=0, n_nan=int(nan.sum()), n_missing=n_missing, n_samples=n_samples)
     mean = float(kept.mean())
-    low, high = bootstrap_ci(kept, seed=seed) if np.isfinite(kept).all() else (math.nan, math.nan)
-    return Stat(mean, low, high, len(kept), int(nan.sum()), n_missing)
+    finite = np.isfinite(kept).all()
+    low, high = bootstrap_ci(kept, seed=seed, clusters=clusters) if finite else (math.nan, math.nan)
+    return Stat(mean, low, high, len(kept), int(nan.sum()), n_missing, n_samples=n_samples)
+
+
+def failure_counts(metric: str, notes) -> tuple[FailureCount, ...]:
+    """The NaN values' notes of ``metric`` counted by failure class, in ``FAILURE_CLASSES`` order
+    (empty for a metric whose notes record no failures)."""
+    cls = METRICS.get(metric)
+    failures = [cls.failure(note) for note in notes] if cls is not None else []
+    found = [f for f in failures if f is not None]
+    order = {kind: i for i, kind in enumerate(FAILURE_CLASSES)}
+    kinds = sorted(dict.fromkeys(f.kind for f in found), key=lambda k: order.get(k, len(order)))
+    return tuple(FailureCount(k, sum(f.kind == k for f in found), next(f.reason for f in found if f.kind == k))
+                 for k in kinds)  # fmt: skip
+
+
+def is_judge(metric: str) -> bool:
+    return bool(getattr(METRICS.get(metric), "is_judge", False))
 
 
 def nan_reason(metric: str) -> str | None:
@@ -156,6 +253,25 @@ class RunData:
         return list(dict.fromkeys([*self.configured.get(method, []), *stored]))
 
     @property
+    def caveats(self) -> list[str]:
+        """The labels that say what is untrained behind the run's numbers ("untrained backbone",
+        "untrained extractor X ... behind m", a judge, a guidance network), each once; the
+        backbone's only when a method of the run made images with it (``external`` reads them)."""
+        makes_images = any(measures_cost(m) for m in self.methods)
+        return [label for label in self.labels if UNTRAINED in label and (label != UNTRAINED_BACKBONE or makes_images)]
+
+    @property
+    def notes(self) -> list[str]:
+        """The run's other labels (how external images were sized, cost not measured, the executor)."""
+        return [label for label in self.labels if UNTRAINED not in label]
+
+    @property
+    def untrained_metrics(self) -> list[str]:
+        """Metrics whose values an untrained extractor or judge made (named by its label's "behind" list)."""
+        found = [m.strip() for label in self.caveats if BEHIND in label for m in label.split(BEHIND, 1)[1].split(",")]
+        return list(dict.fromkeys(found))
+
+    @property
     def judge_line(self) -> str | None:
         """The judge behind the run's judge metrics (model@revision, template, decoding), or None."""
         return (self.manifest.get("judge") or {}).get("line")
@@ -216,16 +332,29 @@ def judge_drift(runs: list[RunData]) -> list[str]:
 
 
 def expected_cells(run: RunData) -> int | None:
-    """How many cells the run's config asks for (samples x settings x seeds), or None when its
-    dataset can no longer be read."""
+    """How many cells the run's config asks for (samples and the chained turns of ``turns:
+    iterative``, x settings x the seeds each setting runs: one for a setting deterministic given the
+    sample), or None when its dataset can no longer be read."""
     config = run.manifest.get("config") or {}
     dataset = {k: tuple(v) if isinstance(v, list) else v for k, v in (config.get("dataset") or {}).items()}
     try:
-        n_samples = len(load_dataset(DatasetSpec(**dataset)))
+        spec = DatasetSpec(**dataset)
+        refs = load_dataset(spec)
     except (ConfigError, TypeError, OSError):
         return None
-    n_settings = sum(len(settings) or 1 for settings in (config.get("methods") or {}).values())
-    return n_samples * n_settings * len(config.get("seeds") or [0])
+    n_samples = len(refs) + len(chained_turns(refs, spec.turns))
+    seeds = config.get("seeds") or [0]
+    per_sample = sum(_seeds_run(method, setting, seeds) for method, settings in (config.get("methods") or {}).items()
+                     for setting in settings or [{}])  # fmt: skip
+    return n_samples * per_sample
+
+
+def _seeds_run(method: str, setting: dict, seeds: list[int]) -> int:
+    """How many of ``seeds`` the run computed for the setting (all of them for an unknown method)."""
+    try:
+        return len(get_method(method).seeds_to_run(setting, seeds))
+    except (ConfigError, KeyError):
+        return len(seeds)
 
 
 def incomplete_note(run: RunData) -> str | None:
@@ -333,8 +462,19 @@ class Row:
     metrics: dict[str, Stat]
     cost: dict[str, float]
     first_error: str | None = None
-    values: dict[str, pd.Series] = field(default_factory=dict, repr=False)  # per-image metric by (sample_id, seed)
+    values: dict[str, pd.Series] = field(default_factory=dict, repr=False)  # per-image metric by (cell sample id, seed)
     category: str | None = None  # what ``edit_type`` holds the value of: "edit_type" or a group name
+    samples: int | None = None  # samples with an ok cell (None: as many as ``ok``)
+
+    @property
+    def sample_count(self) -> int:
+        return self.ok if self.samples is None else self.samples
+
+    @property
+    def n_text(self) -> str:
+        """The table's ``n``: samples with an ok cell, and the ok cells when seeds repeat a sample
+        (``3 (6 cells)``): the interval and the paired test resample samples (``N_NOTE``)."""
+        return str(self.sample_count) if self.sample_count == self.ok else f"{self.sample_count} ({self.ok} cells)"
 
     @property
     def is_reference(self) -> bool:
@@ -373,14 +513,31 @@ def _cost(ok: pd.DataFrame) -> dict[str, float]:
     }
 
 
+ITERATIVE_SUFFIX = " (iterative)"
+
+
+def cell_sample_ids(cells: pd.DataFrame) -> pd.Series:
+    """Each cell's sample id, with `` (iterative)`` added for a chain's turn that edited the previous
+    output (``input_key`` set): with the seed, what pairs a cell with its counterpart in another row."""
+    if "input_key" not in cells:
+        return cells["sample_id"]
+    return cells["sample_id"].where(cells["input_key"].isna(), cells["sample_id"] + ITERATIVE_SUFFIX)
+
+
 def _row(run: RunData, method: str, setting_text: str, label: str, group: pd.DataFrame, edit_type, seed: int) -> Row:
     ok = group[group["status"] == "ok"]
     metrics, per_cell = {}, {}
-    cell_index = pd.MultiIndex.from_arrays([ok["sample_id"], ok["seed"]])
+    cell_index = pd.MultiIndex.from_arrays([cell_sample_ids(ok), ok["seed"]])
     for name in run.image_metrics:
         stored = np.array([(key, name) in run.present for key in ok["key"]], dtype=bool)
         values = ok[f"metric.{name}"].to_numpy(dtype=np.float64)[stored]
-        metrics[name] = describe(values, n_missing=int((~stored).sum()), seed=seed)
+        samples = ok["sample_id"].to_numpy()[stored]
+        metrics[name] = describe(values, n_missing=int((~stored).sum()), seed=seed, samples=samples)
+        if is_judge(name) and f"note.{name}" in ok.columns:
+            notes = ok[f"note.{name}"].to_numpy(dtype=object)[stored]
+            metrics[name] = replace(metrics[name], failures=failure_counts(name, notes[np.isnan(values)]))
+            answers = [METRICS[name].judge_samples(n) if isinstance(n, str) else None for n in notes[~np.isnan(values)]]
+            metrics[name] = with_judge_noise(metrics[name], answers)
         per_cell[name] = pd.Series(values, index=cell_index[stored])
     if edit_type is None:
         sets = run.set_metrics[(run.set_metrics["method"] == method) & (run.set_metrics["setting"] == setting_text)]
@@ -391,7 +548,7 @@ def _row(run: RunData, method: str, setting_text: str, label: str, group: pd.Dat
     return Row(
         method, json.loads(setting_text), setting_text, label, edit_type, len(group), len(ok), len(failed),
         int((group["status"] == "skipped").sum()), metrics, _cost(ok),
-        failed.iloc[0]["error"] if len(failed) else None, per_cell,
+        failed.iloc[0]["error"] if len(failed) else None, per_cell, samples=int(ok["sample_id"].nunique()),
     )  # fmt: skip
 
 
@@ -432,17 +589,24 @@ def fixed_params(run: RunData) -> dict[str, dict]:
     return out
 
 
+#: What a table's ``n`` counts (``Row.n_text``); captions say it.
+N_NOTE = "n = samples with an ok cell (with the ok cells in parentheses when a sample has several seeds)"
+
 #: What a marked (bold) value in a table means; captions say it.
 BEST_RULE = (
     "best mean in its column and better than every other row by a paired comparison: the 95% paired "
-    "bootstrap interval of the mean difference over the cells both rows share (same sample and seed) excludes 0; "
+    "bootstrap interval of the mean difference over the samples both rows share (each row's mean over its seeds; "
+    "samples resampled, as seeds of one sample are not independent) excludes 0; "
     "no bold when no row is distinguishable; set-level metrics (FID, KID) and the reference row are never bold"
 )
 
 
 def paired_better(best: pd.Series, other: pd.Series, higher: bool, seed: int = 0) -> bool:
-    """Whether ``best`` beats ``other`` on their shared cells: the 95% paired bootstrap interval of
-    the mean difference (in the metric's direction) lies above 0. Needs two shared finite pairs."""
+    """Whether ``best`` beats ``other`` on the samples both have: each side's values (indexed by
+    (sample id, seed), or by sample id) are averaged per sample over its seeds, and the 95%
+    bootstrap interval of the mean per-sample difference (in the metric's direction), resampling
+    samples, lies above 0. Needs two shared samples with finite values."""
+    best, other = (per_sample_means(s) for s in (best, other))
     best, other = best.align(other, join="inner")
     diff = (best - other).to_numpy(dtype=np.float64) * (1 if higher else -1)
     diff = diff[np.isfinite(diff)]
@@ -450,6 +614,12 @@ def paired_better(best: pd.Series, other: pd.Series, higher: bool, seed: int = 0
         return False
     low, _ = bootstrap_ci(diff, seed=seed)
     return low > 0
+
+
+def per_sample_means(values: pd.Series) -> pd.Series:
+    """The finite ``values`` averaged per sample (the first index level): one value per sample."""
+    values = values[np.isfinite(values.to_numpy(dtype=np.float64))]
+    return values.groupby(level=0, sort=True).mean()
 
 
 def best_rows(rows: list[Row], metric: str) -> set[int]:
@@ -478,17 +648,20 @@ MAX_GROUPS_LISTED = 8  # groups named in a NaN note; the rest are counted
 
 
 def nan_notes(rows: list[Row]) -> list[str]:
-    """One sentence per reason values are missing (a metric's declared NaN reason, or "not
-    computed"), however many groups and metrics share it: the metrics, how many values of
-    how many, and the count per group."""
+    """One sentence per reason values are missing (a judge failure class, a metric's declared NaN
+    reason, or "not computed"), however many groups and metrics share it: the metrics, how many
+    values of how many, and the count per group."""
     found: dict[tuple[str, str], dict] = {}
     totals: dict[str, int] = {}
     for r in rows:
         where = row_name(r.method, r.label) + (f" [{r.edit_type}]" if r.edit_type else "")
         for name, s in r.metrics.items():
             totals[name] = totals.get(name, 0) + s.n_nan + s.n + s.n_missing
-            if s.n_nan:
-                _count(found, ("nan", nan_reason(name) or "no reason declared by the metric"), name, where, s.n_nan)
+            for f in s.failures:
+                _count(found, ("nan", f"judge answer class {f.kind}"), name, where, f.n, f.example)
+            unclassed = s.n_nan - sum(f.n for f in s.failures)
+            if unclassed:
+                _count(found, ("nan", nan_reason(name) or "no reason declared by the metric"), name, where, unclassed)
             if s.n_missing:
                 _count(found, ("missing", "not computed"), name, where, s.n_missing)
     notes = []
@@ -500,15 +673,43 @@ def nan_notes(rows: list[Row]) -> list[str]:
             listed += f", and {len(groups) - MAX_GROUPS_LISTED} more"
         what = "was NaN for" if kind == "nan" else "has no value for"
         total = sum(totals[m] for m in f["metrics"])
-        notes.append(f"{names} {what} {f['n']} of {total} values ({listed}) — {reason}")
+        example = f" (first: {f['example']}; export's nan_reason column has each cell's)" if f["example"] else ""
+        notes.append(f"{names} {what} {f['n']} of {total} values ({listed}) — {reason}{example}")
     return notes
 
 
-def _count(found: dict, key: tuple[str, str], metric: str, where: str, n: int) -> None:
-    f = found.setdefault(key, {"metrics": {}, "where": {}, "n": 0})
+def _count(found: dict, key: tuple[str, str], metric: str, where: str, n: int, example: str = "") -> None:
+    f = found.setdefault(key, {"metrics": {}, "where": {}, "n": 0, "example": example})
     f["metrics"][metric] = True
     f["where"][where] = f["where"].get(where, 0) + n
     f["n"] += n
+
+
+#: How far (in percentage points) the judge failure rates of compared rows may differ before a
+#: report warns: a row judged on fewer, perhaps easier, samples is not comparable.
+FAILURE_RATE_MARGIN = 5.0
+
+
+def judged_count(s: Stat) -> int:
+    """Values a judge was asked for (NaN values of samples without an instruction were not asked)."""
+    return s.n + s.n_nan - s.failed(NO_INSTRUCTION)
+
+
+def failure_rate_warnings(rows: list[Row], margin: float = FAILURE_RATE_MARGIN) -> list[str]:
+    """Per judge metric, a warning when its failure rate (failed / judged) differs between
+    ``rows`` by more than ``margin`` percentage points."""
+    warnings = []
+    for name in dict.fromkeys(m for r in rows for m in r.metrics if is_judge(m)):
+        rates = [(r, judged_count(r.metrics[name])) for r in rows if name in r.metrics]
+        rates = [(r, judged, 100 * (judged - r.metrics[name].n) / judged) for r, judged in rates if judged]
+        if len(rates) < 2 or max(p for *_, p in rates) - min(p for *_, p in rates) <= margin:
+            continue
+        each = ", ".join(f"{row_name(r.method, r.label)}{f' [{r.edit_type}]' if r.edit_type else ''}: "
+                         f"{p:.0f}% of {judged}" for r, judged, p in rates)  # fmt: skip
+        warnings.append(f"{name}: judge failure rates differ by more than {margin:g} points between rows ({each}); "
+                        "rows judged on different samples are not comparable (retry with editbench score "
+                        "--retry-failed, or compare on the cells every row has)")  # fmt: skip
+    return warnings
 
 
 def format_stat(s: Stat | None, digits: int = 4) -> str:
@@ -520,7 +721,10 @@ def format_stat(s: Stat | None, digits: int = 4) -> str:
         text += f" [{s.low:.{digits}g}, {s.high:.{digits}g}]"
     if not s.per_image and not math.isnan(s.mean):
         text += f" (set, n={s.n})"
-    gaps = [f"{s.n_nan} NaN"] * bool(s.n_nan) + [f"{s.n_missing} missing"] * bool(s.n_missing)
+    if s.judge_k:
+        text += f" (judge sd {s.judge_sd:.{digits}g}, k={s.judge_k})"
+    classes = ": " + ", ".join(f"{f.n} {f.kind}" for f in s.failures) if s.failures else ""
+    gaps = [f"{s.n_nan} NaN{classes}"] * bool(s.n_nan) + [f"{s.n_missing} missing"] * bool(s.n_missing)
     return text + (f" ({', '.join(gaps)})" if gaps else "")
 
 

@@ -38,8 +38,10 @@ from bench.reporting.aggregate import (
     RunData,
     Stat,
     arrow,
+    cell_sample_ids,
     format_stat,
     higher_is_better,
+    failure_rate_warnings,
     incomplete_note,
     judge_drift,
     load_run,
@@ -191,7 +193,9 @@ def sample_set_difference(base: RunData, new: RunData) -> str | None:
     """How the runs' planned samples differ (dataset spec or seeds), or None when they match."""
     seeds = [(r.manifest.get("config") or {}).get("seeds") for r in (base, new)]
     if base.dataset != new.dataset:
-        return f"dataset differs: {json.dumps(base.dataset)} (base) vs {json.dumps(new.dataset)} (new)"
+        keys = sorted(k for k in set(base.dataset) | set(new.dataset) if base.dataset.get(k) != new.dataset.get(k))
+        changes = ", ".join(f"{k} {json.dumps(base.dataset.get(k))} vs {json.dumps(new.dataset.get(k))}" for k in keys)
+        return f"dataset differs: {changes} (base vs new)"
     if seeds[0] != seeds[1]:
         return f"seeds differ: {seeds[0]} (base) vs {seeds[1]} (new)"
     return None
@@ -272,7 +276,7 @@ def cell_times(run: RunData, method: str, setting_text: str) -> pd.Series:
     """Time per ok cell of one method and setting, by (sample_id, seed)."""
     cells = run.cells
     ok = cells[(cells["method"] == method) & (cells["setting"] == setting_text) & (cells["status"] == "ok")]
-    index = pd.MultiIndex.from_arrays([ok["sample_id"], ok["seed"]])
+    index = pd.MultiIndex.from_arrays([cell_sample_ids(ok), ok["seed"]])
     return pd.Series(ok["time_s"].to_numpy(dtype=float), index=index).dropna()
 
 
@@ -321,6 +325,8 @@ def compare_runs(
         name = row_name(key[0], label(key))
         if n.failed > b.failed:
             failures.append(f"{name}: failed cells {b.failed} → {n.failed} (first error: {n.first_error})")
+        sides = [replace(row, method=f"{side} {row.method}") for side, row in (("base", b), ("new", n))]
+        warnings += failure_rate_warnings(sides)
         times = tuple(cell_times(run, *key) for run in shared)
         untimed += len(times[0].index.intersection(times[1].index)) < MIN_TIMING_PAIRS
         for gated, message in _cost_changes(name, b, n, times, options):

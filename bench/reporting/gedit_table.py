@@ -8,7 +8,7 @@ instructions, on the full set and on its "intersection" subset. Here the three c
 row per method, setting and task type (GEdit-Bench's eleven, in its order) and an ``Average``
 row that is, as in GEdit-Bench's ``calculate_statistics.py``, the mean of the task types' means
 (not of all cells). NaN cells are left out of the means and counted beside them. The judge
-(model, revision, template, decoding) heads every table.
+(model, revision, template, decoding) and what is untrained are said once, at the top of the page.
 """
 
 import dataclasses
@@ -19,11 +19,10 @@ from pathlib import Path
 import pandas as pd
 
 from bench.data import GEDIT_TASK_TYPES
-from bench.reporting import plots
-from bench.reporting.aggregate import Row, RunData, Stat, arrow, load_run, nan_notes, summarize
+from bench.reporting.aggregate import UNTRAINED_MARK, Row, RunData, Stat, arrow, load_run, nan_notes, summarize
 from bench.reporting.html_report import STYLE, _caveat, _table, esc
 from bench.reporting.piebench_table import value_text
-from bench.reporting.report import md_table, md_text
+from bench.reporting.report import caveat_md, md_table, md_text
 
 METRICS = (("vie_sc", "SC"), ("vie_pq", "PQ"), ("vie_o", "O"))
 LANGUAGES = (("en", "English"), ("cn", "Chinese"))
@@ -69,7 +68,7 @@ def _average(rows: list[Row]) -> Row:
     return dataclasses.replace(
         rows[0], edit_type=AVERAGE, cells=sum(r.cells for r in rows), ok=sum(r.ok for r in rows),
         failed=sum(r.failed for r in rows), skipped=sum(r.skipped for r in rows),
-        metrics={m: _macro_mean(rows, m) for m, _ in METRICS}, values={},
+        samples=sum(r.sample_count for r in rows), metrics={m: _macro_mean(rows, m) for m, _ in METRICS}, values={},
     )  # fmt: skip
 
 
@@ -101,12 +100,14 @@ def build_gedit(run_dir, ci: bool = False) -> GEditTable:
     return GEditTable(run, sections, ci)
 
 
-def header() -> list[str]:
-    return ["method", "setting", "task type", "n"] + [f"{title} {arrow(m)}".strip() for m, title in METRICS]
+def header(untrained: list[str] = ()) -> list[str]:
+    """The header; ``untrained``: metrics an untrained judge made (marked ``UNTRAINED_MARK``)."""
+    return ["method", "setting", "task type", "n"] + [
+        " ".join(p for p in (title, arrow(m), UNTRAINED_MARK * (m in untrained)) if p) for m, title in METRICS]
 
 
 def body(rows: list[Row], ci: bool) -> list[list[str]]:
-    return [[r.method, r.label, r.edit_type, str(r.ok)] + [value_text(r.metrics.get(m), ci) for m, _ in METRICS]
+    return [[r.method, r.label, r.edit_type, r.n_text] + [value_text(r.metrics.get(m), ci) for m, _ in METRICS]
             for r in rows]  # fmt: skip
 
 
@@ -121,19 +122,18 @@ def notes(view: GEditTable) -> list[str]:
     return out + nan_notes(shown)
 
 
-def _heads(run: RunData) -> tuple[list[str], str]:
-    """The caveat (smoke numbers) and the judge line every table carries."""
-    caveat = [plots.caveat(run.labels)] if run.labels else []
-    return caveat, f"Judge: {run.judge_line}" if run.judge_line else "Judge: not recorded (no judge metric computed)"
+def _judge(run: RunData) -> str:
+    """The judge line the page carries once, at its top."""
+    return f"Judge: {run.judge_line}" if run.judge_line else "Judge: not recorded (no judge metric computed)"
 
 
 def gedit_markdown(view: GEditTable) -> str:
     run = view.run
-    caveat, judge = _heads(run)
-    heads = [f"**{md_text(c)}**" for c in caveat] + ["", md_text(judge), ""]
-    lines = [f"# GEdit-Bench table: {md_text(run.run_dir.name)}", "", md_text(EXPLANATION), ""]
+    lines = [f"# GEdit-Bench table: {md_text(run.run_dir.name)}", "", *caveat_md(run), md_text(_judge(run)), "",
+             md_text(EXPLANATION), ""]  # fmt: skip
     for section in view.sections:
-        lines += [f"## {md_text(section.title)}", ""] + heads + md_table(header(), body(section.rows, view.ci)) + [""]
+        table = md_table(header(run.untrained_metrics), body(section.rows, view.ci))
+        lines += [f"## {md_text(section.title)}", ""] + table + [""]
     remarks = notes(view)
     if remarks:
         lines += ["Notes:", ""] + [f"- {md_text(n)}" for n in remarks]
@@ -143,12 +143,13 @@ def gedit_markdown(view: GEditTable) -> str:
 def gedit_html(view: GEditTable) -> str:
     run = view.run
     title = f"GEdit-Bench table: {esc(run.run_dir.name)}"
-    _, judge = _heads(run)
     parts = [f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>{title}</title>',
-             f"<style>{STYLE}</style></head><body><h1>{title}</h1>", f"<p>{esc(EXPLANATION)}</p>"]  # fmt: skip
+             f"<style>{STYLE}</style></head><body><h1>{title}</h1>", _caveat(run), f"<p>{esc(_judge(run))}</p>",
+             f"<p>{esc(EXPLANATION)}</p>"]  # fmt: skip
     for section in view.sections:
-        parts += [f"<h2>{esc(section.title)}</h2>", _caveat(run.labels), f"<p>{esc(judge)}</p>",
-                  _table(header(), body(section.rows, view.ci), 3, [r.is_reference for r in section.rows])]  # fmt: skip
+        parts += [f"<h2>{esc(section.title)}</h2>",
+                  _table(header(run.untrained_metrics), body(section.rows, view.ci), 3,
+                         [r.is_reference for r in section.rows])]  # fmt: skip
     remarks = notes(view)
     if remarks:
         parts += ["<p>Notes:</p>", "<ul>" + "".join(f"<li>{esc(n)}</li>" for n in remarks) + "</ul>"]

@@ -3,7 +3,8 @@
 Runs are ordered by their manifest's creation time; each is named by its date and commit.
 A folder that is not itself a run but holds run folders (``reports/runs``) stands for all
 of them. Runs over different datasets or sample sets (dataset spec or seeds) are said to be so,
-with a column naming each run's.
+with a column naming each run's. Runs on different backbones (fingerprints) are said to be so too,
+and a setting gets one line per backbone: its values on two backbones are not one series.
 """
 
 from dataclasses import dataclass
@@ -62,7 +63,13 @@ class History:
 
     @property
     def labels(self) -> list[str]:
-        return list(dict.fromkeys(label for run in self.runs for label in run.labels))
+        """What is untrained behind the runs' numbers (``RunData.caveats``)."""
+        return list(dict.fromkeys(label for run in self.runs for label in run.caveats))
+
+    @property
+    def backbones(self) -> list[str]:
+        """The runs' backbones (``backbone_text``), each once."""
+        return list(dict.fromkeys(backbone_text(run) for run in self.runs))
 
     @property
     def names(self) -> list[str]:
@@ -89,14 +96,25 @@ def history(paths, metric: str | None = None, methods: list[str] | None = None) 
     if unknown_methods:
         raise ConfigError(f"history: no run has method(s) {sorted(unknown_methods)}; they have {', '.join(settings)}")
     varying = {m: varying_params(m, ss)[0] for m, ss in settings.items()}
+    several = len({backbone_text(r) for r in runs}) > 1
     series: dict[str, list[tuple[int, Stat]]] = {}
     for i, rows in enumerate(per_run):
+        on = f" on {backbone_text(runs[i])}" if several else ""
         for row in rows:
             if (methods and row.method not in methods) or metric not in row.metrics:
                 continue
             label = setting_label(row.setting, varying[row.method])
-            series.setdefault(row_name(row.method, label), []).append((i, row.metrics[metric]))
+            series.setdefault(row_name(row.method, label) + on, []).append((i, row.metrics[metric]))
     return History(metric, runs, series)
+
+
+def backbone_text(run: RunData) -> str:
+    """The run's backbone: its name (a folder's last part) and fingerprint, e.g. ``tiny fp-a``; a run
+    of several backbones (``RunData.backbones``) names each by its label and fingerprint."""
+    if len(run.backbones) > 1:
+        return ", ".join(f"{label} {str(fp)[:12]}" for label, fp in run.fingerprints.items())
+    name = str(((run.manifest.get("backbone") or {}).get("spec") or {}).get("name") or "?")
+    return f"{Path(name).name or name} {str(run.fingerprint)[:12]}"
 
 
 def history_markdown(h: History) -> str:
@@ -113,6 +131,10 @@ def history_markdown(h: History) -> str:
     if mixed:
         lines += [f"**The runs cover {len(set(samples))} different datasets or sample sets (column 'samples'): "
                   "values from different ones are not comparable.**", ""]  # fmt: skip
+    if len(h.backbones) > 1:
+        lines += [f"**The runs use {len(h.backbones)} different backbones ({md_text(', '.join(h.backbones))}): "
+                  "values from different backbones are not comparable; each setting has one line per backbone.**",
+                  ""]  # fmt: skip
     drift = judge_drift(h.runs)
     judges = list(dict.fromkeys(r.judge_line for r in h.runs if r.judge_line))
     lines += [f"> **Warning:** {md_text(w)}" for w in drift] + [""] * bool(drift)
@@ -121,12 +143,12 @@ def history_markdown(h: History) -> str:
     body = []
     for i, run in enumerate(h.runs):
         values = {name: dict(points).get(i) for name, points in h.series.items()}
-        stats = [format_stat(values[n]) + (f" n={values[n].n}" if values[n] else "") for n in h.series]
+        stats = [format_stat(values[n]) + (f" n={values[n].samples}" if values[n] else "") for n in h.series]
         fingerprints = str(run.fingerprint) if len(run.backbones) < 2 else \
             ", ".join(f"{label}: {fp}" for label, fp in run.fingerprints.items())
         body.append([run_name(run), fingerprints, run.run_dir.name, cells[i]] + ([samples[i]] if mixed else []) + stats)
     lines += md_table(header, body)
-    lines.append("\nValues: mean [95% bootstrap CI] over ok cells, n = values averaged.")
+    lines.append("\nValues: mean [95% bootstrap CI] over ok cells; n = samples behind the mean (resampled).")
     return "\n".join(lines) + "\n"
 
 

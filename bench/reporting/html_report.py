@@ -8,18 +8,22 @@ import json
 from pathlib import Path
 
 from bench.paths import output_file
-from bench.reporting import plots
-from bench.reporting.aggregate import BEST_RULE, fixed_params, incomplete_note, nan_notes
+from bench.reporting.aggregate import BEST_RULE, N_NOTE, failure_rate_warnings, fixed_params, incomplete_note, nan_notes
 from bench.reporting.report import (
     COST_HEADER,
     COST_NOTE,
+    JUDGE_HEADER,
+    JUDGE_NOTE,
     MAX_ERRORS_SHOWN,
+    SMOKE_NOTE,
     GridPicture,
     Picture,
     Report,
+    caveat_lines,
     cost_cells,
     grid_note,
     main_cells,
+    judge_cells,
     main_header,
     method_backbones,
     provenance,
@@ -41,7 +45,6 @@ figure { margin: 1em 0; } figure img { max-width: 100%; border: 1px solid #ddd; 
 figcaption { font-size: 13px; color: #444; max-width: 1000px; }
 pre { background: #f7f7f7; padding: .6em; font-size: 12px; overflow-x: auto; }
 """
-SMOKE_NOTE = "Smoke numbers: see the labels at the top of the page."
 
 
 def figures_meta(count: int) -> str:
@@ -54,9 +57,11 @@ def esc(value) -> str:
     return html.escape(str(value), quote=True)
 
 
-def _caveat(labels: list[str]) -> str:
-    """The full label list: said once, at the top of the page."""
-    return f'<p class="caveat">{esc(plots.caveat(labels))}</p>' if labels else ""
+def _caveat(run) -> str:
+    """What is untrained, the marked columns and the run's notes (``caveat_lines``): said once, at the top."""
+    lines = caveat_lines(run)
+    return "".join(f'<p class="caveat">{esc(line)}</p>' if i == 0 and run.caveats else f"<p>{esc(line)}</p>"
+                   for i, line in enumerate(lines))  # fmt: skip
 
 
 def _smoke(labels: list[str]) -> str:
@@ -116,21 +121,27 @@ def render_html(report: Report) -> str:
         f"<title>editbench report: {esc(run.run_dir.name)}</title><style>{STYLE}</style></head><body>",
         f"<h1>editbench report: {esc(run.run_dir.name)}</h1>",
         f"<p class=\"caveat incomplete\">{esc(incomplete)}</p>" if incomplete else "",
-        _caveat(labels),
+        _caveat(run),
         "<h2>Provenance</h2><dl class=\"prov\">",
         *(f"<dt>{esc(k)}</dt><dd>{esc(v)}</dd>" for k, v in provenance(run)),
-        "<dt>labels</dt><dd>" + esc(", ".join(labels) or "none") + "</dd></dl>",
+        "<dt>labels</dt><dd>" + esc(", ".join(run.labels) or "none") + "</dd></dl>",
         "<details><summary>resolved config</summary><pre>"
         + esc(json.dumps(run.manifest.get("config", {}), indent=2)) + "</pre></details>",
         "<h2>Results</h2>", _smoke(labels),
-        _table(main_header(metrics), main_cells(report.rows, metrics, backbones=method_backbones(run)), 2, [r.is_reference for r in report.rows]),
-        f"<p>Metrics: mean [95% bootstrap CI] over ok cells; n = ok cells; highlighted = "
+        _table(main_header(metrics, untrained=run.untrained_metrics),
+               main_cells(report.rows, metrics, backbones=method_backbones(run)), 2,
+               [r.is_reference for r in report.rows]),
+        f"<p>Metrics: mean [95% bootstrap CI] over ok cells; {esc(N_NOTE)}; highlighted = "
         f"{esc(BEST_RULE)}.</p>",
     ]  # fmt: skip
     fixed = [[m, k, _value(v)] for m, p in fixed_params(run).items() for k, v in p.items()]
     if fixed:
         parts += ["<h3>Fixed parameters</h3>", _table(["method", "parameter", "value"], fixed, 3)]
     parts.append(_notes(nan_notes(report.rows)))
+    judged = judge_cells(report.rows)
+    if judged:
+        parts += ["<h3>Judge answers</h3>", _table(JUDGE_HEADER, judged, 3), f"<p>{esc(JUDGE_NOTE)}</p>"]
+        parts += [f"<p class=\"caveat\">Warning: {esc(w)}</p>" for w in failure_rate_warnings(report.rows)]
     errors = error_counts(run.cells)
     if errors:
         items = [f"<li>{n} x {esc(error)}</li>" for error, n in errors[:MAX_ERRORS_SHOWN]]
@@ -141,7 +152,8 @@ def render_html(report: Report) -> str:
     if any(r.edit_type != "(none)" for r in report.by_type):
         image_metrics = run.image_metrics
         parts += ["<h2>By edit type</h2>", _smoke(labels),
-                  _table(main_header(image_metrics, True), main_cells(report.by_type, image_metrics, True, method_backbones(run)), 3,
+                  _table(main_header(image_metrics, True, run.untrained_metrics),
+                         main_cells(report.by_type, image_metrics, True, method_backbones(run)), 3,
                          [r.is_reference for r in report.by_type]),
                   _notes(nan_notes(report.by_type))]  # fmt: skip
     if report.tradeoffs:

@@ -22,10 +22,9 @@ from bench.errors import ConfigError, unknown
 from bench.metrics import OPTIONS
 from bench.paths import output_file
 from bench.registry import get_method
-from bench.reporting import plots
 from bench.reporting.aggregate import Row, RunData, Stat, arrow, load_run, nan_notes, row_name, summarize
-from bench.reporting.html_report import STYLE, _caveat, _table, esc, figures_meta
-from bench.reporting.report import md_table, md_text
+from bench.reporting.html_report import STYLE, _caveat, _smoke, _table, esc, figures_meta
+from bench.reporting.report import caveat_md, md_table, md_text, smoke_md
 from bench.yaml_file import read_yaml
 
 
@@ -65,13 +64,13 @@ def scaled(stat: Stat, factor: float) -> Stat:
     return dataclasses.replace(stat, mean=stat.mean * factor, low=stat.low * factor, high=stat.high * factor)
 
 
-def value_text(stat: Stat | None, ci: bool = False) -> str:
-    """A published-style value, two decimals, with its NaN and missing counts (and CI when asked)."""
+def value_text(stat: Stat | None, ci: bool = False, digits: int = 2) -> str:
+    """A published-style value, ``digits`` decimals, with its NaN and missing counts (and CI when asked)."""
     if stat is None or (math.isnan(stat.mean) and not stat.n_nan and not stat.n_missing):
         return "—"
-    text = "—" if math.isnan(stat.mean) else f"{stat.mean:.2f}"
+    text = "—" if math.isnan(stat.mean) else f"{stat.mean:.{digits}f}"
     if ci and stat.has_ci:
-        text += f" [{stat.low:.2f}, {stat.high:.2f}]"
+        text += f" [{stat.low:.{digits}f}, {stat.high:.{digits}f}]"
     gaps = [f"{stat.n_nan} NaN"] * bool(stat.n_nan) + [f"{stat.n_missing} missing"] * bool(stat.n_missing)
     return text + (f" ({', '.join(gaps)})" if gaps else "")
 
@@ -184,7 +183,7 @@ def body(rows: list[Row], ci: bool, edit_type: bool = False) -> list[list[str]]:
     for r in rows:
         name = f"{r.method} (reference)" if r.is_reference else r.method
         values = [value_text(s, ci) for s in column_stats(r)]
-        out.append([r.edit_type] * edit_type + [name, r.label, str(r.ok)] + values)
+        out.append([r.edit_type] * edit_type + [name, r.label, r.n_text] + values)
     return out
 
 
@@ -258,8 +257,7 @@ def _by_type_shown(view: PieBenchTable) -> bool:
 def piebench_markdown(view: PieBenchTable) -> str:
     """The view as Markdown (what the terminal shows, and ``--md``)."""
     run = view.run
-    caveat = [f"**{md_text(plots.caveat(run.labels))}**", ""] if run.labels else []
-    lines = [f"# PIE-Bench table: {md_text(run.run_dir.name)}", ""] + caveat + [md_text(EXPLANATION), ""]
+    lines = [f"# PIE-Bench table: {md_text(run.run_dir.name)}", ""] + caveat_md(run) + [md_text(EXPLANATION), ""]
     fill = fill_line(view)
     lines += [f"**{md_text(fill)}**", ""] if fill else []
     lines += ["## All samples", ""] + md_table(header(), body(view.rows, view.ci))
@@ -267,7 +265,7 @@ def piebench_markdown(view: PieBenchTable) -> str:
         lines += ["", "## By edit type", ""] + md_table(header(True), body(view.by_type, view.ci, True))
     if view.references:
         compared = reference_body(view)
-        lines += ["", "## Published reference", ""] + caveat
+        lines += ["", "## Published reference", ""] + smoke_md(run)
         lines += md_table(reference_header(), compared) + [""] if compared else []
         lines += [f"- {md_text(item)}" for item in reference_items(view)]
     remarks = notes(view)
@@ -281,7 +279,7 @@ def piebench_html(view: PieBenchTable) -> str:
     run = view.run
     title = f"PIE-Bench table: {esc(run.run_dir.name)}"
     parts = [f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">{figures_meta(0)}<title>{title}</title>',
-             f"<style>{STYLE}</style></head><body><h1>{title}</h1>", _caveat(run.labels),
+             f"<style>{STYLE}</style></head><body><h1>{title}</h1>", _caveat(run),
              f"<p>{esc(EXPLANATION)}</p>", f"<p><strong>{esc(fill_line(view))}</strong></p>" if view.missing_metrics else "",
              "<h2>All samples</h2>",
              _table(header(), body(view.rows, view.ci), 2, [r.is_reference for r in view.rows])]  # fmt: skip
@@ -290,7 +288,7 @@ def piebench_html(view: PieBenchTable) -> str:
                   _table(header(True), body(view.by_type, view.ci, True), 3, [r.is_reference for r in view.by_type])]
     if view.references:
         compared = reference_body(view)
-        parts += ["<h2>Published reference</h2>", _caveat(run.labels)]
+        parts += ["<h2>Published reference</h2>", _smoke(run.caveats)]
         parts += [_table(reference_header(), compared, 2)] if compared else []
         parts.append(_html_list(reference_items(view)))
     remarks = notes(view)

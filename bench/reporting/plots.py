@@ -310,7 +310,8 @@ def sweep_figure(method: str, rows: list[Row], param: str, metrics: list[str], l
     """One panel per metric: the metric's mean (95% CI bars) against ``param`` for one method,
     one line per combination of its other plotted parameters (those zipped with ``param``
     ride along in its tick labels); the reference method's value, when given, as a dashed
-    line. Non-numeric parameter values are spaced evenly in run order."""
+    line. Non-numeric parameter values (two folders, say) are spaced evenly in run order, as
+    points without lines between them: nothing lies between two categories."""
     settings = [r.setting for r in rows]
     varying, _ = varying_params(method, settings)
     follow = followers(settings, varying)
@@ -333,7 +334,8 @@ def sweep_figure(method: str, rows: list[Row], param: str, metrics: list[str], l
                          key=lambda r: position[json.dumps(r.setting[param])])  # fmt: skip
             stats = [r.metrics[metric] for r in pts]
             ax.errorbar([position[json.dumps(r.setting[param])] for r in pts], [s.mean for s in stats],
-                        yerr=_err(stats), marker="o", capsize=2, label=None if key == "—" else key)  # fmt: skip
+                        yerr=_err(stats), marker="o", capsize=2, label=None if key == "—" else key,
+                        linestyle="-" if numeric else "none")  # fmt: skip
         if reference is not None and metric in reference.metrics and np.isfinite(reference.metrics[metric].mean):
             ax.axhline(reference.metrics[metric].mean, color="gray", linestyle="--", linewidth=1, label=REFERENCE_METHOD)
         min_span(ax, ax.yaxis)
@@ -383,6 +385,8 @@ def cost_figure(rows: list[Row], labels: list[str]) -> Figure:
         ax.barh(ypos, [0 if math.isnan(v) else v for v in values], color=BAR_COLOR)
         for yy, v in zip(ypos, values):
             ax.text(0, yy, " n/a" if math.isnan(v) else f" {v:.3g}", va="center", fontsize=7)
+        if not any(v > 0 for v in values):  # all 0 or n/a (NFE of external images): no axis around 0 ± 0.05
+            ax.set_xlim(0, 1)
         ax.set_title(title, fontsize=9)
         ax.grid(axis="x", alpha=0.3)
     axes[0].set_yticks(ypos, names, fontsize=8)
@@ -503,7 +507,7 @@ def image_grid(run: RunData, sample_id: str, seed: int, source: Sample | str) ->
                 ax.imshow(np.asarray(Image.open(run.run_dir / cell.iloc[0]["output_path"]).convert("RGB")))
             else:
                 _placeholder(ax, shape, "output file missing")
-    _title(fig, f"sample {sample_id}, seed {seed}", run.labels)
+    _title(fig, f"sample {sample_id}, seed {seed}", run.caveats)
     return fig
 
 
@@ -527,7 +531,7 @@ def beside(left: Path, right: Path) -> bytes:
 # -- history ---------------------------------------------------------------------------------------------
 def history_figure(series: dict[str, list], run_names: list[str], metric: str, labels: list[str]) -> Figure:
     """A metric across runs: one line per method and setting, x = run in time order, each tick
-    naming its run and the n (values averaged) of its points. The legend goes beside the plot,
+    naming its run and the n (samples) of its points. The legend goes beside the plot,
     and the labels, needed on a PNG that stands alone, under it, wrapped to its width."""
     width = min(MAX_WIDTH_PX / DPI - 0.5, max(6.4, 1.2 * len(run_names) + 3))
     fig = new_figure(figsize=(width, 4.4))
@@ -538,7 +542,7 @@ def history_figure(series: dict[str, list], run_names: list[str], metric: str, l
         stats = [s for _, s in points]
         ax.errorbar(xs, [s.mean for s in stats], yerr=_err(stats), marker="o", capsize=2, label=name)
         for x, s in zip(xs, stats):  # n per run: partial runs average fewer values
-            n_at.setdefault(x, set()).add(s.n)
+            n_at.setdefault(x, set()).add(s.samples)
     ticks = ["\n".join(textwrap.wrap(name, 16) + [_n_range(n_at.get(i, set()))]) for i, name in enumerate(run_names)]
     ax.set_xticks(range(len(run_names)), ticks, fontsize=7)
     ax.set_xlim(-0.5, len(run_names) - 0.5)

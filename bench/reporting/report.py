@@ -3,32 +3,42 @@ that both the Markdown and the HTML page (``bench.reporting.html_report``) are w
 
 Tables give every metric as mean [95% bootstrap CI] over the ok cells, with n, failures,
 skips and NaN counts; the reference method (``reconstruct``) comes first and is never
-marked best. The run's caveat labels ("untrained backbone", ...) head every table.
+marked best. What is untrained behind the numbers (``RunData.caveats``: the backbone, an
+extractor, a judge) is said once per page, each table carries a short reminder, and a metric
+column an untrained extractor or judge made carries ``UNTRAINED_MARK``.
 """
 
 import html
 import json
 import math
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
 
 from bench.errors import ConfigError
+from bench.metrics import METRICS
+from bench.metrics.judge_failures import FAILURE_CLASSES, OK
 from bench.paths import output_file
 from bench.reporting import plots
 from bench.reporting.aggregate import (
     BEST_RULE,
     GROUP_PREFIX,
+    N_NOTE,
     NOT_MEASURED,
     REFERENCE_METHOD,
+    UNTRAINED_MARK,
     Row,
     RunData,
     arrow,
     best_rows,
     fixed_params,
+    failure_rate_warnings,
     format_stat,
     has_preparation,
+    is_judge,
+    judged_count,
     incomplete_note,
     load_run,
     measures_cost,
@@ -44,6 +54,8 @@ from bench.store import error_counts
 #: Distinct errors a report lists (the export has every cell's).
 MAX_ERRORS_SHOWN = 20
 CELL_COLUMNS = ["method", "backbone", "sample_id", "seed", "edit_type", "status", "error", "output_path"]
+#: A multi-turn sample's chain and turn, and the cell whose output a chained turn edited (empty otherwise).
+TURN_COLUMNS = ["chain", "turn", "input_key"]
 SCHEDULE_COLUMNS = ["start_step", "steps_run"]  # the effective schedule: settings that coincide show it
 COST_COLUMNS = ["time_s", "nfe", "gpu_time_s", "peak_mem_mb", "grad_evals", "prep_time_s", "prep_nfe",
                 "prep_grad_evals", "prep_cached", "batch_size", "batch_id"]  # fmt: skip
@@ -56,19 +68,22 @@ COST_NOTE = ("Time per ok cell: mean, and median [interquartile range]. Preparat
 
 
 def cells_table(run_dir: Path) -> pd.DataFrame:
-    """One row per cell: identity, ``group.<key>`` (the sample's subsets), status, ``param.<name>``,
-    ``metric.<name>``, ``nan_reason.<name>`` (the metric's declared reason where an ok cell's value
-    is NaN), ``note.<name>`` (what a value came from: a judge's raw answers and reasons), cost, labels."""
+    """One row per cell: identity (with the ``backbone`` label it ran on), its turn (``chain``, ``turn``, ``input_key``: the cell it edited),
+    ``group.<key>`` (the sample's subsets), status, ``param.<name>``,
+    ``metric.<name>``, ``nan_reason.<name>`` (why an ok cell's value is NaN: the specific reason its
+    note gives, else the metric's declared one), ``failure.<name>`` (a judge metric's answer class:
+    ok, unreadable, refused, ...), ``note.<name>`` (what a value came from: a judge's raw answers
+    and reasons), cost, labels."""
     run = load_run(run_dir)
     cells = run.cells
     params = pd.DataFrame([json.loads(s) for s in cells["setting"]], index=cells.index).add_prefix("param.")
     groups = cells[[c for c in cells.columns if c.startswith(GROUP_PREFIX)]]
     metric_cols = [f"metric.{m}" for m in run.image_metrics]
     note_cols = [f"note.{m}" for m in run.image_metrics if f"note.{m}" in cells.columns]
-    reasons = _nan_reasons(cells, run.image_metrics)
+    reasons, classes = _nan_reasons(cells, run.image_metrics)
     table = pd.concat(
-        [cells[CELL_COLUMNS], groups, params, cells[SCHEDULE_COLUMNS], cells[metric_cols], reasons, cells[note_cols],
-         cells[COST_COLUMNS]], axis=1,
+        [cells[CELL_COLUMNS], cells[TURN_COLUMNS], groups, params, cells[SCHEDULE_COLUMNS], cells[metric_cols], reasons,
+         classes, cells[note_cols], cells[COST_COLUMNS]], axis=1,
     )  # fmt: skip
     table["labels"] = "; ".join(run.labels)
     if run.judge_line:
@@ -76,14 +91,21 @@ def cells_table(run_dir: Path) -> pd.DataFrame:
     return table
 
 
-def _nan_reasons(cells: pd.DataFrame, metrics: list[str]) -> pd.DataFrame:
-    """``nan_reason.<metric>``: the metric's declared reason where an ok cell's value is NaN, else empty."""
+def _nan_reasons(cells: pd.DataFrame, metrics: list[str]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """``nan_reason.<metric>`` where an ok cell's value is NaN (the note's specific reason, else the
+    metric's declared one; empty elsewhere), and ``failure.<metric>``, a judge metric's answer class."""
     ok = cells["status"] == "ok"
-    columns = {}
+    reasons, classes = {}, {}
     for m in metrics:
-        reason = nan_reason(m) or "no reason declared by the metric"
-        columns[f"nan_reason.{m}"] = pd.Series("", index=cells.index).mask(ok & cells[f"metric.{m}"].isna(), reason)
-    return pd.DataFrame(columns, index=cells.index)
+        declared = nan_reason(m) or "no reason declared by the metric"
+        nan = ok & cells[f"metric.{m}"].isna()
+        notes = cells[f"note.{m}"] if f"note.{m}" in cells.columns else pd.Series(None, index=cells.index)
+        failures = [METRICS[m].failure(note) if is_judge(m) and isinstance(note, str) else None for note in notes]
+        reasons[f"nan_reason.{m}"] = [(f.reason if f else declared) if is_nan else "" for f, is_nan in zip(failures, nan)]
+        if is_judge(m):
+            classes[f"failure.{m}"] = [(f.kind if f else "") if is_nan else OK if isinstance(note, str) else ""
+                                       for f, is_nan, note in zip(failures, nan, notes)]  # fmt: skip
+    return pd.DataFrame(reasons, index=cells.index), pd.DataFrame(classes, index=cells.index)
 
 
 # -- the report object ------------------------------------------------------------------------------
@@ -121,7 +143,8 @@ class Report:
 
     @property
     def labels(self) -> list[str]:
-        return self.run.labels
+        """What is untrained behind the report's numbers (``RunData.caveats``)."""
+        return self.run.caveats
 
     @property
     def metrics(self) -> list[str]:
@@ -146,9 +169,9 @@ def build_report(run_dir, planes: list[str] | None = None, n_grid: int = 3, figu
         return report
     for x, y in chosen:
         report.tradeoffs.append(Picture(f"tradeoff_{x}_{y}.png", f"Trade-off: {x} vs {y}, each method along its sweep.",
-                                        to_png(plots.tradeoff_figure(report.rows, x, y, run.labels))))  # fmt: skip
+                                        to_png(plots.tradeoff_figure(report.rows, x, y, run.caveats))))  # fmt: skip
     report.sweeps = sweep_pictures(report.rows, run, to_png)
-    report.cost = Picture("cost.png", "Cost per image.", to_png(plots.cost_figure(report.rows, run.labels)))
+    report.cost = Picture("cost.png", "Cost per image.", to_png(plots.cost_figure(report.rows, run.caveats)))
     every_pair = plots.grid_samples(run)
     report.grid_total = len(every_pair)
     pairs = every_pair[:n_grid]
@@ -181,7 +204,7 @@ def sweep_pictures(rows: list[Row], run: RunData, to_png=plots.png) -> list[Pict
             continue
         note = f" Constant along this sweep, not plotted: {', '.join(sorted(constant))}." if constant else ""
         for param in plotted:
-            fig = plots.sweep_figure(method, own, param, shown, run.labels, reference)
+            fig = plots.sweep_figure(method, own, param, shown, run.caveats, reference)
             dashed = f"; dashed: {REFERENCE_METHOD}" if reference else ""
             caption = f"{method}: each metric against {param} (mean, 95% CI bars; lines: its other swept parameters{dashed}).{note}"
             pictures.append(Picture(f"sweep_{method}_{param}.png", caption, to_png(fig)))
@@ -218,9 +241,30 @@ def _varying(run: RunData, method: str) -> list[str]:
 
 
 # -- table contents, shared by Markdown and HTML -----------------------------------------------------------
-def main_header(metrics: list[str], edit_type: bool = False) -> list[str]:
+def main_header(metrics: list[str], edit_type: bool = False, untrained: list[str] = ()) -> list[str]:
+    """The main table's header; ``untrained``: metrics an untrained network made (marked)."""
     head = ["edit type"] * edit_type + ["method", "setting", "n", "failed", "skipped"]
-    return head + [f"{m} {arrow(m)}".strip() for m in metrics] + ["s/image", "NFE"]
+    return head + metric_headers(metrics, untrained) + ["s/image", "NFE"]
+
+
+def metric_headers(metrics: list[str], untrained: list[str] = ()) -> list[str]:
+    """``name arrow``, with ``UNTRAINED_MARK`` on a metric an untrained extractor or judge made."""
+    return [" ".join(p for p in (m, arrow(m), UNTRAINED_MARK * (m in untrained)) if p) for m in metrics]
+
+
+#: A table's reminder: what is untrained is said once, at the top of the page (``caveat_lines``).
+SMOKE_NOTE = "Smoke numbers: see the labels at the top of the page."
+
+
+def caveat_lines(run: RunData) -> list[str]:
+    """What a page says once, at its top: what is untrained (``RunData.caveats``), which columns
+    carry ``UNTRAINED_MARK``, and the run's other notes."""
+    lines = [plots.caveat(run.caveats)] if run.caveats else []
+    if run.untrained_metrics:
+        lines.append(f"{UNTRAINED_MARK}: made by an untrained extractor or judge ({', '.join(run.untrained_metrics)}).")
+    if run.notes:
+        lines.append("Run notes: " + "; ".join(run.notes) + ".")
+    return lines
 
 
 def main_cells(rows: list[Row], metrics: list[str], edit_type: bool = False,
@@ -237,7 +281,7 @@ def main_cells(rows: list[Row], metrics: list[str], edit_type: bool = False,
         name = f"{r.method} (reference)" if r.is_reference else r.method
         if backbones and backbones.get(r.method):
             name += f" @ {backbones[r.method]}"
-        line = [(r.edit_type, False)] * edit_type + [(name, False), (r.label, False), (str(r.ok), False),
+        line = [(r.edit_type, False)] * edit_type + [(name, False), (r.label, False), (r.n_text, False),
                                                      (str(r.failed), False), (str(r.skipped), False)]  # fmt: skip
         line += [(format_stat(r.metrics.get(m)), i in best[m]) for m in metrics]
         measured = measures_cost(r.method)
@@ -246,17 +290,45 @@ def main_cells(rows: list[Row], metrics: list[str], edit_type: bool = False,
     return body
 
 
+JUDGE_HEADER = ["method", "setting", "metric", "values", "judged", "ok", *FAILURE_CLASSES]
+JUDGE_NOTE = ("Judge answers per method and setting: values = ok cells with a value; judged = values the judge was "
+              "asked for (no_instruction: not asked); ok = scores; the other columns count each failure class "
+              "(bench/metrics/judge_failures.py). A failure is NaN, never a score. With judge.samples k > 1, a judge "
+              "metric's interval resamples items and each item's k answers; judge sd = the mean standard deviation "
+              "of an item's k values.")  # fmt: skip
+
+
+def judge_cells(rows: list[Row]) -> list[list[str]]:
+    """One line per row and judge metric: values, judged, ok and the count of each failure class."""
+    body = []
+    for r in rows:
+        for name, s in r.metrics.items():
+            if is_judge(name) and s.per_image:
+                counts = [s.n + s.n_nan, judged_count(s), s.n] + [s.failed(kind) for kind in FAILURE_CLASSES]
+                body.append([r.method, r.label, name] + [str(c) for c in counts])
+    return body
+
+
+def judge_md(rows: list[Row]) -> list[str]:
+    """The judge-answer table and the failure-rate warnings, when the rows have judge metrics."""
+    body = judge_cells(rows)
+    if not body:
+        return []
+    lines = ["", "Judge answers:", ""] + md_table(JUDGE_HEADER, body) + ["", JUDGE_NOTE]
+    return lines + [f"\n> **Warning:** {md_text(w)}" for w in failure_rate_warnings(rows)]
+
+
 def cost_cells(rows: list[Row]) -> list[list[str]]:
     body = []
     for r in rows:
         c = r.cost
         if not measures_cost(r.method):
-            body.append([r.method, r.label, str(r.ok)] + [NOT_MEASURED] * (len(COST_HEADER)))
+            body.append([r.method, r.label, r.n_text] + [NOT_MEASURED] * (len(COST_HEADER)))
             continue
         prepares = has_preparation(r.method)
         reused = "n/a" if math.isnan(c["prep_reused"]) or not prepares else f"{int(c['prep_reused'])}/{r.ok}"
         spread = "—" if math.isnan(c["time_median"]) else f"{_num(c['time_median'])} [{_num(c['time_q1'])}, {_num(c['time_q3'])}]"
-        body.append([r.method, r.label, str(r.ok), _num(c["time_s"]), spread]
+        body.append([r.method, r.label, r.n_text, _num(c["time_s"]), spread]
                     + [_num(c[k]) for k in ("gpu_time_s", "nfe", "grad_evals", "peak_mem_mb")]
                     + [str(int(c["prep_computed"])) if prepares else "—"] + [_num(c[k]) for k in ("prep_time_s", "prep_nfe", "prep_grad_evals")]
                     + [reused])  # fmt: skip
@@ -326,6 +398,14 @@ def md_text(text) -> str:
     return html.escape(str(text), quote=False).replace("|", "\\|").replace("\n", " ")
 
 
+def md_code(text) -> str:
+    """Text shown verbatim (an error message, whose ``<``, ``&`` and ``*`` must read as written): a code span."""
+    text = str(text).replace("\n", " ")
+    fence = "`" * (max(map(len, re.findall("`+", text)), default=0) + 1)
+    pad = " " if "`" in text else ""
+    return f"{fence}{pad}{text}{pad}{fence}"
+
+
 def md_table(header: list[str], body: list[list]) -> list[str]:
     def cell(c):
         text, best = c if isinstance(c, tuple) else (c, False)
@@ -340,32 +420,42 @@ def _incomplete_md(run: RunData) -> list[str]:
     return [f"**{md_text(note)}**", ""] if note else []
 
 
-def _caveat_md(labels: list[str]) -> list[str]:
-    return [f"**{md_text(plots.caveat(labels))}**", ""] if labels else []
+def caveat_md(run: RunData) -> list[str]:
+    """``caveat_lines`` as Markdown: the untrained part bold."""
+    lines = caveat_lines(run)
+    return [f"**{md_text(line)}**" if i == 0 and run.caveats else md_text(line) for i, line in enumerate(lines)] + \
+        [""] * bool(lines)
 
 
-def judge_md(run: RunData) -> list[str]:
+def smoke_md(run: RunData) -> list[str]:
+    """A table's short reminder (``SMOKE_NOTE``), when something is untrained."""
+    return [f"*{SMOKE_NOTE}*", ""] if run.caveats else []
+
+
+def judge_line_md(run: RunData) -> list[str]:
     """The judge line a table with judge metrics carries (model@revision, template, decoding)."""
     return [f"Judge: {md_text(run.judge_line)}", ""] if run.judge_line else []
 
 
 def _main_md(report: Report) -> list[str]:
     run = report.run
-    lines = _caveat_md(run.labels) + judge_md(run)
-    lines += md_table(main_header(report.metrics), main_cells(report.rows, report.metrics, backbones=method_backbones(run)))
+    lines = smoke_md(run) + judge_line_md(run)
+    header = main_header(report.metrics, untrained=run.untrained_metrics)
+    lines += md_table(header, main_cells(report.rows, report.metrics, backbones=method_backbones(run)))
     fixed = fixed_params(run)
     if fixed:
         described = [f"{md_text(m)}: " + ", ".join(f"{k}={md_text(v)}" for k, v in p.items()) for m, p in fixed.items()]
         lines.append("\nFixed parameters: " + "; ".join(described) + ".")
-    lines.append(f"\nMetrics: mean [95% bootstrap CI] over ok cells; n = ok cells; **bold** = {BEST_RULE}.")
+    lines.append(f"\nMetrics: mean [95% bootstrap CI] over ok cells; {N_NOTE}; **bold** = {BEST_RULE}.")
     notes = nan_notes(report.rows)
     if notes:
         lines.append("\nNaN values (left out of the means, never dropped silently):\n")
         lines += [f"- {md_text(n)}" for n in notes]
+    lines += judge_md(report.rows)
     errors = error_counts(run.cells)
     if errors:
         lines.append(f"\n{sum(n for _, n in errors)} failed cell(s); errors (cells each, most common first):\n")
-        lines += [f"- {n} x {md_text(error)}" for error, n in errors[:MAX_ERRORS_SHOWN]]
+        lines += [f"- {n} x {md_code(error)}" for error, n in errors[:MAX_ERRORS_SHOWN]]
         if len(errors) > MAX_ERRORS_SHOWN:
             lines.append(f"- ... and {len(errors) - MAX_ERRORS_SHOWN} more distinct errors (`editbench export` lists every cell)")
     return lines
@@ -374,22 +464,23 @@ def _main_md(report: Report) -> list[str]:
 def summary_markdown(run_dir: Path) -> str:
     """The main table of a run as Markdown (no figures)."""
     report = build_report(run_dir, figures=False)
-    return "\n".join(_incomplete_md(report.run) + _main_md(report)) + "\n"
+    return "\n".join(_incomplete_md(report.run) + caveat_md(report.run) + _main_md(report)) + "\n"
 
 
 def report_markdown(report: Report, assets: str | None = None) -> str:
     """The whole report as Markdown; figures are linked as ``<assets>/<name>`` when given."""
     run = report.run
-    lines = [f"# editbench report: {md_text(run.run_dir.name)}", ""] + _incomplete_md(run) + _caveat_md(run.labels)
+    lines = [f"# editbench report: {md_text(run.run_dir.name)}", ""] + _incomplete_md(run) + caveat_md(run)
     lines += ["## Provenance", ""] + [f"- {k}: {md_text(v)}" for k, v in provenance(run)]
     lines += ["", "## Results", ""] + _main_md(report)
     if report.by_type and any(r.edit_type != "(none)" for r in report.by_type):
         metrics = run.image_metrics
-        lines += ["", "## By edit type", ""] + _caveat_md(run.labels) + judge_md(run)
-        lines += md_table(main_header(metrics, True), main_cells(report.by_type, metrics, True, method_backbones(run)))
+        lines += ["", "## By edit type", ""] + smoke_md(run) + judge_line_md(run)
+        lines += md_table(main_header(metrics, True, run.untrained_metrics),
+                          main_cells(report.by_type, metrics, True, method_backbones(run)))
         notes = nan_notes(report.by_type)
         lines += [""] + [f"- {md_text(n)}" for n in notes] if notes else []
-    lines += ["", "## Cost", ""] + _caveat_md(run.labels)
+    lines += ["", "## Cost", ""] + smoke_md(run)
     lines += md_table(["method", "setting", "n"] + COST_HEADER, cost_cells(report.rows)) + ["", COST_NOTE]
     if run.throughput:
         lines += ["", md_text(run.throughput)]
@@ -401,7 +492,7 @@ def report_markdown(report: Report, assets: str | None = None) -> str:
             if pictures:
                 lines += ["", f"## {title}", ""] + [md_text(grid_note(report)), ""] * (title == "Samples")
             for p in pictures:
-                caption = md_text(_caption(p, run.labels))
+                caption = md_text(_caption(p, run.caveats))
                 lines += [f"![{md_text(p.caption)}]({assets}/{p.name})", "", f"*{caption}*", ""]
     return "\n".join(lines) + "\n"
 
@@ -411,12 +502,13 @@ def _caption(p: Picture, labels: list[str]) -> str:
     if isinstance(p, GridPicture) and p.source_prompt:
         text += (f" Source prompt: {p.source_prompt}; target prompt: {p.target_prompt or '—'};"
                  f" edit type: {p.edit_type or '—'}.")
-    return f"{text} {plots.caveat(labels)}".strip()
+    return f"{text} {SMOKE_NOTE}".strip() if labels else text
 
 
-RANK_NOTE = ("Settings best first by mean; CI: 95% bootstrap interval; n: values averaged. \"vs next\": "
+RANK_NOTE = ("Settings best first by mean; CI: 95% bootstrap interval, resampling samples; n: samples behind "
+             "the mean. \"vs next\": "
              "better than the setting ranked after it, and \"best vs this\": the top setting better than this "
-             "one, by the paired test (the 95% paired bootstrap interval of the mean difference over shared cells "
+             "one, by the paired test (the 95% paired bootstrap interval of the mean difference over shared samples "
              "excludes 0): yes, or no (indistinguishable); n/a: not testable (set-level metric, no values).")  # fmt: skip
 
 
@@ -431,7 +523,7 @@ def rank_markdown(report: Report, metric: str) -> str:
     if metric not in run.metric_names:
         raise ConfigError(f"--rank {metric!r}: the run has no such metric; it has {', '.join(run.metric_names)}")
     lines = [f"# Settings ranked by {md_text(metric)} {arrow(metric)}".rstrip(), ""]
-    lines += _incomplete_md(run) + _caveat_md(run.labels)
+    lines += _incomplete_md(run) + caveat_md(run)
     reference = next((r for r in report.rows if r.is_reference and metric in r.metrics), None)
     if reference is not None:
         lines += [f"Reference ({REFERENCE_METHOD}): {md_text(format_stat(reference.metrics[metric]))}.", ""]
@@ -441,7 +533,7 @@ def rank_markdown(report: Report, metric: str) -> str:
         verdict = (f"best: {md_text(rows[0].label)}, distinguishable from every other setting" if best
                    else "no setting is distinguishable from all the others" if len(rows) > 1 else "one setting")  # fmt: skip
         lines += [f"## {md_text(method)}", "", f"{verdict}.", ""]
-        body = [[str(i + 1), r.row.label, format_stat(r.row.metrics[metric]), str(r.row.metrics[metric].n),
+        body = [[str(i + 1), r.row.label, format_stat(r.row.metrics[metric]), str(r.row.metrics[metric].samples),
                  _verdict(r.above_next), _verdict(r.below_best)] for i, r in enumerate(ranked)]  # fmt: skip
         lines += md_table(["rank", "setting", metric, "n", "vs next", "best vs this"], body) + [""]
     lines.append(RANK_NOTE)

@@ -1,4 +1,5 @@
-"""RF-Solver-Edit's feature sharing on SD3's joint attention: the target takes the source's values.
+"""RF-Solver-Edit's feature sharing: the target takes the source's values, in SD3's joint attention or
+FLUX.1's single-stream blocks.
 
 Definition: docs/REFERENCE.md, "Flow solvers and value sharing (SD3)".
 
@@ -11,8 +12,10 @@ image-only attention (``attn2``) are left alone.
 
 Where this follows whom: the authors' FLUX code (RF-Solver-Edit ``SingleStreamBlock``, FireFlow's
 the same) replaces the whole ``V`` of FLUX's single-stream blocks, whose sequence is text and image
-tokens together; SD3 has no single-stream blocks, and its joint blocks keep the two streams'
-projections apart, so only the image stream's values are shared, as the issue asks. The pairing
+tokens together: on FLUX the shared blocks are the last ``N`` of ``single_transformer_blocks``, whose
+``attn.to_v`` projects text and image tokens together, so the whole ``V`` is shared, as theirs. SD3
+has no single-stream blocks, and its joint blocks keep the two streams' projections apart, so only
+the image stream's values are shared there, as the issue asks. The pairing
 key is the authors': (step in sampling order, first or half-step evaluation, block); a key the
 inversion never evaluated (FireFlow's reused velocities) is simply not shared, as their
 ``if name in info['feature']``. Both branches of the target's CFG batch take the source's values;
@@ -32,13 +35,19 @@ import torch
 from bench.diffusion.attention.hooks import hooked
 
 
-def joint_attention_name(block: int) -> str:
-    return f"transformer_blocks.{block}.attn.processor"
+def shared_stack(transformer) -> str:
+    """The blocks values are shared in: FLUX's single-stream blocks, else SD3's (joint) transformer blocks."""
+    return "single_transformer_blocks" if hasattr(transformer, "single_transformer_blocks") else "transformer_blocks"
+
+
+def attention_name(transformer, block: int) -> str:
+    """The attention processor's name of block ``block`` of the shared stack."""
+    return f"{shared_stack(transformer)}.{block}.attn.processor"
 
 
 def shared_blocks(transformer, last: int) -> list[int]:
-    """The indices of the last ``last`` transformer blocks (all of them when there are fewer)."""
-    count = len(transformer.transformer_blocks)
+    """The indices of the last ``last`` blocks of the shared stack (all of them when there are fewer)."""
+    count = len(getattr(transformer, shared_stack(transformer)))
     return list(range(max(0, count - last), count))
 
 
@@ -72,7 +81,8 @@ class ValueSharing:
 
 
 class SharedValueAttention:
-    """Runs block ``block``'s original joint-attention processor, recording or replacing its image-token values."""
+    """Runs block ``block``'s original attention processor, recording or replacing the values ``attn.to_v`` projects
+    (SD3: the image tokens'; FLUX single-stream: text and image tokens')."""
 
     def __init__(self, original, block: int, sharing: ValueSharing):
         self.original, self.block, self.sharing = original, block, sharing
@@ -102,7 +112,7 @@ class SharedValueAttention:
         if len(calls) != 1:
             raise RuntimeError(
                 f"value sharing: block {self.block}'s attention processor {type(self.original).__name__} did not "
-                "call attn.to_v once (a fused processor?); use diffusers' JointAttnProcessor2_0"
+                "call attn.to_v once (a fused processor?); use diffusers' JointAttnProcessor2_0 (SD3) or FluxAttnProcessor"
             )
         if self.sharing.record:
             self.sharing.banks[0][(self.sharing.at, self.block)] = calls[0]
@@ -111,11 +121,10 @@ class SharedValueAttention:
 
 @contextmanager
 def sharing_values(transformer, blocks: list[int], sharing: ValueSharing):
-    """Install ``SharedValueAttention`` on the joint attention of ``blocks``; the original processors
-    come back on exit, whatever happens."""
+    """Install ``SharedValueAttention`` on the attention of ``blocks`` (of the shared stack); the original
+    processors come back on exit, whatever happens."""
     originals = transformer.attn_processors
-    processors = {
-        joint_attention_name(b): SharedValueAttention(originals[joint_attention_name(b)], b, sharing) for b in blocks
-    }
+    names = {b: attention_name(transformer, b) for b in blocks}
+    processors = {name: SharedValueAttention(originals[name], b, sharing) for b, name in names.items()}
     with hooked(transformer, processors):
         yield sharing

@@ -56,7 +56,15 @@ def family_of_folder(folder: Path) -> str:
     index = Path(folder) / "model_index.json"
     if not index.is_file():
         return "sd"
-    class_name = json.loads(index.read_text()).get("_class_name", "")
+    try:
+        info = json.loads(index.read_text())
+    except ValueError as exc:
+        raise ConfigError(f"backbone folder {str(folder)!r} is not a diffusers pipeline folder: its model_index.json "
+                          f"is not JSON ({exc})") from exc  # fmt: skip
+    class_name = info.get("_class_name", "") if isinstance(info, dict) else None
+    if not isinstance(class_name, str):
+        raise ConfigError(f"backbone folder {str(folder)!r} is not a diffusers pipeline folder: its model_index.json "
+                          "is not a JSON object with a '_class_name'")  # fmt: skip
     if class_name not in PIPELINE_FAMILIES:
         raise ConfigError(
             f"backbone {folder}: pipeline class {class_name!r} is not supported; "

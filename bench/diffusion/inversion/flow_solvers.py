@@ -17,6 +17,11 @@ order (0 = the noisiest step), so inversion runs its indices from ``steps - 1`` 
   at ``s + h/2`` of the (shifted) sigmas, timestep ``1000 (s + h/2)``, both ways. Algebraically the
   step is the explicit midpoint step ``z + h v(z_m, s + h/2)``; it is computed in the Taylor form
   (fp32) as the authors do, so rounding follows theirs.
+- ``uniinv`` (UniEdit-Flow's inversion, Jiao et al., 2025): ``z_p = z + h v_prev``,
+  ``v_n = v(z_p, s + h)``, ``z_next = z + h v_n``, ``v_prev = v_n``; the first step evaluates
+  ``v_prev = v(z, s)`` fresh. ``steps + 1`` NFE per solve. As the authors' codes (``denoise_uniinv``
+  of ``UniEdit-Flow_FLUX/src/flux/sampling.py`` and ``UniInvEulerScheduler``, which agree): the
+  velocity of the predicted end point corrects the step and is carried into the next.
 - ``fireflow`` (Deng et al., "FireFlow", ICML 2025): ``z_m = z + h/2 v_prev``,
   ``v_m = v(z_m, s + h/2)``, ``z_next = z + h v_m``, ``v_prev = v_m``; the first step of a solve
   evaluates ``v_prev = v(z, s)`` fresh. ``steps + 1`` NFE per solve. As the authors' code
@@ -109,9 +114,24 @@ class FireFlow:
         return _add(latent, h, v_mid).to(latent.dtype), v_mid
 
 
-SOLVERS = {s.name: s for s in (Euler, RFSolver, FireFlow)}
+class UniInv:
+    name = "uniinv"
+
+    @staticmethod
+    def evaluations(steps: int) -> int:
+        return steps + 1
+
+    @staticmethod
+    def step(velocity: Velocity, latent, sigma, sigma_next, index: int, carried=None):
+        h = sigma_next - sigma
+        v = velocity(latent, sigma, Evaluation(index, FIRST)) if carried is None else carried
+        v_next = velocity(_add(latent, h, v).to(latent.dtype), sigma_next, Evaluation(index, MID))
+        return _add(latent, h, v_next).to(latent.dtype), v_next
+
+
+SOLVERS = {s.name: s for s in (Euler, RFSolver, FireFlow, UniInv)}
 #: Solvers whose step reuses a velocity from the step before (it is kept in the cache entry).
-CARRIES = ("fireflow",)
+CARRIES = ("fireflow", "uniinv")
 
 
 @torch.no_grad()

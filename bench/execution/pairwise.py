@@ -1,0 +1,99 @@
+"""Pairwise judging of a finished run (``editbench pairwise``): for every two rows (method x
+setting) of the run, the judge compares their cells of the same sample and seed.
+
+Each match shows the judge the sample's source, the two rows' saved images and the instruction
+(``judge.instruction`` as for the VIEScore judge). Which row is Image A is decided per match by a
+seeded hash of the match (position bias then falls on both rows alike, as GEditBench v2 randomises
+the order); the verdict is mapped back to the rows. Every match, with its judge identity, is
+written to ``RUN/pairwise.jsonl``: the input of win rates (``bench.reporting.pairwise``) and of an
+Elo fit.
+"""
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass
+from itertools import combinations
+from pathlib import Path
+
+from bench.execution.scoring import read_png
+from bench.metrics.judge import instruction_of, to_pil
+from bench.metrics.judge_failures import NO_INSTRUCTION
+
+MATCHES = "pairwise.jsonl"
+
+
+@dataclass
+class Match:
+    """One comparison: rows ``first`` and ``second`` (``method setting-json``) on one cell; ``winner``
+    is first, second, tie or None (a failure of class ``kind``); ``first_shown_as`` A or B."""
+
+    first: str
+    second: str
+    sample_id: str
+    seed: int
+    winner: str | None
+    kind: str
+    reason: str
+    first_shown_as: str
+
+
+def _shown_first(first: str, second: str, sample_id: str, seed: int) -> bool:
+    digest = hashlib.sha256(json.dumps([first, second, sample_id, seed]).encode()).digest()
+    return digest[0] % 2 == 0
+
+
+def judge_run(run_dir: Path, judge, rows: list[str] | None, instruction_mode: str, batch_size: int = 16) -> list[Match]:
+    """Every match between the run's rows (or only ``rows``, by ``method setting-json`` or method
+    name), judged by ``judge`` (a ``PairwiseJudge``); also written to ``RUN/pairwise.jsonl``."""
+    from bench.data import load_dataset
+    from bench.execution.config import config_from_resolved
+    from bench.store import read_manifest, Store
+
+    manifest = read_manifest(run_dir)
+    config = config_from_resolved(manifest["config"])
+    refs = {r.id: r for r in load_dataset(config.dataset)}
+    store = Store(run_dir)
+    try:
+        cells = store.cells_frame()
+    finally:
+        store.close()
+    cells = cells[(cells["status"] == "ok") & cells["output_path"].notna()]
+    cells = cells.assign(row=cells["method"] + " " + cells["setting"])
+    names = list(dict.fromkeys(cells["row"]))
+    if rows:
+        names = [n for n in names if n in rows or n.split(" ", 1)[0] in rows]
+    by_row = {n: {(c.sample_id, int(c.seed)): c.output_path for c in cells[cells["row"] == n].itertuples()} for n in names}
+    resolution = manifest["backbone"]["resolution"]
+    matches, todo = [], []
+    for first, second in combinations(names, 2):
+        for sample_id, seed in sorted(by_row[first].keys() & by_row[second].keys()):
+            todo.append((first, second, sample_id, seed))
+    sources: dict[str, tuple] = {}
+    for at in range(0, len(todo), batch_size):
+        batch = todo[at : at + batch_size]
+        triples, instructions, asked = [], [], []
+        for first, second, sample_id, seed in batch:
+            if sample_id not in sources:
+                sample = refs[sample_id].load(resolution)
+                sources[sample_id] = (to_pil(sample.image), instruction_of(sample, instruction_mode))
+            source, instruction = sources[sample_id]
+            if instruction is None:
+                matches.append(Match(first, second, sample_id, seed, None, NO_INSTRUCTION, "the sample has no instruction", ""))
+                continue
+            images = [to_pil(read_png(Path(run_dir) / by_row[r][sample_id, seed])) for r in (first, second)]
+            first_as_a = _shown_first(first, second, sample_id, seed)
+            a, b = images if first_as_a else images[::-1]
+            triples.append((source, a, b))
+            instructions.append(instruction)
+            asked.append((first, second, sample_id, seed, first_as_a))
+        for (first, second, sample_id, seed, first_as_a), verdict in zip(asked, judge.verdicts(triples, instructions)):
+            winner = verdict.winner
+            if winner in ("a", "b"):
+                winner = "first" if (winner == "a") == first_as_a else "second"
+            matches.append(Match(first, second, sample_id, seed, winner, verdict.kind, verdict.reason,
+                                 "A" if first_as_a else "B"))  # fmt: skip
+    line = judge.describe()
+    with open(Path(run_dir) / MATCHES, "w", encoding="utf-8") as out:
+        for m in matches:
+            out.write(json.dumps({**asdict(m), "judge": line}, ensure_ascii=False) + "\n")
+    return matches

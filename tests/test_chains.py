@@ -1,0 +1,217 @@
+"""Multi-turn chains (``dataset.turns: iterative``): order, inputs, failure, kill -9 and resume."""
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+from click.testing import CliRunner
+from PIL import Image
+
+from bench.data import DatasetSpec, load_dataset
+from bench.errors import ConfigError
+from bench.execution.chains import input_image
+from bench.execution.config import build_config, load_config
+from bench.execution.runner import resume_run, start_run
+from bench.execution.scoring import score_run
+from bench.method import EditResult, Method
+from bench.paths import repo_root
+from bench.registry import register
+from bench.store import Store
+from run_bench import main
+from tests.helpers import committed, kill_9_after, read_cells, write_hub_fixture
+from tests.test_metrics_reference import tiny_clip, tiny_vit  # noqa: F401
+
+
+@register
+class _FailsOnTurnTwo(Method):
+    """Darkens its input; fails on every turn-2 sample (ids ``<chain>_2``)."""
+
+    name = "test_fails_turn_two"
+
+    def edit(self, backbone, sample, prep, setting, generator):
+        if sample.id.endswith("_2"):
+            raise RuntimeError("turn two is cursed")
+        return EditResult(sample.image[None] * 0.9)
+
+
+def write_turns_manifest(folder, n: int = 2) -> str:
+    """A JSONL manifest of ``n`` three-turn chains (one line each, ``instructions`` per turn)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(1)
+    lines = []
+    for i in range(n):
+        Image.fromarray(rng.integers(0, 255, (48, 64, 3), dtype=np.uint8)).save(folder / f"c{i}.png")
+        lines.append({"id": f"c{i}", "image": f"c{i}.png", "source_prompt": "a photo",
+                      "instructions": ["add a hat", "make it red", "add snow"],
+                      "target_prompts": ["a photo with a hat", "a red photo with a hat", "a snowy red photo"]})  # fmt: skip
+    path = folder / "chains.jsonl"
+    path.write_text("\n".join(json.dumps(line) for line in lines) + "\n")
+    return str(path)
+
+
+def chain_config(tmp_path, methods, dataset, **more):
+    raw = {"dataset": {"name": None, "turns": "iterative", **dataset}, "methods": methods, "metrics": ["psnr", "l1_input"],
+           "output": str(tmp_path / "runs"), "backbone": {"resolution": 64}, **more}  # fmt: skip
+    return build_config(raw)
+
+
+def test_jsonl_instruction_lists_are_chains_and_turn_rules_select_them(tmp_path):
+    path = write_turns_manifest(tmp_path / "data")
+    first = load_dataset(DatasetSpec(path=path))
+    every = load_dataset(DatasetSpec(path=path, turns="all"))  # the old name of independent
+    assert [r.id for r in first] == ["c0_1", "c1_1"]
+    assert [(r.id, r.chain, r.turn) for r in every[:3]] == [("c0_1", "c0", 1), ("c0_2", "c0", 2), ("c0_3", "c0", 3)]
+    assert DatasetSpec(path=path, turns="all").turns == "independent"
+    sample = every[1].load(32)
+    assert (sample.instruction, sample.target_prompt) == ("make it red", "a red photo with a hat")
+    assert [r.id for r in load_dataset(DatasetSpec(path=path, turns="iterative", limit=1))] == ["c0_1", "c0_2", "c0_3"]
+    with pytest.raises(ConfigError, match="turn rule"):
+        DatasetSpec(path=path, turns="chained")
+
+
+def test_each_turn_edits_the_previous_turns_saved_output(tmp_path):
+    config = chain_config(tmp_path, {"test_fails_turn_two": {}}, {"path": write_turns_manifest(tmp_path / "data")},
+                          batch_size=2)  # fmt: skip
+    run_dir, counts = start_run(config, progress=False)
+    cells = read_cells(run_dir).set_index("key")
+    chained = cells[cells.input_key.notna()]
+    assert len(cells) == 2 * (3 + 2) and len(chained) == 2 * 2
+    # turn 1 ok, turn 2 (chained and independent) failed, the chained turn 3 skipped with turn 2's failure
+    assert set(cells[cells.turn == 1].status) == {"ok"} and set(cells[cells.turn == 2].status) == {"failed"}
+    third = chained[chained.turn == 3]
+    assert (third.status == "skipped").all()
+    assert third.error.str.fullmatch(r"turn 2 of chain c\d failed: RuntimeError: turn two is cursed").all()
+    independent_third = cells[(cells.turn == 3) & cells.input_key.isna()]
+    assert (independent_third.status == "ok").all(), "an independent turn does not depend on the one before"
+    assert counts == {"ok": 4, "failed": 4, "skipped": 2, "already done": 0}
+
+
+def test_a_chained_turn_reads_its_input_cell(tmp_path):
+    config = chain_config(tmp_path, {"reconstruct": {}}, {"path": write_turns_manifest(tmp_path / "data", n=1)})
+    run_dir, _ = start_run(config, progress=False)
+    cells = read_cells(run_dir).set_index("key")
+    chained = cells[cells.input_key.notna()].sort_values("turn")
+    for key, cell in chained.iterrows():
+        previous = cells.loc[cell.input_key]
+        assert previous.turn == cell.turn - 1 and previous.chain == cell.chain
+        assert "_iter_" in cell.output_path and "_iter_" not in cells.loc[chained.input_key.iloc[0]].output_path
+        # l1_input is the turn's distance to its own input: the previous turn's saved pixels
+        edited = input_image((run_dir / cell.output_path).read_bytes())
+        source = input_image((run_dir / previous.output_path).read_bytes())
+        assert cell["metric.l1_input"] == pytest.approx((edited - source).abs().mean().item(), abs=1e-6)
+    score_run(run_dir, ["mse"], progress=False)  # editbench score compares a chained turn with its own input too
+    rescored = read_cells(run_dir).set_index("key")
+    for key, cell in chained.iterrows():
+        edited = input_image((run_dir / cell.output_path).read_bytes())
+        source = input_image((run_dir / cells.loc[cell.input_key].output_path).read_bytes())
+        assert rescored.loc[key, "metric.mse"] == pytest.approx(((edited - source) ** 2).mean().item(), rel=1e-5)
+
+
+@pytest.mark.parametrize("batch_size", [1, pytest.param(2, marks=pytest.mark.slow)])
+def test_kill_9_mid_chain_then_resume_runs_every_turn_once_with_the_same_bytes(tmp_path, batch_size):
+    """The plan runs the 4 independent turns, then chain 1000's turns 1-3, then chain 1001's: a kill
+    after 5 cells lands in chain 1000 (a cell takes about a second, the kill comes within 50 ms)."""
+    folder = write_hub_fixture(tmp_path / "mb", "magicbrush", "dev", n=2, turns=3)
+    config = {"dataset": {"name": "magicbrush", "path": folder, "turns": "iterative"}, "metrics": ["psnr"],
+              "methods": {"sdedit": {"steps": 10, "t0": 0.5}}, "backbone": {"resolution": 64}, "batch_size": batch_size}  # fmt: skip
+    (tmp_path / "run.yaml").write_text(yaml.safe_dump(config))
+    total = 2 * (3 + 2)
+    run_dir = kill_9_after([str(tmp_path / "run.yaml")], tmp_path / "killed", cells=5)
+    before = read_cells(run_dir)
+    chain = before[(before.chain == "1000") & (before.turn == 1) | before.input_key.notna()]
+    assert 1 <= len(chain) < 3 and len(before) < total, "killed mid-chain"
+
+    _, counts = resume_run(run_dir, progress=False)
+    assert counts["already done"] == len(before) and counts["ok"] == total - len(before)
+    resumed = read_cells(run_dir).set_index("key")
+    assert len(resumed) == total and (resumed.status == "ok").all()
+
+    whole_dir, _ = start_run(build_config({**config, "output": str(tmp_path / "whole")}), progress=False)
+    whole = read_cells(whole_dir).set_index("key")
+    assert sorted(whole.index) == sorted(resumed.index)
+    for key, cell in whole.iterrows():
+        assert (whole_dir / cell.output_path).read_bytes() == (run_dir / resumed.loc[key, "output_path"]).read_bytes(), key
+    assert committed(run_dir / Store.FILENAME) == total
+
+
+@pytest.fixture(scope="module")
+def magicbrush_chains(tmp_path_factory, tiny_clip, tiny_vit):  # noqa: F811
+    """configs/multiturn.yaml (sdedit and instruct_pix2pix, ``turns: iterative``) on a three-turn
+    MagicBrush-schema fixture, at 2 steps, with MagicBrush's metrics on tiny local CLIP and DINO-shaped networks."""
+    tmp = tmp_path_factory.mktemp("mb_chains")
+    folder = write_hub_fixture(tmp / "mb", "magicbrush", "dev", n=2, turns=3)
+    overrides = [f"dataset.path={folder}", "sdedit.steps=2", "instruct_pix2pix.steps=2", "batch_size=2",
+                 f"metric_options.similarity_clip_model={tiny_clip}", f"metric_options.similarity_dino_model={tiny_vit}",
+                 f"output={tmp / 'runs'}", "backbone.resolution=64"]  # fmt: skip
+    config = load_config(repo_root() / "configs" / "multiturn.yaml", overrides)
+    assert config.dataset.turns == "iterative" and set(config.settings) == {"sdedit", "instruct_pix2pix"}
+    run_dir, counts = start_run(config, progress=False)
+    return tmp, run_dir, counts
+
+
+def test_magicbrush_iterative_run_exports_turns_and_prints_both_settings(magicbrush_chains):
+    tmp, run_dir, counts = magicbrush_chains
+    assert counts["ok"] == 2 * 2 * (3 + 2) and counts["failed"] == counts["skipped"] == 0
+    out = CliRunner().invoke(main, ["export", str(run_dir), "--csv", str(tmp / "cells.csv")])
+    assert out.exit_code == 0, out.output
+    table = pd.read_csv(tmp / "cells.csv")
+    chains = table[table.input_key.notna() | (table.turn == 1)]
+    assert (chains.groupby(["method", "chain"]).turn.apply(sorted) == pd.Series([[1, 2, 3]] * 4).values).all()
+    second = table[table.input_key.notna() & (table.turn == 2)]
+    assert second.groupby("method").batch_id.nunique().eq(1).all(), "one batch holds turn 2 of both chains"
+    report = CliRunner().invoke(main, ["report", str(run_dir), "--table", "magicbrush"])
+    assert report.exit_code == 0, report.output
+    rows = [line for line in report.output.splitlines() if line.startswith("| ") and "turn |" in line]
+    assert [r.split(" | ")[:2] for r in rows] == [["| Single-turn", "sdedit"], ["| Single-turn", "instruct_pix2pix"],
+                                                  ["| Multi-turn", "sdedit"], ["| Multi-turn", "instruct_pix2pix"]]
+    assert [r.split(" | ")[2] for r in rows] == ["6", "6", "2", "2"]
+
+
+def test_magicbrush_settings_average_the_cells_image_eval_pairs(magicbrush_chains):
+    """Single-turn: turn 1 and the independent turns; multi-turn: each chain's last iterative image."""
+    from bench.reporting.aggregate import load_run
+    from bench.reporting.magicbrush_table import magicbrush_rows
+
+    _, run_dir, _ = magicbrush_chains
+    run = load_run(run_dir)
+    cells = run.cells[run.cells.method == "sdedit"]
+    single = cells[cells.input_key.isna()]
+    final = cells[cells.input_key.notna() & (cells.turn == 3)]
+    (_, single_rows), (_, multi_rows) = magicbrush_rows(run)
+    for rows, chosen in ((single_rows, single), (multi_rows, final)):
+        (row,) = [r for r in rows if r.method == "sdedit"]
+        assert row.metrics["l1_gt"].mean == pytest.approx(chosen["metric.l1_gt"].mean())
+        assert row.ok == len(chosen)
+
+
+def test_drift_table_and_plot_per_turn(magicbrush_chains, tmp_path):
+    from bench.reporting import plots
+    from bench.reporting.aggregate import load_run
+    from bench.reporting.turns import drift_figure, drift_rows
+
+    _, run_dir, _ = magicbrush_chains
+    run = load_run(run_dir)
+    rows = drift_rows(run, "l1_input")
+    assert {(r.method, r.kind) for r in rows} == {(m, k) for m in ("sdedit", "instruct_pix2pix")
+                                                  for k in ("iterative", "independent")}  # fmt: skip
+    assert all(sorted(r.by_turn) == [1, 2, 3] and all(s.n == 2 for s in r.by_turn.values()) for r in rows)
+    assert not plots.figure_overlaps(drift_figure(run, "l1_gt"))
+    out = CliRunner().invoke(main, ["report", str(run_dir), "--table", "drift", "--metric", "l1_gt",
+                                    "--md", str(tmp_path / "drift.md")])  # fmt: skip
+    assert out.exit_code == 0, out.output
+    assert (tmp_path / "drift_files" / "drift_l1_gt.png").is_file()
+    assert "| sdedit | iterative |" in (tmp_path / "drift.md").read_text()
+
+
+def test_a_chained_turn_and_the_independent_edit_of_its_sample_pair_with_their_own_kind(magicbrush_chains):
+    """The report's paired comparisons (best row, compare) match cells by sample and seed: a chained
+    turn and the independent edit of the same sample are different cells."""
+    from bench.reporting.aggregate import load_run, summarize
+
+    _, run_dir, _ = magicbrush_chains
+    (row, *_) = summarize(load_run(run_dir))
+    values = row.values["l1_gt"]
+    assert values.index.is_unique and len(values) == 2 * (3 + 2)
+    assert ("1000_2 (iterative)", 0) in values.index and ("1000_2", 0) in values.index

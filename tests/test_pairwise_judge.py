@@ -1,0 +1,84 @@
+"""The pairwise judge (PVC-Judge's prompt, GEditBench v2): the template as published, verdicts
+read and cached, failures never a winner; ``editbench pairwise`` compares a run's rows cell by
+cell through a loopback endpoint with a rule judge, and through the tiny local judge (smoke)."""
+
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+import yaml
+from click.testing import CliRunner
+
+from bench.metrics.judge_backends import JudgeOptions
+from bench.metrics.pairwise import load_pairwise_judge, load_pairwise_template, read_verdict
+from run_bench import main
+from tests.chat_server import ChatServer
+from tests.helpers import read_cells, run_config
+
+
+@pytest.fixture(autouse=True)
+def own_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("EDITBENCH_CACHE", str(tmp_path / "cache"))
+
+
+def test_the_template_is_the_published_prompt_as_data():
+    template = load_pairwise_template()
+    assert template.version == "geditbench-v2-vc-pairwise/1"
+    assert [v for kind, v in template.parts if kind == "image"] == ["source", "a", "b"]
+    assert template.system.startswith("You are a meticulous Image Integrity Analyst.")
+    assert "**Editing Instruction:** {{ instruction }}\nOriginal Image:\n" in template.parts[0][1]
+
+
+@pytest.mark.parametrize("answer, winner", [('{"winner": "Image A"}', "a"), ('```json\n{"winner": "image b"}\n```', "b"),
+                                            ('{"winner": "Tie"}', "tie"), ('{"winner": "both"}', None),
+                                            ("A is better", None)])  # fmt: skip
+def test_verdicts_are_read_or_unreadable(answer, winner):
+    verdict = read_verdict(answer, load_pairwise_template().answers)
+    assert verdict.winner == winner and (verdict.kind == "ok") == (winner is not None)
+
+
+def closer_to_source(images, text, body):
+    """The edit whose mean colour is closer to the source's wins; equal distances tie."""
+    source, a, b = (np.asarray(i, dtype=float).mean() for i in images)
+    da, db = abs(a - source), abs(b - source)
+    return json.dumps({"winner": "Tie" if abs(da - db) < 1e-9 else "Image A" if da < db else "Image B"})
+
+
+def test_pairwise_compares_the_rows_of_a_run_cell_by_cell(tmp_path):
+    from bench.execution.runner import start_run
+
+    extra = [{"id": f"p{i}", "image": "img0.png", "source_prompt": "a cat", "target_prompt": "a dog", "instruction": f"edit {i}"}
+             for i in range(3)]
+    config = run_config(tmp_path, {"reconstruct": {}, "sdedit": {"t0": 0.8, "steps": 2}}, extra=extra, n=1)
+    run_dir, _ = start_run(config, progress=False)
+    with ChatServer(closer_to_source) as server:
+        (tmp_path / "judge.yaml").write_text(yaml.safe_dump({"judge": {"backend": "endpoint", "url": server.url,
+                                                                        "model": "closer"}}))  # fmt: skip
+        result = CliRunner().invoke(main, ["pairwise", str(run_dir), "--judge", str(tmp_path / "judge.yaml")],
+                                    catch_exceptions=False)  # fmt: skip
+        assert result.exit_code == 0, result.output
+        assert len(server.requests) == 3  # the three samples with an instruction; img0 has none
+        assert server.requests[0]["messages"][0]["role"] == "system"
+    matches = [json.loads(line) for line in (run_dir / "pairwise.jsonl").read_text().splitlines()]
+    assert len(matches) == 4 and sum(m["kind"] == "no_instruction" for m in matches) == 1
+    judged = [m for m in matches if m["winner"]]
+    cells = read_cells(run_dir).set_index(["method", "sample_id"])
+    source = np.asarray(Image.open(tmp_path / "data" / "img0.png").convert("RGB").resize((64, 64)), dtype=float).mean()
+
+    def distance(row, sample_id):  # what the rule judge saw: the saved image's mean against the source's
+        path = run_dir / cells.loc[(row.split()[0], sample_id), "output_path"]
+        return abs(np.asarray(Image.open(path), dtype=float).mean() - source)
+
+    expected = ["first" if distance(m["first"], m["sample_id"]) < distance(m["second"], m["sample_id"]) else "second"
+                for m in judged]  # fmt: skip
+    assert [m["winner"] for m in judged] == expected  # mapped back from A/B whichever way each match was shown
+    wins = expected.count("first")
+    assert f"| {wins} | {3 - wins} | 0 | 1 no_instruction |" in result.output
+
+
+def test_the_tiny_local_pairwise_judge_answers_something(tmp_path):
+    judge = load_pairwise_judge(JudgeOptions(), "cpu", True, 0)
+    grey = [Image.new("RGB", (32, 32), (v, v, v)) for v in (100, 110, 200)]
+    (verdict,) = judge.verdicts([tuple(grey)], ["make it lighter"])
+    assert verdict.text is not None and verdict.kind in ("ok", "unreadable")  # random weights: any answer, classed
