@@ -215,3 +215,23 @@ def test_a_chained_turn_and_the_independent_edit_of_its_sample_pair_with_their_o
     values = row.values["l1_gt"]
     assert values.index.is_unique and len(values) == 2 * (3 + 2)
     assert ("1000_2 (iterative)", 0) in values.index and ("1000_2", 0) in values.index
+
+
+def test_the_dry_run_counts_the_preparations_of_chained_turns(tmp_path, monkeypatch):
+    """A chained turn prepares the method's own previous output: one inversion per chained cell, on
+    top of one per source sample and disk-cache entry (the two settings share theirs). The dry
+    run's total is what the run computes."""
+    from bench.execution.plan import dry_run_text
+
+    monkeypatch.setenv("EDITBENCH_CACHE", str(tmp_path / "cache"))  # every inversion is computed
+    folder = write_hub_fixture(tmp_path / "mb", "magicbrush", "dev", n=2, turns=3)
+    config = build_config({"dataset": {"name": "magicbrush", "path": folder, "turns": "iterative"}, "metrics": ["psnr"],
+                           "methods": {"ddim_inversion": {"steps": 2, "inversion_w": 2.5, "w": [2.0, 3.0]}},
+                           "backbone": {"resolution": 64}, "output": str(tmp_path / "runs")})  # fmt: skip
+    lines = dry_run_text(config).splitlines()
+    assert "20 cells; estimated NFE: 80 for the edits" in lines  # (6 turns + 4 chained) x 2 settings x 4
+    assert any(line.startswith("preparations (inversions): 14 (ddim_inversion: 14); ") for line in lines)  # 6 + 4 x 2
+    assert "estimated NFE in all: up to 136 (the edits and every preparation computed)" in lines  # 80 + 14 x 4
+    run_dir, counts = start_run(config, progress=False)
+    cells = read_cells(run_dir)
+    assert counts["ok"] == 20 and cells["nfe"].sum() + cells["prep_nfe"].sum() == 136
