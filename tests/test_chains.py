@@ -238,7 +238,7 @@ def test_the_main_report_of_an_iterative_run_shows_the_independent_edits_and_poi
     assert out.exit_code == 0, out.output
     for page in ("r.md", "r.html"):
         text = html.unescape(" ".join((tmp_path / page).read_text().split()))
-        assert "its 8 chained turn cell(s) (each turn edited from the method's own previous output) are left out" in text
+        assert "its 8 chained turn cell(s) (each turn edited from the method's own previous output) are left" in text
         assert "--table magicbrush --md PATH" in text and "--table drift" in text
         assert "Each tile is a turn's independent edit (from its recorded source), not the chained turn" in text
 

@@ -16,7 +16,8 @@ The chains of ``dataset.turns: iterative``, whose turns must run in order, are p
 ``bench.execution.chains`` (one unit per block of chains).
 
 **Estimate** (``editbench run --dry-run``): the cells of each method and setting, settings that
-collapse onto the same steps, the preparations and the NFE to expect, and whether a run folder
+collapse onto the same steps, the preparations a run computes (kept in the disk cache or in
+memory only) and the NFE to expect, edits and preparations together, and whether a run folder
 already holds every cell (so ``--resume`` of a finished run returns at once).
 """
 
