@@ -60,12 +60,14 @@ def source_features(extractor, extractor_id: str, refs: list, resolution: int, b
 
 def score_sets(store, run_dir: Path, metrics: list, refs: list, resolution: int, batch_size: int) -> list[tuple]:
     """Every set metric for every (method, setting) over its ok cells' saved images; the rows
-    ``(method, setting, name, value, n)`` are written to the store and returned."""
+    ``(method, setting, name, value, n)`` are written to the store and returned. A chain's turns
+    edited from the previous output (``turns: iterative``) are left out, as from the report's rows
+    that show these values."""
     set_metrics = [m for m in metrics if isinstance(m, SetMetric)]
     if not set_metrics:
         return []
     cells = store.cells_frame()
-    ok = cells[(cells["status"] == "ok") & cells["output_path"].notna()]
+    ok = cells[(cells["status"] == "ok") & cells["output_path"].notna() & cells["input_key"].isna()]
     by_extractor = defaultdict(list)
     for m in set_metrics:
         by_extractor[id(m.features)].append(m)
