@@ -4,6 +4,10 @@ That every method's batch equals its cells run alone is the conformance battery'
 over every registered method (tests/test_conformance.py, with the float-noise bound it uses).
 """
 
+import weakref
+from dataclasses import dataclass
+from typing import ClassVar
+
 import numpy as np
 import pytest
 import torch
@@ -11,7 +15,7 @@ import torch
 from bench.diffusion.sampling import source_latents
 from bench.errors import ConfigError
 from bench.execution.runner import start_run
-from bench.method import EditResult, Method
+from bench.method import EditResult, Method, Preparation, PreparationSpec
 from bench.registry import register
 from bench.reporting.report import cells_table
 from tests.helpers import read_cells, run_config
@@ -94,3 +98,52 @@ def test_batch_size_1_and_4_give_the_same_cells(tmp_path):
 def test_batch_size_must_be_positive(tmp_path):
     with pytest.raises(ConfigError, match="batch_size = 0"):
         run_config(tmp_path, {"reconstruct": {}}, batch_size=0)
+
+
+class _Tracked:
+    """A preparation value a test can watch die (through a weak reference)."""
+
+
+@dataclass(frozen=True)
+class _TrackedSpec(PreparationSpec):
+    kind: ClassVar[str] = "test_tracked"
+
+    def prepare(self, backbone, sample):
+        value = _Tracked()
+        _TrackedPreparation.made.append(weakref.ref(value))
+        return Preparation(value)
+
+
+@register
+class _TrackedPreparation(Method):
+    """Returns the source; records, per batch, how many of its preparations are still alive."""
+
+    name = "test_tracked_preparation"
+    made: list = []
+    alive: list = []
+
+    @classmethod
+    def preparation(cls, setting):
+        return _TrackedSpec()
+
+    def edit_batch(self, backbone, rows, setting):
+        type(self).alive.append(sum(ref() is not None for ref in self.made))
+        return [EditResult(row.sample.image[None].clone()) for row in rows]
+
+
+def test_the_worker_drops_a_preparation_after_its_last_batch(tmp_path, backbone):
+    """A unit of three samples, one cell a batch: when a sample's cells are done its preparation is
+    released, so the unit holds one at a time (KV-Edit's are ~17 GB a sample), not all three."""
+    from bench.execution.plan import Cell, WorkUnit, cell_key, dataset_refs
+    from bench.execution.worker import CellWorker
+
+    _TrackedPreparation.made.clear(), _TrackedPreparation.alive.clear()
+    config = run_config(tmp_path, {"test_tracked_preparation": {}}, n=3, metrics=["psnr"])
+    setting = config.settings["test_tracked_preparation"][0]
+    cells = [Cell(cell_key("test_tracked_preparation", setting, ref.id, 0), "test_tracked_preparation", setting, ref)
+             for ref in dataset_refs(config)]  # fmt: skip
+    unit = WorkUnit(0, "test_tracked_preparation", [[cell] for cell in cells] + [[cells[0]]])
+    outcomes = list(CellWorker(config, backbone).run_unit(unit))
+    assert [o.record.status for o in outcomes] == ["ok"] * 4
+    assert _TrackedPreparation.alive == [1, 2, 2, 1]  # sample 0's kept for its second batch; 1's dropped after its own
+    assert len(_TrackedPreparation.made) == 3 and all(ref() is None for ref in _TrackedPreparation.made)

@@ -1,5 +1,6 @@
 """Multi-turn chains (``dataset.turns: iterative``): order, inputs, failure, kill -9 and resume."""
 
+import html
 import json
 
 import numpy as np
@@ -207,11 +208,97 @@ def test_drift_table_and_plot_per_turn(magicbrush_chains, tmp_path):
 
 def test_a_chained_turn_and_the_independent_edit_of_its_sample_pair_with_their_own_kind(magicbrush_chains):
     """The report's paired comparisons (best row, compare) match cells by sample and seed: a chained
-    turn and the independent edit of the same sample are different cells."""
+    turn and the independent edit of the same sample are different cells (rows that keep both: the
+    main table leaves the chained turns out)."""
     from bench.reporting.aggregate import load_run, summarize
 
     _, run_dir, _ = magicbrush_chains
-    (row, *_) = summarize(load_run(run_dir))
+    (row, *_) = summarize(load_run(run_dir), keep_chained=True)
     values = row.values["l1_gt"]
     assert values.index.is_unique and len(values) == 2 * (3 + 2)
     assert ("1000_2 (iterative)", 0) in values.index and ("1000_2", 0) in values.index
+
+
+def test_the_main_report_of_an_iterative_run_shows_the_independent_edits_and_points_to_the_chains(
+        magicbrush_chains, tmp_path):  # fmt: skip
+    """Its rows average the independent edits only (MagicBrush's single-turn setting), not chained
+    and independent turns together; the Markdown and HTML pages say where the chains are, and that
+    the image grids show the independent edits."""
+    from bench.reporting.aggregate import load_run, summarize
+
+    _, run_dir, _ = magicbrush_chains
+    run = load_run(run_dir)
+    for row in summarize(run):
+        own = run.cells[(run.cells.method == row.method) & (run.cells.setting == row.setting_json)]
+        independent = own[own.input_key.isna()]
+        assert row.cells == row.ok == len(independent) == 2 * 3
+        assert row.metrics["l1_gt"].mean == pytest.approx(independent["metric.l1_gt"].mean())
+    out = CliRunner().invoke(main, ["report", str(run_dir), "--md", str(tmp_path / "r.md"),
+                                    "--html", str(tmp_path / "r.html")])  # fmt: skip
+    assert out.exit_code == 0, out.output
+    for page in ("r.md", "r.html"):
+        text = html.unescape(" ".join((tmp_path / page).read_text().split()))
+        assert "its 8 chained turn cell(s) (each turn edited from the method's own previous output) are left" in text
+        assert "--table magicbrush --md PATH" in text and "--table drift" in text
+        assert "Each tile is a turn's independent edit (from its recorded source), not the chained turn" in text
+
+
+def test_the_dry_run_counts_the_preparations_of_chained_turns(tmp_path, monkeypatch):
+    """A chained turn prepares the method's own previous output: one inversion per chained cell, on
+    top of one per source sample and disk-cache entry (the two settings share theirs). The dry
+    run's total is what the run computes."""
+    from bench.execution.plan import dry_run_text
+
+    monkeypatch.setenv("EDITBENCH_CACHE", str(tmp_path / "cache"))  # every inversion is computed
+    folder = write_hub_fixture(tmp_path / "mb", "magicbrush", "dev", n=2, turns=3)
+    config = build_config({"dataset": {"name": "magicbrush", "path": folder, "turns": "iterative"}, "metrics": ["psnr"],
+                           "methods": {"ddim_inversion": {"steps": 2, "inversion_w": 2.5, "w": [2.0, 3.0]}},
+                           "backbone": {"resolution": 64}, "output": str(tmp_path / "runs")})  # fmt: skip
+    lines = dry_run_text(config).splitlines()
+    assert "20 cells; estimated NFE: 80 for the edits" in lines  # (6 turns + 4 chained) x 2 settings x 4
+    assert any(line.startswith("preparations (inversions): 14 (ddim_inversion: 14); ") for line in lines)  # 6 + 4 x 2
+    assert "estimated NFE in all: up to 136 (the edits and every preparation computed)" in lines  # 80 + 14 x 4
+    run_dir, counts = start_run(config, progress=False)
+    cells = read_cells(run_dir)
+    assert counts["ok"] == 20 and cells["nfe"].sum() + cells["prep_nfe"].sum() == 136
+
+
+def test_set_metrics_of_an_iterative_run_score_the_independent_edits(magicbrush_chains, tmp_path, monkeypatch):
+    """A set-level value (FID, KID) sits in the report's row of its method and setting, which holds
+    the independent edits: it is computed over those images, not over the chained turns too."""
+    import shutil
+
+    import torch
+
+    from bench.execution.scoring import score_sets
+    from bench.metrics.base import SetMetric
+
+    class MeanColour(torch.nn.Module):
+        num_features = 3
+
+        def forward(self, images):
+            return images.mean((2, 3))
+
+    class CountImages(SetMetric):
+        name, extractor_id, higher_is_better = "test_count_images", "test_mean_colour", False
+        features = MeanColour()
+
+        def start(self, real):
+            self.n = 0
+
+        def update(self, fake):
+            self.n += len(fake)
+
+        def compute(self):
+            return float(self.n)
+
+    monkeypatch.setenv("EDITBENCH_CACHE", str(tmp_path / "cache"))
+    tmp, shared_run, _ = magicbrush_chains
+    run_dir = shutil.copytree(shared_run, tmp_path / "run")  # the shared run stays as it is
+    refs = load_dataset(DatasetSpec(name="magicbrush", path=str(tmp / "mb"), turns="iterative"))
+    store = Store(run_dir)
+    try:
+        rows = score_sets(store, run_dir, [CountImages()], refs, 64, 4)
+    finally:
+        store.close()
+    assert {value for *_, value, _ in rows} == {6.0} and {n for *_, n in rows} == {6}  # 2 chains x 3 turns

@@ -122,8 +122,10 @@ def test_flux_flow_inversion_returns_to_the_source(flux, image):
 def dry_run_nfe(methods: dict, backbone: str = "tiny-flux") -> dict:
     config = build_config({"backbone": {"name": backbone}, "methods": methods, "metrics": ["psnr"]})
     plans, preparations = plan_settings(config, 1)
+    prep = {}
     with rules_in_force(step_rules(config.backbone)):
-        prep = {m: sum(spec.nfe() for spec in specs) for m, specs in preparations.items()}
+        for p in preparations:
+            prep[p.method] = prep.get(p.method, 0) + p.spec.nfe()
     return {p.method: p.edit_nfe + prep.get(p.method, 0) for p in plans}
 
 

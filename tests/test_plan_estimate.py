@@ -155,3 +155,25 @@ def test_a_deterministic_method_runs_one_seed_per_sample_whatever_seeds_says(tmp
     assert "9 cells; estimated NFE: 42 for the edits" in lines  # 3 x 6 + 6 x 4, not 6 x 6 + 6 x 4
     assert any(line.startswith("note: ddim_inversion is deterministic given the sample") for line in lines)
     assert not any(line.startswith("note: sdedit") for line in lines)
+
+
+def test_the_dry_run_counts_preparations_kept_in_memory_as_the_run_computes_them(tmp_path, flux):
+    """kv_edit's inversion records stay in memory (too large for the disk cache): every run computes
+    them, once per sample and preparation key. configs/flow_protocol.yaml's row costs 24 + 24 = 48 NFE
+    a cell; the dry run's total was 24 a cell, the edits alone. Two settings differing in ``w`` share
+    a preparation (one unit), one differing in ``skip`` has its own."""
+    protocol = {"steps": 28, "inversion_w": 1.5, "attn_scale": 1.0, "re_init": False}  # the row, less skip and w
+    methods = {"kv_edit": protocol | {"zip": {"skip": [4, 4, 6], "w": [5.5, 2.0, 5.5]}}}
+    config = build_config({"dataset": {"name": None, "path": write_dataset(tmp_path / "data", n=2)},
+                           "methods": methods, "backbone": {"name": "tiny-flux"}, "output": str(tmp_path / "runs")})  # fmt: skip
+    lines = dry_run_text(config).splitlines()
+    assert "6 cells; estimated NFE: 140 for the edits" in lines  # 2 x (24 + 24 + 22)
+    kept = "preparations kept in memory only (every run computes them): 4 (kv_edit: 4); 92 NFE"  # 2 x (24 + 22)
+    assert kept in lines
+    assert "estimated NFE in all: up to 232 (the edits and every preparation computed)" in lines
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    Runner(config, run_dir, backbone=flux, progress=False).run()
+    cells = read_cells(run_dir)
+    assert (cells["status"] == "ok").all(), cells["error"].dropna().tolist()
+    assert cells["nfe"].sum() + cells["prep_nfe"].sum() == 232

@@ -163,7 +163,13 @@ def test_the_dry_run_counts_one_preparation_per_cache_entry(tmp_path):
         "controlnet": {"steps": 2, "untrained": True},
     })  # fmt: skip
     _, preparations = plan_settings(config, 1)
-    assert {method: [spec.kind for spec in specs] for method, specs in preparations.items()} == {
+    cached = {}
+    for p in preparations:
+        if p.spec.cached:
+            cached.setdefault(p.method, []).append(p.spec)
+    assert {method: [spec.kind for spec in specs] for method, specs in cached.items()} == {
         "p2p": ["ddim", "null_text"], "masactrl": ["ddim", "ddim"],
     }  # fmt: skip
-    assert [spec.source_prompt for spec in preparations["masactrl"]] == [None, ""]
+    assert [spec.source_prompt for spec in cached["masactrl"]] == [None, ""]
+    # kept in memory only: counted too (the run computes it), once per preparation key
+    assert [(p.method, p.spec.cached) for p in preparations if p.method == "controlnet"] == [("controlnet", False)]

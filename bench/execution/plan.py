@@ -16,7 +16,8 @@ The chains of ``dataset.turns: iterative``, whose turns must run in order, are p
 ``bench.execution.chains`` (one unit per block of chains).
 
 **Estimate** (``editbench run --dry-run``): the cells of each method and setting, settings that
-collapse onto the same steps, the preparations and the NFE to expect, and whether a run folder
+collapse onto the same steps, the preparations a run computes (kept in the disk cache or in
+memory only) and the NFE to expect, edits and preparations together, and whether a run folder
 already holds every cell (so ``--resume`` of a finished run returns at once).
 """
 
@@ -30,7 +31,7 @@ from bench.data import SampleRef, chained_turns, load_dataset
 from bench.diffusion.backbone import identity_on_disk, step_rules
 from bench.errors import ConfigError
 from bench.execution.config import RunConfig
-from bench.method import rules_in_force
+from bench.method import PreparationSpec, rules_in_force
 from bench.metrics import SetMetric, get_metric
 from bench.registry import get_method
 from bench.settings import setting_label, varying_params
@@ -182,33 +183,56 @@ class SettingPlan:
     backbone: str = ""
 
 
-def plan_settings(config: RunConfig, n_samples: int) -> tuple[list[SettingPlan], dict[str, list]]:
-    """Per setting, what it runs; and per method, the preparations kept in the disk cache
-    (``PreparationSpec``, ``cached``) each sample needs, one per cache entry."""
+@dataclass
+class PreparationPlan:
+    """A preparation one method's settings need per sample, as a run computes it: ``spec`` (kept in
+    the disk cache or not), once per source sample, and once more per ``chained`` cell (a turn of
+    ``turns: iterative`` that edits the method's own previous output prepares that image)."""
+
+    method: str
+    spec: PreparationSpec
+    chained: int = 0
+
+    def count(self, n_sources: int) -> int:
+        return n_sources + self.chained
+
+
+def plan_settings(config: RunConfig, n_sources: int,
+                  n_chained: int = 0) -> tuple[list[SettingPlan], list[PreparationPlan]]:  # fmt: skip
+    """Per setting, what it runs (``n_sources`` samples and ``n_chained`` chained turns); and the
+    preparations the run computes, as the worker does: a sample's preparation once per disk-cache
+    entry (``cache_entry``: the second setting loads it) when it is cached, else once per
+    ``preparation_key`` (settings of one key share a unit, which prepares each sample once)."""
     plans, preparations = [], {}
     for method, settings in config.settings.items():
         rules = step_rules(config.backbone_of(method))
         cls = get_method(method)
         varying, _ = varying_params(method, settings)
         for setting in settings:
+            seeds = len(cls.seeds_to_run(setting, config.seeds))
             with rules_in_force(rules):  # the backbone family's NFE per guided step and start-level steps
                 (start, run), nfe = cls.schedule(setting) or (None, None), cls.estimate_nfe(setting)[0]
-            cells = n_samples * len(cls.seeds_to_run(setting, config.seeds))
-            plans.append(SettingPlan(method, setting_label(setting, varying), cells, start, run, nfe,
-                                     config.backbone_label(method)))  # fmt: skip
-            spec = cls.preparation(setting)
-            entries = [known.cache_entry() for known in preparations.setdefault(method, [])]
-            if spec is not None and spec.cached and spec.cache_entry() not in entries:
-                preparations[method].append(spec)
-    return plans, {m: specs for m, specs in preparations.items() if specs}
+            plans.append(SettingPlan(method, setting_label(setting, varying), (n_sources + n_chained) * seeds,
+                                     start, run, nfe, config.backbone_label(method)))  # fmt: skip
+            spec = cls.preparation_key(setting)
+            if spec is not None:
+                entry = preparations.setdefault((method, spec.cache_entry() if spec.cached else spec),
+                                                PreparationPlan(method, spec))  # fmt: skip
+                entry.chained += n_chained * seeds
+    return plans, list(preparations.values())
 
 
-def cached_preparations(config: RunConfig, refs: list[SampleRef], preparations: dict[str, list]) -> int | None:
-    """How many of the (sample, preparation) pairs the disk cache already holds; None when a
-    backbone's files are not on disk (nothing of it can be cached yet, or it is a hub id)."""
+def cached_preparations(config: RunConfig, refs: list[SampleRef], preparations: list[PreparationPlan]) -> int | None:
+    """How many of the (sample, disk-cached preparation) pairs the disk cache already holds, each
+    sample at its method's backbone's size; None when a backbone's files are not on disk (nothing of
+    it can be cached yet, or it is a hub id)."""
+    by_backbone: dict[str, list[PreparationPlan]] = defaultdict(list)
+    for p in preparations:
+        if p.spec.cached:
+            by_backbone[config.backbone_label(p.method)].append(p)
     found = 0
-    for method, specs in preparations.items():
-        identity = identity_on_disk(config.backbone_of(method))
+    for mine in by_backbone.values():
+        identity = identity_on_disk(config.backbone_of(mine[0].method))
         if identity is None:
             return None
         frame = identity.frame(config.dataset.policy())
@@ -217,14 +241,14 @@ def cached_preparations(config: RunConfig, refs: list[SampleRef], preparations: 
                 sample = ref.load(frame)
             except Exception:  # a bad sample fails its cells in the run; here it is simply not cached
                 continue
-            found += sum(spec.is_cached(identity, sample) for spec in specs)
+            found += sum(p.spec.is_cached(identity, sample) for p in mine)
     return found
 
 
 def dry_run_text(config: RunConfig) -> str:
     """The ``--dry-run`` listing: cells per method and setting, preparations, NFE estimate, warnings."""
     refs = dataset_refs(config)
-    plans, preparations = plan_settings(config, len(refs) + len(chained_turns(refs, config.dataset.turns)))
+    plans, preparations = plan_settings(config, len(refs), len(chained_turns(refs, config.dataset.turns)))
     lines = [f"dry run: {len(refs)} sample(s) x {len(config.seeds)} seed(s); nothing is loaded or run", ""]
     several = len(config.backbones) > 1
     lines.append(("backbone | " if several else "") + "method | setting | cells | start step | timesteps run | NFE/cell (est.)")
@@ -240,20 +264,36 @@ def dry_run_text(config: RunConfig) -> str:
             mine = [p for p in plans if p.backbone == label]
             lines.append(f"  backbone {label}: {sum(p.cells for p in mine)} cells, "
                          f"{sum(p.cells * p.edit_nfe for p in mine)} NFE")  # fmt: skip
-    if preparations:
-        each = ", ".join(f"{m}: {len(specs) * len(refs)}" for m, specs in preparations.items())
-        total = sum(len(specs) for specs in preparations.values()) * len(refs)
-        nfe = 0
-        for method, specs in preparations.items():
-            with rules_in_force(step_rules(config.backbone_of(method))):
-                nfe += sum(spec.nfe() for spec in specs) * len(refs)
-        cached = cached_preparations(config, refs, preparations)
-        found = "disk cache not checked (the backbone's files are not on disk)" if cached is None else \
-            f"{cached} found in the disk cache, {total - cached} to compute"
+    costs = []
+    for p in preparations:
+        with rules_in_force(step_rules(config.backbone_of(p.method))):  # the NFE of its backbone's family
+            costs.append((p, p.count(len(refs)), p.spec.nfe() * p.count(len(refs))))
+    cached = [cost for cost in costs if cost[0].spec.cached]
+    if cached:
+        total, nfe, each = _summary(cached)
+        found = cached_preparations(config, refs, [p for p, _, _ in cached])
+        found = "disk cache not checked (the backbone's files are not on disk)" if found is None else \
+            f"{found} found in the disk cache, {total - found} to compute"
         lines.append(f"preparations (inversions): {total} ({each}); {found}; up to {nfe} NFE if all are computed")
+    in_memory = [cost for cost in costs if not cost[0].spec.cached]
+    if in_memory:
+        total, nfe, each = _summary(in_memory)
+        lines.append(f"preparations kept in memory only (every run computes them): {total} ({each}); {nfe} NFE")
+    if costs:
+        lines.append(f"estimated NFE in all: up to {edit_nfe + sum(nfe for _, _, nfe in costs)} "
+                     "(the edits and every preparation computed)")  # fmt: skip
     lines += one_seed_notes(config)
     lines += [f"warning: {w}" for w in collapsed_settings(config)]
     return "\n".join(lines) + "\n"
+
+
+def _summary(costs: list[tuple[PreparationPlan, int, int]]) -> tuple[int, int, str]:
+    """(how many, their NFE, ``method: how many, ...``) of (preparation, count, NFE) triples."""
+    per_method: dict[str, int] = defaultdict(int)
+    for p, count, _ in costs:
+        per_method[p.method] += count
+    each = ", ".join(f"{method}: {count}" for method, count in per_method.items())
+    return sum(count for _, count, _ in costs), sum(nfe for _, _, nfe in costs), each
 
 
 def one_seed_notes(config: RunConfig) -> list[str]:

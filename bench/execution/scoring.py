@@ -18,7 +18,7 @@ from bench.metrics import ImageMetric, SetMetric, get_metric, load_metrics
 from bench.metrics.image_scores import score_images
 from bench.metrics.judge_failures import REQUEST_FAILURES
 from bench.paths import cache_dir, write_atomic
-from bench.samples import Frame, run_frames
+from bench.samples import Frame, as_frame, run_frames
 
 
 def read_png(path: Path) -> torch.Tensor:
@@ -66,20 +66,25 @@ def source_features(extractor, extractor_id: str, refs: list, frame: Frame, batc
     return feats
 
 
-def _frame_of(frames: dict, backbone) -> Frame:
-    """A cell's size rule by its backbone label (``bench.samples.run_frames``)."""
+def _frame_of(frames: "dict | Frame | int", backbone) -> Frame:
+    """A cell's size rule by its backbone label (``frames``: ``bench.samples.run_frames``), or the
+    one rule ``frames`` gives every cell (an int: the square rule at that side)."""
+    if not isinstance(frames, dict):
+        return as_frame(frames)
     return frames.get(backbone if isinstance(backbone, str) else None) or frames[None]
 
 
-def score_sets(store, run_dir: Path, metrics: list, refs: list, frames: dict, batch_size: int) -> list[tuple]:
+def score_sets(store, run_dir: Path, metrics: list, refs: list, frames: "dict | int", batch_size: int) -> list[tuple]:
     """Every set metric for every (method, setting) over its ok cells' saved images, against the
     sources at its backbone's size (``frames``: ``run_frames``); the rows ``(method, setting,
-    name, value, n)`` are written to the store and returned."""
+    name, value, n)`` are written to the store and returned. A chain's turns edited from the
+    previous output (``turns: iterative``) are left out, as from the report's rows that show
+    these values."""
     set_metrics = [m for m in metrics if isinstance(m, SetMetric)]
     if not set_metrics:
         return []
     cells = store.cells_frame()
-    ok = cells[(cells["status"] == "ok") & cells["output_path"].notna()]
+    ok = cells[(cells["status"] == "ok") & cells["output_path"].notna() & cells["input_key"].isna()]
     by_extractor = defaultdict(list)
     for m in set_metrics:
         by_extractor[id(m.features)].append(m)

@@ -29,7 +29,7 @@ import gc
 import io
 import socket
 import uuid
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from dataclasses import dataclass, field
 
 import torch
@@ -191,7 +191,11 @@ class CellWorker:
             yield outcome
 
     def _unit_outcomes(self, unit: WorkUnit):
+        """The unit's outcomes, batch by batch. A preparation is dropped after the last batch whose
+        cells use it: one can be large (KV-Edit's recorded keys and values: ~17 GB a sample at
+        512 px), and a chain's unit prepares every turn anew."""
         prepared: dict[tuple, _Prepared | Exception] = {}
+        uses = Counter(self._preparation_key(cell) for cell in unit.cells)  # cells still to run, per key
         inputs = {cell.input_key for cell in unit.cells if cell.input_key}
         kept: dict[str, CellOutcome] = {}  # outcomes a later turn of a chain in this unit edits
 
@@ -201,15 +205,30 @@ class CellWorker:
             return outcome
 
         for batch in unit.batches:
-            rows = []
-            for cell in batch:
-                row = self._ready(cell, prepared, kept)
-                if isinstance(row, CellOutcome):
-                    yield keep(row)
-                else:
-                    rows.append(row)
-            for same_size in _by_image_size(rows):
-                yield from map(keep, self._execute(same_size))
+            yield from map(keep, self._batch_outcomes(batch, prepared, kept))
+            for key in map(self._preparation_key, batch):
+                uses[key] -= 1
+                if not uses[key]:
+                    prepared.pop(key, None)
+
+    def _batch_outcomes(self, batch: list[Cell], prepared: dict, kept: dict[str, CellOutcome]):
+        """The outcomes of one batch: cells that cannot run, then the edited ones, in batches of one
+        image size (under ``keep_aspect`` samples differ). (Its rows, which hold their
+        preparations, go when it ends.)"""
+        rows = []
+        for cell in batch:
+            row = self._ready(cell, prepared, kept)
+            if isinstance(row, CellOutcome):
+                yield row
+            else:
+                rows.append(row)
+        for same_size in _by_image_size(rows):
+            yield from self._execute(same_size)
+
+    def _preparation_key(self, cell: Cell) -> tuple:
+        """Under what the worker keeps a cell's preparation: its sample, its input (a chain's turn
+        edits its own previous output) and its method's ``preparation_key`` (the plan's: a unit holds one)."""
+        return cell.sample_id, cell.input_key, self.methods[cell.method].preparation_key(cell.setting)
 
     def _sample(self, ref: SampleRef) -> Sample | Exception:
         if ref.id not in self._samples:
@@ -244,7 +263,7 @@ class CellWorker:
         if missing:
             record.status, record.error = "skipped", f"sample lacks {', '.join(missing)}, which {cell.method!r} needs"
             return CellOutcome(record)
-        prep = self._prepare(method, sample, cell.setting, prepared, cell.input_key)
+        prep = self._prepare(method, sample, cell.setting, prepared, self._preparation_key(cell))
         if isinstance(prep, Exception):
             record.status, record.error = "failed", f"preparation failed: {_error(prep)}"
             return CellOutcome(record)
@@ -268,10 +287,8 @@ class CellWorker:
         return dataclasses.replace(sample, image=input_image(png))
 
     def _prepare(self, method: Method, sample: Sample, setting: dict, prepared: dict,
-                 input_key: str | None = None) -> _Prepared | Exception:  # fmt: skip
-        """The sample's preparation, computed on first use of its ``preparation_key`` (the plan's:
-        a unit holds one) and input (a chain's turn edits its own previous output)."""
-        key = (sample.id, input_key, method.preparation_key(setting))
+                 key: tuple) -> _Prepared | Exception:  # fmt: skip
+        """The sample's preparation, computed on first use of its ``key`` (``_preparation_key``)."""
         if key not in prepared:
             nfe_before = self.backbone.nfe.count
             try:

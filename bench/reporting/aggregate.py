@@ -516,6 +516,29 @@ def _cost(ok: pd.DataFrame) -> dict[str, float]:
 ITERATIVE_SUFFIX = " (iterative)"
 
 
+def chained(cells: pd.DataFrame) -> pd.Series:
+    """Whether each cell edited its chain's previous output (``input_key`` set: ``turns: iterative``)."""
+    return cells["input_key"].notna() if "input_key" in cells else pd.Series(False, index=cells.index)
+
+
+def independent_cells(cells: pd.DataFrame) -> pd.DataFrame:
+    """The cells that edited their turn's recorded source (MagicBrush's single-turn setting)."""
+    return cells[~chained(cells)]
+
+
+def chained_note(run: RunData) -> str | None:
+    """What a report of a ``turns: iterative`` run says under its main table and grids: they hold the
+    independent edits; the chained turns have their own tables. None for other runs."""
+    n = int(chained(run.cells).sum())
+    if not n:
+        return None
+    return (f"This run is dataset.turns: iterative. The tables and image grids show the independent edits (every "
+            f"turn edited from its recorded source, MagicBrush's single-turn setting); its {n} chained turn cell(s) "
+            f"(each turn edited from the method's own previous output) are left out: see editbench report "
+            f"{run.run_dir} --table magicbrush --md PATH (the multi-turn, final-turn rows) or --table drift "
+            f"(each metric per turn).")
+
+
 def cell_sample_ids(cells: pd.DataFrame) -> pd.Series:
     """Each cell's sample id, with `` (iterative)`` added for a chain's turn that edited the previous
     output (``input_key`` set): with the seed, what pairs a cell with its counterpart in another row."""
@@ -552,11 +575,17 @@ def _row(run: RunData, method: str, setting_text: str, label: str, group: pd.Dat
     )  # fmt: skip
 
 
-def summarize(run: RunData, by_edit_type: bool = False, seed: int = 0, by: str | None = None) -> list[Row]:
+def summarize(run: RunData, by_edit_type: bool = False, seed: int = 0, by: str | None = None,
+              keep_chained: bool = False) -> list[Row]:  # fmt: skip
     """One ``Row`` per method and setting (and per value of a category when ``by_edit_type``, or
     ``by`` names one of ``run.categories``: the value is in ``Row.edit_type``), in run order with
-    the reference method first. Set-level metrics appear in the overall rows only."""
+    the reference method first. Set-level metrics appear in the overall rows only.
+
+    The chained turns of a ``turns: iterative`` run are left out (``chained_note``): averaged with
+    the independent edits of the same turns they would mix MagicBrush's two settings in one mean.
+    ``keep_chained``: summarize the cells as given (the multi-turn table passes the chains' cells)."""
     rows = []
+    cells = run.cells if keep_chained else independent_cells(run.cells)
     by = "edit_type" if by_edit_type else by
     if by not in (None, "edit_type", *run.categories):
         raise ConfigError(f"cannot group by {by!r}; this run's cells have: {', '.join(run.categories) or 'no categories'}")
@@ -566,7 +595,7 @@ def summarize(run: RunData, by_edit_type: bool = False, seed: int = 0, by: str |
         texts = run.settings(method)
         varying, _ = varying_params(method, [json.loads(t) for t in texts])
         for text in texts:
-            group = run.cells[(run.cells["method"] == method) & (run.cells["setting"] == text)]
+            group = cells[(cells["method"] == method) & (cells["setting"] == text)]
             label = setting_label(json.loads(text), varying)
             if not keys:
                 rows.append(_row(run, method, text, label, group, None, seed))

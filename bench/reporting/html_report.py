@@ -8,7 +8,15 @@ import json
 from pathlib import Path
 
 from bench.paths import output_file
-from bench.reporting.aggregate import BEST_RULE, N_NOTE, failure_rate_warnings, fixed_params, incomplete_note, nan_notes
+from bench.reporting.aggregate import (
+    BEST_RULE,
+    N_NOTE,
+    chained_note,
+    failure_rate_warnings,
+    fixed_params,
+    incomplete_note,
+    nan_notes,
+)
 from bench.reporting.report import (
     COST_HEADER,
     COST_NOTE,
@@ -133,6 +141,7 @@ def render_html(report: Report) -> str:
                [r.is_reference for r in report.rows]),
         f"<p>Metrics: mean [95% bootstrap CI] over ok cells; {esc(N_NOTE)}; highlighted = "
         f"{esc(BEST_RULE)}.</p>",
+        f"<p>{esc(chained_note(run))}</p>" if chained_note(run) else "",
     ]  # fmt: skip
     fixed = [[m, k, _value(v)] for m, p in fixed_params(run).items() for k, v in p.items()]
     if fixed:

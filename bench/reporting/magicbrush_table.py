@@ -18,10 +18,10 @@ import dataclasses
 from pathlib import Path
 
 from bench.reporting import plots
-from bench.reporting.aggregate import Row, RunData, arrow, load_run, nan_notes, row_name, summarize
+from bench.reporting.aggregate import Row, RunData, arrow, independent_cells, load_run, nan_notes, row_name, summarize
 from bench.reporting.piebench_table import value_text
 from bench.reporting.report import md_table, md_text
-from bench.reporting.turns import final_turn_cells, has_chains, independent_cells
+from bench.reporting.turns import final_turn_cells, has_chains
 
 METRICS = (("l1_gt", "L1"), ("l2_gt", "L2"), ("clip_i_gt", "CLIP-I"), ("dino_gt", "DINO"), ("clip_t", "CLIP-T"))
 SETTINGS = (("Single-turn", "all turns, each edited from its recorded source", independent_cells),
@@ -37,7 +37,7 @@ def magicbrush_rows(run: RunData) -> list[tuple[str, list[Row]]]:
     for name, _, cells_of in SETTINGS:
         if name == "Multi-turn" and not has_chains(run.cells):
             continue
-        out.append((name, summarize(dataclasses.replace(run, cells=cells_of(run.cells)))))
+        out.append((name, summarize(dataclasses.replace(run, cells=cells_of(run.cells)), keep_chained=True)))
     return out
 
 

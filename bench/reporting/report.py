@@ -12,7 +12,7 @@ import html
 import json
 import math
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import pandas as pd
@@ -33,10 +33,12 @@ from bench.reporting.aggregate import (
     RunData,
     arrow,
     best_rows,
+    chained_note,
     fixed_params,
     failure_rate_warnings,
     format_stat,
     has_preparation,
+    independent_cells,
     is_judge,
     judged_count,
     incomplete_note,
@@ -172,20 +174,21 @@ def build_report(run_dir, planes: list[str] | None = None, n_grid: int = 3, figu
                                         to_png(plots.tradeoff_figure(report.rows, x, y, run.caveats))))  # fmt: skip
     report.sweeps = sweep_pictures(report.rows, run, to_png)
     report.cost = Picture("cost.png", "Cost per image.", to_png(plots.cost_figure(report.rows, run.caveats)))
-    every_pair = plots.grid_samples(run)
+    shown = replace(run, cells=independent_cells(run.cells))  # a grid tile is one cell: the independent edit
+    every_pair = plots.grid_samples(shown)
     report.grid_total = len(every_pair)
     pairs = every_pair[:n_grid]
-    sources = plots.load_sources(run, [s for s, _ in pairs])
+    sources = plots.load_sources(shown, [s for s, _ in pairs])
     for i, (sample_id, seed) in enumerate(pairs):
         source = sources[sample_id]
         sample = source if isinstance(source, plots.Sample) else None
-        edit_type = run.cells.loc[run.cells["sample_id"] == sample_id, "edit_type"].iloc[0]
+        edit_type = shown.cells.loc[shown.cells["sample_id"] == sample_id, "edit_type"].iloc[0]
         report.grids.append(GridPicture(
             f"grid_{i}.png", f"Sample {sample_id}, seed {seed}: source with mask outlined, then each method's outputs.",
-            to_png(plots.image_grid(run, sample_id, seed, source)), sample_id,
+            to_png(plots.image_grid(shown, sample_id, seed, source)), sample_id,
             sample.source_prompt if sample else None, sample.target_prompt if sample else None, edit_type,
         ))  # fmt: skip
-    report.attention = attention_pictures(run, pairs)
+    report.attention = attention_pictures(shown, pairs)
     return report
 
 
@@ -228,12 +231,18 @@ def attention_pictures(run: RunData, pairs: list[tuple[str, int]]) -> list[Pictu
 
 
 def grid_note(report: Report) -> str:
-    """How many (sample, seed) pairs have a grid, and how to get all of them."""
+    """How many (sample, seed) pairs have a grid, how to get all of them, and (an iterative run)
+    that they show the independent edits."""
     shown, total = len(report.grids), report.grid_total
     if shown == total:
-        return f"Every sample and seed has a grid ({total})."
-    return (f"Grids for {shown} of {total} (sample, seed) pairs; for all: "
-            f"editbench report {report.run.run_dir} --html PATH --grid {total}")  # fmt: skip
+        note = f"Every sample and seed has a grid ({total})."
+    else:
+        note = (f"Grids for {shown} of {total} (sample, seed) pairs; for all: "
+                f"editbench report {report.run.run_dir} --html PATH --grid {total}")  # fmt: skip
+    if chained_note(report.run):
+        note += (" Each tile is a turn's independent edit (from its recorded source), not the chained turn: "
+                 "see the note under the results table.")  # fmt: skip
+    return note
 
 
 def _varying(run: RunData, method: str) -> list[str]:
@@ -447,6 +456,9 @@ def _main_md(report: Report) -> list[str]:
         described = [f"{md_text(m)}: " + ", ".join(f"{k}={md_text(v)}" for k, v in p.items()) for m, p in fixed.items()]
         lines.append("\nFixed parameters: " + "; ".join(described) + ".")
     lines.append(f"\nMetrics: mean [95% bootstrap CI] over ok cells; {N_NOTE}; **bold** = {BEST_RULE}.")
+    chains = chained_note(run)
+    if chains:
+        lines.append(f"\n{md_text(chains)}")
     notes = nan_notes(report.rows)
     if notes:
         lines.append("\nNaN values (left out of the means, never dropped silently):\n")

@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 
 from bench.reporting import plots
-from bench.reporting.aggregate import RunData, Stat, arrow, describe, load_run, row_name
+from bench.reporting.aggregate import RunData, Stat, arrow, chained, describe, independent_cells, load_run, row_name
 from bench.reporting.piebench_table import value_text
 from bench.settings import setting_label, varying_params
 
@@ -34,16 +34,6 @@ def turn_of(cells: pd.DataFrame) -> pd.Series:
     """Each cell's turn (1 for a sample without turns)."""
     turn = cells["turn"] if "turn" in cells else pd.Series(np.nan, index=cells.index)
     return turn.fillna(1).astype(int)
-
-
-def chained(cells: pd.DataFrame) -> pd.Series:
-    """Whether each cell edited its chain's previous output."""
-    return cells["input_key"].notna() if "input_key" in cells else pd.Series(False, index=cells.index)
-
-
-def independent_cells(cells: pd.DataFrame) -> pd.DataFrame:
-    """The cells that edited their turn's recorded source (MagicBrush's all-turn setting)."""
-    return cells[~chained(cells)]
 
 
 def iterative_cells(cells: pd.DataFrame) -> pd.DataFrame:
