@@ -372,9 +372,15 @@ class Backbone:
         """Channels of a latent as methods see it (the VAE's; FLUX's transformer takes them 2x2-packed)."""
         return self.vae.config.latent_channels
 
-    def new_scheduler(self, steps: int):
-        """A fresh scheduler with ``steps`` inference timesteps (never shared between cells)."""
-        return self.family.new_scheduler(self, steps)
+    def new_scheduler(self, steps: int, latent_hw: tuple[int, int] | None = None):
+        """A fresh scheduler with ``steps`` inference timesteps (never shared between cells).
+        ``latent_hw``: (h, w) of the latents it denoises, default the backbone's square latent; a
+        family whose timesteps depend on the image size (FLUX.1's shift) reads it."""
+        return self.family.new_scheduler(self, steps, latent_hw)
+
+    def latent_hw(self, image: torch.Tensor) -> tuple[int, int]:
+        """(h, w) of the latent of an image (..., 3, H, W) (under ``keep_aspect`` not square)."""
+        return image.shape[-2] // self.vae_factor, image.shape[-1] // self.vae_factor
 
     @torch.no_grad()
     def encode_text(self, prompt: str) -> torch.Tensor:
