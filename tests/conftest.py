@@ -15,8 +15,8 @@ import torch  # noqa: E402
 
 
 #: Fixtures that hold a tiny backbone; a test using one is marked ``backbone``.
-BACKBONE_FIXTURES = {"backbone", "sd3", "sdxl", "flux", "backbones", "kontext", "qwen_image", "qwen_image_plus", "longcat",
-                     "flux2"}  # fmt: skip
+BACKBONE_FIXTURES = {"backbone", "sd3", "sdxl", "flux", "backbones",
+                     "kontext", "qwen_image", "qwen_image_plus", "longcat", "flux2"}
 
 
 def pytest_configure(config):

@@ -321,4 +321,5 @@ def test_a_chain_runs_on_its_methods_backbone_with_several_backbones(tmp_path):
     assert (cells.status == "ok").all() and cells.input_key.notna().sum() == 2 * 2
     assert dict(zip(cells.method, cells.backbone)) == {"reconstruct": "tiny", "kontext": "tiny-kontext"}
     for _, cell in cells[cells.input_key.notna()].iterrows():
-        assert (cells.loc[cell.input_key, "method"], cells.loc[cell.input_key, "backbone"]) == (cell.method, cell.backbone)
+        edited = cells.loc[cell.input_key]
+        assert (edited.method, edited.backbone) == (cell.method, cell.backbone)

@@ -70,7 +70,8 @@ COST_NOTE = ("Time per ok cell: mean, and median [interquartile range]. Preparat
 
 
 def cells_table(run_dir: Path) -> pd.DataFrame:
-    """One row per cell: identity (with the ``backbone`` label it ran on), its turn (``chain``, ``turn``, ``input_key``: the cell it edited),
+    """One row per cell: identity (with the ``backbone`` label it ran on), its turn (``chain``,
+    ``turn``, ``input_key``: the cell it edited),
     ``group.<key>`` (the sample's subsets), status, ``param.<name>``,
     ``metric.<name>``, ``nan_reason.<name>`` (why an ok cell's value is NaN: the specific reason its
     note gives, else the metric's declared one), ``failure.<name>`` (a judge metric's answer class:
