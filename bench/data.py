@@ -1,9 +1,9 @@
 """The dataset loaders: PIE-Bench, JSONL manifests, the bundled ``sample`` set, and (through
 ``bench.hub_data``) benchmarks on the Hugging Face hub; the dataset spec and its filters.
 
-Samples and the preparation rule of their images (shorter side to the backbone resolution,
-centre crop) are ``bench.samples``; ``Sample``, ``SampleRef`` and the preparation functions are
-importable from here too, as the loaders use them.
+Samples and the preparation rule of their images (the dataset's resolution policy: by default
+shorter side to the backbone resolution, centre crop) are ``bench.samples``; ``Sample``,
+``SampleRef`` and the preparation functions are importable from here too, as the loaders use them.
 
 Loaders return ``SampleRef``s: metadata that filtering needs, and a ``load`` that reads the
 image and mask. A problem with one sample raises ``SampleError`` naming it when that sample
@@ -22,7 +22,7 @@ from PIL import Image, ImageDraw
 from bench.errors import ConfigError, SampleError, unknown
 from bench.fields import JSONL_FIELDS, PIE_FIELDS, field_error
 from bench.paths import repo_root
-from bench.samples import Sample, SampleRef, prepare_image, prepare_mask, to_eight_bit
+from bench.samples import ResolutionPolicy, Sample, SampleRef, prepare_image, prepare_mask, to_eight_bit
 
 EDIT_TYPES = (
     "random",
@@ -70,7 +70,9 @@ class DatasetSpec:
     Giving nothing means the bundled ``sample`` set. Filters, in this order: ``turns`` (multi-turn
     benchmarks: ``first`` turn only, the single-turn protocol, or ``all`` turns, each edited
     independently from its recorded source), ``where`` (a group's allowed values, e.g.
-    ``{language: en}``), ``edit_types``, then ``limit``.
+    ``{language: en}``), ``edit_types``, then ``limit``. ``resolution_policy`` (``square``,
+    ``keep_aspect`` or ``model``, or a mapping; ``bench.samples.ResolutionPolicy``) sets the size
+    its images are prepared at; default the card's ``resolution_policy``, else ``square``.
     """
 
     name: str | None = None
@@ -83,9 +85,11 @@ class DatasetSpec:
     where: dict | None = None
     limit: int | None = None
     edit_types: tuple[str, ...] | None = None
+    resolution_policy: str | dict | None = None
 
     def __post_init__(self):
         card = self.card()
+        self.policy()  # validates it
         if card is None and self.name is not None and self.path is not None:
             raise ConfigError(
                 f"dataset: give 'name' (a bundled dataset) or 'path', not both; got name {self.name!r} and path "
@@ -116,6 +120,12 @@ class DatasetSpec:
             for group in self.where:
                 if group not in groups:
                     raise ConfigError(f"dataset.where: {unknown('group', group, groups)}")
+
+    def policy(self) -> ResolutionPolicy:
+        """The resolution policy: this spec's, else its card's, else ``square``."""
+        card = self.card() or dataset_cards().get(self.name) or {}
+        value = self.resolution_policy if self.resolution_policy is not None else card.get("resolution_policy")
+        return ResolutionPolicy.parse(value)
 
     def card(self) -> dict | None:
         """The bundled card of a hub benchmark this spec names (by ``name`` or ``hub``), else ``None``."""

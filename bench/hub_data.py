@@ -16,8 +16,8 @@ id: string or integer; groups: string, bool or integer; the turn column: the typ
 first turn), naming column, expected and found type. Image cells are decoded per sample as the
 ``datasets`` library does, from their ``{"bytes": ..., "path": ...}`` form: that also reads a parquet
 written by pandas, which lacks the image feature metadata. Images go through ``bench.samples``'
-preparation rule (shorter side to the resolution, centre crop): the source, the ground truth
-(``target_image``) and the mask alike.
+preparation rule (the run's resolution policy; by default shorter side to the resolution, centre
+crop): the source, the ground truth (``target_image``, brought to the source's size) and the mask alike.
 """
 
 import io
@@ -236,7 +236,8 @@ def _row_loader(dataset, row: int, sample_id: str, card: dict, groups: dict[str,
         text = {f: record[fields[f]] for f in TEXT_FIELDS if f in fields and (record[fields[f]] or "").strip()}
         target = mask = None
         if "target_image" in fields and record[fields["target_image"]] is not None:
-            target = prepare_image(image_cell(sample_id, record[fields["target_image"]], fields["target_image"]), size)
+            target = prepare_image(image_cell(sample_id, record[fields["target_image"]], fields["target_image"]), size,
+                                   like=source.size)
         if "mask" in fields and record[fields["mask"]] is not None:
             mask_img = image_cell(sample_id, record[fields["mask"]], fields["mask"])
             if mask_img.size != source.size:

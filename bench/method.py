@@ -18,7 +18,9 @@ default ``edit_batch`` loops over ``edit``; a batched method implements ``edit_b
 gets ``edit`` as a batch of one, so the single-cell and batched paths are one code path.
 """
 
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field, is_dataclass
 from typing import Any, ClassVar
 
@@ -157,9 +159,50 @@ class Conformance:
         return self.draws_noise(setting) if callable(self.draws_noise) else self.draws_noise
 
 
-def cfg_evaluations(w: float) -> int:
-    """UNet evaluations of one classifier-free guided step of one latent (``bench.diffusion.sampling.guided_eps``)."""
+# -- step rules: what a backbone family changes in a method's bookkeeping ---------------------------
+# Known before any cell runs: how many denoiser evaluations one guided step of one latent costs, and
+# how many steps a start level ``t0`` runs. The defaults are Stable Diffusion's: classifier-free
+# guidance costs 2 evaluations (1 at ``w`` 0 or 1) and ``t0`` runs ``int(steps * t0)`` steps
+# (``StableDiffusionImg2ImgPipeline``). A family that differs (FLUX.1: the distilled guidance is an
+# input of the transformer, one evaluation; its img2img keeps ``steps - int(steps - steps * t0)``)
+# gives its own ``StepRules``; the dry run, the worker and the conformance battery estimate under the
+# backbone's rules (``rules_in_force``), read through ``cfg_evaluations`` and ``Method.schedule``.
+def cfg_step_evaluations(w: float) -> int:
+    """Classifier-free guidance: the conditional and unconditional predictions, one of them at ``w`` 1 or 0."""
     return 1 if w in (0, 1) else 2
+
+
+@dataclass(frozen=True)
+class StepRules:
+    """``guided_evaluations(w)``: evaluations of one guided step of one latent; ``start_steps(steps, t0)``:
+    the steps a start level ``t0`` runs, counted from the clean end."""
+
+    guided_evaluations: Callable[[float], int] = cfg_step_evaluations
+    start_steps: Callable[[int, float], int] = whole_steps
+
+
+_CURRENT: ContextVar[StepRules] = ContextVar("step_rules", default=StepRules())
+
+
+def current_rules() -> StepRules:
+    return _CURRENT.get()
+
+
+@contextmanager
+def rules_in_force(rules: StepRules) -> Iterator[None]:
+    """Estimate and record under ``rules`` (a backbone's: ``Backbone.step_rules``) inside the block."""
+    token = _CURRENT.set(rules)
+    try:
+        yield
+    finally:
+        _CURRENT.reset(token)
+
+
+def cfg_evaluations(w: float) -> int:
+    """Denoiser evaluations of one guided step of one latent (``bench.diffusion.sampling.guided_eps``):
+    2 for classifier-free guidance, 1 at ``w`` 0 or 1, under the backbone family's rules in force
+    (``bench.method.StepRules``: 1 for FLUX.1's distilled guidance)."""
+    return current_rules().guided_evaluations(w)
 
 
 class Method:
@@ -184,8 +227,9 @@ class Method:
         raise KeyError(name)
 
     @classmethod
-    def resolve(cls, given: dict[str, Any]) -> dict[str, Any]:
-        """Fill defaults and validate one parameter setting; raise ``ConfigError`` naming the problem."""
+    def resolve(cls, given: dict[str, Any], family: str | None = None) -> dict[str, Any]:
+        """Fill defaults (``family``'s where a parameter has its own, ``Param.family_defaults``) and
+        validate one parameter setting; raise ``ConfigError`` naming the problem."""
         names = [p.name for p in cls.params]
         for key in given:
             if key not in names:
@@ -193,7 +237,7 @@ class Method:
                     f"method {cls.name!r}: unknown parameter {key!r}{did_you_mean(key, names)}; "
                     f"parameters: {', '.join(names) or 'none'}"
                 )
-        setting = {p.name: p.validate(given.get(p.name, p.default), f"method {cls.name!r}") for p in cls.params}
+        setting = {p.name: p.validate(given.get(p.name, p.default_for(family)), f"method {cls.name!r}") for p in cls.params}
         cls.check(setting)
         return setting
 
@@ -216,11 +260,12 @@ class Method:
     def schedule(cls, setting: dict[str, Any]) -> tuple[int, int] | None:
         """(effective start step, timesteps run) of a setting's denoising schedule: index 0 is
         the noisiest of ``steps`` timesteps, and a ``t0`` start skips the first
-        ``steps - int(steps * t0)``. None for a method without a schedule."""
+        ``steps - int(steps * t0)`` (the family's rule in force: ``bench.method.StepRules``). None for a
+        method without a schedule."""
         if "steps" not in setting:
             return None
         steps = setting["steps"]
-        run = whole_steps(steps, setting["t0"]) if "t0" in setting else steps
+        run = current_rules().start_steps(steps, setting["t0"]) if "t0" in setting else steps
         return steps - run, run
 
     @classmethod

@@ -27,6 +27,13 @@ class Param:
     high_open: bool = False
     choices: tuple | None = None
     step_fraction: bool = False
+    #: (family, default) pairs where a backbone family has its own published default (FLUX.1's
+    #: FlowEdit configuration, say); ``default`` elsewhere.
+    family_defaults: tuple[tuple[str, Any], ...] = ()
+
+    def default_for(self, family: str | None) -> Any:
+        """The default on backbone ``family`` (None: not known)."""
+        return dict(self.family_defaults).get(family, self.default)
 
     def allowed(self) -> str:
         """Human-readable allowed values, e.g. ``float in (0, 1]``."""

@@ -30,7 +30,7 @@ from bench.registry import register
 @register
 class BlendedLatent(Method):
     name = "blended_latent"
-    families = (*UNET_FAMILIES, "sd3")
+    families = (*UNET_FAMILIES, "sd3", "flux")
     description = "Edit inside the mask with the target prompt, blending in the noised source outside it at every step."
     conformance = Conformance(
         settings=({"steps": 3, "t0": 0.9, "paste_source": True}, {"steps": 3, "dilation": 2}), draws_noise=True

@@ -21,7 +21,7 @@ class CFG(Method):
         identities=(Identity({"steps": 3, "w": 3.0, "t0": 0.6}, "sdedit", {"steps": 3, "w": 3.0, "t0": 0.6}),),
         draws_noise=True,
     )
-    families = ("sd", "sdxl", "sd3")
+    families = ("sd", "sdxl", "sd3", "flux")
     needs = frozenset({"target_prompt"})
     params = sampler_params(w=7.5)
 

@@ -24,7 +24,7 @@ class FlowInversion(Method):
     description = "Flow (Euler ODE) inversion with the source prompt, then regeneration with the target prompt under CFG."
     conformance = Conformance(settings=({"steps": 2, "w": 3.0}, {"steps": 3, "inversion_w": 2.0}))
     needs = frozenset({"target_prompt"})
-    families = ("sd3",)
+    families = ("sd3", "flux")
     params = (STEPS, W, INVERSION_W)
 
     @classmethod

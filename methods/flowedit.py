@@ -1,5 +1,6 @@
 """``flowedit``: FlowEdit (Kulikov, Kleiner, Huberman-Spiegelglas, Michaeli, ICCV 2025), inversion-free
-editing on a rectified-flow backbone (SD3).
+editing on a rectified-flow backbone (SD3, FLUX.1: ``FlowEditSD3`` and ``FlowEditFLUX`` share the loop;
+on FLUX the two branches' guidance is the distilled guidance input, one evaluation each).
 
 Formulas: docs/REFERENCE.md, "Rectified-flow backbones (SD3 / SD3.5)". With ``T`` steps and sigmas
 ``s_i`` (``s_0 = 1``, ``s_T = 0``), the edit latent starts at the source latent ``z0`` and, for the
@@ -12,7 +13,8 @@ from ``z_tar`` (fresh noise at step ``T - n_min``), as SDEdit would run them.
 Where this follows the paper (Algorithm 1, arXiv 2412.08629) and where the authors' code
 (fallenshock/FlowEdit, ``FlowEdit_utils.FlowEditSD3``):
 
-- defaults are the code's SD3 configuration (``SD3_exp.yaml``: ``T_steps`` 50, ``n_max`` 33,
+- defaults on FLUX.1 are the code's FLUX configuration (``FLUX_exp.yaml``: ``T_steps`` 28, ``n_max`` 24,
+  source guidance 1.5, target 5.5); elsewhere (``SD3_exp.yaml``: ``T_steps`` 50, ``n_max`` 33,
   ``n_min`` 0, ``n_avg`` 1, source guidance 3.5, target guidance 13.5; its ``FlowEditSD3`` itself
   defaults ``n_max`` to 15, which the configuration overrides);
 - the step order, the skipped first ``T - n_max`` steps and the ``n_min`` tail follow the code (the
@@ -39,17 +41,26 @@ from bench.method import Conformance, Method, cfg_evaluations
 from bench.params import Param
 from bench.registry import register
 
+# Defaults: FlowEdit's SD3_exp.yaml and, on FLUX.1, its FLUX_exp.yaml (= the FlowEditFLUX signature), fallenshock/FlowEdit @457f402.
 STEPS = Param(
-    "steps", int, 50, "Euler steps of the full schedule (FlowEdit's SD3 config T_steps: 50)", low=1, high=1000
-)
+    "steps", int, 50, "Euler steps of the full schedule, T_steps (FlowEdit's SD3 config: 50, FLUX config: 28)",
+    low=1, high=1000, family_defaults=(("flux", 28),),
+)  # fmt: skip
 N_MAX = Param(
-    "n_max", int, 33, "steps edited, counted from the clean end (FlowEdit's SD3 config: 33)", low=0, high=1000
-)
-N_MIN = Param("n_min", int, 0, "last steps run as plain sampling with the target prompt (FlowEdit's SD3 config: 0)",
+    "n_max", int, 33, "steps edited, counted from the clean end (FlowEdit's SD3 config: 33, FLUX config: 24)",
+    low=0, high=1000, family_defaults=(("flux", 24),),
+)  # fmt: skip
+N_MIN = Param("n_min", int, 0, "last steps run as plain sampling with the target prompt (FlowEdit's SD3 config: 0, FLUX config: 0)",
               low=0, high=1000)  # fmt: skip
-N_AVG = Param("n_avg", int, 1, "noise draws averaged per edited step (FlowEdit's SD3 config: 1)", low=1, high=100)
-SRC_W = Param("src_w", float, 3.5, "CFG weight of the source branch (FlowEdit's SD3 config: 3.5)", low=0, high=50)
-TAR_W = Param("tar_w", float, 13.5, "CFG weight of the target branch (FlowEdit's SD3 config: 13.5)", low=0, high=50)
+N_AVG = Param("n_avg", int, 1, "noise draws averaged per edited step (FlowEdit's SD3 config: 1, FLUX config: 1)", low=1, high=100)
+SRC_W = Param(
+    "src_w", float, 3.5, "guidance of the source branch: CFG weight on SD3 (FlowEdit's SD3 config: 3.5), "
+    "distilled guidance on FLUX (FLUX config: 1.5)", low=0, high=50, family_defaults=(("flux", 1.5),),
+)  # fmt: skip
+TAR_W = Param(
+    "tar_w", float, 13.5, "guidance of the target branch: CFG weight on SD3 (FlowEdit's SD3 config: 13.5), "
+    "distilled guidance on FLUX (FLUX config: 5.5)", low=0, high=50, family_defaults=(("flux", 5.5),),
+)  # fmt: skip
 
 
 @torch.no_grad()
@@ -93,7 +104,7 @@ class FlowEdit(Method):
         settings=({"steps": 3, "n_max": 2}, {"steps": 4, "n_max": 3, "n_min": 1, "n_avg": 2}), draws_noise=True
     )
     needs = frozenset({"target_prompt"})
-    families = ("sd3",)
+    families = ("sd3", "flux")
     params = (STEPS, N_MAX, N_MIN, N_AVG, SRC_W, TAR_W)
 
     @classmethod

@@ -9,7 +9,7 @@ from bench.registry import register
 @register
 class Reconstruct(Method):
     name = "reconstruct"
-    families = ("sd", "sdxl", "sd3")
+    families = ("sd", "sdxl", "sd3", "flux")
     description = "VAE round trip of the source image (no diffusion): the best fidelity any latent method can reach."
     conformance = Conformance(settings=({},))
 

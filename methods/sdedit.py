@@ -27,7 +27,7 @@ class SDEdit(Method):
     name = "sdedit"
     description = "Noise the source to t0*T, denoise with the target prompt under classifier-free guidance."
     conformance = Conformance(settings=({"steps": 3, "t0": 0.7}, {"steps": 2, "t0": 1.0, "w": 1.0}), draws_noise=True)
-    families = ("sd", "sdxl", "sd3")
+    families = ("sd", "sdxl", "sd3", "flux")
     needs = frozenset({"target_prompt"})
     params = (start_level_param(), guidance_param(), steps_param())
 

@@ -48,6 +48,14 @@ def sd3():
 
 
 @pytest.fixture(scope="session")
+def flux():
+    """The embedded FLUX.1 backbone, on the CPU."""
+    from bench.diffusion.backbone import Backbone, BackboneSpec
+
+    return Backbone(BackboneSpec(name="tiny-flux", device="cpu"))
+
+
+@pytest.fixture(scope="session")
 def sdxl():
     """The embedded SDXL backbone, on the CPU (or the test device)."""
     from bench.diffusion.backbone import Backbone

@@ -55,6 +55,7 @@ from bench.execution.plan import cell_seed
 from bench.execution.worker import png_bytes, to_uint8
 from bench.method import Conformance, EditRow, Method, Preparation
 from bench.registry import BUILTIN_PACKAGE, all_methods, get_method, register
+from bench.method import rules_in_force
 from tests.helpers import tiny_backbone_spec
 
 pytestmark = pytest.mark.backbone  # the whole battery runs in the GPU suite's CUDA subset
@@ -62,8 +63,8 @@ pytestmark = pytest.mark.backbone  # the whole battery runs in the GPU suite's C
 IMAGE_TOLERANCE = 1e-4
 HALF_MEAN_BOUND = {"fp16": 0.05, "bf16": 0.15}
 #: The session fixture and the tiny backbone of each family (tests/conftest.py).
-FAMILY_FIXTURE = {"sd": "backbone", "sdxl": "sdxl", "sd3": "sd3"}
-TINY = {"sd": "tiny", "sdxl": "tiny-sdxl", "sd3": "tiny-sd3"}
+FAMILY_FIXTURE = {"sd": "backbone", "sdxl": "sdxl", "sd3": "sd3", "flux": "flux"}
+TINY = {"sd": "tiny", "sdxl": "tiny-sdxl", "sd3": "tiny-sd3", "flux": "tiny-flux"}
 #: Half precision in the default run: p2p over ddpm (it once failed with "mat1 and mat2 must have
 #: the same dtype") and a two-branch editor; (method, inversion) on the method's first family.
 HALF_PRECISION_FAST = {("p2p", "ddpm"), ("masactrl", "direct")}
@@ -180,7 +181,7 @@ class Cells:
 
     def __init__(self, cls: type[Method], backbone: Backbone, given: dict):
         self.method, self.backbone = cls(), backbone
-        self.setting = cls.resolve(given)
+        self.setting = cls.resolve(given, backbone.family_name)
         cls.check_backbone(self.setting, backbone)
 
     def prepare(self, sample: Sample) -> Prepared:
@@ -231,7 +232,8 @@ def test_method_conforms(request, monkeypatch, tmp_path, name, family, index):
     cls = get_method(name)
     backbone = request.getfixturevalue(FAMILY_FIXTURE[family])
     run = Cells(cls, backbone, cls.conformance.setting(index, family))
-    edit_nfe, prep_nfe = cls.estimate_nfe(run.setting)
+    with rules_in_force(backbone.step_rules):  # the family's NFE per guided step, as the dry run estimates
+        edit_nfe, prep_nfe = cls.estimate_nfe(run.setting)
     samples = battery_samples(backbone.resolution)
 
     fresh_cache(monkeypatch, tmp_path / "first")
@@ -241,7 +243,7 @@ def test_method_conforms(request, monkeypatch, tmp_path, name, family, index):
     # (f) the plan's preparation key, derived from the setting alone, is the one the run prepared under:
     # equal settings give one key, and the disk-cache entry the run wrote is the one the dry run looks up
     spec = cls.preparation_key(run.setting)
-    assert spec == cls.preparation_key(cls.resolve(cls.conformance.setting(index, family)))
+    assert spec == cls.preparation_key(cls.resolve(cls.conformance.setting(index, family), family))
     if spec is None:
         assert all(prep.value is None for prep in preps)
     for sample in samples:

@@ -167,9 +167,10 @@ def test_step_counts_that_cannot_run_are_refused_naming_them(given, message):
 
 def test_defaults_are_the_authors_sd3_config():
     method = get_method("flowedit")
-    assert method.families == ("sd3",)
+    assert method.families == ("sd3", "flux")
     defaults = method.resolve({})
     assert defaults == {"steps": 50, "n_max": 33, "n_min": 0, "n_avg": 1, "src_w": 3.5, "tar_w": 13.5}
+    assert method.resolve({}, "sd3") == defaults  # FLUX's own: tests/test_flux.py
     assert all("FlowEdit's SD3 config" in p.help for p in method.params)
 
 

@@ -136,7 +136,7 @@ def test_the_controller_window_is_whole_steps_and_must_be_ordered():
     assert method.effective_setting(method.resolve({"start": 0.1, "stop": 0.25}))["stop"] == 7  # int(28 * 0.25)
     with pytest.raises(ConfigError, match="start = 0.5 > stop = 0.25; need start <= stop"):
         method.resolve({"start": 0.5})
-    assert method.families == ("sd3",) and method.resolve({})["gamma"] == 0.5
+    assert method.families == ("sd3", "flux") and method.resolve({})["gamma"] == 0.5
 
 
 def test_a_run_records_the_nfe_the_dry_run_estimates_and_reuses_the_inversion(tmp_path):

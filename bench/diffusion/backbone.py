@@ -1,7 +1,7 @@
 """One Stable Diffusion backbone shared by every method.
 
 ``Backbone`` loads the components of a diffusers pipeline of one family (SD 1.x/2.x, SDXL or
-SD3/3.5: ``bench.diffusion.families``, read from ``model_index.json``) with ``from_pretrained``
+SD3/3.5 or FLUX.1: ``bench.diffusion.families``, read from ``model_index.json``) with ``from_pretrained``
 from a local folder or a hub id (safetensors only; ``HF_HUB_OFFLINE=1`` is honoured by
 huggingface_hub), and offers what methods share: cached text conditionings, image
 encode/decode, the denoiser's prediction (``eps``: noise for UNets, velocity for SD3), a fresh
@@ -20,6 +20,8 @@ import torch
 from bench.devices import resolve_device
 from bench.diffusion.families import family_of_folder, get_family
 from bench.errors import ConfigError, did_you_mean, unknown
+from bench.method import StepRules
+from bench.samples import Frame, ResolutionPolicy
 from bench.weights import file_digest, only_bin_weights
 
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
@@ -44,7 +46,9 @@ class BackboneSpec:
     ``text_encoder_3``: ``auto`` (load T5 when the pipeline has it) or ``none`` (SD3: T5's part of
     the conditioning is zeros, as diffusers allows). ``offload_text_encoders``: keep the text
     encoders on the CPU and move them to the device only to encode a new prompt (each prompt is
-    encoded once and cached).
+    encoded once and cached). ``true_cfg_scale`` (FLUX only): above 1, every guided step adds
+    classifier-free guidance on top of the distilled guidance, with the unconditional prompt as the
+    negative (diffusers' ``FluxPipeline(true_cfg_scale=..., negative_prompt="")``; twice the NFE).
     """
 
     name: str = "tiny"
@@ -55,6 +59,7 @@ class BackboneSpec:
     scheduler: str = "ddim"
     text_encoder_3: str = "auto"
     offload_text_encoders: bool = False
+    true_cfg_scale: float = 1.0
 
     def __post_init__(self):
         if self.text_encoder_3 not in ("auto", "none"):
@@ -65,6 +70,8 @@ class BackboneSpec:
             raise ConfigError(unknown("backbone scheduler", self.scheduler, scheduler_classes()))
         if self.device not in ("auto", "cpu", "mps") and not self.device.startswith("cuda"):
             raise ConfigError(f"backbone device {self.device!r} is not allowed; expected auto, cpu, mps, cuda or cuda:N")
+        if self.true_cfg_scale < 1:
+            raise ConfigError(f"backbone true_cfg_scale {self.true_cfg_scale} is not allowed; expected >= 1 (1: off)")
         if self.resolution is not None and (self.resolution < 64 or self.resolution % 64):
             raise ConfigError(f"backbone resolution {self.resolution} is not allowed; expected a multiple of 64")
         if not (self.is_tiny or _looks_like_path(self.name) or HUB_ID.fullmatch(self.name)
@@ -162,6 +169,8 @@ def pipeline_fingerprint(spec: BackboneSpec, folder: Path, scheduler_config: dic
                       offload_text_encoders=spec.offload_text_encoders)
         if hasattr(family, "pipeline_options"):  # model_index.json settings that change results (SDXL)
             fields.update(family.pipeline_options(folder))
+        if family_name == "flux":
+            fields.update(true_cfg_scale=spec.true_cfg_scale)
     fields["id"] = hashlib.sha256(json.dumps(fields, sort_keys=True, default=str).encode()).hexdigest()[:16]
     return fields
 
@@ -172,6 +181,11 @@ class BackboneIdentity:
 
     fingerprint_id: str
     resolution: int
+    size_rule: dict | None = None  # the family's own resolution rule (``SIZE_RULE``), for ``ResolutionPolicy.frame``
+
+    def frame(self, policy: ResolutionPolicy) -> Frame:
+        """The size rule its samples are prepared by under ``policy``."""
+        return policy.frame(self.resolution, self.size_rule)
 
 
 def identity_on_disk(spec: BackboneSpec) -> BackboneIdentity | None:
@@ -184,8 +198,43 @@ def identity_on_disk(spec: BackboneSpec) -> BackboneIdentity | None:
     family = get_family(family_name)
     scheduler_config = family.scheduler_class(spec).load_config(folder, subfolder="scheduler")
     denoiser, vae = (json.loads((folder / sub / "config.json").read_text()) for sub in (family.DENOISER, "vae"))
-    resolution = spec.resolution or denoiser["sample_size"] * 2 ** (len(vae["block_out_channels"]) - 1)
-    return BackboneIdentity(pipeline_fingerprint(spec, folder, scheduler_config, family_name)["id"], resolution)
+    resolution = spec.resolution or native_resolution(family, denoiser, vae)
+    return BackboneIdentity(pipeline_fingerprint(spec, folder, scheduler_config, family_name)["id"], resolution,
+                            getattr(family, "SIZE_RULE", None))
+
+
+def native_resolution(family, denoiser_config: dict, vae_config: dict) -> int:
+    """The pixel size a family's pipeline makes by default: the denoiser's ``sample_size`` x the VAE
+    factor, unless the family says otherwise (FLUX's transformer has no sample size)."""
+    if hasattr(family, "native_resolution"):
+        return family.native_resolution(denoiser_config, vae_config)
+    return denoiser_config["sample_size"] * 2 ** (len(vae_config["block_out_channels"]) - 1)
+
+
+def step_rules(spec: BackboneSpec, family=None) -> StepRules:
+    """The backbone's ``StepRules`` (NFE per guided step, steps of a start level): its family's, known
+    without loading it; SD's for a hub id whose ``model_index.json`` is not in the hub cache yet."""
+    if family is None:
+        name = known_family(spec)
+        family = None if name is None else get_family(name)
+    return family.step_rules(spec) if hasattr(family, "step_rules") else StepRules()
+
+
+def known_family(spec: BackboneSpec) -> str | None:
+    """The family of a backbone known without loading it or the network: tiny names, local folders,
+    hub ids whose ``model_index.json`` is in the hub cache; None otherwise."""
+    return family_on_disk(spec) or _cached_hub_family(spec)
+
+
+def _cached_hub_family(spec: BackboneSpec) -> str | None:
+    """The family of a hub id from the hub cache's ``model_index.json`` (no network); None when absent."""
+    from huggingface_hub import try_to_load_from_cache
+
+    try:
+        index = try_to_load_from_cache(spec.name, "model_index.json", revision=spec.revision)
+    except Exception:  # not a valid repo id
+        return None
+    return family_of_folder(Path(index).parent) if isinstance(index, str) else None
 
 
 def folder_on_disk(spec: BackboneSpec) -> Path | None:
@@ -243,6 +292,8 @@ class Backbone:
         self.family = get_family(self.family_name)
         if spec.text_encoder_3 != "auto" and self.family_name != "sd3":
             raise ConfigError(f"backbone text_encoder_3 applies to SD3/3.5 only; {spec.name!r} is {self.family_name}")
+        if spec.true_cfg_scale != 1 and self.family_name != "flux":
+            raise ConfigError(f"backbone true_cfg_scale applies to FLUX.1 only; {spec.name!r} is {self.family_name}")
         for sub in self.family.weight_files(spec):
             problem = only_bin_weights(self.folder / sub)
             if problem:
@@ -255,11 +306,12 @@ class Backbone:
             for module in self.text_encoders:
                 module.to("cpu")
         self.vae_factor = 2 ** (len(self.vae.config.block_out_channels) - 1)
-        self.resolution = spec.resolution or self.denoiser.config.sample_size * self.vae_factor
+        self.resolution = spec.resolution or native_resolution(self.family, dict(self.denoiser.config), dict(self.vae.config))
         if self.resolution % (8 * self.vae_factor):
             raise ConfigError(f"backbone resolution {self.resolution} must be a multiple of {8 * self.vae_factor}")
         self.latent_size = self.resolution // self.vae_factor
         self.nfe = NFECounter(self.denoiser)
+        self.step_rules = step_rules(spec, self.family)
         self._text_cache: dict[str, torch.Tensor] = {}
         self.labels = [UNTRAINED_LABEL] if spec.is_tiny else []
         self.fingerprint = pipeline_fingerprint(spec, self.folder, self.scheduler_config, self.family_name)
@@ -274,7 +326,8 @@ class Backbone:
     # -- services ---------------------------------------------------------------------------
     @property
     def latent_channels(self) -> int:
-        return self.denoiser.config.in_channels
+        """Channels of a latent as methods see it (the VAE's; FLUX's transformer takes them 2x2-packed)."""
+        return self.vae.config.latent_channels
 
     def new_scheduler(self, steps: int):
         """A fresh scheduler with ``steps`` inference timesteps (never shared between cells)."""
@@ -314,6 +367,11 @@ class Backbone:
         """The denoiser's prediction for a batch of latents and matching conditionings: the
         UNet's noise for SD, the transformer's velocity for SD3."""
         return self.family.predict(self, latent, t, text, **unet_kwargs)
+
+    def frame(self, policy: ResolutionPolicy) -> Frame:
+        """The size rule samples are prepared by for this backbone under ``policy`` (its family's
+        ``SIZE_RULE`` is the ``model`` policy's rule)."""
+        return policy.frame(self.resolution, getattr(self.family, "SIZE_RULE", None))
 
     def describe(self) -> dict:
         return {

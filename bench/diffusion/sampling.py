@@ -38,7 +38,11 @@ def guided_eps(
     ``w = 1`` is conditional and ``w = 0`` unconditional: each costs a single NFE. ``w`` may
     also be a tensor broadcasting against ``latent`` (one weight per row, e.g. (B, 1, 1, 1)).
     ``unet`` replaces ``backbone.eps`` (same signature), e.g. to add a ControlNet's residuals.
+    A family with its own guidance (FLUX's distilled guidance input: ``guided_prediction``) guides its way.
     """
+    family_guidance = getattr(getattr(backbone, "family", None), "guided_prediction", None)
+    if family_guidance is not None and unet is None:
+        return family_guidance(backbone, latent, t, cond, uncond, w)
     unet = unet or backbone.eps
     if isinstance(w, torch.Tensor):
         w = w.to(latent)
@@ -100,8 +104,10 @@ def split_rows(images: torch.Tensor) -> list:
 
 
 def partial_timesteps(scheduler, steps: int, t0: float) -> torch.Tensor:
-    """The last ``int(steps * t0)`` timesteps of the schedule (diffusers' img2img ``strength``)."""
-    return scheduler.timesteps[(steps - whole_steps(steps, t0)) * scheduler.order :]
+    """The last ``int(steps * t0)`` timesteps of the schedule (diffusers' img2img ``strength``); a
+    schedule with its own img2img rule (``start_steps``: FLUX's) keeps that many instead."""
+    run = scheduler.start_steps(steps, t0) if hasattr(scheduler, "start_steps") else whole_steps(steps, t0)
+    return scheduler.timesteps[(steps - run) * scheduler.order :]
 
 
 def prev_timestep(scheduler, t) -> int:

@@ -1,7 +1,7 @@
 """The embedded backbones: seeded, randomly initialised pipelines of each family's architecture.
 
 ``tiny`` (SD 1.x) is the default; ``tiny-sdxl`` is SDXL's (``_build_sdxl``), ``tiny-sd3`` SD3's
-(``_build_sd3``).
+(``_build_sd3``), ``tiny-flux`` FLUX.1 [dev]'s (``_build_flux``).
 
 It has every component of Stable Diffusion 1.x at a toy size (UNet with cross-attention
 blocks, an AutoencoderKL with downsampling factor 8, a CLIP text encoder over the real
@@ -38,7 +38,7 @@ SD_SCHEDULER_CONFIG = dict(
 
 
 #: The embedded backbones and their families.
-TINY_BACKBONES = {"tiny": "sd", "tiny-sdxl": "sdxl", "tiny-sd3": "sd3"}
+TINY_BACKBONES = {"tiny": "sd", "tiny-sdxl": "sdxl", "tiny-sd3": "sd3", "tiny-flux": "flux"}
 _FOLDERS = {name: f"{name}-v{TINY_VERSION}" for name in TINY_BACKBONES} | {"tiny": f"tiny-sd-v{TINY_VERSION}"}
 
 
@@ -51,7 +51,7 @@ def tiny_backbone_dir(name: str = "tiny") -> Path:
     """Folder of the tiny pipeline ``name``, built on first use."""
     folder = tiny_folder(name)
     if not (folder / "model_index.json").is_file():
-        {"tiny": _build, "tiny-sdxl": _build_sdxl, "tiny-sd3": _build_sd3}[name](folder)
+        {"tiny": _build, "tiny-sdxl": _build_sdxl, "tiny-sd3": _build_sd3, "tiny-flux": _build_flux}[name](folder)
     return folder
 
 
@@ -218,5 +218,50 @@ def _build_sdxl(folder: Path) -> None:
         vae=vae, text_encoder=_tiny_clip(TINY_SEED + 2, hidden, projection=False),
         text_encoder_2=_tiny_clip(TINY_SEED + 3, hidden), tokenizer=tokenizer, tokenizer_2=tokenizer, unet=unet,
         scheduler=DDIMScheduler(**SD_SCHEDULER_CONFIG), force_zeros_for_empty_prompt=True, add_watermarker=False,
+    )  # fmt: skip
+    _save_atomically(pipe, tmp, folder)
+
+
+def _build_flux(folder: Path) -> None:
+    """FLUX.1 [dev]'s architecture at a toy size: a transformer with guidance embedding (2 double-
+    and 4 single-stream blocks, 2 heads of 16, RoPE axes 4/4/8, 64 = 16 x 2 x 2 packed channels),
+    a 16-channel VAE with FLUX's scaling and shift factors, a tiny CLIP (pooled, 32 wide) and a
+    one-layer T5 (32 wide), and FLUX's dynamically shifted flow-matching scheduler."""
+    from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler, FluxPipeline, FluxTransformer2DModel
+    from transformers import CLIPTokenizer, T5Config, T5EncoderModel
+
+    from bench.tokenizer import t5_style_tokenizer
+
+    tmp = folder.with_name(f"{folder.name}.building-{os.getpid()}")
+    clip_tokenizer = CLIPTokenizer.from_pretrained(write_clip_tokenizer_files(tmp / "_tokenizer_src"))
+    t5_tokenizer = t5_style_tokenizer()
+    hidden = 32
+    torch.manual_seed(TINY_SEED)
+    transformer = FluxTransformer2DModel(
+        patch_size=1, in_channels=64, num_layers=2, num_single_layers=4, attention_head_dim=16, num_attention_heads=2,
+        joint_attention_dim=hidden, pooled_projection_dim=hidden, guidance_embeds=True, axes_dims_rope=(4, 4, 8),
+    )  # fmt: skip
+    torch.manual_seed(TINY_SEED + 1)
+    vae = AutoencoderKL(
+        in_channels=3, out_channels=3, down_block_types=("DownEncoderBlock2D",) * 4,
+        up_block_types=("UpDecoderBlock2D",) * 4, block_out_channels=(8, 16, 16, 16), layers_per_block=1,
+        latent_channels=16, norm_num_groups=8, sample_size=TINY_RESOLUTION, scaling_factor=0.3611,
+        shift_factor=0.1159, use_quant_conv=False, use_post_quant_conv=False,
+    )  # fmt: skip
+    torch.manual_seed(TINY_SEED + 4)
+    t5 = T5EncoderModel(
+        T5Config(
+            vocab_size=len(t5_tokenizer), d_model=hidden, d_ff=64, d_kv=8, num_layers=1, num_heads=4,
+            relative_attention_num_buckets=8, pad_token_id=0, eos_token_id=1, decoder_start_token_id=0,
+        )
+    )  # fmt: skip
+    scheduler = FlowMatchEulerDiscreteScheduler(
+        num_train_timesteps=1000, shift=3.0, use_dynamic_shifting=True, base_shift=0.5, max_shift=1.15,
+        base_image_seq_len=256, max_image_seq_len=4096,
+    )  # fmt: skip
+    pipe = FluxPipeline(
+        transformer=transformer, scheduler=scheduler, vae=vae,
+        text_encoder=_tiny_clip(TINY_SEED + 2, hidden, projection=False), tokenizer=clip_tokenizer,
+        text_encoder_2=t5, tokenizer_2=t5_tokenizer,
     )  # fmt: skip
     _save_atomically(pipe, tmp, folder)

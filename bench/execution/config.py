@@ -24,7 +24,7 @@ from typing import Any
 import yaml
 
 from bench.data import DatasetSpec
-from bench.diffusion.backbone import BackboneSpec, family_on_disk
+from bench.diffusion.backbone import BackboneSpec, known_family
 from bench.diffusion.families import check_method_family
 from bench.errors import ConfigError, unknown
 from bench.metrics import MetricOptions, get_metric
@@ -98,8 +98,9 @@ def _as_list(value) -> list:
     return list(value) if isinstance(value, (list, tuple)) else [value]
 
 
-def expand_grid(method: str, block: dict | None) -> list[dict[str, Any]]:
-    """Validated parameter settings of one method block (cartesian product x zip)."""
+def expand_grid(method: str, block: dict | None, family: str | None = None) -> list[dict[str, Any]]:
+    """Validated parameter settings of one method block (cartesian product x zip); defaults are
+    ``family``'s where a parameter has its own (None: the family is not known)."""
     cls = get_method(method)
     if block is not None and not isinstance(block, dict):
         raise ConfigError(f"method {method!r}: expected a mapping of parameters, got {block!r}, e.g. {method}: {{}}")
@@ -121,7 +122,7 @@ def expand_grid(method: str, block: dict | None) -> list[dict[str, Any]]:
     settings, seen = [], set()
     for a in crossed:
         for b in zip_rows:
-            setting = cls.resolve({**a, **b})
+            setting = cls.resolve({**a, **b}, family)
             if setting_json(setting) not in seen:
                 seen.add(setting_json(setting))
                 settings.append(setting)
@@ -203,7 +204,9 @@ def build_config(
         )
     if not methods:
         raise ConfigError("config: 'methods' must name at least one method, e.g. methods: {sdedit: {t0: 0.5}}")
-    settings = {name: expand_grid(name, block) for name, block in methods.items()}
+    backbone_spec = _spec(BackboneSpec, raw.get("backbone"), "backbone")
+    family = known_family(backbone_spec)
+    settings = {name: expand_grid(name, block, family) for name, block in methods.items()}
     seeds = _as_list(raw["seeds"])
     if not seeds or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in seeds):
         raise ConfigError(f"config: seeds = {raw['seeds']!r}; expected non-negative integers")
@@ -213,8 +216,6 @@ def build_config(
     batch_size = raw["batch_size"]
     if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
         raise ConfigError(f"config: batch_size = {batch_size!r}; expected a positive integer (cells per UNet batch)")
-    backbone_spec = _spec(BackboneSpec, raw.get("backbone"), "backbone")
-    family = family_on_disk(backbone_spec)
     if family is not None:  # a hub id's family is known once loaded: the worker checks it then, before any cell
         for name in settings:
             check_method_family(get_method(name), family)

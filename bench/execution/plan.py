@@ -22,9 +22,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from bench.data import SampleRef, load_dataset
-from bench.diffusion.backbone import identity_on_disk
+from bench.diffusion.backbone import identity_on_disk, step_rules
 from bench.errors import ConfigError
 from bench.execution.config import RunConfig
+from bench.method import rules_in_force
 from bench.metrics import SetMetric, get_metric
 from bench.registry import get_method
 from bench.settings import setting_label, varying_params
@@ -155,13 +156,15 @@ def plan_settings(config: RunConfig, n_samples: int) -> tuple[list[SettingPlan],
     """Per setting, what it runs; and per method, the preparations kept in the disk cache
     (``PreparationSpec``, ``cached``) each sample needs, one per cache entry."""
     plans, preparations = [], {}
+    rules = step_rules(config.backbone)
     for method, settings in config.settings.items():
         cls = get_method(method)
         varying, _ = varying_params(method, settings)
         for setting in settings:
-            start, run = cls.schedule(setting) or (None, None)
+            with rules_in_force(rules):  # the backbone family's NFE per guided step and start-level steps
+                (start, run), nfe = cls.schedule(setting) or (None, None), cls.estimate_nfe(setting)[0]
             cells = n_samples * len(config.seeds)
-            plans.append(SettingPlan(method, setting_label(setting, varying), cells, start, run, cls.estimate_nfe(setting)[0]))
+            plans.append(SettingPlan(method, setting_label(setting, varying), cells, start, run, nfe))
             spec = cls.preparation(setting)
             entries = [known.cache_entry() for known in preparations.setdefault(method, [])]
             if spec is not None and spec.cached and spec.cache_entry() not in entries:
@@ -175,10 +178,10 @@ def cached_preparations(config: RunConfig, refs: list[SampleRef], preparations: 
     identity = identity_on_disk(config.backbone)
     if identity is None:
         return None
-    found = 0
+    found, frame = 0, identity.frame(config.dataset.policy())
     for ref in refs:
         try:
-            sample = ref.load(identity.resolution)
+            sample = ref.load(frame)
         except Exception:  # a bad sample fails its cells in the run; here it is simply not cached
             continue
         found += sum(spec.is_cached(identity, sample) for specs in preparations.values() for spec in specs)
@@ -200,7 +203,8 @@ def dry_run_text(config: RunConfig) -> str:
     if preparations:
         each = ", ".join(f"{m}: {len(specs) * len(refs)}" for m, specs in preparations.items())
         total = sum(len(specs) for specs in preparations.values()) * len(refs)
-        nfe = sum(spec.nfe() for specs in preparations.values() for spec in specs) * len(refs)
+        with rules_in_force(step_rules(config.backbone)):
+            nfe = sum(spec.nfe() for specs in preparations.values() for spec in specs) * len(refs)
         cached = cached_preparations(config, refs, preparations)
         found = "disk cache not checked (the backbone's files are not on disk)" if cached is None else \
             f"{cached} found in the disk cache, {total - cached} to compute"

@@ -36,7 +36,7 @@ from bench.diffusion.backbone import Backbone
 from bench.diffusion.families import check_method_family
 from bench.execution.config import RunConfig
 from bench.execution.plan import Cell, WorkUnit, cell_seed
-from bench.method import EditResult, EditRow, Method, Preparation
+from bench.method import EditResult, EditRow, Method, Preparation, rules_in_force
 from bench.metrics import get_metric, load_metrics
 from bench.metrics.extractors import Extractors
 from bench.metrics.image_scores import ImageScore, score_images
@@ -102,6 +102,14 @@ def device_name(device: torch.device) -> str:
     return f"{socket.gethostname()}/{name}"
 
 
+def _by_image_size(rows: list) -> list[list]:
+    """``rows`` split into batches of one image size (under ``keep_aspect`` samples differ), in order of first size."""
+    groups: dict[tuple, list] = {}
+    for row in rows:
+        groups.setdefault(tuple(row.sample.image.shape), []).append(row)
+    return list(groups.values())
+
+
 def _error(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"
 
@@ -121,6 +129,7 @@ class CellWorker:
             check_method_family(type(self.methods[name]), self.backbone.family_name)
             for setting in settings:
                 self.methods[name].check_backbone(setting, self.backbone)
+        self.frame = self.backbone.frame(config.dataset.policy())
         self.name = device_name(self.backbone.device)
         self._samples: OrderedDict[str, Sample | Exception] = OrderedDict()
         self._token, self._batches = uuid.uuid4().hex[:8], 0
@@ -148,13 +157,13 @@ class CellWorker:
                     yield row
                 else:
                     rows.append(row)
-            if rows:
-                yield from self._execute(rows)
+            for same_size in _by_image_size(rows):
+                yield from self._execute(same_size)
 
     def _sample(self, ref: SampleRef) -> Sample | Exception:
         if ref.id not in self._samples:
             try:
-                self._samples[ref.id] = ref.load(self.backbone.resolution)
+                self._samples[ref.id] = ref.load(self.frame)
             except Exception as exc:  # a bad sample fails its own cells, never the run
                 self._samples[ref.id] = exc
             while len(self._samples) > SAMPLE_CACHE_SIZE:
@@ -165,7 +174,8 @@ class CellWorker:
         """The cell's row, or its outcome when it cannot run (bad sample, missing field, failed preparation)."""
         method = self.methods[cell.method]
         record = CellRecord(cell.key, cell.method, cell.setting, cell.sample_id, cell.seed, "ok", cell.ref.edit_type)
-        record.start_step, record.steps_run = method.schedule(cell.setting) or (None, None)
+        with rules_in_force(self.backbone.step_rules):
+            record.start_step, record.steps_run = method.schedule(cell.setting) or (None, None)
         record.worker = self.name
         record.groups = dict(cell.ref.groups)
         sample = self._sample(cell.ref)

@@ -1,12 +1,14 @@
-"""Backbone families: what differs between Stable Diffusion 1.x/2.x, SDXL and SD3/3.5, one module each.
+"""Backbone families: what differs between Stable Diffusion 1.x/2.x, SDXL, SD3/3.5 and FLUX.1, one module each.
 
-A family module (``sd``, ``sdxl``, ``sd3``) implements the same functions, which ``bench.diffusion.backbone.Backbone``
+A family module (``sd``, ``sdxl``, ``sd3``, ``flux``) implements the same functions, which ``bench.diffusion.backbone.Backbone``
 calls: ``load`` (the components, from a pipeline folder), ``weight_files`` (what the fingerprint
 hashes), ``encode_text`` (one packed conditioning tensor per prompt), ``encode_image``/``decode``
 (VAE with the family's scaling and shift), ``predict`` (the denoiser: noise for UNets, velocity for
-SD3) and ``new_scheduler`` (a fresh sampler whose ``add_noise`` noises to a level and whose
+SD3 and FLUX) and ``new_scheduler`` (a fresh sampler whose ``add_noise`` noises to a level and whose
 ``step`` takes one step). CFG combines predictions the same way for every family
-(``bench.diffusion.sampling.guided_eps``). The family is read from the pipeline folder's
+(``bench.diffusion.sampling.guided_eps``) unless the family defines ``guided_prediction`` (FLUX's
+distilled guidance, an input of the transformer) and ``guided_evaluations`` (its cost per step);
+``native_resolution``, where defined, replaces the denoiser's ``sample_size`` as the default size. The family is read from the pipeline folder's
 ``model_index.json`` (``_class_name``); another flow transformer is one more module here.
 """
 
@@ -24,9 +26,11 @@ PIPELINE_FAMILIES = {
     "StableDiffusionXLImg2ImgPipeline": "sdxl",
     "StableDiffusion3Pipeline": "sd3",
     "StableDiffusion3Img2ImgPipeline": "sd3",
+    "FluxPipeline": "flux",
+    "FluxImg2ImgPipeline": "flux",
 }
-FAMILIES = ("sd", "sdxl", "sd3")
-FAMILY_TITLES = {"sd": "SD 1.x/2.x", "sdxl": "SDXL", "sd3": "SD3/3.5"}
+FAMILIES = ("sd", "sdxl", "sd3", "flux")
+FAMILY_TITLES = {"sd": "SD 1.x/2.x", "sdxl": "SDXL", "sd3": "SD3/3.5", "flux": "FLUX.1"}
 #: The families with SD's UNet, noise prediction and DDIM math, where every UNet method's mathematics carries over.
 UNET_FAMILIES = ("sd", "sdxl")
 

@@ -19,11 +19,12 @@ SD3 port (Sarim-MBZUAI/rf-inversion-sd3):
 
 - the inversion's velocity is the empty prompt's, as in the paper and both codes
   (``inversion_w = 0``); ``inversion_w = 1`` uses the source prompt's, as ``flow_inversion`` does;
-- the discretisation is the SD3 port's, which is ``flow_invert``'s: the shifted sigmas, each
-  velocity and field taken at the current, less noisy point. diffusers' FLUX pipeline instead
-  feeds the network the unshifted time ``i / (N + 1)`` at step ``i`` of ``N`` while stepping by the
-  shifted sigma gaps taken from the noisy end first; that mismatch is not reproduced, so
-  ``gamma = 0`` is exactly ``flow_inversion`` (tested);
+- the inversion's discretisation (``times``): ``shifted`` is the SD3 port's, which is
+  ``flow_invert``'s: the shifted sigmas, each velocity and field taken at the current, less noisy
+  point, so ``gamma = 0`` is exactly ``flow_inversion`` (tested). ``diffusers`` is diffusers' FLUX
+  pipeline's (``invert``): at step ``i`` of ``N`` the network and the field see the unshifted time
+  ``t_i = i / (N + 1)`` while the step is the shifted sigma gap ``s_i - s_{i+1}`` taken from the
+  noisy end first (``diffusers_rf_invert``); the method's default on FLUX;
 - the reverse window is diffusers' ``start_timestep``/``stop_timestep`` as fractions of the steps;
 - diffusers draws ``y1`` from the unseeded global RNG and the SD3 port after ``torch.manual_seed``;
   here it comes from a generator seeded by the image hash and ``noise_seed``
@@ -37,7 +38,7 @@ from typing import ClassVar
 import torch
 from diffusers.utils.torch_utils import randn_tensor
 
-from bench.diffusion.families.sd3 import velocity_fn
+from bench.diffusion.families.sd3 import euler_step, guided_velocity, velocity_fn
 from bench.diffusion.inversion.ddim import Inversion, cached_trajectory
 from bench.diffusion.inversion.ddpm import noise_generator
 from bench.diffusion.inversion.flow import flow_invert
@@ -56,16 +57,38 @@ def controlled(
     return velocity.float() + strength * (field - velocity.float())
 
 
-def rf_invert(backbone, sample, steps: int, inversion_w: float, gamma: float, noise_seed: int) -> torch.Tensor:
+#: The inversion's discretisations (module docstring): the SD3 port's and diffusers' FLUX pipeline's.
+INVERSION_TIMES = ("shifted", "diffusers")
+
+
+def rf_invert(
+    backbone, sample, steps: int, inversion_w: float, gamma: float, noise_seed: int, times: str = "shifted"
+) -> torch.Tensor:
     """The controlled inversion trajectory of ``sample`` (steps + 1, C, h, w), as ``flow_invert``'s."""
     z0 = backbone.encode_image(sample.image[None])
     y1 = randn_tensor(z0.shape, generator=noise_generator(sample, noise_seed), device=z0.device, dtype=z0.dtype)
+    cond, uncond = backbone.encode_text(sample.source_prompt), backbone.encode_text("")
+    if times == "diffusers":
+        return diffusers_rf_invert(backbone, z0, y1, cond, uncond, steps, inversion_w, gamma)
 
     def towards_noise(latent, sigma, velocity):
         return controlled(velocity, latent, y1, 1.0, sigma, gamma)
 
-    cond, uncond = backbone.encode_text(sample.source_prompt), backbone.encode_text("")
     return flow_invert(backbone, z0, cond, uncond, steps, inversion_w, control=towards_noise)
+
+
+@torch.no_grad()
+def diffusers_rf_invert(backbone, z0, y1, cond, uncond, steps: int, w: float, gamma: float) -> torch.Tensor:
+    """diffusers' ``RFInversionFluxPipeline.invert``: ``Y += (s_i - s_{i+1}) (u + gamma ((y1 - Y) / (1 - t_i) - u))``
+    with ``u`` the velocity at the unshifted time ``t_i = i / (N + 1)``, for ``i = 0 .. N - 1``."""
+    sigmas = backbone.new_scheduler(steps).sigmas
+    latents = [z0]
+    for i in range(steps):
+        t = i / (steps + 1)
+        velocity = guided_velocity(backbone, latents[-1], 1000 * t, cond, uncond, w)
+        velocity = controlled(velocity, latents[-1], y1, 1.0, t, gamma)
+        latents.append(euler_step(latents[-1], velocity, sigmas[i + 1], sigmas[i]))
+    return torch.cat(latents)
 
 
 @dataclass(frozen=True)
@@ -77,14 +100,16 @@ class RFInversionSpec(InversionSpec):
     inversion_w: float
     gamma: float
     noise_seed: int
+    times: str = "shifted"
 
     def cache_params(self) -> dict:
-        return {"inversion_w": self.inversion_w, "noise_seed": self.noise_seed, "gamma": self.gamma}
+        params = {"inversion_w": self.inversion_w, "noise_seed": self.noise_seed, "gamma": self.gamma}
+        return params if self.times == "shifted" else {**params, "times": self.times}  # shifted: keys as before
 
     def prepare(self, backbone, sample) -> Preparation:
         return cached_trajectory(
             backbone, sample, self,
-            lambda: rf_invert(backbone, sample, self.steps, self.inversion_w, self.gamma, self.noise_seed),
+            lambda: rf_invert(backbone, sample, self.steps, self.inversion_w, self.gamma, self.noise_seed, self.times),
         )  # fmt: skip
 
 
