@@ -7,8 +7,13 @@ instructions, on the full set and on its "intersection" subset. Here the three c
 (``language``: en/cn, ``intersection``: true/false); one table per language and subset, with a
 row per method, setting and task type (GEdit-Bench's eleven, in its order) and an ``Average``
 row that is, as in GEdit-Bench's ``calculate_statistics.py``, the mean of the task types' means
-(not of all cells). NaN cells are left out of the means and counted beside them. The judge
-(model, revision, template, decoding) heads every table.
+(not of all cells). The judge (model, revision, template, decoding) heads every table.
+
+Two rules follow GEdit-Bench's scripts, where a sample either has all its scores in their CSV
+or is absent: a cell whose SC, PQ or O is NaN is left out of all three means (``drop_together``),
+and counted in the notes; the ``Average`` row says over how many of the eleven task types it
+is taken (``k/11 task types`` in its n column): GEdit-Bench's script gives NaN when a task type
+is missing, editbench shows the mean over those present and says so, never silently.
 """
 
 import dataclasses
@@ -32,17 +37,28 @@ AVERAGE = "Average"
 EXPLANATION = (
     "GEdit-Bench's view: VIEScore SC (semantic consistency), PQ (perceptual quality) and O = sqrt(SC × PQ), "
     "0-10, per task type; one table per instruction language and subset. Average = the mean of the task "
-    "types' means, as GEdit-Bench computes it. NaN cells are left out of the means and counted beside them."
+    "types' means, as GEdit-Bench computes it, over the task types it names (k/11; GEdit-Bench's own Average "
+    "needs all 11). A cell with SC, PQ or O NaN is left out of all three means, as GEdit-Bench drops a sample "
+    "whose scoring failed; NaN cells are counted beside them."
 )
 
 
 @dataclass
 class Section:
-    """One table: a language and subset, its rows (per method, setting and task type, then Average)."""
+    """One table: a language and subset, its rows (per method, setting and task type, then Average)
+    and how many cells ``drop_together`` left out of every mean."""
 
     title: str
     subset: str
     rows: list[Row]
+    dropped: int = 0
+    covered: dict[str, int] = dataclasses.field(default_factory=dict)  # row name -> task types its Average covers
+
+    def n_text(self, row: Row) -> str:
+        """The n column: cells, and for an Average row over how many task types it is taken."""
+        if row.edit_type != AVERAGE:
+            return str(row.ok)
+        return f"{row.ok} ({self.covered[row_key(row)]}/{len(GEDIT_TASK_TYPES)} task types)"
 
 
 @dataclass
@@ -54,6 +70,27 @@ class GEditTable:
     @property
     def missing_metrics(self) -> list[str]:
         return [m for m, _ in METRICS if m not in self.run.metric_names]
+
+
+def drop_together(run: RunData, cells: pd.DataFrame) -> tuple[pd.DataFrame, int]:
+    """``cells`` with SC, PQ and O all NaN wherever one of them is NaN, and how many cells that
+    touched (cells where each is NaN or not computed are not counted)."""
+    present = [m for m, _ in METRICS if m in run.image_metrics]
+    stored = {m: pd.Series([(key, m) in run.present for key in cells["key"]], index=cells.index) for m in present}
+    failed = pd.Series(False, index=cells.index)
+    for m in present:
+        failed |= stored[m] & cells[f"metric.{m}"].isna()
+    whole = pd.Series(True, index=cells.index)
+    for m in present:
+        whole &= ~stored[m] | cells[f"metric.{m}"].isna()
+    touched = failed & ~whole & (cells["status"] == "ok")
+    cells = cells.copy()
+    cells.loc[failed, [f"metric.{m}" for m in present]] = math.nan
+    return cells, int(touched.sum())
+
+
+def row_key(row: Row) -> str:
+    return f"{row.method} {row.setting_json}"
 
 
 def _macro_mean(rows: list[Row], metric: str) -> Stat:
@@ -73,16 +110,24 @@ def _average(rows: list[Row]) -> Row:
     )  # fmt: skip
 
 
-def _section_rows(run: RunData, cells: pd.DataFrame) -> list[Row]:
+def _has_mean(row: Row) -> bool:
+    """Whether a task-type row has a finite mean of every metric the run computed."""
+    stats = [row.metrics[m] for m, _ in METRICS if m in row.metrics]
+    return bool(stats) and all(not math.isnan(s.mean) for s in stats)
+
+
+def _section_rows(run: RunData, cells: pd.DataFrame) -> tuple[list[Row], int, dict[str, int]]:
     order = {name: i for i, name in enumerate(GEDIT_TASK_TYPES)}
+    cells, dropped = drop_together(run, cells)
     rows = summarize(dataclasses.replace(run, cells=cells), by_edit_type=True)
-    out = []
+    out, covered = [], {}
     for method in dict.fromkeys(r.method for r in rows):
         for setting in dict.fromkeys(r.setting_json for r in rows if r.method == method):
             own = sorted((r for r in rows if r.method == method and r.setting_json == setting),
                          key=lambda r: order.get(r.edit_type, len(order)))  # fmt: skip
             out += own + [_average(own)]
-    return out
+            covered[row_key(own[0])] = sum(r.edit_type in GEDIT_TASK_TYPES and _has_mean(r) for r in own)
+    return out, dropped, covered
 
 
 def build_gedit(run_dir, ci: bool = False) -> GEditTable:
@@ -97,7 +142,7 @@ def build_gedit(run_dir, ci: bool = False) -> GEditTable:
         for subset, subset_name in SUBSETS:
             chosen = in_language & (intersection if subset == "intersection" else True)
             if chosen.any():
-                sections.append(Section(f"{name}, {subset_name}", subset, _section_rows(run, run.cells[chosen])))
+                sections.append(Section(f"{name}, {subset_name}", subset, *_section_rows(run, run.cells[chosen])))
     return GEditTable(run, sections, ci)
 
 
@@ -105,9 +150,9 @@ def header() -> list[str]:
     return ["method", "setting", "task type", "n"] + [f"{title} {arrow(m)}".strip() for m, title in METRICS]
 
 
-def body(rows: list[Row], ci: bool) -> list[list[str]]:
-    return [[r.method, r.label, r.edit_type, str(r.ok)] + [value_text(r.metrics.get(m), ci) for m, _ in METRICS]
-            for r in rows]  # fmt: skip
+def body(section: Section, ci: bool) -> list[list[str]]:
+    return [[r.method, r.label, r.edit_type, section.n_text(r)] + [value_text(r.metrics.get(m), ci) for m, _ in METRICS]
+            for r in section.rows]  # fmt: skip
 
 
 def notes(view: GEditTable) -> list[str]:
@@ -116,6 +161,13 @@ def notes(view: GEditTable) -> list[str]:
         missing = ",".join(view.missing_metrics)
         out.append(f"Not computed in this run: {missing} (add them from the saved images: "
                    f"editbench score {view.run.run_dir} --metrics {missing}).")  # fmt: skip
+    dropped = sum(s.dropped for s in view.sections if s.subset == "full")
+    if dropped:
+        out.append(f"{dropped} cell(s) with one of SC, PQ and O NaN are left out of all three means "
+                   "(GEdit-Bench keeps or drops a sample's scores together).")  # fmt: skip
+    if any(k < len(GEDIT_TASK_TYPES) for s in view.sections for k in s.covered.values()):
+        out.append(f"An Average over fewer than {len(GEDIT_TASK_TYPES)} task types is not GEdit-Bench's Average "
+                   "(its script gives NaN when a task type is missing); the n column says how many it covers.")
     shown = [dataclasses.replace(r, metrics={m: s for m, s in r.metrics.items() if m in dict(METRICS)})
              for s in view.sections if s.subset == "full" for r in s.rows if r.edit_type != AVERAGE]  # fmt: skip
     return out + nan_notes(shown)
@@ -133,7 +185,7 @@ def gedit_markdown(view: GEditTable) -> str:
     heads = [f"**{md_text(c)}**" for c in caveat] + ["", md_text(judge), ""]
     lines = [f"# GEdit-Bench table: {md_text(run.run_dir.name)}", "", md_text(EXPLANATION), ""]
     for section in view.sections:
-        lines += [f"## {md_text(section.title)}", ""] + heads + md_table(header(), body(section.rows, view.ci)) + [""]
+        lines += [f"## {md_text(section.title)}", ""] + heads + md_table(header(), body(section, view.ci)) + [""]
     remarks = notes(view)
     if remarks:
         lines += ["Notes:", ""] + [f"- {md_text(n)}" for n in remarks]
@@ -148,7 +200,7 @@ def gedit_html(view: GEditTable) -> str:
              f"<style>{STYLE}</style></head><body><h1>{title}</h1>", f"<p>{esc(EXPLANATION)}</p>"]  # fmt: skip
     for section in view.sections:
         parts += [f"<h2>{esc(section.title)}</h2>", _caveat(run.labels), f"<p>{esc(judge)}</p>",
-                  _table(header(), body(section.rows, view.ci), 3, [r.is_reference for r in section.rows])]  # fmt: skip
+                  _table(header(), body(section, view.ci), 3, [r.is_reference for r in section.rows])]  # fmt: skip
     remarks = notes(view)
     if remarks:
         parts += ["<p>Notes:</p>", "<ul>" + "".join(f"<li>{esc(n)}</li>" for n in remarks) + "</ul>"]
