@@ -2,6 +2,8 @@
 on a tiny random Qwen2.5-VL, the endpoint backend against a real HTTP server on 127.0.0.1,
 the score rule, the judgment cache and the per-cell notes."""
 
+import base64
+import io
 import json
 import math
 
@@ -314,3 +316,40 @@ def test_a_malformed_template_file_is_a_one_line_error(monkeypatch, tmp_path):
     monkeypatch.setattr(judge, "TEMPLATES", tmp_path)
     with pytest.raises(ConfigError, match="broken_v1.yaml lacks or mistypes"):
         load_template("broken_v1")
+
+
+def test_an_edit_of_another_size_is_judged_resized_to_the_source_bicubic_uncropped():
+    """GEdit-Bench finding 1: its scorer resizes the edit to the judged source's size (PIL bicubic)."""
+    from PIL import Image
+
+    from bench.metrics.judge import to_pil
+
+    seen = []
+
+    def record(images, text, body):
+        seen.append([im.size for im in images])
+        return rule_answers(images, text, body)
+
+    g = torch.Generator().manual_seed(3)
+    source, edited = torch.rand(3, 24, 40, generator=g), torch.rand(3, 12, 16, generator=g)
+    with ChatServer(record) as server:
+        judge = load_judge(JudgeOptions(backend="endpoint", url=server.url, model="tiny-judge"), "cpu", False, 0)
+        (answer,) = judge.answers("sc", [edited], [source], samples(1))
+        assert answer.score == 3 and seen == [[(40, 24), (40, 24)]]
+        sent = server.requests[0]["messages"][0]["content"][1]["image_url"]["url"].split(",", 1)[1]
+        expected = to_pil(edited).resize((40, 24), Image.Resampling.BICUBIC)
+        assert Image.open(io.BytesIO(base64.b64decode(sent))).tobytes() == expected.tobytes()
+
+
+def test_gedit_card_judges_input_image_whole(tmp_path):
+    """GEdit-Bench finding 1: the card reads ``input_image`` (what its scorer judges against) under
+    ``keep_aspect`` (nothing cropped), not ``input_image_raw`` centre-cropped to a square."""
+    from bench.data import DatasetSpec, load_dataset
+    from tests.helpers import write_hub_fixture
+
+    folder = write_hub_fixture(tmp_path / "gedit", "gedit_bench", "train", n=2)
+    spec = DatasetSpec(name="gedit_bench", path=folder)
+    sample = load_dataset(spec)[0].load(spec.policy().frame(256))
+    assert sample.source_size == (40, 32)  # the fixture's input_image; input_image_raw is 80 x 64
+    height, width = sample.image.shape[1:]
+    assert width / height == pytest.approx(40 / 32, rel=0.05) and width != height

@@ -9,8 +9,10 @@ A vision-language model (``bench.metrics.judge_backends``) answers two fixed tem
   PQ is their minimum;
 - overall, ``vie_o`` = sqrt(SC * PQ) of the same two answers.
 
-Images are the source at backbone resolution and the edited PNG's pixels (the same size, so
-GEdit-Bench's resize of the edit to the source's size changes nothing). A cell whose sample
+Images are the source as the run prepared it (GEdit-Bench's card: its ``input_image`` under
+``keep_aspect``, nothing cropped) and the edited PNG's pixels brought to the source's size as
+GEdit-Bench's scorer brings them (``judged_edit``: PIL bicubic resize, no crop; a no-op when the
+sizes agree, as they do for every cell editbench makes). A cell whose sample
 has no instruction is NaN with that reason, unless ``metric_options.judge.instruction`` is
 ``from_prompts``: then a sample with both prompts gets the instruction
 ``Change "<source prompt>" to "<target prompt>".`` (the wording is editbench's own). An answer
@@ -117,6 +119,12 @@ def to_pil(image: torch.Tensor) -> Image.Image:
     return Image.fromarray(pixels)
 
 
+def judged_edit(edited: Image.Image, source: Image.Image) -> Image.Image:
+    """The edit as GEdit-Bench's scorer judges it: resized to the source's size (PIL bicubic,
+    stretched, never cropped), ``Image.open(edited).convert("RGB").resize(source.size)`` there."""
+    return edited if edited.size == source.size else edited.resize(source.size, Image.Resampling.BICUBIC)
+
+
 def pixel_hash(picture: Image.Image) -> str:
     return hashlib.sha256(picture.tobytes() + repr(picture.size).encode()).hexdigest()
 
@@ -162,7 +170,8 @@ class Judge:
             if spec.placeholder and instruction is None:
                 rows[i] = Answer(None, NAN, "the sample has no instruction (judge.instruction: from_prompts derives one)")
                 continue
-            images = {"source": to_pil(source[i]), "edited": to_pil(edited[i])}
+            images = {"source": to_pil(source[i])}
+            images["edited"] = judged_edit(to_pil(edited[i]), images["source"])
             pictures = [images[name] for name in spec.images]
             key = self._key(part, pictures, instruction)
             path = self._path(key)
