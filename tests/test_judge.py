@@ -353,3 +353,27 @@ def test_gedit_card_judges_input_image_whole(tmp_path):
     assert sample.source_size == (40, 32)  # the fixture's input_image; input_image_raw is 80 x 64
     height, width = sample.image.shape[1:]
     assert width / height == pytest.approx(40 / 32, rel=0.05) and width != height
+
+
+def test_gedit_gpt41_request_form_is_selectable_and_part_of_the_judge_identity():
+    """GEdit-Bench finding 4: its GPT-4.1 requests put the text first, then JPEG images, with
+    max_tokens 1400 and the API's default temperature; editbench's default form stays as it was."""
+    with ChatServer(rule_answers) as server:
+        values, extractors = scored(endpoint_options(server, request="gedit_gpt41"), names=("vie_sc",))
+        assert values["vie_sc"][0].tolist() == [3, 3]
+        body = server.requests[0]
+        content = body["messages"][0]["content"]
+        assert [p["type"] for p in content] == ["text", "image_url", "image_url"]
+        assert content[1]["image_url"]["url"].startswith("data:image/jpeg;base64,")
+        assert body["max_tokens"] == 1400 and "temperature" not in body
+        identity = judge_identity(extractors)
+        assert identity["request"] == "gedit_gpt41" and identity["max_new_tokens"] == 1400
+        assert "default temperature" in identity["line"]
+        scored(endpoint_options(server), names=("vie_sc",))  # the default form: another judge, asked again
+        assert len(server.requests) == 4
+        default = server.requests[-1]
+        assert default["messages"][0]["content"][-1]["type"] == "text" and default["temperature"] == 0
+    with pytest.raises(ConfigError, match="request"):
+        JudgeOptions(request="gedit_gpt41")  # the local backend has one form
+    with pytest.raises(ConfigError, match="unknown request form"):
+        JudgeOptions(backend="endpoint", url="http://127.0.0.1:1/v1", request="gpt")

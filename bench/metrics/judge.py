@@ -144,7 +144,8 @@ class Judge:
 
     def __init__(self, backend, template: Template, instruction_mode: str):
         self.backend, self.template, self.instruction_mode = backend, template, instruction_mode
-        self.identity = {**backend.identity, "template": template.version, "max_new_tokens": template.max_new_tokens}
+        limit = backend.identity.get("max_new_tokens", template.max_new_tokens)  # a request form may set its own
+        self.identity = {**backend.identity, "template": template.version, "max_new_tokens": limit}
 
     def describe(self) -> str:
         """``model@revision, template <version>, <decoding>``: the line tables carry."""

@@ -10,7 +10,11 @@ judgment cache and goes to the manifest and every table.
   ``Qwen/Qwen2.5-VL-7B-Instruct``, GEdit-Bench's open judge family. The chat is one user
   message with the images first, as GEdit-Bench's Qwen2.5-VL judge builds it.
 - ``endpoint``: ``POST {url}/chat/completions`` of any OpenAI-compatible server (vLLM, SGLang,
-  ``transformers serve``), images as PNG data URLs. The API key is read from the environment
+  ``transformers serve``), built by the ``request`` form (``REQUEST_FORMS``): ``editbench`` (the
+  default) sends the images first as PNG data URLs at ``temperature: 0`` with the template's
+  token limit; ``gedit_gpt41`` builds the request GEdit-Bench's headline numbers came from (its
+  ``viescore/mllm_tools/openai.py``: the text first, then the images as JPEG, ``max_tokens``
+  1400, no ``temperature``, i.e. the API's default). The form is part of the judge's identity. The API key is read from the environment
   variable ``api_key_env`` names, when it names one, and is never stored. Requests run up to
   ``concurrency`` at a time, each with a ``timeout_s`` and up to ``retries`` retries after
   transient errors (connection errors, timeouts, HTTP 408/409/429/5xx), waiting
@@ -32,6 +36,26 @@ from pathlib import Path
 from bench.errors import ConfigError, unknown
 
 BACKENDS = ("local", "endpoint")
+
+
+@dataclass(frozen=True)
+class RequestForm:
+    """How an endpoint request is built: the text before or after the images, the images'
+    encoding, the temperature (None: not sent, the API's default) and the token limit (None:
+    the template's ``max_new_tokens``)."""
+
+    text_first: bool
+    image_format: str
+    temperature: float | None
+    max_tokens: int | None
+    about: str
+
+
+REQUEST_FORMS = {
+    "editbench": RequestForm(False, "PNG", 0, None, "greedy"),
+    "gedit_gpt41": RequestForm(True, "JPEG", None, 1400, "the API's default temperature, GEdit-Bench's GPT-4.1 "
+                               "request (text first, JPEG images, max_tokens 1400)"),
+}  # fmt: skip
 DTYPES = ("auto", "fp32", "fp16", "bf16")
 TRANSIENT_HTTP = frozenset({408, 409, 429, 500, 502, 503, 504})
 
@@ -47,7 +71,8 @@ class JudgeOptions:
     ``concurrency``, ``timeout_s``, ``retries``, ``backoff_s``: endpoint only;
     ``template``: a template file of ``bench/metrics/templates`` (without ``.yaml``);
     ``instruction``: ``sample`` (the sample's instruction; none: NaN) or ``from_prompts``
-    (an instruction made from the sample's prompts when it has none, see ``bench.metrics.judge``).
+    (an instruction made from the sample's prompts when it has none, see ``bench.metrics.judge``);
+    ``request``: how an endpoint request is built, a key of ``REQUEST_FORMS`` (endpoint only).
     """
 
     backend: str = "local"
@@ -63,9 +88,15 @@ class JudgeOptions:
     backoff_s: float = 1.0
     template: str = "viescore_tie_0shot_v1"
     instruction: str = "sample"
+    request: str = "editbench"
 
     def __post_init__(self):
         where = "metric_options.judge"
+        if self.request not in REQUEST_FORMS:
+            raise ConfigError(f"{where}.request: {unknown('request form', self.request, list(REQUEST_FORMS))}")
+        if self.request != "editbench" and self.backend != "endpoint":
+            raise ConfigError(f"{where}.request = {self.request!r} builds an endpoint's request; the local backend "
+                              "has one form (images first)")  # fmt: skip
         if self.backend not in BACKENDS:
             raise ConfigError(f"{where}.backend: {unknown('judge backend', self.backend, BACKENDS)}")
         if self.dtype not in DTYPES:
@@ -85,9 +116,10 @@ class JudgeOptions:
                 raise ConfigError(f"{where}.{key} = {value!r}; expected a positive number of seconds")
 
 
-def png_data(image) -> bytes:
+def png_data(image, image_format: str = "PNG") -> bytes:
+    """The picture's file bytes (PNG, or JPEG at PIL's default quality as GEdit-Bench encodes it)."""
     buffer = io.BytesIO()
-    image.save(buffer, format="PNG")
+    image.save(buffer, format=image_format)
     return buffer.getvalue()
 
 
@@ -179,8 +211,11 @@ class ChatEndpoint(JudgeBackend):
                 raise ConfigError(f"metric_options.judge.api_key_env names {options.api_key_env!r}, "
                                   "but that environment variable is not set")  # fmt: skip
         self._check_reachable()
+        self.form = REQUEST_FORMS[options.request]
         self.identity = {"backend": "endpoint", "model": options.model, "url": self.url,
-                         "revision": options.revision or "unknown (endpoint)", "decoding": "greedy"}  # fmt: skip
+                         "revision": options.revision or "unknown (endpoint)", "decoding": self.form.about}  # fmt: skip
+        if options.request != "editbench":  # the default form keeps the identity (and cache keys) it always had
+            self.identity |= {"request": options.request, "max_new_tokens": self.form.max_tokens}
 
     def _headers(self) -> dict:
         headers = {"Content-Type": "application/json"}
@@ -206,11 +241,17 @@ class ChatEndpoint(JudgeBackend):
             return [f.exception() or f.result() for f in futures]
 
     def _body(self, images: list, text: str, max_new_tokens: int) -> bytes:
-        content = [{"type": "image_url",
-                    "image_url": {"url": "data:image/png;base64," + base64.b64encode(png_data(im)).decode()}}
-                   for im in images] + [{"type": "text", "text": text}]  # fmt: skip
+        form = self.form
+        kind = form.image_format.lower()
+        pictures = [{"type": "image_url", "image_url": {
+            "url": f"data:image/{kind};base64," + base64.b64encode(png_data(im, form.image_format)).decode()}}
+            for im in images]  # fmt: skip
+        words = [{"type": "text", "text": text}]
+        content = words + pictures if form.text_first else pictures + words
         body = {"model": self.options.model, "messages": [{"role": "user", "content": content}],
-                "temperature": 0, "max_tokens": max_new_tokens, "stream": False}  # fmt: skip
+                "max_tokens": form.max_tokens or max_new_tokens, "stream": False}  # fmt: skip
+        if form.temperature is not None:
+            body["temperature"] = form.temperature
         return json.dumps(body).encode()
 
     def _answer(self, images: list, text: str, max_new_tokens: int) -> str:
