@@ -86,7 +86,7 @@ def test_answers_in_the_templates_formats_are_read(answer, scores):
     ('{"score": [-1, 6], "reasoning": ""}', "outside 0-10"),
     ('{"score": ["high", 6], "reasoning": ""}', "not a number"),
     ('{"score": [8], "reasoning": ""}', "1 score(s) given"),
-    ("7", "1 score(s) given"),  # a bare number is read (VIEScore's rule 3) but rates one criterion only
+    ("7", "no JSON object or score list"),  # VIEScore reads a bare number; the templates rate two criteria
     ('{"score": [8, 6, 2], "reasoning": ""}', "3 score(s) given"),
 ])  # fmt: skip
 def test_malformed_answers_give_no_scores_and_say_why(answer, reason):
@@ -377,3 +377,16 @@ def test_gedit_gpt41_request_form_is_selectable_and_part_of_the_judge_identity()
         JudgeOptions(request="gedit_gpt41")  # the local backend has one form
     with pytest.raises(ConfigError, match="unknown request form"):
         JudgeOptions(backend="endpoint", url="http://127.0.0.1:1/v1", request="gpt")
+
+
+def test_answer_reading_rules_each_give_scores_and_the_docs_name_every_difference():
+    """GEdit-Bench finding 5: no reading rule that can never produce a score (the bare number was
+    read as one score, then always refused by the two-criteria count); the module doc names how
+    editbench differs from VIEScore's parser instead of claiming to follow it."""
+    import bench.metrics.judge_answers as answers
+
+    assert not read_answer("7", 2).ok and "1 score(s)" not in read_answer("7", 2).reason
+    assert read_answer("[7, 2]", 2).scores == (7, 2) and read_answer("{score: [7, 2]}", 2).scores == (7, 2)
+    doc = answers.__doc__
+    for difference in ("fix_json", "bare number", "[11, 6]", "random score"):
+        assert difference in doc

@@ -1,21 +1,27 @@
 """Reading a judge's answer: the score list VIEScore's templates ask for, or why there is none.
 
-VIEScore's templates ask for ``{"score": [...], "reasoning": "..."}``. The reading follows the
-rules of VIEScore's own parser (``mllm_output_to_dict``), in order:
+VIEScore's templates ask for ``{"score": [...], "reasoning": "..."}``. An answer is read in the
+order of VIEScore's own parser (``mllm_output_to_dict`` in GEdit-Bench's ``viescore/utils.py``):
 
 1. the text between the two ``||V^=^V||`` delimiters of the delimited templates, when the
    answer has exactly two of them;
 2. else the text from the first ``{`` to the last ``}``;
-3. else a bare list of two integers (``[6, 0]``) or a bare integer 0-10 as the whole answer.
+3. else a bare list of two integers, from the first ``[`` to the last ``]`` (``[6, 0]``).
 
-The JSON is read with its newlines removed; JSON whose keys lack quotes (``{score: [3, 4]}``)
-is read after quoting them. A non-list ``score`` is a list of one.
+The JSON is read with its newlines removed; a non-list ``score`` is a list of one.
 
-Stricter than VIEScore, on purpose (an answer is never silently turned into a number):
-VIEScore's evaluation asks again once and then *guesses a random score* when an answer cannot
-be read; here it is NaN with the reason. Each score must be a number in the template's range,
-and there must be exactly one per criterion the template rates (VIEScore takes the minimum of
-whatever list it finds).
+Where editbench differs from that parser, on purpose (compared on synthetic answers):
+
+- JSON whose keys lack quotes (``{score: [3, 4]}``) is read after quoting them; VIEScore's
+  repair (``fix_json``) turns such a score list into broken JSON and cannot read it.
+- A bare number (``7``) is no answer here: VIEScore reads it as one score and takes it as SC or
+  PQ, but the templates rate two criteria each, so it is unreadable.
+- Each score must be a number (not a boolean) in the template's range, and there must be exactly
+  one per criterion the template rates: VIEScore takes the minimum of whatever list it finds
+  (``[11, 6]`` gives 6, ``[-1, 6]`` gives -1, ``[8]`` gives 8, ``[true, 6]`` gives True) and
+  fails on a non-number, which GEdit-Bench's scorer then asks again.
+- An answer that cannot be read is NaN with the reason; VIEScore asks both templates again once
+  and then *guesses a random score* 0-10.
 """
 
 import json
@@ -51,9 +57,6 @@ def _json_part(answer: str) -> tuple[str | None, list | None]:
     bracket = answer[answer.find("[") : answer.rfind("]") + 1] if "[" in answer else ""
     if _BARE_PAIR.match(bracket):
         return None, json.loads(bracket)
-    stripped = answer.strip()
-    if stripped.isdigit() and 0 <= int(stripped) <= 10:
-        return None, [int(stripped)]
     return None, None
 
 
@@ -72,7 +75,7 @@ def read_answer(answer: str, criteria: int, score_range: tuple[float, float] = (
     text, scores = _json_part(answer)
     if scores is None:
         if text is None:
-            return Reading(None, "no JSON object, score list or single score found in the answer")
+            return Reading(None, "no JSON object or score list found in the answer")
         try:
             data = _load(text)
         except ValueError as exc:
