@@ -174,7 +174,7 @@ def resumed_executor(run_dir, overrides: dict):
 @click.option("--md", "md_path", type=click.Path(dir_okay=False), help="Write a Markdown report here (figures in <name>_files/).")
 @click.option("--plane", "planes", multiple=True, metavar="X:Y", help="Trade-off plot axes, e.g. clip_score:lpips_bg (repeatable).")
 @click.option("--grid", "n_grid", type=click.IntRange(0), default=3, show_default=True, help="Samples shown as image grids.")
-@click.option("--table", type=click.Choice(["piebench", "gedit", "categories"]), help="Show a benchmark's published table view instead: piebench (its columns, units, edit types) gedit (VIEScore SC/PQ/O per task type, language and subset), or categories (one table per edit/task type, language, subset, ... with n per row).")
+@click.option("--table", metavar="NAME", help="Show a benchmark's own table view instead: piebench (its columns, units, edit types), the name of any dataset card that declares a view (gedit_bench or gedit: VIEScore SC/PQ/O per task type, language and subset; see editbench datasets), or categories (one table per edit/task type, language, subset, ... with n per row).")
 @click.option("--by", "by", multiple=True, metavar="CATEGORY", help="With --table categories: only this category (edit_type or a group, e.g. language; repeatable).")
 @click.option("--reference", "reference_path", type=click.Path(dir_okay=False), help="YAML of published numbers shown beside the run, e.g. references/piebench_table1.yaml (implies --table piebench).")
 @click.option("--ci", is_flag=True, help="With --table: also show 95% bootstrap intervals.")
@@ -197,13 +197,13 @@ def report(run_dir, html_path, md_path, planes, n_grid, table, by, reference_pat
             click.echo(text)
         return
     if ci and not (table or reference_path):
-        raise ConfigError("--ci adds intervals to --table piebench|gedit; the ordinary report always shows them")
-    if reference_path and table == "gedit":
-        raise ConfigError("--reference holds PIE-Bench's published numbers; it goes with --table piebench, not gedit")
-    if table == "gedit":
-        from bench.reporting.gedit_table import write_gedit
+        raise ConfigError("--ci adds intervals to --table piebench|NAME; the ordinary report always shows them")
+    if table not in (None, "piebench"):
+        from bench.reporting.card_table import write_table
 
-        for line in write_gedit(run_dir, ci, html_path, md_path):
+        if reference_path:
+            raise ConfigError(f"--reference holds PIE-Bench's published numbers; it goes with --table piebench, not {table}")
+        for line in write_table(run_dir, table, ci, html_path, md_path):
             click.echo(line, err=bool(html_path or md_path))
         return
     if table or reference_path:
@@ -379,14 +379,18 @@ def methods(includes):
 
 @main.command()
 def datasets():
-    """List bundled datasets and the formats ``dataset.path`` accepts."""
+    """List bundled datasets, the formats ``dataset.path`` accepts and, per hub card, the columns a
+    local copy must have, its metrics, judge protocol and table view."""
     from bench.data import DatasetSpec, dataset_cards, load_dataset
+    from bench.hub_data import card_summary
 
     cards = sorted(dataset_cards().items(), key=lambda item: item[1].get("format") == "hub")  # bundled sets first
     for name, card in cards:
         if card.get("format") == "hub":  # not loaded here: it may not be in the cache
             click.echo(f"{name}: hub {card['hub']} (split {card['split']}; licence {card['license']}; metrics its "
                        f"authors report: {' '.join(card['reported'].split())}). {' '.join(card['description'].split())}")
+            for line in card_summary(card):
+                click.echo(line)
             continue
         n = len(load_dataset(DatasetSpec(name=name)))
         click.echo(f"{name}: {n} samples. {card.get('description', '').strip()}")

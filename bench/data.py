@@ -10,6 +10,7 @@ image and mask. A problem with one sample raises ``SampleError`` naming it when 
 is loaded, so the runner records its cells as failed and goes on with the others.
 """
 
+import functools
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -36,12 +37,6 @@ EDIT_TYPES = (
     "change_background",
     "change_style",
 )
-#: GEdit-Bench's task types (its ``task_type`` field), accepted as edit types beside PIE-Bench's.
-GEDIT_TASK_TYPES = (
-    "background_change", "color_alter", "material_alter", "motion_change", "ps_human", "style_change",
-    "subject-add", "subject-remove", "subject-replace", "text_change", "tone_transfer",
-)  # fmt: skip
-KNOWN_EDIT_TYPES = EDIT_TYPES + GEDIT_TASK_TYPES
 PIE_MASK_SIZE = 512
 DEFAULT_DATASET = "sample"
 #: The only package images a dataset may use, and only a bundled one (``datasets/<name>/card.yaml``):
@@ -109,7 +104,7 @@ class DatasetSpec:
             raise ConfigError(f"dataset.allow_download = {self.allow_download!r}; expected true or false")
         if self.turns not in TURNS:
             raise ConfigError(f"dataset.turns: {unknown('turn rule', self.turns, TURNS)}")
-        allowed = tuple(card.get("edit_types") or ()) if card else KNOWN_EDIT_TYPES  # a card without a list: any
+        allowed = tuple(card.get("edit_types") or ()) if card else known_edit_types()  # a card without a list: any
         for t in self.edit_types or ():
             if allowed and t not in allowed:
                 raise ConfigError(unknown("dataset edit type", t, allowed))
@@ -206,9 +201,17 @@ def _edit_words(value) -> tuple[str, str] | None:
     return (words[0], words[1]) if words else None
 
 
+@functools.cache
+def known_edit_types() -> tuple[str, ...]:
+    """The edit types a manifest may name: PIE-Bench's, then those of each bundled card that
+    says ``manifest_edit_types: true`` (GEdit-Bench's task types)."""
+    cards = [t for card in dataset_cards().values() if card.get("manifest_edit_types") for t in card["edit_types"]]
+    return tuple(dict.fromkeys([*EDIT_TYPES, *cards]))
+
+
 def _check_edit_type(sample_id: str, edit_type):
-    if edit_type is not None and edit_type not in KNOWN_EDIT_TYPES:
-        raise SampleError(sample_id, unknown("edit type", edit_type, KNOWN_EDIT_TYPES))
+    if edit_type is not None and edit_type not in known_edit_types():
+        raise SampleError(sample_id, unknown("edit type", edit_type, known_edit_types()))
     return edit_type
 
 

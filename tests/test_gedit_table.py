@@ -8,9 +8,18 @@ from pathlib import Path
 
 import pytest
 
-from bench.reporting.gedit_table import AVERAGE, build_gedit, gedit_markdown
+from bench.reporting.card_table import build_table
+from bench.reporting.card_table import table_markdown as gedit_markdown
 from tests.chat_server import ChatServer
 from tests.helpers import read_cells, run_config
+
+AVERAGE = "Average"
+
+
+def build_gedit(run_dir):
+    """GEdit-Bench's view, as its card declares it (``--table gedit_bench``)."""
+    return build_table(run_dir, "gedit_bench")
+
 
 FIXTURE = [  # id, task type, language, intersection, instruction
     ("g0", "subject-add", "en", "true", "add a hat"),
@@ -210,7 +219,7 @@ def test_a_cell_whose_pq_failed_leaves_all_three_means(judged_run):
     assert adds.metrics["vie_sc"].mean == sc_of("add a red scarf to the cat")  # g0's SC is not in the mean
     assert adds.metrics["vie_sc"].n == 1 and adds.metrics["vie_sc"].n_nan == 1
     assert view.sections[0].dropped == 1
-    assert "left out of all three means" in gedit_markdown(view)
+    assert "left out of all their means" in gedit_markdown(view)
 
 
 def test_the_average_says_over_how_many_task_types_it_is_taken(judged_run):
