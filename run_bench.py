@@ -384,11 +384,18 @@ def datasets():
     from bench.data import DatasetSpec, dataset_cards, load_dataset
     from bench.hub_data import card_summary
 
-    cards = sorted(dataset_cards().items(), key=lambda item: item[1].get("format") == "hub")  # bundled sets first
+    cards = sorted(dataset_cards().items(), key=lambda item: item[1].get("format") in ("hub", "json_map"))  # bundled first
     for name, card in cards:
         if card.get("format") == "hub":  # not loaded here: it may not be in the cache
             click.echo(f"{name}: hub {card['hub']} (split {card['split']}; licence {card['license']}; metrics its "
                        f"authors report: {' '.join(card['reported'].split())}). {' '.join(card['description'].split())}")
+            for line in card_summary(card):
+                click.echo(line)
+            continue
+        if card.get("format") == "json_map":  # a local copy only: dataset: {name: NAME, path: FOLDER}
+            click.echo(f"{name}: a local copy (dataset: {{name: {name}, path: FOLDER}}; licence {card['license']}; "
+                       f"metrics its authors report: {' '.join(card['reported'].split())}). "
+                       f"{' '.join(card['description'].split())}")  # fmt: skip
             for line in card_summary(card):
                 click.echo(line)
             continue

@@ -132,7 +132,7 @@ class DatasetSpec:
                 raise ConfigError(f"dataset.hub {self.hub!r} has no bundled card; cards exist for {', '.join(hubs)}")
             return found[0]
         card = cards.get(self.name) if self.name is not None else None
-        return card if card and card.get("format") == "hub" else None
+        return card if card and card.get("format") in ("hub", "json_map") else None
 
 
 def open_image(sample_id: str, path: Path) -> Image.Image:
@@ -282,6 +282,36 @@ def _jsonl_loader(sample_id: str, entry: dict, root: Path, package_images: bool)
     return load
 
 
+#: A JSON-map item's fields: a manifest line's, without the source prompt such benchmarks lack.
+ITEM_FIELDS = {name: f for name, f in JSONL_FIELDS.items() if name != "source_prompt"}
+
+
+def load_json_map(card: dict, folder) -> list[SampleRef]:
+    """A benchmark published as one JSON object of items (ImgEdit-Bench's ``basic_edit.json``:
+    ``{key: {id: image path, prompt, edit_type}}``), from its local copy ``folder``: the card's
+    ``manifest`` file there, images under ``folder`` by the path the card's ``image`` field names.
+    The card's ``fields`` map sample fields to item keys; each item is checked and loaded as a
+    JSONL manifest line (its key is the sample id, no source prompt)."""
+    if folder is None:
+        raise ConfigError(f"dataset {card['name']}: give its local copy as dataset.path, a folder with "
+                          f"{card['manifest']} and the images it names")  # fmt: skip
+    path = Path(folder).expanduser() / card["manifest"]
+    if not path.is_file():
+        raise ConfigError(f"dataset path {str(folder)!r}: no {card['manifest']} (the {card['name']} card's manifest)")
+    items = json.loads(path.read_text(encoding="utf-8"))
+    refs = []
+    for key, item in items.items():
+        entry = {"id": str(key), "source_prompt": "",
+                 **{field: item.get(column) for field, column in card["fields"].items()}}  # fmt: skip
+        edit_type = entry.get("edit_type") if isinstance(entry.get("edit_type"), str) else None
+        error = field_error(entry, ITEM_FIELDS) if isinstance(item, dict) else "the item is not a JSON object"
+        if error:
+            refs.append(_broken_ref(str(key), f"{error} ({path.name} item {key!r})", edit_type))
+        else:
+            refs.append(SampleRef(str(key), edit_type, _jsonl_loader(str(key), entry, path.parent, False)))
+    return _unique(refs, path)
+
+
 # -- PIE-Bench -------------------------------------------------------------------------------
 def decode_pie_mask(encoded: list[int], sample_id: str = "?", size: int = PIE_MASK_SIZE) -> np.ndarray:
     """PIE-Bench's run-length mask: ``[start, length, ...]`` over the row-major flattened
@@ -390,7 +420,9 @@ def dataset_cards() -> dict[str, dict]:
 def load_dataset(spec: DatasetSpec) -> list[SampleRef]:
     """The spec's samples, filtered (turns, groups, edit type), then cut to ``limit``."""
     card = spec.card()
-    if card is not None:
+    if card is not None and card["format"] == "json_map":
+        refs = load_json_map(card, spec.path)
+    elif card is not None:
         from bench.hub_data import load_hub_benchmark
 
         refs = load_hub_benchmark(card, spec)

@@ -271,6 +271,10 @@ def card_summary(card: dict) -> list[str]:
         entry[1] = tuple(k for k in entry[1] if k in kinds)  # read in several roles: what all of them allow
     columns = "; ".join(f"{c} ({', '.join(r)}: {' | '.join(k)})" for c, (r, k) in roles.items())
     lines = [f"  columns a local copy must have: {columns}"]
+    if card["format"] == "json_map":  # one JSON object of items, images as paths
+        keys = ", ".join(f"{column} ({field}{': a path under the folder' * (field == 'image')})"
+                         for field, column in card["fields"].items())  # fmt: skip
+        lines = [f"  a local copy is a folder with {card['manifest']}, {{key: {{item}}}}, each item with: {keys}"]
     if card.get("metrics"):
         lines.append(f"  metrics: {', '.join(card['metrics'])}")
     judge = card.get("judge")

@@ -368,7 +368,7 @@ def test_gedit_gpt41_request_form_is_selectable_and_part_of_the_judge_identity()
         assert body["max_tokens"] == 1400 and "temperature" not in body
         identity = judge_identity(extractors)
         assert identity["request"] == "gedit_gpt41" and identity["max_new_tokens"] == 1400
-        assert "default temperature" in identity["line"]
+        assert "gedit_gpt41 request" in identity["line"] and "API-default-temperature decoding" in identity["line"]
         scored(endpoint_options(server), names=("vie_sc",))  # the default form: another judge, asked again
         assert len(server.requests) == 4
         default = server.requests[-1]

@@ -40,13 +40,17 @@ from PIL import Image
 from bench.errors import ConfigError, unknown
 from bench.metrics.base import ImageMetric
 from bench.metrics.extractors import network
-from bench.metrics.judge_answers import read_answer
+from bench.metrics.judge_answers import read_answer, read_named_scores
 from bench.metrics.judge_backends import ChatEndpoint, JudgeOptions, LocalVLM
 from bench.metrics.options import Option
 from bench.paths import cache_dir, write_atomic
 
 TEMPLATES = Path(__file__).parent / "templates"
 NAN = float("nan")
+#: How a template's answers are read (``Template.reader``) and its criteria combined (``combine``).
+READERS = {"viescore": lambda text, criteria, score_range: read_answer(text, len(criteria), score_range),
+           "named_lines": read_named_scores}  # fmt: skip
+COMBINE = {"min": min, "mean": lambda scores: sum(scores) / len(scores)}
 
 
 def judge_options(value, where: str) -> JudgeOptions:
@@ -62,7 +66,7 @@ def judge_options(value, where: str) -> JudgeOptions:
     return value
 
 
-JUDGE = Option("judge", JudgeOptions, JudgeOptions(), "the VLM judge of vie_sc, vie_pq and vie_o: a mapping of "
+JUDGE = Option("judge", JudgeOptions, JudgeOptions(), "the VLM judge of vie_sc, vie_pq, vie_o and imgedit_score: a mapping of "
                "JudgeOptions keys (bench.metrics.judge_backends), e.g. {backend: endpoint, url: ...}",
                judge_options)  # fmt: skip
 
@@ -80,10 +84,16 @@ class TemplatePart:
 
 @dataclass(frozen=True)
 class Template:
+    """A template file: its parts, the score range, how an answer is read (``reader``:
+    ``viescore``, a JSON score list; ``named_lines``, one ``Criterion: n`` line per criterion) and
+    how a part's criteria make its score (``combine``: ``min``, VIEScore's, or ``mean``)."""
+
     version: str
     score_range: tuple[float, float]
     max_new_tokens: int
     parts: dict[str, TemplatePart]
+    reader: str = "viescore"
+    combine: str = "min"
 
 
 def template_names() -> list[str]:
@@ -98,8 +108,12 @@ def load_template(name: str) -> Template:
     data = yaml.safe_load(path.read_text(encoding="utf-8"))
     try:
         parts = {key: TemplatePart(tuple(data[key]["images"]), data[key]["prompt"], data[key]["placeholder"],
-                                   tuple(data[key]["criteria"])) for key in ("sc", "pq")}  # fmt: skip
-        return Template(data["version"], tuple(data["score_range"]), int(data["max_new_tokens"]), parts)
+                                   tuple(data[key]["criteria"])) for key in data.get("parts", ("sc", "pq"))}  # fmt: skip
+        template = Template(data["version"], tuple(data["score_range"]), int(data["max_new_tokens"]), parts,
+                            data.get("reader", "viescore"), data.get("combine", "min"))  # fmt: skip
+        if template.reader not in READERS or template.combine not in COMBINE:
+            raise ValueError(f"reader {template.reader!r} or combine {template.combine!r}")
+        return template
     except (KeyError, TypeError, ValueError) as exc:
         raise ConfigError(f"judge template {path} lacks or mistypes {exc}; see the fields its header lists") from None
 
@@ -150,7 +164,8 @@ class Judge:
     def describe(self) -> str:
         """``model@revision, template <version>, <decoding>``: the line tables carry."""
         i = self.identity
-        return f"{i['model']}@{i['revision']} via {i['backend']}, template {i['template']}, {i['decoding']} decoding"
+        request = f", {i['request']} request" if i.get("request") else ""
+        return f"{i['model']}@{i['revision']} via {i['backend']}{request}, template {i['template']}, {i['decoding']} decoding"
 
     def _key(self, part: str, pictures: list[Image.Image], instruction: str | None) -> str:
         identity = {k: v for k, v in self.identity.items() if k != "url"}  # the same server on another port answers alike
@@ -193,10 +208,10 @@ class Judge:
         return rows
 
     def _read(self, text: str, spec: TemplatePart) -> Answer:
-        reading = read_answer(text, len(spec.criteria), self.template.score_range)
+        reading = READERS[self.template.reader](text, spec.criteria, self.template.score_range)
         if not reading.ok:
             return Answer(text, NAN, f"unreadable answer: {reading.reason}")
-        return Answer(text, min(reading.scores))
+        return Answer(text, COMBINE[self.template.combine](reading.scores))
 
 
 def load_judge(options, device, untrained: bool, seed: int) -> Judge:

@@ -92,3 +92,30 @@ def read_answer(answer: str, criteria: int, score_range: tuple[float, float] = (
     if len(scores) != criteria:
         return Reading(None, f"{len(scores)} score(s) given, the template rates {criteria} criteria")
     return Reading(tuple(float(v) for v in scores))
+
+
+def read_named_scores(answer: str, criteria: tuple[str, ...], score_range: tuple[float, float]) -> Reading:
+    """The scores of an answer in ImgEdit-Bench's form: one ``<criterion>: <integer>`` line per
+    criterion the template names (other lines, the reasoning, ignored), each in the template's range.
+
+    ImgEdit-Bench's ``step1_get_avgscore.py`` averages every ``X: <digits>`` line it finds, whatever
+    ``X`` is, how many there are and however large the number; here each named criterion must be
+    there once, in range, or the answer is unreadable (NaN with the reason)."""
+    if not answer or not answer.strip():
+        return Reading(None, "empty answer")
+    found: dict[str, list[str]] = {}
+    for line in answer.splitlines():
+        name, _, value = line.strip().partition(": ")
+        if name in criteria:
+            found.setdefault(name, []).append(value.strip().rstrip("."))
+    scores = []
+    for name in criteria:
+        values = found.get(name, [])
+        if len(values) != 1 or not values[0].isdigit():
+            return Reading(None, f"no single '{name}: <integer>' line" if len(values) != 1 else
+                           f"'{name}: {values[0]}' is not an integer score")  # fmt: skip
+        low, high = score_range
+        if not low <= int(values[0]) <= high:
+            return Reading(None, f"score {values[0]} is outside {low:g}-{high:g}")
+        scores.append(float(values[0]))
+    return Reading(tuple(scores))

@@ -41,8 +41,8 @@ BACKENDS = ("local", "endpoint")
 @dataclass(frozen=True)
 class RequestForm:
     """How an endpoint request is built: the text before or after the images, the images'
-    encoding, the temperature (None: not sent, the API's default) and the token limit (None:
-    the template's ``max_new_tokens``)."""
+    encoding, the temperature (None: not sent, the API's default), the token limit (None: the
+    template's ``max_new_tokens``) and the decoding it gives, as the judge line names it."""
 
     text_first: bool
     image_format: str
@@ -53,8 +53,8 @@ class RequestForm:
 
 REQUEST_FORMS = {
     "editbench": RequestForm(False, "PNG", 0, None, "greedy"),
-    "gedit_gpt41": RequestForm(True, "JPEG", None, 1400, "the API's default temperature, GEdit-Bench's GPT-4.1 "
-                               "request (text first, JPEG images, max_tokens 1400)"),
+    "gedit_gpt41": RequestForm(True, "JPEG", None, 1400, "API-default-temperature"),  # GEdit-Bench's viescore/mllm_tools/openai.py
+    "imgedit_gpt4o": RequestForm(True, "PNG", None, None, "API-default-temperature"),  # ImgEdit-Bench's basic_bench.py
 }  # fmt: skip
 DTYPES = ("auto", "fp32", "fp16", "bf16")
 TRANSIENT_HTTP = frozenset({408, 409, 429, 500, 502, 503, 504})

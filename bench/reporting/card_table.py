@@ -10,10 +10,11 @@ A bundled card (``datasets/<name>/card.yaml``) with a ``table`` entry declares i
   titles: [full, subset]}`` gives the full set and the cells whose boolean group is true;
 - ``drop_together``: a cell with any column NaN is left out of every column's mean (counted in
   the notes), as a scorer that writes a sample whole or not at all;
-- ``overall``: the row below each method's rows, ``{name, rule}`` with ``rule`` ``mean of
-  category means`` (the mean of the rows' means) or ``mean of samples`` (the mean over the
-  cells). It says over how many of the card's edit types it is taken (``k/N``): an overall
-  over fewer than all is never shown as if it were the benchmark's.
+- ``overall``: the row below each method's rows, ``{name, rule, reference}`` with ``rule``
+  ``mean of category means`` (the mean of the rows' means) or ``mean of samples`` (the mean over
+  the cells), and ``reference`` saying what the benchmark's own scripts compute. It says over
+  how many of the card's edit types it is taken (``k/N``): an overall over fewer than all is
+  never shown as if it were the benchmark's.
 
 Which cards a view cannot express, and why: ``bench/reporting/piebench_table.py`` (PIE-Bench's
 published numbers beside the run, per-column units and scaling, metrics computed on masked
@@ -208,8 +209,8 @@ def explanation(view: CardTable) -> str:
     overall = view.view["overall"]
     kind = view.view.get("row_title", "category")
     text = " ".join(view.view.get("explanation", "").split())
-    text += (f" {overall['name']} = the {overall['rule']}, over the {kind}s it names (k/{len(view.categories)};"
-             f" the benchmark's own needs all {len(view.categories)}).")  # fmt: skip
+    text += (f" {overall['name']} = the {overall['rule']} over the {kind}s present (k/{len(view.categories)} in"
+             f" the n column); {' '.join(overall['reference'].split())}.")  # fmt: skip
     if view.view.get("drop_together"):
         text += " A cell with any column NaN is left out of every column's mean, as the benchmark's scorer drops it."
     return text + " NaN cells are counted beside the means."
@@ -228,8 +229,7 @@ def notes(view: CardTable) -> list[str]:
                    "(the benchmark keeps or drops a sample's scores together).")  # fmt: skip
     if any(k < len(view.categories) for s in view.sections for k in s.covered.values()):
         out.append(f"An {view.overall} over fewer than {len(view.categories)} {view.view.get('row_title', 'category')}s "
-                   f"is not {view.view['title']}'s {view.overall} (its script gives NaN when one is missing); the n "
-                   "column says how many it covers.")  # fmt: skip
+                   "is not the benchmark's; the n column says how many it covers.")  # fmt: skip
     names = dict(view.columns)
     shown = [dataclasses.replace(r, metrics={m: s for m, s in r.metrics.items() if m in names})
              for s in view.sections if s.whole for r in s.rows if r.edit_type != view.overall]  # fmt: skip
