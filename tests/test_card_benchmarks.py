@@ -108,3 +108,19 @@ def test_the_tiny_judge_scores_end_to_end_with_untrained_extractors(tmp_path, mo
     assert all(math.isnan(v) or 1 <= v <= 5 for v in values)  # the random judge's answers: noise, NaN when unreadable
     table = CliRunner().invoke(main, ["report", str(run_dir), "--table", "imgedit_basic"])
     assert table.exit_code == 0 and "| Overall |" in table.output and "imgedit-basic/1" in table.output
+
+
+@pytest.mark.parametrize("answer, scores", [
+    ("Brief reasoning: ok.\nPrompt Compliance: 4\nVisual Naturalness: 3\nPhysical & Detail Coherence: 2", (4, 3, 2)),
+    ("**Prompt Compliance**: 4\n**Visual Naturalness**: 3\n**Physical & Detail Coherence**: 2", (4, 3, 2)),
+    ("Note: 5\nPrompt Compliance: 4\nVisual Naturalness: 3\nPhysical & Detail Coherence: 2\nOverall: 5", (4, 3, 2)),
+    ("Prompt Compliance: 7\nVisual Naturalness: 3\nPhysical & Detail Coherence: 2", None),  # ImgEdit's reader takes 7
+    ("Prompt Compliance: 4\nVisual Naturalness: 3", None),  # ImgEdit's reader averages the two it finds
+    ("Prompt Compliance: 4.\nVisual Naturalness: 3.\nPhysical & Detail Coherence: 2.", None),  # neither reads "4."
+])  # fmt: skip
+def test_named_line_answers_are_read_by_their_criteria(answer, scores):
+    from bench.metrics.judge_answers import read_named_scores
+
+    criteria = ("Prompt Compliance", "Visual Naturalness", "Physical & Detail Coherence")
+    reading = read_named_scores(answer, criteria, (1, 5))
+    assert reading.scores == scores

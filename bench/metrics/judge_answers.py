@@ -99,15 +99,18 @@ def read_named_scores(answer: str, criteria: tuple[str, ...], score_range: tuple
     criterion the template names (other lines, the reasoning, ignored), each in the template's range.
 
     ImgEdit-Bench's ``step1_get_avgscore.py`` averages every ``X: <digits>`` line it finds, whatever
-    ``X`` is, how many there are and however large the number; here each named criterion must be
-    there once, in range, or the answer is unreadable (NaN with the reason)."""
+    ``X`` is (a reasoning line ``Note: 5`` or an extra ``Overall: 5`` counts), how many there are
+    and however large the number (7 and 0 count); here each named criterion must be there once,
+    in range, or the answer is unreadable (NaN with the reason). Both read ``4`` only, not ``4/5``
+    or ``4.``."""
     if not answer or not answer.strip():
         return Reading(None, "empty answer")
     found: dict[str, list[str]] = {}
     for line in answer.splitlines():
         name, _, value = line.strip().partition(": ")
+        name = name.strip("*_ ")  # **Name**: 4, markdown emphasis, which ImgEdit-Bench's reading ignores too
         if name in criteria:
-            found.setdefault(name, []).append(value.strip().rstrip("."))
+            found.setdefault(name, []).append(value.strip())
     scores = []
     for name in criteria:
         values = found.get(name, [])
