@@ -229,7 +229,7 @@ def notes(view: CardTable) -> list[str]:
                    "(the benchmark keeps or drops a sample's scores together).")  # fmt: skip
     if any(k < len(view.categories) for s in view.sections for k in s.covered.values()):
         out.append(f"An {view.overall} over fewer than {len(view.categories)} {view.view.get('row_title', 'category')}s "
-                   "is not the benchmark's; the n column says how many it covers.")  # fmt: skip
+                   f"is not {view.view['title']}'s {view.overall}; the n column says how many it covers.")  # fmt: skip
     names = dict(view.columns)
     shown = [dataclasses.replace(r, metrics={m: s for m, s in r.metrics.items() if m in names})
              for s in view.sections if s.whole for r in s.rows if r.edit_type != view.overall]  # fmt: skip
