@@ -280,7 +280,8 @@ def card_summary(card: dict) -> list[str]:
     judge = card.get("judge")
     if judge:
         lines.append(f"  judge protocol: {judge['protocol']}; metrics {', '.join(judge['metrics'])}, scale "
-                     f"{judge['scale']}, answer {judge['answer']}; per sample: {judge['sample_score']}")  # fmt: skip
+                     f"{judge['scale']}, answer {judge['answer']}; per sample: {judge['sample_score']}; the authors' "
+                     f"request: metric_options.judge.request {judge['request']}")  # fmt: skip
     view = card.get("table")
     if view:
         names = " or ".join([card["name"], *view.get("aliases", [])])
