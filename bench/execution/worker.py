@@ -107,6 +107,14 @@ def device_name(device: torch.device) -> str:
     return f"{socket.gethostname()}/{name}"
 
 
+def _by_image_size(rows: list) -> list[list]:
+    """``rows`` split into batches of one image size (under ``keep_aspect`` samples differ), in order of first size."""
+    groups: dict[tuple, list] = {}
+    for row in rows:
+        groups.setdefault(tuple(row.sample.image.shape), []).append(row)
+    return list(groups.values())
+
+
 def _error(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"
 
@@ -126,6 +134,7 @@ class CellWorker:
             check_method_family(type(self.methods[name]), self.backbone.family_name)
             for setting in settings:
                 self.methods[name].check_backbone(setting, self.backbone)
+        self.frame = self.backbone.frame(config.dataset.policy())
         self.name = device_name(self.backbone.device)
         self._samples: OrderedDict[str, Sample | Exception] = OrderedDict()
         self._token, self._batches = uuid.uuid4().hex[:8], 0
@@ -161,13 +170,13 @@ class CellWorker:
                     yield keep(row)
                 else:
                     rows.append(row)
-            if rows:
-                yield from map(keep, self._execute(rows))
+            for same_size in _by_image_size(rows):
+                yield from map(keep, self._execute(same_size))
 
     def _sample(self, ref: SampleRef) -> Sample | Exception:
         if ref.id not in self._samples:
             try:
-                self._samples[ref.id] = ref.load(self.backbone.resolution)
+                self._samples[ref.id] = ref.load(self.frame)
             except Exception as exc:  # a bad sample fails its own cells, never the run
                 self._samples[ref.id] = exc
             while len(self._samples) > SAMPLE_CACHE_SIZE:

@@ -9,8 +9,10 @@ A vision-language model (``bench.metrics.judge_backends``) answers two fixed tem
   PQ is their minimum;
 - overall, ``vie_o`` = sqrt(SC * PQ) of the same two answers.
 
-Images are the source at backbone resolution and the edited PNG's pixels (the same size, so
-GEdit-Bench's resize of the edit to the source's size changes nothing). A cell whose sample
+Images are the source as the run prepared it (GEdit-Bench's card: its ``input_image`` under
+``keep_aspect``, nothing cropped) and the edited PNG's pixels brought to the source's size as
+GEdit-Bench's scorer brings them (``judged_edit``: PIL bicubic resize, no crop; a no-op when the
+sizes agree, as they do for every cell editbench makes). A cell whose sample
 has no instruction is NaN with that reason, unless ``metric_options.judge.instruction`` is
 ``from_prompts``: then a sample with both prompts gets the instruction
 ``Change "<source prompt>" to "<target prompt>".`` (the wording is editbench's own). An answer
@@ -42,7 +44,7 @@ from PIL import Image
 from bench.errors import ConfigError, unknown
 from bench.metrics.base import ImageMetric
 from bench.metrics.extractors import network
-from bench.metrics.judge_answers import read_answer
+from bench.metrics.judge_answers import read_answer, read_named_scores
 from bench.metrics.judge_backends import Chat, ChatEndpoint, JudgeOptions, LocalVLM
 from bench.metrics.judge_failures import (
     NO_INSTRUCTION,
@@ -58,6 +60,10 @@ from bench.paths import cache_dir, write_atomic
 
 TEMPLATES = Path(__file__).parent / "templates"
 NAN = float("nan")
+#: How a template's answers are read (``Template.reader``) and its criteria combined (``combine``).
+READERS = {"viescore": lambda text, criteria, score_range: read_answer(text, len(criteria), score_range),
+           "named_lines": read_named_scores}  # fmt: skip
+COMBINE = {"min": min, "mean": lambda scores: sum(scores) / len(scores)}
 
 
 def judge_options(value, where: str) -> JudgeOptions:
@@ -73,7 +79,7 @@ def judge_options(value, where: str) -> JudgeOptions:
     return value
 
 
-JUDGE = Option("judge", JudgeOptions, JudgeOptions(), "the VLM judge of vie_sc, vie_pq and vie_o: a mapping of "
+JUDGE = Option("judge", JudgeOptions, JudgeOptions(), "the VLM judge of vie_sc, vie_pq, vie_o and imgedit_score: a mapping of "
                "JudgeOptions keys (bench.metrics.judge_backends), e.g. {backend: endpoint, url: ...}",
                judge_options)  # fmt: skip
 
@@ -99,13 +105,18 @@ class TemplatePart:
 
 @dataclass(frozen=True)
 class Template:
-    """A judge template (see a template file's header); every score is multiplied by ``scale``."""
+    """A template file: its parts, the score range, how an answer is read (``reader``:
+    ``viescore``, a JSON score list; ``named_lines``, one ``Criterion: n`` line per criterion),
+    how a part's criteria make its score (``combine``: ``min``, VIEScore's, or ``mean``) and
+    ``scale``, which every score is multiplied by (see a template file's header)."""
 
     version: str
     score_range: tuple[float, float]
     max_new_tokens: int
     parts: dict[str, TemplatePart]
     scale: float = 1.0
+    reader: str = "viescore"
+    combine: str = "min"
 
 
 def template_names() -> list[str]:
@@ -121,9 +132,13 @@ def load_template(name: str) -> Template:
     try:
         parts = {key: TemplatePart(tuple(data[key]["images"]), data[key]["prompt"], data[key]["placeholder"],
                                    tuple(data[key]["criteria"]), tuple(data[key].get("labels", ())))
-                 for key in ("sc", "pq")}  # fmt: skip
-        return Template(data["version"], tuple(data["score_range"]), int(data["max_new_tokens"]), parts,
-                        float(data.get("scale", 1.0)))  # fmt: skip
+                 for key in data.get("parts", ("sc", "pq"))}  # fmt: skip
+        template = Template(data["version"], tuple(data["score_range"]), int(data["max_new_tokens"]), parts,
+                            float(data.get("scale", 1.0)), data.get("reader", "viescore"),
+                            data.get("combine", "min"))  # fmt: skip
+        if template.reader not in READERS or template.combine not in COMBINE:
+            raise ValueError(f"reader {template.reader!r} or combine {template.combine!r}")
+        return template
     except (KeyError, TypeError, ValueError) as exc:
         raise ConfigError(f"judge template {path} lacks or mistypes {exc}; see the fields its header lists") from None
 
@@ -141,6 +156,12 @@ def to_pil(image: torch.Tensor) -> Image.Image:
     """(3, H, W) in [0, 1] -> an 8-bit RGB picture, rounding as the saved PNGs do."""
     pixels = (image.clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0).cpu().numpy()
     return Image.fromarray(pixels)
+
+
+def judged_edit(edited: Image.Image, source: Image.Image) -> Image.Image:
+    """The edit as GEdit-Bench's scorer judges it: resized to the source's size (PIL bicubic,
+    stretched, never cropped), ``Image.open(edited).convert("RGB").resize(source.size)`` there."""
+    return edited if edited.size == source.size else edited.resize(source.size, Image.Resampling.BICUBIC)
 
 
 def pixel_hash(picture: Image.Image) -> str:
@@ -180,7 +201,8 @@ class Judge:
 
     def __init__(self, backend, template: Template, instruction_mode: str, samples: int = 1):
         self.backend, self.template, self.instruction_mode, self.samples = backend, template, instruction_mode, samples
-        self.identity = {**backend.identity, "template": template.version, "max_new_tokens": template.max_new_tokens}
+        limit = backend.identity.get("max_new_tokens", template.max_new_tokens)  # a request form may set its own
+        self.identity = {**backend.identity, "template": template.version, "max_new_tokens": limit}
         if samples > 1:
             self.identity["samples"] = samples
         self._failed: dict[str, Answer] = {}  # cache key -> the failure this judge already got
@@ -188,8 +210,10 @@ class Judge:
     def describe(self) -> str:
         """``model@revision, template <version>, <decoding>``: the line tables carry."""
         i = self.identity
+        request = f", {i['request']} request" if i.get("request") else ""
         k = f", {i['samples']} answers per item" if i.get("samples") else ""
-        return f"{i['model']}@{i['revision']} via {i['backend']}, template {i['template']}, {i['decoding']} decoding{k}"
+        return (f"{i['model']}@{i['revision']} via {i['backend']}{request}, template {i['template']}, "
+                f"{i['decoding']} decoding{k}")
 
     def _key(self, part: str, pictures: list[Image.Image], instruction: str | None, answer: int = 0) -> str:
         identity = {k: v for k, v in self.identity.items() if k != "url"}  # the same server on another port answers alike
@@ -212,7 +236,8 @@ class Judge:
                 rows[i] = Answer(None, NAN, "the sample has no instruction (judge.instruction: from_prompts derives one)",
                                  NO_INSTRUCTION)  # fmt: skip
                 continue
-            images = {"source": to_pil(source[i]), "edited": to_pil(edited[i])}
+            images = {"source": to_pil(source[i])}
+            images["edited"] = judged_edit(to_pil(edited[i]), images["source"])
             pictures = [images[name] for name in spec.images]
             for j in range(self.samples):
                 key = self._key(part, pictures, instruction, j)
@@ -249,14 +274,12 @@ class Judge:
         return rows
 
     def _read(self, text: str, spec: TemplatePart, expected: list | None = None) -> Answer:
-        reading = read_answer(text, len(spec.criteria), self.template.score_range)
+        reading = READERS[self.template.reader](text, spec.criteria, self.template.score_range)
         if not reading.ok:
             what = "answer out of range" if reading.kind == OUT_OF_RANGE else "unreadable answer"
             return Answer(text, NAN, f"{what}: {reading.reason}", reading.kind)
-        scale = self.template.scale
-        if expected and len(expected) == len(reading.scores):  # judge.expected_score: the probability-weighted scores
-            return Answer(text, min(expected) * scale)
-        return Answer(text, min(reading.scores) * scale)
+        scores = expected if expected and len(expected) == len(reading.scores) else reading.scores  # judge.expected_score
+        return Answer(text, COMBINE[self.template.combine](scores) * self.template.scale)
 
 
 def failed_answer(error: Exception) -> Answer:
