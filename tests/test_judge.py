@@ -441,3 +441,33 @@ def test_answer_reading_rules_each_give_scores_and_the_docs_name_every_differenc
     doc = answers.__doc__
     for difference in ("fix_json", "bare number", "[11, 6]", "random score"):
         assert difference in doc
+
+
+def test_a_request_form_orders_interleaved_parts_and_a_sampling_temperature_is_still_sent():
+    """The request form applies to any request (a ``Chat`` of labels and images too): text first
+    for gedit_gpt41, images as JPEG; a temperature the options set (sampling) is sent even where
+    the form sends none, and the judge line then names that decoding."""
+    from PIL import Image
+
+    from bench.metrics.judge_backends import Chat
+
+    red, blue = Image.new("RGB", (8, 8), "red"), Image.new("RGB", (8, 8), "blue")
+    with ChatServer(rule_answers) as server:
+        greedy = ChatEndpoint(JudgeOptions(backend="endpoint", url=server.url, request="gedit_gpt41"))
+        body = json.loads(greedy._body(Chat(("Image A:", red, "Image B:", blue, "Rate.")), 64, None))
+        content = body["messages"][0]["content"]
+        assert [p.get("text") for p in content] == ["Image A:", "Image B:", "Rate.", None, None]
+        assert content[3]["image_url"]["url"].startswith("data:image/jpeg;base64,") and "temperature" not in body
+        sampled = ChatEndpoint(JudgeOptions(backend="endpoint", url=server.url, request="gedit_gpt41",
+                                            temperature=0.7, samples=2))  # fmt: skip
+        assert json.loads(sampled._body(Chat((red, "Rate.")), 64, 1))["temperature"] == 0.7
+        assert sampled.identity["decoding"].startswith("sampled at temperature 0.7")
+
+
+def test_named_line_answers_outside_the_range_are_classed_out_of_range():
+    from bench.metrics.judge_answers import read_named_scores
+    from bench.metrics.judge_failures import OUT_OF_RANGE
+
+    reading = read_named_scores("Prompt Compliance: 7\nVisual Naturalness: 4", ("Prompt Compliance", "Visual Naturalness"),
+                                (1, 5))  # fmt: skip
+    assert not reading.ok and reading.kind == OUT_OF_RANGE
