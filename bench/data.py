@@ -313,10 +313,25 @@ def _jsonl_loader(sample_id: str, entry: dict, root: Path, package_images: bool)
 ITEM_FIELDS = {name: f for name, f in JSONL_FIELDS.items() if name != "source_prompt"}
 
 
+def _manifest_items(card: dict, path: Path) -> list[tuple[str, object]]:
+    """(key, item) of a card's manifest: a JSON object's entries, or, for a ``.jsonl`` file or a
+    JSON list, each record keyed by its ``id`` column (the card's ``id: [column]``)."""
+    text = path.read_text(encoding="utf-8")
+    if path.suffix == ".jsonl":
+        records = [json.loads(line) for line in text.splitlines() if line.strip()]
+    else:
+        records = json.loads(text)
+        if isinstance(records, dict):
+            return list(records.items())
+    (column,) = card["id"]
+    return [(str(r.get(column)) if isinstance(r, dict) else f"line {i + 1}", r) for i, r in enumerate(records)]
+
+
 def load_json_map(card: dict, folder) -> list[SampleRef]:
-    """A benchmark published as one JSON object of items (ImgEdit-Bench's ``basic_edit.json``:
-    ``{key: {id: image path, prompt, edit_type}}``), from its local copy ``folder``: the card's
-    ``manifest`` file there, images under ``folder`` by the path the card's ``image`` field names.
+    """A benchmark published as a JSON manifest of items, from its local copy ``folder``: the
+    card's ``manifest`` file there (one JSON object ``{key: item}``, as ImgEdit-Bench's
+    ``basic_edit.json``; or records keyed by the card's ``id`` column, a JSON list or ``.jsonl``,
+    as GEditBench v2's ``metadata.jsonl``), images under ``folder`` by the path the card's ``image`` field names.
     The card's ``fields`` map sample fields to item keys; each item is checked and loaded as a
     JSONL manifest line (its key is the sample id, no source prompt)."""
     if folder is None:
@@ -325,11 +340,10 @@ def load_json_map(card: dict, folder) -> list[SampleRef]:
     path = Path(folder).expanduser() / card["manifest"]
     if not path.is_file():
         raise ConfigError(f"dataset path {str(folder)!r}: no {card['manifest']} (the {card['name']} card's manifest)")
-    items = json.loads(path.read_text(encoding="utf-8"))
     refs = []
-    for key, item in items.items():
+    for key, item in _manifest_items(card, path):
         entry = {"id": str(key), "source_prompt": "",
-                 **{field: item.get(column) for field, column in card["fields"].items()}}  # fmt: skip
+                 **{field: item.get(column) for field, column in card["fields"].items() if isinstance(item, dict)}}  # fmt: skip
         edit_type = entry.get("edit_type") if isinstance(entry.get("edit_type"), str) else None
         error = field_error(entry, ITEM_FIELDS) if isinstance(item, dict) else "the item is not a JSON object"
         if error:

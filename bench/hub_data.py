@@ -307,18 +307,25 @@ def card_summary(card: dict) -> list[str]:
     if card["format"] == "json_map":  # one JSON object of items, images as paths
         keys = ", ".join(f"{column} ({field}{': a path under the folder' * (field == 'image')})"
                          for field, column in card["fields"].items())  # fmt: skip
-        lines = [f"  a local copy is a folder with {card['manifest']}, {{key: {{item}}}}, each item with: {keys}"]
+        shape = (f"one record per line keyed by {card['id'][0]}" if card["manifest"].endswith(".jsonl")
+                 else "{key: {item}}")  # fmt: skip
+        lines = [f"  a local copy is a folder with {card['manifest']}, {shape}, each item with: {keys}"]
     if card.get("metrics"):
         lines.append(f"  metrics: {', '.join(card['metrics'])}")
     judge = card.get("judge")
     if judge:
-        lines.append(f"  judge protocol: {judge['protocol']}; metrics {', '.join(judge['metrics'])}, scale "
-                     f"{judge['scale']}, answer {judge['answer']}; per sample: {judge['sample_score']}; the authors' "
-                     f"request: metric_options.judge.request {judge['request']}")  # fmt: skip
+        metrics = f"; metrics {', '.join(judge['metrics'])}" if judge.get("metrics") else ""
+        request = f"; the authors' request: metric_options.judge.request {judge['request']}" if judge.get("request") else ""
+        lines.append(f"  judge protocol: {judge['protocol']}{metrics}, scale {judge['scale']}, answer {judge['answer']}; "
+                     f"per sample: {judge['sample_score']}{request}")  # fmt: skip
     view = card.get("table")
     if view:
         names = " or ".join([card["name"], *view.get("aliases", [])])
         overall = view.get("overall", {})
+        if view.get("kind") == "elo":
+            lines.append(f"  table: editbench report RUN --table {names} (Elo per row from RUN/pairwise.jsonl, "
+                         "written by editbench pairwise)")
+            return lines
         lines.append(f"  table: editbench report RUN --table {names} ({', '.join(view['columns'].values())} per "
                      f"{view.get('row_title', 'category')}; {overall.get('name')} = {overall.get('rule')})")  # fmt: skip
     return lines

@@ -16,6 +16,10 @@ A bundled card (``datasets/<name>/card.yaml``) with a ``table`` entry declares i
   how many of the card's edit types it is taken (``k/N``): an overall over fewer than all is
   never shown as if it were the benchmark's.
 
+``kind: elo`` (GEditBench v2) is an arena view instead: each row's Elo with its bootstrap interval
+from the run's pairwise verdicts (``RUN/pairwise.jsonl``, ``bench.reporting.elo``), with
+``bootstrap`` refits and ``seed``.
+
 Which cards a view cannot express, and why: ``bench/reporting/piebench_table.py`` (PIE-Bench's
 published numbers beside the run, per-column units and scaling, metrics computed on masked
 regions: a view with reference rows read from ``references/*.yaml``).
@@ -271,8 +275,63 @@ def table_html(view: CardTable) -> str:
     return "\n".join(p for p in parts if p) + "\n</body></html>\n"
 
 
+@dataclass
+class EloTable:
+    """A card's arena view (``table.kind: elo``): Elo ratings of the run's rows from the pairwise
+    verdicts in ``RUN/pairwise.jsonl`` (``editbench pairwise``), fitted jointly over dimensions."""
+
+    card: dict
+    run_dir: Path
+    ratings: list
+    judges: list[str]
+    failed: int
+
+    @property
+    def view(self) -> dict:
+        return self.card["table"]
+
+
+def build_elo(run_dir, card: dict) -> EloTable:
+    from bench.execution.pairwise import MATCHES, read_matches
+    from bench.reporting.elo import Match, elo_ratings
+
+    records = read_matches(Path(run_dir) / MATCHES)
+    if not records:
+        raise ConfigError(f"--table {card['name']}: {run_dir} has no {MATCHES}; judge its rows first "
+                          f"(editbench pairwise {run_dir} --template T, once per dimension)")  # fmt: skip
+    outcome = {"first": 1.0, "second": 0.0, "tie": 0.5}
+    matches = [Match(r.get("dimension", "?"), f"{r['sample_id']} {r['seed']}", r["first"], r["second"], outcome[r["winner"]])
+               for r in records if r["winner"]]  # fmt: skip
+    view = card["table"]
+    ratings = elo_ratings(matches, n_boot=int(view.get("bootstrap", 100)), seed=int(view.get("seed", 42)))
+    judges = list(dict.fromkeys(f"{r.get('dimension', '?')}: {r['judge']}" for r in records))
+    return EloTable(card, Path(run_dir), ratings, judges, sum(not r["winner"] for r in records))
+
+
+def elo_markdown(view: EloTable) -> str:
+    head = ["row", "Elo", "95% CI", "dimensions", "matches"]
+    body = [[r.name, f"{r.elo:.1f}", f"[{r.low:.1f}, {r.high:.1f}]", str(r.dimensions), str(r.matches)]
+            for r in view.ratings]  # fmt: skip
+    lines = [f"# {md_text(view.view['title'])} table: {md_text(view.run_dir.name)}", ""]
+    lines += [f"Judge ({md_text(j)})" for j in view.judges] + ["", md_text(" ".join(view.view["explanation"].split())), ""]
+    lines += md_table(head, body) + [""]
+    if view.failed:
+        lines += [f"Notes: {view.failed} match(es) without a verdict (failures, counted in editbench pairwise) are left out."]
+    return "\n".join(lines) + "\n"
+
+
 def write_table(run_dir, name: str, ci: bool = False, html_path=None, md_path=None) -> list[str]:
     """Write card ``name``'s view to ``html_path`` and/or ``md_path``; without either, return its Markdown."""
+    card = table_cards().get(name)
+    if card is not None and card["table"].get("kind") == "elo":
+        if html_path:
+            raise ConfigError(f"--table {name} is written as Markdown (--md), not with --html")
+        text = elo_markdown(build_elo(run_dir, card))
+        if md_path:
+            Path(md_path).parent.mkdir(parents=True, exist_ok=True)
+            Path(md_path).write_text(text, encoding="utf-8")
+            return [f"{card['table']['title']} table -> {md_path}"]
+        return [text]
     view = build_table(run_dir, name, ci)
     if not (html_path or md_path):
         return [table_markdown(view)]
