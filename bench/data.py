@@ -303,6 +303,7 @@ def _jsonl_loader(sample_id: str, entry: dict, root: Path, package_images: bool)
             edit_type=_check_edit_type(sample_id, entry.get("edit_type")),
             class_label=entry.get("class_label"),
             instruction=entry.get("instruction") or None,
+            explanation=entry.get("explanation") or None,
             groups=entry.get("groups") or {},
         )
 
@@ -328,29 +329,36 @@ def _manifest_items(card: dict, path: Path) -> list[tuple[str, object]]:
 
 
 def load_json_map(card: dict, folder) -> list[SampleRef]:
-    """A benchmark published as a JSON manifest of items, from its local copy ``folder``: the
+    """A benchmark published as JSON manifests of items, from its local copy ``folder``: the
     card's ``manifest`` file there (one JSON object ``{key: item}``, as ImgEdit-Bench's
     ``basic_edit.json``; or records keyed by the card's ``id`` column, a JSON list or ``.jsonl``,
-    as GEditBench v2's ``metadata.jsonl``), images under ``folder`` by the path the card's ``image`` field names.
-    The card's ``fields`` map sample fields to item keys; each item is checked and loaded as a
-    JSONL manifest line (its key is the sample id, no source prompt)."""
+    as GEditBench v2's ``metadata.jsonl``), images under ``folder`` by the path the card's
+    ``image`` field names. A ``manifest`` naming ``{edit_type}`` is one file per edit type of the
+    card (KRIS-Bench's ``<category>/annotation.json``): its items get that edit type, the id
+    ``<edit type>/<key>`` and images under that file's folder. The card's ``fields`` map sample
+    fields to item keys; each item is checked and loaded as a JSONL manifest line (no source prompt)."""
     if folder is None:
         raise ConfigError(f"dataset {card['name']}: give its local copy as dataset.path, a folder with "
                           f"{card['manifest']} and the images it names")  # fmt: skip
-    path = Path(folder).expanduser() / card["manifest"]
-    if not path.is_file():
-        raise ConfigError(f"dataset path {str(folder)!r}: no {card['manifest']} (the {card['name']} card's manifest)")
+    per_type = "{edit_type}" in card["manifest"]
     refs = []
-    for key, item in _manifest_items(card, path):
-        entry = {"id": str(key), "source_prompt": "",
-                 **{field: item.get(column) for field, column in card["fields"].items() if isinstance(item, dict)}}  # fmt: skip
-        edit_type = entry.get("edit_type") if isinstance(entry.get("edit_type"), str) else None
-        error = field_error(entry, ITEM_FIELDS) if isinstance(item, dict) else "the item is not a JSON object"
-        if error:
-            refs.append(_broken_ref(str(key), f"{error} ({path.name} item {key!r})", edit_type))
-        else:
-            refs.append(SampleRef(str(key), edit_type, _jsonl_loader(str(key), entry, path.parent, False)))
-    return _unique(refs, path)
+    for edit_type in card["edit_types"] if per_type else [None]:
+        path = Path(folder).expanduser() / card["manifest"].replace("{edit_type}", edit_type or "")
+        if not path.is_file():
+            raise ConfigError(f"dataset path {str(folder)!r}: no {path.relative_to(Path(folder).expanduser())} "
+                              f"(the {card['name']} card's manifest)")  # fmt: skip
+        for key, item in _manifest_items(card, path):
+            sample_id = f"{edit_type}/{key}" if per_type else str(key)
+            entry = {"id": sample_id, "source_prompt": "",
+                     **{field: item.get(column) for field, column in card["fields"].items() if isinstance(item, dict)},
+                     **({"edit_type": edit_type} if per_type else {})}  # fmt: skip
+            kind = entry.get("edit_type") if isinstance(entry.get("edit_type"), str) else None
+            error = field_error(entry, ITEM_FIELDS) if isinstance(item, dict) else "the item is not a JSON object"
+            if error:
+                refs.append(_broken_ref(sample_id, f"{error} ({path.name} item {key!r})", kind))
+            else:
+                refs.append(SampleRef(sample_id, kind, _jsonl_loader(sample_id, entry, path.parent, False)))
+    return _unique(refs, Path(folder).expanduser() / card["manifest"])
 
 
 # -- PIE-Bench -------------------------------------------------------------------------------

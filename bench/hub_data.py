@@ -309,7 +309,9 @@ def card_summary(card: dict) -> list[str]:
                          for field, column in card["fields"].items())  # fmt: skip
         shape = (f"one record per line keyed by {card['id'][0]}" if card["manifest"].endswith(".jsonl")
                  else "{key: {item}}")  # fmt: skip
-        lines = [f"  a local copy is a folder with {card['manifest']}, {shape}, each item with: {keys}"]
+        manifest = card["manifest"].replace("{edit_type}", "<edit type>")
+        per_type = " (one per edit type)" * ("{edit_type}" in card["manifest"])
+        lines = [f"  a local copy is a folder with {manifest}{per_type}, {shape}, each item with: {keys}"]
     if card.get("metrics"):
         lines.append(f"  metrics: {', '.join(card['metrics'])}")
     judge = card.get("judge")

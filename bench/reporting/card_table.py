@@ -41,6 +41,7 @@ from bench.reporting.piebench_table import value_text
 from bench.reporting.report import caveat_md, md_table, md_text
 
 MEAN_OF_MEANS, MEAN_OF_SAMPLES = "mean of category means", "mean of samples"
+AVERAGE = "average"  # the key of a view's ``average`` column in a row's metrics
 
 
 def table_cards() -> dict[str, dict]:
@@ -82,12 +83,22 @@ class CardTable:
         return list(self.view["columns"].items())
 
     @property
+    def shown(self) -> list[tuple[str, str]]:
+        """The columns drawn: the metrics', then the ``average`` column when the view has one."""
+        return self.columns + ([(AVERAGE, self.view["average"])] if self.view.get("average") else [])
+
+    @property
     def categories(self) -> list[str]:
         return list(self.card.get("edit_types") or [])
 
     @property
     def overall(self) -> str:
         return self.view["overall"]["name"]
+
+    @property
+    def summary_rows(self) -> set[str]:
+        """The rows that pool others: the overall row and the ``groups`` rows."""
+        return {self.overall, *(g["name"] for g in self.view.get("groups", []))}
 
     @property
     def missing_metrics(self) -> list[str]:
@@ -98,7 +109,11 @@ class CardTable:
         if row.edit_type != self.overall:
             return row.n_text
         kind = self.view.get("row_title", "categories")
-        return f"{row.n_text} ({section.covered[row_key(row)]}/{len(self.categories)} {kind}s)"
+        return f"{row.n_text} ({section.covered[row_key(row)]}/{len(self.categories)} {plural(kind)})"
+
+
+def plural(noun: str) -> str:
+    return noun[:-1] + "ies" if noun.endswith("y") else noun + "s"
 
 
 def row_key(row: Row) -> str:
@@ -122,9 +137,9 @@ def drop_together(run: RunData, cells: pd.DataFrame, metrics: list[str]) -> tupl
 
 
 def _has_mean(row: Row, metrics: list[str]) -> bool:
-    """Whether a category row has a finite mean of every column metric the run computed."""
-    stats = [row.metrics[m] for m in metrics if m in row.metrics]
-    return bool(stats) and all(not math.isnan(s.mean) for s in stats)
+    """Whether a category row has a finite mean of a column metric (KRIS-Bench's KP exists on some
+    categories only; a view that drops a cell's scores together has all or none)."""
+    return any(not math.isnan(row.metrics[m].mean) for m in metrics if m in row.metrics)
 
 
 def _macro_mean(rows: list[Row], metric: str) -> Stat:
@@ -149,6 +164,33 @@ def _overall(view: CardTable, rows: list[Row], pooled: Row | None) -> Row:
     )  # fmt: skip
 
 
+def _normalised(stat: Stat, scale: dict | None) -> Stat:
+    """``stat`` mapped from ``scale['from']`` (e.g. [1, 5]) onto ``scale['to']`` (e.g. [0, 100])."""
+    if not scale:
+        return stat
+    (a, b), (c, d) = scale["from"], scale["to"]
+
+    def at(x: float) -> float:
+        return c + (x - a) * (d - c) / (b - a)
+
+    return dataclasses.replace(stat, mean=at(stat.mean), low=at(stat.low), high=at(stat.high))
+
+
+def _members(view: CardTable, name: str) -> set[str]:
+    """The categories of a ``groups`` entry (whose members may be other groups), or the category itself."""
+    groups = {g["name"]: g["members"] for g in view.view.get("groups", [])}
+    if name not in groups:
+        return {name}
+    return set().union(*(_members(view, m) for m in groups[name]))
+
+
+def _pooled(cells: pd.DataFrame, metrics: list[str]) -> Stat:
+    """The mean of every finite value of ``metrics`` over ``cells`` together (KRIS-Bench's AVG; the
+    NaN values are counted in their own columns)."""
+    values = pd.concat([cells[f"metric.{m}"] for m in metrics if f"metric.{m}" in cells]).astype(float).dropna()
+    return Stat(float(values.mean()) if len(values) else math.nan, n=len(values))
+
+
 def _section(view: CardTable, title: str, whole: bool, cells: pd.DataFrame) -> Section:
     run, metrics = view.run, [m for m, _ in view.columns]
     dropped = 0
@@ -157,14 +199,27 @@ def _section(view: CardTable, title: str, whole: bool, cells: pd.DataFrame) -> S
     chosen = dataclasses.replace(run, cells=cells)
     order = {name: i for i, name in enumerate(view.categories)}
     rows = summarize(chosen, by_edit_type=True)
+    for group in view.view.get("groups", []):  # a group's row pools its categories' cells
+        inside = cells[cells["edit_type"].isin(_members(view, group["name"]))].assign(edit_type=group["name"])
+        rows += summarize(dataclasses.replace(run, cells=inside), by_edit_type=True) if len(inside) else []
+        order.setdefault(group["name"], len(order))
     pooled = {row_key(r): r for r in summarize(chosen)} if view.view["overall"]["rule"] == MEAN_OF_SAMPLES else {}
     out, covered = [], {}
     for method in dict.fromkeys(r.method for r in rows):
         for setting in dict.fromkeys(r.setting_json for r in rows if r.method == method):
             own = sorted((r for r in rows if r.method == method and r.setting_json == setting),
                          key=lambda r: order.get(r.edit_type, len(order)))  # fmt: skip
-            out += own + [_overall(view, own, pooled.get(row_key(own[0])))]
-            covered[row_key(own[0])] = sum(r.edit_type in order and _has_mean(r, metrics) for r in own)
+            categories = [r for r in own if r.edit_type in view.categories or r.edit_type not in order]
+            out += own + [_overall(view, categories, pooled.get(row_key(own[0])))]
+            covered[row_key(own[0])] = sum(r.edit_type in view.categories and _has_mean(r, metrics) for r in own)
+    average = view.view.get("average")
+    for row in out:
+        own = cells[(cells["method"] == row.method) & (cells["setting"] == row.setting_json) & (cells["status"] == "ok")]
+        if row.edit_type != view.overall:
+            own = own[own["edit_type"].isin(_members(view, row.edit_type))]
+        row.metrics = {m: _normalised(s, view.view.get("normalise")) if m in metrics else s for m, s in row.metrics.items()}
+        if average:
+            row.metrics[AVERAGE] = _normalised(_pooled(own, metrics), view.view.get("normalise"))
     return Section(title, whole, out, dropped, covered)
 
 
@@ -203,12 +258,12 @@ def header(view: CardTable) -> list[str]:
     untrained = view.run.untrained_metrics
     return (["method", "setting", view.view.get("row_title", "category"), "n"]
             + [" ".join(p for p in (title, arrow(m), UNTRAINED_MARK * (m in untrained)) if p)
-               for m, title in view.columns])  # fmt: skip
+               for m, title in view.shown])  # fmt: skip
 
 
 def body(view: CardTable, section: Section) -> list[list[str]]:
     return [[r.method, r.label, r.edit_type, view.n_text(section, r)]
-            + [value_text(r.metrics.get(m), view.ci) for m, _ in view.columns] for r in section.rows]  # fmt: skip
+            + [value_text(r.metrics.get(m), view.ci) for m, _ in view.shown] for r in section.rows]  # fmt: skip
 
 
 def explanation(view: CardTable) -> str:
@@ -216,7 +271,7 @@ def explanation(view: CardTable) -> str:
     overall = view.view["overall"]
     kind = view.view.get("row_title", "category")
     text = " ".join(view.view.get("explanation", "").split())
-    text += (f" {overall['name']} = the {overall['rule']} over the {kind}s present (k/{len(view.categories)} in"
+    text += (f" {overall['name']} = the {overall['rule']} over the {plural(kind)} present (k/{len(view.categories)} in"
              f" the n column); {' '.join(overall['reference'].split())}.")  # fmt: skip
     if view.view.get("drop_together"):
         text += " A cell with any column NaN is left out of every column's mean, as the benchmark's scorer drops it."
@@ -235,11 +290,11 @@ def notes(view: CardTable) -> list[str]:
         out.append(f"{dropped} cell(s) with one of {titles} NaN are left out of all their means "
                    "(the benchmark keeps or drops a sample's scores together).")  # fmt: skip
     if any(k < len(view.categories) for s in view.sections for k in s.covered.values()):
-        out.append(f"An {view.overall} over fewer than {len(view.categories)} {view.view.get('row_title', 'category')}s "
+        out.append(f"An {view.overall} over fewer than {len(view.categories)} {plural(view.view.get('row_title', 'category'))} "
                    f"is not {view.view['title']}'s {view.overall}; the n column says how many it covers.")  # fmt: skip
     names = dict(view.columns)
     shown = [dataclasses.replace(r, metrics={m: s for m, s in r.metrics.items() if m in names})
-             for s in view.sections if s.whole for r in s.rows if r.edit_type != view.overall]  # fmt: skip
+             for s in view.sections if s.whole for r in s.rows if r.edit_type not in view.summary_rows]  # fmt: skip
     return out + nan_notes(shown)
 
 
