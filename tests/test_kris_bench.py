@@ -121,3 +121,19 @@ def test_the_tiny_judge_scores_end_to_end_with_untrained_extractors(tmp_path):
     assert (read_cells(run_dir)["status"] == "ok").all()
     table = CliRunner().invoke(main, ["report", str(run_dir), "--table", "kris_bench"])
     assert table.exit_code == 0 and "| Overall |" in table.output and "kris-bench/1" in table.output
+
+
+@pytest.mark.parametrize("answer, score", [
+    ('{"reasoning": "ok", "consistency_score": 4}', 4),
+    ('text {\n"reasoning": **Compared**, x\n"consistency_score": 3\n}', 3),  # not JSON: KRIS-Bench's regex reads it too
+    ("consistency score: 2", 2),
+    ("I would rate it 4/5.", None),  # KRIS-Bench guesses 4
+    ("Step 1 looks fine. Step 2 is wrong.", None),  # KRIS-Bench guesses 1, the first lone digit
+    ('{"consistency_score": 7}', None),  # KRIS-Bench keeps 7
+    ("consistency_score: 4 ... final consistency_score: 2", None),  # KRIS-Bench takes the first
+])  # fmt: skip
+def test_answers_are_read_by_their_key_as_compared_with_kris_benchs_parser(answer, score):
+    from bench.metrics.judge_answers import read_json_keys
+
+    reading = read_json_keys(answer, ("consistency_score",), (1, 5))
+    assert (reading.scores[0] if reading.ok else None) == score

@@ -131,20 +131,23 @@ def read_named_scores(answer: str, criteria: tuple[str, ...], score_range: tuple
 def read_json_keys(answer: str, criteria: tuple[str, ...], score_range: tuple[float, float]) -> Reading:
     """The scores of an answer in KRIS-Bench's form: a JSON-like object with one integer per
     criterion key (``"consistency_score": 4``; the reasoning beside it is often not valid JSON),
-    each key found once as ``key: n`` (quotes optional, ``:`` or ``：``), in the template's range.
+    each key found once as ``key: n`` (quotes optional, ``_`` or spaces, any case, ``:`` or ``：``),
+    in the template's range.
 
     KRIS-Bench's ``metrics_common.py``/``metrics_knowledge.py`` parse the ``{...}`` holding the
     key as JSON, else take the first ``key: [1-5]``; where neither matches they take the first
     ``n/5``, ``n out of 5`` or lone digit 1-5 anywhere in the answer (a guess from the
-    reasoning), and a score outside 1-5 read as JSON (``"quality_score": 7``) is kept. Here an
-    answer without the key, with it twice at different values, or out of range is NaN with the
-    reason (``out_of_range`` for the last)."""
+    reasoning: "Step 1 ..." reads as 1), a score outside 1-5 read as JSON (``"quality_score": 7``
+    or 0) is kept, and of a key given twice the first counts. Here an answer without the key,
+    with it twice at different values, or out of range is NaN with the reason (``out_of_range``
+    for the last); compared on synthetic answers, the readings agree wherever both give a score."""
     if not answer or not answer.strip():
         return Reading(None, "empty answer")
     low, high = score_range
     scores = []
     for name in criteria:
-        found = re.findall(r'"?\b' + re.escape(name) + r'\b"?\s*[:：]\s*"?(-?\d+(?:\.\d+)?)', answer)
+        key = r"[_\s]*".join(re.escape(word) for word in name.split("_"))  # consistency_score or "consistency score"
+        found = re.findall(r'"?\b' + key + r'\b"?\s*[:：]\s*"?(-?\d+(?:\.\d+)?)', answer, re.IGNORECASE)
         if not found:
             return Reading(None, f"no '{name}: <integer>' in the answer")
         if len(set(found)) > 1:
