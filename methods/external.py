@@ -13,10 +13,11 @@ Paths stay inside their folder (links are followed, then checked), as dataset im
 without an image is a skipped cell naming the file looked for; an unreadable, too large or
 wrong-size image is a failed cell with the reason.
 
-Size rule (recorded as a run label): an image of the run's resolution squared is used as is (it is
-already in editbench's frame); an image with the source file's aspect ratio goes through the
-dataset rule, as the source did (shorter side to the resolution, bicubic, centre crop), so its
-pixels line up with the source's; any other size fails the cell. Nothing is generated, so the cost
+Size rule (recorded as a run label): an image of the source's prepared size (the run's resolution
+squared, or the ``keep_aspect`` size) is used as is (it is already in editbench's frame); an image
+with the source file's aspect ratio goes through the run's rule, as the source did (square:
+shorter side to the resolution, bicubic, centre crop; keep_aspect: bicubic resize), so its pixels
+line up with the source's; any other size fails the cell. Nothing is generated, so the cost
 columns (time, GPU time, memory, NFE) are not measured: empty, never 0.
 """
 
@@ -29,6 +30,7 @@ from PIL import Image
 
 from bench import Conformance, EditResult, Method, Param, register
 from bench.data import inside_folder, open_image, prepare_image, to_eight_bit
+from bench.samples import image_tensor
 from bench.diffusion.families import FAMILIES
 from bench.errors import ConfigError, SampleError
 from bench.hub_data import image_cell
@@ -36,8 +38,9 @@ from bench.params import LOCAL, LOCAL_OR_HUB
 
 EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp")
 MAX_PIXELS = 8192 * 8192  # larger files fail their cell before decoding (a decompression bomb)
-SIZE_RULE = ("external images: a resolution-square image is used as is; one with the source's aspect ratio is resized "
-             "like the source (shorter side to the resolution, bicubic, centre crop); any other size fails its cell")  # fmt: skip
+SIZE_RULE = ("external images: an image of the source's prepared size is used as is; one with the source's aspect ratio "
+             "is resized like the source (square: shorter side to the resolution, bicubic, centre crop; keep_aspect: "
+             "bicubic resize); any other size fails its cell")  # fmt: skip
 COST_LABEL = "external images: made elsewhere, so their time, GPU time, memory and NFE are not measured"
 ASPECT_TOLERANCE = 0.01
 SOURCES = ("folder", "manifest", "hub")
@@ -171,7 +174,7 @@ class External(Method):
                 setting["setting"])  # fmt: skip
 
     def edit(self, backbone, sample, prep, setting, generator):
-        image = _fit(sample, self._read(sample.id, setting), backbone.resolution)
+        image = _fit(sample, self._read(sample.id, setting))
         return EditResult(image[None], labels=[SIZE_RULE, COST_LABEL])
 
     def _read(self, sample_id: str, setting) -> Image.Image:
@@ -204,12 +207,16 @@ def _folder_file(sample_id: str, folder: Path) -> Path | None:
     return None
 
 
-def _fit(sample, img: Image.Image, resolution: int) -> torch.Tensor:
-    """The outside image in the run's frame, by the size rule (module docstring)."""
-    if img.size == (resolution, resolution):
-        return prepare_image(img, resolution)  # same size: PIL copies, no resampling
-    width, height = sample.source_size or (resolution, resolution)
-    if abs(img.size[0] / img.size[1] - width / height) > ASPECT_TOLERANCE * width / height:
-        raise SampleError(sample.id, f"output image is {img.size[0]}x{img.size[1]}; expected {resolution}x{resolution} "
-                                     f"or the source's aspect ratio ({width}x{height})")  # fmt: skip
-    return prepare_image(img, resolution)
+def _fit(sample, img: Image.Image) -> torch.Tensor:
+    """The outside image in the run's frame (the source's prepared size), by the size rule (module docstring)."""
+    height, width = sample.image.shape[1:]
+    if img.size == (width, height):
+        return image_tensor(img.convert("RGB"))  # same size: no resampling
+    source_w, source_h = sample.source_size or (width, height)
+    if abs(img.size[0] / img.size[1] - source_w / source_h) > ASPECT_TOLERANCE * source_w / source_h:
+        raise SampleError(sample.id, f"output image is {img.size[0]}x{img.size[1]}; expected {width}x{height} "
+                                     f"or the source's aspect ratio ({source_w}x{source_h})")  # fmt: skip
+    keep_aspect = width != height or abs(width / height - source_w / source_h) <= ASPECT_TOLERANCE * source_w / source_h
+    if keep_aspect:  # no crop (a small keep_aspect frame's rounding to multiples may change the aspect ratio a lot)
+        return image_tensor(img.convert("RGB").resize((width, height), Image.BICUBIC))
+    return prepare_image(img, width)  # the square rule: shorter side, centre crop

@@ -21,6 +21,7 @@ from bench.devices import resolve_device
 from bench.diffusion.families import family_of_folder, get_family
 from bench.errors import ConfigError, did_you_mean, unknown
 from bench.method import StepRules
+from bench.samples import Frame, ResolutionPolicy
 from bench.weights import file_digest, only_bin_weights
 
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
@@ -198,6 +199,11 @@ class BackboneIdentity:
 
     fingerprint_id: str
     resolution: int
+    size_rule: dict | None = None  # the family's own resolution rule (``SIZE_RULE``), for ``ResolutionPolicy.frame``
+
+    def frame(self, policy: ResolutionPolicy) -> Frame:
+        """The size rule its samples are prepared by under ``policy``."""
+        return policy.frame(self.resolution, self.size_rule)
 
 
 def identity_on_disk(spec: BackboneSpec) -> BackboneIdentity | None:
@@ -211,7 +217,8 @@ def identity_on_disk(spec: BackboneSpec) -> BackboneIdentity | None:
     scheduler_config = family.scheduler_class(spec).load_config(folder, subfolder="scheduler")
     denoiser, vae = (json.loads((folder / sub / "config.json").read_text()) for sub in (family.DENOISER, "vae"))
     resolution = spec.resolution or native_resolution(family, denoiser, vae)
-    return BackboneIdentity(pipeline_fingerprint(spec, folder, scheduler_config, family_name)["id"], resolution)
+    return BackboneIdentity(pipeline_fingerprint(spec, folder, scheduler_config, family_name)["id"], resolution,
+                            getattr(family, "SIZE_RULE", None))
 
 
 def native_resolution(family, denoiser_config: dict, vae_config: dict) -> int:
@@ -393,6 +400,11 @@ class Backbone:
         """The denoiser's prediction for a batch of latents and matching conditionings: the
         UNet's noise for SD, the transformer's velocity for SD3."""
         return self.family.predict(self, latent, t, text, **unet_kwargs)
+
+    def frame(self, policy: ResolutionPolicy) -> Frame:
+        """The size rule samples are prepared by for this backbone under ``policy`` (its family's
+        ``SIZE_RULE`` is the ``model`` policy's rule)."""
+        return policy.frame(self.resolution, getattr(self.family, "SIZE_RULE", None))
 
     def describe(self) -> dict:
         return {

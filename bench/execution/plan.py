@@ -211,10 +211,10 @@ def cached_preparations(config: RunConfig, refs: list[SampleRef], preparations: 
     identity = identity_on_disk(config.backbone)
     if identity is None:
         return None
-    found = 0
+    found, frame = 0, identity.frame(config.dataset.policy())
     for ref in refs:
         try:
-            sample = ref.load(identity.resolution)
+            sample = ref.load(frame)
         except Exception:  # a bad sample fails its cells in the run; here it is simply not cached
             continue
         found += sum(p.spec.is_cached(identity, sample) for p in preparations if p.spec.cached)

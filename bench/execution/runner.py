@@ -123,6 +123,7 @@ class Runner:
         manifest = {
             **(started or starting_manifest(self.config)),
             "backbone": self.backbone.describe(),
+            "images": self.worker.frame.to_dict(),
             "packages": _package_versions(),
             "git": _git_state(),
             "device": _device_info(self.backbone.device),
@@ -204,8 +205,8 @@ class Runner:
             if self.progress and computed:
                 print(per_worker_summary(self.executor.stats), file=sys.stderr)
         batch_size = self.config.metric_options.batch_size
-        score_missing(self.store, self.run_dir, self.metrics, self.refs, self.backbone.resolution, batch_size, progress=False)
-        score_sets(self.store, self.run_dir, self.metrics, self.refs, self.backbone.resolution, batch_size)
+        score_missing(self.store, self.run_dir, self.metrics, self.refs, self.worker.frame, batch_size, progress=False)
+        score_sets(self.store, self.run_dir, self.metrics, self.refs, self.worker.frame, batch_size)
         return counts
 
     def _record_session(self, cells: int, wall_s: float) -> None:

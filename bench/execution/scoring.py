@@ -2,6 +2,7 @@
 ``editbench score``, which adds metrics to a finished run from its saved images."""
 
 import hashlib
+import itertools
 import math
 import warnings
 from collections import defaultdict
@@ -17,6 +18,7 @@ from bench.metrics import ImageMetric, SetMetric, get_metric, load_metrics
 from bench.metrics.image_scores import score_images
 from bench.metrics.judge_failures import REQUEST_FAILURES
 from bench.paths import cache_dir, write_atomic
+from bench.samples import Frame, run_frame
 
 
 def read_png(path: Path) -> torch.Tensor:
@@ -30,20 +32,26 @@ def _batched(items: list, size: int):
 
 
 def _features(extractor, images: list[torch.Tensor], batch_size: int) -> torch.Tensor:
+    """Features of ``images`` in their order, in batches of one size (``keep_aspect`` images differ)."""
+    order = sorted(range(len(images)), key=lambda i: tuple(images[i].shape))
+    batches = [b for _, group in itertools.groupby(order, key=lambda i: tuple(images[i].shape))
+               for b in _batched(list(group), batch_size)]  # fmt: skip
     with torch.no_grad():
-        return torch.cat([extractor(torch.stack(b)).float().cpu() for b in _batched(images, batch_size)])
+        feats = torch.cat([extractor(torch.stack([images[i] for i in b])).float().cpu() for b in batches])
+    return feats[torch.argsort(torch.tensor([i for b in batches for i in b]))]
 
 
-def source_features(extractor, extractor_id: str, refs: list, resolution: int, batch_size: int) -> torch.Tensor:
+def source_features(extractor, extractor_id: str, refs: list, frame: Frame, batch_size: int) -> torch.Tensor:
     """Features of the dataset's source images (the samples that load), cached on disk per
-    dataset content, resolution and extractor."""
+    dataset content, size rule and extractor."""
     images = []
     for ref in refs:
         try:
-            images.append(ref.load(resolution).image)
+            images.append(ref.load(frame).image)
         except SampleError:  # a broken sample has failed cells of its own; it is no source image either
             continue
-    digest = hashlib.sha256(f"{extractor_id}\0{resolution}".encode())
+    size_key = frame.side if frame.mode == "square" else frame.describe()  # square keys as before policies existed
+    digest = hashlib.sha256(f"{extractor_id}\0{size_key}".encode())
     for image in images:
         digest.update((image * 255).round().to(torch.uint8).numpy().tobytes())
     path = cache_dir() / "source_features" / f"{digest.hexdigest()[:24]}.pt"
@@ -58,7 +66,7 @@ def source_features(extractor, extractor_id: str, refs: list, resolution: int, b
     return feats
 
 
-def score_sets(store, run_dir: Path, metrics: list, refs: list, resolution: int, batch_size: int) -> list[tuple]:
+def score_sets(store, run_dir: Path, metrics: list, refs: list, frame: Frame, batch_size: int) -> list[tuple]:
     """Every set metric for every (method, setting) over its ok cells' saved images; the rows
     ``(method, setting, name, value, n)`` are written to the store and returned. A chain's turns
     edited from the previous output (``turns: iterative``) are left out, as from the report's rows
@@ -74,13 +82,12 @@ def score_sets(store, run_dir: Path, metrics: list, refs: list, resolution: int,
     rows = []
     for group in by_extractor.values():
         extractor = group[0].features
-        real = source_features(extractor, group[0].extractor_id, refs, resolution, batch_size)
+        real = source_features(extractor, group[0].extractor_id, refs, frame, batch_size)
         for (method, setting), of in ok.groupby(["method", "setting"], sort=False):
             for m in group:
                 m.start(real)
             for paths in _batched(list(of["output_path"]), batch_size):
-                with torch.no_grad():
-                    fake = extractor(torch.stack([read_png(Path(run_dir) / p) for p in paths])).float()
+                fake = _features(extractor, [read_png(Path(run_dir) / p) for p in paths], batch_size)
                 for m in group:
                     m.update(fake)
             rows += [(method, setting, m.name, m.compute(), len(of)) for m in group]
@@ -88,7 +95,7 @@ def score_sets(store, run_dir: Path, metrics: list, refs: list, resolution: int,
     return rows
 
 
-def score_missing(store, run_dir: Path, metrics: list, refs: list, resolution: int, batch_size: int,
+def score_missing(store, run_dir: Path, metrics: list, refs: list, frame: Frame, batch_size: int,
                   progress: bool = True, retry_failed: bool = False) -> int:  # fmt: skip
     """Compute, from the saved images, every per-image value of ``metrics`` that an ok cell lacks
     (metrics added to the run after the cell finished, or a ``score`` that was killed); values
@@ -115,7 +122,7 @@ def score_missing(store, run_dir: Path, metrics: list, refs: list, resolution: i
     outputs = dict(zip(cells["key"], cells["output_path"]))
     bar = progress_bar(len(lacking), unit="sample", enabled=progress)
     for sample_id, todo in lacking.items():
-        sample = refs_by_id[sample_id].load(resolution)
+        sample = refs_by_id[sample_id].load(frame)
         for metric in image_metrics:
             for batch in _batched([cell for cell, missing in todo if metric in missing], batch_size):
                 edited = [read_png(Path(run_dir) / c.output_path) for c in batch]
@@ -185,7 +192,7 @@ def _score_locked(run_dir: Path, manifest: dict, names: list[str], untrained: bo
     load_metrics(metrics, extractors)
     if "backbone" not in manifest:
         raise ConfigError(f"run {run_dir} was stopped before its backbone loaded; finish it with run --resume first")
-    resolution = manifest["backbone"]["resolution"]
+    frame = run_frame(manifest)
     refs = load_dataset(config.dataset)
     store = Store(run_dir)
     try:
@@ -195,8 +202,8 @@ def _score_locked(run_dir: Path, manifest: dict, names: list[str], untrained: bo
         if judge:
             manifest["judge"] = judge
         _add_to_manifest(store, manifest, names, untrained)
-        scored = score_missing(store, run_dir, metrics, refs, resolution, options.batch_size, progress, retry_failed)
-        sets = score_sets(store, run_dir, metrics, refs, resolution, options.batch_size)
+        scored = score_missing(store, run_dir, metrics, refs, frame, options.batch_size, progress, retry_failed)
+        sets = score_sets(store, run_dir, metrics, refs, frame, options.batch_size)
     finally:
         store.close()
     return {"cells scored": scored, "set values": len(sets), "NaN set values": sum(math.isnan(r[3]) for r in sets)}

@@ -107,6 +107,14 @@ def device_name(device: torch.device) -> str:
     return f"{socket.gethostname()}/{name}"
 
 
+def _by_image_size(rows: list) -> list[list]:
+    """``rows`` split into batches of one image size (under ``keep_aspect`` samples differ), in order of first size."""
+    groups: dict[tuple, list] = {}
+    for row in rows:
+        groups.setdefault(tuple(row.sample.image.shape), []).append(row)
+    return list(groups.values())
+
+
 def _error(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"
 
@@ -126,6 +134,7 @@ class CellWorker:
             check_method_family(type(self.methods[name]), self.backbone.family_name)
             for setting in settings:
                 self.methods[name].check_backbone(setting, self.backbone)
+        self.frame = self.backbone.frame(config.dataset.policy())
         self.name = device_name(self.backbone.device)
         self._samples: OrderedDict[str, Sample | Exception] = OrderedDict()
         self._token, self._batches = uuid.uuid4().hex[:8], 0
@@ -165,8 +174,9 @@ class CellWorker:
                     prepared.pop(key, None)
 
     def _batch_outcomes(self, batch: list[Cell], prepared: dict, kept: dict[str, CellOutcome]):
-        """The outcomes of one batch: cells that cannot run, then the edited ones. (Its rows, which
-        hold their preparations, go when it ends.)"""
+        """The outcomes of one batch: cells that cannot run, then the edited ones, in batches of one
+        image size (under ``keep_aspect`` samples differ). (Its rows, which hold their
+        preparations, go when it ends.)"""
         rows = []
         for cell in batch:
             row = self._ready(cell, prepared, kept)
@@ -174,8 +184,8 @@ class CellWorker:
                 yield row
             else:
                 rows.append(row)
-        if rows:
-            yield from self._execute(rows)
+        for same_size in _by_image_size(rows):
+            yield from self._execute(same_size)
 
     def _preparation_key(self, cell: Cell) -> tuple:
         """Under what the worker keeps a cell's preparation: its sample, its input (a chain's turn
@@ -185,7 +195,7 @@ class CellWorker:
     def _sample(self, ref: SampleRef) -> Sample | Exception:
         if ref.id not in self._samples:
             try:
-                self._samples[ref.id] = ref.load(self.backbone.resolution)
+                self._samples[ref.id] = ref.load(self.frame)
             except Exception as exc:  # a bad sample fails its own cells, never the run
                 self._samples[ref.id] = exc
             while len(self._samples) > SAMPLE_CACHE_SIZE:

@@ -25,6 +25,7 @@ from bench.data import DatasetSpec, Sample, load_dataset
 from bench.errors import ConfigError
 from bench.metrics import METRICS, CostMetric
 from bench.reporting.aggregate import REFERENCE_METHOD, Row, RunData, arrow, row_name
+from bench.samples import run_frame
 from bench.settings import followers, setting_label, varying_params
 
 #: Default trade-off axes, most wanted first: how strongly the edit follows the target
@@ -403,12 +404,12 @@ TILE_FONT = 7
 
 def load_sources(run: RunData, sample_ids: list[str]) -> dict[str, Sample | str]:
     """The source samples of ``sample_ids`` through the run's dataset spec, at the run's
-    resolution; a sample that cannot be loaded maps to the error message instead."""
+    size rule (``images`` in the manifest); a sample that cannot be loaded maps to the error message instead."""
     spec = {k: tuple(v) if isinstance(v, list) else v for k, v in run.dataset.items()}
-    resolution = (run.manifest.get("backbone") or {}).get("resolution")
+    frame = run_frame(run.manifest) if run.manifest.get("backbone") else None
     out: dict[str, Sample | str] = {}
     try:
-        refs = {r.id: r for r in load_dataset(DatasetSpec(**spec))} if spec and resolution else {}
+        refs = {r.id: r for r in load_dataset(DatasetSpec(**spec))} if spec and frame else {}
     except Exception as exc:
         return {i: f"dataset unavailable: {exc}" for i in sample_ids}
     for sample_id in sample_ids:
@@ -416,7 +417,7 @@ def load_sources(run: RunData, sample_ids: list[str]) -> dict[str, Sample | str]
             out[sample_id] = "source not found in the run's dataset"
             continue
         try:
-            out[sample_id] = refs[sample_id].load(resolution)
+            out[sample_id] = refs[sample_id].load(frame)
         except Exception as exc:
             out[sample_id] = str(exc)
     return out
