@@ -208,7 +208,7 @@ def resumed_executor(run_dir, overrides: dict):
 @click.option("--md", "md_path", type=click.Path(dir_okay=False), help="Write a Markdown report here (figures in <name>_files/).")
 @click.option("--plane", "planes", multiple=True, metavar="X:Y", help="Trade-off plot axes, e.g. clip_score:lpips_bg (repeatable).")
 @click.option("--grid", "n_grid", type=click.IntRange(0), default=3, show_default=True, help="Samples shown as image grids.")
-@click.option("--table", type=click.Choice(["piebench", "gedit", "categories", "magicbrush", "drift"]), help="Show a benchmark's published table view instead: piebench (its columns, units, edit types) gedit (VIEScore SC/PQ/O per task type, language and subset), categories (one table per edit/task type, language, subset, ... with n per row), magicbrush (L1, L2, CLIP-I, DINO, CLIP-T in its single-turn and multi-turn settings), or drift (each metric per turn of a multi-turn run; --md adds its plots).")
+@click.option("--table", metavar="NAME", help="Show a benchmark's own table view instead: piebench (its columns, units, edit types), the name of any dataset card that declares a view (gedit_bench or gedit: VIEScore SC/PQ/O per task type, language and subset; see editbench datasets), categories (one table per edit/task type, language, subset, ... with n per row), magicbrush (L1, L2, CLIP-I, DINO, CLIP-T in its single-turn and multi-turn settings), or drift (each metric per turn of a multi-turn run; --md adds its plots).")
 @click.option("--by", "by", multiple=True, metavar="CATEGORY", help="With --table categories: only this category (edit_type or a group, e.g. language; repeatable).")
 @click.option("--metric", "drift_metrics", multiple=True, metavar="METRIC", help="With --table drift: only this metric (repeatable; default: every per-image metric of the run).")
 @click.option("--reference", "reference_path", type=click.Path(dir_okay=False), help="YAML of published numbers shown beside the run, e.g. references/piebench_table1.yaml (implies --table piebench).")
@@ -265,13 +265,13 @@ def _report_views(run_dir, html_path, md_path, planes, n_grid, table, by, drift_
             click.echo(text)
         return
     if ci and not (table or reference_path):
-        raise ConfigError("--ci adds intervals to --table piebench|gedit; the ordinary report always shows them")
-    if reference_path and table == "gedit":
-        raise ConfigError("--reference holds PIE-Bench's published numbers; it goes with --table piebench, not gedit")
-    if table == "gedit":
-        from bench.reporting.gedit_table import write_gedit
+        raise ConfigError("--ci adds intervals to --table piebench|NAME; the ordinary report always shows them")
+    if table not in (None, "piebench"):
+        from bench.reporting.card_table import write_table
 
-        for line in write_gedit(run_dir, ci, html_path, md_path):
+        if reference_path:
+            raise ConfigError(f"--reference holds PIE-Bench's published numbers; it goes with --table piebench, not {table}")
+        for line in write_table(run_dir, table, ci, html_path, md_path):
             click.echo(line, err=bool(html_path or md_path))
         return
     if table or reference_path:
@@ -527,10 +527,12 @@ def backbones(names):
 
 @main.command()
 def datasets():
-    """List bundled datasets and the formats ``dataset.path`` accepts."""
+    """List bundled datasets, the formats ``dataset.path`` accepts and, per hub card, the columns a
+    local copy must have, its metrics, judge protocol and table view."""
     from bench.data import DatasetSpec, dataset_cards, load_dataset
+    from bench.hub_data import card_summary
 
-    order = {"hub": 1, "preferences": 2}  # bundled sets first, then hub benchmarks, then preference sets
+    order = {"hub": 1, "json_map": 1, "preferences": 2}  # bundled sets first, then benchmarks, then preference sets
     cards = sorted(dataset_cards().items(), key=lambda item: order.get(item[1].get("format"), 0))
     for name, card in cards:
         if card.get("format") == "preferences":  # human preferences for judge-agreement, not samples to edit
@@ -540,6 +542,15 @@ def datasets():
         if card.get("format") == "hub":  # not loaded here: it may not be in the cache
             click.echo(f"{name}: hub {card['hub']} (split {card['split']}; licence {card['license']}; metrics its "
                        f"authors report: {' '.join(card['reported'].split())}). {' '.join(card['description'].split())}")
+            for line in card_summary(card):
+                click.echo(line)
+            continue
+        if card.get("format") == "json_map":  # a local copy only: dataset: {name: NAME, path: FOLDER}
+            click.echo(f"{name}: a local copy (dataset: {{name: {name}, path: FOLDER}}; licence {card['license']}; "
+                       f"metrics its authors report: {' '.join(card['reported'].split())}). "
+                       f"{' '.join(card['description'].split())}")  # fmt: skip
+            for line in card_summary(card):
+                click.echo(line)
             continue
         n = len(load_dataset(DatasetSpec(name=name)))
         click.echo(f"{name}: {n} samples. {card.get('description', '').strip()}")

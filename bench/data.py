@@ -10,6 +10,7 @@ image and mask. A problem with one sample raises ``SampleError`` naming it when 
 is loaded, so the runner records its cells as failed and goes on with the others.
 """
 
+import functools
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -36,12 +37,6 @@ EDIT_TYPES = (
     "change_background",
     "change_style",
 )
-#: GEdit-Bench's task types (its ``task_type`` field), accepted as edit types beside PIE-Bench's.
-GEDIT_TASK_TYPES = (
-    "background_change", "color_alter", "material_alter", "motion_change", "ps_human", "style_change",
-    "subject-add", "subject-remove", "subject-replace", "text_change", "tone_transfer",
-)  # fmt: skip
-KNOWN_EDIT_TYPES = EDIT_TYPES + GEDIT_TASK_TYPES
 PIE_MASK_SIZE = 512
 DEFAULT_DATASET = "sample"
 #: The only package images a dataset may use, and only a bundled one (``datasets/<name>/card.yaml``):
@@ -114,7 +109,7 @@ class DatasetSpec:
         object.__setattr__(self, "turns", TURN_ALIASES.get(self.turns, self.turns))
         if self.turns not in TURNS:
             raise ConfigError(f"dataset.turns: {unknown('turn rule', self.turns, TURNS)}")
-        allowed = tuple(card.get("edit_types") or ()) if card else KNOWN_EDIT_TYPES  # a card without a list: any
+        allowed = tuple(card.get("edit_types") or ()) if card else known_edit_types()  # a card without a list: any
         for t in self.edit_types or ():
             if allowed and t not in allowed:
                 raise ConfigError(unknown("dataset edit type", t, allowed))
@@ -142,7 +137,7 @@ class DatasetSpec:
                 raise ConfigError(f"dataset.hub {self.hub!r} has no bundled card; cards exist for {', '.join(hubs)}")
             return found[0]
         card = cards.get(self.name) if self.name is not None else None
-        return card if card and card.get("format") == "hub" else None
+        return card if card and card.get("format") in ("hub", "json_map") else None
 
 
 def open_image(sample_id: str, path: Path) -> Image.Image:
@@ -211,9 +206,17 @@ def _edit_words(value) -> tuple[str, str] | None:
     return (words[0], words[1]) if words else None
 
 
+@functools.cache
+def known_edit_types() -> tuple[str, ...]:
+    """The edit types a manifest may name: PIE-Bench's, then those of each bundled card that
+    says ``manifest_edit_types: true`` (GEdit-Bench's task types)."""
+    cards = [t for card in dataset_cards().values() if card.get("manifest_edit_types") for t in card["edit_types"]]
+    return tuple(dict.fromkeys([*EDIT_TYPES, *cards]))
+
+
 def _check_edit_type(sample_id: str, edit_type):
-    if edit_type is not None and edit_type not in KNOWN_EDIT_TYPES:
-        raise SampleError(sample_id, unknown("edit type", edit_type, KNOWN_EDIT_TYPES))
+    if edit_type is not None and edit_type not in known_edit_types():
+        raise SampleError(sample_id, unknown("edit type", edit_type, known_edit_types()))
     return edit_type
 
 
@@ -300,10 +303,62 @@ def _jsonl_loader(sample_id: str, entry: dict, root: Path, package_images: bool)
             edit_type=_check_edit_type(sample_id, entry.get("edit_type")),
             class_label=entry.get("class_label"),
             instruction=entry.get("instruction") or None,
+            explanation=entry.get("explanation") or None,
             groups=entry.get("groups") or {},
         )
 
     return load
+
+
+#: A JSON-map item's fields: a manifest line's, without the source prompt such benchmarks lack.
+ITEM_FIELDS = {name: f for name, f in JSONL_FIELDS.items() if name != "source_prompt"}
+
+
+def _manifest_items(card: dict, path: Path) -> list[tuple[str, object]]:
+    """(key, item) of a card's manifest: a JSON object's entries, or, for a ``.jsonl`` file or a
+    JSON list, each record keyed by its ``id`` column (the card's ``id: [column]``)."""
+    text = path.read_text(encoding="utf-8")
+    if path.suffix == ".jsonl":
+        records = [json.loads(line) for line in text.splitlines() if line.strip()]
+    else:
+        records = json.loads(text)
+        if isinstance(records, dict):
+            return list(records.items())
+    (column,) = card["id"]
+    return [(str(r.get(column)) if isinstance(r, dict) else f"line {i + 1}", r) for i, r in enumerate(records)]
+
+
+def load_json_map(card: dict, folder) -> list[SampleRef]:
+    """A benchmark published as JSON manifests of items, from its local copy ``folder``: the
+    card's ``manifest`` file there (one JSON object ``{key: item}``, as ImgEdit-Bench's
+    ``basic_edit.json``; or records keyed by the card's ``id`` column, a JSON list or ``.jsonl``,
+    as GEditBench v2's ``metadata.jsonl``), images under ``folder`` by the path the card's
+    ``image`` field names. A ``manifest`` naming ``{edit_type}`` is one file per edit type of the
+    card (KRIS-Bench's ``<category>/annotation.json``): its items get that edit type, the id
+    ``<edit type>/<key>`` and images under that file's folder. The card's ``fields`` map sample
+    fields to item keys; each item is checked and loaded as a JSONL manifest line (no source prompt)."""
+    if folder is None:
+        raise ConfigError(f"dataset {card['name']}: give its local copy as dataset.path, a folder with "
+                          f"{card['manifest']} and the images it names")  # fmt: skip
+    per_type = "{edit_type}" in card["manifest"]
+    refs = []
+    for edit_type in card["edit_types"] if per_type else [None]:
+        path = Path(folder).expanduser() / card["manifest"].replace("{edit_type}", edit_type or "")
+        if not path.is_file():
+            raise ConfigError(f"dataset path {str(folder)!r}: no {path.relative_to(Path(folder).expanduser())} "
+                              f"(the {card['name']} card's manifest)")  # fmt: skip
+        for key, item in _manifest_items(card, path):
+            sample_id = f"{edit_type}/{key}" if per_type else str(key)
+            entry = {"id": sample_id, "source_prompt": "",
+                     **{field: item.get(column) for field, column in card["fields"].items() if isinstance(item, dict)},
+                     **({"edit_type": edit_type} if per_type else {})}  # fmt: skip
+            kind = entry.get("edit_type") if isinstance(entry.get("edit_type"), str) else None
+            error = field_error(entry, ITEM_FIELDS) if isinstance(item, dict) else "the item is not a JSON object"
+            if error:
+                refs.append(_broken_ref(sample_id, f"{error} ({path.name} item {key!r})", kind))
+            else:
+                refs.append(SampleRef(sample_id, kind, _jsonl_loader(sample_id, entry, path.parent, False)))
+    return _unique(refs, Path(folder).expanduser() / card["manifest"])
 
 
 # -- PIE-Bench -------------------------------------------------------------------------------
@@ -430,7 +485,9 @@ def load_dataset(spec: DatasetSpec) -> list[SampleRef]:
     """The spec's samples, filtered (turns, groups, edit type), then cut to ``limit`` (samples, or
     whole chains when ``turns: iterative``)."""
     card = spec.card()
-    if card is not None:
+    if card is not None and card["format"] == "json_map":
+        refs = load_json_map(card, spec.path)
+    elif card is not None:
         from bench.hub_data import load_hub_benchmark
 
         refs = load_hub_benchmark(card, spec)

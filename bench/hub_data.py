@@ -132,7 +132,7 @@ def column_kind(feature) -> str:
     return "float" if dtype.startswith("float") else dtype  # bool, null, binary, ...
 
 
-def _column_roles(card: dict) -> list[tuple[str, str, tuple[str, ...]]]:
+def column_roles(card: dict) -> list[tuple[str, str, tuple[str, ...]]]:
     """(column, what the card reads it as, the column kinds that allows) for every column the card maps."""
     roles = [(c, "part of the sample id", ("string", "integer")) for c in card["id"]]
     turns = card.get("turns") or {}
@@ -151,7 +151,7 @@ def _column_roles(card: dict) -> list[tuple[str, str, tuple[str, ...]]]:
 
 def _check_types(card: dict, features, where: str) -> None:
     """A ``ConfigError`` naming the first column whose type is not what the card reads it as."""
-    for column, role, kinds in _column_roles(card):
+    for column, role, kinds in column_roles(card):
         kind = column_kind(features[column])
         if kind not in kinds:
             found = features[column].dtype if kind in ("integer", "float") else kind  # int64, not just integer
@@ -292,3 +292,43 @@ def _row_loader(dataset, row: int, sample_id: str, card: dict, groups: dict[str,
         )
 
     return load
+
+
+def card_summary(card: dict) -> list[str]:
+    """What a user needs to build a local copy of a hub card's benchmark and what it reports:
+    the columns (each once, with what it is read as and the types allowed), the metrics, the
+    judge protocol and the table view (``editbench datasets``)."""
+    roles: dict[str, list] = {}
+    for column, role, kinds in column_roles(card):
+        entry = roles.setdefault(column, [[], kinds])
+        entry[0].append(role)
+        entry[1] = tuple(k for k in entry[1] if k in kinds)  # read in several roles: what all of them allow
+    columns = "; ".join(f"{c} ({', '.join(r)}: {' | '.join(k)})" for c, (r, k) in roles.items())
+    lines = [f"  columns a local copy must have: {columns}"]
+    if card["format"] == "json_map":  # one JSON object of items, images as paths
+        keys = ", ".join(f"{column} ({field}{': a path under the folder' * (field == 'image')})"
+                         for field, column in card["fields"].items())  # fmt: skip
+        shape = (f"one record per line keyed by {card['id'][0]}" if card["manifest"].endswith(".jsonl")
+                 else "{key: {item}}")  # fmt: skip
+        manifest = card["manifest"].replace("{edit_type}", "<edit type>")
+        per_type = " (one per edit type)" * ("{edit_type}" in card["manifest"])
+        lines = [f"  a local copy is a folder with {manifest}{per_type}, {shape}, each item with: {keys}"]
+    if card.get("metrics"):
+        lines.append(f"  metrics: {', '.join(card['metrics'])}")
+    judge = card.get("judge")
+    if judge:
+        metrics = f"; metrics {', '.join(judge['metrics'])}" if judge.get("metrics") else ""
+        request = f"; the authors' request: metric_options.judge.request {judge['request']}" if judge.get("request") else ""
+        lines.append(f"  judge protocol: {judge['protocol']}{metrics}, scale {judge['scale']}, answer {judge['answer']}; "
+                     f"per sample: {judge['sample_score']}{request}")  # fmt: skip
+    view = card.get("table")
+    if view:
+        names = " or ".join([card["name"], *view.get("aliases", [])])
+        overall = view.get("overall", {})
+        if view.get("kind") == "elo":
+            lines.append(f"  table: editbench report RUN --table {names} (Elo per row from RUN/pairwise.jsonl, "
+                         "written by editbench pairwise)")
+            return lines
+        lines.append(f"  table: editbench report RUN --table {names} ({', '.join(view['columns'].values())} per "
+                     f"{view.get('row_title', 'category')}; {overall.get('name')} = {overall.get('rule')})")  # fmt: skip
+    return lines

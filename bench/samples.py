@@ -57,12 +57,13 @@ class Sample:
     target_image: torch.Tensor | None = None  # the benchmark's ground-truth edit, (3, H, W) like ``image``
     target_original: torch.Tensor | None = None  # the same ground truth at its file's own size (MagicBrush's)
     output_caption: str | None = None  # a caption of the wanted result (Emu Edit's output_caption)
+    explanation: str | None = None  # what the right result is and why (KRIS-Bench's explain), for a judge prompt
     groups: dict[str, str] = field(default_factory=dict)  # further category columns, e.g. {"language": "en"}
     source_size: tuple[int, int] | None = None  # (width, height) of the source file before resizing
     warnings: tuple[str, ...] = ()
 
     def __post_init__(self):
-        for name in ("target_prompt", "instruction", "output_caption"):  # a blank text is no text, as "" is
+        for name in ("target_prompt", "instruction", "output_caption", "explanation"):  # a blank text is no text
             value = getattr(self, name)
             if isinstance(value, str) and not value.strip():
                 setattr(self, name, None)

@@ -216,6 +216,7 @@ def _fit(sample, img: Image.Image) -> torch.Tensor:
     if abs(img.size[0] / img.size[1] - source_w / source_h) > ASPECT_TOLERANCE * source_w / source_h:
         raise SampleError(sample.id, f"output image is {img.size[0]}x{img.size[1]}; expected {width}x{height} "
                                      f"or the source's aspect ratio ({source_w}x{source_h})")  # fmt: skip
-    if abs(width / height - source_w / source_h) <= ASPECT_TOLERANCE * source_w / source_h:  # keep_aspect: no crop
+    keep_aspect = width != height or abs(width / height - source_w / source_h) <= ASPECT_TOLERANCE * source_w / source_h
+    if keep_aspect:  # no crop (a small keep_aspect frame's rounding to multiples may change the aspect ratio a lot)
         return image_tensor(img.convert("RGB").resize((width, height), Image.BICUBIC))
     return prepare_image(img, width)  # the square rule: shorter side, centre crop

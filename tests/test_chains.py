@@ -272,6 +272,7 @@ def test_set_metrics_of_an_iterative_run_score_the_independent_edits(magicbrush_
 
     from bench.execution.scoring import score_sets
     from bench.metrics.base import SetMetric
+    from bench.samples import as_frame
 
     class MeanColour(torch.nn.Module):
         num_features = 3
@@ -298,7 +299,7 @@ def test_set_metrics_of_an_iterative_run_score_the_independent_edits(magicbrush_
     refs = load_dataset(DatasetSpec(name="magicbrush", path=str(tmp / "mb"), turns="iterative"))
     store = Store(run_dir)
     try:
-        rows = score_sets(store, run_dir, [CountImages()], refs, 64, 4)
+        rows = score_sets(store, run_dir, [CountImages()], refs, as_frame(64), 4)
     finally:
         store.close()
     assert {value for *_, value, _ in rows} == {6.0} and {n for *_, n in rows} == {6}  # 2 chains x 3 turns

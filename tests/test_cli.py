@@ -25,6 +25,18 @@ def test_datasets_lists_the_bundled_set():
         assert hub in result.output, "hub cards are listed without being loaded (they may not be cached)"
 
 
+def test_datasets_says_what_a_local_copy_needs_and_what_each_card_reports():
+    output = invoke("datasets").output
+    gedit = output[output.index("gedit_bench: hub"):].split("\n")
+    assert gedit[1].startswith("  columns a local copy must have: key (part of the sample id: string | integer)")
+    assert "input_image (image: image)" in gedit[1] and "Intersection_exist (group 'intersection'" in gedit[1]
+    assert "input_image_raw" not in gedit[1]
+    assert gedit[2].startswith("  judge protocol: VIEScore") and "vie_sc, vie_pq, vie_o" in gedit[2]
+    assert gedit[3].startswith("  table: editbench report RUN --table gedit_bench or gedit (SC, PQ, O per task type")
+    emu = output[output.index("emu_edit: hub"):].split("\n")
+    assert emu[2] == "  metrics: clip_i_input, dino_input, clip_t, clip_direction, l1_input"
+
+
 def test_config_errors_are_one_clean_line(tmp_path):
     config = tmp_path / "c.yaml"
     config.write_text(yaml.safe_dump({"methods": {"sdedit": {"t0": 2}}}))

@@ -8,9 +8,18 @@ from pathlib import Path
 
 import pytest
 
-from bench.reporting.gedit_table import AVERAGE, build_gedit, gedit_markdown
+from bench.reporting.card_table import build_table
+from bench.reporting.card_table import table_markdown as gedit_markdown
 from tests.chat_server import ChatServer
 from tests.helpers import read_cells, run_config
+
+AVERAGE = "Average"
+
+
+def build_gedit(run_dir):
+    """GEdit-Bench's view, as its card declares it (``--table gedit_bench``)."""
+    return build_table(run_dir, "gedit_bench")
+
 
 FIXTURE = [  # id, task type, language, intersection, instruction
     ("g0", "subject-add", "en", "true", "add a hat"),
@@ -200,3 +209,32 @@ def test_the_gedit_page_says_its_judge_and_labels_once_not_per_table(judged_run)
     run_dir, _ = judged_run
     text = gedit_markdown(build_gedit(run_dir))
     assert text.count("\n## ") >= 4 and text.count("Judge: ") == 1 and text.count("Smoke numbers") == 1
+
+
+def test_a_cell_whose_pq_failed_leaves_all_three_means(judged_run):
+    """GEdit-Bench finding 2: its scorer keeps or drops a sample's SC, PQ and O together."""
+    from bench.store import Store
+
+    run_dir, _ = judged_run
+    store = Store(run_dir)
+    store.db.execute("UPDATE metrics SET value = NULL WHERE name = 'vie_pq' AND key IN "
+                     "(SELECT key FROM cells WHERE sample_id = 'g0')")  # fmt: skip
+    store.db.commit()
+    store.close()
+    view = build_gedit(run_dir)
+    adds = {r.edit_type: r for r in view.sections[0].rows}["subject-add"]
+    assert adds.metrics["vie_sc"].mean == sc_of("add a red scarf to the cat")  # g0's SC is not in the mean
+    assert adds.metrics["vie_sc"].n == 1 and adds.metrics["vie_sc"].n_nan == 1
+    assert view.sections[0].dropped == 1
+    assert "left out of all their means" in gedit_markdown(view)
+
+
+def test_the_average_says_over_how_many_task_types_it_is_taken(judged_run):
+    """GEdit-Bench finding 3: an Average over fewer than its 11 task types is never silent."""
+    run_dir, _ = judged_run
+    view = build_gedit(run_dir)
+    text = gedit_markdown(view)
+    assert "| Average | 3 (2/11 task types) |" in text
+    assert "not GEdit-Bench's Average" in text
+    chinese = view.sections[2]
+    assert chinese.covered == {"reconstruct {}": 2}

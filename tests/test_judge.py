@@ -2,6 +2,8 @@
 on a tiny random Qwen2.5-VL, the endpoint backend against a real HTTP server on 127.0.0.1,
 the score rule, the judgment cache and the per-cell notes."""
 
+import base64
+import io
 import json
 import math
 
@@ -84,7 +86,7 @@ def test_answers_in_the_templates_formats_are_read(answer, scores):
     ('{"score": [-1, 6], "reasoning": ""}', "outside 0-10"),
     ('{"score": ["high", 6], "reasoning": ""}', "not a number"),
     ('{"score": [8], "reasoning": ""}', "1 score(s) given"),
-    ("7", "1 score(s) given"),  # a bare number is read (VIEScore's rule 3) but rates one criterion only
+    ("7", "no JSON object or score list"),  # VIEScore reads a bare number; the templates rate two criteria
     ('{"score": [8, 6, 2], "reasoning": ""}', "3 score(s) given"),
 ])  # fmt: skip
 def test_malformed_answers_give_no_scores_and_say_why(answer, reason):
@@ -365,3 +367,107 @@ def test_answers_outside_the_range_are_their_own_class():
     with ChatServer(lambda images, text, body: '{"score": [12, 4]}') as server:
         values, _ = scored(endpoint_options(server), names=("vie_pq",), batch=samples(1))
         assert json.loads(values["vie_pq"][1][0])["pq"]["class"] == "out_of_range"
+
+
+def test_an_edit_of_another_size_is_judged_resized_to_the_source_bicubic_uncropped():
+    """GEdit-Bench finding 1: its scorer resizes the edit to the judged source's size (PIL bicubic)."""
+    from PIL import Image
+
+    from bench.metrics.judge import to_pil
+
+    seen = []
+
+    def record(images, text, body):
+        seen.append([im.size for im in images])
+        return rule_answers(images, text, body)
+
+    g = torch.Generator().manual_seed(3)
+    source, edited = torch.rand(3, 24, 40, generator=g), torch.rand(3, 12, 16, generator=g)
+    with ChatServer(record) as server:
+        judge = load_judge(JudgeOptions(backend="endpoint", url=server.url, model="tiny-judge"), "cpu", False, 0)
+        (answer,) = judge.answers("sc", [edited], [source], samples(1))
+        assert answer.score == 3 and seen == [[(40, 24), (40, 24)]]
+        sent = server.requests[0]["messages"][0]["content"][1]["image_url"]["url"].split(",", 1)[1]
+        expected = to_pil(edited).resize((40, 24), Image.Resampling.BICUBIC)
+        assert Image.open(io.BytesIO(base64.b64decode(sent))).tobytes() == expected.tobytes()
+
+
+def test_gedit_card_judges_input_image_whole(tmp_path):
+    """GEdit-Bench finding 1: the card reads ``input_image`` (what its scorer judges against) under
+    ``keep_aspect`` (nothing cropped), not ``input_image_raw`` centre-cropped to a square."""
+    from bench.data import DatasetSpec, load_dataset
+    from tests.helpers import write_hub_fixture
+
+    folder = write_hub_fixture(tmp_path / "gedit", "gedit_bench", "train", n=2)
+    spec = DatasetSpec(name="gedit_bench", path=folder)
+    sample = load_dataset(spec)[0].load(spec.policy().frame(256))
+    assert sample.source_size == (40, 32)  # the fixture's input_image; input_image_raw is 80 x 64
+    height, width = sample.image.shape[1:]
+    assert width / height == pytest.approx(40 / 32, rel=0.05) and width != height
+
+
+def test_gedit_gpt41_request_form_is_selectable_and_part_of_the_judge_identity():
+    """GEdit-Bench finding 4: its GPT-4.1 requests put the text first, then JPEG images, with
+    max_tokens 1400 and the API's default temperature; editbench's default form stays as it was."""
+    with ChatServer(rule_answers) as server:
+        values, extractors = scored(endpoint_options(server, request="gedit_gpt41"), names=("vie_sc",))
+        assert values["vie_sc"][0].tolist() == [3, 3]
+        body = server.requests[0]
+        content = body["messages"][0]["content"]
+        assert [p["type"] for p in content] == ["text", "image_url", "image_url"]
+        assert content[1]["image_url"]["url"].startswith("data:image/jpeg;base64,")
+        assert body["max_tokens"] == 1400 and "temperature" not in body
+        identity = judge_identity(extractors)
+        assert identity["request"] == "gedit_gpt41" and identity["max_new_tokens"] == 1400
+        assert "gedit_gpt41 request" in identity["line"] and "API-default-temperature decoding" in identity["line"]
+        scored(endpoint_options(server), names=("vie_sc",))  # the default form: another judge, asked again
+        assert len(server.requests) == 4
+        default = server.requests[-1]
+        assert default["messages"][0]["content"][-1]["type"] == "text" and default["temperature"] == 0
+    with pytest.raises(ConfigError, match="request"):
+        JudgeOptions(request="gedit_gpt41")  # the local backend has one form
+    with pytest.raises(ConfigError, match="unknown request form"):
+        JudgeOptions(backend="endpoint", url="http://127.0.0.1:1/v1", request="gpt")
+
+
+def test_answer_reading_rules_each_give_scores_and_the_docs_name_every_difference():
+    """GEdit-Bench finding 5: no reading rule that can never produce a score (the bare number was
+    read as one score, then always refused by the two-criteria count); the module doc names how
+    editbench differs from VIEScore's parser instead of claiming to follow it."""
+    import bench.metrics.judge_answers as answers
+
+    assert not read_answer("7", 2).ok and "1 score(s)" not in read_answer("7", 2).reason
+    assert read_answer("[7, 2]", 2).scores == (7, 2) and read_answer("{score: [7, 2]}", 2).scores == (7, 2)
+    doc = answers.__doc__
+    for difference in ("fix_json", "bare number", "[11, 6]", "random score"):
+        assert difference in doc
+
+
+def test_a_request_form_orders_interleaved_parts_and_a_sampling_temperature_is_still_sent():
+    """The request form applies to any request (a ``Chat`` of labels and images too): text first
+    for gedit_gpt41, images as JPEG; a temperature the options set (sampling) is sent even where
+    the form sends none, and the judge line then names that decoding."""
+    from PIL import Image
+
+    from bench.metrics.judge_backends import Chat
+
+    red, blue = Image.new("RGB", (8, 8), "red"), Image.new("RGB", (8, 8), "blue")
+    with ChatServer(rule_answers) as server:
+        greedy = ChatEndpoint(JudgeOptions(backend="endpoint", url=server.url, request="gedit_gpt41"))
+        body = json.loads(greedy._body(Chat(("Image A:", red, "Image B:", blue, "Rate.")), 64, None))
+        content = body["messages"][0]["content"]
+        assert [p.get("text") for p in content] == ["Image A:", "Image B:", "Rate.", None, None]
+        assert content[3]["image_url"]["url"].startswith("data:image/jpeg;base64,") and "temperature" not in body
+        sampled = ChatEndpoint(JudgeOptions(backend="endpoint", url=server.url, request="gedit_gpt41",
+                                            temperature=0.7, samples=2))  # fmt: skip
+        assert json.loads(sampled._body(Chat((red, "Rate.")), 64, 1))["temperature"] == 0.7
+        assert sampled.identity["decoding"].startswith("sampled at temperature 0.7")
+
+
+def test_named_line_answers_outside_the_range_are_classed_out_of_range():
+    from bench.metrics.judge_answers import read_named_scores
+    from bench.metrics.judge_failures import OUT_OF_RANGE
+
+    reading = read_named_scores("Prompt Compliance: 7\nVisual Naturalness: 4", ("Prompt Compliance", "Visual Naturalness"),
+                                (1, 5))  # fmt: skip
+    assert not reading.ok and reading.kind == OUT_OF_RANGE

@@ -5,8 +5,9 @@ Each match shows the judge the sample's source, the two rows' saved images and t
 (``judge.instruction`` as for the VIEScore judge). Which row is Image A is decided per match by a
 seeded hash of the match (position bias then falls on both rows alike, as GEditBench v2 randomises
 the order); the verdict is mapped back to the rows. Every match, with its judge identity, is
-written to ``RUN/pairwise.jsonl``: the input of win rates (``bench.reporting.pairwise``) and of an
-Elo fit.
+written to ``RUN/pairwise.jsonl`` with its ``dimension`` (the template's version; judging again
+with a template replaces that template's matches and keeps the others'): the input of win rates
+(``bench.reporting.pairwise``) and of an Elo fit (``report --table geditbench_v2``).
 """
 
 import hashlib
@@ -18,6 +19,8 @@ from pathlib import Path
 from bench.execution.scoring import read_png
 from bench.metrics.judge import instruction_of, to_pil
 from bench.metrics.judge_failures import NO_INSTRUCTION
+from bench.paths import write_atomic
+from bench.samples import run_frame
 
 MATCHES = "pairwise.jsonl"
 
@@ -63,7 +66,7 @@ def judge_run(run_dir: Path, judge, rows: list[str] | None, instruction_mode: st
     if rows:
         names = [n for n in names if n in rows or n.split(" ", 1)[0] in rows]
     by_row = {n: {(c.sample_id, int(c.seed)): c.output_path for c in cells[cells["row"] == n].itertuples()} for n in names}
-    resolution = manifest["backbone"]["resolution"]
+    frame = run_frame(manifest)  # the run's resolution policy: sources as its cells saw them
     matches, todo = [], []
     for first, second in combinations(names, 2):
         for sample_id, seed in sorted(by_row[first].keys() & by_row[second].keys()):
@@ -74,7 +77,7 @@ def judge_run(run_dir: Path, judge, rows: list[str] | None, instruction_mode: st
         triples, instructions, asked = [], [], []
         for first, second, sample_id, seed in batch:
             if sample_id not in sources:
-                sample = refs[sample_id].load(resolution)
+                sample = refs[sample_id].load(frame)
                 sources[sample_id] = (to_pil(sample.image), instruction_of(sample, instruction_mode))
             source, instruction = sources[sample_id]
             if instruction is None:
@@ -92,8 +95,18 @@ def judge_run(run_dir: Path, judge, rows: list[str] | None, instruction_mode: st
                 winner = "first" if (winner == "a") == first_as_a else "second"
             matches.append(Match(first, second, sample_id, seed, winner, verdict.kind, verdict.reason,
                                  "A" if first_as_a else "B"))  # fmt: skip
-    line = judge.describe()
-    with open(Path(run_dir) / MATCHES, "w", encoding="utf-8") as out:
-        for m in matches:
-            out.write(json.dumps({**asdict(m), "judge": line}, ensure_ascii=False) + "\n")
+    line, dimension = judge.describe(), judge.template.version
+    path = Path(run_dir) / MATCHES
+    kept = [r for r in read_matches(path) if r.get("dimension") != dimension]  # other templates' verdicts stay
+    records = kept + [{**asdict(m), "judge": line, "dimension": dimension} for m in matches]
+    write_atomic(path, lambda p: p.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records),
+                                              encoding="utf-8"))  # fmt: skip
     return matches
+
+
+def read_matches(path: Path) -> list[dict]:
+    """The records of a run's ``pairwise.jsonl`` (none when it is absent), each with its
+    ``dimension``: the template it was judged with (an Elo fit is joint over dimensions)."""
+    if not path.is_file():
+        return []
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]

@@ -9,8 +9,10 @@ A vision-language model (``bench.metrics.judge_backends``) answers two fixed tem
   PQ is their minimum;
 - overall, ``vie_o`` = sqrt(SC * PQ) of the same two answers.
 
-Images are the source at backbone resolution and the edited PNG's pixels (the same size, so
-GEdit-Bench's resize of the edit to the source's size changes nothing). A cell whose sample
+Images are the source as the run prepared it (GEdit-Bench's card: its ``input_image`` under
+``keep_aspect``, nothing cropped) and the edited PNG's pixels brought to the source's size as
+GEdit-Bench's scorer brings them (``judged_edit``: PIL bicubic resize, no crop; a no-op when the
+sizes agree, as they do for every cell editbench makes). A cell whose sample
 has no instruction is NaN with that reason, unless ``metric_options.judge.instruction`` is
 ``from_prompts``: then a sample with both prompts gets the instruction
 ``Change "<source prompt>" to "<target prompt>".`` (the wording is editbench's own). An answer
@@ -42,7 +44,7 @@ from PIL import Image
 from bench.errors import ConfigError, unknown
 from bench.metrics.base import ImageMetric
 from bench.metrics.extractors import network
-from bench.metrics.judge_answers import read_answer
+from bench.metrics.judge_answers import read_answer, read_json_keys, read_named_scores
 from bench.metrics.judge_backends import Chat, ChatEndpoint, JudgeOptions, LocalVLM
 from bench.metrics.judge_failures import (
     NO_INSTRUCTION,
@@ -58,6 +60,10 @@ from bench.paths import cache_dir, write_atomic
 
 TEMPLATES = Path(__file__).parent / "templates"
 NAN = float("nan")
+#: How a template's answers are read (``Template.reader``) and its criteria combined (``combine``).
+READERS = {"viescore": lambda text, criteria, score_range: read_answer(text, len(criteria), score_range),
+           "named_lines": read_named_scores, "json_keys": read_json_keys}  # fmt: skip
+COMBINE = {"min": min, "mean": lambda scores: sum(scores) / len(scores)}
 
 
 def judge_options(value, where: str) -> JudgeOptions:
@@ -73,7 +79,7 @@ def judge_options(value, where: str) -> JudgeOptions:
     return value
 
 
-JUDGE = Option("judge", JudgeOptions, JudgeOptions(), "the VLM judge of vie_sc, vie_pq and vie_o: a mapping of "
+JUDGE = Option("judge", JudgeOptions, JudgeOptions(), "the VLM judge of vie_sc, vie_pq, vie_o, imgedit_score and kris_*: a mapping of "
                "JudgeOptions keys (bench.metrics.judge_backends), e.g. {backend: endpoint, url: ...}",
                judge_options)  # fmt: skip
 
@@ -81,31 +87,46 @@ JUDGE = Option("judge", JudgeOptions, JudgeOptions(), "the VLM judge of vie_sc, 
 @dataclass(frozen=True)
 class TemplatePart:
     """One prompt of a template: the images it shows (``source``/``edited``, in order), its text,
-    the placeholder the instruction replaces (None: no instruction), the criteria it rates and
-    ``labels``, a text before each image (none: the images, then the text)."""
+    the placeholder the instruction replaces (None: no instruction), the criteria it rates,
+    ``labels``, a text before each image (none: the images, then the text), ``explanation``, the
+    placeholder the sample's explanation replaces (KRIS-Bench's knowledge hint; None: none), and
+    ``text_first``: the prompt before the labelled images (KRIS-Bench's order) instead of after."""
 
     images: tuple[str, ...]
     prompt: str
     placeholder: str | None
     criteria: tuple[str, ...]
     labels: tuple[str, ...] = ()
+    explanation: str | None = None
+    text_first: bool = False
 
     def request(self, pictures: list, text: str):
         """What the backend is asked: ``(images, text)``, or the labels and images interleaved."""
         if not self.labels:
             return pictures, text
-        return Chat((*(x for pair in zip(self.labels, pictures) for x in pair), text))
+        labelled = tuple(x for pair in zip(self.labels, pictures) for x in pair)
+        return Chat((text, *labelled) if self.text_first else (*labelled, text))
+
+    def text(self, instruction: str | None, explanation: str | None) -> str:
+        """The prompt with the instruction and the explanation in their placeholders."""
+        text = self.prompt.replace(self.placeholder, instruction) if self.placeholder else self.prompt
+        return text.replace(self.explanation, explanation) if self.explanation else text
 
 
 @dataclass(frozen=True)
 class Template:
-    """A judge template (see a template file's header); every score is multiplied by ``scale``."""
+    """A template file: its parts, the score range, how an answer is read (``reader``:
+    ``viescore``, a JSON score list; ``named_lines``, one ``Criterion: n`` line per criterion),
+    how a part's criteria make its score (``combine``: ``min``, VIEScore's, or ``mean``) and
+    ``scale``, which every score is multiplied by (see a template file's header)."""
 
     version: str
     score_range: tuple[float, float]
     max_new_tokens: int
     parts: dict[str, TemplatePart]
     scale: float = 1.0
+    reader: str = "viescore"
+    combine: str = "min"
 
 
 def template_names() -> list[str]:
@@ -120,10 +141,15 @@ def load_template(name: str) -> Template:
     data = yaml.safe_load(path.read_text(encoding="utf-8"))
     try:
         parts = {key: TemplatePart(tuple(data[key]["images"]), data[key]["prompt"], data[key]["placeholder"],
-                                   tuple(data[key]["criteria"]), tuple(data[key].get("labels", ())))
-                 for key in ("sc", "pq")}  # fmt: skip
-        return Template(data["version"], tuple(data["score_range"]), int(data["max_new_tokens"]), parts,
-                        float(data.get("scale", 1.0)))  # fmt: skip
+                                   tuple(data[key]["criteria"]), tuple(data[key].get("labels", ())),
+                                   data[key].get("explanation"), bool(data[key].get("text_first", False)))
+                 for key in data.get("parts", ("sc", "pq"))}  # fmt: skip
+        template = Template(data["version"], tuple(data["score_range"]), int(data["max_new_tokens"]), parts,
+                            float(data.get("scale", 1.0)), data.get("reader", "viescore"),
+                            data.get("combine", "min"))  # fmt: skip
+        if template.reader not in READERS or template.combine not in COMBINE:
+            raise ValueError(f"reader {template.reader!r} or combine {template.combine!r}")
+        return template
     except (KeyError, TypeError, ValueError) as exc:
         raise ConfigError(f"judge template {path} lacks or mistypes {exc}; see the fields its header lists") from None
 
@@ -143,6 +169,12 @@ def to_pil(image: torch.Tensor) -> Image.Image:
     return Image.fromarray(pixels)
 
 
+def judged_edit(edited: Image.Image, source: Image.Image) -> Image.Image:
+    """The edit as GEdit-Bench's scorer judges it: resized to the source's size (PIL bicubic,
+    stretched, never cropped), ``Image.open(edited).convert("RGB").resize(source.size)`` there."""
+    return edited if edited.size == source.size else edited.resize(source.size, Image.Resampling.BICUBIC)
+
+
 def pixel_hash(picture: Image.Image) -> str:
     return hashlib.sha256(picture.tobytes() + repr(picture.size).encode()).hexdigest()
 
@@ -160,6 +192,7 @@ class Answer:
     kind: str = OK
     samples: tuple[float, ...] = ()
     texts: tuple[str, ...] = ()
+    criteria: tuple[float, ...] = ()  # each criterion's score (a metric may report one criterion)
 
 
 def mean_answer(answers: list[Answer]) -> Answer:
@@ -171,7 +204,9 @@ def mean_answer(answers: list[Answer]) -> Answer:
     if failed:
         return failed[0]
     scores = tuple(a.score for a in answers)
-    return Answer(answers[0].text, sum(scores) / len(scores), samples=scores, texts=tuple(a.text for a in answers))
+    criteria = tuple(sum(c) / len(c) for c in zip(*(a.criteria for a in answers)))
+    return Answer(answers[0].text, sum(scores) / len(scores), samples=scores, texts=tuple(a.text for a in answers),
+                  criteria=criteria)  # fmt: skip
 
 
 class Judge:
@@ -180,7 +215,8 @@ class Judge:
 
     def __init__(self, backend, template: Template, instruction_mode: str, samples: int = 1):
         self.backend, self.template, self.instruction_mode, self.samples = backend, template, instruction_mode, samples
-        self.identity = {**backend.identity, "template": template.version, "max_new_tokens": template.max_new_tokens}
+        limit = backend.identity.get("max_new_tokens", template.max_new_tokens)  # a request form may set its own
+        self.identity = {**backend.identity, "template": template.version, "max_new_tokens": limit}
         if samples > 1:
             self.identity["samples"] = samples
         self._failed: dict[str, Answer] = {}  # cache key -> the failure this judge already got
@@ -188,10 +224,12 @@ class Judge:
     def describe(self) -> str:
         """``model@revision, template <version>, <decoding>``: the line tables carry."""
         i = self.identity
+        request = f", {i['request']} request" if i.get("request") else ""
         k = f", {i['samples']} answers per item" if i.get("samples") else ""
-        return f"{i['model']}@{i['revision']} via {i['backend']}, template {i['template']}, {i['decoding']} decoding{k}"
+        return (f"{i['model']}@{i['revision']} via {i['backend']}{request}, template {i['template']}, "
+                f"{i['decoding']} decoding{k}")
 
-    def _key(self, part: str, pictures: list[Image.Image], instruction: str | None, answer: int = 0) -> str:
+    def _key(self, part: str, pictures: list[Image.Image], instruction, answer: int = 0) -> str:
         identity = {k: v for k, v in self.identity.items() if k != "url"}  # the same server on another port answers alike
         what = [part, [pixel_hash(p) for p in pictures], instruction, identity] + ([answer] if self.samples > 1 else [])
         return hashlib.sha256(json.dumps(what, sort_keys=True).encode()).hexdigest()
@@ -212,10 +250,16 @@ class Judge:
                 rows[i] = Answer(None, NAN, "the sample has no instruction (judge.instruction: from_prompts derives one)",
                                  NO_INSTRUCTION)  # fmt: skip
                 continue
-            images = {"source": to_pil(source[i]), "edited": to_pil(edited[i])}
+            explanation = getattr(sample, "explanation", None) if spec.explanation else None
+            if spec.explanation and not explanation:
+                rows[i] = Answer(None, NAN, "the sample has no explanation, which this prompt needs", NO_INSTRUCTION)
+                continue
+            asked = [instruction, explanation] if spec.explanation else instruction  # the cache key's text
+            images = {"source": to_pil(source[i])}
+            images["edited"] = judged_edit(to_pil(edited[i]), images["source"])
             pictures = [images[name] for name in spec.images]
             for j in range(self.samples):
-                key = self._key(part, pictures, instruction, j)
+                key = self._key(part, pictures, asked, j)
                 path = self._path(key)
                 if key in self._failed:
                     got[i, j] = self._failed[key]
@@ -225,8 +269,7 @@ class Judge:
                 elif key in where:  # equal pixels and text in one batch: one request
                     where[key].append((i, j))
                 else:
-                    text = spec.prompt.replace(spec.placeholder, instruction) if spec.placeholder else spec.prompt
-                    asks.append(spec.request(pictures, text))
+                    asks.append(spec.request(pictures, spec.text(instruction, explanation)))
                     seeds.append(j)
                     where[key] = [(i, j)]
         replies = self.backend.answer_many(asks, self.template.max_new_tokens, seeds) if asks else []
@@ -249,14 +292,13 @@ class Judge:
         return rows
 
     def _read(self, text: str, spec: TemplatePart, expected: list | None = None) -> Answer:
-        reading = read_answer(text, len(spec.criteria), self.template.score_range)
+        reading = READERS[self.template.reader](text, spec.criteria, self.template.score_range)
         if not reading.ok:
             what = "answer out of range" if reading.kind == OUT_OF_RANGE else "unreadable answer"
             return Answer(text, NAN, f"{what}: {reading.reason}", reading.kind)
+        scores = expected if expected and len(expected) == len(reading.scores) else reading.scores  # judge.expected_score
         scale = self.template.scale
-        if expected and len(expected) == len(reading.scores):  # judge.expected_score: the probability-weighted scores
-            return Answer(text, min(expected) * scale)
-        return Answer(text, min(reading.scores) * scale)
+        return Answer(text, COMBINE[self.template.combine](scores) * scale, criteria=tuple(v * scale for v in scores))
 
 
 def failed_answer(error: Exception) -> Answer:

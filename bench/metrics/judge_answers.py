@@ -1,21 +1,27 @@
 """Reading a judge's answer: the score list VIEScore's templates ask for, or why there is none.
 
-VIEScore's templates ask for ``{"score": [...], "reasoning": "..."}``. The reading follows the
-rules of VIEScore's own parser (``mllm_output_to_dict``), in order:
+VIEScore's templates ask for ``{"score": [...], "reasoning": "..."}``. An answer is read in the
+order of VIEScore's own parser (``mllm_output_to_dict`` in GEdit-Bench's ``viescore/utils.py``):
 
 1. the text between the two ``||V^=^V||`` delimiters of the delimited templates, when the
    answer has exactly two of them;
 2. else the text from the first ``{`` to the last ``}``;
-3. else a bare list of two integers (``[6, 0]``) or a bare integer 0-10 as the whole answer.
+3. else a bare list of two integers, from the first ``[`` to the last ``]`` (``[6, 0]``).
 
-The JSON is read with its newlines removed; JSON whose keys lack quotes (``{score: [3, 4]}``)
-is read after quoting them. A non-list ``score`` is a list of one.
+The JSON is read with its newlines removed; a non-list ``score`` is a list of one.
 
-Stricter than VIEScore, on purpose (an answer is never silently turned into a number):
-VIEScore's evaluation asks again once and then *guesses a random score* when an answer cannot
-be read; here it is NaN with the reason. Each score must be a number in the template's range,
-and there must be exactly one per criterion the template rates (VIEScore takes the minimum of
-whatever list it finds).
+Where editbench differs from that parser, on purpose (compared on synthetic answers):
+
+- JSON whose keys lack quotes (``{score: [3, 4]}``) is read after quoting them; VIEScore's
+  repair (``fix_json``) turns such a score list into broken JSON and cannot read it.
+- A bare number (``7``) is no answer here: VIEScore reads it as one score and takes it as SC or
+  PQ, but the templates rate two criteria each, so it is unreadable.
+- Each score must be a number (not a boolean) in the template's range, and there must be exactly
+  one per criterion the template rates: VIEScore takes the minimum of whatever list it finds
+  (``[11, 6]`` gives 6, ``[-1, 6]`` gives -1, ``[8]`` gives 8, ``[true, 6]`` gives True) and
+  fails on a non-number, which GEdit-Bench's scorer then asks again.
+- An answer that cannot be read is NaN with the reason; VIEScore asks both templates again once
+  and then *guesses a random score* 0-10.
 """
 
 import json
@@ -55,9 +61,6 @@ def _json_part(answer: str) -> tuple[str | None, list | None]:
     bracket = answer[answer.find("[") : answer.rfind("]") + 1] if "[" in answer else ""
     if _BARE_PAIR.match(bracket):
         return None, json.loads(bracket)
-    stripped = answer.strip()
-    if stripped.isdigit() and 0 <= int(stripped) <= 10:
-        return None, [int(stripped)]
     return None, None
 
 
@@ -76,7 +79,7 @@ def read_answer(answer: str, criteria: int, score_range: tuple[float, float] = (
     text, scores = _json_part(answer)
     if scores is None:
         if text is None:
-            return Reading(None, "no JSON object, score list or single score found in the answer")
+            return Reading(None, "no JSON object or score list found in the answer")
         try:
             data = _load(text)
         except ValueError as exc:
@@ -93,3 +96,64 @@ def read_answer(answer: str, criteria: int, score_range: tuple[float, float] = (
     if len(scores) != criteria:
         return Reading(None, f"{len(scores)} score(s) given, the template rates {criteria} criteria")
     return Reading(tuple(float(v) for v in scores))
+
+
+def read_named_scores(answer: str, criteria: tuple[str, ...], score_range: tuple[float, float]) -> Reading:
+    """The scores of an answer in ImgEdit-Bench's form: one ``<criterion>: <integer>`` line per
+    criterion the template names (other lines, the reasoning, ignored), each in the template's range.
+
+    ImgEdit-Bench's ``step1_get_avgscore.py`` averages every ``X: <digits>`` line it finds, whatever
+    ``X`` is (a reasoning line ``Note: 5`` or an extra ``Overall: 5`` counts), how many there are
+    and however large the number (7 and 0 count); here each named criterion must be there once,
+    in range, or the answer is unreadable (NaN with the reason). Both read ``4`` only, not ``4/5``
+    or ``4.``."""
+    if not answer or not answer.strip():
+        return Reading(None, "empty answer")
+    found: dict[str, list[str]] = {}
+    for line in answer.splitlines():
+        name, _, value = line.strip().partition(": ")
+        name = name.strip("*_ ")  # **Name**: 4, markdown emphasis, which ImgEdit-Bench's reading ignores too
+        if name in criteria:
+            found.setdefault(name, []).append(value.strip())
+    scores = []
+    for name in criteria:
+        values = found.get(name, [])
+        if len(values) != 1 or not values[0].isdigit():
+            return Reading(None, f"no single '{name}: <integer>' line" if len(values) != 1 else
+                           f"'{name}: {values[0]}' is not an integer score")  # fmt: skip
+        low, high = score_range
+        if not low <= int(values[0]) <= high:
+            return Reading(None, f"score {values[0]} is outside {low:g}-{high:g}", OUT_OF_RANGE)
+        scores.append(float(values[0]))
+    return Reading(tuple(scores))
+
+
+def read_json_keys(answer: str, criteria: tuple[str, ...], score_range: tuple[float, float]) -> Reading:
+    """The scores of an answer in KRIS-Bench's form: a JSON-like object with one integer per
+    criterion key (``"consistency_score": 4``; the reasoning beside it is often not valid JSON),
+    each key found once as ``key: n`` (quotes optional, ``_`` or spaces, any case, ``:`` or ``：``),
+    in the template's range.
+
+    KRIS-Bench's ``metrics_common.py``/``metrics_knowledge.py`` parse the ``{...}`` holding the
+    key as JSON, else take the first ``key: [1-5]``; where neither matches they take the first
+    ``n/5``, ``n out of 5`` or lone digit 1-5 anywhere in the answer (a guess from the
+    reasoning: "Step 1 ..." reads as 1), a score outside 1-5 read as JSON (``"quality_score": 7``
+    or 0) is kept, and of a key given twice the first counts. Here an answer without the key,
+    with it twice at different values, or out of range is NaN with the reason (``out_of_range``
+    for the last); compared on synthetic answers, the readings agree wherever both give a score."""
+    if not answer or not answer.strip():
+        return Reading(None, "empty answer")
+    low, high = score_range
+    scores = []
+    for name in criteria:
+        key = r"[_\s]*".join(re.escape(word) for word in name.split("_"))  # consistency_score or "consistency score"
+        found = re.findall(r'"?\b' + key + r'\b"?\s*[:：]\s*"?(-?\d+(?:\.\d+)?)', answer, re.IGNORECASE)
+        if not found:
+            return Reading(None, f"no '{name}: <integer>' in the answer")
+        if len(set(found)) > 1:
+            return Reading(None, f"'{name}' is given {len(found)} different values ({', '.join(found)})")
+        value = float(found[0])
+        if not low <= value <= high:
+            return Reading(None, f"score {found[0]} is outside {low:g}-{high:g}", OUT_OF_RANGE)
+        scores.append(value)
+    return Reading(tuple(scores))

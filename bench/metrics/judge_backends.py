@@ -14,7 +14,11 @@ returns the expected value of each score from its answer tokens' probabilities
   ``Qwen/Qwen2.5-VL-7B-Instruct``, GEdit-Bench's open judge family. The chat is one user
   message with the images first, as GEdit-Bench's Qwen2.5-VL judge builds it.
 - ``endpoint``: ``POST {url}/chat/completions`` of any OpenAI-compatible server (vLLM, SGLang,
-  ``transformers serve``), images as PNG data URLs. The API key is read from the environment
+  ``transformers serve``), built by the ``request`` form (``REQUEST_FORMS``): ``editbench`` (the
+  default) sends the images first as PNG data URLs at ``temperature: 0`` with the template's
+  token limit; ``gedit_gpt41`` builds the request GEdit-Bench's headline numbers came from (its
+  ``viescore/mllm_tools/openai.py``: the text first, then the images as JPEG, ``max_tokens``
+  1400, no ``temperature``, i.e. the API's default). The form is part of the judge's identity. The API key is read from the environment
   variable ``api_key_env`` names, when it names one, and is never stored. Requests run up to
   ``concurrency`` at a time, each with a ``timeout_s`` and up to ``retries`` retries after
   transient errors (connection errors, timeouts, HTTP 408/409/429/5xx), waiting
@@ -39,6 +43,27 @@ from bench.errors import ConfigError, unknown
 from bench.metrics.judge_failures import CONTENT_FILTERED, REFUSED, TIMEOUT, TRANSPORT_ERROR, JudgeFailure
 
 BACKENDS = ("local", "endpoint")
+
+
+@dataclass(frozen=True)
+class RequestForm:
+    """How an endpoint request is built: the text before or after the images, the images'
+    encoding, the temperature (None: not sent, the API's default), the token limit (None: the
+    template's ``max_new_tokens``) and the decoding it gives, as the judge line names it."""
+
+    text_first: bool
+    image_format: str
+    temperature: float | None
+    max_tokens: int | None
+    about: str
+
+
+REQUEST_FORMS = {
+    "editbench": RequestForm(False, "PNG", 0, None, "greedy"),
+    "gedit_gpt41": RequestForm(True, "JPEG", None, 1400, "API-default-temperature"),  # GEdit-Bench's viescore/mllm_tools/openai.py
+    "imgedit_gpt4o": RequestForm(True, "PNG", None, None, "API-default-temperature"),  # ImgEdit-Bench's basic_bench.py
+    "kris_gpt4o": RequestForm(False, "JPEG", None, 1000, "API-default-temperature"),  # KRIS-Bench's metrics_*.py (the template orders the parts)
+}  # fmt: skip
 DTYPES = ("auto", "fp32", "fp16", "bf16")
 TRANSIENT_HTTP = frozenset({408, 409, 429, 500, 502, 503, 504})
 
@@ -56,12 +81,14 @@ class JudgeOptions:
     ``instruction``: ``sample`` (the sample's instruction; none: NaN) or ``from_prompts``
     (an instruction made from the sample's prompts when it has none, see ``bench.metrics.judge``);
     ``samples``: answers asked per item (k; the item's score is their mean, tables show their
-    spread), each with its own seed, at ``temperature`` (0: greedy; k > 1 at 0 measures only the
-    server's nondeterminism); ``expected_score`` (local only): score by the expected value of
+    spread), each with its own seed, at ``temperature`` (0: greedy, or with a ``request`` form
+    that sends no temperature, the API's default; k > 1 at 0 measures only the server's
+    nondeterminism); ``expected_score`` (local only): score by the expected value of
     each score's tokens instead of the greedy digits; ``top_p``, ``top_k``: nucleus and top-k
     sampling when sampling (null: the server's or the model's generation config's);
     ``adapter`` (local only): a LoRA adapter folder or hub id (safetensors) merged into ``model``
-    with peft, as EditScore's scorer loads its LoRA.
+    with peft, as EditScore's scorer loads its LoRA; ``request``: how an endpoint request is
+    built, a key of ``REQUEST_FORMS`` (endpoint only).
     """
 
     backend: str = "local"
@@ -83,9 +110,15 @@ class JudgeOptions:
     top_p: float | None = None
     top_k: int | None = None
     adapter: str | None = None
+    request: str = "editbench"
 
     def __post_init__(self):
         where = "metric_options.judge"
+        if self.request not in REQUEST_FORMS:
+            raise ConfigError(f"{where}.request: {unknown('request form', self.request, list(REQUEST_FORMS))}")
+        if self.request != "editbench" and self.backend != "endpoint":
+            raise ConfigError(f"{where}.request = {self.request!r} builds an endpoint's request; the local backend "
+                              "has one form (images first)")  # fmt: skip
         if self.backend not in BACKENDS:
             raise ConfigError(f"{where}.backend: {unknown('judge backend', self.backend, BACKENDS)}")
         if self.dtype not in DTYPES:
@@ -120,9 +153,10 @@ class JudgeOptions:
                 raise ConfigError(f"{where}.{key} = {value!r}; expected a positive number of seconds")
 
 
-def png_data(image) -> bytes:
+def png_data(image, image_format: str = "PNG") -> bytes:
+    """The picture's file bytes (PNG, or JPEG at PIL's default quality as GEdit-Bench encodes it)."""
     buffer = io.BytesIO()
-    image.save(buffer, format="PNG")
+    image.save(buffer, format=image_format)
     return buffer.getvalue()
 
 
@@ -283,8 +317,13 @@ class ChatEndpoint(JudgeBackend):
                                   "but that environment variable is not set")  # fmt: skip
         self._check_reachable()
         self._pool: ThreadPoolExecutor | None = None
+        self.form = REQUEST_FORMS[options.request]
+        api_default = self.form.temperature is None and not options.temperature
         self.identity = {"backend": "endpoint", "model": options.model, "url": self.url,
-                         "revision": options.revision or "unknown (endpoint)", "decoding": decoding(options)}  # fmt: skip
+                         "revision": options.revision or "unknown (endpoint)",
+                         "decoding": self.form.about if api_default else decoding(options)}  # fmt: skip
+        if options.request != "editbench":  # the default form keeps the identity (and cache keys) it always had
+            self.identity |= {"request": options.request, "max_new_tokens": self.form.max_tokens}
 
     def _headers(self) -> dict:
         headers = {"Content-Type": "application/json"}
@@ -313,12 +352,22 @@ class ChatEndpoint(JudgeBackend):
         return [f.exception() or f.result() for f in futures]
 
     def _body(self, request: Chat, max_new_tokens: int, seed: int | None) -> bytes:
+        """The request as JSON, built by the request form: the text before the images when it
+        says so, its image encoding, its token limit, and no temperature when it sends none and
+        the options do not sample (the API's default)."""
+        form = self.form
+        parts = request.parts
+        if form.text_first:
+            parts = [p for p in parts if isinstance(p, str)] + [p for p in parts if not isinstance(p, str)]
+        kind = form.image_format.lower()
         content = [{"type": "text", "text": p} if isinstance(p, str) else {"type": "image_url", "image_url": {
-            "url": "data:image/png;base64," + base64.b64encode(png_data(p)).decode()}} for p in request.parts]  # fmt: skip
+            "url": f"data:image/{kind};base64," + base64.b64encode(png_data(p, form.image_format)).decode()}}
+            for p in parts]  # fmt: skip
         system = [{"role": "system", "content": request.system}] * bool(request.system)
         body = {"model": self.options.model, "messages": system + [{"role": "user", "content": content}],
-                "temperature": self.options.temperature, "max_tokens": max_new_tokens, "stream": False,
-                **sampling(self.options)}  # fmt: skip
+                "max_tokens": form.max_tokens or max_new_tokens, "stream": False, **sampling(self.options)}  # fmt: skip
+        if form.temperature is not None or self.options.temperature:
+            body["temperature"] = self.options.temperature or form.temperature
         if seed is not None:
             body["seed"] = seed
         return json.dumps(body).encode()
