@@ -160,6 +160,7 @@ def test_external_outputs_scored_by_the_rise_protocol_and_its_table(tmp_path):
     assert "| Overall | 6 (4/4 categories) | 33.33 | 3.07 | 4.60 (1 NaN) | 3.00 | 4.25 (2 NaN) |" in table
 
 
+@pytest.mark.slow  # ~75 s on 2 cores: fifteen prompts, each answered up to the template's 4096 tokens
 def test_the_tiny_judge_scores_end_to_end_with_untrained_extractors(tmp_path):
     path = tmp_path / "rise.yaml"
     path.write_text(yaml.safe_dump(config(tmp_path)))
@@ -180,3 +181,13 @@ def test_the_tiny_judge_scores_end_to_end_with_untrained_extractors(tmp_path):
 ])  # fmt: skip
 def test_the_weighted_score_is_calculate_scores(category, free, dims, score):
     assert weighted_score(category, free, dims) == pytest.approx(score)
+
+
+def test_datasets_names_the_columns_a_local_copy_needs():
+    listing = CliRunner().invoke(main, ["datasets"]).output
+    (line,) = [x for x in listing.splitlines() if "a local copy is a folder with data_total.json" in x]
+    for column in ["image (image: a path under the folder)", "instruction (instruction)", "category (edit_type)",
+                   "reference or reference_txt (explanation)", "reference_img (target_image: a path under the folder)",
+                   "item flags (set: not null): reasoning_img, consistency_free, reasoning_wo_ins"]:  # fmt: skip
+        assert column in line
+    assert "--table rise_bench (Accuracy (%), Score, Consistency, Reasoning, Plausibility per category" in listing
