@@ -191,3 +191,21 @@ def test_datasets_names_the_columns_a_local_copy_needs():
                    "item flags (set: not null): reasoning_img, consistency_free, reasoning_wo_ins"]:  # fmt: skip
         assert column in line
     assert "--table rise_bench (Accuracy (%), Score, Consistency, Reasoning, Plausibility per category" in listing
+
+
+@pytest.mark.parametrize("answer, score", [  # gpt_eval.py's extract gives the same where a score is read here
+    ("reasoning\n**Final Score:** **4**", 4),
+    ("**Final Score**: **0**", 0),
+    ("final score:\n\n5", 5),
+    ("Final Score: x\nFinal Score: 3", 3),  # the first "Final Score" followed by digits
+    ("Final Scores: 2", 2),
+    ("Final Score: 4/5", 4),
+    ("Final Score: 4, 5", None),  # extract gives [4, 5], which shifts gpt_eval.py's columns
+    ("Final Score: 7", None),  # extract keeps 7
+    ("The edit looks right: 5", None),  # extract: None, the item 'failed'
+])  # fmt: skip
+def test_answers_are_read_from_the_final_score_line(answer, score):
+    from bench.metrics.judge_answers import read_final_score
+
+    reading = read_final_score(answer, ("reasoning",), (0, 5))
+    assert (reading.scores[0] if reading.ok else None) == score
