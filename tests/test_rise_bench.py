@@ -26,7 +26,8 @@ from tests.helpers import read_cells
 
 ITEMS = [  # data_total.json's schema; the flags as RISEBench-360 carries them
     {"index": "temporal_reasoning_1", "category": "temporal_reasoning", "instruction": "Show it a year later.",
-     "image": "temporal_reasoning_images/1.png", "reference": "Rotten, blackened banana.", "subtask": "Life Progression"},
+     "image": "temporal_reasoning_images/1.png", "reference": "Rotten, blackened banana.",
+     "subtask": "Life Progression"},
     {"index": "temporal_reasoning_2", "category": "temporal_reasoning", "instruction": "Show the tree ten years later.",
      "image": "temporal_reasoning_images/2.png", "reference": "Mature tree.", "reasoning_img": True},
     {"index": "causal_reasoning_1", "category": "causal_reasoning", "instruction": "Drop the glass.",

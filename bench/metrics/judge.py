@@ -79,9 +79,9 @@ def judge_options(value, where: str) -> JudgeOptions:
     return value
 
 
-JUDGE = Option("judge", JudgeOptions, JudgeOptions(), "the VLM judge of vie_sc, vie_pq, vie_o, imgedit_score, kris_* and "
-               "rise_*: a mapping of "
-               "JudgeOptions keys (bench.metrics.judge_backends), e.g. {backend: endpoint, url: ...}",
+JUDGE = Option("judge", JudgeOptions, JudgeOptions(), "the VLM judge of vie_sc, vie_pq, vie_o, imgedit_score, kris_* "
+               "and rise_*: a mapping of JudgeOptions keys (bench.metrics.judge_backends), e.g. "
+               "{backend: endpoint, url: ...}",
                judge_options)  # fmt: skip
 
 
@@ -257,7 +257,8 @@ class Judge:
                 rows[i] = Answer(None, NAN, "the sample has no explanation, which this prompt needs", NO_INSTRUCTION)
                 continue
             if "reference" in spec.images and sample.target_image is None:
-                rows[i] = Answer(None, NAN, "the sample has no reference image, which this prompt needs", NO_INSTRUCTION)
+                rows[i] = Answer(None, NAN, "the sample has no reference image, which this prompt needs",
+                                 NO_INSTRUCTION)  # fmt: skip
                 continue
             asked = [instruction, explanation] if spec.explanation else instruction  # the cache key's text
             images = {"source": to_pil(source[i])}
