@@ -12,6 +12,7 @@ is loaded, so the runner records its cells as failed and goes on with the others
 
 import functools
 import json
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -304,10 +305,20 @@ def _jsonl_loader(sample_id: str, entry: dict, root: Path, package_images: bool)
             class_label=entry.get("class_label"),
             instruction=entry.get("instruction") or None,
             explanation=entry.get("explanation") or None,
+            target_image=_target_image(sample_id, root, entry.get("target_image"), size, img.size),
             groups=entry.get("groups") or {},
         )
 
     return load
+
+
+def _target_image(sample_id: str, root: Path, ref: str | None, frame, source_size: tuple[int, int]):
+    """A manifest line's ``target_image`` (a ground-truth or reference image) as a tensor brought to
+    the source's frame, or None."""
+    if ref is None:
+        return None
+    img = open_image(sample_id, inside_folder(sample_id, root, ref, "target_image"))
+    return prepare_image(to_eight_bit(sample_id, img, f"target_image {ref!r}"), frame, like=source_size)
 
 
 #: A JSON-map item's fields: a manifest line's, without the source prompt such benchmarks lack.
@@ -328,6 +339,24 @@ def _manifest_items(card: dict, path: Path) -> list[tuple[str, object]]:
     return [(str(r.get(column)) if isinstance(r, dict) else f"line {i + 1}", r) for i, r in enumerate(records)]
 
 
+def _item_entry(card: dict, item: dict) -> dict:
+    """A manifest line's fields from a JSON-map item: each card ``fields`` entry's item key (a list
+    of keys: the first the item has, as RISEBench's ``reference`` or ``reference_txt``), and
+    ``groups`` ``{flag: "true"}`` for each of the card's ``flags`` the item sets (present, not null
+    or NaN, as RISEBench's ``pd.isna`` checks them)."""
+    entry = {}
+    for field, columns in card["fields"].items():
+        present = [c for c in ([columns] if isinstance(columns, str) else columns) if item.get(c) is not None]
+        if present:
+            entry[field] = item[present[0]]
+    flags = {flag: "true" for flag in card.get("flags", []) if _is_set(item.get(flag))}
+    return entry | ({"groups": flags} if flags else {})
+
+
+def _is_set(value) -> bool:
+    return value is not None and not (isinstance(value, float) and math.isnan(value))
+
+
 def load_json_map(card: dict, folder) -> list[SampleRef]:
     """A benchmark published as JSON manifests of items, from its local copy ``folder``: the
     card's ``manifest`` file there (one JSON object ``{key: item}``, as ImgEdit-Bench's
@@ -336,7 +365,9 @@ def load_json_map(card: dict, folder) -> list[SampleRef]:
     ``image`` field names. A ``manifest`` naming ``{edit_type}`` is one file per edit type of the
     card (KRIS-Bench's ``<category>/annotation.json``): its items get that edit type, the id
     ``<edit type>/<key>`` and images under that file's folder. The card's ``fields`` map sample
-    fields to item keys; each item is checked and loaded as a JSONL manifest line (no source prompt)."""
+    fields to item keys; each item is checked and loaded as a JSONL manifest line (no source prompt).
+    ``id_with_edit_type``: ids ``<edit type>/<key>`` for one manifest too (RISEBench's results
+    layout ``images/<category>/<index>.png``); ``flags``: see ``_item_entry``."""
     if folder is None:
         raise ConfigError(f"dataset {card['name']}: give its local copy as dataset.path, a folder with "
                           f"{card['manifest']} and the images it names")  # fmt: skip
@@ -348,16 +379,17 @@ def load_json_map(card: dict, folder) -> list[SampleRef]:
             raise ConfigError(f"dataset path {str(folder)!r}: no {path.relative_to(Path(folder).expanduser())} "
                               f"(the {card['name']} card's manifest)")  # fmt: skip
         for key, item in _manifest_items(card, path):
-            sample_id = f"{edit_type}/{key}" if per_type else str(key)
-            entry = {"id": sample_id, "source_prompt": "",
-                     **{field: item.get(column) for field, column in card["fields"].items() if isinstance(item, dict)},
+            entry = {"source_prompt": "", **(_item_entry(card, item) if isinstance(item, dict) else {}),
                      **({"edit_type": edit_type} if per_type else {})}  # fmt: skip
             kind = entry.get("edit_type") if isinstance(entry.get("edit_type"), str) else None
+            prefixed = per_type or (card.get("id_with_edit_type") and kind)
+            sample_id = entry["id"] = f"{kind}/{key}" if prefixed else str(key)
             error = field_error(entry, ITEM_FIELDS) if isinstance(item, dict) else "the item is not a JSON object"
             if error:
                 refs.append(_broken_ref(sample_id, f"{error} ({path.name} item {key!r})", kind))
             else:
-                refs.append(SampleRef(sample_id, kind, _jsonl_loader(sample_id, entry, path.parent, False)))
+                load = _jsonl_loader(sample_id, entry, path.parent, False)
+                refs.append(SampleRef(sample_id, kind, load, entry.get("groups") or {}))
     return _unique(refs, Path(folder).expanduser() / card["manifest"])
 
 

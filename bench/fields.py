@@ -101,6 +101,7 @@ JSONL_FIELDS = {
     "edit_type": Field(_optional_text, "an edit type name (a string) or null"),
     "class_label": Field(_label, "an ImageNet class index (integer) or name (string), or null"),
     "instruction": Field(_optional_text, "an edit instruction (a string) or null"),
+    "target_image": Field(_text, "a path relative to the manifest (a non-empty string): a reference image"),
     "explanation": Field(_optional_text, "what the right result is and why (a string) or null, for a judge prompt"),
     "groups": Field(_groups, 'an object of string values naming its subsets, e.g. {"language": "en"}'),
     "instructions": Field(_texts, "a non-empty list of edit instructions, one per turn (a multi-turn sample)"),

@@ -294,25 +294,34 @@ def _row_loader(dataset, row: int, sample_id: str, card: dict, groups: dict[str,
     return load
 
 
+def _json_map_summary(card: dict) -> list[str]:
+    """The local copy of a ``json_map`` card: its manifest's shape and each item's keys."""
+    keys = ", ".join(f"{column if isinstance(column, str) else ' or '.join(column)} "
+                     f"({field}{': a path under the folder' * (field in ('image', 'target_image'))})"
+                     for field, column in card["fields"].items())  # fmt: skip
+    (column,) = card["id"]
+    shape = ("{key: {item}}" if column == "key" else f"one record per line keyed by {column}"
+             if card["manifest"].endswith(".jsonl") else f"a JSON list of items keyed by {column}")  # fmt: skip
+    manifest = card["manifest"].replace("{edit_type}", "<edit type>")
+    per_type = " (one per edit type)" * ("{edit_type}" in card["manifest"])
+    flags = f"; item flags (set: not null): {', '.join(card['flags'])}" if card.get("flags") else ""
+    return [f"  a local copy is a folder with {manifest}{per_type}, {shape}, each item with: {keys}{flags}"]
+
+
 def card_summary(card: dict) -> list[str]:
     """What a user needs to build a local copy of a hub card's benchmark and what it reports:
     the columns (each once, with what it is read as and the types allowed), the metrics, the
     judge protocol and the table view (``editbench datasets``)."""
-    roles: dict[str, list] = {}
-    for column, role, kinds in column_roles(card):
-        entry = roles.setdefault(column, [[], kinds])
-        entry[0].append(role)
-        entry[1] = tuple(k for k in entry[1] if k in kinds)  # read in several roles: what all of them allow
-    columns = "; ".join(f"{c} ({', '.join(r)}: {' | '.join(k)})" for c, (r, k) in roles.items())
-    lines = [f"  columns a local copy must have: {columns}"]
     if card["format"] == "json_map":  # one JSON object of items, images as paths
-        keys = ", ".join(f"{column} ({field}{': a path under the folder' * (field == 'image')})"
-                         for field, column in card["fields"].items())  # fmt: skip
-        shape = (f"one record per line keyed by {card['id'][0]}" if card["manifest"].endswith(".jsonl")
-                 else "{key: {item}}")  # fmt: skip
-        manifest = card["manifest"].replace("{edit_type}", "<edit type>")
-        per_type = " (one per edit type)" * ("{edit_type}" in card["manifest"])
-        lines = [f"  a local copy is a folder with {manifest}{per_type}, {shape}, each item with: {keys}"]
+        lines = _json_map_summary(card)
+    else:
+        roles: dict[str, list] = {}
+        for column, role, kinds in column_roles(card):
+            entry = roles.setdefault(column, [[], kinds])
+            entry[0].append(role)
+            entry[1] = tuple(k for k in entry[1] if k in kinds)  # read in several roles: what all of them allow
+        columns = "; ".join(f"{c} ({', '.join(r)}: {' | '.join(k)})" for c, (r, k) in roles.items())
+        lines = [f"  columns a local copy must have: {columns}"]
     if card.get("metrics"):
         lines.append(f"  metrics: {', '.join(card['metrics'])}")
     judge = card.get("judge")

@@ -44,7 +44,7 @@ from PIL import Image
 from bench.errors import ConfigError, unknown
 from bench.metrics.base import ImageMetric
 from bench.metrics.extractors import network
-from bench.metrics.judge_answers import read_answer, read_json_keys, read_named_scores
+from bench.metrics.judge_answers import read_answer, read_final_score, read_json_keys, read_named_scores
 from bench.metrics.judge_backends import Chat, ChatEndpoint, JudgeOptions, LocalVLM
 from bench.metrics.judge_failures import (
     NO_INSTRUCTION,
@@ -62,7 +62,7 @@ TEMPLATES = Path(__file__).parent / "templates"
 NAN = float("nan")
 #: How a template's answers are read (``Template.reader``) and its criteria combined (``combine``).
 READERS = {"viescore": lambda text, criteria, score_range: read_answer(text, len(criteria), score_range),
-           "named_lines": read_named_scores, "json_keys": read_json_keys}  # fmt: skip
+           "named_lines": read_named_scores, "json_keys": read_json_keys, "final_score": read_final_score}  # fmt: skip
 COMBINE = {"min": min, "mean": lambda scores: sum(scores) / len(scores)}
 
 
@@ -79,14 +79,16 @@ def judge_options(value, where: str) -> JudgeOptions:
     return value
 
 
-JUDGE = Option("judge", JudgeOptions, JudgeOptions(), "the VLM judge of vie_sc, vie_pq, vie_o, imgedit_score and kris_*: a mapping of "
-               "JudgeOptions keys (bench.metrics.judge_backends), e.g. {backend: endpoint, url: ...}",
+JUDGE = Option("judge", JudgeOptions, JudgeOptions(), "the VLM judge of vie_sc, vie_pq, vie_o, imgedit_score, kris_* "
+               "and rise_*: a mapping of JudgeOptions keys (bench.metrics.judge_backends), e.g. "
+               "{backend: endpoint, url: ...}",
                judge_options)  # fmt: skip
 
 
 @dataclass(frozen=True)
 class TemplatePart:
-    """One prompt of a template: the images it shows (``source``/``edited``, in order), its text,
+    """One prompt of a template: the images it shows (``source``/``edited``/``reference``, the
+    sample's ground-truth image ``target_image``, in order), its text,
     the placeholder the instruction replaces (None: no instruction), the criteria it rates,
     ``labels``, a text before each image (none: the images, then the text), ``explanation``, the
     placeholder the sample's explanation replaces (KRIS-Bench's knowledge hint; None: none), and
@@ -254,9 +256,15 @@ class Judge:
             if spec.explanation and not explanation:
                 rows[i] = Answer(None, NAN, "the sample has no explanation, which this prompt needs", NO_INSTRUCTION)
                 continue
+            if "reference" in spec.images and sample.target_image is None:
+                rows[i] = Answer(None, NAN, "the sample has no reference image, which this prompt needs",
+                                 NO_INSTRUCTION)  # fmt: skip
+                continue
             asked = [instruction, explanation] if spec.explanation else instruction  # the cache key's text
             images = {"source": to_pil(source[i])}
             images["edited"] = judged_edit(to_pil(edited[i]), images["source"])
+            if "reference" in spec.images:
+                images["reference"] = to_pil(sample.target_image)
             pictures = [images[name] for name in spec.images]
             for j in range(self.samples):
                 key = self._key(part, pictures, asked, j)

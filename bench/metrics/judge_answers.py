@@ -157,3 +157,33 @@ def read_json_keys(answer: str, criteria: tuple[str, ...], score_range: tuple[fl
             return Reading(None, f"score {found[0]} is outside {low:g}-{high:g}", OUT_OF_RANGE)
         scores.append(value)
     return Reading(tuple(scores))
+
+
+#: RISEBench's gpt_eval.py ``extract``: a "Final Score" line and the digits that follow it
+#: (stars, spaces, commas and newlines between them), then the same for "Final Scores".
+_FINAL_SCORE = [re.compile(r"\*?\*?Final " + word + r"\*?\*?:?\s*([\d*\s,\n]*)", re.IGNORECASE)
+                for word in ("Score", "Scores")]  # fmt: skip
+
+
+def read_final_score(answer: str, criteria: tuple[str, ...], score_range: tuple[float, float]) -> Reading:
+    """The score of an answer in RISEBench's form, ``**Final Score:** **4**``: the integers after the
+    first "Final Score" that has any (else after "Final Scores"), as gpt_eval.py's ``extract``
+    finds them; the answer must give one integer per criterion, in the template's range.
+
+    Where gpt_eval.py differs: it takes whatever integers it finds (``Final Score: 4, 5`` gives two
+    scores, which shifts its score columns; 7 is kept) and marks an answer without them
+    ``failed``; here those are NaN with the reason (``out_of_range`` for a score outside the range)."""
+    if not answer or not answer.strip():
+        return Reading(None, "empty answer")
+    for pattern in _FINAL_SCORE:
+        numbers = next((found for match in pattern.findall(answer) if (found := re.findall(r"\d+", match))), None)
+        if numbers:
+            break
+    else:
+        return Reading(None, "no 'Final Score: <integer>' line")
+    if len(numbers) != len(criteria):
+        return Reading(None, f"'Final Score' gives {len(numbers)} integers ({', '.join(numbers)}), not {len(criteria)}")
+    low, high = score_range
+    if any(not low <= int(n) <= high for n in numbers):
+        return Reading(None, f"score {', '.join(numbers)} is outside {low:g}-{high:g}", OUT_OF_RANGE)
+    return Reading(tuple(float(n) for n in numbers))

@@ -63,6 +63,7 @@ REQUEST_FORMS = {
     "gedit_gpt41": RequestForm(True, "JPEG", None, 1400, "API-default-temperature"),  # GEdit-Bench's viescore/mllm_tools/openai.py
     "imgedit_gpt4o": RequestForm(True, "PNG", None, None, "API-default-temperature"),  # ImgEdit-Bench's basic_bench.py
     "kris_gpt4o": RequestForm(False, "JPEG", None, 1000, "API-default-temperature"),  # KRIS-Bench's metrics_*.py (the template orders the parts)
+    "rise_gpt41": RequestForm(True, "JPEG", 0, 4096, "greedy"),  # RISEBench's gpt_eval.py gpt_generate
 }  # fmt: skip
 DTYPES = ("auto", "fp32", "fp16", "bf16")
 TRANSIENT_HTTP = frozenset({408, 409, 429, 500, 502, 503, 504})
