@@ -498,7 +498,31 @@ def methods(includes):
         click.echo(f"{cls.name}: {cls.description}{needs}")
         click.echo(f"    families: {', '.join(FAMILY_TITLES.get(f, f) for f in cls.families)}")
         for p in cls.params:
-            click.echo(f"    {p.name} = {p.default!r}  [{p.allowed()}]  {p.help}")
+            on_families = "".join(f", {FAMILY_TITLES.get(f, f)}: {v!r}" for f, v in p.family_defaults)
+            click.echo(f"    {p.name} = {p.default!r}{on_families}  [{p.allowed()}]  {p.help}")
+
+
+@main.command()
+@click.argument("names", nargs=-1)
+def backbones(names):
+    """Each backbone's family and parameters per network, counted from its configs without loading weights.
+
+    NAMES: tiny backbones, pipeline folders, or hub ids in the Hugging Face cache (default: every tiny one)."""
+    from bench.diffusion.backbone import BackboneSpec, folder_on_disk, hub_config_folder
+    from bench.diffusion.families import FAMILY_TITLES, family_of_folder
+    from bench.diffusion.model_size import component_parameters, format_count
+    from bench.diffusion.tiny import TINY_BACKBONES, tiny_backbone_dir
+
+    for name in names or TINY_BACKBONES:
+        spec = BackboneSpec(name=name)
+        folder = tiny_backbone_dir(name) if spec.is_tiny else folder_on_disk(spec) or hub_config_folder(spec)
+        if folder is None:
+            click.echo(f"{name}: not on disk (a hub id is read from the Hugging Face cache; download its configs first)")
+            continue
+        counts = component_parameters(folder)
+        family = family_of_folder(folder)
+        each = ", ".join(f"{component} {format_count(n)}" for component, n in counts.items())
+        click.echo(f"{name} ({FAMILY_TITLES.get(family, family)}): {format_count(sum(counts.values()))} parameters: {each}")
 
 
 @main.command()

@@ -21,7 +21,8 @@ first turn), naming column, expected and found type. Image cells are decoded per
 ``datasets`` library does, from their ``{"bytes": ..., "path": ...}`` form: that also reads a parquet
 written by pandas, which lacks the image feature metadata. Images go through ``bench.samples``'
 preparation rule (the run's resolution policy; by default shorter side to the resolution, centre
-crop): the source, the ground truth (``target_image``, brought to the source's size) and the mask alike.
+crop): the source, the ground truth (``target_image``, brought to the source's size; also kept at
+its own size as ``target_original``) and the mask alike.
 """
 
 import io

@@ -226,6 +226,13 @@ def run_frame(manifest: dict) -> Frame:
     return Frame("square", side=int(manifest["backbone"]["resolution"]))
 
 
+def run_frames(manifest: dict) -> dict[str | None, Frame]:
+    """The rule of each backbone of a run by its label (the store's ``backbone`` column), and
+    under ``None`` the run's first backbone's (``run_frame``: cells stored without a label)."""
+    frames = {label: Frame.from_dict(info["images"]) for label, info in manifest.get("backbones", {}).items()}
+    return {**frames, None: run_frame(manifest)}
+
+
 def _fit(img: Image.Image, frame: Frame, resample, like: tuple[int, int] | None = None) -> Image.Image:
     """``img`` under ``frame``: square resize + centre crop, or a plain resize to the size the rule
     gives ``like`` (the source's size; default the image's own)."""

@@ -43,6 +43,7 @@ CREATE TABLE IF NOT EXISTS cells (
     steps_run INTEGER,
     worker TEXT,
     groups TEXT,
+    backbone TEXT,
     finished_at TEXT DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))
 );
 CREATE TABLE IF NOT EXISTS metrics (
@@ -96,6 +97,7 @@ class CellRecord:
     steps_run: int | None = None  # and how many timesteps it runs
     worker: str | None = None
     groups: dict[str, str] = field(default_factory=dict)  # the sample's subsets, e.g. {"language": "en"}
+    backbone: str | None = None  # the label of the backbone the cell ran on (``RunConfig.backbones``)
     chain: str | None = None  # a multi-turn sample's chain (e.g. MagicBrush's img_id)
     turn: int | None = None  # and its turn, 1 for the first
     input_key: str | None = None  # the cell whose output this turn edited (turns: iterative); None: the recorded source
@@ -146,7 +148,8 @@ class Store:
     #: Columns added to ``cells`` after the first release, with their SQL types.
     ADDED_COLUMNS = {
         "prep_grad_evals": "INTEGER", "start_step": "INTEGER", "steps_run": "INTEGER", "batch_size": "INTEGER",
-        "batch_id": "TEXT", "worker": "TEXT", "groups": "TEXT", "chain": "TEXT", "turn": "INTEGER", "input_key": "TEXT",
+        "batch_id": "TEXT", "worker": "TEXT", "groups": "TEXT", "backbone": "TEXT",
+        "chain": "TEXT", "turn": "INTEGER", "input_key": "TEXT",
     }  # fmt: skip
 
     def _add_missing_columns(self) -> None:

@@ -52,7 +52,7 @@ class BlendedLatent(Method):
     @torch.no_grad()
     def latents(self, backbone, rows, setting, on_step=None) -> torch.Tensor:
         """The final latents of a batch of rows; ``on_step(step, latent, background)`` sees every blended step."""
-        scheduler = backbone.new_scheduler(setting["steps"])
+        scheduler = backbone.new_scheduler(setting["steps"], backbone.latent_hw(rows[0].sample.image))
         timesteps = partial_timesteps(scheduler, setting["steps"], setting["t0"])
         source = source_latents(backbone, rows)
         edit = latent_masks(backbone, rows, setting["dilation"]).to(source)

@@ -31,7 +31,7 @@ from PIL import Image
 from bench import Conformance, EditResult, Method, Param, register
 from bench.data import inside_folder, open_image, prepare_image, to_eight_bit
 from bench.samples import image_tensor
-from bench.diffusion.families import FAMILIES
+from bench.diffusion.families import TEXT_TO_IMAGE_FAMILIES
 from bench.errors import ConfigError, SampleError
 from bench.hub_data import image_cell
 from bench.params import LOCAL, LOCAL_OR_HUB
@@ -103,7 +103,7 @@ class External(Method):
         "properties of the files, not of the method (tests/test_external.py checks reading them)"
     )
     measures_cost = False
-    families = FAMILIES  # it only reads images at the backbone's resolution, whatever the family
+    families = TEXT_TO_IMAGE_FAMILIES  # it only reads images at the backbone's resolution, whatever the family
     params = (
         Param("folder", str, "", "folder of <sample id>.png|.jpg|.jpeg|.webp images", path=LOCAL),
         Param("manifest", str, "", "JSONL of {id, image[, setting]} lines, image paths relative to the manifest",

@@ -69,7 +69,7 @@ def flowedit_latents(
 ) -> torch.Tensor:
     """The edited latents (one row per source latent of ``z0``); ``generator``: one per row."""
     steps, n_max, n_min = setting["steps"], setting["n_max"], setting["n_min"]
-    schedule = backbone.new_scheduler(steps)
+    schedule = backbone.new_scheduler(steps, z0.shape[-2:])
     sigmas, timesteps = schedule.sigmas, schedule.timesteps
     source_velocity = velocity_fn(backbone, source_prompts, setting["src_w"])
     target_velocity = velocity_fn(backbone, target_prompts, setting["tar_w"])

@@ -89,7 +89,7 @@ class KVInversionSpec(PreparationSpec):
 
     @torch.no_grad()
     def prepare(self, backbone, sample) -> Preparation:
-        schedule = backbone.new_scheduler(self.steps)
+        schedule = backbone.new_scheduler(self.steps, backbone.latent_hw(sample.image))
         sigmas = schedule.sigmas
         cond, uncond = backbone.encode_text(sample.source_prompt), backbone.encode_text("")
         z0 = backbone.encode_image(sample.image[None])
@@ -108,7 +108,7 @@ class KVInversionSpec(PreparationSpec):
 def kv_edit_latents(backbone, rows, setting) -> torch.Tensor:
     """The edited latents of a batch of rows (``EditRow``s with masks and ``KVInversion`` preparations)."""
     steps, skip = setting["steps"], setting["skip"]
-    schedule = backbone.new_scheduler(steps)
+    schedule = backbone.new_scheduler(steps, backbone.latent_hw(rows[0].sample.image))
     sigmas = schedule.sigmas
     preps = [row.prep for row in rows]
     z0 = torch.cat([p.z0 for p in preps])

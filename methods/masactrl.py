@@ -39,7 +39,7 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
-from bench.diffusion.attention.control import AttentionController, word_positions
+from bench.diffusion.attention.control import AttentionController, grid_shape, word_positions
 from bench.diffusion.attention.hooks import (
     attend,
     by_row,
@@ -83,8 +83,8 @@ class MutualSelfAttention:
         if self.masks is None:
             return attend(attn, query, key, value, attention_mask)
         heads, queries = attn.heads, query.shape[1]
-        side = int(round(queries**0.5))
-        source_fg, target_fg = (F.interpolate(m, size=(side, side), mode="nearest").flatten() for m in self.masks)
+        grid = grid_shape(queries, tuple(self.masks[0].shape[2:]))  # the layer's (h, w), the masks' aspect
+        source_fg, target_fg = (F.interpolate(m, size=grid, mode="nearest").flatten() for m in self.masks)
         scores = by_row(torch.bmm(query, key.transpose(1, 2)) * attn.scale, heads)
         lowest = torch.finfo(scores.dtype).min
         fg = scores.masked_fill(source_fg.to(scores.device)[None, None, None] == 0, lowest).softmax(-1)
@@ -178,13 +178,14 @@ def masactrl_latents(backbone, sample, inversion, setting, on_step=None) -> torc
     unet = backbone.unet
     layers = frozenset(self_attention_layers(unet)[setting["start_layer"] :])
     control = MutualSelfAttention(layers, setting["start_step"])
-    observer = CrossObserver()
+    latent_hw = tuple(side // backbone.vae_factor for side in sample.image.shape[1:])
+    observer = CrossObserver(AttentionController(latent_hw=latent_hw))
     columns = _edit_word_columns(backbone.tokenizer, sample) if setting["mask_guided"] else None
 
     def on_eps(index):
         control.step = observer.maps.step = index
         if columns is not None and observer.maps.steps_done:
-            control.masks = _foreground(observer.maps, columns, backbone.latent_size)
+            control.masks = _foreground(observer.maps, columns, latent_hw)
 
     def after(step, latents):
         observer.maps.end_step()
@@ -215,9 +216,8 @@ def _edit_word_columns(tokenizer, sample) -> tuple[list[int], list[int]]:
     return tuple(columns)
 
 
-def _foreground(maps: AttentionController, columns, latent_size: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """(source, target) foreground masks over the latent from the edit words' maps so far."""
-    queries = min(maps.resolutions(), key=lambda q: (abs(q**0.5 - latent_size / 4), -q))
-    branches = maps.average(queries)  # (2, r, r, L)
-    size = (latent_size, latent_size)
-    return tuple(word_mask(branches[b], columns[b], size, MASK_THRESHOLD) for b in range(2))
+def _foreground(maps: AttentionController, columns, latent_hw: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+    """(source, target) foreground masks over the latent of ``latent_hw`` from the edit words' maps so far."""
+    queries = min(maps.resolutions(), key=lambda q: (abs(q**0.5 - (latent_hw[0] * latent_hw[1]) ** 0.5 / 4), -q))
+    branches = maps.average(queries)  # (2, h, w, L)
+    return tuple(word_mask(branches[b], columns[b], latent_hw, MASK_THRESHOLD) for b in range(2))

@@ -262,7 +262,8 @@ class PromptToPrompt(Method):
         """The P2P run of one row: start latent, prompts, null embeddings, controller and blend."""
         sample, prep = row.sample, row.prep
         if prep is None:
-            shape = (1, backbone.unet.config.in_channels, backbone.latent_size, backbone.latent_size)
+            height, width = (side // backbone.vae_factor for side in sample.image.shape[1:])  # the sample's size
+            shape = (1, backbone.unet.config.in_channels, height, width)
             z_T = randn_tensor(shape, generator=row.generator, device=backbone.device, dtype=backbone.dtype)
             null = backbone.encode_text("")
 
@@ -333,10 +334,12 @@ def build_controller(backbone, sample, setting) -> AttentionController:
         edit.equalizer = torch.ones(length)
         columns = _positions(tokenizer, sample, sample.target_prompt, word, "reweight_word", missing)
         edit.equalizer[columns] = setting["reweight_factor"]
+    h, w = (side // backbone.vae_factor for side in sample.image.shape[1:])
     return AttentionController(
         cross=edit,
         self_until=int(setting["self_replace_steps"] * steps),
-        self_max_queries=(backbone.latent_size // 2) ** 2,
+        self_max_queries=(h // 2) * (w // 2),
+        latent_hw=(h, w),
     )
 
 

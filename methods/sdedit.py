@@ -38,7 +38,7 @@ class SDEdit(Method):
 
     @torch.no_grad()
     def edit_batch(self, backbone, rows, setting):
-        scheduler = backbone.new_scheduler(setting["steps"])
+        scheduler = backbone.new_scheduler(setting["steps"], backbone.latent_hw(rows[0].sample.image))
         timesteps = partial_timesteps(scheduler, setting["steps"], setting["t0"])
         source = source_latents(backbone, rows)
         latent = scheduler.add_noise(source, fresh_noise(source, generators(rows)), timesteps[:1])

@@ -73,7 +73,7 @@ def fusion_mask(delta: torch.Tensor, variant: str = "diffusers") -> torch.Tensor
 def uniedit_latents(backbone, z: torch.Tensor, source_prompts, target_prompts, setting: dict) -> torch.Tensor:
     """Edit the latents ``z`` (at ``s_{steps-n}``, one row per prompt pair) down to ``s = 0``."""
     steps, omega = setting["steps"], setting["omega"]
-    schedule = backbone.new_scheduler(steps)
+    schedule = backbone.new_scheduler(steps, z.shape[-2:])
     sigmas, timesteps = schedule.sigmas, schedule.timesteps
     cond = torch.cat([encode_prompts(backbone, source_prompts), encode_prompts(backbone, target_prompts)])
     uncond = backbone.encode_text("")

@@ -15,7 +15,8 @@ import torch  # noqa: E402
 
 
 #: Fixtures that hold a tiny backbone; a test using one is marked ``backbone``.
-BACKBONE_FIXTURES = {"backbone", "sd3", "sdxl", "flux", "backbones"}
+BACKBONE_FIXTURES = {"backbone", "sd3", "sdxl", "flux", "backbones",
+                     "kontext", "qwen_image", "qwen_image_plus", "longcat", "flux2"}
 
 
 def pytest_configure(config):
@@ -55,6 +56,56 @@ def flux():
     from tests.helpers import tiny_backbone_spec
 
     return Backbone(tiny_backbone_spec("tiny-flux"))
+
+
+@pytest.fixture(scope="session")
+def kontext():
+    """The embedded FLUX.1 Kontext backbone, on the CPU (or the test device)."""
+    from bench.diffusion.backbone import Backbone
+
+    from tests.helpers import tiny_backbone_spec
+
+    return Backbone(tiny_backbone_spec("tiny-kontext"))
+
+
+@pytest.fixture(scope="session")
+def qwen_image():
+    """The embedded Qwen-Image-Edit backbone, on the CPU (or the test device)."""
+    from bench.diffusion.backbone import Backbone
+
+    from tests.helpers import tiny_backbone_spec
+
+    return Backbone(tiny_backbone_spec("tiny-qwen-image-edit"))
+
+
+@pytest.fixture(scope="session")
+def qwen_image_plus():
+    """The embedded Qwen-Image-Edit-2509/2511 (Plus pipeline) backbone, on the CPU (or the test device)."""
+    from bench.diffusion.backbone import Backbone
+
+    from tests.helpers import tiny_backbone_spec
+
+    return Backbone(tiny_backbone_spec("tiny-qwen-image-edit-plus"))
+
+
+@pytest.fixture(scope="session")
+def longcat():
+    """The embedded LongCat-Image-Edit backbone, on the CPU (or the test device)."""
+    from bench.diffusion.backbone import Backbone
+
+    from tests.helpers import tiny_backbone_spec
+
+    return Backbone(tiny_backbone_spec("tiny-longcat"))
+
+
+@pytest.fixture(scope="session")
+def flux2():
+    """The embedded FLUX.2 [klein] backbone, on the CPU (or the test device)."""
+    from bench.diffusion.backbone import Backbone
+
+    from tests.helpers import tiny_backbone_spec
+
+    return Backbone(tiny_backbone_spec("tiny-flux2-klein"))
 
 
 @pytest.fixture(scope="session")

@@ -303,3 +303,24 @@ def test_set_metrics_of_an_iterative_run_score_the_independent_edits(magicbrush_
     finally:
         store.close()
     assert {value for *_, value, _ in rows} == {6.0} and {n for *_, n in rows} == {6}  # 2 chains x 3 turns
+
+
+def test_a_chain_runs_on_its_methods_backbone_with_several_backbones(tmp_path):
+    """Chains and several models in one run: each method's turns, chained ones included, are planned
+    on its backbone, the units of one backbone together, and each turn edits its own method's output."""
+    from bench.execution.chains import plan_chain_units
+
+    config = chain_config(tmp_path, {"reconstruct": {}, "kontext": {"backbone": "tiny-kontext", "steps": 2}},
+                          {"path": write_turns_manifest(tmp_path / "data", n=1)})  # fmt: skip
+    labels = {method: config.backbone_label(method) for method in config.settings}
+    units = plan_chain_units(config.settings, load_dataset(config.dataset), config.seeds, {}, 4, tmp_path, labels)
+    assert all(unit.backbone == labels[unit.method] for unit in units)
+    order = [unit.backbone for unit in units]
+    assert order == sorted(order, key=order.index) and set(order) == {"tiny", "tiny-kontext"}  # one block each
+    run_dir, _ = start_run(config, progress=False)
+    cells = read_cells(run_dir).set_index("key")
+    assert (cells.status == "ok").all() and cells.input_key.notna().sum() == 2 * 2
+    assert dict(zip(cells.method, cells.backbone)) == {"reconstruct": "tiny", "kontext": "tiny-kontext"}
+    for _, cell in cells[cells.input_key.notna()].iterrows():
+        edited = cells.loc[cell.input_key]
+        assert (edited.method, edited.backbone) == (cell.method, cell.backbone)

@@ -116,6 +116,13 @@ def test_a_mistyped_backbone_folder_names_the_folders_there(tmp_path):
     assert "is not a diffusers pipeline folder (no unet/ or transformer/ config.json)" in result.output
 
 
+def test_backbones_prints_parameters_per_network():
+    result = invoke("backbones", "tiny-kontext", "no/such-model")
+    assert result.exit_code == 0, result.output
+    assert "tiny-kontext (FLUX.1 Kontext):" in result.output and "transformer 167K" in result.output
+    assert "no/such-model: not on disk" in result.output
+
+
 def test_a_backbone_folder_whose_model_index_is_not_json_is_a_one_line_error(tmp_path):
     (tmp_path / "sd" / "unet").mkdir(parents=True)
     (tmp_path / "sd" / "unet" / "config.json").write_text("{}")

@@ -91,6 +91,21 @@ def test_flux_sdedit_equals_diffusers_img2img(flux, image, t0, w, steps):
     assert (ours - ref).abs().max().item() <= TOLERANCE
 
 
+@pytest.mark.parametrize("t0", [0.6, 1.0])
+def test_flux_sdedit_on_a_non_square_image_equals_diffusers_img2img_at_its_size(flux, image, t0):
+    """A ``keep_aspect`` frame of another shape: the timestep shift reads the image's own token count
+    (FluxImg2ImgPipeline's ``image_seq_len``), not the backbone's square one."""
+    wide = torch.nn.functional.interpolate(image[None], size=(128, 192), mode="bilinear", align_corners=False)[0]
+    ours = edit(flux, "sdedit", wide, {"t0": t0, "w": 3.5, "steps": 4}, 7)
+    ref = flux_pipeline(FluxImg2ImgPipeline, flux, 4)(
+        "a photo of a dog", image=flux.encode_image(wide[None]), height=128, width=192, strength=t0,
+        num_inference_steps=4, guidance_scale=3.5, generator=torch.Generator().manual_seed(7), output_type="pt",
+    ).images  # fmt: skip
+    assert ours.shape == ref.shape == (1, 3, 128, 192) and (ours - ref).abs().max().item() <= TOLERANCE
+    square, own = flux.new_scheduler(4).sigmas, flux.new_scheduler(4, flux.latent_hw(wide)).sigmas
+    assert not torch.allclose(square, own)  # the test would not tell the two shifts apart otherwise
+
+
 def test_the_img2img_rule_is_diffusers_not_the_floor():
     assert img2img_steps(3, 0.7) == 3 and img2img_steps(7, 0.6) == 5 and img2img_steps(10, 0.5) == 5
     assert img2img_steps(4, 1.0) == 4 and img2img_steps(10, 0.01) == 1

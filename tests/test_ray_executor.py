@@ -4,6 +4,7 @@ mid-run still ends with every cell exactly once. (Concurrent cache writers: test
 All tests share one local Ray instance (2 CPUs, module-scoped) and one local reference run.
 """
 
+import json
 import os
 import signal
 import threading
@@ -169,3 +170,36 @@ def test_iterative_chains_on_ray_equal_the_local_run(ray_instance, tmp_path):
     assert (got.status == "ok").all() and got.input_key.notna().sum() == 2 * 2
     for path in want.output_path:
         assert (on_ray / path).read_bytes() == (local / path).read_bytes(), path
+
+
+@pytest.mark.slow  # ~35 s on 2 cores: two backbones loaded by each of two workers
+def test_a_two_backbone_run_on_ray_equals_the_local_run(ray_instance, raw_config):
+    """Several models in one run: each actor holds one backbone at a time and every cell records its
+    own; the same cells and PNG bytes as locally, and the manifest lists both backbones."""
+    raw = {**raw_config, "methods": {"sdedit": {"t0": 0.6, "steps": 3},
+                                     "kontext": {"backbone": "tiny-kontext", "steps": 2}}}  # fmt: skip
+    raw["output"] = str(Path(raw_config["output"]).parent / "two_backbone_runs")
+    raw["dataset"] = {**raw["dataset"], "path": write_instruction_dataset(Path(raw["output"]).parent / "instructed")}
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        local = run(raw)
+    finally:
+        torch.set_num_threads(threads)
+    on_ray = run(raw, RAY)
+    got, want = cells(on_ray), cells(local)
+    assert list(got.index) == list(want.index) and got["backbone"].equals(want["backbone"])
+    assert set(got["backbone"]) == {"tiny", "tiny-kontext"} and (got.status == "ok").all()
+    for path in want.output_path:
+        assert (on_ray / path).read_bytes() == (local / path).read_bytes(), path
+    assert set(json.loads((on_ray / "manifest.json").read_text())["backbones"]) == {"tiny", "tiny-kontext"}
+
+
+def write_instruction_dataset(folder: Path) -> str:
+    """Two samples with prompts and an instruction (sdedit and kontext both run on them)."""
+    extra = [{"id": f"instructed{i}", "image": f"img{i}.png", "source_prompt": "a cat", "target_prompt": "a dog",
+              "instruction": "turn the cat into a dog"} for i in range(2)]  # fmt: skip
+    path = Path(write_dataset(folder, n=2, extra=extra))
+    lines = [line for line in path.read_text().splitlines() if "instructed" in line]
+    path.write_text("\n".join(lines) + "\n")
+    return str(path)

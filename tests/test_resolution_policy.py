@@ -106,3 +106,16 @@ def test_a_keep_aspect_run_keeps_each_images_aspect_in_batches_of_one_size(tmp_p
     assert cells.groupby("batch_id")["sample_id"].apply(lambda s: len({sizes[i] for i in s})).eq(1).all()
     manifest = json.loads((run_dir / "manifest.json").read_text())
     assert manifest["images"]["mode"] == "keep_aspect" and "nothing cropped" in manifest["images"]["rule"]
+
+
+def test_methods_that_draw_noise_or_read_attention_maps_keep_the_samples_aspect(tmp_path):
+    """Noise from scratch (cfg at t0 = 1), Prompt-to-Prompt's local blend and MasaCtrl's masks at a
+    non-square latent (128x96 -> 80x48 px at 64² px area: latent 10x6, odd below it)."""
+    methods = {"cfg": {"t0": 1.0, "steps": 2}, "p2p": {"steps": 2, "inversion": "ddim"},
+               "masactrl": {"steps": 2, "start_step": 0, "start_layer": 0, "mask_guided": True}}  # fmt: skip
+    config = run_config(tmp_path, methods, n=1)
+    config = replace(config, dataset=replace(config.dataset, resolution_policy={"mode": "keep_aspect", "area": 64 * 64}))
+    run_dir, counts = start_run(config, progress=False)
+    cells = read_cells(run_dir)
+    assert counts["ok"] == 3, list(cells["error"])
+    assert {Image.open(run_dir / p).size for p in cells["output_path"]} == {(80, 48)}

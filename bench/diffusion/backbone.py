@@ -246,13 +246,20 @@ def known_family(spec: BackboneSpec) -> str | None:
 
 def _cached_hub_family(spec: BackboneSpec) -> str | None:
     """The family of a hub id from the hub cache's ``model_index.json`` (no network); None when absent."""
+    folder = hub_config_folder(spec)
+    return None if folder is None else family_of_folder(folder)
+
+
+def hub_config_folder(spec: BackboneSpec) -> Path | None:
+    """The hub cache's snapshot folder of a hub id whose ``model_index.json`` is cached (its configs
+    may be there without its weights); None otherwise. No network."""
     from huggingface_hub import try_to_load_from_cache
 
     try:
         index = try_to_load_from_cache(spec.name, "model_index.json", revision=spec.revision)
     except Exception:  # not a valid repo id
         return None
-    return family_of_folder(Path(index).parent) if isinstance(index, str) else None
+    return Path(index).parent if isinstance(index, str) else None
 
 
 def folder_on_disk(spec: BackboneSpec) -> Path | None:
@@ -323,6 +330,9 @@ class Backbone:
             raise ConfigError(f"backbone text_encoder_3 applies to SD3/3.5 only; {spec.name!r} is {self.family_name}")
         if spec.true_cfg_scale != 1 and self.family_name != "flux":
             raise ConfigError(f"backbone true_cfg_scale applies to FLUX.1 only; {spec.name!r} is {self.family_name}")
+        if spec.offload_text_encoders and hasattr(self.family, "pipeline"):
+            raise ConfigError(f"backbone {spec.name!r}: offload_text_encoders does not apply to an instruction editor, "
+                              "whose pipeline runs its encoders itself; use cpu_offload: true")  # fmt: skip
         for sub in self.family.weight_files(spec):
             problem = only_bin_weights(self.folder / sub)
             if problem:
@@ -338,7 +348,7 @@ class Backbone:
         if spec.offload_text_encoders:
             for module in self.text_encoders:
                 module.to("cpu")
-        self.vae_factor = 2 ** (len(self.vae.config.block_out_channels) - 1)
+        self.vae_factor = getattr(self.family, "VAE_FACTOR", None) or 2 ** (len(self.vae.config.block_out_channels) - 1)
         self.resolution = spec.resolution or native_resolution(self.family, dict(self.denoiser.config), dict(self.vae.config))
         if self.resolution % (8 * self.vae_factor):
             raise ConfigError(f"backbone resolution {self.resolution} must be a multiple of {8 * self.vae_factor}")
@@ -362,9 +372,15 @@ class Backbone:
         """Channels of a latent as methods see it (the VAE's; FLUX's transformer takes them 2x2-packed)."""
         return self.vae.config.latent_channels
 
-    def new_scheduler(self, steps: int):
-        """A fresh scheduler with ``steps`` inference timesteps (never shared between cells)."""
-        return self.family.new_scheduler(self, steps)
+    def new_scheduler(self, steps: int, latent_hw: tuple[int, int] | None = None):
+        """A fresh scheduler with ``steps`` inference timesteps (never shared between cells).
+        ``latent_hw``: (h, w) of the latents it denoises, default the backbone's square latent; a
+        family whose timesteps depend on the image size (FLUX.1's shift) reads it."""
+        return self.family.new_scheduler(self, steps, latent_hw)
+
+    def latent_hw(self, image: torch.Tensor) -> tuple[int, int]:
+        """(h, w) of the latent of an image (..., 3, H, W) (under ``keep_aspect`` not square)."""
+        return image.shape[-2] // self.vae_factor, image.shape[-1] // self.vae_factor
 
     @torch.no_grad()
     def encode_text(self, prompt: str) -> torch.Tensor:

@@ -57,7 +57,8 @@ def start_latents(backbone, scheduler, rows, timesteps: torch.Tensor, t0: float)
     """Pure noise for ``t0 = 1`` (as ``StableDiffusionPipeline``), else each row's source noised
     to the first timestep; each row's noise from its own generator."""
     if t0 == 1:
-        shape = (len(rows), backbone.latent_channels, backbone.latent_size, backbone.latent_size)
+        height, width = backbone.latent_hw(rows[0].sample.image)  # the rows' size
+        shape = (len(rows), backbone.latent_channels, height, width)
         like = torch.empty(shape, device=backbone.device, dtype=backbone.dtype)
         return fresh_noise(like, generators(rows)) * scheduler.init_noise_sigma
     source = source_latents(backbone, rows)
@@ -134,7 +135,7 @@ def guided_batch(
     """
     if guide is not None and len(rows) != 1:
         raise ValueError(f"gradient guidance runs one cell at a time, got {len(rows)}")
-    scheduler = backbone.new_scheduler(setting["steps"])
+    scheduler = backbone.new_scheduler(setting["steps"], backbone.latent_hw(rows[0].sample.image))
     timesteps = partial_timesteps(scheduler, setting["steps"], setting["t0"])
     latent = start_latents(backbone, scheduler, rows, timesteps, setting["t0"])
     eps = unet_eps(backbone, [row.sample for row in rows], setting["w"], unet_at)

@@ -1,7 +1,10 @@
 """The embedded backbones: seeded, randomly initialised pipelines of each family's architecture.
 
 ``tiny`` (SD 1.x) is the default; ``tiny-sdxl`` is SDXL's (``_build_sdxl``), ``tiny-sd3`` SD3's
-(``_build_sd3``), ``tiny-flux`` FLUX.1 [dev]'s (``_build_flux``).
+(``_build_sd3``), ``tiny-flux`` FLUX.1 [dev]'s (``_build_flux``); the instruction editors':
+``tiny-kontext`` FLUX.1 Kontext's (``_build_kontext``), ``tiny-qwen-image-edit`` Qwen-Image-Edit's
+(``_build_qwen_image_edit``) and -Plus's (``_build_qwen_image_edit_plus``), ``tiny-flux2-klein`` FLUX.2 [klein] base's (``_build_flux2_klein``), ``tiny-longcat``
+LongCat-Image-Edit's (``_build_longcat``).
 
 It has every component of Stable Diffusion 1.x at a toy size (UNet with cross-attention
 blocks, an AutoencoderKL with downsampling factor 8, a CLIP text encoder over the real
@@ -38,7 +41,9 @@ SD_SCHEDULER_CONFIG = dict(
 
 
 #: The embedded backbones and their families.
-TINY_BACKBONES = {"tiny": "sd", "tiny-sdxl": "sdxl", "tiny-sd3": "sd3", "tiny-flux": "flux"}
+TINY_BACKBONES = {"tiny": "sd", "tiny-sdxl": "sdxl", "tiny-sd3": "sd3", "tiny-flux": "flux", "tiny-kontext": "kontext",
+                  "tiny-qwen-image-edit": "qwen_image", "tiny-qwen-image-edit-plus": "qwen_image_plus",
+                  "tiny-flux2-klein": "flux2", "tiny-longcat": "longcat"}  # fmt: skip
 _FOLDERS = {name: f"{name}-v{TINY_VERSION}" for name in TINY_BACKBONES} | {"tiny": f"tiny-sd-v{TINY_VERSION}"}
 
 
@@ -51,7 +56,11 @@ def tiny_backbone_dir(name: str = "tiny") -> Path:
     """Folder of the tiny pipeline ``name``, built on first use."""
     folder = tiny_folder(name)
     if not (folder / "model_index.json").is_file():
-        {"tiny": _build, "tiny-sdxl": _build_sdxl, "tiny-sd3": _build_sd3, "tiny-flux": _build_flux}[name](folder)
+        builders = {"tiny": _build, "tiny-sdxl": _build_sdxl, "tiny-sd3": _build_sd3, "tiny-flux": _build_flux,
+                    "tiny-kontext": _build_kontext, "tiny-qwen-image-edit": _build_qwen_image_edit,
+                    "tiny-qwen-image-edit-plus": _build_qwen_image_edit_plus, "tiny-flux2-klein": _build_flux2_klein,
+                    "tiny-longcat": _build_longcat}  # fmt: skip
+        builders[name](folder)
     return folder
 
 
@@ -127,6 +136,11 @@ def write_pipeline(folder: Path, unet, vae, text_encoder) -> None:
 def _save_atomically(pipe, tmp: Path, folder: Path) -> None:
     """Save ``pipe`` into ``tmp`` (where the tokenizer source was written) and rename it to ``folder``."""
     pipe.save_pretrained(tmp, safe_serialization=True)
+    _publish(tmp, folder)
+
+
+def _publish(tmp: Path, folder: Path) -> None:
+    """Rename the pipeline saved in ``tmp`` to ``folder``, dropping its tokenizer source."""
     shutil.rmtree(tmp / "_tokenizer_src")
     if folder.exists():  # another process finished first
         shutil.rmtree(tmp)
@@ -264,4 +278,147 @@ def _build_flux(folder: Path) -> None:
         text_encoder=_tiny_clip(TINY_SEED + 2, hidden, projection=False), tokenizer=clip_tokenizer,
         text_encoder_2=t5, tokenizer_2=t5_tokenizer,
     )  # fmt: skip
+    _save_atomically(pipe, tmp, folder)
+
+
+def _build_kontext(folder: Path) -> None:
+    """FLUX.1 Kontext [dev]'s pipeline: the same architecture as FLUX.1 [dev] (Kontext is a FLUX.1
+    transformer trained to edit), so ``tiny-flux``'s seeded networks saved as a ``FluxKontextPipeline``."""
+    from diffusers import FluxKontextPipeline
+
+    tmp = folder.with_name(f"{folder.name}.building-{os.getpid()}")
+    pipe = FluxKontextPipeline.from_pretrained(tiny_backbone_dir("tiny-flux"), use_safetensors=True)
+    (tmp / "_tokenizer_src").mkdir(parents=True)
+    _save_atomically(pipe, tmp, folder)
+
+
+def _build_qwen_image_edit(folder: Path) -> None:
+    """Qwen-Image-Edit's pipeline at a toy size: a one-block QwenImage transformer (2 heads of 16,
+    RoPE axes 4/6/6, 64 = 16 x 2 x 2 packed channels), a Qwen-Image video VAE (base 8, 16 latent
+    channels), the tiny Qwen2.5-VL of ``bench.metrics.tiny_vlm`` as text and image encoder (its
+    byte-level tokenizer and a ``Qwen2VLProcessor``), and the flow-matching scheduler with dynamic
+    shift. The VAE config states ``sample_size`` 128, the tiny checkpoint's native size."""
+    from diffusers import (
+        AutoencoderKLQwenImage,
+        FlowMatchEulerDiscreteScheduler,
+        QwenImageEditPipeline,
+        QwenImageTransformer2DModel,
+    )
+    from transformers import AutoProcessor, Qwen2_5_VLForConditionalGeneration, Qwen2VLProcessor
+
+    from bench.metrics.tiny_vlm import write_tiny_qwen25_vl
+
+    tmp = folder.with_name(f"{folder.name}.building-{os.getpid()}")
+    source = write_tiny_qwen25_vl(tmp / "_tokenizer_src", seed=TINY_SEED + 2)
+    encoder = Qwen2_5_VLForConditionalGeneration.from_pretrained(source)
+    vl = AutoProcessor.from_pretrained(source)
+    processor = Qwen2VLProcessor(image_processor=vl.image_processor, tokenizer=vl.tokenizer,
+                                 video_processor=vl.video_processor, chat_template=vl.chat_template)  # fmt: skip
+    torch.manual_seed(TINY_SEED)
+    transformer = QwenImageTransformer2DModel(
+        patch_size=2, in_channels=64, out_channels=16, num_layers=1, attention_head_dim=16, num_attention_heads=2,
+        joint_attention_dim=encoder.config.text_config.hidden_size, axes_dims_rope=(4, 6, 6),
+    )  # fmt: skip
+    torch.manual_seed(TINY_SEED + 1)
+    vae = AutoencoderKLQwenImage(base_dim=8, z_dim=16, dim_mult=[1, 2, 2, 2], num_res_blocks=1)
+    scheduler = FlowMatchEulerDiscreteScheduler(
+        num_train_timesteps=1000, shift=1.0, use_dynamic_shifting=True, base_shift=0.5, max_shift=0.9,
+        base_image_seq_len=256, max_image_seq_len=8192, shift_terminal=0.02, time_shift_type="exponential",
+    )  # fmt: skip
+    pipe = QwenImageEditPipeline(scheduler=scheduler, vae=vae, text_encoder=encoder, tokenizer=vl.tokenizer,
+                                 processor=processor, transformer=transformer)  # fmt: skip
+    pipe.save_pretrained(tmp, safe_serialization=True)
+    _state_vae_sample_size(tmp)
+    _publish(tmp, folder)
+
+
+def _state_vae_sample_size(folder: Path) -> None:
+    """Write the tiny native size into a Qwen-Image VAE config, which has no ``sample_size`` of its own
+    (``bench.diffusion.families.qwen_image.native_resolution`` reads it; diffusers ignores it)."""
+    import json
+
+    config = folder / "vae" / "config.json"
+    config.write_text(json.dumps({**json.loads(config.read_text()), "sample_size": TINY_RESOLUTION}, indent=2))
+
+
+def _build_qwen_image_edit_plus(folder: Path) -> None:
+    """Qwen-Image-Edit-2509/2511's pipeline (``QwenImageEditPlusPipeline``): the same architecture as
+    Qwen-Image-Edit, so ``tiny-qwen-image-edit``'s seeded networks saved as the Plus pipeline."""
+    from diffusers import QwenImageEditPlusPipeline
+
+    tmp = folder.with_name(f"{folder.name}.building-{os.getpid()}")
+    pipe = QwenImageEditPlusPipeline.from_pretrained(tiny_backbone_dir("tiny-qwen-image-edit"), use_safetensors=True)
+    (tmp / "_tokenizer_src").mkdir(parents=True)
+    pipe.save_pretrained(tmp, safe_serialization=True)
+    _state_vae_sample_size(tmp)
+    _publish(tmp, folder)
+
+
+def _build_flux2_klein(folder: Path) -> None:
+    """FLUX.2 [klein] base's pipeline (not step-distilled: real CFG) at a toy size: a transformer of
+    one double- and one single-stream block (2 heads of 16, RoPE axes 4/4/4/4, 128 = 32 x 2 x 2
+    channels, no guidance embedding), a 32-channel FLUX.2 VAE (``sample_size`` 128), and a Qwen3
+    of hidden size 16 with 28 layers, so the pipeline's default hidden layers (9, 18, 27) exist,
+    over the byte-level tokenizer of ``bench.metrics.tiny_vlm`` with its chat template."""
+    from diffusers import AutoencoderKLFlux2, FlowMatchEulerDiscreteScheduler, Flux2KleinPipeline, Flux2Transformer2DModel
+    from transformers import Qwen3Config, Qwen3ForCausalLM
+
+    from bench.metrics.tiny_vlm import CHAT_TEMPLATE, qwen_byte_tokenizer
+
+    tmp = folder.with_name(f"{folder.name}.building-{os.getpid()}")
+    (tmp / "_tokenizer_src").mkdir(parents=True)
+    tokenizer = qwen_byte_tokenizer()
+    tokenizer.chat_template = CHAT_TEMPLATE
+    hidden = 16
+    torch.manual_seed(TINY_SEED + 2)
+    encoder = Qwen3ForCausalLM(Qwen3Config(
+        vocab_size=len(tokenizer), hidden_size=hidden, intermediate_size=32, num_hidden_layers=28, num_attention_heads=2,
+        num_key_value_heads=1, head_dim=8, max_position_embeddings=1024,
+    ))  # fmt: skip
+    torch.manual_seed(TINY_SEED)
+    transformer = Flux2Transformer2DModel(
+        patch_size=1, in_channels=128, num_layers=1, num_single_layers=1, attention_head_dim=16, num_attention_heads=2,
+        joint_attention_dim=3 * hidden, timestep_guidance_channels=32, axes_dims_rope=(4, 4, 4, 4), guidance_embeds=False,
+    )  # fmt: skip
+    torch.manual_seed(TINY_SEED + 1)
+    vae = AutoencoderKLFlux2(block_out_channels=(8, 8, 8, 8), latent_channels=32, norm_num_groups=4,
+                             sample_size=TINY_RESOLUTION, layers_per_block=1)  # fmt: skip
+    scheduler = FlowMatchEulerDiscreteScheduler(num_train_timesteps=1000, shift=3.0, use_dynamic_shifting=True)
+    pipe = Flux2KleinPipeline(scheduler=scheduler, vae=vae, text_encoder=encoder, tokenizer=tokenizer,
+                              transformer=transformer, is_distilled=False)  # fmt: skip
+    _save_atomically(pipe, tmp, folder)
+
+
+def _build_longcat(folder: Path) -> None:
+    """LongCat-Image-Edit's pipeline at a toy size: a transformer of one double- and one single-
+    stream block (2 heads of 16, RoPE axes 4/6/6, 64 = 16 x 2 x 2 packed channels), a 16-channel
+    VAE with FLUX's scaling and shift (``sample_size`` 128), and the tiny Qwen2.5-VL of
+    ``bench.metrics.tiny_vlm`` as text and image encoder, with a ``Qwen2VLProcessor``."""
+    from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler, LongCatImageEditPipeline, LongCatImageTransformer2DModel
+    from transformers import AutoProcessor, Qwen2_5_VLForConditionalGeneration, Qwen2VLProcessor
+
+    from bench.metrics.tiny_vlm import write_tiny_qwen25_vl
+
+    tmp = folder.with_name(f"{folder.name}.building-{os.getpid()}")
+    source = write_tiny_qwen25_vl(tmp / "_tokenizer_src", seed=TINY_SEED + 2)
+    encoder = Qwen2_5_VLForConditionalGeneration.from_pretrained(source)
+    vl = AutoProcessor.from_pretrained(source)
+    processor = Qwen2VLProcessor(image_processor=vl.image_processor, tokenizer=vl.tokenizer,
+                                 video_processor=vl.video_processor, chat_template=vl.chat_template)  # fmt: skip
+    hidden = encoder.config.text_config.hidden_size
+    torch.manual_seed(TINY_SEED)
+    transformer = LongCatImageTransformer2DModel(
+        patch_size=1, in_channels=64, num_layers=1, num_single_layers=1, attention_head_dim=16, num_attention_heads=2,
+        joint_attention_dim=hidden, pooled_projection_dim=hidden, axes_dims_rope=[4, 6, 6],
+    )  # fmt: skip
+    torch.manual_seed(TINY_SEED + 1)
+    vae = AutoencoderKL(
+        in_channels=3, out_channels=3, down_block_types=("DownEncoderBlock2D",) * 4,
+        up_block_types=("UpDecoderBlock2D",) * 4, block_out_channels=(8, 8, 8, 8), layers_per_block=1,
+        latent_channels=16, norm_num_groups=4, sample_size=TINY_RESOLUTION, scaling_factor=0.3611,
+        shift_factor=0.1159, use_quant_conv=False, use_post_quant_conv=False,
+    )  # fmt: skip
+    scheduler = FlowMatchEulerDiscreteScheduler(num_train_timesteps=1000, shift=3.0, use_dynamic_shifting=True)
+    pipe = LongCatImageEditPipeline(scheduler=scheduler, vae=vae, text_encoder=encoder, tokenizer=vl.tokenizer,
+                                    text_processor=processor, transformer=transformer)  # fmt: skip
     _save_atomically(pipe, tmp, folder)

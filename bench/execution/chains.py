@@ -16,13 +16,13 @@ skipped with that reason, and so, one after another, are the turns after it.
 
 import io
 
-import numpy as np
 import torch
 from PIL import Image
 
 from bench.data import SampleRef, chains
-from bench.execution.plan import Cell, WorkUnit, cell_key, plan_units, sample_blocks
+from bench.execution.plan import Cell, WorkUnit, cell_key, grouped_by_backbone, plan_units, sample_blocks
 from bench.registry import get_method
+from bench.samples import image_tensor
 
 #: (status, error, output path) of a stored cell, as ``Store.outcomes`` gives it.
 Stored = tuple[str, str | None, str | None]
@@ -30,8 +30,7 @@ Stored = tuple[str, str | None, str | None]
 
 def input_image(png: bytes) -> torch.Tensor:
     """(3, H, W) float in [0, 1] of a saved turn's PNG: the next turn's input."""
-    pixels = np.array(Image.open(io.BytesIO(png)).convert("RGB"))
-    return torch.from_numpy(pixels).permute(2, 0, 1).float() / 255
+    return image_tensor(Image.open(io.BytesIO(png)))
 
 
 def blocked_reason(chain: str | None, turn: int | None, status: str, error: str | None) -> str:
@@ -44,12 +43,14 @@ def _turn_key(method: str, setting: dict, ref: SampleRef, seed: int, position: i
 
 
 def plan_chain_units(settings: dict, refs: list[SampleRef], seeds: list[int], stored: dict[str, Stored],
-                     batch_size: int, run_dir) -> list[WorkUnit]:  # fmt: skip
+                     batch_size: int, run_dir, backbones: dict[str, str] | None = None) -> list[WorkUnit]:  # fmt: skip
     """Work units of every cell of an iterative run not in ``stored``: the independent turns
     (``plan_units``), then per block of chains, method and preparation key one unit whose
-    batches run turn by turn. ``run_dir``: where a stored turn's output is read from."""
+    batches run turn by turn. ``run_dir``: where a stored turn's output is read from;
+    ``backbones``: as ``plan_units``'s (a chain's turns run on its method's backbone)."""
+    backbones = backbones or {}
     every = [ref for chain in chains(refs) for ref in chain[1:]]
-    units = plan_units(settings, every, seeds, set(stored), batch_size)
+    units = plan_units(settings, every, seeds, set(stored), batch_size, backbones)
     for block in sample_blocks(chains(refs), batch_size, len(seeds)):
         for method, method_settings in settings.items():
             groups: dict = {}
@@ -64,8 +65,8 @@ def plan_chain_units(settings: dict, refs: list[SampleRef], seeds: list[int], st
                                  if (cell := _chain_cell(method, setting, chain, position, seed, stored, run_dir))]  # fmt: skip
                         batches += [cells[i : i + batch_size] for i in range(0, len(cells), batch_size)]
                 if batches:
-                    units.append(WorkUnit(len(units), method, batches))
-    return units
+                    units.append(WorkUnit(len(units), method, batches, backbones.get(method)))
+    return grouped_by_backbone(units)
 
 
 def _chain_cell(method: str, setting: dict, chain: list[SampleRef], position: int, seed: int,

@@ -77,10 +77,54 @@ class RunConfig:
     executor: ExecutorSpec = field(default_factory=ExecutorSpec)
     #: ``dataset.path`` as the config or ``--set`` gave it (``dataset.path`` itself is absolute).
     dataset_path_given: str | None = None
+    #: Each method's backbone spec (``methods.<name>.backbone``; default ``backbone``).
+    method_backbones: dict[str, BackboneSpec] = field(default_factory=dict)
 
     @property
     def n_settings(self) -> int:
         return sum(len(v) for v in self.settings.values())
+
+    def backbone_of(self, method: str) -> BackboneSpec:
+        """The spec of the backbone ``method`` runs on."""
+        return self.method_backbones.get(method, self.backbone)
+
+    @property
+    def backbones(self) -> dict[str, BackboneSpec]:
+        """Every backbone of the run by its label, in the order methods name them (the default first
+        when a method runs on it). A label is the model's name, plus the fields that tell two specs
+        of one model apart (e.g. ``tiny (dtype=fp16)``): the store's ``backbone`` column."""
+        specs = list(dict.fromkeys(self.backbone_of(m) for m in self.settings)) or [self.backbone]
+        names = [spec.name for spec in specs]
+        return {_label(spec, names.count(spec.name) > 1): spec for spec in specs}
+
+    def backbone_label(self, method: str) -> str:
+        """The label of the backbone ``method`` runs on."""
+        spec = self.backbone_of(method)
+        return next(label for label, known in self.backbones.items() if known == spec)
+
+
+#: Fields a method's ``backbone`` does not inherit from the run's default when it names another model.
+MODEL_FIELDS = ("revision", "resolution", "scheduler", "text_encoder_3", "true_cfg_scale")
+
+
+def _label(spec: BackboneSpec, shared_name: bool) -> str:
+    if not shared_name:
+        return spec.name
+    differing = {k: v for k, v in asdict(spec).items() if k != "name" and v != getattr(BackboneSpec, k)}
+    return f"{spec.name} ({', '.join(f'{k}={v}' for k, v in sorted(differing.items()))})"
+
+
+def method_backbone(default: BackboneSpec, value, method: str) -> BackboneSpec:
+    """A method's own backbone (``methods.<name>.backbone``: a name, or a mapping of backbone
+    fields) over the run's default: device, dtype and offloading are inherited; the model's own
+    fields (``MODEL_FIELDS``) only when the name is the default's."""
+    block = {"name": value} if isinstance(value, str) else value
+    if not isinstance(block, dict) or not block.get("name", default.name):
+        raise ConfigError(f"method {method!r}: backbone = {value!r}; expected a name or a mapping with 'name'")
+    base = asdict(default)
+    if block.get("name", default.name) != default.name:
+        base = {k: v for k, v in base.items() if k not in MODEL_FIELDS}
+    return _spec(BackboneSpec, {**base, **block}, f"method {method!r}: backbone")
 
 
 def _spec(cls, block, where: str):
@@ -222,8 +266,13 @@ def build_config(
     if not methods:
         raise ConfigError("config: 'methods' must name at least one method, e.g. methods: {sdedit: {t0: 0.5}}")
     backbone_spec = _spec(BackboneSpec, raw.get("backbone"), "backbone")
-    family = known_family(backbone_spec)
-    settings = {name: expand_grid(name, block, family) for name, block in methods.items()}
+    method_backbones = {}
+    for name, block in methods.items():
+        if isinstance(block, dict) and "backbone" in block:
+            methods[name] = {k: v for k, v in block.items() if k != "backbone"}
+            method_backbones[name] = method_backbone(backbone_spec, block["backbone"], name)
+    families = {name: known_family(method_backbones.get(name, backbone_spec)) for name in methods}
+    settings = {name: expand_grid(name, block, families[name]) for name, block in methods.items()}
     seeds = _as_list(raw["seeds"])
     if not seeds or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in seeds):
         raise ConfigError(f"config: seeds = {raw['seeds']!r}; expected non-negative integers")
@@ -233,8 +282,8 @@ def build_config(
     batch_size = raw["batch_size"]
     if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
         raise ConfigError(f"config: batch_size = {batch_size!r}; expected a positive integer (cells per UNet batch)")
-    if family is not None:  # a hub id's family is known once loaded: the worker checks it then, before any cell
-        for name in settings:
+    for name, family in families.items():  # a hub id's family is known once loaded: the worker checks it then
+        if family is not None:
             check_method_family(get_method(name), family)
     dataset_spec = _spec(DatasetSpec, raw.get("dataset"), "dataset")
     metric_options = _spec(MetricOptions, raw.get("metric_options"), "metric_options")  # fields: declared options
@@ -251,9 +300,11 @@ def build_config(
         "executor": asdict(executor),
         "include": raw["include"],
     }
+    if method_backbones:
+        resolved["method_backbones"] = {name: asdict(spec) for name, spec in method_backbones.items()}
     return RunConfig(
         backbone_spec, dataset_spec, settings, seeds, metrics, str(raw["output"]), copy.deepcopy(resolved),
-        metric_options, batch_size, executor, dataset_path_given,
+        metric_options, batch_size, executor, dataset_path_given, method_backbones,
     )  # fmt: skip
 
 
@@ -294,7 +345,10 @@ def config_from_resolved(resolved: dict) -> RunConfig:
             "would mix them; start a new run (a run now stores every path absolute)"
         )
     raw = copy.deepcopy(resolved)
+    own = raw.pop("method_backbones", {})
     raw["methods"] = {name: {"zip": _columns(ss)} if ss else {} for name, ss in resolved["methods"].items()}
+    for name, spec in own.items():
+        raw["methods"][name]["backbone"] = spec
     return build_config(raw)
 
 

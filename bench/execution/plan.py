@@ -75,11 +75,12 @@ class Cell:
 @dataclass
 class WorkUnit:
     """Cells that share ``method`` and one preparation key, in ``batches`` (each of one
-    setting, at most the run's batch size)."""
+    setting, at most the run's batch size), on the backbone labelled ``backbone``."""
 
     unit_id: int
     method: str
     batches: list[list[Cell]]
+    backbone: str | None = None  # None: the run's default backbone
 
     @property
     def cells(self) -> list[Cell]:
@@ -93,13 +94,18 @@ def sample_blocks(refs: list[SampleRef], batch_size: int, n_seeds: int) -> list[
 
 
 def plan_units(
-    settings: dict, refs: list[SampleRef], seeds: list[int], done: set[str], batch_size: int
+    settings: dict, refs: list[SampleRef], seeds: list[int], done: set[str], batch_size: int,
+    backbones: dict[str, str] | None = None,
 ) -> list[WorkUnit]:
     """Work units of every cell not in ``done``.
 
     ``settings``: method name -> its settings (a config's); a method's settings are grouped by
-    their ``preparation_key``, the key the worker computes preparations under.
+    their ``preparation_key``, the key the worker computes preparations under. ``backbones``:
+    method name -> the label of its backbone (``RunConfig.backbone_label``); the units of one
+    backbone come together, backbones in the order the methods name them, so a worker that runs
+    them in order loads each model once.
     """
+    backbones = backbones or {}
     units = []
     for block in sample_blocks(refs, batch_size, len(seeds)):
         for method, method_settings in settings.items():
@@ -118,7 +124,17 @@ def plan_units(
                     ]
                     batches += [cells[i : i + batch_size] for i in range(0, len(cells), batch_size)]
                 if batches:
-                    units.append(WorkUnit(len(units), method, batches))
+                    units.append(WorkUnit(len(units), method, batches, backbones.get(method)))
+    return grouped_by_backbone(units)
+
+
+def grouped_by_backbone(units: list[WorkUnit]) -> list[WorkUnit]:
+    """``units`` with those of one backbone together (backbones in the order they first come,
+    plan order within one), renumbered: a worker that runs them in order loads each model once."""
+    order = list(dict.fromkeys(unit.backbone for unit in units))
+    units = sorted(units, key=lambda unit: order.index(unit.backbone))
+    for unit_id, unit in enumerate(units):
+        unit.unit_id = unit_id
     return units
 
 
@@ -164,6 +180,7 @@ class SettingPlan:
     start_step: int | None
     steps_run: int | None
     edit_nfe: int
+    backbone: str = ""
 
 
 @dataclass
@@ -187,8 +204,8 @@ def plan_settings(config: RunConfig, n_sources: int,
     entry (``cache_entry``: the second setting loads it) when it is cached, else once per
     ``preparation_key`` (settings of one key share a unit, which prepares each sample once)."""
     plans, preparations = [], {}
-    rules = step_rules(config.backbone)
     for method, settings in config.settings.items():
+        rules = step_rules(config.backbone_of(method))
         cls = get_method(method)
         varying, _ = varying_params(method, settings)
         for setting in settings:
@@ -196,7 +213,7 @@ def plan_settings(config: RunConfig, n_sources: int,
             with rules_in_force(rules):  # the backbone family's NFE per guided step and start-level steps
                 (start, run), nfe = cls.schedule(setting) or (None, None), cls.estimate_nfe(setting)[0]
             plans.append(SettingPlan(method, setting_label(setting, varying), (n_sources + n_chained) * seeds,
-                                     start, run, nfe))  # fmt: skip
+                                     start, run, nfe, config.backbone_label(method)))  # fmt: skip
             spec = cls.preparation_key(setting)
             if spec is not None:
                 entry = preparations.setdefault((method, spec.cache_entry() if spec.cached else spec),
@@ -206,18 +223,25 @@ def plan_settings(config: RunConfig, n_sources: int,
 
 
 def cached_preparations(config: RunConfig, refs: list[SampleRef], preparations: list[PreparationPlan]) -> int | None:
-    """How many of the (sample, disk-cached preparation) pairs the disk cache already holds; None
-    when the backbone's files are not on disk (nothing of it can be cached yet, or it is a hub id)."""
-    identity = identity_on_disk(config.backbone)
-    if identity is None:
-        return None
-    found, frame = 0, identity.frame(config.dataset.policy())
-    for ref in refs:
-        try:
-            sample = ref.load(frame)
-        except Exception:  # a bad sample fails its cells in the run; here it is simply not cached
-            continue
-        found += sum(p.spec.is_cached(identity, sample) for p in preparations if p.spec.cached)
+    """How many of the (sample, disk-cached preparation) pairs the disk cache already holds, each
+    sample at its method's backbone's size; None when a backbone's files are not on disk (nothing of
+    it can be cached yet, or it is a hub id)."""
+    by_backbone: dict[str, list[PreparationPlan]] = defaultdict(list)
+    for p in preparations:
+        if p.spec.cached:
+            by_backbone[config.backbone_label(p.method)].append(p)
+    found = 0
+    for mine in by_backbone.values():
+        identity = identity_on_disk(config.backbone_of(mine[0].method))
+        if identity is None:
+            return None
+        frame = identity.frame(config.dataset.policy())
+        for ref in refs:
+            try:
+                sample = ref.load(frame)
+            except Exception:  # a bad sample fails its cells in the run; here it is simply not cached
+                continue
+            found += sum(p.spec.is_cached(identity, sample) for p in mine)
     return found
 
 
@@ -226,15 +250,24 @@ def dry_run_text(config: RunConfig) -> str:
     refs = dataset_refs(config)
     plans, preparations = plan_settings(config, len(refs), len(chained_turns(refs, config.dataset.turns)))
     lines = [f"dry run: {len(refs)} sample(s) x {len(config.seeds)} seed(s); nothing is loaded or run", ""]
-    lines.append("method | setting | cells | start step | timesteps run | NFE/cell (est.)")
+    several = len(config.backbones) > 1
+    lines.append(("backbone | " if several else "") + "method | setting | cells | start step | timesteps run | NFE/cell (est.)")
     for p in plans:
         schedule = ("—", "—") if p.start_step is None else (str(p.start_step), str(p.steps_run))
-        lines.append(f"{p.method} | {p.label} | {p.cells} | {schedule[0]} | {schedule[1]} | {p.edit_nfe}")
+        lines.append(("{p.backbone} | " if several else "").format(p=p) +
+                     f"{p.method} | {p.label} | {p.cells} | {schedule[0]} | {schedule[1]} | {p.edit_nfe}")  # fmt: skip
     total_cells = sum(p.cells for p in plans)
     edit_nfe = sum(p.cells * p.edit_nfe for p in plans)
     lines += ["", f"{total_cells} cells; estimated NFE: {edit_nfe} for the edits"]
-    with rules_in_force(step_rules(config.backbone)):
-        costs = [(p, p.count(len(refs)), p.spec.nfe() * p.count(len(refs))) for p in preparations]
+    if several:
+        for label in config.backbones:
+            mine = [p for p in plans if p.backbone == label]
+            lines.append(f"  backbone {label}: {sum(p.cells for p in mine)} cells, "
+                         f"{sum(p.cells * p.edit_nfe for p in mine)} NFE")  # fmt: skip
+    costs = []
+    for p in preparations:
+        with rules_in_force(step_rules(config.backbone_of(p.method))):  # the NFE of its backbone's family
+            costs.append((p, p.count(len(refs)), p.spec.nfe() * p.count(len(refs))))
     cached = [cost for cost in costs if cost[0].spec.cached]
     if cached:
         total, nfe, each = _summary(cached)

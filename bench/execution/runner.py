@@ -39,6 +39,7 @@ from bench.execution.scoring import score_missing, score_sets
 from bench.execution.worker import CellOutcome, CellWorker
 from bench.metrics.judge import judge_identity
 from bench.paths import output_stem, repo_root, write_atomic
+from bench.samples import Frame
 from bench.settings import unused_params
 from bench.store import CellRecord, Store, setting_json, write_manifest_file
 
@@ -115,6 +116,7 @@ class Runner:
         self.backbone, self.metrics = self.worker.backbone, self.worker.metrics
         self.executor = make_executor(executor, config, self.worker)
         self.store = Store(self.run_dir)
+        self.manifest: dict = {}  # the manifest as last saved (none: a runner of tests, which writes none)
 
     # -- manifest ------------------------------------------------------------------------------
     def write_manifest(self, started: dict | None = None) -> dict:
@@ -124,6 +126,7 @@ class Runner:
             **(started or starting_manifest(self.config)),
             "backbone": self.backbone.describe(),
             "images": self.worker.frame.to_dict(),
+            "backbones": {**(started or {}).get("backbones", {}), **self.worker.described},
             "packages": _package_versions(),
             "git": _git_state(),
             "device": _device_info(self.backbone.device),
@@ -135,7 +138,28 @@ class Runner:
             manifest["judge"] = judge
         self.store.save_manifest(manifest)
         self.store.set_info("labels", manifest["labels"])
+        self.manifest = manifest
         return manifest
+
+    def _record_backbone(self, label: str, description: dict) -> None:
+        """Add a backbone a worker took up to the manifest; stop the run when a resumed one's
+        weights changed since its cells were made (results would mix)."""
+        known = self.manifest.setdefault("backbones", {})
+        if label in known:
+            before, now = known[label]["fingerprint"]["id"], description["fingerprint"]["id"]
+            if before != now:
+                raise ConfigError(f"run {self.run_dir}: backbone {label!r} fingerprint changed since it started "
+                                  f"({before} -> {now}); results would mix. Start a new run instead of resuming.")  # fmt: skip
+            return
+        known[label] = description
+        if "config" in self.manifest:
+            self.store.save_manifest(self.manifest)
+
+    def _frames(self) -> dict:
+        """Each backbone's size rule by label, and under ``None`` (cells stored before labels) the first's."""
+        described = {**self.manifest.get("backbones", {}), **self.worker.described}
+        frames = {label: Frame.from_dict(info["images"]) for label, info in described.items()}
+        return {**frames, None: frames[next(iter(self.config.backbones))]}
 
     def _add_labels(self, labels: list[str]) -> None:
         """Record caveats (e.g. an untrained network) that every number of the run carries."""
@@ -149,6 +173,7 @@ class Runner:
             self.store.set_info(key, current + new)
 
     def check_fingerprint(self, manifest: dict) -> None:
+        self.manifest = manifest
         before = manifest["backbone"]["fingerprint"]["id"]
         if before != self.backbone.fingerprint_id:
             raise ConfigError(
@@ -175,10 +200,11 @@ class Runner:
     def plan(self, done: set[str]):
         """Work units of every cell not in ``done`` (the store's cells: a chain's next turn reads them)."""
         config = self.config
+        labels = {method: config.backbone_label(method) for method in config.settings}
         if config.dataset.turns == "iterative":
             return plan_chain_units(config.settings, self.refs, config.seeds, self.store.outcomes(), config.batch_size,
-                                    self.run_dir)  # fmt: skip
-        return plan_units(config.settings, self.refs, config.seeds, done, config.batch_size)
+                                    self.run_dir, labels)  # fmt: skip
+        return plan_units(config.settings, self.refs, config.seeds, done, config.batch_size, labels)
 
     def run(self) -> dict:
         """Run every cell not yet in the store; returns counts of ok/failed/skipped cells."""
@@ -205,8 +231,9 @@ class Runner:
             if self.progress and computed:
                 print(per_worker_summary(self.executor.stats), file=sys.stderr)
         batch_size = self.config.metric_options.batch_size
-        score_missing(self.store, self.run_dir, self.metrics, self.refs, self.worker.frame, batch_size, progress=False)
-        score_sets(self.store, self.run_dir, self.metrics, self.refs, self.worker.frame, batch_size)
+        frames = self._frames()
+        score_missing(self.store, self.run_dir, self.metrics, self.refs, frames, batch_size, progress=False)
+        score_sets(self.store, self.run_dir, self.metrics, self.refs, frames, batch_size)
         return counts
 
     def _record_session(self, cells: int, wall_s: float) -> None:
@@ -222,6 +249,8 @@ class Runner:
     def _commit(self, outcome: CellOutcome) -> None:
         """Write the cell's pictures, then commit its row: a PNG exists before its row does."""
         record = outcome.record
+        if outcome.backbone is not None:
+            self._record_backbone(*outcome.backbone)
         if outcome.image_png is not None:
             path = self.run_dir / output_relpath(record)
             path.parent.mkdir(parents=True, exist_ok=True)

@@ -18,7 +18,7 @@ from bench.metrics import ImageMetric, SetMetric, get_metric, load_metrics
 from bench.metrics.image_scores import score_images
 from bench.metrics.judge_failures import REQUEST_FAILURES
 from bench.paths import cache_dir, write_atomic
-from bench.samples import Frame, run_frame
+from bench.samples import Frame, as_frame, run_frames
 
 
 def read_png(path: Path) -> torch.Tensor:
@@ -66,11 +66,20 @@ def source_features(extractor, extractor_id: str, refs: list, frame: Frame, batc
     return feats
 
 
-def score_sets(store, run_dir: Path, metrics: list, refs: list, frame: Frame, batch_size: int) -> list[tuple]:
-    """Every set metric for every (method, setting) over its ok cells' saved images; the rows
-    ``(method, setting, name, value, n)`` are written to the store and returned. A chain's turns
-    edited from the previous output (``turns: iterative``) are left out, as from the report's rows
-    that show these values."""
+def _frame_of(frames: "dict | Frame | int", backbone) -> Frame:
+    """A cell's size rule by its backbone label (``frames``: ``bench.samples.run_frames``), or the
+    one rule ``frames`` gives every cell (an int: the square rule at that side)."""
+    if not isinstance(frames, dict):
+        return as_frame(frames)
+    return frames.get(backbone if isinstance(backbone, str) else None) or frames[None]
+
+
+def score_sets(store, run_dir: Path, metrics: list, refs: list, frames: "dict | int", batch_size: int) -> list[tuple]:
+    """Every set metric for every (method, setting) over its ok cells' saved images, against the
+    sources at its backbone's size (``frames``: ``run_frames``); the rows ``(method, setting,
+    name, value, n)`` are written to the store and returned. A chain's turns edited from the
+    previous output (``turns: iterative``) are left out, as from the report's rows that show
+    these values."""
     set_metrics = [m for m in metrics if isinstance(m, SetMetric)]
     if not set_metrics:
         return []
@@ -82,8 +91,12 @@ def score_sets(store, run_dir: Path, metrics: list, refs: list, frame: Frame, ba
     rows = []
     for group in by_extractor.values():
         extractor = group[0].features
-        real = source_features(extractor, group[0].extractor_id, refs, frame, batch_size)
+        reals = {}
         for (method, setting), of in ok.groupby(["method", "setting"], sort=False):
+            frame = _frame_of(frames, of["backbone"].iloc[0])
+            if frame not in reals:
+                reals[frame] = source_features(extractor, group[0].extractor_id, refs, frame, batch_size)
+            real = reals[frame]
             for m in group:
                 m.start(real)
             for paths in _batched(list(of["output_path"]), batch_size):
@@ -95,7 +108,7 @@ def score_sets(store, run_dir: Path, metrics: list, refs: list, frame: Frame, ba
     return rows
 
 
-def score_missing(store, run_dir: Path, metrics: list, refs: list, frame: Frame, batch_size: int,
+def score_missing(store, run_dir: Path, metrics: list, refs: list, frames: dict, batch_size: int,
                   progress: bool = True, retry_failed: bool = False) -> int:  # fmt: skip
     """Compute, from the saved images, every per-image value of ``metrics`` that an ok cell lacks
     (metrics added to the run after the cell finished, or a ``score`` that was killed); values
@@ -112,17 +125,17 @@ def score_missing(store, run_dir: Path, metrics: list, refs: list, frame: Frame,
     stored = store.stored_metrics()
     cells = store.cells_frame()
     ok = cells[(cells["status"] == "ok") & cells["output_path"].notna()]
-    lacking = defaultdict(list)  # sample id -> [(cell, metrics it lacks)]
+    lacking = defaultdict(list)  # (sample id, backbone) -> [(cell, metrics it lacks)]
     retry = failed_requests(ok, image_metrics) if retry_failed else set()
     for cell in ok.itertuples():
         missing = [m for m in image_metrics if (cell.key, m.name) not in stored or (cell.key, m.name) in retry]
         if missing:
-            lacking[cell.sample_id].append((cell, missing))
+            lacking[cell.sample_id, cell.backbone].append((cell, missing))
     refs_by_id = {r.id: r for r in refs}
     outputs = dict(zip(cells["key"], cells["output_path"]))
     bar = progress_bar(len(lacking), unit="sample", enabled=progress)
-    for sample_id, todo in lacking.items():
-        sample = refs_by_id[sample_id].load(frame)
+    for (sample_id, backbone), todo in lacking.items():
+        sample = refs_by_id[sample_id].load(_frame_of(frames, backbone))
         for metric in image_metrics:
             for batch in _batched([cell for cell, missing in todo if metric in missing], batch_size):
                 edited = [read_png(Path(run_dir) / c.output_path) for c in batch]
@@ -192,7 +205,7 @@ def _score_locked(run_dir: Path, manifest: dict, names: list[str], untrained: bo
     load_metrics(metrics, extractors)
     if "backbone" not in manifest:
         raise ConfigError(f"run {run_dir} was stopped before its backbone loaded; finish it with run --resume first")
-    frame = run_frame(manifest)
+    frames = run_frames(manifest)
     refs = load_dataset(config.dataset)
     store = Store(run_dir)
     try:
@@ -202,8 +215,8 @@ def _score_locked(run_dir: Path, manifest: dict, names: list[str], untrained: bo
         if judge:
             manifest["judge"] = judge
         _add_to_manifest(store, manifest, names, untrained)
-        scored = score_missing(store, run_dir, metrics, refs, frame, options.batch_size, progress, retry_failed)
-        sets = score_sets(store, run_dir, metrics, refs, frame, options.batch_size)
+        scored = score_missing(store, run_dir, metrics, refs, frames, options.batch_size, progress, retry_failed)
+        sets = score_sets(store, run_dir, metrics, refs, frames, options.batch_size)
     finally:
         store.close()
     return {"cells scored": scored, "set values": len(sets), "NaN set values": sum(math.isnan(r[3]) for r in sets)}

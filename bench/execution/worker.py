@@ -25,6 +25,7 @@ Per batch:
 """
 
 import dataclasses
+import gc
 import io
 import socket
 import uuid
@@ -66,6 +67,8 @@ class CellOutcome:
     artifacts: dict[str, bytes] = field(default_factory=dict)
     labels: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    #: (label, description) of the backbone, on the first cell a worker returns from it: the manifest's record
+    backbone: tuple[str, dict] | None = None
 
 
 @dataclass
@@ -120,36 +123,71 @@ def _error(exc: BaseException) -> str:
 
 
 class CellWorker:
-    """Loads the metrics (first, so missing weights fail fast), the backbone and the methods of
-    ``config`` once, then runs work units with ``run_unit``."""
+    """Loads the metrics (first, so missing weights fail fast), the methods of ``config`` and the
+    first backbone once, then runs work units with ``run_unit``.
+
+    A run may hold several backbones (``methods.<name>.backbone``): the worker holds one at a time
+    and, when a unit needs another, frees the one it holds before loading the next (the plan puts
+    each backbone's units together). ``backbone``: an already loaded backbone standing for the
+    config's default spec (tests, benchmarks)."""
 
     def __init__(self, config: RunConfig, backbone: Backbone | None = None):
         self.metrics = [get_metric(name)() for name in config.metrics]
         self.extractors = Extractors(config.metric_options, resolve_device(config.backbone.device))
         load_metrics(self.metrics, self.extractors)
         self.metric_batch_size = config.metric_options.batch_size
-        self.backbone = backbone or Backbone(config.backbone)
+        self.config, self.policy, self._given = config, config.dataset.policy(), backbone
         self.methods: dict[str, Method] = {name: get_method(name)() for name in config.settings}
-        for name, settings in config.settings.items():
-            check_method_family(type(self.methods[name]), self.backbone.family_name)
-            for setting in settings:
-                self.methods[name].check_backbone(setting, self.backbone)
-        self.frame = self.backbone.frame(config.dataset.policy())
-        self.name = device_name(self.backbone.device)
+        self.backbone, self.backbone_label, self.described = None, None, {}
         self._samples: OrderedDict[str, Sample | Exception] = OrderedDict()
+        self._backbone_labels: list[str] = []
+        self._reported: set[str] = set()  # backbones whose description went out with a cell
+        self.use_backbone(next(iter(config.backbones)))
+        self.name = device_name(self.backbone.device)
         self._token, self._batches = uuid.uuid4().hex[:8], 0
+
+    def use_backbone(self, label: str) -> None:
+        """Hold the backbone labelled ``label`` (``RunConfig.backbones``), freeing the one held
+        before, and check its methods against it."""
+        if label == self.backbone_label:
+            return
+        spec = self.config.backbones[label]
+        if self.backbone is not None:
+            device, self.backbone = self.backbone.device, None
+            gc.collect()
+            if device.type == "cuda":
+                torch.cuda.empty_cache()
+        backbone = self._given if self._given is not None and spec == self.config.backbone else Backbone(spec)
+        for name, settings in self.config.settings.items():
+            if self.config.backbone_of(name) == spec:
+                check_method_family(type(self.methods[name]), backbone.family_name)
+                for setting in settings:
+                    self.methods[name].check_backbone(setting, backbone)
+        self.backbone, self.backbone_label = backbone, label
+        self.frame = backbone.frame(self.policy)
+        self._samples.clear()  # prepared at the previous backbone's size
+        self._backbone_labels += [item for item in backbone.labels if item not in self._backbone_labels]
+        self.described[label] = {**backbone.describe(), "images": self.frame.to_dict()}
 
     def labels(self) -> list[str]:
         """Caveats every number of a run on this worker carries (untrained networks)."""
-        return list(self.backbone.labels) + self.extractors.labels()
+        return list(self._backbone_labels) + self.extractors.labels()
 
     # -- units ---------------------------------------------------------------------------------
     def run_unit(self, unit: WorkUnit):
-        """Yield a ``CellOutcome`` for every cell of ``unit`` as it finishes."""
+        """Yield a ``CellOutcome`` for every cell of ``unit`` as it finishes; the first one after
+        the worker took up a backbone carries its description."""
+        label = unit.backbone or self.config.backbone_label(unit.method)
+        self.use_backbone(label)
+        reported = label in self._reported
         for outcome in self._unit_outcomes(unit):
+            outcome.record.backbone = label
             sample = self._samples.get(outcome.record.sample_id)
             if isinstance(sample, Sample):
                 outcome.warnings = list(sample.warnings)
+            if not reported:
+                outcome.backbone, reported = (label, self.described[label]), True
+                self._reported.add(label)
             yield outcome
 
     def _unit_outcomes(self, unit: WorkUnit):

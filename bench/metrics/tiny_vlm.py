@@ -31,7 +31,8 @@ CHAT_TEMPLATE = (
 TINY_MAX_PIXELS = 56 * 56
 
 
-def _tokenizer():
+def qwen_byte_tokenizer():
+    """Qwen's byte-level BPE tokenizer shrunk: the 256 byte symbols, no merges, Qwen's special tokens."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers
     from transformers import Qwen2TokenizerFast
 
@@ -56,7 +57,7 @@ def write_tiny_qwen25_vl(folder: Path, seed: int = 0) -> Path:
     )
 
     folder = Path(folder)
-    tokenizer = _tokenizer()
+    tokenizer = qwen_byte_tokenizer()
     ids = {token: tokenizer.convert_tokens_to_ids(token) for token in SPECIAL_TOKENS}
     hidden = 32
     config = Qwen2_5_VLConfig(

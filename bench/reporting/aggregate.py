@@ -288,7 +288,28 @@ class RunData:
 
     @property
     def fingerprint(self) -> str | None:
+        """The fingerprint id of the run's (first) backbone; ``fingerprints`` has every backbone's."""
         return ((self.manifest.get("backbone") or {}).get("fingerprint") or {}).get("id")
+
+    @property
+    def backbones(self) -> dict[str, dict]:
+        """Each backbone's description by its label (the cells' ``backbone``); a run from before
+        several backbones has its one backbone under its name."""
+        own = self.manifest.get("backbones")
+        if own:
+            return own
+        described = self.manifest.get("backbone")
+        return {default_backbone_label(self.manifest): described} if described else {}
+
+    @property
+    def fingerprints(self) -> dict[str, str | None]:
+        """Backbone label -> fingerprint id."""
+        return {label: (info.get("fingerprint") or {}).get("id") for label, info in self.backbones.items()}
+
+    def backbone_of(self, method: str) -> str | None:
+        """The label of the backbone ``method``'s cells ran on."""
+        found = self.cells.loc[self.cells["method"] == method, "backbone"].dropna()
+        return found.iloc[0] if len(found) else None
 
     @property
     def dataset(self) -> dict:
@@ -375,7 +396,14 @@ def load_run(run_dir) -> RunData:
     if (run_dir / MANIFEST).is_file():
         manifest = json.loads((run_dir / MANIFEST).read_text())
     labels = list(dict.fromkeys(list(manifest.get("labels", [])) + list(labels)))
+    cells["backbone"] = cells["backbone"].fillna(default_backbone_label(manifest))  # cells stored before the column
     return RunData(run_dir, manifest, labels, with_group_columns(cells), present, set_metrics, n_source, sessions)
+
+
+def default_backbone_label(manifest: dict) -> str | None:
+    """The label of a run's first backbone: its name (``RunConfig.backbones``)."""
+    first = next(iter(manifest.get("backbones") or {}), None)
+    return first or ((manifest.get("backbone") or {}).get("spec") or {}).get("name")
 
 
 GROUP_PREFIX = "group."

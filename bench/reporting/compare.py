@@ -206,6 +206,12 @@ def _differences(base: RunData, new: RunData) -> list[str]:
     if base.fingerprint != new.fingerprint:
         why = _fingerprint_changes(base, new)
         notes.append(f"backbone fingerprint changed: {base.fingerprint} → {new.fingerprint}" + (f" ({why})" if why else ""))
+    moved = [m for m in set(base.methods) & set(new.methods) if base.backbone_of(m) != new.backbone_of(m)]
+    notes += [f"{m}: backbone {base.backbone_of(m)} → {new.backbone_of(m)}; its cells are not compared" for m in sorted(moved)]
+    firsts = [next(iter(r.backbones), None) for r in (base, new)]
+    for label in [b for b in base.fingerprints if b in new.fingerprints and b not in firsts]:
+        if base.fingerprints[label] != new.fingerprints[label]:
+            notes.append(f"backbone {label} fingerprint changed: {base.fingerprints[label]} → {new.fingerprints[label]}")
     devices = [(r.manifest.get("backbone") or {}).get("device") for r in (base, new)]
     if devices[0] != devices[1] and None not in devices:
         notes.append(f"backbone device changed: {devices[0]} → {devices[1]} (kernels differ: expect noise-level changes)")
@@ -248,8 +254,9 @@ def version_drift(base: RunData, new: RunData) -> list[str]:
 
 
 def _shared_cells(base: RunData, new: RunData) -> tuple[RunData, RunData]:
-    """Both runs restricted to the cells (method, setting, sample, seed) they both hold."""
-    common = set(base.cells["key"]) & set(new.cells["key"])
+    """Both runs restricted to the cells (method, setting, sample, seed) they both hold on the same backbone."""
+    pairs = [set(zip(r.cells["key"], r.cells["backbone"])) for r in (base, new)]
+    common = {key for key, _ in pairs[0] & pairs[1]}
     return tuple(replace(r, cells=r.cells[r.cells["key"].isin(common)]) for r in (base, new))
 
 

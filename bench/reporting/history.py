@@ -109,7 +109,10 @@ def history(paths, metric: str | None = None, methods: list[str] | None = None) 
 
 
 def backbone_text(run: RunData) -> str:
-    """The run's backbone: its name (a folder's last part) and fingerprint, e.g. ``tiny fp-a``."""
+    """The run's backbone: its name (a folder's last part) and fingerprint, e.g. ``tiny fp-a``; a run
+    of several backbones (``RunData.backbones``) names each by its label and fingerprint."""
+    if len(run.backbones) > 1:
+        return ", ".join(f"{label} {str(fp)[:12]}" for label, fp in run.fingerprints.items())
     name = str(((run.manifest.get("backbone") or {}).get("spec") or {}).get("name") or "?")
     return f"{Path(name).name or name} {str(run.fingerprint)[:12]}"
 
@@ -141,7 +144,9 @@ def history_markdown(h: History) -> str:
     for i, run in enumerate(h.runs):
         values = {name: dict(points).get(i) for name, points in h.series.items()}
         stats = [format_stat(values[n]) + (f" n={values[n].samples}" if values[n] else "") for n in h.series]
-        body.append([run_name(run), str(run.fingerprint), run.run_dir.name, cells[i]] + ([samples[i]] if mixed else []) + stats)
+        fingerprints = str(run.fingerprint) if len(run.backbones) < 2 else \
+            ", ".join(f"{label}: {fp}" for label, fp in run.fingerprints.items())
+        body.append([run_name(run), fingerprints, run.run_dir.name, cells[i]] + ([samples[i]] if mixed else []) + stats)
     lines += md_table(header, body)
     lines.append("\nValues: mean [95% bootstrap CI] over ok cells; n = samples behind the mean (resampled).")
     return "\n".join(lines) + "\n"

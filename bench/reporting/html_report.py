@@ -33,6 +33,7 @@ from bench.reporting.report import (
     main_cells,
     judge_cells,
     main_header,
+    method_backbones,
     provenance,
 )
 from bench.store import error_counts
@@ -135,7 +136,8 @@ def render_html(report: Report) -> str:
         "<details><summary>resolved config</summary><pre>"
         + esc(json.dumps(run.manifest.get("config", {}), indent=2)) + "</pre></details>",
         "<h2>Results</h2>", _smoke(labels),
-        _table(main_header(metrics, untrained=run.untrained_metrics), main_cells(report.rows, metrics), 2,
+        _table(main_header(metrics, untrained=run.untrained_metrics),
+               main_cells(report.rows, metrics, backbones=method_backbones(run)), 2,
                [r.is_reference for r in report.rows]),
         f"<p>Metrics: mean [95% bootstrap CI] over ok cells; {esc(N_NOTE)}; highlighted = "
         f"{esc(BEST_RULE)}.</p>",
@@ -160,7 +162,7 @@ def render_html(report: Report) -> str:
         image_metrics = run.image_metrics
         parts += ["<h2>By edit type</h2>", _smoke(labels),
                   _table(main_header(image_metrics, True, run.untrained_metrics),
-                         main_cells(report.by_type, image_metrics, True), 3,
+                         main_cells(report.by_type, image_metrics, True, method_backbones(run)), 3,
                          [r.is_reference for r in report.by_type]),
                   _notes(nan_notes(report.by_type))]  # fmt: skip
     if report.tradeoffs:

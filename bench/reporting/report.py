@@ -55,7 +55,7 @@ from bench.store import error_counts
 
 #: Distinct errors a report lists (the export has every cell's).
 MAX_ERRORS_SHOWN = 20
-CELL_COLUMNS = ["method", "sample_id", "seed", "edit_type", "status", "error", "output_path"]
+CELL_COLUMNS = ["method", "backbone", "sample_id", "seed", "edit_type", "status", "error", "output_path"]
 #: A multi-turn sample's chain and turn, and the cell whose output a chained turn edited (empty otherwise).
 TURN_COLUMNS = ["chain", "turn", "input_key"]
 SCHEDULE_COLUMNS = ["start_step", "steps_run"]  # the effective schedule: settings that coincide show it
@@ -70,7 +70,8 @@ COST_NOTE = ("Time per ok cell: mean, and median [interquartile range]. Preparat
 
 
 def cells_table(run_dir: Path) -> pd.DataFrame:
-    """One row per cell: identity, its turn (``chain``, ``turn``, ``input_key``: the cell it edited),
+    """One row per cell: identity (with the ``backbone`` label it ran on), its turn (``chain``,
+    ``turn``, ``input_key``: the cell it edited),
     ``group.<key>`` (the sample's subsets), status, ``param.<name>``,
     ``metric.<name>``, ``nan_reason.<name>`` (why an ok cell's value is NaN: the specific reason its
     note gives, else the metric's declared one), ``failure.<name>`` (a judge metric's answer class:
@@ -276,8 +277,10 @@ def caveat_lines(run: RunData) -> list[str]:
     return lines
 
 
-def main_cells(rows: list[Row], metrics: list[str], edit_type: bool = False) -> list[list[tuple[str, bool]]]:
-    """Table body as (text, is_best) pairs; best is per column (per edit type when split)."""
+def main_cells(rows: list[Row], metrics: list[str], edit_type: bool = False,
+               backbones: dict[str, str] | None = None) -> list[list[tuple[str, bool]]]:  # fmt: skip
+    """Table body as (text, is_best) pairs; best is per column (per edit type when split).
+    ``backbones`` (method -> backbone label, for a run of several): each method is named with its backbone."""
     best = {}
     for key in dict.fromkeys(r.edit_type for r in rows):
         idx = [i for i, r in enumerate(rows) if r.edit_type == key]
@@ -286,6 +289,8 @@ def main_cells(rows: list[Row], metrics: list[str], edit_type: bool = False) -> 
     body = []
     for i, r in enumerate(rows):
         name = f"{r.method} (reference)" if r.is_reference else r.method
+        if backbones and backbones.get(r.method):
+            name += f" @ {backbones[r.method]}"
         line = [(r.edit_type, False)] * edit_type + [(name, False), (r.label, False), (r.n_text, False),
                                                      (str(r.failed), False), (str(r.skipped), False)]  # fmt: skip
         line += [(format_stat(r.metrics.get(m)), i in best[m]) for m in metrics]
@@ -340,6 +345,21 @@ def cost_cells(rows: list[Row]) -> list[list[str]]:
     return body
 
 
+def method_backbones(run: RunData) -> dict[str, str] | None:
+    """Method -> backbone label for a run of several backbones; None for a run of one."""
+    if len(run.backbones) < 2:
+        return None
+    return {method: run.backbone_of(method) for method in run.methods}
+
+
+def backbone_line(label: str, described: dict) -> tuple[str, str]:
+    """The provenance line of one backbone of a run of several: label, family, dtype, size rule, fingerprint."""
+    spec, fp = described.get("spec") or {}, described.get("fingerprint") or {}
+    rule = (described.get("images") or {}).get("rule") or f"{described.get('resolution', '?')} px"
+    return (f"backbone {label}", f"{described.get('family', '?')}, {fp.get('dtype') or spec.get('dtype', '?')}, {rule}; "
+                                 f"fingerprint {fp.get('id', 'unknown')}")  # fmt: skip
+
+
 def provenance(run: RunData) -> list[tuple[str, str]]:
     """(field, value) pairs of the run's provenance, as plain text."""
     m = run.manifest
@@ -353,6 +373,8 @@ def provenance(run: RunData) -> list[tuple[str, str]]:
     commit = git.get("commit") or "unknown"
     weights = ", ".join(f"{k} {v[:12]}" for k, v in (fp.get("weights_sha256") or {}).items())
     sets = [("set-level metrics", f"against {run.set_n_source} source images")] if run.set_n_source else []
+    sets += [backbone_line(label, info) for label, info in run.backbones.items()] if len(run.backbones) > 1 else []
+    sets += [("images", m["images"]["rule"])] if "images" in m and len(run.backbones) < 2 else []
     sets += [("judge", run.judge_line)] if run.judge_line else []
     return [
         ("run", str(run.run_dir)),
@@ -429,7 +451,7 @@ def _main_md(report: Report) -> list[str]:
     run = report.run
     lines = smoke_md(run) + judge_line_md(run)
     header = main_header(report.metrics, untrained=run.untrained_metrics)
-    lines += md_table(header, main_cells(report.rows, report.metrics))
+    lines += md_table(header, main_cells(report.rows, report.metrics, backbones=method_backbones(run)))
     fixed = fixed_params(run)
     if fixed:
         described = [f"{md_text(m)}: " + ", ".join(f"{k}={md_text(v)}" for k, v in p.items()) for m, p in fixed.items()]
@@ -467,7 +489,8 @@ def report_markdown(report: Report, assets: str | None = None) -> str:
     if report.by_type and any(r.edit_type != "(none)" for r in report.by_type):
         metrics = run.image_metrics
         lines += ["", "## By edit type", ""] + smoke_md(run) + judge_line_md(run)
-        lines += md_table(main_header(metrics, True, run.untrained_metrics), main_cells(report.by_type, metrics, True))
+        lines += md_table(main_header(metrics, True, run.untrained_metrics),
+                          main_cells(report.by_type, metrics, True, method_backbones(run)))
         notes = nan_notes(report.by_type)
         lines += [""] + [f"- {md_text(n)}" for n in notes] if notes else []
     lines += ["", "## Cost", ""] + smoke_md(run)

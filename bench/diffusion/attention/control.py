@@ -124,13 +124,15 @@ class AttentionController:
     ``self_until``: steps ``< self_until`` copy the source's self-attention into the target in
     layers with at most ``self_max_queries`` queries. ``record``: keep every edited map (for
     tests; memory grows with steps x layers). The loop sets ``step`` before each UNet call and
-    calls ``end_step`` after it.
+    calls ``end_step`` after it. ``latent_hw``: the latent's (height, width), which lays a layer's
+    queries out as a grid (``grid_shape``; None: square).
     """
 
     cross: CrossEdit | None = None
     self_until: int = 0
     self_max_queries: int = 0
     record: bool = False
+    latent_hw: tuple[int, int] | None = None
     step: int = 0
     sums: dict[int, torch.Tensor] = field(default_factory=dict)  # queries -> (2, Q, L) summed over steps
     layers: dict[int, int] = field(default_factory=dict)  # queries -> layers per step
@@ -172,14 +174,26 @@ class AttentionController:
         self.steps_done += 1
 
     def average(self, queries: int) -> torch.Tensor:
-        """(2, r, r, L) cross maps at the resolution with ``queries = r*r``, averaged over layers and steps so far."""
+        """(2, h, w, L) cross maps at the resolution with ``queries = h*w``, averaged over layers and steps so far."""
         maps = self.sums[queries] / self.steps_done
-        r = int(round(queries**0.5))
-        return maps.view(N_BRANCHES, r, r, maps.shape[-1])
+        return maps.view(N_BRANCHES, *grid_shape(queries, self.latent_hw), maps.shape[-1])
 
     def resolutions(self) -> list[int]:
         """Query counts of the cross-attention layers seen so far, largest first."""
         return sorted(self.sums, reverse=True)
+
+
+def grid_shape(queries: int, latent_hw: tuple[int, int] | None) -> tuple[int, int]:
+    """(h, w) of a UNet layer's ``queries`` for a latent of ``latent_hw``: the latent halved (rounding
+    up, as the UNet's strided convolutions do) until it has that many positions; square without one."""
+    if latent_hw is not None:
+        h, w = latent_hw
+        for _ in range(8):
+            if h * w == queries:
+                return h, w
+            h, w = -(-h // 2), -(-w // 2)
+    r = int(round(queries**0.5))
+    return r, r
 
 
 class BatchController:
@@ -276,8 +290,8 @@ class LocalBlend:
     last_mask: torch.Tensor | None = None
 
     def mask(self, controller: AttentionController, size: tuple[int, int]) -> torch.Tensor:
-        queries = min(controller.resolutions(), key=lambda q: (abs(q**0.5 - size[0] / 4), -q))
-        maps = controller.average(queries)  # (2, r, r, L)
+        queries = min(controller.resolutions(), key=lambda q: (abs(q**0.5 - (size[0] * size[1]) ** 0.5 / 4), -q))
+        maps = controller.average(queries)  # (2, h, w, L)
         maps = (maps * self.words.to(maps)[:, None, None, :]).sum(-1)[:, None]
         maps = F.max_pool2d(maps, 3, stride=1, padding=1)
         maps = F.interpolate(maps, size=size)
@@ -299,13 +313,10 @@ def attention_picture(controller: AttentionController, tokenizer, prompts: tuple
     resolutions resized to the largest), drawn by ``bench.diffusion.attention.figure``: one block of
     rows per prompt, full token labels, a colour bar."""
     sizes = controller.resolutions()
-    top = int(round(sizes[0] ** 0.5))
+    top = grid_shape(sizes[0], controller.latent_hw)
     total, count = 0, 0
     for q in sizes:
-        maps = controller.sums[q] / controller.steps_done  # (2, Q, L), already a layer mean
-        r = int(round(q**0.5))
-        grid = maps.view(N_BRANCHES, r, r, -1).permute(0, 3, 1, 2)
-        resized = F.interpolate(grid, size=(top, top), mode="bilinear", align_corners=False)
+        resized = F.interpolate(controller.average(q).permute(0, 3, 1, 2), size=top, mode="bilinear", align_corners=False)
         total = total + resized * controller.layers[q]
         count += controller.layers[q]
     maps = total / count  # (2, L, top, top)

@@ -8,7 +8,11 @@ SD3 and FLUX) and ``new_scheduler`` (a fresh sampler whose ``add_noise`` noises 
 ``step`` takes one step). CFG combines predictions the same way for every family
 (``bench.diffusion.sampling.guided_eps``) unless the family defines ``guided_prediction`` (FLUX's
 distilled guidance, an input of the transformer) and ``guided_evaluations`` (its cost per step);
-``native_resolution``, where defined, replaces the denoiser's ``sample_size`` as the default size. The family is read from the pipeline folder's
+``native_resolution``, where defined, replaces the denoiser's ``sample_size`` as the default size;
+``SIZE_RULE``, where defined, is the model's own resolution rule (``bench.samples.Frame`` fields), which
+the ``model`` resolution policy applies. An instruction editor's family (``kontext``, ...) also gives
+``pipeline(backbone, scheduler)``: its diffusers pipeline over the backbone's networks, which its
+method calls. The family is read from the pipeline folder's
 ``model_index.json`` (``_class_name``); another flow transformer is one more module here.
 """
 
@@ -28,9 +32,21 @@ PIPELINE_FAMILIES = {
     "StableDiffusion3Img2ImgPipeline": "sd3",
     "FluxPipeline": "flux",
     "FluxImg2ImgPipeline": "flux",
+    "FluxKontextPipeline": "kontext",
+    "QwenImageEditPipeline": "qwen_image",
+    "QwenImageEditPlusPipeline": "qwen_image_plus",
+    "Flux2KleinPipeline": "flux2",
+    "LongCatImageEditPipeline": "longcat",
 }
-FAMILIES = ("sd", "sdxl", "sd3", "flux")
-FAMILY_TITLES = {"sd": "SD 1.x/2.x", "sdxl": "SDXL", "sd3": "SD3/3.5", "flux": "FLUX.1"}
+#: The text-to-image families, which the training-free editors run on.
+TEXT_TO_IMAGE_FAMILIES = ("sd", "sdxl", "sd3", "flux")
+#: The instruction editors' families: a checkpoint trained to edit, run whole through its diffusers pipeline.
+INSTRUCTION_FAMILIES = ("kontext", "qwen_image", "qwen_image_plus", "flux2", "longcat")
+FAMILIES = TEXT_TO_IMAGE_FAMILIES + INSTRUCTION_FAMILIES
+FAMILY_TITLES = {"sd": "SD 1.x/2.x", "sdxl": "SDXL", "sd3": "SD3/3.5", "flux": "FLUX.1", "kontext": "FLUX.1 Kontext",
+                 "qwen_image": "Qwen-Image-Edit",
+                 "qwen_image_plus": "Qwen-Image-Edit-2509/2511", "flux2": "FLUX.2 [klein]",
+                 "longcat": "LongCat-Image-Edit"}
 #: The families with SD's UNet, noise prediction and DDIM math, where every UNet method's mathematics carries over.
 UNET_FAMILIES = ("sd", "sdxl")
 

@@ -235,6 +235,10 @@ class FluxSchedule(sd3.FlowMatchSchedule):
         return img2img_steps(steps, t0)
 
 
-def new_scheduler(backbone, steps: int) -> FluxSchedule:
+def new_scheduler(backbone, steps: int, latent_hw: tuple[int, int] | None = None) -> FluxSchedule:
+    """FluxPipeline's schedule for latents of ``latent_hw`` (default the backbone's square latent):
+    the shift reads their packed token count, as the pipeline's ``image_seq_len``, so a
+    ``keep_aspect`` frame of another shape gets its own shift."""
+    height, width = latent_hw or (backbone.latent_size, backbone.latent_size)
     scheduler = backbone._scheduler_cls.from_config(backbone.scheduler_config)
-    return FluxSchedule(scheduler, steps, backbone.device, (backbone.latent_size // 2) ** 2)
+    return FluxSchedule(scheduler, steps, backbone.device, (height // 2) * (width // 2))

@@ -50,7 +50,8 @@ def scheduler_name(spec) -> str:
     return spec.scheduler
 
 
-def new_scheduler(backbone, steps: int):
+def new_scheduler(backbone, steps: int, latent_hw: tuple[int, int] | None = None):
+    """The backbone's scheduler at ``steps`` timesteps (they do not depend on ``latent_hw``)."""
     scheduler = backbone._scheduler_cls.from_config(backbone.scheduler_config)
     scheduler.set_timesteps(steps, device=backbone.device)
     return scheduler

@@ -221,5 +221,6 @@ class FlowMatchSchedule:
         return StepOutput(euler_step(latent, velocity, self.sigmas[i], self.sigmas[i + 1]))
 
 
-def new_scheduler(backbone, steps: int) -> FlowMatchSchedule:
+def new_scheduler(backbone, steps: int, latent_hw: tuple[int, int] | None = None) -> FlowMatchSchedule:
+    """The flow-matching schedule at ``steps`` timesteps (SD3's shift does not depend on ``latent_hw``)."""
     return FlowMatchSchedule(backbone._scheduler_cls.from_config(backbone.scheduler_config), steps, backbone.device)

@@ -26,7 +26,7 @@ def flow_invert(
 
     ``control(latent, sigma, velocity)``, when given, replaces each velocity before its step
     (RF-Inversion's controller, ``bench.diffusion.inversion.rf``)."""
-    schedule = backbone.new_scheduler(steps)
+    schedule = backbone.new_scheduler(steps, z0.shape[-2:])
     sigmas = schedule.sigmas
     latents = [z0]
     for i in reversed(range(steps)):

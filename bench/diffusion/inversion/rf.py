@@ -81,7 +81,7 @@ def rf_invert(
 def diffusers_rf_invert(backbone, z0, y1, cond, uncond, steps: int, w: float, gamma: float) -> torch.Tensor:
     """diffusers' ``RFInversionFluxPipeline.invert``: ``Y += (s_i - s_{i+1}) (u + gamma ((y1 - Y) / (1 - t_i) - u))``
     with ``u`` the velocity at the unshifted time ``t_i = i / (N + 1)``, for ``i = 0 .. N - 1``."""
-    sigmas = backbone.new_scheduler(steps).sigmas
+    sigmas = backbone.new_scheduler(steps, z0.shape[-2:]).sigmas
     latents = [z0]
     for i in range(steps):
         t = i / (steps + 1)
@@ -119,7 +119,7 @@ def rf_regenerate(
 ) -> torch.Tensor:
     """The controlled reverse ODE from each inversion's ``z*_T`` with its row's prompt under CFG ``w``,
     steered towards its source latent by ``eta`` on the steps ``start <= i < stop`` (final latents)."""
-    schedule = backbone.new_scheduler(inversions[0].steps)
+    schedule = backbone.new_scheduler(inversions[0].steps, inversions[0].latents.shape[-2:])
     velocity = velocity_fn(backbone, prompts, w)
     source = torch.cat([inversion.latents[:1] for inversion in inversions])
 

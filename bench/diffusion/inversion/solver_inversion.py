@@ -89,7 +89,7 @@ class SolverInversionSpec(InversionSpec):
         velocities it carries), with the values recorded as it is computed or replayed."""
         solver, steps, inject = self.kind, self.steps, self.inject
         key = self.cache_key(backbone, sample)
-        schedule = backbone.new_scheduler(steps)
+        schedule = backbone.new_scheduler(steps, backbone.latent_hw(sample.image))
         cond, uncond = backbone.encode_text(sample.source_prompt), backbone.encode_text("")
         sharing, recording = _recording(backbone, shared_blocks(backbone.transformer, self.blocks), inject)
         velocity = guided_velocity_fn(backbone, schedule, cond, uncond, self.inversion_w, sharing, inject)
@@ -117,7 +117,7 @@ def regenerate_shared(
     """Solve each inversion's ``z_T`` back with its row's prompt under CFG ``w``, with its own solver,
     as one batch; the first ``inject`` steps take each row's source values at ``blocks``. Final latents."""
     solver, steps = inversions[0].solver, inversions[0].steps
-    schedule = backbone.new_scheduler(steps)
+    schedule = backbone.new_scheduler(steps, inversions[0].latents.shape[-2:])
     cond, uncond = encode_prompts(backbone, prompts), backbone.encode_text("")
     sharing = ValueSharing.injecting([inv.values for inv in inversions]) if inject and blocks else None
     installed = nullcontext() if sharing is None else sharing_values(backbone.transformer, list(blocks), sharing)

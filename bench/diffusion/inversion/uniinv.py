@@ -25,7 +25,7 @@ from bench.method import Preparation, cfg_evaluations
 @torch.no_grad()
 def uniinv_trajectory(backbone, z0: torch.Tensor, prompt: str, steps: int, inverted: int, w: float) -> torch.Tensor:
     """(inverted + 1, ...) latents: ``z0`` inverted over the last ``inverted`` steps of a ``steps``-step schedule."""
-    schedule = backbone.new_scheduler(steps)
+    schedule = backbone.new_scheduler(steps, z0.shape[-2:])
     cond, uncond = backbone.encode_text(prompt), backbone.encode_text("")
 
     def velocity(latent, sigma, evaluation):

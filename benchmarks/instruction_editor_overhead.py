@@ -1,0 +1,90 @@
+"""The instruction editors' adapter overhead: one cell through the method (``edit_batch``, as the
+worker calls it) against the same work done by calling the diffusers pipeline directly.
+
+For each instruction editor on its embedded tiny checkpoint (CPU, fp32), the same sample, seed,
+size and steps go through both paths in alternation, ``--repeats`` times after a warm-up call
+each; the figure is the ratio of median times minus 1 (goal: at most 5% per cell, issue 35).
+The direct path is the pipeline ``from_pretrained`` from the checkpoint's folder, built once;
+the adapter builds its pipeline object over the backbone's networks per batch, as in a run.
+
+    python benchmarks/instruction_editor_overhead.py            # kontext, qwen_image_edit, flux2
+    python benchmarks/instruction_editor_overhead.py --repeats 20 --method kontext
+"""
+
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import click
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+#: method -> (tiny backbone, diffusers pipeline class, setting, keyword arguments of the direct call)
+EDITORS = {
+    "kontext": ("tiny-kontext", "FluxKontextPipeline", {"steps": 4},
+                {"guidance_scale": 2.5, "num_inference_steps": 4, "_auto_resize": False}),
+    "qwen_image_edit": ("tiny-qwen-image-edit", "QwenImageEditPipeline", {"steps": 2},
+                        {"negative_prompt": " ", "true_cfg_scale": 4.0, "num_inference_steps": 2}),
+    "flux2": ("tiny-flux2-klein", "Flux2KleinPipeline", {"steps": 4}, {"guidance_scale": 4.0, "num_inference_steps": 4}),
+}  # fmt: skip
+WIDTH, HEIGHT = 144, 112
+
+
+def _timed(call) -> float:
+    started = time.perf_counter()
+    call()
+    return time.perf_counter() - started
+
+
+def measure(method_name: str, repeats: int) -> tuple[float, float]:
+    """(median seconds per cell through the adapter, median seconds calling the pipeline directly)."""
+    import diffusers
+
+    from bench.diffusion.backbone import Backbone, BackboneSpec
+    from bench.method import EditRow
+    from bench.registry import get_method
+    from bench.samples import Sample
+    from methods.kontext import pil_image
+
+    tiny, pipeline_class, given, direct_kwargs = EDITORS[method_name]
+    backbone = Backbone(BackboneSpec(name=tiny, device="cpu", dtype="fp32"))
+    method = get_method(method_name)()
+    setting = method.resolve(given, backbone.family_name)
+    image = torch.rand(3, HEIGHT, WIDTH, generator=torch.Generator().manual_seed(0))
+    image = (image * 255).round() / 255  # an 8-bit image, as samples are
+    sample = Sample("bench", image, "a photo", instruction="make it red")
+    pipe = getattr(diffusers, pipeline_class).from_pretrained(backbone.folder)
+    pipe.set_progress_bar_config(disable=True)
+    size = {"height": HEIGHT, "width": WIDTH} | ({"max_area": HEIGHT * WIDTH} if method_name == "kontext" else {})
+
+    def adapter():
+        method.edit_batch(backbone, [EditRow(sample, None, torch.Generator().manual_seed(1))], setting)
+
+    def direct():
+        pipe(image=pil_image(sample.image), prompt=sample.instruction, generator=torch.Generator().manual_seed(1),
+             output_type="pt", **size, **direct_kwargs)  # fmt: skip
+
+    adapter(), direct()  # warm-up
+    times = {"adapter": [], "direct": []}
+    for _ in range(repeats):
+        times["adapter"].append(_timed(adapter))
+        times["direct"].append(_timed(direct))
+    return statistics.median(times["adapter"]), statistics.median(times["direct"])
+
+
+@click.command()
+@click.option("--repeats", default=10, show_default=True, help="timed calls per path and method")
+@click.option("--method", "methods", multiple=True, type=click.Choice(list(EDITORS)), help="default: all")
+def main(repeats: int, methods: tuple[str, ...]):
+    torch.set_num_threads(1)
+    print(f"| method | adapter s/cell | pipeline s/cell | overhead | ({repeats} alternating calls each, CPU, fp32, "
+          f"{WIDTH}x{HEIGHT}) |\n|---|---|---|---|---|")  # fmt: skip
+    for name in methods or EDITORS:
+        adapter, direct = measure(name, repeats)
+        print(f"| {name} | {adapter:.4f} | {direct:.4f} | {adapter / direct - 1:+.1%} | |")
+
+
+if __name__ == "__main__":
+    main()

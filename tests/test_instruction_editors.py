@@ -1,0 +1,179 @@
+"""The instruction editors (issue 35 item 2) equal calling their diffusers pipeline directly, with
+the same inputs, seed and size, on their embedded tiny checkpoints (to 1e-4 in fp32); a batch
+equals its cells alone and NFE is counted from the denoiser's calls."""
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from bench.method import EditRow
+from bench.registry import get_method
+from bench.samples import Sample, image_tensor
+
+TOLERANCE = 1e-4
+
+
+def _sample(sample_id: str, width: int, height: int, seed: int) -> Sample:
+    """A sample at its own aspect ratio (a keep_aspect size), smooth so the VAE sees structure."""
+    rng = np.random.default_rng(seed)
+    small = rng.integers(0, 255, (4, 4, 3), dtype=np.uint8)
+    img = Image.fromarray(small).resize((width, height), Image.BICUBIC)
+    return Sample(sample_id, image_tensor(img), "a photo", instruction=f"make it red {sample_id}")
+
+
+def _edit(method, backbone, samples, setting, seeds):
+    rows = [EditRow(s, None, torch.Generator().manual_seed(seed)) for s, seed in zip(samples, seeds)]
+    before = backbone.nfe.count
+    results = method.edit_batch(backbone, rows, setting)
+    return [r.image for r in results], backbone.nfe.count - before
+
+
+@pytest.mark.parametrize("given", [{"steps": 2}, {"steps": 2, "true_cfg": 2.0, "guidance": 3.0}])
+def test_kontext_equals_flux_kontext_pipeline(kontext, given):
+    from diffusers import FluxKontextPipeline
+
+    from methods.kontext import pil_image
+
+    method = get_method("kontext")()
+    setting = method.resolve(given, "kontext")
+    samples = [_sample("wide", 144, 112, 0), _sample("also_wide", 144, 112, 1)]
+    batch, nfe = _edit(method, kontext, samples, setting, [3, 4])
+    assert nfe == 2 * method.estimate_nfe(setting)[0]
+    pipe = FluxKontextPipeline.from_pretrained(kontext.folder)  # the checkpoint as diffusers loads it
+    pipe.set_progress_bar_config(disable=True)
+    for sample, seed, image in zip(samples, [3, 4], batch):
+        direct = pipe(image=pil_image(sample.image), prompt=sample.instruction, guidance_scale=setting["guidance"],
+                      true_cfg_scale=setting["true_cfg"], negative_prompt="" if setting["true_cfg"] > 1 else None,
+                      num_inference_steps=setting["steps"], height=112, width=144, max_area=112 * 144,
+                      _auto_resize=False, generator=torch.Generator().manual_seed(seed), output_type="pt").images  # fmt: skip
+        assert image.shape == (1, 3, 112, 144)  # the sample's own size, not diffusers' 1024x1024 default
+        assert (image - direct).abs().max() <= TOLERANCE
+        alone, _ = _edit(method, kontext, [sample], setting, [seed])
+        assert (alone[0] - image).abs().max() <= TOLERANCE
+
+
+def test_kontext_defaults_are_the_official_ones():
+    setting = get_method("kontext").resolve({}, "kontext")
+    assert (setting["steps"], setting["guidance"], setting["true_cfg"]) == (28, 2.5, 1.0)
+
+
+def test_qwen_image_edit_equals_qwen_image_edit_pipeline(qwen_image):
+    from diffusers import QwenImageEditPipeline
+
+    from methods.kontext import pil_image
+
+    method = get_method("qwen_image_edit")()
+    setting = method.resolve({"steps": 2}, "qwen_image")
+    sample = _sample("wide", 144, 112, 0)
+    (image,), nfe = _edit(method, qwen_image, [sample], setting, [5])
+    assert nfe == method.estimate_nfe(setting)[0] == 4  # true CFG: two evaluations a step
+    pipe = QwenImageEditPipeline.from_pretrained(qwen_image.folder)
+    pipe.set_progress_bar_config(disable=True)
+    direct = pipe(image=pil_image(sample.image), prompt=sample.instruction, negative_prompt=" ", true_cfg_scale=4.0,
+                  num_inference_steps=2, height=112, width=144, generator=torch.Generator().manual_seed(5),
+                  output_type="pt").images  # fmt: skip
+    assert image.shape == (1, 3, 112, 144) and (image - direct).abs().max() <= TOLERANCE
+    defaults = method.resolve({}, "qwen_image")
+    assert (defaults["steps"], defaults["true_cfg"]) == (50, 4.0)
+
+
+def test_model_policy_uses_each_pipelines_rule(kontext, qwen_image):
+    from bench.samples import ResolutionPolicy
+
+    policy = ResolutionPolicy("model")
+    assert kontext.frame(policy).choices and kontext.frame(policy).area == 128 * 128
+    assert qwen_image.frame(policy).multiple == 32
+
+
+def test_qwen_image_edit_plus_equals_qwen_image_edit_plus_pipeline(qwen_image_plus):
+    from diffusers import QwenImageEditPlusPipeline
+
+    from methods.kontext import pil_image
+
+    method = get_method("qwen_image_edit_plus")()
+    setting = method.resolve({"steps": 2, "true_cfg": 1.0}, "qwen_image_plus")
+    sample = _sample("wide", 144, 112, 0)
+    (image,), nfe = _edit(method, qwen_image_plus, [sample], setting, [8])
+    assert nfe == method.estimate_nfe(setting)[0] == 2
+    pipe = QwenImageEditPlusPipeline.from_pretrained(qwen_image_plus.folder)
+    pipe.set_progress_bar_config(disable=True)
+    direct = pipe(image=[pil_image(sample.image)], prompt=sample.instruction, true_cfg_scale=1.0, num_inference_steps=2,
+                  height=112, width=144, generator=torch.Generator().manual_seed(8), output_type="pt").images  # fmt: skip
+    assert image.shape == (1, 3, 112, 144) and (image - direct).abs().max() <= TOLERANCE
+
+
+def test_flux2_klein_equals_flux2_klein_pipeline(flux2):
+    from diffusers import Flux2KleinPipeline
+
+    from methods.kontext import pil_image
+
+    method = get_method("flux2")()
+    setting = method.resolve({"steps": 2}, "flux2")
+    samples = [_sample("wide", 144, 112, 0), _sample("also_wide", 144, 112, 1)]
+    batch, nfe = _edit(method, flux2, samples, setting, [6, 7])
+    assert nfe == 2 * method.estimate_nfe(setting)[0] == 8  # base model: real CFG, two evaluations a step
+    pipe = Flux2KleinPipeline.from_pretrained(flux2.folder)
+    pipe.set_progress_bar_config(disable=True)
+    for sample, seed, image in zip(samples, [6, 7], batch):
+        direct = pipe(image=pil_image(sample.image), prompt=sample.instruction, guidance_scale=4.0,
+                      num_inference_steps=2, height=112, width=144, generator=torch.Generator().manual_seed(seed),
+                      output_type="pt").images  # fmt: skip
+        assert image.shape == (1, 3, 112, 144) and (image - direct).abs().max() <= TOLERANCE
+    defaults = method.resolve({}, "flux2")
+    assert (defaults["steps"], defaults["guidance"]) == (50, 4.0)
+
+
+@pytest.mark.slow  # ~20 s: the pipeline always makes ~1024² px
+def test_longcat_edit_equals_longcat_pipeline_resized_to_the_sample(longcat):
+    import torch.nn.functional as F
+    from diffusers import LongCatImageEditPipeline
+
+    from methods.kontext import pil_image
+
+    method = get_method("longcat_edit")()
+    setting = method.resolve({"steps": 2}, "longcat")
+    sample = _sample("wide", 144, 112, 0)
+    (image,), nfe = _edit(method, longcat, [sample], setting, [9])
+    assert nfe == method.estimate_nfe(setting)[0] == 4
+    pipe = LongCatImageEditPipeline.from_pretrained(longcat.folder)
+    pipe.set_progress_bar_config(disable=True)
+    direct = pipe(image=pil_image(sample.image), prompt=sample.instruction, guidance_scale=4.5, num_inference_steps=2,
+                  generator=torch.Generator().manual_seed(9), output_type="pt").images  # fmt: skip
+    assert direct.shape[2:] != (112, 144)  # ~1 MP whatever the input: the adapter resizes it to the sample
+    resized = F.interpolate(direct, size=(112, 144), mode="bicubic", antialias=True, align_corners=False).clamp(0, 1)
+    assert image.shape == (1, 3, 112, 144) and (image - resized).abs().max() <= TOLERANCE
+
+
+@pytest.mark.slow
+def test_the_instruction_editors_config_runs_offline_with_every_cell_ok(tmp_path):
+    """configs/instruction_editors.yaml: six methods on five tiny models in one run, keep_aspect."""
+    from bench.execution.config import load_config
+    from bench.execution.runner import start_run
+    from bench.paths import repo_root
+    from bench.reporting.report import cells_table, summary_markdown
+
+    config = load_config(repo_root() / "configs" / "instruction_editors.yaml")
+    run_dir, counts = start_run(config, out=str(tmp_path), progress=False)
+    assert counts["failed"] == counts["skipped"] == 0 and counts["ok"] == 12
+    table = cells_table(run_dir)
+    assert set(table["backbone"]) == {"tiny", "tiny-flux", "tiny-kontext", "tiny-qwen-image-edit", "tiny-flux2-klein"}
+    assert sum(line.startswith("| ") and " @ " in line for line in summary_markdown(run_dir).splitlines()) == 6
+    sizes = {Image.open(run_dir / p).size for p in table["output_path"]}
+    assert any(w != h for w, h in sizes)  # chelsea (451x300) keeps its aspect ratio
+
+
+def test_parameter_counts_come_from_configs_without_weights(tmp_path):
+    """A FLUX.1-size transformer (diffusers' defaults: ~12B parameters) counted on the meta device."""
+    import json
+
+    from bench.diffusion.model_size import component_parameters, format_count
+
+    (tmp_path / "transformer").mkdir()
+    (tmp_path / "transformer" / "config.json").write_text(json.dumps({"_class_name": "FluxTransformer2DModel"}))
+    (tmp_path / "model_index.json").write_text(json.dumps({"_class_name": "FluxKontextPipeline",
+                                                           "transformer": ["diffusers", "FluxTransformer2DModel"],
+                                                           "tokenizer": ["transformers", "CLIPTokenizer"]}))  # fmt: skip
+    counts = component_parameters(tmp_path)
+    assert list(counts) == ["transformer"] and 11.5e9 < counts["transformer"] < 12.5e9
+    assert format_count(counts["transformer"]).endswith("B")
