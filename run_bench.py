@@ -64,7 +64,7 @@ def main():
 
 @main.command()
 @click.argument("config", type=click.Path(dir_okay=False), required=False)
-@click.option("--backbone", help="Backbone: an embedded untrained one (tiny, tiny-sdxl, tiny-sd3), a pipeline folder, or a hub id (owner/name).")
+@click.option("--backbone", help="Backbone: an embedded untrained one (tiny, tiny-sdxl, tiny-sd3, tiny-flux, tiny-kontext, ...: editbench backbones lists them), a pipeline folder, or a hub id (owner/name).")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=V[,V...]", help="Override a config value, e.g. sdedit.t0=0.3,0.5.")
 @click.option("--out", type=click.Path(file_okay=False), help="Parent folder of the new run folder (default: the config's output).")
 @click.option("--resume", "resume_dir", type=click.Path(file_okay=False), help="Finish an interrupted run folder instead.")

@@ -10,9 +10,6 @@ the VAE, and makes the output at the size editbench passes (the sample's). Sampl
 further reference images are not read yet.
 """
 
-import torch
-
-from bench.method import EditResult
 from bench.registry import register
 from methods.kontext import pil_image
 from methods.qwen_image_edit import NEGATIVE_PROMPT, QwenImageEdit
