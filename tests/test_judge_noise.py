@@ -92,9 +92,9 @@ def test_the_samples_option_is_checked():
 
 # -- the expected score ------------------------------------------------------------------------
 def test_expected_score_weighs_each_value_by_its_tokens_probability(tmp_path):
-    from bench.metrics.tiny_vlm import _tokenizer
+    from bench.metrics.tiny_vlm import qwen_byte_tokenizer
 
-    tokenizer = _tokenizer()
+    tokenizer = qwen_byte_tokenizer()
     answer = '{"score": [7, 10]}'
     ids = torch.tensor(tokenizer.encode(answer, add_special_tokens=False))
     vocab = len(tokenizer)

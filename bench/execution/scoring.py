@@ -41,9 +41,10 @@ def _features(extractor, images: list[torch.Tensor], batch_size: int) -> torch.T
     return feats[torch.argsort(torch.tensor([i for b in batches for i in b]))]
 
 
-def source_features(extractor, extractor_id: str, refs: list, frame: Frame, batch_size: int) -> torch.Tensor:
+def source_features(extractor, extractor_id: str, refs: list, frame: "Frame | int", batch_size: int) -> torch.Tensor:
     """Features of the dataset's source images (the samples that load), cached on disk per
-    dataset content, size rule and extractor."""
+    dataset content, size rule (an int: the square rule at that side) and extractor."""
+    frame = as_frame(frame)
     images = []
     for ref in refs:
         try:
