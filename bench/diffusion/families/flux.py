@@ -51,6 +51,8 @@ COMPONENT_WEIGHTS = {
 
 #: The VAE's normalisation is SD3's: ``(E(x) - shift_factor) * scaling_factor``.
 encode_image, decode = sd3.encode_image, sd3.decode
+#: Flow-matching Euler, as SD3.
+scheduler_class, scheduler_name = sd3.scheduler_class, sd3.scheduler_name
 
 
 def components(spec) -> list[str]:
@@ -67,16 +69,6 @@ def hub_patterns(spec) -> list[str]:
     for c in components(spec):
         patterns += [f"{c}/config.json", f"{c}/{COMPONENT_WEIGHTS[c]}*.safetensors*"]
     return patterns
-
-
-def scheduler_class(spec):
-    from diffusers import FlowMatchEulerDiscreteScheduler
-
-    return FlowMatchEulerDiscreteScheduler
-
-
-def scheduler_name(spec) -> str:
-    return "flow_match_euler"
 
 
 def native_resolution(denoiser_config: dict, vae_config: dict) -> int:

@@ -10,6 +10,8 @@ the ``model`` resolution policy applies. FLUX.2 [dev]'s ``Flux2Pipeline`` (a Mis
 embedded guidance) is not supported yet.
 """
 
+from bench.diffusion.families.sd3 import scheduler_class, scheduler_name  # noqa: F401  (flow-matching Euler, as SD3)
+
 DENOISER = "transformer"
 CUDA_DTYPE = "bf16"
 SIZE_RULE = {"multiple": 16, "rounding": "floor", "grow": False}
@@ -30,16 +32,6 @@ def hub_patterns(spec) -> list[str]:
     for c in components(spec):
         patterns += [f"{c}/config.json", f"{c}/{COMPONENT_WEIGHTS[c]}*.safetensors*"]
     return patterns
-
-
-def scheduler_class(spec):
-    from diffusers import FlowMatchEulerDiscreteScheduler
-
-    return FlowMatchEulerDiscreteScheduler
-
-
-def scheduler_name(spec) -> str:
-    return "flow_match_euler"
 
 
 def native_resolution(denoiser_config: dict, vae_config: dict) -> int:

@@ -10,6 +10,8 @@ native size is the pipeline's ~1024² px (a tiny checkpoint states its own ``sam
 ratio, sides rounded to multiples of 32), which the ``model`` resolution policy applies.
 """
 
+from bench.diffusion.families.sd3 import scheduler_class, scheduler_name  # noqa: F401  (flow-matching Euler, as SD3)
+
 DENOISER = "transformer"
 CUDA_DTYPE = "bf16"
 VAE_FACTOR = 8
@@ -33,16 +35,6 @@ def hub_patterns(spec) -> list[str]:
     for c in components(spec):
         patterns += [f"{c}/config.json", f"{c}/{COMPONENT_WEIGHTS[c]}*.safetensors*"]
     return patterns
-
-
-def scheduler_class(spec):
-    from diffusers import FlowMatchEulerDiscreteScheduler
-
-    return FlowMatchEulerDiscreteScheduler
-
-
-def scheduler_name(spec) -> str:
-    return "flow_match_euler"
 
 
 def native_resolution(denoiser_config: dict, vae_config: dict) -> int:
