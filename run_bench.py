@@ -508,14 +508,13 @@ def backbones(names):
     """Each backbone's family and parameters per network, counted from its configs without loading weights.
 
     NAMES: tiny backbones, pipeline folders, or hub ids in the Hugging Face cache (default: every tiny one)."""
-    from bench.diffusion.backbone import BackboneSpec, folder_on_disk, hub_config_folder
+    from bench.diffusion.backbone import BackboneSpec, config_folder
     from bench.diffusion.families import FAMILY_TITLES, family_of_folder
     from bench.diffusion.model_size import component_parameters, format_count
-    from bench.diffusion.tiny import TINY_BACKBONES, tiny_backbone_dir
+    from bench.diffusion.tiny import TINY_BACKBONES
 
     for name in names or TINY_BACKBONES:
-        spec = BackboneSpec(name=name)
-        folder = tiny_backbone_dir(name) if spec.is_tiny else folder_on_disk(spec) or hub_config_folder(spec)
+        folder = config_folder(BackboneSpec(name=name))
         if folder is None:
             click.echo(f"{name}: not on disk (a hub id is read from the Hugging Face cache; download its configs first)")
             continue

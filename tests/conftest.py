@@ -16,7 +16,7 @@ import torch  # noqa: E402
 
 #: Fixtures that hold a tiny backbone; a test using one is marked ``backbone``.
 BACKBONE_FIXTURES = {"backbone", "sd3", "sdxl", "flux", "backbones",
-                     "kontext", "qwen_image", "qwen_image_plus", "longcat", "flux2"}
+                     "kontext", "qwen_image", "qwen_image_plus", "longcat", "flux2", "flux2_dev"}
 
 
 def pytest_configure(config):
@@ -106,6 +106,16 @@ def flux2():
     from tests.helpers import tiny_backbone_spec
 
     return Backbone(tiny_backbone_spec("tiny-flux2-klein"))
+
+
+@pytest.fixture(scope="session")
+def flux2_dev():
+    """The embedded FLUX.2 [dev] backbone, on the CPU (or the test device)."""
+    from bench.diffusion.backbone import Backbone
+
+    from tests.helpers import tiny_backbone_spec
+
+    return Backbone(tiny_backbone_spec("tiny-flux2-dev"))
 
 
 @pytest.fixture(scope="session")

@@ -124,6 +124,110 @@ def test_flux2_klein_equals_flux2_klein_pipeline(flux2):
     assert (defaults["steps"], defaults["guidance"]) == (50, 4.0)
 
 
+@pytest.mark.parametrize("width, height", [(144, 112), (128, 128)])
+def test_flux2_dev_equals_flux2_pipeline(flux2_dev, width, height):
+    """[dev]: ``guidance`` is the embedded guidance, one transformer evaluation a step, at a
+    non-square and a square size."""
+    from diffusers import Flux2Pipeline
+
+    from bench.method import rules_in_force
+    from methods.kontext import pil_image
+
+    method = get_method("flux2")()
+    setting = method.resolve({"steps": 2}, "flux2")
+    method.check_backbone(setting, flux2_dev)  # guidance 4 is no CFG on [dev]: nothing to refuse
+    samples = [_sample("first", width, height, 0), _sample("second", width, height, 1)]
+    batch, nfe = _edit(method, flux2_dev, samples, setting, [6, 7])
+    with rules_in_force(flux2_dev.step_rules):
+        assert nfe == 2 * method.estimate_nfe(setting)[0] == 4  # embedded guidance: one evaluation a step
+    pipe = Flux2Pipeline.from_pretrained(flux2_dev.folder)  # the checkpoint as diffusers loads it
+    pipe.set_progress_bar_config(disable=True)
+    for sample, seed, image in zip(samples, [6, 7], batch):
+        direct = pipe(image=pil_image(sample.image), prompt=sample.instruction, guidance_scale=4.0,
+                      num_inference_steps=2, height=height, width=width, generator=torch.Generator().manual_seed(seed),
+                      output_type="pt").images  # fmt: skip
+        assert image.shape == (1, 3, height, width) and (image - direct).abs().max() <= TOLERANCE
+        alone, _ = _edit(method, flux2_dev, [sample], setting, [seed])
+        assert (alone[0] - image).abs().max() <= TOLERANCE
+    weaker, _ = _edit(method, flux2_dev, samples[:1], method.resolve({"steps": 2, "guidance": 1.0}, "flux2"), [6])
+    assert (weaker[0] - batch[0]).abs().max() > 1e-3  # the guidance reaches the transformer
+
+
+def test_flux2_defaults_are_both_pipelines_defaults():
+    """``steps`` and ``guidance`` are the ``num_inference_steps`` and ``guidance_scale`` of both
+    ``Flux2Pipeline`` and ``Flux2KleinPipeline`` (read from their signatures, not docstrings)."""
+    import inspect
+
+    from diffusers import Flux2KleinPipeline, Flux2Pipeline
+
+    defaults = get_method("flux2").resolve({}, "flux2")
+    for pipeline in (Flux2Pipeline, Flux2KleinPipeline):
+        signature = inspect.signature(pipeline.__call__).parameters
+        assert (defaults["steps"], defaults["guidance"]) == (signature["num_inference_steps"].default,
+                                                             signature["guidance_scale"].default)  # fmt: skip
+
+
+def test_flux2_refuses_guidance_on_a_step_distilled_klein(flux2, flux2_dev, monkeypatch):
+    from bench.errors import ConfigError
+
+    method = get_method("flux2")
+    setting = method.resolve({}, "flux2")
+    monkeypatch.setattr(flux2, "is_distilled", True)
+    with pytest.raises(ConfigError, match="step-distilled"):
+        method.check_backbone(setting, flux2)
+    method.check_backbone(method.resolve({"guidance": 1.0}, "flux2"), flux2)
+    assert not flux2_dev.is_distilled and flux2_dev.variant == "dev" and flux2.variant == "klein"
+
+
+def test_flux2_step_rules_follow_the_variant(flux2, flux2_dev):
+    """The dry run's NFE per step: [dev] one whatever the guidance, [klein] two with CFG."""
+    from bench.method import rules_in_force
+
+    setting = get_method("flux2").resolve({"steps": 3}, "flux2")
+    for backbone, nfe in ((flux2_dev, 3), (flux2, 6)):
+        with rules_in_force(backbone.step_rules):
+            assert get_method("flux2").estimate_nfe(setting) == (nfe, 0)
+
+
+def test_tiny_flux2_dev_processor_tokenizes_and_encodes_prompts_apart(flux2_dev):
+    """The tiny [dev]'s ``PixtralProcessor`` (loaded from its folder) tokenizes text byte by byte in
+    Mistral Small 3's chat format, and two prompts give different embeddings at the pipeline's
+    ``max_sequence_length`` 512."""
+    tokenizer = flux2_dev.tokenizer.tokenizer
+    text = "make the cat red"
+    ids = tokenizer(text, add_special_tokens=False).input_ids
+    assert len(ids) == len(text.encode()) and tokenizer.decode(ids) == text
+    messages = [[{"role": "system", "content": [{"type": "text", "text": "S"}]},
+                 {"role": "user", "content": [{"type": "text", "text": text}]}]]  # fmt: skip
+    chat = flux2_dev.tokenizer.apply_chat_template(messages, tokenize=False)
+    assert chat == ["<s>[SYSTEM_PROMPT]S[/SYSTEM_PROMPT][INST]make the cat red[/INST]"]
+    pipe = flux2_dev.family.pipeline(flux2_dev, None)
+    first, second = (pipe.encode_prompt(p, device="cpu")[0] for p in ("make the cat red", "make the dog blue"))
+    assert first.shape == (1, 512, 48) and (first - second).abs().max() > 1e-3
+
+
+def test_flux2_hub_patterns_fetch_the_diffusers_layout_only():
+    """FLUX.2-dev's diffusers layout (sharded transformer and Mistral encoder with their index
+    files; shard counts here are illustrative): every config, shard, index and processor file is
+    fetched; BFL's single-file weights at the top level and any pickle weights are not."""
+    from fnmatch import fnmatch
+
+    from bench.diffusion.backbone import BackboneSpec
+    from bench.diffusion.families import flux2
+
+    wanted = ["model_index.json", "scheduler/scheduler_config.json", "tokenizer/tokenizer.json",
+              "tokenizer/tokenizer_config.json", "tokenizer/processor_config.json", "tokenizer/chat_template.jinja",
+              "text_encoder/config.json", "text_encoder/model.safetensors.index.json",
+              *(f"text_encoder/model-{i:05d}-of-00010.safetensors" for i in range(1, 11)),
+              "transformer/config.json", "transformer/diffusion_pytorch_model.safetensors.index.json",
+              *(f"transformer/diffusion_pytorch_model-{i:05d}-of-00007.safetensors" for i in range(1, 8)),
+              "vae/config.json", "vae/diffusion_pytorch_model.safetensors"]  # fmt: skip
+    unwanted = ["flux2-dev.safetensors", "ae.safetensors", "README.md", "text_encoder/pytorch_model.bin"]
+    patterns = flux2.hub_patterns(BackboneSpec(name="black-forest-labs/FLUX.2-dev"))
+    fetched = [f for f in wanted + unwanted if any(fnmatch(f, p) for p in patterns)]
+    assert fetched == wanted
+
+
 @pytest.mark.slow  # ~20 s: the pipeline always makes ~1024² px
 def test_longcat_edit_equals_longcat_pipeline_resized_to_the_sample(longcat):
     import torch.nn.functional as F

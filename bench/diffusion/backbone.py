@@ -273,6 +273,16 @@ def folder_on_disk(spec: BackboneSpec) -> Path | None:
     return folder if (folder / "model_index.json").is_file() else None
 
 
+def config_folder(spec: BackboneSpec) -> Path | None:
+    """A folder holding the backbone's configs, without loading weights or the network: a tiny one
+    (built on first use), a local pipeline folder, or a hub id's snapshot in the hub cache; else None."""
+    if spec.is_tiny:
+        from bench.diffusion.tiny import tiny_backbone_dir
+
+        return tiny_backbone_dir(spec.name)
+    return folder_on_disk(spec) or hub_config_folder(spec)
+
+
 def family_on_disk(spec: BackboneSpec) -> str | None:
     """The family of a backbone known without loading it (tiny names, local folders); None for a hub id."""
     from bench.diffusion.tiny import TINY_BACKBONES

@@ -3,8 +3,9 @@
 ``tiny`` (SD 1.x) is the default; ``tiny-sdxl`` is SDXL's (``_build_sdxl``), ``tiny-sd3`` SD3's
 (``_build_sd3``), ``tiny-flux`` FLUX.1 [dev]'s (``_build_flux``); the instruction editors':
 ``tiny-kontext`` FLUX.1 Kontext's (``_build_kontext``), ``tiny-qwen-image-edit`` Qwen-Image-Edit's
-(``_build_qwen_image_edit``) and -Plus's (``_build_qwen_image_edit_plus``), ``tiny-flux2-klein`` FLUX.2 [klein] base's (``_build_flux2_klein``), ``tiny-longcat``
-LongCat-Image-Edit's (``_build_longcat``).
+(``_build_qwen_image_edit``) and -Plus's (``_build_qwen_image_edit_plus``), ``tiny-flux2-klein``
+FLUX.2 [klein] base's (``_build_flux2_klein``), ``tiny-flux2-dev`` FLUX.2 [dev]'s
+(``_build_flux2_dev``), ``tiny-longcat`` LongCat-Image-Edit's (``_build_longcat``).
 
 It has every component of Stable Diffusion 1.x at a toy size (UNet with cross-attention
 blocks, an AutoencoderKL with downsampling factor 8, a CLIP text encoder over the real
@@ -43,7 +44,7 @@ SD_SCHEDULER_CONFIG = dict(
 #: The embedded backbones and their families.
 TINY_BACKBONES = {"tiny": "sd", "tiny-sdxl": "sdxl", "tiny-sd3": "sd3", "tiny-flux": "flux", "tiny-kontext": "kontext",
                   "tiny-qwen-image-edit": "qwen_image", "tiny-qwen-image-edit-plus": "qwen_image_plus",
-                  "tiny-flux2-klein": "flux2", "tiny-longcat": "longcat"}  # fmt: skip
+                  "tiny-flux2-klein": "flux2", "tiny-flux2-dev": "flux2", "tiny-longcat": "longcat"}  # fmt: skip
 _FOLDERS = {name: f"{name}-v{TINY_VERSION}" for name in TINY_BACKBONES} | {"tiny": f"tiny-sd-v{TINY_VERSION}"}
 
 
@@ -59,7 +60,7 @@ def tiny_backbone_dir(name: str = "tiny") -> Path:
         builders = {"tiny": _build, "tiny-sdxl": _build_sdxl, "tiny-sd3": _build_sd3, "tiny-flux": _build_flux,
                     "tiny-kontext": _build_kontext, "tiny-qwen-image-edit": _build_qwen_image_edit,
                     "tiny-qwen-image-edit-plus": _build_qwen_image_edit_plus, "tiny-flux2-klein": _build_flux2_klein,
-                    "tiny-longcat": _build_longcat}  # fmt: skip
+                    "tiny-flux2-dev": _build_flux2_dev, "tiny-longcat": _build_longcat}  # fmt: skip
         builders[name](folder)
     return folder
 
@@ -355,12 +356,11 @@ def _build_qwen_image_edit_plus(folder: Path) -> None:
 
 
 def _build_flux2_klein(folder: Path) -> None:
-    """FLUX.2 [klein] base's pipeline (not step-distilled: real CFG) at a toy size: a transformer of
-    one double- and one single-stream block (2 heads of 16, RoPE axes 4/4/4/4, 128 = 32 x 2 x 2
-    channels, no guidance embedding), a 32-channel FLUX.2 VAE (``sample_size`` 128), and a Qwen3
-    of hidden size 16 with 28 layers, so the pipeline's default hidden layers (9, 18, 27) exist,
-    over the byte-level tokenizer of ``bench.metrics.tiny_vlm`` with its chat template."""
-    from diffusers import AutoencoderKLFlux2, FlowMatchEulerDiscreteScheduler, Flux2KleinPipeline, Flux2Transformer2DModel
+    """FLUX.2 [klein] base's pipeline (not step-distilled: real CFG) at a toy size: the networks of
+    ``_flux2_networks`` without a guidance embedding, and a Qwen3 of hidden size 16 with 28 layers,
+    so the pipeline's default hidden layers (9, 18, 27) exist, over the byte-level tokenizer of
+    ``bench.metrics.tiny_vlm`` with its chat template."""
+    from diffusers import Flux2KleinPipeline
     from transformers import Qwen3Config, Qwen3ForCausalLM
 
     from bench.metrics.tiny_vlm import CHAT_TEMPLATE, qwen_byte_tokenizer
@@ -375,18 +375,100 @@ def _build_flux2_klein(folder: Path) -> None:
         vocab_size=len(tokenizer), hidden_size=hidden, intermediate_size=32, num_hidden_layers=28, num_attention_heads=2,
         num_key_value_heads=1, head_dim=8, max_position_embeddings=1024,
     ))  # fmt: skip
+    transformer, vae, scheduler = _flux2_networks(joint_attention_dim=3 * hidden, guidance_embeds=False)
+    pipe = Flux2KleinPipeline(scheduler=scheduler, vae=vae, text_encoder=encoder, tokenizer=tokenizer,
+                              transformer=transformer, is_distilled=False)  # fmt: skip
+    _save_atomically(pipe, tmp, folder)
+
+
+def _build_flux2_dev(folder: Path) -> None:
+    """FLUX.2 [dev]'s pipeline at a toy size: the networks of ``_flux2_networks`` with a guidance
+    embedding (embedded guidance, as FLUX.2-dev's transformer), and a Mistral3 (Mistral Small 3's
+    classes) of hidden size 16 with 30 text layers, so the pipeline's default hidden layers (10,
+    20, 30) exist, and a one-layer Pixtral vision tower, over ``mistral_byte_processor``."""
+    from diffusers import Flux2Pipeline
+    from transformers import Mistral3Config, Mistral3ForConditionalGeneration
+
+    tmp = folder.with_name(f"{folder.name}.building-{os.getpid()}")
+    (tmp / "_tokenizer_src").mkdir(parents=True)
+    processor = mistral_byte_processor()
+    ids = {t: processor.tokenizer.convert_tokens_to_ids(t) for t in ("<s>", "</s>", "<pad>", "[IMG]")}
+    hidden = 16
+    torch.manual_seed(TINY_SEED + 2)
+    encoder = Mistral3ForConditionalGeneration(Mistral3Config(
+        text_config={"model_type": "mistral", "vocab_size": len(processor.tokenizer), "hidden_size": hidden,
+                     "intermediate_size": 32, "num_hidden_layers": 30, "num_attention_heads": 2,
+                     "num_key_value_heads": 1, "head_dim": 8, "max_position_embeddings": 1024,
+                     "bos_token_id": ids["<s>"], "eos_token_id": ids["</s>"], "pad_token_id": ids["<pad>"]},
+        vision_config={"model_type": "pixtral", "hidden_size": 16, "intermediate_size": 32, "num_hidden_layers": 1,
+                       "num_attention_heads": 2, "head_dim": 8, "patch_size": 14, "image_size": 112},
+        image_token_index=ids["[IMG]"], spatial_merge_size=2,
+    ))  # fmt: skip
+    transformer, vae, scheduler = _flux2_networks(joint_attention_dim=3 * hidden, guidance_embeds=True)
+    pipe = Flux2Pipeline(scheduler=scheduler, vae=vae, text_encoder=encoder, tokenizer=processor,
+                         transformer=transformer)  # fmt: skip
+    _save_atomically(pipe, tmp, folder)
+
+
+def _flux2_networks(joint_attention_dim: int, guidance_embeds: bool):
+    """FLUX.2's transformer (one double- and one single-stream block, 2 heads of 16, RoPE axes
+    4/4/4/4, 128 = 32 x 2 x 2 channels), a 32-channel FLUX.2 VAE (``sample_size`` 128) and the
+    flow-matching scheduler with dynamic shifting, seeded."""
+    from diffusers import AutoencoderKLFlux2, FlowMatchEulerDiscreteScheduler, Flux2Transformer2DModel
+
     torch.manual_seed(TINY_SEED)
     transformer = Flux2Transformer2DModel(
         patch_size=1, in_channels=128, num_layers=1, num_single_layers=1, attention_head_dim=16, num_attention_heads=2,
-        joint_attention_dim=3 * hidden, timestep_guidance_channels=32, axes_dims_rope=(4, 4, 4, 4), guidance_embeds=False,
+        joint_attention_dim=joint_attention_dim, timestep_guidance_channels=32, axes_dims_rope=(4, 4, 4, 4),
+        guidance_embeds=guidance_embeds,
     )  # fmt: skip
     torch.manual_seed(TINY_SEED + 1)
     vae = AutoencoderKLFlux2(block_out_channels=(8, 8, 8, 8), latent_channels=32, norm_num_groups=4,
                              sample_size=TINY_RESOLUTION, layers_per_block=1)  # fmt: skip
     scheduler = FlowMatchEulerDiscreteScheduler(num_train_timesteps=1000, shift=3.0, use_dynamic_shifting=True)
-    pipe = Flux2KleinPipeline(scheduler=scheduler, vae=vae, text_encoder=encoder, tokenizer=tokenizer,
-                              transformer=transformer, is_distilled=False)  # fmt: skip
-    _save_atomically(pipe, tmp, folder)
+    return transformer, vae, scheduler
+
+
+#: Mistral's control tokens, the Mistral Small 3 chat and Pixtral image markers included.
+MISTRAL_SPECIAL_TOKENS = ("<unk>", "<s>", "</s>", "[INST]", "[/INST]", "[AVAILABLE_TOOLS]", "[/AVAILABLE_TOOLS]",
+                          "[TOOL_RESULTS]", "[/TOOL_RESULTS]", "[TOOL_CALLS]", "[IMG]", "<pad>", "[IMG_BREAK]",
+                          "[IMG_END]", "[PREFIX]", "[MIDDLE]", "[SUFFIX]", "[SYSTEM_PROMPT]", "[/SYSTEM_PROMPT]")  # fmt: skip
+#: Mistral Small 3's chat format: ``<s>[SYSTEM_PROMPT]...[/SYSTEM_PROMPT][INST]...[/INST]``, an
+#: image block as ``[IMG]`` (which the processor expands), content given as a string or a list of
+#: text and image blocks, as ``Flux2Pipeline``'s ``format_input`` gives it.
+MISTRAL_CHAT_TEMPLATE = (
+    "{{- bos_token }}{%- for message in messages %}"
+    "{%- if message['content'] is string %}{%- set text = message['content'] %}"
+    "{%- else %}{%- set text = message['content'] | selectattr('type', 'equalto', 'text') | map(attribute='text')"
+    " | join('') %}"
+    "{%- endif %}"
+    "{%- if message['role'] == 'system' %}{{- '[SYSTEM_PROMPT]' + text + '[/SYSTEM_PROMPT]' }}"
+    "{%- elif message['role'] == 'user' %}{{- '[INST]' }}"
+    "{%- if message['content'] is not string %}{%- for block in message['content'] %}"
+    "{%- if block['type'] == 'image' %}{{- '[IMG]' }}{%- endif %}{%- endfor %}{%- endif %}"
+    "{{- text + '[/INST]' }}"
+    "{%- elif message['role'] == 'assistant' %}{{- text + eos_token }}{%- endif %}{%- endfor %}"
+)
+
+
+def mistral_byte_processor():
+    """A ``PixtralProcessor`` over Mistral's byte-level BPE shrunk: ``MISTRAL_SPECIAL_TOKENS``, then
+    the 256 byte symbols, no merges (every byte of a text is a token), with
+    ``MISTRAL_CHAT_TEMPLATE`` and a Pixtral image processor of patch 14."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+    from transformers import PixtralImageProcessor, PixtralProcessor, PreTrainedTokenizerFast
+
+    vocab = {token: i for i, token in enumerate(MISTRAL_SPECIAL_TOKENS)}
+    vocab |= {symbol: len(vocab) + i for i, symbol in enumerate(sorted(pre_tokenizers.ByteLevel.alphabet()))}
+    core = Tokenizer(models.BPE(vocab=vocab, merges=[]))
+    core.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
+    core.decoder = decoders.ByteLevel()
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=core, bos_token="<s>", eos_token="</s>", unk_token="<unk>",
+                                        pad_token="<pad>")  # fmt: skip
+    tokenizer.add_special_tokens({"additional_special_tokens": [t for t in MISTRAL_SPECIAL_TOKENS[3:] if t != "<pad>"]})
+    image_processor = PixtralImageProcessor(patch_size=14, size={"longest_edge": 112})
+    return PixtralProcessor(image_processor=image_processor, tokenizer=tokenizer, patch_size=14, spatial_merge_size=2,
+                            chat_template=MISTRAL_CHAT_TEMPLATE)  # fmt: skip
 
 
 def _build_longcat(folder: Path) -> None:

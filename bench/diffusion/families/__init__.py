@@ -35,6 +35,7 @@ PIPELINE_FAMILIES = {
     "FluxKontextPipeline": "kontext",
     "QwenImageEditPipeline": "qwen_image",
     "QwenImageEditPlusPipeline": "qwen_image_plus",
+    "Flux2Pipeline": "flux2",
     "Flux2KleinPipeline": "flux2",
     "LongCatImageEditPipeline": "longcat",
 }
@@ -45,7 +46,7 @@ INSTRUCTION_FAMILIES = ("kontext", "qwen_image", "qwen_image_plus", "flux2", "lo
 FAMILIES = TEXT_TO_IMAGE_FAMILIES + INSTRUCTION_FAMILIES
 FAMILY_TITLES = {"sd": "SD 1.x/2.x", "sdxl": "SDXL", "sd3": "SD3/3.5", "flux": "FLUX.1", "kontext": "FLUX.1 Kontext",
                  "qwen_image": "Qwen-Image-Edit",
-                 "qwen_image_plus": "Qwen-Image-Edit-2509/2511", "flux2": "FLUX.2 [klein]",
+                 "qwen_image_plus": "Qwen-Image-Edit-2509/2511", "flux2": "FLUX.2 [dev]/[klein]",
                  "longcat": "LongCat-Image-Edit"}
 #: The families with SD's UNet, noise prediction and DDIM math, where every UNet method's mathematics carries over.
 UNET_FAMILIES = ("sd", "sdxl")
