@@ -5,7 +5,8 @@ A method declares its case (``Method.conformance``, a ``bench.method.Conformance
 settings, the first being the fast case of the default run, values some family needs, identity
 settings; whether two seeds may differ is the method's own ``stochastic`` (``Method.is_stochastic``).
 ``test_every_builtin_method_declares_a_case`` fails for a method without one. For each (method,
-family, declared setting), on that family's tiny backbone and two samples:
+family, declared setting), on each of that family's tiny backbones (``FAMILY_FIXTURES``: FLUX.2
+[klein] and [dev]) and two samples:
 
 (a) a batch of 3 cells (two samples, two seeds) equals each cell run alone: the same NFE,
     gradient evaluations and artifacts, and images equal to float noise (below); the two samples'
@@ -64,12 +65,15 @@ pytestmark = pytest.mark.backbone  # the whole battery runs in the GPU suite's C
 
 IMAGE_TOLERANCE = 1e-4
 HALF_MEAN_BOUND = {"fp16": 0.05, "bf16": 0.15}
-#: The session fixture and the tiny backbone of each family (tests/conftest.py).
-FAMILY_FIXTURE = {"sd": "backbone", "sdxl": "sdxl", "sd3": "sd3", "flux": "flux", "kontext": "kontext", "qwen_image": "qwen_image",
-                  "qwen_image_plus": "qwen_image_plus", "flux2": "flux2", "longcat": "longcat"}
-TINY = {"sd": "tiny", "sdxl": "tiny-sdxl", "sd3": "tiny-sd3", "flux": "tiny-flux", "kontext": "tiny-kontext",
+#: The tiny backbones of each family (session fixtures of tests/conftest.py): the family's own first,
+#: then other variants of its pipeline that the battery runs as well (FLUX.2 [dev] beside [klein]).
+FAMILY_FIXTURES = {"sd": ("backbone",), "sdxl": ("sdxl",), "sd3": ("sd3",), "flux": ("flux",), "kontext": ("kontext",),
+                   "qwen_image": ("qwen_image",), "qwen_image_plus": ("qwen_image_plus",), "flux2": ("flux2", "flux2_dev"),
+                   "longcat": ("longcat",)}  # fmt: skip
+#: Each fixture's embedded backbone.
+TINY = {"backbone": "tiny", "sdxl": "tiny-sdxl", "sd3": "tiny-sd3", "flux": "tiny-flux", "kontext": "tiny-kontext",
         "qwen_image": "tiny-qwen-image-edit", "qwen_image_plus": "tiny-qwen-image-edit-plus", "flux2": "tiny-flux2-klein",
-        "longcat": "tiny-longcat"}
+        "flux2_dev": "tiny-flux2-dev", "longcat": "tiny-longcat"}  # fmt: skip
 #: Half precision in the default run: p2p over ddpm (it once failed with "mat1 and mat2 must have
 #: the same dtype") and a two-branch editor; (method, inversion) on the method's first family.
 HALF_PRECISION_FAST = {("p2p", "ddpm"), ("masactrl", "direct")}
@@ -110,14 +114,18 @@ def conformance_gaps(methods: list[type[Method]]) -> list[str]:
 
 
 def _declared_cases(fast):
-    """A ``pytest.param(name, family, setting index)`` per declared setting on each declared family,
-    marked ``slow`` unless ``fast(cls, family, index, resolved setting)``."""
+    """A ``pytest.param(name, family, fixture, setting index)`` per declared setting on each tiny
+    backbone (``FAMILY_FIXTURES``) of each declared family, marked ``slow`` unless ``fast(cls,
+    family, index, resolved setting)``. A family's own backbone keeps the id ``name-family-index``."""
     for cls in builtin_methods():
         case = cls.conformance
         for family in cls.families:
-            for index in range(len(case.settings) if case else 0):
-                mark = () if fast(cls, family, index, cls.resolve(case.setting(index, family))) else pytest.mark.slow
-                yield pytest.param(cls.name, family, index, id=f"{cls.name}-{family}-{index}", marks=mark)
+            for fixture in FAMILY_FIXTURES[family]:
+                for index in range(len(case.settings) if case else 0):
+                    is_fast = fast(cls, family, index, cls.resolve(case.setting(index, family)))
+                    mark = () if is_fast else pytest.mark.slow
+                    where = family if fixture == FAMILY_FIXTURES[family][0] else fixture
+                    yield pytest.param(cls.name, family, fixture, index, id=f"{cls.name}-{where}-{index}", marks=mark)
 
 
 #: Methods whose first case alone takes over ~20 s on 2 CPU cores (the tiny Qwen-Image-Edit
@@ -279,10 +287,10 @@ def test_a_false_stochastic_declaration_fails_the_battery(backbone, cls, stochas
     assert (seed_declaration_error(declared, run.setting, seed0, seed1) is not None) == lies
 
 
-@pytest.mark.parametrize("name, family, index", list(_declared_cases(_first_case)))
-def test_method_conforms(request, monkeypatch, tmp_path, name, family, index):
+@pytest.mark.parametrize("name, family, fixture, index", list(_declared_cases(_first_case)))
+def test_method_conforms(request, monkeypatch, tmp_path, name, family, fixture, index):
     cls = get_method(name)
-    backbone = request.getfixturevalue(FAMILY_FIXTURE[family])
+    backbone = request.getfixturevalue(fixture)
     run = Cells(cls, backbone, cls.conformance.setting(index, family))
     with rules_in_force(backbone.step_rules):  # the family's NFE per guided step, as the dry run estimates
         edit_nfe, prep_nfe = cls.estimate_nfe(run.setting)
@@ -321,15 +329,15 @@ def test_method_conforms(request, monkeypatch, tmp_path, name, family, index):
 
 @pytest.fixture(scope="module")
 def backbones(request):
-    """``(family, dtype) ->`` the tiny backbone of that family and dtype (fp32: the session's), built on first use."""
+    """``(fixture, dtype) ->`` that fixture's tiny backbone in that dtype (fp32: the session's), built on first use."""
     built = {}
 
-    def get(family: str, dtype: str) -> Backbone:
+    def get(fixture: str, dtype: str) -> Backbone:
         if dtype == "fp32":
-            return request.getfixturevalue(FAMILY_FIXTURE[family])
-        if (family, dtype) not in built:
-            built[family, dtype] = Backbone(tiny_backbone_spec(TINY[family], dtype=dtype))
-        return built[family, dtype]
+            return request.getfixturevalue(fixture)
+        if (fixture, dtype) not in built:
+            built[fixture, dtype] = Backbone(tiny_backbone_spec(TINY[fixture], dtype=dtype))
+        return built[fixture, dtype]
 
     return get
 
@@ -339,15 +347,15 @@ def one_cell(cls, backbone, given, sample) -> torch.Tensor:
     return run.edit([(sample, run.prepare(sample), 0)])[0].image
 
 
-@pytest.mark.parametrize("name, family, index", list(_declared_cases(_half_precision_fast)))
-def test_half_precision(backbones, name, family, index):
+@pytest.mark.parametrize("name, family, fixture, index", list(_declared_cases(_half_precision_fast)))
+def test_half_precision(backbones, name, family, fixture, index):
     """(d) fp16 and bf16 give finite images within ``HALF_MEAN_BOUND`` of fp32 (module docstring)."""
     cls = get_method(name)
     given = cls.conformance.setting(index, family)
-    sample = battery_samples(backbones(family, "fp32").resolution)[0]
-    reference = one_cell(cls, backbones(family, "fp32"), given, sample)
+    sample = battery_samples(backbones(fixture, "fp32").resolution)[0]
+    reference = one_cell(cls, backbones(fixture, "fp32"), given, sample)
     for dtype, bound in HALF_MEAN_BOUND.items():
-        image = one_cell(cls, backbones(family, dtype), given, sample)
+        image = one_cell(cls, backbones(fixture, dtype), given, sample)
         assert torch.isfinite(image).all(), dtype
         assert (image - reference).abs().mean().item() <= bound, dtype
 
@@ -357,7 +365,7 @@ def test_identity(request, name, index):
     """(e) The declared identity: the method at its setting gives the other method's image."""
     cls = get_method(name)
     identity = cls.conformance.identities[index]
-    backbone = request.getfixturevalue(FAMILY_FIXTURE[cls.families[0]])
+    backbone = request.getfixturevalue(FAMILY_FIXTURES[cls.families[0]][0])
     sample = battery_samples(backbone.resolution)[0]
     if identity.target_is_source:
         sample = replace(sample, target_prompt=sample.source_prompt)
