@@ -281,3 +281,20 @@ def test_parameter_counts_come_from_configs_without_weights(tmp_path):
     counts = component_parameters(tmp_path)
     assert list(counts) == ["transformer"] and 11.5e9 < counts["transformer"] < 12.5e9
     assert format_count(counts["transformer"]).endswith("B")
+
+
+def test_backbones_lists_tiny_flux2_dev_with_each_networks_parameters(flux2_dev):
+    """``editbench backbones`` counts the tiny [dev]'s networks from their configs alone: the counts
+    of the loaded networks, the Mistral3 encoder's vision tower and projector included."""
+    from click.testing import CliRunner
+
+    from bench.diffusion.model_size import component_parameters, format_count
+    from run_bench import main
+
+    counts = component_parameters(flux2_dev.folder)
+    loaded = {name: sum(p.numel() for p in getattr(flux2_dev, name).parameters()) for name in counts}
+    assert counts == loaded and list(counts) == ["text_encoder", "transformer", "vae"]
+    result = CliRunner().invoke(main, ["backbones", "tiny-flux2-dev"])
+    assert result.exit_code == 0, result.output
+    each = ", ".join(f"{name} {format_count(n)}" for name, n in counts.items())
+    assert f"tiny-flux2-dev (FLUX.2 [dev]/[klein]): {format_count(sum(counts.values()))} parameters: {each}" in result.output

@@ -32,6 +32,8 @@ def component_parameters(folder: Path) -> dict[str, int]:
                 model = cls.from_config(cls.load_config(folder / name))
             else:
                 model = cls._from_config(transformers.AutoConfig.from_pretrained(folder / name))
+        if library == "transformers":
+            model.tie_weights()  # tied embeddings count once, as loaded (built empty, they are not tied yet)
         counts[name] = sum(p.numel() for p in model.parameters())
     return counts
 
