@@ -23,8 +23,8 @@ family, declared setting), on each of that family's tiny backbones (``FAMILY_FIX
     the run's: equal settings give one key, and the disk-cache entry the run writes is the one the
     dry run looks up (``PreparationSpec.is_cached``).
 
-Only the first family's first setting runs by default (and a representative half-precision
-subset); the rest is marked ``slow``.
+Only the first family's first setting runs by default, on each of its tiny backbones (and a
+representative half-precision subset); the rest is marked ``slow``.
 
 **Float noise** (the bound of (a) and (e)), measured on this CPU: oneDNN picks convolution kernels
 by batch size, so one UNet evaluation of a batch differs from the same rows run alone by up to
