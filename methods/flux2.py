@@ -22,7 +22,7 @@ The family's ``step_rules`` give the NFE of a step per variant, which ``estimate
 Defaults and their sources: ``steps`` 50 and ``guidance`` 4, the ``num_inference_steps`` and
 ``guidance_scale`` of both ``Flux2Pipeline.__call__`` and ``Flux2KleinPipeline.__call__``. Left at
 the pipelines' defaults too: no prompt upsampling ([dev]'s ``caption_upsample_temperature`` None;
-BFL recommend 0.15 when it is used), ``max_sequence_length`` 512, the text encoder's hidden layers
+its docstring recommends 0.15 when it is used), ``max_sequence_length`` 512, the text encoder's hidden layers
 ((10, 20, 30) [dev], (9, 18, 27) [klein]) and [dev]'s system message (``SYSTEM_MESSAGE`` of
 diffusers' ``flux2/system_messages.py``, copied from black-forest-labs/flux2). The pipeline reads
 a list of images as several references for every prompt, so a batch runs as consecutive single
