@@ -101,6 +101,9 @@ class DatasetSpec:
         if self.revision is not None and self.path is not None:
             raise ConfigError(f"dataset.revision {self.revision!r} picks a version of the hub repository in the Hugging "
                               f"Face cache; dataset.path {self.path!r} is a local copy, read as it is: give one of them")  # fmt: skip
+        if self.allow_download and self.path is not None:
+            raise ConfigError(f"dataset.allow_download fetches the hub repository when it is not cached; dataset.path "
+                              f"{self.path!r} is a local copy, never fetched: give one of them")  # fmt: skip
         if self.name is None and self.path is None and self.hub is None:
             object.__setattr__(self, "name", DEFAULT_DATASET)
         if self.limit is not None and (not isinstance(self.limit, int) or self.limit < 1):

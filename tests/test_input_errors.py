@@ -40,6 +40,13 @@ def test_a_revision_with_a_local_copy_is_refused(tmp_path):
     assert error.startswith("dataset.revision 'abc123' picks a version of the hub repository") and folder in error
 
 
+def test_allow_download_with_a_local_copy_is_refused(tmp_path):
+    folder = write_hub_fixture(tmp_path / "mb", "magicbrush", "dev", n=2)
+    config = write_config(tmp_path, {"name": "magicbrush", "path": folder, "allow_download": True})
+    error = run_fails(config, runs=tmp_path / "runs")
+    assert error.startswith("dataset.allow_download fetches the hub repository") and folder in error
+
+
 def test_a_filter_that_matches_nothing_names_itself_and_the_values_present(tmp_path):
     folder = write_hub_fixture(tmp_path / "gedit", "gedit_bench", "train", n=4)
     config = write_config(tmp_path, {"name": "gedit_bench", "path": folder})
