@@ -348,8 +348,11 @@ class Method:
             raise NotImplementedError(f"method {self.name!r} implements neither edit nor edit_batch")
         return self.edit_batch(backbone, [EditRow(sample, prep, generator)], setting)[0]
 
-    def edit_batch(self, backbone, rows: list[EditRow], setting: dict[str, Any]) -> list[EditResult]:
-        """Every row at one ``setting``; one result per row, in order.
+    def edit_batch(self, backbone, rows: list[EditRow], setting: dict[str, Any]) -> list[EditResult | Exception]:
+        """Every row at one ``setting``; one result per row, in order. A row's result may be the
+        exception that row alone ended with (a remote request that failed): that cell fails with it
+        and the batch's other cells keep their results; any exception raised instead re-runs the
+        batch one cell at a time.
 
         A batched implementation must draw each row's noise from that row's generator only, so
         a cell's result does not depend on the batch it ran in. This default runs ``edit`` per

@@ -65,6 +65,18 @@ def post(url: str, body: bytes, headers: dict, policy: RetryPolicy,
     raise AssertionError("unreachable: the last try returns or raises")
 
 
+def get_status(url: str, headers: dict, timeout_s: float) -> int:
+    """The HTTP status a ``GET url`` answers with (any status: a server is there); an
+    ``HttpFailure`` without a status when nothing answers (the check before any work)."""
+    try:
+        with urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=timeout_s) as response:
+            return response.status
+    except urllib.error.HTTPError as exc:
+        return exc.code
+    except (urllib.error.URLError, OSError) as exc:
+        raise HttpFailure(None, str(getattr(exc, "reason", exc)), 1, timed_out=isinstance(exc, TimeoutError)) from None
+
+
 def retry_after(value: str | None) -> float:
     """The seconds a ``Retry-After`` header asks to wait (0 when absent or an HTTP date, which
     the backoff then covers), at most ``MAX_RETRY_AFTER_S``."""

@@ -33,14 +33,12 @@ import base64
 import io
 import json
 import os
-import urllib.error
-import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
 from bench.errors import ConfigError, unknown
-from bench.metrics.http_client import MAX_MESSAGE, HttpFailure, RetryPolicy, post, server_message
+from bench.metrics.http_client import MAX_MESSAGE, HttpFailure, RetryPolicy, get_status, post, server_message
 from bench.metrics.judge_failures import CONTENT_FILTERED, REFUSED, TIMEOUT, TRANSPORT_ERROR, JudgeFailure
 
 BACKENDS = ("local", "endpoint")
@@ -333,15 +331,10 @@ class ChatEndpoint(JudgeBackend):
         return headers
 
     def _check_reachable(self) -> None:
-        request = urllib.request.Request(f"{self.url}/models", headers=self._headers())
-        try:
-            with urllib.request.urlopen(request, timeout=min(self.options.timeout_s, 10)):
-                pass
-        except urllib.error.HTTPError:
-            pass  # it answered: reachable (some servers do not list models)
-        except (urllib.error.URLError, OSError) as exc:
-            reason = getattr(exc, "reason", exc)
-            raise ConfigError(f"judge endpoint {self.url} is unreachable ({reason}); start the server or fix "
+        try:  # any answer will do: some servers do not list models
+            get_status(f"{self.url}/models", self._headers(), min(self.options.timeout_s, 10))
+        except HttpFailure as exc:
+            raise ConfigError(f"judge endpoint {self.url} is unreachable ({exc.message}); start the server or fix "
                               "metric_options.judge.url") from None  # fmt: skip
 
     def answer_many(self, requests, max_new_tokens, seeds=None):
