@@ -269,6 +269,12 @@ class Method:
         The runner calls it for every setting before any cell runs. Raise ``ConfigError``."""
 
     @classmethod
+    def check_ready(cls, setting: dict[str, Any]) -> None:
+        """Checks of what a run needs outside editbench (an API key in the environment, a server
+        that answers), made for every setting when a run starts or resumes, before anything loads;
+        not by a dry run nor by commands that only read a run. Raise ``ConfigError``."""
+
+    @classmethod
     def missing(cls, sample, setting: dict[str, Any]) -> list[str]:
         """What this method, with this setting, needs that ``sample`` lacks (empty when it can run).
         Override when a need depends on the setting."""
