@@ -149,3 +149,12 @@ def test_missing_key_or_server_is_a_config_error_before_any_cell(tmp_path, monke
     with pytest.raises(ConfigError, match="unreachable"):  # the server has stopped
         start_run(loaded, progress=False)
     assert not list((tmp_path / "runs").glob("*")), "no run folder is left behind"
+
+
+def test_retry_failed_goes_with_resume(tmp_path):
+    from click.testing import CliRunner
+
+    from run_bench import main
+
+    result = CliRunner().invoke(main, ["run", str(tmp_path / "config.yaml"), "--retry-failed"])
+    assert result.exit_code == 1 and "--resume RUN_DIR" in result.output
