@@ -45,11 +45,11 @@ from PIL import Image
 
 from bench import Conformance, EditResult, Method, Param, register
 from bench.diffusion.families import TEXT_TO_IMAGE_FAMILIES
-from bench.errors import ConfigError
+from bench.errors import ConfigError, SampleError
 from bench.metrics.http_client import MAX_MESSAGE, HttpFailure, RetryPolicy, get_status, post
 from bench.metrics.judge import to_pil
 from bench.metrics.judge_backends import png_data
-from bench.samples import image_tensor
+from bench.samples import image_tensor, to_eight_bit
 
 MAX_PIXELS = 8192 * 8192  # a larger reply fails its cell before decoding
 SIZE_RULE = ("openai_images: each reply is resized to the frame sent (bicubic, no crop); a reply of another aspect "
@@ -140,6 +140,7 @@ def api_key(setting) -> str | None:
 
 
 def headers(setting, content_type: str | None = None) -> dict:
+    """A request's headers: the key as a Bearer token (when the setting names one) and the content type."""
     key = api_key(setting)
     return ({"Authorization": f"Bearer {key}"} if key else {}) | ({"Content-Type": content_type} if content_type else {})
 
@@ -150,11 +151,11 @@ def edit_one(sample, setting) -> EditResult:
     url = f"{setting['base_url'].rstrip('/')}/images/edits"
     fields = {"prompt": sample.instruction, "model": setting["model"], "n": "1"}
     fields |= {name: setting[name] for name in OPTIONAL_FIELDS if setting[name]}
-    body, content_type = multipart(fields, ("image", f"{sample.id}.png", png_data(to_pil(sample.image))))
+    body, content_type = multipart(fields, ("image", "source.png", png_data(to_pil(sample.image))))
     policy = RetryPolicy(setting["timeout_s"], setting["retries"], setting["backoff_s"])
     try:
         reply = post(url, body, headers(setting, content_type), policy)
-        picture = reply_image(reply, policy.timeout_s)
+        picture = reply_image(sample.id, reply, policy.timeout_s)
     except (HttpFailure, ImagesApiError) as exc:
         message = str(exc)
         key = api_key(setting)
@@ -176,9 +177,9 @@ def multipart(fields: dict[str, str], file: tuple[str, str, bytes]) -> tuple[byt
     return b"".join(parts) + f"--{boundary}--\r\n".encode(), f"multipart/form-data; boundary={boundary}"
 
 
-def reply_image(raw: bytes, timeout_s: float) -> Image.Image:
-    """The first image of an images reply (``b64_json``, or ``url`` fetched without the key) as RGB;
-    ``ImagesApiError`` naming what came instead."""
+def reply_image(sample_id: str, raw: bytes, timeout_s: float) -> Image.Image:
+    """The first image of an images reply (``b64_json``, or ``url`` fetched without the key) as
+    8-bit RGB; ``ImagesApiError`` naming what came instead."""
     try:
         entry = json.loads(raw)["data"][0]
         data = base64.b64decode(entry["b64_json"]) if entry.get("b64_json") else None
@@ -193,8 +194,8 @@ def reply_image(raw: bytes, timeout_s: float) -> Image.Image:
         with Image.open(io.BytesIO(data)) as probe:  # the size from the header first: an oversized reply is never decoded
             if probe.size[0] * probe.size[1] > MAX_PIXELS:
                 raise ImagesApiError(f"the reply's image is {probe.size[0]}x{probe.size[1]}, above {MAX_PIXELS} pixels")
-            return probe.convert("RGB")
-    except ImagesApiError:
+            return to_eight_bit(sample_id, probe, "the reply's image").convert("RGB")
+    except (ImagesApiError, SampleError):
         raise
     except Exception as exc:
         raise ImagesApiError(f"the reply's image cannot be read: {exc}") from None

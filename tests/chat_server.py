@@ -6,7 +6,8 @@ tiny Qwen2.5-VL through the local backend, or a rule that gives readable scores;
 may also return a ``Reply`` (any status and body, after a delay: refusals, content filters,
 broken bodies, timeouts). It records every request, the most requests it had in flight at
 once, and can fail the first ``fail_first`` chat requests with HTTP 503 (a transient error the
-client must retry).
+client must retry). A GET of a path in ``files`` answers with its bytes. Subclasses parse and
+answer other requests (``parse``, ``answer``: ``tests/images_server.py``).
 """
 
 import base64
@@ -45,6 +46,7 @@ class ChatServer:
     def __init__(self, respond, model: str = "tiny-judge", fail_first: int = 0, delay_s: float = 0.0):
         self.respond, self.model, self.fail_first, self.delay_s = respond, model, fail_first, delay_s
         self.requests: list[dict] = []
+        self.files: dict[str, bytes] = {}  # path -> bytes a GET of that path answers with
         self.headers: list[dict] = []
         self.in_flight = self.max_in_flight = 0
         self._lock = threading.Lock()
@@ -70,6 +72,8 @@ class ChatServer:
             def do_GET(self):
                 if self.path.rstrip("/") == "/v1/models":
                     self._reply(200, {"object": "list", "data": [{"id": server.model, "object": "model"}]})
+                elif self.path in server.files:
+                    self._reply(200, server.files[self.path])
                 else:
                     self._reply(404, {"error": "not found"})
 

@@ -1,6 +1,7 @@
 """``openai_images`` (issue 35 item 4): an OpenAI-compatible images-edit endpoint as a method,
 run against a local server on 127.0.0.1 (``tests/images_server.py``)."""
 
+import io
 import json
 import time
 import uuid
@@ -82,6 +83,20 @@ def test_optional_fields_are_sent_when_set(tmp_path):
         start_run(config(tmp_path, server, n=1, size="1024x1024", quality="low", input_fidelity="high"), progress=False)
     assert {k: server.requests[0][k] for k in ("size", "quality", "input_fidelity")} == {
         "size": "1024x1024", "quality": "low", "input_fidelity": "high"}
+
+
+def test_a_url_reply_is_fetched_and_stretched_to_the_frame(tmp_path):
+    def by_url(fields, image):
+        return Reply({"created": 0, "data": [{"url": f"{server.url.removesuffix('/v1')}/files/edit.png"}]})
+
+    with ImagesServer(by_url) as server:
+        buffer = io.BytesIO()
+        Image.new("RGB", (96, 64), RED).save(buffer, format="PNG")
+        server.files["/files/edit.png"] = buffer.getvalue()
+        run_dir, counts = start_run(config(tmp_path, server, n=1, response_format="url"), progress=False)
+    assert counts["ok"] == 1 and server.requests[0]["response_format"] == "url"
+    image = Image.open(run_dir / read_cells(run_dir)["output_path"].iloc[0])
+    assert image.size == (64, 64) and np.all(np.asarray(image) == RED), "another aspect ratio: stretched to the frame"
 
 
 def test_a_500_is_retried_and_a_429_waits_for_its_retry_after(tmp_path):
