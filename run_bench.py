@@ -68,6 +68,7 @@ def main():
 @click.option("--set", "overrides", multiple=True, metavar="KEY=V[,V...]", help="Override a config value, e.g. sdedit.t0=0.3,0.5.")
 @click.option("--out", type=click.Path(file_okay=False), help="Parent folder of the new run folder (default: the config's output).")
 @click.option("--resume", "resume_dir", type=click.Path(file_okay=False), help="Finish an interrupted run folder instead.")
+@click.option("--retry-failed", is_flag=True, help="With --resume: run the failed cells again too (e.g. an API's errors).")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @click.option("--untrained-extractors", is_flag=True, help="Metric extractors without local weights get seeded random weights (smoke numbers, labelled).")
 @click.option("--batch-size", type=click.IntRange(1), help="Cells per UNet batch (default: the config's batch_size, else 1).")
@@ -78,8 +79,8 @@ def main():
 @click.option("--include", "includes", multiple=True, metavar="MODULE|FILE.py", help="Import methods from outside editbench (repeatable).")
 @tracker_options
 @_fail_cleanly
-def run(config, backbone, overrides, out, resume_dir, quiet, untrained_extractors, batch_size, dry_run, executor, workers,
-        ray_address, includes, log_to, log_uri, log_project):  # fmt: skip
+def run(config, backbone, overrides, out, resume_dir, retry_failed, quiet, untrained_extractors, batch_size, dry_run,
+        executor, workers, ray_address, includes, log_to, log_uri, log_project):  # fmt: skip
     """Run a sweep CONFIG (or --resume RUN_DIR); prints the run folder (also on stderr as it starts)."""
     from bench.execution.config import load_config
     from bench.execution.plan import collapsed_settings, dry_run_text
@@ -101,8 +102,10 @@ def run(config, backbone, overrides, out, resume_dir, quiet, untrained_extractor
                     "--untrained-extractors, --batch-size, --dry-run or --include"
                 )
             executor_spec = resumed_executor(resume_dir, executor_overrides)
-            run_dir, counts = resume_run(resume_dir, progress=not quiet, executor=executor_spec)
+            run_dir, counts = resume_run(resume_dir, progress=not quiet, executor=executor_spec, retry_failed=retry_failed)
         else:
+            if retry_failed:
+                raise ConfigError("--retry-failed runs a run folder's failed cells again: give it with --resume RUN_DIR")
             if not config:
                 raise ConfigError("give a CONFIG file (e.g. configs/quickstart.yaml) or --resume RUN_DIR")
             if untrained_extractors:

@@ -269,6 +269,12 @@ class Method:
         The runner calls it for every setting before any cell runs. Raise ``ConfigError``."""
 
     @classmethod
+    def check_ready(cls, setting: dict[str, Any]) -> None:
+        """Checks of what a run needs outside editbench (an API key in the environment, a server
+        that answers), made for every setting when a run starts or resumes, before anything loads;
+        not by a dry run nor by commands that only read a run. Raise ``ConfigError``."""
+
+    @classmethod
     def missing(cls, sample, setting: dict[str, Any]) -> list[str]:
         """What this method, with this setting, needs that ``sample`` lacks (empty when it can run).
         Override when a need depends on the setting."""
@@ -348,8 +354,11 @@ class Method:
             raise NotImplementedError(f"method {self.name!r} implements neither edit nor edit_batch")
         return self.edit_batch(backbone, [EditRow(sample, prep, generator)], setting)[0]
 
-    def edit_batch(self, backbone, rows: list[EditRow], setting: dict[str, Any]) -> list[EditResult]:
-        """Every row at one ``setting``; one result per row, in order.
+    def edit_batch(self, backbone, rows: list[EditRow], setting: dict[str, Any]) -> list[EditResult | Exception]:
+        """Every row at one ``setting``; one result per row, in order. A row's result may be the
+        exception that row alone ended with (a remote request that failed): that cell fails with it
+        and the batch's other cells keep their results; any exception raised instead re-runs the
+        batch one cell at a time.
 
         A batched implementation must draw each row's noise from that row's generator only, so
         a cell's result does not depend on the batch it ran in. This default runs ``edit`` per

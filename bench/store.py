@@ -174,8 +174,11 @@ class Store:
         write_manifest_file(self.path.parent, manifest)
         self.set_info("manifest", manifest)
 
-    def finished_keys(self) -> set[str]:
-        return {k for (k,) in self.db.execute("SELECT key FROM cells")}
+    def finished_keys(self, except_failed: bool = False) -> set[str]:
+        """Keys of the stored cells (``except_failed``: of those that did not fail, which a resume
+        with ``--retry-failed`` runs again)."""
+        where = " WHERE status != 'failed'" if except_failed else ""
+        return {k for (k,) in self.db.execute(f"SELECT key FROM cells{where}")}
 
     def outcomes(self) -> dict[str, tuple[str, str | None, str | None]]:
         """Every stored cell's (status, error, output path) by key: what a chain's next turn needs."""

@@ -6,7 +6,8 @@ tiny Qwen2.5-VL through the local backend, or a rule that gives readable scores;
 may also return a ``Reply`` (any status and body, after a delay: refusals, content filters,
 broken bodies, timeouts). It records every request, the most requests it had in flight at
 once, and can fail the first ``fail_first`` chat requests with HTTP 503 (a transient error the
-client must retry).
+client must retry). A GET of a path in ``files`` answers with its bytes. Subclasses parse and
+answer other requests (``parse``, ``answer``: ``tests/images_server.py``).
 """
 
 import base64
@@ -14,7 +15,7 @@ import io
 import json
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from PIL import Image
@@ -22,12 +23,13 @@ from PIL import Image
 
 @dataclass
 class Reply:
-    """A reply other than a plain answer: ``body`` (a JSON payload, or raw bytes) with ``status``,
-    sent after ``delay_s`` seconds."""
+    """A reply other than a plain answer: ``body`` (a JSON payload, or raw bytes) with ``status``
+    and extra ``headers`` (e.g. Retry-After), sent after ``delay_s`` seconds."""
 
     body: dict | bytes
     status: int = 200
     delay_s: float = 0.0
+    headers: dict = field(default_factory=dict)
 
 
 def completion(content: str | None, finish_reason: str = "stop", **message) -> dict:
@@ -44,6 +46,7 @@ class ChatServer:
     def __init__(self, respond, model: str = "tiny-judge", fail_first: int = 0, delay_s: float = 0.0):
         self.respond, self.model, self.fail_first, self.delay_s = respond, model, fail_first, delay_s
         self.requests: list[dict] = []
+        self.files: dict[str, bytes] = {}  # path -> bytes a GET of that path answers with
         self.headers: list[dict] = []
         self.in_flight = self.max_in_flight = 0
         self._lock = threading.Lock()
@@ -53,10 +56,12 @@ class ChatServer:
             def log_message(self, *args):  # keep test output clean
                 pass
 
-            def _reply(self, code: int, payload: dict | bytes):
+            def _reply(self, code: int, payload: dict | bytes, headers: dict = {}):  # noqa: B006 (read only)
                 data = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
                 try:
                     self.send_response(code)
+                    for name, value in headers.items():
+                        self.send_header(name, value)
                     self.send_header("Content-Type", "application/json")
                     self.send_header("Content-Length", str(len(data)))
                     self.end_headers()
@@ -67,11 +72,13 @@ class ChatServer:
             def do_GET(self):
                 if self.path.rstrip("/") == "/v1/models":
                     self._reply(200, {"object": "list", "data": [{"id": server.model, "object": "model"}]})
+                elif self.path in server.files:
+                    self._reply(200, server.files[self.path])
                 else:
                     self._reply(404, {"error": "not found"})
 
             def do_POST(self):
-                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                body = server.parse(self.rfile.read(int(self.headers["Content-Length"])), self.headers)
                 with server._lock:
                     server.requests.append(body)
                     server.headers.append(dict(self.headers))
@@ -82,12 +89,9 @@ class ChatServer:
                     time.sleep(server.delay_s)
                     if failing:
                         return self._reply(503, {"error": "busy"})
-                    images, text = decode(body)
-                    answer = server.respond(images, text, body)
-                    if isinstance(answer, Reply):
-                        time.sleep(answer.delay_s)
-                        return self._reply(answer.status, answer.body)
-                    self._reply(200, {**completion(answer), "model": server.model})
+                    answer = server.answer(body)
+                    time.sleep(answer.delay_s)
+                    self._reply(answer.status, answer.body, answer.headers)
                 finally:
                     with server._lock:
                         server.in_flight -= 1
@@ -95,6 +99,16 @@ class ChatServer:
         self.httpd = _Server(("127.0.0.1", 0), Handler)
         self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
         self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+
+    def parse(self, raw: bytes, headers) -> dict:
+        """The request as the server records it (a chat request's JSON)."""
+        return json.loads(raw)
+
+    def answer(self, body: dict) -> Reply:
+        """The reply to a parsed request: ``respond``'s answer as a chat completion, or its ``Reply``."""
+        images, text = decode(body)
+        answer = self.respond(images, text, body)
+        return answer if isinstance(answer, Reply) else Reply({**completion(answer), "model": self.model})
 
     def __enter__(self):
         self.thread.start()

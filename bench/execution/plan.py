@@ -325,13 +325,13 @@ def config_cell_keys(config: RunConfig, refs: list[SampleRef]) -> list[str]:
     ]
 
 
-def missing_work(run_dir: Path, config: RunConfig) -> tuple[int, int]:
+def missing_work(run_dir: Path, config: RunConfig, retry_failed: bool = False) -> tuple[int, int]:
     """(cells of the config, how many of them, per-image metric values of ok cells and set-metric
-    rows the run folder's store lacks)."""
+    rows the run folder's store lacks; ``retry_failed``: failed cells count as lacking)."""
     refs = dataset_refs(config)
     store = Store(Path(run_dir))
     try:
-        done = store.finished_keys()
+        done = store.finished_keys(except_failed=retry_failed)
         set_rows = set(store.db.execute("SELECT method, setting, name FROM set_metrics"))
         stored = store.stored_metrics()
         cells = store.cells_frame()

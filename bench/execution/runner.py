@@ -39,6 +39,7 @@ from bench.execution.scoring import score_missing, score_sets
 from bench.execution.worker import CellOutcome, CellWorker
 from bench.metrics.judge import judge_identity
 from bench.paths import output_stem, repo_root, write_atomic
+from bench.registry import get_method
 from bench.samples import Frame
 from bench.settings import unused_params
 from bench.store import CellRecord, Store, setting_json, write_manifest_file
@@ -106,6 +107,9 @@ class Runner:
     ):  # fmt: skip
         executor = executor or config.executor
         check_executor(executor)
+        for name, settings in config.settings.items():  # an API key, a server: before anything loads
+            for setting in settings:
+                get_method(name).check_ready(setting)
         self.config = config
         self.run_dir = Path(run_dir)
         self.progress = progress
@@ -206,10 +210,11 @@ class Runner:
                                     self.run_dir, labels)  # fmt: skip
         return plan_units(config.settings, self.refs, config.seeds, done, config.batch_size, labels)
 
-    def run(self) -> dict:
-        """Run every cell not yet in the store; returns counts of ok/failed/skipped cells."""
+    def run(self, retry_failed: bool = False) -> dict:
+        """Run every cell not yet in the store (``retry_failed``: and every failed one again);
+        returns counts of ok/failed/skipped cells."""
         self._add_labels(self.executor.labels())
-        done = self.store.finished_keys()
+        done = self.store.finished_keys(except_failed=retry_failed)
         counts = {"ok": 0, "failed": 0, "skipped": 0, "already done": len(done)}
         bar = progress_bar(self.total_cells(), initial=len(done), unit="cell", enabled=self.progress)
         started, computed = time.perf_counter(), 0
@@ -319,9 +324,11 @@ def start_run(config: RunConfig, out: str | None = None, progress: bool = True, 
         return run_dir, runner.run()
 
 
-def resume_run(run_dir: str | Path, progress: bool = True, executor: ExecutorSpec | None = None) -> tuple[Path, dict]:
+def resume_run(run_dir: str | Path, progress: bool = True, executor: ExecutorSpec | None = None,
+               retry_failed: bool = False) -> tuple[Path, dict]:  # fmt: skip
     """Finish an interrupted run: same config and backbone, only the missing cells (on
-    ``executor``, by default the run's own)."""
+    ``executor``, by default the run's own); ``retry_failed``: the failed cells too (a remote API's
+    errors), which replace their failed rows."""
     run_dir = Path(run_dir)
     with locked_run(run_dir) as manifest:
         try:
@@ -330,7 +337,10 @@ def resume_run(run_dir: str | Path, progress: bool = True, executor: ExecutorSpe
             raise ConfigError(f"run {run_dir}: cannot resume: {exc}") from exc
         from bench.execution.plan import missing_work  # imports this module
 
-        total, missing = missing_work(run_dir, config)
+        if retry_failed and config.dataset.turns == "iterative":
+            raise ConfigError("--retry-failed does not apply to iterative chains (a failed turn's later turns "
+                              "were skipped); start the run again")  # fmt: skip
+        total, missing = missing_work(run_dir, config, retry_failed)
         if not missing:  # a finished run: say so before loading the backbone and extractors
             return run_dir, {"already done": total}
         runner = Runner(config, run_dir, progress=progress, executor=executor)
@@ -338,4 +348,4 @@ def resume_run(run_dir: str | Path, progress: bool = True, executor: ExecutorSpe
             runner.check_fingerprint(manifest)
         else:  # killed while its backbone was loading: the first resume records it
             runner.write_manifest(manifest)
-        return run_dir, runner.run()
+        return run_dir, runner.run(retry_failed)

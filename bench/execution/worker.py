@@ -17,7 +17,8 @@ Per batch:
   for the row or else the batch's NFE divided evenly (every row of one setting costs the same);
 - an exception or a non-finite image re-runs the batch one cell at a time, so only the
   offending cell fails, with its own error; out of memory halves the batch and retries, down
-  to one cell, before failing it;
+  to one cell, before failing it; a method that knows which cell failed (an API request)
+  returns that exception in the cell's place, and only that cell fails, without a re-run;
 - the edited images are saved as 8-bit PNGs and scored together on exactly those pixels by
   ``bench.metrics.image_scores.score_images`` (the path ``editbench score`` takes too), in
   batches of ``metric_options.batch_size``; a metric that fails on one image fails that cell
@@ -329,7 +330,7 @@ class CellWorker:
         self._batches += 1
         return f"{self._token}-{self._batches}"
 
-    def _edit_batch(self, rows: list[_Row]) -> list[EditResult]:
+    def _edit_batch(self, rows: list[_Row]) -> list[EditResult | Exception]:
         """The method's results for ``rows`` as one batch, their cost written into the rows' records."""
         method, setting = self.methods[rows[0].cell.method], rows[0].cell.setting
         edit_rows = [
@@ -342,17 +343,19 @@ class CellWorker:
         batch_nfe = self.backbone.nfe.count - nfe_before
         if len(results) != len(rows):
             raise RuntimeError(f"method {method.name!r} returned {len(results)} results for {len(rows)} cells")
-        for result in results:
+        edits = [r for r in results if not isinstance(r, Exception)]  # an exception fails its cell alone (_finish)
+        for result in edits:
             if not torch.isfinite(result.image).all():
                 raise FloatingPointError("the edited image contains NaN or Inf")
-        if any(r.nfe is None for r in results) and batch_nfe % len(rows):
+        if any(r.nfe is None for r in edits) and batch_nfe % len(rows):
             raise RuntimeError(f"method {method.name!r}: batch NFE {batch_nfe} does not split evenly over {len(rows)} cells")
         batch_id, n = self._new_batch_id(), len(rows)
         for row, result in zip(rows, results):
             record = row.record
             record.batch_size, record.batch_id = n, batch_id
-            record.nfe = result.nfe if result.nfe is not None else batch_nfe // n
-            record.grad_evals = result.grad_evals
+            if not isinstance(result, Exception):
+                record.nfe = result.nfe if result.nfe is not None else batch_nfe // n
+                record.grad_evals = result.grad_evals
             record.time_s = timer.wall_s / n
             record.gpu_time_s = None if timer.gpu_s is None else timer.gpu_s / n
             record.peak_mem_mb = timer.peak_mem_mb
@@ -361,14 +364,14 @@ class CellWorker:
                     setattr(record, column, None)
         return results
 
-    def _finish(self, rows: list[_Row], results: list[EditResult]) -> list[CellOutcome]:
+    def _finish(self, rows: list[_Row], results: list[EditResult | Exception]) -> list[CellOutcome]:
         """Quantise the edits to 8 bits and score them together (metrics see exactly the saved
         PNGs' pixels, in batches of ``metric_options.batch_size``); a cell whose quantisation or
         scoring fails fails alone, with its error."""
         pixels: list[torch.Tensor | Exception] = []
         for result in results:
             try:
-                pixels.append(to_uint8(result.image[0]))
+                pixels.append(result if isinstance(result, Exception) else to_uint8(result.image[0]))
             except Exception as exc:  # a malformed image fails its own cell
                 pixels.append(exc)
         scorable = [i for i, p in enumerate(pixels) if isinstance(p, torch.Tensor)]

@@ -22,7 +22,8 @@ returns the expected value of each score from its answer tokens' probabilities
   variable ``api_key_env`` names, when it names one, and is never stored. Requests run up to
   ``concurrency`` at a time, each with a ``timeout_s`` and up to ``retries`` retries after
   transient errors (connection errors, timeouts, HTTP 408/409/429/5xx), waiting
-  ``backoff_s * 2**attempt`` seconds between tries. The endpoint is checked once at load
+  ``backoff_s * 2**attempt`` seconds between tries, or what the server's ``Retry-After`` asks
+  (``bench.metrics.http_client``, the client the ``openai_images`` method shares). The endpoint is checked once at load
   (``GET {url}/models``): an unreachable one stops the run before any cell. A request that
   ends without an answer raises ``JudgeFailure`` with its class (refused, content-filtered,
   transport error, timeout: ``bench.metrics.judge_failures``) and the server's own message.
@@ -32,14 +33,12 @@ import base64
 import io
 import json
 import os
-import time
-import urllib.error
-import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
 from bench.errors import ConfigError, unknown
+from bench.metrics.http_client import MAX_MESSAGE, HttpFailure, RetryPolicy, get_status, post, server_message
 from bench.metrics.judge_failures import CONTENT_FILTERED, REFUSED, TIMEOUT, TRANSPORT_ERROR, JudgeFailure
 
 BACKENDS = ("local", "endpoint")
@@ -66,7 +65,6 @@ REQUEST_FORMS = {
     "rise_gpt41": RequestForm(True, "JPEG", 0, 4096, "greedy"),  # RISEBench's gpt_eval.py gpt_generate
 }  # fmt: skip
 DTYPES = ("auto", "fp32", "fp16", "bf16")
-TRANSIENT_HTTP = frozenset({408, 409, 429, 500, 502, 503, 504})
 
 
 @dataclass(frozen=True)
@@ -333,15 +331,10 @@ class ChatEndpoint(JudgeBackend):
         return headers
 
     def _check_reachable(self) -> None:
-        request = urllib.request.Request(f"{self.url}/models", headers=self._headers())
-        try:
-            with urllib.request.urlopen(request, timeout=min(self.options.timeout_s, 10)):
-                pass
-        except urllib.error.HTTPError:
-            pass  # it answered: reachable (some servers do not list models)
-        except (urllib.error.URLError, OSError) as exc:
-            reason = getattr(exc, "reason", exc)
-            raise ConfigError(f"judge endpoint {self.url} is unreachable ({reason}); start the server or fix "
+        try:  # any answer will do: some servers do not list models
+            get_status(f"{self.url}/models", self._headers(), min(self.options.timeout_s, 10))
+        except HttpFailure as exc:
+            raise ConfigError(f"judge endpoint {self.url} is unreachable ({exc.message}); start the server or fix "
                               "metric_options.judge.url") from None  # fmt: skip
 
     def answer_many(self, requests, max_new_tokens, seeds=None):
@@ -376,42 +369,20 @@ class ChatEndpoint(JudgeBackend):
     def _answer(self, request: Chat, max_new_tokens: int, seed: int | None = None) -> str:
         """The answer's text; a ``JudgeFailure`` with its class when there is none."""
         body = self._body(request, max_new_tokens, seed)
-        for attempt in range(self.options.retries + 1):
-            request = urllib.request.Request(f"{self.url}/chat/completions", data=body, headers=self._headers())
-            last = attempt == self.options.retries
-            try:
-                with urllib.request.urlopen(request, timeout=self.options.timeout_s) as response:
-                    return answer_text(response.read())
-            except urllib.error.HTTPError as exc:
-                message = server_message(exc.read())
-                if content_filtered(message):
-                    raise JudgeFailure(CONTENT_FILTERED, f"the provider's content filter (HTTP {exc.code}): {message}") from None
-                if exc.code not in TRANSIENT_HTTP or last:
-                    raise JudgeFailure(TRANSPORT_ERROR, f"judge endpoint answered HTTP {exc.code} after {attempt + 1} "
-                                       f"tries: {message}") from None  # fmt: skip
-            except (urllib.error.URLError, TimeoutError, ConnectionError) as exc:
-                reason = getattr(exc, "reason", exc)
-                if last and isinstance(reason, TimeoutError):
-                    raise JudgeFailure(TIMEOUT, f"judge endpoint did not answer within {self.options.timeout_s:g} s, "
-                                       f"{attempt + 1} tries") from None  # fmt: skip
-                if last:
-                    raise JudgeFailure(TRANSPORT_ERROR, f"judge endpoint failed after {attempt + 1} tries: {reason}") from None
-            time.sleep(self.options.backoff_s * 2**attempt)
-
-
-MAX_MESSAGE = 300  # characters of a server's message a reason keeps
-
-
-def server_message(raw: bytes) -> str:
-    """What a server said in an error body: its ``error.message`` (with code/type), or the body's start."""
-    try:
-        error = json.loads(raw).get("error")
-    except (ValueError, AttributeError):
-        return repr(raw[:MAX_MESSAGE])
-    if isinstance(error, dict):
-        labels = [str(error[k]) for k in ("code", "type") if error.get(k)]
-        return (f"[{', '.join(labels)}] " if labels else "") + str(error.get("message", error))[:MAX_MESSAGE]
-    return str(error)[:MAX_MESSAGE] if error else repr(raw[:MAX_MESSAGE])
+        policy = RetryPolicy(self.options.timeout_s, self.options.retries, self.options.backoff_s)
+        try:  # a content filter's reply is final, whatever its status
+            reply = post(f"{self.url}/chat/completions", body, self._headers(), policy,
+                         final=lambda status, message: content_filtered(message))  # fmt: skip
+        except HttpFailure as exc:
+            tries = f"{exc.tries} tries"
+            if exc.status is not None and content_filtered(exc.message):
+                raise JudgeFailure(CONTENT_FILTERED, f"the provider's content filter (HTTP {exc.status}): {exc.message}") from None
+            if exc.status is not None:
+                raise JudgeFailure(TRANSPORT_ERROR, f"judge endpoint answered HTTP {exc.status} after {tries}: {exc.message}") from None
+            if exc.timed_out:
+                raise JudgeFailure(TIMEOUT, f"judge endpoint did not answer within {self.options.timeout_s:g} s, {tries}") from None
+            raise JudgeFailure(TRANSPORT_ERROR, f"judge endpoint failed after {tries}: {exc.message}") from None
+        return answer_text(reply)
 
 
 def content_filtered(message: str) -> bool:
