@@ -2,8 +2,8 @@
 
 Runs diffusers' ``Flux2KleinPipeline`` (0.42) over the backbone's own networks (a ``flux2``
 backbone, e.g. ``black-forest-labs/FLUX.2-klein-base-9B``; ``tiny-flux2-klein`` for tests) with
-the sample's instruction as the prompt and its source image as the reference, which the pipeline
-encodes itself (VAE latents, batch-normalised and packed, position ids with time offset 10). The
+the sample's instruction as the prompt and its source image, then the sample's reference images
+(``row_images``), as the references, which the pipeline encodes itself (VAE latents, batch-normalised and packed, position ids with time offset 10). The
 output comes at the sample's size, which the run's resolution policy gave it (``model``: the
 pipeline's own rule, ~1024² px at most, sides of 16). Guidance is real CFG with the empty negative
 prompt, two transformer evaluations per step, and only on base models: a step-distilled
@@ -21,7 +21,7 @@ from bench.errors import ConfigError
 from bench.method import Conformance, EditResult, Method
 from bench.params import Param, steps_param
 from bench.registry import register
-from methods.kontext import pil_image
+from methods.kontext import row_images
 
 
 @register
@@ -29,6 +29,7 @@ class Flux2(Method):
     name = "flux2"
     description = "FLUX.2 [klein]: edit by the sample's instruction with diffusers' Flux2KleinPipeline (reference image)."
     families = ("flux2",)
+    reads_references = True  # the source, then the sample's reference images (``row_images``)
     needs = frozenset({"instruction"})
     stochastic = True  # the pipeline draws its starting noise from the cell's seed
     conformance = Conformance(settings=({"steps": 2}, {"steps": 2, "guidance": 1.0}))
@@ -57,7 +58,7 @@ class Flux2(Method):
         for row in rows:
             height, width = row.sample.image.shape[1:]
             image = pipe(
-                image=pil_image(row.sample.image), prompt=row.sample.instruction, guidance_scale=setting["guidance"],
+                image=row_images(row), prompt=row.sample.instruction, guidance_scale=setting["guidance"],
                 num_inference_steps=setting["steps"], height=height, width=width, generator=row.generator,
                 output_type="pt",
             ).images  # fmt: skip
