@@ -341,9 +341,14 @@ JSON_MAP_PATHS = {"image": ": a path under the folder", "target_image": ": a pat
 
 def _json_map_summary(card: dict) -> list[str]:
     """The local copy of a ``json_map`` card: its manifest's shape and each item's keys."""
-    keys = ", ".join(f"{column if isinstance(column, str) else ' or '.join(column)} "
-                     f"({field}{JSON_MAP_PATHS.get(field, '')})"
-                     for field, column in card["fields"].items())  # fmt: skip
+    fields = dict(card["fields"])
+    if fields.get(REFERENCES) == fields["image"]:  # one key for both (``bench.data._item_entry``)
+        del fields[REFERENCES]
+        shown = {**JSON_MAP_PATHS, "image": ": a path under the folder, or a list of them: the source, then its reference images"}
+    else:
+        shown = JSON_MAP_PATHS
+    keys = ", ".join(f"{column if isinstance(column, str) else ' or '.join(column)} ({field}{shown.get(field, '')})"
+                     for field, column in fields.items())  # fmt: skip
     (column,) = card["id"]
     shape = ("{key: {item}}" if column == "key" else f"one record per line keyed by {column}"
              if card["manifest"].endswith(".jsonl") else f"a JSON list of items keyed by {column}")  # fmt: skip

@@ -250,3 +250,34 @@ def test_flux2_passes_the_source_then_the_references(flux2):
     assert image.shape == (1, 3, 112, 144) and (image - direct).abs().max() <= TOLERANCE
     without = _edit(method, flux2, _sample_with_reference(None), setting, 6)
     assert (image - without).abs().max() > 10 * TOLERANCE
+
+
+def test_kris_benchs_ori_img_list_is_the_source_then_its_references(tmp_path, monkeypatch):
+    import bench.data
+    from bench.data import dataset_cards, load_json_map
+    from bench.hub_data import card_summary
+
+    folder = tmp_path / "KRIS_Bench"
+    items = {  # the published schema of multi-element_composition and of a single-image category
+        "multi-element_composition": {"33": {"ori_img": ["33-1.JPG", "33-2.jpg"], "gt_img": "", "explain_en": "",
+                                             "ins_en": "Place the glasses from the first image to the left of the cup in the second image."}},
+        "color_change": {"1": {"ori_img": "1.jpg", "gt_img": "", "ins_en": "Make the car red.", "explain_en": ""}},
+    }  # fmt: skip
+    for seed, (category, annotation) in enumerate(items.items()):
+        (folder / category).mkdir(parents=True)
+        (folder / category / "annotation.json").write_text(json.dumps(annotation))
+        for item in annotation.values():
+            for n, name in enumerate([item["ori_img"]] if isinstance(item["ori_img"], str) else item["ori_img"]):
+                _photo(64 + 32 * n, 48, seed + n).save(folder / category / name)
+    card = {**dataset_cards()["kris_bench"], "edit_types": list(items)}  # the bundled card's fields, two categories
+    known = bench.data.known_edit_types()
+    monkeypatch.setattr(bench.data, "known_edit_types", lambda: (*known, "multi-element_composition"))
+    refs = {r.id: r for r in load_json_map(card, folder)}
+    assert refs["multi-element_composition/33"].references == 1 and refs["color_change/1"].references == 0
+    sample = refs["multi-element_composition/33"].load(64)
+    assert torch.equal(sample.image, prepare_image(Image.open(folder / "multi-element_composition" / "33-1.JPG"), 64))
+    (second,) = sample.reference_images
+    assert second.shape == (3, 48, 96)  # the 96x48 file at 64² px area and its own aspect ratio, sides of 16
+    assert refs["color_change/1"].load(64).reference_images == ()
+    assert ("ori_img (image: a path under the folder, or a list of them: the source, then its reference images)"
+            in card_summary(dataset_cards()["kris_bench"])[0])  # fmt: skip
