@@ -257,7 +257,8 @@ def load_jsonl(path: Path, package_images: bool = False) -> list[SampleRef]:
         else:
             groups = entry.get("groups") or {}
             load = _jsonl_loader(sample_id, entry, root, package_images)
-            refs.append(SampleRef(sample_id, edit_type, load, groups, references=len(entry.get("reference_images", []))))
+            references = len(entry.get("reference_images", []))
+            refs.append(SampleRef(sample_id, edit_type, load, groups, references=references))
     return _unique(refs, path)
 
 

@@ -228,8 +228,9 @@ def load_hub_benchmark(card: dict, spec) -> list[SampleRef]:
         if turns.get("list"):
             for turn in range(1, len(values[fields[turns["list"]]] or []) + 1):
                 turn_id = f"{sample_id}_{turn}"
-                refs.append(SampleRef(turn_id, edit_type, _row_loader(dataset, row, turn_id, card, sample_groups, turn),
-                                      sample_groups, chain=sample_id, turn=turn, references=references[row]))  # fmt: skip
+                load = _row_loader(dataset, row, turn_id, card, sample_groups, turn)
+                refs.append(SampleRef(turn_id, edit_type, load, sample_groups, chain=sample_id, turn=turn,
+                                      references=references[row]))  # fmt: skip
             continue
         chain = turn = None
         if turns.get("column"):
@@ -344,7 +345,8 @@ def _json_map_summary(card: dict) -> list[str]:
     fields = dict(card["fields"])
     if fields.get(REFERENCES) == fields["image"]:  # one key for both (``bench.data._item_entry``)
         del fields[REFERENCES]
-        shown = {**JSON_MAP_PATHS, "image": ": a path under the folder, or a list of them: the source, then its reference images"}
+        shown = {**JSON_MAP_PATHS, "image": ": a path under the folder, or a list of them: the source, then its "
+                                            "reference images"}  # fmt: skip
     else:
         shown = JSON_MAP_PATHS
     keys = ", ".join(f"{column if isinstance(column, str) else ' or '.join(column)} ({field}{shown.get(field, '')})"

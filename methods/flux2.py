@@ -2,8 +2,8 @@
 
 Runs diffusers' ``Flux2KleinPipeline`` (0.42) over the backbone's own networks (a ``flux2``
 backbone, e.g. ``black-forest-labs/FLUX.2-klein-base-9B``; ``tiny-flux2-klein`` for tests) with
-the sample's instruction as the prompt and its source image, then the sample's reference images
-(``row_images``), as the references, which the pipeline encodes itself (VAE latents, batch-normalised and packed, position ids with time offset 10). The
+the sample's instruction as the prompt, its source image and then its reference images, which the pipeline
+encodes itself (VAE latents, batch-normalised and packed, position ids with time offset 10). The
 output comes at the sample's size, which the run's resolution policy gave it (``model``: the
 pipeline's own rule, ~1024² px at most, sides of 16). Guidance is real CFG with the empty negative
 prompt, two transformer evaluations per step, and only on base models: a step-distilled

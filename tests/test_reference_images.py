@@ -64,10 +64,12 @@ def test_references_are_part_of_the_image_hash_and_the_cache_keys():
     plain = Sample("a", source, "a cat")
     data = (source * 255).round().to(torch.uint8).contiguous().numpy().tobytes()
     assert plain.image_hash == hashlib.sha256(data + str((3, 48, 64)).encode()).hexdigest()  # as before references
-    hashes = {Sample("a", source, "a cat", reference_images=refs).image_hash for refs in [(), (one,), (other,), (one, other)]}
+    variants = [(), (one,), (other,), (one, other)]
+    hashes = {Sample("a", source, "a cat", reference_images=refs).image_hash for refs in variants}
     assert len(hashes) == 4
     backbone = SimpleNamespace(fingerprint_id="tiny")
-    keys = [cache_fields(backbone, Sample("a", source, "a cat", reference_images=(r,)), 10, "ddim", {}) for r in (one, other)]
+    samples = [Sample("a", source, "a cat", reference_images=(r,)) for r in (one, other)]
+    keys = [cache_fields(backbone, sample, 10, "ddim", {}) for sample in samples]
     assert keys[0] != keys[1]
 
 
@@ -83,8 +85,10 @@ def test_a_missing_or_mistyped_reference_fails_its_sample_naming_the_file_and_wh
     with pytest.raises(SampleError) as missing:
         refs["gone"].load(64)
     assert str(missing.value) == f"sample 'gone': reference image 2 file not found: {folder / 'gone.png'}; {allowed}"
-    with pytest.raises(SampleError, match=rf"sample 'broken': cannot read reference image 1 {folder / 'manifest.jsonl'}: .*; {allowed}"):
+    with pytest.raises(SampleError) as broken:
         refs["broken"].load(64)
+    assert str(broken.value).startswith(f"sample 'broken': cannot read reference image 1 {folder / 'manifest.jsonl'}: ")
+    assert str(broken.value).endswith(f"; {allowed}")
     with pytest.raises(SampleError) as typed:
         refs["typed"].load(64)
     assert str(typed.value) == ("sample 'typed': field 'reference_images' is \"wide.png\" (string); expected a list of "
@@ -259,8 +263,9 @@ def test_kris_benchs_ori_img_list_is_the_source_then_its_references(tmp_path, mo
 
     folder = tmp_path / "KRIS_Bench"
     items = {  # the published schema of multi-element_composition and of a single-image category
-        "multi-element_composition": {"33": {"ori_img": ["33-1.JPG", "33-2.jpg"], "gt_img": "", "explain_en": "",
-                                             "ins_en": "Place the glasses from the first image to the left of the cup in the second image."}},
+        "multi-element_composition": {"33": {
+            "ori_img": ["33-1.JPG", "33-2.jpg"], "gt_img": "", "explain_en": "",
+            "ins_en": "Place the glasses from the first image to the left of the cup in the second image."}},
         "color_change": {"1": {"ori_img": "1.jpg", "gt_img": "", "ins_en": "Make the car red.", "explain_en": ""}},
     }  # fmt: skip
     for seed, (category, annotation) in enumerate(items.items()):
