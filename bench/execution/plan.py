@@ -178,8 +178,9 @@ def ignored_references(config: RunConfig, refs: list[SampleRef]) -> list[str]:
     if not carrying:
         return []
     ignoring = [m for m in config.settings if not get_method(m).reads_references and get_method(m).measures_cost]
-    return [f"{method}: {carrying} of the {len(refs)} samples carry reference images, which {method} does not read; "
-            "it edits them from their source alone" for method in ignoring]  # fmt: skip
+    carry = "carries" if carrying == 1 else "carry"
+    return [f"{method}: {carrying} of the {len(refs)} samples {carry} reference images, which {method} does not "
+            "read; it edits them from their source alone" for method in ignoring]  # fmt: skip
 
 
 @dataclass
