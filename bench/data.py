@@ -24,7 +24,8 @@ from PIL import Image, ImageDraw
 from bench.errors import ConfigError, SampleError, unknown
 from bench.fields import JSONL_FIELDS, PIE_FIELDS, field_error
 from bench.paths import repo_root
-from bench.samples import ResolutionPolicy, Sample, SampleRef, prepare_image, prepare_mask, to_eight_bit
+from bench.samples import (ResolutionPolicy, Sample, SampleRef, prepare_image, prepare_mask, prepare_reference,
+                           to_eight_bit)  # fmt: skip
 
 EDIT_TYPES = (
     "random",
@@ -144,16 +145,17 @@ class DatasetSpec:
         return card if card and card.get("format") in ("hub", "json_map") else None
 
 
-def open_image(sample_id: str, path: Path) -> Image.Image:
-    """The decoded image at ``path``; ``SampleError`` naming the file when it is missing or unreadable
-    (PIL's decompression-bomb limit included)."""
+def open_image(sample_id: str, path: Path, what: str = "image", allowed: str = "") -> Image.Image:
+    """The decoded image at ``path``; ``SampleError`` naming ``what`` and the file when it is missing or
+    unreadable (PIL's decompression-bomb limit included), followed by ``allowed`` when given."""
+    allowed = f"; {allowed}" if allowed else ""
     if not path.is_file():
-        raise SampleError(sample_id, f"image file not found: {path}")
+        raise SampleError(sample_id, f"{what} file not found: {path}{allowed}")
     try:
         img = Image.open(path)
         img.load()
     except Exception as exc:
-        raise SampleError(sample_id, f"cannot read image {path}: {exc}") from exc
+        raise SampleError(sample_id, f"cannot read {what} {path}: {exc}{allowed}") from exc
     return img
 
 
@@ -228,12 +230,14 @@ def _check_edit_type(sample_id: str, edit_type):
 def load_jsonl(path: Path, package_images: bool = False) -> list[SampleRef]:
     """One JSON object per line: ``id``, ``image`` (path relative to the manifest),
     ``source_prompt``, optional ``target_prompt``, ``mask`` (image path) or ``mask_shapes``,
-    ``edit_words``, ``edit_type``, ``class_label``, ``instruction``, ``groups``. Every field's type is checked here; a bad
+    ``edit_words``, ``edit_type``, ``class_label``, ``instruction``, ``groups``, ``reference_images``
+    (image paths). Every field's type is checked here; a bad
     line fails its own sample. ``package_images``: bundled cards only, allow ``PACKAGE_IMAGES``.
 
     A multi-turn line gives ``instructions`` (one per turn) and optionally ``target_prompts`` (as
     many): it becomes one sample per turn, ``<id>_<turn>`` of chain ``<id>``, each with its turn's
-    instruction and target prompt; every turn's recorded source is the line's image."""
+    instruction and target prompt; every turn's recorded source is the line's image, and every
+    turn carries the line's reference images."""
     root = path.parent
     refs = []
     for lineno, line in enumerate(path.read_text().splitlines(), 1):
@@ -255,7 +259,9 @@ def load_jsonl(path: Path, package_images: bool = False) -> list[SampleRef]:
             refs += _turn_refs(sample_id, entry, root, package_images, edit_type)
         else:
             groups = entry.get("groups") or {}
-            refs.append(SampleRef(sample_id, edit_type, _jsonl_loader(sample_id, entry, root, package_images), groups))
+            load = _jsonl_loader(sample_id, entry, root, package_images)
+            references = len(entry.get("reference_images", []))
+            refs.append(SampleRef(sample_id, edit_type, load, groups, references=references))
     return _unique(refs, path)
 
 
@@ -271,7 +277,8 @@ def _turn_refs(chain: str, entry: dict, root: Path, package_images: bool, edit_t
         one = {k: v for k, v in entry.items() if k not in ("instructions", "target_prompts")}
         one.update(id=sample_id, instruction=instruction, target_prompt=prompt)
         load = _jsonl_loader(sample_id, one, root, package_images)
-        refs.append(SampleRef(sample_id, edit_type, load, entry.get("groups") or {}, chain=chain, turn=turn))
+        refs.append(SampleRef(sample_id, edit_type, load, entry.get("groups") or {}, chain=chain, turn=turn,
+                              references=len(entry.get("reference_images", []))))
     return refs
 
 
@@ -310,6 +317,7 @@ def _jsonl_loader(sample_id: str, entry: dict, root: Path, package_images: bool)
             explanation=entry.get("explanation") or None,
             target_image=_target_image(sample_id, root, entry.get("target_image"), size, img.size),
             groups=entry.get("groups") or {},
+            reference_images=_reference_images(sample_id, root, entry.get("reference_images", []), size),
         )
 
     return load
@@ -322,6 +330,21 @@ def _target_image(sample_id: str, root: Path, ref: str | None, frame, source_siz
         return None
     img = open_image(sample_id, inside_folder(sample_id, root, ref, "target_image"))
     return prepare_image(to_eight_bit(sample_id, img, f"target_image {ref!r}"), frame, like=source_size)
+
+
+#: What a manifest's ``reference_images`` may hold, said when one of them cannot be read.
+REFERENCES_ALLOWED = "reference_images lists image files PIL can read, by paths relative to the manifest"
+
+
+def _reference_images(sample_id: str, root: Path, paths: list[str], frame) -> tuple:
+    """A manifest line's ``reference_images`` as tensors, each at its own aspect ratio by the frame's
+    reference rule (``bench.samples.Frame.reference_frame``); ``SampleError`` naming the file otherwise."""
+    images = []
+    for n, ref in enumerate(paths, 1):
+        what = f"reference image {n}"
+        img = open_image(sample_id, inside_folder(sample_id, root, ref, what), what, REFERENCES_ALLOWED)
+        images.append(prepare_reference(to_eight_bit(sample_id, img, f"{what} {ref!r}"), frame))
+    return tuple(images)
 
 
 #: A JSON-map item's fields: a manifest line's, without the source prompt such benchmarks lack.
@@ -346,12 +369,18 @@ def _item_entry(card: dict, item: dict) -> dict:
     """A manifest line's fields from a JSON-map item: each card ``fields`` entry's item key (a list
     of keys: the first the item has, as RISEBench's ``reference`` or ``reference_txt``), and
     ``groups`` ``{flag: "true"}`` for each of the card's ``flags`` the item sets (present, not null
-    or NaN, as RISEBench's ``pd.isna`` checks them)."""
+    or NaN, as RISEBench's ``pd.isna`` checks them). A card mapping ``image`` and ``reference_images``
+    to one key reads it as KRIS-Bench's ``ori_img``: one path (the source, no references) or a list
+    of paths (the source first, then its reference images)."""
     entry = {}
     for field, columns in card["fields"].items():
         present = [c for c in ([columns] if isinstance(columns, str) else columns) if item.get(c) is not None]
         if present:
             entry[field] = item[present[0]]
+    if card["fields"].get("reference_images") == card["fields"]["image"]:
+        images = entry.pop("reference_images", None)
+        if isinstance(images, list) and images:
+            entry["image"], entry["reference_images"] = images[0], images[1:]
     flags = {flag: "true" for flag in card.get("flags", []) if _is_set(item.get(flag))}
     return entry | ({"groups": flags} if flags else {})
 
@@ -392,7 +421,8 @@ def load_json_map(card: dict, folder) -> list[SampleRef]:
                 refs.append(_broken_ref(sample_id, f"{error} ({path.name} item {key!r})", kind))
             else:
                 load = _jsonl_loader(sample_id, entry, path.parent, False)
-                refs.append(SampleRef(sample_id, kind, load, entry.get("groups") or {}))
+                references = len(entry.get("reference_images", []))
+                refs.append(SampleRef(sample_id, kind, load, entry.get("groups") or {}, references=references))
     return _unique(refs, Path(folder).expanduser() / card["manifest"])
 
 

@@ -71,6 +71,10 @@ def _texts(value) -> bool:
     return isinstance(value, list) and bool(value) and all(_text(v) for v in value)
 
 
+def _paths(value) -> bool:
+    return isinstance(value, list) and all(_text(v) for v in value)
+
+
 def _optional_texts(value) -> bool:
     return value is None or (isinstance(value, list) and all(_optional_text(v) for v in value))
 
@@ -102,6 +106,8 @@ JSONL_FIELDS = {
     "class_label": Field(_label, "an ImageNet class index (integer) or name (string), or null"),
     "instruction": Field(_optional_text, "an edit instruction (a string) or null"),
     "target_image": Field(_text, "a path relative to the manifest (a non-empty string): a reference image"),
+    "reference_images": Field(_paths, "a list of paths relative to the manifest (non-empty strings): further input "
+                              "images, e.g. Qwen-Image-Edit-2509's Picture 2, FLUX.2's references"),
     "explanation": Field(_optional_text, "what the right result is and why (a string) or null, for a judge prompt"),
     "groups": Field(_groups, 'an object of string values naming its subsets, e.g. {"language": "en"}'),
     "instructions": Field(_texts, "a non-empty list of edit instructions, one per turn (a multi-turn sample)"),

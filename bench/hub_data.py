@@ -22,7 +22,10 @@ first turn), naming column, expected and found type. Image cells are decoded per
 written by pandas, which lacks the image feature metadata. Images go through ``bench.samples``'
 preparation rule (the run's resolution policy; by default shorter side to the resolution, centre
 crop): the source, the ground truth (``target_image``, brought to the source's size; also kept at
-its own size as ``target_original``) and the mask alike.
+its own size as ``target_original``) and the mask alike. A card's ``reference_images`` column holds
+one image or a list of images per row (further input images of the editors that take several),
+each prepared at its own aspect ratio (``bench.samples.Frame.reference_frame``); a chain's row gives
+every turn the same references.
 """
 
 import io
@@ -33,11 +36,13 @@ from pathlib import Path
 import numpy as np
 
 from bench.errors import ConfigError, SampleError
-from bench.samples import Sample, SampleRef, image_tensor, prepare_image, prepare_mask, to_eight_bit
+from bench.samples import Sample, SampleRef, image_tensor, prepare_image, prepare_mask, prepare_reference, to_eight_bit
 
-#: Sample fields a card may map to a column (images: ``image``, ``target_image``, ``mask``).
+#: Sample fields a card may map to a column (images: ``image``, ``target_image``, ``mask``; one
+#: image or a list of them: ``reference_images``).
 TEXT_FIELDS = ("source_prompt", "target_prompt", "instruction", "output_caption", "edit_type")
 IMAGE_FIELDS = ("image", "target_image", "mask")
+REFERENCES = "reference_images"
 MASK_RULES = ("white", "nonzero")
 
 
@@ -138,6 +143,9 @@ def column_roles(card: dict) -> list[tuple[str, str, tuple[str, ...]]]:
     turns = card.get("turns") or {}
     for field, column in card.get("fields", {}).items():
         kinds = ("image",) if field in IMAGE_FIELDS else ("string",)
+        if field == REFERENCES:  # one image or a list of them, every turn's
+            roles.append((column, field, ("image", "list of image", "null")))
+            continue
         if turns.get("list"):  # a chain's row may hold one entry per turn
             kinds += tuple(f"list of {kind}" for kind in kinds)
         roles.append((column, field, kinds + ("null",) * (field != "image")))  # an optional field may be empty
@@ -160,13 +168,31 @@ def _check_types(card: dict, features, where: str) -> None:
 
 
 def undecoded(dataset, columns):
-    """``dataset`` with its image ``columns`` left as ``{bytes, path}`` cells, for ``image_cell`` to decode."""
+    """``dataset`` with its image ``columns`` (or lists of images) left as ``{bytes, path}`` cells, for
+    ``image_cell`` to decode."""
     import datasets
 
     for column in columns:
-        if isinstance(dataset.features[column], datasets.Image):
+        feature = dataset.features[column]
+        if isinstance(feature, datasets.Image):
             dataset = dataset.cast_column(column, datasets.Image(decode=False))
+        elif isinstance(getattr(feature, "feature", None), datasets.Image):
+            dataset = dataset.cast_column(column, type(feature)(datasets.Image(decode=False)))
     return dataset
+
+
+def reference_counts(dataset, column: str | None) -> list[int]:
+    """How many reference images each row's ``column`` holds (one image, a list, or null), read from
+    the Arrow table without decoding any image; zeros without the column."""
+    if column is None:
+        return [0] * len(dataset)
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    values = dataset.select_columns([column]).with_format("arrow")[:].column(column)
+    if pa.types.is_list(values.type) or pa.types.is_large_list(values.type):
+        return pc.fill_null(pc.list_value_length(values), 0).to_pylist()
+    return [int(valid) for valid in pc.is_valid(values).to_pylist()]
 
 
 def load_hub_benchmark(card: dict, spec) -> list[SampleRef]:
@@ -176,9 +202,10 @@ def load_hub_benchmark(card: dict, spec) -> list[SampleRef]:
     _check_columns(card, list(dataset.column_names), where)
     _check_types(card, dataset.features, where)
     fields, groups = card.get("fields", {}), card.get("groups", {})
-    dataset = undecoded(dataset, [fields[f] for f in IMAGE_FIELDS if f in fields])
-    meta_columns = [c for c in dict.fromkeys([*card["id"], *fields.values(), *groups.values()])
-                    if c not in {fields.get(f) for f in IMAGE_FIELDS}]  # fmt: skip
+    images = [fields[f] for f in (*IMAGE_FIELDS, REFERENCES) if f in fields]
+    dataset = undecoded(dataset, images)
+    meta_columns = [c for c in dict.fromkeys([*card["id"], *fields.values(), *groups.values()]) if c not in images]
+    references = reference_counts(dataset, fields.get(REFERENCES))
     turns = card.get("turns") or {}
     if turns.get("column"):
         meta_columns.append(turns["column"])
@@ -201,15 +228,16 @@ def load_hub_benchmark(card: dict, spec) -> list[SampleRef]:
         if turns.get("list"):
             for turn in range(1, len(values[fields[turns["list"]]] or []) + 1):
                 turn_id = f"{sample_id}_{turn}"
-                refs.append(SampleRef(turn_id, edit_type, _row_loader(dataset, row, turn_id, card, sample_groups, turn),
-                                      sample_groups, chain=sample_id, turn=turn))  # fmt: skip
+                load = _row_loader(dataset, row, turn_id, card, sample_groups, turn)
+                refs.append(SampleRef(turn_id, edit_type, load, sample_groups, chain=sample_id, turn=turn,
+                                      references=references[row]))  # fmt: skip
             continue
         chain = turn = None
         if turns.get("column"):
             turn = int(values[turns["column"]]) - int(turns.get("first", 1)) + 1
             chain = "_".join(str(values[c]) for c in card["id"] if c != turns["column"]) or sample_id
         refs.append(SampleRef(sample_id, edit_type, _row_loader(dataset, row, sample_id, card, sample_groups),
-                              sample_groups, chain=chain, turn=turn))  # fmt: skip
+                              sample_groups, chain=chain, turn=turn, references=references[row]))  # fmt: skip
     return refs
 
 
@@ -263,8 +291,9 @@ def _row_loader(dataset, row: int, sample_id: str, card: dict, groups: dict[str,
             record = dataset[row]
         except Exception as exc:  # an unreadable row fails its own sample
             raise SampleError(sample_id, f"cannot read row {row}: {_without_reprs(exc)}") from exc
-        if turn is not None:
-            record = {column: _turn_entry(sample_id, value, turn, column) for column, value in record.items()}
+        if turn is not None:  # the references are every turn's
+            record = {column: value if column == fields.get(REFERENCES) else _turn_entry(sample_id, value, turn, column)
+                      for column, value in record.items()}  # fmt: skip
         source = image_cell(sample_id, record[fields["image"]], fields["image"])
         text = {f: record[fields[f]] for f in TEXT_FIELDS if f in fields and (record[fields[f]] or "").strip()}
         target = target_original = mask = None
@@ -289,16 +318,39 @@ def _row_loader(dataset, row: int, sample_id: str, card: dict, groups: dict[str,
             target_original=target_original,
             output_caption=text.get("output_caption"),
             groups=dict(groups),
+            reference_images=_references(sample_id, record, fields.get(REFERENCES), size),
         )
 
     return load
 
 
+def _references(sample_id: str, record: dict, column: str | None, frame) -> tuple:
+    """A row's reference images (its ``column`` holds one image, a list of them, or null), each
+    prepared at its own aspect ratio by the frame's reference rule."""
+    value = record[column] if column else None
+    if value is None:
+        return ()
+    cells = dict(enumerate(value)) if isinstance(value, list) else {None: value}
+    return tuple(prepare_reference(image_cell(sample_id, cell, column if n is None else f"{column}[{n}]"), frame)
+                 for n, cell in cells.items())  # fmt: skip
+
+
+#: What a ``json_map`` item's image keys hold, as ``editbench datasets`` says it.
+JSON_MAP_PATHS = {"image": ": a path under the folder", "target_image": ": a path under the folder",
+                  REFERENCES: ": a list of paths under the folder"}  # fmt: skip
+
+
 def _json_map_summary(card: dict) -> list[str]:
     """The local copy of a ``json_map`` card: its manifest's shape and each item's keys."""
-    keys = ", ".join(f"{column if isinstance(column, str) else ' or '.join(column)} "
-                     f"({field}{': a path under the folder' * (field in ('image', 'target_image'))})"
-                     for field, column in card["fields"].items())  # fmt: skip
+    fields = dict(card["fields"])
+    if fields.get(REFERENCES) == fields["image"]:  # one key for both (``bench.data._item_entry``)
+        del fields[REFERENCES]
+        shown = {**JSON_MAP_PATHS, "image": ": a path under the folder, or a list of them: the source, then its "
+                                            "reference images"}  # fmt: skip
+    else:
+        shown = JSON_MAP_PATHS
+    keys = ", ".join(f"{column if isinstance(column, str) else ' or '.join(column)} ({field}{shown.get(field, '')})"
+                     for field, column in fields.items())  # fmt: skip
     (column,) = card["id"]
     shape = ("{key: {item}}" if column == "key" else f"one record per line keyed by {column}"
              if card["manifest"].endswith(".jsonl") else f"a JSON list of items keyed by {column}")  # fmt: skip

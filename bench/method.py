@@ -31,7 +31,8 @@ from bench.errors import ConfigError, did_you_mean
 from bench.params import Param, whole_steps
 
 #: Fields a method may require of a sample (see ``bench.data.Sample``).
-SAMPLE_FIELDS = ("target_prompt", "mask", "edit_words", "class_label", "instruction", "target_image", "output_caption")
+SAMPLE_FIELDS = ("target_prompt", "mask", "edit_words", "class_label", "instruction", "target_image", "output_caption",
+                 "reference_images")  # fmt: skip
 
 
 @dataclass
@@ -200,6 +201,11 @@ def cfg_evaluations(w: float) -> int:
     return current_rules().guided_evaluations(w)
 
 
+def _lacks(value) -> bool:
+    """Whether a sample field holds nothing: None, or an empty tuple (no reference images)."""
+    return value is None or (isinstance(value, tuple) and not value)
+
+
 class Method:
     """Base class of method adapters. Subclasses set the class attributes and ``edit``."""
 
@@ -207,6 +213,10 @@ class Method:
     description: ClassVar[str] = ""
     params: ClassVar[tuple[Param, ...]] = ()
     needs: ClassVar[frozenset[str]] = frozenset()
+    #: True for a method that passes a sample's reference images (``Sample.reference_images``) to its
+    #: model beside the source; a run warns, once per method, when one that does not meets samples
+    #: carrying them. A method that cannot run without them also lists ``reference_images`` in ``needs``.
+    reads_references: ClassVar[bool] = False
     #: False for a method that makes no image itself (``external``): its cells' cost columns stay empty ("not measured").
     measures_cost: ClassVar[bool] = True
     #: Whether two seeds of one sample can give different images: False for a method deterministic
@@ -276,9 +286,9 @@ class Method:
 
     @classmethod
     def missing(cls, sample, setting: dict[str, Any]) -> list[str]:
-        """What this method, with this setting, needs that ``sample`` lacks (empty when it can run).
-        Override when a need depends on the setting."""
-        return [f for f in sorted(cls.needs) if getattr(sample, f, None) is None]
+        """What this method, with this setting, needs that ``sample`` lacks (empty when it can run; no
+        reference images count as lacking them). Override when a need depends on the setting."""
+        return [f for f in sorted(cls.needs) if _lacks(getattr(sample, f, None))]
 
     @classmethod
     def schedule(cls, setting: dict[str, Any]) -> tuple[int, int] | None:

@@ -17,6 +17,13 @@ binary and aligned with its image; a ground-truth image is brought to its source
 edit, its source and its reference are compared at one size. Images of more than 8 bits per
 channel are converted by their real range (``to_eight_bit``).
 
+Reference images (``Sample.reference_images``: further input images of an editor that takes
+several, e.g. Qwen-Image-Edit-2509's "Picture 2", FLUX.2's references) are conditioning images the
+pipelines resize themselves, so nothing of them is ever cropped away: under every policy each is
+resized to the frame's area (``square``: the side squared) at its own aspect ratio, sides rounded
+to the frame's multiple (``Frame.reference_frame``; the manifest records the rule beside the
+source's, ``Frame.to_dict``'s ``reference_rule``).
+
 The loaders (``bench.data``: the bundled set, JSONL manifests, PIE-Bench; ``bench.hub_data``:
 benchmarks on the Hugging Face hub) return ``SampleRef``s whose ``load`` gives a ``Sample``.
 """
@@ -24,7 +31,7 @@ benchmarks on the Hugging Face hub) return ``SampleRef``s whose ``load`` gives a
 import hashlib
 import math
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 import numpy as np
 import torch
@@ -42,7 +49,9 @@ class Sample:
     ``warnings`` are problems that loading worked around (the runner records them in the run), e.g. a
     source upscaled more than ``MAX_UPSCALE`` times; a blank (whitespace-only) text is no text, as ``""`` is;
     ``groups`` names the subsets the sample belongs to (GEdit-Bench: ``language`` en/cn,
-    ``intersection`` true/false), kept per cell in the store for group-wise tables.
+    ``intersection`` true/false), kept per cell in the store for group-wise tables;
+    ``reference_images`` are further input images, each (3, H, W) in [0, 1] at its own aspect ratio
+    (the module doc's rule), read only by the methods that declare ``reads_references``.
     """
 
     id: str
@@ -61,6 +70,7 @@ class Sample:
     groups: dict[str, str] = field(default_factory=dict)  # further category columns, e.g. {"language": "en"}
     source_size: tuple[int, int] | None = None  # (width, height) of the source file before resizing
     warnings: tuple[str, ...] = ()
+    reference_images: tuple[torch.Tensor, ...] = ()
 
     def __post_init__(self):
         for name in ("target_prompt", "instruction", "output_caption", "explanation"):  # a blank text is no text
@@ -76,9 +86,16 @@ class Sample:
 
     @property
     def image_hash(self) -> str:
-        """sha256 of the image exactly as fed to the backbone (part of cache keys)."""
-        data = (self.image * 255).round().to(torch.uint8).contiguous().numpy().tobytes()
-        return hashlib.sha256(data + str(tuple(self.image.shape)).encode()).hexdigest()
+        """sha256 of the images exactly as fed to the backbone (part of cache keys): the source, then
+        each reference image, so samples that differ only in a reference never share a cache entry.
+        Without references it is the source's alone, the key of every entry written before them."""
+        data = b"".join(_image_bytes(image) for image in (self.image, *self.reference_images))
+        return hashlib.sha256(data).hexdigest()
+
+
+def _image_bytes(image: torch.Tensor) -> bytes:
+    """An image's 8-bit pixels and its shape, as ``Sample.image_hash`` hashes them."""
+    return (image * 255).round().to(torch.uint8).contiguous().numpy().tobytes() + str(tuple(image.shape)).encode()
 
 
 @dataclass
@@ -86,7 +103,9 @@ class SampleRef:
     """A sample not yet loaded: its id, edit type and groups (for filtering and reports) and how to load it.
 
     A turn of a multi-turn benchmark also names its ``chain`` (the samples of one image edited
-    turn after turn, e.g. MagicBrush's ``img_id``) and its ``turn`` (1 for the first)."""
+    turn after turn, e.g. MagicBrush's ``img_id``) and its ``turn`` (1 for the first).
+    ``references``: how many reference images the sample carries, known before it is loaded (a run
+    warns about the methods that would ignore them)."""
 
     id: str
     edit_type: str | None
@@ -94,6 +113,7 @@ class SampleRef:
     groups: dict[str, str] = field(default_factory=dict)
     chain: str | None = None
     turn: int | None = None
+    references: int = 0
 
     def load(self, frame: "int | Frame") -> Sample:
         """The sample with its images prepared by ``frame`` (an int: the square rule at that side)."""
@@ -155,13 +175,20 @@ class Frame:
         return (f"keep_aspect: {what} at {area} px area{grow}, sides rounded ({self.rounding}) to multiples of "
                 f"{self.multiple}, bicubic resize, nothing cropped")  # fmt: skip
 
+    def reference_frame(self) -> "Frame":
+        """The rule of a sample's reference images: this frame's area at each image's own aspect
+        ratio, sides rounded to its multiple, nothing cropped (the pipelines resize them themselves)."""
+        return replace(self, mode="keep_aspect", area=self.area or self.side**2, choices=())
+
     def to_dict(self) -> dict:
-        """The rule as the manifest records it (``from_dict`` reads it back) with ``describe``'s text."""
-        return {**asdict(self), "choices": [list(c) for c in self.choices], "rule": self.describe()}
+        """The rule as the manifest records it (``from_dict`` reads it back) with ``describe``'s text,
+        and the reference images' rule (``reference_frame``) in words."""
+        return {**asdict(self), "choices": [list(c) for c in self.choices], "rule": self.describe(),
+                "reference_rule": f"reference images: {self.reference_frame().describe()}"}  # fmt: skip
 
     @classmethod
     def from_dict(cls, data: dict) -> "Frame":
-        fields = {k: v for k, v in data.items() if k != "rule"}
+        fields = {k: v for k, v in data.items() if k not in ("rule", "reference_rule")}
         return cls(**{**fields, "choices": tuple(tuple(c) for c in fields.get("choices", ()))})
 
 
@@ -271,6 +298,11 @@ def prepare_image(img: Image.Image, size: "int | Frame", like: tuple[int, int] |
     """(3, H, W) float in [0, 1] by the frame's rule (an int: the square rule at that side);
     ``like``: the source's (width, height), which a ground-truth image is brought to."""
     return image_tensor(_fit(img.convert("RGB"), as_frame(size), Image.BICUBIC, like))
+
+
+def prepare_reference(img: Image.Image, size: "int | Frame") -> torch.Tensor:
+    """A reference image, (3, H, W) float in [0, 1], by the frame's reference rule (``Frame.reference_frame``)."""
+    return prepare_image(img, as_frame(size).reference_frame())
 
 
 def prepare_mask(mask: np.ndarray, size: "int | Frame") -> torch.Tensor:

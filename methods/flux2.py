@@ -4,8 +4,8 @@ both variants of the ``flux2`` family: [dev] and [klein].
 Runs the backbone's diffusers pipeline (0.42) over its own networks: ``Flux2Pipeline`` on a [dev]
 checkpoint (e.g. ``black-forest-labs/FLUX.2-dev``; ``tiny-flux2-dev`` for tests),
 ``Flux2KleinPipeline`` on a [klein] one (e.g. ``black-forest-labs/FLUX.2-klein-base-9B``;
-``tiny-flux2-klein``), with the sample's instruction as the prompt and its source image as the
-reference (``pipeline_images``), which the pipeline encodes itself (VAE latents,
+``tiny-flux2-klein``), with the sample's instruction as the prompt, its source image and then its
+reference images (``row_images``), which the pipeline encodes itself (VAE latents,
 batch-normalised and packed, position ids with time offset 10). The output comes at the sample's
 size, which the run's resolution policy gave it (``model``: the pipeline's own rule, ~1024² px at
 most, sides of 16).
@@ -35,12 +35,7 @@ from bench.errors import ConfigError
 from bench.method import Conformance, EditResult, Method, cfg_evaluations
 from bench.params import Param, steps_param
 from bench.registry import register
-from methods.kontext import pil_image
-
-
-def pipeline_images(sample) -> list:
-    """The images the pipeline conditions on, in its order: the sample's source."""
-    return [pil_image(sample.image)]
+from methods.kontext import row_images
 
 
 @register
@@ -49,6 +44,7 @@ class Flux2(Method):
     description = ("FLUX.2 [dev] or [klein]: edit by the sample's instruction with diffusers' Flux2Pipeline or "
                    "Flux2KleinPipeline (reference image).")  # fmt: skip
     families = ("flux2",)
+    reads_references = True  # the source, then the sample's reference images (``row_images``)
     needs = frozenset({"instruction"})
     stochastic = True  # the pipeline draws its starting noise from the cell's seed
     conformance = Conformance(settings=({"steps": 2}, {"steps": 2, "guidance": 1.0}))
@@ -78,7 +74,7 @@ class Flux2(Method):
         for row in rows:
             height, width = row.sample.image.shape[1:]
             image = pipe(
-                image=pipeline_images(row.sample), prompt=row.sample.instruction, guidance_scale=setting["guidance"],
+                image=row_images(row), prompt=row.sample.instruction, guidance_scale=setting["guidance"],
                 num_inference_steps=setting["steps"], height=height, width=width, generator=row.generator,
                 output_type="pt",
             ).images  # fmt: skip

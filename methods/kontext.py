@@ -32,6 +32,12 @@ def pil_image(image: torch.Tensor) -> Image.Image:
     return Image.fromarray((image.clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0).cpu().numpy())
 
 
+def row_images(row) -> list[Image.Image]:
+    """A cell's input images for an editor that takes several: its source, then its sample's
+    reference images in order (``Sample.reference_images``), as 8-bit PIL images."""
+    return [pil_image(image) for image in (row.sample.image, *row.sample.reference_images)]
+
+
 @register
 class Kontext(Method):
     name = "kontext"

@@ -170,6 +170,19 @@ def collapsed_settings(config: RunConfig) -> list[str]:
     return warnings
 
 
+def ignored_references(config: RunConfig, refs: list[SampleRef]) -> list[str]:
+    """One warning per method of the run that does not read reference images
+    (``Method.reads_references``) when samples carry them: it edits those samples from their source
+    alone. Methods that make no image (``external``) read nothing and are left out."""
+    carrying = sum(1 for ref in refs if ref.references)
+    if not carrying:
+        return []
+    ignoring = [m for m in config.settings if not get_method(m).reads_references and get_method(m).measures_cost]
+    carry = "carries" if carrying == 1 else "carry"
+    return [f"{method}: {carrying} of the {len(refs)} samples {carry} reference images, which {method} does not "
+            "read; it edits them from their source alone" for method in ignoring]  # fmt: skip
+
+
 @dataclass
 class SettingPlan:
     """One method x setting of a config: its cells, schedule and estimated NFE per cell."""
@@ -283,7 +296,7 @@ def dry_run_text(config: RunConfig) -> str:
         lines.append(f"estimated NFE in all: up to {edit_nfe + sum(nfe for _, _, nfe in costs)} "
                      "(the edits and every preparation computed)")  # fmt: skip
     lines += one_seed_notes(config)
-    lines += [f"warning: {w}" for w in collapsed_settings(config)]
+    lines += [f"warning: {w}" for w in collapsed_settings(config) + ignored_references(config, refs)]
     return "\n".join(lines) + "\n"
 
 

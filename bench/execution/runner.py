@@ -32,7 +32,7 @@ from bench.errors import ConfigError
 from bench.execution.chains import plan_chain_units
 from bench.execution.config import ExecutorSpec, RunConfig, config_from_resolved
 from bench.execution.executors import check_executor, make_executor
-from bench.execution.plan import config_cell_keys, plan_units
+from bench.execution.plan import config_cell_keys, ignored_references, plan_units
 from bench.execution.progress import progress_bar
 from bench.execution.runlock import locked_run, run_lock
 from bench.execution.scoring import score_missing, score_sets
@@ -214,6 +214,7 @@ class Runner:
         """Run every cell not yet in the store (``retry_failed``: and every failed one again);
         returns counts of ok/failed/skipped cells."""
         self._add_labels(self.executor.labels())
+        self._add_info_items("warnings", ignored_references(self.config, self.refs))
         done = self.store.finished_keys(except_failed=retry_failed)
         counts = {"ok": 0, "failed": 0, "skipped": 0, "already done": len(done)}
         bar = progress_bar(self.total_cells(), initial=len(done), unit="cell", enabled=self.progress)
