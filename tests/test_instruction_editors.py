@@ -145,7 +145,7 @@ def test_longcat_edit_equals_longcat_pipeline_resized_to_the_sample(longcat):
     assert image.shape == (1, 3, 112, 144) and (image - resized).abs().max() <= TOLERANCE
 
 
-@pytest.mark.slow  # ~2 min on 2 cores, most of it the tiny Qwen-Image-Edit's
+@pytest.mark.slow  # 1-4 min on 2 shared cores, half of it the tiny Qwen-Image-Edit (~8 s an image)
 def test_the_instruction_editors_config_runs_offline_with_every_cell_ok(tmp_path):
     """configs/instruction_editors.yaml: six methods on five tiny models in one run, on the bundled
     GEdit-schema fixture (4 aspect ratios, en and cn) under keep_aspect; every output keeps its

@@ -167,7 +167,7 @@
     for (const more of sample.more_sources) {  // another backbone saw the source at another size
       const other = el("div", { class: "tile", "data-row": "source" });
       other.append(picture(more.source, "source", "source unavailable"));
-      other.append(el("div", { class: "name" }, `source at ${more.backbone}'s size`));
+      other.append(el("div", { class: "name" }, `source at ${more.backbone}'s size${sample.mask ? " (mask outlined)" : ""}`));
       tiles.append(other);
     }
     // the baseline's and the sorted row's edits stand beside the others even when filtered out
