@@ -14,7 +14,7 @@ import functools
 import json
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -53,6 +53,8 @@ PACKAGE_PREFIXES = ("skimage:", "matplotlib:")
 #: ``dataset.turns``: which turns of a multi-turn benchmark run, and what each edits (``DatasetSpec``).
 TURNS = ("first", "independent", "iterative")
 TURN_ALIASES = {"all": "independent"}  # the name ``independent`` had before chains existed
+#: ``dataset.target_prompt_from``: the sample texts a missing target prompt may be taken from.
+TARGET_PROMPT_SOURCES = ("instruction", "output_caption")
 
 
 @dataclass(frozen=True)
@@ -74,6 +76,10 @@ class DatasetSpec:
     ``edit_types``, then ``limit`` (whole chains when ``iterative``). ``resolution_policy`` (``square``,
     ``keep_aspect`` or ``model``, or a mapping; ``bench.samples.ResolutionPolicy``) sets the size
     its images are prepared at; default the card's ``resolution_policy``, else ``square``.
+    ``target_prompt_from`` (``instruction`` or ``output_caption``): a sample without a target prompt
+    takes that text as its target prompt, so that text-guided editors (sdedit, p2p, flowedit) run
+    on benchmarks that give only instructions (GEdit-Bench); its source prompt stays as the benchmark
+    gives it (none: empty).
     """
 
     name: str | None = None
@@ -87,6 +93,7 @@ class DatasetSpec:
     limit: int | None = None
     edit_types: tuple[str, ...] | None = None
     resolution_policy: str | dict | None = None
+    target_prompt_from: str | None = None
 
     def __post_init__(self):
         card = self.card()
@@ -111,6 +118,8 @@ class DatasetSpec:
             raise ConfigError(f"dataset.limit = {self.limit!r} is not allowed; expected a positive integer")
         if not isinstance(self.allow_download, bool):
             raise ConfigError(f"dataset.allow_download = {self.allow_download!r}; expected true or false")
+        if self.target_prompt_from not in (None, *TARGET_PROMPT_SOURCES):
+            raise ConfigError(f"dataset.target_prompt_from: {unknown('text', self.target_prompt_from, TARGET_PROMPT_SOURCES)}")
         object.__setattr__(self, "turns", TURN_ALIASES.get(self.turns, self.turns))
         if self.turns not in TURNS:
             raise ConfigError(f"dataset.turns: {unknown('turn rule', self.turns, TURNS)}")
@@ -159,7 +168,7 @@ def open_image(sample_id: str, path: Path, what: str = "image", allowed: str = "
     return img
 
 
-def _package_image(sample_id: str, ref: str) -> Image.Image:
+def package_image(sample_id: str, ref: str) -> Image.Image:
     """An allow-listed image that an installed package ships (``PACKAGE_IMAGES``)."""
     if ref not in PACKAGE_IMAGES:
         raise SampleError(sample_id, f"package image {ref!r} is not allowed; allowed: {', '.join(sorted(PACKAGE_IMAGES))}")
@@ -290,7 +299,7 @@ def _jsonl_loader(sample_id: str, entry: dict, root: Path, package_images: bool)
                 sample_id, f"image {ref!r}: package images are allowed only in bundled datasets; give a path inside {root}"
             )
         if ref.startswith(PACKAGE_PREFIXES):
-            img = _package_image(sample_id, ref)
+            img = package_image(sample_id, ref)
         else:
             img = open_image(sample_id, inside_folder(sample_id, root, ref, "image"))
         img = to_eight_bit(sample_id, img, f"image {ref!r}")
@@ -578,6 +587,8 @@ def load_dataset(spec: DatasetSpec) -> list[SampleRef]:
                 f"dataset path {str(path)!r}: expected a PIE-Bench folder (with mapping_file.json) or a .jsonl manifest"
                 " (a local copy of a hub benchmark goes with its card: dataset: {name: CARD, path: ...})"
             )
+    if spec.target_prompt_from:
+        refs = [target_prompt_from(r, spec.target_prompt_from) for r in refs]
     if spec.turns == "first":
         refs = [r for r in refs if r.turn in (None, 1)]
     for group, allowed in (spec.where or {}).items():
@@ -591,6 +602,19 @@ def load_dataset(spec: DatasetSpec) -> list[SampleRef]:
         kept = set(list(dict.fromkeys(r.chain or r.id for r in refs))[: spec.limit])
         return [r for r in refs if (r.chain or r.id) in kept]
     return refs[: spec.limit] if spec.limit else refs
+
+
+def target_prompt_from(ref: SampleRef, field: str) -> SampleRef:
+    """``ref`` whose sample, when it has no target prompt, takes its ``field`` text as one."""
+    load = ref._load
+
+    def with_target(frame) -> Sample:
+        sample = load(frame)
+        if sample.target_prompt is None:
+            sample.target_prompt = getattr(sample, field)
+        return sample
+
+    return replace(ref, _load=with_target)
 
 
 def _kept(refs: list[SampleRef], keep: Callable, name: str, wanted, value_of: Callable) -> list[SampleRef]:

@@ -245,19 +245,29 @@ class ResolutionPolicy:
         return Frame("keep_aspect", side=resolution, area=area, **rule)
 
 
-def run_frame(manifest: dict) -> Frame:
-    """The rule a run's images were prepared by: its manifest's ``images`` record, else (runs from
-    before resolution policies) the square rule at its backbone's resolution."""
-    if "images" in manifest:
-        return Frame.from_dict(manifest["images"])
-    return Frame("square", side=int(manifest["backbone"]["resolution"]))
-
-
 def run_frames(manifest: dict) -> dict[str | None, Frame]:
     """The rule of each backbone of a run by its label (the store's ``backbone`` column), and
-    under ``None`` the run's first backbone's (``run_frame``: cells stored without a label)."""
+    under ``None`` the run's first backbone's (cells stored without a label): its manifest's
+    ``images`` record, else (runs from before resolution policies) the square rule at its
+    backbone's resolution."""
     frames = {label: Frame.from_dict(info["images"]) for label, info in manifest.get("backbones", {}).items()}
-    return {**frames, None: run_frame(manifest)}
+    first = (Frame.from_dict(manifest["images"]) if "images" in manifest
+             else Frame("square", side=int(manifest["backbone"]["resolution"])))  # fmt: skip
+    return {**frames, None: first}
+
+
+def frame_pixels(frame: Frame) -> int:
+    """The pixel count ``frame`` works at: its area, or its square's."""
+    return frame.area or frame.side**2
+
+
+def cell_frame(frames: "dict | Frame | int", backbone) -> Frame:
+    """The size rule a cell's images were prepared by, from its ``backbone`` label (``frames``:
+    ``run_frames``; a label missing or unknown: the run's first backbone's), or the one rule
+    ``frames`` gives every cell (an int: the square rule at that side)."""
+    if not isinstance(frames, dict):
+        return as_frame(frames)
+    return frames.get(backbone if isinstance(backbone, str) else None) or frames[None]
 
 
 def _fit(img: Image.Image, frame: Frame, resample, like: tuple[int, int] | None = None) -> Image.Image:

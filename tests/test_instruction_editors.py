@@ -249,22 +249,48 @@ def test_longcat_edit_equals_longcat_pipeline_resized_to_the_sample(longcat):
     assert image.shape == (1, 3, 112, 144) and (image - resized).abs().max() <= TOLERANCE
 
 
-@pytest.mark.slow
+@pytest.mark.slow  # 1-4 min on 2 shared cores, half of it the tiny Qwen-Image-Edit (~8 s an image)
 def test_the_instruction_editors_config_runs_offline_with_every_cell_ok(tmp_path):
-    """configs/instruction_editors.yaml: six methods on five tiny models in one run, keep_aspect."""
+    """configs/instruction_editors.yaml: six methods on five tiny models in one run, on the bundled
+    GEdit-schema fixture (4 aspect ratios, en and cn) under keep_aspect; every output keeps its
+    source's aspect ratio, the report has one table, and GEdit-Bench's own view reads the run."""
+    import json
+    import math
+
+    from click.testing import CliRunner
+
+    from bench.data import load_dataset
     from bench.execution.config import load_config
     from bench.execution.runner import start_run
     from bench.paths import repo_root
     from bench.reporting.report import cells_table, summary_markdown
+    from bench.samples import cell_frame, run_frames
+    from run_bench import main
 
     config = load_config(repo_root() / "configs" / "instruction_editors.yaml")
     run_dir, counts = start_run(config, out=str(tmp_path), progress=False)
-    assert counts["failed"] == counts["skipped"] == 0 and counts["ok"] == 12
+    assert counts["failed"] == counts["skipped"] == 0 and counts["ok"] == 6 * 8  # 6 methods x 4 keys x (en, cn)
     table = cells_table(run_dir)
     assert set(table["backbone"]) == {"tiny", "tiny-flux", "tiny-kontext", "tiny-qwen-image-edit", "tiny-flux2-klein"}
-    assert sum(line.startswith("| ") and " @ " in line for line in summary_markdown(run_dir).splitlines()) == 6
-    sizes = {Image.open(run_dir / p).size for p in table["output_path"]}
-    assert any(w != h for w, h in sizes)  # chelsea (451x300) keeps its aspect ratio
+    assert set(table["group.language"]) == {"en", "cn"} and table["edit_type"].nunique() == 4
+
+    frames = run_frames(json.loads((run_dir / "manifest.json").read_text()))
+    sources = {ref.id: ref.load(frames[None]).source_size for ref in load_dataset(config.dataset)}
+    assert len({w / h for w, h in sources.values()}) == 4 and all(w != h for w, h in sources.values())
+    for cell in table.itertuples():
+        frame, (w, h) = cell_frame(frames, cell.backbone), sources[cell.sample_id]
+        out_w, out_h = Image.open(run_dir / cell.output_path).size
+        scale = math.sqrt(frame.area / (w * h))  # nothing cropped: each side the source's, scaled, to the multiple
+        assert frame.mode == "keep_aspect" and (out_w, out_h) == frame.size_for(w, h)
+        assert abs(out_w - w * scale) <= frame.multiple / 2 and abs(out_h - h * scale) <= frame.multiple / 2
+
+    summary = summary_markdown(run_dir).split("\n\n")
+    (main_table,) = [block for block in summary if block.startswith("| method")]  # one table over every model
+    assert sum(" @ " in line for line in main_table.splitlines()) == 6
+    result = CliRunner().invoke(main, ["report", str(run_dir), "--table", "gedit_bench"], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    assert "## English, full set" in result.output and "## Chinese, intersection subset" in result.output
+    assert all(f"| {method} |" in result.output for method in config.settings)
 
 
 def test_parameter_counts_come_from_configs_without_weights(tmp_path):

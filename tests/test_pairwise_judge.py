@@ -82,3 +82,41 @@ def test_the_tiny_local_pairwise_judge_answers_something(tmp_path):
     grey = [Image.new("RGB", (32, 32), (v, v, v)) for v in (100, 110, 200)]
     (verdict,) = judge.verdicts([tuple(grey)], ["make it lighter"])
     assert verdict.text is not None and verdict.kind in ("ok", "unreadable")  # random weights: any answer, classed
+
+
+class SizeRecordingJudge:
+    """A judge that ties every match and records the sizes of the (source, A, B) images it was shown."""
+
+    template = load_pairwise_template()
+    shown: list
+
+    def __init__(self):
+        self.shown = []
+
+    def describe(self) -> str:
+        return "size recorder"
+
+    def verdicts(self, triples, instructions):
+        from bench.metrics.pairwise import Verdict
+
+        self.shown += [tuple(image.size for image in triple) for triple in triples]
+        return [Verdict("tie", "tie") for _ in triples]
+
+
+def test_pairwise_shows_the_source_at_the_size_its_cells_saw_it(tmp_path):
+    """Two backbones of different sizes: a match between two rows of the second shows the source at
+    the second's size (not the run's first backbone's); a match across the two at the larger."""
+    from bench.execution.pairwise import judge_run
+    from bench.execution.runner import start_run
+
+    extra = [{"id": "p0", "image": "img0.png", "source_prompt": "a cat", "target_prompt": "a dog", "instruction": "edit"}]
+    big = {"name": "tiny", "resolution": 128}
+    config = run_config(tmp_path, {"reconstruct": {}, "sdedit": {"t0": [0.6, 0.8], "steps": 2, "backbone": big}},
+                        extra=extra, n=1, backbone={"name": "tiny", "resolution": 64})  # fmt: skip
+    run_dir, counts = start_run(config, progress=False)
+    assert counts["ok"] == 6
+    judge = SizeRecordingJudge()
+    matches = [m for m in judge_run(run_dir, judge, None, "instruction") if m.sample_id == "p0"]  # img0: no instruction
+    assert len(matches) == len(judge.shown) == 3
+    for match, (source, a, b) in zip(matches, judge.shown):
+        assert source == max(a, b) == (128, 128), (match.first, match.second, source, a, b)

@@ -14,7 +14,7 @@ from bench.errors import ConfigError
 from bench.execution.runner import start_run
 from bench.method import EditResult, Method
 from bench.registry import register
-from bench.samples import Frame, ResolutionPolicy, prepare_image, prepare_mask, run_frame
+from bench.samples import Frame, ResolutionPolicy, prepare_image, prepare_mask, run_frames
 from tests.helpers import read_cells, run_config
 
 
@@ -86,8 +86,8 @@ def test_bad_policies_are_config_errors():
 
 def test_the_manifest_records_the_rule_and_reads_back():
     frame = ResolutionPolicy("keep_aspect", area=4096, multiple=32).frame(64)
-    assert run_frame({"images": json.loads(json.dumps(frame.to_dict()))}) == frame
-    assert run_frame({"backbone": {"resolution": 64}}) == Frame("square", side=64)  # runs from before policies
+    assert run_frames({"images": json.loads(json.dumps(frame.to_dict()))})[None] == frame
+    assert run_frames({"backbone": {"resolution": 64}})[None] == Frame("square", side=64)  # runs from before policies
     assert "nothing cropped" in frame.describe()
 
 

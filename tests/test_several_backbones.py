@@ -96,3 +96,32 @@ def test_kill_9_and_resume_of_a_two_backbone_run_gives_every_cell_once(tmp_path)
     assert len(cells) == 15 and cells["key"].is_unique and (cells.status == "ok").all()
     assert cells.groupby("method")["backbone"].unique().map(list).to_dict() == {"sdedit": ["tiny"],
                                                                                  "flowedit": ["tiny-flux"]}  # fmt: skip
+
+
+def test_grids_and_the_gallery_show_the_source_at_each_backbones_size(tmp_path):
+    """Backbones of two sizes (64 and 128 px): the report's grid shows the source at both sizes,
+    each method's tiles at its own backbone's, and the gallery holds the source at both."""
+    import numpy as np
+    from PIL import Image
+
+    from bench.reporting.aggregate import load_run
+    from bench.reporting.gallery import gallery_data
+    from bench.reporting.report import build_report
+
+    big = {"name": "tiny", "resolution": 128}
+    config = run_config(tmp_path, {"reconstruct": {}, "sdedit": {"t0": 0.6, "steps": 2, "backbone": big}}, n=1,
+                        backbone={"name": "tiny", "resolution": 64})  # fmt: skip
+    run_dir, counts = start_run(config, progress=False)
+    assert counts["ok"] == 2
+    report = build_report(run_dir, n_grid=1, keep_figures=True)
+    (grid,) = [fig for fig in report.figures if fig.get_suptitle().startswith("sample img0")]
+    tiles = {ax.get_title().split("\n")[0]: ax.get_images()[0].get_array().shape[:2] for ax in grid.axes
+             if ax.axison and ax.get_images()}  # fmt: skip
+    sources = {title: shape for title, shape in tiles.items() if title.startswith("source")}
+    assert sorted(sources.values()) == [(64, 64), (128, 128)], tiles
+    assert tiles["reconstruct"] == (64, 64) and tiles["sdedit"] == (128, 128)
+    (tmp_path / "assets").mkdir()
+    data = gallery_data(load_run(run_dir), tmp_path, tmp_path / "assets")
+    (entry,) = data["samples"]
+    files = [entry["source"]] + [more["source"] for more in entry["more_sources"]]
+    assert sorted(np.asarray(Image.open(tmp_path / f)).shape[:2] for f in files) == [(64, 64), (128, 128)]

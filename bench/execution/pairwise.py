@@ -2,7 +2,9 @@
 setting) of the run, the judge compares their cells of the same sample and seed.
 
 Each match shows the judge the sample's source, the two rows' saved images and the instruction
-(``judge.instruction`` as for the VIEScore judge). Which row is Image A is decided per match by a
+(``judge.instruction`` as for the VIEScore judge). The source is prepared as the two cells saw it
+(their backbone's size rule, ``run_frames``); when the two rows ran on backbones of different
+rules, at the larger of the two. Which row is Image A is decided per match by a
 seeded hash of the match (position bias then falls on both rows alike, as GEditBench v2 randomises
 the order); the verdict is mapped back to the rows. Every match, with its judge identity, is
 written to ``RUN/pairwise.jsonl`` with its ``dimension`` (the template's version; judging again
@@ -20,7 +22,7 @@ from bench.execution.scoring import read_png
 from bench.metrics.judge import instruction_of, to_pil
 from bench.metrics.judge_failures import NO_INSTRUCTION
 from bench.paths import write_atomic
-from bench.samples import run_frame
+from bench.samples import Frame, cell_frame, frame_pixels, run_frames
 
 MATCHES = "pairwise.jsonl"
 
@@ -65,25 +67,27 @@ def judge_run(run_dir: Path, judge, rows: list[str] | None, instruction_mode: st
     names = list(dict.fromkeys(cells["row"]))
     if rows:
         names = [n for n in names if n in rows or n.split(" ", 1)[0] in rows]
-    by_row = {n: {(c.sample_id, int(c.seed)): c.output_path for c in cells[cells["row"] == n].itertuples()} for n in names}
-    frame = run_frame(manifest)  # the run's resolution policy: sources as its cells saw them
+    by_row = {n: {(c.sample_id, int(c.seed)): c for c in cells[cells["row"] == n].itertuples()} for n in names}
+    frames = run_frames(manifest)  # each backbone's resolution rule: sources as its cells saw them
     matches, todo = [], []
     for first, second in combinations(names, 2):
         for sample_id, seed in sorted(by_row[first].keys() & by_row[second].keys()):
             todo.append((first, second, sample_id, seed))
-    sources: dict[str, tuple] = {}
+    sources: dict[tuple[str, Frame], tuple] = {}
     for at in range(0, len(todo), batch_size):
         batch = todo[at : at + batch_size]
         triples, instructions, asked = [], [], []
         for first, second, sample_id, seed in batch:
-            if sample_id not in sources:
+            cells_shown = [by_row[r][sample_id, seed] for r in (first, second)]
+            frame = max((cell_frame(frames, c.backbone) for c in cells_shown), key=frame_pixels)
+            if (sample_id, frame) not in sources:
                 sample = refs[sample_id].load(frame)
-                sources[sample_id] = (to_pil(sample.image), instruction_of(sample, instruction_mode))
-            source, instruction = sources[sample_id]
+                sources[sample_id, frame] = (to_pil(sample.image), instruction_of(sample, instruction_mode))
+            source, instruction = sources[sample_id, frame]
             if instruction is None:
                 matches.append(Match(first, second, sample_id, seed, None, NO_INSTRUCTION, "the sample has no instruction", ""))
                 continue
-            images = [to_pil(read_png(Path(run_dir) / by_row[r][sample_id, seed])) for r in (first, second)]
+            images = [to_pil(read_png(Path(run_dir) / c.output_path)) for c in cells_shown]
             first_as_a = _shown_first(first, second, sample_id, seed)
             a, b = images if first_as_a else images[::-1]
             triples.append((source, a, b))

@@ -18,7 +18,7 @@ from bench.metrics import ImageMetric, SetMetric, get_metric, load_metrics
 from bench.metrics.image_scores import score_images
 from bench.metrics.judge_failures import REQUEST_FAILURES
 from bench.paths import cache_dir, write_atomic
-from bench.samples import Frame, as_frame, run_frames
+from bench.samples import Frame, as_frame, cell_frame, run_frames
 
 
 def read_png(path: Path) -> torch.Tensor:
@@ -67,14 +67,6 @@ def source_features(extractor, extractor_id: str, refs: list, frame: "Frame | in
     return feats
 
 
-def _frame_of(frames: "dict | Frame | int", backbone) -> Frame:
-    """A cell's size rule by its backbone label (``frames``: ``bench.samples.run_frames``), or the
-    one rule ``frames`` gives every cell (an int: the square rule at that side)."""
-    if not isinstance(frames, dict):
-        return as_frame(frames)
-    return frames.get(backbone if isinstance(backbone, str) else None) or frames[None]
-
-
 def score_sets(store, run_dir: Path, metrics: list, refs: list, frames: "dict | int", batch_size: int) -> list[tuple]:
     """Every set metric for every (method, setting) over its ok cells' saved images, against the
     sources at its backbone's size (``frames``: ``run_frames``); the rows ``(method, setting,
@@ -94,7 +86,7 @@ def score_sets(store, run_dir: Path, metrics: list, refs: list, frames: "dict | 
         extractor = group[0].features
         reals = {}
         for (method, setting), of in ok.groupby(["method", "setting"], sort=False):
-            frame = _frame_of(frames, of["backbone"].iloc[0])
+            frame = cell_frame(frames, of["backbone"].iloc[0])
             if frame not in reals:
                 reals[frame] = source_features(extractor, group[0].extractor_id, refs, frame, batch_size)
             real = reals[frame]
@@ -136,7 +128,7 @@ def score_missing(store, run_dir: Path, metrics: list, refs: list, frames: dict,
     outputs = dict(zip(cells["key"], cells["output_path"]))
     bar = progress_bar(len(lacking), unit="sample", enabled=progress)
     for (sample_id, backbone), todo in lacking.items():
-        sample = refs_by_id[sample_id].load(_frame_of(frames, backbone))
+        sample = refs_by_id[sample_id].load(cell_frame(frames, backbone))
         for metric in image_metrics:
             for batch in _batched([cell for cell, missing in todo if metric in missing], batch_size):
                 edited = [read_png(Path(run_dir) / c.output_path) for c in batch]

@@ -2,8 +2,8 @@
 its source beside each method and setting's edit with the cell's metrics, to filter (method,
 setting, edit type, each group) and sort by any metric, with the difference to a baseline row.
 
-One HTML file and a folder beside it (``<name>_files/``, the sources at the run's resolution
-with their masks outlined); the edits are the run folder's own PNGs, linked by relative path.
+One HTML file and a folder beside it (``<name>_files/``, the sources with their masks outlined,
+at the size the run's first backbone saw them, and at each other backbone's size where it differs); the edits are the run folder's own PNGs, linked by relative path.
 No server and no network: the page's script (``gallery_page/gallery.js``) draws the cards from
 the run's data, embedded as JSON, a page at a time, and images load lazily, so runs of thousands
 of cells open quickly. Every string from the run reaches the page as text (``textContent``), never as markup.
@@ -40,16 +40,21 @@ def write_gallery(run_dir, path) -> Path:
 
 def gallery_data(run: RunData, page_dir: Path, assets: Path) -> dict:
     """The page's data: the run's rows (method x setting), metrics with their direction, and one
-    entry per (sample, seed) with its prompts, categories, source and each row's cell (None: not run)."""
+    entry per (sample, seed) with its prompts, categories, source (``more_sources``: at the size
+    of each other backbone whose cells saw it at another) and each row's cell (None: not run)."""
     rows = _rows(run)
     index = {(r["method"], r["setting_json"]): i for i, r in enumerate(rows)}
     metrics = run.image_metrics
-    sources = plots.load_sources(run, list(dict.fromkeys(run.cells["sample_id"])))
-    source_files = {sample_id: _source_file(source, assets / f"source_{i}.png", page_dir)
-                    for i, (sample_id, source) in enumerate(sources.items())}  # fmt: skip
+    sources = plots.backbone_sources(run, list(dict.fromkeys(run.cells["sample_id"])))
+    source_files, more_sources = {}, {}
+    for i, (sample_id, by_backbone) in enumerate(sources.items()):
+        distinct = _distinct(by_backbone)
+        source_files[sample_id] = _source_file(distinct[0][1], assets / f"source_{i}.png", page_dir)
+        more_sources[sample_id] = [{"backbone": label, "source": _source_file(s, assets / f"source_{i}_{k}.png", page_dir)}
+                                   for k, (label, s) in enumerate(distinct[1:], 1)]  # fmt: skip
     entries = []
     for (sample_id, seed), group in run.cells.groupby(["sample_id", "seed"], sort=False):
-        source = sources[sample_id]
+        source = next(iter(sources[sample_id].values()))
         sample = source if isinstance(source, plots.Sample) else None
         cells = [None] * len(rows)
         for cell in group.to_dict("records"):
@@ -60,6 +65,7 @@ def gallery_data(run: RunData, page_dir: Path, assets: Path) -> dict:
             "edit_type": first["edit_type"] if isinstance(first["edit_type"], str) else "",
             "groups": {k: str(v) for k, v in (first["groups"] or {}).items()},
             "source": source_files[sample_id], "source_note": None if sample else str(source),
+            "more_sources": more_sources[sample_id],
             "mask": bool(sample is not None and sample.mask is not None and sample.mask.sum() > 0),
             "prompts": _prompts(sample), "cells": cells,
         })  # fmt: skip
@@ -71,6 +77,16 @@ def gallery_data(run: RunData, page_dir: Path, assets: Path) -> dict:
         "groups": list(dict.fromkeys(k for e in entries for k in e["groups"])),
         "samples": entries,
     }
+
+
+def _distinct(by_backbone: dict) -> list[tuple]:
+    """(backbone label, source) of each distinct loaded source, in backbone order (backbones of
+    one size rule share one, ``plots.backbone_sources``)."""
+    distinct: list[tuple] = []
+    for label, source in by_backbone.items():
+        if all(source is not seen for _, seen in distinct):
+            distinct.append((label, source))
+    return distinct
 
 
 def _rows(run: RunData) -> list[dict]:

@@ -25,7 +25,7 @@ from bench.data import DatasetSpec, Sample, load_dataset
 from bench.errors import ConfigError
 from bench.metrics import METRICS, CostMetric
 from bench.reporting.aggregate import REFERENCE_METHOD, Row, RunData, arrow, row_name
-from bench.samples import run_frame
+from bench.samples import cell_frame, run_frames
 from bench.settings import followers, setting_label, varying_params
 
 #: Default trade-off axes, most wanted first: how strongly the edit follows the target
@@ -402,11 +402,12 @@ TILE_IN = 1.75
 TILE_FONT = 7
 
 
-def load_sources(run: RunData, sample_ids: list[str]) -> dict[str, Sample | str]:
-    """The source samples of ``sample_ids`` through the run's dataset spec, at the run's
-    size rule (``images`` in the manifest); a sample that cannot be loaded maps to the error message instead."""
+def load_sources(run: RunData, sample_ids: list[str], backbone: str | None = None) -> dict[str, Sample | str]:
+    """The source samples of ``sample_ids`` through the run's dataset spec, at the size rule of
+    ``backbone``'s cells (its ``images`` in the manifest; None: the run's first backbone's); a
+    sample that cannot be loaded maps to the error message instead."""
     spec = {k: tuple(v) if isinstance(v, list) else v for k, v in run.dataset.items()}
-    frame = run_frame(run.manifest) if run.manifest.get("backbone") else None
+    frame = cell_frame(run_frames(run.manifest), backbone) if run.manifest.get("backbone") else None
     out: dict[str, Sample | str] = {}
     try:
         refs = {r.id: r for r in load_dataset(DatasetSpec(**spec))} if spec and frame else {}
@@ -420,6 +421,21 @@ def load_sources(run: RunData, sample_ids: list[str]) -> dict[str, Sample | str]
             out[sample_id] = refs[sample_id].load(frame)
         except Exception as exc:
             out[sample_id] = str(exc)
+    return out
+
+
+def backbone_sources(run: RunData, sample_ids: list[str]) -> dict[str, dict[str | None, Sample | str]]:
+    """Each sample's source at the size each backbone of the run's cells saw it (``load_sources``),
+    by backbone label; backbones of one size rule share one loaded source."""
+    frames = run_frames(run.manifest) if run.manifest.get("backbone") else {}
+    loaded: dict = {}
+    out: dict[str, dict] = {sample_id: {} for sample_id in sample_ids}
+    for label in dict.fromkeys(run.cells["backbone"].dropna()) or [None]:
+        frame = cell_frame(frames, label) if frames else None
+        if frame not in loaded:
+            loaded[frame] = load_sources(run, sample_ids, label)
+        for sample_id in sample_ids:
+            out[sample_id][label] = loaded[frame][sample_id]
     return out
 
 
@@ -461,10 +477,26 @@ def _tile_shape(run: RunData, source: Sample | str) -> tuple[int, int]:
     return size, size
 
 
-def image_grid(run: RunData, sample_id: str, seed: int, source: Sample | str) -> Figure:
+def _source_tile(ax, source: Sample | str, shape: tuple[int, int], title: str) -> None:
+    """The source with its mask outlined, or a placeholder saying why it is unavailable."""
+    ax.axis("on")
+    if isinstance(source, Sample):
+        ax.imshow(source.image.permute(1, 2, 0).numpy())
+        if source.mask is not None and source.mask.sum() > 0:
+            _outline(ax, source.mask[0].numpy())
+    else:
+        _placeholder(ax, shape, f"source unavailable: {source}")
+    has_mask = isinstance(source, Sample) and source.mask is not None
+    ax.set_title(_wrap(title + " + mask" * has_mask), fontsize=TILE_FONT)
+
+
+def image_grid(run: RunData, sample_id: str, seed: int, source: "Sample | str | dict[str | None, Sample | str]") -> Figure:
     """One sample: the source with its mask outlined, then each method's outputs along its
     sweep (wrapping after ``GRID_COLUMNS`` tiles), each titled with its parameter values.
-    Cells that did not give an image are same-size grey tiles saying why."""
+    ``source``: one for every method, or one per backbone label (``backbone_sources``): a method
+    whose backbone saw the source at another size than the tile above has its own source tile
+    at the start of its row. Cells that did not give an image are grey tiles of their source's
+    size saying why."""
     methods = run.methods
     settings = {m: run.settings(m) for m in methods}
     n_cols = 1 + min(GRID_COLUMNS, max(len(s) for s in settings.values()))
@@ -478,20 +510,19 @@ def image_grid(run: RunData, sample_id: str, seed: int, source: Sample | str) ->
         ax.set_xticks([])
         ax.set_yticks([])
         ax.axis("off")
-    shape = _tile_shape(run, source)
+    by_backbone = source if isinstance(source, dict) else {}
+    fallback = next(iter(by_backbone.values()), "no source") if by_backbone else source
+    sources = {m: by_backbone.get(run.backbone_of(m), fallback) for m in methods}
     cells = run.cells[(run.cells["sample_id"] == sample_id) & (run.cells["seed"] == seed)]
-    src = axes[0, 0]
-    src.axis("on")
-    if isinstance(source, Sample):
-        src.imshow(source.image.permute(1, 2, 0).numpy())
-        if source.mask is not None and source.mask.sum() > 0:
-            _outline(src, source.mask[0].numpy())
-    else:
-        _placeholder(src, shape, f"source unavailable: {source}")
-    has_mask = isinstance(source, Sample) and source.mask is not None
-    src.set_title("source" + " + mask" * has_mask, fontsize=TILE_FONT)
+    shown = None
+    for method in methods:
+        if sources[method] is not shown:  # the first method, or a backbone that saw another size
+            title = "source" if shown is None else f"source at {run.backbone_of(method)}'s size"
+            _source_tile(axes[first_row[method], 0], sources[method], _tile_shape(run, sources[method]), title)
+            shown = sources[method]
     for method in methods:
         texts = settings[method]
+        shape = _tile_shape(run, sources[method])
         varying, _ = varying_params(method, [json.loads(t) for t in texts])
         for k, text in enumerate(texts):
             ax = axes[first_row[method] + k // (n_cols - 1), 1 + k % (n_cols - 1)]

@@ -179,10 +179,10 @@ def build_report(run_dir, planes: list[str] | None = None, n_grid: int = 3, figu
     every_pair = plots.grid_samples(shown)
     report.grid_total = len(every_pair)
     pairs = every_pair[:n_grid]
-    sources = plots.load_sources(shown, [s for s, _ in pairs])
+    sources = plots.backbone_sources(shown, [s for s, _ in pairs])
     for i, (sample_id, seed) in enumerate(pairs):
         source = sources[sample_id]
-        sample = source if isinstance(source, plots.Sample) else None
+        sample = next((s for s in source.values() if isinstance(s, plots.Sample)), None)
         edit_type = shown.cells.loc[shown.cells["sample_id"] == sample_id, "edit_type"].iloc[0]
         report.grids.append(GridPicture(
             f"grid_{i}.png", f"Sample {sample_id}, seed {seed}: source with mask outlined, then each method's outputs.",

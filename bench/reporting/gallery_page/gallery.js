@@ -164,6 +164,12 @@
     source.append(picture(sample.source, "source", `source unavailable: ${sample.source_note}`));
     source.append(el("div", { class: "name" }, sample.mask ? "source (mask outlined)" : "source"));
     tiles.append(source);
+    for (const more of sample.more_sources) {  // another backbone saw the source at another size
+      const other = el("div", { class: "tile", "data-row": "source" });
+      other.append(picture(more.source, "source", "source unavailable"));
+      other.append(el("div", { class: "name" }, `source at ${more.backbone}'s size${sample.mask ? " (mask outlined)" : ""}`));
+      tiles.append(other);
+    }
     // the baseline's and the sorted row's edits stand beside the others even when filtered out
     const sortedRow = metric.value === ANY ? null : +sortRow.value;
     const extra = [base, sortedRow].filter((r, i, all) => r !== null && !rows.includes(r) && all.indexOf(r) === i);
