@@ -236,3 +236,18 @@ def tiny_bert_tokenizer(folder) -> str:
     (folder / "vocab.txt").write_text("\n".join(TINY_VOCAB) + "\n")
     BertTokenizer(str(folder / "vocab.txt")).save_pretrained(folder / "bert")
     return str(folder / "bert")
+
+
+def write_turns_manifest(folder, n: int = 2) -> str:
+    """A JSONL manifest of ``n`` three-turn chains (one line each, ``instructions`` per turn)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(1)
+    lines = []
+    for i in range(n):
+        Image.fromarray(rng.integers(0, 255, (48, 64, 3), dtype=np.uint8)).save(folder / f"c{i}.png")
+        lines.append({"id": f"c{i}", "image": f"c{i}.png", "source_prompt": "a photo",
+                      "instructions": ["add a hat", "make it red", "add snow"],
+                      "target_prompts": ["a photo with a hat", "a red photo with a hat", "a snowy red photo"]})  # fmt: skip
+    path = folder / "chains.jsonl"
+    path.write_text("\n".join(json.dumps(line) for line in lines) + "\n")
+    return str(path)

@@ -1,14 +1,11 @@
 """Multi-turn chains (``dataset.turns: iterative``): order, inputs, failure, kill -9 and resume."""
 
 import html
-import json
 
-import numpy as np
 import pandas as pd
 import pytest
 import yaml
 from click.testing import CliRunner
-from PIL import Image
 
 from bench.data import DatasetSpec, load_dataset
 from bench.errors import ConfigError
@@ -21,7 +18,7 @@ from bench.paths import repo_root
 from bench.registry import register
 from bench.store import Store
 from run_bench import main
-from tests.helpers import committed, kill_9_after, read_cells, write_hub_fixture
+from tests.helpers import committed, kill_9_after, read_cells, write_hub_fixture, write_turns_manifest
 from tests.test_metrics_reference import tiny_clip, tiny_vit  # noqa: F401
 
 
@@ -35,21 +32,6 @@ class _FailsOnTurnTwo(Method):
         if sample.id.endswith("_2"):
             raise RuntimeError("turn two is cursed")
         return EditResult(sample.image[None] * 0.9)
-
-
-def write_turns_manifest(folder, n: int = 2) -> str:
-    """A JSONL manifest of ``n`` three-turn chains (one line each, ``instructions`` per turn)."""
-    folder.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(1)
-    lines = []
-    for i in range(n):
-        Image.fromarray(rng.integers(0, 255, (48, 64, 3), dtype=np.uint8)).save(folder / f"c{i}.png")
-        lines.append({"id": f"c{i}", "image": f"c{i}.png", "source_prompt": "a photo",
-                      "instructions": ["add a hat", "make it red", "add snow"],
-                      "target_prompts": ["a photo with a hat", "a red photo with a hat", "a snowy red photo"]})  # fmt: skip
-    path = folder / "chains.jsonl"
-    path.write_text("\n".join(json.dumps(line) for line in lines) + "\n")
-    return str(path)
 
 
 def chain_config(tmp_path, methods, dataset, **more):

@@ -19,7 +19,7 @@ from bench.execution.config import ExecutorSpec, build_config
 from bench.execution.runner import Runner, new_run_dir, resume_run
 from bench.paths import repo_root
 from bench.store import Store
-from tests.helpers import committed, kill_9_after, write_dataset
+from tests.helpers import committed, kill_9_after, write_dataset, write_turns_manifest
 
 ray = pytest.importorskip("ray")
 
@@ -154,7 +154,6 @@ def test_an_sd3_run_on_ray_equals_the_local_run(ray_instance, raw_config):
 @pytest.mark.slow  # ~70 s on 2 loaded cores: two Ray actors each load the backbone
 def test_iterative_chains_on_ray_equal_the_local_run(ray_instance, tmp_path):
     """A chain's turns run in order on one actor, each editing the previous turn's output there."""
-    from tests.test_chains import write_turns_manifest
 
     raw = {"dataset": {"name": None, "path": write_turns_manifest(tmp_path / "data"), "turns": "iterative"},
            "methods": {"sdedit": {"t0": 0.5, "steps": 4}}, "seeds": [0], "output": str(tmp_path / "runs")}  # fmt: skip
