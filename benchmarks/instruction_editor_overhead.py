@@ -7,13 +7,17 @@ each; the figure is the ratio of median times minus 1 (goal: at most 5% per cell
 The direct path is the pipeline ``from_pretrained`` from the checkpoint's folder, built once;
 the adapter builds its pipeline object over the backbone's networks per batch, as in a run.
 
-    python benchmarks/instruction_editor_overhead.py            # kontext, qwen_image_edit, flux2
+LongCat's pipeline takes no size (it makes ~1024² px, here from the tiny VAE's rule) and the
+adapter resizes its output to the sample's, so that resize is part of the overhead measured.
+
+    python benchmarks/instruction_editor_overhead.py            # every instruction editor
     python benchmarks/instruction_editor_overhead.py --repeats 20 --method kontext
 """
 
 import statistics
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import click
@@ -21,13 +25,30 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-#: method -> (tiny backbone, diffusers pipeline class, setting, keyword arguments of the direct call)
+
+@dataclass(frozen=True)
+class Editor:
+    """How to run one instruction editor both ways."""
+
+    tiny: str  # its embedded tiny backbone
+    pipeline: str  # the diffusers pipeline class called directly
+    setting: dict  # the method's setting
+    direct: dict  # keyword arguments of the direct call besides image, prompt, generator and size
+    takes_size: bool = True  # the pipeline takes height/width (LongCat's does not)
+    image_list: bool = False  # the pipeline takes a list of images (Qwen-Image-Edit-Plus)
+
+
+QWEN_CFG = {"negative_prompt": " ", "true_cfg_scale": 4.0, "num_inference_steps": 2}
 EDITORS = {
-    "kontext": ("tiny-kontext", "FluxKontextPipeline", {"steps": 4},
-                {"guidance_scale": 2.5, "num_inference_steps": 4, "_auto_resize": False}),
-    "qwen_image_edit": ("tiny-qwen-image-edit", "QwenImageEditPipeline", {"steps": 2},
-                        {"negative_prompt": " ", "true_cfg_scale": 4.0, "num_inference_steps": 2}),
-    "flux2": ("tiny-flux2-klein", "Flux2KleinPipeline", {"steps": 4}, {"guidance_scale": 4.0, "num_inference_steps": 4}),
+    "kontext": Editor("tiny-kontext", "FluxKontextPipeline", {"steps": 4},
+                      {"guidance_scale": 2.5, "num_inference_steps": 4, "_auto_resize": False}),
+    "qwen_image_edit": Editor("tiny-qwen-image-edit", "QwenImageEditPipeline", {"steps": 2}, QWEN_CFG),
+    "qwen_image_edit_plus": Editor("tiny-qwen-image-edit-plus", "QwenImageEditPlusPipeline", {"steps": 2}, QWEN_CFG,
+                                   image_list=True),
+    "flux2": Editor("tiny-flux2-klein", "Flux2KleinPipeline", {"steps": 4},
+                    {"guidance_scale": 4.0, "num_inference_steps": 4}),
+    "longcat_edit": Editor("tiny-longcat", "LongCatImageEditPipeline", {"steps": 4},
+                           {"guidance_scale": 4.5, "num_inference_steps": 4}, takes_size=False),
 }  # fmt: skip
 WIDTH, HEIGHT = 144, 112
 
@@ -48,23 +69,26 @@ def measure(method_name: str, repeats: int) -> tuple[float, float]:
     from bench.samples import Sample
     from methods.kontext import pil_image
 
-    tiny, pipeline_class, given, direct_kwargs = EDITORS[method_name]
-    backbone = Backbone(BackboneSpec(name=tiny, device="cpu", dtype="fp32"))
+    editor = EDITORS[method_name]
+    backbone = Backbone(BackboneSpec(name=editor.tiny, device="cpu", dtype="fp32"))
     method = get_method(method_name)()
-    setting = method.resolve(given, backbone.family_name)
+    setting = method.resolve(editor.setting, backbone.family_name)
     image = torch.rand(3, HEIGHT, WIDTH, generator=torch.Generator().manual_seed(0))
     image = (image * 255).round() / 255  # an 8-bit image, as samples are
     sample = Sample("bench", image, "a photo", instruction="make it red")
-    pipe = getattr(diffusers, pipeline_class).from_pretrained(backbone.folder)
+    pipe = getattr(diffusers, editor.pipeline).from_pretrained(backbone.folder)
     pipe.set_progress_bar_config(disable=True)
-    size = {"height": HEIGHT, "width": WIDTH} | ({"max_area": HEIGHT * WIDTH} if method_name == "kontext" else {})
+    size = {"height": HEIGHT, "width": WIDTH} if editor.takes_size else {}
+    if method_name == "kontext":
+        size["max_area"] = HEIGHT * WIDTH
 
     def adapter():
         method.edit_batch(backbone, [EditRow(sample, None, torch.Generator().manual_seed(1))], setting)
 
     def direct():
-        pipe(image=pil_image(sample.image), prompt=sample.instruction, generator=torch.Generator().manual_seed(1),
-             output_type="pt", **size, **direct_kwargs)  # fmt: skip
+        source = pil_image(sample.image)
+        pipe(image=[source] if editor.image_list else source, prompt=sample.instruction,
+             generator=torch.Generator().manual_seed(1), output_type="pt", **size, **editor.direct)  # fmt: skip
 
     adapter(), direct()  # warm-up
     times = {"adapter": [], "direct": []}
