@@ -3,7 +3,10 @@ worker calls it) against the same work done by calling the diffusers pipeline di
 
 For each instruction editor on its embedded tiny checkpoint (CPU, fp32), the same sample, seed,
 size and steps go through both paths in alternation, ``--repeats`` times after a warm-up call
-each; the figure is the ratio of median times minus 1 (goal: at most 5% per cell, issue 35).
+each, the first of each pair swapping every repeat: a call right after the other path's ran up
+to ~10% faster here (qwen_image_edit, 6 pairs: adapter first +10.5%, direct first -12.0%), so a
+fixed order measured the order. The figure is the ratio of median times minus 1 (goal: at most
+5% per cell, issue 35).
 The direct path is the pipeline ``from_pretrained`` from the checkpoint's folder, built once;
 the adapter builds its pipeline object over the backbone's networks per batch, as in a run.
 
@@ -91,15 +94,17 @@ def measure(method_name: str, repeats: int) -> tuple[float, float]:
              generator=torch.Generator().manual_seed(1), output_type="pt", **size, **editor.direct)  # fmt: skip
 
     adapter(), direct()  # warm-up
+    paths = {"adapter": adapter, "direct": direct}
     times = {"adapter": [], "direct": []}
-    for _ in range(repeats):
-        times["adapter"].append(_timed(adapter))
-        times["direct"].append(_timed(direct))
+    for repeat in range(repeats):
+        for name in ("adapter", "direct") if repeat % 2 == 0 else ("direct", "adapter"):
+            times[name].append(_timed(paths[name]))
     return statistics.median(times["adapter"]), statistics.median(times["direct"])
 
 
 @click.command()
-@click.option("--repeats", default=10, show_default=True, help="timed calls per path and method")
+@click.option("--repeats", default=10, show_default=True,
+              help="timed calls per path and method (even: each path first as often)")
 @click.option("--method", "methods", multiple=True, type=click.Choice(list(EDITORS)), help="default: all")
 def main(repeats: int, methods: tuple[str, ...]):
     torch.set_num_threads(1)

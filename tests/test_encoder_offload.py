@@ -27,7 +27,8 @@ CASES = [
     ("tiny-flux", "flux", "cfg", {"steps": 2}),
 ]
 OFFLOAD = torch.device("cpu")
-pytestmark = pytest.mark.backbone  # the tiny backbones are built here, not taken from a fixture: the GPU suite runs these
+#: the tiny backbones are built here, not taken from a fixture: marked so that the GPU suite runs these
+pytestmark = pytest.mark.backbone
 
 
 def _edit(backbone, method_name: str, given: dict, image: torch.Tensor) -> torch.Tensor:
