@@ -87,3 +87,13 @@ def test_offloaded_encoders_change_no_pixel_and_are_recorded(name, fixture, meth
     offloaded = Backbone(tiny_backbone_spec(name, offload_text_encoders=True))
     assert torch.equal(_edit(offloaded, method_name, given, image), _edit(plain, method_name, given, image))
     assert offloaded.describe()["spec"]["offload_text_encoders"] and offloaded.fingerprint["offload_text_encoders"]
+
+
+def test_an_encoder_call_that_fails_sends_the_encoder_back(monkeypatch):
+    backbone = _offloaded("tiny-flux", monkeypatch)
+    placements = Placements(backbone, monkeypatch)
+    t5 = backbone.text_encoders.index(backbone.text_encoder_2)
+    with pytest.raises(RuntimeError):
+        backbone.text_encoder_2(torch.zeros(1, 3))  # float token ids: T5's embedding refuses them
+    assert placements.during_encoding == [(backbone.device, backbone.device.type)]  # it was moved in for the call
+    assert placements.where(t5) == (OFFLOAD, "cpu")  # and back, although the call failed
