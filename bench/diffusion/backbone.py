@@ -19,6 +19,7 @@ import torch
 
 from bench.devices import resolve_device
 from bench.diffusion.families import family_of_folder, get_family
+from bench.diffusion.offload import model_cpu_offload, offload_encoders
 from bench.errors import ConfigError, did_you_mean, unknown
 from bench.method import StepRules
 from bench.samples import Frame, ResolutionPolicy
@@ -46,11 +47,13 @@ class BackboneSpec:
     12B transformer and T5-XXL do not fit fp32 on one GPU), or ``fp32``/``fp16``/``bf16``.
     ``resolution`` defaults to the denoiser's native size (``sample_size`` x VAE factor).
     ``text_encoder_3``: ``auto`` (load T5 when the pipeline has it) or ``none`` (SD3: T5's part of
-    the conditioning is zeros, as diffusers allows). ``offload_text_encoders``: keep the text
-    encoders on the CPU and move them to the device only to encode a new prompt (each prompt is
-    encoded once and cached). ``true_cfg_scale`` (FLUX only): above 1, every guided step adds
-    classifier-free guidance on top of the distilled guidance, with the unconditional prompt as the
-    negative (diffusers' ``FluxPipeline(true_cfg_scale=..., negative_prompt="")``; twice the NFE).
+    the conditioning is zeros, as diffusers allows). ``offload_text_encoders``: keep the text (and
+    vision-language) encoders on the CPU and move each to the device only for its forward call,
+    the denoiser and VAE staying resident (``bench.diffusion.offload``; every family, instruction
+    editors included; the backbone encodes each prompt once and caches it). ``true_cfg_scale``
+    (FLUX only): above 1, every guided step adds classifier-free guidance on top of the distilled
+    guidance, with the unconditional prompt as the negative (diffusers'
+    ``FluxPipeline(true_cfg_scale=..., negative_prompt="")``; twice the NFE).
     ``cpu_offload``: diffusers' model CPU offload (``enable_model_cpu_offload``): every network stays
     on the CPU and moves to the device only while it runs, one at a time (text encoders, denoiser,
     VAE): the peak GPU memory is the largest network's, at the cost of a transfer per call.
@@ -293,16 +296,6 @@ def family_on_disk(spec: BackboneSpec) -> str | None:
     return None if folder is None else family_of_folder(folder)
 
 
-def _model_cpu_offload(models: list[torch.nn.Module], device: torch.device) -> None:
-    """diffusers' ``enable_model_cpu_offload``: a chain of accelerate hooks that moves each model to
-    ``device`` when it runs and the previous one back to the CPU."""
-    from accelerate import cpu_offload_with_hook
-
-    hook = None
-    for model in models:
-        _, hook = cpu_offload_with_hook(model, device, prev_module_hook=hook)
-
-
 class NFECounter:
     """Counts denoiser (UNet or transformer) evaluations, one per latent in the batch (a CFG step of batch 1 is 2 NFE)."""
 
@@ -340,24 +333,23 @@ class Backbone:
             raise ConfigError(f"backbone text_encoder_3 applies to SD3/3.5 only; {spec.name!r} is {self.family_name}")
         if spec.true_cfg_scale != 1 and self.family_name != "flux":
             raise ConfigError(f"backbone true_cfg_scale applies to FLUX.1 only; {spec.name!r} is {self.family_name}")
-        if spec.offload_text_encoders and hasattr(self.family, "pipeline"):
-            raise ConfigError(f"backbone {spec.name!r}: offload_text_encoders does not apply to an instruction editor, "
-                              "whose pipeline runs its encoders itself; use cpu_offload: true")  # fmt: skip
         for sub in self.family.weight_files(spec):
             problem = only_bin_weights(self.folder / sub)
             if problem:
                 raise ConfigError(f"backbone {spec.name!r}: sub-folder {sub!r} cannot be loaded: {problem}")
         self.family.load(self, dict(use_safetensors=True, torch_dtype=self.dtype))
+        self.text_encoders = [m for m in self.networks if m is not self.denoiser and m is not self.vae]
         for module in self.networks:
             module.eval().requires_grad_(False)
-            if not spec.cpu_offload:
-                module.to(self.device)
-        self.text_encoders = [m for m in self.networks if m is not self.denoiser and m is not self.vae]
         if spec.cpu_offload:
-            _model_cpu_offload([*self.text_encoders, self.denoiser, self.vae], self.device)
-        if spec.offload_text_encoders:
-            for module in self.text_encoders:
-                module.to("cpu")
+            model_cpu_offload([*self.text_encoders, self.denoiser, self.vae], self.device)
+        elif spec.offload_text_encoders:
+            self.denoiser.to(self.device)
+            self.vae.to(self.device)
+            offload_encoders(self.text_encoders, self.device)
+        else:
+            for module in self.networks:
+                module.to(self.device)
         self.vae_factor = getattr(self.family, "VAE_FACTOR", None) or 2 ** (len(self.vae.config.block_out_channels) - 1)
         self.resolution = spec.resolution or native_resolution(self.family, dict(self.denoiser.config), dict(self.vae.config))
         if self.resolution % (8 * self.vae_factor):
@@ -397,15 +389,7 @@ class Backbone:
         """The conditioning of ``prompt`` as the family's pipeline computes it, one (1, L, D)
         tensor (SD: 77 CLIP hidden states; SDXL, SD3: see ``families.sdxl/sd3.encode_text``); cached."""
         if prompt not in self._text_cache:
-            if self.spec.offload_text_encoders:
-                for module in self.text_encoders:
-                    module.to(self.device)
-            try:
-                self._text_cache[prompt] = self.family.encode_text(self, prompt)
-            finally:
-                if self.spec.offload_text_encoders:
-                    for module in self.text_encoders:
-                        module.to("cpu")
+            self._text_cache[prompt] = self.family.encode_text(self, prompt)
         return self._text_cache[prompt]
 
     @torch.no_grad()
