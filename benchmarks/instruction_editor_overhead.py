@@ -39,6 +39,7 @@ class Editor:
     direct: dict  # keyword arguments of the direct call besides image, prompt, generator and size
     takes_size: bool = True  # the pipeline takes height/width (LongCat's does not)
     image_list: bool = False  # the pipeline takes a list of images (Qwen-Image-Edit-Plus)
+    method: str = ""  # the editbench method, when it is not the entry's name (FLUX.2 [dev] runs ``flux2``)
 
 
 QWEN_CFG = {"negative_prompt": " ", "true_cfg_scale": 4.0, "num_inference_steps": 2}
@@ -50,6 +51,8 @@ EDITORS = {
                                    image_list=True),
     "flux2": Editor("tiny-flux2-klein", "Flux2KleinPipeline", {"steps": 4},
                     {"guidance_scale": 4.0, "num_inference_steps": 4}),
+    "flux2_dev": Editor("tiny-flux2-dev", "Flux2Pipeline", {"steps": 4},
+                        {"guidance_scale": 4.0, "num_inference_steps": 4}, method="flux2"),
     "longcat_edit": Editor("tiny-longcat", "LongCatImageEditPipeline", {"steps": 4},
                            {"guidance_scale": 4.5, "num_inference_steps": 4}, takes_size=False),
 }  # fmt: skip
@@ -62,7 +65,7 @@ def _timed(call) -> float:
     return time.perf_counter() - started
 
 
-def measure(method_name: str, repeats: int) -> tuple[float, float]:
+def measure(editor_name: str, repeats: int) -> tuple[float, float]:
     """(median seconds per cell through the adapter, median seconds calling the pipeline directly)."""
     import diffusers
 
@@ -72,7 +75,8 @@ def measure(method_name: str, repeats: int) -> tuple[float, float]:
     from bench.samples import Sample
     from methods.kontext import pil_image
 
-    editor = EDITORS[method_name]
+    editor = EDITORS[editor_name]
+    method_name = editor.method or editor_name
     backbone = Backbone(BackboneSpec(name=editor.tiny, device="cpu", dtype="fp32"))
     method = get_method(method_name)()
     setting = method.resolve(editor.setting, backbone.family_name)
@@ -105,12 +109,13 @@ def measure(method_name: str, repeats: int) -> tuple[float, float]:
 @click.command()
 @click.option("--repeats", default=10, show_default=True,
               help="timed calls per path and method (even: each path first as often)")
-@click.option("--method", "methods", multiple=True, type=click.Choice(list(EDITORS)), help="default: all")
-def main(repeats: int, methods: tuple[str, ...]):
+@click.option("--method", "editors", multiple=True, type=click.Choice(list(EDITORS)),
+              help="an editor (flux2_dev: flux2 on FLUX.2 [dev]); default: all")
+def main(repeats: int, editors: tuple[str, ...]):
     torch.set_num_threads(1)
     print(f"| method | adapter s/cell | pipeline s/cell | overhead | ({repeats} alternating calls each, CPU, fp32, "
           f"{WIDTH}x{HEIGHT}) |\n|---|---|---|---|---|")  # fmt: skip
-    for name in methods or EDITORS:
+    for name in editors or EDITORS:
         adapter, direct = measure(name, repeats)
         print(f"| {name} | {adapter:.4f} | {direct:.4f} | {adapter / direct - 1:+.1%} | |")
 
