@@ -1,7 +1,8 @@
 """openai_images: an OpenAI-compatible images-edit endpoint (gpt-image-1, or a server copying its API) as a method.
 
 Each cell is one request, ``POST {base_url}/images/edits`` as ``multipart/form-data``: ``image``
-(the sample's source as editbench prepared it, the frame every method edits, as PNG),
+(the sample's source as editbench prepared it, the frame every method edits, as PNG; with the
+sample's reference images, the source then each reference as the array ``image[]``),
 ``prompt`` (the sample's instruction), ``model``, ``n`` = 1, and ``size``, ``quality``,
 ``input_fidelity`` and ``response_format`` only when set (empty: not sent, the API's default).
 The reply is ``{"data": [{"b64_json": ...}]}``; a ``url`` instead is fetched without the key.
@@ -69,6 +70,7 @@ class OpenAIImages(Method):
     name = "openai_images"
     description = "an OpenAI-compatible images-edit endpoint (gpt-image-1 and servers copying its API)"
     needs = frozenset({"instruction"})
+    reads_references = True  # a sample's reference images go after its source, as the form's ``image[]`` array
     stochastic = True  # the API takes no seed: two requests for one sample may differ
     measures_cost = False
     families = TEXT_TO_IMAGE_FAMILIES  # it never touches the backbone; the run's frame is all it takes
@@ -151,7 +153,10 @@ def edit_one(sample, setting) -> EditResult:
     url = f"{setting['base_url'].rstrip('/')}/images/edits"
     fields = {"prompt": sample.instruction, "model": setting["model"], "n": "1"}
     fields |= {name: setting[name] for name in OPTIONAL_FIELDS if setting[name]}
-    body, content_type = multipart(fields, ("image", "source.png", png_data(to_pil(sample.image))))
+    images = (sample.image, *sample.reference_images)
+    form_name = "image" if len(images) == 1 else "image[]"  # several images go as an array, as the API takes them
+    files = [(form_name, f"image{i}.png", png_data(to_pil(image))) for i, image in enumerate(images)]
+    body, content_type = multipart(fields, files)
     policy = RetryPolicy(setting["timeout_s"], setting["retries"], setting["backoff_s"])
     try:
         reply = post(url, body, headers(setting, content_type), policy)
@@ -165,15 +170,15 @@ def edit_one(sample, setting) -> EditResult:
     return EditResult(image_tensor(picture)[None], labels=[SIZE_RULE, COST_LABEL, SEED_LABEL])
 
 
-def multipart(fields: dict[str, str], file: tuple[str, str, bytes]) -> tuple[bytes, str]:
-    """A ``multipart/form-data`` body of text ``fields`` and one PNG ``file`` (form name, file name,
+def multipart(fields: dict[str, str], files: list[tuple[str, str, bytes]]) -> tuple[bytes, str]:
+    """A ``multipart/form-data`` body of text ``fields`` and PNG ``files`` (form name, file name,
     bytes), with its content type."""
     boundary = uuid.uuid4().hex
     parts = [f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"\r\n\r\n{value}\r\n'.encode()
              for name, value in fields.items()]  # fmt: skip
-    name, filename, data = file
-    parts.append(f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"; filename="{filename}"\r\n'
-                 "Content-Type: image/png\r\n\r\n".encode() + data + b"\r\n")  # fmt: skip
+    for name, filename, data in files:
+        parts.append(f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"; filename="{filename}"\r\n'
+                     "Content-Type: image/png\r\n\r\n".encode() + data + b"\r\n")  # fmt: skip
     return b"".join(parts) + f"--{boundary}--\r\n".encode(), f"multipart/form-data; boundary={boundary}"
 
 

@@ -173,3 +173,25 @@ def test_retry_failed_goes_with_resume(tmp_path):
 
     result = CliRunner().invoke(main, ["run", str(tmp_path / "config.yaml"), "--retry-failed"])
     assert result.exit_code == 1 and "--resume RUN_DIR" in result.output
+
+
+
+def test_a_samples_reference_images_go_after_its_source_as_the_image_array(tmp_path):
+    with ImagesServer(red) as server:
+        run_config = config(tmp_path, server, n=2)
+        manifest = tmp_path / "data" / "manifest.jsonl"
+        Image.new("RGB", (96, 48), (0, 0, 250)).save(tmp_path / "data" / "wide.png")
+        lines = [json.loads(line) for line in manifest.read_text().splitlines()]
+        lines[1]["reference_images"] = ["wide.png"]
+        manifest.write_text("\n".join(json.dumps(line) for line in lines) + "\n")
+        run_dir, counts = start_run(run_config, progress=False)
+    assert counts["ok"] == 2
+    plain, with_reference = sorted(server.requests, key=lambda r: r["prompt"])
+    assert plain["image"].size == (64, 64) and "image[]" not in plain
+    source, reference = with_reference["image[]"]
+    assert "image" not in with_reference and source.size == (64, 64)
+    assert reference.size[0] == 2 * reference.size[1] and np.asarray(reference)[..., 2].min() > 200  # its own aspect
+    store = Store(run_dir)
+    warnings = store.info("warnings") or []
+    store.close()
+    assert not any("reference" in w for w in warnings), "openai_images reads references: no ignored-references warning"
