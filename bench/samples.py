@@ -150,7 +150,7 @@ class Frame:
         """(W, H) of an image of ``width`` x ``height`` under this rule."""
         if self.mode == "square":
             return self.side, self.side
-        area = self.area or self.side**2
+        area = self.pixels
         if self.choices:
             width, height = min(self.choices, key=lambda c: abs(c[0] / c[1] - width / height))
             scale = math.sqrt(area) / self.choices_side
@@ -168,17 +168,22 @@ class Frame:
         """The rule in words, for the manifest and reports."""
         if self.mode == "square":
             return f"square: shorter side to {self.side} px (bicubic), centre crop"
-        area = self.area or self.side**2
+        area = self.pixels
         what = (f"the preferred size of closest aspect ratio ({len(self.choices)} stated at {self.choices_side}² px)"
                 if self.choices else "the input's aspect ratio")  # fmt: skip
         grow = "" if self.grow or self.choices else ", smaller images not enlarged"
         return (f"keep_aspect: {what} at {area} px area{grow}, sides rounded ({self.rounding}) to multiples of "
                 f"{self.multiple}, bicubic resize, nothing cropped")  # fmt: skip
 
+    @property
+    def pixels(self) -> int:
+        """The pixel count this rule works at: its area, or its square's."""
+        return self.area or self.side**2
+
     def reference_frame(self) -> "Frame":
         """The rule of a sample's reference images: this frame's area at each image's own aspect
         ratio, sides rounded to its multiple, nothing cropped (the pipelines resize them themselves)."""
-        return replace(self, mode="keep_aspect", area=self.area or self.side**2, choices=())
+        return replace(self, mode="keep_aspect", area=self.pixels, choices=())
 
     def to_dict(self) -> dict:
         """The rule as the manifest records it (``from_dict`` reads it back) with ``describe``'s text,
@@ -254,11 +259,6 @@ def run_frames(manifest: dict) -> dict[str | None, Frame]:
     first = (Frame.from_dict(manifest["images"]) if "images" in manifest
              else Frame("square", side=int(manifest["backbone"]["resolution"])))  # fmt: skip
     return {**frames, None: first}
-
-
-def frame_pixels(frame: Frame) -> int:
-    """The pixel count ``frame`` works at: its area, or its square's."""
-    return frame.area or frame.side**2
 
 
 def cell_frame(frames: "dict | Frame | int", backbone) -> Frame:

@@ -22,7 +22,7 @@ from bench.execution.scoring import read_png
 from bench.metrics.judge import instruction_of, to_pil
 from bench.metrics.judge_failures import NO_INSTRUCTION
 from bench.paths import write_atomic
-from bench.samples import Frame, cell_frame, frame_pixels, run_frames
+from bench.samples import Frame, cell_frame, run_frames
 
 MATCHES = "pairwise.jsonl"
 
@@ -79,7 +79,7 @@ def judge_run(run_dir: Path, judge, rows: list[str] | None, instruction_mode: st
         triples, instructions, asked = [], [], []
         for first, second, sample_id, seed in batch:
             cells_shown = [by_row[r][sample_id, seed] for r in (first, second)]
-            frame = max((cell_frame(frames, c.backbone) for c in cells_shown), key=frame_pixels)
+            frame = max((cell_frame(frames, c.backbone) for c in cells_shown), key=lambda frame: frame.pixels)
             if (sample_id, frame) not in sources:
                 sample = refs[sample_id].load(frame)
                 sources[sample_id, frame] = (to_pil(sample.image), instruction_of(sample, instruction_mode))
