@@ -102,12 +102,6 @@ def test_a_run_without_verdicts_says_how_to_make_them(tmp_path):
     assert table.exit_code != 0 and "editbench pairwise" in table.output
 
 
-def test_the_tiny_judge_judges_the_arena_end_to_end(tmp_path):
-    run_dir = arena_run(tmp_path)
-    judged = CliRunner().invoke(main, ["pairwise", str(run_dir), "--untrained-extractors"])
-    assert judged.exit_code == 0, judged.output
-    table = CliRunner().invoke(main, ["report", str(run_dir), "--table", "geditbench_v2"])
-    assert table.exit_code == 0 and "# GEditBench v2 table" in table.output
 
 
 TEMPLATES = {"pvc_pairwise_v1": "geditbench-v2-vc-pairwise/1", "geditbench_v2_if_pairwise_v1": "geditbench-v2-if-pairwise/1",
@@ -187,3 +181,26 @@ def row_of(run_dir, model):
     rows = {r["first"] for r in map(json.loads, (run_dir / "pairwise.jsonl").read_text().splitlines())}
     rows |= {r["second"] for r in map(json.loads, (run_dir / "pairwise.jsonl").read_text().splitlines())}
     return next(r for r in rows if f'/{model}"' in r)
+
+
+def test_the_tiny_judge_judges_the_arena_end_to_end(tmp_path):
+    run_dir = arena_run(tmp_path)
+    judged = CliRunner().invoke(main, ["pairwise", str(run_dir), "--untrained-extractors"])
+    assert judged.exit_code == 0, judged.output
+    table = CliRunner().invoke(main, ["report", str(run_dir), "--table", "geditbench_v2"])
+    assert table.exit_code == 0 and "# GEditBench v2 table" in table.output
+
+
+@pytest.mark.slow  # ~40 s on 2 cores: 36 answers of up to 512 tokens
+def test_the_tiny_judge_judges_every_dimension(tmp_path):
+    """The tiny random judge through each of the three templates: every match recorded with its
+    dimension and which row was Image A; random answers are mostly unreadable, so the table may
+    have no verdict to fit: only the records are checked."""
+    run_dir = arena_run(tmp_path)
+    for name in TEMPLATES:
+        judged = CliRunner().invoke(main, ["pairwise", str(run_dir), "--untrained-extractors", "--template", name])
+        assert judged.exit_code == 0, judged.output
+    records = [json.loads(line) for line in (run_dir / "pairwise.jsonl").read_text().splitlines()]
+    assert sorted(r["dimension"] for r in records) == sorted(list(TEMPLATES.values()) * len(KEYS) * 3)
+    assert all(r["first_shown_as"] == ("A" if name_order_key(r["first"]) <= name_order_key(r["second"]) else "B")
+               for r in records)  # fmt: skip
