@@ -167,7 +167,7 @@ def test_the_three_dimensions_each_asked_once_per_pair_in_name_order_and_fitted_
     rows = [line.strip("| ").split(" | ") for line in text.splitlines() if line.startswith("| external")]
     assert [r[3:] for r in rows] == [["3", "24"]] * 3  # every row in the three dimensions, 2 opponents x 4 queries each
     order = [json.loads(r[0].split(" ", 1)[1])["folder"].rsplit("/", 1)[1] for r in rows]
-    assert order == ["Closest", "Middle", "Farthest"]  # it wins consistency and quality; A (sorted first) wins following
+    assert order == ["Closest", "Middle", "Farthest"]  # consistency and quality: Closest; following: A (sorted first)
 
 
 def nearest(image, candidates: dict) -> str:

@@ -33,8 +33,8 @@ def test_the_template_is_the_published_prompt_as_data():
 
 
 def test_the_instruction_following_and_visual_quality_templates_are_the_published_prompts():
-    """GEditBench v2 @82bc00e, src/prompts/assets/vlm/assessment/{instruction_following,visual_quality}/pairwise/v1.yaml:
-    compared text for text outside the repository (/work/scratch/gedit2/compare_templates.py)."""
+    """GEditBench v2 @82bc00e, src/prompts/assets/vlm/assessment/{instruction_following,
+    visual_quality}/pairwise/v1.yaml: compared text for text outside the repository (/work/scratch/gedit2/compare_templates.py)."""
     following = load_pairwise_template("geditbench_v2_if_pairwise_v1")
     assert following.version == "geditbench-v2-if-pairwise/1"
     assert [v for kind, v in following.parts if kind == "image"] == ["source", "a", "b"]
@@ -45,7 +45,7 @@ def test_the_instruction_following_and_visual_quality_templates_are_the_publishe
     assert quality.version == "geditbench-v2-vq-pairwise/1"
     assert [v for kind, v in quality.parts if kind == "image"] == ["a", "b"]  # neither the original nor the instruction
     assert not any(quality.placeholder in v for kind, v in quality.parts if kind == "text")
-    assert quality.system.startswith("You are a strict and highly critical image quality comparator. Your sole responsibility")
+    assert quality.system.startswith("You are a strict and highly critical image quality comparator. Your sole")
     assert quality.system.endswith("Do not output explanations.\n")  # a folded YAML block there, as here
     assert "• Anatomical abnormalities (extra fingers, distorted limbs, fused body parts)\n" in quality.parts[0][1]
     assert quality.parts[0][1].endswith("```\n\n\n--- Generated Images to Compare ---\nImage A:\n")
@@ -54,7 +54,8 @@ def test_the_instruction_following_and_visual_quality_templates_are_the_publishe
 @pytest.mark.parametrize("first, second, shown_first", [
     ("model-10", "model-9", "model-9"), ("FLUX2_dev", "FLUX1_Kontext_dev", "FLUX1_Kontext_dev"),
     ("Qwen_Image_Edit_2511", "Qwen_Image_Edit_2509", "Qwen_Image_Edit_2509"), ("bagel", "BAGEL", "BAGEL"),
-    ('sdedit {"t0": 0.8}', 'sdedit {"t0": 0.6}', 'sdedit {"t0": 0.6}'), ("Step1X_Edit_v1p2", "Seedream4p5", "Seedream4p5"),
+    ('sdedit {"t0": 0.8}', 'sdedit {"t0": 0.6}', 'sdedit {"t0": 0.6}'),
+    ("Step1X_Edit_v1p2", "Seedream4p5", "Seedream4p5"),
     ("x 2", "x y", "x 2"),  # a number meets a word: GEditBench v2's key raises TypeError; here numbers come first
 ])  # fmt: skip
 def test_image_a_is_the_name_geditbench_v2s_canonical_pair_puts_first(first, second, shown_first):
