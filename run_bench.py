@@ -450,7 +450,9 @@ def judge_agreement(set_name, judge_path, metric, set_path, limit, resolution, d
 @click.argument("run_dir", type=click.Path(exists=True, file_okay=False))
 @click.option("--judge", "judge_path", type=click.Path(dir_okay=False), help="YAML with judge: (JudgeOptions keys), e.g. PVC-Judge's endpoint.")
 @click.option("--rows", multiple=True, metavar="METHOD", help="Compare only these methods' rows (repeatable; default: all).")
-@click.option("--template", default="pvc_pairwise_v1", show_default=True, help="A pairwise template of bench/metrics/templates.")
+@click.option("--template", default="pvc_pairwise_v1", show_default=True,
+              help="A pairwise template of bench/metrics/templates: one dimension (GEditBench v2: pvc_pairwise_v1, "
+                   "geditbench_v2_if_pairwise_v1, geditbench_v2_vq_pairwise_v1).")
 @click.option("--untrained-extractors", is_flag=True, help="A local judge without weights is tiny and random (smoke numbers).")
 @_fail_cleanly
 def pairwise(run_dir, judge_path, rows, template, untrained_extractors):

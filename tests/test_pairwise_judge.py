@@ -1,5 +1,6 @@
-"""The pairwise judge (PVC-Judge's prompt, GEditBench v2): the template as published, verdicts
-read and cached, failures never a winner; ``editbench pairwise`` compares a run's rows cell by
+"""The pairwise judges (GEditBench v2's three prompts: PVC-Judge's visual consistency,
+instruction following, visual quality): the templates as published, Image A chosen by GEditBench
+v2's name order, verdicts read and cached, failures never a winner; ``editbench pairwise`` compares a run's rows cell by
 cell through a loopback endpoint with a rule judge, and through the tiny local judge (smoke)."""
 
 import json
@@ -10,6 +11,7 @@ from PIL import Image
 import yaml
 from click.testing import CliRunner
 
+from bench.execution.pairwise import name_order_key
 from bench.metrics.judge_backends import JudgeOptions
 from bench.metrics.pairwise import load_pairwise_judge, load_pairwise_template, read_verdict
 from run_bench import main
@@ -28,6 +30,38 @@ def test_the_template_is_the_published_prompt_as_data():
     assert [v for kind, v in template.parts if kind == "image"] == ["source", "a", "b"]
     assert template.system.startswith("You are a meticulous Image Integrity Analyst.")
     assert "**Editing Instruction:** {{ instruction }}\nOriginal Image:\n" in template.parts[0][1]
+
+
+def test_the_instruction_following_and_visual_quality_templates_are_the_published_prompts():
+    """GEditBench v2 @82bc00e, src/prompts/assets/vlm/assessment/{instruction_following,
+    visual_quality}/pairwise/v1.yaml: compared text for text outside the repository (/work/scratch/gedit2/compare_templates.py)."""
+    following = load_pairwise_template("geditbench_v2_if_pairwise_v1")
+    assert following.version == "geditbench-v2-if-pairwise/1"
+    assert [v for kind, v in following.parts if kind == "image"] == ["source", "a", "b"]
+    assert following.system.startswith("You are a meticulous instruction compliance analyst.")
+    assert following.parts[0][1].startswith("**Task: Evaluate Instruction Adherence ONLY.**\n\n")
+    assert following.parts[0][1].endswith("**Editing Instruction:** {{ instruction }}\n\nOriginal Image:\n")
+    quality = load_pairwise_template("geditbench_v2_vq_pairwise_v1")
+    assert quality.version == "geditbench-v2-vq-pairwise/1"
+    assert [v for kind, v in quality.parts if kind == "image"] == ["a", "b"]  # neither the original nor the instruction
+    assert not any(quality.placeholder in v for kind, v in quality.parts if kind == "text")
+    assert quality.system.startswith("You are a strict and highly critical image quality comparator. Your sole")
+    assert quality.system.endswith("Do not output explanations.\n")  # a folded YAML block there, as here
+    assert "• Anatomical abnormalities (extra fingers, distorted limbs, fused body parts)\n" in quality.parts[0][1]
+    assert quality.parts[0][1].endswith("```\n\n\n--- Generated Images to Compare ---\nImage A:\n")
+
+
+@pytest.mark.parametrize("first, second, shown_first", [
+    ("model-10", "model-9", "model-9"), ("FLUX2_dev", "FLUX1_Kontext_dev", "FLUX1_Kontext_dev"),
+    ("Qwen_Image_Edit_2511", "Qwen_Image_Edit_2509", "Qwen_Image_Edit_2509"), ("bagel", "BAGEL", "BAGEL"),
+    ('sdedit {"t0": 0.8}', 'sdedit {"t0": 0.6}', 'sdedit {"t0": 0.6}'),
+    ("Step1X_Edit_v1p2", "Seedream4p5", "Seedream4p5"),
+    ("x 2", "x y", "x 2"),  # a number meets a word: GEditBench v2's key raises TypeError; here numbers come first
+])  # fmt: skip
+def test_image_a_is_the_name_geditbench_v2s_canonical_pair_puts_first(first, second, shown_first):
+    """Their canonical_pair (common_utils/pairwise.py @82bc00e) gave the first six; it agreed with
+    name_order_key on all 1,181,486 pairs of 2,017 names where it is defined (compare_order.py)."""
+    assert min(first, second, key=name_order_key) == shown_first
 
 
 @pytest.mark.parametrize("answer, winner", [('{"winner": "Image A"}', "a"), ('```json\n{"winner": "image b"}\n```', "b"),
@@ -82,6 +116,13 @@ def test_the_tiny_local_pairwise_judge_answers_something(tmp_path):
     grey = [Image.new("RGB", (32, 32), (v, v, v)) for v in (100, 110, 200)]
     (verdict,) = judge.verdicts([tuple(grey)], ["make it lighter"])
     assert verdict.text is not None and verdict.kind in ("ok", "unreadable")  # random weights: any answer, classed
+
+
+def test_the_tiny_local_judge_answers_the_two_image_quality_prompt(tmp_path):
+    judge = load_pairwise_judge(JudgeOptions(), "cpu", True, 0, "geditbench_v2_vq_pairwise_v1")
+    grey = [Image.new("RGB", (32, 32), (v, v, v)) for v in (100, 110, 200)]
+    (verdict,) = judge.verdicts([tuple(grey)], ["make it lighter"])
+    assert verdict.text is not None and verdict.kind in ("ok", "unreadable")
 
 
 class SizeRecordingJudge:

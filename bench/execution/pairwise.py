@@ -1,19 +1,24 @@
 """Pairwise judging of a finished run (``editbench pairwise``): for every two rows (method x
 setting) of the run, the judge compares their cells of the same sample and seed.
 
-Each match shows the judge the sample's source, the two rows' saved images and the instruction
-(``judge.instruction`` as for the VIEScore judge). The source is prepared as the two cells saw it
+Each match shows the judge what its template names: the sample's source, the two rows' saved
+images and the instruction (``judge.instruction`` as for the VIEScore judge); GEditBench v2's
+visual-quality prompt shows the two edits only. The source is prepared as the two cells saw it
 (their backbone's size rule, ``run_frames``); when the two rows ran on backbones of different
-rules, at the larger of the two. Which row is Image A is decided per match by a
-seeded hash of the match (position bias then falls on both rows alike, as GEditBench v2 randomises
-the order); the verdict is mapped back to the rows. Every match, with its judge identity, is
-written to ``RUN/pairwise.jsonl`` with its ``dimension`` (the template's version; judging again
-with a template replaces that template's matches and keeps the others'): the input of win rates
-(``bench.reporting.pairwise``) and of an Elo fit (``report --table geditbench_v2``).
+rules, at the larger of the two.
+
+Each pair is asked once, in one order, as GEditBench v2's arena asks it (``generate_canonical_pairs``
+in its ``common_utils/pairwise.py``, used by ``GEditBenchV2Eval``): Image A is the row whose name
+comes first under its ``model_sort_key`` (``name_order_key``), in every dimension; the verdict is
+mapped back to the rows. Their arena neither swaps A and B nor randomises the order, so there is
+no second verdict to combine. Every match, with its judge identity and which row was shown as
+Image A, is written to ``RUN/pairwise.jsonl`` with its ``dimension`` (the template's version;
+judging again with a template replaces that template's matches and keeps the others'): the input
+of win rates (``bench.reporting.pairwise``) and of the Elo fit (``report --table geditbench_v2``).
 """
 
-import hashlib
 import json
+import re
 from dataclasses import asdict, dataclass
 from itertools import combinations
 from pathlib import Path
@@ -42,9 +47,15 @@ class Match:
     first_shown_as: str
 
 
-def _shown_first(first: str, second: str, sample_id: str, seed: int) -> bool:
-    digest = hashlib.sha256(json.dumps([first, second, sample_id, seed]).encode()).digest()
-    return digest[0] % 2 == 0
+_NAME_TOKENS = re.compile(r"\d+|[a-zA-Z]+")
+
+
+def name_order_key(name: str) -> tuple:
+    """GEditBench v2's ``model_sort_key``: the name's runs of letters (lower-cased) and of digits
+    (as numbers), then the name itself. A token is tagged by kind so that a number never meets a
+    word (their key raises TypeError there); wherever theirs is defined the order is the same."""
+    tokens = [(0, int(t)) if t.isdigit() else (1, t) for t in _NAME_TOKENS.findall(name.lower())]
+    return tokens, name
 
 
 def judge_run(run_dir: Path, judge, rows: list[str] | None, instruction_mode: str, batch_size: int = 16) -> list[Match]:
@@ -88,7 +99,7 @@ def judge_run(run_dir: Path, judge, rows: list[str] | None, instruction_mode: st
                 matches.append(Match(first, second, sample_id, seed, None, NO_INSTRUCTION, "the sample has no instruction", ""))
                 continue
             images = [to_pil(read_png(Path(run_dir) / c.output_path)) for c in cells_shown]
-            first_as_a = _shown_first(first, second, sample_id, seed)
+            first_as_a = name_order_key(first) <= name_order_key(second)
             a, b = images if first_as_a else images[::-1]
             triples.append((source, a, b))
             instructions.append(instruction)

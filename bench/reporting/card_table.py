@@ -18,7 +18,9 @@ A bundled card (``datasets/<name>/card.yaml``) with a ``table`` entry declares i
 
 ``kind: elo`` (GEditBench v2) is an arena view instead: each row's Elo with its bootstrap interval
 from the run's pairwise verdicts (``RUN/pairwise.jsonl``, ``bench.reporting.elo``), with
-``bootstrap`` refits and ``seed``.
+``bootstrap`` refits and ``seed``, fitted jointly over the judged dimensions; ``dimensions``
+(template version -> title) are the ones the benchmark's Elo is over: the view counts each one's
+matches and says which the run lacks (such an Elo is not the benchmark's).
 
 Which cards a view cannot express, and why: ``bench/reporting/piebench_table.py`` (PIE-Bench's
 published numbers beside the run, per-column units and scaling, metrics computed on masked
@@ -28,6 +30,7 @@ regions: a view with reference rows read from ``references/*.yaml``).
 import dataclasses
 import itertools
 import math
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -340,6 +343,19 @@ class EloTable:
     ratings: list
     judges: list[str]
     failed: int
+    per_dimension: dict  # dimension (template version) -> its judged matches
+
+    def dimensions_line(self) -> str:
+        """Each judged dimension (by the card's title) with its matches, and the card's dimensions
+        the run lacks."""
+        titles = self.view.get("dimensions") or {}
+        judged = [f"{titles.get(d, d)} ({d}): {n} matches" for d, n in self.per_dimension.items()]
+        missing = [f"{t} ({d})" for d, t in titles.items() if d not in self.per_dimension]
+        line = "Dimensions fitted jointly: " + "; ".join(judged) + "."
+        if missing:
+            line += (f" Not judged: {', '.join(missing)}: {self.view['title']}'s Elo is over all "
+                     f"{len(titles)} dimensions, this one over {len(titles) - len(missing)} of them.")
+        return line
 
     @property
     def view(self) -> dict:
@@ -360,7 +376,8 @@ def build_elo(run_dir, card: dict) -> EloTable:
     view = card["table"]
     ratings = elo_ratings(matches, n_boot=int(view.get("bootstrap", 100)), seed=int(view.get("seed", 42)))
     judges = list(dict.fromkeys(f"{r.get('dimension', '?')}: {r['judge']}" for r in records))
-    return EloTable(card, Path(run_dir), ratings, judges, sum(not r["winner"] for r in records))
+    per_dimension = dict(Counter(m.dimension for m in matches))
+    return EloTable(card, Path(run_dir), ratings, judges, sum(not r["winner"] for r in records), per_dimension)
 
 
 def elo_markdown(view: EloTable) -> str:
@@ -369,6 +386,7 @@ def elo_markdown(view: EloTable) -> str:
             for r in view.ratings]  # fmt: skip
     lines = [f"# {md_text(view.view['title'])} table: {md_text(view.run_dir.name)}", ""]
     lines += [f"Judge ({md_text(j)})" for j in view.judges] + ["", md_text(" ".join(view.view["explanation"].split())), ""]
+    lines += [md_text(view.dimensions_line()), ""]
     lines += md_table(head, body) + [""]
     if view.failed:
         lines += [f"Notes: {view.failed} match(es) without a verdict (failures, counted in editbench pairwise) are left out."]
