@@ -18,7 +18,7 @@ from bench.execution.config import build_config
 from bench.execution.runner import start_run
 from run_bench import main
 from tests.chat_server import ChatServer
-from tests.helpers import read_cells
+from tests.helpers import read_cells, write_kris
 
 ANNOTATIONS = {  # category -> the published annotation.json
     "color_change": {"1": {"ori_img": "1.jpg", "ins_en": "Make the apple blue.", "explain_en": ""},
@@ -26,26 +26,26 @@ ANNOTATIONS = {  # category -> the published annotation.json
     "physics": {"1": {"ori_img": "1.jpg", "ins_en": "Show the ice after an hour in the sun.",
                       "explain_en": "The ice melts into a puddle of water."}},
 }  # fmt: skip
-CATEGORIES = ["count_change", "color_change", "size_adjustment", "part_completion", "anomaly_correction",
-              "position_movement", "humanities", "practical_knowledge", "biology", "chemistry", "geography", "medicine",
-              "mathematics", "physics", "abstract_reasoning", "rule-based_reasoning", "multi-instruction_execution"]  # fmt: skip
+MULTI_IMAGE = {  # the categories judged with more images, in the published schema
+    "multi-element_composition": {"1": {"ori_img": ["1-1.jpg", "1-2.jpg", "1-3.jpg"], "gt_img": "", "explain_en": "",
+                                        "ins_en": "Put the cat of image 2 and the hat of image 3 into image 1."}},
+    "temporal_prediction": {"16": {"ori_img": ["16-1.jpg", "16-3.jpg", "16-4.jpg"], "gt_img": "16-2.jpg",
+                                   "ins_en": "Based on the images from Frame 1, Frame 3, and Frame 4, predict what "
+                                             "the image of Frame 2 in the sequence should look like.",
+                                   "explain_en": ""}},
+    "viewpoint_change": {"1": {"ori_img": "1.jpg", "gt_img": "1-gt.jpg", "ins_en": "Show the car from above.",
+                               "explain_en": ""}},
+}  # fmt: skip
+#: Each multi-image item's pictures as solid grey levels (the edit: ``EDIT_LEVELS``), to find them in the requests.
+LEVELS = {"multi-element_composition": {"1-1.jpg": 50, "1-2.jpg": 60, "1-3.jpg": 70},
+          "temporal_prediction": {"16-1.jpg": 10, "16-3.jpg": 30, "16-4.jpg": 40, "16-2.jpg": 20},
+          "viewpoint_change": {"1.jpg": 90, "1-gt.jpg": 120}}  # fmt: skip
+EDIT_LEVELS = {"multi-element_composition": 210, "temporal_prediction": 200, "viewpoint_change": 220}
 
 
 @pytest.fixture(autouse=True)
 def own_cache(tmp_path, monkeypatch):
     monkeypatch.setenv("EDITBENCH_CACHE", str(tmp_path / "cache"))
-
-
-def write_kris(folder):
-    """KRIS_Bench/<category>/annotation.json with its images; an empty annotation for the other categories."""
-    rng = np.random.default_rng(0)
-    for category in CATEGORIES:
-        (folder / category).mkdir(parents=True)
-        items = ANNOTATIONS.get(category, {})
-        for item in items.values():
-            Image.fromarray(rng.integers(0, 255, (48, 64, 3), dtype=np.uint8)).save(folder / category / item["ori_img"])
-        (folder / category / "annotation.json").write_text(json.dumps(items, indent=2))
-    return folder
 
 
 def outputs(folder):
@@ -72,14 +72,14 @@ def rule_judge(images, text, body):
 
 
 def config(tmp_path, **more):
-    return {"dataset": {"name": "kris_bench", "path": str(write_kris(tmp_path / "KRIS_Bench"))},
+    return {"dataset": {"name": "kris_bench", "path": write_kris(tmp_path / "KRIS_Bench", ANNOTATIONS)},
             "methods": {"external": {"folder": str(outputs(tmp_path / "results" / "model"))}},
             "metrics": ["kris_vc", "kris_vq", "kris_if", "kris_kp"], "output": str(tmp_path / "runs"),
             "backbone": {"resolution": 64}, **more}  # fmt: skip
 
 
 def test_the_published_schema_loads_through_the_card(tmp_path):
-    refs = load_dataset(DatasetSpec(name="kris_bench", path=str(write_kris(tmp_path / "KRIS_Bench"))))
+    refs = load_dataset(DatasetSpec(name="kris_bench", path=write_kris(tmp_path / "KRIS_Bench", ANNOTATIONS)))
     assert [(r.id, r.edit_type) for r in refs] == [("color_change/1", "color_change"), ("color_change/2", "color_change"),
                                                    ("physics/1", "physics")]  # fmt: skip
     sample = refs[2].load(64)
@@ -109,7 +109,7 @@ def test_external_outputs_scored_by_the_kris_protocol_and_its_table(tmp_path):
     assert "| physics | 1 | 75.00 | 50.00 | 25.00 | 0.00 | 37.50 |" in table
     assert "| Attribute Perception | 2 | 75.00 | 50.00 | 100.00 | — (2 NaN) | 75.00 |" in table
     assert "| Conceptual Knowledge | 1 | 75.00 | 50.00 | 25.00 | 0.00 | 37.50 |" in table
-    assert "| Overall | 3 (2/17 categories) | 75.00 | 50.00 | 75.00 | 0.00 (2 NaN) | 60.00 |" in table
+    assert "| Overall | 3 (2/20 categories) | 75.00 | 50.00 | 75.00 | 0.00 (2 NaN) | 60.00 |" in table
 
 
 def test_the_tiny_judge_scores_end_to_end_with_untrained_extractors(tmp_path):
