@@ -182,8 +182,8 @@ def shown(body) -> list[tuple[str, int]]:
 
 def test_multi_image_categories_are_asked_with_the_authors_images_labels_and_prompts(tmp_path):
     with ChatServer(multi_image_judge) as server:
-        raw = multi_image_config(tmp_path, metric_options={"judge": {"backend": "endpoint", "url": server.url,
-                                                                     "model": "rule", "request": "kris_gpt4o"}})  # fmt: skip
+        judge = {"backend": "endpoint", "url": server.url, "model": "rule", "request": "kris_gpt4o"}
+        raw = multi_image_config(tmp_path, metric_options={"judge": judge})
         run_dir, counts = start_run(build_config(raw), progress=False)
         bodies = server.requests
     assert counts["ok"] == 3 and len(bodies) == 9  # VC, VQ, IF each; no KP
@@ -193,12 +193,14 @@ def test_multi_image_categories_are_asked_with_the_authors_images_labels_and_pro
         kind = ("quality" if "quality_score" in prompt else "consistency" if "consistency_score" in prompt
                 else "instruction")  # fmt: skip
         asked[kind, tuple(shown(body))] = prompt
-    multi = [("Reference Image 1:", 50), ("Reference Image 2:", 60), ("Reference Image 3:", 70), ("Predicted Image:", 210)]
+    multi = [("Reference Image 1:", 50), ("Reference Image 2:", 60), ("Reference Image 3:", 70),
+             ("Predicted Image:", 210)]
     frames = [("Frame 1 (Reference):", 10), ("Frame 2 (Generated):", 200), ("Frame 3 (Reference):", 30),
               ("Frame 4 (Reference):", 40)]  # the edit at the missing frame's place; the ground truth (20) not shown
     view = [("This is the original image:", 90), ("This is the edited image:", 220)]
     assert set(asked) == {
-        ("consistency", tuple(multi)), ("instruction", tuple(multi)), ("quality", (("This is the image to evaluate:", 210),)),
+        ("consistency", tuple(multi)), ("instruction", tuple(multi)),
+        ("quality", (("This is the image to evaluate:", 210),)),
         ("consistency", tuple(frames)), ("instruction", tuple(frames)),
         ("quality", (("This is the image to evaluate:", 200),)),
         ("consistency", tuple(view)), ("instruction", (*view, ("This is the ground truth image:", 120))),

@@ -45,7 +45,8 @@ CATEGORY_PARTS = {
                                   "kris_if": "instruction_multi", "kris_kp": None},
     "temporal_prediction": {"kris_vc": "consistency_temporal", "kris_vq": "quality_alone",
                             "kris_if": "instruction_temporal", "kris_kp": None},
-    "viewpoint_change": {"kris_vc": "consistency", "kris_vq": "quality", "kris_if": "instruction_view", "kris_kp": None},
+    "viewpoint_change": {"kris_vc": "consistency", "kris_vq": "quality", "kris_if": "instruction_view",
+                         "kris_kp": None},
 }  # fmt: skip
 #: KRIS-Bench's temporal frames: 1 to 4, named ``<item>-<frame>.<ext>``.
 FRAMES = frozenset({1, 2, 3, 4})
