@@ -378,7 +378,9 @@ def _item_entry(card: dict, item: dict) -> dict:
     """A manifest line's fields from a JSON-map item: each card ``fields`` entry's item key (a list
     of keys: the first the item has, as RISEBench's ``reference`` or ``reference_txt``), and
     ``groups`` ``{flag: "true"}`` for each of the card's ``flags`` the item sets (present, not null
-    or NaN, as RISEBench's ``pd.isna`` checks them). A card mapping ``image`` and ``reference_images``
+    or NaN, as RISEBench's ``pd.isna`` checks them) and each card ``groups`` entry ``{name: item key}``
+    the item has (a list of names joined by spaces: KRIS-Bench's ``ori_img`` file names, which its
+    temporal scorer reads the frame numbers from). A card mapping ``image`` and ``reference_images``
     to one key reads it as KRIS-Bench's ``ori_img``: one path (the source, no references) or a list
     of paths (the source first, then its reference images)."""
     entry = {}
@@ -386,12 +388,18 @@ def _item_entry(card: dict, item: dict) -> dict:
         present = [c for c in ([columns] if isinstance(columns, str) else columns) if item.get(c) is not None]
         if present:
             entry[field] = item[present[0]]
+    if entry.get("target_image") == "":  # KRIS-Bench's gt_img on the items without a ground truth
+        del entry["target_image"]
     if card["fields"].get("reference_images") == card["fields"]["image"]:
         images = entry.pop("reference_images", None)
         if isinstance(images, list) and images:
             entry["image"], entry["reference_images"] = images[0], images[1:]
-    flags = {flag: "true" for flag in card.get("flags", []) if _is_set(item.get(flag))}
-    return entry | ({"groups": flags} if flags else {})
+    groups = {flag: "true" for flag in card.get("flags", []) if _is_set(item.get(flag))}
+    for name, key in (card.get("groups") or {}).items():
+        value = item.get(key)
+        if _is_set(value):
+            groups[name] = " ".join(map(str, value)) if isinstance(value, list) else str(value)
+    return entry | ({"groups": groups} if groups else {})
 
 
 def _is_set(value) -> bool:

@@ -251,3 +251,22 @@ def write_turns_manifest(folder, n: int = 2) -> str:
     path = folder / "chains.jsonl"
     path.write_text("\n".join(json.dumps(line) for line in lines) + "\n")
     return str(path)
+
+
+def write_kris(folder, annotations: dict, seed: int = 0) -> str:
+    """A local KRIS_Bench copy in its published schema: ``<category>/annotation.json`` for every
+    category of the card, ``annotations`` ({category: {key: item}}) where given and empty elsewhere,
+    each item's images (``ori_img``, a name or a list; ``gt_img`` when not empty) written beside it."""
+    from bench.data import dataset_cards
+
+    folder, rng = Path(folder), np.random.default_rng(seed)
+    for category in dataset_cards()["kris_bench"]["edit_types"]:
+        (folder / category).mkdir(parents=True)
+        items = annotations.get(category, {})
+        for item in items.values():
+            names = [item["ori_img"]] if isinstance(item["ori_img"], str) else item["ori_img"]
+            for name in [*names, item.get("gt_img") or None]:
+                if name:
+                    Image.fromarray(rng.integers(0, 255, (48, 64, 3), dtype=np.uint8)).save(folder / category / name)
+        (folder / category / "annotation.json").write_text(json.dumps(items, indent=2))
+    return str(folder)

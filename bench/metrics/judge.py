@@ -88,8 +88,11 @@ JUDGE = Option("judge", JudgeOptions, JudgeOptions(), "the VLM judge of vie_sc, 
 @dataclass(frozen=True)
 class TemplatePart:
     """One prompt of a template: the images it shows (``source``/``edited``/``reference``, the
-    sample's ground-truth image ``target_image``, in order), its text,
-    the placeholder the instruction replaces (None: no instruction), the criteria it rates,
+    sample's ground-truth image ``target_image``, in order; ``inputs``: the source, then its
+    reference images, each with its entry's label, ``{n}`` there its number from 1; ``frames``: the
+    inputs and the edit in frame order, the edit's frame number and the inputs' given by the metric,
+    labelled by the first label (an input) or the second (the edit), ``{n}`` the frame number), its
+    text, the placeholder the instruction replaces (None: no instruction), the criteria it rates,
     ``labels``, a text before each image (none: the images, then the text), ``explanation``, the
     placeholder the sample's explanation replaces (KRIS-Bench's knowledge hint; None: none), and
     ``text_first``: the prompt before the labelled images (KRIS-Bench's order) instead of after."""
@@ -102,12 +105,40 @@ class TemplatePart:
     explanation: str | None = None
     text_first: bool = False
 
-    def request(self, pictures: list, text: str):
-        """What the backend is asked: ``(images, text)``, or the labels and images interleaved."""
-        if not self.labels:
+    def request(self, pictures: list, text: str, labels: tuple[str, ...] | None = None):
+        """What the backend is asked: ``(images, text)``, or the labels (``labels``: one per
+        picture, as ``arranged`` gives them; by default the part's own) and images interleaved."""
+        labels = self.labels if labels is None else labels
+        if not labels:
             return pictures, text
-        labelled = tuple(x for pair in zip(self.labels, pictures) for x in pair)
+        labelled = tuple(x for pair in zip(labels, pictures) for x in pair)
         return Chat((text, *labelled) if self.text_first else (*labelled, text))
+
+    @property
+    def per_sample(self) -> bool:
+        """Whether the pictures and labels depend on the sample (``inputs``, ``frames``)."""
+        return bool({"inputs", "frames"} & set(self.images))
+
+    def arranged(self, images: dict, inputs: list, frames: tuple | None) -> tuple[list, tuple[str, ...]]:
+        """The pictures this part shows and their labels: ``images`` by name, ``inputs`` the
+        source and its reference images, ``frames`` (the inputs' frame numbers, the edit's)."""
+        if not self.per_sample:
+            return [images[name] for name in self.images], self.labels
+        pictures, labels = [], []
+        for k, name in enumerate(self.images):
+            label = self.labels[k] if self.labels else ""
+            if name == "inputs":
+                pictures += inputs
+                labels += [label.replace("{n}", str(n)) for n in range(1, len(inputs) + 1)]
+            elif name == "frames":
+                numbered = sorted([(n, False, picture) for n, picture in zip(frames[0], inputs)]
+                                  + [(frames[1], True, images["edited"])], key=lambda f: f[0])  # fmt: skip
+                pictures += [picture for _, _, picture in numbered]
+                labels += [self.labels[edit].replace("{n}", str(n)) for n, edit, _ in numbered]
+            else:
+                pictures.append(images[name])
+                labels.append(label)
+        return pictures, tuple(labels)
 
     def text(self, instruction: str | None, explanation: str | None) -> str:
         """The prompt with the instruction and the explanation in their placeholders."""
@@ -240,8 +271,11 @@ class Judge:
     def _path(key: str) -> Path:
         return cache_dir() / "judgments" / key[:2] / f"{key}.json"
 
-    def answers(self, part: str, edited: torch.Tensor, source: torch.Tensor, samples: list) -> list[Answer]:
-        """The answer to template ``part`` for every row of the batch (the mean of k, see ``Judge``)."""
+    def answers(self, part: str, edited: torch.Tensor, source: torch.Tensor, samples: list,
+                frames: list | None = None) -> list[Answer]:  # fmt: skip
+        """The answer to template ``part`` for every row of the batch (the mean of k, see ``Judge``);
+        ``frames``: per row, the inputs' frame numbers and the edit's, for a part showing ``frames``
+        (None in a row: that row's answer is NaN)."""
         spec = self.template.parts[part]
         got: dict[tuple[int, int], Answer] = {}  # (row, answer number) -> answer
         asks, seeds, where = [], [], {}  # where: cache key -> the (row, answer number) waiting for that request
@@ -260,12 +294,19 @@ class Judge:
                 rows[i] = Answer(None, NAN, "the sample has no reference image, which this prompt needs",
                                  NO_INSTRUCTION)  # fmt: skip
                 continue
+            if "frames" in spec.images and not (frames and frames[i]):
+                rows[i] = Answer(None, NAN, "the sample's frame numbers are unknown, which this prompt needs",
+                                 NO_INSTRUCTION)  # fmt: skip
+                continue
             asked = [instruction, explanation] if spec.explanation else instruction  # the cache key's text
             images = {"source": to_pil(source[i])}
             images["edited"] = judged_edit(to_pil(edited[i]), images["source"])
             if "reference" in spec.images:
                 images["reference"] = to_pil(sample.target_image)
-            pictures = [images[name] for name in spec.images]
+            inputs = [images["source"], *map(to_pil, sample.reference_images)] if spec.per_sample else []
+            pictures, labels = spec.arranged(images, inputs, frames[i] if frames else None)
+            if spec.per_sample:  # the labels (frame numbers) are part of what is asked
+                asked = [asked, list(labels)]
             for j in range(self.samples):
                 key = self._key(part, pictures, asked, j)
                 path = self._path(key)
@@ -277,7 +318,7 @@ class Judge:
                 elif key in where:  # equal pixels and text in one batch: one request
                     where[key].append((i, j))
                 else:
-                    asks.append(spec.request(pictures, spec.text(instruction, explanation)))
+                    asks.append(spec.request(pictures, spec.text(instruction, explanation), labels))
                     seeds.append(j)
                     where[key] = [(i, j)]
         replies = self.backend.answer_many(asks, self.template.max_new_tokens, seeds) if asks else []

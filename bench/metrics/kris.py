@@ -13,10 +13,19 @@ score's key, a score outside 1-5 and a failed request are NaN with the reason (w
 parser guesses a digit from the reasoning, see ``judge_answers.read_json_keys``). KRIS-Bench's
 scorer sends ``gpt-4o`` the text first, then the labelled images as JPEG, ``max_tokens`` 1000,
 the API's temperature (``judge.request: kris_gpt4o``).
+
+Three categories are judged with more images, as their scripts send them (``CATEGORY_PARTS``):
+``multi-element_composition`` (``metrics_multi_element.py``: every input image labelled "Reference
+Image i", then the edit as "Predicted Image"), ``temporal_prediction``
+(``metrics_temporal_prediction.py``: the three frames and the edit in frame order, "Frame k
+(Reference)" or "(Generated)", the frame numbers read from the ``ori_img`` file names) and
+``viewpoint_change`` (``metrics_view_change.py``: instruction following also shows the ground truth
+``gt_img``); none has a knowledge score.
 """
 
 import dataclasses
 import json
+import re
 
 import torch
 
@@ -29,6 +38,32 @@ TEMPLATE = "kris_bench_v1"
 #: the renaming).
 KNOWLEDGE_CATEGORIES = ("abstract_reasoning", "mathematics", "practical_knowledge", "medicine", "rule-based_reasoning",
                         "biology", "geography", "chemistry", "humanities", "physics")  # fmt: skip
+
+#: The template part of each score on the categories judged with more images (KP: none).
+CATEGORY_PARTS = {
+    "multi-element_composition": {"kris_vc": "consistency_multi", "kris_vq": "quality_alone",
+                                  "kris_if": "instruction_multi", "kris_kp": None},
+    "temporal_prediction": {"kris_vc": "consistency_temporal", "kris_vq": "quality_alone",
+                            "kris_if": "instruction_temporal", "kris_kp": None},
+    "viewpoint_change": {"kris_vc": "consistency", "kris_vq": "quality", "kris_if": "instruction_view",
+                         "kris_kp": None},
+}  # fmt: skip
+#: KRIS-Bench's temporal frames: 1 to 4, named ``<item>-<frame>.<ext>``.
+FRAMES = frozenset({1, 2, 3, 4})
+
+
+def temporal_frames(sample) -> tuple[tuple[int, ...], int] | None:
+    """The frame numbers of a temporal sample's inputs and of the frame to predict, as
+    ``metrics_temporal_prediction.py`` reads them from the ``ori_img`` file names (the sample's
+    group ``ori_img``): the number after the dash, the predicted frame the one of 1-4 missing (else
+    the last input's plus one). None when a name has no number."""
+    names = sample.groups.get("ori_img", "").split()
+    found = [re.search(r"(\d+)-(\d+)", name) for name in names]
+    if not names or not all(found):
+        return None
+    numbers = tuple(int(m.group(2)) for m in found)
+    missing = FRAMES - set(numbers)
+    return numbers, (min(missing) if len(missing) == 1 else max(numbers) + 1)
 
 
 class KrisMetric(ImageMetric):
@@ -51,6 +86,8 @@ class KrisMetric(ImageMetric):
         self.judge = extractors.get(judge_network, options, metric=self.name)
 
     def part_of(self, sample) -> str | None:
+        if sample.edit_type in CATEGORY_PARTS:
+            return CATEGORY_PARTS[sample.edit_type][self.name]
         return self.knowledge_part if sample.edit_type in KNOWLEDGE_CATEGORIES else self.part
 
     def compute(self, edited, source, samples):
@@ -63,8 +100,9 @@ class KrisMetric(ImageMetric):
             else:
                 by_part.setdefault(part, []).append(i)
         for part, rows in by_part.items():
+            frames = [temporal_frames(samples[i]) for i in rows] if part.endswith("_temporal") else None
             answers = self.judge.answers(part, [edited[i] for i in rows], [source[i] for i in rows],
-                                         [samples[i] for i in rows])  # fmt: skip
+                                         [samples[i] for i in rows], frames)  # fmt: skip
             for i, answer in zip(rows, answers):
                 values[i] = answer.criteria[self.criterion] if answer.criteria else answer.score
                 notes[i] = json.dumps({"answer": answer.text, "reason": answer.reason or None}, ensure_ascii=False)
