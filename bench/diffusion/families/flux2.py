@@ -64,11 +64,11 @@ def variant(folder: Path) -> str:
 
 def step_rules(spec) -> StepRules:
     """[dev]: one evaluation per step whatever the guidance (embedded); [klein]: CFG's two above
-    guidance 1. A hub id whose configs are not in the hub cache yet counts as [klein]."""
-    from bench.diffusion.backbone import config_folder
+    guidance 1. The variant is known from the configs, or from the id of an official checkpoint
+    not yet downloaded (``bench.diffusion.families.OFFICIAL_HUB_IDS``); another uncached hub id counts as [klein]."""
+    from bench.diffusion.backbone import known_pipeline_class
 
-    folder = config_folder(spec)
-    if folder is not None and variant(folder) == "dev":
+    if VARIANTS.get(known_pipeline_class(spec)) == "dev":
         return StepRules(guided_evaluations=lambda w: 1)
     return StepRules()
 
