@@ -19,6 +19,7 @@ pipelines' reference rule (downscaled to 1024² px only when larger, sides floor
 import json
 from pathlib import Path
 
+from bench.diffusion.families import files
 from bench.diffusion.families.sd3 import scheduler_class, scheduler_name  # noqa: F401  (flow-matching Euler, as SD3)
 from bench.method import StepRules
 
@@ -33,23 +34,14 @@ CLASSES = {"dev": ("Flux2Pipeline", "Mistral3ForConditionalGeneration", "Pixtral
            "klein": ("Flux2KleinPipeline", "Qwen3ForCausalLM", "AutoTokenizer")}  # fmt: skip
 
 
-def components(spec) -> list[str]:
-    return list(COMPONENT_WEIGHTS)
-
-
 def weight_files(spec) -> dict[str, str]:
-    """Each component's safetensors file (a sharded one is named by its index file)."""
-    return {c: f"{COMPONENT_WEIGHTS[c]}.safetensors" for c in components(spec)}
+    return files.weight_files(COMPONENT_WEIGHTS)
 
 
 def hub_patterns(spec) -> list[str]:
-    """The diffusers layout's files, safetensors only: shards and their index files included
-    (FLUX.2-dev's transformer and Mistral encoder are sharded), BFL's own single-file weights at
-    the repository's top level left out."""
-    patterns = ["model_index.json", "scheduler/*", "tokenizer/*"]
-    for c in components(spec):
-        patterns += [f"{c}/config.json", f"{c}/{COMPONENT_WEIGHTS[c]}*.safetensors*"]
-    return patterns
+    """The diffusers layout's files (FLUX.2-dev's transformer and Mistral encoder are sharded), BFL's own
+    single-file weights at the repository's top level left out."""
+    return files.hub_patterns(COMPONENT_WEIGHTS, ("tokenizer",))
 
 
 def native_resolution(denoiser_config: dict, vae_config: dict) -> int:

@@ -9,7 +9,8 @@ the ``model`` resolution policy's rule.
 """
 
 from bench.diffusion.families.flux import decode, encode_image  # noqa: F401  (FLUX's VAE scaling and shift)
-from bench.diffusion.families.qwen_image import components, scheduler_class, scheduler_name, weight_files  # noqa: F401
+from bench.diffusion.families import files
+from bench.diffusion.families.qwen_image import COMPONENT_WEIGHTS, scheduler_class, scheduler_name, weight_files  # noqa: F401
 
 DENOISER = "transformer"
 CUDA_DTYPE = "bf16"
@@ -17,10 +18,7 @@ SIZE_RULE = {"multiple": 16, "rounding": "ceil"}
 
 
 def hub_patterns(spec) -> list[str]:
-    patterns = ["model_index.json", "scheduler/*", "tokenizer/*", "text_processor/*"]
-    for c in components(spec):
-        patterns += [f"{c}/config.json", f"{c}/*.safetensors*"]
-    return patterns
+    return files.hub_patterns(COMPONENT_WEIGHTS, ("tokenizer", "text_processor"), any_stem=True)
 
 
 def native_resolution(denoiser_config: dict, vae_config: dict) -> int:
