@@ -386,8 +386,8 @@ def _build_flux2_klein(folder: Path) -> None:
     hidden = 16
     torch.manual_seed(TINY_SEED + 2)
     encoder = Qwen3ForCausalLM(Qwen3Config(
-        vocab_size=len(tokenizer), hidden_size=hidden, intermediate_size=32, num_hidden_layers=28, num_attention_heads=2,
-        num_key_value_heads=1, head_dim=8, max_position_embeddings=1024,
+        vocab_size=len(tokenizer), hidden_size=hidden, intermediate_size=32, num_hidden_layers=28,
+        num_attention_heads=2, num_key_value_heads=1, head_dim=8, max_position_embeddings=1024,
     ))  # fmt: skip
     transformer, vae, scheduler = _flux2_networks(joint_attention_dim=3 * hidden, guidance_embeds=False)
     pipe = Flux2KleinPipeline(scheduler=scheduler, vae=vae, text_encoder=encoder, tokenizer=tokenizer,

@@ -264,7 +264,8 @@ def dry_run_text(config: RunConfig) -> str:
     plans, preparations = plan_settings(config, len(refs), len(chained_turns(refs, config.dataset.turns)))
     lines = [f"dry run: {len(refs)} sample(s) x {len(config.seeds)} seed(s); nothing is loaded or run", ""]
     several = len(config.backbones) > 1
-    lines.append(("backbone | " if several else "") + "method | setting | cells | start step | timesteps run | NFE/cell (est.)")
+    header = "method | setting | cells | start step | timesteps run | NFE/cell (est.)"
+    lines.append(("backbone | " if several else "") + header)
     for p in plans:
         schedule = ("—", "—") if p.start_step is None else (str(p.start_step), str(p.steps_run))
         lines.append(("{p.backbone} | " if several else "").format(p=p) +

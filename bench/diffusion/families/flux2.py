@@ -26,7 +26,11 @@ from bench.method import StepRules
 DENOISER = "transformer"
 CUDA_DTYPE = "bf16"
 SIZE_RULE = {"multiple": 16, "rounding": "floor", "grow": False}
-COMPONENT_WEIGHTS = {"transformer": "diffusion_pytorch_model", "vae": "diffusion_pytorch_model", "text_encoder": "model"}
+COMPONENT_WEIGHTS = {
+    "transformer": "diffusion_pytorch_model",
+    "vae": "diffusion_pytorch_model",
+    "text_encoder": "model",
+}
 #: ``model_index.json``'s pipeline class -> the variant it is.
 VARIANTS = {"Flux2Pipeline": "dev", "Flux2KleinPipeline": "klein"}
 #: Each variant's diffusers pipeline, text encoder and tokenizer classes (as its ``model_index.json`` names them).

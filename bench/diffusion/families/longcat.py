@@ -10,7 +10,12 @@ the ``model`` resolution policy's rule.
 
 from bench.diffusion.families.flux import decode, encode_image  # noqa: F401  (FLUX's VAE scaling and shift)
 from bench.diffusion.families import files
-from bench.diffusion.families.qwen_image import COMPONENT_WEIGHTS, scheduler_class, scheduler_name, weight_files  # noqa: F401
+from bench.diffusion.families.qwen_image import (  # noqa: F401  (Qwen-Image-Edit's files and scheduler)
+    COMPONENT_WEIGHTS,
+    scheduler_class,
+    scheduler_name,
+    weight_files,
+)
 
 DENOISER = "transformer"
 CUDA_DTYPE = "bf16"
@@ -35,7 +40,9 @@ def load(backbone, common: dict) -> None:
     folder = backbone.folder
     backbone.transformer = LongCatImageTransformer2DModel.from_pretrained(folder, subfolder="transformer", **common)
     backbone.vae = AutoencoderKL.from_pretrained(folder, subfolder="vae", **common)
-    backbone.text_encoder = Qwen2_5_VLForConditionalGeneration.from_pretrained(folder, subfolder="text_encoder", **common)
+    backbone.text_encoder = Qwen2_5_VLForConditionalGeneration.from_pretrained(
+        folder, subfolder="text_encoder", **common
+    )
     backbone.tokenizer = Qwen2Tokenizer.from_pretrained(folder, subfolder="tokenizer")
     backbone.text_processor = Qwen2VLProcessor.from_pretrained(folder, subfolder="text_processor")
     backbone.denoiser = backbone.transformer

@@ -18,7 +18,11 @@ CUDA_DTYPE = "bf16"
 VAE_FACTOR = 8
 NATIVE_RESOLUTION = 1024
 SIZE_RULE = {"multiple": 32}
-COMPONENT_WEIGHTS = {"transformer": "diffusion_pytorch_model", "vae": "diffusion_pytorch_model", "text_encoder": "model"}
+COMPONENT_WEIGHTS = {
+    "transformer": "diffusion_pytorch_model",
+    "vae": "diffusion_pytorch_model",
+    "text_encoder": "model",
+}
 PIPELINES = {"QwenImageEditPipeline": "QwenImageEditPipeline", "QwenImageEditPlusPipeline": "QwenImageEditPlusPipeline"}
 
 
@@ -47,7 +51,9 @@ def load(backbone, common: dict) -> None:
     folder = backbone.folder
     backbone.transformer = QwenImageTransformer2DModel.from_pretrained(folder, subfolder="transformer", **common)
     backbone.vae = AutoencoderKLQwenImage.from_pretrained(folder, subfolder="vae", **common)
-    backbone.text_encoder = Qwen2_5_VLForConditionalGeneration.from_pretrained(folder, subfolder="text_encoder", **common)
+    backbone.text_encoder = Qwen2_5_VLForConditionalGeneration.from_pretrained(
+        folder, subfolder="text_encoder", **common
+    )
     backbone.tokenizer = Qwen2Tokenizer.from_pretrained(folder, subfolder="tokenizer")
     backbone.processor = Qwen2VLProcessor.from_pretrained(folder, subfolder="processor")
     backbone.denoiser = backbone.transformer
