@@ -64,11 +64,13 @@ def main():
 
 @main.command()
 @click.argument("config", type=click.Path(dir_okay=False), required=False)
-@click.option("--backbone", help="Backbone: an embedded untrained one (tiny, tiny-sdxl, tiny-sd3, tiny-flux, tiny-kontext, ...: editbench backbones lists them), a pipeline folder, or a hub id (owner/name).")
+@click.option("--backbone", help="Backbone: an embedded untrained one (tiny, tiny-sdxl, tiny-sd3, tiny-flux, "
+              "tiny-kontext, ...: editbench backbones lists them), a pipeline folder, or a hub id (owner/name).")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=V[,V...]", help="Override a config value, e.g. sdedit.t0=0.3,0.5.")
 @click.option("--out", type=click.Path(file_okay=False), help="Parent folder of the new run folder (default: the config's output).")
 @click.option("--resume", "resume_dir", type=click.Path(file_okay=False), help="Finish an interrupted run folder instead.")
-@click.option("--retry-failed", is_flag=True, help="With --resume: run the failed cells again too (e.g. an API's errors).")
+@click.option("--retry-failed", is_flag=True,
+              help="With --resume: run the failed cells again too (e.g. an API's errors).")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @click.option("--untrained-extractors", is_flag=True, help="Metric extractors without local weights get seeded random weights (smoke numbers, labelled).")
 @click.option("--batch-size", type=click.IntRange(1), help="Cells per UNet batch (default: the config's batch_size, else 1).")
@@ -102,10 +104,12 @@ def run(config, backbone, overrides, out, resume_dir, retry_failed, quiet, untra
                     "--untrained-extractors, --batch-size, --dry-run or --include"
                 )
             executor_spec = resumed_executor(resume_dir, executor_overrides)
-            run_dir, counts = resume_run(resume_dir, progress=not quiet, executor=executor_spec, retry_failed=retry_failed)
+            run_dir, counts = resume_run(resume_dir, progress=not quiet, executor=executor_spec,
+                                         retry_failed=retry_failed)
         else:
             if retry_failed:
-                raise ConfigError("--retry-failed runs a run folder's failed cells again: give it with --resume RUN_DIR")
+                raise ConfigError("--retry-failed runs a run folder's failed cells again: "
+                                  "give it with --resume RUN_DIR")
             if not config:
                 raise ConfigError("give a CONFIG file (e.g. configs/quickstart.yaml) or --resume RUN_DIR")
             if untrained_extractors:
@@ -521,12 +525,14 @@ def backbones(names):
     for name in names or TINY_BACKBONES:
         folder = config_folder(BackboneSpec(name=name))
         if folder is None:
-            click.echo(f"{name}: not on disk (a hub id is read from the Hugging Face cache; download its configs first)")
+            click.echo(f"{name}: not on disk "
+                       "(a hub id is read from the Hugging Face cache; download its configs first)")
             continue
         counts = component_parameters(folder)
         family = family_of_folder(folder)
         each = ", ".join(f"{component} {format_count(n)}" for component, n in counts.items())
-        click.echo(f"{name} ({FAMILY_TITLES.get(family, family)}): {format_count(sum(counts.values()))} parameters: {each}")
+        total = format_count(sum(counts.values()))
+        click.echo(f"{name} ({FAMILY_TITLES.get(family, family)}): {total} parameters: {each}")
 
 
 @main.command()

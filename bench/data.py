@@ -119,7 +119,8 @@ class DatasetSpec:
         if not isinstance(self.allow_download, bool):
             raise ConfigError(f"dataset.allow_download = {self.allow_download!r}; expected true or false")
         if self.target_prompt_from not in (None, *TARGET_PROMPT_SOURCES):
-            raise ConfigError(f"dataset.target_prompt_from: {unknown('text', self.target_prompt_from, TARGET_PROMPT_SOURCES)}")
+            problem = unknown("text", self.target_prompt_from, TARGET_PROMPT_SOURCES)
+            raise ConfigError(f"dataset.target_prompt_from: {problem}")
         object.__setattr__(self, "turns", TURN_ALIASES.get(self.turns, self.turns))
         if self.turns not in TURNS:
             raise ConfigError(f"dataset.turns: {unknown('turn rule', self.turns, TURNS)}")

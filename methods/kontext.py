@@ -38,6 +38,12 @@ def row_images(row) -> list[Image.Image]:
     return [pil_image(image) for image in (row.sample.image, *row.sample.reference_images)]
 
 
+def true_cfg_nfe(steps: int, scale: float) -> tuple[int, int]:
+    """``estimate_nfe`` of an instruction editor's pipeline with true CFG: one transformer evaluation per step,
+    two (conditional and negative) with a ``scale`` above 1; nothing prepared."""
+    return steps * (2 if scale > 1 else 1), 0
+
+
 @register
 class Kontext(Method):
     name = "kontext"
@@ -56,8 +62,7 @@ class Kontext(Method):
 
     @classmethod
     def estimate_nfe(cls, setting):
-        """One transformer evaluation per step, two with true CFG."""
-        return setting["steps"] * (2 if setting["true_cfg"] > 1 else 1), 0
+        return true_cfg_nfe(setting["steps"], setting["true_cfg"])
 
     @torch.no_grad()
     def edit_batch(self, backbone, rows, setting):

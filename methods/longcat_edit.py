@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from bench.method import Conformance, EditResult, Method
 from bench.params import Param, steps_param
 from bench.registry import register
-from methods.kontext import pil_image
+from methods.kontext import pil_image, true_cfg_nfe
 
 RESIZED_LABEL = ("longcat_edit: LongCat-Image-Edit makes ~1024² px at the input's aspect ratio (no height/width "
                  "arguments); outputs of another size were resized (bicubic) to the sample's size")  # fmt: skip
@@ -44,8 +44,8 @@ class LongCatEdit(Method):
 
     @classmethod
     def estimate_nfe(cls, setting):
-        """Two transformer evaluations per step with CFG (conditional, negative), one without."""
-        return setting["steps"] * (2 if setting["guidance"] > 1 else 1), 0
+        """Its ``guidance`` is true CFG (the pipeline's ``guidance_scale``)."""
+        return true_cfg_nfe(setting["steps"], setting["guidance"])
 
     @torch.no_grad()
     def edit_batch(self, backbone, rows, setting):

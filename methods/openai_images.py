@@ -80,16 +80,20 @@ class OpenAIImages(Method):
     )
     params = (
         Param("model", str, "gpt-image-1", "the served model's name"),
-        Param("base_url", str, "https://api.openai.com/v1", "the API's base URL; requests go to {base_url}/images/edits"),
+        Param("base_url", str, "https://api.openai.com/v1",
+              "the API's base URL; requests go to {base_url}/images/edits"),
         Param("api_key_env", str, "OPENAI_API_KEY", "the NAME of the environment variable holding the API key "
               "(empty: no key); the key itself is never stored"),
         Param("size", str, "", "output size, e.g. 1024x1024, 1536x1024, 1024x1536, auto (empty: not sent)"),
-        Param("quality", str, "", "low, medium, high or auto (empty: not sent)", choices=("", "low", "medium", "high", "auto")),
-        Param("input_fidelity", str, "", "high or low (empty: not sent; gpt-image-1 and later)", choices=("", "high", "low")),
+        Param("quality", str, "", "low, medium, high or auto (empty: not sent)",
+              choices=("", "low", "medium", "high", "auto")),
+        Param("input_fidelity", str, "", "high or low (empty: not sent; gpt-image-1 and later)",
+              choices=("", "high", "low")),
         Param("response_format", str, "", "b64_json or url, for servers that take it (empty: not sent; the GPT image "
               "models always return b64_json)", choices=("", "b64_json", "url")),
         Param("timeout_s", float, 300.0, "seconds one try may take", low=0, low_open=True),
-        Param("retries", int, 3, "more tries after a transient error (connection, timeout, HTTP 408/409/429/5xx)", low=0),
+        Param("retries", int, 3, "more tries after a transient error (connection, timeout, HTTP 408/409/429/5xx)",
+              low=0),
         Param("backoff_s", float, 2.0, "first wait between tries, doubling (or the server's Retry-After)", low=0),
         Param("concurrency", int, 4, "requests of a batch in flight at once", low=1),
     )
@@ -144,7 +148,8 @@ def api_key(setting) -> str | None:
 def headers(setting, content_type: str | None = None) -> dict:
     """A request's headers: the key as a Bearer token (when the setting names one) and the content type."""
     key = api_key(setting)
-    return ({"Authorization": f"Bearer {key}"} if key else {}) | ({"Content-Type": content_type} if content_type else {})
+    authorization = {"Authorization": f"Bearer {key}"} if key else {}
+    return authorization | ({"Content-Type": content_type} if content_type else {})
 
 
 def edit_one(sample, setting) -> EditResult:
@@ -196,7 +201,8 @@ def reply_image(sample_id: str, raw: bytes, timeout_s: float) -> Image.Image:
     if data is None:
         data = fetched(url, timeout_s)
     try:
-        with Image.open(io.BytesIO(data)) as probe:  # the size from the header first: an oversized reply is never decoded
+        # the size from the header first: an oversized reply is never decoded
+        with Image.open(io.BytesIO(data)) as probe:
             if probe.size[0] * probe.size[1] > MAX_PIXELS:
                 raise ImagesApiError(f"the reply's image is {probe.size[0]}x{probe.size[1]}, above {MAX_PIXELS} pixels")
             return to_eight_bit(sample_id, probe, "the reply's image").convert("RGB")

@@ -22,7 +22,7 @@ import torch
 from bench.method import Conformance, EditResult, Method
 from bench.params import Param, steps_param
 from bench.registry import register
-from methods.kontext import pil_image
+from methods.kontext import pil_image, true_cfg_nfe
 
 NEGATIVE_PROMPT = " "
 
@@ -43,8 +43,7 @@ class QwenImageEdit(Method):
 
     @classmethod
     def estimate_nfe(cls, setting):
-        """Two transformer evaluations per step with true CFG (conditional, negative), one without."""
-        return setting["steps"] * (2 if setting["true_cfg"] > 1 else 1), 0
+        return true_cfg_nfe(setting["steps"], setting["true_cfg"])
 
     @torch.no_grad()
     def edit_batch(self, backbone, rows, setting):

@@ -18,7 +18,8 @@ from methods.qwen_image_edit import NEGATIVE_PROMPT, QwenImageEdit
 @register
 class QwenImageEditPlus(QwenImageEdit):
     name = "qwen_image_edit_plus"
-    description = "Qwen-Image-Edit-2509/2511: edit by the sample's instruction with diffusers' QwenImageEditPlusPipeline."
+    description = ("Qwen-Image-Edit-2509/2511: edit by the sample's instruction with diffusers' "
+                   "QwenImageEditPlusPipeline.")
     families = ("qwen_image_plus",)
     reads_references = True
 

@@ -68,12 +68,12 @@ HALF_MEAN_BOUND = {"fp16": 0.05, "bf16": 0.15}
 #: The tiny backbones of each family (session fixtures of tests/conftest.py): the family's own first,
 #: then other variants of its pipeline that the battery runs as well (FLUX.2 [dev] beside [klein]).
 FAMILY_FIXTURES = {"sd": ("backbone",), "sdxl": ("sdxl",), "sd3": ("sd3",), "flux": ("flux",), "kontext": ("kontext",),
-                   "qwen_image": ("qwen_image",), "qwen_image_plus": ("qwen_image_plus",), "flux2": ("flux2", "flux2_dev"),
-                   "longcat": ("longcat",)}  # fmt: skip
+                   "qwen_image": ("qwen_image",), "qwen_image_plus": ("qwen_image_plus",),
+                   "flux2": ("flux2", "flux2_dev"), "longcat": ("longcat",)}  # fmt: skip
 #: Each fixture's embedded backbone.
 TINY = {"backbone": "tiny", "sdxl": "tiny-sdxl", "sd3": "tiny-sd3", "flux": "tiny-flux", "kontext": "tiny-kontext",
-        "qwen_image": "tiny-qwen-image-edit", "qwen_image_plus": "tiny-qwen-image-edit-plus", "flux2": "tiny-flux2-klein",
-        "flux2_dev": "tiny-flux2-dev", "longcat": "tiny-longcat"}  # fmt: skip
+        "qwen_image": "tiny-qwen-image-edit", "qwen_image_plus": "tiny-qwen-image-edit-plus",
+        "flux2": "tiny-flux2-klein", "flux2_dev": "tiny-flux2-dev", "longcat": "tiny-longcat"}  # fmt: skip
 #: Half precision in the default run: p2p over ddpm (it once failed with "mat1 and mat2 must have
 #: the same dtype") and a two-branch editor; (method, inversion) on the method's first family.
 HALF_PRECISION_FAST = {("p2p", "ddpm"), ("masactrl", "direct")}

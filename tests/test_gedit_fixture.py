@@ -27,7 +27,8 @@ def test_the_committed_fixture_is_what_the_script_makes_in_gedit_benchs_schema()
 
     from bench.hub_data import column_kind
 
-    spec = importlib.util.spec_from_file_location("make_gedit_fixture", repo_root() / "scripts" / "make_gedit_fixture.py")
+    path = repo_root() / "scripts" / "make_gedit_fixture.py"
+    spec = importlib.util.spec_from_file_location("make_gedit_fixture", path)
     script = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(script)
     committed = datasets.Dataset.from_parquet(str(FIXTURE / script.PARQUET))

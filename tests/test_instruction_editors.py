@@ -323,4 +323,5 @@ def test_backbones_lists_tiny_flux2_dev_with_each_networks_parameters(flux2_dev)
     result = CliRunner().invoke(main, ["backbones", "tiny-flux2-dev"])
     assert result.exit_code == 0, result.output
     each = ", ".join(f"{name} {format_count(n)}" for name, n in counts.items())
-    assert f"tiny-flux2-dev (FLUX.2 [dev]/[klein]): {format_count(sum(counts.values()))} parameters: {each}" in result.output
+    total = format_count(sum(counts.values()))
+    assert f"tiny-flux2-dev (FLUX.2 [dev]/[klein]): {total} parameters: {each}" in result.output

@@ -41,7 +41,8 @@ def config(tmp_path, server, n: int = 3, batch_size: int = 3, **params):
     lines = []
     for i in range(n):
         Image.fromarray(rng.integers(0, 255, (48, 64, 3), dtype=np.uint8)).save(folder / f"s{i}.png")
-        lines.append(json.dumps({"id": f"s{i}", "image": f"s{i}.png", "source_prompt": "a photo", "instruction": f"make it red {i}"}))
+        entry = {"id": f"s{i}", "image": f"s{i}.png", "source_prompt": "a photo", "instruction": f"make it red {i}"}
+        lines.append(json.dumps(entry))
     (folder / "manifest.jsonl").write_text("\n".join(lines) + "\n")
     method = {"base_url": server.url, "api_key_env": KEY_VAR, "model": "tiny-images", "backoff_s": 0.0, **params}
     return build_config({
@@ -100,7 +101,8 @@ def test_a_url_reply_is_fetched_and_stretched_to_the_frame(tmp_path):
 
 
 def test_a_500_is_retried_and_a_429_waits_for_its_retry_after(tmp_path):
-    replies = iter([Reply({"error": {"message": "boom"}}, 500), Reply({"error": "slow down"}, 429, headers={"Retry-After": "1"})])
+    replies = iter([Reply({"error": {"message": "boom"}}, 500),
+                    Reply({"error": "slow down"}, 429, headers={"Retry-After": "1"})])
 
     def flaky(fields, image):
         return next(replies, None) or red(fields, image)

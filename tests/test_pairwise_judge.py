@@ -150,7 +150,8 @@ def test_pairwise_shows_the_source_at_the_size_its_cells_saw_it(tmp_path):
     from bench.execution.pairwise import judge_run
     from bench.execution.runner import start_run
 
-    extra = [{"id": "p0", "image": "img0.png", "source_prompt": "a cat", "target_prompt": "a dog", "instruction": "edit"}]
+    extra = [{"id": "p0", "image": "img0.png", "source_prompt": "a cat", "target_prompt": "a dog",
+              "instruction": "edit"}]
     big = {"name": "tiny", "resolution": 128}
     config = run_config(tmp_path, {"reconstruct": {}, "sdedit": {"t0": [0.6, 0.8], "steps": 2, "backbone": big}},
                         extra=extra, n=1, backbone={"name": "tiny", "resolution": 64})  # fmt: skip

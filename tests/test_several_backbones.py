@@ -30,7 +30,8 @@ def test_a_method_names_its_backbone_over_the_default():
     flux = config.backbone_of("flowedit")
     assert (flux.name, flux.dtype, flux.resolution) == ("tiny-flux", "fp16", None)  # dtype inherited, size its own
     assert config.backbone_of("sdedit") == config.backbone
-    assert list(config.backbones) == ["tiny (dtype=fp16, resolution=128)", "tiny-flux", "tiny (dtype=fp32, resolution=128)"]
+    assert list(config.backbones) == ["tiny (dtype=fp16, resolution=128)", "tiny-flux",
+                                      "tiny (dtype=fp32, resolution=128)"]
     assert config_from_resolved(config.resolved).backbones == config.backbones  # --resume rebuilds it
 
 
@@ -50,7 +51,8 @@ def test_units_are_grouped_by_backbone(tmp_path):
     labels = {m: config.backbone_label(m) for m in config.settings}
     units = plan_units(config.settings, load_dataset(config.dataset), [0], set(), 1, labels)
     order = [unit.backbone for unit in units]
-    assert order == sorted(order, key=["tiny", "tiny-flux"].index)  # each backbone's units together, the default's first
+    # each backbone's units together, the default's first
+    assert order == sorted(order, key=["tiny", "tiny-flux"].index)
     assert [unit.unit_id for unit in units] == list(range(len(units)))
     text = dry_run_text(config)
     assert "backbone | method" in text and "backbone tiny-flux: 3 cells, 18 NFE" in text

@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 
 from bench.devices import resolve_device
-from bench.diffusion.families import family_of_folder, get_family
+from bench.diffusion.families import PIPELINE_FAMILIES, family_of_folder, get_family, official_pipeline_class
 from bench.diffusion.offload import model_cpu_offload, offload_encoders
 from bench.errors import ConfigError, did_you_mean, unknown
 from bench.method import StepRules
@@ -234,7 +234,7 @@ def native_resolution(family, denoiser_config: dict, vae_config: dict) -> int:
 
 def step_rules(spec: BackboneSpec, family=None) -> StepRules:
     """The backbone's ``StepRules`` (NFE per guided step, steps of a start level): its family's, known
-    without loading it; SD's for a hub id whose ``model_index.json`` is not in the hub cache yet."""
+    without loading it; SD's for a hub id of unknown family (``known_family``)."""
     if family is None:
         name = known_family(spec)
         family = None if name is None else get_family(name)
@@ -243,8 +243,19 @@ def step_rules(spec: BackboneSpec, family=None) -> StepRules:
 
 def known_family(spec: BackboneSpec) -> str | None:
     """The family of a backbone known without loading it or the network: tiny names, local folders,
-    hub ids whose ``model_index.json`` is in the hub cache; None otherwise."""
-    return family_on_disk(spec) or _cached_hub_family(spec)
+    hub ids whose ``model_index.json`` is in the hub cache, official hub ids (``OFFICIAL_HUB_IDS``); None otherwise."""
+    return family_on_disk(spec) or _cached_hub_family(spec) or PIPELINE_FAMILIES.get(known_pipeline_class(spec))
+
+
+def known_pipeline_class(spec: BackboneSpec) -> str | None:
+    """The pipeline class (``model_index.json``'s ``_class_name``) of a backbone, known without loading it or
+    the network: from its config folder (``config_folder``), else for an official hub id from
+    ``OFFICIAL_HUB_IDS``; None otherwise."""
+    folder = config_folder(spec)
+    if folder is not None:
+        index = folder / "model_index.json"
+        return json.loads(index.read_text()).get("_class_name") if index.is_file() else None
+    return None if spec.is_tiny or Path(spec.name).expanduser().is_dir() else official_pipeline_class(spec.name)
 
 
 def _cached_hub_family(spec: BackboneSpec) -> str | None:

@@ -23,7 +23,8 @@ def component_parameters(folder: Path) -> dict[str, int]:
         "text_encoder": ["transformers", "CLIPTextModel"]}  # fmt: skip
     counts = {}
     for name, entry in index.items():
-        if not isinstance(entry, list) or entry[0] not in NETWORK_LIBRARIES or not (folder / name / "config.json").is_file():
+        is_network = isinstance(entry, list) and entry[0] in NETWORK_LIBRARIES
+        if not is_network or not (folder / name / "config.json").is_file():
             continue
         library, class_name = entry
         cls = getattr(diffusers if library == "diffusers" else transformers, class_name)

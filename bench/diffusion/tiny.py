@@ -117,10 +117,9 @@ def write_pipeline(folder: Path, unet, vae, text_encoder) -> None:
     """Save an SD pipeline of these components, SD's CLIP tokenizer and DDIM scheduler to ``folder``
     (safetensors), atomically: it is written beside ``folder`` and renamed into place."""
     from diffusers import DDIMScheduler, StableDiffusionPipeline
-    from transformers import CLIPTokenizer
 
-    tmp = folder.with_name(f"{folder.name}.building-{os.getpid()}")
-    tokenizer = CLIPTokenizer.from_pretrained(write_clip_tokenizer_files(tmp / "_tokenizer_src"))
+    tmp = _building(folder)
+    tokenizer = _clip_tokenizer(tmp)
     pipe = StableDiffusionPipeline(
         vae=vae,
         text_encoder=text_encoder,
@@ -134,19 +133,79 @@ def write_pipeline(folder: Path, unet, vae, text_encoder) -> None:
     _save_atomically(pipe, tmp, folder)
 
 
-def _save_atomically(pipe, tmp: Path, folder: Path) -> None:
-    """Save ``pipe`` into ``tmp`` (where the tokenizer source was written) and rename it to ``folder``."""
+def _building(folder: Path) -> Path:
+    """The folder beside ``folder`` where this process builds it (``_save_atomically`` renames it into place)."""
+    return folder.with_name(f"{folder.name}.building-{os.getpid()}")
+
+
+def _save_atomically(pipe, tmp: Path, folder: Path, vae_sample_size: bool = False) -> None:
+    """Save ``pipe`` into ``tmp`` (where a tokenizer source may have been written), with ``vae_sample_size``
+    the tiny native size stated in its VAE config (``_state_vae_sample_size``), and rename it to ``folder``,
+    dropping the tokenizer source."""
     pipe.save_pretrained(tmp, safe_serialization=True)
-    _publish(tmp, folder)
-
-
-def _publish(tmp: Path, folder: Path) -> None:
-    """Rename the pipeline saved in ``tmp`` to ``folder``, dropping its tokenizer source."""
-    shutil.rmtree(tmp / "_tokenizer_src")
+    if vae_sample_size:
+        _state_vae_sample_size(tmp)
+    shutil.rmtree(tmp / "_tokenizer_src", ignore_errors=True)
     if folder.exists():  # another process finished first
         shutil.rmtree(tmp)
     else:
         tmp.rename(folder)
+
+
+def _clip_tokenizer(tmp: Path):
+    """SD's CLIP tokenizer, from files written into ``tmp``'s tokenizer source."""
+    from transformers import CLIPTokenizer
+
+    return CLIPTokenizer.from_pretrained(write_clip_tokenizer_files(tmp / "_tokenizer_src"))
+
+
+def _tiny_t5(tokenizer, width: int, head_width: int):
+    """A one-layer T5 encoder (``width`` wide, 4 heads of ``head_width``) over ``tokenizer``, seeded."""
+    from transformers import T5Config, T5EncoderModel
+
+    torch.manual_seed(TINY_SEED + 4)
+    return T5EncoderModel(
+        T5Config(
+            vocab_size=len(tokenizer), d_model=width, d_ff=64, d_kv=head_width, num_layers=1, num_heads=4,
+            relative_attention_num_buckets=8, pad_token_id=0, eos_token_id=1, decoder_start_token_id=0,
+        )
+    )  # fmt: skip
+
+
+def _tiny_flow_vae(block_out_channels: tuple[int, ...], norm_num_groups: int, scaling_factor: float,
+                   shift_factor: float):  # fmt: skip
+    """A 16-channel ``AutoencoderKL`` with a shift factor and no quant convs (SD3's and FLUX's kind), seeded."""
+    from diffusers import AutoencoderKL
+
+    torch.manual_seed(TINY_SEED + 1)
+    return AutoencoderKL(
+        in_channels=3, out_channels=3, down_block_types=("DownEncoderBlock2D",) * 4,
+        up_block_types=("UpDecoderBlock2D",) * 4, block_out_channels=block_out_channels, layers_per_block=1,
+        latent_channels=16, norm_num_groups=norm_num_groups, sample_size=TINY_RESOLUTION,
+        scaling_factor=scaling_factor, shift_factor=shift_factor, use_quant_conv=False, use_post_quant_conv=False,
+    )  # fmt: skip
+
+
+def _tiny_qwen25_vl(tmp: Path):
+    """(encoder, tokenizer, ``Qwen2VLProcessor``) of the tiny Qwen2.5-VL of ``bench.metrics.tiny_vlm``,
+    written into ``tmp``'s tokenizer source and loaded from there."""
+    from transformers import AutoProcessor, Qwen2_5_VLForConditionalGeneration, Qwen2VLProcessor
+
+    from bench.metrics.tiny_vlm import write_tiny_qwen25_vl
+
+    source = write_tiny_qwen25_vl(tmp / "_tokenizer_src", seed=TINY_SEED + 2)
+    encoder = Qwen2_5_VLForConditionalGeneration.from_pretrained(source)
+    vl = AutoProcessor.from_pretrained(source)
+    processor = Qwen2VLProcessor(image_processor=vl.image_processor, tokenizer=vl.tokenizer,
+                                 video_processor=vl.video_processor, chat_template=vl.chat_template)  # fmt: skip
+    return encoder, vl.tokenizer, processor
+
+
+def _resave(pipeline_class, source: str, folder: Path, vae_sample_size: bool = False) -> None:
+    """The tiny pipeline ``source``'s seeded networks saved as a ``pipeline_class`` (same architecture,
+    another pipeline) into ``folder``."""
+    pipe = pipeline_class.from_pretrained(tiny_backbone_dir(source), use_safetensors=True)
+    _save_atomically(pipe, _building(folder), folder, vae_sample_size)
 
 
 def _tiny_clip(seed: int, hidden: int, projection: bool = True):
@@ -166,13 +225,12 @@ def _tiny_clip(seed: int, hidden: int, projection: bool = True):
 def _build_sd3(folder: Path) -> None:
     """SD3's architecture at a toy size: MMDiT (patch 2, 16 latent channels), 16-channel VAE
     with a shift factor, CLIP-L/CLIP-G-like encoders (32 wide each), a one-layer T5 (64 wide)."""
-    from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler, SD3Transformer2DModel, StableDiffusion3Pipeline
-    from transformers import CLIPTokenizer, T5Config, T5EncoderModel
+    from diffusers import FlowMatchEulerDiscreteScheduler, SD3Transformer2DModel, StableDiffusion3Pipeline
 
     from bench.tokenizer import t5_style_tokenizer
 
-    tmp = folder.with_name(f"{folder.name}.building-{os.getpid()}")
-    clip_tokenizer = CLIPTokenizer.from_pretrained(write_clip_tokenizer_files(tmp / "_tokenizer_src"))
+    tmp = _building(folder)
+    clip_tokenizer = _clip_tokenizer(tmp)
     t5_tokenizer = t5_style_tokenizer()
     torch.manual_seed(TINY_SEED)
     transformer = SD3Transformer2DModel(
@@ -180,20 +238,8 @@ def _build_sd3(folder: Path) -> None:
         attention_head_dim=8, num_attention_heads=4, joint_attention_dim=64, caption_projection_dim=32,
         pooled_projection_dim=64, pos_embed_max_size=16,
     )  # fmt: skip
-    torch.manual_seed(TINY_SEED + 1)
-    vae = AutoencoderKL(
-        in_channels=3, out_channels=3, down_block_types=("DownEncoderBlock2D",) * 4,
-        up_block_types=("UpDecoderBlock2D",) * 4, block_out_channels=(8, 16, 16, 16), layers_per_block=1,
-        latent_channels=16, norm_num_groups=8, sample_size=TINY_RESOLUTION, scaling_factor=1.5305,
-        shift_factor=0.0609, use_quant_conv=False, use_post_quant_conv=False,
-    )  # fmt: skip
-    torch.manual_seed(TINY_SEED + 4)
-    t5 = T5EncoderModel(
-        T5Config(
-            vocab_size=len(t5_tokenizer), d_model=64, d_ff=64, d_kv=16, num_layers=1, num_heads=4,
-            relative_attention_num_buckets=8, pad_token_id=0, eos_token_id=1, decoder_start_token_id=0,
-        )
-    )  # fmt: skip
+    vae = _tiny_flow_vae((8, 16, 16, 16), norm_num_groups=8, scaling_factor=1.5305, shift_factor=0.0609)
+    t5 = _tiny_t5(t5_tokenizer, width=64, head_width=16)
     pipe = StableDiffusion3Pipeline(
         transformer=transformer, scheduler=FlowMatchEulerDiscreteScheduler(num_train_timesteps=1000, shift=3.0),
         vae=vae, text_encoder=_tiny_clip(TINY_SEED + 2, 32), tokenizer=clip_tokenizer,
@@ -209,10 +255,9 @@ def _build_sdxl(folder: Path) -> None:
     attention block, cross-attention over both CLIP encoders (32 + 32 wide; the second with a
     projection), a VAE with SDXL's scaling factor, and DDIM with SD's schedule."""
     from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionXLPipeline, UNet2DConditionModel
-    from transformers import CLIPTokenizer
 
-    tmp = folder.with_name(f"{folder.name}.building-{os.getpid()}")
-    tokenizer = CLIPTokenizer.from_pretrained(write_clip_tokenizer_files(tmp / "_tokenizer_src"))
+    tmp = _building(folder)
+    tokenizer = _clip_tokenizer(tmp)
     hidden = 32
     torch.manual_seed(TINY_SEED)
     unet = UNet2DConditionModel(
@@ -242,13 +287,12 @@ def _build_flux(folder: Path) -> None:
     and 4 single-stream blocks, 2 heads of 16, RoPE axes 4/4/8, 64 = 16 x 2 x 2 packed channels),
     a 16-channel VAE with FLUX's scaling and shift factors, a tiny CLIP (pooled, 32 wide) and a
     one-layer T5 (32 wide), and FLUX's dynamically shifted flow-matching scheduler."""
-    from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler, FluxPipeline, FluxTransformer2DModel
-    from transformers import CLIPTokenizer, T5Config, T5EncoderModel
+    from diffusers import FlowMatchEulerDiscreteScheduler, FluxPipeline, FluxTransformer2DModel
 
     from bench.tokenizer import t5_style_tokenizer
 
-    tmp = folder.with_name(f"{folder.name}.building-{os.getpid()}")
-    clip_tokenizer = CLIPTokenizer.from_pretrained(write_clip_tokenizer_files(tmp / "_tokenizer_src"))
+    tmp = _building(folder)
+    clip_tokenizer = _clip_tokenizer(tmp)
     t5_tokenizer = t5_style_tokenizer()
     hidden = 32
     torch.manual_seed(TINY_SEED)
@@ -256,20 +300,8 @@ def _build_flux(folder: Path) -> None:
         patch_size=1, in_channels=64, num_layers=2, num_single_layers=4, attention_head_dim=16, num_attention_heads=2,
         joint_attention_dim=hidden, pooled_projection_dim=hidden, guidance_embeds=True, axes_dims_rope=(4, 4, 8),
     )  # fmt: skip
-    torch.manual_seed(TINY_SEED + 1)
-    vae = AutoencoderKL(
-        in_channels=3, out_channels=3, down_block_types=("DownEncoderBlock2D",) * 4,
-        up_block_types=("UpDecoderBlock2D",) * 4, block_out_channels=(8, 16, 16, 16), layers_per_block=1,
-        latent_channels=16, norm_num_groups=8, sample_size=TINY_RESOLUTION, scaling_factor=0.3611,
-        shift_factor=0.1159, use_quant_conv=False, use_post_quant_conv=False,
-    )  # fmt: skip
-    torch.manual_seed(TINY_SEED + 4)
-    t5 = T5EncoderModel(
-        T5Config(
-            vocab_size=len(t5_tokenizer), d_model=hidden, d_ff=64, d_kv=8, num_layers=1, num_heads=4,
-            relative_attention_num_buckets=8, pad_token_id=0, eos_token_id=1, decoder_start_token_id=0,
-        )
-    )  # fmt: skip
+    vae = _tiny_flow_vae((8, 16, 16, 16), norm_num_groups=8, scaling_factor=0.3611, shift_factor=0.1159)
+    t5 = _tiny_t5(t5_tokenizer, width=hidden, head_width=8)
     scheduler = FlowMatchEulerDiscreteScheduler(
         num_train_timesteps=1000, shift=3.0, use_dynamic_shifting=True, base_shift=0.5, max_shift=1.15,
         base_image_seq_len=256, max_image_seq_len=4096,
@@ -287,10 +319,7 @@ def _build_kontext(folder: Path) -> None:
     transformer trained to edit), so ``tiny-flux``'s seeded networks saved as a ``FluxKontextPipeline``."""
     from diffusers import FluxKontextPipeline
 
-    tmp = folder.with_name(f"{folder.name}.building-{os.getpid()}")
-    pipe = FluxKontextPipeline.from_pretrained(tiny_backbone_dir("tiny-flux"), use_safetensors=True)
-    (tmp / "_tokenizer_src").mkdir(parents=True)
-    _save_atomically(pipe, tmp, folder)
+    _resave(FluxKontextPipeline, "tiny-flux", folder)
 
 
 def _build_qwen_image_edit(folder: Path) -> None:
@@ -305,16 +334,9 @@ def _build_qwen_image_edit(folder: Path) -> None:
         QwenImageEditPipeline,
         QwenImageTransformer2DModel,
     )
-    from transformers import AutoProcessor, Qwen2_5_VLForConditionalGeneration, Qwen2VLProcessor
 
-    from bench.metrics.tiny_vlm import write_tiny_qwen25_vl
-
-    tmp = folder.with_name(f"{folder.name}.building-{os.getpid()}")
-    source = write_tiny_qwen25_vl(tmp / "_tokenizer_src", seed=TINY_SEED + 2)
-    encoder = Qwen2_5_VLForConditionalGeneration.from_pretrained(source)
-    vl = AutoProcessor.from_pretrained(source)
-    processor = Qwen2VLProcessor(image_processor=vl.image_processor, tokenizer=vl.tokenizer,
-                                 video_processor=vl.video_processor, chat_template=vl.chat_template)  # fmt: skip
+    tmp = _building(folder)
+    encoder, tokenizer, processor = _tiny_qwen25_vl(tmp)
     torch.manual_seed(TINY_SEED)
     transformer = QwenImageTransformer2DModel(
         patch_size=2, in_channels=64, out_channels=16, num_layers=1, attention_head_dim=16, num_attention_heads=2,
@@ -326,11 +348,9 @@ def _build_qwen_image_edit(folder: Path) -> None:
         num_train_timesteps=1000, shift=1.0, use_dynamic_shifting=True, base_shift=0.5, max_shift=0.9,
         base_image_seq_len=256, max_image_seq_len=8192, shift_terminal=0.02, time_shift_type="exponential",
     )  # fmt: skip
-    pipe = QwenImageEditPipeline(scheduler=scheduler, vae=vae, text_encoder=encoder, tokenizer=vl.tokenizer,
+    pipe = QwenImageEditPipeline(scheduler=scheduler, vae=vae, text_encoder=encoder, tokenizer=tokenizer,
                                  processor=processor, transformer=transformer)  # fmt: skip
-    pipe.save_pretrained(tmp, safe_serialization=True)
-    _state_vae_sample_size(tmp)
-    _publish(tmp, folder)
+    _save_atomically(pipe, tmp, folder, vae_sample_size=True)
 
 
 def _state_vae_sample_size(folder: Path) -> None:
@@ -347,12 +367,7 @@ def _build_qwen_image_edit_plus(folder: Path) -> None:
     Qwen-Image-Edit, so ``tiny-qwen-image-edit``'s seeded networks saved as the Plus pipeline."""
     from diffusers import QwenImageEditPlusPipeline
 
-    tmp = folder.with_name(f"{folder.name}.building-{os.getpid()}")
-    pipe = QwenImageEditPlusPipeline.from_pretrained(tiny_backbone_dir("tiny-qwen-image-edit"), use_safetensors=True)
-    (tmp / "_tokenizer_src").mkdir(parents=True)
-    pipe.save_pretrained(tmp, safe_serialization=True)
-    _state_vae_sample_size(tmp)
-    _publish(tmp, folder)
+    _resave(QwenImageEditPlusPipeline, "tiny-qwen-image-edit", folder, vae_sample_size=True)
 
 
 def _build_flux2_klein(folder: Path) -> None:
@@ -365,15 +380,14 @@ def _build_flux2_klein(folder: Path) -> None:
 
     from bench.metrics.tiny_vlm import CHAT_TEMPLATE, qwen_byte_tokenizer
 
-    tmp = folder.with_name(f"{folder.name}.building-{os.getpid()}")
-    (tmp / "_tokenizer_src").mkdir(parents=True)
+    tmp = _building(folder)
     tokenizer = qwen_byte_tokenizer()
     tokenizer.chat_template = CHAT_TEMPLATE
     hidden = 16
     torch.manual_seed(TINY_SEED + 2)
     encoder = Qwen3ForCausalLM(Qwen3Config(
-        vocab_size=len(tokenizer), hidden_size=hidden, intermediate_size=32, num_hidden_layers=28, num_attention_heads=2,
-        num_key_value_heads=1, head_dim=8, max_position_embeddings=1024,
+        vocab_size=len(tokenizer), hidden_size=hidden, intermediate_size=32, num_hidden_layers=28,
+        num_attention_heads=2, num_key_value_heads=1, head_dim=8, max_position_embeddings=1024,
     ))  # fmt: skip
     transformer, vae, scheduler = _flux2_networks(joint_attention_dim=3 * hidden, guidance_embeds=False)
     pipe = Flux2KleinPipeline(scheduler=scheduler, vae=vae, text_encoder=encoder, tokenizer=tokenizer,
@@ -389,8 +403,7 @@ def _build_flux2_dev(folder: Path) -> None:
     from diffusers import Flux2Pipeline
     from transformers import Mistral3Config, Mistral3ForConditionalGeneration
 
-    tmp = folder.with_name(f"{folder.name}.building-{os.getpid()}")
-    (tmp / "_tokenizer_src").mkdir(parents=True)
+    tmp = _building(folder)
     processor = mistral_byte_processor()
     ids = {t: processor.tokenizer.convert_tokens_to_ids(t) for t in ("<s>", "</s>", "<pad>", "[IMG]")}
     hidden = 16
@@ -476,31 +489,18 @@ def _build_longcat(folder: Path) -> None:
     stream block (2 heads of 16, RoPE axes 4/6/6, 64 = 16 x 2 x 2 packed channels), a 16-channel
     VAE with FLUX's scaling and shift (``sample_size`` 128), and the tiny Qwen2.5-VL of
     ``bench.metrics.tiny_vlm`` as text and image encoder, with a ``Qwen2VLProcessor``."""
-    from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler, LongCatImageEditPipeline, LongCatImageTransformer2DModel
-    from transformers import AutoProcessor, Qwen2_5_VLForConditionalGeneration, Qwen2VLProcessor
+    from diffusers import FlowMatchEulerDiscreteScheduler, LongCatImageEditPipeline, LongCatImageTransformer2DModel
 
-    from bench.metrics.tiny_vlm import write_tiny_qwen25_vl
-
-    tmp = folder.with_name(f"{folder.name}.building-{os.getpid()}")
-    source = write_tiny_qwen25_vl(tmp / "_tokenizer_src", seed=TINY_SEED + 2)
-    encoder = Qwen2_5_VLForConditionalGeneration.from_pretrained(source)
-    vl = AutoProcessor.from_pretrained(source)
-    processor = Qwen2VLProcessor(image_processor=vl.image_processor, tokenizer=vl.tokenizer,
-                                 video_processor=vl.video_processor, chat_template=vl.chat_template)  # fmt: skip
+    tmp = _building(folder)
+    encoder, tokenizer, processor = _tiny_qwen25_vl(tmp)
     hidden = encoder.config.text_config.hidden_size
     torch.manual_seed(TINY_SEED)
     transformer = LongCatImageTransformer2DModel(
         patch_size=1, in_channels=64, num_layers=1, num_single_layers=1, attention_head_dim=16, num_attention_heads=2,
         joint_attention_dim=hidden, pooled_projection_dim=hidden, axes_dims_rope=[4, 6, 6],
     )  # fmt: skip
-    torch.manual_seed(TINY_SEED + 1)
-    vae = AutoencoderKL(
-        in_channels=3, out_channels=3, down_block_types=("DownEncoderBlock2D",) * 4,
-        up_block_types=("UpDecoderBlock2D",) * 4, block_out_channels=(8, 8, 8, 8), layers_per_block=1,
-        latent_channels=16, norm_num_groups=4, sample_size=TINY_RESOLUTION, scaling_factor=0.3611,
-        shift_factor=0.1159, use_quant_conv=False, use_post_quant_conv=False,
-    )  # fmt: skip
+    vae = _tiny_flow_vae((8, 8, 8, 8), norm_num_groups=4, scaling_factor=0.3611, shift_factor=0.1159)
     scheduler = FlowMatchEulerDiscreteScheduler(num_train_timesteps=1000, shift=3.0, use_dynamic_shifting=True)
-    pipe = LongCatImageEditPipeline(scheduler=scheduler, vae=vae, text_encoder=encoder, tokenizer=vl.tokenizer,
+    pipe = LongCatImageEditPipeline(scheduler=scheduler, vae=vae, text_encoder=encoder, tokenizer=tokenizer,
                                     text_processor=processor, transformer=transformer)  # fmt: skip
     _save_atomically(pipe, tmp, folder)

@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from bench.data import SampleRef, chained_turns, load_dataset
-from bench.diffusion.backbone import identity_on_disk, step_rules
+from bench.diffusion.backbone import identity_on_disk, known_family, step_rules
 from bench.errors import ConfigError
 from bench.execution.config import RunConfig
 from bench.method import PreparationSpec, rules_in_force
@@ -264,7 +264,8 @@ def dry_run_text(config: RunConfig) -> str:
     plans, preparations = plan_settings(config, len(refs), len(chained_turns(refs, config.dataset.turns)))
     lines = [f"dry run: {len(refs)} sample(s) x {len(config.seeds)} seed(s); nothing is loaded or run", ""]
     several = len(config.backbones) > 1
-    lines.append(("backbone | " if several else "") + "method | setting | cells | start step | timesteps run | NFE/cell (est.)")
+    header = "method | setting | cells | start step | timesteps run | NFE/cell (est.)"
+    lines.append(("backbone | " if several else "") + header)
     for p in plans:
         schedule = ("—", "—") if p.start_step is None else (str(p.start_step), str(p.steps_run))
         lines.append(("{p.backbone} | " if several else "").format(p=p) +
@@ -295,7 +296,7 @@ def dry_run_text(config: RunConfig) -> str:
     if costs:
         lines.append(f"estimated NFE in all: up to {edit_nfe + sum(nfe for _, _, nfe in costs)} "
                      "(the edits and every preparation computed)")  # fmt: skip
-    lines += one_seed_notes(config)
+    lines += one_seed_notes(config) + unknown_family_notes(config)
     lines += [f"warning: {w}" for w in collapsed_settings(config) + ignored_references(config, refs)]
     return "\n".join(lines) + "\n"
 
@@ -307,6 +308,17 @@ def _summary(costs: list[tuple[PreparationPlan, int, int]]) -> tuple[int, int, s
         per_method[p.method] += count
     each = ", ".join(f"{method}: {count}" for method, count in per_method.items())
     return sum(count for _, count, _ in costs), sum(nfe for _, _, nfe in costs), each
+
+
+def unknown_family_notes(config: RunConfig) -> list[str]:
+    """A line per hub backbone whose family is not known before it is downloaded (configs not in the hub
+    cache, not an official id: ``bench.diffusion.families.OFFICIAL_HUB_IDS``), saying what was assumed."""
+    return [f"note: backbone {label}: its configs are not in the hub cache and it is not an official id editbench "
+            "knows, so its family is a guess: this estimate assumes SD 1.x (2 NFE per guided step; a FLUX.2 "
+            "checkpoint would count as [klein]) and the settings take each method's generic defaults, not a "
+            "family's own (e.g. flowedit's FLUX.1 guidance); download its configs first for exact figures"
+            for label, spec in config.backbones.items()
+            if known_family(spec) is None and not Path(spec.name).expanduser().exists()]  # fmt: skip
 
 
 def one_seed_notes(config: RunConfig) -> list[str]:

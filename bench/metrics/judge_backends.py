@@ -376,11 +376,14 @@ class ChatEndpoint(JudgeBackend):
         except HttpFailure as exc:
             tries = f"{exc.tries} tries"
             if exc.status is not None and content_filtered(exc.message):
-                raise JudgeFailure(CONTENT_FILTERED, f"the provider's content filter (HTTP {exc.status}): {exc.message}") from None
+                raise JudgeFailure(CONTENT_FILTERED,
+                                   f"the provider's content filter (HTTP {exc.status}): {exc.message}") from None
             if exc.status is not None:
-                raise JudgeFailure(TRANSPORT_ERROR, f"judge endpoint answered HTTP {exc.status} after {tries}: {exc.message}") from None
+                raise JudgeFailure(TRANSPORT_ERROR,
+                                   f"judge endpoint answered HTTP {exc.status} after {tries}: {exc.message}") from None
             if exc.timed_out:
-                raise JudgeFailure(TIMEOUT, f"judge endpoint did not answer within {self.options.timeout_s:g} s, {tries}") from None
+                raise JudgeFailure(TIMEOUT,
+                                   f"judge endpoint did not answer within {self.options.timeout_s:g} s, {tries}") from None
             raise JudgeFailure(TRANSPORT_ERROR, f"judge endpoint failed after {tries}: {exc.message}") from None
         return answer_text(reply)
 

@@ -207,11 +207,13 @@ def _differences(base: RunData, new: RunData) -> list[str]:
         why = _fingerprint_changes(base, new)
         notes.append(f"backbone fingerprint changed: {base.fingerprint} → {new.fingerprint}" + (f" ({why})" if why else ""))
     moved = [m for m in set(base.methods) & set(new.methods) if base.backbone_of(m) != new.backbone_of(m)]
-    notes += [f"{m}: backbone {base.backbone_of(m)} → {new.backbone_of(m)}; its cells are not compared" for m in sorted(moved)]
+    notes += [f"{m}: backbone {base.backbone_of(m)} → {new.backbone_of(m)}; its cells are not compared"
+              for m in sorted(moved)]
     firsts = [next(iter(r.backbones), None) for r in (base, new)]
     for label in [b for b in base.fingerprints if b in new.fingerprints and b not in firsts]:
         if base.fingerprints[label] != new.fingerprints[label]:
-            notes.append(f"backbone {label} fingerprint changed: {base.fingerprints[label]} → {new.fingerprints[label]}")
+            before, after = base.fingerprints[label], new.fingerprints[label]
+            notes.append(f"backbone {label} fingerprint changed: {before} → {after}")
     devices = [(r.manifest.get("backbone") or {}).get("device") for r in (base, new)]
     if devices[0] != devices[1] and None not in devices:
         notes.append(f"backbone device changed: {devices[0]} → {devices[1]} (kernels differ: expect noise-level changes)")

@@ -3,7 +3,8 @@ its source beside each method and setting's edit with the cell's metrics, to fil
 setting, edit type, each group) and sort by any metric, with the difference to a baseline row.
 
 One HTML file and a folder beside it (``<name>_files/``, the sources with their masks outlined,
-at the size the run's first backbone saw them, and at each other backbone's size where it differs); the edits are the run folder's own PNGs, linked by relative path.
+at the size the run's first backbone saw them, and at each other backbone's size where it
+differs); the edits are the run folder's own PNGs, linked by relative path.
 No server and no network: the page's script (``gallery_page/gallery.js``) draws the cards from
 the run's data, embedded as JSON, a page at a time, and images load lazily, so runs of thousands
 of cells open quickly. Every string from the run reaches the page as text (``textContent``), never as markup.
@@ -50,8 +51,10 @@ def gallery_data(run: RunData, page_dir: Path, assets: Path) -> dict:
     for i, (sample_id, by_backbone) in enumerate(sources.items()):
         distinct = _distinct(by_backbone)
         source_files[sample_id] = _source_file(distinct[0][1], assets / f"source_{i}.png", page_dir)
-        more_sources[sample_id] = [{"backbone": label, "source": _source_file(s, assets / f"source_{i}_{k}.png", page_dir)}
-                                   for k, (label, s) in enumerate(distinct[1:], 1)]  # fmt: skip
+        more_sources[sample_id] = [
+            {"backbone": label, "source": _source_file(s, assets / f"source_{i}_{k}.png", page_dir)}
+            for k, (label, s) in enumerate(distinct[1:], 1)
+        ]
     entries = []
     for (sample_id, seed), group in run.cells.groupby(["sample_id", "seed"], sort=False):
         source = next(iter(sources[sample_id].values()))

@@ -490,7 +490,9 @@ def _source_tile(ax, source: Sample | str, shape: tuple[int, int], title: str) -
     ax.set_title(_wrap(title + " + mask" * has_mask), fontsize=TILE_FONT)
 
 
-def image_grid(run: RunData, sample_id: str, seed: int, source: "Sample | str | dict[str | None, Sample | str]") -> Figure:
+def image_grid(
+    run: RunData, sample_id: str, seed: int, source: "Sample | str | dict[str | None, Sample | str]"
+) -> Figure:
     """One sample: the source with its mask outlined, then each method's outputs along its
     sweep (wrapping after ``GRID_COLUMNS`` tiles), each titled with its parameter values.
     ``source``: one for every method, or one per backbone label (``backbone_sources``): a method

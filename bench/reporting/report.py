@@ -356,8 +356,9 @@ def backbone_line(label: str, described: dict) -> tuple[str, str]:
     """The provenance line of one backbone of a run of several: label, family, dtype, size rule, fingerprint."""
     spec, fp = described.get("spec") or {}, described.get("fingerprint") or {}
     rule = (described.get("images") or {}).get("rule") or f"{described.get('resolution', '?')} px"
-    return (f"backbone {label}", f"{described.get('family', '?')}, {fp.get('dtype') or spec.get('dtype', '?')}, {rule}; "
-                                 f"fingerprint {fp.get('id', 'unknown')}")  # fmt: skip
+    dtype = fp.get("dtype") or spec.get("dtype", "?")
+    return (f"backbone {label}",
+            f"{described.get('family', '?')}, {dtype}, {rule}; fingerprint {fp.get('id', 'unknown')}")
 
 
 def provenance(run: RunData) -> list[tuple[str, str]]:

@@ -316,7 +316,8 @@ def attention_picture(controller: AttentionController, tokenizer, prompts: tuple
     top = grid_shape(sizes[0], controller.latent_hw)
     total, count = 0, 0
     for q in sizes:
-        resized = F.interpolate(controller.average(q).permute(0, 3, 1, 2), size=top, mode="bilinear", align_corners=False)
+        maps = controller.average(q).permute(0, 3, 1, 2)
+        resized = F.interpolate(maps, size=top, mode="bilinear", align_corners=False)
         total = total + resized * controller.layers[q]
         count += controller.layers[q]
     maps = total / count  # (2, L, top, top)

@@ -13,7 +13,8 @@ distilled guidance, an input of the transformer) and ``guided_evaluations`` (its
 the ``model`` resolution policy applies. An instruction editor's family (``kontext``, ...) also gives
 ``pipeline(backbone, scheduler)``: its diffusers pipeline over the backbone's networks, which its
 method calls. The family is read from the pipeline folder's
-``model_index.json`` (``_class_name``); another flow transformer is one more module here.
+``model_index.json`` (``_class_name``), or for an official hub id not yet downloaded from ``OFFICIAL_HUB_IDS``;
+another flow transformer is one more module here.
 """
 
 import importlib
@@ -38,6 +39,35 @@ PIPELINE_FAMILIES = {
     "Flux2Pipeline": "flux2",
     "Flux2KleinPipeline": "flux2",
     "LongCatImageEditPipeline": "longcat",
+}
+#: Official hub ids (lower-case: the hub matches ids case-insensitively) -> the pipeline class their
+#: ``model_index.json`` names. A hub id whose configs are not in the hub cache yet (a dry run, or a config resolved
+#: before the first download) gets from here the family, variant and family defaults its checkpoint will load with;
+#: any other uncached id stays unknown until it is downloaded (``bench.diffusion.backbone.known_family``).
+OFFICIAL_HUB_IDS = {
+    "stable-diffusion-v1-5/stable-diffusion-v1-5": "StableDiffusionPipeline",
+    "runwayml/stable-diffusion-v1-5": "StableDiffusionPipeline",
+    "compvis/stable-diffusion-v1-4": "StableDiffusionPipeline",
+    "stabilityai/stable-diffusion-2-1": "StableDiffusionPipeline",
+    "stabilityai/stable-diffusion-2-1-base": "StableDiffusionPipeline",
+    "stabilityai/stable-diffusion-xl-base-1.0": "StableDiffusionXLPipeline",
+    "stabilityai/stable-diffusion-3-medium-diffusers": "StableDiffusion3Pipeline",
+    "stabilityai/stable-diffusion-3.5-medium": "StableDiffusion3Pipeline",
+    "stabilityai/stable-diffusion-3.5-large": "StableDiffusion3Pipeline",
+    "stabilityai/stable-diffusion-3.5-large-turbo": "StableDiffusion3Pipeline",
+    "black-forest-labs/flux.1-dev": "FluxPipeline",
+    "black-forest-labs/flux.1-schnell": "FluxPipeline",
+    "black-forest-labs/flux.1-krea-dev": "FluxPipeline",
+    "black-forest-labs/flux.1-kontext-dev": "FluxKontextPipeline",
+    "black-forest-labs/flux.2-dev": "Flux2Pipeline",
+    "black-forest-labs/flux.2-klein-4b": "Flux2KleinPipeline",
+    "black-forest-labs/flux.2-klein-9b": "Flux2KleinPipeline",
+    "black-forest-labs/flux.2-klein-base-4b": "Flux2KleinPipeline",
+    "black-forest-labs/flux.2-klein-base-9b": "Flux2KleinPipeline",
+    "qwen/qwen-image-edit": "QwenImageEditPipeline",
+    "qwen/qwen-image-edit-2509": "QwenImageEditPlusPipeline",
+    "qwen/qwen-image-edit-2511": "QwenImageEditPlusPipeline",
+    "meituan-longcat/longcat-image-edit": "LongCatImageEditPipeline",
 }
 #: The text-to-image families, which the training-free editors run on.
 TEXT_TO_IMAGE_FAMILIES = ("sd", "sdxl", "sd3", "flux")
@@ -72,6 +102,11 @@ def family_of_folder(folder: Path) -> str:
             f"supported: {', '.join(sorted(PIPELINE_FAMILIES))}"
         )
     return PIPELINE_FAMILIES[class_name]
+
+
+def official_pipeline_class(hub_id: str) -> str | None:
+    """The pipeline class of an official hub id (``OFFICIAL_HUB_IDS``), known without its files; None for another id."""
+    return OFFICIAL_HUB_IDS.get(hub_id.lower())
 
 
 def get_family(name: str):

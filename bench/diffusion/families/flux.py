@@ -26,7 +26,7 @@ and ``single_transformer_blocks`` (single-stream), where attention control insta
 import numpy as np
 import torch
 
-from bench.diffusion.families import sd3
+from bench.diffusion.families import files, sd3
 from bench.diffusion.families.packing import pack_pooled, unpack_pooled
 from bench.method import StepRules
 
@@ -55,20 +55,12 @@ encode_image, decode = sd3.encode_image, sd3.decode
 scheduler_class, scheduler_name = sd3.scheduler_class, sd3.scheduler_name
 
 
-def components(spec) -> list[str]:
-    return list(COMPONENT_WEIGHTS)
-
-
 def weight_files(spec) -> dict[str, str]:
-    """Each component's safetensors file (a sharded one is named by its index file)."""
-    return {c: f"{COMPONENT_WEIGHTS[c]}.safetensors" for c in components(spec)}
+    return files.weight_files(COMPONENT_WEIGHTS)
 
 
 def hub_patterns(spec) -> list[str]:
-    patterns = ["model_index.json", "scheduler/*", "tokenizer/*", "tokenizer_2/*"]
-    for c in components(spec):
-        patterns += [f"{c}/config.json", f"{c}/{COMPONENT_WEIGHTS[c]}*.safetensors*"]
-    return patterns
+    return files.hub_patterns(COMPONENT_WEIGHTS, ("tokenizer", "tokenizer_2"))
 
 
 def native_resolution(denoiser_config: dict, vae_config: dict) -> int:

@@ -19,13 +19,18 @@ pipelines' reference rule (downscaled to 1024² px only when larger, sides floor
 import json
 from pathlib import Path
 
+from bench.diffusion.families import files
 from bench.diffusion.families.sd3 import scheduler_class, scheduler_name  # noqa: F401  (flow-matching Euler, as SD3)
 from bench.method import StepRules
 
 DENOISER = "transformer"
 CUDA_DTYPE = "bf16"
 SIZE_RULE = {"multiple": 16, "rounding": "floor", "grow": False}
-COMPONENT_WEIGHTS = {"transformer": "diffusion_pytorch_model", "vae": "diffusion_pytorch_model", "text_encoder": "model"}
+COMPONENT_WEIGHTS = {
+    "transformer": "diffusion_pytorch_model",
+    "vae": "diffusion_pytorch_model",
+    "text_encoder": "model",
+}
 #: ``model_index.json``'s pipeline class -> the variant it is.
 VARIANTS = {"Flux2Pipeline": "dev", "Flux2KleinPipeline": "klein"}
 #: Each variant's diffusers pipeline, text encoder and tokenizer classes (as its ``model_index.json`` names them).
@@ -33,23 +38,14 @@ CLASSES = {"dev": ("Flux2Pipeline", "Mistral3ForConditionalGeneration", "Pixtral
            "klein": ("Flux2KleinPipeline", "Qwen3ForCausalLM", "AutoTokenizer")}  # fmt: skip
 
 
-def components(spec) -> list[str]:
-    return list(COMPONENT_WEIGHTS)
-
-
 def weight_files(spec) -> dict[str, str]:
-    """Each component's safetensors file (a sharded one is named by its index file)."""
-    return {c: f"{COMPONENT_WEIGHTS[c]}.safetensors" for c in components(spec)}
+    return files.weight_files(COMPONENT_WEIGHTS)
 
 
 def hub_patterns(spec) -> list[str]:
-    """The diffusers layout's files, safetensors only: shards and their index files included
-    (FLUX.2-dev's transformer and Mistral encoder are sharded), BFL's own single-file weights at
-    the repository's top level left out."""
-    patterns = ["model_index.json", "scheduler/*", "tokenizer/*"]
-    for c in components(spec):
-        patterns += [f"{c}/config.json", f"{c}/{COMPONENT_WEIGHTS[c]}*.safetensors*"]
-    return patterns
+    """The diffusers layout's files (FLUX.2-dev's transformer and Mistral encoder are sharded), BFL's own
+    single-file weights at the repository's top level left out."""
+    return files.hub_patterns(COMPONENT_WEIGHTS, ("tokenizer",))
 
 
 def native_resolution(denoiser_config: dict, vae_config: dict) -> int:
@@ -64,11 +60,11 @@ def variant(folder: Path) -> str:
 
 def step_rules(spec) -> StepRules:
     """[dev]: one evaluation per step whatever the guidance (embedded); [klein]: CFG's two above
-    guidance 1. A hub id whose configs are not in the hub cache yet counts as [klein]."""
-    from bench.diffusion.backbone import config_folder
+    guidance 1. The variant is known from the configs, or from the id of an official checkpoint
+    not yet downloaded (``bench.diffusion.families.OFFICIAL_HUB_IDS``); another uncached hub id counts as [klein]."""
+    from bench.diffusion.backbone import known_pipeline_class
 
-    folder = config_folder(spec)
-    if folder is not None and variant(folder) == "dev":
+    if VARIANTS.get(known_pipeline_class(spec)) == "dev":
         return StepRules(guided_evaluations=lambda w: 1)
     return StepRules()
 

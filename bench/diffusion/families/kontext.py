@@ -12,7 +12,6 @@ black-forest-labs' ``sampling.py``), which the ``model`` resolution policy appli
 from bench.diffusion.families.flux import (  # noqa: F401  (the family interface, shared with FLUX.1)
     CUDA_DTYPE,
     DENOISER,
-    components,
     decode,
     encode_image,
     encode_text,

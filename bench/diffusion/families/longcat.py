@@ -9,7 +9,13 @@ the ``model`` resolution policy's rule.
 """
 
 from bench.diffusion.families.flux import decode, encode_image  # noqa: F401  (FLUX's VAE scaling and shift)
-from bench.diffusion.families.qwen_image import components, scheduler_class, scheduler_name, weight_files  # noqa: F401
+from bench.diffusion.families import files
+from bench.diffusion.families.qwen_image import (  # noqa: F401  (Qwen-Image-Edit's files and scheduler)
+    COMPONENT_WEIGHTS,
+    scheduler_class,
+    scheduler_name,
+    weight_files,
+)
 
 DENOISER = "transformer"
 CUDA_DTYPE = "bf16"
@@ -17,10 +23,7 @@ SIZE_RULE = {"multiple": 16, "rounding": "ceil"}
 
 
 def hub_patterns(spec) -> list[str]:
-    patterns = ["model_index.json", "scheduler/*", "tokenizer/*", "text_processor/*"]
-    for c in components(spec):
-        patterns += [f"{c}/config.json", f"{c}/*.safetensors*"]
-    return patterns
+    return files.hub_patterns(COMPONENT_WEIGHTS, ("tokenizer", "text_processor"), any_stem=True)
 
 
 def native_resolution(denoiser_config: dict, vae_config: dict) -> int:
@@ -37,7 +40,9 @@ def load(backbone, common: dict) -> None:
     folder = backbone.folder
     backbone.transformer = LongCatImageTransformer2DModel.from_pretrained(folder, subfolder="transformer", **common)
     backbone.vae = AutoencoderKL.from_pretrained(folder, subfolder="vae", **common)
-    backbone.text_encoder = Qwen2_5_VLForConditionalGeneration.from_pretrained(folder, subfolder="text_encoder", **common)
+    backbone.text_encoder = Qwen2_5_VLForConditionalGeneration.from_pretrained(
+        folder, subfolder="text_encoder", **common
+    )
     backbone.tokenizer = Qwen2Tokenizer.from_pretrained(folder, subfolder="tokenizer")
     backbone.text_processor = Qwen2VLProcessor.from_pretrained(folder, subfolder="text_processor")
     backbone.denoiser = backbone.transformer

@@ -10,6 +10,7 @@ native size is the pipeline's ~1024² px (a tiny checkpoint states its own ``sam
 ratio, sides rounded to multiples of 32), which the ``model`` resolution policy applies.
 """
 
+from bench.diffusion.families import files
 from bench.diffusion.families.sd3 import scheduler_class, scheduler_name  # noqa: F401  (flow-matching Euler, as SD3)
 
 DENOISER = "transformer"
@@ -17,24 +18,20 @@ CUDA_DTYPE = "bf16"
 VAE_FACTOR = 8
 NATIVE_RESOLUTION = 1024
 SIZE_RULE = {"multiple": 32}
-COMPONENT_WEIGHTS = {"transformer": "diffusion_pytorch_model", "vae": "diffusion_pytorch_model", "text_encoder": "model"}
+COMPONENT_WEIGHTS = {
+    "transformer": "diffusion_pytorch_model",
+    "vae": "diffusion_pytorch_model",
+    "text_encoder": "model",
+}
 PIPELINES = {"QwenImageEditPipeline": "QwenImageEditPipeline", "QwenImageEditPlusPipeline": "QwenImageEditPlusPipeline"}
 
 
-def components(spec) -> list[str]:
-    return list(COMPONENT_WEIGHTS)
-
-
 def weight_files(spec) -> dict[str, str]:
-    """Each component's safetensors file (a sharded one is named by its index file)."""
-    return {c: f"{COMPONENT_WEIGHTS[c]}.safetensors" for c in components(spec)}
+    return files.weight_files(COMPONENT_WEIGHTS)
 
 
 def hub_patterns(spec) -> list[str]:
-    patterns = ["model_index.json", "scheduler/*", "tokenizer/*", "processor/*"]
-    for c in components(spec):
-        patterns += [f"{c}/config.json", f"{c}/{COMPONENT_WEIGHTS[c]}*.safetensors*"]
-    return patterns
+    return files.hub_patterns(COMPONENT_WEIGHTS, ("tokenizer", "processor"))
 
 
 def native_resolution(denoiser_config: dict, vae_config: dict) -> int:
@@ -54,7 +51,9 @@ def load(backbone, common: dict) -> None:
     folder = backbone.folder
     backbone.transformer = QwenImageTransformer2DModel.from_pretrained(folder, subfolder="transformer", **common)
     backbone.vae = AutoencoderKLQwenImage.from_pretrained(folder, subfolder="vae", **common)
-    backbone.text_encoder = Qwen2_5_VLForConditionalGeneration.from_pretrained(folder, subfolder="text_encoder", **common)
+    backbone.text_encoder = Qwen2_5_VLForConditionalGeneration.from_pretrained(
+        folder, subfolder="text_encoder", **common
+    )
     backbone.tokenizer = Qwen2Tokenizer.from_pretrained(folder, subfolder="tokenizer")
     backbone.processor = Qwen2VLProcessor.from_pretrained(folder, subfolder="processor")
     backbone.denoiser = backbone.transformer

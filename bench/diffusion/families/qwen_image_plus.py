@@ -7,7 +7,6 @@ from bench.diffusion.families.qwen_image import (  # noqa: F401  (the family int
     DENOISER,
     SIZE_RULE,
     VAE_FACTOR,
-    components,
     hub_patterns,
     load,
     native_resolution,

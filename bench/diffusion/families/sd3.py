@@ -24,6 +24,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from bench.diffusion.families import files
 from bench.diffusion.families.packing import pack_pooled, unpack_pooled
 
 DENOISER = "transformer"
@@ -39,23 +40,19 @@ COMPONENT_WEIGHTS = {
 }
 
 
-def components(spec) -> list[str]:
-    """The weight-holding sub-folders loaded (``text_encoder_3: none`` drops T5)."""
-    return [c for c in COMPONENT_WEIGHTS if not (c == "text_encoder_3" and spec.text_encoder_3 == "none")]
+def _weights(spec) -> dict[str, str]:
+    """The weight-holding sub-folders loaded (``text_encoder_3: none`` drops T5) and their file stems."""
+    dropped = {"text_encoder_3"} if spec.text_encoder_3 == "none" else set()
+    return {c: stem for c, stem in COMPONENT_WEIGHTS.items() if c not in dropped}
 
 
 def weight_files(spec) -> dict[str, str]:
-    """Each component's safetensors file (a sharded one is named by its index file)."""
-    return {c: f"{COMPONENT_WEIGHTS[c]}.safetensors" for c in components(spec)}
+    return files.weight_files(_weights(spec))
 
 
 def hub_patterns(spec) -> list[str]:
-    patterns = ["model_index.json", "scheduler/*", "tokenizer/*", "tokenizer_2/*"]
-    if spec.text_encoder_3 != "none":
-        patterns.append("tokenizer_3/*")
-    for c in components(spec):
-        patterns += [f"{c}/config.json", f"{c}/{COMPONENT_WEIGHTS[c]}*.safetensors*"]
-    return patterns
+    tokenizers = ("tokenizer", "tokenizer_2") + (() if spec.text_encoder_3 == "none" else ("tokenizer_3",))
+    return files.hub_patterns(_weights(spec), tokenizers)
 
 
 def scheduler_class(spec):
