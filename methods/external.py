@@ -137,14 +137,6 @@ class External(Method):
         return frozenset(name for name, sources in OPTION_SOURCES.items() if source not in sources)
 
     @classmethod
-    def schedule(cls, setting):
-        return None
-
-    @classmethod
-    def estimate_nfe(cls, setting):
-        return 0, 0
-
-    @classmethod
     def missing(cls, sample, setting) -> list[str]:
         if setting["folder"]:
             folder = Path(setting["folder"]).expanduser()

@@ -118,14 +118,6 @@ class OpenAIImages(Method):
             raise ConfigError(f"method 'openai_images': {url} refused the API key in ${setting['api_key_env']} "
                               f"(HTTP {status})")  # fmt: skip
 
-    @classmethod
-    def schedule(cls, setting):
-        return None
-
-    @classmethod
-    def estimate_nfe(cls, setting):
-        return 0, 0
-
     def edit_batch(self, backbone, rows, setting):
         with ThreadPoolExecutor(max_workers=min(setting["concurrency"], len(rows))) as pool:
             futures = [pool.submit(edit_one, row.sample, setting) for row in rows]
