@@ -6,6 +6,7 @@ view: 0-100 scores per category, task type and knowledge type, AVG and Overall a
 ``summarize.py`` pools them."""
 
 import base64
+import hashlib
 import io
 import json
 
@@ -123,7 +124,36 @@ def test_the_tiny_judge_scores_end_to_end_with_untrained_extractors(tmp_path):
     (run_dir,) = (tmp_path / "runs").iterdir()
     assert (read_cells(run_dir)["status"] == "ok").all()
     table = CliRunner().invoke(main, ["report", str(run_dir), "--table", "kris_bench"])
-    assert table.exit_code == 0 and "| Overall |" in table.output and "kris-bench/1" in table.output
+    assert table.exit_code == 0 and "| Overall |" in table.output and "kris-bench/2" in table.output
+
+
+#: sha256 of each prompt as KRIS-Bench's scripts send it: the authors' utils/prompts.py text after
+#: the scripts' str.format ({{ }} -> { }, the {instruct} and {explanation} placeholders kept;
+#: prompt_quality unformatted), computed from the two public copies of that file, which agree
+#: byte for byte (ByteDance-Seed/Bagel eval/gen/kris/prompts.py @f8819fc, nameoffly/Kris_Bench_output
+#: utils/prompts.py @75e89ed; see the template's header).
+AUTHORS_PROMPTS = {
+    "consistency": "429e737ed7cd4a257772e49acf00958c2209d60991975dfa533cd9fbcd715c67",  # prompt_consist
+    "quality": "e4dd2bffe1e0db4489faeab14dbfd9df9779dbbfb10f4f26f899a55a3b225cac",  # prompt_quality
+    "instruction": "99f1842b97a7a4474298cadf992982409f2422a0bba44dcdff4420d16b67e87d",  # prompt_instruction_following
+    "dual": "a8da669f64e57fc44ad40f904306c6fa5bd305fcebf476f67beb27cfeb4e9491",  # prompt_dual_evaluation
+    "quality_alone": "e4dd2bffe1e0db4489faeab14dbfd9df9779dbbfb10f4f26f899a55a3b225cac",  # prompt_quality
+    "consistency_multi": "1d92e363d79f3e7689a7cc48811ddccac4baa5184479062ea715bd384830b2a2",
+    "instruction_multi": "dfe0588c75ae2381750f9a2f490bd1fabbd86997318b873b5b3cb701fbb3ce2d",
+    "consistency_temporal": "a7b9a28d8237677c8062a1d0bae0c0abe088854f7a03e7b11c3c74f9599dc922",
+    "instruction_temporal": "8c7b982d992681bce63013b2f710f0804d6c933f26d43ea004f0a644bfaa6b46",
+    "instruction_view": "b5e6133354aa8c445a0d158dacd72b1b3eab6143445aaf8c7ab4a7ed3492a2a6",  # view_instruction_following
+}
+
+
+def test_every_prompt_is_the_authors_text_as_their_scripts_send_it():
+    from bench.metrics.judge import load_template
+    from bench.metrics.kris import TEMPLATE
+
+    template = load_template(TEMPLATE)
+    assert template.version == "kris-bench/2" and set(template.parts) == set(AUTHORS_PROMPTS)
+    sent = {part: hashlib.sha256(spec.prompt.encode()).hexdigest() for part, spec in template.parts.items()}
+    assert sent == AUTHORS_PROMPTS
 
 
 @pytest.mark.parametrize("answer, score", [

@@ -3,7 +3,7 @@ consistency), ``kris_vq`` (visual quality), ``kris_if`` (instruction following) 
 (knowledge plausibility), each the judge's 1-5 score (the card's table maps it to 0-100).
 
 The judge (``metric_options.judge``, as for the VIEScore metrics) answers the prompts of template
-``kris_bench_v1``: consistency and instruction about the source and the edit, quality about the
+``kris_bench_v2``: consistency and instruction about the source and the edit, quality about the
 edit alone; on a knowledge category (``KNOWLEDGE_CATEGORIES``, the categories of KRIS-Bench's
 ``metrics_knowledge.py``) instruction following and knowledge plausibility are the two scores of
 one "dual" answer whose prompt carries the annotation's explanation (``Sample.explanation``), as
@@ -32,7 +32,7 @@ import torch
 from bench.metrics.base import ImageMetric
 from bench.metrics.judge import JUDGE, NAN, judge_network
 
-TEMPLATE = "kris_bench_v1"
+TEMPLATE = "kris_bench_v2"
 #: KRIS-Bench's metrics_knowledge.py CATEGORIES, by their folder names (its daily_life is the
 #: practical_knowledge folder and rule_reasoning rule-based_reasoning: the script's list predates
 #: the renaming).
