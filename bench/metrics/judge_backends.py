@@ -173,18 +173,27 @@ def chat_of(request) -> Chat:
     return request if isinstance(request, Chat) else Chat((*request[0], request[1]))
 
 
-def decoding(options: JudgeOptions) -> str:
-    """How answers are decoded, as the judge's identity records it."""
+#: The values of top_p and top_k that switch them off in transformers' ``generate``.
+SAMPLING_OFF = {"top_p": 1.0, "top_k": 0}
+
+
+def decoding(options: JudgeOptions, explicit: bool = False) -> str:
+    """How answers are decoded, as the judge's identity records it; ``explicit``: unset top_p
+    and top_k are sent switched off (the local backend), so the record says so."""
     if not options.temperature:
         return "greedy" + (", expected score from token probabilities" if options.expected_score else "")
-    nucleus = f", top_p {options.top_p:g}" if options.top_p is not None else ""
-    top_k = f", top_k {options.top_k}" if options.top_k is not None else ""
-    return f"sampled at temperature {options.temperature:g}{nucleus}{top_k}, seed per answer"
+    said = "".join(f", {key} {value:g}" + " (off)" * (getattr(options, key) is None)
+                   for key, value in sampling(options, explicit).items())  # fmt: skip
+    return f"sampled at temperature {options.temperature:g}{said}, seed per answer"
 
 
-def sampling(options: JudgeOptions) -> dict:
-    """The sampling settings a request carries beyond the temperature (the ones set)."""
-    return {key: getattr(options, key) for key in ("top_p", "top_k") if getattr(options, key) is not None}
+def sampling(options: JudgeOptions, explicit: bool = False) -> dict:
+    """The sampling settings a request carries beyond the temperature: the ones set, and with
+    ``explicit`` the unset ones switched off (``SAMPLING_OFF``), so that no generation_config
+    fills them in (Qwen-VL's top_k 1 would make sampling greedy)."""
+    chosen = {key: getattr(options, key) for key in SAMPLING_OFF}
+    return {key: SAMPLING_OFF[key] if value is None else value for key, value in chosen.items()
+            if value is not None or explicit}  # fmt: skip
 
 
 class JudgeBackend:
@@ -233,7 +242,7 @@ class LocalVLM(JudgeBackend):
         self.identity = {
             "backend": "local", "model": f"untrained {untrained_folder.name}" if untrained_folder else options.model,
             "revision": options.revision or weights_revision(self.model),
-            "decoding": decoding(options), "dtype": str(dtype).removeprefix("torch."),
+            "decoding": decoding(options, explicit=True), "dtype": str(dtype).removeprefix("torch."),
         } | ({"adapter": adapter} if adapter else {})  # fmt: skip
         self.options = options
 
@@ -250,7 +259,8 @@ class LocalVLM(JudgeBackend):
                                                   add_generation_prompt=True)  # fmt: skip
         images = [p for p in request.parts if not isinstance(p, str)]
         inputs = self.processor(text=[chat], images=images, return_tensors="pt").to(self.device)
-        sampled = {"do_sample": True, "temperature": float(self.options.temperature), **sampling(self.options)}
+        sampled = {"do_sample": True, "temperature": float(self.options.temperature),
+                   **sampling(self.options, explicit=True)}  # fmt: skip
         decode = sampled if self.options.temperature else {"do_sample": False}
         with torch.no_grad(), torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
             torch.manual_seed(seed)

@@ -30,6 +30,13 @@ CHAT_TEMPLATE = (
 #: Pixels the tiny model's image processor keeps (Qwen2.5-VL's own default allows 12.8 M).
 TINY_MAX_PIXELS = 56 * 56
 
+#: The decoding defaults Qwen2-VL/Qwen2.5-VL-Instruct checkpoints ship in generation_config.json
+#: (hub copies: unsloth/Qwen2-VL-2B @8963fb5, hf-internal-testing/tiny-random-Qwen2VLForConditionalGeneration
+#: @11e879f, nbeerbower/Dumpling-Qwen2.5-VL-7B, a Qwen2.5-VL-7B-Instruct fine-tune). ``generate``
+#: fills every argument it is not given from them: top_k 1 makes "sampling" greedy.
+QWEN_VL_GENERATION_DEFAULTS = {"do_sample": True, "temperature": 0.1, "top_k": 1, "top_p": 0.001,
+                               "repetition_penalty": 1.05}  # fmt: skip
+
 
 def qwen_byte_tokenizer():
     """Qwen's byte-level BPE tokenizer shrunk: the 256 byte symbols, no merges, Qwen's special tokens."""
@@ -46,8 +53,9 @@ def qwen_byte_tokenizer():
     return tokenizer
 
 
-def write_tiny_qwen25_vl(folder: Path, seed: int = 0) -> Path:
-    """Write a seeded random tiny Qwen2.5-VL (model + processor) to ``folder``; returns it."""
+def write_tiny_qwen25_vl(folder: Path, seed: int = 0, generation_defaults: dict | None = None) -> Path:
+    """Write a seeded random tiny Qwen2.5-VL (model + processor) to ``folder``; returns it.
+    ``generation_defaults`` (e.g. ``QWEN_VL_GENERATION_DEFAULTS``) go into its generation_config.json."""
     from transformers import (
         Qwen2_5_VLConfig,
         Qwen2_5_VLForConditionalGeneration,
@@ -77,6 +85,8 @@ def write_tiny_qwen25_vl(folder: Path, seed: int = 0) -> Path:
         model = Qwen2_5_VLForConditionalGeneration(config).eval()
     model.generation_config.eos_token_id = ids["<|im_end|>"]
     model.generation_config.pad_token_id = ids["<|endoftext|>"]
+    for key, value in (generation_defaults or {}).items():
+        setattr(model.generation_config, key, value)
     model.save_pretrained(folder, safe_serialization=True)
     image_processor = Qwen2VLImageProcessor(min_pixels=28 * 28, max_pixels=TINY_MAX_PIXELS)
     video_processor = Qwen2VLVideoProcessor(min_pixels=28 * 28, max_pixels=TINY_MAX_PIXELS)
