@@ -145,3 +145,33 @@ def test_expected_score_asks_the_model_about_a_prefix_the_answer_did_not_write(t
     assert len(got.expected) == 2 and all(0 < e < 10 for e in got.expected)  # every value has some probability
     again = expected_scores(backend.model, backend.processor.tokenizer, inputs, new, logits, answer)
     assert again.expected == got.expected  # deterministic
+
+
+# -- sampling is what the options say -----------------------------------------------------------
+def test_local_sampling_ignores_the_models_generation_config_top_k_1(tmp_path):
+    """Qwen-VL checkpoints ship top_k 1 / top_p 0.001; ``generate`` fills unset arguments from
+    them, which made temperature 0.7 greedy: k identical answers, a spread of 0 that proves nothing."""
+    from bench.metrics.judge import to_pil
+    from bench.metrics.judge_backends import Chat, JudgeOptions, LocalVLM
+    from bench.metrics.tiny_vlm import QWEN_VL_GENERATION_DEFAULTS, write_tiny_qwen25_vl
+
+    folder = write_tiny_qwen25_vl(tmp_path / "tiny", generation_defaults=QWEN_VL_GENERATION_DEFAULTS)
+    assert json.loads((folder / "generation_config.json").read_text())["top_k"] == 1
+    request = Chat((to_pil(images(1)[0][0]), "Rate it."))
+    backend = LocalVLM(JudgeOptions(model=str(folder), temperature=0.7), "cpu")
+    answers = backend.answer_many([request] * 5, 12, seeds=list(range(5)))
+    assert len(set(answers)) > 1  # the old code: 1 distinct answer of 5
+    assert backend.identity["decoding"] == "sampled at temperature 0.7, top_p 1 (off), top_k 0 (off), seed per answer"
+    nucleus = LocalVLM(JudgeOptions(model=str(folder), temperature=0.7, top_p=0.9), "cpu")
+    assert len(set(nucleus.answer_many([request] * 5, 12, seeds=list(range(5))))) > 1  # top_k 1 not filled in
+    assert nucleus.identity["decoding"] == "sampled at temperature 0.7, top_p 0.9, top_k 0 (off), seed per answer"
+    greedy = LocalVLM(JudgeOptions(model=str(folder)), "cpu")
+    assert len(set(greedy.answer_many([request] * 3, 12, seeds=[0, 1, 2]))) == 1
+    assert greedy.identity["decoding"] == "greedy"
+
+
+def test_the_table_says_when_the_samples_never_differed():
+    never = with_judge_noise(describe([5.0, 6.0]), [[5.0, 5.0, 5.0], [6.0, 6.0, 6.0]])
+    assert never.judge_sd == 0 and format_stat(never).endswith("(judge sd 0, k=3: the samples never differed)")
+    some = with_judge_noise(describe([5.0, 6.0]), [[5.0, 5.0, 5.0], [6.0, 6.0, 7.0]])
+    assert "never differed" not in format_stat(some)

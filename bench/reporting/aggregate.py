@@ -751,7 +751,8 @@ def format_stat(s: Stat | None, digits: int = 4) -> str:
     if not s.per_image and not math.isnan(s.mean):
         text += f" (set, n={s.n})"
     if s.judge_k:
-        text += f" (judge sd {s.judge_sd:.{digits}g}, k={s.judge_k})"
+        never = ": the samples never differed" if s.judge_sd == 0 else ""  # no spread measured, not a steady judge
+        text += f" (judge sd {s.judge_sd:.{digits}g}, k={s.judge_k}{never})"
     classes = ": " + ", ".join(f"{f.n} {f.kind}" for f in s.failures) if s.failures else ""
     gaps = [f"{s.n_nan} NaN{classes}"] * bool(s.n_nan) + [f"{s.n_missing} missing"] * bool(s.n_missing)
     return text + (f" ({', '.join(gaps)})" if gaps else "")

@@ -305,7 +305,8 @@ JUDGE_NOTE = ("Judge answers per method and setting: values = ok cells with a va
               "asked for (no_instruction: not asked); ok = scores; the other columns count each failure class "
               "(bench/metrics/judge_failures.py). A failure is NaN, never a score. With judge.samples k > 1, a judge "
               "metric's interval resamples items and each item's k answers; judge sd = the mean standard deviation "
-              "of an item's k values.")  # fmt: skip
+              "of an item's k values; \"the samples never differed\": every item's k values were equal: the "
+              "spread was not measured (e.g. greedy decoding, or a server applying a model's top_k 1).")  # fmt: skip
 
 
 def judge_cells(rows: list[Row]) -> list[list[str]]:
