@@ -84,7 +84,8 @@ class JudgeOptions:
     that sends no temperature, the API's default; k > 1 at 0 measures only the server's
     nondeterminism); ``expected_score`` (local only): score by the expected value of
     each score's tokens instead of the greedy digits; ``top_p``, ``top_k``: nucleus and top-k
-    sampling when sampling (null: the server's or the model's generation config's);
+    sampling when sampling (null: off on the local backend, which sends it switched off so that
+    the model's generation_config cannot fill it in; not sent to an endpoint: the server's default);
     ``adapter`` (local only): a LoRA adapter folder or hub id (safetensors) merged into ``model``
     with peft, as EditScore's scorer loads its LoRA; ``request``: how an endpoint request is
     built, a key of ``REQUEST_FORMS`` (endpoint only).
