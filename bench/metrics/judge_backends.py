@@ -178,13 +178,17 @@ def chat_of(request) -> Chat:
 SAMPLING_OFF = {"top_p": 1.0, "top_k": 0}
 
 
-def decoding(options: JudgeOptions, explicit: bool = False) -> str:
+def decoding(options: JudgeOptions, explicit: bool = False, model_penalty: float | None = None) -> str:
     """How answers are decoded, as the judge's identity records it; ``explicit``: unset top_p
-    and top_k are sent switched off (the local backend), so the record says so."""
+    and top_k are sent switched off (the local backend), so the record says so;
+    ``model_penalty``: the repetition penalty the model's generation_config applies (named when
+    sampling and not 1)."""
     if not options.temperature:
         return "greedy" + (", expected score from token probabilities" if options.expected_score else "")
     said = "".join(f", {key} {value:g}" + " (off)" * (getattr(options, key) is None)
                    for key, value in sampling(options, explicit).items())  # fmt: skip
+    if model_penalty not in (None, 1.0):
+        said += f", repetition_penalty {model_penalty:g} (the model's generation_config)"
     return f"sampled at temperature {options.temperature:g}{said}, seed per answer"
 
 
@@ -243,7 +247,9 @@ class LocalVLM(JudgeBackend):
         self.identity = {
             "backend": "local", "model": f"untrained {untrained_folder.name}" if untrained_folder else options.model,
             "revision": options.revision or weights_revision(self.model),
-            "decoding": decoding(options, explicit=True), "dtype": str(dtype).removeprefix("torch."),
+            "decoding": decoding(options, explicit=True,
+                                 model_penalty=getattr(self.model.generation_config, "repetition_penalty", None)),
+            "dtype": str(dtype).removeprefix("torch."),
         } | ({"adapter": adapter} if adapter else {})  # fmt: skip
         self.options = options
 
