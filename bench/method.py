@@ -305,9 +305,11 @@ class Method:
     @classmethod
     def effective_setting(cls, setting: dict[str, Any]) -> dict[str, Any]:
         """The setting with every step-fraction parameter replaced by the whole steps it amounts
-        to: two settings with the same effective setting run the same steps, byte for byte."""
+        to: two settings with the same effective setting run the same steps, byte for byte. A start
+        level ``t0`` counts its steps by the family's rule in force (``StepRules.start_steps``)."""
         fractions = {p.name for p in cls.params if p.step_fraction}
-        return {k: whole_steps(setting["steps"], v) if k in fractions else v for k, v in setting.items()}
+        rules = {"t0": current_rules().start_steps}
+        return {k: rules.get(k, whole_steps)(setting["steps"], v) if k in fractions else v for k, v in setting.items()}
 
     @classmethod
     def estimate_nfe(cls, setting: dict[str, Any]) -> tuple[int, int]:
