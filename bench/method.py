@@ -160,7 +160,7 @@ class Conformance:
 # how many steps a start level ``t0`` runs. The defaults are Stable Diffusion's: classifier-free
 # guidance costs 2 evaluations (1 at ``w`` 0 or 1) and ``t0`` runs ``int(steps * t0)`` steps
 # (``StableDiffusionImg2ImgPipeline``). A family that differs (FLUX.1: the distilled guidance is an
-# input of the transformer, one evaluation; its img2img keeps ``steps - int(steps - steps * t0)``)
+# input of the transformer, one evaluation; SD3's and its img2img keep ``steps - int(steps - steps * t0)``)
 # gives its own ``StepRules``; the dry run, the worker and the conformance battery estimate under the
 # backbone's rules (``rules_in_force``), read through ``cfg_evaluations`` and ``Method.schedule``.
 def cfg_step_evaluations(w: float) -> int:
