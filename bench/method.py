@@ -160,7 +160,7 @@ class Conformance:
 # how many steps a start level ``t0`` runs. The defaults are Stable Diffusion's: classifier-free
 # guidance costs 2 evaluations (1 at ``w`` 0 or 1) and ``t0`` runs ``int(steps * t0)`` steps
 # (``StableDiffusionImg2ImgPipeline``). A family that differs (FLUX.1: the distilled guidance is an
-# input of the transformer, one evaluation; its img2img keeps ``steps - int(steps - steps * t0)``)
+# input of the transformer, one evaluation; SD3's and its img2img keep ``steps - int(steps - steps * t0)``)
 # gives its own ``StepRules``; the dry run, the worker and the conformance battery estimate under the
 # backbone's rules (``rules_in_force``), read through ``cfg_evaluations`` and ``Method.schedule``.
 def cfg_step_evaluations(w: float) -> int:
@@ -305,9 +305,11 @@ class Method:
     @classmethod
     def effective_setting(cls, setting: dict[str, Any]) -> dict[str, Any]:
         """The setting with every step-fraction parameter replaced by the whole steps it amounts
-        to: two settings with the same effective setting run the same steps, byte for byte."""
+        to: two settings with the same effective setting run the same steps, byte for byte. A start
+        level ``t0`` counts its steps by the family's rule in force (``StepRules.start_steps``)."""
         fractions = {p.name for p in cls.params if p.step_fraction}
-        return {k: whole_steps(setting["steps"], v) if k in fractions else v for k, v in setting.items()}
+        rules = {"t0": current_rules().start_steps}
+        return {k: rules.get(k, whole_steps)(setting["steps"], v) if k in fractions else v for k, v in setting.items()}
 
     @classmethod
     def estimate_nfe(cls, setting: dict[str, Any]) -> tuple[int, int]:

@@ -2,7 +2,8 @@
 
 Noise the source latent to time ``t0 * T`` with fresh noise, then denoise with the target
 prompt under CFG. Equal to diffusers' ``StableDiffusionImg2ImgPipeline`` with
-``strength = t0`` when given the same source latent (tested).
+``strength = t0`` when given the same source latent (tested), and on SD3 and FLUX.1 to their img2img
+pipelines, whose start rule the family's schedule keeps (``steps - int(steps - steps * t0)`` steps).
 """
 
 import torch

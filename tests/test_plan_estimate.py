@@ -29,6 +29,18 @@ def test_settings_that_run_the_same_steps_are_named_at_plan_time(tmp_path):
     assert collapsed_settings(config_of(tmp_path / "b", {"sdedit": {"t0": [0.5, 0.7], "steps": 10}})) == []
 
 
+def test_a_flow_backbone_counts_start_levels_by_its_img2img_rule_when_naming_collapsed_settings(tmp_path):
+    """SD3 and FLUX run ``steps - int(steps - steps * t0)`` steps: at 4 steps t0 0.5 and 0.6 differ (2, 3)
+    where SD's ``int(steps * t0)`` makes them coincide; 0.6 and 0.7 coincide at 3 steps from step 1."""
+    data = write_dataset(tmp_path / "data", n=1)
+    for backbone in ("tiny-sd3", "tiny-flux"):
+        config = build_config({"dataset": {"name": None, "path": data}, "backbone": {"name": backbone},
+                               "methods": {"sdedit": {"t0": [0.5, 0.6, 0.7], "steps": 4}}})  # fmt: skip
+        warnings = collapsed_settings(config)
+        assert len(warnings) == 1, warnings
+        assert warnings[0].startswith("sdedit: settings t0=0.6 and t0=0.7 run the same steps (start step 1, 3 timesteps run of 4)")
+
+
 @pytest.mark.parametrize("t0, steps, start, run", [(0.5, 4, 2, 2), (0.7, 4, 2, 2), (1.0, 4, 0, 4), (0.3, 50, 35, 15)])
 def test_schedule_matches_the_timesteps_the_sampler_runs(backbone, t0, steps, start, run):
     from bench.diffusion.sampling import partial_timesteps

@@ -30,8 +30,10 @@ def test_tiny_sd3_is_a_saved_sd3_pipeline(sd3):
     assert ids[-1] == 1 and 2 not in ids  # T5's </s> appended, no unknown pieces
 
 
-@pytest.mark.parametrize("t0,w,steps", [(0.5, 7.5, 10), (1.0, 1.0, 4), (0.6, 3.0, 5)])
+@pytest.mark.parametrize("t0,w,steps", [(0.5, 7.5, 10), (1.0, 1.0, 4), (0.6, 3.0, 5), (0.6, 3.0, 7)])
 def test_sd3_sdedit_equals_diffusers_img2img(sd3, image, t0, w, steps):
+    """Non-integer ``steps * t0`` included (7 x 0.6): StableDiffusion3Img2ImgPipeline runs
+    ``steps - int(steps - steps * t0)`` = 5 steps, not ``int(steps * t0)`` = 4."""
     method = get_method("sdedit")()
     sample = Sample("x", image, "a photo of a cat", "a photo of a dog")
     ours = method.edit(sd3, sample, None, method.resolve({"t0": t0, "w": w, "steps": steps}), torch.Generator().manual_seed(7)).image
@@ -39,6 +41,22 @@ def test_sd3_sdedit_equals_diffusers_img2img(sd3, image, t0, w, steps):
     ref = pipe("a photo of a dog", image=sd3.encode_image(image[None]), strength=t0, num_inference_steps=steps,
                guidance_scale=w, generator=torch.Generator().manual_seed(7), output_type="pt").images  # fmt: skip
     assert (ours - ref).abs().max().item() <= 1e-4
+
+
+def test_the_dry_run_and_the_run_of_sdedit_on_sd3_keep_diffusers_start_steps(sd3, tmp_path):
+    from bench.execution.plan import dry_run_text
+    from bench.execution.runner import Runner
+    from tests.helpers import read_cells
+
+    config = run_config(tmp_path, {"sdedit": {"steps": 7, "t0": 0.6, "w": 3.0}}, backbone={"name": "tiny-sd3"})
+    estimate = 5 * 2  # 2 cells, start step 2: 5 of 7 steps (diffusers' rule; int(7 * 0.6) would be 4) under CFG
+    assert f"sdedit | — | 2 | 2 | 5 | {estimate}" in dry_run_text(config).splitlines()
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    Runner(config, run_dir, backbone=sd3, progress=False).run()
+    cells = read_cells(run_dir)
+    assert (cells["status"] == "ok").all(), cells["error"].dropna().tolist()
+    assert (cells["nfe"] == estimate).all()
 
 
 @pytest.mark.parametrize("w,steps", [(4.0, 6), (1.0, 3)])

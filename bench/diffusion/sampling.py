@@ -105,7 +105,7 @@ def split_rows(images: torch.Tensor) -> list:
 
 def partial_timesteps(scheduler, steps: int, t0: float) -> torch.Tensor:
     """The last ``int(steps * t0)`` timesteps of the schedule (diffusers' img2img ``strength``); a
-    schedule with its own img2img rule (``start_steps``: FLUX's) keeps that many instead."""
+    schedule with its own img2img rule (``start_steps``: SD3's and FLUX's) keeps that many instead."""
     run = scheduler.start_steps(steps, t0) if hasattr(scheduler, "start_steps") else whole_steps(steps, t0)
     return scheduler.timesteps[(steps - run) * scheduler.order :]
 

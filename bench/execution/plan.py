@@ -150,19 +150,22 @@ def dataset_refs(config: RunConfig) -> list[SampleRef]:
 def collapsed_settings(config: RunConfig) -> list[str]:
     """One warning per group of a method's settings that run exactly the same steps: fractions
     of ``steps`` (``t0``, ``cond_stop``...) are rounded down to whole steps, so at few steps
-    different values coincide (4 steps: ``int(4*0.5) == int(4*0.7)``) and give identical outputs."""
+    different values coincide (4 steps: ``int(4*0.5) == int(4*0.7)``) and give identical outputs.
+    A start level ``t0`` counts under the backbone family's rule (``StepRules.start_steps``)."""
     warnings = []
     for method, settings in config.settings.items():
         cls = get_method(method)
         groups = defaultdict(list)
-        for setting in settings:
-            if "steps" in setting:
-                groups[setting_json(cls.effective_setting(setting))].append(setting)
+        with rules_in_force(step_rules(config.backbone_of(method))):
+            for setting in settings:
+                if "steps" in setting:
+                    groups[setting_json(cls.effective_setting(setting))].append(setting)
+            schedules = {key: cls.schedule(same[0]) for key, same in groups.items()}
         varying, _ = varying_params(method, settings)
-        for same in groups.values():
+        for key, same in groups.items():
             if len(same) > 1:
                 labels = " and ".join(setting_label(s, varying) for s in same)
-                start, run = cls.schedule(same[0])
+                start, run = schedules[key]
                 warnings.append(
                     f"{method}: settings {labels} run the same steps (start step {start}, {run} timesteps run "
                     f"of {same[0]['steps']}); their outputs will be identical. Use more steps or other values."

@@ -51,8 +51,8 @@ COMPONENT_WEIGHTS = {
 
 #: The VAE's normalisation is SD3's: ``(E(x) - shift_factor) * scaling_factor``.
 encode_image, decode = sd3.encode_image, sd3.decode
-#: Flow-matching Euler, as SD3.
-scheduler_class, scheduler_name = sd3.scheduler_class, sd3.scheduler_name
+#: Flow-matching Euler, as SD3; img2img keeps the same start steps (``FluxImg2ImgPipeline``).
+scheduler_class, scheduler_name, img2img_steps = sd3.scheduler_class, sd3.scheduler_name, sd3.img2img_steps
 
 
 def weight_files(spec) -> dict[str, str]:
@@ -180,15 +180,9 @@ def guided_prediction(backbone, latent: torch.Tensor, t, cond: torch.Tensor, unc
     return v_uncond + scale * (v_cond - v_uncond)
 
 
-def img2img_steps(steps: int, strength: float) -> int:
-    """The steps ``FluxImg2ImgPipeline`` runs at ``strength`` (its ``get_timesteps``, diffusers 0.42):
-    ``steps - int(max(steps - min(steps * strength, steps), 0))``; the product is not floored first."""
-    return steps - int(max(steps - min(steps * strength, steps), 0))
-
-
 def step_rules(spec) -> StepRules:
     """One guided step costs 1 evaluation (the distilled guidance input), 2 with true CFG; a start
-    level runs ``img2img_steps``."""
+    level runs ``img2img_steps`` (``FluxImg2ImgPipeline``'s rule, SD3's)."""
     evaluations = 2 if spec.true_cfg_scale > 1 else 1
     return StepRules(guided_evaluations=lambda w: evaluations, start_steps=img2img_steps)
 
@@ -212,11 +206,6 @@ class FluxSchedule(sd3.FlowMatchSchedule):
                                 mu=calculate_shift(image_seq_len, scheduler.config))  # fmt: skip
         self.scheduler, self.config, self.num_inference_steps = scheduler, scheduler.config, steps
         self.timesteps, self.sigmas = scheduler.timesteps, scheduler.sigmas
-
-    @staticmethod
-    def start_steps(steps: int, t0: float) -> int:
-        """The steps a start level ``t0`` runs (``bench.diffusion.sampling.partial_timesteps``)."""
-        return img2img_steps(steps, t0)
 
 
 def new_scheduler(backbone, steps: int, latent_hw: tuple[int, int] | None = None) -> FluxSchedule:

@@ -9,6 +9,8 @@ Formulas (docs/REFERENCE.md, "Rectified-flow backbones (SD3 / SD3.5)"):
   (``guided_velocity``);
 - the Euler step ``z_{i+1} = z_i + (s_{i+1} - s_i) v(z_i, s_i)`` over the scheduler's shifted
   sigmas ``s' = shift s / (1 + (shift - 1) s)`` (``euler_step``, ``FlowMatchSchedule.sigmas``);
+- a start level ``t0`` (img2img ``strength``) runs ``img2img_steps``: diffusers' flow img2img rule,
+  one step more than SD's ``int(steps * t0)`` when ``steps * t0`` is not whole (``step_rules``);
 - text: CLIP-L and CLIP-G penultimate hidden states concatenated on channels, zero-padded to T5's
   width, then T5's states appended along the sequence (zeros without ``text_encoder_3``); the
   pooled projection is both CLIP pooled outputs concatenated. ``encode_text`` packs the pooled
@@ -26,6 +28,7 @@ import torch.nn.functional as F
 
 from bench.diffusion.families import files
 from bench.diffusion.families.packing import pack_pooled, unpack_pooled
+from bench.method import StepRules
 
 DENOISER = "transformer"
 #: T5 tokens per prompt, diffusers' ``max_sequence_length`` default for SD3.
@@ -63,6 +66,19 @@ def scheduler_class(spec):
 
 def scheduler_name(spec) -> str:
     return "flow_match_euler"
+
+
+def img2img_steps(steps: int, strength: float) -> int:
+    """The steps diffusers' flow img2img pipelines run at ``strength`` (``get_timesteps`` of
+    ``StableDiffusion3Img2ImgPipeline`` and ``FluxImg2ImgPipeline``, diffusers 0.42):
+    ``steps - int(max(steps - min(steps * strength, steps), 0))``; the product is not floored first,
+    so a fractional ``steps * strength`` runs one step more than SD's ``int(steps * strength)``."""
+    return steps - int(max(steps - min(steps * strength, steps), 0))
+
+
+def step_rules(spec) -> StepRules:
+    """Classifier-free guidance as SD's; a start level runs ``img2img_steps``."""
+    return StepRules(start_steps=img2img_steps)
 
 
 def load(backbone, common: dict) -> None:
@@ -177,7 +193,7 @@ class FlowMatchSchedule:
 
     ``sigmas`` has ``steps + 1`` entries, from 1 (pure noise) down to 0 (clean); timestep
     ``i`` is ``1000 * sigmas[i]``. ``step`` finds the timestep's index, so it holds no state and
-    any suffix of the timesteps (SDEdit's last ``int(steps * t0)``) runs as diffusers runs it.
+    any suffix of the timesteps (SDEdit's last ``start_steps(steps, t0)``) runs as diffusers runs it.
     """
 
     order = 1
@@ -187,6 +203,11 @@ class FlowMatchSchedule:
         scheduler.set_timesteps(steps, device=device)
         self.scheduler, self.config, self.num_inference_steps = scheduler, scheduler.config, steps
         self.timesteps, self.sigmas = scheduler.timesteps, scheduler.sigmas
+
+    @staticmethod
+    def start_steps(steps: int, t0: float) -> int:
+        """The steps a start level ``t0`` runs (``bench.diffusion.sampling.partial_timesteps``)."""
+        return img2img_steps(steps, t0)
 
     def index_of(self, t) -> int:
         return int((self.timesteps == torch.as_tensor(t, device=self.timesteps.device)).nonzero()[0])
