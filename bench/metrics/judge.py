@@ -387,6 +387,11 @@ def judge_network(options: JudgeOptions, *, untrained: bool, seed: int, device) 
     return load_judge(options, device, untrained and options.backend == "local", seed)
 
 
+def metric_judges(metrics: list) -> dict:
+    """The judge (a ``Judge``) behind each loaded judge metric of ``metrics``, by metric name."""
+    return {m.name: m.judge for m in metrics if isinstance(getattr(m, "judge", None), Judge)}
+
+
 def judge_identity(extractors) -> dict | None:
     """What answered the judge metrics of a run (model, revision, template, decoding), or None."""
     judges = extractors.loaded(judge_network)
