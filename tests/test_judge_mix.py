@@ -140,3 +140,25 @@ def test_score_without_metrics_is_a_one_line_error(two_judge_run):
     run_dir, _ = two_judge_run
     result = CliRunner().invoke(main, ["score", str(run_dir)])
     assert result.exit_code != 0 and "--rescore" in result.output and "Traceback" not in result.output
+
+
+class RewardModelMetric:
+    """A loaded reward-model metric as ``metric_judges`` sees it (EditReward: ``identity`` with a line)."""
+
+    def __init__(self, line: str):
+        self.name, self.identity = "edit_reward", {"backend": "local", "model": "EditReward", "line": line}
+
+
+def test_a_reward_model_metric_is_held_to_its_model_too(tmp_path):
+    from bench.execution.judged_by import claim_judges
+    from bench.store import Store
+
+    store = Store(tmp_path)
+    claim_judges(store, {}, [RewardModelMetric("EditReward (untrained tiny) on base, float32")], tmp_path)
+    store.add_cell_metrics("cell", {"edit_reward": 0.5})
+    trained = RewardModelMetric("EditReward TIGER-Lab/EditReward-Qwen2.5-VL-7B on base, bfloat16")
+    with pytest.raises(ConfigError, match="'edit_reward'.*untrained tiny.*TIGER-Lab"):
+        claim_judges(store, {}, [trained], tmp_path)
+    claim_judges(store, {}, [trained], tmp_path, rescore=("edit_reward",))  # its values go, its model is recorded
+    assert store.metric_names() == set() and "TIGER-Lab" in store.info("judged_by")["edit_reward"]
+    store.close()

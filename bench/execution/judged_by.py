@@ -1,8 +1,9 @@
 """Which judge gave each judged metric's values in a run, so one metric's values never come
 from two judges.
 
-The store records, per judge metric, the judge line (``Judge.describe``: model, revision, request
-form, template version, decoding) that made its values (run info ``judged_by``). A run that starts,
+The store records, per judge metric, the line of the judge that made its values (run info
+``judged_by``): a VLM judge's ``Judge.describe`` (model, revision, request form, template version,
+decoding) or a reward model's (EditReward: its weights, trained or the untrained tiny one, dtype). A run that starts,
 resumes or is scored again claims its metrics' judges before it computes anything: a metric that
 already holds values of another judge stops the command with one line naming the metric, both
 judges and the ways on, unless the command re-judges it (``editbench score --rescore``), which
@@ -36,8 +37,8 @@ def claim_judges(store, manifest: dict, metrics: list, run_dir: Path, rescore: t
     (``ConfigError`` naming the first that does), then record their judges; the metrics in
     ``rescore`` lose their stored values instead of being checked."""
     judges = metric_judges(metrics)
-    current = {name: judge.describe() for name, judge in judges.items()}
-    recorded = recorded_judges(store, manifest, {name: judge.identity for name, judge in judges.items()})
+    current = {name: identity["line"] for name, identity in judges.items()}
+    recorded = recorded_judges(store, manifest, judges)
     stored = store.metric_names()
     for name, line in current.items():
         old = recorded.get(name)
