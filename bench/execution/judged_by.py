@@ -2,12 +2,13 @@
 from two judges.
 
 The store records, per judge metric, the line of the judge that made its values (run info
-``judged_by``): a VLM judge's ``Judge.describe`` (model, revision, request form, template version,
-decoding) or a reward model's (EditReward: its weights, trained or the untrained tiny one, dtype). A run that starts,
-resumes or is scored again claims its metrics' judges before it computes anything: a metric that
-already holds values of another judge stops the command with one line naming the metric, both
-judges and the ways on, unless the command re-judges it (``editbench score --rescore``), which
-drops its old values and records the new judge in one transaction.
+``judged_by``): a VLM judge's ``Judge.describe`` (model, revision, request form, template
+version, decoding) or a reward model's (EditReward: its weights, trained or the untrained tiny
+one, dtype). A run that starts, resumes or is scored again claims its metrics' judges before it
+computes anything: a metric that already holds values of another judge stops the command with
+one line naming the metric, both judges and the ways on, unless the command re-judges it
+(``editbench score --rescore``), which drops its old values and records the new judge in one
+transaction.
 """
 
 from pathlib import Path
@@ -22,14 +23,13 @@ JUDGED_BY = "judged_by"
 def recorded_judges(store, manifest: dict, current: dict[str, dict]) -> dict[str, str]:
     """The judge line that made each metric's stored values. A run from before per-metric
     records names one judge in its manifest: it stands for the metrics of ``current`` (name ->
-    identity) judged with a template of the same name (the part before ``/``)."""
-    recorded = store.info(JUDGED_BY)
-    if recorded is not None:
-        return recorded
+    identity) without a record that are judged with a template of its template's name (the part
+    before ``/``)."""
     old = manifest.get("judge") or {}
     family = str(old.get("template", "")).split("/")[0]
-    return {name: old["line"] for name, identity in current.items()
-            if family and str(identity.get("template", "")).split("/")[0] == family}  # fmt: skip
+    legacy = {name: old["line"] for name, identity in current.items()
+              if family and str(identity.get("template", "")).split("/")[0] == family}  # fmt: skip
+    return {**legacy, **store.info(JUDGED_BY, {})}
 
 
 def claim_judges(store, manifest: dict, metrics: list, run_dir: Path, rescore: tuple[str, ...] = ()) -> None:
