@@ -162,3 +162,21 @@ def test_a_reward_model_metric_is_held_to_its_model_too(tmp_path):
     claim_judges(store, {}, [trained], tmp_path, rescore=("edit_reward",))  # its values go, its model is recorded
     assert store.metric_names() == set() and "TIGER-Lab" in store.info("judged_by")["edit_reward"]
     store.close()
+
+
+def test_compare_warns_when_one_metrics_judge_differs_between_runs(two_judge_run, tmp_path):
+    import shutil
+
+    from bench.reporting.compare import compare_runs
+    from bench.store import Store
+
+    run_dir, _ = two_judge_run
+    other = tmp_path / "rejudged_run"
+    shutil.copytree(run_dir, other)
+    store = Store(other)
+    recorded = store.info("judged_by")
+    store.set_info("judged_by", {**recorded, "imgedit_score": recorded["imgedit_score"].replace(OLD, NEW)})
+    store.close()
+    assert not any("judged by different judges" in w for w in compare_runs(run_dir, run_dir).warnings)
+    warned = [w for w in compare_runs(run_dir, other).warnings if "judged by different judges" in w]
+    assert len(warned) == 1 and warned[0].startswith("imgedit_score:") and OLD in warned[0] and NEW in warned[0]

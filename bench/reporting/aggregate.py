@@ -327,7 +327,23 @@ JUDGE_FIELDS = ("model", "revision", "template")
 
 def judge_drift(runs: list[RunData]) -> list[str]:
     """A warning when runs were judged by different judges: model, revision or template version
-    (judge scores move with each); runs without judge metrics are left out."""
+    (judge scores move with each), and one per judge metric whose values different judges made in
+    different runs (``RunData.judged_by``); runs without judge metrics are left out."""
+    return _manifest_judge_drift(runs) + _metric_judge_drift(runs)
+
+
+def _metric_judge_drift(runs: list[RunData]) -> list[str]:
+    by_metric: dict[str, dict[str, str]] = {}  # metric -> run folder name -> judge line
+    for run in runs:
+        for metric, line in run.judged_by.items():
+            if metric in run.image_metrics:
+                by_metric.setdefault(metric, {})[run.run_dir.name] = line
+    return [f"{metric}: judged by different judges in different runs "
+            f"({'; '.join(f'{name}: {line}' for name, line in lines.items())}): its scores are comparable only from "
+            "the same judge." for metric, lines in by_metric.items() if len(set(lines.values())) > 1]  # fmt: skip
+
+
+def _manifest_judge_drift(runs: list[RunData]) -> list[str]:
     judged = [(r.run_dir.name, r.manifest["judge"]) for r in runs if r.manifest.get("judge")]
     changed = [f for f in JUDGE_FIELDS if len({str(j.get(f)) for _, j in judged}) > 1]
     if not changed:
