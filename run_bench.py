@@ -404,20 +404,24 @@ def export(run_dir, csv_path, parquet_path):
 
 @main.command()
 @click.argument("run_dir", type=click.Path(exists=True, file_okay=False))
-@click.option("--metrics", "names", required=True, metavar="NAME[,NAME...]", help="Metrics to add, e.g. lpips,clip_score,fid.")
+@click.option("--metrics", "names", default="", metavar="NAME[,NAME...]", help="Metrics to add, e.g. lpips,clip_score,fid.")
+@click.option("--rescore", default="", metavar="NAME[,NAME...]",
+              help="Metrics to compute again from scratch, dropping their stored values (e.g. made by another judge).")
 @click.option("--untrained-extractors", is_flag=True, help="Extractors without local weights get seeded random weights (labelled).")
 @click.option("--retry-failed", is_flag=True,
               help="Also ask the judge again the requests that failed (refused, filtered, transport error, timeout).")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @tracker_options
 @_fail_cleanly
-def score(run_dir, names, untrained_extractors, retry_failed, quiet, log_to, log_uri, log_project):
+def score(run_dir, names, rescore, untrained_extractors, retry_failed, quiet, log_to, log_uri, log_project):
     """Add metrics to a finished run from its saved images, without re-running methods."""
     from bench.execution.scoring import score_run
 
     _check_tracker(log_to)
-    names = [n.strip() for n in names.split(",") if n.strip()]
-    counts = score_run(run_dir, names, untrained_extractors, not quiet, retry_failed)
+    names, rescore = ([n.strip() for n in given.split(",") if n.strip()] for given in (names, rescore))
+    if not (names or rescore):
+        raise ConfigError("score: give --metrics NAME[,NAME...] to add, or --rescore NAME[,NAME...] to compute again")
+    counts = score_run(run_dir, names, untrained_extractors, not quiet, retry_failed, tuple(rescore))
     click.echo(", ".join(f"{v} {k}" for k, v in counts.items()), err=True)
     _log_run(run_dir, log_to, log_uri, log_project)
 

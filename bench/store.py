@@ -189,6 +189,24 @@ class Store:
         """(cell key, metric name) of every stored per-cell value, NaN included."""
         return set(self.db.execute("SELECT key, name FROM metrics"))
 
+    def metric_names(self) -> set[str]:
+        """The metrics with at least one stored per-cell value (NaN included)."""
+        return {name for (name,) in self.db.execute("SELECT DISTINCT name FROM metrics")}
+
+    def replace_metric_values(self, names: list[str], info: dict) -> None:
+        """In one transaction: drop every per-cell value and note of metrics ``names`` (to be
+        computed again) and set the run info entries ``info``."""
+        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            for table in ("metrics", "metric_notes"):
+                self.db.executemany(f"DELETE FROM {table} WHERE name = ?", [(name,) for name in names])
+            self.db.executemany("INSERT OR REPLACE INTO run_info VALUES (?, ?)",
+                                [(key, json.dumps(value)) for key, value in info.items()])  # fmt: skip
+            self.db.execute("COMMIT")
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
+
     def commit_cell(self, cell: CellRecord) -> None:
         """Write one cell and its metrics in a single transaction."""
         values = {f.name: getattr(cell, f.name) for f in fields(CellRecord) if f.name not in ("metrics", "notes")}

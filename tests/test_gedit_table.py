@@ -171,6 +171,7 @@ def test_resume_refuses_a_different_judge(judged_run):
     manifest = json.loads((run_dir / "manifest.json").read_text())
     manifest["judge"]["line"] = "another-judge@v0 via endpoint, template viescore-tie-0shot/1, greedy decoding"
     store.save_manifest(manifest)
+    store.db.execute("DELETE FROM run_info WHERE key = 'judged_by'")  # a run from before per-metric records
     store.close()
     with pytest.raises(ConfigError, match="the judge changed"):
         resume_run(run_dir, progress=False)

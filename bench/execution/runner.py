@@ -32,6 +32,7 @@ from bench.errors import ConfigError
 from bench.execution.chains import plan_chain_units
 from bench.execution.config import ExecutorSpec, RunConfig, config_from_resolved
 from bench.execution.executors import check_executor, make_executor
+from bench.execution.judged_by import claim_judges
 from bench.execution.plan import config_cell_keys, ignored_references, plan_units
 from bench.execution.progress import progress_bar
 from bench.execution.runlock import locked_run, run_lock
@@ -125,7 +126,9 @@ class Runner:
     # -- manifest ------------------------------------------------------------------------------
     def write_manifest(self, started: dict | None = None) -> dict:
         """The full manifest; ``started``: the one written when the run folder was created
-        (``starting_manifest``), whose creation time and command it keeps."""
+        (``starting_manifest``), whose creation time and command it keeps. The metrics' judges are
+        claimed first (``claim_judges``: a resumed run's metric of another judge stops it)."""
+        claim_judges(self.store, started or {}, self.metrics, self.run_dir)
         manifest = {
             **(started or starting_manifest(self.config)),
             "backbone": self.backbone.describe(),
@@ -190,12 +193,7 @@ class Runner:
                 f"run {self.run_dir}: extra network weights changed since it started: {'; '.join(changed)}; "
                 "results would mix. Start a new run instead of resuming."
             )
-        judge, before = judge_identity(self.worker.extractors), manifest.get("judge")
-        if judge and before and judge["line"] != before.get("line"):
-            raise ConfigError(
-                f"run {self.run_dir}: the judge changed since it started ({before.get('line')} -> {judge['line']}); "
-                "results would mix. Start a new run instead of resuming."
-            )
+        claim_judges(self.store, manifest, self.metrics, self.run_dir)
 
     # -- the loop ------------------------------------------------------------------------------
     def total_cells(self) -> int:

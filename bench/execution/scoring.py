@@ -14,6 +14,7 @@ import torch
 from PIL import Image
 
 from bench.errors import ConfigError, SampleError
+from bench.execution.judged_by import claim_judges
 from bench.metrics import ImageMetric, SetMetric, get_metric, load_metrics
 from bench.metrics.image_scores import score_images
 from bench.metrics.judge_failures import REQUEST_FAILURES
@@ -168,9 +169,11 @@ def failed_requests(cells, metrics: list) -> set[tuple[str, str]]:
 
 
 def score_run(run_dir: str | Path, names: list[str], untrained: bool = False, progress: bool = True,
-              retry_failed: bool = False) -> dict:  # fmt: skip
+              retry_failed: bool = False, rescore: tuple[str, ...] = ()) -> dict:  # fmt: skip
     """Add metrics ``names`` to a finished run without re-running methods; returns counts.
-    ``retry_failed``: also ask the judge again the requests that failed (``score_missing``).
+    ``retry_failed``: also ask the judge again the requests that failed (``score_missing``);
+    ``rescore``: metrics whose stored values are dropped and computed again (e.g. of another
+    judge, which ``claim_judges`` otherwise refuses to mix with this one's).
 
     The metrics are recorded in the run's manifest before any is computed, so a ``score`` that
     is killed is finished by running it again or by ``run --resume``: either computes exactly
@@ -179,11 +182,12 @@ def score_run(run_dir: str | Path, names: list[str], untrained: bool = False, pr
 
     run_dir = Path(run_dir)
     with locked_run(run_dir) as manifest:
-        return _score_locked(run_dir, manifest, names, untrained, progress, retry_failed)
+        return _score_locked(run_dir, manifest, list(dict.fromkeys([*names, *rescore])), untrained, progress,
+                             retry_failed, tuple(rescore))  # fmt: skip
 
 
 def _score_locked(run_dir: Path, manifest: dict, names: list[str], untrained: bool, progress: bool,
-                  retry_failed: bool) -> dict:  # fmt: skip
+                  retry_failed: bool, rescore: tuple[str, ...]) -> dict:  # fmt: skip
     from bench.data import load_dataset
     from bench.devices import resolve_device
     from bench.execution.config import config_from_resolved
@@ -202,6 +206,7 @@ def _score_locked(run_dir: Path, manifest: dict, names: list[str], untrained: bo
     refs = load_dataset(config.dataset)
     store = Store(run_dir)
     try:
+        claim_judges(store, manifest, metrics, run_dir, rescore)
         labels = store.info("labels", [])
         store.set_info("labels", labels + [label for label in extractors.labels() if label not in labels])
         judge = judge_identity(extractors)

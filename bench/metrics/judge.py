@@ -387,6 +387,20 @@ def judge_network(options: JudgeOptions, *, untrained: bool, seed: int, device) 
     return load_judge(options, device, untrained and options.backend == "local", seed)
 
 
+def metric_judges(metrics: list) -> dict[str, dict]:
+    """The identity of what judges each loaded judge metric of ``metrics``, by metric name, with
+    its ``line``: a VLM judge's (``Judge.identity``, ``Judge.describe``) or a reward model's
+    (``identity`` of its metric, e.g. EditReward's)."""
+    found = {}
+    for metric in metrics:
+        judge, identity = getattr(metric, "judge", None), getattr(metric, "identity", None)
+        if isinstance(judge, Judge):
+            found[metric.name] = {**judge.identity, "line": judge.describe()}
+        elif isinstance(identity, dict) and "line" in identity:
+            found[metric.name] = identity
+    return found
+
+
 def judge_identity(extractors) -> dict | None:
     """What answered the judge metrics of a run (model, revision, template, decoding), or None."""
     judges = extractors.loaded(judge_network)

@@ -24,6 +24,7 @@ import pandas as pd
 
 from bench.data import DatasetSpec, chained_turns, load_dataset
 from bench.errors import ConfigError
+from bench.execution.judged_by import JUDGED_BY
 from bench.metrics import METRICS
 from bench.metrics.judge_failures import FAILURE_CLASSES, NO_INSTRUCTION
 from bench.registry import get_method
@@ -207,6 +208,7 @@ class RunData:
     set_metrics: pd.DataFrame
     set_n_source: int | None = None  # source images the set-level metrics compared against
     sessions: list[dict] = field(default_factory=list)  # per run/resume: cells computed, wall seconds, batch size
+    judged_by: dict[str, str] = field(default_factory=dict)  # per judge metric: the judge that made its values
 
     @property
     def throughput(self) -> str | None:
@@ -273,8 +275,12 @@ class RunData:
 
     @property
     def judge_line(self) -> str | None:
-        """The judge behind the run's judge metrics (model@revision, template, decoding), or None."""
-        return (self.manifest.get("judge") or {}).get("line")
+        """The judge behind the run's judge metrics (model@revision, template, decoding), or None;
+        metrics made by different judges: each metric's, ``name: judge; name: judge``."""
+        lines = {name: line for name, line in self.judged_by.items() if name in self.image_metrics}
+        if len(set(lines.values())) > 1:
+            return "; ".join(f"{name}: {line}" for name, line in lines.items())
+        return next(iter(lines.values()), None) or (self.manifest.get("judge") or {}).get("line")
 
     def groups(self, key: str) -> pd.Series:
         """Each cell's value of group ``key`` (e.g. ``language``), None where its sample has none."""
@@ -321,7 +327,23 @@ JUDGE_FIELDS = ("model", "revision", "template")
 
 def judge_drift(runs: list[RunData]) -> list[str]:
     """A warning when runs were judged by different judges: model, revision or template version
-    (judge scores move with each); runs without judge metrics are left out."""
+    (judge scores move with each), and one per judge metric whose values different judges made in
+    different runs (``RunData.judged_by``); runs without judge metrics are left out."""
+    return _manifest_judge_drift(runs) + _metric_judge_drift(runs)
+
+
+def _metric_judge_drift(runs: list[RunData]) -> list[str]:
+    by_metric: dict[str, dict[str, str]] = {}  # metric -> run folder name -> judge line
+    for run in runs:
+        for metric, line in run.judged_by.items():
+            if metric in run.image_metrics:
+                by_metric.setdefault(metric, {})[run.run_dir.name] = line
+    return [f"{metric}: judged by different judges in different runs "
+            f"({'; '.join(f'{name}: {line}' for name, line in lines.items())}): its scores are comparable only from "
+            "the same judge." for metric, lines in by_metric.items() if len(set(lines.values())) > 1]  # fmt: skip
+
+
+def _manifest_judge_drift(runs: list[RunData]) -> list[str]:
     judged = [(r.run_dir.name, r.manifest["judge"]) for r in runs if r.manifest.get("judge")]
     changed = [f for f in JUDGE_FIELDS if len({str(j.get(f)) for _, j in judged}) > 1]
     if not changed:
@@ -391,13 +413,15 @@ def load_run(run_dir) -> RunData:
         labels = store.info("labels", [])
         n_source = store.info("set_metrics_n_source")
         sessions = store.info("sessions", [])
+        judged_by = store.info(JUDGED_BY, {})
     finally:
         store.close()
     if (run_dir / MANIFEST).is_file():
         manifest = json.loads((run_dir / MANIFEST).read_text())
     labels = list(dict.fromkeys(list(manifest.get("labels", [])) + list(labels)))
     cells["backbone"] = cells["backbone"].fillna(default_backbone_label(manifest))  # cells stored before the column
-    return RunData(run_dir, manifest, labels, with_group_columns(cells), present, set_metrics, n_source, sessions)
+    return RunData(run_dir, manifest, labels, with_group_columns(cells), present, set_metrics, n_source, sessions,
+                   judged_by)  # fmt: skip
 
 
 def default_backbone_label(manifest: dict) -> str | None:
