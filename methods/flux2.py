@@ -68,8 +68,7 @@ class Flux2(Method):
 
     @torch.no_grad()
     def edit_batch(self, backbone, rows, setting):
-        scheduler = backbone._scheduler_cls.from_config(backbone.scheduler_config)
-        pipe = backbone.family.pipeline(backbone, scheduler)
+        pipe = backbone.new_pipeline()
         results = []
         for row in rows:
             height, width = row.sample.image.shape[1:]

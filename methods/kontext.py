@@ -67,8 +67,7 @@ class Kontext(Method):
     @torch.no_grad()
     def edit_batch(self, backbone, rows, setting):
         height, width = rows[0].sample.image.shape[1:]  # the worker batches cells of one size
-        scheduler = backbone._scheduler_cls.from_config(backbone.scheduler_config)
-        pipe = backbone.family.pipeline(backbone, scheduler)
+        pipe = backbone.new_pipeline()
         true_cfg = setting["true_cfg"] > 1
         images = pipe(
             image=[pil_image(row.sample.image) for row in rows],

@@ -49,8 +49,7 @@ class LongCatEdit(Method):
 
     @torch.no_grad()
     def edit_batch(self, backbone, rows, setting):
-        scheduler = backbone._scheduler_cls.from_config(backbone.scheduler_config)
-        pipe = backbone.family.pipeline(backbone, scheduler)
+        pipe = backbone.new_pipeline()
         results = []
         for row in rows:
             image = pipe(image=pil_image(row.sample.image), prompt=row.sample.instruction,

@@ -47,8 +47,7 @@ class QwenImageEdit(Method):
 
     @torch.no_grad()
     def edit_batch(self, backbone, rows, setting):
-        scheduler = backbone._scheduler_cls.from_config(backbone.scheduler_config)
-        pipe = backbone.family.pipeline(backbone, scheduler)
+        pipe = backbone.new_pipeline()
         return [EditResult(self._call(pipe, row, setting).float().cpu()) for row in rows]
 
     def _call(self, pipe, row, setting) -> torch.Tensor:

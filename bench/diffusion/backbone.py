@@ -391,6 +391,11 @@ class Backbone:
         family whose timesteps depend on the image size (FLUX.1's shift) reads it."""
         return self.family.new_scheduler(self, steps, latent_hw)
 
+    def new_pipeline(self):
+        """An instruction editor family's diffusers pipeline over this backbone's networks, with a
+        fresh scheduler of the checkpoint's config (never shared between batches)."""
+        return self.family.pipeline(self, self._scheduler_cls.from_config(self.scheduler_config))
+
     def latent_hw(self, image: torch.Tensor) -> tuple[int, int]:
         """(h, w) of the latent of an image (..., 3, H, W) (under ``keep_aspect`` not square)."""
         return image.shape[-2] // self.vae_factor, image.shape[-1] // self.vae_factor
