@@ -102,6 +102,15 @@ def whole_steps(steps: int, fraction: float) -> int:
     return min(int(steps * fraction), steps)
 
 
+def check_skip(method: str, setting: dict) -> None:
+    """A ``skip``/``steps`` setting (the noisiest ``skip`` steps not run) must run at least one step."""
+    if setting["skip"] >= setting["steps"]:
+        raise ConfigError(
+            f"method {method!r}: skip = {setting['skip']} with steps = {setting['steps']} runs no step; "
+            "need skip < steps"
+        )
+
+
 def check_start_level(method: str, setting: dict) -> None:
     """A ``t0``/``steps`` setting must run at least one step: ``int(steps * t0) >= 1``."""
     if whole_steps(setting["steps"], setting["t0"]) < 1:

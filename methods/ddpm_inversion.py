@@ -12,9 +12,8 @@ import torch
 from bench.diffusion.families import UNET_FAMILIES
 from bench.diffusion.inversion.ddpm import DDPMInversionSpec
 from bench.diffusion.sampling import denoise, text_guided_eps
-from bench.errors import ConfigError
 from bench.method import Conformance, EditResult, Method
-from bench.params import Param, guidance_param, steps_param
+from bench.params import Param, check_skip, guidance_param, steps_param
 from bench.registry import register
 
 INVERSION_W = Param("inversion_w", float, 1.0, "guidance weight of the inversion (source prompt)", low=0, high=50)
@@ -44,11 +43,7 @@ class DDPMInversion(Method):
 
     @classmethod
     def check(cls, setting):
-        if setting["skip"] >= setting["steps"]:
-            raise ConfigError(
-                f"method {cls.name!r}: skip = {setting['skip']} with steps = {setting['steps']} runs no step; "
-                "need skip < steps"
-            )
+        check_skip(cls.name, setting)
 
     @classmethod
     def preparation(cls, setting):

@@ -45,9 +45,8 @@ import torch.nn.functional as F
 
 from bench.diffusion.attention.kv_cache import KVCache, caching_kv
 from bench.diffusion.sampling import decode_rows, encode_prompts, fresh_noise, guided_eps, split_rows
-from bench.errors import ConfigError
 from bench.method import Conformance, Method, Preparation, PreparationSpec, cfg_evaluations
-from bench.params import Param
+from bench.params import Param, check_skip
 from bench.registry import register
 
 
@@ -165,11 +164,7 @@ class KVEdit(Method):
 
     @classmethod
     def check(cls, setting):
-        if setting["skip"] >= setting["steps"]:
-            raise ConfigError(
-                f"method {cls.name!r}: skip = {setting['skip']} leaves no step of steps = {setting['steps']}; "
-                "need skip < steps"
-            )
+        check_skip(cls.name, setting)
 
     @classmethod
     def schedule(cls, setting):
