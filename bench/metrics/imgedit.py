@@ -12,13 +12,12 @@ default temperature and token limit (``judge.request: imgedit_gpt4o`` builds tha
 the template's token limit). Answers are cached as the VIEScore judge's are.
 """
 
-import dataclasses
 import json
 
 import torch
 
 from bench.metrics.base import ImageMetric
-from bench.metrics.judge import JUDGE, NAN, judge_network
+from bench.metrics.judge import JUDGE, NAN, benchmark_judge
 
 TEMPLATE = "imgedit_basic_v1"
 
@@ -36,8 +35,7 @@ class ImgEditScore(ImageMetric):
 
     def load(self, extractors):
         super().load(extractors)
-        options = dataclasses.replace(extractors.options.judge, template=TEMPLATE)
-        self.judge = extractors.get(judge_network, options, metric=self.name)
+        self.judge = benchmark_judge(extractors, TEMPLATE, self.name)
 
     def compute(self, edited, source, samples):
         values, notes = [NAN] * len(samples), [None] * len(samples)

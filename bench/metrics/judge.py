@@ -34,7 +34,7 @@ was refused), while ``score --retry-failed``, a new judge, asks it again.
 import hashlib
 import json
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
@@ -385,6 +385,12 @@ def load_judge(options, device, untrained: bool, seed: int) -> Judge:
 def judge_network(options: JudgeOptions, *, untrained: bool, seed: int, device) -> Judge:
     """The judge ``options`` describe; untrained only for a local backend (an endpoint is never labelled)."""
     return load_judge(options, device, untrained and options.backend == "local", seed)
+
+
+def benchmark_judge(extractors, template: str, metric: str) -> Judge:
+    """The run's judge (``metric_options.judge``) asking with a benchmark's own ``template``
+    (ImgEdit-Bench, KRIS-Bench, RISEBench), loaded once per run through the extractor cache."""
+    return extractors.get(judge_network, replace(extractors.options.judge, template=template), metric=metric)
 
 
 def metric_judges(metrics: list) -> dict[str, dict]:

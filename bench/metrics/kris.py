@@ -23,14 +23,13 @@ Image i", then the edit as "Predicted Image"), ``temporal_prediction``
 ``gt_img``); none has a knowledge score.
 """
 
-import dataclasses
 import json
 import re
 
 import torch
 
 from bench.metrics.base import ImageMetric
-from bench.metrics.judge import JUDGE, NAN, judge_network
+from bench.metrics.judge import JUDGE, NAN, benchmark_judge
 
 TEMPLATE = "kris_bench_v2"
 #: KRIS-Bench's metrics_knowledge.py CATEGORIES, by their folder names (its daily_life is the
@@ -82,8 +81,7 @@ class KrisMetric(ImageMetric):
 
     def load(self, extractors):
         super().load(extractors)
-        options = dataclasses.replace(extractors.options.judge, template=TEMPLATE)
-        self.judge = extractors.get(judge_network, options, metric=self.name)
+        self.judge = benchmark_judge(extractors, TEMPLATE, self.name)
 
     def part_of(self, sample) -> str | None:
         if sample.edit_type in CATEGORY_PARTS:

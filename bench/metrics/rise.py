@@ -25,14 +25,13 @@ differs, on purpose:
   it never asked for and fails).
 """
 
-import dataclasses
 import json
 import math
 
 import torch
 
 from bench.metrics.base import ImageMetric
-from bench.metrics.judge import JUDGE, NAN, judge_network
+from bench.metrics.judge import JUDGE, NAN, benchmark_judge
 
 TEMPLATE = "rise_bench_v1"
 CONSISTENCY, REASONING, PLAUSIBILITY = "consistency", "reasoning", "plausibility"
@@ -94,8 +93,7 @@ class RiseMetric(ImageMetric):
 
     def load(self, extractors):
         super().load(extractors)
-        options = dataclasses.replace(extractors.options.judge, template=TEMPLATE)
-        self.judge = extractors.get(judge_network, options, metric=self.name)
+        self.judge = benchmark_judge(extractors, TEMPLATE, self.name)
 
     def value(self, sample, dims: dict[str, float]) -> float:
         raise NotImplementedError
